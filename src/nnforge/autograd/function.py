@@ -1,0 +1,51 @@
+"""`Function`: one differentiable op, its forward and backward side by side (Chainer's FunctionNode)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from .grad_mode import is_grad_enabled
+
+
+class Function:
+    """Base class of every differentiable op.
+
+    Subclasses implement `forward(*arrays) -> array` and `backward(grad_out) -> tuple` with one
+    entry per input (None where no gradient is needed; `self.needs_input_grad` says which).
+    State needed by backward is kept on `self`. `ir_name` is the ONNX op name the op maps to.
+    """
+
+    ir_name: ClassVar[str | None] = None
+
+    needs_input_grad: tuple[bool, ...] = ()
+    inputs: tuple[Any, ...] = ()
+
+    def forward(self, *xs: Any) -> Any:  # pragma: no cover - abstract
+        """Compute the output array from the input arrays."""
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def backward(self, gy: Any) -> tuple[Any, ...]:  # pragma: no cover - abstract
+        """Return the gradient for each input given the output gradient."""
+        raise NotImplementedError(f"{type(self).__name__}.backward")
+
+    @classmethod
+    def apply(cls, *inputs: Any, **attrs: Any) -> Any:
+        """Run the op on tensors (or arrays/scalars) and record it for backward when needed."""
+        from .tensor import Tensor, as_tensor  # noqa: PLC0415 - circular import
+
+        fn = cls(**attrs) if attrs else cls()
+        tensors = tuple(as_tensor(x) for x in inputs)
+        needs = tuple(t.requires_grad for t in tensors)
+        record = is_grad_enabled() and any(needs)
+        fn.needs_input_grad = needs if record else tuple(False for _ in needs)
+        out = fn.forward(*(t.data for t in tensors))
+        result = Tensor(out, requires_grad=record, _keep=True)
+        if record:
+            fn.inputs = tensors
+            result._creator = fn
+        return result
+
+    def release(self) -> None:
+        """Drop references kept for backward so memory is freed once the graph is done."""
+        self.inputs = ()
+        self.__dict__.clear()

@@ -1,0 +1,316 @@
+"""`Tensor`: an array with define-by-run reverse-mode automatic differentiation."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+
+from .. import backend
+from ..errors import DTypeError, ShapeError
+from .grad_mode import no_grad
+
+
+def _to_array(data: Any, dtype: Any) -> Any:
+    """Turn user data into a backend array: floats default to float32, ints stay ints."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if isinstance(data, np.ndarray) or backend.get_array_module(data) is not np:
+        return data if dtype is None or data.dtype == dtype else data.astype(dtype)
+    arr = np.asarray(data)
+    if dtype is not None:
+        return arr.astype(dtype, copy=False)
+    if arr.dtype.kind == "f" or arr.dtype == object:
+        try:
+            return arr.astype(backend.DEFAULT_DTYPE)
+        except (TypeError, ValueError) as exc:
+            raise DTypeError(f"expected numeric data, found {arr.dtype} ({exc})") from None
+    return arr
+
+
+class Tensor:
+    """An n-dimensional array that records the operations applied to it for backward()."""
+
+    __slots__ = ("data", "grad", "requires_grad", "_creator", "name", "__weakref__")
+    __array_priority__ = 1000  # so ndarray + Tensor calls Tensor.__radd__
+
+    def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None,
+                 name: str | None = None, _keep: bool = False) -> None:
+        self.data = data if _keep else _to_array(data, dtype)
+        if requires_grad and not backend.is_float_dtype(self.data.dtype):
+            raise DTypeError(f"only floating point tensors can require gradients, "
+                             f"found dtype {self.data.dtype}")
+        self.grad: Any = None
+        self.requires_grad = bool(requires_grad)
+        self._creator: Any = None
+        self.name = name
+
+    # -- array-like properties -------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the underlying array."""
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions."""
+        return self.data.ndim
+
+    @property
+    def dtype(self) -> Any:
+        """dtype of the underlying array."""
+        return self.data.dtype
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return self.data.size
+
+    @property
+    def is_leaf(self) -> bool:
+        """True for tensors not produced by a recorded op (parameters, inputs)."""
+        return self._creator is None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({np.array2string(backend.to_numpy(self.data), precision=4)}{extra})"
+
+    def numpy(self) -> np.ndarray:
+        """The data as a NumPy array (shares memory on the CPU)."""
+        return backend.to_numpy(self.data)
+
+    def item(self) -> Any:
+        """The single value of a one-element tensor as a Python scalar."""
+        if self.data.size != 1:
+            raise ShapeError(f"item() needs a tensor with one element, found shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def detach(self) -> Tensor:
+        """A tensor sharing the data but cut from the graph."""
+        return Tensor(self.data, _keep=True)
+
+    def astype(self, dtype: Any) -> Tensor:
+        """Differentiable cast to another floating dtype."""
+        from ..ops.math import Cast  # noqa: PLC0415
+
+        return Cast.apply(self, dtype=np.dtype(dtype))
+
+    def zero_grad(self) -> None:
+        """Forget the accumulated gradient."""
+        self.grad = None
+
+    # -- backward --------------------------------------------------------------------------
+    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into `.grad` of every leaf that requires grad."""
+        if not self.requires_grad:
+            raise NNForgeRuntime("backward() called on a tensor that does not require grad "
+                                 "(was it computed under no_grad(), or from inputs without "
+                                 "requires_grad=True?)")
+        if grad is None:
+            if self.data.size != 1:
+                raise ShapeError(f"backward() without a gradient needs a scalar output, "
+                                 f"found shape {self.shape}; pass grad= explicitly")
+            grad = np.ones_like(self.data)
+        else:
+            grad = _to_array(grad, self.dtype)
+            _check_grad_shape(self, grad, "the gradient passed to backward()")
+        run_backward(self, grad, retain_graph)
+
+    # -- operators (implemented in nnforge.ops) -------------------------------------------
+    def __add__(self, other: Any) -> Tensor:
+        return _ops().Add.apply(self, other)
+
+    def __radd__(self, other: Any) -> Tensor:
+        return _ops().Add.apply(other, self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return _ops().Sub.apply(self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return _ops().Sub.apply(other, self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return _ops().Mul.apply(self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return _ops().Mul.apply(other, self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return _ops().Div.apply(self, other)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return _ops().Div.apply(other, self)
+
+    def __neg__(self) -> Tensor:
+        return _ops().Neg.apply(self)
+
+    def __pow__(self, exponent: float) -> Tensor:
+        if isinstance(exponent, Tensor):
+            raise DTypeError("Tensor ** Tensor is not supported; the exponent must be a number")
+        return _ops().Pow.apply(self, exponent=float(exponent))
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return _ops().MatMul.apply(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return _ops().MatMul.apply(other, self)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        from ..ops.shape import GetItem  # noqa: PLC0415
+
+        if isinstance(index, Tensor):
+            index = index.data
+        return GetItem.apply(self, index=index)
+
+    # comparisons give plain boolean arrays: they have no gradient
+    def __lt__(self, other: Any) -> Any:
+        return self.data < _raw(other)
+
+    def __le__(self, other: Any) -> Any:
+        return self.data <= _raw(other)
+
+    def __gt__(self, other: Any) -> Any:
+        return self.data > _raw(other)
+
+    def __ge__(self, other: Any) -> Any:
+        return self.data >= _raw(other)
+
+    __hash__ = object.__hash__
+
+    def exp(self) -> Tensor:
+        """Elementwise e**x."""
+        return _ops().Exp.apply(self)
+
+    def log(self) -> Tensor:
+        """Elementwise natural log."""
+        return _ops().Log.apply(self)
+
+    def sqrt(self) -> Tensor:
+        """Elementwise square root."""
+        return _ops().Pow.apply(self, exponent=0.5)
+
+    def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """Sum over the given axes (all when None)."""
+        return _ops().Sum.apply(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """Mean over the given axes (all when None)."""
+        return _ops().Mean.apply(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """Maximum over the given axes; the gradient is split evenly between ties."""
+        return _ops().Max.apply(self, axis=axis, keepdims=keepdims)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        """Tensor with the same data and a new shape."""
+        from ..ops.shape import Reshape  # noqa: PLC0415
+
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return Reshape.apply(self, shape=tuple(shape))
+
+    def transpose(self, *axes: int) -> Tensor:
+        """Permute the axes (reverse them when none are given)."""
+        from ..ops.shape import Transpose  # noqa: PLC0415
+
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return Transpose.apply(self, axes=tuple(axes) if axes else None)
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802 - NumPy's name
+        """Transpose with the axes reversed."""
+        return self.transpose()
+
+    def flatten(self, start_dim: int = 1) -> Tensor:
+        """Flatten the dimensions from start_dim on into one."""
+        from ..ops.shape import Flatten  # noqa: PLC0415
+
+        return Flatten.apply(self, start_dim=start_dim)
+
+
+class NNForgeRuntime(RuntimeError):
+    """Misuse of the autograd engine (backward on a tensor without a graph)."""
+
+
+def _raw(x: Any) -> Any:
+    return x.data if isinstance(x, Tensor) else x
+
+
+def _ops() -> Any:
+    from ..ops import math  # noqa: PLC0415 - ops import Tensor
+
+    return math
+
+
+def as_tensor(x: Any) -> Tensor:
+    """Return x if it is a Tensor, else wrap it (scalars take float32)."""
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return Tensor(np.asarray(x, dtype=backend.DEFAULT_DTYPE), _keep=True)
+    return Tensor(x)
+
+
+def _check_grad_shape(t: Tensor, g: Any, what: str) -> None:
+    if g.shape != t.data.shape:
+        op = type(t._creator).__name__ if t._creator is not None else "a leaf"
+        raise ShapeError(f"{what} for the output of {op} has shape {g.shape}, "
+                         f"expected {t.data.shape}")
+
+
+def _topological_order(root: Tensor) -> list[Tensor]:
+    """Tensors reachable from root that have a creator, outputs before inputs."""
+    order: list[Tensor] = []
+    seen: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        t, expanded = stack.pop()
+        if expanded:
+            order.append(t)
+            continue
+        if id(t) in seen or t._creator is None:
+            continue
+        seen.add(id(t))
+        stack.append((t, True))
+        for inp in t._creator.inputs:
+            if inp.requires_grad and inp._creator is not None and id(inp) not in seen:
+                stack.append((inp, False))
+    order.reverse()
+    return order
+
+
+def run_backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
+    """Propagate `grad` from root to every leaf that requires grad."""
+    if root._creator is None:  # a leaf: its gradient is the seed itself
+        root.grad = grad if root.grad is None else root.grad + grad
+        return
+    grads: dict[int, Any] = {id(root): grad}
+    with no_grad():
+        for t in _topological_order(root):
+            gy = grads.pop(id(t), None)
+            fn = t._creator
+            if gy is None:
+                continue
+            gxs = fn.backward(gy)
+            for inp, gx in zip(fn.inputs, gxs):
+                if gx is None or not inp.requires_grad:
+                    continue
+                _check_grad_shape(inp, gx, f"the gradient computed by {type(fn).__name__}")
+                if inp._creator is None:
+                    # never add in place: the same array may be handed to several inputs
+                    inp.grad = gx if inp.grad is None else inp.grad + gx
+                else:
+                    prev = grads.get(id(inp))
+                    grads[id(inp)] = gx if prev is None else prev + gx
+            if not retain_graph:
+                fn.release()
+                t._creator = None
+
+
+def tensors_data(items: Iterable[Tensor]) -> list[Any]:
+    """The arrays behind a sequence of tensors."""
+    return [t.data for t in items]

@@ -1,0 +1,11 @@
+"""Layers and models."""
+
+from . import init
+from .layers import (GELU, Dropout, Flatten, Identity, LeakyReLU, Linear, LogSoftmax, ReLU,
+                     Sequential, Sigmoid, Softmax, Tanh)
+from .module import (LAYER_REGISTRY, Module, Parameter, layer_from_architecture,
+                     register_layer)
+
+__all__ = ["GELU", "LAYER_REGISTRY", "Dropout", "Flatten", "Identity", "LeakyReLU", "Linear",
+           "LogSoftmax", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax",
+           "Tanh", "init", "layer_from_architecture", "register_layer"]

@@ -1,0 +1,204 @@
+"""Dense, activation, dropout and reshaping layers, and Sequential."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..autograd.tensor import Tensor
+from ..errors import ConfigError
+from ..ops import activation as A
+from ..ops.linear import linear
+from ..ops.math import Mul
+from ..ops.shape import flatten
+from ..random import get_rng
+from .init import get_initializer
+from .module import Module, Parameter, layer_from_architecture, register_layer
+
+
+@register_layer
+class Sequential(Module):
+    """Layers applied one after another."""
+
+    def __init__(self, *layers: Module) -> None:
+        super().__init__()
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise ConfigError(f"Sequential expects Module instances, found "
+                                  f"{type(layer).__name__} at position {i}")
+            setattr(self, str(i), layer)
+
+    def forward(self, x: Any) -> Any:
+        for layer in self._modules.values():
+            x = layer(x)
+        return x
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __getitem__(self, i: int) -> Module:
+        return list(self._modules.values())[i]
+
+    def append(self, layer: Module) -> Sequential:
+        """Add a layer at the end."""
+        setattr(self, str(len(self._modules)), layer)
+        return self
+
+    def get_config(self) -> dict[str, Any]:
+        return {"layers": [m.to_architecture() for m in self._modules.values()]}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Sequential:
+        layers = config.get("layers")
+        if not isinstance(layers, list):
+            raise ConfigError(f"Sequential config needs a 'layers' list, found {layers!r:.60}")
+        return cls(*[layer_from_architecture(a) for a in layers])
+
+
+@register_layer
+class Linear(Module):
+    """Fully connected layer y = x @ W.T + b, W of shape (out_features, in_features)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 init: str = "he") -> None:
+        super().__init__()
+        _check_positive(self, in_features=in_features, out_features=out_features)
+        self.in_features, self.out_features, self.init = int(in_features), int(out_features), init
+        self.weight = Parameter(get_initializer(init)((self.out_features, self.in_features)))
+        self.bias = Parameter(np.zeros(self.out_features, np.float32)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "bias": self.bias is not None, "init": self.init}
+
+
+def _check_positive(layer: Module, **values: Any) -> None:
+    for k, v in values.items():
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
+            raise ConfigError(f"{type(layer).__name__}: {k} must be a positive integer, found {v!r}")
+
+
+class _Activation(Module):
+    fn: Any = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return type(self).fn(x)
+
+
+@register_layer
+class ReLU(_Activation):
+    """max(x, 0)."""
+
+    fn = staticmethod(A.relu)
+
+
+@register_layer
+class Sigmoid(_Activation):
+    """Logistic sigmoid."""
+
+    fn = staticmethod(A.sigmoid)
+
+
+@register_layer
+class Tanh(_Activation):
+    """Hyperbolic tangent."""
+
+    fn = staticmethod(A.tanh)
+
+
+@register_layer
+class GELU(_Activation):
+    """Exact (erf) GELU."""
+
+    fn = staticmethod(A.gelu)
+
+
+@register_layer
+class LeakyReLU(Module):
+    """x for x > 0, negative_slope * x otherwise."""
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return A.leaky_relu(x, self.negative_slope)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"negative_slope": self.negative_slope}
+
+
+@register_layer
+class Softmax(Module):
+    """Softmax along an axis."""
+
+    def __init__(self, axis: int = -1) -> None:
+        super().__init__()
+        self.axis = int(axis)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return A.softmax(x, self.axis)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"axis": self.axis}
+
+
+@register_layer
+class LogSoftmax(Softmax):
+    """Log-softmax along an axis."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return A.log_softmax(x, self.axis)
+
+
+@register_layer
+class Identity(Module):
+    """Returns its input."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+@register_layer
+class Flatten(Module):
+    """Merge every dimension from start_dim on."""
+
+    def __init__(self, start_dim: int = 1) -> None:
+        super().__init__()
+        self.start_dim = int(start_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return flatten(x, self.start_dim)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"start_dim": self.start_dim}
+
+
+@register_layer
+class Dropout(Module):
+    """Zero elements with probability p in training and scale the rest by 1/(1-p)."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= float(p) < 1.0:
+            raise ConfigError(f"Dropout: p must be in [0, 1), found {p!r}")
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = get_rng().random(x.shape, dtype=np.float32) >= self.p
+        mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
+        return Mul.apply(x, Tensor(mask, _keep=True))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"p": self.p}

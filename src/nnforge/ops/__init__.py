@@ -1,0 +1,1 @@
+"""Differentiable ops, one file per family. Each op is one `Function` subclass."""

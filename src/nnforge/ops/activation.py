@@ -1,0 +1,186 @@
+"""Activations: ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax, LogSoftmax."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..autograd.function import Function
+from ..autograd.tensor import Tensor
+
+
+class Relu(Function):
+    """max(x, 0)."""
+
+    ir_name = "Relu"
+
+    def forward(self, x: Any) -> Any:
+        y = np.maximum(x, 0)
+        self.y = y
+        return y
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        # multiply by the mask without materialising a boolean->float array
+        return (np.where(self.y > 0, gy, 0).astype(gy.dtype, copy=False),)
+
+
+class LeakyRelu(Function):
+    """x for x > 0, alpha * x otherwise."""
+
+    ir_name = "LeakyRelu"
+
+    def __init__(self, alpha: float = 0.01) -> None:
+        self.alpha = alpha
+
+    def forward(self, x: Any) -> Any:
+        self.mask = x > 0
+        return np.where(self.mask, x, x * x.dtype.type(self.alpha))
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        return (np.where(self.mask, gy, gy * gy.dtype.type(self.alpha)),)
+
+
+def sigmoid_array(x: Any) -> Any:
+    """Numerically stable logistic function on an array."""
+    # exp(-|x|) never overflows; pick the algebraic form by sign
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+class Sigmoid(Function):
+    """1 / (1 + exp(-x)), stable for large |x|."""
+
+    ir_name = "Sigmoid"
+
+    def forward(self, x: Any) -> Any:
+        self.y = sigmoid_array(x)
+        return self.y
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        y = self.y
+        return (gy * y * (1 - y),)
+
+
+class Tanh(Function):
+    """Hyperbolic tangent."""
+
+    ir_name = "Tanh"
+
+    def forward(self, x: Any) -> Any:
+        self.y = np.tanh(x)
+        return self.y
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        return (gy * (1 - self.y * self.y),)
+
+
+def erf_array(x: Any) -> Any:
+    """Vectorised erf, fractional error below 1.2e-7 (Chebyshev fit of erfc, Numerical Recipes)."""
+    z = np.abs(x.astype(np.float64))
+    t = 1.0 / (1.0 + 0.5 * z)
+    poly = -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
+        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
+            -0.82215223 + t * 0.17087277))))))))
+    erfc = t * np.exp(poly)
+    return np.where(x >= 0, 1.0 - erfc, erfc - 1.0).astype(x.dtype)
+
+
+class Gelu(Function):
+    """GELU with the exact erf form: x * Phi(x) (ONNX Gelu, approximate='none')."""
+
+    ir_name = "Gelu"
+
+    def forward(self, x: Any) -> Any:
+        self.x = x
+        self.cdf = (0.5 * (1.0 + erf_array(x / x.dtype.type(math.sqrt(2.0))))).astype(x.dtype)
+        return x * self.cdf
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        x = self.x
+        pdf = np.exp(-0.5 * x * x) / x.dtype.type(math.sqrt(2 * math.pi))
+        return (gy * (self.cdf + x * pdf),)
+
+
+def softmax_array(x: Any, axis: int = -1) -> Any:
+    """Numerically stable softmax on an array."""
+    z = x - x.max(axis=axis, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=axis, keepdims=True)
+    return z
+
+
+def log_softmax_array(x: Any, axis: int = -1) -> Any:
+    """Numerically stable log-softmax on an array."""
+    z = x - x.max(axis=axis, keepdims=True)
+    z -= np.log(np.exp(z).sum(axis=axis, keepdims=True))
+    return z
+
+
+class Softmax(Function):
+    """exp(x) / sum(exp(x)) along an axis."""
+
+    ir_name = "Softmax"
+
+    def __init__(self, axis: int = -1) -> None:
+        self.axis = axis
+
+    def forward(self, x: Any) -> Any:
+        self.y = softmax_array(x, self.axis)
+        return self.y
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        y = self.y
+        return (y * (gy - (gy * y).sum(axis=self.axis, keepdims=True)),)
+
+
+class LogSoftmax(Function):
+    """log(softmax(x)) along an axis, computed stably."""
+
+    ir_name = "LogSoftmax"
+
+    def __init__(self, axis: int = -1) -> None:
+        self.axis = axis
+
+    def forward(self, x: Any) -> Any:
+        self.y = log_softmax_array(x, self.axis)
+        return self.y
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        return (gy - np.exp(self.y) * gy.sum(axis=self.axis, keepdims=True),)
+
+
+def relu(x: Tensor) -> Tensor:
+    """max(x, 0)."""
+    return Relu.apply(x)
+
+
+def leaky_relu(x: Tensor, alpha: float = 0.01) -> Tensor:
+    """Leaky ReLU."""
+    return LeakyRelu.apply(x, alpha=alpha)
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    """Logistic sigmoid."""
+    return Sigmoid.apply(x)
+
+
+def tanh(x: Tensor) -> Tensor:
+    """Hyperbolic tangent."""
+    return Tanh.apply(x)
+
+
+def gelu(x: Tensor) -> Tensor:
+    """Exact GELU."""
+    return Gelu.apply(x)
+
+
+def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """Softmax along an axis."""
+    return Softmax.apply(x, axis=axis)
+
+
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """Log-softmax along an axis."""
+    return LogSoftmax.apply(x, axis=axis)

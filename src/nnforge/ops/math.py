@@ -1,0 +1,263 @@
+"""Elementwise arithmetic, exp/log/pow, reductions and matrix products."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..autograd.function import Function
+
+
+def unbroadcast(g: Any, shape: tuple[int, ...]) -> Any:
+    """Sum a broadcast gradient back down to `shape`."""
+    if g.shape == shape:
+        return g
+    extra = g.ndim - len(shape)
+    if extra:
+        g = g.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape)
+
+
+class _Binary(Function):
+    def forward(self, a: Any, b: Any) -> Any:
+        self.shapes = (a.shape, b.shape)
+        return self.compute(a, b)
+
+    def compute(self, a: Any, b: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Add(_Binary):
+    """a + b with broadcasting."""
+
+    ir_name = "Add"
+
+    def compute(self, a: Any, b: Any) -> Any:
+        return a + b
+
+    def backward(self, gy: Any) -> tuple[Any, Any]:
+        sa, sb = self.shapes
+        na, nb = self.needs_input_grad
+        return (unbroadcast(gy, sa) if na else None, unbroadcast(gy, sb) if nb else None)
+
+
+class Sub(_Binary):
+    """a - b with broadcasting."""
+
+    ir_name = "Sub"
+
+    def compute(self, a: Any, b: Any) -> Any:
+        return a - b
+
+    def backward(self, gy: Any) -> tuple[Any, Any]:
+        sa, sb = self.shapes
+        na, nb = self.needs_input_grad
+        return (unbroadcast(gy, sa) if na else None, unbroadcast(-gy, sb) if nb else None)
+
+
+class Mul(_Binary):
+    """a * b with broadcasting."""
+
+    ir_name = "Mul"
+
+    def compute(self, a: Any, b: Any) -> Any:
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, gy: Any) -> tuple[Any, Any]:
+        sa, sb = self.shapes
+        na, nb = self.needs_input_grad
+        return (unbroadcast(gy * self.b, sa) if na else None,
+                unbroadcast(gy * self.a, sb) if nb else None)
+
+
+class Div(_Binary):
+    """a / b with broadcasting."""
+
+    ir_name = "Div"
+
+    def compute(self, a: Any, b: Any) -> Any:
+        self.a, self.b = a, b
+        return a / b
+
+    def backward(self, gy: Any) -> tuple[Any, Any]:
+        sa, sb = self.shapes
+        na, nb = self.needs_input_grad
+        ga = unbroadcast(gy / self.b, sa) if na else None
+        gb = unbroadcast(-gy * self.a / (self.b * self.b), sb) if nb else None
+        return ga, gb
+
+
+class Neg(Function):
+    """-x."""
+
+    ir_name = "Neg"
+
+    def forward(self, x: Any) -> Any:
+        return -x
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        return (-gy,)
+
+
+class Pow(Function):
+    """x ** exponent for a constant exponent."""
+
+    ir_name = "Pow"
+
+    def __init__(self, exponent: float) -> None:
+        self.exponent = exponent
+
+    def forward(self, x: Any) -> Any:
+        self.x = x
+        return x ** x.dtype.type(self.exponent)
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        p = self.x.dtype.type(self.exponent)
+        return (gy * p * self.x ** (p - 1),)
+
+
+class Exp(Function):
+    """e ** x."""
+
+    ir_name = "Exp"
+
+    def forward(self, x: Any) -> Any:
+        self.y = np.exp(x)
+        return self.y
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        return (gy * self.y,)
+
+
+class Log(Function):
+    """Natural logarithm."""
+
+    ir_name = "Log"
+
+    def forward(self, x: Any) -> Any:
+        self.x = x
+        return np.log(x)
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        return (gy / self.x,)
+
+
+class Cast(Function):
+    """Change the floating dtype; the gradient is cast back."""
+
+    ir_name = "Cast"
+
+    def __init__(self, dtype: Any) -> None:
+        self.dtype = dtype
+
+    def forward(self, x: Any) -> Any:
+        self.src = x.dtype
+        return x.astype(self.dtype)
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        return (gy.astype(self.src),)
+
+
+def _norm_axis(axis: Any, ndim: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    return tuple(sorted(a % ndim for a in axes))
+
+
+def _expand(g: Any, shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> Any:
+    """Reshape a reduced gradient so it broadcasts against the input shape."""
+    if not keepdims:
+        g = np.expand_dims(g, axes) if axes else g
+    return np.broadcast_to(g, shape)
+
+
+class Sum(Function):
+    """Sum over axes."""
+
+    ir_name = "ReduceSum"
+
+    def __init__(self, axis: Any = None, keepdims: bool = False) -> None:
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x: Any) -> Any:
+        self.shape = x.shape
+        self.axes = _norm_axis(self.axis, x.ndim)
+        return np.asarray(x.sum(axis=self.axes, keepdims=self.keepdims))
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        return (_expand(gy, self.shape, self.axes, self.keepdims).copy(),)
+
+
+class Mean(Function):
+    """Mean over axes."""
+
+    ir_name = "ReduceMean"
+
+    def __init__(self, axis: Any = None, keepdims: bool = False) -> None:
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x: Any) -> Any:
+        self.shape = x.shape
+        self.axes = _norm_axis(self.axis, x.ndim)
+        self.count = int(np.prod([x.shape[a] for a in self.axes])) if self.axes else 1
+        return np.asarray(x.mean(axis=self.axes, keepdims=self.keepdims))
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        g = _expand(gy, self.shape, self.axes, self.keepdims)
+        return (g / g.dtype.type(self.count),)
+
+
+class Max(Function):
+    """Maximum over axes; ties share the gradient equally."""
+
+    ir_name = "ReduceMax"
+
+    def __init__(self, axis: Any = None, keepdims: bool = False) -> None:
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x: Any) -> Any:
+        self.x = x
+        self.axes = _norm_axis(self.axis, x.ndim)
+        self.y = np.asarray(x.max(axis=self.axes, keepdims=True))
+        return self.y if self.keepdims else np.asarray(self.y.squeeze(self.axes))
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        mask = self.x == self.y
+        count = mask.sum(axis=self.axes, keepdims=True)
+        g = gy if self.keepdims else np.expand_dims(gy, self.axes)
+        return ((mask * (g / count)).astype(self.x.dtype),)
+
+
+class MatMul(Function):
+    """Matrix product with NumPy's matmul broadcasting rules."""
+
+    ir_name = "MatMul"
+
+    def forward(self, a: Any, b: Any) -> Any:
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, gy: Any) -> tuple[Any, Any]:
+        a, b = self.a, self.b
+        na, nb = self.needs_input_grad
+        ga = gb = None
+        if a.ndim == 1 and b.ndim == 1:
+            return (gy * b if na else None, gy * a if nb else None)
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g2 = gy
+        if a.ndim == 1:
+            g2 = np.expand_dims(g2, -2)
+        if b.ndim == 1:
+            g2 = np.expand_dims(g2, -1)
+        if na:
+            ga = unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+        if nb:
+            gb = unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape)
+        return ga, gb

@@ -1,0 +1,120 @@
+"""Shape ops: reshape, transpose, flatten, concatenation and indexing."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..autograd.function import Function
+from ..autograd.tensor import Tensor
+from ..errors import ShapeError
+
+
+class Reshape(Function):
+    """View the data with a new shape (-1 infers one dimension)."""
+
+    ir_name = "Reshape"
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+
+    def forward(self, x: Any) -> Any:
+        self.in_shape = x.shape
+        try:
+            return x.reshape(self.shape)
+        except ValueError:
+            raise ShapeError(f"cannot reshape an array of shape {x.shape} "
+                             f"({x.size} elements) into {self.shape}") from None
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        return (gy.reshape(self.in_shape),)
+
+
+class Transpose(Function):
+    """Permute axes."""
+
+    ir_name = "Transpose"
+
+    def __init__(self, axes: tuple[int, ...] | None = None) -> None:
+        self.axes = axes
+
+    def forward(self, x: Any) -> Any:
+        self.perm = tuple(self.axes) if self.axes is not None else tuple(reversed(range(x.ndim)))
+        return x.transpose(self.perm)
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        return (gy.transpose(np.argsort(self.perm)),)
+
+
+class Flatten(Function):
+    """Merge the dimensions from start_dim on (ONNX Flatten with axis=start_dim)."""
+
+    ir_name = "Flatten"
+
+    def __init__(self, start_dim: int = 1) -> None:
+        self.start_dim = start_dim
+
+    def forward(self, x: Any) -> Any:
+        self.in_shape = x.shape
+        s = self.start_dim % max(x.ndim, 1)
+        return x.reshape(x.shape[:s] + (-1,))
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        return (gy.reshape(self.in_shape),)
+
+
+class Concat(Function):
+    """Join tensors along an axis."""
+
+    ir_name = "Concat"
+
+    def __init__(self, axis: int = 0) -> None:
+        self.axis = axis
+
+    def forward(self, *xs: Any) -> Any:
+        self.sizes = [x.shape[self.axis] for x in xs]
+        return np.concatenate(xs, axis=self.axis)
+
+    def backward(self, gy: Any) -> tuple[Any, ...]:
+        cuts = np.cumsum(self.sizes)[:-1]
+        parts = np.split(gy, cuts, axis=self.axis)
+        return tuple(p if need else None for p, need in zip(parts, self.needs_input_grad))
+
+
+class GetItem(Function):
+    """Indexing and slicing (basic and advanced); the gradient scatters back with add.at."""
+
+    ir_name = "Gather"
+
+    def __init__(self, index: Any) -> None:
+        self.index = index
+
+    def forward(self, x: Any) -> Any:
+        self.in_shape, self.dtype = x.shape, x.dtype
+        return x[self.index]
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        g = np.zeros(self.in_shape, dtype=self.dtype)
+        np.add.at(g, self.index, gy)
+        return (g,)
+
+
+def concat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
+    """Concatenate tensors along an axis."""
+    return Concat.apply(*tensors, axis=axis)
+
+
+def reshape(x: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Reshape a tensor."""
+    return Reshape.apply(x, shape=tuple(shape))
+
+
+def transpose(x: Tensor, axes: tuple[int, ...] | None = None) -> Tensor:
+    """Permute the axes of a tensor."""
+    return Transpose.apply(x, axes=axes)
+
+
+def flatten(x: Tensor, start_dim: int = 1) -> Tensor:
+    """Flatten the dimensions from start_dim on."""
+    return Flatten.apply(x, start_dim=start_dim)
