@@ -2,10 +2,40 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
 from . import errors, nn
 from .autograd import Tensor, enable_grad, no_grad
 from .random import manual_seed
 
-__all__ = ["Tensor", "__version__", "enable_grad", "errors", "manual_seed", "nn", "no_grad"]
+# heavier pieces load on first use so `import nnforge` stays fast
+_LAZY = {
+    "Trainer": ("nnforge.train", "Trainer"),
+    "save": ("nnforge.io", "save"),
+    "load": ("nnforge.io", "load"),
+    "save_checkpoint": ("nnforge.io", "save_checkpoint"),
+    "load_checkpoint": ("nnforge.io", "load_checkpoint"),
+    "InferenceSession": ("nnforge.runtime", "InferenceSession"),
+    "optim": ("nnforge.optim", None),
+    "data": ("nnforge.data", None),
+    "train": ("nnforge.train", None),
+    "io": ("nnforge.io", None),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib  # noqa: PLC0415
+
+        module_name, attr = _LAZY[name]
+        module = importlib.import_module(module_name)
+        value = module if attr is None else getattr(module, attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nnforge' has no attribute {name!r}")
+
+
+__all__ = ["InferenceSession", "Tensor", "Trainer", "__version__", "enable_grad", "errors",
+           "load", "load_checkpoint", "manual_seed", "nn", "no_grad", "save", "save_checkpoint"]

@@ -3,9 +3,12 @@
 from . import init
 from .layers import (GELU, Dropout, Flatten, Identity, LeakyReLU, Linear, LogSoftmax, ReLU,
                      Sequential, Sigmoid, Softmax, Tanh)
+from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, Loss,
+                     MSELoss, get_loss)
 from .module import (LAYER_REGISTRY, Module, Parameter, layer_from_architecture,
                      register_layer)
 
-__all__ = ["GELU", "LAYER_REGISTRY", "Dropout", "Flatten", "Identity", "LeakyReLU", "Linear",
+__all__ = ["BCELoss", "BCEWithLogitsLoss", "CrossEntropyLoss", "HuberLoss", "L1Loss", "Loss",
+           "MSELoss", "get_loss", "GELU", "LAYER_REGISTRY", "Dropout", "Flatten", "Identity", "LeakyReLU", "Linear",
            "LogSoftmax", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax",
            "Tanh", "init", "layer_from_architecture", "register_layer"]

@@ -222,8 +222,11 @@ class Module:
         if isinstance(x, Tensor) or not isinstance(x, (np.ndarray, list, tuple)):
             return x
         arr = np.asarray(x)
-        if arr.dtype.kind in "fiub":
-            arr = arr.astype(self.dtype, copy=False)
+        params = self.parameters()
+        if params:
+            arr = arr.astype(params[0].dtype, copy=False)
+        elif arr.dtype.kind in "iub":
+            arr = arr.astype(backend.DEFAULT_DTYPE)
         return Tensor(arr, _keep=True)
 
     def extra_repr(self) -> str:

@@ -1,0 +1,171 @@
+"""`ArrayDataset` and `DataLoader`: batches of NumPy arrays, seeded shuffling, exact resume."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, ShapeError, StateDictError
+from ..random import get_rng
+
+
+class Dataset:
+    """Base of map-style data sets: item i is a tuple of arrays (one sample)."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+
+class ArrayDataset(Dataset):
+    """Several arrays that share their first dimension; item i is the tuple of their rows i."""
+
+    def __init__(self, *arrays: Any) -> None:
+        if not arrays:
+            raise ShapeError("expected at least one array, found none")
+        arrs = tuple(np.asarray(a) for a in arrays)
+        for i, a in enumerate(arrs):
+            if a.ndim == 0:
+                raise ShapeError(f"expected arrays with a sample dimension, found a scalar at "
+                                 f"position {i}")
+        n = arrs[0].shape[0]
+        for i, a in enumerate(arrs[1:], start=1):
+            if a.shape[0] != n:
+                raise ShapeError(f"expected every array to have {n} samples (like array 0), "
+                                 f"found {a.shape[0]} in array {i}")
+        self.arrays = arrs
+
+    def __len__(self) -> int:
+        return int(self.arrays[0].shape[0])
+
+    def __getitem__(self, index: Any) -> tuple[np.ndarray, ...]:
+        return tuple(a[index] for a in self.arrays)
+
+    def take(self, indices: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Gather the rows at `indices` of every array (one fancy-indexing copy per array)."""
+        # mode="clip" skips the bounds check: the loader only passes indices in range.
+        return tuple(np.take(a, indices, axis=0, mode="clip") for a in self.arrays)
+
+
+def _as_dataset(data: Any) -> Any:
+    if isinstance(data, ArrayDataset):
+        return data
+    if isinstance(data, np.ndarray):
+        return ArrayDataset(data)
+    if isinstance(data, (tuple, list)):
+        return ArrayDataset(*data)
+    if hasattr(data, "__len__") and hasattr(data, "__getitem__"):
+        return data  # a map-style dataset: item i is a tuple of arrays
+    raise ConfigError(f"expected an ArrayDataset, an array, a tuple of arrays or a dataset with "
+                      f"__len__ and __getitem__, found {type(data).__name__}")
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False  # a view of the caller's data: writing to it would corrupt it
+    return a
+
+
+class DataLoader:
+    """Iterate a dataset in batches (tuples of arrays); seeded shuffle; resumable by state_dict."""
+
+    def __init__(self, dataset_or_arrays: Any, batch_size: int = 32, shuffle: bool = False,
+                 drop_last: bool = False, seed: int | None = None) -> None:
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ConfigError(f"expected batch_size >= 1, found {batch_size!r}")
+        self.dataset = _as_dataset(dataset_or_arrays)
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        if seed is None and self.shuffle:
+            # Drawn from nnforge's global generator so manual_seed() makes runs reproducible.
+            seed = int(get_rng().integers(2**63))
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self.epoch = 0  # completed epochs
+        self._batches_done = 0  # batches handed out in the epoch in progress
+        self._epoch_state: dict[str, Any] | None = None  # generator state when it began
+        self._resume = False
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def _gather(self, indices: Sequence[int] | np.ndarray | slice) -> tuple[np.ndarray, ...]:
+        ds = self.dataset
+        if isinstance(ds, ArrayDataset):
+            if isinstance(indices, slice):  # unshuffled: contiguous views, no copy
+                return tuple(_read_only(a[indices]) for a in ds.arrays)
+            return ds.take(indices)
+        if isinstance(indices, slice):
+            indices = range(*indices.indices(len(ds)))
+        items = [ds[int(i)] for i in indices]
+        if not isinstance(items[0], tuple):
+            return (np.stack([np.asarray(x) for x in items]),)
+        return tuple(np.stack([np.asarray(x) for x in col]) for col in zip(*items))
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, ...]]:
+        n, bs = len(self.dataset), self.batch_size
+        if self._resume:
+            # load_state_dict() put the generator back to where this epoch began.
+            self._resume = False
+            start = self._batches_done
+        else:
+            if self._batches_done:  # the previous epoch was abandoned part-way: it still counts
+                self.epoch += 1
+            start = 0
+        self._batches_done = start
+        self._epoch_state = self._rng.bit_generator.state if self.shuffle else None
+        order = self._rng.permutation(n) if self.shuffle else None
+        for b in range(start, len(self)):
+            lo, hi = b * bs, min((b + 1) * bs, n)
+            batch = self._gather(slice(lo, hi) if order is None else order[lo:hi])
+            # Counted before the yield: a state_dict() taken while the consumer holds this
+            # batch must say it was already handed out.
+            self._batches_done = b + 1
+            yield batch
+        self.epoch += 1
+        self._batches_done = 0
+        self._epoch_state = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable position: completed epochs, batches done, generator state."""
+        epoch, done, rng_state = self.epoch, self._batches_done, self._rng.bit_generator.state
+        if done and done == len(self):  # last batch handed out: the epoch is over
+            epoch, done = epoch + 1, 0
+        elif done and self._epoch_state is not None:
+            rng_state = self._epoch_state  # replaying from here redraws this epoch's order
+        return {
+            "epoch": epoch,
+            "batches_done": done,
+            "rng_state": rng_state,
+            "num_samples": len(self.dataset),
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state_dict(): the next iteration continues exactly where it was taken."""
+        expected = ("epoch", "batches_done", "rng_state", "num_samples", "batch_size", "shuffle",
+                    "drop_last")
+        missing = [k for k in expected if k not in state]
+        if missing:
+            raise StateDictError(f"expected DataLoader state keys {list(expected)}, "
+                                 f"found {sorted(state)} (missing {missing})")
+        for key, mine in (("num_samples", len(self.dataset)), ("batch_size", self.batch_size),
+                          ("shuffle", self.shuffle), ("drop_last", self.drop_last)):
+            if state[key] != mine:
+                raise StateDictError(f"expected a DataLoader state with {key}={mine!r}, "
+                                     f"found {key}={state[key]!r}")
+        done = int(state["batches_done"])
+        if not 0 <= done <= len(self):
+            raise StateDictError(f"expected batches_done in [0, {len(self)}], found {done}")
+        self._rng.bit_generator.state = state["rng_state"]
+        self.epoch = int(state["epoch"])
+        self._batches_done = done
+        self._epoch_state = None
+        self._resume = done > 0

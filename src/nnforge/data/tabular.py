@@ -1,0 +1,232 @@
+"""CSV (whole or streamed in chunks) and NPZ readers that return float32 features."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import numpy as np
+
+from ..errors import DataError, ShapeError
+
+#: Rows parsed per np.loadtxt call: large enough to amortise the call, small enough to stream.
+DEFAULT_CHUNK_ROWS = 65536
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class _Layout:
+    """What the header (or first row) says about the columns."""
+
+    path: str
+    delimiter: str
+    names: list[str] | None
+    ncols: int
+    label: int | None
+    string_labels: bool
+
+    def column(self, j: int) -> str:
+        name = f" ({self.names[j]!r})" if self.names else ""
+        return f"column {j + 1}{name}"
+
+
+def _open_text(path: str | Path) -> IO[str]:
+    try:
+        return open(path, encoding="utf-8-sig")  # -sig: drop the BOM spreadsheet tools write
+    except FileNotFoundError as e:
+        raise DataError(f"expected a CSV file at {str(path)!r}, found no such file") from e
+    except (IsADirectoryError, PermissionError) as e:
+        raise DataError(f"expected a readable CSV file at {str(path)!r}, found: {e}") from e
+
+
+def _split(line: str, delimiter: str) -> list[str]:
+    return next(csv.reader([line], delimiter=delimiter))
+
+
+def _resolve_label(label_column: int | str | None, names: list[str] | None, ncols: int,
+                   path: str) -> int | None:
+    if label_column is None:
+        return None
+    if isinstance(label_column, str):
+        if names is None:
+            raise DataError(f"{path}: label_column {label_column!r} is a name, so expected a "
+                            f"header row, found none (pass header=True or a column index)")
+        if label_column not in names:
+            raise DataError(f"{path}: expected label_column to be one of {names}, "
+                            f"found {label_column!r}")
+        return names.index(label_column)
+    if isinstance(label_column, bool) or not isinstance(label_column, (int, np.integer)):
+        raise DataError(f"expected label_column to be None, a column name or an index, "
+                        f"found {label_column!r}")
+    if not -ncols <= label_column < ncols:
+        raise DataError(f"{path}: expected label_column in [{-ncols}, {ncols - 1}] for a file "
+                        f"with {ncols} columns, found {label_column}")
+    return int(label_column) % ncols
+
+
+def _read_layout(path: str, first: list[str], second: list[str] | None, header: bool | str,
+                 delimiter: str, label_column: int | str | None) -> _Layout:
+    if header == "infer":
+        # A header has a non-numeric cell where the data below it is numeric; a file whose
+        # only non-numeric cells are string labels has none.
+        if second is None:
+            has_header = not all(_is_number(c) for c in first)
+        else:
+            has_header = any(not _is_number(a) and _is_number(b) for a, b in zip(first, second))
+    elif isinstance(header, bool):
+        has_header = header
+    else:
+        raise DataError(f"expected header to be True, False or 'infer', found {header!r}")
+    names = [c.strip() for c in first] if has_header else None
+    label = _resolve_label(label_column, names, len(first), path)
+    if label is not None and len(first) < 2:
+        raise DataError(f"{path}: expected feature columns besides the label column, "
+                        f"found {len(first)} column in all")
+    sample = second if has_header else first
+    string_labels = label is not None and sample is not None and not _is_number(sample[label])
+    return _Layout(path, delimiter, names, len(first), label, string_labels)
+
+
+def _locate_error(lay: _Layout, lines: list[str], nos: list[int], numeric: list[int],
+                  err: Exception | None) -> DataError:
+    """Find the line and column that np.loadtxt tripped on, for a message a person can act on."""
+    for no, row in zip(nos, csv.reader(lines, delimiter=lay.delimiter)):
+        if len(row) != lay.ncols:
+            return DataError(f"{lay.path}, line {no}: expected {lay.ncols} columns, "
+                             f"found {len(row)}")
+        for j in numeric:
+            if not _is_number(row[j]):
+                return DataError(f"{lay.path}, line {no}, {lay.column(j)}: expected a number, "
+                                 f"found {row[j]!r}")
+    return DataError(f"{lay.path}, lines {nos[0]}-{nos[-1]}: expected numeric CSV, found: {err}")
+
+
+def _parse_chunk(lay: _Layout, lines: list[str], nos: list[int]
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    features = [j for j in range(lay.ncols) if j != lay.label]
+    numeric = features if lay.string_labels else list(range(lay.ncols))
+    opts: dict[str, Any] = {"delimiter": lay.delimiter, "dtype": np.float32, "ndmin": 2,
+                            "comments": None, "quotechar": '"'}
+    try:
+        if lay.string_labels:
+            rows = list(csv.reader(lines, delimiter=lay.delimiter))
+            if any(len(r) != lay.ncols for r in rows):
+                raise _locate_error(lay, lines, nos, [], None)
+            y: np.ndarray | None = np.array([r[lay.label].strip() for r in rows])
+            X = np.loadtxt(lines, usecols=features, **opts)
+            return X, y
+        A = np.loadtxt(lines, **opts)
+    except ValueError as e:
+        if isinstance(e, DataError):
+            raise
+        raise _locate_error(lay, lines, nos, numeric, e) from None
+    if A.shape[1] != lay.ncols:  # loadtxt only checks rows against each other
+        raise _locate_error(lay, lines, nos, numeric, None)
+    if lay.label is None:
+        return A, None
+    y = A[:, lay.label].copy()
+    if lay.label == lay.ncols - 1:
+        return np.ascontiguousarray(A[:, :-1]), y
+    return np.ascontiguousarray(A[:, features]), y
+
+
+def iter_csv(path: str | Path, label_column: int | str | None = None,
+             header: bool | str = "infer", delimiter: str = ",",
+             chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """Stream a CSV file as (X, y) chunks of at most chunk_rows rows (y float32, str or None)."""
+    if chunk_rows < 1:
+        raise DataError(f"expected chunk_rows >= 1, found {chunk_rows}")
+    with _open_text(path) as fh:
+        try:
+            numbered = ((no, ln) for no, ln in enumerate(fh, start=1) if ln.strip())
+            head = list(itertools.islice(numbered, 2))
+            if not head:
+                return
+            first = _split(head[0][1], delimiter)
+            second = _split(head[1][1], delimiter) if len(head) > 1 else None
+            lay = _read_layout(str(path), first, second, header, delimiter, label_column)
+            pending = head[1:] if lay.names is not None else head
+            rows = itertools.chain(pending, numbered)
+            while True:
+                chunk = list(itertools.islice(rows, chunk_rows))
+                if not chunk:
+                    return
+                nos, lines = [c[0] for c in chunk], [c[1] for c in chunk]
+                yield _parse_chunk(lay, lines, nos)
+        except UnicodeDecodeError as e:
+            raise DataError(f"expected a UTF-8 text file at {str(path)!r}, found: {e}") from None
+
+
+def read_csv(path: str | Path, label_column: int | str | None = None,
+             header: bool | str = "infer", delimiter: str = ","
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a numeric CSV file: X float32; y int64 if every label is integral, else float32/str."""
+    parts = list(iter_csv(path, label_column, header, delimiter))
+    if not parts:
+        raise DataError(f"{path}: expected at least one data row, found none")
+    X = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
+    if parts[0][1] is None:
+        return X, None
+    y = np.concatenate([p[1] for p in parts])
+    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        y = y.astype(np.int64)
+    return X, y
+
+
+def read_npz(path: str | Path, x_key: str | None = None, y_key: str | None = "y"
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read X (key "X" or "x" unless given) and y from an .npz archive; no pickled objects."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except FileNotFoundError as e:
+        raise DataError(f"expected an .npz file at {str(path)!r}, found no such file") from e
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"expected an .npz archive at {str(path)!r}, found: {e}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"expected an .npz archive at {str(path)!r}, found a single .npy array")
+    with archive:
+        keys = list(archive.files)
+        if x_key is None:
+            x_key = next((k for k in ("X", "x") if k in keys), None)
+            if x_key is None:
+                raise DataError(f"{path}: expected an array named 'X' or 'x', found {keys}")
+        elif x_key not in keys:
+            raise DataError(f"{path}: expected an array named {x_key!r}, found {keys}")
+        X = _load_member(archive, x_key, path)
+        y = None
+        if y_key is not None and y_key in keys:
+            y = _load_member(archive, y_key, path)
+        elif y_key not in (None, "y"):  # the default "y" is optional: unlabeled data is fine
+            raise DataError(f"{path}: expected an array named {y_key!r}, found {keys}")
+    if X.ndim == 0 or X.dtype.kind not in "biuf":
+        raise DataError(f"{path}: expected a numeric array with a sample dimension for X, "
+                        f"found dtype {X.dtype} and shape {X.shape}")
+    X = X.astype(np.float32, copy=False)
+    if y is not None:
+        if y.ndim == 0 or y.shape[0] != X.shape[0]:
+            raise ShapeError(f"{path}: expected y with {X.shape[0]} samples like X, "
+                             f"found shape {y.shape}")
+        if y.dtype.kind in "biu":
+            y = y.astype(np.int64, copy=False)
+        elif y.dtype.kind == "f":
+            y = y.astype(np.float32, copy=False)
+    return X, y
+
+
+def _load_member(archive: Any, key: str, path: str | Path) -> np.ndarray:
+    try:
+        return np.asarray(archive[key])
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path}: expected a plain numeric array under {key!r}, found: {e}") \
+            from None

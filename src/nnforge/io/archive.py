@@ -1,0 +1,262 @@
+"""The zip container of a model file: atomic writing and a validating, memory-mapped reader.
+
+Entries are stored (never compressed) and their data is aligned to 64 bytes, so weights can
+be used straight from a memory map. The reader never extracts anything to disk, refuses
+unsafe or duplicated entry names, compressed or encrypted entries and sizes the file cannot
+hold, and turns every low-level failure into one ModelFileError that names the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import re
+import stat
+import struct
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, ModelFileError
+
+ALIGNMENT = 64
+MAX_ENTRIES = 256
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # the zip local file header, 30 bytes
+_ALIGN_EXTRA_ID = 0xD935  # the extra-field id zipalign uses for padding
+_Chunk = bytes | memoryview
+
+
+def sha256_of(chunks: Iterable[_Chunk]) -> str:
+    """'sha256:<hex>' of the concatenated chunks."""
+    h = hashlib.sha256()
+    for c in chunks:
+        h.update(c)
+    return "sha256:" + h.hexdigest()
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"a {type(o).__name__} is not JSON-serialisable")
+
+
+def to_json(obj: Any, what: str, allow_nan: bool = False) -> bytes:
+    """UTF-8 JSON of obj (NumPy scalars and arrays become numbers and lists)."""
+    try:
+        return json.dumps(obj, default=_json_default, allow_nan=allow_nan, indent=1,
+                          ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ConfigError(f"{what} must be JSON-serialisable: {exc}") from None
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:  # two parsers could disagree on which one wins: refuse
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def from_json(data: _Chunk, what: str) -> Any:
+    """Parse UTF-8 JSON, raising ModelFileError naming `what`."""
+    try:
+        return json.loads(str(data, "utf-8"), object_pairs_hook=_no_duplicates)
+    except UnicodeDecodeError:
+        raise ModelFileError(f"{what} is not valid UTF-8") from None
+    except (ValueError, RecursionError) as exc:
+        raise ModelFileError(f"{what} is not valid JSON ({exc})") from None
+
+
+def _align_extra(offset: int, name: bytes, zip64: bool) -> bytes:
+    """A padding extra field that makes the entry's data start on an ALIGNMENT boundary."""
+    fixed = offset + _LOCAL_HEADER.size + len(name) + 4 + (20 if zip64 else 0)
+    pad = -fixed % ALIGNMENT
+    return struct.pack("<HH", _ALIGN_EXTRA_ID, pad) + b"\0" * pad
+
+
+def write_archive(path: str | os.PathLike, entries: Sequence[tuple[str, Sequence[_Chunk]]],
+                  date_time: tuple[int, int, int, int, int, int]) -> None:
+    """Write a zip of stored entries atomically: temp file, fsync, rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+                for name, chunks in entries:
+                    info = zipfile.ZipInfo(name, date_time)
+                    info.compress_type = zipfile.ZIP_STORED
+                    info.external_attr = 0o644 << 16
+                    info.file_size = sum(memoryview(c).nbytes for c in chunks)
+                    zip64 = info.file_size * 1.05 > zipfile.ZIP64_LIMIT  # zipfile's own rule
+                    info.extra = _align_extra(f.tell(), name.encode("ascii"), zip64)
+                    with zf.open(info, "w", force_zip64=zip64) as w:
+                        for c in chunks:
+                            w.write(c)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable (not every platform lets a directory be opened)."""
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def unsafe_name(name: str) -> bool:
+    """True for entry names that are absolute, contain '..' or a NUL byte, or are empty."""
+    if not name or "\0" in name or name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
+        return True
+    return ".." in re.split(r"[/\\]", name)
+
+
+class ArchiveReader:
+    """A validated, memory-mapped, read-only view of a model archive's entries."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        self._file: Any = None
+        self._mm: Any = None
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        p = self.path
+        try:
+            st = os.stat(p)
+            if stat.S_ISDIR(st.st_mode):
+                raise ModelFileError(f"'{p}' is a directory, expected an nnforge model file")
+            if not stat.S_ISREG(st.st_mode):
+                raise ModelFileError(f"'{p}' is not a regular file, expected an nnforge model file")
+            self._file = open(p, "rb")  # noqa: SIM115 - closed in close()
+            if st.st_size == 0:
+                raise ModelFileError(f"'{p}' is empty, expected an nnforge model file")
+            self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        except ModelFileError:
+            raise
+        except FileNotFoundError:
+            raise ModelFileError(f"model file '{p}' not found") from None
+        except (OSError, ValueError) as exc:
+            raise ModelFileError(f"cannot read model file '{p}': "
+                                 f"{getattr(exc, 'strerror', None) or exc}") from None
+        try:
+            with zipfile.ZipFile(self._file) as zf:
+                infos = zf.infolist()
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError,
+                struct.error, UnicodeDecodeError, IndexError, OverflowError):
+            if self._mm[:4] == b"PK\x03\x04":
+                raise ModelFileError(f"'{p}' is truncated or damaged (its zip directory cannot "
+                                     f"be read)") from None
+            raise ModelFileError(f"'{p}' is not an nnforge model file (not a zip "
+                                 f"archive)") from None
+        self.entries = self._check_entries(infos)
+
+    def _check_entries(self, infos: list[zipfile.ZipInfo]) -> dict[str, zipfile.ZipInfo]:
+        p, size = self.path, len(self._mm)
+        if len(infos) > MAX_ENTRIES:
+            raise ModelFileError(f"'{p}' has {len(infos):,} entries, expected at most "
+                                 f"{MAX_ENTRIES}")
+        out: dict[str, zipfile.ZipInfo] = {}
+        for info in infos:
+            name = info.orig_filename
+            if unsafe_name(name):
+                raise ModelFileError(f"'{p}' contains the unsafe entry name {name!r} (an "
+                                     f"absolute path or '..'); refusing to read it")
+            if name in out:
+                raise ModelFileError(f"'{p}' contains the entry {name!r} twice; refusing to "
+                                     f"guess which one counts")
+            if info.flag_bits & 0x1:
+                raise ModelFileError(f"entry {name!r} of '{p}' is encrypted; model files are not")
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ModelFileError(f"entry {name!r} of '{p}' is compressed (zip method "
+                                     f"{info.compress_type}); model file entries are stored "
+                                     f"uncompressed")
+            if info.file_size != info.compress_size or info.header_offset + info.file_size > size:
+                raise ModelFileError(f"entry {name!r} of '{p}' declares {info.file_size:,} bytes "
+                                     f"but the whole file holds {size:,}; it is damaged")
+            out[name] = info
+        return out
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.entries
+
+    def _data_start(self, info: zipfile.ZipInfo) -> int:
+        off, name = info.header_offset, info.orig_filename
+        head = self._mm[off:off + _LOCAL_HEADER.size]
+        if len(head) < _LOCAL_HEADER.size or head[:4] != b"PK\x03\x04":
+            raise ModelFileError(f"entry {name!r} of '{self.path}' is damaged (no local header "
+                                 f"where the zip directory points)")
+        fields = _LOCAL_HEADER.unpack(head)
+        n, m = fields[10], fields[11]
+        raw = self._mm[off + _LOCAL_HEADER.size:off + _LOCAL_HEADER.size + n]
+        local = raw.decode("utf-8" if info.flag_bits & 0x800 else "cp437", errors="replace")
+        if local != name:
+            raise ModelFileError(f"entry {name!r} of '{self.path}' is damaged (its local header "
+                                 f"names {local!r})")
+        start = off + _LOCAL_HEADER.size + n + m
+        if start + info.file_size > len(self._mm):
+            raise ModelFileError(f"entry {name!r} of '{self.path}' is truncated")
+        return start
+
+    def read(self, name: str, sha256: str | None = None, limit: int | None = None) -> memoryview:
+        """The bytes of one entry, without copying, checked against sha256 (else the zip CRC)."""
+        info = self.entries.get(name)
+        if info is None:
+            raise ModelFileError(f"'{self.path}' is missing the entry {name!r}")
+        if limit is not None and info.file_size > limit:
+            raise ModelFileError(f"entry {name!r} of '{self.path}' declares {info.file_size:,} "
+                                 f"bytes, expected at most {limit:,}")
+        start = self._data_start(info)
+        view = memoryview(self._mm)[start:start + info.file_size]
+        if sha256 is not None:
+            if sha256_of([view]) != sha256:
+                raise ModelFileError(f"checksum mismatch for entry {name!r} of '{self.path}': "
+                                     f"the file is damaged or was modified")
+        elif zlib.crc32(view) != info.CRC:
+            raise ModelFileError(f"entry {name!r} of '{self.path}' is damaged (CRC mismatch)")
+        return view
+
+    def close(self) -> None:
+        """Release the file; the map itself lives on while arrays still view it."""
+        if self._file is not None:
+            self._file.close()
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:
+                pass  # arrays returned to the caller still use it; it closes when they go
+
+    def __enter__(self) -> ArchiveReader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

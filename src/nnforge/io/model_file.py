@@ -1,0 +1,302 @@
+"""The `.nnf` model file: save a Module with its metadata, load it back, read its manifest.
+
+A `.nnf` file is a zip of stored entries: ``manifest.json`` (format version, library version,
+task, labels, input/output specs, preprocessing, metrics, parameter count and the sha256 of
+every other entry), ``architecture.json`` (``Module.to_architecture()``) and
+``weights.safetensors``. Loading rebuilds layers only from ``nnforge.nn.LAYER_REGISTRY``: no
+pickle, no eval, no import of names found in the file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import UTC, datetime
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .. import __version__, backend
+from ..autograd.grad_mode import no_grad
+from ..autograd.tensor import Tensor
+from ..errors import ConfigError, ModelFileError, NNForgeError, ShapeError
+from ..nn import Linear, Module, layer_from_architecture
+from ..random import get_rng_state, set_rng_state
+from . import safetensors_format as st
+from .archive import ArchiveReader, from_json, sha256_of, to_json, write_archive
+
+FORMAT_VERSION = 1
+TASKS = ("multiclass", "binary", "multilabel", "regression")
+MANIFEST, ARCHITECTURE, WEIGHTS = "manifest.json", "architecture.json", "weights.safetensors"
+MAX_JSON_BYTES = 64 * 2**20  # JSON entries are metadata; anything larger is not ours
+PathLike = str | os.PathLike
+
+
+# -- saving ------------------------------------------------------------------------------------
+def _input_shape(model: Module, input_shape: Sequence[int] | None) -> tuple[int, ...]:
+    """The per-sample input shape: given, else model.input_shape, else a leading Linear's."""
+    shape = input_shape if input_shape is not None else getattr(model, "input_shape", None)
+    if shape is None:
+        # only a Linear that is the first layer with weights tells the model's input width
+        first = next((m for m in model.modules() if m._parameters), None)
+        if isinstance(first, Linear):
+            shape = (first.in_features,)
+    if shape is None:
+        raise ConfigError("cannot tell the model's input shape (its first layer with weights is "
+                          "not a Linear); pass input_shape=, the shape of one sample")
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0
+               for d in shape):
+        raise ConfigError(f"input_shape must be positive integers (one sample, no batch "
+                          f"dimension), found {shape!r}")
+    return tuple(int(d) for d in shape)
+
+
+def _output_specs(model: Module, shape: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Run a zero batch of one sample in eval mode to learn the output shapes and dtypes."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with no_grad():
+            out = model(np.zeros((1, *shape), dtype=model.dtype))
+    except (NNForgeError, ValueError, TypeError, IndexError) as exc:
+        raise ConfigError(f"running the model on a zero batch of shape {(1, *shape)} failed "
+                          f"({exc}); check input_shape") from None
+    finally:
+        for m, mode in modes:
+            object.__setattr__(m, "training", mode)
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    if not outs or not all(isinstance(o, (Tensor, np.ndarray)) for o in outs):
+        raise ConfigError(f"the model must return a Tensor (or a tuple of them), found "
+                          f"{type(out).__name__}")
+    names = ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
+    # floating outputs are float32 once loaded, since the weights are stored as float32
+    return [{"name": n, "shape": [None, *o.shape[1:]],
+             "dtype": "float32" if backend.is_float_dtype(o.dtype) else str(o.dtype)}
+            for n, o in zip(names, outs)]
+
+
+def _labels(task: str | None, labels: Any, outputs: list[dict[str, Any]]) -> list[Any] | None:
+    if task is not None and task not in TASKS:
+        raise ConfigError(f"task must be one of {list(TASKS)} or None, found {task!r}")
+    if labels is None:
+        return None
+    if isinstance(labels, np.ndarray):
+        labels = labels.tolist()
+    if not isinstance(labels, (list, tuple)) or not all(
+            isinstance(x, (str, int, np.integer)) and not isinstance(x, bool) for x in labels):
+        raise ConfigError(f"labels must be a list of strings or integers, found {labels!r:.80}")
+    labels = [x if isinstance(x, str) else int(x) for x in labels]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"labels must be distinct, found {labels!r:.120}")
+    width = outputs[0]["shape"][-1] if len(outputs[0]["shape"]) > 1 else 1
+    expected = 2 if task == "binary" else width
+    if task is not None and len(labels) != expected:
+        what = "(negative, positive)" if task == "binary" else f"(the model has {width} outputs)"
+        raise ConfigError(f"a {task} model needs {expected} labels {what}, found {len(labels)}")
+    return labels
+
+
+def _preprocessing(pre: Any) -> Any:
+    """JSON config of the preprocessing: an object with get_config(), a list of them, a dict."""
+    if pre is None or isinstance(pre, dict):
+        return pre
+    if isinstance(pre, (list, tuple)):
+        return [_preprocessing(p) for p in pre]
+    if callable(getattr(pre, "get_config", None)):
+        return pre.get_config()
+    raise ConfigError(f"preprocessing must be an object with get_config(), a list of them or a "
+                      f"dict, found {type(pre).__name__}")
+
+
+def _metrics(metrics: Any) -> dict[str, float | None] | None:
+    if metrics is None:
+        return None
+    if not isinstance(metrics, dict):
+        raise ConfigError(f"metrics must be a dict of name -> number, found "
+                          f"{type(metrics).__name__}")
+    out: dict[str, float | None] = {}
+    for k, v in metrics.items():
+        if not isinstance(k, str) or isinstance(v, bool) or not isinstance(
+                v, (int, float, np.integer, np.floating)):
+            raise ConfigError(f"metrics must map names to numbers, found {k!r}: {v!r:.40}")
+        out[k] = float(v) if math.isfinite(v) else None  # JSON has no NaN; null means undefined
+    return out
+
+
+def _weights(model: Module) -> dict[str, np.ndarray]:
+    """The state dict with floating arrays as float32 (integer buffers keep their dtype)."""
+    return {k: v.astype(np.float32, copy=False) if backend.is_float_dtype(v.dtype) else v
+            for k, v in model.state_dict().items()}
+
+
+def build_entries(model: Module, kind: str, task: str | None = None, labels: Any = None,
+                  preprocessing: Any = None, metrics: Any = None,
+                  input_shape: Sequence[int] | None = None, extra: dict[str, Any] | None = None,
+                  more: Iterable[tuple[str, Sequence[bytes | memoryview]]] = ()
+                  ) -> tuple[list[tuple[str, Sequence[bytes | memoryview]]], datetime]:
+    """Every entry of the file, manifest first (it carries the others' checksums)."""
+    if not isinstance(model, Module):
+        raise ConfigError(f"expected an nnforge.nn.Module, found {type(model).__name__}")
+    arch = to_json(model.to_architecture(), "the architecture")
+    shape = _input_shape(model, input_shape)
+    outputs = _output_specs(model, shape)
+    header, views = st.encode(_weights(model), {"format": "nnforge"})
+    entries = [(ARCHITECTURE, [arch]), (WEIGHTS, [header, *views]), *more]
+    now = datetime.now(UTC).replace(microsecond=0)
+    manifest = {
+        "format": "nnforge-model", "format_version": FORMAT_VERSION,
+        "library": "nnforge", "library_version": __version__,
+        "created": now.isoformat().replace("+00:00", "Z"), "kind": kind,
+        "task": task, "labels": _labels(task, labels, outputs),
+        "inputs": [{"name": "input", "shape": [None, *shape], "dtype": "float32"}],
+        "outputs": outputs,
+        "preprocessing": _preprocessing(preprocessing), "metrics": _metrics(metrics),
+        "num_parameters": model.num_parameters(), "extra": extra,
+        "checksums": {name: sha256_of(chunks) for name, chunks in entries},
+    }
+    return [(MANIFEST, [to_json(manifest, "the manifest")]), *entries], now
+
+
+def save(model: Module, path: PathLike, task: str | None = None, labels: Any = None,
+         preprocessing: Any = None, metrics: dict[str, float] | None = None,
+         input_shape: Sequence[int] | None = None, extra: dict[str, Any] | None = None) -> None:
+    """Write model and its metadata to a `.nnf` file, atomically (an old file stays on error)."""
+    entries, now = build_entries(model, "model", task, labels, preprocessing, metrics,
+                                 input_shape, extra)
+    write_archive(path, entries, now.timetuple()[:6])
+
+
+# -- loading -----------------------------------------------------------------------------------
+def _check_manifest(m: Any, p: str) -> dict[str, Any]:
+    """Version first (a newer file may be laid out differently), then the fields we rely on."""
+    if not isinstance(m, dict):
+        raise ModelFileError(f"manifest of '{p}' must be a JSON object, found {type(m).__name__}")
+    v = m.get("format_version")
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ModelFileError(f"manifest of '{p}' has format_version {v!r}, expected an integer "
+                             f"from 1 to {FORMAT_VERSION}")
+    if v > FORMAT_VERSION:
+        raise ModelFileError(f"'{p}' was written by format version {v}, this nnforge "
+                             f"({__version__}) reads up to {FORMAT_VERSION}; upgrade nnforge")
+
+    def bad(field: str, expected: str) -> ModelFileError:
+        return ModelFileError(f"manifest of '{p}': field '{field}' must be {expected}, found "
+                              f"{m.get(field)!r:.80}")
+
+    sums = m.get("checksums")
+    if not isinstance(sums, dict) or not all(
+            isinstance(s, str) and s.startswith("sha256:") and len(s) == 71 for s in sums.values()):
+        raise bad("checksums", "an object of entry name -> 'sha256:<hex>'")
+    if m.get("task") is not None and m.get("task") not in TASKS:
+        raise bad("task", f"one of {list(TASKS)} or null")
+    if m.get("labels") is not None and not isinstance(m.get("labels"), list):
+        raise bad("labels", "a list or null")
+    for field in ("inputs", "outputs"):
+        specs = m.get(field)
+        if not isinstance(specs, list) or not specs or not all(
+                isinstance(s, dict) and isinstance(s.get("name"), str)
+                and isinstance(s.get("shape"), list) for s in specs):
+            raise bad(field, "a non-empty list of {name, shape, dtype} objects")
+    return m
+
+
+def _open_checked(path: PathLike) -> tuple[ArchiveReader, dict[str, Any]]:
+    """Open the archive, read the manifest and check that it accounts for every entry."""
+    ar = ArchiveReader(path)
+    try:
+        p = ar.path
+        if MANIFEST not in ar:
+            raise ModelFileError(f"'{p}' is not an nnforge model file (it has no {MANIFEST})")
+        manifest = _check_manifest(
+            from_json(ar.read(MANIFEST, limit=MAX_JSON_BYTES), f"{MANIFEST} of '{p}'"), p)
+        listed, present = set(manifest["checksums"]), set(ar.entries) - {MANIFEST}
+        for name in sorted(present - listed):
+            raise ModelFileError(f"'{p}' holds an entry {name!r} that its manifest does not "
+                                 f"list; refusing a file that may have been tampered with")
+        for name in sorted(listed - present) or sorted({ARCHITECTURE, WEIGHTS} - present):
+            raise ModelFileError(f"'{p}' is missing the entry {name!r}")
+        return ar, manifest
+    except BaseException:
+        ar.close()
+        raise
+
+
+def read_json_entry(ar: ArchiveReader, manifest: dict[str, Any], name: str) -> Any:
+    """A checksummed JSON entry, parsed."""
+    data = ar.read(name, manifest["checksums"].get(name), limit=MAX_JSON_BYTES)
+    return from_json(data, f"{name} of '{ar.path}'")
+
+
+def read_tensors(ar: ArchiveReader, manifest: dict[str, Any], name: str) -> dict[str, np.ndarray]:
+    """A checksummed safetensors entry as read-only arrays viewing the file's memory map."""
+    data = ar.read(name, manifest["checksums"].get(name))
+    return st.deserialize(data, f"{name} of '{ar.path}'")[0]
+
+
+def _build(arch: Any, weights: dict[str, np.ndarray], p: str) -> Module:
+    """Rebuild the layers from the registry and copy the weights in, checking every shape."""
+    rng = get_rng_state()  # building draws initial weights; loading must not move the stream
+    try:
+        model = layer_from_architecture(arch)
+    except (NNForgeError, TypeError, ValueError, KeyError, IndexError, RecursionError) as exc:
+        raise ModelFileError(f"cannot rebuild the model in '{p}': {exc}") from None
+    finally:
+        set_rng_state(rng)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    for k in expected:
+        if k not in weights:
+            raise ModelFileError(f"{WEIGHTS} of '{p}' lacks the weight {k!r} that the "
+                                 f"architecture needs")
+    for k, arr in weights.items():
+        if k not in expected:
+            raise ModelFileError(f"{WEIGHTS} of '{p}' holds a weight {k!r} that the "
+                                 f"architecture has no place for")
+        if arr.shape != expected[k]:
+            raise ModelFileError(f"weight {k!r} in '{p}' has shape {arr.shape}, the architecture "
+                                 f"needs {expected[k]}")
+    try:
+        model.load_state_dict(weights)
+    except (ShapeError, ValueError, TypeError) as exc:
+        raise ModelFileError(f"cannot load the weights of '{p}': {exc}") from None
+    return model
+
+
+def open_model(path: PathLike) -> tuple[Module, dict[str, Any], ArchiveReader]:
+    """The model, its manifest and the still-open archive (for checkpoint entries)."""
+    ar, manifest = _open_checked(path)
+    try:
+        arch = read_json_entry(ar, manifest, ARCHITECTURE)
+        model = _build(arch, read_tensors(ar, manifest, WEIGHTS), ar.path)
+    except BaseException:
+        ar.close()
+        raise
+    model.eval()
+    object.__setattr__(model, "manifest", manifest)  # plain attribute, not a registered child
+    if not hasattr(model, "input_shape"):  # so a re-save needs no input_shape=
+        object.__setattr__(model, "input_shape", tuple(manifest["inputs"][0]["shape"][1:]))
+    return model, manifest, ar
+
+
+def load(path: PathLike) -> Module:
+    """Load a `.nnf` file as a Module in eval mode; `model.manifest` holds its metadata."""
+    model, _, ar = open_model(path)
+    ar.close()
+    return model
+
+
+def read_manifest(path: PathLike) -> dict[str, Any]:
+    """Only the manifest (no weights are read or hashed): fast, for `nnforge info`."""
+    ar, manifest = _open_checked(path)
+    ar.close()
+    return manifest
+
+
+def read_weights(path: PathLike) -> dict[str, np.ndarray]:
+    """The weights as read-only arrays mapped from the file (no copy; checksum verified)."""
+    ar, manifest = _open_checked(path)
+    try:
+        return read_tensors(ar, manifest, WEIGHTS)
+    finally:
+        ar.close()  # the map stays alive as long as the arrays do

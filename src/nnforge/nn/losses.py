@@ -1,0 +1,122 @@
+"""Loss modules and the by-name registry the Trainer and config files use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..autograd.tensor import Tensor
+from ..errors import ConfigError
+from ..ops import loss as L
+
+
+class Loss:
+    """Base class: a callable (prediction, target) -> scalar Tensor with a `kind`."""
+
+    #: "multiclass", "binary" (logits or probabilities) or "regression": tells the Trainer how
+    #: to turn outputs into predictions for metrics
+    kind = "regression"
+    #: True when the model output is a logit that needs a sigmoid/softmax to become a probability
+    from_logits = True
+
+    def __call__(self, pred: Tensor, target: Any) -> Tensor:
+        return self.forward(pred, target)
+
+    def forward(self, pred: Tensor, target: Any) -> Tensor:  # pragma: no cover - abstract
+        """Compute the loss."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class MSELoss(Loss):
+    """Mean squared error."""
+
+    def __init__(self, reduction: str = "mean") -> None:
+        self.reduction = reduction
+
+    def forward(self, pred: Tensor, target: Any) -> Tensor:
+        return L.mse_loss(pred, target, self.reduction)
+
+
+class L1Loss(MSELoss):
+    """Mean absolute error."""
+
+    def forward(self, pred: Tensor, target: Any) -> Tensor:
+        return L.l1_loss(pred, target, self.reduction)
+
+
+class HuberLoss(Loss):
+    """Huber loss."""
+
+    def __init__(self, delta: float = 1.0, reduction: str = "mean") -> None:
+        self.delta, self.reduction = delta, reduction
+
+    def forward(self, pred: Tensor, target: Any) -> Tensor:
+        return L.huber_loss(pred, target, self.delta, self.reduction)
+
+
+class CrossEntropyLoss(Loss):
+    """Softmax cross-entropy on logits; class weights and label smoothing."""
+
+    kind = "multiclass"
+
+    def __init__(self, weight: Any = None, label_smoothing: float = 0.0,
+                 reduction: str = "mean") -> None:
+        self.weight, self.label_smoothing, self.reduction = weight, label_smoothing, reduction
+
+    def forward(self, pred: Tensor, target: Any) -> Tensor:
+        return L.cross_entropy(pred, target, self.weight, self.label_smoothing, self.reduction)
+
+
+class BCEWithLogitsLoss(Loss):
+    """Binary cross-entropy on logits; pos_weight for imbalanced data."""
+
+    kind = "binary"
+
+    def __init__(self, pos_weight: Any = None, reduction: str = "mean") -> None:
+        self.pos_weight, self.reduction = pos_weight, reduction
+
+    def forward(self, pred: Tensor, target: Any) -> Tensor:
+        return L.binary_cross_entropy_with_logits(pred, target, self.pos_weight, self.reduction)
+
+
+class BCELoss(Loss):
+    """Binary cross-entropy on probabilities (a model ending in Sigmoid)."""
+
+    kind = "binary"
+    from_logits = False
+
+    def __init__(self, reduction: str = "mean") -> None:
+        self.reduction = reduction
+
+    def forward(self, pred: Tensor, target: Any) -> Tensor:
+        return L.binary_cross_entropy(pred, target, self.reduction)
+
+
+LOSSES: dict[str, type[Loss]] = {
+    "mse": MSELoss, "mean_squared_error": MSELoss, "l1": L1Loss, "mae": L1Loss,
+    "huber": HuberLoss, "cross_entropy": CrossEntropyLoss,
+    "categorical_crossentropy": CrossEntropyLoss, "bce_with_logits": BCEWithLogitsLoss,
+    "binary_cross_entropy_with_logits": BCEWithLogitsLoss, "bce": BCELoss,
+    "binary_cross_entropy": BCELoss,
+}
+
+
+def get_loss(loss: Any, **kwargs: Any) -> Loss:
+    """A Loss from a name (see LOSSES), a Loss instance, or a plain callable."""
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, str):
+        cls = LOSSES.get(loss.lower())
+        if cls is None:
+            raise ConfigError(f"unknown loss {loss!r}; expected one of {sorted(LOSSES)}")
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"bad arguments for loss {loss!r}: {exc}") from None
+    if callable(loss):
+        wrapped = Loss()
+        wrapped.forward = loss  # type: ignore[method-assign]
+        return wrapped
+    raise ConfigError(f"loss must be a name, a Loss or a callable, found {type(loss).__name__}")

@@ -1,0 +1,260 @@
+"""Losses, each fused into one op with a closed-form gradient (targets get no gradient)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..autograd.function import Function
+from ..autograd.tensor import Tensor
+from ..errors import ConfigError, DTypeError, ShapeError
+from .activation import log_softmax_array, sigmoid_array
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ConfigError(f"reduction must be one of {REDUCTIONS}, found {reduction!r}")
+
+
+def _reduce(per_elem: Any, reduction: str, denom: float | None = None) -> Any:
+    if reduction == "none":
+        return per_elem
+    total = per_elem.sum(dtype=np.float64)
+    if reduction == "sum":
+        return np.asarray(total, dtype=per_elem.dtype)
+    n = per_elem.size if denom is None else denom
+    return np.asarray(total / n, dtype=per_elem.dtype)
+
+
+def _grad_scale(gy: Any, reduction: str, n: float, dtype: Any) -> Any:
+    """Factor that turns d(loss)/d(element) into the reduced loss's gradient."""
+    if reduction == "none":
+        return gy
+    return dtype.type(gy / n) if reduction == "mean" else dtype.type(gy)
+
+
+def _same_shape(pred: Any, target: Any, name: str) -> Any:
+    target = np.asarray(target)
+    if target.shape != pred.shape:
+        if target.size == pred.size:
+            target = target.reshape(pred.shape)  # (N,) targets for an (N, 1) output
+        else:
+            raise ShapeError(f"{name}: target shape {target.shape} does not match prediction "
+                             f"shape {pred.shape}")
+    return target.astype(pred.dtype, copy=False)
+
+
+class MSE(Function):
+    """Mean squared error."""
+
+    def __init__(self, reduction: str = "mean") -> None:
+        _check_reduction(reduction)
+        self.reduction = reduction
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        self.diff = pred - _same_shape(pred, target, "mse")
+        return _reduce(self.diff * self.diff, self.reduction)
+
+    def backward(self, gy: Any) -> tuple[Any, None]:
+        d = self.diff
+        return 2 * d * _grad_scale(gy, self.reduction, d.size, d.dtype), None
+
+
+class L1(Function):
+    """Mean absolute error (gradient 0 where prediction equals target)."""
+
+    def __init__(self, reduction: str = "mean") -> None:
+        _check_reduction(reduction)
+        self.reduction = reduction
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        self.diff = pred - _same_shape(pred, target, "l1")
+        return _reduce(np.abs(self.diff), self.reduction)
+
+    def backward(self, gy: Any) -> tuple[Any, None]:
+        d = self.diff
+        return np.sign(d) * _grad_scale(gy, self.reduction, d.size, d.dtype), None
+
+
+class Huber(Function):
+    """Huber loss: quadratic within delta, linear outside (PyTorch's HuberLoss)."""
+
+    def __init__(self, delta: float = 1.0, reduction: str = "mean") -> None:
+        _check_reduction(reduction)
+        if delta <= 0:
+            raise ConfigError(f"huber delta must be positive, found {delta}")
+        self.delta, self.reduction = float(delta), reduction
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        d = pred - _same_shape(pred, target, "huber")
+        self.diff = d
+        a, delta = np.abs(d), d.dtype.type(self.delta)
+        per = np.where(a <= delta, d.dtype.type(0.5) * d * d, delta * (a - d.dtype.type(0.5) * delta))
+        return _reduce(per, self.reduction)
+
+    def backward(self, gy: Any) -> tuple[Any, None]:
+        d = self.diff
+        g = np.clip(d, -self.delta, self.delta).astype(d.dtype, copy=False)
+        return g * _grad_scale(gy, self.reduction, d.size, d.dtype), None
+
+
+class CrossEntropy(Function):
+    """Softmax cross-entropy on logits (N, C), fused with log-softmax.
+
+    Targets are class indices (N,) or probabilities (N, C). Class weights follow PyTorch: the mean
+    divides by the summed weight of the targets. Label smoothing mixes the one-hot target with the
+    uniform distribution.
+    """
+
+    def __init__(self, weight: Any = None, label_smoothing: float = 0.0,
+                 reduction: str = "mean") -> None:
+        _check_reduction(reduction)
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1], found {label_smoothing}")
+        self.weight = None if weight is None else np.asarray(weight)
+        self.smoothing, self.reduction = float(label_smoothing), reduction
+
+    def forward(self, logits: Any, target: Any) -> Any:
+        if logits.ndim != 2:
+            raise ShapeError(f"cross_entropy expects logits of shape (batch, classes), "
+                             f"found {logits.shape}")
+        n, c = logits.shape
+        dt = logits.dtype
+        if self.weight is not None and self.weight.shape != (c,):
+            raise ShapeError(f"cross_entropy class weights must have shape ({c},), "
+                             f"found {self.weight.shape}")
+        target = np.asarray(target)
+        if target.ndim == 2:
+            if target.shape != logits.shape:
+                raise ShapeError(f"cross_entropy probability targets must have shape "
+                                 f"{logits.shape}, found {target.shape}")
+            q = target.astype(dt, copy=True)
+            row_w = np.ones(n, dt)
+        else:
+            target = target.reshape(-1)
+            if target.shape != (n,):
+                raise ShapeError(f"cross_entropy expects {n} class indices, found shape "
+                                 f"{target.shape}")
+            if target.dtype.kind not in "iu":
+                if target.dtype.kind == "f" and np.all(np.mod(target, 1) == 0):
+                    target = target.astype(np.int64)
+                else:
+                    raise DTypeError(f"cross_entropy expects integer class indices, found "
+                                     f"{target.dtype}")
+            if n and (target.min() < 0 or target.max() >= c):
+                raise ShapeError(f"cross_entropy class indices must be in [0, {c}), found "
+                                 f"values from {target.min()} to {target.max()}")
+            q = np.zeros((n, c), dt)
+            q[np.arange(n), target] = 1
+            row_w = self.weight[target].astype(dt) if self.weight is not None else np.ones(n, dt)
+        if self.smoothing:
+            q *= dt.type(1 - self.smoothing)
+            q += dt.type(self.smoothing / c)
+        # per-class weights scale each term of the sum; the mean divides by the target weights
+        wq = q * self.weight.astype(dt) if self.weight is not None else q
+        logp = log_softmax_array(logits, axis=1)
+        self.logp, self.wq = logp, wq
+        per_sample = -(wq * logp).sum(axis=1)
+        self.denom = float(row_w.sum()) if self.weight is not None else float(n)
+        return _reduce(per_sample, self.reduction, self.denom)
+
+    def backward(self, gy: Any) -> tuple[Any, None]:
+        p = np.exp(self.logp)
+        wsum = self.wq.sum(axis=1, keepdims=True)
+        g = p * wsum - self.wq  # d/dz of -sum_c wq_c log softmax(z)_c
+        if self.reduction == "none":
+            return g * gy[:, None], None
+        return g * _grad_scale(gy, self.reduction, self.denom, g.dtype), None
+
+
+class BCEWithLogits(Function):
+    """Binary cross-entropy on logits, computed stably; pos_weight scales the positive term."""
+
+    def __init__(self, pos_weight: Any = None, reduction: str = "mean") -> None:
+        _check_reduction(reduction)
+        self.pos_weight = None if pos_weight is None else np.asarray(pos_weight)
+        self.reduction = reduction
+
+    def forward(self, x: Any, target: Any) -> Any:
+        y = _same_shape(x, target, "binary_cross_entropy")
+        self.x, self.y = x, y
+        dt = x.dtype
+        softplus_neg = np.logaddexp(0, -x).astype(dt)  # log(1 + exp(-x))
+        if self.pos_weight is None:
+            per = (1 - y) * x + softplus_neg
+        else:
+            lw = 1 + (self.pos_weight.astype(dt) - 1) * y
+            per = (1 - y) * x + lw * softplus_neg
+        return _reduce(per.astype(dt, copy=False), self.reduction)
+
+    def backward(self, gy: Any) -> tuple[Any, None]:
+        x, y = self.x, self.y
+        s = sigmoid_array(x)
+        if self.pos_weight is None:
+            g = s - y
+        else:
+            lw = 1 + (self.pos_weight.astype(x.dtype) - 1) * y
+            g = (1 - y) - lw * (1 - s)
+        return g * _grad_scale(gy, self.reduction, x.size, x.dtype), None
+
+
+class BCE(Function):
+    """Binary cross-entropy on probabilities (for models ending in Sigmoid); logs clamped at -100."""
+
+    def __init__(self, reduction: str = "mean") -> None:
+        _check_reduction(reduction)
+        self.reduction = reduction
+
+    def forward(self, p: Any, target: Any) -> Any:
+        y = _same_shape(p, target, "bce")
+        self.p, self.y = p, y
+        log_p = np.maximum(np.log(p), -100)
+        log_1mp = np.maximum(np.log1p(-p), -100)
+        return _reduce(-(y * log_p + (1 - y) * log_1mp), self.reduction)
+
+    def backward(self, gy: Any) -> tuple[Any, None]:
+        p, y = self.p, self.y
+        eps = p.dtype.type(1e-12)
+        g = (p - y) / np.maximum(p * (1 - p), eps)
+        return g * _grad_scale(gy, self.reduction, p.size, p.dtype), None
+
+
+def _target(t: Any) -> Any:
+    return t.data if isinstance(t, Tensor) else np.asarray(t)
+
+
+def mse_loss(pred: Tensor, target: Any, reduction: str = "mean") -> Tensor:
+    """Mean squared error."""
+    return MSE.apply(pred, Tensor(_target(target), _keep=True), reduction=reduction)
+
+
+def l1_loss(pred: Tensor, target: Any, reduction: str = "mean") -> Tensor:
+    """Mean absolute error."""
+    return L1.apply(pred, Tensor(_target(target), _keep=True), reduction=reduction)
+
+
+def huber_loss(pred: Tensor, target: Any, delta: float = 1.0, reduction: str = "mean") -> Tensor:
+    """Huber loss."""
+    return Huber.apply(pred, Tensor(_target(target), _keep=True), delta=delta, reduction=reduction)
+
+
+def cross_entropy(logits: Tensor, target: Any, weight: Any = None, label_smoothing: float = 0.0,
+                  reduction: str = "mean") -> Tensor:
+    """Softmax cross-entropy on logits."""
+    return CrossEntropy.apply(logits, Tensor(_target(target), _keep=True), weight=weight,
+                              label_smoothing=label_smoothing, reduction=reduction)
+
+
+def binary_cross_entropy_with_logits(logits: Tensor, target: Any, pos_weight: Any = None,
+                                     reduction: str = "mean") -> Tensor:
+    """Binary cross-entropy on logits."""
+    return BCEWithLogits.apply(logits, Tensor(_target(target), _keep=True), pos_weight=pos_weight,
+                               reduction=reduction)
+
+
+def binary_cross_entropy(probs: Tensor, target: Any, reduction: str = "mean") -> Tensor:
+    """Binary cross-entropy on probabilities."""
+    return BCE.apply(probs, Tensor(_target(target), _keep=True), reduction=reduction)

@@ -1,0 +1,193 @@
+"""Training callbacks: early stopping, checkpoints, LR scheduling, history logs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+
+class Callback:
+    """Hooks called by Trainer.fit; `self.trainer` is set before on_train_begin."""
+
+    trainer: Any = None
+
+    def on_train_begin(self) -> None:
+        """Called once before the first epoch."""
+
+    def on_epoch_begin(self, epoch: int) -> None:
+        """Called before each epoch (0-based)."""
+
+    def on_batch_end(self, step: int, loss: float) -> None:
+        """Called after each optimizer step; step counts from 0 over the whole run."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        """Called after each epoch with its loss, metrics and validation results."""
+
+    def on_train_end(self) -> None:
+        """Called once after the last epoch."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state, saved in checkpoints so a resumed run behaves identically."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore state_dict()'s output."""
+
+
+def _mode_for(monitor: str, mode: str) -> str:
+    if mode not in ("auto", "min", "max"):
+        raise ConfigError(f"mode must be 'auto', 'min' or 'max', found {mode!r}")
+    if mode != "auto":
+        return mode
+    return "min" if any(k in monitor for k in ("loss", "mse", "mae", "rmse", "error")) else "max"
+
+
+def _monitored(logs: dict[str, float], monitor: str) -> float:
+    if monitor not in logs:
+        raise ConfigError(f"cannot monitor {monitor!r}: the epoch logs hold {sorted(logs)} "
+                          f"(validation metrics need validation_data or validation_split)")
+    return float(logs[monitor])
+
+
+class _Tracker:
+    """Remembers the best monitored value."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float) -> None:
+        self.monitor, self.mode, self.min_delta = monitor, _mode_for(monitor, mode), min_delta
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def improved(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+
+class EarlyStopping(Callback):
+    """Stop when the monitored value stops improving; restore the best weights by default."""
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best_weights: bool = True) -> None:
+        self.tracker = _Tracker(monitor, mode, min_delta)
+        self.patience, self.restore_best_weights = patience, restore_best_weights
+        self.wait, self.best_epoch, self.best_weights = 0, -1, None
+        self.stopped_epoch: int | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        value = _monitored(logs, self.tracker.monitor)
+        if self.tracker.improved(value):
+            self.tracker.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = self.trainer.model.state_dict()
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.trainer.stop_training = True
+
+    def on_train_end(self) -> None:
+        if self.restore_best_weights and self.best_weights is not None:
+            self.trainer.model.load_state_dict(self.best_weights)
+
+    def state_dict(self) -> dict[str, Any]:
+        # best_weights are not kept in checkpoints: a resumed run restores from its own best
+        return {"best": self.tracker.best, "wait": self.wait, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tracker.best, self.wait = state["best"], state["wait"]
+        self.best_epoch = state["best_epoch"]
+
+
+class ModelCheckpoint(Callback):
+    """Save a resumable checkpoint (model + optimizer + trainer state) after epochs.
+
+    `path` may contain `{epoch}` (1-based). With save_best_only, only improvements of `monitor`
+    are written.
+    """
+
+    def __init__(self, path: str | os.PathLike, monitor: str = "val_loss",
+                 save_best_only: bool = False, mode: str = "auto", every_n_epochs: int = 1,
+                 **save_kwargs: Any) -> None:
+        self.path, self.save_best_only = str(path), save_best_only
+        self.tracker = _Tracker(monitor, mode, 0.0)
+        self.every_n_epochs, self.save_kwargs = every_n_epochs, save_kwargs
+        self.saved: list[str] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        if (epoch + 1) % self.every_n_epochs:
+            return
+        if self.save_best_only:
+            value = _monitored(logs, self.tracker.monitor)
+            if not self.tracker.improved(value):
+                return
+            self.tracker.best = value
+        path = self.path.format(epoch=epoch + 1)
+        self.trainer.save_checkpoint(path, **self.save_kwargs)
+        self.saved.append(path)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.tracker.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tracker.best = state["best"]
+
+
+class LRScheduler(Callback):
+    """Step an nnforge.optim scheduler each epoch (or each batch with per="step").
+
+    A scheduler whose step() takes a metric (ReduceLROnPlateau) gets `monitor` from the logs.
+    """
+
+    def __init__(self, scheduler: Any, per: str = "epoch", monitor: str | None = None) -> None:
+        if per not in ("epoch", "step"):
+            raise ConfigError(f"per must be 'epoch' or 'step', found {per!r}")
+        self.scheduler, self.per, self.monitor = scheduler, per, monitor
+        if monitor is None and type(scheduler).__name__ == "ReduceLROnPlateau":
+            self.monitor = "val_loss"
+
+    def on_batch_end(self, step: int, loss: float) -> None:
+        if self.per == "step":
+            self.scheduler.step()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        if self.per != "epoch":
+            return
+        if self.monitor is not None:
+            self.scheduler.step(_monitored(logs, self.monitor))
+        else:
+            self.scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+class HistoryLogger(Callback):
+    """Write the history after every epoch to a .json or .csv file."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if self.path.suffix.lower() not in (".json", ".csv"):
+            raise ConfigError(f"history log must end in .json or .csv, found {self.path.name!r}")
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        history = self.trainer.history
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        if self.path.suffix.lower() == ".json":
+            tmp.write_text(json.dumps(history, indent=1))
+        else:
+            keys = list(history)
+            with tmp.open("w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(["epoch", *keys])
+                for i in range(len(history[keys[0]]) if keys else 0):
+                    w.writerow([i + 1, *(history[k][i] for k in keys)])
+        os.replace(tmp, self.path)

@@ -1,0 +1,285 @@
+"""`Trainer`: fit, evaluate and predict with a model, a loss, an optimizer and metrics."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import random as nf_random
+from ..autograd.grad_mode import no_grad
+from ..autograd.tensor import Tensor
+from ..errors import ConfigError, DataError, ShapeError
+from ..nn.losses import Loss, get_loss
+from ..nn.module import Module
+from ..ops.activation import sigmoid_array, softmax_array
+from .callbacks import Callback
+from .progress import ProgressDisplay
+
+
+def _as_features(X: Any, dtype: Any, what: str = "X") -> np.ndarray:
+    try:
+        arr = np.asarray(X)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{what} must be a numeric array, found {type(X).__name__} ({exc})") from None
+    if arr.dtype.kind not in "fiub":
+        raise DataError(f"{what} must be numeric, found dtype {arr.dtype}")
+    if arr.ndim < 2:
+        raise ShapeError(f"{what} must have shape (samples, features...), found {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(arr).all():
+        raise DataError(f"{what} contains NaN or infinite values")
+    return arr
+
+
+class Trainer:
+    """Trains a Module: `fit`, `evaluate`, `predict`, with callbacks, metrics and checkpoints."""
+
+    def __init__(self, model: Module, loss: Any = "cross_entropy", optimizer: Any = None,
+                 metrics: Sequence[str] | None = None, seed: int | None = None,
+                 grad_clip_norm: float | None = None, grad_clip_value: float | None = None,
+                 verbose: Any = "auto") -> None:
+        if not isinstance(model, Module):
+            raise ConfigError(f"Trainer needs an nnforge.nn.Module, found {type(model).__name__}")
+        if metrics:
+            from . import metrics as metric_lib  # noqa: PLC0415
+
+        self.model = model
+        self.loss: Loss = get_loss(loss)
+        if optimizer is None:
+            from ..optim import Adam  # noqa: PLC0415
+
+            optimizer = Adam(model.parameters(), lr=1e-3)
+        self.optimizer = optimizer
+        self.metric_names = list(metrics or [])
+        self.metrics = [metric_lib.get_metric(m) for m in self.metric_names] if metrics else []
+        self.seed = seed
+        self.grad_clip_norm, self.grad_clip_value = grad_clip_norm, grad_clip_value
+        self.verbose = verbose
+        self.history: dict[str, list[float]] = {}
+        self.stop_training = False
+        self.callbacks: list[Callback] = []
+        self._epochs_done = 0
+        self._step = 0
+        self._shuffle_rng = np.random.default_rng(seed)
+
+    # -- fitting ---------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any, epochs: int = 10, batch_size: int = 32,
+            validation_split: float = 0.0, validation_data: tuple[Any, Any] | None = None,
+            callbacks: Sequence[Callback] | None = None, shuffle: bool = True,
+            verbose: Any = None, resume_from: str | None = None) -> dict[str, list[float]]:
+        """Train for `epochs` epochs (counted from the start when resuming) and return history."""
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ConfigError(f"epochs must be a positive integer, found {epochs!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, found {batch_size!r}")
+        X = _as_features(X, self.model.dtype)
+        y = self._as_targets(y, len(X))
+        if validation_data is None and validation_split:
+            X, y, validation_data = self._split(X, y, validation_split)
+        if validation_data is not None:
+            Xv = _as_features(validation_data[0], self.model.dtype, "validation X")
+            validation_data = (Xv, self._as_targets(validation_data[1], len(Xv)))
+        if getattr(self.model, "input_shape", None) is None:
+            object.__setattr__(self.model, "input_shape", tuple(X.shape[1:]))
+        self.callbacks = list(callbacks or [])
+        for cb in self.callbacks:
+            cb.trainer = self
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+        elif self.seed is not None:
+            nf_random.manual_seed(self.seed)  # dropout draws follow the trainer's seed
+        n = len(X)
+        batches = n // batch_size + (n % batch_size > 0)
+        display = ProgressDisplay(self.verbose if verbose is None else verbose, epochs, batches)
+        self.stop_training = False
+        for cb in self.callbacks:
+            cb.on_train_begin()
+        for epoch in range(self._epochs_done, epochs):
+            for cb in self.callbacks:
+                cb.on_epoch_begin(epoch)
+            display.epoch_begin(epoch)
+            t0 = time.perf_counter()
+            logs = self._train_epoch(X, y, batch_size, shuffle, display)
+            logs["time"] = time.perf_counter() - t0
+            if validation_data is not None:
+                val = self.evaluate(*validation_data, batch_size=max(batch_size, 256))
+                logs.update({f"val_{k}": v for k, v in val.items()})
+            logs["lr"] = float(getattr(self.optimizer, "lr", float("nan")))
+            for k, v in logs.items():
+                self.history.setdefault(k, []).append(float(v))
+            self._epochs_done = epoch + 1
+            display.epoch_end(epoch, {k: v for k, v in logs.items() if k not in ("time", "lr")},
+                              n)
+            for cb in self.callbacks:
+                cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        for cb in self.callbacks:
+            cb.on_train_end()
+        return self.history
+
+    def _train_epoch(self, X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
+                     display: ProgressDisplay) -> dict[str, float]:
+        model, opt, loss_fn = self.model, self.optimizer, self.loss
+        model.train()
+        n = len(X)
+        order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
+        keep_outputs = bool(self.metrics)
+        outputs: list[np.ndarray] = []
+        total, seen = 0.0, 0
+        for b, start in enumerate(range(0, n, batch_size)):
+            idx = order[start:start + batch_size]
+            xb, yb = X.take(idx, axis=0), y.take(idx, axis=0)
+            opt.zero_grad()
+            out = model(Tensor(xb, _keep=True))
+            loss = loss_fn(out, yb)
+            loss.backward()
+            self._clip()
+            opt.step()
+            value = float(loss.data)
+            if not math.isfinite(value):
+                raise DataError(f"the loss became {value} at epoch {self._epochs_done + 1}, "
+                                f"batch {b + 1}: lower the learning rate or check the data")
+            total += value * len(idx)
+            seen += len(idx)
+            if keep_outputs:
+                outputs.append(out.data)
+            for cb in self.callbacks:
+                cb.on_batch_end(self._step, value)
+            self._step += 1
+            display.batch_end(b, total / seen, seen)
+        logs = {"loss": total / max(seen, 1)}
+        if keep_outputs:
+            logs.update(self._metrics(np.concatenate(outputs), y.take(order[:seen], axis=0)))
+        return logs
+
+    def _clip(self) -> None:
+        if self.grad_clip_norm is None and self.grad_clip_value is None:
+            return
+        from ..optim import clip_grad_norm_, clip_grad_value_  # noqa: PLC0415
+
+        params = self.model.parameters()
+        if self.grad_clip_value is not None:
+            clip_grad_value_(params, self.grad_clip_value)
+        if self.grad_clip_norm is not None:
+            clip_grad_norm_(params, self.grad_clip_norm)
+
+    # -- evaluation ------------------------------------------------------------------------
+    def evaluate(self, X: Any, y: Any, batch_size: int = 256) -> dict[str, float]:
+        """Loss and metrics on (X, y), in eval mode, without gradients."""
+        X = _as_features(X, self.model.dtype)
+        y = self._as_targets(y, len(X))
+        out = self._forward(X, batch_size)
+        with no_grad():
+            loss = self.loss(Tensor(out, _keep=True), y)
+        return {"loss": float(loss.data), **self._metrics(out, y)}
+
+    def predict(self, X: Any, batch_size: int = 256) -> np.ndarray:
+        """Class indices for classification losses, raw outputs for regression."""
+        out = self._forward(_as_features(X, self.model.dtype), batch_size)
+        return self._to_predictions(out)
+
+    def predict_proba(self, X: Any, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities (multiclass) or positive-class probabilities (binary)."""
+        if self.loss.kind == "regression":
+            raise ConfigError("predict_proba needs a classification loss; this model regresses")
+        return self._to_scores(self._forward(_as_features(X, self.model.dtype), batch_size))
+
+    def _forward(self, X: np.ndarray, batch_size: int) -> np.ndarray:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with no_grad():
+                parts = [self.model(Tensor(X[i:i + batch_size], _keep=True)).data
+                         for i in range(0, len(X), batch_size)]
+        finally:
+            self.model.train(was_training)
+        return np.concatenate(parts) if parts else np.zeros((0,), self.model.dtype)
+
+    def _to_scores(self, out: np.ndarray) -> np.ndarray:
+        if self.loss.kind == "multiclass":
+            return softmax_array(out.astype(np.float64), axis=-1)
+        probs = sigmoid_array(out.astype(np.float64)) if self.loss.from_logits else out
+        return probs.reshape(len(probs)) if probs.ndim == 2 and probs.shape[1] == 1 else probs
+
+    def _to_predictions(self, out: np.ndarray) -> np.ndarray:
+        if self.loss.kind == "multiclass":
+            return out.argmax(axis=-1)
+        if self.loss.kind == "binary":
+            return (self._to_scores(out) >= 0.5).astype(np.int64)
+        return out.reshape(len(out)) if out.ndim == 2 and out.shape[1] == 1 else out
+
+    def _metrics(self, out: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        if not self.metrics:
+            return {}
+        preds = scores = None
+        truth = y.reshape(len(y)) if y.ndim == 2 and y.shape[1] == 1 else y
+        results = {}
+        for name, metric in zip(self.metric_names, self.metrics):
+            if metric.kind == "score":
+                scores = self._to_scores(out) if scores is None else scores
+                results[name] = float(metric.fn(truth, scores))
+            else:
+                preds = self._to_predictions(out) if preds is None else preds
+                results[name] = float(metric.fn(truth, preds))
+        return results
+
+    # -- data helpers ----------------------------------------------------------------------
+    def _as_targets(self, y: Any, n: int) -> np.ndarray:
+        arr = np.asarray(y)
+        if len(arr) != n:
+            raise ShapeError(f"X has {n} samples but y has {len(arr)}")
+        if self.loss.kind == "multiclass" and arr.ndim == 1:
+            if arr.dtype.kind == "f" and np.any(np.mod(arr, 1)):
+                raise DataError("cross-entropy needs integer class labels, found fractional values")
+            return arr.astype(np.int64)
+        return np.ascontiguousarray(arr, dtype=self.model.dtype)
+
+    def _split(self, X: np.ndarray, y: np.ndarray, fraction: float) -> tuple[Any, Any, Any]:
+        if not 0.0 < fraction < 1.0:
+            raise ConfigError(f"validation_split must be in (0, 1), found {fraction}")
+        rng = np.random.default_rng(None if self.seed is None else [self.seed, 7])
+        n_val = max(1, int(round(len(X) * fraction)))
+        order = rng.permutation(len(X))
+        val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+        return X[train], y[train], (X[val], y[val])
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable trainer position: epoch, step, RNG states, history, callbacks."""
+        return {"epochs_done": self._epochs_done, "step": self._step,
+                "shuffle_rng": self._shuffle_rng.bit_generator.state,
+                "global_rng": nf_random.get_rng_state(), "history": self.history,
+                "callbacks": [cb.state_dict() for cb in self.callbacks]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore state_dict()'s output."""
+        self._epochs_done, self._step = int(state["epochs_done"]), int(state["step"])
+        self._shuffle_rng.bit_generator.state = state["shuffle_rng"]
+        nf_random.set_rng_state(state["global_rng"])
+        self.history = {k: list(v) for k, v in state["history"].items()}
+        saved = state.get("callbacks", [])
+        if len(saved) == len(self.callbacks):
+            for cb, st in zip(self.callbacks, saved):
+                cb.load_state_dict(st)
+
+    def save_checkpoint(self, path: str, **save_kwargs: Any) -> None:
+        """Write a resumable checkpoint (a valid .nnf with optimizer and trainer state)."""
+        from ..io import save_checkpoint  # noqa: PLC0415
+
+        save_checkpoint(path, self.model, optimizer=self.optimizer,
+                        trainer_state=self.state_dict(), **save_kwargs)
+
+    def load_checkpoint(self, path: str) -> None:
+        """Restore model weights, optimizer and trainer state from a checkpoint."""
+        from ..io import load_checkpoint  # noqa: PLC0415
+
+        ckpt = load_checkpoint(path)
+        self.model.load_state_dict(ckpt.model.state_dict())
+        if ckpt.optimizer_state is not None:
+            self.optimizer.load_state_dict(ckpt.optimizer_state)
+        if ckpt.trainer_state is not None:
+            self.load_state_dict(ckpt.trainer_state)

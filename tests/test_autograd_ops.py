@@ -1,0 +1,194 @@
+"""Gradient checks for elementwise, reduction, shape, matmul, activation and loss ops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nnforge as nf
+from nnforge.autograd.gradcheck import check_gradients
+from nnforge.errors import ShapeError
+from nnforge.ops import activation as A
+from nnforge.ops import loss as L
+from nnforge.ops.shape import concat
+
+SHAPES = [(1, 3), (4, 3), (2, 3, 5)]
+
+
+def _rand(rng, shape, lo=-2.0, hi=2.0):
+    return rng.uniform(lo, hi, size=shape)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div"])
+def test_binary_ops_with_broadcasting(rng, shape, op):
+    a = _rand(rng, shape)
+    b = _rand(rng, shape[-1:], 0.5, 2.0)  # broadcast along leading axes
+    f = {"add": lambda x, y: x + y, "sub": lambda x, y: x - y,
+         "mul": lambda x, y: x * y, "div": lambda x, y: x / y}[op]
+    check_gradients(f, [a, b])
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_unary_math(rng, shape):
+    x = _rand(rng, shape, 0.5, 2.0)
+    check_gradients(lambda t: t.exp(), [x])
+    check_gradients(lambda t: t.log(), [x])
+    check_gradients(lambda t: t ** 3, [x])
+    check_gradients(lambda t: t.sqrt(), [x])
+    check_gradients(lambda t: -t, [x])
+    check_gradients(lambda t: 2.0 - t / 3.0, [x])
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("axis", [None, 0, -1])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_reductions(rng, shape, axis, keepdims):
+    x = _rand(rng, shape)
+    check_gradients(lambda t: t.sum(axis=axis, keepdims=keepdims), [x])
+    check_gradients(lambda t: t.mean(axis=axis, keepdims=keepdims), [x])
+    check_gradients(lambda t: t.max(axis=axis, keepdims=keepdims), [x])
+
+
+def test_max_splits_gradient_between_ties():
+    x = nf.Tensor(np.array([[1.0, 3.0, 3.0]]), requires_grad=True)
+    x.max().backward()
+    np.testing.assert_allclose(x.grad, [[0.0, 0.5, 0.5]])
+
+
+@pytest.mark.parametrize("sa,sb", [((1, 4), (4, 3)), ((5, 4), (4, 3)), ((2, 5, 4), (4, 3)),
+                                   ((4,), (4, 3)), ((5, 4), (4,)), ((4,), (4,))])
+def test_matmul(rng, sa, sb):
+    check_gradients(lambda a, b: a @ b, [_rand(rng, sa), _rand(rng, sb)])
+
+
+def test_shape_ops(rng):
+    x = _rand(rng, (2, 3, 4))
+    check_gradients(lambda t: t.reshape(4, 6), [x])
+    check_gradients(lambda t: t.transpose(2, 0, 1), [x])
+    check_gradients(lambda t: t.T, [x])
+    check_gradients(lambda t: t.flatten(1), [x])
+    check_gradients(lambda t: t[:, 1:, ::2], [x])
+    check_gradients(lambda t: t[np.array([0, 1, 1])], [x])  # repeated index accumulates
+    check_gradients(lambda a, b: concat([a, b], axis=1), [x, _rand(rng, (2, 2, 4))])
+
+
+def test_reshape_error_names_shapes():
+    with pytest.raises(ShapeError, match=r"\(2, 3\).*\(4, 2\)"):
+        nf.Tensor(np.zeros((2, 3))).reshape(4, 2)
+
+
+@pytest.mark.parametrize("shape", [(1, 5), (4, 5), (2, 3, 5)])
+def test_activations(rng, shape):
+    x = _rand(rng, shape, -3, 3)
+    x[np.abs(x) < 1e-3] = 0.5  # keep away from ReLU's kink
+    for f in (A.relu, A.sigmoid, A.tanh, A.gelu, lambda t: A.leaky_relu(t, 0.1),
+              lambda t: A.softmax(t, -1), lambda t: A.log_softmax(t, -1),
+              lambda t: A.softmax(t, 0)):
+        check_gradients(f, [x])
+
+
+def test_activation_values():
+    x = np.array([-100.0, -1.0, 0.0, 1.0, 100.0], dtype=np.float32)
+    s = A.sigmoid(nf.Tensor(x)).data
+    assert np.all(np.isfinite(s)) and 0.0 <= s[0] < 1e-40 and s[-1] == 1.0
+    np.testing.assert_allclose(s[1:4], 1 / (1 + np.exp(-x[1:4])), rtol=1e-6)
+    g = A.gelu(nf.Tensor(np.array([-1.0, 0.5, 2.0]))).data
+    np.testing.assert_allclose(g, [-0.15865525393145707, 0.34573123063700656,
+                                   1.9544997361036416], rtol=1e-6)
+    ls = A.log_softmax(nf.Tensor(np.array([[1000.0, 0.0]]))).data
+    np.testing.assert_allclose(ls, [[0.0, -1000.0]])
+
+
+@pytest.mark.parametrize("n", [1, 6])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_regression_losses(rng, n, reduction):
+    pred, target = _rand(rng, (n, 3)), _rand(rng, (n, 3))
+    check_gradients(lambda p: L.mse_loss(p, target, reduction), [pred])
+    check_gradients(lambda p: L.l1_loss(p, target, reduction), [pred])
+    check_gradients(lambda p: L.huber_loss(p, target, 0.7, reduction), [pred])
+
+
+@pytest.mark.parametrize("n", [1, 7])
+@pytest.mark.parametrize("weight", [None, [0.5, 2.0, 1.0, 3.0]])
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy(rng, n, weight, smoothing, reduction):
+    logits = _rand(rng, (n, 4))
+    target = rng.integers(0, 4, size=n)
+    check_gradients(lambda z: L.cross_entropy(z, target, weight, smoothing, reduction), [logits])
+
+
+def test_cross_entropy_matches_formula(rng):
+    z = _rand(rng, (5, 3))
+    t = np.array([0, 2, 1, 1, 0])
+    w = np.array([1.0, 2.0, 0.5])
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    want = -(w[t] * logp[np.arange(5), t]).sum() / w[t].sum()
+    got = L.cross_entropy(nf.Tensor(z), t, weight=w).item()
+    assert got == pytest.approx(want, rel=1e-12)
+    eps = 0.1
+    q = np.full((5, 3), eps / 3)
+    q[np.arange(5), t] += 1 - eps
+    want_smooth = -(q * logp).sum(1).mean()
+    assert L.cross_entropy(nf.Tensor(z), t, label_smoothing=eps).item() == pytest.approx(
+        want_smooth, rel=1e-12)
+    probs = np.full((5, 3), 1 / 3)
+    check_gradients(lambda p: L.cross_entropy(p, probs), [z])
+
+
+def test_cross_entropy_rejects_bad_targets():
+    z = nf.Tensor(np.zeros((2, 3), np.float32))
+    with pytest.raises(ShapeError, match=r"\[0, 3\)"):
+        L.cross_entropy(z, np.array([0, 3]))
+    with pytest.raises(ShapeError, match="2 class indices"):
+        L.cross_entropy(z, np.array([0, 1, 2]))
+
+
+@pytest.mark.parametrize("n", [1, 6])
+@pytest.mark.parametrize("pos_weight", [None, 3.0])
+def test_bce_with_logits(rng, n, pos_weight):
+    x = _rand(rng, (n, 2), -4, 4)
+    y = rng.integers(0, 2, size=(n, 2)).astype(np.float64)
+    check_gradients(lambda t: L.binary_cross_entropy_with_logits(t, y, pos_weight), [x])
+    pw = 1.0 if pos_weight is None else pos_weight
+    p = 1 / (1 + np.exp(-x))
+    want = -(pw * y * np.log(p) + (1 - y) * np.log(1 - p)).mean()
+    assert L.binary_cross_entropy_with_logits(nf.Tensor(x), y, pos_weight).item() == \
+        pytest.approx(want, rel=1e-10)
+    check_gradients(lambda t: L.binary_cross_entropy(t, y), [p])
+
+
+def test_bce_with_logits_is_stable_for_large_logits():
+    x = nf.Tensor(np.array([[1000.0], [-1000.0]], np.float32), requires_grad=True)
+    loss = L.binary_cross_entropy_with_logits(x, np.array([0.0, 1.0]))
+    loss.backward()
+    assert loss.item() == pytest.approx(1000.0)
+    np.testing.assert_allclose(x.grad, [[0.5], [-0.5]])
+
+
+def test_gradients_accumulate_and_no_grad():
+    w = nf.Tensor(np.array([2.0]), requires_grad=True)
+    (w * 3.0).sum().backward()
+    (w * 3.0).sum().backward()
+    np.testing.assert_allclose(w.grad, [6.0])
+    with nf.no_grad():
+        y = w * 2.0
+    assert not y.requires_grad
+    assert not w.detach().requires_grad
+
+
+def test_shared_input_gradient_is_not_aliased():
+    a = nf.Tensor(np.ones(3), requires_grad=True)
+    b = nf.Tensor(np.ones(3), requires_grad=True)
+    (a + b).sum().backward()
+    a.grad = a.grad * 0
+    np.testing.assert_allclose(b.grad, np.ones(3))
+
+
+def test_backward_shape_check():
+    x = nf.Tensor(np.ones((2, 2)), requires_grad=True)
+    with pytest.raises(ShapeError, match="expected"):
+        (x * 2.0).backward(np.ones(3))
+    with pytest.raises(ShapeError, match="scalar"):
+        (x * 2.0).backward()

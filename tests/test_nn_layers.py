@@ -1,0 +1,127 @@
+"""Dense layers: gradient checks, configs, state dicts, modes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nnforge as nf
+from nnforge import nn
+from nnforge.autograd.gradcheck import check_gradients
+from nnforge.errors import ConfigError, ShapeError, StateDictError, UnknownLayerError
+
+LAYERS = [lambda: nn.Linear(5, 3), lambda: nn.Linear(5, 3, bias=False, init="glorot"),
+          nn.ReLU, nn.Sigmoid, nn.Tanh, nn.GELU, lambda: nn.LeakyReLU(0.2),
+          lambda: nn.Softmax(-1), lambda: nn.LogSoftmax(1), nn.Identity, nn.Flatten]
+
+
+@pytest.mark.parametrize("make", LAYERS)
+@pytest.mark.parametrize("batch", [1, 4])
+def test_layer_gradients(rng, make, batch):
+    layer = make().double()
+    x = rng.uniform(-2, 2, size=(batch, 5))
+    x[np.abs(x) < 1e-3] = 0.3
+    check_gradients(lambda t: layer(t), [x], params=layer.parameters())
+
+
+def test_dropout_gradient_and_scaling(rng):
+    layer = nn.Dropout(0.3).double()
+    x = rng.uniform(-1, 1, size=(4, 6))
+
+    def f(t):
+        nf.manual_seed(5)  # same mask on every call, so the function is deterministic
+        return layer(t)
+
+    check_gradients(f, [x])
+    nf.manual_seed(1)
+    big = nn.Dropout(0.25)(np.ones((1000, 100), np.float32)).data
+    kept = big != 0
+    assert abs(kept.mean() - 0.75) < 0.01
+    np.testing.assert_allclose(big[kept], 1 / 0.75, rtol=1e-6)
+    layer.eval()
+    assert layer(x).data is not None and np.array_equal(layer(x).data, x)
+
+
+def test_mlp_gradients(rng):
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 6), nn.GELU(),
+                          nn.Linear(6, 2)).double()
+    for batch in (1, 3):
+        check_gradients(lambda t: model(t), [rng.standard_normal((batch, 4))],
+                        params=model.parameters())
+
+
+def test_config_round_trip_rebuilds_the_same_model(rng):
+    model = nn.Sequential(nn.Linear(8, 4, init="glorot"), nn.LeakyReLU(0.3), nn.Dropout(0.2),
+                          nn.Linear(4, 2), nn.Softmax())
+    arch = model.to_architecture()
+    clone = nn.layer_from_architecture(arch)
+    assert clone.to_architecture() == arch
+    clone.load_state_dict(model.state_dict())
+    model.eval()
+    clone.eval()
+    x = rng.standard_normal((3, 8)).astype(np.float32)
+    np.testing.assert_array_equal(model(x).data, clone(x).data)
+
+
+def test_unknown_layer_type_is_refused():
+    with pytest.raises(UnknownLayerError, match="'os.system'"):
+        nn.layer_from_architecture({"type": "os.system", "config": {}})
+    with pytest.raises(ConfigError, match="Linear"):
+        nn.layer_from_architecture({"type": "Linear", "config": {"in_features": 3}})
+
+
+def test_bad_layer_arguments():
+    with pytest.raises(ConfigError, match="in_features"):
+        nn.Linear(0, 3)
+    with pytest.raises(ConfigError, match="Dropout"):
+        nn.Dropout(1.5)
+
+
+def test_state_dict_reports_missing_and_unexpected():
+    model = nn.Sequential(nn.Linear(3, 2))
+    sd = model.state_dict()
+    sd["extra"] = np.zeros(1)
+    del sd["0.bias"]
+    with pytest.raises(StateDictError, match=r"missing keys \['0.bias'\].*unexpected keys \['extra'\]"):
+        model.load_state_dict(sd)
+    report = model.load_state_dict(sd, strict=False)
+    assert report == {"missing_keys": ["0.bias"], "unexpected_keys": ["extra"]}
+    with pytest.raises(ShapeError, match=r"'0.weight'.*\(3, 3\).*\(2, 3\)"):
+        model.load_state_dict({"0.weight": np.zeros((3, 3)), "0.bias": np.zeros(2)})
+
+
+def test_state_dict_is_a_copy_and_load_keeps_arrays():
+    model = nn.Linear(3, 2)
+    w = model.weight.data
+    sd = model.state_dict()
+    sd["weight"][:] = 7
+    assert not np.any(model.weight.data == 7)
+    model.load_state_dict(sd)
+    assert model.weight.data is w and np.all(w == 7)
+
+
+def test_train_eval_modes_and_named_parameters():
+    model = nn.Sequential(nn.Linear(3, 2), nn.Dropout(0.5), nn.Sequential(nn.Linear(2, 1)))
+    assert [n for n, _ in model.named_parameters()] == ["0.weight", "0.bias", "2.0.weight",
+                                                         "2.0.bias"]
+    model.eval()
+    assert not any(m.training for m in model.modules())
+    model.train()
+    assert all(m.training for m in model.modules())
+    assert model.num_parameters() == 3 * 2 + 2 + 2 + 1
+
+
+def test_module_accepts_numpy_and_casts_float64(rng):
+    model = nn.Linear(3, 2)
+    out = model(rng.standard_normal((4, 3)))
+    assert isinstance(out, nf.Tensor) and out.dtype == np.float32
+
+
+def test_seeded_initialization_is_reproducible():
+    nf.manual_seed(3)
+    a = nn.Linear(10, 10).weight.data.copy()
+    nf.manual_seed(3)
+    b = nn.Linear(10, 10).weight.data
+    np.testing.assert_array_equal(a, b)
+    bound = np.sqrt(6 / 10)
+    assert np.abs(a).max() <= bound and a.dtype == np.float32

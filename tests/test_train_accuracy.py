@@ -1,0 +1,74 @@
+"""Accuracy floors on scikit-learn's bundled data (stratified 80/20 split, random_state=0)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.model_selection import train_test_split
+
+import nnforge as nf
+from nnforge import nn, optim
+from nnforge.data import Standardizer, load_dataset
+from nnforge.train import metrics
+
+
+def _split(name: str, stratify: bool = True):
+    ds = load_dataset(name)
+    X_tr, X_te, y_tr, y_te = train_test_split(ds.X, ds.y, test_size=0.2, random_state=0,
+                                              stratify=ds.y if stratify else None)
+    scaler = Standardizer().fit(X_tr)
+    return scaler.transform(X_tr), scaler.transform(X_te), y_tr, y_te
+
+
+def test_digits_mlp_reaches_97_5_percent():
+    X_tr, X_te, y_tr, y_te = _split("digits")
+    nf.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.1), nn.Linear(128, 10))
+    trainer = nf.Trainer(model, loss="cross_entropy",
+                         optimizer=optim.Adam(model.parameters(), lr=1e-3),
+                         metrics=["accuracy", "f1_macro"], seed=0, verbose=0)
+    trainer.fit(X_tr, y_tr, epochs=30, batch_size=32)
+    scores = trainer.evaluate(X_te, y_te)
+    assert scores["accuracy"] >= 0.975, scores
+    assert metrics.accuracy(y_te, trainer.predict(X_te)) == pytest.approx(scores["accuracy"])
+
+
+def test_digits_cnn_reaches_98_percent():
+    X_tr, X_te, y_tr, y_te = _split("digits")
+    X_tr, X_te = X_tr.reshape(-1, 1, 8, 8), X_te.reshape(-1, 1, 8, 8)
+    nf.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(0.2), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10))
+    trainer = nf.Trainer(model, optimizer=optim.Adam(model.parameters(), lr=2e-3),
+                         metrics=["accuracy"], seed=0, verbose=0)
+    trainer.fit(X_tr, y_tr, epochs=15, batch_size=32)
+    assert trainer.evaluate(X_te, y_te)["accuracy"] >= 0.98
+
+
+def test_breast_cancer_binary_reaches_96_5_percent():
+    X_tr, X_te, y_tr, y_te = _split("breast_cancer")
+    nf.manual_seed(0)
+    model = nn.Sequential(nn.Linear(30, 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 1))
+    trainer = nf.Trainer(model, loss="bce_with_logits",
+                         optimizer=optim.Adam(model.parameters(), lr=1e-3),
+                         metrics=["accuracy", "f1"], seed=0, verbose=0)
+    trainer.fit(X_tr, y_tr, epochs=40, batch_size=16)
+    scores = trainer.evaluate(X_te, y_te)
+    assert scores["accuracy"] >= 0.965, scores
+    proba = trainer.predict_proba(X_te)
+    assert proba.shape == (len(X_te),) and np.all((proba >= 0) & (proba <= 1))
+
+
+def test_diabetes_regression_reaches_r2_0_35():
+    X_tr, X_te, y_tr, y_te = _split("diabetes", stratify=False)
+    mean, std = y_tr.mean(), y_tr.std()
+    nf.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 1))
+    trainer = nf.Trainer(model, loss="mse",
+                         optimizer=optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-2),
+                         metrics=["r2"], seed=0, verbose=0)
+    trainer.fit(X_tr, (y_tr - mean) / std, epochs=60, batch_size=32)
+    pred = trainer.predict(X_te) * std + mean
+    assert metrics.r2(y_te, pred) >= 0.35
