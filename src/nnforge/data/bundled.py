@@ -50,7 +50,7 @@ def load_dataset(name: str, as_frame: bool = False) -> DatasetBundle:
                         f"(pip install 'nnforge[train]'), found it missing") from e
     bunch = getattr(datasets, f"load_{name}")()
     task = BUNDLED_DATASETS[name]
-    X = np.ascontiguousarray(bunch.data, dtype=np.float32)
+    x = np.ascontiguousarray(bunch.data, dtype=np.float32)
     y = np.asarray(bunch.target, dtype=np.float32 if task == "regression" else np.int64)
     features = [str(f) for f in bunch.feature_names]
     targets = [] if task == "regression" else [str(t) for t in bunch.target_names]
@@ -60,6 +60,7 @@ def load_dataset(name: str, as_frame: bool = False) -> DatasetBundle:
         except ImportError as e:
             raise DataError("expected pandas to be installed for as_frame=True, "
                             "found it missing") from e
-        X = pd.DataFrame(X, columns=features)
+        x = pd.DataFrame(x, columns=features)
         y = pd.Series(y, name="target")
-    return DatasetBundle(X=X, y=y, feature_names=features, target_names=targets, task=task, name=name)
+    return DatasetBundle(X=x, y=y, feature_names=features, target_names=targets, task=task,
+                         name=name)

@@ -27,7 +27,7 @@ def _sizes(n: int, test_size: float | int) -> tuple[int, int]:
 
 
 def _allocate(counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
-    """Split n_draws over classes in proportion to counts; ties in the remainders drawn at random."""
+    """Share n_draws among classes in proportion to counts; tied remainders drawn at random."""
     share = counts / counts.sum() * n_draws
     alloc = np.floor(share)
     left = int(n_draws - alloc.sum())
@@ -60,7 +60,7 @@ def split_indices(n: int, test_size: float | int = 0.2, seed: int = 0,
     classes, inverse = np.unique(labels, return_inverse=True)
     counts = np.bincount(inverse.ravel())
     if counts.min() < 2:
-        rare = classes[int(np.argmin(counts))]
+        rare = classes[int(np.argmin(counts))].tolist()
         raise DataError(f"expected at least 2 samples of every class to stratify, found "
                         f"{counts.min()} of class {rare!r}")
     if min(n_train, n_test) < len(classes):
@@ -89,23 +89,23 @@ def _take(a: Any, idx: np.ndarray) -> np.ndarray:
     return np.take(np.asarray(a), idx, axis=0)
 
 
-def train_test_split(X: Any, y: Any = None, test_size: float | int = 0.2, seed: int = 0,
+def train_test_split(x: Any, y: Any = None, test_size: float | int = 0.2, seed: int = 0,
                      stratify: Any = None) -> tuple[np.ndarray, ...]:
     """X_train, X_test, y_train, y_test (or X_train, X_test without y); stratify=y or True."""
-    X = np.asarray(X)
-    if y is not None and len(y) != len(X):
-        raise ShapeError(f"expected y with {len(X)} samples like X, found {len(y)}")
-    train, test = split_indices(len(X), test_size, seed, _stratify_labels(stratify, y))
-    out = (_take(X, train), _take(X, test))
+    x = np.asarray(x)
+    if y is not None and len(y) != len(x):
+        raise ShapeError(f"expected y with {len(x)} samples like X, found {len(y)}")
+    train, test = split_indices(len(x), test_size, seed, _stratify_labels(stratify, y))
+    out = (_take(x, train), _take(x, test))
     return out if y is None else out + (_take(y, train), _take(y, test))
 
 
-def train_val_test_split(X: Any, y: Any = None, val_size: float | int = 0.1,
+def train_val_test_split(x: Any, y: Any = None, val_size: float | int = 0.1,
                          test_size: float | int = 0.2, seed: int = 0,
                          stratify: Any = None) -> tuple[np.ndarray, ...]:
     """X_train, X_val, X_test, y_train, y_val, y_test; sizes are fractions of the whole set."""
-    X = np.asarray(X)
-    n = len(X)
+    x = np.asarray(x)
+    n = len(x)
     if y is not None and len(y) != n:
         raise ShapeError(f"expected y with {n} samples like X, found {len(y)}")
     labels = _stratify_labels(stratify, y)
@@ -118,5 +118,5 @@ def train_val_test_split(X: Any, y: Any = None, val_size: float | int = 0.1,
     sub = None if labels is None else _take(labels, rest)
     train, val = split_indices(len(rest), val_size, seed, sub)
     train, val = rest[train], rest[val]
-    out = (_take(X, train), _take(X, val), _take(X, test))
+    out = (_take(x, train), _take(x, val), _take(x, test))
     return out if y is None else out + (_take(y, train), _take(y, val), _take(y, test))

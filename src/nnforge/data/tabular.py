@@ -78,7 +78,7 @@ def _resolve_label(label_column: int | str | None, names: list[str] | None, ncol
 def _read_layout(path: str, first: list[str], second: list[str] | None, header: bool | str,
                  delimiter: str, label_column: int | str | None) -> _Layout:
     if header == "infer":
-        # A header has a non-numeric cell where the data below it is numeric; a file whose
+        # table header has a non-numeric cell where the data below it is numeric; a file whose
         # only non-numeric cells are string labels has none.
         if second is None:
             has_header = not all(_is_number(c) for c in first)
@@ -124,26 +124,27 @@ def _parse_chunk(lay: _Layout, lines: list[str], nos: list[int]
             if any(len(r) != lay.ncols for r in rows):
                 raise _locate_error(lay, lines, nos, [], None)
             y: np.ndarray | None = np.array([r[lay.label].strip() for r in rows])
-            X = np.loadtxt(lines, usecols=features, **opts)
-            return X, y
-        A = np.loadtxt(lines, **opts)
+            x = np.loadtxt(lines, usecols=features, **opts)
+            return x, y
+        table = np.loadtxt(lines, **opts)
     except ValueError as e:
         if isinstance(e, DataError):
             raise
         raise _locate_error(lay, lines, nos, numeric, e) from None
-    if A.shape[1] != lay.ncols:  # loadtxt only checks rows against each other
+    if table.shape[1] != lay.ncols:  # loadtxt only checks rows against each other
         raise _locate_error(lay, lines, nos, numeric, None)
     if lay.label is None:
-        return A, None
-    y = A[:, lay.label].copy()
+        return table, None
+    y = table[:, lay.label].copy()
     if lay.label == lay.ncols - 1:
-        return np.ascontiguousarray(A[:, :-1]), y
-    return np.ascontiguousarray(A[:, features]), y
+        return np.ascontiguousarray(table[:, :-1]), y
+    return np.ascontiguousarray(table[:, features]), y
 
 
 def iter_csv(path: str | Path, label_column: int | str | None = None,
              header: bool | str = "infer", delimiter: str = ",",
-             chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+             chunk_rows: int = DEFAULT_CHUNK_ROWS
+             ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Stream a CSV file as (X, y) chunks of at most chunk_rows rows (y float32, str or None)."""
     if chunk_rows < 1:
         raise DataError(f"expected chunk_rows >= 1, found {chunk_rows}")
@@ -175,13 +176,13 @@ def read_csv(path: str | Path, label_column: int | str | None = None,
     parts = list(iter_csv(path, label_column, header, delimiter))
     if not parts:
         raise DataError(f"{path}: expected at least one data row, found none")
-    X = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
+    x = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
     if parts[0][1] is None:
-        return X, None
+        return x, None
     y = np.concatenate([p[1] for p in parts])
     if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
         y = y.astype(np.int64)
-    return X, y
+    return x, y
 
 
 def read_npz(path: str | Path, x_key: str | None = None, y_key: str | None = "y"
@@ -203,25 +204,25 @@ def read_npz(path: str | Path, x_key: str | None = None, y_key: str | None = "y"
                 raise DataError(f"{path}: expected an array named 'X' or 'x', found {keys}")
         elif x_key not in keys:
             raise DataError(f"{path}: expected an array named {x_key!r}, found {keys}")
-        X = _load_member(archive, x_key, path)
+        x = _load_member(archive, x_key, path)
         y = None
         if y_key is not None and y_key in keys:
             y = _load_member(archive, y_key, path)
         elif y_key not in (None, "y"):  # the default "y" is optional: unlabeled data is fine
             raise DataError(f"{path}: expected an array named {y_key!r}, found {keys}")
-    if X.ndim == 0 or X.dtype.kind not in "biuf":
-        raise DataError(f"{path}: expected a numeric array with a sample dimension for X, "
-                        f"found dtype {X.dtype} and shape {X.shape}")
-    X = X.astype(np.float32, copy=False)
+    if x.ndim == 0 or x.dtype.kind not in "biuf":
+        raise DataError(f"{path}: expected a numeric array with a sample dimension for x, "
+                        f"found dtype {x.dtype} and shape {x.shape}")
+    x = x.astype(np.float32, copy=False)
     if y is not None:
-        if y.ndim == 0 or y.shape[0] != X.shape[0]:
-            raise ShapeError(f"{path}: expected y with {X.shape[0]} samples like X, "
+        if y.ndim == 0 or y.shape[0] != x.shape[0]:
+            raise ShapeError(f"{path}: expected y with {x.shape[0]} samples like X, "
                              f"found shape {y.shape}")
         if y.dtype.kind in "biu":
             y = y.astype(np.int64, copy=False)
         elif y.dtype.kind == "f":
             y = y.astype(np.float32, copy=False)
-    return X, y
+    return x, y
 
 
 def _load_member(archive: Any, key: str, path: str | Path) -> np.ndarray:

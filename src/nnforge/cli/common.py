@@ -1,0 +1,221 @@
+"""Shared pieces of the commands: the one-line-error parser, flag types, tables, output files."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator, Sequence
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A mistake in how the command was called, found after parsing (exit code 2 by default)."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def fail_line(message: str) -> None:
+    """Print the one-line error report on stderr."""
+    print(f"nnforge: error: {message}", file=sys.stderr, flush=True)
+
+
+class CliParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        hint = f" (see '{self.prog} --help')" if "--help" not in message else ""
+        fail_line(f"{message}{hint}")
+        raise SystemExit(EXIT_USAGE)
+
+
+def new_command(sub: Any, name: str, help_text: str, description: str,
+                examples: str) -> argparse.ArgumentParser:
+    """A subcommand parser with its examples in the epilog, kept as written."""
+    return sub.add_parser(name, help=help_text, description=description,
+                          epilog="examples:\n" + examples,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+# -- flag value types (argparse turns their ArgumentTypeError into a usage error) ------------
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, found {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite float > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, found {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite float >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, found {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A float in [0, 1): 0 turns the split it sizes off."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), found {text!r}")
+    return value
+
+
+def int_list(text: str) -> list[int]:
+    """Comma-separated positive integers, e.g. '128,64'."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if not parts or not all(re.fullmatch(r"[0-9]+", p) and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers like "
+                                         f"128,64, found {text!r}")
+    return [int(p) for p in parts]
+
+
+def column_ref(text: str) -> int | str:
+    """A CSV column given by name, or by 0-based index (negative counts from the end)."""
+    return int(text) if re.fullmatch(r"-?[0-9]+", text.strip()) else text
+
+
+# -- output ---------------------------------------------------------------------------------
+def stdout_is_tty() -> bool:
+    """True when stdout is an interactive terminal (rich output, progress bars)."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def fmt_number(value: Any, digits: int = 4) -> str:
+    """A metric for a table: integers plainly, floats to `digits` decimals, None as 'n/a'."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str = "",
+                align: str | None = None, file: IO[str] | None = None) -> None:
+    """A table: rich's on a terminal, aligned plain text otherwise (align: 'l'/'r' per column)."""
+    out = sys.stdout if file is None else file
+    cells = [[str(c) for c in row] for row in rows]
+    align = align or "l" + "r" * (len(headers) - 1)
+    if file is None and stdout_is_tty():
+        try:
+            from rich.console import Console  # noqa: PLC0415 - optional, only on a terminal
+            from rich.table import Table  # noqa: PLC0415
+        except ImportError:
+            pass
+        else:
+            table = Table(title=title or None, title_justify="left")
+            for h, a in zip(headers, align):
+                table.add_column(h, justify="right" if a == "r" else "left")
+            for row in cells:
+                table.add_row(*row)
+            Console().print(table)
+            return
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if a == "r" else v.ljust(w)
+                         for v, w, a in zip(values, widths, align)).rstrip()
+
+    if title:
+        print(title, file=out)
+    print(line(headers), file=out)
+    print("  ".join("-" * w for w in widths), file=out)
+    for row in cells:
+        print(line(row), file=out)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """NumPy scalars and arrays as plain numbers and lists; non-finite floats as None."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):  # NumPy array or scalar
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def print_json(obj: Any) -> None:
+    """Pretty JSON on stdout."""
+    print(json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False))
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, newline: str | None = "") -> Iterator[IO[str]]:
+    """A text file that appears at `path` only when the block succeeds (temp file + rename)."""
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(21, "Is a directory", str(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def require_matplotlib() -> Any:
+    """matplotlib.pyplot on the non-interactive Agg backend, or a one-line failure."""
+    try:
+        import matplotlib  # noqa: PLC0415 - optional extra
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        raise UsageError("--report needs matplotlib, which is not installed; install it with: "
+                         "pip install 'nnforge[report]'", EXIT_FAILURE) from None
+    return plt

@@ -1,0 +1,190 @@
+"""`nnforge train` settings: built-in defaults, then a YAML/JSON config file, then flags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import ConfigError
+from .common import (
+    column_ref,
+    fraction,
+    int_list,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
+from .dataio import DATASETS
+
+TASK_CHOICES = ("auto", "multiclass", "binary", "regression")
+MODEL_CHOICES = ("mlp", "cnn")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+
+#: Every setting with its default; a config file may set any of them, flags override it.
+DEFAULTS: dict[str, Any] = {
+    "dataset": None, "data": None, "label_column": None, "task": "auto",
+    "model": "mlp", "hidden": [128, 64], "activation": "relu", "dropout": 0.0,
+    "architecture": None, "loss": None,
+    "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "momentum": None,
+    "epochs": 20, "batch_size": 32, "seed": 0, "validation_split": 0.1,
+    "early_stopping": 0, "standardize": True, "test_size": 0.2,
+    "output": None, "report": None, "quiet": False,
+}
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("true", "yes", "on", "1"):
+        return True
+    if low in ("false", "no", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, found {text!r}")
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if text not in options:
+            raise argparse.ArgumentTypeError(f"expected one of {list(options)}, found {text!r}")
+        return text
+    return check
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _seed(text: str) -> int:
+    return nonnegative_int(text)
+
+
+#: How a config file value is checked: the flag's own type function, applied to its text.
+CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "dataset": _choice(DATASETS), "data": _text, "label_column": column_ref,
+    "task": _choice(TASK_CHOICES), "model": _choice(MODEL_CHOICES), "hidden": int_list,
+    "activation": _choice(ACTIVATIONS), "dropout": fraction, "loss": _text,
+    "optimizer": _choice(OPTIMIZERS), "lr": positive_float, "weight_decay": nonnegative_float,
+    "momentum": nonnegative_float, "epochs": positive_int, "batch_size": positive_int,
+    "seed": _seed, "validation_split": fraction, "early_stopping": nonnegative_int,
+    "standardize": _bool, "test_size": fraction, "output": _text, "report": _text,
+    "quiet": _bool,
+}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a .yaml/.yml or .json config file into a dict."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"expected a config file at {str(p)!r}, found no such file") from None
+    if p.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml  # noqa: PLC0415 - optional: only YAML configs need it
+        except ImportError:
+            raise ConfigError(f"{p}: reading YAML needs PyYAML (pip install pyyaml); or write "
+                              f"the config as JSON") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: expected valid YAML, found: {exc}") from None
+    elif p.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{p}: expected valid JSON, found: {exc}") from None
+    else:
+        raise ConfigError(f"expected a config file ending in .yaml, .yml or .json, "
+                          f"found {p.name!r}")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of settings at the top level, found "
+                          f"{type(data).__name__}")
+    return data
+
+
+def _as_text(key: str, value: Any) -> str:
+    if key == "hidden" and isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, (dict, list)):
+        raise argparse.ArgumentTypeError(f"expected a single value, found {value!r:.60}")
+    return str(value)
+
+
+def normalize_config(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """Check a config mapping against the known settings; an optimizer mapping is flattened."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        k = str(key).replace("-", "_")
+        if k == "architecture":
+            if not isinstance(value, (dict, str)):
+                raise ConfigError(f"{where}: 'architecture' must be a mapping like "
+                                  f"to_architecture()'s output or a JSON file path, found "
+                                  f"{type(value).__name__}")
+            out[k] = value
+            continue
+        if k == "optimizer" and isinstance(value, dict):
+            opts = {str(o).replace("-", "_"): v for o, v in value.items()}
+            name = opts.pop("name", opts.pop("type", None))
+            if name is not None:
+                out.update(normalize_config({"optimizer": name}, where))
+            for o in ("lr", "weight_decay", "momentum"):
+                if o in opts:
+                    out.update(normalize_config({o: opts.pop(o)}, where))
+            if opts:
+                raise ConfigError(f"{where}: unknown optimizer setting(s) {sorted(opts)}; "
+                                  f"expected name, lr, weight_decay, momentum")
+            continue
+        if k not in CONVERTERS:
+            raise ConfigError(f"{where}: unknown setting {key!r}; expected one of "
+                              f"{sorted(set(CONVERTERS) | {'architecture'})}")
+        if value is None:
+            out[k] = None
+            continue
+        try:
+            out[k] = CONVERTERS[k](_as_text(k, value))
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"{where}: setting {k!r}: {exc}") from None
+    return out
+
+
+def resolve_settings(flags: dict[str, Any], config_path: str | None) -> dict[str, Any]:
+    """Defaults, overridden by the config file, overridden by the flags that were given."""
+    settings = dict(DEFAULTS)
+    if config_path is not None:
+        settings.update(normalize_config(read_config_file(config_path), config_path))
+    settings.update({k: v for k, v in flags.items() if k in DEFAULTS and v is not None})
+    if settings["dataset"] is not None and settings["data"] is not None:
+        # a flag for one source replaces the other source from the config file
+        if flags.get("dataset") is not None:
+            settings["data"] = None
+        elif flags.get("data") is not None:
+            settings["dataset"] = None
+        else:
+            raise ConfigError(f"{config_path}: expected one data source, 'dataset' or 'data', "
+                              f"found both")
+    if settings["dataset"] is None and settings["data"] is None:
+        raise ConfigError("expected a data source: --dataset NAME or --data FILE (or 'dataset' "
+                          "/ 'data' in the config file)")
+    return settings
+
+
+def load_architecture(value: Any) -> dict[str, Any]:
+    """An architecture mapping, or one read from a JSON file path."""
+    if isinstance(value, dict):
+        return value
+    p = Path(value)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"expected an architecture JSON file at {str(p)!r}, found no such "
+                          f"file") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{p}: expected valid JSON, found: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected an architecture object, found {type(data).__name__}")
+    return data

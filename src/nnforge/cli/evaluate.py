@@ -1,0 +1,105 @@
+"""`nnforge evaluate`: a saved model's metrics (and confusion matrix) on labeled data."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+
+from .common import (
+    fraction,
+    new_command,
+    nonnegative_int,
+    print_json,
+    require_matplotlib,
+    stdout_is_tty,
+)
+from .dataio import add_data_arguments
+
+EXAMPLES = """\
+  nnforge evaluate models/digits/1/model.nnf --dataset digits
+  nnforge evaluate models/digits/1/model.nnf --dataset digits --test-size 0.2 --seed 0
+  nnforge evaluate model.nnf --data test.csv --label-column target --json
+  nnforge evaluate model.nnf --data test.npz --report reports/test
+
+--test-size F --seed N evaluates only the held-out rows of the split `nnforge train` makes
+with the same values (its defaults are 0.2 and 0), so a bundled set can be scored without
+the rows the model was trained on."""
+
+
+def add_parser(sub: Any) -> None:
+    """Register `evaluate`."""
+    p = new_command(sub, "evaluate", "score a model on labeled data",
+                    "Compute a saved model's metrics on labeled data: accuracy, precision, "
+                    "recall and F1 with a confusion matrix for classification; MSE, RMSE, MAE "
+                    "and R2 for regression.", EXAMPLES)
+    p.add_argument("model", metavar="MODEL", help="the .nnf model file")
+    add_data_arguments(p, required=True)
+    p.add_argument("--test-size", type=fraction, metavar="F",
+                   help="score only the held-out part of the split train makes with this size")
+    p.add_argument("--seed", type=nonnegative_int, default=0, metavar="N",
+                   help="seed of that split (default: 0)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="rows per inference batch (default: the session's)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--report", metavar="DIR",
+                   help="write a confusion matrix or predicted-vs-true plot and a "
+                        "Markdown/HTML report there (needs matplotlib)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate the model."""
+    from ..data import train_test_split  # noqa: PLC0415
+    from ..runtime import InferenceSession  # noqa: PLC0415
+    from .dataio import load_labeled, targets_for_model  # noqa: PLC0415
+    from .predict import _conform, prediction_columns  # noqa: PLC0415
+    from .scoring import compute_metrics, confusion, print_confusion, print_metrics  # noqa: PLC0415
+
+    if args.report:
+        require_matplotlib()
+    session = InferenceSession(args.model)
+    manifest = session.manifest
+    task, labels = manifest.get("task") or "regression", manifest.get("labels")
+    shape = tuple(session.input_shape)
+    out_shape = manifest["outputs"][0]["shape"]
+    data = load_labeled(args.dataset, args.data, args.label_column)
+    y = targets_for_model(data.y, task, labels, int(out_shape[-1]) if len(out_shape) > 1 else 1)
+    x = _conform(data.x, shape, args.dataset or args.data, False)
+    if args.test_size:
+        classes = task in ("multiclass", "binary")
+        _, x, _, y = train_test_split(x, y, test_size=args.test_size, seed=args.seed,
+                                      stratify=y if classes else None)
+    cols = prediction_columns(session.predict(x, batch_size=args.batch_size), task)
+    predicted = cols["classes"] if "classes" in cols else cols.get("multilabel", cols.get("values"))
+    if task == "regression" and predicted.ndim == 2 and predicted.shape[1] == 1 and y.ndim == 1:
+        predicted = predicted[:, 0]
+    metrics = compute_metrics(task, y, predicted)
+    matrix = None
+    if task in ("multiclass", "binary"):
+        matrix = confusion(y, predicted, len(labels) if labels else cols["scores"].shape[-1])
+    names = list(labels) if labels else list(range(len(matrix) if matrix is not None else 0))
+    if args.json:
+        doc: dict[str, Any] = {"model": args.model, "data": data.name, "task": task,
+                               "samples": len(x), "metrics": metrics}
+        if matrix is not None:
+            doc["labels"], doc["confusion_matrix"] = names, matrix
+        print_json(doc)
+    else:
+        print_metrics(metrics, f"{data.name}: {len(x):,} samples, task {task}")
+        if matrix is not None:
+            if stdout_is_tty() or len(matrix) <= 20:
+                print()
+                print_confusion(matrix, names)
+    if args.report:
+        from .report import write_report  # noqa: PLC0415
+
+        summary = [("model", args.model), ("data", data.name), ("task", task),
+                   ("samples", f"{len(x):,}")]
+        files = write_report(args.report, f"nnforge evaluate: {data.name}", summary, metrics,
+                             None, matrix, names, None if matrix is not None
+                             else (y, np.asarray(predicted)))
+        if not args.json:
+            print(f"report: {files[-1]}")
+    return 0

@@ -1,0 +1,147 @@
+"""`nnforge info`: what a model file holds: manifest, layers with shapes and sizes, the graph."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .common import new_command, print_json, print_table
+
+EXAMPLES = """\
+  nnforge info models/digits/1/model.nnf
+  nnforge info models/digits/1/model.nnf --graph
+  nnforge info models/digits/1/model.nnf --graph --optimization none   # the traced graph
+  nnforge info models/digits/1/model.nnf --json"""
+
+
+def add_parser(sub: Any) -> None:
+    """Register `info`."""
+    p = new_command(sub, "info", "show what a model file holds",
+                    "Print a model's manifest (task, labels, inputs and outputs, "
+                    "preprocessing, metrics), a table of its layers with output shapes, "
+                    "parameter counts and bytes, and optionally its optimized inference graph.",
+                    EXAMPLES)
+    p.add_argument("model", metavar="MODEL", help="the .nnf model file")
+    p.add_argument("--graph", action="store_true",
+                   help="also print the inference graph after optimization")
+    p.add_argument("--optimization", choices=("none", "basic", "all"), default="all",
+                   help="optimization level of the graph shown by --graph (default: all)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(run=run)
+
+
+def _leaves(model: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Layers in execution order: a Sequential is expanded, any other module stays whole."""
+    from ..nn import Sequential  # noqa: PLC0415
+
+    if isinstance(model, Sequential):
+        out: list[tuple[str, Any]] = []
+        for name, child in model._modules.items():
+            out += _leaves(child, f"{prefix}.{name}" if prefix else name)
+        return out
+    return [(prefix or "model", model)]
+
+
+def layer_table(model: Any, input_shape: tuple[int, ...]) -> list[dict[str, Any]]:
+    """name, type, output shape, parameters and bytes of each layer (one zero sample run)."""
+    from ..autograd import no_grad  # noqa: PLC0415
+
+    rows = []
+    x: Any = np.zeros((1, *input_shape), dtype=np.float32)
+    shape_known = True
+    for name, layer in _leaves(model):
+        params = sum(int(p.size) for p in layer.parameters())
+        nbytes = sum(int(p.data.nbytes) for p in layer.parameters())
+        nbytes += sum(int(b.nbytes) for _, b in layer.named_buffers())
+        out_shape: list[Any] | None = None
+        if shape_known:
+            try:
+                with no_grad():
+                    x = layer(x)
+                out_shape = ["N", *x.shape[1:]]
+            except Exception:  # noqa: BLE001 - a layer that needs more than one input
+                shape_known = False
+        rows.append({"name": name, "type": type(layer).__name__, "output_shape": out_shape,
+                     "parameters": params, "bytes": nbytes})
+    return rows
+
+
+def _fmt_bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 ** 2:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / 1024 ** 2:.1f} MiB"
+
+
+def _shape_text(shape: Any) -> str:
+    if shape is None:
+        return "?"
+    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Describe the model."""
+    import nnforge as nf  # noqa: PLC0415
+
+    model = nf.load(args.model)  # validates checksums and the architecture
+    manifest = model.manifest
+    input_shape = tuple(manifest["inputs"][0]["shape"][1:])
+    layers = layer_table(model, input_shape)
+    totals = {"parameters": sum(r["parameters"] for r in layers),
+              "bytes": sum(r["bytes"] for r in layers),
+              "file_bytes": Path(args.model).stat().st_size}
+    graph_text = None
+    if args.graph:
+        from ..runtime import InferenceSession  # noqa: PLC0415
+
+        graph_text = InferenceSession(args.model, optimization=args.optimization).graph.dump()
+    if args.json:
+        doc = {"model": args.model, "manifest": manifest, "layers": layers, "totals": totals}
+        if graph_text is not None:
+            doc["graph"] = graph_text
+        print_json(doc)
+        return 0
+    _print_manifest(args.model, manifest, totals)
+    print()
+    rows = [(r["name"], r["type"], _shape_text(r["output_shape"]), f"{r['parameters']:,}",
+             _fmt_bytes(r["bytes"])) for r in layers]
+    rows.append(("total", "", "", f"{totals['parameters']:,}", _fmt_bytes(totals["bytes"])))
+    print_table(["layer", "type", "output shape", "parameters", "bytes"], rows, "layers",
+                align="lllrr")
+    if graph_text is not None:
+        print()
+        print(f"inference graph (optimization {args.optimization}):")
+        print(graph_text)
+    return 0
+
+
+def _print_manifest(path: str, m: dict[str, Any], totals: dict[str, int]) -> None:
+    labels = m.get("labels")
+    label_text = "-" if not labels else ", ".join(map(str, labels[:12])) + (
+        f", ... ({len(labels)} in all)" if len(labels) > 12 else "")
+    pre = m.get("preprocessing")
+    pre_text = "-" if not pre else ", ".join(
+        str(p.get("type", "?")) for p in (pre if isinstance(pre, list) else [pre]))
+    rows = [("file", f"{path} ({totals['file_bytes']:,} bytes)"),
+            ("format", f"{m.get('format')} v{m.get('format_version')} (nnforge "
+                       f"{m.get('library_version')})"),
+            ("kind", str(m.get("kind", "model"))), ("created", str(m.get("created"))),
+            ("task", str(m.get("task"))), ("labels", label_text),
+            ("inputs", "; ".join(f"{s['name']} {s.get('dtype', '')}{_shape_text(s['shape'])}"
+                                 for s in m["inputs"])),
+            ("outputs", "; ".join(f"{s['name']} {s.get('dtype', '')}{_shape_text(s['shape'])}"
+                                  for s in m["outputs"])),
+            ("preprocessing", pre_text),
+            ("parameters", f"{m.get('num_parameters', totals['parameters']):,}")]
+    metrics = m.get("metrics") or {}
+    if metrics:
+        rows.append(("metrics", "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else
+                                          f"{k} {v}" for k, v in metrics.items())))
+    trained = (m.get("extra") or {}).get("trained_with")
+    if isinstance(trained, dict) and trained.get("command"):
+        rows.append(("trained with", str(trained["command"])))
+    print_table(["field", "value"], rows, "model", align="ll")

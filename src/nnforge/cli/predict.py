@@ -1,0 +1,283 @@
+"""`nnforge predict`: stream rows from CSV/NPY/NPZ/JSON through a model into CSV or JSON.
+
+A CSV input is read chunk by chunk and each chunk's predictions are written before the next
+chunk is read, so memory stays bounded by a few batches however long the file is. With
+--output the result appears atomically (temp file + rename): never half a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import numpy as np
+
+from .common import atomic_output, column_ref, new_command, positive_int
+
+EXAMPLES = """\
+  nnforge predict model.nnf --input rows.csv                      # CSV to stdout
+  nnforge predict model.nnf --input rows.csv --output preds.csv --batch-size 4096
+  nnforge predict model.nnf --input images.npy --format json
+  nnforge predict model.nnf --input request.json --output preds.json
+  nnforge predict model.nnf --input labeled.csv --label-column target   # ignore that column
+
+inputs: .csv/.tsv (header optional; one sample per row), .npy (an array of samples), .npz (the
+array X or x), .json (a list of rows, {"instances": [...]} or {"data": [...]}).
+classification output has the columns class, label and one probability per class (binary:
+the probability of the positive class); regression output has the predicted value(s)."""
+
+#: Rows read and predicted per step when --batch-size is not given.
+DEFAULT_BATCH = 8192
+
+
+def add_parser(sub: Any) -> None:
+    """Register `predict`."""
+    p = new_command(sub, "predict", "predict a file of samples with a model",
+                    "Run a .nnf model over the samples in a file, applying its stored "
+                    "preprocessing and task post-processing; CSV inputs are streamed in "
+                    "bounded memory.", EXAMPLES)
+    p.add_argument("model", metavar="MODEL", help="the .nnf model file")
+    p.add_argument("-i", "--input", required=True, metavar="FILE",
+                   help="samples: .csv, .tsv, .npy, .npz or .json")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="where to write the predictions (default: stdout)")
+    p.add_argument("--format", choices=("csv", "json"),
+                   help="output format (default: from the --output suffix, else csv)")
+    p.add_argument("--batch-size", type=positive_int, metavar="N",
+                   help=f"rows read and predicted per step (default: {DEFAULT_BATCH})")
+    p.add_argument("--label-column", metavar="NAME|INDEX", type=column_ref,
+                   help="a CSV column to ignore (e.g. the true labels of a labeled file)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict the input file."""
+    from ..runtime import InferenceSession  # noqa: PLC0415
+
+    fmt = args.format or ("json" if args.output and args.output.lower().endswith(".json")
+                          else "csv")
+    _check_readable(args.input)
+    session = InferenceSession(args.model)
+    batch = args.batch_size or DEFAULT_BATCH
+    if args.output is None:
+        predict_file(session, args.input, sys.stdout, fmt, batch, args.label_column)
+        sys.stdout.flush()
+        return 0
+    with atomic_output(args.output) as fh:
+        rows = predict_file(session, args.input, fh, fmt, batch, args.label_column)
+    print(f"wrote {rows:,} predictions to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _check_readable(path: str) -> None:
+    from ..errors import DataError  # noqa: PLC0415
+
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"expected an input file at {path!r}, found no such file")
+    if p.is_dir():
+        raise DataError(f"expected an input file at {path!r}, found a directory")
+
+
+# -- reading ---------------------------------------------------------------------------------
+def _json_rows(path: str) -> np.ndarray:
+    from ..errors import DataError  # noqa: PLC0415
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: expected valid JSON, found: {exc}") from None
+    if isinstance(doc, dict):
+        key = next((k for k in ("instances", "data", "inputs") if k in doc), None)
+        if key is None:
+            raise DataError(f"{path}: expected a list of rows or an object with 'instances' "
+                            f"or 'data', found keys {sorted(doc)}")
+        doc = doc[key]
+    if not isinstance(doc, list) or not doc:
+        raise DataError(f"{path}: expected a non-empty list of samples, found "
+                        f"{type(doc).__name__ if not isinstance(doc, list) else 'an empty list'}")
+    try:
+        arr = np.asarray(doc, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise DataError(f"{path}: expected samples of numbers, all of the same shape, found "
+                        f"rows of different lengths or non-numeric values") from None
+    return arr
+
+
+def _npy_rows(path: str) -> np.ndarray:
+    from ..errors import DataError  # noqa: PLC0415
+
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)  # mapped: read as needed
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: expected a .npy array file, found: {exc}") from None
+    if arr.dtype.kind not in "biuf" or arr.ndim == 0:
+        raise DataError(f"{path}: expected a numeric array of samples, found dtype {arr.dtype} "
+                        f"and shape {arr.shape}")
+    return arr
+
+
+def iter_input(path: str, batch: int, label_column: int | str | None = None
+               ) -> Iterator[np.ndarray]:
+    """Feature chunks of at most `batch` rows from a CSV/TSV, NPY, NPZ or JSON file."""
+    from ..data import iter_csv, read_npz  # noqa: PLC0415
+    from ..errors import DataError  # noqa: PLC0415
+
+    suffix = Path(path).suffix.lower()
+    if suffix in (".csv", ".tsv", ".txt"):
+        for x, _ in iter_csv(path, label_column=label_column, chunk_rows=batch,
+                             delimiter="\t" if suffix == ".tsv" else ","):
+            yield x
+        return
+    if label_column is not None:
+        raise DataError("--label-column applies to CSV inputs only")
+    if suffix == ".npy":
+        arr = _npy_rows(path)
+    elif suffix == ".npz":
+        arr = read_npz(path, y_key=None)[0]
+    elif suffix == ".json":
+        arr = _json_rows(path)
+    else:
+        raise DataError(f"expected a .csv, .tsv, .npy, .npz or .json input file, found "
+                        f"{Path(path).name!r}")
+    for i in range(0, len(arr), batch):
+        yield np.ascontiguousarray(arr[i:i + batch], dtype=np.float32)
+
+
+def _conform(x: np.ndarray, shape: tuple[int, ...], path: str, first: bool) -> np.ndarray:
+    """Rows shaped as the model's samples: flat rows of images are reshaped, others checked."""
+    from ..errors import ShapeError  # noqa: PLC0415
+
+    if x.shape[1:] == shape:
+        return x
+    size = int(np.prod(shape))
+    if x.ndim == 2 and x.shape[1] == size:
+        return x.reshape(len(x), *shape)
+    if x.ndim == len(shape) and x.shape == shape and first:
+        return x[None]  # one sample without its batch dimension (a JSON row, an image)
+    if x.ndim == 2:
+        raise ShapeError(f"{path}: expected {size} feature columns for this model, found "
+                         f"{x.shape[1]}")
+    raise ShapeError(f"{path}: expected samples of shape {shape} for this model, found "
+                     f"{x.shape[1:]}")
+
+
+# -- writing ---------------------------------------------------------------------------------
+def _rows_text(a: np.ndarray, fmt: str) -> list[str]:
+    a = a.reshape(len(a), -1)
+    row_fmt = ",".join([fmt] * a.shape[1])
+    return [row_fmt % tuple(r) for r in a.tolist()]
+
+
+class _Writer:
+    """Turns prediction chunks into CSV lines or the items of a JSON list."""
+
+    def __init__(self, out: IO[str], fmt: str, task: str | None, labels: list[Any] | None
+                 ) -> None:
+        self.out, self.fmt, self.task, self.labels = out, fmt, task, labels
+        self.rows = 0
+
+    def _csv_label(self, v: Any) -> str:
+        s = str(v)
+        return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n\r') else s
+
+    def header(self, width: int) -> None:
+        if self.fmt == "json":
+            self.out.write('{"predictions": [')
+            return
+        if self.task in ("multiclass", "binary"):
+            names = [self._csv_label(f"prob_{v}") for v in self._class_names(width)]
+            cols = ["class", "label"] + (["probability"] if self.task == "binary" else names)
+        elif self.task == "multilabel":
+            cols = [self._csv_label(f"prob_{v}") for v in self._class_names(width)] + \
+                   [self._csv_label(f"is_{v}") for v in self._class_names(width)]
+        else:
+            cols = ["value"] if width == 1 else [f"value_{i}" for i in range(width)]
+        self.out.write(",".join(cols) + "\n")
+
+    def _class_names(self, width: int) -> list[Any]:
+        if self.labels and len(self.labels) >= width:
+            return list(self.labels)
+        return list(range(max(width, 2 if self.task == "binary" else width)))
+
+    def write(self, cols: dict[str, np.ndarray]) -> None:
+        lines = self._json_items(cols) if self.fmt == "json" else self._csv_lines(cols)
+        if self.fmt == "json":
+            sep = "," if self.rows else ""
+            self.out.write(sep + "\n " + ",\n ".join(lines))
+        else:
+            self.out.write("\n".join(lines) + "\n")
+        self.rows += len(lines)
+
+    def _csv_lines(self, cols: dict[str, np.ndarray]) -> list[str]:
+        if "classes" in cols:
+            names = [self._csv_label(v) for v in self._class_names(cols["scores"].shape[1]
+                                                                    if cols["scores"].ndim > 1
+                                                                    else 2)]
+            probs = _rows_text(cols["scores"], "%.6g")
+            return [f"{c},{names[c]},{p}" for c, p in zip(cols["classes"].tolist(), probs)]
+        if "multilabel" in cols:
+            probs = _rows_text(cols["scores"], "%.6g")
+            flags = _rows_text(cols["multilabel"].astype(np.int64), "%d")
+            return [f"{p},{f}" for p, f in zip(probs, flags)]
+        return _rows_text(cols["values"], "%.7g")
+
+    def _json_items(self, cols: dict[str, np.ndarray]) -> list[str]:
+        if "classes" in cols:
+            width = cols["scores"].shape[1] if cols["scores"].ndim > 1 else 2
+            names = [json.dumps(v, ensure_ascii=False) for v in self._class_names(width)]
+            key = "probability" if self.task == "binary" else "probabilities"
+            wrap = "%s" if self.task == "binary" else "[%s]"
+            probs = _rows_text(cols["scores"], "%.6g")
+            return [f'{{"class": {c}, "label": {names[c]}, "{key}": {wrap % p}}}'
+                    for c, p in zip(cols["classes"].tolist(), probs)]
+        if "multilabel" in cols:
+            probs = _rows_text(cols["scores"], "%.6g")
+            flags = _rows_text(cols["multilabel"].astype(np.int64), "%d")
+            return [f'{{"labels": [{f}], "probabilities": [{p}]}}' for p, f in zip(probs, flags)]
+        vals = _rows_text(cols["values"], "%.7g")
+        if cols["values"].ndim > 1 and cols["values"].shape[1] > 1:
+            return [f'{{"values": [{v}]}}' for v in vals]
+        return [f'{{"value": {v}}}' for v in vals]
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            self.out.write("\n]}\n" if self.rows else "]}\n")
+
+
+def prediction_columns(result: Any, task: str | None) -> dict[str, np.ndarray]:
+    """The arrays of a session's post-processed result that the writers print."""
+    if task in ("multiclass", "binary"):
+        scores = result.probabilities
+        return {"classes": np.asarray(result.classes).astype(np.int64).reshape(-1),
+                "scores": np.asarray(scores)}
+    if task == "multilabel":
+        return {"scores": np.asarray(result.probabilities),
+                "multilabel": np.asarray(result.classes)}
+    return {"values": np.asarray(result.values)}
+
+
+def predict_file(session: Any, path: str, out: IO[str], fmt: str = "csv",
+                 batch: int = DEFAULT_BATCH, label_column: int | str | None = None) -> int:
+    """Stream the samples of `path` through session.predict into `out`; return the row count."""
+    manifest = session.manifest
+    task, labels = manifest.get("task"), manifest.get("labels")
+    shape = tuple(session.input_shape)
+    writer = _Writer(out, fmt, task, labels)
+    started = False
+    for x in iter_input(path, batch, label_column):
+        x = _conform(x, shape, path, not started)
+        cols = prediction_columns(session.predict(x, batch_size=batch), task)
+        if not started:
+            first = cols.get("scores", cols.get("values"))
+            writer.header(first.shape[1] if first.ndim > 1 else 1)
+            started = True
+        writer.write(cols)
+    if not started:
+        writer.header(len(labels) if labels else 1)
+    writer.close()
+    return writer.rows

@@ -1,0 +1,134 @@
+"""`--report DIR`: PNG plots (curves, confusion matrix, predicted vs true), Markdown and HTML."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .common import fmt_number, require_matplotlib
+
+
+def _curves(plt: Any, out: Path, history: dict[str, list[float]]) -> list[tuple[str, str]]:
+    """One PNG per tracked quantity (loss first), train and validation on the same axes."""
+    keys = [k for k in history if not k.startswith("val_") and k not in ("time", "lr")]
+    keys.sort(key=lambda k: k != "loss")
+    made = []
+    for key in keys:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        epochs = np.arange(1, len(history[key]) + 1)
+        ax.plot(epochs, history[key], marker="o", markersize=3, label=f"train {key}")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], marker="o", markersize=3,
+                    label=f"validation {key}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.set_title(f"{key} per epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        name = f"{key}.png"
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        made.append((f"{key} per epoch", name))
+    return made
+
+
+def _confusion_png(plt: Any, out: Path, matrix: np.ndarray, labels: Sequence[Any]) -> str:
+    k = len(matrix)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * k + 2), max(3.5, 0.5 * k + 1.5)))
+    im = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(im, ax=ax)
+    names = [str(v) for v in labels] if len(labels) == k else [str(i) for i in range(k)]
+    ax.set_xticks(range(k), names, rotation=45 if max(map(len, names)) > 3 else 0)
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion matrix")
+    if k <= 20:  # counts stay readable up to about 20 classes
+        top = matrix.max() if matrix.size else 0
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=8,
+                        color="white" if matrix[i, j] > top / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(out / "confusion_matrix.png", dpi=100)
+    plt.close(fig)
+    return "confusion_matrix.png"
+
+
+def _scatter_png(plt: Any, out: Path, y_true: np.ndarray, y_pred: np.ndarray) -> str:
+    t, p = np.asarray(y_true, np.float64).ravel(), np.asarray(y_pred, np.float64).ravel()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(t, p, s=8, alpha=0.6)
+    lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+    ax.plot([lo, hi], [lo, hi], color="gray", linestyle="--", linewidth=1)
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    ax.set_title("predicted vs true")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "predicted_vs_true.png", dpi=100)
+    plt.close(fig)
+    return "predicted_vs_true.png"
+
+
+def _markdown(title: str, summary: list[tuple[str, str]], metrics: dict[str, Any],
+              figures: list[tuple[str, str]], matrix: np.ndarray | None,
+              labels: Sequence[Any] | None) -> str:
+    lines = [f"# {title}", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in summary]
+    if metrics:
+        lines += ["", "## Test metrics", "", "| metric | value |", "|---|---:|"]
+        lines += [f"| {k} | {fmt_number(v)} |" for k, v in metrics.items()]
+    if matrix is not None:
+        names = [str(v) for v in (labels or range(len(matrix)))]
+        lines += ["", "## Confusion matrix (rows: true, columns: predicted)", "",
+                  "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        lines += [f"| **{n}** | " + " | ".join(str(int(c)) for c in row) + " |"
+                  for n, row in zip(names, matrix)]
+    for caption, name in figures:
+        lines += ["", f"## {caption}", "", f"![{caption}]({name})"]
+    return "\n".join(lines) + "\n"
+
+
+def _html(title: str, summary: list[tuple[str, str]], metrics: dict[str, Any],
+          figures: list[tuple[str, str]]) -> str:
+    e = html.escape
+    rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in summary)
+    mrows = "".join(f"<tr><th>{e(k)}</th><td>{e(fmt_number(v))}</td></tr>"
+                    for k, v in metrics.items())
+    figs = "".join(f"<figure><img src=\"{e(n)}\" alt=\"{e(c)}\"><figcaption>{e(c)}"
+                   f"</figcaption></figure>" for c, n in figures)
+    return ("<!doctype html><html><head><meta charset=\"utf-8\">"
+            f"<title>{e(title)}</title><style>body{{font-family:sans-serif;margin:2em}}"
+            "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;"
+            "padding:4px 10px;text-align:left}figure{display:inline-block;margin:1em}"
+            "</style></head><body>"
+            f"<h1>{e(title)}</h1><table>{rows}</table>"
+            + (f"<h2>Test metrics</h2><table>{mrows}</table>" if metrics else "")
+            + figs + "</body></html>\n")
+
+
+def write_report(directory: str | Path, title: str, summary: list[tuple[str, str]],
+                 metrics: dict[str, Any], history: dict[str, list[float]] | None,
+                 matrix: np.ndarray | None = None, labels: Sequence[Any] | None = None,
+                 pairs: tuple[np.ndarray, np.ndarray] | None = None) -> list[Path]:
+    """Write the plots, report.md and report.html into directory; return the files written."""
+    plt = require_matplotlib()
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    figures: list[tuple[str, str]] = []
+    if history:
+        figures += _curves(plt, out, history)
+    if matrix is not None:
+        figures.append(("confusion matrix", _confusion_png(plt, out, matrix, labels or [])))
+    elif pairs is not None and len(pairs[0]):
+        figures.append(("predicted vs true", _scatter_png(plt, out, *pairs)))
+    md = out / "report.md"
+    md.write_text(_markdown(title, summary, metrics, figures, matrix, labels), encoding="utf-8")
+    page = out / "report.html"
+    page.write_text(_html(title, summary, metrics, figures), encoding="utf-8")
+    return [out / name for _, name in figures] + [md, page]

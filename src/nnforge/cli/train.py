@@ -1,0 +1,320 @@
+"""`nnforge train`: data -> split -> standardize -> model -> fit -> test metrics -> .nnf file."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .common import (
+    column_ref,
+    fraction,
+    int_list,
+    new_command,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    require_matplotlib,
+)
+from .config import (
+    ACTIVATIONS,
+    DEFAULTS,
+    MODEL_CHOICES,
+    OPTIMIZERS,
+    TASK_CHOICES,
+    load_architecture,
+    resolve_settings,
+)
+from .dataio import DATASETS
+
+EXAMPLES = """\
+  nnforge train --dataset digits -o models/digits/1/model.nnf
+  nnforge train --dataset digits --model cnn --epochs 15 --report reports/digits
+  nnforge train --dataset diabetes --hidden 64 --lr 3e-3 --epochs 100 --early-stopping 10
+  nnforge train --data houses.csv --label-column price --task regression
+  nnforge train --config train.yaml --epochs 5        # flags override the config file
+
+config file (YAML or JSON; the same names as the flags, with _ or -):
+  dataset: digits             # or  data: file.csv  and  label_column: target
+  hidden: [128, 64]
+  activation: relu
+  dropout: 0.1
+  optimizer: {name: adam, lr: 0.001, weight_decay: 0.0001}
+  epochs: 30
+  batch_size: 32
+  early_stopping: 5
+  output: models/digits/1/model.nnf
+  # or a full model instead of hidden/activation/dropout (Module.to_architecture() output):
+  # architecture: {type: Sequential, config: {layers: [...]}}"""
+
+
+def _default(key: str) -> str:
+    value = DEFAULTS[key]
+    if isinstance(value, list):
+        value = ",".join(map(str, value))
+    return f"(default: {value})"
+
+
+def add_parser(sub: Any) -> None:
+    """Register `train`."""
+    p = new_command(sub, "train", "train a model and save it as .nnf",
+                    "Train a neural network on a bundled data set or a CSV/NPZ file, print the "
+                    "test metrics and save the model (weights, preprocessing, task, labels, "
+                    "metrics) as one .nnf file. Settings come from the flags, a YAML/JSON "
+                    "config file, or both (flags win).", EXAMPLES)
+    p.add_argument("--config", metavar="FILE", help="YAML or JSON file of settings")
+    d = p.add_argument_group("data")
+    src = d.add_mutually_exclusive_group()
+    src.add_argument("--dataset", choices=DATASETS, help="a data set bundled with scikit-learn")
+    src.add_argument("--data", metavar="FILE",
+                     help="a .csv file (header optional) or an .npz file with arrays X and y")
+    d.add_argument("--label-column", metavar="NAME|INDEX", type=column_ref,
+                   help="CSV column of the target, by name or 0-based index (default: last)")
+    d.add_argument("--task", choices=TASK_CHOICES,
+                   help="what to predict; auto: text or few integer targets are classes, "
+                        "other numbers regression " + _default("task"))
+    d.add_argument("--test-size", type=fraction, metavar="F",
+                   help="fraction held out for the final test, 0 for none " + _default("test_size"))
+    d.add_argument("--validation-split", type=fraction, metavar="F",
+                   help="fraction of the training part used for validation each epoch "
+                        + _default("validation_split"))
+    d.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
+                   help="standardize features (fitted on the training part, stored in the "
+                        "model) " + _default("standardize"))
+    m = p.add_argument_group("model")
+    m.add_argument("--model", choices=MODEL_CHOICES,
+                   help="mlp, or cnn: a small CNN for 8x8-like images " + _default("model"))
+    m.add_argument("--hidden", type=int_list, metavar="N,N,...",
+                   help="hidden layer widths " + _default("hidden"))
+    m.add_argument("--activation", choices=ACTIVATIONS, help=_default("activation"))
+    m.add_argument("--dropout", type=fraction, metavar="P", help=_default("dropout"))
+    m.add_argument("--architecture", metavar="FILE",
+                   help="JSON file with a full architecture (Module.to_architecture() output)")
+    m.add_argument("--loss", help="loss name (default: cross_entropy, bce_with_logits or mse "
+                                  "by task)")
+    o = p.add_argument_group("optimization")
+    o.add_argument("--optimizer", choices=OPTIMIZERS, help=_default("optimizer"))
+    o.add_argument("--lr", type=positive_float, metavar="LR", help=_default("lr"))
+    o.add_argument("--weight-decay", type=nonnegative_float, metavar="W",
+                   help=_default("weight_decay"))
+    o.add_argument("--momentum", type=nonnegative_float, metavar="M",
+                   help="momentum for sgd and rmsprop")
+    o.add_argument("--epochs", type=positive_int, metavar="N", help=_default("epochs"))
+    o.add_argument("--batch-size", type=positive_int, metavar="N", help=_default("batch_size"))
+    o.add_argument("--seed", type=nonnegative_int, metavar="N", help=_default("seed"))
+    o.add_argument("--early-stopping", type=nonnegative_int, metavar="N",
+                   help="stop after N epochs without improvement, keeping the best weights; "
+                        "0 is off " + _default("early_stopping"))
+    out = p.add_argument_group("output")
+    out.add_argument("-o", "--output", metavar="FILE",
+                     help="model file to write (default: models/<data name>/1/model.nnf)")
+    out.add_argument("--report", metavar="DIR",
+                     help="write loss/metric curves, a confusion matrix and a Markdown/HTML "
+                          "report there (needs matplotlib)")
+    out.add_argument("-q", "--quiet", action="store_true", default=None,
+                     help="print only the final summary")
+    p.set_defaults(run=run)
+
+
+def _say(settings: dict[str, Any], text: str) -> None:
+    if not settings["quiet"]:
+        print(text, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train as the flags and config say."""
+    settings = resolve_settings(vars(args), args.config)
+    if settings["report"]:
+        require_matplotlib()  # fail before the training, not after it
+    started = time.perf_counter()
+    prep = _prepare(settings)
+    result = _fit(settings, prep)
+    _save(settings, prep, result)
+    elapsed = time.perf_counter() - started
+    if settings["report"]:
+        from .report import write_report  # noqa: PLC0415
+
+        files = write_report(settings["report"], f"nnforge train: {prep['name']}",
+                             _summary(settings, prep, result, elapsed), result["test_metrics"],
+                             result["history"], result.get("confusion"),
+                             prep["labels"], result.get("pairs"))
+        _say(settings, f"report: {files[-1]}")
+    return 0
+
+
+def _prepare(s: dict[str, Any]) -> dict[str, Any]:
+    """Load, pick the task, encode classes, split, standardize."""
+    from ..data import Standardizer, train_test_split  # noqa: PLC0415
+    from ..errors import ConfigError  # noqa: PLC0415
+    from .dataio import encode_classes, infer_task, load_labeled  # noqa: PLC0415
+    from .models import image_shape  # noqa: PLC0415
+
+    data = load_labeled(s["dataset"], s["data"], s["label_column"])
+    x, y = data.x, data.y
+    task = s["task"] if s["task"] != "auto" else (data.task or infer_task(y))
+    labels = None
+    if task in ("multiclass", "binary"):
+        y, labels = encode_classes(y, data.class_names)
+        if len(labels) < 2:
+            raise ConfigError(f"expected at least 2 classes for {task}, found {len(labels)}")
+        if task == "binary" and len(labels) != 2:
+            raise ConfigError(f"--task binary needs exactly 2 classes, found {len(labels)} "
+                              f"(use --task multiclass)")
+    else:
+        if y.dtype.kind not in "biuf":
+            raise ConfigError("expected numeric targets for regression, found text")
+        y = y.astype(np.float32)
+    if s["model"] == "cnn" and x.ndim == 2:
+        x = x.reshape(len(x), *image_shape(x.shape[1:]))  # rows of pixels -> images
+    _say(s, f"data: {data.name}, {len(x):,} samples of shape {x.shape[1:]}, task {task}"
+            + (f", {len(labels)} classes" if labels else ""))
+    classes = task in ("multiclass", "binary")
+    if s["test_size"] > 0:
+        x_train, x_test, y_train, y_test = train_test_split(
+            x, y, test_size=s["test_size"], seed=s["seed"], stratify=y if classes else None)
+    else:
+        x_train, y_train, x_test, y_test = x, y, x[:0], y[:0]
+    scaler = None
+    if s["standardize"]:
+        scaler = Standardizer().fit(x_train)
+        x_train = scaler.transform(x_train)
+        x_test = scaler.transform(x_test) if len(x_test) else x_test
+    return {"name": data.name, "task": task, "labels": labels, "scaler": scaler,
+            "X_train": x_train, "y_train": y_train, "X_test": x_test, "y_test": y_test,
+            "sample_shape": tuple(x.shape[1:])}
+
+
+def _n_outputs(task: str, y: np.ndarray, labels: list[Any] | None) -> int:
+    if task == "multiclass":
+        return len(labels or [])
+    if task == "binary":
+        return 1
+    return 1 if y.ndim == 1 else int(y.shape[1])
+
+
+def _build_model(s: dict[str, Any], prep: dict[str, Any]) -> Any:
+    from .models import build_cnn, build_from_architecture, build_mlp, check_model_fits, image_shape  # noqa: PLC0415
+
+    shape, task = prep["sample_shape"], prep["task"]
+    n_out = _n_outputs(task, prep["y_train"], prep["labels"])
+    if s["architecture"] is not None:
+        model = build_from_architecture(load_architecture(s["architecture"]))
+    elif s["model"] == "cnn":
+        model = build_cnn(image_shape(shape), n_out, s["activation"], s["dropout"])
+    else:
+        model = build_mlp(shape, n_out, s["hidden"], s["activation"], s["dropout"])
+    check_model_fits(model, shape, n_out, task)
+    return model
+
+
+def _optimizer(s: dict[str, Any], model: Any) -> Any:
+    from ..optim import build_optimizer  # noqa: PLC0415
+
+    kwargs: dict[str, Any] = {"lr": s["lr"], "weight_decay": s["weight_decay"]}
+    if s["momentum"] is not None:
+        kwargs["momentum"] = s["momentum"]
+    return build_optimizer(s["optimizer"], model.parameters(), **kwargs)
+
+
+def _fit(s: dict[str, Any], prep: dict[str, Any]) -> dict[str, Any]:
+    import nnforge as nf  # noqa: PLC0415
+
+    from ..train import EarlyStopping  # noqa: PLC0415
+    from .models import fold_target_scaling, last_linear  # noqa: PLC0415
+    from .scoring import TRAINER_METRICS  # noqa: PLC0415
+
+    task = prep["task"]
+    nf.manual_seed(s["seed"])  # initial weights follow --seed
+    model = _build_model(s, prep)
+    loss = s["loss"] or {"multiclass": "cross_entropy", "binary": "bce_with_logits"}.get(
+        task, "mse")
+    y_train = prep["y_train"]
+    target_scale = None
+    if task == "regression" and last_linear(model) is not None:
+        # Standardized targets train far better; the scaling is folded back into the last
+        # Linear after training, so the saved model predicts in the data's units.
+        mean = y_train.mean(axis=0, dtype=np.float64)
+        std = y_train.std(axis=0, dtype=np.float64)
+        std = np.where(std > 0, std, 1.0)
+        target_scale = (np.atleast_1d(mean), np.atleast_1d(std))
+        y_train = ((y_train - mean) / std).astype(np.float32)
+    trainer = nf.Trainer(model, loss=loss, optimizer=_optimizer(s, model),
+                         metrics=TRAINER_METRICS.get(task, []), seed=s["seed"],
+                         verbose=0 if s["quiet"] else 1)
+    callbacks = []
+    if s["early_stopping"]:
+        monitor = "val_loss" if s["validation_split"] > 0 else "loss"
+        callbacks.append(EarlyStopping(monitor=monitor, patience=s["early_stopping"]))
+    _say(s, f"model: {model.num_parameters():,} parameters, {loss} loss, {s['optimizer']} "
+            f"lr {s['lr']:g}, {s['epochs']} epochs of batch {s['batch_size']}"
+            + (" (targets standardized while training)" if target_scale else ""))
+    history = trainer.fit(prep["X_train"], y_train, epochs=s["epochs"],
+                          batch_size=s["batch_size"],
+                          validation_split=s["validation_split"], callbacks=callbacks)
+    if callbacks and callbacks[0].stopped_epoch is not None:
+        _say(s, f"early stopping after epoch {callbacks[0].stopped_epoch + 1}; kept the "
+                f"weights of epoch {callbacks[0].best_epoch + 1}")
+    if target_scale is not None:
+        fold_target_scaling(last_linear(model), *target_scale)
+    result: dict[str, Any] = {"model": model, "history": dict(history), "loss": loss,
+                              "test_metrics": {}}
+    if len(prep["X_test"]):
+        result.update(_test(trainer, prep))
+    return result
+
+
+def _test(trainer: Any, prep: dict[str, Any]) -> dict[str, Any]:
+    """Metrics of the finished model on the held-out part, as `evaluate` computes them."""
+    from .scoring import compute_metrics, confusion, print_metrics  # noqa: PLC0415
+
+    task, x, y = prep["task"], prep["X_test"], prep["y_test"]
+    predicted = trainer.predict(x)
+    out: dict[str, Any] = {"test_metrics": compute_metrics(task, y, predicted)}
+    if task in ("multiclass", "binary"):
+        out["confusion"] = confusion(y, predicted, len(prep["labels"]))
+    else:
+        out["pairs"] = (y, predicted)
+    print_metrics(out["test_metrics"], f"test metrics ({len(x):,} samples)")
+    return out
+
+
+def _output_path(s: dict[str, Any], prep: dict[str, Any]) -> Path:
+    if s["output"]:
+        return Path(s["output"])
+    return Path("models") / prep["name"] / "1" / "model.nnf"
+
+
+def _save(s: dict[str, Any], prep: dict[str, Any], result: dict[str, Any]) -> None:
+    import nnforge as nf  # noqa: PLC0415
+
+    path = _output_path(s, prep)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"trained_with": {
+        "command": shlex.join(["nnforge", *sys.argv[1:]]) if sys.argv else "nnforge train",
+        "data": prep["name"], "test_size": s["test_size"], "seed": s["seed"],
+        "stratified": prep["task"] in ("multiclass", "binary"), "epochs": s["epochs"],
+        "epochs_run": len(result["history"].get("loss", [])), "loss": result["loss"]}}
+    nf.save(result["model"], path, task=prep["task"], labels=prep["labels"],
+            preprocessing=prep["scaler"], metrics=result["test_metrics"] or None,
+            input_shape=prep["sample_shape"], extra=extra)
+    result["path"] = path
+    print(f"saved {path} ({path.stat().st_size:,} bytes)", flush=True)
+
+
+def _summary(s: dict[str, Any], prep: dict[str, Any], result: dict[str, Any],
+             elapsed: float) -> list[tuple[str, str]]:
+    model = result["model"]
+    return [("data", prep["name"]), ("task", prep["task"]),
+            ("training samples", f"{len(prep['X_train']):,}"),
+            ("test samples", f"{len(prep['X_test']):,}"),
+            ("parameters", f"{model.num_parameters():,}"),
+            ("loss", result["loss"]), ("optimizer", f"{s['optimizer']} (lr {s['lr']:g})"),
+            ("epochs run", str(len(result["history"].get("loss", [])))),
+            ("batch size", str(s["batch_size"])), ("seed", str(s["seed"])),
+            ("model file", str(result["path"])), ("time", f"{elapsed:.1f} s")]

@@ -1,0 +1,430 @@
+"""The IR's op set: for each ONNX op, its shape inference and a plain NumPy reference.
+
+The reference implementations are written for clarity, not speed: constant folding and
+`evaluate_graph` (the pass tests' oracle) use them; the fast kernels live in
+`nnforge.runtime.kernels`. Attribute names and defaults are ONNX's (opset 20).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..errors import ConfigError, ShapeError
+from ..ops.activation import erf_array, log_softmax_array, sigmoid_array, softmax_array
+from .ir import INTERNAL_DOMAIN, Dim, Node, Shape
+
+ShapeFn = Callable[[Node, list[Shape | None], dict[str, np.ndarray]], list[Shape | None]]
+ComputeFn = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """Shape inference and reference evaluation of one op type."""
+
+    name: str
+    infer: ShapeFn
+    compute: ComputeFn
+    domain: str = ""
+
+
+OPS: dict[str, OpDef] = {}
+
+#: Activations a fused Gemm/Conv may carry, with the ONNX attributes they take.
+FUSABLE_ACTIVATIONS = ("Relu", "LeakyRelu", "Sigmoid", "Tanh")
+
+
+def _op(name: str, infer: ShapeFn, domain: str = "") -> Callable[[ComputeFn], ComputeFn]:
+    def deco(fn: ComputeFn) -> ComputeFn:
+        OPS[name] = OpDef(name, infer, fn, domain)
+        return fn
+    return deco
+
+
+def get_op(node: Node) -> OpDef:
+    """The OpDef of a node, or ConfigError naming the op when it is not supported."""
+    d = OPS.get(node.op)
+    if d is None:
+        raise ConfigError(f"unsupported op {node.op!r} in node {node.name or '?'}; "
+                          f"expected one of {sorted(OPS)}")
+    return d
+
+
+# -- dimension arithmetic (ints, symbols such as "N", or None) ------------------------------
+def dim_prod(dims: Any) -> Dim:
+    """Product of dims: an int, the one symbolic dim when the rest multiply to 1, or None."""
+    syms = [d for d in dims if not isinstance(d, int)]
+    known = math.prod(d for d in dims if isinstance(d, int))
+    if not syms:
+        return known
+    if len(syms) == 1 and known == 1 and syms[0] is not None:
+        return syms[0]
+    return None
+
+
+def _unary(node: Node, shapes: list[Shape | None], consts: dict) -> list[Shape | None]:
+    return [shapes[0]] * max(1, len(node.outputs))
+
+
+def _broadcast(node: Node, shapes: list[Shape | None], consts: dict) -> list[Shape | None]:
+    if any(s is None for s in shapes):
+        return [None]
+    a, b = shapes
+    n = max(len(a), len(b))
+    a = (1,) * (n - len(a)) + tuple(a)
+    b = (1,) * (n - len(b)) + tuple(b)
+    out: list[Dim] = []
+    for da, db in zip(a, b):
+        if da == 1:
+            out.append(db)
+        elif db == 1 or da == db:
+            out.append(da)
+        elif isinstance(da, int) and isinstance(db, int):
+            raise ShapeError(f"{node.op} {node.name}: cannot broadcast {shapes[0]} with "
+                             f"{shapes[1]}; expected equal dims or 1")
+        else:
+            out.append(da if isinstance(db, int) else db if isinstance(da, int) else None)
+    return [tuple(out)]
+
+
+def _check_dim(node: Node, what: str, expected: Dim, found: Dim) -> None:
+    if isinstance(expected, int) and isinstance(found, int) and expected != found:
+        raise ShapeError(f"{node.op} {node.name}: expected {what} {expected}, found {found}")
+
+
+# -- dense ------------------------------------------------------------------------------------
+def _gemm_shape(node: Node, shapes: list[Shape | None], consts: dict) -> list[Shape | None]:
+    a, b = shapes[0], shapes[1]
+    if a is None or b is None:
+        return [None]
+    if len(a) != 2 or len(b) != 2:
+        raise ShapeError(f"{node.op} {node.name}: expected 2-D inputs, found {a} and {b}")
+    m, k = (a[1], a[0]) if node.attrs.get("transA", 0) else (a[0], a[1])
+    k2, n = (b[1], b[0]) if node.attrs.get("transB", 0) else (b[0], b[1])
+    _check_dim(node, "inner dimension", k2, k)
+    return [(m, n)]
+
+
+def _gemm(node: Node, a: Any, b: Any, c: Any = None) -> Any:
+    at = a.T if node.attrs.get("transA", 0) else a
+    bt = b.T if node.attrs.get("transB", 0) else b
+    alpha, beta = node.attrs.get("alpha", 1.0), node.attrs.get("beta", 1.0)
+    y = at @ bt
+    if alpha != 1.0:
+        y = y * y.dtype.type(alpha)
+    if c is not None:
+        y = y + (c * c.dtype.type(beta) if beta != 1.0 else c)
+    return y
+
+
+@_op("Gemm", _gemm_shape)
+def gemm(node: Node, a: Any, b: Any, c: Any = None) -> Any:
+    """alpha * A' @ B' + beta * C."""
+    return _gemm(node, a, b, c)
+
+
+def _matmul_shape(node: Node, shapes: list[Shape | None], consts: dict) -> list[Shape | None]:
+    a, b = shapes
+    if a is None or b is None:
+        return [None]
+    if len(a) < 1 or len(b) < 1:
+        raise ShapeError(f"MatMul {node.name}: expected inputs of rank >= 1, found {a}, {b}")
+    if len(b) == 1:
+        _check_dim(node, "inner dimension", a[-1], b[0])
+        return [tuple(a[:-1])]
+    if len(a) == 1:
+        _check_dim(node, "inner dimension", b[-2], a[0])
+        return [tuple(b[:-2]) + (b[-1],)]
+    _check_dim(node, "inner dimension", b[-2], a[-1])
+    batch = _broadcast(node, [tuple(a[:-2]), tuple(b[:-2])], consts)[0]
+    return [tuple(batch) + (a[-2], b[-1])]
+
+
+@_op("MatMul", _matmul_shape)
+def matmul(node: Node, a: Any, b: Any) -> Any:
+    """NumPy matmul semantics."""
+    return np.matmul(a, b)
+
+
+for _name, _fn in (("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply),
+                   ("Div", np.divide)):
+    OPS[_name] = OpDef(_name, _broadcast, lambda node, a, b, f=_fn: f(a, b).astype(
+        np.result_type(a, b), copy=False))
+
+
+# -- activations ----------------------------------------------------------------------------
+def activation_ref(kind: str, x: Any, alpha: float = 0.01) -> Any:
+    """Reference of a fusable activation by ONNX name."""
+    if kind == "Relu":
+        return np.maximum(x, x.dtype.type(0))
+    if kind == "LeakyRelu":
+        return np.where(x > 0, x, x * x.dtype.type(alpha))
+    if kind == "Sigmoid":
+        return sigmoid_array(x)
+    if kind == "Tanh":
+        return np.tanh(x)
+    raise ConfigError(f"unknown fused activation {kind!r}; expected one of {FUSABLE_ACTIVATIONS}")
+
+
+OPS["Relu"] = OpDef("Relu", _unary, lambda node, x: activation_ref("Relu", x))
+OPS["LeakyRelu"] = OpDef("LeakyRelu", _unary, lambda node, x: activation_ref(
+    "LeakyRelu", x, node.attrs.get("alpha", 0.01)))
+OPS["Sigmoid"] = OpDef("Sigmoid", _unary, lambda node, x: sigmoid_array(x))
+OPS["Tanh"] = OpDef("Tanh", _unary, lambda node, x: np.tanh(x))
+OPS["Softmax"] = OpDef("Softmax", _unary, lambda node, x: softmax_array(
+    x.copy(), node.attrs.get("axis", -1)))
+OPS["LogSoftmax"] = OpDef("LogSoftmax", _unary, lambda node, x: log_softmax_array(
+    x, node.attrs.get("axis", -1)))
+OPS["Identity"] = OpDef("Identity", _unary, lambda node, x: x)
+# Dropout at inference is the identity; an optional second output (mask) is all ones.
+OPS["Dropout"] = OpDef("Dropout", _unary, lambda node, x, *rest: (
+    (x, np.ones(x.shape, bool)) if len(node.outputs) > 1 else x))
+
+
+@_op("Gelu", _unary)
+def gelu(node: Node, x: Any) -> Any:
+    """x * Phi(x), exact erf form (approximate='none')."""
+    if node.attrs.get("approximate", "none") != "none":
+        raise ConfigError(f"Gelu {node.name}: expected approximate='none', found "
+                          f"{node.attrs['approximate']!r}")
+    cdf = (0.5 * (1.0 + erf_array(x / x.dtype.type(math.sqrt(2.0))))).astype(x.dtype)
+    return x * cdf
+
+
+# -- shape ops ------------------------------------------------------------------------------
+def _flatten_shape(node: Node, shapes: list[Shape | None], consts: dict) -> list[Shape | None]:
+    s = shapes[0]
+    if s is None:
+        return [None]
+    axis = node.attrs.get("axis", 1)
+    axis = axis + len(s) if axis < 0 else axis
+    return [(dim_prod(s[:axis]), dim_prod(s[axis:]))]
+
+
+@_op("Flatten", _flatten_shape)
+def flatten(node: Node, x: Any) -> Any:
+    """Reshape to 2-D: (prod(shape[:axis]), prod(shape[axis:]))."""
+    axis = node.attrs.get("axis", 1)
+    axis = axis + x.ndim if axis < 0 else axis
+    return x.reshape(math.prod(x.shape[:axis]), -1)
+
+
+def reshape_target(in_shape: Shape, target: Any) -> Shape:
+    """Output shape of ONNX Reshape (0 copies the input dim, -1 is inferred)."""
+    out: list[Dim] = []
+    for i, t in enumerate(int(v) for v in target):
+        out.append(in_shape[i] if t == 0 else t)
+    if -1 in out:
+        rest = [d for d in out if d != -1]
+        num = list(in_shape)
+        den = []
+        for d in rest:  # cancel dims (symbols included) that appear on both sides
+            if d in num:
+                num.remove(d)
+            else:
+                den.append(d)
+        p, q = dim_prod(num), dim_prod(den)
+        val: Dim = None
+        if isinstance(p, int) and isinstance(q, int) and q and p % q == 0:
+            val = p // q
+        elif isinstance(q, int) and q == 1:
+            val = p
+        out[out.index(-1)] = val
+    return tuple(out)
+
+
+def _reshape_shape(node: Node, shapes: list[Shape | None], consts: dict) -> list[Shape | None]:
+    target = consts.get(node.inputs[1])
+    if target is None:
+        raise ConfigError(f"Reshape {node.name}: expected a constant target shape, found a "
+                          f"computed value {node.inputs[1]!r}")
+    if shapes[0] is None:
+        return [None]
+    return [reshape_target(shapes[0], target)]
+
+
+@_op("Reshape", _reshape_shape)
+def reshape(node: Node, x: Any, shape: Any) -> Any:
+    """ONNX Reshape with allowzero=0."""
+    return x.reshape([x.shape[i] if int(t) == 0 else int(t) for i, t in enumerate(shape)])
+
+
+def _transpose_shape(node: Node, shapes: list[Shape | None], consts: dict) -> list[Shape | None]:
+    s = shapes[0]
+    if s is None:
+        return [None]
+    perm = node.attrs.get("perm", list(reversed(range(len(s)))))
+    return [tuple(s[p] for p in perm)]
+
+
+@_op("Transpose", _transpose_shape)
+def transpose(node: Node, x: Any) -> Any:
+    """Permute axes (reverse them by default)."""
+    return np.transpose(x, node.attrs.get("perm"))
+
+
+# -- convolution, pooling, normalization ------------------------------------------------------
+def conv_geometry(node: Node, spatial: tuple[int, ...] | None = None) -> dict[str, list[int]]:
+    """Kernel, strides, pads (begin..., end...) and dilations of a 2-D Conv/pool node."""
+    a = node.attrs
+    k = list(a["kernel_shape"]) if "kernel_shape" in a else None
+    if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        raise ConfigError(f"{node.op} {node.name}: auto_pad={a['auto_pad']!r} is not "
+                          f"supported; expected explicit pads")
+    nd = len(k) if k else 2
+    return {"kernel": k or [], "strides": list(a.get("strides", [1] * nd)),
+            "pads": list(a.get("pads", [0] * (2 * nd))),
+            "dilations": list(a.get("dilations", [1] * nd))}
+
+
+def _out_dim(d: Dim, k: int, s: int, p0: int, p1: int, dil: int, ceil: bool = False) -> Dim:
+    if not isinstance(d, int):
+        return None
+    span = d + p0 + p1 - dil * (k - 1) - 1
+    if span < 0:
+        return -1
+    return (-(-span // s) if ceil else span // s) + 1
+
+
+def _spatial_out(node: Node, x: Shape, kernel: list[int]) -> tuple[Dim, ...]:
+    g = conv_geometry(node)
+    nd = len(kernel)
+    if len(x) != nd + 2:
+        raise ShapeError(f"{node.op} {node.name}: expected a {nd + 2}-D input (N, C, H, W), "
+                         f"found shape {x}")
+    ceil = bool(node.attrs.get("ceil_mode", 0))
+    dims = tuple(_out_dim(x[2 + i], kernel[i], g["strides"][i], g["pads"][i],
+                          g["pads"][i + nd], g["dilations"][i], ceil) for i in range(nd))
+    if any(isinstance(d, int) and d <= 0 for d in dims):
+        raise ShapeError(f"{node.op} {node.name}: input spatial size {x[2:]} is too small for "
+                         f"kernel {kernel}; expected at least one output position")
+    return dims
+
+
+def _conv_shape(node: Node, shapes: list[Shape | None], consts: dict) -> list[Shape | None]:
+    x, w = shapes[0], shapes[1]
+    if x is None or w is None:
+        return [None]
+    kernel = list(node.attrs.get("kernel_shape", w[2:]))
+    _check_dim(node, "input channels", w[1] * node.attrs.get("group", 1), x[1])
+    return [(x[0], w[0]) + _spatial_out(node, x, kernel)]
+
+
+def _windows(node: Node, x: Any, kernel: list[int], pad_value: float) -> Any:
+    """(N, C, OH, OW, kh, kw) view of the padded input (a copy when padding is needed)."""
+    g = conv_geometry(node)
+    (ph0, pw0, ph1, pw1), (sh, sw), (dh, dw) = g["pads"], g["strides"], g["dilations"]
+    ceil = bool(node.attrs.get("ceil_mode", 0))
+    oh = _out_dim(x.shape[2], kernel[0], sh, ph0, ph1, dh, ceil)
+    ow = _out_dim(x.shape[3], kernel[1], sw, pw0, pw1, dw, ceil)
+    # ceil_mode may need extra padding at the end so the last window exists
+    eh = max(0, (oh - 1) * sh + dh * (kernel[0] - 1) + 1 - (x.shape[2] + ph0 + ph1))
+    ew = max(0, (ow - 1) * sw + dw * (kernel[1] - 1) + 1 - (x.shape[3] + pw0 + pw1))
+    xp = np.pad(x, ((0, 0), (0, 0), (ph0, ph1 + eh), (pw0, pw1 + ew)),
+                constant_values=pad_value)
+    span = (dh * (kernel[0] - 1) + 1, dw * (kernel[1] - 1) + 1)
+    win = sliding_window_view(xp, span, axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]
+    return win[:, :, :oh, :ow]
+
+
+@_op("Conv", _conv_shape)
+def conv(node: Node, x: Any, w: Any, b: Any = None) -> Any:
+    """2-D grouped convolution (cross-correlation), NCHW."""
+    if x.ndim != 4:
+        raise ShapeError(f"Conv {node.name}: expected a 4-D input (N, C, H, W), found {x.shape}")
+    groups = node.attrs.get("group", 1)
+    win = _windows(node, x, list(w.shape[2:]), 0.0)
+    n, c, oh, ow, kh, kw = win.shape
+    m = w.shape[0]
+    win = win.reshape(n, groups, c // groups, oh, ow, kh, kw)
+    wg = w.reshape(groups, m // groups, c // groups, kh, kw)
+    y = np.einsum("ngchwij,gmcij->ngmhw", win, wg, optimize=True).reshape(n, m, oh, ow)
+    if b is not None:
+        y = y + b.reshape(1, m, 1, 1)
+    return y.astype(x.dtype, copy=False)
+
+
+def _pool_shape(node: Node, shapes: list[Shape | None], consts: dict) -> list[Shape | None]:
+    x = shapes[0]
+    if x is None:
+        return [None]
+    out = (x[0], x[1]) + _spatial_out(node, x, list(node.attrs["kernel_shape"]))
+    return [out] * len(node.outputs)
+
+
+@_op("MaxPool", _pool_shape)
+def max_pool(node: Node, x: Any) -> Any:
+    """Max over each window; padding never wins."""
+    return _windows(node, x, list(node.attrs["kernel_shape"]), -np.inf).max(axis=(4, 5))
+
+
+@_op("AveragePool", _pool_shape)
+def average_pool(node: Node, x: Any) -> Any:
+    """Mean over each window; count_include_pad says whether pads count."""
+    kernel = list(node.attrs["kernel_shape"])
+    total = _windows(node, x, kernel, 0.0).sum(axis=(4, 5))
+    if node.attrs.get("count_include_pad", 0):
+        return (total / x.dtype.type(kernel[0] * kernel[1])).astype(x.dtype)
+    ones = np.ones((1, 1) + x.shape[2:], x.dtype)
+    count = _windows(node, ones, kernel, 0.0).sum(axis=(4, 5))
+    return (total / count).astype(x.dtype)
+
+
+def _global_pool_shape(node: Node, shapes: list[Shape | None], consts: dict) -> list:
+    x = shapes[0]
+    return [None if x is None else tuple(x[:2]) + (1,) * (len(x) - 2)]
+
+
+@_op("GlobalAveragePool", _global_pool_shape)
+def global_average_pool(node: Node, x: Any) -> Any:
+    """Mean over all spatial positions, keeping them as size-1 dims."""
+    return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=x.dtype)
+
+
+def batchnorm_scale_shift(eps: float, scale: Any, bias: Any, mean: Any, var: Any) -> tuple:
+    """Per-channel (k, c) with BN(x) = x * k + c, computed in float64 then cast back."""
+    k = np.asarray(scale, np.float64) / np.sqrt(np.asarray(var, np.float64) + eps)
+    c = np.asarray(bias, np.float64) - np.asarray(mean, np.float64) * k
+    return k.astype(scale.dtype), c.astype(scale.dtype)
+
+
+def _bn_shape(node: Node, shapes: list[Shape | None], consts: dict) -> list[Shape | None]:
+    x = shapes[0]
+    if x is not None and shapes[1] is not None:
+        if len(x) < 2:
+            raise ShapeError(f"BatchNormalization {node.name}: expected input (N, C, ...), "
+                             f"found {x}")
+        _check_dim(node, "channels", shapes[1][0], x[1])
+    return [x]
+
+
+@_op("BatchNormalization", _bn_shape)
+def batch_normalization(node: Node, x: Any, scale: Any, bias: Any, mean: Any, var: Any) -> Any:
+    """Inference-mode batch norm: (x - mean) / sqrt(var + eps) * scale + bias, channel axis 1."""
+    eps = node.attrs.get("epsilon", 1e-5)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    inv = (1.0 / np.sqrt(var.astype(np.float64) + eps)).astype(x.dtype)
+    return ((x - mean.reshape(shape)) * (inv * scale).reshape(shape)
+            + bias.reshape(shape)).astype(x.dtype)
+
+
+# -- nnforge-internal fused ops (produced by passes; see graph/passes.py) --------------------
+def fused_activation(node: Node, y: Any) -> Any:
+    """Apply a fused node's `activation` attribute to y."""
+    return activation_ref(node.attrs["activation"], y, node.attrs.get("activation_alpha", 0.01))
+
+
+OPS["FusedGemm"] = OpDef("FusedGemm", _gemm_shape, lambda node, *xs: fused_activation(
+    node, _gemm(node, *xs)), INTERNAL_DOMAIN)
+OPS["FusedConv"] = OpDef("FusedConv", _conv_shape, lambda node, *xs: fused_activation(
+    node, conv(node, *xs)), INTERNAL_DOMAIN)
+
+
+def evaluate_node(node: Node, *arrays: Any) -> list[Any]:
+    """Run a node's reference implementation; always returns a list of outputs."""
+    out = get_op(node).compute(node, *(a for a in arrays))
+    return list(out) if isinstance(out, tuple) else [out]

@@ -1,0 +1,230 @@
+"""Tracing: turn an `nn.Module` into the graph IR with inference (eval-mode) semantics.
+
+Each layer type is lowered to ONNX ops in exactly one place, the `LOWERINGS` table below.
+Containers (`Sequential`) are walked; any other layer type is a ConfigError naming it.
+Weights are copied, so training the model afterwards does not change a traced graph.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..nn.module import Module
+from .ir import Graph, Node, Shape, ValueInfo
+from .ops import get_op
+
+Lowering = Callable[[Module, "Tracer", str, str], str]
+
+#: layer class name -> function(layer, tracer, path, input value) -> output value
+LOWERINGS: dict[str, Lowering] = {}
+
+
+def lowers(*names: str) -> Callable[[Lowering], Lowering]:
+    """Decorator: register the lowering of the named nnforge layer classes."""
+    def deco(fn: Lowering) -> Lowering:
+        for n in names:
+            LOWERINGS[n] = fn
+        return fn
+    return deco
+
+
+class Tracer:
+    """Builds a Graph node by node, tracking value shapes as it goes."""
+
+    def __init__(self, input_name: str, input_shape: Shape, dtype: str) -> None:
+        self.graph = Graph(inputs=[ValueInfo(input_name, input_shape, dtype)])
+        self.shapes: dict[str, Shape | None] = {input_name: input_shape}
+        self.dtype = dtype
+
+    def weight(self, name: str, array: Any) -> str:
+        """Add a copy of array as an initializer (in the model's float dtype) named name."""
+        arr = np.array(array, copy=True)
+        if arr.dtype.kind == "f":
+            arr = arr.astype(self.dtype, copy=False)
+        self.graph.initializers[name] = arr
+        self.shapes[name] = arr.shape
+        return name
+
+    def const_ints(self, name: str, values: Sequence[int]) -> str:
+        """Add an int64 initializer (e.g. a Reshape target)."""
+        self.graph.initializers[name] = np.asarray(values, np.int64)
+        self.shapes[name] = (len(values),)
+        return name
+
+    def node(self, op: str, inputs: list[str], name: str, **attrs: Any) -> str:
+        """Append a node with one output named after the node; return the output name."""
+        node = Node(op, list(inputs), [name], attrs, name)
+        shape = get_op(node).infer(node, [self.shapes.get(i) for i in inputs],
+                                   self.graph.initializers)[0]
+        self.graph.nodes.append(node)
+        self.shapes[name] = shape
+        return name
+
+    def rank(self, value: str, what: str) -> int:
+        """The rank of a value, or ConfigError when it is unknown."""
+        shape = self.shapes.get(value)
+        if shape is None:
+            raise ConfigError(f"{what}: expected a known input rank, found an unknown shape; "
+                              f"pass input_shape to trace()")
+        return len(shape)
+
+    def lower(self, layer: Module, path: str, x: str) -> str:
+        """Lower one layer (recursively for containers); return its output value."""
+        name = type(layer).__name__
+        fn = LOWERINGS.get(name)
+        if fn is None or not type(layer).__module__.startswith("nnforge."):
+            raise ConfigError(f"cannot trace layer {path or '<root>'} of type {name}: expected "
+                              f"one of {sorted(LOWERINGS)}")
+        if not path and name != "Sequential":
+            path = name.lower()  # a bare layer traced on its own
+        return fn(layer, self, path, x)
+
+
+def trace(model: Module, input_shape: Sequence[Any] | None = None, input_name: str = "input",
+          output_name: str = "output") -> Graph:
+    """Trace a model into a Graph (dropout off, batch norm on running statistics)."""
+    if not isinstance(model, Module):
+        raise ConfigError(f"expected an nnforge Module to trace, found {type(model).__name__}")
+    shape = guess_input_shape(model) if input_shape is None else _normalize_shape(input_shape)
+    t = Tracer(input_name, shape, str(model.dtype))
+    out = t.lower(model, "", input_name)
+    if out == input_name:  # an empty model: keep one node so input and output differ
+        out = t.node("Identity", [input_name], "identity")
+    for node in t.graph.nodes:  # name the final value as the graph output
+        node.outputs = [output_name if o == out else o for o in node.outputs]
+        node.inputs = [output_name if i == out else i for i in node.inputs]
+    t.graph.outputs = [ValueInfo(output_name, t.shapes[out], t.dtype)]
+    t.graph.name = type(model).__name__
+    return t.graph
+
+
+def _normalize_shape(shape: Sequence[Any]) -> Shape:
+    dims = tuple("N" if i == 0 and d in (None, -1, "N") else
+                 (None if d in (None, -1) else d) for i, d in enumerate(shape))
+    if any(not (d is None or isinstance(d, str) or (isinstance(d, int) and d > 0)) for d in dims):
+        raise ConfigError(f"expected an input shape of positive ints or None, found {shape}")
+    return dims
+
+
+def guess_input_shape(model: Module) -> Shape:
+    """The input shape implied by the first layer (batch dimension symbolic), or ConfigError."""
+    for m in model.modules():
+        name = type(m).__name__
+        if name == "Linear":
+            return ("N", int(m.weight.shape[1]))
+        if name == "Conv2d":
+            return ("N", int(m.weight.shape[1]) * int(getattr(m, "groups", 1)), None, None)
+        if name in ("BatchNorm1d", "BatchNorm2d"):
+            return ("N", int(m.running_mean.shape[0])) + ((None, None) if name[-2] == "2" else ())
+        if name not in ("Sequential", "Dropout", "Identity"):
+            break
+    raise ConfigError(f"cannot tell the input shape of a {type(model).__name__} from its first "
+                      f"layer; expected input_shape=(None, features...)")
+
+
+# -- the lowering table ---------------------------------------------------------------------
+@lowers("Sequential")
+def _sequential(layer: Module, t: Tracer, path: str, x: str) -> str:
+    for name, child in layer._modules.items():
+        x = t.lower(child, f"{path}.{name}" if path else name, x)
+    return x
+
+
+@lowers("Linear")
+def _linear(layer: Module, t: Tracer, path: str, x: str) -> str:
+    inputs = [x, t.weight(f"{path}.weight", layer.weight.data)]
+    if layer.bias is not None:
+        inputs.append(t.weight(f"{path}.bias", layer.bias.data))
+    return t.node("Gemm", inputs, path, transB=1)
+
+
+_SIMPLE = {"ReLU": "Relu", "Sigmoid": "Sigmoid", "Tanh": "Tanh", "Identity": "Identity",
+           "Dropout": "Dropout"}
+
+
+@lowers(*_SIMPLE)
+def _simple(layer: Module, t: Tracer, path: str, x: str) -> str:
+    return t.node(_SIMPLE[type(layer).__name__], [x], path)
+
+
+@lowers("LeakyReLU")
+def _leaky_relu(layer: Module, t: Tracer, path: str, x: str) -> str:
+    return t.node("LeakyRelu", [x], path, alpha=float(layer.negative_slope))
+
+
+@lowers("GELU")
+def _gelu(layer: Module, t: Tracer, path: str, x: str) -> str:
+    return t.node("Gelu", [x], path, approximate="none")
+
+
+@lowers("Softmax", "LogSoftmax")
+def _softmax(layer: Module, t: Tracer, path: str, x: str) -> str:
+    return t.node(type(layer).__name__, [x], path, axis=int(layer.axis))
+
+
+@lowers("Flatten")
+def _flatten(layer: Module, t: Tracer, path: str, x: str) -> str:
+    start = int(layer.start_dim)
+    if start < 0:
+        start += t.rank(x, f"Flatten {path} with start_dim={start}")
+    if start == 1:  # ONNX Flatten always returns 2-D, which matches start_dim=1 only
+        return t.node("Flatten", [x], path, axis=1)
+    target = t.const_ints(f"{path}.shape", [0] * start + [-1])
+    return t.node("Reshape", [x, target], path)
+
+
+def _pair(v: Any) -> list[int]:
+    return [int(v), int(v)] if isinstance(v, (int, np.integer)) else [int(a) for a in v]
+
+
+def _pads(padding: Any, path: str) -> list[int]:
+    if isinstance(padding, str):
+        raise ConfigError(f"{path}: expected numeric padding, found {padding!r}")
+    ph, pw = _pair(padding)
+    return [ph, pw, ph, pw]
+
+
+@lowers("Conv2d")
+def _conv2d(layer: Module, t: Tracer, path: str, x: str) -> str:
+    w = layer.weight.data
+    inputs = [x, t.weight(f"{path}.weight", w)]
+    if getattr(layer, "bias", None) is not None:
+        inputs.append(t.weight(f"{path}.bias", layer.bias.data))
+    return t.node("Conv", inputs, path, kernel_shape=list(w.shape[2:]),
+                  strides=_pair(layer.stride), pads=_pads(layer.padding, path),
+                  dilations=_pair(getattr(layer, "dilation", 1)),
+                  group=int(getattr(layer, "groups", 1)))
+
+
+@lowers("MaxPool2d", "AvgPool2d")
+def _pool2d(layer: Module, t: Tracer, path: str, x: str) -> str:
+    kernel = _pair(layer.kernel_size)
+    stride = _pair(layer.stride if layer.stride is not None else layer.kernel_size)
+    attrs: dict[str, Any] = {"kernel_shape": kernel, "strides": stride,
+                             "pads": _pads(getattr(layer, "padding", 0), path)}
+    if type(layer).__name__ == "MaxPool2d":
+        return t.node("MaxPool", [x], path, **attrs)
+    attrs["count_include_pad"] = int(bool(getattr(layer, "count_include_pad", False)))
+    return t.node("AveragePool", [x], path, **attrs)
+
+
+@lowers("GlobalAvgPool2d")
+def _global_avg_pool(layer: Module, t: Tracer, path: str, x: str) -> str:
+    if getattr(layer, "keepdims", False):
+        return t.node("GlobalAveragePool", [x], path)
+    y = t.node("GlobalAveragePool", [x], f"{path}/pool")
+    return t.node("Flatten", [y], path, axis=1)
+
+
+@lowers("BatchNorm1d", "BatchNorm2d")
+def _batch_norm(layer: Module, t: Tracer, path: str, x: str) -> str:
+    mean = np.asarray(layer.running_mean)
+    weight = layer.weight.data if getattr(layer, "weight", None) is not None else np.ones_like(mean)
+    bias = layer.bias.data if getattr(layer, "bias", None) is not None else np.zeros_like(mean)
+    inputs = [x, t.weight(f"{path}.weight", weight), t.weight(f"{path}.bias", bias),
+              t.weight(f"{path}.running_mean", mean),
+              t.weight(f"{path}.running_var", layer.running_var)]
+    return t.node("BatchNormalization", inputs, path, epsilon=float(layer.eps))

@@ -1,0 +1,302 @@
+"""One contiguous buffer for all parameters and optimizer state, updated chunk by chunk.
+
+Why: a NumPy optimizer step is a dozen ufunc passes. Run per parameter over whole arrays, each
+pass streams every array through the cache again and small parameters pay the call overhead
+for nothing. Here every parameter's `.data` is a view into one flat buffer (state arrays share
+the layout), the update runs on cache-sized chunks so all passes after the first hit L2, small
+parameters are packed into one shared chunk, and the chunks are split over two threads
+(ufuncs release the GIL).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .. import backend
+from ..errors import DTypeError, ShapeError
+
+#: Elements per chunk: 5 float32 arrays of 32k elements (640 KiB) stay in a 1-2 MiB L2 cache.
+CHUNK = 32768
+#: Parameters smaller than this are packed together into shared chunks.
+SMALL = CHUNK // 4
+#: Below this many elements a second thread costs more than it saves.
+THREAD_MIN = 4 * CHUNK
+
+Kernel = Callable[[Any, Any, tuple, tuple, tuple], None]
+
+
+class _Unit:
+    """One chunk of work: views into the flat buffers plus where its gradient comes from."""
+
+    __slots__ = ("p", "states", "tmps", "pieces", "gbuf")
+
+    def __init__(self, p: Any, states: tuple, tmps: tuple, pieces: tuple, gbuf: Any) -> None:
+        self.p, self.states, self.tmps, self.pieces, self.gbuf = p, states, tmps, pieces, gbuf
+
+
+class FlatParams:
+    """Owns the flat parameter and state buffers of one optimizer and runs its update kernel."""
+
+    def __init__(self, params: Sequence[Any], state_names: Sequence[str], num_tmp: int,
+                 threads: int | None = None) -> None:
+        self.params = list(params)
+        self.shapes = [tuple(p.data.shape) for p in self.params]
+        self.sizes = [int(np.prod(s, dtype=np.int64)) for s in self.shapes]
+        self.state_names = tuple(state_names)
+        self.num_tmp = num_tmp
+        self.numel = sum(self.sizes)
+        cpus = os.cpu_count() or 1
+        self.threads = (2 if cpus >= 2 else 1) if threads is None else max(1, int(threads))
+        # big parameters first, the small ones packed together at the end
+        order = sorted(range(len(self.params)), key=lambda i: self.sizes[i] < SMALL)
+        self.offsets = [0] * len(self.params)
+        off = 0
+        for i in order:
+            self.offsets[i] = off
+            off += self.sizes[i]
+        self.order = order
+        self.steps = [0] * len(self.params)
+        self._allocate(_common_dtype(self.params), None)
+
+    # -- buffers -------------------------------------------------------------------------------
+    def _allocate(self, dtype: Any, old_states: dict[str, Any] | None) -> None:
+        """(Re)build the flat buffers in dtype, moving parameter values (and state) into them."""
+        xp = backend.get_array_module(self.params[0].data) if self.params else np
+        self.xp = xp
+        self.dtype = np.dtype(dtype)
+        self.flat = xp.empty(self.numel, self.dtype)
+        self.views = []
+        for p, off, n, shape in zip(self.params, self.offsets, self.sizes, self.shapes):
+            view = self.flat[off:off + n].reshape(shape)
+            view[...] = p.data
+            p.data = view
+            self.views.append(view)
+        self.states = {}
+        for name in self.state_names:
+            arr = xp.zeros(self.numel, self.dtype)
+            if old_states is not None:
+                arr[...] = old_states[name]
+            self.states[name] = arr
+        self._build_units()
+
+    def reset_states(self, names: Sequence[str], num_tmp: int) -> None:
+        """Switch to another set of (zeroed) state buffers, e.g. after loading a config."""
+        self.sync()
+        self.state_names = tuple(names)
+        self.num_tmp = num_tmp
+        self._allocate(self.dtype, None)
+
+    def _build_units(self) -> None:
+        """Split the flat range into chunks and deal them out to the workers."""
+        plans: list[list[tuple[int, int, int]]] = []  # each: pieces (param, start, stop)
+        packed: list[tuple[int, int, int]] = []
+        packed_n = 0
+        for i in self.order:
+            n = self.sizes[i]
+            if n == 0:
+                continue
+            if n >= SMALL:
+                parts = -(-n // CHUNK)
+                bounds = [n * k // parts for k in range(parts + 1)]
+                plans.extend([[(i, a, b)] for a, b in zip(bounds, bounds[1:])])
+                continue
+            if packed_n + n > CHUNK:
+                plans.append(packed)
+                packed, packed_n = [], 0
+            packed.append((i, 0, n))
+            packed_n += n
+        if packed:
+            plans.append(packed)
+        nworkers = self.threads if self.numel >= THREAD_MIN and self.xp is np else 1
+        # contiguous split with about the same number of elements per worker
+        sizes = [sum(b - a for _, a, b in plan) for plan in plans]
+        groups: list[list[list[tuple[int, int, int]]]] = [[] for _ in range(nworkers)]
+        done, w = 0, 0
+        for plan, n in zip(plans, sizes):
+            if w < nworkers - 1 and done >= self.numel * (w + 1) / nworkers:
+                w += 1
+            groups[w].append(plan)
+            done += n
+        groups = [g for g in groups if g]
+        self.workers: list[list[_Unit]] = []
+        self.scratch = []
+        for group in groups:
+            width = max(sum(b - a for _, a, b in plan) for plan in group)
+            tmps = [self.xp.empty(width, self.dtype) for _ in range(self.num_tmp)]
+            gbuf = self.xp.empty(width, self.dtype)
+            self.scratch.append((tmps, gbuf))
+            self.workers.append([self._unit(plan, tmps, gbuf) for plan in group])
+
+    def _unit(self, plan: list[tuple[int, int, int]], tmps: list, gbuf: Any) -> _Unit:
+        """Views for one chunk; packed chunks are contiguous because small params are adjacent."""
+        i0, a0, _ = plan[0]
+        start = self.offsets[i0] + a0
+        n = sum(b - a for _, a, b in plan)
+        stop = start + n
+        return _Unit(self.flat[start:stop], tuple(self.states[s][start:stop]
+                                                  for s in self.state_names),
+                     tuple(t[:n] for t in tmps), tuple(plan), gbuf[:n] if len(plan) > 1 else None)
+
+    def state_view(self, name: str, i: int) -> Any:
+        """Parameter i's slice of a state buffer, in the parameter's shape."""
+        off, n = self.offsets[i], self.sizes[i]
+        return self.states[name][off:off + n].reshape(self.shapes[i])
+
+    # -- keeping parameters inside the buffer ---------------------------------------------------
+    def sync(self) -> None:
+        """Move parameters whose `.data` was replaced by the user back into the buffer."""
+        for i, (p, view) in enumerate(zip(self.params, self.views)):
+            if p.data is not view:
+                self._rehome(i)
+
+    def _rehome(self, i: int) -> None:
+        p = self.params[i]
+        data = p.data
+        if tuple(data.shape) != self.shapes[i]:
+            raise ShapeError(f"parameter {i} was replaced by an array of shape "
+                             f"{tuple(data.shape)}; the optimizer holds state for shape "
+                             f"{self.shapes[i]}: create a new optimizer after resizing")
+        if data.dtype != self.dtype:
+            # e.g. model.double(): move everything once the whole model has the new dtype
+            new = _common_dtype(self.params)
+            old = {k: v.astype(new) for k, v in self.states.items()}
+            self._allocate(new, old)
+            return
+        self.views[i][...] = data
+        p.data = self.views[i]
+
+    # -- the update ----------------------------------------------------------------------------
+    def apply(self, kernel: Kernel, scalars: Callable[[int], tuple]) -> None:
+        """Run kernel(p, g, states, tmps, scalars) over every chunk whose parameters have grads."""
+        params, steps = self.params, self.steps
+        grads: list[Any] = [None] * len(params)
+        complete = True
+        for i, p in enumerate(params):
+            g = p.grad
+            if g is None:
+                complete = False
+                continue
+            if g.shape != self.shapes[i]:
+                raise ShapeError(f"gradient of parameter {i} has shape {tuple(g.shape)}, "
+                                 f"expected {self.shapes[i]}")
+            if g.dtype != self.dtype:
+                g = g.astype(self.dtype)
+            grads[i] = g.reshape(-1)
+        first = steps[0] if steps else 0
+        if complete and all(s == first for s in steps):
+            steps[:] = [first + 1] * len(steps)
+            sc = scalars(first + 1)
+            if len(self.workers) == 1:
+                _run(self.workers[0], grads, kernel, sc)
+            else:
+                _pool().run(lambda: _run(self.workers[1], grads, kernel, sc),
+                            lambda: _run(self.workers[0], grads, kernel, sc))
+            return
+        self._apply_piecewise(kernel, scalars, grads)
+
+    def _apply_piecewise(self, kernel: Kernel, scalars: Callable[[int], tuple],
+                         grads: list[Any]) -> None:
+        """Slow path when some grads are missing or step counts differ: one piece at a time."""
+        tmps, _ = self.scratch[0]
+        cache: dict[int, tuple] = {}
+        for i, g in enumerate(grads):
+            if g is not None:
+                self.steps[i] += 1
+        for unit in (u for w in self.workers for u in w):
+            for i, a, b in unit.pieces:
+                if grads[i] is None:
+                    continue
+                step = self.steps[i]
+                if step not in cache:
+                    cache[step] = scalars(step)
+                s, e = self.offsets[i] + a, self.offsets[i] + b
+                kernel(self.flat[s:e], grads[i][a:b],
+                       tuple(self.states[n][s:e] for n in self.state_names),
+                       tuple(t[:e - s] for t in tmps), cache[step])
+
+
+def _run(units: list[_Unit], grads: list[Any], kernel: Kernel, sc: tuple) -> None:
+    for u in units:
+        if u.gbuf is None:
+            i, a, b = u.pieces[0]
+            g = grads[i][a:b]
+        else:
+            g = u.gbuf
+            n = 0
+            for i, a, b in u.pieces:
+                g[n:n + b - a] = grads[i][a:b]
+                n += b - a
+        kernel(u.p, g, u.states, u.tmps, sc)
+
+
+def _common_dtype(params: Sequence[Any]) -> Any:
+    dtypes = {p.data.dtype for p in params}
+    if len(dtypes) > 1:
+        raise DTypeError(f"expected all parameters of one optimizer to share a dtype, found "
+                         f"{sorted(str(d) for d in dtypes)}")
+    dtype = dtypes.pop() if dtypes else np.dtype(backend.DEFAULT_DTYPE)
+    if not backend.is_float_dtype(dtype):
+        raise DTypeError(f"expected floating point parameters, found {dtype}")
+    return dtype
+
+
+class _Pool:
+    """One helper thread: run(a, b) runs a there and b here, then waits (two locks, no queue)."""
+
+    def __init__(self) -> None:
+        self._start = threading.Lock()
+        self._done = threading.Lock()
+        self._busy = threading.Lock()
+        self._start.acquire()
+        self._done.acquire()
+        self._job: Callable[[], None] | None = None
+        self._error: BaseException | None = None
+        self.pid = os.getpid()
+        threading.Thread(target=self._loop, name="nnforge-optim", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            self._start.acquire()
+            try:
+                self._job()  # type: ignore[misc]
+            except BaseException as exc:  # handed back to the caller
+                self._error = exc
+            self._done.release()
+
+    def run(self, there: Callable[[], None], here: Callable[[], None]) -> None:
+        """Run both callables concurrently; re-raise the first error."""
+        if not self._busy.acquire(blocking=False):  # another thread's optimizer holds the helper
+            here()
+            there()
+            return
+        try:
+            self._run(there, here)
+        finally:
+            self._busy.release()
+
+    def _run(self, there: Callable[[], None], here: Callable[[], None]) -> None:
+        self._job, self._error = there, None
+        self._start.release()
+        try:
+            here()
+        finally:
+            self._done.acquire()
+        if self._error is not None:
+            raise self._error
+
+
+_POOL: _Pool | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> _Pool:
+    global _POOL
+    if _POOL is None or _POOL.pid != os.getpid():  # a forked child has no helper thread
+        with _POOL_LOCK:
+            if _POOL is None or _POOL.pid != os.getpid():
+                _POOL = _Pool()
+    return _POOL

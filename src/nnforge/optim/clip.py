@@ -1,0 +1,64 @@
+"""Gradient clipping: grads are replaced by new arrays, never scaled in place (may be shared)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..autograd.tensor import Tensor
+from ..errors import ConfigError, NNForgeError
+from .optimizer import check_float
+
+
+def _with_grads(params: Iterable[Any] | Tensor) -> list[Any]:
+    if isinstance(params, Tensor):
+        params = [params]
+    elif hasattr(params, "parameters") and callable(params.parameters):
+        params = params.parameters()
+    return [p for p in params if p.grad is not None]
+
+
+def clip_grad_norm_(params: Iterable[Any] | Tensor, max_norm: float, norm_type: float = 2.0,
+                    error_if_nonfinite: bool = False) -> float:
+    """Scale all grads together so their joint norm is at most max_norm; return the norm before.
+
+    As torch.nn.utils.clip_grad_norm_: coefficient max_norm / (total_norm + 1e-6), applied only
+    when it is below 1.
+    """
+    max_norm = check_float("max_norm", max_norm, 0.0)
+    norm_type = float(norm_type)
+    if not (norm_type > 0 or math.isinf(norm_type)):
+        raise ConfigError(f"expected norm_type > 0 or inf, found {norm_type!r}")
+    ps = _with_grads(params)
+    if not ps:
+        return 0.0
+    if math.isinf(norm_type):
+        # np.max, not max(): it propagates NaN whatever its position
+        total = float(np.max([np.max(np.abs(p.grad)) if p.grad.size else 0.0 for p in ps]))
+    elif norm_type == 2.0:
+        acc = 0.0
+        for p in ps:
+            g = p.grad.reshape(-1)
+            acc += float(np.dot(g, g))  # BLAS dot: one pass, no temporary
+        total = math.sqrt(acc)
+    else:
+        acc = sum(float(np.sum(np.abs(p.grad.astype(np.float64)) ** norm_type)) for p in ps)
+        total = acc ** (1.0 / norm_type)
+    if error_if_nonfinite and not math.isfinite(total):
+        raise NNForgeError(f"expected a finite total gradient norm, found {total}; pass "
+                           f"error_if_nonfinite=False to clip anyway")
+    coef = max_norm / (total + 1e-6)
+    if coef < 1.0 or math.isnan(coef):
+        for p in ps:
+            p.grad = p.grad * p.grad.dtype.type(coef)
+    return total
+
+
+def clip_grad_value_(params: Iterable[Any] | Tensor, clip_value: float) -> None:
+    """Clamp every gradient element into [-clip_value, clip_value] (new arrays)."""
+    v = check_float("clip_value", clip_value, 0.0)
+    for p in _with_grads(params):
+        t = p.grad.dtype.type(v)
+        p.grad = np.clip(p.grad, -t, t)

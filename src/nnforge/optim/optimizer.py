@@ -1,0 +1,230 @@
+"""`Optimizer`: the PyTorch-shaped base (step, zero_grad, lr, state_dict) over flat buffers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from .. import backend
+from ..autograd.grad_mode import enable_grad
+from ..autograd.tensor import Tensor
+from ..errors import ConfigError, ShapeError, StateDictError
+from ._flat import FlatParams
+
+#: Version of the state_dict layout, stored in its config.
+STATE_FORMAT = 1
+
+
+class Optimizer:
+    """Base class: subclasses define `_configure`, `hyperparameters`, `_scalars` and `_kernel`.
+
+    Every parameter's `.data` becomes a view into one flat buffer owned by the optimizer;
+    replacing `p.data` later is allowed (the new values are copied in on the next step).
+    A parameter whose `.grad` is None is skipped, and each parameter counts its own steps,
+    as in PyTorch.
+    """
+
+    #: Name used by build_optimizer() and stored in configs.
+    name = ""
+
+    def __init__(self, params: Iterable[Any], threads: int | None = None,
+                 **hyperparameters: Any) -> None:
+        self._configure(**hyperparameters)
+        plist = _param_list(params)
+        self._flat = FlatParams(plist, self._state_names(), self._num_tmp(), threads)
+
+    # -- hyperparameters -----------------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        """The learning rate; assign to change it (schedulers do)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr = check_float("lr", value, low=0.0)
+
+    def _configure(self, **hyperparameters: Any) -> None:  # pragma: no cover - abstract
+        """Validate and store the hyperparameters (raises ConfigError)."""
+        raise NotImplementedError
+
+    def hyperparameters(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        """The constructor's keyword arguments, JSON-serialisable."""
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        """{"name": ..., **hyperparameters}: what optimizer_from_config() rebuilds from."""
+        return {"name": self.name, **self.hyperparameters()}
+
+    def _state_names(self) -> tuple[str, ...]:
+        """Per-element state buffers this configuration needs."""
+        return ()
+
+    def _num_tmp(self) -> int:
+        """Scratch buffers the kernel needs."""
+        return 1
+
+    def _scalars(self, step: int) -> tuple:  # pragma: no cover - abstract
+        """Scalars for one step number, computed once in Python floats."""
+        raise NotImplementedError
+
+    def _kernel(self, p: Any, g: Any, states: tuple, tmps: tuple,
+                sc: tuple) -> None:  # pragma: no cover - abstract
+        """Update one chunk in place with a few ufunc calls (never write into g)."""
+        raise NotImplementedError
+
+    def _cast(self, *values: float) -> tuple:
+        """Scalars as 0-d arrays of the buffer dtype: they never upcast float32 arrays, and a
+        ufunc call takes a 0-d array in about half the time of a Python or NumPy scalar."""
+        xp, dtype = self._flat.xp, self._flat.dtype
+        return tuple(xp.asarray(v, dtype=dtype) for v in values)
+
+    # -- the PyTorch surface -------------------------------------------------------------------
+    @property
+    def params(self) -> list[Any]:
+        """The parameters, in the order given."""
+        return list(self._flat.params)
+
+    @property
+    def steps(self) -> list[int]:
+        """How many updates each parameter has received."""
+        return list(self._flat.steps)
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Update every parameter that has a gradient; returns closure()'s loss if given."""
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        self._flat.sync()
+        self._flat.apply(self._kernel, self._scalars)
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget the gradients (or set them to new zero arrays)."""
+        for p in self._flat.params:
+            p.grad = None if set_to_none or p.grad is None else np.zeros_like(p.grad)
+
+    def state_view(self, name: str, index: int) -> Any:
+        """Parameter `index`'s slice of a state buffer (a view: read, don't keep)."""
+        if name not in self._flat.states:
+            raise ConfigError(f"expected a state name in {list(self._flat.states)}, found {name!r}")
+        return self._flat.state_view(name, index)
+
+    # -- saving and restoring ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """{"config": JSON-serialisable dict, "arrays": {"state.<i>.<name>": ndarray}}."""
+        flat = self._flat
+        config = {"format": STATE_FORMAT, "name": self.name,
+                  "hyperparameters": self.hyperparameters(), "steps": list(flat.steps),
+                  "param_shapes": [list(s) for s in flat.shapes], "dtype": str(flat.dtype)}
+        arrays = {f"state.{i}.{name}": backend.to_numpy(flat.state_view(name, i)).copy()
+                  for i in range(len(flat.params)) for name in flat.state_names}
+        return {"config": config, "arrays": arrays}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore hyperparameters, step counts and state arrays saved by state_dict()."""
+        config, arrays = _split_state(state)
+        flat = self._flat
+        if config.get("name") != self.name:
+            raise StateDictError(f"expected the state of a {self.name!r} optimizer, found "
+                                 f"{config.get('name')!r}")
+        shapes = config.get("param_shapes")
+        steps = config.get("steps")
+        if not isinstance(shapes, list) or not isinstance(steps, list) \
+                or len(steps) != len(shapes):
+            raise StateDictError("optimizer state config needs lists 'param_shapes' and "
+                                 "'steps' of equal length")
+        if len(shapes) != len(flat.params):
+            raise StateDictError(f"optimizer state is for {len(shapes)} parameters, this "
+                                 f"optimizer has {len(flat.params)}")
+        for i, (saved, own) in enumerate(zip(shapes, flat.shapes)):
+            if tuple(saved) != own:
+                raise ShapeError(f"optimizer state for parameter {i} has shape {tuple(saved)}, "
+                                 f"the parameter has shape {own}")
+        if not all(isinstance(s, int) and s >= 0 for s in steps):
+            raise StateDictError(f"expected non-negative integer step counts, found {steps}")
+        old = self.hyperparameters()
+        try:
+            self._configure(**config.get("hyperparameters", {}))
+        except (TypeError, ConfigError) as exc:
+            self._configure(**old)
+            raise StateDictError(f"bad hyperparameters in optimizer state: {exc}") from None
+        try:
+            names = self._state_names()
+            _check_arrays(arrays, names, flat.shapes)
+        except (StateDictError, ShapeError):
+            self._configure(**old)
+            raise
+        if names != flat.state_names or self._num_tmp() != flat.num_tmp:
+            flat.reset_states(names, self._num_tmp())
+        for i in range(len(flat.params)):
+            for name in names:
+                flat.state_view(name, i)[...] = arrays[f"state.{i}.{name}"]
+        flat.steps[:] = [int(s) for s in steps]
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({args})"
+
+
+# -- helpers shared by the optimizers ----------------------------------------------------------
+def check_float(name: str, value: Any, low: float | None = None, high: float | None = None,
+                high_open: bool = False) -> float:
+    """value as a finite float in [low, high] (or [low, high)), else ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ConfigError(f"expected a number for {name}, found {value!r}")
+    v = float(value)
+    bad = not math.isfinite(v) or (low is not None and v < low) or \
+        (high is not None and (v >= high if high_open else v > high))
+    if bad:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        rng = f"[{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise ConfigError(f"expected {name} in {rng}, found {value!r}")
+    return v
+
+
+def _param_list(params: Iterable[Any]) -> list[Any]:
+    if isinstance(params, Tensor):
+        params = [params]
+    elif hasattr(params, "parameters") and callable(params.parameters):
+        params = params.parameters()  # a Module
+    try:
+        plist = list(params)
+    except TypeError:
+        raise ConfigError(f"expected an iterable of parameters, found "
+                          f"{type(params).__name__}") from None
+    out, seen = [], set()
+    for p in plist:
+        if not isinstance(p, Tensor):
+            raise ConfigError(f"expected Parameter/Tensor objects, found {type(p).__name__}")
+        if id(p) not in seen:  # a parameter listed twice is updated once
+            seen.add(id(p))
+            out.append(p)
+    if not out:
+        raise ConfigError("expected at least one parameter, found an empty list")
+    return out
+
+
+def _split_state(state: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict) \
+            or not isinstance(state.get("arrays"), dict):
+        raise StateDictError("expected an optimizer state {'config': {...}, 'arrays': {...}}, "
+                             f"found {type(state).__name__}")
+    return state["config"], state["arrays"]
+
+
+def _check_arrays(arrays: dict[str, Any], names: tuple[str, ...],
+                  shapes: list[tuple[int, ...]]) -> None:
+    expected = {f"state.{i}.{n}": s for i, s in enumerate(shapes) for n in names}
+    missing = sorted(set(expected) - set(arrays))
+    unexpected = sorted(set(arrays) - set(expected))
+    if missing or unexpected:
+        raise StateDictError(f"optimizer state arrays do not match: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+    for key, shape in expected.items():
+        found = tuple(np.shape(arrays[key]))
+        if found != shape:
+            raise ShapeError(f"optimizer state {key!r} has shape {found}, expected {shape}")

@@ -1,0 +1,173 @@
+"""Compiling a graph, for one concrete input shape, into a plan: kernels over reused buffers.
+
+Memory planning: every value a kernel writes lives in a slice of a flat "storage" array. A
+storage is handed to a later value once its last reader has run, so values whose lifetimes do
+not overlap share memory; elementwise ops write over their input when it dies there
+(in place); Flatten/Reshape/Identity/Dropout are views and cost nothing. Graph outputs get
+storage of their own, and `Plan.run` returns copies, so a caller may keep results while the
+plan is reused. One plan serves one call at a time: the session keeps a pool of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..graph.ir import Graph
+from ..graph.shapes import compute_shapes
+from . import conv as _conv  # noqa: F401 - registers the Conv kernels
+from .conv import TAIL
+from .kernels import IN_PLACE, KERNELS, READS_FEEDS, VIEWS, Ctx, Feed
+
+
+class _Storage:
+    __slots__ = ("size", "end", "array")
+
+    def __init__(self, size: int, end: int) -> None:
+        self.size, self.end, self.array = size, end, None
+
+
+class Plan:
+    """A compiled graph for fixed input shapes: call run(feeds) from one thread at a time."""
+
+    def __init__(self, steps: list[Any], outputs: list[Any], nbytes: int) -> None:
+        self.steps = steps
+        self.outputs = outputs
+        #: bytes of buffers and scratch this plan holds
+        self.nbytes = nbytes
+
+    def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Run every kernel; return fresh copies of the outputs."""
+        for step in self.steps:
+            step(feeds)
+        return [o(feeds).copy() if callable(o) else o.copy() for o in self.outputs]
+
+
+def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]]) -> Plan:
+    """Build a Plan for the given concrete shapes of the graph inputs."""
+    infos = compute_shapes(graph, {v.name: tuple(s) for v, s in zip(graph.inputs, input_shapes)})
+    dtype = np.dtype(graph.inputs[0].dtype)
+    ctx = _CountingCtx(dtype)
+    nodes = graph.nodes
+    outputs = set(graph.output_names)
+    last: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        for name in node.inputs:
+            last[name] = i
+    for name in outputs:
+        last[name] = len(nodes) + 1  # outputs stay alive (and unshared) to the end
+
+    def shape(name: str) -> tuple[int, ...]:
+        s = infos[name].shape
+        if s is None or not all(isinstance(d, int) for d in s):
+            raise ConfigError(f"cannot compile: the shape of {name!r} is unknown ({s})")
+        return tuple(s)
+
+    # phase 1: decide where every value lives (storage + shape) without allocating
+    env: dict[str, Any] = {v.name: Feed(k, shape(v.name)) for k, v in enumerate(graph.inputs)}
+    env.update(graph.initializers)
+    where: dict[str, tuple[_Storage, tuple[int, ...]]] = {}
+    storages: list[_Storage] = []
+
+    def allocate(name: str, i: int, dedicated: bool = False) -> None:
+        size = int(np.prod(shape(name)))
+        end = last.get(name, i)
+        free = [s for s in storages if s.end < i] if not dedicated else []
+        fits = [s for s in free if s.size >= size]
+        st = min(fits, key=lambda s: s.size) if fits else (
+            max(free, key=lambda s: s.size) if free else None)
+        if st is None:
+            st = _Storage(size, end)
+            storages.append(st)
+        st.size, st.end = max(st.size, size), end
+        where[name] = (st, shape(name))
+
+    # ("copy", feed value, buffer value) or ("node", index, input names)
+    program: list[tuple[str, Any, Any]] = []
+
+    def materialize(name: str, i: int, buf: str, dedicated: bool = False) -> str:
+        """Copy a graph input (or a view of it) into a buffer before node i."""
+        infos[buf] = infos[name]
+        last.setdefault(buf, i)
+        allocate(buf, i, dedicated)
+        program.append(("copy", name, buf))
+        return buf
+
+    for i, node in enumerate(nodes):
+        if node.op not in KERNELS and node.op not in VIEWS:
+            raise ConfigError(f"the NumPy runtime has no kernel for op {node.op!r}")
+        src = node.inputs[0] if node.inputs else ""
+        if node.op in VIEWS and (len(node.outputs) == 1 or node.op != "Dropout"):
+            out = node.outputs[0]
+            if src in where:
+                st, _ = where[src]
+                st.end = max(st.end, last.get(out, i))
+                where[out] = (st, shape(out))
+            elif isinstance(env.get(src), Feed):
+                env[out] = env[src].view(shape(out))
+                if out in outputs:  # an output must not alias the caller's input
+                    materialize(out, i, out, dedicated=True)
+            else:
+                env[out] = np.asarray(env[src]).reshape(shape(out))
+            continue
+        ins = list(node.inputs)
+        for k, name in enumerate(ins):
+            if isinstance(env.get(name), Feed) and (k > 0 or node.op not in READS_FEEDS):
+                ins[k] = materialize(name, i, f"{name}@{i}.{k}")
+        program.append(("node", i, ins))
+        for k, out in enumerate(node.outputs):
+            if not out:
+                continue
+            if (k == 0 and node.op in IN_PLACE and ins[0] in where and out not in outputs
+                    and where[ins[0]][0].end == i and shape(ins[0]) == shape(out)):
+                st, _ = where[ins[0]]
+                st.end = last.get(out, i)
+                where[out] = (st, shape(out))
+            else:
+                allocate(out, i, dedicated=out in outputs)
+
+    # phase 2: allocate storages (with a tail so wide conv views may read past the end)
+    for st in storages:
+        st.array = np.zeros(st.size + TAIL, dtype)
+
+    def value(name: str) -> Any:
+        if not name:
+            return None
+        if name in where:
+            st, shp = where[name]
+            return st.array[:int(np.prod(shp))].reshape(shp)
+        return env[name]
+
+    # phase 3: build the kernels over the final arrays
+    steps: list[Any] = []
+    for kind, a, b in program:
+        if kind == "copy":
+            steps.append(_copy_step(env[a], value(b)))
+        else:
+            node = nodes[a]
+            outs = [value(o) for o in node.outputs]
+            steps.append(KERNELS[node.op](node, [value(n) for n in b], outs, ctx))
+    out_values = [value(v.name) for v in graph.outputs]
+    out_values = [o.getter() if isinstance(o, Feed) else o for o in out_values]
+    nbytes = sum(st.array.nbytes for st in storages) + ctx.nbytes
+    return Plan(steps, out_values, nbytes)
+
+
+def _copy_step(feed: Feed, buf: np.ndarray) -> Any:
+    get = feed.getter()
+    return lambda feeds: np.copyto(buf, get(feeds).reshape(buf.shape))
+
+
+class _CountingCtx(Ctx):
+    """Ctx that remembers how many bytes of scratch and constants it handed out."""
+
+    def __init__(self, dtype: Any) -> None:
+        super().__init__(dtype)
+        self.nbytes = 0
+
+    def scratch(self, shape: Any, fill: float | None = None) -> np.ndarray:
+        arr = super().scratch(shape, fill)
+        self.nbytes += arr.nbytes
+        return arr

@@ -1,0 +1,1 @@
+"""nnforge serve: the model server (simple REST, KServe V2 REST and gRPC, batching, metrics)."""

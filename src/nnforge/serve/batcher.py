@@ -1,0 +1,202 @@
+"""The dynamic batcher: concurrent requests of one model version share one forward pass.
+
+It lives on the server's event loop. A request's samples join a bounded queue; a worker task
+takes everything queued (up to `max_batch_size` samples, after waiting at most
+`max_queue_delay` for the batch to fill), runs one forward pass, and hands each request its
+rows. Requests already in the loop's ready queue join the same batch without any wait,
+because the worker is woken by a callback scheduled after them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..errors import NNForgeError
+from .errors import ClientGone, InvalidInput, QueueFull, RequestTimeout, Unavailable
+from .metrics import ModelMetrics
+
+Outputs = dict[str, np.ndarray]
+
+
+@dataclass
+class BatchingConfig:
+    """How one model version batches."""
+
+    max_batch_size: int = 64
+    max_queue_delay_ms: float = 0.0  # 0: batch whatever is waiting, never hold a request back
+    max_queue_size: int = 2048  # samples waiting; beyond it requests are refused with 503
+    timeout_ms: float = 30000.0  # per request, from arrival to answer
+    compute: str = "auto"  # "thread": forward passes on a worker thread; "inline": on the loop
+
+
+class _Item:
+    __slots__ = ("x", "n", "future", "arrived", "gone", "timer")
+
+    def __init__(self, x: np.ndarray, future: asyncio.Future, arrived: float,
+                 gone: Callable[[], bool] | None) -> None:
+        self.x, self.n, self.future, self.arrived, self.gone = x, len(x), future, arrived, gone
+        self.timer: asyncio.TimerHandle | None = None
+
+
+def _wake(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class DynamicBatcher:
+    """Collects concurrent requests into batched calls of `compute` (rows in, rows out)."""
+
+    def __init__(self, compute: Callable[[np.ndarray], Outputs], config: BatchingConfig,
+                 metrics: ModelMetrics, threaded: bool = False, name: str = "model") -> None:
+        self.compute, self.config, self.metrics = compute, config, metrics
+        self._loop = asyncio.get_running_loop()
+        self._queue: list[_Item] = []
+        self._queued = 0  # samples in _queue
+        self._wakeup: asyncio.Future | None = None
+        self._wake_at = 1  # queued samples that end the worker's current wait
+        self._closing = False
+        self._executor = (ThreadPoolExecutor(1, thread_name_prefix=f"nnforge-{name}")
+                          if threaded else None)
+        self._worker = self._loop.create_task(self._run(), name=f"batcher-{name}")
+
+    @property
+    def threaded(self) -> bool:
+        """Whether forward passes run on a worker thread instead of the event loop."""
+        return self._executor is not None
+
+    async def infer(self, x: np.ndarray, arrived: float | None = None,
+                    gone: Callable[[], bool] | None = None) -> Outputs:
+        """The model's outputs for the rows of x (computed in a batch with other requests)."""
+        cfg = self.config
+        if self._closing:
+            raise Unavailable("the model version is being unloaded; retry")
+        n = len(x)
+        if self._queued + n > cfg.max_queue_size and self._queued:
+            raise QueueFull(f"the queue of this model holds {self._queued} samples and admits "
+                            f"at most {cfg.max_queue_size}; retry later")
+        now = time.perf_counter()
+        item = _Item(x, self._loop.create_future(), now if arrived is None else arrived, gone)
+        if cfg.timeout_ms > 0:
+            delay = item.arrived + cfg.timeout_ms / 1000 - now
+            item.timer = self._loop.call_later(delay, self._expire, item)
+        self._queue.append(item)
+        self._queued += n
+        self.metrics.queued = self._queued
+        if self._wakeup is not None and self._queued >= self._wake_at:
+            _wake(self._wakeup)
+        try:
+            return await item.future
+        finally:
+            if item.timer is not None:
+                item.timer.cancel()
+
+    def _expire(self, item: _Item) -> None:
+        if not item.future.done():
+            item.future.set_exception(RequestTimeout(
+                f"no answer within the request timeout of {self.config.timeout_ms:g} ms"))
+
+    async def close(self) -> None:
+        """Stop taking requests, finish the queued ones, stop the worker."""
+        self._closing = True
+        if self._wakeup is not None:
+            _wake(self._wakeup)
+        await asyncio.shield(self._worker)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+
+    async def _wait(self, wake_at: int, timeout: float | None) -> None:
+        self._wakeup, self._wake_at = self._loop.create_future(), wake_at
+        handle = self._loop.call_later(timeout, _wake, self._wakeup) if timeout else None
+        try:
+            await self._wakeup
+        finally:
+            self._wakeup = None
+            if handle is not None:
+                handle.cancel()
+
+    async def _run(self) -> None:
+        cfg = self.config
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                await self._wait(1, None)
+                continue
+            if cfg.max_queue_delay_ms > 0 and self._queued < cfg.max_batch_size \
+                    and not self._closing:
+                left = self._queue[0].arrived + cfg.max_queue_delay_ms / 1000 \
+                    - time.perf_counter()
+                if left > 0:
+                    await self._wait(cfg.max_batch_size, left)
+            batch = self._take()
+            if batch:
+                await self._compute(batch)
+
+    def _take(self) -> list[_Item]:
+        """Pop the requests of the next batch, dropping the ones nobody waits for any more."""
+        limit, taken, total, used = self.config.max_batch_size, [], 0, 0
+        queue = self._queue
+        for item in queue:
+            if not item.future.done() and item.gone is not None and item.gone():
+                item.future.set_exception(ClientGone("the client disconnected"))
+            # a done future: timed out, client gone, or its task was cancelled (gRPC cancel)
+            if not item.future.done():
+                if total and total + item.n > limit:
+                    break
+                taken.append(item)
+                total += item.n
+            self._queued -= item.n
+            used += 1
+        del queue[:used]
+        self.metrics.queued = self._queued
+        return taken
+
+    async def _compute(self, batch: list[_Item]) -> None:
+        m = self.metrics
+        start = time.perf_counter()
+        for item in batch:
+            m.queue.observe(start - item.arrived)
+        x = batch[0].x if len(batch) == 1 else np.concatenate([it.x for it in batch])
+        try:
+            out = await self._call(x)
+        except Exception as exc:  # noqa: BLE001 - every waiting request must get an answer
+            await self._isolate(batch, exc)
+            return
+        m.compute.observe(time.perf_counter() - start)
+        m.batch.observe(len(x))
+        offset = 0
+        for item in batch:
+            if not item.future.done():
+                end = offset + item.n
+                item.future.set_result({k: v[offset:end] for k, v in out.items()})
+            offset += item.n
+
+    async def _call(self, x: np.ndarray) -> Outputs:
+        if self._executor is None:
+            return self.compute(x)
+        return await self._loop.run_in_executor(self._executor, self.compute, x)
+
+    async def _isolate(self, batch: list[_Item], exc: Exception) -> None:
+        """A failed batch is rerun request by request, so one bad request fails alone."""
+        if len(batch) == 1:
+            item = batch[0]
+            if not item.future.done():
+                err = InvalidInput(str(exc)) if isinstance(exc, NNForgeError) else exc
+                item.future.set_exception(err)
+            return
+        for item in batch:
+            if item.future.done():
+                continue
+            try:
+                out = await self._call(item.x)
+            except Exception as err:  # noqa: BLE001
+                await self._isolate([item], err)
+            else:
+                if not item.future.done():
+                    item.future.set_result(out)

@@ -1,0 +1,99 @@
+"""What a request can fail with: each error knows its HTTP status, gRPC code and metrics outcome."""
+
+from __future__ import annotations
+
+
+class ServeError(Exception):
+    """A request that cannot be answered normally; the message goes to the client."""
+
+    status = 500
+    grpc_code = "INTERNAL"
+    outcome = "error"
+
+
+class InvalidInput(ServeError):
+    """The client sent something malformed: wrong JSON, shape, datatype, parameter."""
+
+    status = 400
+    grpc_code = "INVALID_ARGUMENT"
+    outcome = "invalid_input"
+
+
+class NotFound(ServeError):
+    """Unknown model, version or route."""
+
+    status = 404
+    grpc_code = "NOT_FOUND"
+    outcome = "invalid_input"
+
+
+class MethodNotAllowed(ServeError):
+    """A known route called with the wrong HTTP method."""
+
+    status = 405
+    grpc_code = "UNIMPLEMENTED"
+    outcome = "invalid_input"
+
+
+class Unauthorized(ServeError):
+    """A missing or wrong API key."""
+
+    status = 401
+    grpc_code = "UNAUTHENTICATED"
+    outcome = "unauthorized"
+
+
+class Forbidden(ServeError):
+    """An administration endpoint while administration is switched off."""
+
+    status = 403
+    grpc_code = "PERMISSION_DENIED"
+    outcome = "unauthorized"
+
+
+class PayloadTooLarge(ServeError):
+    """The body is larger than the configured limit."""
+
+    status = 413
+    grpc_code = "RESOURCE_EXHAUSTED"
+    outcome = "invalid_input"
+
+
+class UnsupportedMediaType(ServeError):
+    """A content type or content encoding the server does not read."""
+
+    status = 415
+    grpc_code = "INVALID_ARGUMENT"
+    outcome = "invalid_input"
+
+
+class QueueFull(ServeError):
+    """The batcher's bounded queue is full: the client should back off and retry."""
+
+    status = 503
+    grpc_code = "UNAVAILABLE"
+    outcome = "rejected_queue_full"
+
+
+class Unavailable(ServeError):
+    """The model version is shutting down or not loaded yet."""
+
+    status = 503
+    grpc_code = "UNAVAILABLE"
+    outcome = "error"
+
+
+class RequestTimeout(ServeError):
+    """The request waited longer than its timeout."""
+
+    status = 504
+    grpc_code = "DEADLINE_EXCEEDED"
+    outcome = "timeout"
+
+
+class ClientGone(ServeError):
+    """The client disconnected before its request was computed; nobody reads this answer."""
+
+    status = 499
+    grpc_code = "CANCELLED"
+    outcome = "cancelled"

@@ -1,0 +1,149 @@
+"""Prometheus metrics of the server, cheap on the request path.
+
+prometheus_client's own Counter/Histogram take a lock and walk label dicts on every call,
+several microseconds each; a request touches half a dozen of them. Here the hot path only
+bumps plain Python numbers (all updates come from the event loop thread, so no lock is
+needed) and prometheus_client formats them when /metrics is scraped.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.process_collector import ProcessCollector
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                   0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+OUTCOMES = ("success", "invalid_input", "rejected_queue_full", "timeout", "cancelled",
+            "unauthorized", "error")
+#: label used for requests naming a model that does not exist, so that clients sending random
+#: names cannot grow the number of series without bound
+UNKNOWN = "_unknown"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Histogram:
+    """Bucket counts and sum of one label set."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count one value (bucket `le=b` holds values <= b)."""
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """(le, cumulative count) pairs in Prometheus order."""
+        out, total = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts):
+            total += count
+            out.append(("+Inf" if bound == float("inf") else repr(float(bound)), total))
+        return out
+
+
+class ModelMetrics:
+    """Everything counted for one (model, version)."""
+
+    __slots__ = ("outcomes", "queue", "compute", "total", "batch", "inflight", "queued",
+                 "load_seconds", "labels")
+
+    def __init__(self, model: str, version: str) -> None:
+        self.labels = (model, version)
+        self.outcomes = dict.fromkeys(OUTCOMES, 0)
+        self.queue = Histogram(LATENCY_BUCKETS)
+        self.compute = Histogram(LATENCY_BUCKETS)
+        self.total = Histogram(LATENCY_BUCKETS)
+        self.batch = Histogram(BATCH_BUCKETS)
+        self.inflight = 0  # requests between arrival and answer
+        self.queued = 0  # samples waiting in the batcher
+        self.load_seconds: float | None = None
+
+
+class ServerMetrics:
+    """All series of one server, and their Prometheus text form."""
+
+    def __init__(self) -> None:
+        self._models: dict[tuple[str, str], ModelMetrics] = {}
+        self.load_failures: dict[str, int] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+        ProcessCollector(registry=self.registry)  # memory and CPU of the server process
+
+    def model(self, model: str, version: str) -> ModelMetrics:
+        """The series of one model version, created on first use."""
+        key = (model, version)
+        m = self._models.get(key)
+        if m is None:
+            m = self._models[key] = ModelMetrics(model, version)
+        return m
+
+    def items(self) -> Iterable[ModelMetrics]:
+        """Every model version seen so far."""
+        return list(self._models.values())
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry)
+
+
+class _Collector:
+    """Turns the plain numbers into metric families when scraped."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield every family (called by prometheus_client)."""
+        mv = ["model", "version"]
+        requests = CounterMetricFamily("nnforge_requests", "Inference requests by outcome",
+                                       labels=[*mv, "outcome"])
+        hists = {
+            "queue": HistogramMetricFamily("nnforge_queue_duration_seconds",
+                                           "Time a request waited in the batcher queue",
+                                           labels=mv),
+            "compute": HistogramMetricFamily("nnforge_compute_duration_seconds",
+                                             "Time of one batched forward pass", labels=mv),
+            "total": HistogramMetricFamily("nnforge_request_duration_seconds",
+                                           "Time from a request's arrival to its answer",
+                                           labels=mv),
+            "batch": HistogramMetricFamily("nnforge_batch_size",
+                                           "Samples per batched forward pass", labels=mv),
+        }
+        inflight = GaugeMetricFamily("nnforge_inflight_requests",
+                                     "Inference requests being handled", labels=mv)
+        queued = GaugeMetricFamily("nnforge_queue_samples", "Samples waiting in the batcher",
+                                   labels=mv)
+        load = GaugeMetricFamily("nnforge_model_load_duration_seconds",
+                                 "Time to load and warm up a model version", labels=mv)
+        failures = CounterMetricFamily("nnforge_model_load_failures",
+                                       "Model versions that failed to load", labels=["model"])
+        for m in self.metrics.items():
+            labels = list(m.labels)
+            for outcome, count in m.outcomes.items():
+                requests.add_metric([*labels, outcome], count)
+            for key, family in hists.items():
+                h = getattr(m, key)
+                family.add_metric(labels, h.cumulative(), h.sum)
+            inflight.add_metric(labels, m.inflight)
+            queued.add_metric(labels, m.queued)
+            if m.load_seconds is not None:
+                load.add_metric(labels, m.load_seconds)
+        for model, count in self.metrics.load_failures.items():
+            failures.add_metric([model], count)
+        yield requests
+        yield from hists.values()
+        yield from (inflight, queued, load, failures)

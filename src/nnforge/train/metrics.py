@@ -1,0 +1,232 @@
+"""Evaluation metrics in plain NumPy, and the registry the Trainer looks metric names up in."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import ConfigError, DataError, ShapeError
+
+_AVERAGES = ("binary", "macro", "micro", "weighted")
+
+
+def _pair(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
+    t, p = np.asarray(y_true), np.asarray(y_pred)
+    if t.shape != p.shape:
+        raise ShapeError(f"expected y_pred of shape {t.shape} like y_true, found {p.shape}")
+    if t.ndim == 0 or t.shape[0] == 0:
+        raise DataError(f"expected at least one sample, found shape {t.shape}")
+    return t, p
+
+
+def _labels_1d(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
+    t, p = _pair(y_true, y_pred)
+    if t.ndim != 1:
+        raise ShapeError(f"expected 1-D class labels, found shape {t.shape}")
+    return t, p
+
+
+def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den with 0 where den is 0 (scikit-learn's zero_division=0)."""
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    return np.divide(num, den, out=np.zeros_like(num), where=den != 0)
+
+
+# -- classification --------------------------------------------------------------------------
+
+def accuracy(y_true: Any, y_pred: Any) -> float:
+    """Fraction of samples predicted exactly (for 2-D label rows: every entry right)."""
+    t, p = _pair(y_true, y_pred)
+    hit = t == p
+    if hit.ndim > 1:
+        hit = hit.reshape(hit.shape[0], -1).all(axis=1)
+    return float(np.mean(hit))
+
+
+def top_k_accuracy(y_true: Any, scores: Any, k: int = 5) -> float:
+    """Fraction of samples whose true class is among the k highest scores.
+
+    Ties rank the lower class index first, like argmax, so k=1 equals accuracy of the argmax.
+    """
+    t, s = np.asarray(y_true), np.asarray(scores)
+    if s.ndim != 2 or t.shape != (s.shape[0],) or s.shape[0] == 0:
+        raise ShapeError(f"expected scores of shape (n, classes) and y_true of shape (n,), "
+                         f"found {s.shape} and {t.shape}")
+    if t.dtype.kind not in "iu":
+        raise DataError(f"expected integer class indices in y_true, found dtype {t.dtype}")
+    if t.min() < 0 or t.max() >= s.shape[1]:
+        raise DataError(f"expected class indices in [0, {s.shape[1] - 1}], found range "
+                        f"[{t.min()}, {t.max()}]")
+    if int(k) != k or k < 1:
+        raise ConfigError(f"expected k >= 1, found {k!r}")
+    true_score = s[np.arange(s.shape[0]), t][:, None]
+    before = np.arange(s.shape[1]) < t[:, None]
+    rank = (s > true_score).sum(axis=1) + ((s == true_score) & before).sum(axis=1)
+    return float(np.mean(rank < k))
+
+
+def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None) -> np.ndarray:
+    """int64 (classes, classes) counts; row = true class index, column = predicted."""
+    t, p = _labels_1d(y_true, y_pred)
+    for name, a in (("y_true", t), ("y_pred", p)):
+        if a.dtype.kind not in "biu":
+            raise DataError(f"expected integer class indices in {name}, found dtype {a.dtype}")
+    k = int(max(t.max(), p.max())) + 1 if num_classes is None else int(num_classes)
+    low, high = min(t.min(), p.min()), max(t.max(), p.max())
+    if low < 0 or high >= k:
+        raise DataError(f"expected class indices in [0, {k - 1}], found range [{low}, {high}]")
+    codes = t.astype(np.int64) * k + p.astype(np.int64)
+    return np.bincount(codes, minlength=k * k).reshape(k, k)
+
+
+def _counts(t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per class (every label seen in either array): true positives, predicted, actual."""
+    labels, codes = np.unique(np.concatenate([t, p]), return_inverse=True)
+    k, n = len(labels), len(t)
+    cm = np.bincount(codes[:n] * k + codes[n:], minlength=k * k).reshape(k, k)
+    return np.diag(cm), cm.sum(axis=0), cm.sum(axis=1)
+
+
+def _binary_counts(t: np.ndarray, p: np.ndarray, pos_label: Any
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    labels = np.unique(np.concatenate([t, p]))
+    if len(labels) > 2:
+        raise DataError(f"expected at most 2 classes for average='binary', found {len(labels)} "
+                        f"(use average='macro', 'micro' or 'weighted')")
+    if len(labels) == 2 and pos_label not in labels.tolist():
+        raise DataError(f"expected pos_label in {labels.tolist()}, found {pos_label!r}")
+    tp = np.sum((t == pos_label) & (p == pos_label))
+    return np.array([tp]), np.array([np.sum(p == pos_label)]), np.array([np.sum(t == pos_label)])
+
+
+def _precision_recall_f1(y_true: Any, y_pred: Any, average: str, pos_label: Any
+                         ) -> tuple[float, float, float]:
+    if average not in _AVERAGES:
+        raise ConfigError(f"expected average in {list(_AVERAGES)}, found {average!r}")
+    t, p = _labels_1d(y_true, y_pred)
+    if average == "binary":
+        tp, pred, true = _binary_counts(t, p, pos_label)
+    else:
+        tp, pred, true = _counts(t, p)
+    if average == "micro":
+        tp, pred, true = tp.sum(keepdims=True), pred.sum(keepdims=True), true.sum(keepdims=True)
+    per_class = (_divide(tp, pred), _divide(tp, true), _divide(2 * tp, pred + true))
+    if average == "weighted":
+        if true.sum() == 0:
+            return 0.0, 0.0, 0.0
+        pr, rc, f = (float(np.average(v, weights=true)) for v in per_class)
+    else:
+        pr, rc, f = (float(v.mean()) for v in per_class)
+    return pr, rc, f
+
+
+def precision(y_true: Any, y_pred: Any, average: str = "binary", pos_label: Any = 1) -> float:
+    """Of the samples predicted as a class, the fraction that are that class."""
+    return _precision_recall_f1(y_true, y_pred, average, pos_label)[0]
+
+
+def recall(y_true: Any, y_pred: Any, average: str = "binary", pos_label: Any = 1) -> float:
+    """Of the samples of a class, the fraction predicted as that class."""
+    return _precision_recall_f1(y_true, y_pred, average, pos_label)[1]
+
+
+def f1(y_true: Any, y_pred: Any, average: str = "binary", pos_label: Any = 1) -> float:
+    """Harmonic mean of precision and recall."""
+    return _precision_recall_f1(y_true, y_pred, average, pos_label)[2]
+
+
+# -- regression -----------------------------------------------------------------------------
+
+def _values(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_pred, dtype=np.float64)
+    # A model's (n, 1) output against (n,) targets is the usual case, not a mistake.
+    if t.shape != p.shape and t.size == p.size and max(t.ndim, p.ndim) <= 2 and \
+            t.shape[:1] == p.shape[:1]:
+        t, p = t.reshape(-1), p.reshape(-1)
+    return _pair(t, p)
+
+
+def mse(y_true: Any, y_pred: Any) -> float:
+    """Mean squared error (averaged over outputs too)."""
+    t, p = _values(y_true, y_pred)
+    return float(np.mean((t - p) ** 2))
+
+
+def mae(y_true: Any, y_pred: Any) -> float:
+    """Mean absolute error."""
+    t, p = _values(y_true, y_pred)
+    return float(np.mean(np.abs(t - p)))
+
+
+def rmse(y_true: Any, y_pred: Any) -> float:
+    """Root mean squared error (per output, then averaged, like scikit-learn)."""
+    t, p = _values(y_true, y_pred)
+    return float(np.mean(np.sqrt(np.mean((t - p) ** 2, axis=0))))
+
+
+def r2(y_true: Any, y_pred: Any) -> float:
+    """Coefficient of determination; a constant target scores 1 if matched exactly, else 0."""
+    t, p = _values(y_true, y_pred)
+    residual = np.sum((t - p) ** 2, axis=0)
+    total = np.sum((t - t.mean(axis=0)) ** 2, axis=0)
+    score = np.where(total != 0, 1.0 - _divide(residual, total), np.where(residual == 0, 1.0, 0.0))
+    return float(np.mean(score))
+
+
+# -- registry -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Metric:
+    """A named metric and what it must be fed.
+
+    kind: "class" (predicted labels), "score" (per-class scores or probabilities, (n, classes))
+    or "regression" (raw values).
+    """
+
+    name: str
+    fn: Callable[[Any, Any], float]
+    kind: str = "class"
+    higher_is_better: bool = True
+
+    def __call__(self, y_true: Any, y_pred: Any) -> float:
+        return self.fn(y_true, y_pred)
+
+
+def _entries() -> dict[str, Metric]:
+    m: list[Metric] = [
+        Metric("accuracy", accuracy),
+        Metric("top_k_accuracy", partial(top_k_accuracy, k=5), "score"),
+        Metric("precision", partial(precision, average="binary")),
+        Metric("recall", partial(recall, average="binary")),
+        Metric("f1", partial(f1, average="binary")),
+    ]
+    for avg in ("macro", "micro", "weighted"):
+        m += [Metric(f"precision_{avg}", partial(precision, average=avg)),
+              Metric(f"recall_{avg}", partial(recall, average=avg)),
+              Metric(f"f1_{avg}", partial(f1, average=avg))]
+    m += [Metric("mse", mse, "regression", False), Metric("mae", mae, "regression", False),
+          Metric("rmse", rmse, "regression", False), Metric("r2", r2, "regression", True)]
+    return {x.name: x for x in m}
+
+
+#: Metric names the Trainer accepts; "top<k>_accuracy" (e.g. "top5_accuracy") works for any k.
+METRICS: dict[str, Metric] = _entries()
+
+
+def get_metric(name: str | Metric) -> Metric:
+    """The Metric for a name (or the Metric itself); ConfigError listing the choices."""
+    if isinstance(name, Metric):
+        return name
+    if isinstance(name, str):
+        if name in METRICS:
+            return METRICS[name]
+        match = re.fullmatch(r"top([1-9][0-9]*)_accuracy", name)
+        if match:
+            return Metric(name, partial(top_k_accuracy, k=int(match.group(1))), "score")
+    raise ConfigError(f"expected a metric name in {sorted(METRICS) + ['top<k>_accuracy']}, "
+                      f"found {name!r}")

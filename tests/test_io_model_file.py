@@ -1,0 +1,258 @@
+"""Saving and loading `.nnf` model files: round trips, manifest, layout, validation, atomicity."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import zipfile
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+import nnforge as nf
+from nnforge import nn
+from nnforge.errors import ConfigError
+from nnforge.io import load, read_manifest, read_weights, save
+from nnforge.io.archive import ALIGNMENT
+from nnforge.nn.module import LAYER_REGISTRY, Parameter, register_layer
+from nnforge.random import get_rng, get_rng_state
+
+
+def _mlp() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, 10))
+
+
+def _outputs(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    with nf.no_grad():
+        return model(x).data
+
+
+@pytest.fixture
+def custom_layer():
+    """A registered layer with weights, a float and an integer buffer; unregistered after."""
+
+    class ChannelScale(nn.Module):
+        """Scales each channel of (N, C, H, W) by a learned factor, plus a fixed offset."""
+
+        def __init__(self, channels: int) -> None:
+            super().__init__()
+            self.channels = channels
+            self.weight = Parameter(get_rng().standard_normal((channels, 1, 1)).astype(np.float32))
+            self.register_buffer("offset", np.full((channels, 1, 1), 0.5, np.float32))
+            self.register_buffer("calls", np.array(3, np.int64))
+
+        def forward(self, x):
+            return x * self.weight + nf.Tensor(self.offset)
+
+        def get_config(self):
+            return {"channels": self.channels}
+
+    register_layer(ChannelScale)
+    yield ChannelScale
+    LAYER_REGISTRY.pop("ChannelScale", None)
+
+
+def _custom_model(layer_cls) -> nn.Sequential:
+    return nn.Sequential(layer_cls(2), nn.Flatten(), nn.Linear(2 * 8 * 8, 3))
+
+
+def test_mlp_round_trip_is_bitwise(tmp_path, rng):
+    model = _mlp()
+    path = tmp_path / "mlp.nnf"
+    save(model, path)
+    loaded = load(path)
+    x = rng.standard_normal((7, 64)).astype(np.float32)
+    model.eval()
+    assert np.array_equal(_outputs(model, x), _outputs(loaded, x))
+    assert not loaded.training and all(not m.training for m in loaded.modules())
+    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and a.dtype == b.dtype and np.array_equal(a, b)
+    assert isinstance(loaded.manifest, dict)
+    assert "manifest" not in loaded._modules and "manifest" not in loaded._parameters
+    assert "manifest" not in loaded.state_dict()
+
+
+def test_manifest_contents(tmp_path):
+    model = _mlp()
+    path = tmp_path / "m.nnf"
+    labels = [f"digit {i}" for i in range(10)]
+    save(model, path, task="multiclass", labels=labels, metrics={"accuracy": np.float32(0.75)},
+         extra={"dataset": "digits"})
+    m = read_manifest(path)
+    assert m["format"] == "nnforge-model" and m["format_version"] == 1
+    assert m["library"] == "nnforge" and m["library_version"] == nf.__version__
+    assert datetime.fromisoformat(m["created"].replace("Z", "+00:00")).utcoffset().seconds == 0
+    assert m["kind"] == "model" and m["task"] == "multiclass" and m["labels"] == labels
+    assert m["inputs"] == [{"name": "input", "shape": [None, 64], "dtype": "float32"}]
+    assert m["outputs"] == [{"name": "output", "shape": [None, 10], "dtype": "float32"}]
+    assert m["metrics"] == {"accuracy": 0.75} and m["extra"] == {"dataset": "digits"}
+    assert m["num_parameters"] == 64 * 32 + 32 + 32 * 10 + 10 == model.num_parameters()
+    with zipfile.ZipFile(path) as zf:
+        assert zf.namelist()[0] == "manifest.json"
+        assert set(m["checksums"]) == set(zf.namelist()) - {"manifest.json"}
+        for name, digest in m["checksums"].items():
+            assert digest == "sha256:" + hashlib.sha256(zf.read(name)).hexdigest()
+        assert json.loads(zf.read("architecture.json")) == model.to_architecture()
+    assert load(path).manifest == m
+
+
+def test_entries_are_stored_and_weights_map_aligned_without_copy(tmp_path):
+    model = _mlp()
+    path = tmp_path / "m.nnf"
+    save(model, path)
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+    assert infos and all(i.compress_type == zipfile.ZIP_STORED for i in infos)
+    weights = read_weights(path)
+    for k, v in model.state_dict().items():
+        w = weights[k]
+        assert np.array_equal(w, v) and w.dtype == np.float32
+        assert not w.flags.owndata and not w.flags.writeable and w.flags.aligned
+    # the weights entry's data starts on an ALIGNMENT boundary inside the file
+    raw = path.read_bytes()
+    info = next(i for i in infos if i.filename == "weights.safetensors")
+    start = raw.index(b"PK\x03\x04", info.header_offset)
+    n, m = int.from_bytes(raw[start + 26:start + 28], "little"), int.from_bytes(
+        raw[start + 28:start + 30], "little")
+    assert (start + 30 + n + m) % ALIGNMENT == 0
+
+
+def test_save_restores_each_module_mode(tmp_path):
+    model = _mlp()
+    model.train()
+    model[2].eval()
+    save(model, tmp_path / "m.nnf")
+    assert [m.training for m in model.modules()] == [True, True, True, False, True]
+
+
+def test_input_shape_sources(tmp_path, custom_layer):
+    conv_like = _custom_model(custom_layer)
+    with pytest.raises(ConfigError, match="input_shape="):
+        save(conv_like, tmp_path / "a.nnf")
+    save(conv_like, tmp_path / "a.nnf", input_shape=(2, 8, 8))
+    assert read_manifest(tmp_path / "a.nnf")["inputs"][0]["shape"] == [None, 2, 8, 8]
+    loaded = load(tmp_path / "a.nnf")
+    assert loaded.input_shape == (2, 8, 8)
+    save(loaded, tmp_path / "b.nnf")  # a loaded model remembers its input shape
+    assert read_manifest(tmp_path / "b.nnf")["outputs"][0]["shape"] == [None, 3]
+    attr_model = _custom_model(custom_layer)
+    attr_model.input_shape = (2, 8, 8)
+    save(attr_model, tmp_path / "c.nnf")
+    with pytest.raises(ConfigError, match=r"zero batch of shape \(1, 65\)"):
+        save(_mlp(), tmp_path / "d.nnf", input_shape=(65,))
+    with pytest.raises(ConfigError, match="positive integers"):
+        save(_mlp(), tmp_path / "d.nnf", input_shape=(0,))
+    assert not (tmp_path / "d.nnf").exists()
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"task": "classification"}, "task must be one of"),
+    ({"task": "multiclass", "labels": ["a", "b"]}, "needs 10 labels .the model has 10 outputs., "
+                                                    "found 2"),
+    ({"task": "binary", "labels": ["no", "yes", "maybe"]}, "needs 2 labels"),
+    ({"labels": ["a", "a"]}, "distinct"),
+    ({"labels": [1.5]}, "strings or integers"),
+    ({"metrics": {"acc": "high"}}, "names to numbers"),
+    ({"preprocessing": 42}, "get_config"),
+    ({"extra": {"f": open}}, "JSON-serialisable"),
+])
+def test_bad_metadata_is_refused(tmp_path, kwargs, words):
+    with pytest.raises(ConfigError, match=words):
+        save(_mlp(), tmp_path / "m.nnf", **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_preprocessing_metrics_and_label_forms(tmp_path):
+    class Scaler:
+        def get_config(self):
+            return {"type": "StandardScaler", "mean": np.arange(3, dtype=np.float32)}
+
+    path = tmp_path / "m.nnf"
+    save(_mlp(), path, task="multiclass", labels=np.arange(10),
+         preprocessing=[Scaler(), {"type": "Clip", "low": 0}], metrics={"f1": float("nan")})
+    m = read_manifest(path)
+    assert m["preprocessing"] == [{"type": "StandardScaler", "mean": [0.0, 1.0, 2.0]},
+                                  {"type": "Clip", "low": 0}]
+    assert m["labels"] == list(range(10)) and m["metrics"] == {"f1": None}
+    save(_mlp(), path, preprocessing=Scaler(), task="binary", labels=["neg", "pos"])
+    assert read_manifest(path)["preprocessing"]["type"] == "StandardScaler"
+
+
+def test_float64_model_is_stored_as_float32(tmp_path, rng):
+    model = _mlp().double()
+    save(model, tmp_path / "m.nnf")
+    loaded = load(tmp_path / "m.nnf")
+    assert all(p.dtype == np.float32 for p in loaded.parameters())
+    assert read_manifest(tmp_path / "m.nnf")["outputs"][0]["dtype"] == "float32"
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    model.eval()
+    np.testing.assert_allclose(_outputs(loaded, x), _outputs(model, x), rtol=1e-5, atol=1e-6)
+
+
+def test_loading_does_not_move_the_random_stream(tmp_path):
+    save(_mlp(), tmp_path / "m.nnf")
+    before = get_rng_state()
+    load(tmp_path / "m.nnf")
+    assert get_rng_state() == before
+
+
+def test_custom_registered_layer_round_trips(tmp_path, rng, custom_layer):
+    model = _custom_model(custom_layer)
+    model[0].offset = np.full((2, 1, 1), -1.25, np.float32)
+    model[0].calls = np.array(11, np.int64)
+    save(model, tmp_path / "c.nnf", input_shape=(2, 8, 8), task="multiclass",
+         labels=["a", "b", "c"])
+    loaded = load(tmp_path / "c.nnf")
+    assert isinstance(loaded[0], custom_layer)
+    assert loaded[0].calls.dtype == np.int64 and int(loaded[0].calls) == 11
+    x = rng.standard_normal((4, 2, 8, 8)).astype(np.float32)
+    model.eval()
+    assert np.array_equal(_outputs(model, x), _outputs(loaded, x))
+
+
+# -- atomic writing ----------------------------------------------------------------------------
+def _leftovers(directory) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_failed_save_leaves_the_existing_file_untouched(tmp_path):
+    class Unregistered(nn.Module):
+        def forward(self, x):
+            return x
+
+    path = tmp_path / "m.nnf"
+    save(_mlp(), path)
+    before = path.read_bytes()
+    with pytest.raises(ConfigError, match="Unregistered is not registered"):
+        save(nn.Sequential(nn.Linear(64, 4), Unregistered()), path)
+    assert path.read_bytes() == before and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("victim", ["fsync", "replace"])
+def test_save_failing_mid_write_removes_the_temp_file(tmp_path, monkeypatch, victim):
+    path = tmp_path / "m.nnf"
+    save(_mlp(), path)
+    before = path.read_bytes()
+
+    def broken(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, victim, broken)
+    with pytest.raises(OSError, match="No space left"):
+        save(nn.Sequential(nn.Linear(64, 4)), path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and _leftovers(tmp_path) == []
+    assert load(path).num_parameters() == _mlp().num_parameters()
+
+
+def test_save_creates_parent_directories_and_leaves_no_temp_files(tmp_path):
+    path = tmp_path / "a" / "b" / "m.nnf"
+    save(_mlp(), path)
+    assert path.is_file() and _leftovers(path.parent) == []
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    path.chmod(0o600)
+    save(_mlp(), path)  # overwriting keeps the file's permissions
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

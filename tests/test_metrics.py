@@ -1,0 +1,168 @@
+"""Metrics against scikit-learn on random labels, and the metric registry."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from nnforge.errors import ConfigError, DataError, ShapeError
+from nnforge.train import metrics as M
+
+SEEDS = [0, 1, 2, 3]
+
+
+def _labels(seed: int, n_classes: int, n: int = 300, pred_classes: int | None = None):
+    """Random y_true over n_classes; predictions may use fewer classes (absent from y_pred)."""
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, n_classes, n)
+    y_pred = rng.integers(0, pred_classes or n_classes, n)
+    # Make predictions better than chance so the metrics are not all near one value.
+    keep = rng.random(n) < 0.4
+    y_pred[keep] = y_true[keep]
+    if pred_classes is not None:
+        y_pred = np.minimum(y_pred, pred_classes - 1)
+    return y_true, y_pred
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("n_classes,pred_classes", [(2, None), (5, None), (5, 3), (2, 1)])
+@pytest.mark.parametrize("average", ["macro", "micro", "weighted"])
+def test_precision_recall_f1_match_sklearn(seed, n_classes, pred_classes, average):
+    t, p = _labels(seed, n_classes, pred_classes=pred_classes)
+    kw = {"average": average, "zero_division": 0}
+    assert M.precision(t, p, average) == pytest.approx(skm.precision_score(t, p, **kw), abs=1e-9)
+    assert M.recall(t, p, average) == pytest.approx(skm.recall_score(t, p, **kw), abs=1e-9)
+    assert M.f1(t, p, average) == pytest.approx(skm.f1_score(t, p, **kw), abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("pred_classes", [None, 1])
+def test_binary_metrics_match_sklearn(seed, pred_classes):
+    t, p = _labels(seed, 2, pred_classes=pred_classes)
+    kw = {"zero_division": 0}
+    assert M.precision(t, p) == pytest.approx(skm.precision_score(t, p, **kw), abs=1e-9)
+    assert M.recall(t, p) == pytest.approx(skm.recall_score(t, p, **kw), abs=1e-9)
+    assert M.f1(t, p) == pytest.approx(skm.f1_score(t, p, **kw), abs=1e-9)
+    # pos_label=0 flips which class counts as positive.
+    assert M.f1(t, p, pos_label=0) == pytest.approx(
+        skm.f1_score(t, p, pos_label=0, **kw), abs=1e-9)
+
+
+def test_binary_string_labels_and_zero_division():
+    t = np.array(["spam", "ham", "spam", "ham"])
+    p = np.array(["ham", "ham", "spam", "ham"])
+    assert M.precision(t, p, pos_label="spam") == 1.0
+    assert M.recall(t, p, pos_label="spam") == 0.5
+    # Nothing predicted positive and nothing positive: 0, like zero_division=0.
+    zeros = np.zeros(6, dtype=np.int64)
+    assert M.precision(zeros, zeros) == 0.0 and M.f1(zeros, zeros) == 0.0
+    assert skm.f1_score(zeros, zeros, zero_division=0) == 0.0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("n_classes", [2, 5])
+def test_accuracy_and_confusion_matrix_match_sklearn(seed, n_classes):
+    t, p = _labels(seed, n_classes, pred_classes=max(1, n_classes - 2))
+    assert M.accuracy(t, p) == pytest.approx(skm.accuracy_score(t, p), abs=1e-9)
+    cm = M.confusion_matrix(t, p, num_classes=n_classes)
+    np.testing.assert_array_equal(cm, skm.confusion_matrix(t, p, labels=range(n_classes)))
+    assert cm.dtype == np.int64 and cm.sum() == len(t)
+    assert M.confusion_matrix(t, p).shape == (n_classes, n_classes)  # inferred from max label
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_top_k_accuracy_matches_sklearn(seed, k):
+    rng = np.random.default_rng(seed)
+    scores = rng.random((200, 6))
+    t = rng.integers(0, 6, 200)
+    expected = skm.top_k_accuracy_score(t, scores, k=k, labels=range(6))
+    assert M.top_k_accuracy(t, scores, k) == pytest.approx(expected, abs=1e-9)
+    if k == 1:
+        assert M.top_k_accuracy(t, scores, 1) == M.accuracy(t, scores.argmax(axis=1))
+
+
+def test_top_k_ties_rank_lower_index_first():
+    scores = np.zeros((4, 3))  # a constant model: no free credit for ties
+    t = np.array([0, 1, 2, 2])
+    assert M.top_k_accuracy(t, scores, 1) == 0.25  # only class 0 is "argmax"
+    assert M.top_k_accuracy(t, scores, 2) == 0.5
+    assert M.top_k_accuracy(t, scores, 3) == 1.0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("shape", [(50,), (50, 3)])
+def test_regression_metrics_match_sklearn(seed, shape):
+    rng = np.random.default_rng(seed)
+    t = rng.standard_normal(shape) * 3 + 1
+    p = t + rng.standard_normal(shape)
+    assert M.mse(t, p) == pytest.approx(skm.mean_squared_error(t, p), abs=1e-9)
+    assert M.mae(t, p) == pytest.approx(skm.mean_absolute_error(t, p), abs=1e-9)
+    assert M.rmse(t, p) == pytest.approx(skm.root_mean_squared_error(t, p), abs=1e-9)
+    assert M.r2(t, p) == pytest.approx(skm.r2_score(t, p), abs=1e-9)
+
+
+def test_regression_edge_cases():
+    t = np.arange(5, dtype=np.float32)
+    col = (t + 0.5).reshape(-1, 1)  # a model's (n, 1) output against (n,) targets
+    assert M.mse(t, col) == pytest.approx(0.25)
+    const = np.full(4, 2.0)
+    assert M.r2(const, const) == 1.0 == skm.r2_score(const, const)
+    assert M.r2(const, const + 1) == 0.0 == skm.r2_score(const, const + 1)
+    with pytest.raises(ShapeError, match="expected y_pred of shape"):
+        M.mse(np.zeros(4), np.zeros(5))
+    with pytest.raises(DataError, match="at least one sample"):
+        M.mae([], [])
+
+
+def test_classification_errors():
+    with pytest.raises(DataError, match="at most 2 classes"):
+        M.f1([0, 1, 2], [0, 1, 1])
+    with pytest.raises(DataError, match="pos_label"):
+        M.precision([0, 2, 2], [0, 2, 0])
+    with pytest.raises(ConfigError, match="expected average in"):
+        M.recall([0, 1], [0, 1], average="samples")
+    with pytest.raises(ShapeError):
+        M.accuracy([0, 1, 1], [0, 1])
+    with pytest.raises(DataError, match=r"expected class indices in \[0, 2\]"):
+        M.confusion_matrix([0, 1, 3], [0, 1, 2], num_classes=3)
+    with pytest.raises(DataError, match="integer class indices"):
+        M.confusion_matrix([0.5, 1.0], [0, 1])
+    with pytest.raises(ShapeError, match="scores of shape"):
+        M.top_k_accuracy([0, 1], np.zeros(2))
+    with pytest.raises(DataError, match=r"\[0, 2\]"):
+        M.top_k_accuracy([0, 3], np.zeros((2, 3)))
+
+
+def test_registry():
+    t, p = _labels(0, 5)
+    assert M.get_metric("f1_macro")(t, p) == M.f1(t, p, "macro")
+    assert M.get_metric("precision_macro").kind == "class"
+    assert M.get_metric("f1_weighted")(t, p) == pytest.approx(
+        skm.f1_score(t, p, average="weighted"), abs=1e-9)
+    assert M.get_metric("f1_micro")(t, p) == pytest.approx(M.accuracy(t, p), abs=1e-12)
+    bt, bp = _labels(0, 2)
+    assert M.get_metric("f1")(bt, bp) == M.f1(bt, bp)
+    for name in ("mse", "mae", "rmse"):
+        assert M.get_metric(name).kind == "regression"
+        assert not M.get_metric(name).higher_is_better
+    assert M.get_metric("r2").higher_is_better
+    scores = np.random.default_rng(0).random((30, 8))
+    yt = np.arange(30) % 8
+    for name, k in (("top5_accuracy", 5), ("top_k_accuracy", 5), ("top3_accuracy", 3)):
+        m = M.get_metric(name)
+        assert m.kind == "score" and m(yt, scores) == M.top_k_accuracy(yt, scores, k)
+    assert M.get_metric(M.METRICS["mse"]) is M.METRICS["mse"]
+    with pytest.raises(ConfigError, match="'f2_macro'") as e:
+        M.get_metric("f2_macro")
+    assert "f1_macro" in str(e.value) and "accuracy" in str(e.value)
+
+
+def test_results_are_plain_floats():
+    t, p = _labels(1, 3)
+    values = {n: M.get_metric(n)(t, p) for n in ("accuracy", "f1_macro", "recall_weighted")}
+    assert all(type(v) is float for v in values.values())
+    json.dumps(values)
