@@ -116,6 +116,11 @@ def test_directory_empty_file_and_device(tmp_path):
     assert "not a regular file" in _error(Path(os.devnull))
 
 
+def test_not_a_path(good):
+    with open(good, "rb") as f:
+        assert "expected the path of an nnforge model file, found BufferedReader" in _error(f)
+
+
 def test_garbage_bytes(tmp_path, rng):
     path = tmp_path / "junk.nnf"
     path.write_bytes(rng.bytes(5000))
@@ -362,3 +367,12 @@ def test_every_single_byte_flip_or_truncation_fails_cleanly_or_changes_nothing(t
             f.write(raw[n:])
     assert refused_cuts == len(raw)
     assert refused_flips > 0.75 * len(raw)
+
+
+@pytest.mark.parametrize("entry", ["weights.safetensors", "architecture.json"])
+def test_damage_is_caught_when_weights_are_hashed_on_a_second_thread(good, monkeypatch, entry):
+    monkeypatch.setattr(mf, "THREADED_HASH_BYTES", 0)  # the path big files take
+    assert load(good).num_parameters() == _model().num_parameters()
+    start, end = _data_span(good, entry)
+    _flip(good, (start + end) // 2)
+    assert f"checksum mismatch for entry {entry!r}" in _error(good)

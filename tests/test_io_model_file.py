@@ -14,8 +14,8 @@ import pytest
 
 import nnforge as nf
 from nnforge import nn
-from nnforge.errors import ConfigError
-from nnforge.io import load, read_manifest, read_weights, save
+from nnforge.errors import ConfigError, ModelFileError
+from nnforge.io import load, model_file, read_manifest, read_weights, save
 from nnforge.io.archive import ALIGNMENT
 from nnforge.nn.module import LAYER_REGISTRY, Parameter, register_layer
 from nnforge.random import get_rng, get_rng_state
@@ -59,7 +59,10 @@ def _custom_model(layer_cls) -> nn.Sequential:
     return nn.Sequential(layer_cls(2), nn.Flatten(), nn.Linear(2 * 8 * 8, 3))
 
 
-def test_mlp_round_trip_is_bitwise(tmp_path, rng):
+@pytest.mark.parametrize("threaded", [False, True])
+def test_mlp_round_trip_is_bitwise(tmp_path, rng, monkeypatch, threaded):
+    if threaded:  # big files hash their weights on a second thread while layers are built
+        monkeypatch.setattr(model_file, "THREADED_HASH_BYTES", 0)
     model = _mlp()
     path = tmp_path / "mlp.nnf"
     save(model, path)
@@ -241,11 +244,21 @@ def test_save_failing_mid_write_removes_the_temp_file(tmp_path, monkeypatch, vic
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, victim, broken)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(ModelFileError, match="cannot write model file .*No space left"):
         save(nn.Sequential(nn.Linear(64, 4)), path)
     monkeypatch.undo()
     assert path.read_bytes() == before and _leftovers(tmp_path) == []
     assert load(path).num_parameters() == _mlp().num_parameters()
+
+
+def test_unwritable_destinations_fail_with_a_model_file_error(tmp_path):
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(ModelFileError, match="cannot write model file .*directory"):
+        save(_mlp(), tmp_path / "taken")
+    (tmp_path / "plain").write_text("x")
+    with pytest.raises(ModelFileError, match="cannot write model file"):
+        save(_mlp(), tmp_path / "plain" / "m.nnf")
+    assert _leftovers(tmp_path) == [] and _leftovers(tmp_path / "taken") == []
 
 
 def test_save_creates_parent_directories_and_leaves_no_temp_files(tmp_path):

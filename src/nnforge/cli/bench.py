@@ -17,6 +17,7 @@ from .common import (
     positive_int,
     print_json,
     print_table,
+    sample_shape,
 )
 
 EXAMPLES = """\
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime import InferenceSession  # noqa: PLC0415
 
     session = InferenceSession(args.model, optimization=args.optimization)
-    shape = tuple(session.input_shape)
+    shape = sample_shape(session)
     rng = np.random.default_rng(0)
     results = []
     with _thread_limit(args.threads):

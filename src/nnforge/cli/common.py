@@ -188,6 +188,12 @@ def print_json(obj: Any) -> None:
     print(json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, newline: str | None = "") -> Iterator[IO[str]]:
     """A text file that appears at `path` only when the block succeeds (temp file + rename)."""
@@ -197,6 +203,7 @@ def atomic_output(path: str | os.PathLike, newline: str | None = "") -> Iterator
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a normal file is wanted
         with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
             yield fh
             fh.flush()
@@ -219,3 +226,11 @@ def require_matplotlib() -> Any:
         raise UsageError("--report needs matplotlib, which is not installed; install it with: "
                          "pip install 'nnforge[report]'", EXIT_FAILURE) from None
     return plt
+
+
+def sample_shape(session: Any) -> tuple[Any, ...]:
+    """The shape of one input sample (no batch dimension), from the model's manifest."""
+    specs = session.manifest.get("inputs") if isinstance(session.manifest, dict) else None
+    if specs:
+        return tuple(specs[0]["shape"][1:])
+    return tuple(session.input_shape)

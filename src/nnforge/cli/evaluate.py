@@ -13,6 +13,7 @@ from .common import (
     nonnegative_int,
     print_json,
     require_matplotlib,
+    sample_shape,
     stdout_is_tty,
 )
 from .dataio import add_data_arguments
@@ -62,11 +63,11 @@ def run(args: argparse.Namespace) -> int:
     session = InferenceSession(args.model)
     manifest = session.manifest
     task, labels = manifest.get("task") or "regression", manifest.get("labels")
-    shape = tuple(session.input_shape)
+    shape = sample_shape(session)
     out_shape = manifest["outputs"][0]["shape"]
     data = load_labeled(args.dataset, args.data, args.label_column)
     y = targets_for_model(data.y, task, labels, int(out_shape[-1]) if len(out_shape) > 1 else 1)
-    x = _conform(data.x, shape, args.dataset or args.data, False)
+    x = _conform(data.x, shape, args.dataset or args.data)
     if args.test_size:
         classes = task in ("multiclass", "binary")
         _, x, _, y = train_test_split(x, y, test_size=args.test_size, seed=args.seed,

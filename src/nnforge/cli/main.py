@@ -20,7 +20,7 @@ import sys
 import traceback
 from typing import Sequence
 
-from .common import EXIT_FAILURE, CliParser, UsageError, fail_line
+from .common import EXIT_FAILURE, EXIT_USAGE, CliParser, UsageError, fail_line
 
 #: command -> (module, function) of the commands other packages implement
 EXTERNAL_COMMANDS: dict[str, tuple[str, str, str, str]] = {
@@ -89,7 +89,11 @@ def _dispatch(argv: Sequence[str] | None) -> int:
     if argv and argv[0] in EXTERNAL_COMMANDS:
         return _run_external(argv[0], argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        where = f"nnforge {args.command}" if args.command else "nnforge"
+        fail_line(f"unrecognized arguments: {' '.join(unknown)} (see '{where} --help')")
+        return EXIT_USAGE
     if args.command is None:
         parser.error("expected a command: train, evaluate, predict, info, bench, serve, export "
                      "or import (see 'nnforge --help')")

@@ -15,7 +15,7 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
-from .common import atomic_output, column_ref, new_command, positive_int
+from .common import atomic_output, column_ref, new_command, positive_int, sample_shape
 
 EXAMPLES = """\
   nnforge predict model.nnf --input rows.csv                      # CSV to stdout
@@ -121,9 +121,12 @@ def _npy_rows(path: str) -> np.ndarray:
     return arr
 
 
-def iter_input(path: str, batch: int, label_column: int | str | None = None
-               ) -> Iterator[np.ndarray]:
-    """Feature chunks of at most `batch` rows from a CSV/TSV, NPY, NPZ or JSON file."""
+def iter_input(path: str, batch: int, label_column: int | str | None = None,
+               shape: tuple[int, ...] | None = None) -> Iterator[np.ndarray]:
+    """Feature chunks of at most `batch` rows from a CSV/TSV, NPY, NPZ or JSON file.
+
+    An array of exactly one sample's `shape` (a JSON row, one image) is one sample.
+    """
     from ..data import iter_csv, read_npz  # noqa: PLC0415
     from ..errors import DataError  # noqa: PLC0415
 
@@ -144,26 +147,39 @@ def iter_input(path: str, batch: int, label_column: int | str | None = None
     else:
         raise DataError(f"expected a .csv, .tsv, .npy, .npz or .json input file, found "
                         f"{Path(path).name!r}")
+    if shape is not None and arr.shape == tuple(shape):
+        arr = arr[None]
     for i in range(0, len(arr), batch):
         yield np.ascontiguousarray(arr[i:i + batch], dtype=np.float32)
 
 
-def _conform(x: np.ndarray, shape: tuple[int, ...], path: str, first: bool) -> np.ndarray:
+def _conform(x: np.ndarray, shape: tuple[int, ...], path: str) -> np.ndarray:
     """Rows shaped as the model's samples: flat rows of images are reshaped, others checked."""
     from ..errors import ShapeError  # noqa: PLC0415
 
-    if x.shape[1:] == shape:
+    if x.shape[1:] == shape or None in shape:  # free dimensions: the session checks them
         return x
     size = int(np.prod(shape))
     if x.ndim == 2 and x.shape[1] == size:
         return x.reshape(len(x), *shape)
-    if x.ndim == len(shape) and x.shape == shape and first:
-        return x[None]  # one sample without its batch dimension (a JSON row, an image)
     if x.ndim == 2:
         raise ShapeError(f"{path}: expected {size} feature columns for this model, found "
                          f"{x.shape[1]}")
     raise ShapeError(f"{path}: expected samples of shape {shape} for this model, found "
                      f"{x.shape[1:]}")
+
+
+def _check_finite(x: np.ndarray, path: str, offset: int) -> None:
+    """A DataError naming the sample (counted over the whole file) that holds a NaN or inf."""
+    from ..errors import DataError  # noqa: PLC0415
+
+    if x.dtype.kind == "f" and not np.isfinite(np.add.reduce(x, axis=None)):
+        flat = x.reshape(len(x), -1)
+        bad = ~np.isfinite(flat)
+        if bad.any():
+            row, col = np.unravel_index(int(np.argmax(bad)), bad.shape)
+            raise DataError(f"{path}: expected finite values, found {flat[row, col]} in sample "
+                            f"{offset + int(row) + 1}, value {int(col) + 1}")
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -266,17 +282,20 @@ def predict_file(session: Any, path: str, out: IO[str], fmt: str = "csv",
     """Stream the samples of `path` through session.predict into `out`; return the row count."""
     manifest = session.manifest
     task, labels = manifest.get("task"), manifest.get("labels")
-    shape = tuple(session.input_shape)
+    shape = sample_shape(session)
     writer = _Writer(out, fmt, task, labels)
     started = False
-    for x in iter_input(path, batch, label_column):
-        x = _conform(x, shape, path, not started)
+    done = 0
+    for x in iter_input(path, batch, label_column, shape):
+        x = _conform(x, shape, path)
+        _check_finite(x, path, done)
         cols = prediction_columns(session.predict(x, batch_size=batch), task)
         if not started:
             first = cols.get("scores", cols.get("values"))
             writer.header(first.shape[1] if first.ndim > 1 else 1)
             started = True
         writer.write(cols)
+        done += len(x)
     if not started:
         writer.header(len(labels) if labels else 1)
     writer.close()

@@ -87,8 +87,11 @@ def write_archive(path: str | os.PathLike, entries: Sequence[tuple[str, Sequence
                   date_time: tuple[int, int, int, int, int, int]) -> None:
     """Write a zip of stored entries atomically: temp file, fsync, rename over `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ModelFileError(f"cannot write model file '{path}': {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
@@ -104,13 +107,16 @@ def write_archive(path: str | os.PathLike, entries: Sequence[tuple[str, Sequence
                             w.write(c)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):  # disk full, read-only place, a directory in the way
+            raise ModelFileError(f"cannot write model file '{path}': "
+                                 f"{exc.strerror or exc}") from None
         raise
     _fsync_dir(path.parent)
 
@@ -140,6 +146,9 @@ class ArchiveReader:
     """A validated, memory-mapped, read-only view of a model archive's entries."""
 
     def __init__(self, path: str | os.PathLike) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise ModelFileError(f"expected the path of an nnforge model file, found "
+                                 f"{type(path).__name__}")
         self.path = os.fspath(path)
         self._file: Any = None
         self._mm: Any = None

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any, Iterable, Sequence
 
@@ -29,6 +31,7 @@ FORMAT_VERSION = 1
 TASKS = ("multiclass", "binary", "multilabel", "regression")
 MANIFEST, ARCHITECTURE, WEIGHTS = "manifest.json", "architecture.json", "weights.safetensors"
 MAX_JSON_BYTES = 64 * 2**20  # JSON entries are metadata; anything larger is not ours
+THREADED_HASH_BYTES = 4 * 2**20  # below this a second thread costs more than it saves
 PathLike = str | os.PathLike
 
 
@@ -126,9 +129,11 @@ def _metrics(metrics: Any) -> dict[str, float | None] | None:
 
 
 def _weights(model: Module) -> dict[str, np.ndarray]:
-    """The state dict with floating arrays as float32 (integer buffers keep their dtype)."""
+    """Parameters and buffers by state-dict name, floats as float32, without copying."""
+    arrays = [(k, backend.to_numpy(p.data)) for k, p in model.named_parameters()]
+    arrays += [(k, backend.to_numpy(b)) for k, b in model.named_buffers()]
     return {k: v.astype(np.float32, copy=False) if backend.is_float_dtype(v.dtype) else v
-            for k, v in model.state_dict().items()}
+            for k, v in arrays}
 
 
 def build_entries(model: Module, kind: str, task: str | None = None, labels: Any = None,
@@ -235,15 +240,19 @@ def read_tensors(ar: ArchiveReader, manifest: dict[str, Any], name: str) -> dict
     return st.deserialize(data, f"{name} of '{ar.path}'")[0]
 
 
-def _build(arch: Any, weights: dict[str, np.ndarray], p: str) -> Module:
-    """Rebuild the layers from the registry and copy the weights in, checking every shape."""
+def _build_layers(arch: Any, p: str) -> Module:
+    """Rebuild the layers, using only registered layer types."""
     rng = get_rng_state()  # building draws initial weights; loading must not move the stream
     try:
-        model = layer_from_architecture(arch)
+        return layer_from_architecture(arch)
     except (NNForgeError, TypeError, ValueError, KeyError, IndexError, RecursionError) as exc:
         raise ModelFileError(f"cannot rebuild the model in '{p}': {exc}") from None
     finally:
         set_rng_state(rng)
+
+
+def _fill(model: Module, weights: dict[str, np.ndarray], p: str) -> None:
+    """Copy the weights into the model after checking every name and shape."""
     expected = {k: v.shape for k, v in model.state_dict().items()}
     for k in expected:
         if k not in weights:
@@ -260,15 +269,21 @@ def _build(arch: Any, weights: dict[str, np.ndarray], p: str) -> Module:
         model.load_state_dict(weights)
     except (ShapeError, ValueError, TypeError) as exc:
         raise ModelFileError(f"cannot load the weights of '{p}': {exc}") from None
-    return model
 
 
 def open_model(path: PathLike) -> tuple[Module, dict[str, Any], ArchiveReader]:
     """The model, its manifest and the still-open archive (for checkpoint entries)."""
     ar, manifest = _open_checked(path)
     try:
-        arch = read_json_entry(ar, manifest, ARCHITECTURE)
-        model = _build(arch, read_tensors(ar, manifest, WEIGHTS), ar.path)
+        # hashing big weights takes as long as building the layers (which draws initial
+        # weights), and hashlib releases the GIL: do both at once; the pool waits on errors
+        workers = 1 if ar.entries[WEIGHTS].file_size > THREADED_HASH_BYTES else 0
+        with ThreadPoolExecutor(max_workers=1) if workers else nullcontext() as pool:
+            pending = pool.submit(read_tensors, ar, manifest, WEIGHTS) if pool else None
+            model = _build_layers(read_json_entry(ar, manifest, ARCHITECTURE), ar.path)
+            weights = pending.result() if pending else read_tensors(ar, manifest, WEIGHTS)
+            _fill(model, weights, ar.path)
+        del weights, pending  # release the views so the map can close
     except BaseException:
         ar.close()
         raise

@@ -211,8 +211,9 @@ class BCE(Function):
     def forward(self, p: Any, target: Any) -> Any:
         y = _same_shape(p, target, "bce")
         self.p, self.y = p, y
-        log_p = np.maximum(np.log(p), -100)
-        log_1mp = np.maximum(np.log1p(-p), -100)
+        with np.errstate(divide="ignore"):  # p of exactly 0 or 1 gives -inf, clamped like PyTorch
+            log_p = np.maximum(np.log(p), -100)
+            log_1mp = np.maximum(np.log1p(-p), -100)
         return _reduce(-(y * log_p + (1 - y) * log_1mp), self.reduction)
 
     def backward(self, gy: Any) -> tuple[Any, None]:

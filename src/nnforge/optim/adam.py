@@ -84,7 +84,7 @@ class Adam(Optimizer):
         _mul(v, b2, v)
         _add(v, t, v)
         if self.amsgrad:
-            np.maximum(states[2], v, states[2])
+            np.maximum(states[2], v, out=states[2])
             v = states[2]
         np.sqrt(v, t)
         _add(t, e, t)

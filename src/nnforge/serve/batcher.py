@@ -147,7 +147,9 @@ class DynamicBatcher:
                 item.future.set_exception(ClientGone("the client disconnected"))
             # a done future: timed out, client gone, or its task was cancelled (gRPC cancel)
             if not item.future.done():
-                if total and total + item.n > limit:
+                # one forward pass needs one sample shape (models with free dimensions)
+                if total and (total + item.n > limit
+                              or item.x.shape[1:] != taken[0].x.shape[1:]):
                     break
                 taken.append(item)
                 total += item.n

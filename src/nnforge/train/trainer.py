@@ -253,7 +253,8 @@ class Trainer:
         return {"epochs_done": self._epochs_done, "step": self._step,
                 "shuffle_rng": self._shuffle_rng.bit_generator.state,
                 "global_rng": nf_random.get_rng_state(), "history": self.history,
-                "callbacks": [cb.state_dict() for cb in self.callbacks]}
+                "callbacks": [{"type": type(cb).__name__, "state": cb.state_dict()}
+                              for cb in self.callbacks]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore state_dict()'s output."""
@@ -261,10 +262,15 @@ class Trainer:
         self._shuffle_rng.bit_generator.state = state["shuffle_rng"]
         nf_random.set_rng_state(state["global_rng"])
         self.history = {k: list(v) for k, v in state["history"].items()}
-        saved = state.get("callbacks", [])
-        if len(saved) == len(self.callbacks):
-            for cb, st in zip(self.callbacks, saved):
-                cb.load_state_dict(st)
+        # match saved callback states to this run's callbacks by type, in order, so a resumed
+        # run may drop or add callbacks (e.g. no ModelCheckpoint) without losing scheduler state
+        saved: dict[str, list[Any]] = {}
+        for entry in state.get("callbacks", []):
+            saved.setdefault(entry["type"], []).append(entry["state"])
+        for cb in self.callbacks:
+            queue = saved.get(type(cb).__name__)
+            if queue:
+                cb.load_state_dict(queue.pop(0))
 
     def save_checkpoint(self, path: str, **save_kwargs: Any) -> None:
         """Write a resumable checkpoint (a valid .nnf with optimizer and trainer state)."""

@@ -1,0 +1,230 @@
+"""`InferenceSession`: load or trace a model, optimize its graph, run compiled plans.
+
+Plans are compiled per input shape on first use and pooled: a call takes a plan from the
+pool for its shape (compiling a new one when all are busy) and puts it back afterwards, so
+concurrent calls from many threads never share buffers, and a steady stream of calls
+allocates nothing but its outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, DataError, DTypeError, ModelFileError, ShapeError
+from ..graph.ir import Graph
+from ..graph.passes import optimize
+from ..graph.trace import trace
+from ..nn.module import Module
+from .plan import Plan, compile_plan
+from .postprocess import Prediction, PostProcessor
+
+BACKENDS = ("numpy",)
+#: input shapes whose plans are kept; the least recently compiled shape is dropped beyond this
+MAX_SHAPES = 16
+#: idle plans kept per shape (more are compiled while more threads call at once)
+MAX_IDLE_PLANS = 32
+#: rows per chunk when predict() is given no batch_size
+DEFAULT_BATCH = 4096
+
+
+class InferenceSession:
+    """Run a model for inference: `run(x)` gives raw outputs, `predict(X)` task answers."""
+
+    def __init__(self, path_or_model: str | os.PathLike | Module, optimization: str = "all",
+                 backend: str = "numpy", *, disabled_passes: Sequence[str] = (),
+                 input_shape: Sequence[int | None] | None = None, task: str | None = None,
+                 labels: Sequence[Any] | None = None, threshold: float = 0.5,
+                 check_finite: bool = True) -> None:
+        if backend not in BACKENDS:
+            raise ConfigError(f"expected backend one of {list(BACKENDS)}, found {backend!r}")
+        model = _load(path_or_model)
+        self.manifest: dict[str, Any] = dict(getattr(model, "manifest", None) or {})
+        spec = (self.manifest.get("inputs") or [{}])[0]
+        full_shape = spec.get("shape") if input_shape is None else (None, *input_shape)
+        if full_shape is None and getattr(model, "input_shape", None) is not None:
+            full_shape = (None, *model.input_shape)
+        raw = trace(model, full_shape, input_name=spec.get("name", "input"))
+        #: the optimized graph (what runs)
+        self.graph: Graph = optimize(raw, optimization, disabled_passes)
+        self.optimization = optimization
+        self.backend = backend
+        self.check_finite = bool(check_finite)
+        self._in = self.graph.inputs[0]
+        self._dtype = np.dtype(self._in.dtype)
+        self._pools: dict[tuple[int, ...], list[Plan]] = {}
+        self._lock = threading.Lock()
+        self.task = task if task is not None else self.manifest.get("task")
+        label_list = labels if labels is not None else self.manifest.get("labels")
+        self._post = PostProcessor(self.task, None if label_list is None else list(label_list),
+                                   self._final_op(), float(threshold))
+        pre = self.manifest.get("preprocessing")
+        self._pre = None
+        if pre:
+            from ..data.preprocessing import preprocessing_from_config  # noqa: PLC0415
+            self._pre = preprocessing_from_config(pre)
+
+    # -- shapes ------------------------------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int | None, ...]:
+        """Shape of one input sample (no batch dimension; None where any size is accepted)."""
+        return _public_shape(self._in.shape)[1:]
+
+    @property
+    def output_shape(self) -> tuple[int | None, ...]:
+        """Shape of one sample of the (first) output (no batch dimension)."""
+        return _public_shape(self.graph.outputs[0].shape)[1:]
+
+    @property
+    def input_names(self) -> list[str]:
+        """Graph input names."""
+        return self.graph.input_names
+
+    @property
+    def output_names(self) -> list[str]:
+        """Graph output names."""
+        return self.graph.output_names
+
+    # -- raw inference -----------------------------------------------------------------------
+    def run(self, x: Any) -> Any:
+        """Raw outputs for a batch x: an array, or a dict by name when there are several."""
+        if type(x) is not np.ndarray or x.dtype != self._dtype or not x.flags.c_contiguous:
+            x = self._coerce(x)
+        if self.check_finite and not np.isfinite(np.add.reduce(x, axis=None)):
+            _check_finite(x)
+        feeds = (x,)
+        try:
+            plan = self._pools[x.shape].pop()
+        except (KeyError, IndexError):
+            plan = self._new_plan(x.shape)
+        try:
+            outs = plan.run(feeds)
+        finally:
+            pool = self._pools.get(x.shape)
+            if pool is not None and len(pool) < MAX_IDLE_PLANS:
+                pool.append(plan)
+        return outs[0] if len(outs) == 1 else dict(zip(self.graph.output_names, outs))
+
+    def _coerce(self, x: Any) -> np.ndarray:
+        """x as a C-contiguous array of the model's dtype, or a DTypeError."""
+        arr = x if isinstance(x, np.ndarray) else _as_array(x)
+        if arr.dtype.kind not in "biuf":
+            raise DTypeError(f"expected numeric input (float, int or bool), found dtype "
+                             f"{arr.dtype}")
+        return np.ascontiguousarray(arr, dtype=self._dtype)
+
+    def _new_plan(self, shape: tuple[int, ...]) -> Plan:
+        """Check the shape against the graph input and compile a plan for it."""
+        expected = self._in.shape or ()
+        ok = len(shape) == len(expected) and all(
+            not isinstance(e, int) or e == s for e, s in zip(expected, shape))
+        if not ok:
+            raise ShapeError(f"expected input of shape {_fmt(expected)}, found {tuple(shape)}")
+        if shape[0] == 0:
+            raise ShapeError(f"expected at least one row, found input of shape {tuple(shape)}")
+        plan = compile_plan(self.graph, [shape])
+        with self._lock:
+            if shape not in self._pools:
+                if len(self._pools) >= MAX_SHAPES:
+                    self._pools.pop(next(iter(self._pools)))
+                self._pools[shape] = []
+        return plan
+
+    # -- task-level prediction ---------------------------------------------------------------
+    def predict(self, X: Any, batch_size: int | None = None) -> Prediction:
+        """Preprocess, run in chunks of batch_size rows (bounded memory), post-process."""
+        arr = X if isinstance(X, np.ndarray) else _as_array(X)
+        if arr.dtype.kind not in "biuf":
+            raise DTypeError(f"expected numeric input (float, int or bool), found dtype "
+                             f"{arr.dtype}")
+        sample = self.input_shape
+        if arr.ndim == len(sample):  # one sample without a batch dimension
+            arr = arr[None]
+        self._check_sample_shape(arr.shape, sample)
+        n = len(arr)
+        if batch_size is None:
+            batch_size = DEFAULT_BATCH
+        if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+            raise ConfigError(f"expected a positive integer batch_size, found {batch_size!r}")
+        batch_size = min(int(batch_size), max(n, 1))
+        pred: Prediction | None = None
+        for start in range(0, n, batch_size):
+            chunk = arr[start:start + batch_size]
+            _check_finite(chunk, offset=start)
+            if self._pre is not None:
+                chunk = self._pre.transform(chunk)
+            out = self.run(chunk)
+            out = out if isinstance(out, np.ndarray) else next(iter(out.values()))
+            if pred is None:
+                pred = self._post.allocate(n, out.shape[1:], out.dtype)
+            self._post.fill(pred, start, out)
+        if pred is None:  # no rows: empty results of the right kind
+            pred = self._post.allocate(0, tuple(d or 1 for d in self.output_shape),
+                                       self._dtype)
+        return self._post.finish(pred)
+
+    def _check_sample_shape(self, shape: tuple[int, ...], sample: tuple[int | None, ...]) -> None:
+        if len(shape) != len(sample) + 1 or any(
+                e is not None and e != s for e, s in zip(sample, shape[1:])):
+            if len(sample) == 1 and len(shape) == 2:
+                raise ShapeError(f"expected {sample[0]} features per row, found {shape[1]}")
+            raise ShapeError(f"expected input of shape {_fmt((None, *sample))}, found "
+                             f"{tuple(shape)}")
+
+    def _final_op(self) -> str | None:
+        """The activation that produces the output (Softmax, Sigmoid, ...), if any."""
+        prod = self.graph.producers().get(self.graph.output_names[0])
+        if prod is None:
+            return None
+        return prod.attrs.get("activation") if prod.op.startswith("Fused") else prod.op
+
+    def __repr__(self) -> str:
+        return (f"InferenceSession(input_shape={self.input_shape}, output_shape="
+                f"{self.output_shape}, task={self.task!r}, optimization={self.optimization!r}, "
+                f"nodes={len(self.graph.nodes)})")
+
+
+def _load(path_or_model: Any) -> Module:
+    if isinstance(path_or_model, Module):
+        return path_or_model
+    if not isinstance(path_or_model, (str, os.PathLike)):
+        raise ConfigError(f"expected a model path or an nnforge Module, found "
+                          f"{type(path_or_model).__name__}")
+    path = os.fspath(path_or_model)
+    if path.lower().endswith(".onnx"):
+        raise ModelFileError(f"cannot open '{path}': ONNX models are not supported by this "
+                             f"version yet; expected a .nnf file")
+    from ..io import load  # noqa: PLC0415 - io pulls in safetensors; only paths need it
+    return load(path)
+
+
+def _as_array(x: Any) -> np.ndarray:
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise DTypeError(f"expected a numeric array, found {type(x).__name__} ({exc})") from None
+
+
+def _check_finite(x: np.ndarray, offset: int = 0) -> None:
+    """DataError naming the first NaN/Inf entry (row, column), if any."""
+    if x.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(x)
+    if bad.any():
+        pos = np.unravel_index(int(np.argmax(bad)), x.shape)
+        row, rest = int(pos[0]) + offset, tuple(int(p) for p in pos[1:])
+        raise DataError(f"expected finite input values, found {x[pos]} at row {row}"
+                        + (f", position {rest if len(rest) > 1 else rest[0]}" if rest else ""))
+
+
+def _public_shape(shape: Any) -> tuple[int | None, ...]:
+    return tuple(d if isinstance(d, int) else None for d in (shape or ()))
+
+
+def _fmt(shape: Any) -> str:
+    return "(" + ", ".join("N" if i == 0 and not isinstance(d, int) else
+                           ("?" if d is None or not isinstance(d, int) else str(d))
+                           for i, d in enumerate(shape)) + ")"

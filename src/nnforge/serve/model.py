@@ -1,0 +1,149 @@
+"""One served model version: its InferenceSession, its tensors on the wire, its answers.
+
+The server speaks task-level outputs, the same numbers as `InferenceSession.predict`:
+multiclass and binary models answer `classes`, `probabilities` and, when the model has label
+names, `labels`; multilabel models `classes` and `probabilities` per label; regression models
+(and models without a task) `values`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..runtime.session import InferenceSession
+from .tensors import TensorSpec, datatype_of
+
+Outputs = dict[str, np.ndarray]
+PLATFORM = "nnforge"
+
+
+def _dims(shape: Any) -> tuple[int, ...]:
+    return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
+
+
+class ServedModel:
+    """A loaded model version, ready to compute batches and describe itself."""
+
+    def __init__(self, name: str, version: str, session: InferenceSession,
+                 path: str | None = None) -> None:
+        self.name, self.version, self.session, self.path = name, version, session, path
+        self.manifest = session.manifest
+        self.task = session.task
+        names = session.input_names
+        if len(names) != 1:
+            raise ConfigError(f"a served model must have one input, found {len(names)} "
+                              f"({names})")
+        self.input = TensorSpec(names[0], datatype_of(session._dtype if False else "float32"),
+                                _dims(session.input_shape[1:]))
+        labels = self.manifest.get("labels") if self.task in ("multiclass", "binary") else None
+        self.labels = None if labels is None else np.array([str(v) for v in labels], object)
+        self.outputs = self._output_specs()
+        self.load_seconds = 0.0
+
+    @classmethod
+    def load(cls, name: str, version: str, path: str | os.PathLike) -> ServedModel:
+        """Open a `.nnf` file as a served model version."""
+        return cls(name, version, InferenceSession(path), os.fspath(path))
+
+    def _output_specs(self) -> list[TensorSpec]:
+        out_shape = _dims(self.session.output_shape[1:])
+        width = int(np.prod(out_shape)) if out_shape and min(out_shape) > 0 else -1
+        t = self.task
+        if t == "multiclass":
+            specs = [TensorSpec("classes", "INT64", ()),
+                     TensorSpec("probabilities", "FP32", (width,))]
+        elif t == "binary":
+            specs = [TensorSpec("classes", "INT64", ()), TensorSpec("probabilities", "FP32", ())]
+        elif t == "multilabel":
+            specs = [TensorSpec("classes", "INT64", (width,)),
+                     TensorSpec("probabilities", "FP32", (width,))]
+        else:
+            specs = [TensorSpec("values", "FP32", () if width == 1 else out_shape)]
+        if self.labels is not None:
+            specs.append(TensorSpec("labels", "BYTES", ()))
+        return specs
+
+    # -- computing ---------------------------------------------------------------------------
+    def compute(self, x: np.ndarray) -> Outputs:
+        """Task outputs for a batch of rows (what the batcher runs)."""
+        pred = self.session.predict(x, batch_size=len(x))
+        if self.task in ("multiclass", "binary", "multilabel"):
+            out = {"classes": pred.classes, "probabilities": pred.probabilities}
+        else:
+            out = {"values": pred.values}
+        for key, value in out.items():
+            if value.dtype.kind == "f" and value.dtype != np.float32:
+                out[key] = value.astype(np.float32)
+        return out
+
+    def warm_up(self, batch_sizes: list[int]) -> None:
+        """Run each batch size once, so the first requests find compiled plans."""
+        shape = tuple(d if d > 0 else 1 for d in self.input.shape)
+        for n in batch_sizes:
+            self.compute(np.zeros((n, *shape), np.float32))
+
+    def label_array(self, classes: np.ndarray) -> np.ndarray:
+        """The label name of each class index."""
+        assert self.labels is not None
+        return self.labels[classes]
+
+    def rows(self, out: Outputs) -> list[dict[str, Any]]:
+        """One JSON-ready answer per sample (NumPy values; orjson writes them natively)."""
+        t = self.task
+        if t == "multiclass":
+            classes, probs = out["classes"].tolist(), out["probabilities"]
+            if self.labels is None:
+                return [{"class": c, "probabilities": probs[i]} for i, c in enumerate(classes)]
+            labels = self.labels[classes]
+            return [{"class": c, "label": labels[i], "probabilities": probs[i]}
+                    for i, c in enumerate(classes)]
+        if t == "binary":
+            classes, probs = out["classes"].tolist(), out["probabilities"].tolist()
+            rows = [{"class": c, "probability": p} for c, p in zip(classes, probs)]
+            if self.labels is not None:
+                for row, name in zip(rows, self.labels[classes]):
+                    row["label"] = name
+            return rows
+        if t == "multilabel":
+            classes, probs = out["classes"], out["probabilities"]
+            names = self.manifest.get("labels")
+            rows = [{"classes": classes[i], "probabilities": probs[i]}
+                    for i in range(len(classes))]
+            if names is not None:
+                for row, on in zip(rows, classes.astype(bool)):
+                    row["labels"] = [n for n, flag in zip(names, on.tolist()) if flag]
+            return rows
+        values = out["values"]
+        if values.ndim == 1:
+            return [{"value": v} for v in values.tolist()]
+        return [{"values": values[i]} for i in range(len(values))]
+
+    # -- describing --------------------------------------------------------------------------
+    def metadata(self, versions: list[str]) -> dict[str, Any]:
+        """The V2 model metadata document."""
+        return {"name": self.name, "versions": versions, "platform": PLATFORM,
+                "inputs": [self.input.metadata()],
+                "outputs": [s.metadata() for s in self.outputs]}
+
+    def describe(self) -> dict[str, Any]:
+        """What /v1/models/{name} tells about this version: task, labels, tensors."""
+        return {"name": self.name, "version": self.version, "task": self.task,
+                "labels": self.manifest.get("labels"), "input": self.input.metadata(),
+                "outputs": [s.metadata() for s in self.outputs],
+                "created": self.manifest.get("created"),
+                "metrics": self.manifest.get("metrics")}
+
+
+def timed_load(name: str, version: str, path: str | os.PathLike,
+               batch_sizes: list[int]) -> ServedModel:
+    """Load and warm up a version, recording how long it took."""
+    start = time.perf_counter()
+    model = ServedModel.load(name, version, path)
+    model.warm_up(batch_sizes)
+    model.load_seconds = time.perf_counter() - start
+    return model

@@ -1,0 +1,144 @@
+"""Tensors on the wire: V2 datatypes, and turning client data into checked rows for the model."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import InvalidInput
+
+#: V2 datatype name -> little-endian NumPy dtype (BYTES is handled apart: length-prefixed)
+DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype("?"), "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"), "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+}
+NUMERIC_TO_MODEL = ("FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8",
+                    "UINT16", "UINT32", "UINT64")
+_KIND_NAMES = {"b": "booleans", "U": "strings", "S": "bytes", "O": "mixed or null values",
+               "f": "floats", "i": "integers", "u": "integers", "c": "complex numbers"}
+
+
+def datatype_of(dtype: Any) -> str:
+    """The V2 datatype name of a NumPy dtype (BYTES for strings and objects)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "USO":
+        return "BYTES"
+    for name, dt in DATATYPES.items():
+        if dt == dtype.newbyteorder("<"):
+            return name
+    raise InvalidInput(f"expected a dtype with a V2 datatype, found {dtype}")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A named tensor of the model: datatype and per-sample shape (no batch dimension, -1 for a
+    dimension of any size)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        """Values per sample."""
+        return math.prod(self.shape)
+
+    def metadata(self) -> dict[str, Any]:
+        """The V2 metadata entry: the batch dimension is -1."""
+        return {"name": self.name, "datatype": self.datatype, "shape": [-1, *self.shape]}
+
+
+def _fits(shape: Sequence[int], expected: Sequence[int]) -> bool:
+    """Whether shape matches expected, where -1 in expected matches any size."""
+    return len(shape) == len(expected) and all(e < 0 or e == s for e, s in zip(expected, shape))
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def array_from_json(data: Any, what: str) -> np.ndarray:
+    """A rectangular array of numbers from (nested) JSON lists, or a 400 naming the problem."""
+    if not isinstance(data, list):
+        raise InvalidInput(f"{what} must be a list of numbers (or of lists of numbers), found "
+                           f"{type(data).__name__ if data is not None else 'null'}")
+    try:
+        arr = np.array(data)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidInput(f"{what} must be nested lists of numbers with a rectangular shape "
+                           f"({str(exc).split(';')[0]})") from None
+    if arr.dtype.kind not in "fiub":
+        raise InvalidInput(f"{what} must hold numbers, found "
+                           f"{_KIND_NAMES.get(arr.dtype.kind, str(arr.dtype))}")
+    return arr
+
+
+def check_kind(arr: np.ndarray, datatype: str, what: str) -> np.ndarray:
+    """Cast JSON-parsed values to the declared V2 datatype, refusing lossy or mixed kinds."""
+    target = DATATYPES.get(datatype)
+    if target is None:
+        raise InvalidInput(f"{what}: expected a datatype among {sorted(DATATYPES)}, found "
+                           f"{datatype!r}")
+    kind = arr.dtype.kind
+    ok = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}[target.kind]
+    if kind not in ok and arr.size:
+        raise InvalidInput(f"{what}: datatype {datatype} expects "
+                           f"{_KIND_NAMES[target.kind]}, found {_KIND_NAMES.get(kind, kind)}")
+    if target.kind in "iu" and arr.size:
+        info = np.iinfo(target)
+        if arr.min() < info.min or arr.max() > info.max:
+            raise InvalidInput(f"{what}: values must lie in [{info.min}, {info.max}] for "
+                               f"{datatype}, found [{arr.min()}, {arr.max()}]")
+    return arr.astype(target, copy=False)
+
+
+def to_model_rows(arr: np.ndarray, spec: TensorSpec, what: str,
+                  allow_single: bool = True) -> np.ndarray:
+    """Rows (n, *spec.shape) of the model's float input from one sample or a batch of them.
+
+    Accepted: exactly the sample shape (one sample), the batch shape (n, *shape), and, for a
+    sample of several dimensions, its values flattened (n, size) or (size,).
+    """
+    shape = spec.shape
+    if arr.dtype.kind not in "fiu":
+        raise InvalidInput(f"{what} must hold numbers for input {spec.name!r} ({spec.datatype})"
+                           f", found {_KIND_NAMES.get(arr.dtype.kind, str(arr.dtype))}")
+    flat = len(shape) > 1 and min(shape) > 0  # a fixed multi-dimensional sample may come flat
+    if arr.ndim == len(shape) + 1 and _fits(arr.shape[1:], shape):
+        rows = arr
+    elif allow_single and _fits(arr.shape, shape):
+        rows = arr.reshape(1, *arr.shape)
+    elif flat and arr.ndim == 2 and arr.shape[1] == spec.size:
+        rows = arr.reshape(len(arr), *shape)
+    elif flat and allow_single and arr.ndim == 1 and arr.size == spec.size:
+        rows = arr.reshape(1, *shape)
+    else:
+        one = f"{_shape_text(shape)} (one sample) or " if allow_single else ""
+        raise InvalidInput(f"{what}: expected shape {one}[n, {_shape_text(shape)[1:-1]}] "
+                           f"for input {spec.name!r}, found {_shape_text(arr.shape)}")
+    if not len(rows):
+        raise InvalidInput(f"{what}: expected at least one sample, found none")
+    target = DATATYPES[spec.datatype]
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes inf, reported below
+        rows = rows.astype(target, copy=False)
+    if target.kind == "f" and not np.isfinite(rows).all():
+        bad = np.argwhere(~np.isfinite(rows))[0]
+        raise InvalidInput(f"{what}: expected finite numbers within the range of "
+                           f"{spec.datatype}, found {rows[tuple(bad)]} at index "
+                           f"{_shape_text(bad.tolist())}")
+    return rows
+
+
+def bytes_tensor(values: np.ndarray) -> bytes:
+    """BYTES elements in the V2 binary form: each as 4-byte little-endian length + bytes."""
+    parts = []
+    for v in values.ravel().tolist():
+        b = v if isinstance(v, bytes) else str(v).encode()
+        parts.append(len(b).to_bytes(4, "little"))
+        parts.append(b)
+    return b"".join(parts)

@@ -1,0 +1,117 @@
+"""In-process tests of the command line's pieces: flag types, config merging, task and labels."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+
+import numpy as np
+import pytest
+
+from nnforge.cli import main
+from nnforge.cli.common import atomic_output, column_ref, fraction, int_list, print_table
+from nnforge.cli.config import DEFAULTS, normalize_config, resolve_settings
+from nnforge.cli.dataio import encode_classes, infer_task, targets_for_model
+from nnforge.errors import ConfigError, DataError
+
+
+def test_flag_types_accept_good_values_and_reject_bad_ones() -> None:
+    assert int_list("128, 64") == [128, 64]
+    assert fraction("0") == 0.0 and fraction("0.25") == 0.25
+    assert column_ref("3") == 3 and column_ref("-1") == -1 and column_ref("price") == "price"
+    for bad in ("", "1,,2", "a", "0", "-3"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            int_list(bad)
+    for bad in ("1", "-0.1", "x", "nan"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            fraction(bad)
+
+
+def test_config_values_are_checked_like_flags() -> None:
+    cfg = normalize_config({"hidden": [32, 16], "weight_decay": "1e-4", "batch-size": 8,
+                            "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
+                            "standardize": False}, "c.yaml")
+    assert cfg == {"hidden": [32, 16], "weight_decay": 1e-4, "batch_size": 8,
+                   "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "standardize": False}
+    with pytest.raises(ConfigError, match="c.yaml: setting 'epochs'"):
+        normalize_config({"epochs": 1.5}, "c.yaml")
+    with pytest.raises(ConfigError, match="unknown setting 'epoch'"):
+        normalize_config({"epoch": 3}, "c.yaml")
+    with pytest.raises(ConfigError, match="unknown optimizer setting"):
+        normalize_config({"optimizer": {"name": "adam", "betas2": 1}}, "c.yaml")
+
+
+def test_flags_override_the_config_file_which_overrides_defaults(tmp_path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"dataset": "iris", "epochs": 7, "lr": 0.01}))
+    flags = {k: None for k in DEFAULTS} | {"epochs": 3, "data": "x.csv"}
+    s = resolve_settings(flags, str(path))
+    assert s["epochs"] == 3 and s["lr"] == 0.01 and s["batch_size"] == DEFAULTS["batch_size"]
+    assert s["data"] == "x.csv" and s["dataset"] is None  # a source flag replaces the file's
+    with pytest.raises(ConfigError, match="expected a data source"):
+        resolve_settings({k: None for k in DEFAULTS}, None)
+
+
+def test_task_inference() -> None:
+    assert infer_task(np.array(["a", "b", "c"] * 10)) == "multiclass"
+    assert infer_task(np.array([0, 1] * 20)) == "binary"
+    assert infer_task(np.arange(40) % 4) == "multiclass"
+    assert infer_task(np.arange(40, dtype=np.float32) * 0.5) == "regression"
+    # many distinct integers with few samples each are a numeric target, not classes
+    assert infer_task(np.arange(300) % 150) == "regression"
+
+
+def test_class_encoding_and_mapping_back_to_a_models_labels() -> None:
+    idx, labels = encode_classes(np.array(["dog", "cat", "dog", "eel"]))
+    assert labels == ["cat", "dog", "eel"] and idx.tolist() == [1, 0, 1, 2]
+    idx, labels = encode_classes(np.array([3, 1, 3]))
+    assert labels == [1, 3] and idx.tolist() == [1, 0, 1]
+    idx, labels = encode_classes(np.array([0, 2, 1]), ["a", "b", "c"])
+    assert labels == ["a", "b", "c"] and idx.tolist() == [0, 2, 1]
+    assert targets_for_model(np.array(["eel", "cat"]), "multiclass", ["cat", "dog", "eel"],
+                             3).tolist() == [2, 0]
+    assert targets_for_model(np.array([3, 1]), "binary", [1, 3], 1).tolist() == [1, 0]
+    assert targets_for_model(np.array([2, 0]), "multiclass", ["a", "b", "c"], 3).tolist() == [2, 0]
+    with pytest.raises(DataError, match="among the model's labels"):
+        targets_for_model(np.array(["cow"]), "multiclass", ["cat", "dog"], 2)
+    with pytest.raises(DataError, match=r"class indices in \[0, 2\]"):
+        targets_for_model(np.array([5]), "multiclass", ["a", "b", "c"], 3)
+
+
+def test_plain_table_is_aligned() -> None:
+    buf = io.StringIO()
+    print_table(["metric", "value"], [("accuracy", "0.9000"), ("f1", "0.85")], "t", file=buf)
+    assert buf.getvalue().splitlines() == ["t", "metric     value", "--------  ------",
+                                           "accuracy  0.9000", "f1          0.85"]
+
+
+def test_atomic_output_leaves_no_file_on_failure(tmp_path) -> None:
+    target = tmp_path / "sub" / "out.csv"
+    with pytest.raises(RuntimeError):
+        with atomic_output(target) as fh:
+            fh.write("partial")
+            raise RuntimeError("boom")
+    assert not target.exists() and list((tmp_path / "sub").iterdir()) == []
+    with atomic_output(target) as fh:
+        fh.write("done\n")
+    assert target.read_text() == "done\n"
+
+
+def test_usage_errors_are_one_line_with_exit_code_2(capsys) -> None:
+    assert main(["train", "--epochs", "zero"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("nnforge: error: argument --epochs")
+    assert main([]) == 2
+    assert capsys.readouterr().err.startswith("nnforge: error: expected a command")
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("nnforge ")
+
+
+def test_missing_extension_commands_fail_in_one_line(capsys, monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "nnforge.onnx.cli", None)  # None: import fails
+    assert main(["export", "model.nnf", "-o", "m.onnx"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'nnforge export' is not available" in err

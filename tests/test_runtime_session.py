@@ -1,0 +1,235 @@
+"""InferenceSession: equal to the eager forward at every level, predict, errors, threads."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nnforge as nf
+from nnforge import nn
+from nnforge.errors import ConfigError, DataError, DTypeError, ModelFileError, ShapeError
+from nnforge.runtime import InferenceSession, Prediction
+
+LEVELS = ("none", "basic", "all")
+F32 = np.float32
+
+
+def assert_close(got: np.ndarray, expected: np.ndarray, rtol: float = 1e-6) -> None:
+    """Equal to rtol, relative to each value or to the output's scale (float32 sums)."""
+    np.testing.assert_allclose(got, expected, rtol=rtol,
+                               atol=rtol * max(1.0, float(np.abs(expected).max())))
+
+
+def _eager(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    model.eval()
+    with nf.no_grad():
+        return model(x).data
+
+
+LAYERS = {
+    "Linear": lambda: nn.Linear(6, 5),
+    "Linear(bias=False)": lambda: nn.Linear(6, 5, bias=False),
+    "ReLU": nn.ReLU, "LeakyReLU": lambda: nn.LeakyReLU(0.2), "Sigmoid": nn.Sigmoid,
+    "Tanh": nn.Tanh, "GELU": nn.GELU, "Softmax": nn.Softmax, "LogSoftmax": nn.LogSoftmax,
+    "Identity": nn.Identity, "Dropout": lambda: nn.Dropout(0.5), "Flatten": nn.Flatten,
+}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+@pytest.mark.parametrize("level", LEVELS)
+def test_each_layer_matches_eager(rng: np.random.Generator, name: str, level: str) -> None:
+    model = nn.Sequential(nn.Linear(4, 6), LAYERS[name]())
+    x = (rng.standard_normal((7, 4)) * 3).astype(F32)
+    session = InferenceSession(model, optimization=level)
+    assert_close(session.run(x), _eager(model, x))
+    assert_close(session.run(x[:1]), _eager(model, x[:1]))  # batch size 1
+
+
+ACTS = [nn.ReLU, lambda: nn.LeakyReLU(0.1), nn.Sigmoid, nn.Tanh, nn.GELU, nn.Identity,
+        lambda: nn.Dropout(0.3)]
+
+
+@st.composite
+def mlp_stacks(draw: st.DrawFn) -> tuple[nn.Sequential, int]:
+    """A random stack of dense layers, activations, dropout and an optional softmax head."""
+    width = draw(st.integers(1, 12))
+    layers: list[nn.Module] = []
+    first = width
+    for _ in range(draw(st.integers(1, 4))):
+        out = draw(st.integers(1, 12))
+        layers.append(nn.Linear(width, out, bias=draw(st.booleans())))
+        for act in draw(st.lists(st.sampled_from(range(len(ACTS))), max_size=2)):
+            layers.append(ACTS[act]())
+        width = out
+    head = draw(st.sampled_from([None, nn.Softmax, nn.LogSoftmax]))
+    if head is not None:
+        layers.append(head())
+    return nn.Sequential(*layers), first
+
+
+@settings(max_examples=25, deadline=None)
+@given(stack=mlp_stacks(), batch=st.integers(1, 9), seed=st.integers(0, 2**16))
+def test_random_stacks_match_eager(stack: tuple[nn.Sequential, int], batch: int,
+                                   seed: int) -> None:
+    model, width = stack
+    x = np.random.default_rng(seed).standard_normal((batch, width)).astype(F32)
+    expected = _eager(model, x)
+    for level in LEVELS:
+        assert_close(InferenceSession(model, optimization=level).run(x), expected)
+
+
+def test_session_exposes_graph_shapes_and_reuses_plans(rng: np.random.Generator) -> None:
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Dropout(0.1), nn.Linear(6, 3))
+    session = InferenceSession(model)
+    assert session.input_shape == (4,) and session.output_shape == (3,)
+    assert [n.op for n in session.graph.nodes] == ["FusedGemm", "Gemm"]
+    assert session.manifest == {}
+    x = rng.standard_normal((5, 4)).astype(F32)
+    first = session.run(x)
+    second = session.run(x)
+    assert first is not second  # callers own their results
+    assert_close(first, second)
+    assert len(session._pools[(5, 4)]) == 1  # one plan, reused
+
+
+def test_run_accepts_lists_ints_and_float64(rng: np.random.Generator) -> None:
+    model = nn.Sequential(nn.Linear(3, 2))
+    session = InferenceSession(model)
+    x = rng.integers(-3, 3, (4, 3))
+    expected = _eager(model, x.astype(F32))
+    assert_close(session.run(x), expected)
+    assert_close(session.run(x.astype(np.float64)), expected)
+    assert_close(session.run(x.tolist()), expected)
+    assert_close(session.run(np.asfortranarray(x.astype(F32))), expected)
+
+
+def test_input_errors() -> None:
+    session = InferenceSession(nn.Sequential(nn.Linear(3, 2)))
+    with pytest.raises(ShapeError, match=r"expected input of shape \(N, 3\), found \(2, 4\)"):
+        session.run(np.zeros((2, 4), F32))
+    with pytest.raises(ShapeError, match="expected input of shape"):
+        session.run(np.zeros(3, F32))
+    with pytest.raises(DTypeError, match="expected numeric input"):
+        session.run(np.array([["a", "b", "c"]]))
+    with pytest.raises(DataError, match="expected finite input values, found nan at row 1"):
+        session.run(np.array([[0, 0, 0], [0, np.nan, 0]], F32))
+    with pytest.raises(DataError, match="found inf"):
+        session.predict(np.array([[0, 0, np.inf]]))
+    with pytest.raises(ShapeError, match="expected 3 features per row, found 5"):
+        session.predict(np.zeros((4, 5)))
+    with pytest.raises(DTypeError, match="expected numeric input"):
+        session.predict([["x", "y", "z"]])
+    with pytest.raises(ConfigError, match="batch_size"):
+        session.predict(np.zeros((4, 3)), batch_size=0)
+
+
+def test_constructor_errors(tmp_path: object) -> None:
+    model = nn.Sequential(nn.Linear(3, 2))
+    with pytest.raises(ConfigError, match="expected backend"):
+        InferenceSession(model, backend="tpu")
+    with pytest.raises(ConfigError, match="expected optimization level"):
+        InferenceSession(model, optimization="max")
+    with pytest.raises(ModelFileError, match="ONNX"):
+        InferenceSession("model.onnx")
+    with pytest.raises(ModelFileError):
+        InferenceSession(str(tmp_path) + "/missing.nnf")
+    with pytest.raises(ConfigError, match="expected a model path"):
+        InferenceSession(42)
+
+
+def _logits_model(outputs: int, head: nn.Module | None = None) -> nn.Sequential:
+    layers = [nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, outputs)]
+    return nn.Sequential(*layers, *([head] if head is not None else []))
+
+
+@pytest.mark.parametrize("head", [None, nn.Softmax(), nn.LogSoftmax()])
+def test_predict_multiclass(rng: np.random.Generator, head: nn.Module | None) -> None:
+    model = _logits_model(3, head)
+    x = rng.standard_normal((10, 4)).astype(F32)
+    session = InferenceSession(model, task="multiclass", labels=["a", "b", "c"])
+    pred = session.predict(x, batch_size=3)
+    logits = _eager(_logits_model(3), x) if head is None else None
+    raw = _eager(model, x)
+    probs = raw if isinstance(head, nn.Softmax) else (
+        np.exp(raw) if isinstance(head, nn.LogSoftmax) else
+        np.exp(logits) / np.exp(logits).sum(1, keepdims=True))
+    assert_close(pred.probabilities, probs, 1e-5)
+    np.testing.assert_array_equal(pred.classes, probs.argmax(1))
+    assert pred.labels == [["a", "b", "c"][c] for c in pred.classes]
+    d = pred.to_dict()
+    assert d["task"] == "multiclass" and len(d["probabilities"]) == 10 and "values" not in d
+
+
+@pytest.mark.parametrize("head", [None, nn.Sigmoid()])
+def test_predict_binary(rng: np.random.Generator, head: nn.Module | None) -> None:
+    model = _logits_model(1, head)
+    x = rng.standard_normal((9, 4)).astype(F32)
+    raw = _eager(model, x)[:, 0]
+    p = raw if head is not None else 1 / (1 + np.exp(-raw))
+    pred = InferenceSession(model, task="binary", threshold=0.4).predict(x)
+    assert_close(pred.probabilities, p, 1e-5)
+    np.testing.assert_array_equal(pred.classes, (p >= 0.4).astype(int))
+    assert pred.labels is None and pred.threshold == 0.4
+
+
+def test_predict_multilabel_and_regression(rng: np.random.Generator) -> None:
+    model = _logits_model(3)
+    x = rng.standard_normal((6, 4)).astype(F32)
+    raw = _eager(model, x)
+    pred = InferenceSession(model, task="multilabel", labels=["x", "y", "z"]).predict(x)
+    p = 1 / (1 + np.exp(-raw))
+    assert_close(pred.probabilities, p, 1e-5)
+    np.testing.assert_array_equal(pred.classes, (p >= 0.5).astype(int))
+    assert pred.labels[0] == [n for n, on in zip("xyz", p[0] >= 0.5) if on]
+    reg = InferenceSession(_logits_model(1), task="regression").predict(x)
+    assert reg.values.shape == (6,) and reg.classes is None
+    assert_close(reg.values, _eager(_logits_model(1), x)[:, 0])
+    one = InferenceSession(model, task="regression").predict(x[0])  # one sample, no batch dim
+    assert one.values.shape == (1, 3)
+    assert isinstance(one, Prediction) and len(one) == 1
+
+
+def test_nnf_file_with_preprocessing(tmp_path: object, rng: np.random.Generator) -> None:
+    from nnforge.data.preprocessing import Standardizer
+
+    x = (rng.standard_normal((50, 4)) * 10 + 3).astype(F32)
+    scaler = Standardizer().fit(x)
+    model = _logits_model(3)
+    path = f"{tmp_path}/m.nnf"
+    nf.save(model, path, task="multiclass", labels=["a", "b", "c"], preprocessing=scaler)
+    session = InferenceSession(path)
+    assert session.manifest["task"] == "multiclass" and session.input_shape == (4,)
+    pred = session.predict(x, batch_size=16)
+    logits = _eager(model, scaler.transform(x))
+    np.testing.assert_array_equal(pred.classes, logits.argmax(1))
+    assert pred.labels[:3] == [["a", "b", "c"][c] for c in logits.argmax(1)[:3]]
+    assert_close(session.run(scaler.transform(x)), logits)
+
+
+def test_32_threads_share_one_session(rng: np.random.Generator) -> None:
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8), nn.Tanh(),
+                          nn.Linear(8, 4), nn.Softmax())
+    session = InferenceSession(model)
+    inputs = [rng.standard_normal((1 + i % 5, 16)).astype(F32) for i in range(32)]
+    expected = [_eager(model, x) for x in inputs]
+    barrier = threading.Barrier(32)
+    failures: list[str] = []
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        for k in range(40):
+            j = (i + k) % 32  # every thread walks all inputs, so shapes collide constantly
+            got = session.run(inputs[j])
+            if not np.allclose(got, expected[j], rtol=1e-5, atol=1e-6):
+                failures.append(f"thread {i} input {j}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []

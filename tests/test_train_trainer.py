@@ -1,0 +1,121 @@
+"""Trainer behaviour: reproducibility, resume, callbacks, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import nnforge as nf
+from nnforge import nn, optim
+from nnforge.errors import ConfigError, DataError, ShapeError
+from nnforge.train import (Callback, EarlyStopping, HistoryLogger, LRScheduler,
+                           ModelCheckpoint)
+
+
+def _data(n=120, d=6, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 0.5)
+    return X, y % classes
+
+
+def _model():
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3))
+
+
+def _train(epochs, callbacks=(), resume_from=None, seed=0):
+    X, y = _data()
+    nf.manual_seed(42)
+    model = _model()
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    sched = optim.StepLR(opt, step_size=2, gamma=0.5)
+    trainer = nf.Trainer(model, optimizer=opt, metrics=["accuracy"], seed=seed, verbose=0)
+    cbs = [LRScheduler(sched), *callbacks]
+    trainer.fit(X, y, epochs=epochs, batch_size=16, validation_split=0.2, callbacks=cbs,
+                resume_from=resume_from)
+    return trainer
+
+
+def test_same_seed_gives_bit_identical_weights():
+    a, b = _train(3).model.state_dict(), _train(3).model.state_dict()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    c = _train(3, seed=1).model.state_dict()
+    assert any(not np.array_equal(a[k], c[k]) for k in a)
+
+
+def test_resume_from_checkpoint_is_bit_identical(tmp_path):
+    straight = _train(6)
+    ckpt = tmp_path / "ckpt-{epoch}.nnf"
+    _train(3, callbacks=[ModelCheckpoint(ckpt, save_best_only=False)])
+    resumed = _train(6, resume_from=str(tmp_path / "ckpt-3.nnf"))
+    want, got = straight.model.state_dict(), resumed.model.state_dict()
+    for k in want:
+        np.testing.assert_array_equal(want[k], got[k], err_msg=k)
+    assert resumed.history["loss"] == straight.history["loss"]
+    assert resumed.optimizer.lr == straight.optimizer.lr
+
+
+def test_early_stopping_restores_best_weights():
+    X, y = _data()
+    nf.manual_seed(0)
+    model = _model()
+    snapshots = []
+
+    class Snapshot(Callback):
+        def on_epoch_end(self, epoch, logs):
+            snapshots.append((logs["val_loss"], self.trainer.model.state_dict()))
+
+    stopper = EarlyStopping(monitor="val_loss", patience=2)
+    trainer = nf.Trainer(model, optimizer=optim.SGD(model.parameters(), lr=0.5), seed=0,
+                         verbose=0)
+    trainer.fit(X, y, epochs=50, batch_size=8, validation_split=0.3,
+                callbacks=[Snapshot(), stopper])
+    assert stopper.stopped_epoch is not None and len(snapshots) < 50
+    best_loss, best_state = min(snapshots, key=lambda s: s[0])
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, best_state[k])
+
+
+def test_history_logs_and_lr_schedule(tmp_path):
+    trainer = _train(4, callbacks=[HistoryLogger(tmp_path / "h.json"),
+                                   HistoryLogger(tmp_path / "h.csv")])
+    history = json.loads((tmp_path / "h.json").read_text())
+    assert history == trainer.history
+    assert history["lr"] == [1e-2, 1e-2, 5e-3, 5e-3]  # StepLR(step_size=2): lr in use per epoch
+    assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy", "time"}
+    rows = list(csv.DictReader((tmp_path / "h.csv").open()))
+    assert len(rows) == 4 and float(rows[0]["loss"]) == pytest.approx(history["loss"][0])
+
+
+def test_evaluate_and_predict_match_metrics():
+    trainer = _train(3)
+    X, y = _data(seed=5)
+    scores = trainer.evaluate(X, y)
+    pred = trainer.predict(X)
+    assert scores["accuracy"] == pytest.approx((pred == y).mean())
+    proba = trainer.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(proba.argmax(1), pred)
+
+
+def test_user_mistakes_get_clear_errors():
+    X, y = _data()
+    trainer = nf.Trainer(_model(), verbose=0)
+    with pytest.raises(ShapeError, match="120 samples but y has 100"):
+        trainer.fit(X, y[:100], epochs=1)
+    with pytest.raises(ConfigError, match="epochs"):
+        trainer.fit(X, y, epochs=0)
+    bad = X.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        trainer.fit(bad, y, epochs=1)
+    with pytest.raises(ShapeError, match="expected input of shape \\(batch, 6\\)"):
+        trainer.fit(X[:, :5], y, epochs=1)
+    with pytest.raises(ConfigError, match="unknown loss"):
+        nf.Trainer(_model(), loss="hinge")
+    with pytest.raises(ConfigError, match="cannot monitor 'val_loss'"):
+        trainer.fit(X, y, epochs=2, callbacks=[EarlyStopping()])
