@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -109,8 +110,6 @@ def test_usage_errors_are_one_line_with_exit_code_2(capsys) -> None:
 
 
 def test_missing_extension_commands_fail_in_one_line(capsys, monkeypatch) -> None:
-    import sys
-
     monkeypatch.setitem(sys.modules, "nnforge.onnx.cli", None)  # None: import fails
     assert main(["export", "model.nnf", "-o", "m.onnx"]) == 1
     err = capsys.readouterr().err

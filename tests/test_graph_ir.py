@@ -7,7 +7,7 @@ import pytest
 
 from nnforge import nn
 from nnforge.errors import ConfigError, ShapeError
-from nnforge.graph import (Graph, Node, ValueInfo, evaluate_graph, infer_shapes, trace)
+from nnforge.graph import Graph, Node, ValueInfo, evaluate_graph, infer_shapes, trace
 from nnforge.graph.ops import reshape_target
 
 

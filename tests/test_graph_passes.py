@@ -8,9 +8,15 @@ import pytest
 from nnforge import nn
 from nnforge.errors import ConfigError
 from nnforge.graph import Graph, Node, ValueInfo, evaluate_graph, optimize, trace
-from nnforge.graph.passes import (PASSES, eliminate_dead_code, eliminate_identity,
-                                  fold_batchnorm, fold_constants, fuse_activation,
-                                  fuse_matmul_add)
+from nnforge.graph.passes import (
+    PASSES,
+    eliminate_dead_code,
+    eliminate_identity,
+    fold_batchnorm,
+    fold_constants,
+    fuse_activation,
+    fuse_matmul_add,
+)
 from nnforge.runtime import compile_plan
 
 F32 = np.float32
@@ -160,3 +166,23 @@ def test_optimize_fills_shapes() -> None:
     g = optimize(trace(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))))
     assert g.outputs[0].shape == ("N", 2)
     assert all(g.value_info[o].shape is not None for n in g.nodes for o in n.outputs)
+
+
+@pytest.mark.parametrize(("act", "alpha"), [("Relu", 0.0), ("Tanh", 0.0), ("LeakyRelu", -0.5),
+                                            (None, 0.0)])
+def test_fuse_conv_pool(rng: np.random.Generator, act: str | None, alpha: float) -> None:
+    conv_attrs = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    if act:
+        conv_attrs.update(activation=act, activation_alpha=alpha)
+    g = Graph([Node("FusedConv" if act else "Conv", ["x", "w", "b"], ["c"], conv_attrs,
+                    domain="nnforge" if act else ""),
+               Node("MaxPool", ["c"], ["y"], {"kernel_shape": [3, 2], "strides": [2, 2]})],
+              [ValueInfo("x", ("N", 2, 9, 8))], [ValueInfo("y")],
+              {"w": _w(rng, 4, 2, 3, 3), "b": _w(rng, 4)})
+    out = optimize(g, "all")
+    assert [n.op for n in out.nodes] == ["FusedConv"]
+    assert out.nodes[0].attrs["pool"] == "MaxPool" and out.outputs[0].shape == ("N", 4, 4, 4)
+    _same_outputs(g, out, _w(rng, 3, 2, 9, 8))
+    # a padded pool stays separate
+    g.nodes[1].attrs["pads"] = [1, 1, 1, 1]
+    assert len(optimize(g, "all").nodes) == 2

@@ -168,6 +168,13 @@ def test_bad_metadata_is_refused(tmp_path, kwargs, words):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_tied_weights_are_refused_rather_than_silently_untied(tmp_path):
+    shared = nn.Linear(4, 4)
+    with pytest.raises(ConfigError, match="'0.weight' is shared with '2.weight'"):
+        save(nn.Sequential(shared, nn.ReLU(), shared), tmp_path / "t.nnf")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_preprocessing_metrics_and_label_forms(tmp_path):
     class Scaler:
         def get_config(self):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import nnforge as nf
 from nnforge import nn
+from nnforge.data.preprocessing import Standardizer
 from nnforge.errors import ConfigError, DataError, DTypeError, ModelFileError, ShapeError
 from nnforge.runtime import InferenceSession, Prediction
 
@@ -152,11 +153,13 @@ def test_predict_multiclass(rng: np.random.Generator, head: nn.Module | None) ->
     x = rng.standard_normal((10, 4)).astype(F32)
     session = InferenceSession(model, task="multiclass", labels=["a", "b", "c"])
     pred = session.predict(x, batch_size=3)
-    logits = _eager(_logits_model(3), x) if head is None else None
     raw = _eager(model, x)
-    probs = raw if isinstance(head, nn.Softmax) else (
-        np.exp(raw) if isinstance(head, nn.LogSoftmax) else
-        np.exp(logits) / np.exp(logits).sum(1, keepdims=True))
+    if isinstance(head, nn.LogSoftmax):  # (a subclass of Softmax: test it first)
+        probs = np.exp(raw)
+    elif isinstance(head, nn.Softmax):
+        probs = raw
+    else:
+        probs = np.exp(raw) / np.exp(raw).sum(1, keepdims=True)
     assert_close(pred.probabilities, probs, 1e-5)
     np.testing.assert_array_equal(pred.classes, probs.argmax(1))
     assert pred.labels == [["a", "b", "c"][c] for c in pred.classes]
@@ -185,17 +188,16 @@ def test_predict_multilabel_and_regression(rng: np.random.Generator) -> None:
     assert_close(pred.probabilities, p, 1e-5)
     np.testing.assert_array_equal(pred.classes, (p >= 0.5).astype(int))
     assert pred.labels[0] == [n for n, on in zip("xyz", p[0] >= 0.5) if on]
-    reg = InferenceSession(_logits_model(1), task="regression").predict(x)
+    single = _logits_model(1)
+    reg = InferenceSession(single, task="regression").predict(x)
     assert reg.values.shape == (6,) and reg.classes is None
-    assert_close(reg.values, _eager(_logits_model(1), x)[:, 0])
+    assert_close(reg.values, _eager(single, x)[:, 0])
     one = InferenceSession(model, task="regression").predict(x[0])  # one sample, no batch dim
     assert one.values.shape == (1, 3)
     assert isinstance(one, Prediction) and len(one) == 1
 
 
 def test_nnf_file_with_preprocessing(tmp_path: object, rng: np.random.Generator) -> None:
-    from nnforge.data.preprocessing import Standardizer
-
     x = (rng.standard_normal((50, 4)) * 10 + 3).astype(F32)
     scaler = Standardizer().fit(x)
     model = _logits_model(3)
@@ -233,3 +235,110 @@ def test_32_threads_share_one_session(rng: np.random.Generator) -> None:
     for t in threads:
         t.join()
     assert failures == []
+
+
+def _bn(cls: type, c: int, rng: np.random.Generator) -> nn.Module:
+    """A batch-norm layer with non-trivial running statistics and affine parameters."""
+    bn = cls(c, eps=1e-3)
+    bn.weight.data[...] = rng.random(c) + 0.5
+    bn.bias.data[...] = rng.standard_normal(c)
+    bn.running_mean = rng.standard_normal(c).astype(F32)
+    bn.running_var = (rng.random(c) + 0.5).astype(F32)
+    return bn
+
+
+CONV_LAYERS = {
+    "Conv2d": lambda r: nn.Conv2d(3, 4, 3),
+    "Conv2d(pad,stride)": lambda r: nn.Conv2d(3, 4, 3, stride=2, padding=1),
+    "Conv2d(dilation,no bias)": lambda r: nn.Conv2d(3, 2, 3, dilation=2, bias=False),
+    "Conv2d(groups)": lambda r: nn.Conv2d(3, 6, 3, groups=3, padding=1),
+    "MaxPool2d": lambda r: nn.MaxPool2d(2),
+    "MaxPool2d(pad)": lambda r: nn.MaxPool2d(3, stride=2, padding=1),
+    "AvgPool2d": lambda r: nn.AvgPool2d(2),
+    "AvgPool2d(pad)": lambda r: nn.AvgPool2d(3, stride=2, padding=1),
+    "AvgPool2d(pad,exclude)": lambda r: nn.AvgPool2d(3, 1, 1, count_include_pad=False),
+    "GlobalAvgPool2d": lambda r: nn.GlobalAvgPool2d(),
+    "GlobalAvgPool2d(keepdims)": lambda r: nn.GlobalAvgPool2d(keepdims=True),
+    "BatchNorm2d": lambda r: _bn(nn.BatchNorm2d, 3, r),
+}
+
+
+@pytest.mark.parametrize("name", list(CONV_LAYERS))
+@pytest.mark.parametrize("level", LEVELS)
+def test_each_conv_layer_matches_eager(rng: np.random.Generator, name: str, level: str) -> None:
+    model = nn.Sequential(CONV_LAYERS[name](rng))
+    x = rng.standard_normal((5, 3, 9, 8)).astype(F32)
+    session = InferenceSession(model, optimization=level, input_shape=(3, 9, 8))
+    assert_close(session.run(x), _eager(model, x))
+    assert_close(session.run(x[:1]), _eager(model, x[:1]))
+
+
+def test_batchnorm1d_both_layouts(rng: np.random.Generator) -> None:
+    for shape in ((6, 4), (6, 4, 5)):
+        model = nn.Sequential(_bn(nn.BatchNorm1d, 4, rng))
+        x = rng.standard_normal(shape).astype(F32)
+        for level in LEVELS:
+            session = InferenceSession(model, optimization=level, input_shape=shape[1:])
+            assert_close(session.run(x), _eager(model, x))
+
+
+def _lenet(rng: np.random.Generator, act: type, pool: type, bn: bool) -> nn.Sequential:
+    layers = [nn.Conv2d(1, 6, 5, padding=2), *([_bn(nn.BatchNorm2d, 6, rng)] if bn else []),
+              act(), pool(2), nn.Conv2d(6, 16, 5), act(), pool(2), nn.Flatten(),
+              nn.Linear(400, 120), *([_bn(nn.BatchNorm1d, 120, rng)] if bn else []), act(),
+              nn.Dropout(0.2), nn.Linear(120, 84), act(), nn.Linear(84, 10)]
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize(("act", "pool", "bn"), [(nn.ReLU, nn.MaxPool2d, False),
+                                                 (nn.Tanh, nn.AvgPool2d, True),
+                                                 (nn.Sigmoid, nn.MaxPool2d, True)])
+def test_lenet_matches_eager_and_fuses(rng: np.random.Generator, act: type, pool: type,
+                                       bn: bool) -> None:
+    model = _lenet(rng, act, pool, bn)
+    x = rng.standard_normal((9, 1, 28, 28)).astype(F32)
+    expected = _eager(model, x)
+    for level in LEVELS:
+        session = InferenceSession(model, optimization=level, input_shape=(1, 28, 28))
+        assert_close(session.run(x), expected, 2e-6 if bn else 1e-6)
+        assert_close(session.run(x[3:4]), expected[3:4], 2e-6 if bn else 1e-6)
+    ops = session.graph.count_ops()  # level "all"
+    assert "BatchNormalization" not in ops and "Dropout" not in ops
+    assert ops["FusedConv"] == 2 and ops["FusedGemm"] == 2
+    if pool is nn.MaxPool2d:  # the pools ride inside the convolutions
+        assert "MaxPool" not in ops
+        assert session.graph.nodes[0].attrs["pool"] == "MaxPool"
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**16), channels=st.integers(1, 4), size=st.integers(5, 10),
+       convs=st.lists(st.tuples(st.integers(1, 5), st.integers(1, 3), st.integers(1, 2),
+                                st.integers(0, 1), st.sampled_from(["relu", "tanh", "max",
+                                                                    "avg", "bn", "none"])),
+                      min_size=1, max_size=3))
+def test_random_conv_stacks_match_eager(seed: int, channels: int, size: int,
+                                        convs: list[tuple]) -> None:
+    rng = np.random.default_rng(seed)
+    layers: list[nn.Module] = []
+    c, s = channels, size
+    for out, k, stride, pad, extra in convs:
+        if s + 2 * pad < k:
+            continue
+        layers.append(nn.Conv2d(c, out, k, stride=stride, padding=pad))
+        c, s = out, (s + 2 * pad - k) // stride + 1
+        if extra == "relu":
+            layers.append(nn.ReLU())
+        elif extra == "tanh":
+            layers.append(nn.Tanh())
+        elif extra == "bn":
+            layers.append(_bn(nn.BatchNorm2d, c, rng))
+        elif extra in ("max", "avg") and s >= 2:
+            layers.append(nn.MaxPool2d(2) if extra == "max" else nn.AvgPool2d(2))
+            s //= 2
+    layers += [nn.Flatten(), nn.Linear(c * s * s, 3)]
+    model = nn.Sequential(*layers)
+    x = rng.standard_normal((3, channels, size, size)).astype(F32)
+    expected = _eager(model, x)
+    for level in LEVELS:
+        got = InferenceSession(model, optimization=level, input_shape=x.shape[1:]).run(x)
+        assert_close(got, expected, 2e-6)

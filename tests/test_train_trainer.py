@@ -119,3 +119,17 @@ def test_user_mistakes_get_clear_errors():
         nf.Trainer(_model(), loss="hinge")
     with pytest.raises(ConfigError, match="cannot monitor 'val_loss'"):
         trainer.fit(X, y, epochs=2, callbacks=[EarlyStopping()])
+
+
+def test_fit_called_twice_continues_like_one_call():
+    straight = _train(4)
+    X, y = _data()
+    nf.manual_seed(42)
+    model = _model()
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    cbs = [LRScheduler(optim.StepLR(opt, step_size=2, gamma=0.5))]
+    trainer = nf.Trainer(model, optimizer=opt, metrics=["accuracy"], seed=0, verbose=0)
+    trainer.fit(X, y, epochs=2, batch_size=16, validation_split=0.2, callbacks=cbs)
+    trainer.fit(X, y, epochs=4, batch_size=16, validation_split=0.2, callbacks=cbs)
+    for k, v in straight.model.state_dict().items():
+        np.testing.assert_array_equal(v, model.state_dict()[k])

@@ -146,15 +146,19 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: st
         try:
             from rich.console import Console  # noqa: PLC0415 - optional, only on a terminal
             from rich.table import Table  # noqa: PLC0415
+            from rich.text import Text  # noqa: PLC0415
         except ImportError:
             pass
         else:
-            table = Table(title=title or None, title_justify="left")
+            console = Console()
+            if title:  # above the table, not its caption: a caption wraps at the table's width
+                console.print(Text(title, style="bold"))
+            table = Table()
             for h, a in zip(headers, align):
-                table.add_column(h, justify="right" if a == "r" else "left")
+                table.add_column(Text(h), justify="right" if a == "r" else "left")
             for row in cells:
-                table.add_row(*row)
-            Console().print(table)
+                table.add_row(*(Text(c) for c in row))  # Text: no markup in cells ("[1]")
+            console.print(table)
             return
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
 

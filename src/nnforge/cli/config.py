@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -140,8 +141,10 @@ def normalize_config(raw: dict[str, Any], where: str) -> dict[str, Any]:
                                   f"expected name, lr, weight_decay, momentum")
             continue
         if k not in CONVERTERS:
-            raise ConfigError(f"{where}: unknown setting {key!r}; expected one of "
-                              f"{sorted(set(CONVERTERS) | {'architecture'})}")
+            known = sorted(set(CONVERTERS) | {"architecture"})
+            close = difflib.get_close_matches(k, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"{where}: unknown setting {key!r}; {hint}expected one of {known}")
         if value is None:
             out[k] = None
             continue

@@ -11,10 +11,10 @@ from .common import (
     fraction,
     new_command,
     nonnegative_int,
+    positive_int,
     print_json,
     require_matplotlib,
     sample_shape,
-    stdout_is_tty,
 )
 from .dataio import add_data_arguments
 
@@ -41,7 +41,7 @@ def add_parser(sub: Any) -> None:
                    help="score only the held-out part of the split train makes with this size")
     p.add_argument("--seed", type=nonnegative_int, default=0, metavar="N",
                    help="seed of that split (default: 0)")
-    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+    p.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help="rows per inference batch (default: the session's)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("--report", metavar="DIR",
@@ -90,9 +90,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_metrics(metrics, f"{data.name}: {len(x):,} samples, task {task}")
         if matrix is not None:
-            if stdout_is_tty() or len(matrix) <= 20:
-                print()
-                print_confusion(matrix, names)
+            print()
+            print_confusion(matrix, names)
     if args.report:
         from .report import write_report  # noqa: PLC0415
 

@@ -160,7 +160,9 @@ def _conform(x: np.ndarray, shape: tuple[int, ...], path: str) -> np.ndarray:
     if x.shape[1:] == shape or None in shape:  # free dimensions: the session checks them
         return x
     size = int(np.prod(shape))
-    if x.ndim == 2 and x.shape[1] == size:
+    squeezed = tuple(d for d in shape if d != 1)
+    # flat rows of pixels, or images without their single channel: same values, same order
+    if (x.ndim == 2 and x.shape[1] == size) or tuple(d for d in x.shape[1:] if d != 1) == squeezed:
         return x.reshape(len(x), *shape)
     if x.ndim == 2:
         raise ShapeError(f"{path}: expected {size} feature columns for this model, found "

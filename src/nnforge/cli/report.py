@@ -13,6 +13,8 @@ from .common import fmt_number, require_matplotlib
 
 def _curves(plt: Any, out: Path, history: dict[str, list[float]]) -> list[tuple[str, str]]:
     """One PNG per tracked quantity (loss first), train and validation on the same axes."""
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415 - optional extra
+
     keys = [k for k in history if not k.startswith("val_") and k not in ("time", "lr")]
     keys.sort(key=lambda k: k != "loss")
     made = []
@@ -24,6 +26,7 @@ def _curves(plt: Any, out: Path, history: dict[str, list[float]]) -> list[tuple[
             ax.plot(epochs, history[f"val_{key}"], marker="o", markersize=3,
                     label=f"validation {key}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(key)
         ax.set_title(f"{key} per epoch")
         ax.grid(alpha=0.3)

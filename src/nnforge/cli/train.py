@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
                              _summary(settings, prep, result, elapsed), result["test_metrics"],
                              result["history"], result.get("confusion"),
                              prep["labels"], result.get("pairs"))
-        _say(settings, f"report: {files[-1]}")
+        print(f"report: {files[-1]}", flush=True)
     return 0
 
 

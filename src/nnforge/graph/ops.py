@@ -414,14 +414,37 @@ def batch_normalization(node: Node, x: Any, scale: Any, bias: Any, mean: Any, va
 
 # -- nnforge-internal fused ops (produced by passes; see graph/passes.py) --------------------
 def fused_activation(node: Node, y: Any) -> Any:
-    """Apply a fused node's `activation` attribute to y."""
+    """Apply a fused node's `activation` attribute (if any) to y."""
+    if not node.attrs.get("activation"):
+        return y
     return activation_ref(node.attrs["activation"], y, node.attrs.get("activation_alpha", 0.01))
+
+
+def fused_pool_node(node: Node) -> Node | None:
+    """The MaxPool folded into a FusedConv (its `pool_*` attributes), as a node of its own."""
+    if node.attrs.get("pool") != "MaxPool":
+        return None
+    attrs = {"kernel_shape": list(node.attrs["pool_kernel_shape"]),
+             "strides": list(node.attrs["pool_strides"])}
+    return Node("MaxPool", [], node.outputs[:1], attrs, f"{node.name}/pool")
+
+
+def _fused_conv_shape(node: Node, shapes: list[Shape | None], consts: dict) -> list:
+    out = _conv_shape(node, shapes, consts)
+    pool = fused_pool_node(node)
+    return out if pool is None else _pool_shape(pool, out, consts)
+
+
+def _fused_conv(node: Node, *xs: Any) -> Any:
+    """Conv, then the activation, then the optional max pool (nnforge-internal)."""
+    y = fused_activation(node, conv(node, *xs))
+    pool = fused_pool_node(node)
+    return y if pool is None else max_pool(pool, y)
 
 
 OPS["FusedGemm"] = OpDef("FusedGemm", _gemm_shape, lambda node, *xs: fused_activation(
     node, _gemm(node, *xs)), INTERNAL_DOMAIN)
-OPS["FusedConv"] = OpDef("FusedConv", _conv_shape, lambda node, *xs: fused_activation(
-    node, conv(node, *xs)), INTERNAL_DOMAIN)
+OPS["FusedConv"] = OpDef("FusedConv", _fused_conv_shape, _fused_conv, INTERNAL_DOMAIN)
 
 
 def evaluate_node(node: Node, *arrays: Any) -> list[Any]:

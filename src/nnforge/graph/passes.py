@@ -6,7 +6,9 @@ folding, activation fusion). Any pass can be switched off by name with `disabled
 
 `FusedGemm` and `FusedConv` (domain "nnforge") are nnforge-internal ops: a Gemm/Conv followed by
 the activation named in its `activation` attribute (`activation_alpha` for LeakyRelu), as in
-ONNX Runtime's com.microsoft contrib ops. They exist only in optimized graphs.
+ONNX Runtime's com.microsoft contrib ops; a FusedConv may also carry a following MaxPool
+(`pool="MaxPool"`, `pool_kernel_shape`, `pool_strides`: conv, activation, then pool). They
+exist only in optimized graphs: export the graph before optimization, or at level "basic".
 """
 
 from __future__ import annotations
@@ -181,6 +183,28 @@ def fuse_activation(graph: Graph) -> Graph:
     return g
 
 
+def fuse_conv_pool(graph: Graph) -> Graph:
+    """Conv/FusedConv followed by an unpadded MaxPool -> one FusedConv with `pool_*` attrs."""
+    g = graph.copy()
+    consumers = g.consumers()
+    for node in list(g.nodes):
+        if node.op not in ("Conv", "FusedConv") or node.attrs.get("pool"):
+            continue
+        pool = _sole_consumer(g, node.outputs[0], consumers)
+        if (pool is None or pool.op != "MaxPool" or len(pool.outputs) != 1
+                or any(pool.attrs.get("pads", [0])) or pool.attrs.get("ceil_mode", 0)
+                or any(d != 1 for d in pool.attrs.get("dilations", [1]))
+                or pool.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID")):
+            continue
+        kernel = list(pool.attrs["kernel_shape"])
+        attrs = dict(node.attrs, pool="MaxPool", pool_kernel_shape=kernel,
+                     pool_strides=list(pool.attrs.get("strides", [1] * len(kernel))))
+        fused = Node("FusedConv", list(node.inputs), list(pool.outputs), attrs, node.name,
+                     INTERNAL_DOMAIN)
+        _replace(g, node, pool, fused)
+    return g
+
+
 #: Every rewriting pass by name, in the order `optimize` applies them.
 PASSES: dict[str, Pass] = {
     "eliminate_identity": eliminate_identity,
@@ -188,6 +212,7 @@ PASSES: dict[str, Pass] = {
     "fuse_matmul_add": fuse_matmul_add,
     "fold_batchnorm": fold_batchnorm,
     "fuse_activation": fuse_activation,
+    "fuse_conv_pool": fuse_conv_pool,
     "eliminate_dead_code": eliminate_dead_code,
 }
 

@@ -264,9 +264,3 @@ class ArchiveReader:
                 self._mm.close()
             except BufferError:
                 pass  # arrays returned to the caller still use it; it closes when they go
-
-    def __enter__(self) -> ArchiveReader:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()

@@ -21,7 +21,7 @@ import numpy as np
 from .. import __version__, backend
 from ..autograd.grad_mode import no_grad
 from ..autograd.tensor import Tensor
-from ..errors import ConfigError, ModelFileError, NNForgeError, ShapeError
+from ..errors import ConfigError, ModelFileError, NNForgeError
 from ..nn import Linear, Module, layer_from_architecture
 from ..random import get_rng_state, set_rng_state
 from . import safetensors_format as st
@@ -128,12 +128,30 @@ def _metrics(metrics: Any) -> dict[str, float | None] | None:
     return out
 
 
+def _named_arrays(model: Module) -> list[tuple[str, Any]]:
+    """(state-dict name, array) of every parameter and buffer, without state_dict()'s copies."""
+    return ([(k, p.data) for k, p in model.named_parameters()]
+            + [(k, b) for k, b in model.named_buffers()])
+
+
 def _weights(model: Module) -> dict[str, np.ndarray]:
-    """Parameters and buffers by state-dict name, floats as float32, without copying."""
-    arrays = [(k, backend.to_numpy(p.data)) for k, p in model.named_parameters()]
-    arrays += [(k, backend.to_numpy(b)) for k, b in model.named_buffers()]
-    return {k: v.astype(np.float32, copy=False) if backend.is_float_dtype(v.dtype) else v
-            for k, v in arrays}
+    """The arrays to store: floats as float32, integer buffers as they are."""
+    out = {}
+    for k, v in _named_arrays(model):
+        v = backend.to_numpy(v)
+        out[k] = v.astype(np.float32, copy=False) if backend.is_float_dtype(v.dtype) else v
+    return out
+
+
+def _refuse_tied(model: Module) -> None:
+    """The architecture would rebuild shared layers as independent ones: refuse, don't untie."""
+    first: dict[int, str] = {}
+    for mname, m in model.named_modules():
+        for pname, p in m._parameters.items():
+            name = f"{mname}.{pname}" if mname else pname
+            if first.setdefault(id(p), name) != name:
+                raise ConfigError(f"parameter {first[id(p)]!r} is shared with {name!r}; tied "
+                                  f"weights cannot be saved")
 
 
 def build_entries(model: Module, kind: str, task: str | None = None, labels: Any = None,
@@ -145,6 +163,7 @@ def build_entries(model: Module, kind: str, task: str | None = None, labels: Any
     if not isinstance(model, Module):
         raise ConfigError(f"expected an nnforge.nn.Module, found {type(model).__name__}")
     arch = to_json(model.to_architecture(), "the architecture")
+    _refuse_tied(model)
     shape = _input_shape(model, input_shape)
     outputs = _output_specs(model, shape)
     header, views = st.encode(_weights(model), {"format": "nnforge"})
@@ -253,7 +272,7 @@ def _build_layers(arch: Any, p: str) -> Module:
 
 def _fill(model: Module, weights: dict[str, np.ndarray], p: str) -> None:
     """Copy the weights into the model after checking every name and shape."""
-    expected = {k: v.shape for k, v in model.state_dict().items()}
+    expected = {k: tuple(v.shape) for k, v in _named_arrays(model)}
     for k in expected:
         if k not in weights:
             raise ModelFileError(f"{WEIGHTS} of '{p}' lacks the weight {k!r} that the "
@@ -267,7 +286,7 @@ def _fill(model: Module, weights: dict[str, np.ndarray], p: str) -> None:
                                  f"needs {expected[k]}")
     try:
         model.load_state_dict(weights)
-    except (ShapeError, ValueError, TypeError) as exc:
+    except (NNForgeError, ValueError, TypeError) as exc:
         raise ModelFileError(f"cannot load the weights of '{p}': {exc}") from None
 
 
@@ -277,8 +296,8 @@ def open_model(path: PathLike) -> tuple[Module, dict[str, Any], ArchiveReader]:
     try:
         # hashing big weights takes as long as building the layers (which draws initial
         # weights), and hashlib releases the GIL: do both at once; the pool waits on errors
-        workers = 1 if ar.entries[WEIGHTS].file_size > THREADED_HASH_BYTES else 0
-        with ThreadPoolExecutor(max_workers=1) if workers else nullcontext() as pool:
+        threaded = ar.entries[WEIGHTS].file_size > THREADED_HASH_BYTES
+        with ThreadPoolExecutor(max_workers=1) if threaded else nullcontext() as pool:
             pending = pool.submit(read_tensors, ar, manifest, WEIGHTS) if pool else None
             model = _build_layers(read_json_entry(ar, manifest, ARCHITECTURE), ar.path)
             weights = pending.result() if pending else read_tensors(ar, manifest, WEIGHTS)

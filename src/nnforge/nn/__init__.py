@@ -1,6 +1,7 @@
 """Layers and models."""
 
 from . import init
+from .conv_layers import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, GlobalAvgPool2d, MaxPool2d
 from .layers import (GELU, Dropout, Flatten, Identity, LeakyReLU, Linear, LogSoftmax, ReLU,
                      Sequential, Sigmoid, Softmax, Tanh)
 from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, Loss,
@@ -8,7 +9,8 @@ from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1
 from .module import (LAYER_REGISTRY, Module, Parameter, layer_from_architecture,
                      register_layer)
 
-__all__ = ["BCELoss", "BCEWithLogitsLoss", "CrossEntropyLoss", "HuberLoss", "L1Loss", "Loss",
+__all__ = ["AvgPool2d", "BatchNorm1d", "BatchNorm2d", "Conv2d", "GlobalAvgPool2d", "MaxPool2d",
+           "BCELoss", "BCEWithLogitsLoss", "CrossEntropyLoss", "HuberLoss", "L1Loss", "Loss",
            "MSELoss", "get_loss", "GELU", "LAYER_REGISTRY", "Dropout", "Flatten", "Identity", "LeakyReLU", "Linear",
            "LogSoftmax", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax",
            "Tanh", "init", "layer_from_architecture", "register_layer"]

@@ -58,9 +58,17 @@ class LRScheduler:
         if state["config"] != self.get_config():
             raise StateDictError(f"{type(self).__name__} state has settings {state['config']}, "
                                  f"this scheduler has {self.get_config()}")
-        self.base_lr = check_float("base_lr", state["base_lr"], 0.0)
-        self.last_epoch = _check_int("last_epoch", state["last_epoch"], 0)
+        try:
+            base_lr = check_float("base_lr", state["base_lr"], 0.0)
+            last_epoch = _check_int("last_epoch", state["last_epoch"], 0)
+        except ConfigError as exc:
+            raise StateDictError(f"bad {type(self).__name__} state: {exc}") from None
+        self._load_nested(state)
+        self.base_lr, self.last_epoch = base_lr, last_epoch
         self.optimizer.lr = self.lr_at(self.last_epoch)
+
+    def _load_nested(self, state: dict[str, Any]) -> None:
+        """Restore schedules this one wraps (after this one's state has been checked)."""
 
 
 class StepLR(LRScheduler):
@@ -146,14 +154,11 @@ class LinearWarmup(LRScheduler):
         sd["after_state"] = None if self.after is None else self.after.state_dict()
         return sd
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore this schedule and the one after it."""
-        after_state = state.get("after_state") if isinstance(state, dict) else None
+    def _load_nested(self, state: dict[str, Any]) -> None:
         if self.after is not None:
-            if after_state is None:
+            if not isinstance(state.get("after_state"), dict):
                 raise StateDictError("LinearWarmup state lacks the state of its `after` schedule")
-            self.after.load_state_dict(after_state)
-        super().load_state_dict(state)
+            self.after.load_state_dict(state["after_state"])
 
 
 class ReduceLROnPlateau:
@@ -238,15 +243,15 @@ class ReduceLROnPlateau:
         _check_state(self, state, ("best", "num_bad_epochs", "cooldown_counter", "last_epoch"))
         try:
             fresh = ReduceLROnPlateau(self.optimizer, **state["config"])
-        except TypeError as exc:
-            raise StateDictError(f"bad ReduceLROnPlateau settings in state: {exc}") from None
-        best = state["best"]
+            best = None if state["best"] is None else check_float("best", state["best"])
+            counters = [_check_int(k, state[k], 0)
+                        for k in ("num_bad_epochs", "cooldown_counter", "last_epoch")]
+        except (TypeError, ConfigError) as exc:
+            raise StateDictError(f"bad ReduceLROnPlateau state: {exc}") from None
         for key in self.get_config():
             setattr(self, key, getattr(fresh, key))
-        self.best = None if best is None else float(best)
-        self.num_bad_epochs = _check_int("num_bad_epochs", state["num_bad_epochs"], 0)
-        self.cooldown_counter = _check_int("cooldown_counter", state["cooldown_counter"], 0)
-        self.last_epoch = _check_int("last_epoch", state["last_epoch"], 0)
+        self.best = best
+        self.num_bad_epochs, self.cooldown_counter, self.last_epoch = counters
 
 
 def _check_state(obj: Any, state: Any, keys: tuple[str, ...]) -> None:

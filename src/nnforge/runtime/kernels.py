@@ -9,13 +9,14 @@ weights (transposes, BatchNorm scale/shift) happens once, here, not per call.
 from __future__ import annotations
 
 import math
+from math import isfinite
 from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..graph.ir import Node
-from ..graph.ops import batchnorm_scale_shift, conv_geometry
+from ..graph.ops import conv_geometry
 from ..ops.activation import erf_array
 
 Step = Callable[[Any], None]
@@ -30,7 +31,7 @@ IN_PLACE = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Gelu", "Softmax", "LogSoftm
 #: ops whose output is a reshaped view of input 0 (no kernel)
 VIEWS = {"Flatten", "Reshape", "Identity", "Dropout"}
 
-mm, add, mul, maximum = np.matmul, np.add, np.multiply, np.maximum
+mm, dot, add, mul, maximum = np.matmul, np.dot, np.add, np.multiply, np.maximum
 
 
 class Feed:
@@ -54,10 +55,22 @@ class Feed:
 
 
 class Ctx:
-    """Per-plan services for builders: scratch arrays and the float dtype."""
+    """Per-plan services for builders: scratch arrays, the float dtype, input checks."""
 
-    def __init__(self, dtype: Any) -> None:
+    def __init__(self, dtype: Any, check_finite: bool = False) -> None:
         self.dtype = np.dtype(dtype)
+        self.check_finite = check_finite
+        #: graph inputs whose NaN/Inf check a kernel took over
+        self.probed: set[int] = set()
+
+    def finite_probe(self, feed: Feed) -> Callable[[Any], None] | None:
+        """For a kernel that sees every element of a graph input: the full check to run when
+        its output hints at a non-finite input (None when checks are off)."""
+        if not self.check_finite:
+            return None
+        self.probed.add(feed.index)
+        i = feed.index
+        return lambda feeds: check_finite(feeds[i])
 
     def scratch(self, shape: Any, fill: float | None = None) -> np.ndarray:
         """A private array for one kernel of this plan (never shared with other calls)."""
@@ -70,6 +83,18 @@ class Ctx:
         return np.ascontiguousarray(value, dtype=self.dtype)
 
 
+def check_finite(x: np.ndarray, offset: int = 0) -> None:
+    """DataError naming the first NaN/Inf entry (row, position), if x has one."""
+    if x.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(x)
+    if bad.any():
+        pos = np.unravel_index(int(np.argmax(bad)), x.shape)
+        row, rest = int(pos[0]) + offset, tuple(int(p) for p in pos[1:])
+        where = f", position {rest if len(rest) > 1 else rest[0]}" if rest else ""
+        raise DataError(f"expected finite input values, found {x[pos]} at row {row}{where}")
+
+
 def kernel(*ops: str) -> Callable[[Builder], Builder]:
     """Register a builder for ops."""
     def deco(fn: Builder) -> Builder:
@@ -79,56 +104,61 @@ def kernel(*ops: str) -> Callable[[Builder], Builder]:
     return deco
 
 
-# -- activations (in place on a buffer) -------------------------------------------------------
-def activation_step(kind: str | None, y: np.ndarray, ctx: Ctx, alpha: float = 0.01
-                    ) -> Callable[[], None] | None:
-    """A closure applying an activation to y in place, or None for no activation."""
+# -- activations ----------------------------------------------------------------------------
+#: activations that never decrease: they commute with max pooling
+MONOTONE = {"Relu", "Sigmoid", "Tanh"}
+
+
+def activation_step(kind: str | None, y: np.ndarray, ctx: Ctx, alpha: float = 0.01,
+                    src: np.ndarray | None = None) -> Callable[[], None] | None:
+    """A closure computing y = activation(src) (src defaults to y: in place).
+
+    None when there is nothing to do (no activation, in place).
+    """
+    x = y if src is None else src
     t = y.dtype.type
-    if kind is None:
-        return None
+    if not kind:
+        return None if x is y else (lambda: np.copyto(y, x))
     if kind == "Relu":
-        zero = t(0)
-        return lambda: maximum(y, zero, out=y)
+        zero = ctx.const(np.zeros(()))
+        return lambda: maximum(x, zero, out=y)
     if kind == "LeakyRelu":
-        a, tmp = t(alpha), ctx.scratch(y.shape)
-        if 0 <= alpha <= 1:  # max(y, a*y) is leaky relu exactly when 0 <= a <= 1
-            return lambda: maximum(y, mul(y, a, out=tmp), out=y)
+        a, tmp = t(alpha), ctx.scratch(x.shape)
+        if 0 <= alpha <= 1:  # max(x, a*x) is leaky relu exactly when 0 <= a <= 1
+            return lambda: maximum(x, mul(x, a, out=tmp), out=y)
         zero = t(0)
-        return lambda: np.copyto(y, mul(y, a, out=tmp), where=np.less(y, zero))
+
+        def leaky() -> None:
+            mul(x, a, out=tmp)
+            np.copyto(tmp, x, where=np.greater(x, zero))
+            np.copyto(y, tmp)
+        return leaky
     if kind == "Sigmoid":
         lim, one = t(80), t(1)  # exp(80) is finite in float32: no overflow warning
 
         def sigmoid() -> None:
-            np.negative(y, out=y)
+            np.negative(x, out=y)
             np.minimum(y, lim, out=y)
             np.exp(y, out=y)
             add(y, one, out=y)
             np.reciprocal(y, out=y)
         return sigmoid
     if kind == "Tanh":
-        return lambda: np.tanh(y, out=y)
+        return lambda: np.tanh(x, out=y)
     if kind == "Gelu":
-        s2 = t(math.sqrt(2.0))
-        half = t(0.5)
+        s2, half = t(math.sqrt(2.0)), t(0.5)
 
         def gelu() -> None:  # same arithmetic as the eager op, so results match it exactly
-            cdf = (half * (1.0 + erf_array(y / s2))).astype(y.dtype)
-            mul(y, cdf, out=y)
+            cdf = (half * (1.0 + erf_array(x / s2))).astype(y.dtype)
+            mul(x, cdf, out=y)
         return gelu
     raise ConfigError(f"unknown activation {kind!r}")
 
 
 @kernel("Relu", "LeakyRelu", "Sigmoid", "Tanh", "Gelu")
 def _activation(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
-    x, y = ins[0], outs[0]
-    act = activation_step(node.op, y, ctx, node.attrs.get("alpha", 0.01))
-    if x is y:
-        return lambda feeds: act()
-
-    def step(feeds: Any) -> None:
-        np.copyto(y, x)
-        act()
-    return step
+    act = activation_step(node.op, outs[0], ctx, node.attrs.get("alpha", 0.01), src=ins[0])
+    return lambda feeds: act()
 
 
 @kernel("Softmax", "LogSoftmax")
@@ -158,16 +188,14 @@ def _softmax(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
 # -- dense ------------------------------------------------------------------------------------
 @kernel("Gemm", "FusedGemm")
 def _gemm(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
-    a, b = ins[0], ins[1]
+    a, b, y = ins[0], ins[1], outs[0]
     c = ins[2] if len(ins) > 2 else None
-    y = outs[0]
     at = node.attrs
     alpha, beta = at.get("alpha", 1.0), at.get("beta", 1.0)
     if isinstance(b, Feed) or isinstance(c, Feed):
         raise ConfigError(f"Gemm {node.name}: expected constant B and C, found a graph input")
-    # weights pre-transposed once to (K, N) C-contiguous: BLAS then streams them in order
-    bt = ctx.const((b.T if at.get("transB", 0) else b) * alpha if alpha != 1.0 else
-                   (b.T if at.get("transB", 0) else b))
+    w = b.T if at.get("transB", 0) else b  # (K, N)
+    w = w * w.dtype.type(alpha) if alpha != 1.0 else w
     bias = None
     if c is not None:
         cb = c * c.dtype.type(beta) if beta != 1.0 else c
@@ -175,32 +203,50 @@ def _gemm(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
             bias = ctx.const(np.broadcast_to(cb, y.shape))
         else:  # a row broadcast: stored as a 1-D (N,) vector
             bias = ctx.const(np.broadcast_to(cb.reshape(-1) if cb.ndim else cb, y.shape[-1:]))
-    act = activation_step(at.get("activation"), y, ctx, at.get("activation_alpha", 0.01))
+    kind = at.get("activation")
     trans_a = bool(at.get("transA", 0))
     get = a.getter() if isinstance(a, Feed) else None
-    relu = at.get("activation") == "Relu"
-    zero = y.dtype.type(0)
-    if get is None and not trans_a:
-        if bias is not None and relu:  # the common hidden layer: three calls, nothing else
-            def step(feeds: Any) -> None:
-                mm(a, bt, out=y)
-                add(y, bias, out=y)
-                maximum(y, zero, out=y)
-            return step
-        if bias is not None and act is None:
-            def step_bias(feeds: Any) -> None:
-                mm(a, bt, out=y)
-                add(y, bias, out=y)
-            return step_bias
+    # Every y[r, 0] sums over a whole input row, so a NaN/Inf anywhere in the caller's input
+    # shows up in column 0 of the product: checking it replaces a pass over the input.
+    probe = ctx.finite_probe(a) if get is not None else None
+    relu = kind == "Relu"
+    if y.shape[0] == 1 and (bias is None or bias.ndim == 1):
+        # one row: y[0] = W @ x[0], BLAS gemv over the (N, K) row-major weights; 1-D
+        # operands also skip NumPy's broadcasting machinery, which matters at ~1 us per call
+        w_rows, y1 = ctx.const(w.T), y[0]
+        a1 = None if get is not None else (a.T if trans_a else a)[0]
+        zeros = ctx.const(np.zeros(y1.shape))
+        act = None if relu else activation_step(kind, y, ctx, at.get("activation_alpha", 0.01))
 
-    def step_any(feeds: Any) -> None:
-        src = get(feeds) if get is not None else a
-        mm(src.T if trans_a else src, bt, out=y)
+        def step_row(feeds: Any) -> None:
+            dot(w_rows, (get(feeds).T if trans_a else get(feeds))[0] if a1 is None else a1,
+                out=y1)
+            if probe is not None and not isfinite(y1.item(0)):
+                probe(feeds)
+            if bias is not None:
+                add(y1, bias, out=y1)
+            if relu:
+                maximum(y1, zeros, out=y1)
+            elif act is not None:
+                act()
+        return step_row
+    # weights pre-transposed once to (K, N) C-contiguous: BLAS then streams them in order
+    wt, zero = ctx.const(w), ctx.const(np.zeros(()))
+    act = None if relu else activation_step(kind, y, ctx, at.get("activation_alpha", 0.01))
+    col0 = y[:, 0]
+
+    def step(feeds: Any) -> None:
+        src = a if get is None else get(feeds)
+        dot(src.T if trans_a else src, wt, out=y)
+        if probe is not None and not isfinite(add.reduce(col0)):
+            probe(feeds)
         if bias is not None:
             add(y, bias, out=y)
-        if act is not None:
+        if relu:
+            maximum(y, zero, out=y)
+        elif act is not None:
             act()
-    return step_any
+    return step
 
 
 @kernel("MatMul")
@@ -233,14 +279,15 @@ def _batchnorm(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     x, y = ins[0], outs[0]
     eps = node.attrs.get("epsilon", 1e-5)
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    k, _ = batchnorm_scale_shift(eps, *ins[1:5])
-    k = ctx.const(k.reshape(shape))
-    mean, bias = ctx.const(ins[3].reshape(shape)), ctx.const(ins[2].reshape(shape))
+    weight, bias, mean, var = ins[1:5]
+    # x * scale + shift with scale and shift rounded as the eager layer rounds them
+    inv_std = 1.0 / np.sqrt(var + var.dtype.type(eps))
+    scale = (weight * inv_std).astype(x.dtype)
+    k, c = ctx.const(scale.reshape(shape)), ctx.const((bias - mean * scale).reshape(shape))
 
-    def step(feeds: Any) -> None:  # (x - mean) * k + bias, as the reference computes it
-        np.subtract(x, mean, out=y)
-        mul(y, k, out=y)
-        add(y, bias, out=y)
+    def step(feeds: Any) -> None:
+        mul(x, k, out=y)
+        add(y, c, out=y)
     return step
 
 

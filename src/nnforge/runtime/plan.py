@@ -32,11 +32,14 @@ class _Storage:
 class Plan:
     """A compiled graph for fixed input shapes: call run(feeds) from one thread at a time."""
 
-    def __init__(self, steps: list[Any], outputs: list[Any], nbytes: int) -> None:
-        self.steps = steps
+    def __init__(self, steps: list[Any], outputs: list[Any], nbytes: int,
+                 probed: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+        self.steps = tuple(steps)
         self.outputs = outputs
         #: bytes of buffers and scratch this plan holds
         self.nbytes = nbytes
+        #: indices of the graph inputs whose NaN/Inf check the kernels do as they run
+        self.probed = probed
 
     def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run every kernel; return fresh copies of the outputs."""
@@ -44,12 +47,24 @@ class Plan:
             step(feeds)
         return [o(feeds).copy() if callable(o) else o.copy() for o in self.outputs]
 
+    def run_one(self, feeds: Sequence[np.ndarray]) -> np.ndarray:
+        """run() for a graph with one output: the output array itself (the hot path)."""
+        for step in self.steps:
+            step(feeds)
+        out = self.outputs[0]
+        return out(feeds).copy() if callable(out) else out.copy()
 
-def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]]) -> Plan:
-    """Build a Plan for the given concrete shapes of the graph inputs."""
+
+def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
+                 check_finite: bool = False) -> Plan:
+    """Build a Plan for the given concrete shapes of the graph inputs.
+
+    With check_finite, kernels that see a whole input (a Gemm reading it) check it for
+    NaN/Inf as a side effect; `Plan.probed` lists the inputs they cover.
+    """
     infos = compute_shapes(graph, {v.name: tuple(s) for v, s in zip(graph.inputs, input_shapes)})
     dtype = np.dtype(graph.inputs[0].dtype)
-    ctx = _CountingCtx(dtype)
+    ctx = _CountingCtx(dtype, check_finite)
     nodes = graph.nodes
     outputs = set(graph.output_names)
     last: dict[str, int] = {}
@@ -152,7 +167,7 @@ def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]]) -> Plan:
     out_values = [value(v.name) for v in graph.outputs]
     out_values = [o.getter() if isinstance(o, Feed) else o for o in out_values]
     nbytes = sum(st.array.nbytes for st in storages) + ctx.nbytes
-    return Plan(steps, out_values, nbytes)
+    return Plan(steps, out_values, nbytes, frozenset(ctx.probed))
 
 
 def _copy_step(feed: Feed, buf: np.ndarray) -> Any:
@@ -163,8 +178,8 @@ def _copy_step(feed: Feed, buf: np.ndarray) -> Any:
 class _CountingCtx(Ctx):
     """Ctx that remembers how many bytes of scratch and constants it handed out."""
 
-    def __init__(self, dtype: Any) -> None:
-        super().__init__(dtype)
+    def __init__(self, dtype: Any, check_finite: bool) -> None:
+        super().__init__(dtype, check_finite)
         self.nbytes = 0
 
     def scratch(self, shape: Any, fill: float | None = None) -> np.ndarray:

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import os
 import threading
+from math import isfinite
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, DTypeError, ModelFileError, ShapeError
+from ..errors import ConfigError, DTypeError, ModelFileError, ShapeError
 from ..graph.ir import Graph
 from ..graph.passes import optimize
 from ..graph.trace import trace
 from ..nn.module import Module
+from .kernels import check_finite
 from .plan import Plan, compile_plan
-from .postprocess import Prediction, PostProcessor
+from .postprocess import PostProcessor, Prediction
 
 BACKENDS = ("numpy",)
 #: input shapes whose plans are kept; the least recently compiled shape is dropped beyond this
@@ -30,11 +32,14 @@ MAX_IDLE_PLANS = 32
 #: rows per chunk when predict() is given no batch_size
 DEFAULT_BATCH = 4096
 
+add_reduce = np.add.reduce
+
 
 class InferenceSession:
     """Run a model for inference: `run(x)` gives raw outputs, `predict(X)` task answers."""
 
-    def __init__(self, path_or_model: str | os.PathLike | Module, optimization: str = "all",
+    def __init__(self, path_or_model: str | os.PathLike | Module | Graph,
+                 optimization: str = "all",
                  backend: str = "numpy", *, disabled_passes: Sequence[str] = (),
                  input_shape: Sequence[int | None] | None = None, task: str | None = None,
                  labels: Sequence[Any] | None = None, threshold: float = 0.5,
@@ -43,11 +48,16 @@ class InferenceSession:
             raise ConfigError(f"expected backend one of {list(BACKENDS)}, found {backend!r}")
         model = _load(path_or_model)
         self.manifest: dict[str, Any] = dict(getattr(model, "manifest", None) or {})
-        spec = (self.manifest.get("inputs") or [{}])[0]
-        full_shape = spec.get("shape") if input_shape is None else (None, *input_shape)
-        if full_shape is None and getattr(model, "input_shape", None) is not None:
-            full_shape = (None, *model.input_shape)
-        raw = trace(model, full_shape, input_name=spec.get("name", "input"))
+        if isinstance(model, Graph):
+            raw = model
+        else:
+            spec = (self.manifest.get("inputs") or [{}])[0]
+            full_shape = spec.get("shape") if input_shape is None else (None, *input_shape)
+            if full_shape is None and getattr(model, "input_shape", None) is not None:
+                full_shape = (None, *model.input_shape)
+            raw = trace(model, full_shape, input_name=spec.get("name", "input"))
+        if len(raw.inputs) != 1:
+            raise ConfigError(f"expected a graph with one input, found {len(raw.inputs)}")
         #: the optimized graph (what runs)
         self.graph: Graph = optimize(raw, optimization, disabled_passes)
         self.optimization = optimization
@@ -55,6 +65,7 @@ class InferenceSession:
         self.check_finite = bool(check_finite)
         self._in = self.graph.inputs[0]
         self._dtype = np.dtype(self._in.dtype)
+        self._single = len(self.graph.outputs) == 1
         self._pools: dict[tuple[int, ...], list[Plan]] = {}
         self._lock = threading.Lock()
         self.task = task if task is not None else self.manifest.get("task")
@@ -91,22 +102,23 @@ class InferenceSession:
     # -- raw inference -----------------------------------------------------------------------
     def run(self, x: Any) -> Any:
         """Raw outputs for a batch x: an array, or a dict by name when there are several."""
-        if type(x) is not np.ndarray or x.dtype != self._dtype or not x.flags.c_contiguous:
+        # the hot path: a handful of attribute reads and one dict lookup around the kernels
+        if x.__class__ is not np.ndarray or x.dtype is not self._dtype:
             x = self._coerce(x)
-        if self.check_finite and not np.isfinite(np.add.reduce(x, axis=None)):
-            _check_finite(x)
-        feeds = (x,)
         try:
             plan = self._pools[x.shape].pop()
         except (KeyError, IndexError):
             plan = self._new_plan(x.shape)
         try:
-            outs = plan.run(feeds)
+            if self.check_finite and not plan.probed and not isfinite(add_reduce(x, None)):
+                check_finite(x)
+            if self._single:
+                return plan.run_one((x,))
+            return dict(zip(self.graph.output_names, plan.run((x,))))
         finally:
             pool = self._pools.get(x.shape)
             if pool is not None and len(pool) < MAX_IDLE_PLANS:
                 pool.append(plan)
-        return outs[0] if len(outs) == 1 else dict(zip(self.graph.output_names, outs))
 
     def _coerce(self, x: Any) -> np.ndarray:
         """x as a C-contiguous array of the model's dtype, or a DTypeError."""
@@ -125,7 +137,7 @@ class InferenceSession:
             raise ShapeError(f"expected input of shape {_fmt(expected)}, found {tuple(shape)}")
         if shape[0] == 0:
             raise ShapeError(f"expected at least one row, found input of shape {tuple(shape)}")
-        plan = compile_plan(self.graph, [shape])
+        plan = compile_plan(self.graph, [shape], self.check_finite)
         with self._lock:
             if shape not in self._pools:
                 if len(self._pools) >= MAX_SHAPES:
@@ -134,9 +146,9 @@ class InferenceSession:
         return plan
 
     # -- task-level prediction ---------------------------------------------------------------
-    def predict(self, X: Any, batch_size: int | None = None) -> Prediction:
+    def predict(self, x: Any, batch_size: int | None = None) -> Prediction:
         """Preprocess, run in chunks of batch_size rows (bounded memory), post-process."""
-        arr = X if isinstance(X, np.ndarray) else _as_array(X)
+        arr = x if isinstance(x, np.ndarray) else _as_array(x)
         if arr.dtype.kind not in "biuf":
             raise DTypeError(f"expected numeric input (float, int or bool), found dtype "
                              f"{arr.dtype}")
@@ -153,7 +165,7 @@ class InferenceSession:
         pred: Prediction | None = None
         for start in range(0, n, batch_size):
             chunk = arr[start:start + batch_size]
-            _check_finite(chunk, offset=start)
+            check_finite(chunk, offset=start)
             if self._pre is not None:
                 chunk = self._pre.transform(chunk)
             out = self.run(chunk)
@@ -187,8 +199,8 @@ class InferenceSession:
                 f"nodes={len(self.graph.nodes)})")
 
 
-def _load(path_or_model: Any) -> Module:
-    if isinstance(path_or_model, Module):
+def _load(path_or_model: Any) -> Module | Graph:
+    if isinstance(path_or_model, (Module, Graph)):
         return path_or_model
     if not isinstance(path_or_model, (str, os.PathLike)):
         raise ConfigError(f"expected a model path or an nnforge Module, found "
@@ -206,18 +218,6 @@ def _as_array(x: Any) -> np.ndarray:
         return np.asarray(x)
     except (TypeError, ValueError) as exc:
         raise DTypeError(f"expected a numeric array, found {type(x).__name__} ({exc})") from None
-
-
-def _check_finite(x: np.ndarray, offset: int = 0) -> None:
-    """DataError naming the first NaN/Inf entry (row, column), if any."""
-    if x.dtype.kind != "f":
-        return
-    bad = ~np.isfinite(x)
-    if bad.any():
-        pos = np.unravel_index(int(np.argmax(bad)), x.shape)
-        row, rest = int(pos[0]) + offset, tuple(int(p) for p in pos[1:])
-        raise DataError(f"expected finite input values, found {x[pos]} at row {row}"
-                        + (f", position {rest if len(rest) > 1 else rest[0]}" if rest else ""))
 
 
 def _public_shape(shape: Any) -> tuple[int | None, ...]:

@@ -18,7 +18,13 @@ from typing import Callable
 import numpy as np
 
 from ..errors import NNForgeError
-from .errors import ClientGone, InvalidInput, QueueFull, RequestTimeout, Unavailable
+from .errors import (
+    ClientGoneError,
+    InvalidInputError,
+    QueueFullError,
+    RequestTimeoutError,
+    UnavailableError,
+)
 from .metrics import ModelMetrics
 
 Outputs = dict[str, np.ndarray]
@@ -75,11 +81,11 @@ class DynamicBatcher:
         """The model's outputs for the rows of x (computed in a batch with other requests)."""
         cfg = self.config
         if self._closing:
-            raise Unavailable("the model version is being unloaded; retry")
+            raise UnavailableError("the model version is being unloaded; retry")
         n = len(x)
         if self._queued + n > cfg.max_queue_size and self._queued:
-            raise QueueFull(f"the queue of this model holds {self._queued} samples and admits "
-                            f"at most {cfg.max_queue_size}; retry later")
+            raise QueueFullError(f"the queue of this model holds {self._queued} samples and admits "
+                                 f"at most {cfg.max_queue_size}; retry later")
         now = time.perf_counter()
         item = _Item(x, self._loop.create_future(), now if arrived is None else arrived, gone)
         if cfg.timeout_ms > 0:
@@ -98,7 +104,7 @@ class DynamicBatcher:
 
     def _expire(self, item: _Item) -> None:
         if not item.future.done():
-            item.future.set_exception(RequestTimeout(
+            item.future.set_exception(RequestTimeoutError(
                 f"no answer within the request timeout of {self.config.timeout_ms:g} ms"))
 
     async def close(self) -> None:
@@ -144,7 +150,7 @@ class DynamicBatcher:
         queue = self._queue
         for item in queue:
             if not item.future.done() and item.gone is not None and item.gone():
-                item.future.set_exception(ClientGone("the client disconnected"))
+                item.future.set_exception(ClientGoneError("the client disconnected"))
             # a done future: timed out, client gone, or its task was cancelled (gRPC cancel)
             if not item.future.done():
                 # one forward pass needs one sample shape (models with free dimensions)
@@ -189,7 +195,7 @@ class DynamicBatcher:
         if len(batch) == 1:
             item = batch[0]
             if not item.future.done():
-                err = InvalidInput(str(exc)) if isinstance(exc, NNForgeError) else exc
+                err = InvalidInputError(str(exc)) if isinstance(exc, NNForgeError) else exc
                 item.future.set_exception(err)
             return
         for item in batch:

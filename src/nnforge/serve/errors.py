@@ -11,7 +11,7 @@ class ServeError(Exception):
     outcome = "error"
 
 
-class InvalidInput(ServeError):
+class InvalidInputError(ServeError):
     """The client sent something malformed: wrong JSON, shape, datatype, parameter."""
 
     status = 400
@@ -19,7 +19,7 @@ class InvalidInput(ServeError):
     outcome = "invalid_input"
 
 
-class NotFound(ServeError):
+class NotFoundError(ServeError):
     """Unknown model, version or route."""
 
     status = 404
@@ -27,15 +27,7 @@ class NotFound(ServeError):
     outcome = "invalid_input"
 
 
-class MethodNotAllowed(ServeError):
-    """A known route called with the wrong HTTP method."""
-
-    status = 405
-    grpc_code = "UNIMPLEMENTED"
-    outcome = "invalid_input"
-
-
-class Unauthorized(ServeError):
+class UnauthorizedError(ServeError):
     """A missing or wrong API key."""
 
     status = 401
@@ -43,7 +35,7 @@ class Unauthorized(ServeError):
     outcome = "unauthorized"
 
 
-class Forbidden(ServeError):
+class ForbiddenError(ServeError):
     """An administration endpoint while administration is switched off."""
 
     status = 403
@@ -51,7 +43,7 @@ class Forbidden(ServeError):
     outcome = "unauthorized"
 
 
-class PayloadTooLarge(ServeError):
+class PayloadTooLargeError(ServeError):
     """The body is larger than the configured limit."""
 
     status = 413
@@ -59,7 +51,7 @@ class PayloadTooLarge(ServeError):
     outcome = "invalid_input"
 
 
-class UnsupportedMediaType(ServeError):
+class UnsupportedMediaTypeError(ServeError):
     """A content type or content encoding the server does not read."""
 
     status = 415
@@ -67,7 +59,7 @@ class UnsupportedMediaType(ServeError):
     outcome = "invalid_input"
 
 
-class QueueFull(ServeError):
+class QueueFullError(ServeError):
     """The batcher's bounded queue is full: the client should back off and retry."""
 
     status = 503
@@ -75,7 +67,7 @@ class QueueFull(ServeError):
     outcome = "rejected_queue_full"
 
 
-class Unavailable(ServeError):
+class UnavailableError(ServeError):
     """The model version is shutting down or not loaded yet."""
 
     status = 503
@@ -83,7 +75,7 @@ class Unavailable(ServeError):
     outcome = "error"
 
 
-class RequestTimeout(ServeError):
+class RequestTimeoutError(ServeError):
     """The request waited longer than its timeout."""
 
     status = 504
@@ -91,7 +83,7 @@ class RequestTimeout(ServeError):
     outcome = "timeout"
 
 
-class ClientGone(ServeError):
+class ClientGoneError(ServeError):
     """The client disconnected before its request was computed; nobody reads this answer."""
 
     status = 499

@@ -20,6 +20,9 @@ from .tensors import TensorSpec, datatype_of
 
 Outputs = dict[str, np.ndarray]
 PLATFORM = "nnforge"
+#: a full batch slower than this runs on a worker thread (compute="auto"): the event loop
+#: would otherwise stop reading requests for that long
+SLOW_BATCH_SECONDS = 0.002
 
 
 def _dims(shape: Any) -> tuple[int, ...]:
@@ -30,7 +33,7 @@ class ServedModel:
     """A loaded model version, ready to compute batches and describe itself."""
 
     def __init__(self, name: str, version: str, session: InferenceSession,
-                 path: str | None = None) -> None:
+                 path: str | None = None, max_batch_size: int = 64) -> None:
         self.name, self.version, self.session, self.path = name, version, session, path
         self.manifest = session.manifest
         self.task = session.task
@@ -38,20 +41,23 @@ class ServedModel:
         if len(names) != 1:
             raise ConfigError(f"a served model must have one input, found {len(names)} "
                               f"({names})")
-        self.input = TensorSpec(names[0], datatype_of(session._dtype if False else "float32"),
-                                _dims(session.input_shape[1:]))
+        self.input = TensorSpec(names[0], datatype_of(session.graph.inputs[0].dtype),
+                                _dims(session.input_shape))
         labels = self.manifest.get("labels") if self.task in ("multiclass", "binary") else None
         self.labels = None if labels is None else np.array([str(v) for v in labels], object)
         self.outputs = self._output_specs()
+        self.buckets = batch_buckets(max_batch_size)
         self.load_seconds = 0.0
+        self.slow = False  # whether a full batch takes long enough to deserve its own thread
 
     @classmethod
-    def load(cls, name: str, version: str, path: str | os.PathLike) -> ServedModel:
+    def load(cls, name: str, version: str, path: str | os.PathLike,
+             max_batch_size: int = 64) -> ServedModel:
         """Open a `.nnf` file as a served model version."""
-        return cls(name, version, InferenceSession(path), os.fspath(path))
+        return cls(name, version, InferenceSession(path), os.fspath(path), max_batch_size)
 
     def _output_specs(self) -> list[TensorSpec]:
-        out_shape = _dims(self.session.output_shape[1:])
+        out_shape = _dims(self.session.output_shape)
         width = int(np.prod(out_shape)) if out_shape and min(out_shape) > 0 else -1
         t = self.task
         if t == "multiclass":
@@ -70,22 +76,33 @@ class ServedModel:
 
     # -- computing ---------------------------------------------------------------------------
     def compute(self, x: np.ndarray) -> Outputs:
-        """Task outputs for a batch of rows (what the batcher runs)."""
-        pred = self.session.predict(x, batch_size=len(x))
+        """Task outputs for a batch of rows (what the batcher runs).
+
+        The batch is padded with zero rows up to the next bucket size: the session compiles
+        one plan per input shape and keeps a bounded number of them, so a server that ran
+        every batch size from 1 to max_batch_size would keep compiling.
+        """
+        n = len(x)
+        size = next((b for b in self.buckets if b >= n), n)
+        if size != n:
+            x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), x.dtype)])
+        pred = self.session.predict(x, batch_size=size)
         if self.task in ("multiclass", "binary", "multilabel"):
             out = {"classes": pred.classes, "probabilities": pred.probabilities}
         else:
             out = {"values": pred.values}
-        for key, value in out.items():
-            if value.dtype.kind == "f" and value.dtype != np.float32:
-                out[key] = value.astype(np.float32)
-        return out
+        return {k: (v[:n] if v.dtype.kind != "f" else v[:n].astype(np.float32, copy=False))
+                for k, v in out.items()}
 
-    def warm_up(self, batch_sizes: list[int]) -> None:
-        """Run each batch size once, so the first requests find compiled plans."""
+    def warm_up(self) -> None:
+        """Run each bucket size once, so that requests find compiled plans; time the largest."""
         shape = tuple(d if d > 0 else 1 for d in self.input.shape)
-        for n in batch_sizes:
+        for n in self.buckets:
             self.compute(np.zeros((n, *shape), np.float32))
+        x = np.zeros((self.buckets[-1], *shape), np.float32)
+        start = time.perf_counter()
+        self.compute(x)
+        self.slow = time.perf_counter() - start > SLOW_BATCH_SECONDS
 
     def label_array(self, classes: np.ndarray) -> np.ndarray:
         """The label name of each class index."""
@@ -139,11 +156,21 @@ class ServedModel:
                 "metrics": self.manifest.get("metrics")}
 
 
+def batch_buckets(max_batch_size: int) -> list[int]:
+    """Batch sizes the model runs at: steps of about 1.5x up to max_batch_size (at most 12
+    sizes, else powers of two), so padding wastes at most a third of a batch."""
+    fine = sorted({b for k in range(max_batch_size.bit_length() + 1)
+                   for b in (2 ** k, 3 * 2 ** k // 2) if 1 <= b < max_batch_size})
+    steps = fine if len(fine) < 12 else [2 ** k for k in range(max_batch_size.bit_length())
+                                          if 2 ** k < max_batch_size]
+    return [*steps, max_batch_size]
+
+
 def timed_load(name: str, version: str, path: str | os.PathLike,
-               batch_sizes: list[int]) -> ServedModel:
+               max_batch_size: int) -> ServedModel:
     """Load and warm up a version, recording how long it took."""
     start = time.perf_counter()
-    model = ServedModel.load(name, version, path)
-    model.warm_up(batch_sizes)
+    model = ServedModel.load(name, version, path, max_batch_size)
+    model.warm_up()
     model.load_seconds = time.perf_counter() - start
     return model

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import InvalidInput
+from .errors import InvalidInputError
 
 #: V2 datatype name -> little-endian NumPy dtype (BYTES is handled apart: length-prefixed)
 DATATYPES: dict[str, np.dtype] = {
@@ -31,7 +31,7 @@ def datatype_of(dtype: Any) -> str:
     for name, dt in DATATYPES.items():
         if dt == dtype.newbyteorder("<"):
             return name
-    raise InvalidInput(f"expected a dtype with a V2 datatype, found {dtype}")
+    raise InvalidInputError(f"expected a dtype with a V2 datatype, found {dtype}")
 
 
 @dataclass(frozen=True)
@@ -65,16 +65,16 @@ def _shape_text(shape: Sequence[int]) -> str:
 def array_from_json(data: Any, what: str) -> np.ndarray:
     """A rectangular array of numbers from (nested) JSON lists, or a 400 naming the problem."""
     if not isinstance(data, list):
-        raise InvalidInput(f"{what} must be a list of numbers (or of lists of numbers), found "
-                           f"{type(data).__name__ if data is not None else 'null'}")
+        raise InvalidInputError(f"{what} must be a list of numbers (or of lists of numbers), found "
+                                f"{type(data).__name__ if data is not None else 'null'}")
     try:
         arr = np.array(data)
     except (ValueError, TypeError, OverflowError) as exc:
-        raise InvalidInput(f"{what} must be nested lists of numbers with a rectangular shape "
-                           f"({str(exc).split(';')[0]})") from None
+        raise InvalidInputError(f"{what} must be nested lists of numbers with a rectangular shape "
+                                f"({str(exc).split(';')[0]})") from None
     if arr.dtype.kind not in "fiub":
-        raise InvalidInput(f"{what} must hold numbers, found "
-                           f"{_KIND_NAMES.get(arr.dtype.kind, str(arr.dtype))}")
+        raise InvalidInputError(f"{what} must hold numbers, found "
+                                f"{_KIND_NAMES.get(arr.dtype.kind, str(arr.dtype))}")
     return arr
 
 
@@ -82,18 +82,18 @@ def check_kind(arr: np.ndarray, datatype: str, what: str) -> np.ndarray:
     """Cast JSON-parsed values to the declared V2 datatype, refusing lossy or mixed kinds."""
     target = DATATYPES.get(datatype)
     if target is None:
-        raise InvalidInput(f"{what}: expected a datatype among {sorted(DATATYPES)}, found "
-                           f"{datatype!r}")
+        raise InvalidInputError(f"{what}: expected a datatype among {sorted(DATATYPES)}, found "
+                                f"{datatype!r}")
     kind = arr.dtype.kind
     ok = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}[target.kind]
     if kind not in ok and arr.size:
-        raise InvalidInput(f"{what}: datatype {datatype} expects "
-                           f"{_KIND_NAMES[target.kind]}, found {_KIND_NAMES.get(kind, kind)}")
+        raise InvalidInputError(f"{what}: datatype {datatype} expects "
+                                f"{_KIND_NAMES[target.kind]}, found {_KIND_NAMES.get(kind, kind)}")
     if target.kind in "iu" and arr.size:
         info = np.iinfo(target)
         if arr.min() < info.min or arr.max() > info.max:
-            raise InvalidInput(f"{what}: values must lie in [{info.min}, {info.max}] for "
-                               f"{datatype}, found [{arr.min()}, {arr.max()}]")
+            raise InvalidInputError(f"{what}: values must lie in [{info.min}, {info.max}] for "
+                                    f"{datatype}, found [{arr.min()}, {arr.max()}]")
     return arr.astype(target, copy=False)
 
 
@@ -106,8 +106,9 @@ def to_model_rows(arr: np.ndarray, spec: TensorSpec, what: str,
     """
     shape = spec.shape
     if arr.dtype.kind not in "fiu":
-        raise InvalidInput(f"{what} must hold numbers for input {spec.name!r} ({spec.datatype})"
-                           f", found {_KIND_NAMES.get(arr.dtype.kind, str(arr.dtype))}")
+        raise InvalidInputError(f"{what} must hold numbers for input {spec.name!r} "
+                                f"({spec.datatype}), found "
+                                f"{_KIND_NAMES.get(arr.dtype.kind, str(arr.dtype))}")
     flat = len(shape) > 1 and min(shape) > 0  # a fixed multi-dimensional sample may come flat
     if arr.ndim == len(shape) + 1 and _fits(arr.shape[1:], shape):
         rows = arr
@@ -119,18 +120,18 @@ def to_model_rows(arr: np.ndarray, spec: TensorSpec, what: str,
         rows = arr.reshape(1, *shape)
     else:
         one = f"{_shape_text(shape)} (one sample) or " if allow_single else ""
-        raise InvalidInput(f"{what}: expected shape {one}[n, {_shape_text(shape)[1:-1]}] "
-                           f"for input {spec.name!r}, found {_shape_text(arr.shape)}")
+        raise InvalidInputError(f"{what}: expected shape {one}[n, {_shape_text(shape)[1:-1]}] "
+                                f"for input {spec.name!r}, found {_shape_text(arr.shape)}")
     if not len(rows):
-        raise InvalidInput(f"{what}: expected at least one sample, found none")
+        raise InvalidInputError(f"{what}: expected at least one sample, found none")
     target = DATATYPES[spec.datatype]
     with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes inf, reported below
         rows = rows.astype(target, copy=False)
     if target.kind == "f" and not np.isfinite(rows).all():
         bad = np.argwhere(~np.isfinite(rows))[0]
-        raise InvalidInput(f"{what}: expected finite numbers within the range of "
-                           f"{spec.datatype}, found {rows[tuple(bad)]} at index "
-                           f"{_shape_text(bad.tolist())}")
+        raise InvalidInputError(f"{what}: expected finite numbers within the range of "
+                                f"{spec.datatype}, found {rows[tuple(bad)]} at index "
+                                f"{_shape_text(bad.tolist())}")
     return rows
 
 

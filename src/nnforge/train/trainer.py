@@ -89,8 +89,9 @@ class Trainer:
             cb.trainer = self
         if resume_from is not None:
             self.load_checkpoint(resume_from)
-        elif self.seed is not None:
-            nf_random.manual_seed(self.seed)  # dropout draws follow the trainer's seed
+        elif self.seed is not None and self._epochs_done == 0:
+            # dropout draws follow the trainer's seed; a later fit() call continues the stream
+            nf_random.manual_seed(self.seed)
         n = len(X)
         batches = n // batch_size + (n % batch_size > 0)
         display = ProgressDisplay(self.verbose if verbose is None else verbose, epochs, batches)

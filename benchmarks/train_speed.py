@@ -1,0 +1,181 @@
+"""Training speed: nnforge vs PyTorch vs a naive NumPy loop, seconds per epoch and peak memory.
+
+Each implementation runs in its own subprocess (so peak RSS is its own), threads pinned to 2
+(OpenBLAS through threadpoolctl, torch.set_num_threads). Run: .venv/bin/python
+benchmarks/train_speed.py [--epochs 3] [--samples 60000]. PyTorch must be installed
+(pip install torch==2.13.0); it is not an nnforge dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import THREADS, peak_rss_mib, pin_threads  # noqa: E402
+
+
+def synthetic(n: int, shape: tuple[int, ...], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random float32 inputs and 10-class labels."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, *shape), dtype=np.float32), rng.integers(0, 10, n)
+
+
+# -- nnforge ---------------------------------------------------------------------------------
+def run_nnforge(model_name: str, X: np.ndarray, y: np.ndarray, epochs: int, batch: int) -> list:
+    import nnforge as nf  # noqa: PLC0415
+    from nnforge import nn, optim  # noqa: PLC0415
+
+    nf.manual_seed(0)
+    if model_name == "mlp":
+        model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
+                              nn.Linear(128, 10))
+    else:
+        model = nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                              nn.Linear(256, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                              nn.Linear(84, 10))
+    trainer = nf.Trainer(model, optimizer=optim.Adam(model.parameters(), lr=1e-3), seed=0,
+                         verbose=0)
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        trainer.fit(X, y, epochs=trainer._epochs_done + 1, batch_size=batch)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+# -- PyTorch ---------------------------------------------------------------------------------
+def run_torch(model_name: str, X: np.ndarray, y: np.ndarray, epochs: int, batch: int) -> list:
+    import torch  # noqa: PLC0415
+
+    pin_threads()
+    torch.manual_seed(0)
+    nnt = torch.nn
+    if model_name == "mlp":
+        model = nnt.Sequential(nnt.Linear(784, 256), nnt.ReLU(), nnt.Linear(256, 128),
+                               nnt.ReLU(), nnt.Linear(128, 10))
+    else:
+        model = nnt.Sequential(nnt.Conv2d(1, 6, 5), nnt.ReLU(), nnt.MaxPool2d(2),
+                               nnt.Conv2d(6, 16, 5), nnt.ReLU(), nnt.MaxPool2d(2), nnt.Flatten(),
+                               nnt.Linear(256, 120), nnt.ReLU(), nnt.Linear(120, 84), nnt.ReLU(),
+                               nnt.Linear(84, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    loss_fn = nnt.CrossEntropyLoss()
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(Xt))
+        for i in range(0, len(Xt), batch):
+            idx = perm[i:i + batch]
+            opt.zero_grad()
+            loss = loss_fn(model(Xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+# -- naive NumPy, as the blog posts write it ------------------------------------------------
+def run_naive(model_name: str, X: np.ndarray, y: np.ndarray, epochs: int, batch: int) -> list:
+    if model_name != "mlp":
+        raise SystemExit("naive NumPy is only written for the MLP")
+    rng = np.random.default_rng(0)
+    sizes = [784, 256, 128, 10]
+    W = [(rng.standard_normal((a, b)) * np.sqrt(2 / a)).astype(np.float32)
+         for a, b in zip(sizes, sizes[1:])]
+    B = [np.zeros(b, np.float32) for b in sizes[1:]]
+    params = W + B
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    lr, b1, b2, eps, t = 1e-3, 0.9, 0.999, 1e-8, 0
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        perm = rng.permutation(len(X))
+        for i in range(0, len(X), batch):
+            idx = perm[i:i + batch]
+            xb, yb = X[idx], y[idx]
+            h1 = np.maximum(xb @ W[0] + B[0], 0)
+            h2 = np.maximum(h1 @ W[1] + B[1], 0)
+            z = h2 @ W[2] + B[2]
+            z = z - z.max(1, keepdims=True)
+            p = np.exp(z)
+            p /= p.sum(1, keepdims=True)
+            g = p
+            g[np.arange(len(yb)), yb] -= 1
+            g /= len(yb)
+            gW2, gB2 = h2.T @ g, g.sum(0)
+            g = (g @ W[2].T) * (h2 > 0)
+            gW1, gB1 = h1.T @ g, g.sum(0)
+            g = (g @ W[1].T) * (h1 > 0)
+            gW0, gB0 = xb.T @ g, g.sum(0)
+            grads = [gW0, gW1, gW2, gB0, gB1, gB2]
+            t += 1
+            for k, (pk, gk) in enumerate(zip(params, grads)):
+                m[k] = b1 * m[k] + (1 - b1) * gk
+                v[k] = b2 * v[k] + (1 - b2) * gk * gk
+                mhat = m[k] / (1 - b1 ** t)
+                vhat = v[k] / (1 - b2 ** t)
+                pk -= lr * mhat / (np.sqrt(vhat) + eps)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+IMPLS = {"nnforge": run_nnforge, "pytorch": run_torch, "naive-numpy": run_naive}
+
+
+def child(impl: str, model: str, epochs: int, samples: int, batch: int) -> None:
+    """Run one implementation and print a JSON line with its epoch times and peak memory."""
+    if impl == "pytorch":
+        import torch  # noqa: F401, PLC0415 - imported first so pin_threads sees it
+    pinned = pin_threads()
+    shape = (784,) if model == "mlp" else (1, 28, 28)
+    X, y = synthetic(samples, shape)
+    times = IMPLS[impl](model, X, y, epochs, batch)
+    print(json.dumps({"times": times, "rss": peak_rss_mib(), "threads": pinned}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--mlp-samples", type=int, default=60000)
+    ap.add_argument("--lenet-samples", type=int, default=10000)
+    ap.add_argument("--child", nargs=5, metavar=("IMPL", "MODEL", "EPOCHS", "SAMPLES", "BATCH"))
+    args = ap.parse_args()
+    if args.child:
+        impl, model, epochs, samples, batch = args.child
+        child(impl, model, int(epochs), int(samples), int(batch))
+        return
+    jobs = [("mlp", args.mlp_samples, 128, ["nnforge", "pytorch", "naive-numpy"]),
+            ("lenet5", args.lenet_samples, 64, ["nnforge", "pytorch"])]
+    print(f"threads pinned to {THREADS} (OpenBLAS via threadpoolctl, torch.set_num_threads); "
+          f"median of {args.epochs} epochs after none skipped; synthetic float32 data")
+    print(f"{'model':8} {'implementation':14} {'samples':>8} {'s/epoch':>9} {'best':>7} "
+          f"{'vs torch':>9} {'peak RSS MiB':>13}")
+    for model, samples, batch, impls in jobs:
+        results = {}
+        for impl in impls:
+            out = subprocess.run([sys.executable, __file__, "--child", impl, model,
+                                  str(args.epochs), str(samples), str(batch)],
+                                 capture_output=True, text=True, check=False)
+            if out.returncode:
+                print(f"{model:8} {impl:14} failed: {out.stderr.strip().splitlines()[-1:]}")
+                continue
+            results[impl] = json.loads(out.stdout.strip().splitlines()[-1])
+        base = np.median(results["pytorch"]["times"]) if "pytorch" in results else float("nan")
+        for impl, r in results.items():
+            med = float(np.median(r["times"]))
+            print(f"{model:8} {impl:14} {samples:>8} {med:>9.3f} {min(r['times']):>7.3f} "
+                  f"{med / base:>8.2f}x {r['rss']:>13.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Convolution, pooling and batch-normalisation layers (NCHW, PyTorch's names and defaults)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import backend
+from ..autograd.tensor import Tensor
+from ..errors import ConfigError, ShapeError
+from ..ops.conv import conv2d, pair
+from ..ops.norm import batch_norm, batch_statistics
+from ..ops.pool import avg_pool2d, global_avg_pool2d, max_pool2d
+from ..ops.shape import flatten
+from .init import get_initializer
+from .module import Module, Parameter, register_layer
+
+
+def _positive_int(layer: Module, name: str, value: Any) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{type(layer).__name__}: {name} must be a positive integer, "
+                          f"found {value!r}")
+    return int(value)
+
+
+def _check_channels(layer: Module, x: Tensor, channels: int, ndims: tuple[int, ...],
+                    layout: str) -> None:
+    if x.ndim not in ndims or x.shape[1] != channels:
+        raise ShapeError(f"{type(layer).__name__} expected input of shape {layout} with "
+                         f"{channels} channels, found {tuple(x.shape)}")
+
+
+@register_layer
+class Conv2d(Module):
+    """2-D convolution over NCHW input; weight (out, in/groups, kh, kw), bias (out,)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 init: str = "he") -> None:
+        super().__init__()
+        self.in_channels = _positive_int(self, "in_channels", in_channels)
+        self.out_channels = _positive_int(self, "out_channels", out_channels)
+        self.groups = _positive_int(self, "groups", groups)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ConfigError(f"Conv2d: in_channels and out_channels must be divisible by "
+                              f"groups={self.groups}, found {self.in_channels} and "
+                              f"{self.out_channels}")
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = pair(stride, "stride")
+        self.padding = pair(padding, "padding", minimum=0)
+        self.dilation = pair(dilation, "dilation")
+        self.init = init
+        shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+        self.weight = Parameter(get_initializer(init)(shape))
+        self.bias = Parameter(np.zeros(self.out_channels, np.float32)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_channels(self, x, self.in_channels, (4,), "(batch, channels, H, W)")
+        return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                      self.groups)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(self.padding), "dilation": list(self.dilation),
+                "groups": self.groups, "bias": self.bias is not None, "init": self.init}
+
+
+class _Pool2d(Module):
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0) -> None:
+        super().__init__()
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = pair(stride, "stride") if stride is not None else self.kernel_size
+        self.padding = pair(padding, "padding", minimum=0)
+        if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
+            raise ConfigError(f"{type(self).__name__}: padding must be at most half the kernel "
+                              f"size {self.kernel_size}, found {self.padding}")
+
+    def get_config(self) -> dict[str, Any]:
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(self.padding)}
+
+
+@register_layer
+class MaxPool2d(_Pool2d):
+    """Maximum over kernel_size windows (stride defaults to kernel_size; padding is -inf)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+@register_layer
+class AvgPool2d(_Pool2d):
+    """Mean over kernel_size windows; count_include_pad counts padded zeros in the divisor."""
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                 count_include_pad: bool = True) -> None:
+        super().__init__(kernel_size, stride, padding)
+        self.count_include_pad = bool(count_include_pad)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.count_include_pad)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "count_include_pad": self.count_include_pad}
+
+
+@register_layer
+class GlobalAvgPool2d(Module):
+    """Mean over H and W: output (N, C), or (N, C, 1, 1) with keepdims=True."""
+
+    def __init__(self, keepdims: bool = False) -> None:
+        super().__init__()
+        self.keepdims = bool(keepdims)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = global_avg_pool2d(x)
+        return y if self.keepdims else flatten(y, 1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"keepdims": self.keepdims}
+
+
+class _BatchNorm(Module):
+    ndims: tuple[int, ...] = ()
+    layout = ""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = True) -> None:
+        super().__init__()
+        self.num_features = _positive_int(self, "num_features", num_features)
+        if not float(eps) > 0:
+            raise ConfigError(f"{type(self).__name__}: eps must be positive, found {eps!r}")
+        if not 0.0 <= float(momentum) <= 1.0:
+            raise ConfigError(f"{type(self).__name__}: momentum must be in [0, 1], "
+                              f"found {momentum!r}")
+        self.eps, self.momentum, self.affine = float(eps), float(momentum), bool(affine)
+        c = self.num_features
+        if self.affine:
+            self.weight = Parameter(np.ones(c, backend.DEFAULT_DTYPE))
+            self.bias = Parameter(np.zeros(c, backend.DEFAULT_DTYPE))
+        else:
+            self.weight = self.bias = None
+        self.register_buffer("running_mean", np.zeros(c, backend.DEFAULT_DTYPE))
+        self.register_buffer("running_var", np.ones(c, backend.DEFAULT_DTYPE))
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_channels(self, x, self.num_features, self.ndims, self.layout)
+        weight, bias = self.weight, self.bias
+        if weight is None:  # affine=False: a fixed unit scale and zero shift
+            weight = Tensor(np.ones(self.num_features, x.dtype))
+            bias = Tensor(np.zeros(self.num_features, x.dtype))
+        if not self.training:
+            rm = self.running_mean.astype(x.dtype, copy=False)
+            rv = self.running_var.astype(x.dtype, copy=False)
+            return batch_norm(x, weight, bias, rm, rv, training=False, eps=self.eps)
+        mean, var = batch_statistics(x.data)
+        count = x.data.size // self.num_features
+        m = self.momentum
+        dt = self.running_mean.dtype.type
+        # the running variance is unbiased, like PyTorch's; normalisation uses the biased one
+        unbiased = var * (count / (count - 1))
+        self.running_mean = (dt(1 - m) * self.running_mean + dt(m) * mean).astype(dt)
+        self.running_var = (dt(1 - m) * self.running_var + dt(m) * unbiased).astype(dt)
+        return batch_norm(x, weight, bias, mean, var, training=True, eps=self.eps)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
+                "affine": self.affine}
+
+
+@register_layer
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of (N, C) or (N, C, L) input over the batch (and length) axes."""
+
+    ndims = (2, 3)
+    layout = "(batch, channels) or (batch, channels, length)"
+
+
+@register_layer
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of (N, C, H, W) input per channel."""
+
+    ndims = (4,)
+    layout = "(batch, channels, H, W)"

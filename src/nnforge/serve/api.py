@@ -1,0 +1,314 @@
+"""FastAPI routes: health, metadata, model repository administration, metrics, OpenAPI."""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+
+from .. import __version__
+from .core import InferenceServer
+from .errors import InvalidInputError, NotFoundError, ServeError, UnavailableError
+from .metrics import CONTENT_TYPE
+from .repository import LoadedVersion
+
+#: the raw inference handler: (kind, model, version), then the ASGI scope, receive, send
+InferenceHandler = Callable[[tuple[str, "str | None", "str | None"], Any, Any, Any],
+                            Awaitable[None]]
+
+# -- documented bodies (the handlers parse with orjson; these feed /openapi.json) -------------
+class ErrorBody(BaseModel):
+    """Every error: a message naming what was expected and what was found."""
+
+    error: str
+
+
+class SimpleRequest(BaseModel):
+    """One sample or a list of samples, under 'instances' or 'data' (exactly one of them)."""
+
+    instances: list[Any] | None = Field(None, examples=[[[0.0, 1.5, 3.0]]])
+    data: list[Any] | None = None
+
+
+class SimpleResponse(BaseModel):
+    """One answer per sample: class, label, probabilities / probability / value(s)."""
+
+    model_name: str
+    model_version: str
+    predictions: list[dict[str, Any]]
+
+
+class V2Tensor(BaseModel):
+    """A V2 tensor: row-major data (flat or nested), or a binary_data_size parameter."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class V2RequestedOutput(BaseModel):
+    """An output to return; parameters.binary_data asks for it as binary data."""
+
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class V2InferRequest(BaseModel):
+    """A V2 inference request (JSON; with the binary extension, the JSON header part)."""
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[V2Tensor]
+    outputs: list[V2RequestedOutput] | None = None
+
+
+class V2InferResponse(BaseModel):
+    """A V2 inference response."""
+
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[V2Tensor]
+
+
+class LoadRequest(BaseModel):
+    """Triton's repository load request (parameters are accepted and ignored)."""
+
+    parameters: dict[str, Any] | None = None
+
+
+def _json(doc: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(doc), status, media_type="application/json")
+
+
+def _error(status: int, message: str) -> Response:
+    return _json({"error": message}, status)
+
+
+class _Raw(Response):
+    """A response that hands the request to the raw inference handler."""
+
+    def __init__(self, run: Callable[..., Awaitable[None]]) -> None:  # noqa: D107
+        self.run, self.background = run, None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.run(scope, receive, send)
+
+
+_ERRORS = {400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 404: {"model": ErrorBody},
+           413: {"model": ErrorBody}, 503: {"model": ErrorBody}}
+
+
+def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
+    """The FastAPI application of every non-inference route (and inference, for the docs)."""
+    app = FastAPI(title="nnforge serve", version=__version__,
+                  description="Simple REST, KServe V2 REST (with the binary tensor data "
+                              "extension), model repository administration and metrics. "
+                              "The same models speak KServe V2 gRPC on the gRPC port.")
+    repo = server.repository
+
+    @app.exception_handler(ServeError)
+    async def serve_error(_: Request, exc: ServeError) -> Response:
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 404:
+            return _error(404, f"no route {request.method} {request.url.path}; see /docs")
+        if exc.status_code == 405:
+            return _error(405, f"{request.method} is not allowed on {request.url.path}")
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(400, f"invalid request at {where or 'the body'}: "
+                           f"{first.get('msg', 'malformed')}")
+
+    def api_key(request: Request) -> None:
+        server.check_api_key(_key(request))
+
+    def admin_key(request: Request) -> None:
+        server.check_admin_key(_key(request))
+
+    # -- inference (the front app answers these paths itself; declared here for the docs) --
+    for path, kind, body, answer, summary in (
+            ("/predict", "simple", SimpleRequest, SimpleResponse,
+             "Predict with the only served model"),
+            ("/v1/models/{model}:predict", "simple", SimpleRequest, SimpleResponse,
+             "Predict with a model (its latest served version)"),
+            ("/v1/models/{model}/versions/{version}:predict", "simple", SimpleRequest,
+             SimpleResponse, "Predict with one version of a model"),
+            ("/v2/models/{model}/infer", "v2", V2InferRequest, V2InferResponse,
+             "KServe V2 inference"),
+            ("/v2/models/{model}/versions/{version}/infer", "v2", V2InferRequest,
+             V2InferResponse, "KServe V2 inference with one version")):
+        app.add_api_route(path, _inference_route(kind, inference), methods=["POST"],
+                          summary=summary, response_model=answer, responses=_ERRORS,
+                          openapi_extra={"requestBody": {"required": True, "content": {
+                              "application/json": {"schema": {
+                                  "$ref": f"#/components/schemas/{body.__name__}"}}}}})
+
+    # -- health and metadata ----------------------------------------------------------------
+    @app.get("/", summary="Server, models and where to start")
+    async def index() -> Response:
+        return _json({**server.server_metadata(), "models": sorted(repo.models),
+                      "docs": "/docs", "health": "/v2/health/ready", "metrics": "/metrics"})
+
+    @app.get("/v2/health/live", summary="Liveness")
+    async def live() -> Response:
+        return _json({"live": True})
+
+    @app.get("/v2/health/ready", summary="Readiness: every model has a version to serve",
+             responses={503: {"model": ErrorBody}})
+    async def ready() -> Response:
+        ok = server.live and repo.ready()
+        return _json({"ready": ok}, 200 if ok else 503)
+
+    @app.get("/v2", summary="Server metadata")
+    async def server_metadata(request: Request) -> Response:
+        api_key(request)
+        return _json(server.server_metadata())
+
+    @app.get("/v2/models/{model}", summary="Model metadata", responses=_ERRORS)
+    @app.get("/v2/models/{model}/versions/{version}", summary="Model version metadata",
+             responses=_ERRORS)
+    async def model_metadata(request: Request, model: str, version: str | None = None
+                             ) -> Response:
+        api_key(request)
+        loaded = repo.get(model, version)
+        return _json(loaded.model.metadata(_versions(server, model)))
+
+    @app.get("/v2/models/{model}/ready", summary="Model readiness", responses=_ERRORS)
+    @app.get("/v2/models/{model}/versions/{version}/ready", summary="Model version readiness",
+             responses=_ERRORS)
+    async def model_ready(request: Request, model: str, version: str | None = None
+                          ) -> Response:
+        api_key(request)
+        try:
+            loaded = repo.get(model, version)
+        except UnavailableError:
+            return _json({"name": model, "ready": False}, 503)
+        return _json({"name": model, "version": loaded.model.version, "ready": True})
+
+    @app.get("/v2/models/{model}/config", summary="Model configuration (Triton's shape)",
+             responses=_ERRORS)
+    @app.get("/v2/models/{model}/versions/{version}/config",
+             summary="Model version configuration", responses=_ERRORS)
+    async def model_config(request: Request, model: str, version: str | None = None
+                           ) -> Response:
+        api_key(request)
+        return _json(_triton_config(repo.get(model, version), server))
+
+    @app.get("/v1/models/{model}", summary="Model version status (TF Serving's shape)",
+             responses=_ERRORS)
+    @app.get("/v1/models/{model}/versions/{version}", summary="One version's status",
+             responses=_ERRORS)
+    async def model_status(request: Request, model: str, version: str | None = None
+                           ) -> Response:
+        api_key(request)
+        if version is not None:
+            loaded = repo.get(model, version)
+            return _json({"model_version_status": [_tf_status(loaded)],
+                          "model": loaded.model.describe()})
+        repo.get(model)  # 404 / 503 when there is nothing to describe
+        entry = repo.models[model]
+        return _json({"model_version_status": [_tf_status(v) for _, v in sorted(
+            entry.versions.items(), key=lambda kv: -int(kv[0]))],
+            "model": entry.versions[entry.default].model.describe() if entry.default else None})
+
+    # -- model repository (Triton's API), behind the admin key -------------------------------
+    @app.post("/v2/repository/index", summary="Every model version on disk and its state",
+              responses=_ERRORS)
+    async def repository_index(request: Request) -> Response:
+        admin_key(request)
+        return _json(repo.index())
+
+    @app.post("/v2/repository/models/{model}/load",
+              summary="Load (or reload) a model's versions from the repository",
+              responses=_ERRORS)
+    async def repository_load(request: Request, model: str, body: LoadRequest | None = None
+                              ) -> Response:
+        admin_key(request)
+        if model not in repo.scan():
+            raise NotFoundError(f"the repository has no model {model!r} (expected "
+                                f"<repo>/{model}/<version>/model.nnf)")
+        errors = await repo.sync(only=model, explicit=True)
+        if errors:
+            raise InvalidInputError("failed to load " + "; ".join(errors))
+        return _json({})
+
+    @app.post("/v2/repository/models/{model}/unload", summary="Stop serving a model",
+              responses=_ERRORS)
+    async def repository_unload(request: Request, model: str,
+                                body: LoadRequest | None = None) -> Response:
+        admin_key(request)
+        await repo.unload(model)
+        return _json({})
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(server.metrics.render(), media_type=CONTENT_TYPE)
+
+    return app
+
+
+def _inference_route(kind: str, inference: InferenceHandler) -> Callable[..., Awaitable[Any]]:
+    async def route(request: Request) -> Response:
+        params = request.path_params
+        return _Raw(partial_route(inference, (kind, params.get("model"),
+                                              params.get("version"))))
+    return route
+
+
+def partial_route(inference: InferenceHandler, route: tuple[str, str | None, str | None]
+                  ) -> Callable[..., Awaitable[None]]:
+    """The raw handler bound to one parsed route."""
+    async def run(scope: Any, receive: Any, send: Any) -> None:
+        await inference(route, scope, receive, send)
+    return run
+
+
+def _key(request: Request) -> bytes | None:
+    key = request.headers.get("x-api-key")
+    if key is None:
+        auth = request.headers.get("authorization")
+        key = auth[7:] if auth and auth[:7].lower() == "bearer " else auth
+    return None if key is None else key.encode("latin-1", "replace")
+
+
+def _versions(server: InferenceServer, model: str) -> list[str]:
+    entry = server.repository.models.get(model)
+    return sorted(entry.versions, key=int) if entry else []
+
+
+def _tf_status(loaded: LoadedVersion) -> dict[str, Any]:
+    return {"version": loaded.model.version, "state": "AVAILABLE",
+            "status": {"error_code": "OK", "error_message": ""}}
+
+
+def _triton_config(loaded: LoadedVersion, server: InferenceServer) -> dict[str, Any]:
+    model, cfg = loaded.model, loaded.batcher.config
+
+    def tensor(spec: Any) -> dict[str, Any]:
+        return {"name": spec.name, "data_type": f"TYPE_{spec.datatype.replace('BYTES', 'STRING')}",
+                "dims": list(spec.shape) or [1]}
+
+    return {"name": model.name, "platform": "nnforge", "backend": "nnforge",
+            "max_batch_size": cfg.max_batch_size,
+            "input": [tensor(model.input)], "output": [tensor(s) for s in model.outputs],
+            "dynamic_batching": {
+                "max_queue_delay_microseconds": int(cfg.max_queue_delay_ms * 1000),
+                "default_queue_policy": {"max_queue_size": cfg.max_queue_size,
+                                         "default_timeout_microseconds":
+                                             int(cfg.timeout_ms * 1000)}},
+            "version_policy": str(server.repository.policy),
+            "parameters": {"task": {"string_value": str(model.task)}}}

@@ -1,0 +1,109 @@
+"""What every protocol shares: keys, resolving a model, running it, counting the outcome."""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import os
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import __version__
+from .config import ServeConfig
+from .errors import ForbiddenError, InvalidInputError, UnauthorizedError
+from .logs import AccessLog
+from .metrics import UNKNOWN, ServerMetrics
+from .model import Outputs, ServedModel
+from .repository import LoadedVersion, ModelRepository
+from .tensors import array_from_json, to_model_rows
+
+SERVER_NAME = "nnforge"
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
+
+
+class InferenceServer:
+    """The protocol-independent server: repository, metrics, keys, logs."""
+
+    def __init__(self, config: ServeConfig, repository: ModelRepository,
+                 metrics: ServerMetrics, access_log: AccessLog) -> None:
+        self.config, self.repository, self.metrics = config, repository, metrics
+        self.access_log = access_log
+        self._api_key = config.api_key.encode() if config.api_key else None
+        self._admin_key = config.admin_key.encode() if config.admin_key else None
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{os.getpid():x}-{int(time.time()) & 0xFFFFFF:x}-"
+        self.live = True
+
+    # -- identity ----------------------------------------------------------------------------
+    def server_metadata(self) -> dict[str, Any]:
+        """The V2 server metadata document."""
+        return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
+
+    def request_id(self, given: str | None) -> str:
+        """The client's X-Request-Id when it sent a sane one, else a new unique id."""
+        if given and len(given) <= 128 and given.isprintable():
+            return given
+        return f"{self._id_prefix}{next(self._ids):x}"
+
+    # -- keys --------------------------------------------------------------------------------
+    def check_api_key(self, presented: bytes | None) -> None:
+        """401 unless the inference key is off or matches."""
+        if self._api_key is not None and not (
+                presented is not None and hmac.compare_digest(presented, self._api_key)):
+            found = "a wrong key" if presented else "none"
+            raise UnauthorizedError(f"expected a valid API key in 'Authorization: Bearer <key>' "
+                                    f"or 'X-API-Key', found {found}")
+
+    def check_admin_key(self, presented: bytes | None) -> None:
+        """403 when administration is off, 401 unless the admin key matches."""
+        if self._admin_key is None:
+            raise ForbiddenError("administration endpoints are off; start the server with an admin "
+                                 "key (NNFORGE_ADMIN_KEY or [auth] admin_key) to use them")
+        if presented is None or not hmac.compare_digest(presented, self._admin_key):
+            found = "a wrong key" if presented else "none"
+            raise UnauthorizedError(f"expected the admin key in 'Authorization: Bearer <key>' or "
+                                    f"'X-API-Key', found {found}")
+
+    # -- inference ---------------------------------------------------------------------------
+    async def infer(self, loaded: LoadedVersion, x: np.ndarray, arrived: float,
+                    gone: Callable[[], bool] | None = None) -> Outputs:
+        """Run x through the version's batcher, counting it in flight meanwhile."""
+        m = loaded.batcher.metrics
+        m.inflight += 1
+        try:
+            return await loaded.batcher.infer(x, arrived, gone)
+        finally:
+            m.inflight -= 1
+
+    def finish(self, loaded: LoadedVersion | None, name: str | None, outcome: str,
+               arrived: float, record: dict[str, Any]) -> None:
+        """Count the request's outcome and latency and write its access record."""
+        seconds = time.perf_counter() - arrived
+        if loaded is not None:
+            model, version = loaded.model.name, loaded.model.version
+        else:  # failed before a version was chosen: count it under the model, if it exists
+            model = name if name in self.repository.models else UNKNOWN
+            version = ""
+        m = self.metrics.model(model, version)
+        m.outcomes[outcome] += 1
+        if outcome == "success":
+            m.total.observe(seconds)
+        record["model"], record["version"], record["outcome"] = model, version, outcome
+        record["latency_ms"] = round(seconds * 1000, 3)
+        self.access_log.write(record)
+
+
+def decode_simple(doc: Any, model: ServedModel) -> np.ndarray:
+    """Rows from a simple-API body: {"instances": [...]} or {"data": [...]}, one or many."""
+    if not isinstance(doc, dict):
+        raise InvalidInputError(f'expected a JSON object {{"instances": [...]}} or '
+                                f'{{"data": [...]}}, found '
+                                f"{type(doc).__name__ if doc is not None else 'null'}")
+    keys = [k for k in ("instances", "data") if k in doc]
+    if len(keys) != 1:
+        raise InvalidInputError(f"expected exactly one of the keys 'instances' or 'data', found "
+                                f"{sorted(doc)[:10]}")
+    what = f"'{keys[0]}'"
+    return to_model_rows(array_from_json(doc[keys[0]], what), model.input, what)

@@ -1,0 +1,193 @@
+"""The KServe V2 gRPC service `inference.GRPCInferenceService` on grpc.aio.
+
+Message classes come from the committed descriptor of proto/grpc_service.proto, added to a
+private descriptor pool: the messages are `inference.*` as the protocol requires, yet they do
+not collide with another package (tritonclient.grpc) registering the same names in protobuf's
+default pool of the same process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Awaitable, Callable
+
+import grpc
+import numpy as np
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+from .core import InferenceServer
+from .errors import InvalidInputError, NotFoundError, ServeError, UnavailableError
+from .proto._descriptor import SERIALIZED
+from .tensors import DATATYPES, NUMERIC_TO_MODEL, bytes_tensor, check_kind, to_model_rows
+from .v2 import output_tensors
+
+SERVICE = "inference.GRPCInferenceService"
+_POOL = descriptor_pool.DescriptorPool()
+_POOL.Add(descriptor_pb2.FileDescriptorProto.FromString(SERIALIZED))
+
+
+def message(name: str) -> Any:
+    """The message class `inference.<name>` (nested names with dots)."""
+    return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(f"inference.{name}"))
+
+
+METHODS = {  # rpc name -> (request, response) message names
+    "ServerLive": ("ServerLiveRequest", "ServerLiveResponse"),
+    "ServerReady": ("ServerReadyRequest", "ServerReadyResponse"),
+    "ModelReady": ("ModelReadyRequest", "ModelReadyResponse"),
+    "ServerMetadata": ("ServerMetadataRequest", "ServerMetadataResponse"),
+    "ModelMetadata": ("ModelMetadataRequest", "ModelMetadataResponse"),
+    "ModelInfer": ("ModelInferRequest", "ModelInferResponse"),
+}
+MESSAGES = {n: message(n) for pair in METHODS.values() for n in pair}
+#: typed contents field of each datatype (requests may use these instead of raw bytes)
+_CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
+             "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
+             "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
+             "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents"}
+_GRPC_CODES = {c.name: c for c in grpc.StatusCode}
+
+
+def decode_infer(req: Any, spec: Any, model_name: str) -> np.ndarray:
+    """The model's input rows from a ModelInferRequest (raw or typed contents)."""
+    if len(req.inputs) != 1 or req.inputs[0].name != spec.name:
+        found = [t.name for t in req.inputs]
+        raise InvalidInputError(f"model {model_name!r} has one input, {spec.name!r}; found "
+                                f"{found!r:.80}")
+    t = req.inputs[0]
+    what = f"input {spec.name!r}"
+    shape = list(t.shape)
+    if any(d < 0 for d in shape):
+        raise InvalidInputError(f"{what}: shape must be non-negative, found {shape}")
+    if t.datatype not in NUMERIC_TO_MODEL:
+        raise InvalidInputError(f"{what}: expected one of {list(NUMERIC_TO_MODEL)}, found "
+                                f"{t.datatype!r:.40}")
+    dtype = DATATYPES[t.datatype]
+    count = int(np.prod(shape, dtype=np.int64))
+    if len(req.raw_input_contents):
+        if len(req.raw_input_contents) != 1:
+            raise InvalidInputError(f"expected 1 raw_input_contents entry, found "
+                                    f"{len(req.raw_input_contents)}")
+        raw = req.raw_input_contents[0]
+        if len(raw) != count * dtype.itemsize:
+            raise InvalidInputError(f"{what}: shape {shape} of {t.datatype} needs "
+                                    f"{count * dtype.itemsize} bytes, found {len(raw)}")
+        arr = np.frombuffer(raw, dtype=dtype).reshape(shape)
+    else:
+        values = getattr(t.contents, _CONTENTS[t.datatype])
+        if len(values) != count:
+            raise InvalidInputError(f"{what}: shape {shape} needs {count} values in "
+                                    f"contents.{_CONTENTS[t.datatype]}, found {len(values)}")
+        arr = check_kind(np.array(values).reshape(shape), t.datatype, what)
+    return to_model_rows(arr, spec, what, allow_single=False)
+
+
+def encode_infer(model: Any, tensors: list[tuple[str, str, np.ndarray]], rid: str) -> Any:
+    """A ModelInferResponse with every output in raw_output_contents (what clients read)."""
+    resp = MESSAGES["ModelInferResponse"](model_name=model.name, model_version=model.version,
+                                          id=rid)
+    for name, datatype, arr in tensors:
+        resp.outputs.add(name=name, datatype=datatype, shape=list(arr.shape))
+        resp.raw_output_contents.append(
+            bytes_tensor(arr) if datatype == "BYTES"
+            else np.ascontiguousarray(arr, DATATYPES[datatype]).tobytes())
+    return resp
+
+
+def _key(context: Any) -> bytes | None:
+    for k, v in context.invocation_metadata() or ():
+        if k == "x-api-key":
+            return v.encode() if isinstance(v, str) else v
+        if k == "authorization":
+            v = v.encode() if isinstance(v, str) else v
+            return v[7:] if v[:7].lower() == b"bearer " else v
+    return None
+
+
+class InferenceService:
+    """The rpc methods, answering from the shared InferenceServer."""
+
+    def __init__(self, server: InferenceServer) -> None:
+        self.server = server
+
+    async def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 - rpc names
+        """Whether the process is up."""
+        return MESSAGES["ServerLiveResponse"](live=self.server.live)
+
+    async def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+        """Whether every model has a version to serve."""
+        return MESSAGES["ServerReadyResponse"](
+            ready=self.server.live and self.server.repository.ready())
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+        """Whether a model (version) can answer now."""
+        self.server.check_api_key(_key(context))
+        try:
+            self.server.repository.get(request.name, request.version or None)
+        except (NotFoundError, UnavailableError, InvalidInputError):
+            return MESSAGES["ModelReadyResponse"](ready=False)
+        return MESSAGES["ModelReadyResponse"](ready=True)
+
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        """Name, version and extensions of the server."""
+        self.server.check_api_key(_key(context))
+        return MESSAGES["ServerMetadataResponse"](**self.server.server_metadata())
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        """Inputs and outputs of a model (version)."""
+        self.server.check_api_key(_key(context))
+        loaded = self.server.repository.get(request.name, request.version or None)
+        doc = loaded.model.metadata(sorted(self.server.repository.models[request.name].versions,
+                                           key=int))
+        return MESSAGES["ModelMetadataResponse"](**doc)
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        """Run a request through the model version's batcher."""
+        arrived = time.perf_counter()
+        server = self.server
+        rid = server.request_id(request.id or None)
+        loaded, outcome, status = None, "success", "OK"
+        try:
+            server.check_api_key(_key(context))
+            loaded = server.repository.get(request.model_name, request.model_version or None)
+            model = loaded.model
+            x = decode_infer(request, model.input, model.name)
+            known = [s.name for s in model.outputs]
+            names = [o.name for o in request.outputs] or known
+            for name in names:
+                if name not in known:
+                    raise InvalidInputError(f"expected an output among {known}, found "
+                                            f"{name!r:.60}")
+            out = await server.infer(loaded, x, arrived)
+            return encode_infer(model, output_tensors(model, out, names), request.id)
+        except ServeError as exc:
+            outcome, status = exc.outcome, exc.grpc_code
+            await context.abort(_GRPC_CODES[exc.grpc_code], str(exc))
+        except asyncio.CancelledError:
+            outcome, status = "cancelled", "CANCELLED"
+            raise
+        finally:
+            server.finish(loaded, request.model_name, outcome, arrived, {
+                "request_id": rid, "method": "ModelInfer", "path": SERVICE, "status": status,
+                "protocol": "grpc"})
+
+
+def _guard(fn: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
+    """Turn a ServeError into the matching gRPC status."""
+    async def call(request: Any, context: Any) -> Any:
+        try:
+            return await fn(request, context)
+        except ServeError as exc:
+            await context.abort(_GRPC_CODES[exc.grpc_code], str(exc))
+    return call
+
+
+def generic_handler(service: InferenceService) -> grpc.GenericRpcHandler:
+    """The service's method table for grpc.aio."""
+    table = {}
+    for rpc, (req, resp) in METHODS.items():
+        table[rpc] = grpc.unary_unary_rpc_method_handler(
+            _guard(getattr(service, rpc)), request_deserializer=MESSAGES[req].FromString,
+            response_serializer=MESSAGES[resp].SerializeToString)
+    return grpc.method_handlers_generic_handler(SERVICE, table)

@@ -1,0 +1,87 @@
+"""Structured logs: one JSON object per line, for access records and server events.
+
+Access records are buffered and written in blocks (at most `FLUSH_SECONDS` late), because a
+write system call per request would cost more than the rest of a small request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from typing import IO, Any
+
+import orjson
+
+FLUSH_SECONDS = 0.2
+MAX_BUFFERED = 512
+
+
+def _timestamp(t: float, _cache: list[Any] = [None, ""]) -> str:  # noqa: B006 - a cache
+    """ISO 8601 UTC with milliseconds; the seconds part is formatted once per second."""
+    sec = int(t)
+    if _cache[0] != sec:
+        _cache[0], _cache[1] = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{_cache[1]}.{int((t - sec) * 1000):03d}Z"
+
+
+class AccessLog:
+    """Buffered JSON-lines writer; `enabled=False` makes `write` free."""
+
+    def __init__(self, stream: IO[bytes] | None = None, enabled: bool = True) -> None:
+        self.stream = stream if stream is not None else sys.stderr.buffer
+        self.enabled = enabled
+        self._lines: list[bytes] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Queue one record (a timestamp is added)."""
+        if not self.enabled:
+            return
+        self._lines.append(orjson.dumps({"ts": _timestamp(time.time()), **record},
+                                        option=orjson.OPT_APPEND_NEWLINE))
+        if len(self._lines) >= MAX_BUFFERED:
+            self.flush()
+        elif self._timer is None:
+            try:
+                self._timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+            except RuntimeError:  # no loop (called from a thread): write now
+                self.flush()
+
+    def flush(self) -> None:
+        """Write out what is buffered."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        lines, self._lines = self._lines, []
+        if lines:
+            try:
+                self.stream.write(b"".join(lines))
+                self.stream.flush()
+            except (OSError, ValueError):  # a closed or broken log stream must not stop serving
+                pass
+
+
+class JsonFormatter(logging.Formatter):
+    """Server events (loads, errors, startup) as JSON lines like the access records."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One JSON object with time, level, logger and message (and the traceback)."""
+        doc: dict[str, Any] = {"ts": _timestamp(record.created), "level": record.levelname.lower(),
+                               "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(doc).decode()
+
+
+def configure_logging(level: str = "info") -> None:
+    """JSON lines on stderr for nnforge's and uvicorn's loggers."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    for name in ("nnforge", "uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
+    logging.getLogger("uvicorn.access").disabled = True  # our access records replace it

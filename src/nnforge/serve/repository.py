@@ -1,0 +1,315 @@
+"""The model repository: which versions are served, loading them and swapping them atomically.
+
+Layout (Triton's): ``<repo>/<model>/<version>/model.nnf`` with integer versions. A single
+``.nnf`` file can be served too. A version is loaded and warmed up on a worker thread while the
+server keeps answering; then one assignment on the event loop makes it visible. Requests that
+already hold the old version finish on it: its batcher drains before it is dropped. A version
+that fails to load is reported (index, logs, metrics) and whatever served before goes on serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .batcher import BatchingConfig, DynamicBatcher
+from .errors import InvalidInputError, NotFoundError, UnavailableError
+from .metrics import ServerMetrics
+from .model import ServedModel, timed_load
+
+log = logging.getLogger("nnforge.serve")
+MODEL_FILE = "model.nnf"
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which versions on disk are served: the latest N, all, or specific ones."""
+
+    kind: str = "latest"
+    count: int = 1
+    versions: tuple[int, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> VersionPolicy:
+        """'latest', 'latest:N', 'all', or 'specific:1,3'."""
+        kind, _, arg = str(text).strip().partition(":")
+        try:
+            if kind == "latest" and int(arg or 1) >= 1:
+                return cls("latest", int(arg or 1))
+            if kind == "all" and not arg:
+                return cls("all")
+            if kind == "specific" and arg:
+                return cls("specific", versions=tuple(sorted({int(v) for v in arg.split(",")})))
+        except ValueError:
+            pass
+        raise ConfigError(f"expected a version policy 'latest', 'latest:N', 'all' or "
+                          f"'specific:V1,V2', found {text!r}")
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to serve among the ones on disk."""
+        ordered = sorted(available)
+        if self.kind == "latest":
+            return ordered[-self.count:]
+        if self.kind == "all":
+            return ordered
+        return [v for v in ordered if v in self.versions]
+
+    def __str__(self) -> str:
+        if self.kind == "latest":
+            return f"latest:{self.count}"
+        return "all" if self.kind == "all" else "specific:" + ",".join(map(str, self.versions))
+
+
+@dataclass
+class LoadedVersion:
+    """A served version: the model and its batcher."""
+
+    model: ServedModel
+    batcher: DynamicBatcher
+    signature: tuple[int, int, int]  # the file's (inode, size, mtime) when loaded
+
+
+@dataclass
+class ModelEntry:
+    """One model name: its served versions and what went wrong loading others."""
+
+    name: str
+    versions: dict[str, LoadedVersion] = field(default_factory=dict)
+    default: str | None = None  # the highest served version, used when none is asked for
+    failures: dict[str, tuple[tuple[int, int, int], str]] = field(default_factory=dict)
+    unloaded: bool = False  # by the unload endpoint: polling leaves it alone until a load
+
+    def publish(self, versions: dict[str, LoadedVersion]) -> None:
+        """Make a new set of versions visible in one step."""
+        self.versions = versions
+        self.default = max(versions, key=int) if versions else None
+
+
+def _signature(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class ModelRepository:
+    """The models the server answers for, kept in step with the directory they come from."""
+
+    def __init__(self, path: str | os.PathLike, metrics: ServerMetrics,
+                 batching: BatchingConfig, policy: VersionPolicy = VersionPolicy(),
+                 model_name: str | None = None,
+                 per_model: dict[str, BatchingConfig] | None = None) -> None:
+        self.path = Path(path)
+        self.metrics, self.batching, self.policy = metrics, batching, policy
+        self.per_model = per_model or {}
+        self.models: dict[str, ModelEntry] = {}
+        self._lock = asyncio.Lock()
+        self._single: tuple[str, str] | None = None
+        if not self.path.exists():
+            raise ConfigError(f"expected a .nnf model file or a model repository directory at "
+                              f"'{self.path}', found nothing there")
+        if self.path.is_file():
+            self._single = self._single_identity(model_name)
+        elif model_name is not None:
+            raise ConfigError("--model-name applies to a single .nnf file, found a directory")
+
+    def _single_identity(self, model_name: str | None) -> tuple[str, str]:
+        """Name and version of a lone file: <model>/<version>/model.nnf names itself."""
+        p = self.path
+        if p.name == MODEL_FILE and p.parent.name.isdigit() and p.parent.parent.name:
+            name, version = p.parent.parent.name, str(int(p.parent.name))
+        else:
+            name, version = p.stem, "1"
+        name = model_name or name
+        if not _NAME.match(name):
+            raise ConfigError(f"expected a model name of letters, digits, '_', '-' and '.', "
+                              f"found {name!r}")
+        return name, version
+
+    # -- what is on disk ---------------------------------------------------------------------
+    def scan(self) -> dict[str, dict[str, Path]]:
+        """model -> version -> file, for everything on disk."""
+        if self._single is not None:
+            name, version = self._single
+            return {name: {version: self.path}}
+        found: dict[str, dict[str, Path]] = {}
+        model_dirs = [self.path] if self._is_model_dir(self.path) else [
+            d for d in sorted(self.path.iterdir()) if d.is_dir() and _NAME.match(d.name)]
+        for d in model_dirs:
+            versions = {str(int(v.name)): v / MODEL_FILE for v in d.iterdir()
+                        if v.name.isdigit() and (v / MODEL_FILE).is_file()}
+            if versions:
+                found[d.name] = versions
+        return found
+
+    @staticmethod
+    def _is_model_dir(d: Path) -> bool:
+        return any(v.name.isdigit() and (v / MODEL_FILE).is_file() for v in d.iterdir())
+
+    # -- answering ---------------------------------------------------------------------------
+    def get(self, name: str, version: str | None = None) -> LoadedVersion:
+        """The served version (the default one when version is None), or a 404/503."""
+        entry = self.models.get(name)
+        if entry is None or (not entry.versions and not entry.failures and entry.unloaded):
+            known = ", ".join(sorted(self.models)) or "none"
+            raise NotFoundError(f"unknown model {name!r}; models served: {known}")
+        if version is None or version == "":
+            if entry.default is None:
+                raise UnavailableError(f"model {name!r} has no version ready")
+            return entry.versions[entry.default]
+        if not version.isdigit():
+            raise InvalidInputError(f"expected a version number, found {version!r}")
+        loaded = entry.versions.get(str(int(version)))
+        if loaded is None:
+            served = ", ".join(sorted(entry.versions, key=int)) or "none"
+            raise NotFoundError(f"model {name!r} has no version {version!r} ready; versions "
+                                f"served: {served}")
+        return loaded
+
+    def only_model(self) -> str:
+        """The name of the one served model (for POST /predict)."""
+        names = [n for n, e in self.models.items() if e.versions]
+        if len(names) != 1:
+            found = ", ".join(sorted(names)) or "none"
+            raise NotFoundError(f"POST /predict needs exactly one served model, found {found}; use "
+                                f"POST /v1/models/<name>:predict")
+        return names[0]
+
+    def ready(self) -> bool:
+        """Every known model has a version to serve."""
+        return bool(self.models) and all(e.versions or e.unloaded for e in self.models.values())
+
+    def index(self) -> list[dict[str, Any]]:
+        """Triton's repository index: every version on disk with its state."""
+        on_disk = self.scan()
+        rows = []
+        for name in sorted(set(on_disk) | set(self.models)):
+            entry = self.models.get(name)
+            for version in sorted(set(on_disk.get(name, {})) | set(
+                    entry.versions if entry else ()), key=int):
+                row: dict[str, Any] = {"name": name, "version": version}
+                if entry and version in entry.versions:
+                    row["state"] = "READY"
+                elif entry and version in entry.failures:
+                    row.update(state="UNAVAILABLE", reason=entry.failures[version][1])
+                else:
+                    row.update(state="UNAVAILABLE", reason="not served (version policy "
+                               f"{self.policy}" + (", model unloaded)" if entry and
+                                                   entry.unloaded else ")"))
+                rows.append(row)
+        return rows
+
+    # -- loading -----------------------------------------------------------------------------
+    async def sync(self, only: str | None = None, explicit: bool = False) -> list[str]:
+        """Load new or changed versions, drop the ones the policy no longer serves.
+
+        Returns the load errors. `explicit` (the load endpoint) also brings back unloaded
+        models and retries failed versions whose file did not change.
+        """
+        async with self._lock:
+            on_disk = await asyncio.get_running_loop().run_in_executor(None, self.scan)
+            errors: list[str] = []
+            names = [only] if only is not None else sorted(set(on_disk) | set(self.models))
+            for name in names:
+                errors += await self._sync_model(name, on_disk.get(name, {}), explicit)
+            return errors
+
+    async def _sync_model(self, name: str, files: dict[str, Path], explicit: bool) -> list[str]:
+        entry = self.models.setdefault(name, ModelEntry(name))
+        if entry.unloaded and not explicit:
+            return []
+        entry.unloaded = False
+        wanted = [str(v) for v in self.policy.select([int(v) for v in files])]
+        errors: list[str] = []
+        versions = dict(entry.versions)
+        for version in wanted:
+            path = files[version]
+            try:
+                sig = _signature(path)
+            except OSError:
+                continue  # removed while we looked
+            current = versions.get(version)
+            failed = entry.failures.get(version)
+            if current is not None and current.signature == sig:
+                continue
+            if failed is not None and failed[0] == sig and not explicit:
+                continue  # the same broken file: do not retry it on every poll
+            loaded = await self._load_version(name, version, path, sig, entry)
+            if loaded is None:
+                errors.append(f"{name} version {version}: {entry.failures[version][1]}")
+                continue
+            old = versions.get(version)
+            versions[version] = loaded
+            entry.publish(dict(versions))  # visible now; requests holding `old` finish on it
+            if old is not None:
+                await old.batcher.close()
+        for version in [v for v in versions if v not in wanted]:
+            # only drop a version once something newer serves, unless it is gone from disk
+            if version in files and not any(int(v) > int(version) for v in versions
+                                            if v in wanted):
+                continue
+            old = versions.pop(version)
+            entry.publish(dict(versions))
+            log.info("model %s version %s unloaded", name, version)
+            await old.batcher.close()
+        if not entry.versions and not entry.failures and not files:
+            del self.models[name]
+        return errors
+
+    async def _load_version(self, name: str, version: str, path: Path,
+                            sig: tuple[int, int, int], entry: ModelEntry) -> LoadedVersion | None:
+        cfg = self.per_model.get(name, self.batching)
+        loop = asyncio.get_running_loop()
+        try:
+            model = await loop.run_in_executor(None, timed_load, name, version, path,
+                                               cfg.max_batch_size)
+        except Exception as exc:  # noqa: BLE001 - a broken file must not stop the server
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            entry.failures[version] = (sig, reason)
+            self.metrics.load_failures[name] = self.metrics.load_failures.get(name, 0) + 1
+            log.error("model %s version %s failed to load from %s: %s", name, version, path,
+                      reason)
+            return None
+        entry.failures.pop(version, None)
+        metrics = self.metrics.model(name, version)
+        metrics.load_seconds = model.load_seconds
+        threaded = cfg.compute == "thread" or (cfg.compute == "auto" and model.slow)
+        batcher = DynamicBatcher(model.compute, cfg, metrics, threaded, f"{name}-{version}")
+        log.info("model %s version %s loaded from %s in %.3f s (batches on %s)", name, version,
+                 path, model.load_seconds, "a worker thread" if threaded else "the event loop")
+        return LoadedVersion(model, batcher, sig)
+
+    async def unload(self, name: str) -> None:
+        """Stop serving every version of a model (until it is loaded again)."""
+        async with self._lock:
+            entry = self.models.get(name)
+            if entry is None:
+                raise NotFoundError(f"unknown model {name!r}")
+            old = list(entry.versions.values())
+            entry.publish({})
+            entry.unloaded = True
+            for loaded in old:
+                await loaded.batcher.close()
+
+    async def close(self) -> None:
+        """Drain and stop every batcher."""
+        async with self._lock:
+            for entry in self.models.values():
+                old = list(entry.versions.values())
+                entry.publish({})
+                for loaded in old:
+                    await loaded.batcher.close()
+
+    async def poll(self, interval: float) -> None:
+        """Re-sync with the disk every `interval` seconds (runs until cancelled)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sync()
+            except Exception:  # noqa: BLE001 - polling must survive a bad moment on disk
+                log.exception("polling the model repository failed")

@@ -1,0 +1,194 @@
+"""Run the server: load the repository, listen on HTTP and gRPC, shut down gracefully.
+
+Both protocols share one event loop (uvloop when installed), so the batcher, the metrics and
+the repository are only ever touched from one thread. SIGTERM or SIGINT: readiness turns
+false, the listeners close, requests in flight are answered (up to `shutdown_grace_s`), the
+batchers drain, the access log is flushed. A second SIGINT stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from typing import Any, Callable
+
+import orjson
+
+from ..errors import ConfigError, ModelFileError
+from .config import ServeConfig
+from .core import InferenceServer
+from .http_app import ServeApp
+from .logs import AccessLog, configure_logging
+from .metrics import ServerMetrics
+from .repository import ModelRepository, VersionPolicy
+
+log = logging.getLogger("nnforge.serve")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket (port 0 picks a free one), or a ConfigError saying why not."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, addr = infos[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock
+
+
+async def load_repository(config: ServeConfig, metrics: ServerMetrics) -> ModelRepository:
+    """The repository with its first versions loaded; an error when nothing could be."""
+    repo = ModelRepository(config.path, metrics, config.batching,
+                           VersionPolicy.parse(config.version_policy), config.model_name,
+                           config.models)
+    errors = await repo.sync()
+    if not any(e.versions for e in repo.models.values()):
+        if errors:
+            raise ModelFileError(f"no model could be loaded: {errors[0]}")
+        if not config.poll_interval_s:
+            raise ConfigError(f"found no models in '{config.path}' (expected a .nnf file or "
+                              f"<repo>/<model>/<version>/model.nnf)")
+    return repo
+
+
+def _uvicorn_server(app: ServeApp, config: ServeConfig) -> Any:
+    import uvicorn  # noqa: PLC0415 - heavy, and only the server needs it
+
+    uv_config = uvicorn.Config(
+        app, host=config.host, port=config.port, loop="none", http="auto", interface="asgi3",
+        lifespan="off", log_config=None, access_log=False, proxy_headers=False,
+        server_header=False, limit_concurrency=config.max_connections,
+        timeout_keep_alive=int(config.keep_alive_s),
+        timeout_graceful_shutdown=int(config.shutdown_grace_s) or None)
+    uv_config.load()
+    uv = uvicorn.Server(uv_config)
+    # what Server.serve() would set up before startup(); we drive startup, main_loop and
+    # shutdown ourselves so that gRPC and the batchers stop in step with HTTP
+    uv.lifespan = uv_config.lifespan_class(uv_config)
+    return uv
+
+
+async def _start_grpc(server: InferenceServer, config: ServeConfig) -> tuple[Any, int]:
+    import grpc  # noqa: PLC0415
+
+    from .grpc_service import InferenceService, generic_handler  # noqa: PLC0415
+
+    limit = config.max_body_bytes
+    grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+                                           ("grpc.max_send_message_length", -1),
+                                           ("grpc.so_reuseport", 0)])
+    grpc_server.add_generic_rpc_handlers((generic_handler(InferenceService(server)),))
+    address = f"{config.host}:{config.grpc_port}"
+    try:
+        port = grpc_server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise ConfigError(f"cannot listen for gRPC on {address}: {exc}") from None
+    if not port:
+        raise ConfigError(f"cannot listen for gRPC on {address}")
+    await grpc_server.start()
+    return grpc_server, port
+
+
+async def serve(config: ServeConfig,
+                announce: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or until the returned task is cancelled)."""
+    loop = asyncio.get_running_loop()
+    metrics = ServerMetrics()
+    repo = await load_repository(config, metrics)
+    access_log = AccessLog(enabled=config.access_log)
+    server = InferenceServer(config, repo, metrics, access_log)
+    sock = bind(config.host, config.port)
+    http_port = sock.getsockname()[1]
+    uv = _uvicorn_server(ServeApp(server), config)
+    grpc_server, grpc_port = None, None
+    try:
+        if config.grpc_port is not None:
+            grpc_server, grpc_port = await _start_grpc(server, config)
+        await uv.startup(sockets=[sock])
+    except BaseException:
+        sock.close()
+        if grpc_server is not None:
+            await grpc_server.stop(None)
+        await repo.close()
+        raise
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            uv.force_exit = True  # second signal: stop waiting for requests in flight
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, on_signal)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests) or Windows
+            pass
+    poller = loop.create_task(repo.poll(config.poll_interval_s)) \
+        if config.poll_interval_s else None
+    ticker = loop.create_task(uv.main_loop())  # keeps the Date header current
+    info = {"event": "serving", "http": f"http://{_url_host(config.host)}:{http_port}",
+            "http_port": http_port, "grpc_port": grpc_port,
+            "models": {n: sorted(e.versions, key=int) for n, e in repo.models.items()}}
+    log.info("serving %s on %s%s", ", ".join(sorted(repo.models)), info["http"],
+             f" and gRPC port {grpc_port}" if grpc_port else "")
+    if announce is not None:
+        announce(info)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: finishing requests in flight")
+        server.live = False
+        uv.should_exit = True
+        if poller is not None:
+            poller.cancel()
+        grace = config.shutdown_grace_s
+        # the batchers drain at the same time: a request waiting for its batch to fill must
+        # not hold the shutdown up until the grace period ends
+        await asyncio.gather(uv.shutdown(), repo.close(), *(
+            [grpc_server.stop(grace)] if grpc_server is not None else []),
+            return_exceptions=True)
+        await ticker
+        access_log.flush()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        log.info("stopped")
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "") else host)
+
+
+def run(config: ServeConfig, announce: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """Configure logging and BLAS threads, then run `serve` on uvloop (when installed)."""
+    config.validate()
+    configure_logging(config.log_level)
+    limiter = None
+    if config.blas_threads:
+        from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
+        limiter = threadpool_limits(config.blas_threads)
+    try:
+        import uvloop  # noqa: PLC0415
+
+        factory: Any = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(serve(config, announce))
+    finally:
+        if limiter is not None:
+            limiter.restore_original_limits()
+
+
+def print_announcement(info: dict[str, Any]) -> None:
+    """The 'serving' line on stdout, one JSON object (tests and scripts read the ports here)."""
+    sys.stdout.write(orjson.dumps(info).decode() + "\n")
+    sys.stdout.flush()

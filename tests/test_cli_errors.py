@@ -1,0 +1,101 @@
+"""Bad paths of the command line: one line on stderr, no traceback, exit code 1 or 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnforge as nf
+from nnforge import nn
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small untrained 4-feature, 3-class model and a few input files."""
+    d = tmp_path_factory.mktemp("cli_errors")
+    nf.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    nf.save(model, d / "m.nnf", task="multiclass", labels=["a", "b", "c"])
+    (d / "garbage.nnf").write_bytes(np.random.default_rng(0).bytes(2000))
+    truncated = (d / "m.nnf").read_bytes()
+    (d / "truncated.nnf").write_bytes(truncated[: len(truncated) // 2])
+    (d / "good.csv").write_text("w,x,y,z\n1,2,3,4\n5,6,7,8\n")
+    (d / "ragged.csv").write_text("1,2,3,4\n5,6,7,8\n9,10,11\n")
+    (d / "cell.csv").write_text("w,x,y,z\n1,2,3,4\n5,6,oops,8\n")
+    (d / "three.csv").write_text("1,2,3\n4,5,6\n")
+    (d / "nan.csv").write_text("1,2,3,4\n5,nan,7,8\n")
+    (d / "bad.json").write_text('{"instances": [[1, 2, 3, 4], [1, 2]]}')
+    (d / "bad.yaml").write_text("dataset: iris\nepoch: 3\n")
+    return d
+
+
+CASES = {
+    # name: (arguments, exit code, words the message must contain)
+    "missing input file": (["predict", "m.nnf", "--input", "nope.csv"], 1,
+                           ["nope.csv", "no such file"]),
+    "missing model file": (["predict", "nope.nnf", "--input", "good.csv"], 1, ["nope.nnf"]),
+    "missing data file": (["train", "--data", "nope.csv"], 1, ["nope.csv", "no such file"]),
+    "missing config file": (["train", "--config", "nope.yaml"], 1, ["nope.yaml"]),
+    "wrong number of CSV columns": (["predict", "m.nnf", "--input", "ragged.csv"], 1,
+                                    ["ragged.csv", "line 3", "expected 4 columns, found 3"]),
+    "non-numeric cell": (["predict", "m.nnf", "--input", "cell.csv"], 1,
+                         ["cell.csv", "line 3", "column 3", "'y'", "'oops'"]),
+    "wrong feature count": (["predict", "m.nnf", "--input", "three.csv"], 1,
+                            ["expected 4 feature columns", "found 3"]),
+    "NaN in the input": (["predict", "m.nnf", "--input", "nan.csv"], 1,
+                         ["finite", "sample 2"]),
+    "ragged JSON": (["predict", "m.nnf", "--input", "bad.json"], 1, ["same shape"]),
+    "corrupt model (predict)": (["predict", "garbage.nnf", "--input", "good.csv"], 1,
+                                ["garbage.nnf", "not an nnforge model file"]),
+    "corrupt model (info)": (["info", "garbage.nnf"], 1, ["garbage.nnf"]),
+    "truncated model (evaluate)": (["evaluate", "truncated.nnf", "--data", "good.csv"], 1,
+                                   ["truncated.nnf"]),
+    "corrupt model (bench)": (["bench", "garbage.nnf"], 1, ["garbage.nnf"]),
+    "unknown setting in config": (["train", "--config", "bad.yaml"], 1,
+                                  ["bad.yaml", "unknown setting 'epoch'"]),
+    "unknown flag": (["predict", "m.nnf", "--input", "good.csv", "--bogus"], 2,
+                     ["unrecognized arguments: --bogus", "nnforge predict --help"]),
+    "bad flag value": (["train", "--dataset", "iris", "--hidden", "12,x"], 2,
+                       ["--hidden", "12,x"]),
+    "bad choice": (["train", "--dataset", "mnist"], 2, ["--dataset", "mnist"]),
+    "missing required flag": (["predict", "m.nnf"], 2, ["--input"]),
+    "unknown command": (["fly"], 2, ["fly"]),
+    "unknown output format": (["predict", "m.nnf", "--input", "good.csv", "--format", "xml"],
+                              2, ["--format"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_mistakes_print_one_line_and_exit_nonzero(work: Path, case: str) -> None:
+    args, code, words = CASES[case]
+    env = {k: v for k, v in os.environ.items() if k != "NNFORGE_DEBUG"}
+    r = subprocess.run([sys.executable, "-m", "nnforge", *args], cwd=work, capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == code, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nnforge: error: "), r.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert r.stdout == ""
+    assert not list(work.glob(".*.tmp"))  # no half-written output left behind
+
+
+def test_a_failed_predict_leaves_no_output_file(work: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "nnforge", "predict", "m.nnf", "--input",
+                        "ragged.csv", "--output", "out.csv", "--batch-size", "1"], cwd=work,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert not (work / "out.csv").exists() and not list(work.glob(".out.csv.*"))
+
+
+def test_debug_mode_shows_the_traceback(work: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "nnforge", "info", "garbage.nnf"], cwd=work,
+                       capture_output=True, text=True, env=os.environ | {"NNFORGE_DEBUG": "1"},
+                       timeout=120)
+    assert r.returncode == 1 and "Traceback" in r.stderr and "ModelFileError" in r.stderr

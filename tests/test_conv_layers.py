@@ -1,0 +1,179 @@
+"""Conv, pooling and batch-norm layers: gradients, attributes, configs, running statistics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import nnforge as nf
+from nnforge import nn
+from nnforge.autograd.gradcheck import check_gradients
+from nnforge.errors import ConfigError, ShapeError
+
+LAYERS = [
+    # (factory, input shape without the batch axis)
+    (lambda: nn.Conv2d(3, 4, 3), (3, 6, 7)),
+    (lambda: nn.Conv2d(3, 4, 3, stride=2, padding=1), (3, 7, 6)),
+    (lambda: nn.Conv2d(2, 3, (2, 3), dilation=2, bias=False, init="glorot"), (2, 7, 8)),
+    (lambda: nn.Conv2d(4, 6, 3, padding=(1, 0), groups=2), (4, 5, 6)),
+    (lambda: nn.MaxPool2d(2), (2, 6, 6)),
+    (lambda: nn.MaxPool2d(3, stride=1, padding=1), (2, 5, 4)),
+    (lambda: nn.AvgPool2d(2), (2, 6, 5)),
+    (lambda: nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False), (2, 7, 7)),
+    (lambda: nn.GlobalAvgPool2d(), (3, 4, 5)),
+    (lambda: nn.GlobalAvgPool2d(keepdims=True), (3, 2, 2)),
+    (lambda: nn.BatchNorm1d(4), (4,)),
+    (lambda: nn.BatchNorm1d(3, affine=False), (3, 5)),
+    (lambda: nn.BatchNorm2d(3), (3, 4, 3)),
+    (lambda: nn.BatchNorm2d(2, eps=1e-3, momentum=0.5), (2, 3, 3)),
+]
+
+
+def _input(rng, shape):
+    # distinct values keep max pooling away from ties, where the gradient is not defined
+    return rng.permutation(int(np.prod(shape))).reshape(shape) / np.prod(shape) - 0.5
+
+
+@pytest.mark.parametrize("make, shape", LAYERS)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_layer_gradients(rng, make, shape, batch):
+    layer = make().double()
+    if isinstance(layer, nn.BatchNorm1d) and batch == 1 and len(shape) == 1:
+        batch = 2  # one value per channel has no batch variance (tested below)
+    x = _input(rng, (batch,) + shape)
+    if layer.parameters():  # move weight and bias away from their 1/0 initial values
+        for p in layer.parameters():
+            p.data = p.data + rng.uniform(-0.5, 0.5, p.shape)
+    check_gradients(lambda t: layer(t), [x], params=layer.parameters(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("make, shape", LAYERS)
+def test_config_round_trip(rng, make, shape):
+    layer = make()
+    arch = json.loads(json.dumps(layer.to_architecture()))  # through JSON, as in a model file
+    clone = nn.layer_from_architecture(arch)
+    assert type(clone) is type(layer) and clone.get_config() == layer.get_config()
+    clone.load_state_dict(layer.state_dict())
+    x = _input(rng, (2,) + shape).astype(np.float32)
+    layer.eval()
+    clone.eval()
+    np.testing.assert_array_equal(clone(x).data, layer(x).data)
+
+
+def test_conv2d_attributes():
+    conv = nn.Conv2d(4, 6, (3, 5), stride=2, padding=(1, 2), dilation=(1, 2), groups=2)
+    assert conv.weight.shape == (6, 2, 3, 5) and conv.bias.shape == (6,)
+    assert conv.weight.dtype == conv.bias.dtype == np.float32
+    assert conv.kernel_size == (3, 5) and conv.stride == (2, 2)
+    assert conv.padding == (1, 2) and conv.dilation == (1, 2) and conv.groups == 2
+    assert nn.Conv2d(1, 2, 3, bias=False).bias is None
+    assert [n for n, _ in conv.named_parameters()] == ["weight", "bias"]
+    y = conv(np.zeros((2, 4, 9, 11), np.float32))
+    assert y.shape == (2, 6, 5, 4) and y.dtype == np.float32
+
+
+def test_pool_attributes():
+    pool = nn.MaxPool2d(3)
+    assert pool.kernel_size == (3, 3) and pool.stride == (3, 3) and pool.padding == (0, 0)
+    avg = nn.AvgPool2d((2, 3), stride=1, padding=(1, 1), count_include_pad=False)
+    assert avg.stride == (1, 1) and avg.padding == (1, 1) and not avg.count_include_pad
+    assert nn.GlobalAvgPool2d()(np.ones((2, 3, 4, 4), np.float32)).shape == (2, 3)
+    assert nn.GlobalAvgPool2d(keepdims=True)(np.ones((2, 3, 4, 4))).shape == (2, 3, 1, 1)
+
+
+def test_batch_norm_running_statistics(rng):
+    bn = nn.BatchNorm2d(3, momentum=0.2)
+    assert bn.running_mean.dtype == bn.running_var.dtype == np.float32
+    assert set(bn.state_dict()) == {"weight", "bias", "running_mean", "running_var"}
+    x = (rng.standard_normal((4, 3, 5, 5)) * 3 + 2).astype(np.float32)
+    bn(x)  # one training step
+    mean = x.mean(axis=(0, 2, 3))
+    unbiased = x.var(axis=(0, 2, 3), ddof=1)
+    np.testing.assert_allclose(bn.running_mean, 0.2 * mean, rtol=1e-5)
+    np.testing.assert_allclose(bn.running_var, 0.8 + 0.2 * unbiased, rtol=1e-5)
+    assert bn.running_mean.dtype == np.float32
+    # evaluation normalises with the running statistics, not the batch's
+    bn.weight.data[:] = [1.0, 2.0, 0.5]
+    bn.bias.data[:] = [0.0, -1.0, 1.0]
+    bn.eval()
+    x2 = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    shape = (1, 3, 1, 1)
+    ref = ((x2 - bn.running_mean.reshape(shape)) / np.sqrt(bn.running_var.reshape(shape) + 1e-5)
+           * bn.weight.data.reshape(shape) + bn.bias.data.reshape(shape))
+    before = bn.running_mean.copy()
+    np.testing.assert_allclose(bn(x2).data, ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(bn.running_mean, before)  # eval does not update them
+    # training mode output is normalised with the batch statistics
+    bn.train()
+    out = nn.BatchNorm1d(2)(np.array([[1.0, 10.0], [3.0, 30.0]], np.float32)).data
+    np.testing.assert_allclose(out, [[-1, -1], [1, 1]], rtol=1e-4)
+
+
+def test_batch_norm_batch_of_one():
+    bn = nn.BatchNorm1d(3)
+    with pytest.raises(ShapeError, match="more than one value per channel"):
+        bn(np.ones((1, 3), np.float32))
+    bn.eval()
+    assert bn(np.ones((1, 3), np.float32)).shape == (1, 3)
+    assert nn.BatchNorm2d(3)(np.ones((1, 3, 2, 2), np.float32)).shape == (1, 3, 2, 2)
+
+
+def test_small_cnn_end_to_end_gradients(rng):
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Conv2d(3, 4, 3), nn.Tanh(), nn.AvgPool2d(2),
+                          nn.Flatten(), nn.Linear(4, 2)).double()
+    check_gradients(lambda t: model(t), [rng.standard_normal((2, 1, 8, 8))],
+                    params=model.parameters(), rtol=1e-4, atol=1e-6)
+
+
+def test_lenet_learns_a_tiny_problem(rng):
+    # two classes told apart by where the bright blob is: a few SGD steps must fit them
+    nf.manual_seed(0)
+    x = rng.standard_normal((32, 1, 12, 12)).astype(np.float32) * 0.1
+    y = np.arange(32) % 2
+    x[y == 0, :, 2:5, 2:5] += 1.0
+    x[y == 1, :, 7:10, 7:10] += 1.0
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(4, 8, 3), nn.ReLU(), nn.GlobalAvgPool2d(), nn.Linear(8, 2))
+    opt = nf.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    for _ in range(30):
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+    model.eval()
+    assert (model(x).data.argmax(axis=1) == y).mean() == 1.0
+
+
+def test_layer_shape_errors():
+    conv = nn.Conv2d(3, 4, 5)
+    with pytest.raises(ShapeError, match=r"Conv2d expected input of shape \(batch, channels, H, "
+                                         r"W\) with 3 channels, found \(2, 1, 28, 28\)"):
+        conv(np.zeros((2, 1, 28, 28), np.float32))
+    with pytest.raises(ShapeError, match=r"with 3 channels, found \(3, 28, 28\)"):
+        conv(np.zeros((3, 28, 28), np.float32))
+    with pytest.raises(ShapeError, match=r"at least 5x5 pixels, found 4x9"):
+        conv(np.zeros((1, 3, 4, 9), np.float32))
+    with pytest.raises(ShapeError, match=r"at least 2x2 pixels, found 1x1"):
+        nn.MaxPool2d(2)(np.zeros((1, 3, 1, 1), np.float32))
+    with pytest.raises(ShapeError, match=r"BatchNorm2d expected input of shape \(batch, channels,"
+                                         r" H, W\) with 3 channels, found \(2, 4, 5, 5\)"):
+        nn.BatchNorm2d(3)(np.zeros((2, 4, 5, 5), np.float32))
+    with pytest.raises(ShapeError, match=r"with 3 channels, found \(2, 3, 4, 4\)"):
+        nn.BatchNorm1d(3)(np.zeros((2, 3, 4, 4), np.float32))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Conv2d(3, 4, 0), lambda: nn.Conv2d(3, 4, 3, stride=(1, 0)),
+    lambda: nn.Conv2d(3, 4, 3, padding=-1), lambda: nn.Conv2d(3, 4, 3, groups=2),
+    lambda: nn.Conv2d(0, 4, 3), lambda: nn.Conv2d(3, 4, (3, 3, 3)),
+    lambda: nn.Conv2d(3, 4, "3"), lambda: nn.MaxPool2d(2, padding=2),
+    lambda: nn.AvgPool2d(0), lambda: nn.BatchNorm2d(0), lambda: nn.BatchNorm1d(3, eps=0),
+    lambda: nn.BatchNorm1d(3, momentum=1.5),
+])
+def test_config_errors(make):
+    with pytest.raises(ConfigError):
+        make()

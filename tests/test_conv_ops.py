@@ -1,0 +1,268 @@
+"""Conv, pooling and batch-norm ops: naive loop references, gradient checks, shape errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnforge.autograd.gradcheck import check_gradients
+from nnforge.autograd.tensor import Tensor
+from nnforge.errors import ConfigError, ShapeError
+from nnforge.ops.conv import conv2d
+from nnforge.ops.norm import batch_norm, batch_statistics
+from nnforge.ops.pool import avg_pool2d, global_avg_pool2d, max_pool2d
+
+
+# -- naive references: plain loops over every output pixel of a tiny input ----------------------
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def conv_ref(x, w, b, stride=1, padding=0, dilation=1, groups=1):
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    xp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
+    xp[:, :, ph:ph + h, pw:pw + wd] = x
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    og = o // groups
+    y = np.zeros((n, o, oh, ow))
+    for s in range(n):
+        for oc in range(o):
+            g = oc // og
+            for i in range(oh):
+                for j in range(ow):
+                    acc = 0.0 if b is None else b[oc]
+                    for ci in range(cg):
+                        for a in range(kh):
+                            for e in range(kw):
+                                acc += (w[oc, ci, a, e]
+                                        * xp[s, g * cg + ci, i * sh + a * dh, j * sw + e * dw])
+                    y[s, oc, i, j] = acc
+    return y
+
+
+def pool_ref(x, kernel, stride, padding, mode, count_include_pad=True):
+    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel), _pair(stride), _pair(padding)
+    n, c, h, w = x.shape
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    y = np.zeros((n, c, oh, ow))
+    for s in range(n):
+        for ch in range(c):
+            for i in range(oh):
+                for j in range(ow):
+                    vals, pads = [], 0
+                    for a in range(kh):
+                        for e in range(kw):
+                            r, q = i * sh + a - ph, j * sw + e - pw
+                            if 0 <= r < h and 0 <= q < w:
+                                vals.append(x[s, ch, r, q])
+                            else:
+                                pads += 1
+                    if mode == "max":
+                        y[s, ch, i, j] = max(vals)
+                    else:
+                        count = len(vals) + (pads if count_include_pad else 0)
+                        y[s, ch, i, j] = sum(vals) / count
+    return y
+
+
+def bn_ref(x, weight, bias, mean, var, eps):
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return ((x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) * weight.reshape(shape)
+            + bias.reshape(shape))
+
+
+# -- convolution -----------------------------------------------------------------------------
+CONV_CASES = [
+    # (x shape, out_channels, kernel, stride, padding, dilation, groups)
+    ((2, 3, 7, 9), 4, 3, 1, 0, 1, 1),
+    ((1, 3, 7, 9), 4, 3, 1, 0, 1, 1),  # batch size 1
+    ((2, 3, 7, 6), 4, 3, 2, 1, 1, 1),  # stride 2, padding 1, non-square input
+    ((2, 2, 9, 8), 3, 3, 1, 2, 2, 1),  # dilation 2
+    ((1, 4, 6, 7), 6, (2, 3), (2, 1), (1, 2), (2, 1), 2),  # everything non-square, groups
+    ((2, 4, 5, 5), 4, 3, 1, 1, 1, 4),  # depthwise
+    ((3, 1, 6, 6), 2, 1, 1, 0, 1, 1),  # 1x1 kernel
+    ((2, 2, 5, 7), 3, (5, 7), 1, 0, 1, 1),  # kernel covers the whole input
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_forward_matches_naive_loops(rng, case):
+    shape, o, k, s, p, d, g = case
+    kh, kw = _pair(k)
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((o, shape[1] // g, kh, kw))
+    b = rng.standard_normal(o)
+    got = conv2d(Tensor(x), Tensor(w), Tensor(b), s, p, d, g).data
+    np.testing.assert_allclose(got, conv_ref(x, w, b, s, p, d, g), rtol=1e-10, atol=1e-12)
+    nobias = conv2d(Tensor(x), Tensor(w), None, s, p, d, g).data
+    np.testing.assert_allclose(nobias, conv_ref(x, w, None, s, p, d, g), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_gradients(rng, case):
+    shape, o, k, s, p, d, g = case
+    kh, kw = _pair(k)
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((o, shape[1] // g, kh, kw))
+    b = rng.standard_normal(o)
+    check_gradients(lambda xt, wt, bt: conv2d(xt, wt, bt, s, p, d, g), [x, w, b])
+    check_gradients(lambda xt, wt: conv2d(xt, wt, None, s, p, d, g), [x, w])
+
+
+def test_conv_float32_stays_float32(rng):
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = np.zeros(4, np.float32)
+    xt, wt, bt = (Tensor(a, requires_grad=True) for a in (x, w, b))
+    y = conv2d(xt, wt, bt, padding=1)
+    y.backward(np.ones(y.shape, np.float32))
+    assert y.dtype == xt.grad.dtype == wt.grad.dtype == bt.grad.dtype == np.float32
+    np.testing.assert_allclose(y.data, conv_ref(x, w, b, padding=1), rtol=1e-4, atol=1e-4)
+
+
+def test_conv_only_requested_gradients(rng):
+    x = Tensor(rng.standard_normal((2, 2, 5, 5)))  # data: no gradient wanted
+    w = Tensor(rng.standard_normal((3, 2, 3, 3)), requires_grad=True)
+    y = conv2d(x, w)
+    y.backward(np.ones(y.shape))
+    assert x.grad is None and w.grad is not None
+
+
+def test_conv_shape_errors(rng):
+    w = Tensor(rng.standard_normal((4, 3, 3, 3)))
+    with pytest.raises(ShapeError, match=r"expected input of shape \(batch, 3, H, W\), found "
+                                         r"\(2, 5, 8, 8\)"):
+        conv2d(Tensor(np.zeros((2, 5, 8, 8))), w)
+    with pytest.raises(ShapeError, match=r"expected input of shape \(batch, 3, H, W\), found "
+                                         r"\(3, 8, 8\)"):
+        conv2d(Tensor(np.zeros((3, 8, 8))), w)
+    with pytest.raises(ShapeError, match=r"at least 3x3 pixels, found 2x8"):
+        conv2d(Tensor(np.zeros((1, 3, 2, 8))), w)
+    with pytest.raises(ShapeError, match=r"at least 5x5 pixels, found 4x4"):
+        conv2d(Tensor(np.zeros((1, 3, 4, 4))), w, dilation=2)
+    with pytest.raises(ShapeError, match=r"bias of shape \(4,\), found \(3,\)"):
+        conv2d(Tensor(np.zeros((1, 3, 4, 4))), w, Tensor(np.zeros(3)))
+    with pytest.raises(ConfigError, match="stride"):
+        conv2d(Tensor(np.zeros((1, 3, 4, 4))), w, stride=0)
+
+
+# -- pooling ---------------------------------------------------------------------------------
+POOL_CASES = [
+    # (x shape, kernel, stride, padding)
+    ((2, 3, 6, 8), 2, None, 0),  # non-overlapping, the fast case
+    ((1, 2, 7, 7), 2, None, 0),  # odd size: the last row and column are dropped
+    ((2, 2, 6, 5), 3, 1, 0),  # overlapping
+    ((1, 3, 7, 6), 3, 2, 1),  # overlapping with padding
+    ((2, 2, 5, 8), (2, 3), (1, 2), (1, 1)),  # non-square everything
+    ((1, 1, 4, 4), 2, 2, 1),  # non-overlapping with padding
+]
+
+
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_max_pool_forward_and_gradients(rng, case):
+    shape, k, s, p = case
+    x = rng.permutation(np.prod(shape)).reshape(shape) / 10.0  # distinct values: no ties
+    got = max_pool2d(Tensor(x), k, s, p).data
+    np.testing.assert_allclose(got, pool_ref(x, k, s if s is not None else k, p, "max"))
+    check_gradients(lambda t: max_pool2d(t, k, s, p), [x])
+
+
+@pytest.mark.parametrize("case", POOL_CASES)
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_avg_pool_forward_and_gradients(rng, case, count_include_pad):
+    shape, k, s, p = case
+    x = rng.standard_normal(shape)
+    got = avg_pool2d(Tensor(x), k, s, p, count_include_pad).data
+    ref = pool_ref(x, k, s if s is not None else k, p, "avg", count_include_pad)
+    np.testing.assert_allclose(got, ref, rtol=1e-12)
+    check_gradients(lambda t: avg_pool2d(t, k, s, p, count_include_pad), [x])
+
+
+def test_max_pool_ties_send_the_gradient_to_one_element():
+    x = Tensor(np.zeros((1, 1, 4, 4)), requires_grad=True)
+    y = max_pool2d(x, 2)
+    y.backward(np.ones(y.shape))
+    # one element per window gets it, the first in row-major order
+    expected = np.zeros((4, 4))
+    expected[::2, ::2] = 1
+    np.testing.assert_array_equal(x.grad[0, 0], expected)
+    x.grad = None
+    y = max_pool2d(x, 2, stride=1)  # overlapping: each window still gives its gradient once
+    y.backward(np.ones(y.shape))
+    assert x.grad.sum() == 9
+    np.testing.assert_array_equal(x.grad[0, 0, :3, :3], np.ones((3, 3)))
+
+
+def test_global_avg_pool(rng):
+    for shape in [(2, 3, 4, 5), (1, 2, 1, 1), (1, 1, 3, 2)]:
+        x = rng.standard_normal(shape)
+        y = global_avg_pool2d(Tensor(x)).data
+        assert y.shape == shape[:2] + (1, 1)
+        np.testing.assert_allclose(y[:, :, 0, 0], [[x[n, c].sum() / x[n, c].size
+                                                    for c in range(shape[1])]
+                                                   for n in range(shape[0])])
+        check_gradients(global_avg_pool2d, [x])
+
+
+def test_pool_shape_and_config_errors():
+    with pytest.raises(ShapeError, match=r"at least 3x3 pixels, found 2x5"):
+        max_pool2d(Tensor(np.zeros((1, 1, 2, 5))), 3)
+    with pytest.raises(ShapeError, match=r"\(batch, channels, H, W\), found \(4, 4\)"):
+        avg_pool2d(Tensor(np.zeros((4, 4))), 2)
+    with pytest.raises(ShapeError, match=r"found \(2, 3\)"):
+        global_avg_pool2d(Tensor(np.zeros((2, 3))))
+    with pytest.raises(ConfigError, match="at most half the kernel"):
+        max_pool2d(Tensor(np.zeros((1, 1, 6, 6))), 2, padding=2)
+
+
+# -- batch normalisation ---------------------------------------------------------------------
+BN_SHAPES = [(5, 3), (1, 2, 3, 4), (4, 3, 2, 3), (3, 2, 4)]
+
+
+@pytest.mark.parametrize("shape", BN_SHAPES)
+def test_batch_norm_training_matches_reference_and_gradients(rng, shape):
+    c = shape[1]
+    x = rng.standard_normal(shape) * 2 + 1
+    w, b = rng.standard_normal(c), rng.standard_normal(c)
+
+    def f(xt, wt, bt):
+        mean, var = batch_statistics(xt.data)
+        return batch_norm(xt, wt, bt, mean, var, training=True, eps=1e-5)
+
+    axes = tuple(i for i in range(len(shape)) if i != 1)
+    ref = bn_ref(x, w, b, x.mean(axis=axes), x.var(axis=axes), 1e-5)
+    np.testing.assert_allclose(f(Tensor(x), Tensor(w), Tensor(b)).data, ref, rtol=1e-10,
+                               atol=1e-12)
+    check_gradients(f, [x, w, b], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", BN_SHAPES)
+def test_batch_norm_eval_uses_given_statistics(rng, shape):
+    c = shape[1]
+    x = rng.standard_normal(shape)
+    w, b = rng.standard_normal(c), rng.standard_normal(c)
+    mean, var = rng.standard_normal(c), rng.uniform(0.5, 2.0, c)
+
+    def f(xt, wt, bt):
+        return batch_norm(xt, wt, bt, mean, var, training=False, eps=1e-3)
+
+    np.testing.assert_allclose(f(Tensor(x), Tensor(w), Tensor(b)).data,
+                               bn_ref(x, w, b, mean, var, 1e-3), rtol=1e-12)
+    check_gradients(f, [x, w, b])
+
+
+def test_batch_statistics_and_errors(rng):
+    x = rng.standard_normal((6, 3, 2, 2)) + 100.0  # a large offset: two-pass variance
+    mean, var = batch_statistics(x.astype(np.float32))
+    assert mean.dtype == var.dtype == np.float32
+    np.testing.assert_allclose(var, x.var(axis=(0, 2, 3)), rtol=1e-3)
+    with pytest.raises(ShapeError, match=r"more than one value per channel, found input of "
+                                         r"shape \(1, 3\)"):
+        batch_statistics(np.zeros((1, 3)))
+    with pytest.raises(ShapeError, match=r"weight of shape \(C,\), found input \(2, 3\) and "
+                                         r"weight \(4,\)"):
+        batch_norm(Tensor(np.zeros((2, 3))), Tensor(np.ones(4)), Tensor(np.zeros(3)),
+                   np.zeros(3), np.ones(3), training=False)
