@@ -82,7 +82,8 @@ def test_state_dict_reports_missing_and_unexpected():
     sd = model.state_dict()
     sd["extra"] = np.zeros(1)
     del sd["0.bias"]
-    with pytest.raises(StateDictError, match=r"missing keys \['0.bias'\].*unexpected keys \['extra'\]"):
+    with pytest.raises(StateDictError,
+                       match=r"missing keys \['0.bias'\].*unexpected keys \['extra'\]"):
         model.load_state_dict(sd)
     report = model.load_state_dict(sd, strict=False)
     assert report == {"missing_keys": ["0.bias"], "unexpected_keys": ["extra"]}

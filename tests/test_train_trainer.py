@@ -11,8 +11,7 @@ import pytest
 import nnforge as nf
 from nnforge import nn, optim
 from nnforge.errors import ConfigError, DataError, ShapeError
-from nnforge.train import (Callback, EarlyStopping, HistoryLogger, LRScheduler,
-                           ModelCheckpoint)
+from nnforge.train import Callback, EarlyStopping, HistoryLogger, LRScheduler, ModelCheckpoint
 
 
 def _data(n=120, d=6, classes=3, seed=0):

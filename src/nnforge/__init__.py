@@ -1,4 +1,4 @@
-"""nnforge: define, train, evaluate, save, load, infer, optimize, export and serve neural networks."""
+"""nnforge: define, train, evaluate, save, load, infer, export and serve neural networks."""
 
 from __future__ import annotations
 

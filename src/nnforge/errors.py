@@ -1,4 +1,4 @@
-"""The exception family for user mistakes: each message says what was expected and what was found."""
+"""The exception family for user mistakes: messages say what was expected and what was found."""
 
 from __future__ import annotations
 
@@ -29,6 +29,10 @@ class DataError(NNForgeError, ValueError):
 
 class ModelFileError(NNForgeError, ValueError):
     """A model file is missing, damaged, tampered with, or of an unsupported version."""
+
+
+class BackwardError(NNForgeError, RuntimeError):
+    """backward() was called where there is no graph to differentiate."""
 
 
 class StateDictError(NNForgeError, KeyError):

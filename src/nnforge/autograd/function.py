@@ -1,4 +1,4 @@
-"""`Function`: one differentiable op, its forward and backward side by side (Chainer's FunctionNode)."""
+"""`Function`: one differentiable op, forward and backward side by side (Chainer's FunctionNode)."""
 
 from __future__ import annotations
 

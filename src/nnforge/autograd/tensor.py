@@ -7,7 +7,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .. import backend
-from ..errors import DTypeError, ShapeError
+from ..errors import BackwardError, DTypeError, ShapeError
 from .grad_mode import no_grad
 
 
@@ -106,7 +106,7 @@ class Tensor:
     def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into `.grad` of every leaf that requires grad."""
         if not self.requires_grad:
-            raise NNForgeRuntime("backward() called on a tensor that does not require grad "
+            raise BackwardError("backward() called on a tensor that does not require grad "
                                  "(was it computed under no_grad(), or from inputs without "
                                  "requires_grad=True?)")
         if grad is None:
@@ -230,10 +230,6 @@ class Tensor:
         from ..ops.shape import Flatten  # noqa: PLC0415
 
         return Flatten.apply(self, start_dim=start_dim)
-
-
-class NNForgeRuntime(RuntimeError):
-    """Misuse of the autograd engine (backward on a tensor without a graph)."""
 
 
 def _raw(x: Any) -> Any:

@@ -130,7 +130,7 @@ def _print_manifest(path: str, m: dict[str, Any], totals: dict[str, int]) -> Non
             ("format", f"{m.get('format')} v{m.get('format_version')} (nnforge "
                        f"{m.get('library_version')})"),
             ("kind", str(m.get("kind", "model"))), ("created", str(m.get("created"))),
-            ("task", str(m.get("task"))), ("labels", label_text),
+            ("task", str(m.get("task") or "-")), ("labels", label_text),
             ("inputs", "; ".join(f"{s['name']} {s.get('dtype', '')}{_shape_text(s['shape'])}"
                                  for s in m["inputs"])),
             ("outputs", "; ".join(f"{s['name']} {s.get('dtype', '')}{_shape_text(s['shape'])}"

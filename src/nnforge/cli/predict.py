@@ -185,6 +185,11 @@ def _check_finite(x: np.ndarray, path: str, offset: int) -> None:
 
 
 # -- writing ---------------------------------------------------------------------------------
+def _width(a: np.ndarray) -> int:
+    """Values per row (1 for a 1-D array of one value per row)."""
+    return int(np.prod(a.shape[1:])) if a.ndim > 1 else 1
+
+
 def _rows_text(a: np.ndarray, fmt: str) -> list[str]:
     a = a.reshape(len(a), -1)
     row_fmt = ",".join([fmt] * a.shape[1])
@@ -233,9 +238,7 @@ class _Writer:
 
     def _csv_lines(self, cols: dict[str, np.ndarray]) -> list[str]:
         if "classes" in cols:
-            names = [self._csv_label(v) for v in self._class_names(cols["scores"].shape[1]
-                                                                    if cols["scores"].ndim > 1
-                                                                    else 2)]
+            names = [self._csv_label(v) for v in self._class_names(_width(cols["scores"]))]
             probs = _rows_text(cols["scores"], "%.6g")
             return [f"{c},{names[c]},{p}" for c, p in zip(cols["classes"].tolist(), probs)]
         if "multilabel" in cols:
@@ -246,19 +249,23 @@ class _Writer:
 
     def _json_items(self, cols: dict[str, np.ndarray]) -> list[str]:
         if "classes" in cols:
-            width = cols["scores"].shape[1] if cols["scores"].ndim > 1 else 2
-            names = [json.dumps(v, ensure_ascii=False) for v in self._class_names(width)]
+            names = [json.dumps(v, ensure_ascii=False)
+                     for v in self._class_names(_width(cols["scores"]))]
             key = "probability" if self.task == "binary" else "probabilities"
             wrap = "%s" if self.task == "binary" else "[%s]"
             probs = _rows_text(cols["scores"], "%.6g")
             return [f'{{"class": {c}, "label": {names[c]}, "{key}": {wrap % p}}}'
                     for c, p in zip(cols["classes"].tolist(), probs)]
         if "multilabel" in cols:
+            on = cols["multilabel"].astype(bool)
+            names = [json.dumps(v, ensure_ascii=False) for v in self._class_names(on.shape[1])]
             probs = _rows_text(cols["scores"], "%.6g")
-            flags = _rows_text(cols["multilabel"].astype(np.int64), "%d")
-            return [f'{{"labels": [{f}], "probabilities": [{p}]}}' for p, f in zip(probs, flags)]
+            flags = _rows_text(on.astype(np.int64), "%d")
+            picked = [", ".join(n for n, b in zip(names, row) if b) for row in on.tolist()]
+            return [f'{{"classes": [{f}], "labels": [{n}], "probabilities": [{p}]}}'
+                    for p, f, n in zip(probs, flags, picked)]
         vals = _rows_text(cols["values"], "%.7g")
-        if cols["values"].ndim > 1 and cols["values"].shape[1] > 1:
+        if _width(cols["values"]) > 1:
             return [f'{{"values": [{v}]}}' for v in vals]
         return [f'{{"value": {v}}}' for v in vals]
 
@@ -293,8 +300,7 @@ def predict_file(session: Any, path: str, out: IO[str], fmt: str = "csv",
         _check_finite(x, path, done)
         cols = prediction_columns(session.predict(x, batch_size=batch), task)
         if not started:
-            first = cols.get("scores", cols.get("values"))
-            writer.header(first.shape[1] if first.ndim > 1 else 1)
+            writer.header(_width(cols["scores"] if "scores" in cols else cols["values"]))
             started = True
         writer.write(cols)
         done += len(x)

@@ -12,7 +12,6 @@ METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
     "multiclass": ("accuracy", "precision_macro", "recall_macro", "f1_macro"),
     "binary": ("accuracy", "precision", "recall", "f1"),
     "regression": ("mse", "rmse", "mae", "r2"),
-    "multilabel": ("accuracy", "f1_micro"),
 }
 
 #: Per-epoch metrics the Trainer tracks (train and validation) for the curves.
@@ -24,8 +23,12 @@ TRAINER_METRICS: dict[str, list[str]] = {
 
 def compute_metrics(task: str, y_true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     """Task metrics of predicted classes (classification) or values (regression)."""
-    from ..train.metrics import get_metric  # noqa: PLC0415
+    from ..train.metrics import accuracy, f1, get_metric  # noqa: PLC0415
 
+    if task == "multilabel":
+        t, p = y_true.astype(np.int64), predicted.astype(np.int64)
+        # micro F1 over every (sample, label) position, positive meaning "label on"
+        return {"subset_accuracy": accuracy(t, p), "f1_micro": f1(t.ravel(), p.ravel())}
     names = METRICS_BY_TASK.get(task, METRICS_BY_TASK["regression"])
     return {name: float(get_metric(name).fn(y_true, predicted)) for name in names}
 

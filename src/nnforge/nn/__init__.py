@@ -2,15 +2,34 @@
 
 from . import init
 from .conv_layers import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, GlobalAvgPool2d, MaxPool2d
-from .layers import (GELU, Dropout, Flatten, Identity, LeakyReLU, Linear, LogSoftmax, ReLU,
-                     Sequential, Sigmoid, Softmax, Tanh)
-from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, Loss,
-                     MSELoss, get_loss)
-from .module import (LAYER_REGISTRY, Module, Parameter, layer_from_architecture,
-                     register_layer)
+from .layers import (
+                     GELU,
+                     Dropout,
+                     Flatten,
+                     Identity,
+                     LeakyReLU,
+                     Linear,
+                     LogSoftmax,
+                     ReLU,
+                     Sequential,
+                     Sigmoid,
+                     Softmax,
+                     Tanh,
+)
+from .losses import (
+                     BCELoss,
+                     BCEWithLogitsLoss,
+                     CrossEntropyLoss,
+                     HuberLoss,
+                     L1Loss,
+                     Loss,
+                     MSELoss,
+                     get_loss,
+)
+from .module import LAYER_REGISTRY, Module, Parameter, layer_from_architecture, register_layer
 
-__all__ = ["AvgPool2d", "BatchNorm1d", "BatchNorm2d", "Conv2d", "GlobalAvgPool2d", "MaxPool2d",
-           "BCELoss", "BCEWithLogitsLoss", "CrossEntropyLoss", "HuberLoss", "L1Loss", "Loss",
-           "MSELoss", "get_loss", "GELU", "LAYER_REGISTRY", "Dropout", "Flatten", "Identity", "LeakyReLU", "Linear",
-           "LogSoftmax", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax",
-           "Tanh", "init", "layer_from_architecture", "register_layer"]
+__all__ = ["GELU", "LAYER_REGISTRY", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss", "BatchNorm1d",
+           "BatchNorm2d", "Conv2d", "CrossEntropyLoss", "Dropout", "Flatten", "GlobalAvgPool2d",
+           "HuberLoss", "Identity", "L1Loss", "LeakyReLU", "Linear", "LogSoftmax", "Loss",
+           "MSELoss", "MaxPool2d", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid",
+           "Softmax", "Tanh", "get_loss", "init", "layer_from_architecture", "register_layer"]

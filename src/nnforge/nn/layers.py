@@ -84,7 +84,8 @@ class Linear(Module):
 def _check_positive(layer: Module, **values: Any) -> None:
     for k, v in values.items():
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
-            raise ConfigError(f"{type(layer).__name__}: {k} must be a positive integer, found {v!r}")
+            raise ConfigError(f"{type(layer).__name__}: {k} must be a positive integer, "
+                              f"found {v!r}")
 
 
 class _Activation(Module):

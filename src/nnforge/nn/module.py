@@ -244,7 +244,8 @@ class Module:
 def layer_from_architecture(arch: Any) -> Module:
     """Rebuild a module from to_architecture()'s output, using only registered layer types."""
     if not isinstance(arch, dict) or "type" not in arch:
-        raise ConfigError(f"an architecture entry must be an object with a 'type', found {arch!r:.80}")
+        raise ConfigError(f"an architecture entry must be an object with a 'type', "
+                          f"found {arch!r:.80}")
     name = arch["type"]
     cls = LAYER_REGISTRY.get(name) if isinstance(name, str) else None
     if cls is None:

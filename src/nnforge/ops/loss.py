@@ -92,7 +92,8 @@ class Huber(Function):
         d = pred - _same_shape(pred, target, "huber")
         self.diff = d
         a, delta = np.abs(d), d.dtype.type(self.delta)
-        per = np.where(a <= delta, d.dtype.type(0.5) * d * d, delta * (a - d.dtype.type(0.5) * delta))
+        half = d.dtype.type(0.5)
+        per = np.where(a <= delta, half * d * d, delta * (a - half * delta))
         return _reduce(per, self.reduction)
 
     def backward(self, gy: Any) -> tuple[Any, None]:
@@ -202,7 +203,7 @@ class BCEWithLogits(Function):
 
 
 class BCE(Function):
-    """Binary cross-entropy on probabilities (for models ending in Sigmoid); logs clamped at -100."""
+    """Binary cross-entropy on probabilities (a model ending in Sigmoid); logs clamped at -100."""
 
     def __init__(self, reduction: str = "mean") -> None:
         _check_reduction(reduction)

@@ -23,7 +23,8 @@ def _as_features(X: Any, dtype: Any, what: str = "X") -> np.ndarray:
     try:
         arr = np.asarray(X)
     except (TypeError, ValueError) as exc:
-        raise DataError(f"{what} must be a numeric array, found {type(X).__name__} ({exc})") from None
+        raise DataError(f"{what} must be a numeric array, found {type(X).__name__} "
+                        f"({exc})") from None
     if arr.dtype.kind not in "fiub":
         raise DataError(f"{what} must be numeric, found dtype {arr.dtype}")
     if arr.ndim < 2:
