@@ -264,3 +264,20 @@ def test_every_command_has_help_with_examples(command: str, capsys) -> None:
     assert main([command, "--help"]) == 0
     out = capsys.readouterr().out
     assert f"usage: nnforge {command}" in out and "examples:" in out
+
+
+def test_cnn_preset_trains_on_flat_pixel_rows_and_predicts_them(tmp_path: Path) -> None:
+    ds = load_dataset("digits")
+    x, y = ds.X[:200], ds.y[:200]
+    np.savetxt(tmp_path / "d.csv", np.column_stack([x, y]), delimiter=",", fmt="%g")
+    out = ok(nnforge(tmp_path, "train", "--data", "d.csv", "--model", "cnn", "--epochs", "1",
+                     "-o", "cnn.nnf"))
+    assert "200 samples of shape (1, 8, 8)" in out and "10 classes" in out
+    doc = json.loads(ok(nnforge(tmp_path, "info", "cnn.nnf", "--json")))
+    assert doc["manifest"]["inputs"][0]["shape"] == [None, 1, 8, 8]
+    assert [r["type"] for r in doc["layers"]].count("Conv2d") == 2
+    # rows of 64 pixels (the training file, label column ignored) are reshaped into images
+    lines = ok(nnforge(tmp_path, "predict", "cnn.nnf", "--input", "d.csv", "--label-column",
+                       "64")).splitlines()
+    want = nf.InferenceSession(tmp_path / "cnn.nnf").predict(x.reshape(-1, 1, 8, 8))
+    assert [int(line.split(",")[0]) for line in lines[1:]] == want.classes.tolist()

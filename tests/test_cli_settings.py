@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import json
 import sys
@@ -10,10 +11,13 @@ import sys
 import numpy as np
 import pytest
 
+import nnforge as nf
+from nnforge import nn
 from nnforge.cli import main
 from nnforge.cli.common import atomic_output, column_ref, fraction, int_list, print_table
 from nnforge.cli.config import DEFAULTS, normalize_config, resolve_settings
 from nnforge.cli.dataio import encode_classes, infer_task, targets_for_model
+from nnforge.cli.predict import predict_file
 from nnforge.errors import ConfigError, DataError
 
 
@@ -114,3 +118,42 @@ def test_missing_extension_commands_fail_in_one_line(capsys, monkeypatch) -> Non
     assert main(["export", "model.nnf", "-o", "m.onnx"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'nnforge export' is not available" in err
+
+
+def _predict_text(model_path, x: np.ndarray, fmt: str, tmp_path) -> str:
+    np.save(tmp_path / "x.npy", x)
+    buf = io.StringIO()
+    rows = predict_file(nf.InferenceSession(model_path), str(tmp_path / "x.npy"), buf, fmt,
+                        batch=2)
+    assert rows == len(x)
+    return buf.getvalue()
+
+
+def test_predict_writes_multilabel_and_task_free_models(tmp_path) -> None:
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    nf.save(nn.Sequential(nn.Linear(4, 3)), tmp_path / "ml.nnf", task="multilabel",
+            labels=["x", "y", "z"])
+    want = nf.InferenceSession(tmp_path / "ml.nnf").predict(x)
+    lines = _predict_text(tmp_path / "ml.nnf", x, "csv", tmp_path).splitlines()
+    assert lines[0] == "prob_x,prob_y,prob_z,is_x,is_y,is_z" and len(lines) == 6
+    assert [[int(v) for v in line.split(",")[3:]] for line in lines[1:]] == want.classes.tolist()
+    doc = json.loads(_predict_text(tmp_path / "ml.nnf", x, "json", tmp_path))
+    assert [p["labels"] for p in doc["predictions"]] == want.labels
+    # no task: the raw outputs, one column per output value
+    nf.save(nn.Sequential(nn.Linear(4, 2)), tmp_path / "raw.nnf")
+    want = nf.InferenceSession(tmp_path / "raw.nnf").predict(x).values
+    lines = _predict_text(tmp_path / "raw.nnf", x, "csv", tmp_path).splitlines()
+    assert lines[0] == "value_0,value_1"
+    np.testing.assert_allclose([[float(v) for v in line.split(",")] for line in lines[1:]],
+                               want, rtol=1e-6)
+    doc = json.loads(_predict_text(tmp_path / "raw.nnf", x, "json", tmp_path))
+    np.testing.assert_allclose([p["values"] for p in doc["predictions"]], want, rtol=1e-6)
+
+
+def test_binary_labels_with_commas_are_quoted_in_csv(tmp_path) -> None:
+    x = np.zeros((3, 4), np.float32)
+    nf.save(nn.Sequential(nn.Linear(4, 1)), tmp_path / "b.nnf", task="binary",
+            labels=["no, never", 'yes "sure"'])
+    rows = list(csv.reader(io.StringIO(_predict_text(tmp_path / "b.nnf", x, "csv", tmp_path))))
+    assert rows[0] == ["class", "label", "probability"]
+    assert all(r[1] in ("no, never", 'yes "sure"') and len(r) == 3 for r in rows[1:])

@@ -103,8 +103,8 @@ def _dispatch(argv: Sequence[str] | None) -> int:
 def _is_user_mistake(exc: BaseException) -> bool:
     from ..errors import NNForgeError  # noqa: PLC0415
 
-    return isinstance(exc, (NNForgeError, FileNotFoundError, IsADirectoryError,
-                            NotADirectoryError, PermissionError, UnicodeDecodeError))
+    # OSError: missing or unreadable files, a full disk: the environment, not a bug
+    return isinstance(exc, (NNForgeError, OSError, UnicodeDecodeError))
 
 
 def _oneline(exc: BaseException) -> str:
@@ -141,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         if _is_user_mistake(exc):
             fail_line(_oneline(exc))
+        elif isinstance(exc, MemoryError):
+            fail_line("out of memory (a smaller --batch-size may help)")
         else:
             fail_line(f"{type(exc).__name__}: {_oneline(exc)} (an internal error; rerun with "
                       f"NNFORGE_DEBUG=1 for the traceback and please report it)")

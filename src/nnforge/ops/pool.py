@@ -78,41 +78,66 @@ class _Pool(Function):
         return self.stride[0] < self.kernel[0] or self.stride[1] < self.kernel[1]
 
 
+def _axis_slices(k: int, s: int, out: int) -> list[slice]:
+    """Along one axis, for each kernel offset the slice picking it in every window."""
+    return [slice(i, i + s * (out - 1) + 1, s) for i in range(k)]
+
+
+def _max_over(views: list[Any]) -> Any:
+    m = np.array(views[0])
+    for v in views[1:]:
+        np.maximum(m, v, out=m)
+    return m
+
+
+def _route_max_grad(g: Any, m: Any, views: list[Any], gviews: list[Any],
+                    accumulate: bool) -> None:
+    """Give g to the first view equal to the maximum m; later ties get nothing."""
+    remaining = g  # gradient not yet claimed by an earlier offset
+    last = len(views) - 1
+    for t, (v, gv) in enumerate(zip(views, gviews)):
+        part = remaining if t == last else remaining * np.equal(v, m)
+        if accumulate:
+            gv += part
+        else:
+            gv[...] = part
+        if t < last:
+            remaining = remaining - part
+
+
 class MaxPool(_Pool):
     """Maximum over each window; padding counts as -inf.
 
-    The gradient of a window goes to exactly one input: the first maximum in row-major window
-    order (as PyTorch does), so tied maxima do not multiply the gradient.
+    Computed separably: the maximum over the kernel columns, then over its rows. The gradient
+    of a window goes to exactly one input, the first maximum in row-major window order (as in
+    PyTorch), so tied maxima (after a ReLU, say) do not multiply the gradient.
     """
 
     ir_name = "MaxPool"
 
     def forward(self, x: Any) -> Any:
-        out = _out_size("MaxPool2d", x, self.kernel, self.stride, self.padding)
+        oh, ow = _out_size("MaxPool2d", x, self.kernel, self.stride, self.padding)
         xp = _pad(x, self.padding, -np.inf)
-        slices = _window_slices(self.kernel, self.stride, out)
-        y = np.array(xp[(Ellipsis, *slices[0])])
-        for s in slices[1:]:
-            np.maximum(y, xp[(Ellipsis, *s)], out=y)
+        self.cols = _axis_slices(self.kernel[1], self.stride[1], ow)
+        self.rows = _axis_slices(self.kernel[0], self.stride[0], oh)
+        cm = _max_over([xp[..., c] for c in self.cols])  # (N, C, Hp, OW)
+        y = _max_over([cm[:, :, r] for r in self.rows])
         if self.needs_input_grad[0]:
-            self.xp, self.y, self.slices, self.x_shape = xp, y, slices, x.shape
+            self.xp, self.cm, self.y, self.x_shape = xp, cm, y, x.shape
         return y
 
     def backward(self, gy: Any) -> tuple[Any]:
-        xp, y, slices = self.xp, self.y, self.slices
-        gxp = np.zeros(xp.shape, dtype=gy.dtype)
-        pending = None  # windows whose maximum has not been claimed by an earlier offset
-        for k, s in enumerate(slices):
-            idx = (Ellipsis, *s)
-            sel = np.equal(xp[idx], y)
-            if pending is not None:
-                sel &= pending
-            if self.overlapping:
-                gxp[idx] += np.where(sel, gy, 0)
-            else:
-                np.copyto(gxp[idx], gy, where=sel)
-            if k < len(slices) - 1:
-                pending = ~sel if pending is None else np.logical_xor(pending, sel, out=pending)
+        xp, cm, rows, cols = self.xp, self.cm, self.rows, self.cols
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        # windows that tile an axis exactly write every gradient element once: no zeros needed
+        tiled_h = sh == kh and xp.shape[2] == kh * self.y.shape[2]
+        tiled_w = sw == kw and xp.shape[3] == kw * self.y.shape[3]
+        gcm = (np.empty if tiled_h else np.zeros)(cm.shape, dtype=gy.dtype)
+        _route_max_grad(gy, self.y, [cm[:, :, r] for r in rows], [gcm[:, :, r] for r in rows],
+                        accumulate=sh < kh)
+        gxp = (np.empty if tiled_w else np.zeros)(xp.shape, dtype=gy.dtype)
+        _route_max_grad(gcm, cm, [xp[..., c] for c in cols], [gxp[..., c] for c in cols],
+                        accumulate=sw < kw)
         return (self._unpad(gxp),)
 
 

@@ -10,6 +10,8 @@
   product into the NCHW output, or, with a fused MaxPool (FusedConv `pool` attributes), the
   pool reads the product directly and the activation runs on the 4x smaller pooled output
   (max pooling commutes with non-decreasing activations).
+* With `threads` > 1 the chunks are shared among that many threads (NumPy releases the GIL in
+  the copies, the products and the ufuncs), each with its own scratch.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from numpy.lib.stride_tricks import as_strided
 from ..graph.ir import Node
 from ..graph.ops import conv_geometry, fused_pool_node
 from .kernels import MONOTONE, Ctx, Feed, Step, activation_step, kernel
+from .parallel import run_parts
 
 #: elements the plan allocates after every buffer, so wide views may read a little past the end
 TAIL = 64
@@ -57,9 +60,8 @@ def _conv(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     wq = wp if wide else ow  # columns per output row in the product
     p = oh * wq
     chunk = max(1, min(n, CHUNK_BYTES // ((kg + 1) * p * e * groups)))
-    col = ctx.scratch((groups, kg + 1, chunk * p))
-    col[:, kg] = 1.0  # the bias row: never overwritten
-    res = ctx.scratch((groups, mg, chunk * p))
+    starts = list(range(0, n, chunk))
+    workers = max(1, min(ctx.threads, len(starts) // 2))  # threads only when each gets 2+ chunks
     wmat = np.zeros((groups, mg, kg + 1), ctx.dtype)
     wmat[:, :, :kg] = w.reshape(groups, mg, kg)
     if b is not None:
@@ -67,34 +69,50 @@ def _conv(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     wmat = ctx.const(wmat)
     kind, alpha = node.attrs.get("activation"), node.attrs.get("activation_alpha", 0.01)
     pool = fused_pool_node(node)
-    jobs = []
-    for s0 in range(0, n, chunk):
-        k = min(chunk, n - s0)
-        if wide:
-            win = as_strided(src[s0:], (groups, cg, kh, kw, k, p),
-                             (cg * plane * e, plane * e, dh * wp * e, dw * e, c * plane * e, e))
-        else:
-            win = as_strided(src[s0:], (groups, cg, kh, kw, k, oh, ow),
-                             (cg * plane * e, plane * e, dh * wp * e, dw * e, c * plane * e,
-                              sh * wp * e, sw * e))
-        dest = col[:, :kg, :k * p].reshape(win.shape)
-        cols, prod = col[:, :, :k * p], res[:, :, :k * p]
-        grid = res.reshape(m, chunk * p)[:, :k * p].reshape(m, k, oh, wq)  # (M, k, OH, W')
-        out = y[s0:s0 + k]
-        finish = (_pooled(pool, grid, out, kind, alpha, ctx) if pool is not None else
-                  activation_step(kind, out, ctx, alpha,
-                                  src=grid[:, :, :, :ow].transpose(1, 0, 2, 3)))
-        jobs.append((win, dest, cols, prod, finish))
-    mm, copyto = np.matmul, np.copyto
+    parts = []
+    for wk in range(workers):  # each worker owns its scratch and every workers-th chunk
+        col = ctx.scratch((groups, kg + 1, chunk * p))
+        col[:, kg] = 1.0  # the bias row: never overwritten
+        res = ctx.scratch((groups, mg, chunk * p))
+        jobs = []
+        for s0 in starts[wk::workers]:
+            k = min(chunk, n - s0)
+            if wide:
+                win = as_strided(src[s0:], (groups, cg, kh, kw, k, p),
+                                 (cg * plane * e, plane * e, dh * wp * e, dw * e,
+                                  c * plane * e, e))
+            else:
+                win = as_strided(src[s0:], (groups, cg, kh, kw, k, oh, ow),
+                                 (cg * plane * e, plane * e, dh * wp * e, dw * e,
+                                  c * plane * e, sh * wp * e, sw * e))
+            dest = col[:, :kg, :k * p].reshape(win.shape)
+            grid = res.reshape(m, chunk * p)[:, :k * p].reshape(m, k, oh, wq)  # (M, k, OH, W')
+            out = y[s0:s0 + k]
+            finish = (_pooled(pool, grid, out, kind, alpha, ctx) if pool is not None else
+                      activation_step(kind, out, ctx, alpha,
+                                      src=grid[:, :, :, :ow].transpose(1, 0, 2, 3)))
+            jobs.append((win, dest, col[:, :, :k * p], res[:, :, :k * p], finish))
+        parts.append(_chunk_runner(jobs, wmat))
+    run = run_parts(parts)
+    copyto = np.copyto
 
     def step(feeds: Any) -> None:
         if copy_in:
             copyto(inner, get(feeds) if get is not None else x)
+        run()
+    return step
+
+
+def _chunk_runner(jobs: list[tuple], wmat: np.ndarray) -> Any:
+    """A closure running a list of chunk jobs: gather, multiply, finish (activation/pool)."""
+    mm, copyto = np.matmul, np.copyto
+
+    def run() -> None:
         for win, dest, cols, prod, finish in jobs:
             copyto(dest, win)
             mm(wmat, cols, out=prod)
             finish()
-    return step
+    return run
 
 
 def _pooled(pool: Node, grid: np.ndarray, out: np.ndarray, kind: str | None, alpha: float,

@@ -57,9 +57,11 @@ class Feed:
 class Ctx:
     """Per-plan services for builders: scratch arrays, the float dtype, input checks."""
 
-    def __init__(self, dtype: Any, check_finite: bool = False) -> None:
+    def __init__(self, dtype: Any, check_finite: bool = False, threads: int = 1) -> None:
         self.dtype = np.dtype(dtype)
         self.check_finite = check_finite
+        #: threads a kernel may split its work over
+        self.threads = max(1, int(threads))
         #: graph inputs whose NaN/Inf check a kernel took over
         self.probed: set[int] = set()
 

@@ -56,15 +56,16 @@ class Plan:
 
 
 def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
-                 check_finite: bool = False) -> Plan:
+                 check_finite: bool = False, threads: int = 1) -> Plan:
     """Build a Plan for the given concrete shapes of the graph inputs.
 
     With check_finite, kernels that see a whole input (a Gemm reading it) check it for
-    NaN/Inf as a side effect; `Plan.probed` lists the inputs they cover.
+    NaN/Inf as a side effect; `Plan.probed` lists the inputs they cover. `threads` > 1 lets
+    kernels split their work (the convolutions' batch chunks) over that many threads.
     """
     infos = compute_shapes(graph, {v.name: tuple(s) for v, s in zip(graph.inputs, input_shapes)})
     dtype = np.dtype(graph.inputs[0].dtype)
-    ctx = _CountingCtx(dtype, check_finite)
+    ctx = _CountingCtx(dtype, check_finite, threads)
     nodes = graph.nodes
     outputs = set(graph.output_names)
     last: dict[str, int] = {}
@@ -178,8 +179,8 @@ def _copy_step(feed: Feed, buf: np.ndarray) -> Any:
 class _CountingCtx(Ctx):
     """Ctx that remembers how many bytes of scratch and constants it handed out."""
 
-    def __init__(self, dtype: Any, check_finite: bool) -> None:
-        super().__init__(dtype, check_finite)
+    def __init__(self, dtype: Any, check_finite: bool, threads: int) -> None:
+        super().__init__(dtype, check_finite, threads)
         self.nbytes = 0
 
     def scratch(self, shape: Any, fill: float | None = None) -> np.ndarray:

@@ -43,7 +43,7 @@ class InferenceSession:
                  backend: str = "numpy", *, disabled_passes: Sequence[str] = (),
                  input_shape: Sequence[int | None] | None = None, task: str | None = None,
                  labels: Sequence[Any] | None = None, threshold: float = 0.5,
-                 check_finite: bool = True) -> None:
+                 check_finite: bool = True, threads: int = 1) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"expected backend one of {list(BACKENDS)}, found {backend!r}")
         model = _load(path_or_model)
@@ -63,6 +63,9 @@ class InferenceSession:
         self.optimization = optimization
         self.backend = backend
         self.check_finite = bool(check_finite)
+        if not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise ConfigError(f"expected threads to be a positive integer, found {threads!r}")
+        self.threads = int(threads)
         self._in = self.graph.inputs[0]
         self._dtype = np.dtype(self._in.dtype)
         self._single = len(self.graph.outputs) == 1
@@ -137,7 +140,7 @@ class InferenceSession:
             raise ShapeError(f"expected input of shape {_fmt(expected)}, found {tuple(shape)}")
         if shape[0] == 0:
             raise ShapeError(f"expected at least one row, found input of shape {tuple(shape)}")
-        plan = compile_plan(self.graph, [shape], self.check_finite)
+        plan = compile_plan(self.graph, [shape], self.check_finite, self.threads)
         with self._lock:
             if shape not in self._pools:
                 if len(self._pools) >= MAX_SHAPES:

@@ -1,0 +1,112 @@
+"""Batching under concurrency, a full queue, memory under overload, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+import nnforge as nf
+from nnforge import nn
+from nnforge.serve.testing import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("load") / "clf.nnf"
+    nf.manual_seed(5)
+    model = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
+    nf.save(model, path, task="multiclass")
+    return path
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no sample {name} {labels} in the metrics")
+
+
+async def post_all(url: str, bodies: list[dict], connections: int) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        return await asyncio.gather(*[client.post("/predict", json=b) for b in bodies])
+
+
+def test_500_concurrent_requests_are_batched_and_equal_the_unbatched_answers(
+        model_path: Path, rng: np.random.Generator) -> None:
+    x = (rng.random((500, 64)) * 16).astype(np.float32)
+    session = nf.InferenceSession(model_path)
+    with ServerProcess([str(model_path), "--no-grpc", "--max-batch-size", "32",
+                        "--max-queue-delay-ms", "2", "--no-access-log"]) as srv:
+        answers = asyncio.run(post_all(srv.url, [{"data": row.tolist()} for row in x], 100))
+        text = httpx.get(f"{srv.url}/metrics").text
+    assert [a.status_code for a in answers] == [200] * 500
+    for i, answer in enumerate(answers):
+        (row,) = answer.json()["predictions"]
+        alone = session.predict(x[i:i + 1])
+        assert row["class"] == alone.classes[0]
+        np.testing.assert_allclose(np.array(row["probabilities"], np.float32),
+                                   alone.probabilities[0], rtol=1e-5, atol=1e-7)
+    batches = metric(text, "nnforge_batch_size_count", model="clf")
+    single = metric(text, "nnforge_batch_size_bucket", model="clf", le="1.0")
+    assert metric(text, "nnforge_batch_size_sum", model="clf") == 500
+    assert batches - single > 0, "no batch held more than one request"
+    assert batches < 500
+
+
+async def _fill_queue_then_overflow(srv: ServerProcess) -> tuple[list[int], int, str, bool]:
+    async with httpx.AsyncClient(base_url=srv.url, timeout=60) as client:
+        body = {"data": [1.0] * 64}
+        waiting = [asyncio.ensure_future(client.post("/predict", json=body)) for _ in range(8)]
+        for _ in range(2000):  # until the 8 requests sit in the queue
+            text = (await client.get("/metrics")).text
+            if metric(text, "nnforge_queue_samples", model="clf") == 8:
+                break
+            await asyncio.sleep(0.005)
+        overflow = await client.post("/predict", json=body)
+        pending = not any(t.done() for t in waiting)
+        assert srv.proc is not None
+        srv.proc.terminate()  # SIGTERM: a graceful stop answers the queued requests
+        statuses = [r.status_code for r in await asyncio.gather(*waiting)]
+        return statuses, overflow.status_code, overflow.json()["error"], pending
+
+
+def test_full_queue_answers_503_while_the_queued_requests_wait(model_path: Path) -> None:
+    # a batch may wait 10 s to fill: 8 queued samples fill the queue and the 9th is refused
+    # while they wait; then SIGTERM drains the queue and the 8 get their answers
+    with ServerProcess([str(model_path), "--no-grpc", "--max-batch-size", "64",
+                        "--max-queue-delay-ms", "10000", "--max-queue-size", "8"]) as srv:
+        statuses, overflow, error, pending = asyncio.run(_fill_queue_then_overflow(srv))
+        code = srv.stop()
+    assert overflow == 503 and "admits at most 8" in error
+    assert pending, "the refusal came only after the queued requests were answered"
+    assert statuses == [200] * 8
+    assert code == 0
+
+
+def test_memory_stays_flat_under_overload(model_path: Path) -> None:
+    with ServerProcess([str(model_path), "--no-grpc", "--max-batch-size", "16",
+                        "--max-queue-delay-ms", "20", "--max-queue-size", "16",
+                        "--no-access-log"]) as srv:
+        proc = psutil.Process(srv.pid)
+        body = {"data": [0.5] * 64}
+        rss, refused = [], 0
+        for _ in range(4):
+            answers = asyncio.run(post_all(srv.url, [body] * 600, 200))
+            codes = [a.status_code for a in answers]
+            assert set(codes) <= {200, 503}
+            refused += codes.count(503)
+            rss.append(proc.memory_info().rss)
+        text = httpx.get(f"{srv.url}/metrics").text
+    assert refused > 0, "the load never filled the queue"
+    assert metric(text, "nnforge_requests_total", outcome="rejected_queue_full") == refused
+    growth = rss[-1] - rss[0]
+    assert growth < 16 * 2**20, f"resident memory grew by {growth / 2**20:.1f} MiB: {rss}"
+    assert re.search(r"nnforge_queue_samples\{[^}]*\} 0\.0", text)
