@@ -1,7 +1,8 @@
 """Forward+backward time of LeNet-5's conv and pooling layers, nnforge vs PyTorch, batch 64.
 
 Both run in this process with threads pinned to 2 (OpenBLAS via threadpoolctl,
-torch.set_num_threads); the two are measured in alternating rounds so machine noise hits both
+torch.set_num_threads, nnforge's convolution threads; NNFORGE_BENCH_THREADS=1 pins all to 1);
+the two are measured in alternating rounds so machine noise hits both
 alike. Prints milliseconds per call (median and best) and the ratio nnforge / torch.
 Run: .venv/bin/python benchmarks/conv_speed.py [--rounds 7] [--calls 20] [--batch 64]
 """
@@ -22,6 +23,7 @@ from _common import THREADS, pin_threads  # noqa: E402
 
 import nnforge as nf  # noqa: E402
 from nnforge import nn  # noqa: E402
+from nnforge.ops import conv as nf_conv  # noqa: E402
 
 
 def _time(fn: Callable[[], object], calls: int) -> float:
@@ -103,6 +105,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     args = ap.parse_args()
     pin_threads()
+    nf_conv.THREADS = min(nf_conv.THREADS, THREADS)  # the same thread budget as the peers
     rng = np.random.default_rng(0)
     print(f"batch {args.batch}, threads {THREADS}; ms per forward+backward call, median (best) of "
           f"{args.rounds} rounds x {args.calls} calls")
@@ -117,7 +120,7 @@ def main() -> None:
         steps = {"nnforge": _nnforge_step(layer, x, gy, labels),
                  "torch": _torch_step(tlayer, x, gy, labels)}
         times: dict[str, list[float]] = {k: [] for k in steps}
-        for k, fn in steps.items():  # warm up
+        for fn in steps.values():  # warm up
             _time(fn, 3)
         for _ in range(args.rounds):
             for k, fn in steps.items():

@@ -159,6 +159,7 @@ def main() -> None:
         "NumPy Adam in place, per parameter": inplace_adam(g),
         "nnforge Adam, 1 thread": nnforge_opt(g, optim.Adam, lr=LR, threads=1),
         "nnforge Adam, 2 threads": nnforge_opt(g, optim.Adam, lr=LR, threads=2),
+        "nnforge Adam, threads=None (timed choice)": nnforge_opt(g, optim.Adam, lr=LR),
     }
     if not args.no_torch:
         adam["torch Adam (default, foreach)"] = torch_opt(g, "Adam", lr=LR)
@@ -186,6 +187,8 @@ def main() -> None:
                 nnforge_opt(g, optim.Adam, lr=LR, threads=1)),
             "matmuls + nnforge Adam, 2 threads": with_matmuls(
                 nnforge_opt(g, optim.Adam, lr=LR, threads=2)),
+            "matmuls + nnforge Adam, threads=None": with_matmuls(
+                nnforge_opt(g, optim.Adam, lr=LR)),
             "matmuls + NumPy Adam in place": with_matmuls(inplace_adam(g)),
         }
         report("Training loop: the MLP's 9 matmuls per step (OpenBLAS, 2 threads) + the step",

@@ -8,6 +8,7 @@ import pytest
 from nnforge.autograd.gradcheck import check_gradients
 from nnforge.autograd.tensor import Tensor
 from nnforge.errors import ConfigError, ShapeError
+from nnforge.ops import conv as conv_module
 from nnforge.ops.conv import conv2d
 from nnforge.ops.norm import batch_norm, batch_statistics
 from nnforge.ops.pool import avg_pool2d, global_avg_pool2d, max_pool2d
@@ -266,3 +267,38 @@ def test_batch_statistics_and_errors(rng):
                                          r"weight \(4,\)"):
         batch_norm(Tensor(np.zeros((2, 3))), Tensor(np.ones(4)), Tensor(np.zeros(3)),
                    np.zeros(3), np.ones(3), training=False)
+
+
+def test_conv_chunked_and_threaded_paths_agree(rng, monkeypatch):
+    x = rng.standard_normal((7, 4, 9, 8))
+    w = rng.standard_normal((6, 2, 3, 3))
+    b = rng.standard_normal(6)
+    gy = rng.standard_normal((7, 6, 5, 4))
+
+    def run():
+        xt, wt, bt = (Tensor(a, requires_grad=True) for a in (x, w, b))
+        y = conv2d(xt, wt, bt, stride=(2, 2), padding=1, groups=2)
+        y.backward(gy)
+        return y.data, xt.grad, wt.grad, bt.grad
+
+    whole = run()
+    # every sample its own chunk, the chunks shared by two threads
+    monkeypatch.setattr(conv_module, "CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(conv_module, "SPLIT_MIN_WORK", 0)
+    monkeypatch.setattr(conv_module, "THREADS", 2)
+    for _ in range(2):  # the second run reuses the scratch buffers of the first
+        for a, b_ in zip(run(), whole):
+            np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-12)
+    ref = conv_ref(x, w, b, (2, 2), 1, 1, 2)
+    np.testing.assert_allclose(whole[0], ref, rtol=1e-10, atol=1e-12)
+
+
+def test_conv_input_gradient_is_right_on_repeated_calls(rng):
+    # the col2im scratch buffers are reused between calls (and between convolutions whose
+    # buffers have the same shapes): stale data must never leak into a gradient
+    w = Tensor(rng.standard_normal((3, 2, 3, 3)))
+    for _ in range(2):
+        for attrs in ({"padding": 1}, {"padding": 1, "dilation": 2}, {"stride": 2},
+                      {"stride": (1, 2)}):
+            x = rng.standard_normal((2, 2, 7, 7))
+            check_gradients(lambda t, a=attrs: conv2d(t, w, **a), [x])

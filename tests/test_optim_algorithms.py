@@ -10,6 +10,7 @@ import pytest
 from nnforge import nn, optim
 from nnforge.errors import ConfigError, DTypeError, ShapeError
 from nnforge.nn import Parameter
+from nnforge.optim._flat import _Chooser
 
 # one big parameter (several chunks, two workers), mid-sized and tiny ones (packed together)
 SHAPES = [(300, 500), (7,), (40, 30), (1,), (5, 3)]
@@ -163,12 +164,33 @@ def test_params_without_grad_are_skipped(cls, ref, kwargs):
     assert opt.steps == [20, 10, 20, 0, 20]
 
 
-def test_one_and_two_threads_give_identical_bits():
+def test_one_two_and_auto_threads_give_identical_bits():
     a, _, o1 = run_pair(optim.Adam, ref_adam, {"lr": 0.01}, np.float32, threads=1)
     b, _, o2 = run_pair(optim.Adam, ref_adam, {"lr": 0.01}, np.float32, threads=2)
-    assert len(o1._flat.workers) == 1 and len(o2._flat.workers) == 2
-    for x, y in zip(a, b):
+    c, _, o3 = run_pair(optim.Adam, ref_adam, {"lr": 0.01}, np.float32)
+    assert list(o1._flat.plans) == [1] and o1._flat.chooser is None
+    assert len(o2._flat.plans[2]) == 2 and o2._flat.chooser is None
+    assert o3._flat.chooser is not None  # auto: both counts were timed during the 20 steps
+    for x, y, z in zip(a, b, c):
         np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(x, z)
+
+
+def test_thread_chooser_follows_the_timings():
+    ch = _Chooser()
+    picks = []
+    for step in range(2 * ch.WARMUP + 2 * ch.PERIOD):
+        mode = ch.pick()
+        picks.append(mode)
+        slow_two = step < ch.PERIOD  # two threads lose in the first round, win in the second
+        ch.record(mode, 2.0 if (mode == 2) == slow_two else 1.0)
+    probe = 2 * ch.PROBE
+    assert picks[:ch.WARMUP] == [1] * ch.WARMUP
+    assert picks[ch.WARMUP:ch.WARMUP + probe] == [1, 2] * ch.PROBE
+    assert set(picks[ch.WARMUP + probe:ch.WARMUP + ch.PERIOD]) == {1}
+    start = ch.WARMUP + ch.PERIOD
+    assert picks[start:start + probe] == [1, 2] * ch.PROBE
+    assert set(picks[start + probe:start + ch.PERIOD]) == {2}
 
 
 def test_replaced_parameter_is_rehomed():
@@ -295,6 +317,8 @@ def test_float64_grad_on_float32_param_keeps_float32():
     (lambda ps: optim.Adam([]), "at least one parameter"),
     (lambda ps: optim.Adam([np.zeros(3)]), "Parameter"),
     (lambda ps: optim.Adam(5), "iterable"),
+    (lambda ps: optim.Adam(ps, threads=0), "threads"),
+    (lambda ps: optim.Adam(ps, threads=1.5), "threads"),
 ])
 def test_bad_hyperparameters_raise_config_error(make, match):
     with pytest.raises(ConfigError, match=match):

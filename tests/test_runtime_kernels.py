@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from nnforge.errors import ConfigError
 from nnforge.graph import Graph, Node, ValueInfo, evaluate_graph
 from nnforge.runtime import compile_plan
 
@@ -171,3 +172,17 @@ def test_plan_reuses_memory_and_outputs_are_fresh(rng: np.random.Generator) -> N
     b = plan.run((x * 2,))[0]
     _close(a, evaluate_graph(g, x)[0])
     _close(b, evaluate_graph(g, x * 2)[0])
+
+
+def test_dropout_with_mask_output_and_unsupported_maxpool_indices(rng: np.random.Generator
+                                                                  ) -> None:
+    x = rng.standard_normal((3, 4)).astype(F32)
+    g = Graph([Node("Dropout", ["x"], ["y", "mask"]), Node("Relu", ["y"], ["z"])],
+              [ValueInfo("x", ("N", 4))], [ValueInfo("z"), ValueInfo("mask")])
+    z, mask = compile_plan(g, [x.shape]).run((x,))
+    _close(z, np.maximum(x, 0))
+    assert np.all(mask == 1)
+    g = Graph([Node("MaxPool", ["x"], ["y", "idx"], {"kernel_shape": [2, 2]})],
+              [ValueInfo("x", ("N", 1, 4, 4))], [ValueInfo("y"), ValueInfo("idx")])
+    with pytest.raises(ConfigError, match="Indices"):
+        compile_plan(g, [(1, 1, 4, 4)])

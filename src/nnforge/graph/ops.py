@@ -451,3 +451,6 @@ def evaluate_node(node: Node, *arrays: Any) -> list[Any]:
     """Run a node's reference implementation; always returns a list of outputs."""
     out = get_op(node).compute(node, *(a for a in arrays))
     return list(out) if isinstance(out, tuple) else [out]
+
+
+from . import ops_onnx as _ops_onnx  # noqa: E402,F401 - registers the ONNX-only ops

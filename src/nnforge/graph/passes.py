@@ -2,7 +2,8 @@
 
 Levels follow ONNX Runtime's: `none` (no rewriting), `basic` (Dropout/Identity removal,
 constant folding, dead-code elimination), `all` (basic + MatMul+Add -> Gemm, BatchNorm
-folding, activation fusion). Any pass can be switched off by name with `disabled=`.
+folding, activation fusion, Conv+MaxPool fusion). Any pass can be switched off by name with
+`disabled=`. Shape inference runs last at every level, so every value has a shape.
 
 `FusedGemm` and `FusedConv` (domain "nnforge") are nnforge-internal ops: a Gemm/Conv followed by
 the activation named in its `activation` attribute (`activation_alpha` for LeakyRelu), as in

@@ -33,3 +33,6 @@ __all__ = ["GELU", "LAYER_REGISTRY", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss"
            "HuberLoss", "Identity", "L1Loss", "LeakyReLU", "Linear", "LogSoftmax", "Loss",
            "MSELoss", "MaxPool2d", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid",
            "Softmax", "Tanh", "get_loss", "init", "layer_from_architecture", "register_layer"]
+
+# registers the GraphModule layer (imported ONNX graphs in .nnf files); needs no onnx package
+from ..onnx import graph_module as _graph_module  # noqa: E402,F401

@@ -31,8 +31,16 @@ def _check_channels(layer: Module, x: Tensor, channels: int, ndims: tuple[int, .
                          f"{channels} channels, found {tuple(x.shape)}")
 
 
+class _Spatial(Module):
+    """Shows the (height, width) pairs of its config in repr() as tuples."""
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v!r}"
+                         for k, v in self.get_config().items())
+
+
 @register_layer
-class Conv2d(Module):
+class Conv2d(_Spatial):
     """2-D convolution over NCHW input; weight (out, in/groups, kh, kw), bias (out,)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
@@ -67,7 +75,7 @@ class Conv2d(Module):
                 "groups": self.groups, "bias": self.bias is not None, "init": self.init}
 
 
-class _Pool2d(Module):
+class _Pool2d(_Spatial):
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0) -> None:
         super().__init__()
         self.kernel_size = pair(kernel_size, "kernel_size")

@@ -1,22 +1,26 @@
-"""2-D convolution (ONNX Conv) on NCHW arrays: im2col + one batched matrix product.
+"""2-D convolution (ONNX Conv) on NCHW arrays: im2col plus one matrix product per sample.
 
-Layout, not arithmetic, decides the speed of small convolutions in NumPy, so the data are
-arranged for long contiguous copies:
+Small convolutions are bound by memory layout and NumPy call overhead more than by
+arithmetic, so the layouts are chosen for long contiguous runs:
 
-* Every (sample, channel) plane is copied once, zero padded, into a flat buffer with a small
-  zero tail. With stride 1 the im2col matrix then covers *full-width* rows: output column
-  `ow` runs over the whole padded width, so each kernel offset is a single contiguous run of
-  `OH * Wp` values per plane instead of `OH` runs of `OW`. The `Wp - OW` extra columns are
-  garbage that the forward crops and the backward feeds with zero gradient.
-* The input gradient is the transposed product `W^T @ gy` written straight into a buffer laid
-  out as `(kernel offset, channel, sample, plane)`; summing the kernel offsets back (col2im)
-  is then one contiguous add per offset over the whole batch, each shifted by `i * Wp + j`.
-  Strides above 1 reuse this by spreading the output gradient onto the stride-1 grid.
+* Forward: the im2col columns of each sample form one (C*kh*kw, OH*OW) matrix, copied from a
+  strided view of the (padded) input in one call, and `W @ cols` per sample yields the output
+  directly in NCHW order, so no transposing copy follows.
+* Input gradient (col2im without np.add.at): the output gradient is spread onto a
+  *full-width* grid (every column of the padded input, zeros elsewhere), so each kernel offset
+  (i, j) becomes a plain shift by `i*Wp + j` of the flattened planes. `W^T @ gy` is written into
+  a buffer laid out (sample, kernel offset, channel, plane), and summing the offsets back is one
+  contiguous add per offset over the whole batch.
+* Large batches are split in two halves computed on two threads: NumPy and BLAS release the
+  GIL, and the per-sample products are too small for OpenBLAS to thread them itself.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -24,6 +28,18 @@ from numpy.lib.stride_tricks import as_strided
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError
+
+#: Work (multiply-adds) below which a second thread costs more than it saves.
+SPLIT_MIN_WORK = 1 << 21
+#: OpenBLAS threads a product itself above about this many multiply-adds (2 * 65536 * 4);
+#: splitting such batches over our own threads as well would oversubscribe the cores.
+BLAS_THREADED_WORK = 1 << 19
+#: Most elements one chunk's temporary buffers may hold (bounds memory for large inputs).
+CHUNK_ELEMENTS = 1 << 23
+#: Threads a convolution may use: two when this process may run on two CPUs (set 1 to turn
+#: the splitting off).
+THREADS = min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+              else (os.cpu_count() or 1))
 
 
 def pair(value: Any, name: str, minimum: int = 1) -> tuple[int, int]:
@@ -40,61 +56,132 @@ def pair(value: Any, name: str, minimum: int = 1) -> tuple[int, int]:
     return out
 
 
-class _Geometry(NamedTuple):
-    """Sizes of one convolution: padded input, output, and the im2col position grid."""
-
-    hp: int  # padded height and width
-    wp: int
-    oh: int  # output height and width
-    ow: int
-    q: int  # im2col columns per output row: wp (full width, stride 1) or ow (stride > 1)
-    tail: int  # zeros after each padded plane so full-width windows never leave the buffer
-
-
 def conv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
     """Output length along one axis (floor mode, like ONNX and PyTorch)."""
     return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _geometry(what: str, x: Any, kh: int, kw: int, stride: tuple[int, int],
-              padding: tuple[int, int], dilation: tuple[int, int]) -> _Geometry:
-    h, w = x.shape[2:]
-    oh = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
-    ow = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
-    if oh < 1 or ow < 1:
-        eh, ew = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
-        raise ShapeError(f"{what} with a {kh}x{kw} kernel (dilation {dilation}, padding "
-                         f"{padding}) expected an input of at least {eh - 2 * padding[0]}x"
-                         f"{ew - 2 * padding[1]} pixels, found {h}x{w} (input shape {x.shape})")
-    hp, wp = h + 2 * padding[0], w + 2 * padding[1]
-    q = wp if stride == (1, 1) else ow
-    return _Geometry(hp, wp, oh, ow, q, dilation[1] * (kw - 1))
+# -- running chunks of the batch, on two threads when it pays -------------------------------
+_EXECUTOR: ThreadPoolExecutor | None = None
+_EXECUTOR_PID = 0
+_EXECUTOR_LOCK = threading.Lock()
 
 
-def _padded_planes(x: Any, g: _Geometry, padding: tuple[int, int]) -> Any:
-    """Copy x into an (N, C, Hp*Wp + tail) buffer: zero border and zero tail."""
-    n, c, h, w = x.shape
-    size = g.hp * g.wp
-    if padding == (0, 0):
-        buf = np.empty((n, c, size + g.tail), dtype=x.dtype)
-        buf[:, :, :size] = x.reshape(n, c, size)
-        buf[:, :, size:] = 0
-    else:
-        buf = np.zeros((n, c, size + g.tail), dtype=x.dtype)
-        ph, pw = padding
-        buf[:, :, :size].reshape(n, c, g.hp, g.wp)[:, :, ph:ph + h, pw:pw + w] = x
+def _executor() -> ThreadPoolExecutor:
+    global _EXECUTOR, _EXECUTOR_PID
+    with _EXECUTOR_LOCK:
+        if _EXECUTOR is None or _EXECUTOR_PID != os.getpid():  # a forked child has no thread
+            _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnforge-conv")
+            _EXECUTOR_PID = os.getpid()
+        return _EXECUTOR
+
+
+def _run_chunks(fn: Callable[[int, int], None], n: int, per_sample_elements: int,
+                per_sample_work: int) -> None:
+    """Call fn(lo, hi) over chunks covering range(n); two threads share them when it pays."""
+    chunk = max(1, min(n, CHUNK_ELEMENTS // max(per_sample_elements, 1)))
+    two = (n >= 2 and THREADS >= 2 and per_sample_work * n >= SPLIT_MIN_WORK
+           and per_sample_work < BLAS_THREADED_WORK)
+    if two:
+        chunk = min(chunk, (n + 1) // 2)
+    bounds = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
+    if not two or len(bounds) < 2:
+        for lo, hi in bounds:
+            fn(lo, hi)
+        return
+
+    def run(part: list[tuple[int, int]]) -> None:
+        for lo, hi in part:
+            fn(lo, hi)
+
+    future = _executor().submit(run, bounds[1::2])
+    try:
+        run(bounds[0::2])
+    finally:
+        future.result()
+
+
+# -- scratch buffers reused between calls ---------------------------------------------------
+#: Scratch buffers are kept per thread for the next call with the same shape, up to this many
+#: elements in all: their zero regions then need no clearing (and no page faults) again.
+SCRATCH_ELEMENTS = 1 << 23
+_SCRATCH = threading.local()
+
+
+def _scratch(tag: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+    """A zero-filled buffer the first time; later the same buffer, holding what was left in it.
+
+    `tag` must name everything that decides which elements callers write (so zeros stay zero).
+    """
+    cache = getattr(_SCRATCH, "buffers", None)
+    if cache is None:
+        cache = _SCRATCH.buffers = {}
+    key = (tag, shape, np.dtype(dtype).str)
+    buf = cache.pop(key, None)
+    if buf is None:
+        buf = np.zeros(shape, dtype=dtype)
+    cache[key] = buf  # most recently used last; the oldest go first when over budget
+    while sum(b.size for b in cache.values()) > SCRATCH_ELEMENTS:
+        cache.pop(next(iter(cache)))
     return buf
 
 
-def _im2col(buf: Any, kh: int, kw: int, g: _Geometry, stride: tuple[int, int],
-            dilation: tuple[int, int]) -> Any:
-    """(N, C*kh*kw, OH*Q) columns: one row per (channel, kernel offset), one column per position."""
-    n, c, _ = buf.shape
-    sn, sc, it = buf.strides[0], buf.strides[1], buf.itemsize
-    view = as_strided(buf, (n, c, kh, kw, g.oh, g.q),
-                      (sn, sc, dilation[0] * g.wp * it, dilation[1] * it,
-                       stride[0] * g.wp * it, stride[1] * it), writeable=False)
-    return np.ascontiguousarray(view).reshape(n, c * kh * kw, g.oh * g.q)
+# -- geometry and im2col --------------------------------------------------------------------
+class _Geometry(NamedTuple):
+    """Sizes of one convolution."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    o: int
+    kh: int
+    kw: int
+    hp: int  # padded height and width
+    wp: int
+    oh: int  # output height and width
+    ow: int
+
+
+def _geometry(x: Any, w: Any, groups: int, stride: tuple[int, int], padding: tuple[int, int],
+              dilation: tuple[int, int]) -> _Geometry:
+    if w.ndim != 4:
+        raise ShapeError(f"Conv expected a weight of shape (out_channels, in_channels/groups, "
+                         f"kh, kw), found {w.shape}")
+    o, cg, kh, kw = w.shape
+    if x.ndim != 4 or x.shape[1] != cg * groups:
+        raise ShapeError(f"Conv2d expected input of shape (batch, {cg * groups}, H, W), "
+                         f"found {x.shape}")
+    if o % groups:
+        raise ShapeError(f"Conv expected out_channels divisible by groups={groups}, found "
+                         f"weight shape {w.shape}")
+    n, c, h, wd = x.shape
+    oh = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
+    ow = conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
+    if oh < 1 or ow < 1:
+        eh, ew = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
+        raise ShapeError(f"Conv2d with a {kh}x{kw} kernel (dilation {dilation}, padding "
+                         f"{padding}) expected an input of at least {eh - 2 * padding[0]}x"
+                         f"{ew - 2 * padding[1]} pixels, found {h}x{wd} (input shape {x.shape})")
+    return _Geometry(n, c, h, wd, o, kh, kw, h + 2 * padding[0], wd + 2 * padding[1], oh, ow)
+
+
+def _pad(x: Any, padding: tuple[int, int]) -> Any:
+    if padding == (0, 0):
+        return x
+    ph, pw = padding
+    n, c, h, w = x.shape
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+    xp[:, :, ph:ph + h, pw:pw + w] = x
+    return xp
+
+
+def _windows(xp: Any, g: _Geometry, stride: tuple[int, int], dilation: tuple[int, int]) -> Any:
+    """(N, C, kh, kw, OH, OW) read-only strided view of the padded input: the im2col columns."""
+    sn, sc, sh, sw = xp.strides
+    return as_strided(xp, (xp.shape[0], g.c, g.kh, g.kw, g.oh, g.ow),
+                      (sn, sc, dilation[0] * sh, dilation[1] * sw, stride[0] * sh,
+                       stride[1] * sw), writeable=False)
 
 
 class Conv(Function):
@@ -112,96 +199,97 @@ class Conv(Function):
         self.groups = int(groups)
 
     def forward(self, x: Any, w: Any, b: Any = None) -> Any:
-        groups = self.groups
-        if w.ndim != 4:
-            raise ShapeError(f"Conv expected a weight of shape (out_channels, in_channels/groups,"
-                             f" kh, kw), found {w.shape}")
-        o, cg, kh, kw = w.shape
-        if x.ndim != 4 or x.shape[1] != cg * groups:
-            raise ShapeError(f"Conv2d expected input of shape (batch, {cg * groups}, H, W), "
-                             f"found {x.shape}")
-        if o % groups:
-            raise ShapeError(f"Conv expected out_channels divisible by groups={groups}, "
-                             f"found weight shape {w.shape}")
-        if b is not None and b.shape != (o,):
-            raise ShapeError(f"Conv expected a bias of shape ({o},), found {b.shape}")
-        g = _geometry("Conv2d", x, kh, kw, self.stride, self.padding, self.dilation)
-        n = x.shape[0]
-        cols = _im2col(_padded_planes(x, g, self.padding), kh, kw, g, self.stride, self.dilation)
-        cols = cols.reshape(n, groups, cg * kh * kw, g.oh * g.q)
-        out = np.matmul(w.reshape(groups, o // groups, cg * kh * kw), cols)
-        out = out.reshape(n, o, g.oh, g.q)
-        if g.q != g.ow:  # crop the full-width garbage columns (one copy, adding the bias)
-            y = np.empty((n, o, g.oh, g.ow), dtype=out.dtype)
-            if b is None:
-                y[...] = out[..., :g.ow]
+        g = _geometry(x, w, self.groups, self.stride, self.padding, self.dilation)
+        if b is not None and b.shape != (g.o,):
+            raise ShapeError(f"Conv expected a bias of shape ({g.o},), found {b.shape}")
+        groups, kg, p = self.groups, w.shape[1] * g.kh * g.kw, g.oh * g.ow
+        windows = _windows(_pad(x, self.padding), g, self.stride, self.dilation)
+        wg = w.reshape(groups, g.o // groups, kg)
+        y = np.empty((g.n, g.o, g.oh, g.ow), dtype=np.result_type(x, w))
+        keep = self.needs_input_grad[1]
+        cols = np.empty((g.n, groups, kg, p), dtype=x.dtype) if keep else None
+
+        def chunk(lo: int, hi: int) -> None:
+            if cols is not None:
+                c = cols[lo:hi]
+                c.reshape(hi - lo, g.c, g.kh, g.kw, g.oh, g.ow)[...] = windows[lo:hi]
             else:
-                np.add(out[..., :g.ow], b.reshape(o, 1, 1), out=y)
-        else:
-            y = out
+                c = np.ascontiguousarray(windows[lo:hi]).reshape(hi - lo, groups, kg, p)
+            out = y[lo:hi].reshape(hi - lo, groups, g.o // groups, p)
+            np.matmul(wg, c, out=out)
             if b is not None:
-                y += b.reshape(o, 1, 1)
-        self.geometry, self.x_shape, self.w_shape = g, x.shape, w.shape
-        if self.needs_input_grad[1]:
-            self.cols = cols
-        if self.needs_input_grad[0]:
-            self.w = w
+                y[lo:hi] += b.reshape(g.o, 1, 1)
+
+        work = g.o * kg * p
+        _run_chunks(chunk, g.n, g.c * g.kh * g.kw * p, work)
+        self.geometry, self.cols, self.w = g, cols, w
         return y
 
     def backward(self, gy: Any) -> tuple[Any, ...]:
-        g, (n, c, h, w_) = self.geometry, self.x_shape
+        g, w, groups = self.geometry, self.w, self.groups
         need = self.needs_input_grad
-        o = gy.shape[1]
-        groups = self.groups
-        if g.q != g.ow:  # back onto the full-width grid, zero in the cropped columns
-            gf = np.zeros((n, o, g.oh, g.q), dtype=gy.dtype)
-            gf[..., :g.ow] = gy
-        else:
-            gf = np.ascontiguousarray(gy)
-        gf = gf.reshape(n, groups, o // groups, g.oh * g.q)
+        og, p = g.o // groups, g.oh * g.ow
+        gy4 = np.ascontiguousarray(gy).reshape(g.n, groups, og, p)
         gw = gb = gx = None
-        if need[1]:
-            # cols @ gf^T keeps the long position axis as the product's inner dimension
-            gwt = np.matmul(self.cols, gf.transpose(0, 1, 3, 2)).sum(axis=0)  # (G, Kg, Og)
-            gw = gwt.transpose(0, 2, 1).reshape(self.w_shape)
         if len(need) == 3 and need[2]:
-            gb = gf.sum(axis=3).sum(axis=0).reshape(o)
+            gb = gy4.reshape(g.n, g.o, p).sum(axis=2).sum(axis=0)
+        kg = w.shape[1] * g.kh * g.kw
+        partial_gw: dict[int, Any] = {}
         if need[0]:
-            gx = self._input_grad(gy, gf, n, c, h, w_)
+            gx = np.empty((g.n, g.c, g.h, g.w), dtype=gy.dtype)
+            wt = self._offset_major_weight()
+        lock = threading.Lock()
+
+        def chunk(lo: int, hi: int) -> None:
+            if need[1]:
+                # cols @ gy^T keeps the long position axis as the products' inner dimension
+                part = np.matmul(self.cols[lo:hi], gy4[lo:hi].transpose(0, 1, 3, 2)).sum(axis=0)
+                with lock:
+                    partial_gw[lo] = part
+            if need[0]:
+                gx[lo:hi] = self._input_grad(gy[lo:hi], wt)
+
+        plane = g.hp * g.wp
+        _run_chunks(chunk, g.n, g.kh * g.kw * g.c * plane + kg * p, g.o * kg * p)
+        if need[1]:
+            # summed in batch order, so the result does not depend on thread timing
+            parts = [partial_gw[k] for k in sorted(partial_gw)]
+            gwt = parts[0] if len(parts) == 1 else np.sum(parts, axis=0)
+            gw = gwt.transpose(0, 2, 1).reshape(w.shape)  # (G, Kg, Og) -> (O, Cg, kh, kw)
         return (gx, gw) if len(need) == 2 else (gx, gw, gb)
 
-    def _input_grad(self, gy: Any, gf: Any, n: int, c: int, h: int, w_: int) -> Any:
-        """d(loss)/dx: W^T @ gy into offset-major planes, then one shifted add per offset."""
-        g, w, groups = self.geometry, self.w, self.groups
+    def _offset_major_weight(self) -> Any:
+        """W^T as (G, kh*kw*Cg, Og): rows ordered (kernel offset, channel)."""
+        w, groups = self.w, self.groups
         o, cg, kh, kw = w.shape
+        wt = w.reshape(groups, o // groups, cg, kh * kw).transpose(0, 3, 2, 1)
+        return np.ascontiguousarray(wt).reshape(groups, kh * kw * cg, o // groups)
+
+    def _input_grad(self, gy: Any, wt: Any) -> Any:
+        """d(loss)/dx for a chunk of samples: W^T @ gy per offset, then one shifted add each."""
+        g, groups = self.geometry, self.groups
+        n = gy.shape[0]
+        cg, og, koff = g.c // groups, g.o // groups, g.kh * g.kw
         (sh, sw), (dh, dw), (ph, pw) = self.stride, self.dilation, self.padding
-        if g.q != g.wp or (sh, sw) != (1, 1):
-            # spread the gradient onto the stride-1 full-width grid (zeros between)
-            rows = g.hp - dh * (kh - 1)
-            gd = np.zeros((n, o, rows, g.wp), dtype=gy.dtype)
-            gd[:, :, :sh * g.oh:sh, :sw * g.ow:sw] = gy
-            gd = gd.reshape(n, groups, o // groups, rows * g.wp)
-        else:
-            rows, gd = g.oh, gf
+        # the output gradient on the stride-1 full-width grid, zero between and beside
+        rows = g.hp - dh * (g.kh - 1)
+        # zero except where gy goes, which the tag pins down
+        gd = _scratch(("gd", self.stride, g.oh, g.ow), (n, g.o, rows, g.wp), gy.dtype)
+        gd[:, :, :sh * (g.oh - 1) + 1:sh, :sw * (g.ow - 1) + 1:sw] = gy
         plane, pos = g.hp * g.wp, rows * g.wp
-        koff = kh * kw
-        # buf[grp, offset, channel-in-group, sample, position]; each (sample, group) product is a
-        # matrix with rows (offset, channel) at a uniform stride n*plane, so matmul writes it
-        buf = np.empty((groups, koff, cg, n, plane), dtype=gy.dtype)
-        if pos < plane:
-            buf[..., pos:] = 0
-        out = buf.reshape(groups, koff * cg, n, plane)[..., :pos].transpose(2, 0, 1, 3)
-        wt = w.reshape(groups, o // groups, cg, koff).transpose(0, 3, 2, 1)
-        np.matmul(np.ascontiguousarray(wt).reshape(groups, koff * cg, o // groups), gd, out=out)
-        total = c * n * plane
-        acc = np.zeros(total + dh * (kh - 1) * g.wp + dw * (kw - 1), dtype=gy.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                shift = i * dh * g.wp + j * dw
-                dst = acc[shift:shift + total].reshape(groups, cg * n * plane)
-                dst += buf[:, i * kw + j].reshape(groups, cg * n * plane)
-        planes = acc[:total].reshape(c, n, g.hp, g.wp)[:, :, ph:ph + h, pw:pw + w_]
-        return np.ascontiguousarray(planes.transpose(1, 0, 2, 3))
+        # the tail of each plane beyond `pos` stays zero: the product never writes it
+        buf = _scratch(("buf", pos), (n, groups, koff * cg, plane), gy.dtype)
+        np.matmul(wt, gd.reshape(n, groups, og, pos), out=buf[..., :pos])
+        buf = buf.reshape(n * groups, koff, cg * plane)
+        # a shift can carry a plane's (zero) tail into the next plane, never real values
+        total = n * g.c * plane
+        acc = _scratch("acc", (total + dh * (g.kh - 1) * g.wp + dw * (g.kw - 1),), gy.dtype)
+        acc[:total].reshape(n * groups, cg * plane)[...] = buf[:, 0]
+        for k in range(1, koff):
+            shift = (k // g.kw) * dh * g.wp + (k % g.kw) * dw
+            dst = acc[shift:shift + total].reshape(n * groups, cg * plane)
+            dst += buf[:, k]
+        return acc[:total].reshape(n, g.c, g.hp, g.wp)[:, :, ph:ph + g.h, pw:pw + g.w]
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -49,8 +50,8 @@ class FlatParams:
         self.state_names = tuple(state_names)
         self.num_tmp = num_tmp
         self.numel = sum(self.sizes)
-        cpus = os.cpu_count() or 1
-        self.threads = (2 if cpus >= 2 else 1) if threads is None else max(1, int(threads))
+        self.requested = threads
+        self.threads = (2 if _cpu_count() >= 2 else 1) if threads is None else max(1, threads)
         # big parameters first, the small ones packed together at the end
         order = sorted(range(len(self.params)), key=lambda i: self.sizes[i] < SMALL)
         self.offsets = [0] * len(self.params)
@@ -111,25 +112,18 @@ class FlatParams:
             packed_n += n
         if packed:
             plans.append(packed)
-        nworkers = self.threads if self.numel >= THREAD_MIN and self.xp is np else 1
-        # contiguous split with about the same number of elements per worker
-        sizes = [sum(b - a for _, a, b in plan) for plan in plans]
-        groups: list[list[list[tuple[int, int, int]]]] = [[] for _ in range(nworkers)]
-        done, w = 0, 0
-        for plan, n in zip(plans, sizes):
-            if w < nworkers - 1 and done >= self.numel * (w + 1) / nworkers:
-                w += 1
-            groups[w].append(plan)
-            done += n
-        groups = [g for g in groups if g]
-        self.workers: list[list[_Unit]] = []
-        self.scratch = []
-        for group in groups:
-            width = max(sum(b - a for _, a, b in plan) for plan in group)
-            tmps = [self.xp.empty(width, self.dtype) for _ in range(self.num_tmp)]
-            gbuf = self.xp.empty(width, self.dtype)
-            self.scratch.append((tmps, gbuf))
-            self.workers.append([self._unit(plan, tmps, gbuf) for plan in group])
+        self.plans: dict[int, list[list[_Unit]]] = {}
+        width = max((sum(b - a for _, a, b in plan) for plan in plans), default=1)
+        scratch = [([self.xp.empty(width, self.dtype) for _ in range(self.num_tmp)],
+                    self.xp.empty(width, self.dtype)) for _ in range(2)]
+        self.scratch = scratch
+        eligible = self.numel >= THREAD_MIN and self.xp is np and self.threads > 1
+        for nworkers in (1, 2) if eligible else (1,):
+            groups = _split(plans, nworkers)
+            self.plans[nworkers] = [[self._unit(plan, *scratch[w]) for plan in group]
+                                    for w, group in enumerate(groups)]
+        # None: time both now and then and use the faster; else the fixed count asked for
+        self.chooser = _Chooser() if eligible and self.requested is None else None
 
     def _unit(self, plan: list[tuple[int, int, int]], tmps: list, gbuf: Any) -> _Unit:
         """Views for one chunk; packed chunks are contiguous because small params are adjacent."""
@@ -190,33 +184,46 @@ class FlatParams:
         if complete and all(s == first for s in steps):
             steps[:] = [first + 1] * len(steps)
             sc = scalars(first + 1)
-            if len(self.workers) == 1:
-                _run(self.workers[0], grads, kernel, sc)
+            chooser = self.chooser
+            workers = self.plans[chooser.pick() if chooser else len(self.plans)]
+            t0 = time.perf_counter()
+            if len(workers) == 1:
+                _run(workers[0], grads, kernel, sc)
             else:
-                _pool().run(lambda: _run(self.workers[1], grads, kernel, sc),
-                            lambda: _run(self.workers[0], grads, kernel, sc))
+                _pool().run(lambda: _run(workers[1], grads, kernel, sc),
+                            lambda: _run(workers[0], grads, kernel, sc))
+            if chooser:
+                chooser.record(len(workers), time.perf_counter() - t0)
             return
         self._apply_piecewise(kernel, scalars, grads)
 
     def _apply_piecewise(self, kernel: Kernel, scalars: Callable[[int], tuple],
                          grads: list[Any]) -> None:
-        """Slow path when some grads are missing or step counts differ: one piece at a time."""
-        tmps, _ = self.scratch[0]
-        cache: dict[int, tuple] = {}
+        """Some grads missing or step counts differ (frozen layers): chunk by chunk, one thread."""
+        steps = self.steps
         for i, g in enumerate(grads):
             if g is not None:
-                self.steps[i] += 1
-        for unit in (u for w in self.workers for u in w):
-            for i, a, b in unit.pieces:
+                steps[i] += 1
+        cache: dict[int, tuple] = {}
+
+        def sc(step: int) -> tuple:
+            if step not in cache:
+                cache[step] = scalars(step)
+            return cache[step]
+
+        tmps, _ = self.scratch[0]
+        for u in self.plans[1][0]:
+            idx = [i for i, _, _ in u.pieces]
+            if all(grads[i] is not None for i in idx) and len({steps[i] for i in idx}) == 1:
+                _run([u], grads, kernel, sc(steps[idx[0]]))
+                continue
+            for i, a, b in u.pieces:  # a packed chunk whose parameters disagree
                 if grads[i] is None:
                     continue
-                step = self.steps[i]
-                if step not in cache:
-                    cache[step] = scalars(step)
                 s, e = self.offsets[i] + a, self.offsets[i] + b
                 kernel(self.flat[s:e], grads[i][a:b],
                        tuple(self.states[n][s:e] for n in self.state_names),
-                       tuple(t[:e - s] for t in tmps), cache[step])
+                       tuple(t[:e - s] for t in tmps), sc(steps[i]))
 
 
 def _run(units: list[_Unit], grads: list[Any], kernel: Kernel, sc: tuple) -> None:
@@ -231,6 +238,62 @@ def _run(units: list[_Unit], grads: list[Any], kernel: Kernel, sc: tuple) -> Non
                 g[n:n + b - a] = grads[i][a:b]
                 n += b - a
         kernel(u.p, g, u.states, u.tmps, sc)
+
+
+def _split(plans: list, nworkers: int) -> list[list]:
+    """Deal chunks out contiguously, about the same number of elements per worker."""
+    sizes = [sum(b - a for _, a, b in plan) for plan in plans]
+    total = sum(sizes)
+    groups: list[list] = [[] for _ in range(nworkers)]
+    done, w = 0, 0
+    for plan, n in zip(plans, sizes):
+        if w < nworkers - 1 and done >= total * (w + 1) / nworkers:
+            w += 1
+        groups[w].append(plan)
+        done += n
+    return [g for g in groups if g]
+
+
+class _Chooser:
+    """Picks one or two workers by timing both every PERIOD steps.
+
+    A second thread halves the update on an idle machine, but loses when the other core is
+    busy (another process, OpenBLAS's threads still spinning after a matmul); the results are
+    bit-identical either way, so only the time decides.
+    """
+
+    PROBE = 5  # timed steps per worker count in each probe round
+    PERIOD = 400  # steps from one probe round to the next
+    WARMUP = 2  # untimed first steps (first touch of the state buffers, thread start)
+
+    def __init__(self) -> None:
+        self.n = -self.WARMUP
+        self.mode = 1
+        self.times: dict[int, list[float]] = {1: [], 2: []}
+
+    def pick(self) -> int:
+        """Worker count for this step."""
+        k = self.n % self.PERIOD
+        return 1 + (k & 1) if self.n >= 0 and k < 2 * self.PROBE else self.mode
+
+    def record(self, mode: int, seconds: float) -> None:
+        """Note how long this step took."""
+        k = self.n % self.PERIOD
+        self.n += 1
+        if self.n <= 0 or k >= 2 * self.PROBE:
+            return
+        self.times[mode].append(seconds)
+        if k == 2 * self.PROBE - 1:
+            one, two = (sorted(self.times[m])[len(self.times[m]) // 2] for m in (1, 2))
+            self.mode = 2 if two < one else 1
+            self.times = {1: [], 2: []}
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _common_dtype(params: Sequence[Any]) -> Any:

@@ -23,7 +23,8 @@ class Optimizer:
     Every parameter's `.data` becomes a view into one flat buffer owned by the optimizer;
     replacing `p.data` later is allowed (the new values are copied in on the next step).
     A parameter whose `.grad` is None is skipped, and each parameter counts its own steps,
-    as in PyTorch.
+    as in PyTorch. `threads`: None times one and two threads now and then and keeps the
+    faster (the results are bit-identical either way), or 1, or 2.
     """
 
     #: Name used by build_optimizer() and stored in configs.
@@ -31,6 +32,9 @@ class Optimizer:
 
     def __init__(self, params: Iterable[Any], threads: int | None = None,
                  **hyperparameters: Any) -> None:
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or threads < 1):
+            raise ConfigError(f"expected threads None (automatic), 1 or 2, found {threads!r}")
         self._configure(**hyperparameters)
         plist = _param_list(params)
         self._flat = FlatParams(plist, self._state_names(), self._num_tmp(), threads)

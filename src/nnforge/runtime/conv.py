@@ -30,6 +30,11 @@ from .parallel import run_parts
 TAIL = 64
 #: target size of one chunk's gathered matrix: small enough to stay in the L2 cache
 CHUNK_BYTES = 384 * 1024
+#: OpenBLAS runs a GEMM with M*N*K below 2 * 65536 * GEMM_MULTITHREAD_THRESHOLD (4) on one
+#: thread; chunks stay below it so that our worker threads do not fight over BLAS's pool
+BLAS_SERIAL_MNK = 2 * 65536 * 4
+#: target size of a block's product buffer, which the pooling/activation reads in one go
+BLOCK_BYTES = 1024 * 1024
 
 
 @kernel("Conv", "FusedConv")
@@ -59,9 +64,16 @@ def _conv(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     kg = cg * kh * kw  # rows of the gathered matrix per group
     wq = wp if wide else ow  # columns per output row in the product
     p = oh * wq
-    chunk = max(1, min(n, CHUNK_BYTES // ((kg + 1) * p * e * groups)))
-    starts = list(range(0, n, chunk))
-    workers = max(1, min(ctx.threads, len(starts) // 2))  # threads only when each gets 2+ chunks
+    by_bytes = CHUNK_BYTES // ((kg + 1) * p * e * groups)
+    by_blas = (BLAS_SERIAL_MNK - 1) // (mg * (kg + 1) * p)  # samples per single-threaded GEMM
+    chunk = max(1, min(n, by_bytes, by_blas if by_blas else n))
+    # blocks of whole chunks share one product buffer, finished (pooled) in a few big calls;
+    # there are at least as many blocks as threads when the batch allows
+    by_res = max(chunk, BLOCK_BYTES // (m * p * e) // chunk * chunk)
+    block = min(by_res, max(chunk, -(-n // ctx.threads) // chunk * chunk), n)
+    blocks = list(range(0, n, block))
+    # a product too big for serial BLAS is left to BLAS's own threads
+    workers = max(1, min(ctx.threads, len(blocks))) if by_blas else 1
     wmat = np.zeros((groups, mg, kg + 1), ctx.dtype)
     wmat[:, :, :kg] = w.reshape(groups, mg, kg)
     if b is not None:
@@ -70,29 +82,35 @@ def _conv(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     kind, alpha = node.attrs.get("activation"), node.attrs.get("activation_alpha", 0.01)
     pool = fused_pool_node(node)
     parts = []
-    for wk in range(workers):  # each worker owns its scratch and every workers-th chunk
+    for wk in range(workers):  # each worker owns its scratch and every workers-th block
         col = ctx.scratch((groups, kg + 1, chunk * p))
         col[:, kg] = 1.0  # the bias row: never overwritten
-        res = ctx.scratch((groups, mg, chunk * p))
+        res = ctx.scratch((groups, mg, block * p))
+        tmp = ctx.scratch(block * m * p) if pool is not None else None
         jobs = []
-        for s0 in starts[wk::workers]:
-            k = min(chunk, n - s0)
-            if wide:
-                win = as_strided(src[s0:], (groups, cg, kh, kw, k, p),
-                                 (cg * plane * e, plane * e, dh * wp * e, dw * e,
-                                  c * plane * e, e))
-            else:
-                win = as_strided(src[s0:], (groups, cg, kh, kw, k, oh, ow),
-                                 (cg * plane * e, plane * e, dh * wp * e, dw * e,
-                                  c * plane * e, sh * wp * e, sw * e))
-            dest = col[:, :kg, :k * p].reshape(win.shape)
-            grid = res.reshape(m, chunk * p)[:, :k * p].reshape(m, k, oh, wq)  # (M, k, OH, W')
-            out = y[s0:s0 + k]
-            finish = (_pooled(pool, grid, out, kind, alpha, ctx) if pool is not None else
+        for b0 in blocks[wk::workers]:
+            bk = min(block, n - b0)
+            chunks = []
+            for s0 in range(b0, b0 + bk, chunk):
+                k = min(chunk, b0 + bk - s0)
+                if wide:
+                    win = as_strided(src[s0:], (groups, cg, kh, kw, k, p),
+                                     (cg * plane * e, plane * e, dh * wp * e, dw * e,
+                                      c * plane * e, e))
+                else:
+                    win = as_strided(src[s0:], (groups, cg, kh, kw, k, oh, ow),
+                                     (cg * plane * e, plane * e, dh * wp * e, dw * e,
+                                      c * plane * e, sh * wp * e, sw * e))
+                dest = col[:, :kg, :k * p].reshape(win.shape)
+                at = (s0 - b0) * p
+                chunks.append((win, dest, col[:, :, :k * p], res[:, :, at:at + k * p]))
+            grid = res.reshape(m, block * p)[:, :bk * p].reshape(m, bk, oh, wq)  # (M,k,OH,W')
+            out = y[b0:b0 + bk]
+            finish = (_pooled(pool, grid, out, tmp, kind, alpha, ctx) if pool is not None else
                       activation_step(kind, out, ctx, alpha,
                                       src=grid[:, :, :, :ow].transpose(1, 0, 2, 3)))
-            jobs.append((win, dest, col[:, :, :k * p], res[:, :, :k * p], finish))
-        parts.append(_chunk_runner(jobs, wmat))
+            jobs.append((chunks, finish))
+        parts.append(_block_runner(jobs, wmat))
     run = run_parts(parts)
     copyto = np.copyto
 
@@ -103,26 +121,32 @@ def _conv(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     return step
 
 
-def _chunk_runner(jobs: list[tuple], wmat: np.ndarray) -> Any:
-    """A closure running a list of chunk jobs: gather, multiply, finish (activation/pool)."""
+def _block_runner(jobs: list[tuple], wmat: np.ndarray) -> Any:
+    """A closure running blocks: per chunk gather and multiply, then finish the block."""
     mm, copyto = np.matmul, np.copyto
 
     def run() -> None:
-        for win, dest, cols, prod, finish in jobs:
-            copyto(dest, win)
-            mm(wmat, cols, out=prod)
+        for chunks, finish in jobs:
+            for win, dest, cols, prod in chunks:
+                copyto(dest, win)
+                mm(wmat, cols, out=prod)
             finish()
     return run
 
 
-def _pooled(pool: Node, grid: np.ndarray, out: np.ndarray, kind: str | None, alpha: float,
-            ctx: Ctx) -> Any:
-    """A closure max-pooling grid (M, k, OH, W') into out (k, M, PH, PW), with the activation."""
+def _pooled(pool: Node, grid: np.ndarray, out: np.ndarray, tmp: np.ndarray, kind: str | None,
+            alpha: float, ctx: Ctx) -> Any:
+    """A closure max-pooling grid (M, k, OH, W') into out (k, M, PH, PW), with the activation.
+
+    Separable: the max over kernel rows first, on whole contiguous rows, then over columns.
+    """
     (kh, kw), (sh, sw) = pool.attrs["kernel_shape"], pool.attrs["strides"]
+    m, k, _, wq = grid.shape
     ph, pw = out.shape[2], out.shape[3]
-    views = [grid[:, :, i:i + sh * (ph - 1) + 1:sh, j:j + sw * (pw - 1) + 1:sw]
-             .transpose(1, 0, 2, 3) for i in range(kh) for j in range(kw)]
-    first, rest = views[0], views[1:]
+    rows = [grid[:, :, i:i + sh * (ph - 1) + 1:sh, :] for i in range(kh)]
+    t = tmp[:m * k * ph * wq].reshape(m, k, ph, wq) if kh > 1 else rows[0]
+    cols = [t[:, :, :, j:j + sw * (pw - 1) + 1:sw] for j in range(kw)]
+    dst = out.transpose(1, 0, 2, 3)
     monotone = kind in MONOTONE or (kind == "LeakyRelu" and alpha >= 0)
     before = None if monotone else activation_step(kind, grid, ctx, alpha)
     after = activation_step(kind, out, ctx, alpha) if monotone else None
@@ -131,12 +155,16 @@ def _pooled(pool: Node, grid: np.ndarray, out: np.ndarray, kind: str | None, alp
     def finish() -> None:
         if before is not None:
             before()
-        if rest:
-            maximum(first, rest[0], out=out)
+        if kh > 1:
+            maximum(rows[0], rows[1], out=t)
+            for r in rows[2:]:
+                maximum(t, r, out=t)
+        if kw > 1:
+            maximum(cols[0], cols[1], out=dst)
+            for v in cols[2:]:
+                maximum(dst, v, out=dst)
         else:
-            copyto(out, first)
-        for v in rest[1:]:
-            maximum(out, v, out=out)
+            copyto(dst, cols[0])
         if after is not None:
             after()
     return finish

@@ -219,8 +219,14 @@ def _gemm(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
         a1 = None if get is not None else (a.T if trans_a else a)[0]
         zeros = ctx.const(np.zeros(y1.shape))
         act = None if relu else activation_step(kind, y, ctx, at.get("activation_alpha", 0.01))
+        aug = None if a1 is None or bias is None else _spare_after(a1)
+        if aug is not None:  # the bias becomes one more weight column, times a constant 1
+            w_rows, bias = ctx.const(np.concatenate([w_rows, bias[:, None]], axis=1)), None
+            a1, one, k = aug, aug.dtype.type(1), aug.size - 1
 
         def step_row(feeds: Any) -> None:
+            if aug is not None:
+                aug[k] = one
             dot(w_rows, (get(feeds).T if trans_a else get(feeds))[0] if a1 is None else a1,
                 out=y1)
             if probe is not None and not isfinite(y1.item(0)):
@@ -248,6 +254,37 @@ def _gemm(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
             maximum(y, zero, out=y)
         elif act is not None:
             act()
+    return step
+
+
+def _spare_after(v: np.ndarray) -> np.ndarray | None:
+    """v extended by one element, when v is a contiguous 1-D start of a larger plan buffer.
+
+    The plan allocates spare elements after every buffer and one buffer holds one live value
+    at a time, so the element just past v is free for the kernel reading v to use.
+    """
+    base = v
+    while base.base is not None:
+        base = base.base
+    if (v.ndim != 1 or not v.flags.c_contiguous or base.ndim != 1 or base.dtype != v.dtype
+            or not base.flags.c_contiguous or base.size <= v.size
+            or base.ctypes.data != v.ctypes.data):
+        return None
+    return base[:v.size + 1]
+
+
+@kernel("Dropout")
+def _dropout(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    """Inference Dropout whose mask output is wanted: the identity, and a mask of ones."""
+    x, y = ins[0], outs[0]
+    mask = outs[1] if len(outs) > 1 else None
+    one = y.dtype.type(1)
+
+    def step(feeds: Any) -> None:  # the mask's buffer may be shared: refilled every call
+        if y is not x:
+            np.copyto(y, x)
+        if mask is not None:
+            mask.fill(one)
     return step
 
 
@@ -320,6 +357,9 @@ def pool_windows(x: np.ndarray, node: Node, ctx: Ctx, pad_value: float
 @kernel("MaxPool")
 def _max_pool(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     x, y = ins[0], outs[0]
+    if len(outs) > 1 and outs[1] is not None:
+        raise ConfigError(f"MaxPool {node.name}: the Indices output is not supported; expected "
+                          f"one output")
     refresh, views = pool_windows(x, node, ctx, -np.inf)
     first, rest = views[0], views[1:]
 
@@ -359,3 +399,6 @@ def _global_average_pool(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     x, y = ins[0], outs[0]
     axes = tuple(range(2, x.ndim))
     return lambda feeds: np.mean(x, axis=axes, keepdims=True, out=y)
+
+
+from . import kernels_onnx as _kernels_onnx  # noqa: E402,F401 - kernels of the ONNX-only ops

@@ -38,6 +38,11 @@ def run_parts(parts: Sequence[Callable[[], Any]]) -> Callable[[], None]:
         try:
             first()
         finally:
-            for f in futures:
-                f.result()
+            # a part no pool thread has started yet (the pool is busy with other callers'
+            # parts) runs here instead of waiting in the queue
+            for f, part in zip(futures, rest):
+                if f.cancel():
+                    part()
+                else:
+                    f.result()
     return run

@@ -115,7 +115,7 @@ def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
         if node.op not in KERNELS and node.op not in VIEWS:
             raise ConfigError(f"the NumPy runtime has no kernel for op {node.op!r}")
         src = node.inputs[0] if node.inputs else ""
-        if node.op in VIEWS and (len(node.outputs) == 1 or node.op != "Dropout"):
+        if node.op in VIEWS and (node.op != "Dropout" or not any(node.outputs[1:])):
             out = node.outputs[0]
             if src in where:
                 st, _ = where[src]

@@ -15,16 +15,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, DTypeError, ModelFileError, ShapeError
+from ..errors import ConfigError, DTypeError, ShapeError
 from ..graph.ir import Graph
 from ..graph.passes import optimize
 from ..graph.trace import trace
 from ..nn.module import Module
 from .kernels import check_finite
+from .ort_backend import OrtPlan
 from .plan import Plan, compile_plan
 from .postprocess import PostProcessor, Prediction
 
-BACKENDS = ("numpy",)
+BACKENDS = ("numpy", "onnxruntime")
 #: input shapes whose plans are kept; the least recently compiled shape is dropped beyond this
 MAX_SHAPES = 16
 #: idle plans kept per shape (more are compiled while more threads call at once)
@@ -36,7 +37,16 @@ add_reduce = np.add.reduce
 
 
 class InferenceSession:
-    """Run a model for inference: `run(x)` gives raw outputs, `predict(X)` task answers."""
+    """Run a model for inference: `run(x)` gives raw outputs, `predict(X)` task answers.
+
+    `path_or_model`: a `.nnf` path, an nnforge Module (traced in eval semantics) or a graph IR.
+    `optimization`: "none", "basic" or "all" (see `nnforge.graph.passes`); `disabled_passes`
+    switches single passes off by name. `input_shape`: one sample's shape, for a Module whose
+    first layer does not imply it. `task`, `labels`, `threshold`: post-processing for
+    `predict` (default: the model file's manifest). `check_finite`: reject NaN/Inf inputs with
+    a DataError. `threads`: threads a kernel may split its work over (the convolutions); the
+    session is safe to call from many threads at once either way.
+    """
 
     def __init__(self, path_or_model: str | os.PathLike | Module | Graph,
                  optimization: str = "all",
@@ -66,6 +76,8 @@ class InferenceSession:
         if not isinstance(threads, (int, np.integer)) or threads < 1:
             raise ConfigError(f"expected threads to be a positive integer, found {threads!r}")
         self.threads = int(threads)
+        #: with backend="onnxruntime", ONNX Runtime runs the unoptimized graph (every shape)
+        self._ort = OrtPlan(raw, self.threads) if backend == "onnxruntime" else None
         self._in = self.graph.inputs[0]
         self._dtype = np.dtype(self._in.dtype)
         self._single = len(self.graph.outputs) == 1
@@ -140,7 +152,8 @@ class InferenceSession:
             raise ShapeError(f"expected input of shape {_fmt(expected)}, found {tuple(shape)}")
         if shape[0] == 0:
             raise ShapeError(f"expected at least one row, found input of shape {tuple(shape)}")
-        plan = compile_plan(self.graph, [shape], self.check_finite, self.threads)
+        plan = (compile_plan(self.graph, [shape], self.check_finite, self.threads)
+                if self._ort is None else self._ort)
         with self._lock:
             if shape not in self._pools:
                 if len(self._pools) >= MAX_SHAPES:
@@ -210,8 +223,8 @@ def _load(path_or_model: Any) -> Module | Graph:
                           f"{type(path_or_model).__name__}")
     path = os.fspath(path_or_model)
     if path.lower().endswith(".onnx"):
-        raise ModelFileError(f"cannot open '{path}': ONNX models are not supported by this "
-                             f"version yet; expected a .nnf file")
+        from ..onnx import load as load_onnx  # noqa: PLC0415 - needs the onnx package
+        return load_onnx(path)
     from ..io import load  # noqa: PLC0415 - io pulls in safetensors; only paths need it
     return load(path)
 

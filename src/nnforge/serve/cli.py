@@ -25,7 +25,7 @@ then:
   open http://localhost:8000/docs                  # every route"""
 
 
-def _float_ms(text: str) -> float:
+def _nonnegative(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -48,18 +48,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                              "<model>/<version>/model.nnf or the file name)")
     parser.add_argument("--version-policy", metavar="POLICY",
                         help="latest, latest:N, all or specific:V1,V2 (default latest:1)")
-    parser.add_argument("--poll", type=_float_ms, metavar="SECONDS", dest="poll_interval_s",
+    parser.add_argument("--poll", type=_nonnegative, metavar="SECONDS", dest="poll_interval_s",
                         help="look for new or changed versions every SECONDS (default: off)")
     parser.add_argument("--max-batch-size", type=positive_int,
                         help="samples per batched forward pass (default 64)")
-    parser.add_argument("--max-queue-delay-ms", type=_float_ms,
+    parser.add_argument("--max-queue-delay-ms", type=_nonnegative,
                         help="how long the first request may wait for others (default 0)")
     parser.add_argument("--max-queue-size", type=positive_int,
                         help="samples waiting per model before 503 (default 2048)")
-    parser.add_argument("--timeout-ms", type=_float_ms,
+    parser.add_argument("--timeout-ms", type=_nonnegative,
                         help="per-request timeout, 0: none (default 30000)")
     parser.add_argument("--max-body-bytes", type=positive_int,
                         help="largest request body (default 16 MiB)")
+    parser.add_argument("--shutdown-grace-s", type=_nonnegative, metavar="SECONDS",
+                        help="on SIGTERM, how long requests in flight may take (default 10)")
     parser.add_argument("--blas-threads", type=positive_int,
                         help="threads of the BLAS library (default: its own choice)")
     parser.add_argument("--no-access-log", action="store_true",
@@ -74,7 +76,7 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
     apply_environment(cfg)
     cfg.path = args.path
     for name in ("host", "port", "grpc_port", "model_name", "version_policy", "poll_interval_s",
-                 "max_body_bytes", "blas_threads", "log_level"):
+                 "max_body_bytes", "blas_threads", "log_level", "shutdown_grace_s"):
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)

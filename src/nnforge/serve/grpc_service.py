@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable
 import grpc
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
 
 from .core import InferenceServer
 from .errors import InvalidInputError, NotFoundError, ServeError, UnavailableError
@@ -173,9 +174,16 @@ class InferenceService:
                 "protocol": "grpc"})
 
 
-def _guard(fn: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
-    """Turn a ServeError into the matching gRPC status."""
-    async def call(request: Any, context: Any) -> Any:
+def _guard(fn: Callable[[Any, Any], Awaitable[Any]],
+           parse: Callable[[bytes], Any]) -> Callable[[bytes, Any], Awaitable[Any]]:
+    """Parse the request here (a corrupt message is the client's mistake: INVALID_ARGUMENT,
+    where grpc's own deserializer would answer UNKNOWN) and turn a ServeError into its code."""
+    async def call(data: bytes, context: Any) -> Any:
+        try:
+            request = parse(data)
+        except DecodeError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"the request is not a valid protobuf message: {exc}")
         try:
             return await fn(request, context)
         except ServeError as exc:
@@ -188,6 +196,6 @@ def generic_handler(service: InferenceService) -> grpc.GenericRpcHandler:
     table = {}
     for rpc, (req, resp) in METHODS.items():
         table[rpc] = grpc.unary_unary_rpc_method_handler(
-            _guard(getattr(service, rpc)), request_deserializer=MESSAGES[req].FromString,
+            _guard(getattr(service, rpc), MESSAGES[req].FromString),
             response_serializer=MESSAGES[resp].SerializeToString)
     return grpc.method_handlers_generic_handler(SERVICE, table)

@@ -155,9 +155,12 @@ class ModelRepository:
     def get(self, name: str, version: str | None = None) -> LoadedVersion:
         """The served version (the default one when version is None), or a 404/503."""
         entry = self.models.get(name)
-        if entry is None or (not entry.versions and not entry.failures and entry.unloaded):
+        if entry is None:
             known = ", ".join(sorted(self.models)) or "none"
             raise NotFoundError(f"unknown model {name!r}; models served: {known}")
+        if entry.unloaded:
+            raise NotFoundError(f"model {name!r} is unloaded; an operator can load it with "
+                                f"POST /v2/repository/models/{name}/load")
         if version is None or version == "":
             if entry.default is None:
                 raise UnavailableError(f"model {name!r} has no version ready")
@@ -173,12 +176,11 @@ class ModelRepository:
 
     def only_model(self) -> str:
         """The name of the one served model (for POST /predict)."""
-        names = [n for n, e in self.models.items() if e.versions]
-        if len(names) != 1:
-            found = ", ".join(sorted(names)) or "none"
-            raise NotFoundError(f"POST /predict needs exactly one served model, found {found}; use "
+        if len(self.models) != 1:
+            found = ", ".join(sorted(self.models)) or "none"
+            raise NotFoundError(f"POST /predict needs exactly one model, found {found}; use "
                                 f"POST /v1/models/<name>:predict")
-        return names[0]
+        return next(iter(self.models))
 
     def ready(self) -> bool:
         """Every known model has a version to serve."""
@@ -224,37 +226,39 @@ class ModelRepository:
         if entry.unloaded and not explicit:
             return []
         entry.unloaded = False
-        wanted = [str(v) for v in self.policy.select([int(v) for v in files])]
+        entry.failures = {v: f for v, f in entry.failures.items() if v in files}
+        retry = set(files) if explicit else set()  # the load endpoint retries broken files
         errors: list[str] = []
-        versions = dict(entry.versions)
-        for version in wanted:
-            path = files[version]
-            try:
-                sig = _signature(path)
-            except OSError:
-                continue  # removed while we looked
-            current = versions.get(version)
-            failed = entry.failures.get(version)
-            if current is not None and current.signature == sig:
-                continue
-            if failed is not None and failed[0] == sig and not explicit:
-                continue  # the same broken file: do not retry it on every poll
-            loaded = await self._load_version(name, version, path, sig, entry)
-            if loaded is None:
-                errors.append(f"{name} version {version}: {entry.failures[version][1]}")
-                continue
-            old = versions.get(version)
-            versions[version] = loaded
-            entry.publish(dict(versions))  # visible now; requests holding `old` finish on it
-            if old is not None:
-                await old.batcher.close()
-        for version in [v for v in versions if v not in wanted]:
-            # only drop a version once something newer serves, unless it is gone from disk
-            if version in files and not any(int(v) > int(version) for v in versions
-                                            if v in wanted):
-                continue
-            old = versions.pop(version)
-            entry.publish(dict(versions))
+        while True:
+            sigs = {}
+            for version, path in files.items():
+                try:
+                    sigs[version] = _signature(path)
+                except OSError:  # removed while we looked
+                    pass
+            # a version that failed to load, from the same file, is passed over: the policy
+            # picks among the others, so an older version keeps serving
+            usable = [v for v in sigs if v in retry or entry.failures.get(v, (None,))[0]
+                      != sigs[v]]
+            wanted = [str(v) for v in self.policy.select([int(v) for v in usable])]
+            todo = [v for v in wanted if v not in entry.versions
+                    or entry.versions[v].signature != sigs[v]]
+            if not todo:
+                break
+            for version in todo:
+                retry.discard(version)
+                loaded = await self._load_version(name, version, files[version], sigs[version],
+                                                  entry)
+                if loaded is None:
+                    errors.append(f"{name} version {version}: {entry.failures[version][1]}")
+                    continue
+                old = entry.versions.get(version)
+                entry.publish({**entry.versions, version: loaded})  # visible from now on
+                if old is not None:
+                    await old.batcher.close()  # requests holding it finish on it
+        for version in [v for v in entry.versions if v not in wanted]:
+            old = entry.versions[version]
+            entry.publish({k: v for k, v in entry.versions.items() if k != version})
             log.info("model %s version %s unloaded", name, version)
             await old.batcher.close()
         if not entry.versions and not entry.failures and not files:

@@ -4,11 +4,13 @@
         requests.post(f"{srv.url}/predict", json={"data": [...]})
 
 The server listens on free ports (port 0) and announces them on its first stdout line; the
-child is stopped with SIGTERM (graceful) and killed if it does not exit in time.
+child is stopped with SIGTERM (graceful) and killed if it does not exit in time. `post_many`
+sends many requests at a chosen concurrency.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -103,3 +105,46 @@ class ServerProcess:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    request: bytes) -> tuple[int, bytes, bool]:
+    """Send one HTTP/1.1 request; (status, body, whether the server keeps the connection)."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    fields = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    body = await reader.readexactly(int(fields.get("content-length", "0")))
+    return status, body, fields.get("connection", "").lower() != "close"
+
+
+async def post_many(url: str, path: str, bodies: Sequence[bytes], concurrency: int,
+                    headers: dict[str, str] | None = None) -> list[tuple[int, bytes]]:
+    """POST every body over `concurrency` keep-alive connections; (status, body) in order.
+
+    A minimal HTTP/1.1 client: general-purpose clients spend more time managing their pools
+    than the server spends answering when hundreds of requests wait for a connection.
+    """
+    host, _, port = url.removeprefix("http://").partition(":")
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    results: list[tuple[int, bytes]] = [(0, b"")] * len(bodies)
+    todo = iter(range(len(bodies)))
+
+    async def worker() -> None:
+        reader = writer = None
+        for i in todo:
+            req = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(bodies[i])}\r\n{extra}\r\n").encode() + bodies[i]
+            if writer is None:
+                reader, writer = await asyncio.open_connection(host, int(port))
+            status, body, keep = await _exchange(reader, writer, req)
+            results[i] = (status, body)
+            if not keep:
+                writer.close()
+                reader = writer = None
+        if writer is not None:
+            writer.close()
+
+    await asyncio.gather(*[worker() for _ in range(concurrency)])
+    return results

@@ -1,0 +1,230 @@
+"""Serving speed: nnforge serve against the blog's Flask server and a plain FastAPI server.
+
+Each server runs in turn on 127.0.0.1 with the same model (an MLP 784-256-128-10 with random
+weights) and the same one-sample request (784 floats, as in the blog: POST /predict with
+{"data": [...]}). wrk drives it at each concurrency for a bounded time. The server is pinned to
+one set of CPUs and wrk to another; BLAS uses one thread in every server. Printed: requests/s,
+p50 and p99 latency, and the server's CPU time per request (from /proc).
+
+    python benchmarks/serve_load.py                  # 10 s per point, concurrency 1, 16, 64
+    python benchmarks/serve_load.py --duration 5 --concurrency 64 --servers nnforge,flask
+
+Needs wrk (Debian/Ubuntu: apt-get install wrk). Timings on shared machines are noisy:
+compare servers within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+import nnforge as nf
+from nnforge import nn
+
+FLASK_APP = '''
+import logging, sys
+import numpy as np
+from flask import Flask, request
+import nnforge as nf
+
+session = nf.InferenceSession(sys.argv[1])
+app = Flask(__name__)
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+@app.route("/predict", methods=["POST"])
+def predict():
+    data = request.json["data"]
+    X = np.array(data).reshape(1, -1)
+    y_pred = session.run(X)
+    return {"class": int(np.argmax(y_pred))}
+
+app.run(host="127.0.0.1", port=int(sys.argv[2]), threaded=True)
+'''
+
+FASTAPI_APP = '''
+import sys
+import numpy as np
+import uvicorn
+from fastapi import FastAPI, Request
+import nnforge as nf
+
+session = nf.InferenceSession(sys.argv[1])
+app = FastAPI()
+
+@app.post("/predict")
+async def predict(request: Request):
+    data = (await request.json())["data"]
+    X = np.array(data, dtype=np.float32).reshape(1, -1)
+    y_pred = session.run(X)
+    return {"class": int(np.argmax(y_pred))}
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="error", access_log=False)
+'''
+
+LUA = '''
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = io.open("{body}", "r"):read("*a")
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, body: bytes, timeout: float = 60) -> None:
+    """Until POST url answers 200 (the server is up and its model loaded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not come up within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def parse_wrk(text: str) -> dict[str, float]:
+    """Requests/s, p50 and p99 in ms, request and error counts from wrk --latency output."""
+    def ms(value: str, unit: str) -> float:
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+    out = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
+           "requests": int(re.search(r"(\d+) requests in", text).group(1))}
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
+        out[f"p{pct}"] = ms(*m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    errors = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    errors += sum(int(g) for g in m.groups()) if m else 0
+    out["errors"] = errors
+    return out
+
+
+def run_wrk(url: str, lua: Path, concurrency: int, duration: float, cpus: str) -> str:
+    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration:g}s", "--latency", "-s", str(lua),
+           "--timeout", "10s", url]
+    if cpus:
+        cmd = ["taskset", "-c", cpus, *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True,
+                          timeout=duration + 60).stdout
+
+
+def start(kind: str, model: Path, workdir: Path, cpus: str) -> tuple[subprocess.Popen, str]:
+    """Launch one server; its process and predict URL."""
+    port = free_port()
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1"}
+    if kind == "nnforge":
+        cmd = [sys.executable, "-m", "nnforge.serve", str(model), "--port", str(port),
+               "--no-grpc"]
+    else:
+        script = workdir / f"{kind}_app.py"
+        script.write_text(FLASK_APP if kind == "flask" else FASTAPI_APP)
+        cmd = [sys.executable, str(script), str(model), str(port)]
+    if cpus:
+        cmd = ["taskset", "-c", cpus, *cmd]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    return proc, f"http://127.0.0.1:{port}/predict"
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def server_pid(proc: subprocess.Popen) -> int:
+    """The Python process (taskset execs into it, so it is the same pid)."""
+    return proc.pid
+
+
+def main() -> int:
+    """Run the comparison and print the table."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per point")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds of unrecorded load")
+    ap.add_argument("--concurrency", default="1,16,64")
+    ap.add_argument("--servers", default="nnforge,flask,fastapi")
+    ap.add_argument("--server-cpus", default="0", help="taskset list for the server ('' = any)")
+    ap.add_argument("--wrk-cpus", default="1", help="taskset list for wrk ('' = any)")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        print("serve_load.py needs wrk: apt-get install wrk", file=sys.stderr)
+        return 1
+    if (args.server_cpus or args.wrk_cpus) and shutil.which("taskset") is None:
+        args.server_cpus = args.wrk_cpus = ""
+    levels = [int(c) for c in args.concurrency.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        nf.manual_seed(0)
+        model_path = workdir / "mlp.nnf"
+        nf.save(nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
+                              nn.Linear(128, 10)), model_path, task="multiclass")
+        sample = np.random.default_rng(0).random(784).round(4).tolist()
+        body = json.dumps({"data": sample}).encode()
+        (workdir / "body.json").write_bytes(body)
+        lua = workdir / "post.lua"
+        lua.write_text(LUA.format(body=workdir / "body.json"))
+        for kind in args.servers.split(","):
+            proc, url = start(kind, model_path, workdir, args.server_cpus)
+            try:
+                wait_ready(url, body)
+                run_wrk(url, lua, max(levels), args.warmup, args.wrk_cpus)
+                for c in levels:
+                    before = cpu_seconds(server_pid(proc))
+                    result = parse_wrk(run_wrk(url, lua, c, args.duration, args.wrk_cpus))
+                    used = cpu_seconds(server_pid(proc)) - before
+                    result["cpu_ms"] = used / max(result["requests"], 1) * 1000
+                    rows.append((kind, c, result))
+                    print(f"  {kind:8s} c={c:<3d} {result['rps']:8.0f} req/s", file=sys.stderr)
+            finally:
+                stop(proc)
+    print(f"\nserving one 784-float sample per request, wrk {args.duration:g} s per point, "
+          f"server on CPUs '{args.server_cpus}', wrk on '{args.wrk_cpus}'")
+    print(f"{'server':10s} {'conc':>4s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} "
+          f"{'CPU ms/req':>10s} {'errors':>6s}")
+    for kind, c, r in rows:
+        print(f"{kind:10s} {c:4d} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} "
+              f"{r['cpu_ms']:10.3f} {r['errors']:6d}")
+    flask = {c: r["rps"] for k, c, r in rows if k == "flask"}
+    for kind, c, r in rows:
+        if kind != "flask" and c in flask and flask[c]:
+            print(f"{kind} / flask at c={c}: {r['rps'] / flask[c]:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

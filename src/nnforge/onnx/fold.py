@@ -1,0 +1,337 @@
+"""Import-time passes that turn an ONNX graph into one the NumPy runtime can compile.
+
+* `fold_shapes`: exporters compute Reshape targets at run time from `Shape` (Shape -> Gather ->
+  Unsqueeze -> Concat -> Reshape). Every dim but the batch is static, so the chain is evaluated
+  here on symbolic values (ints, a dim name such as "N", or None for unknown), and the Reshape
+  gets a constant target where a batch dim becomes 0 (copy the input's dim) or -1. Nodes whose
+  inputs are all constant are folded into initializers on the way, and `auto_pad` SAME becomes
+  explicit pads.
+* `fuse_gelu`: the erf formula exporters build for GELU (Div, Erf, Add, Mul, Mul) -> one Gelu.
+* `decompose_gemm`: a Gemm whose B or C is computed at run time -> MatMul, Mul, Add (the Gemm
+  kernel prepares B and C once, at compile time).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..graph.ir import Graph, Node, Shape
+from ..graph.ops import evaluate_node, get_op
+from ..graph.passes import eliminate_dead_code
+from ..graph.shapes import infer_shapes
+
+#: ops evaluated symbolically on small integer vectors (shape arithmetic)
+_SYMBOLIC = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Identity", "Slice",
+             "Add", "Sub", "Mul", "Div", "ReduceProd", "Reshape"}
+_MAX_SYMBOLIC = 64  # longer integer vectors are data, not shapes
+
+
+def normalize(graph: Graph) -> Graph:
+    """All import-time passes, then dead-code elimination and shape inference."""
+    g = drop_unused_outputs(graph)
+    g = fold_shapes(g)
+    _drop_allowzero(g)
+    g = fuse_gelu(g)
+    g = decompose_gemm(g)
+    g = eliminate_dead_code(g)
+    require_constant_weights(g)
+    return infer_shapes(g)
+
+
+def drop_unused_outputs(graph: Graph) -> Graph:
+    """Forget optional outputs nobody reads (Dropout's mask, MaxPool's indices, ...)."""
+    g = graph.copy()
+    used = {i for n in g.nodes for i in n.inputs} | set(g.output_names)
+    for n in g.nodes:
+        while len(n.outputs) > 1 and (not n.outputs[-1] or n.outputs[-1] not in used):
+            n.outputs.pop()
+    return g
+
+
+# -- symbolic shape folding -------------------------------------------------------------------
+def _sym_of(name: str, g: Graph, sym: dict[str, np.ndarray]) -> np.ndarray | None:
+    if name in sym:
+        return sym[name]
+    arr = g.initializers.get(name)
+    if arr is not None and arr.dtype.kind in "iu" and arr.size <= _MAX_SYMBOLIC:
+        return np.asarray(arr).astype(object)
+    return None
+
+
+def _arith(op: str, a: Any, b: Any) -> Any:
+    if not (isinstance(a, int) and isinstance(b, int)):
+        return None
+    if op == "Add":
+        return a + b
+    if op == "Sub":
+        return a - b
+    if op == "Mul":
+        return a * b
+    return None if b == 0 else int(a / b)  # ONNX integer Div truncates toward zero
+
+
+def _symbolic(node: Node, g: Graph, sym: dict[str, np.ndarray], shapes: dict[str, Any]
+              ) -> np.ndarray | None:
+    """The node's output as an object array of ints / dim names / None, or None if not known."""
+    op = node.op
+    if op not in _SYMBOLIC or len(node.outputs) != 1:
+        return None
+    if op == "Shape":
+        s = shapes.get(node.inputs[0])
+        if s is None:
+            return None
+        from ..graph.ops_onnx import shape_slice  # noqa: PLC0415 - keeps import order simple
+        return np.array(list(s)[shape_slice(node, len(s))] + [0], dtype=object)[:-1]
+    args = [_sym_of(i, g, sym) if i else None for i in node.inputs]
+    data = args[0]
+    if data is None:
+        return None
+    if op in ("Identity", "Cast"):
+        return data
+    if op in ("Add", "Sub", "Mul", "Div"):
+        if args[1] is None:
+            return None
+        a, b = np.broadcast_arrays(data, args[1])
+        return np.array([_arith(op, x, y) for x, y in zip(a.ravel(), b.ravel())] + [0],
+                        dtype=object)[:-1].reshape(a.shape)
+    if op == "ReduceProd":
+        if len(node.inputs) > 1 or data.ndim != 1:
+            return None
+        return np.array(math.prod(data) if all(isinstance(d, int) for d in data) else None,
+                        dtype=object)
+    consts = [None if a is None else np.asarray(a.tolist()) for a in args]
+    try:
+        return np.asarray(evaluate_node(node, data, *consts[1:])[0], dtype=object)
+    except (TypeError, ValueError, ConfigError):
+        return None
+
+
+def _reshape_target(node: Node, target: np.ndarray, in_shape: Shape | None) -> np.ndarray:
+    """A constant ONNX Reshape target for a symbolic one."""
+    out: list[Any] = []
+    for i, v in enumerate(target.tolist()):
+        if isinstance(v, int):
+            out.append(v)
+        elif (isinstance(v, str) and in_shape is not None and i < len(in_shape)
+              and in_shape[i] == v and not node.attrs.get("allowzero", 0)):
+            out.append(0)  # "copy this dim from the input": the batch dim stays dynamic
+        else:
+            out.append(None)
+    unknown = [i for i, v in enumerate(out) if v is None]
+    if len(unknown) == 1 and -1 not in out:
+        out[unknown[0]] = -1
+    elif unknown:
+        raise ConfigError(f"Reshape {node.name}: its target shape {target.tolist()} depends on "
+                          f"sizes known only at run time; expected at most one such dim")
+    return np.asarray(out, np.int64)
+
+
+def _explicit_pads(node: Node, in_shape: Shape | None, w_shape: Shape | None) -> None:
+    """Replace auto_pad SAME_UPPER/SAME_LOWER/VALID by explicit pads (static sizes needed)."""
+    mode = node.attrs.pop("auto_pad", "NOTSET")
+    if mode in ("NOTSET", "VALID"):
+        if mode == "VALID":
+            node.attrs.pop("pads", None)
+        return
+    kernel = node.attrs.get("kernel_shape") or (list(w_shape[2:]) if w_shape else None)
+    spatial = None if in_shape is None else in_shape[2:]
+    if kernel is None or spatial is None or not all(isinstance(d, int) for d in spatial):
+        raise ConfigError(f"{node.op} {node.name}: auto_pad={mode} needs static spatial sizes, "
+                          f"found input shape {in_shape}")
+    nd = len(kernel)
+    strides = node.attrs.get("strides", [1] * nd)
+    dil = node.attrs.get("dilations", [1] * nd)
+    begin, end = [], []
+    for d, k, s, r in zip(spatial, kernel, strides, dil):
+        total = max(0, (-(-d // s) - 1) * s + (k - 1) * r + 1 - d)
+        small = total // 2
+        begin.append(small if mode == "SAME_UPPER" else total - small)
+        end.append(total - begin[-1])
+    node.attrs["pads"] = begin + end
+
+
+def fold_shapes(graph: Graph) -> Graph:
+    """Fold constant subgraphs and symbolic shape chains; give Reshapes constant targets."""
+    g = graph.copy()
+    shapes: dict[str, Any] = {v.name: v.shape for v in g.inputs}
+    shapes.update({k: tuple(a.shape) for k, a in g.initializers.items()})
+    sym: dict[str, np.ndarray] = {}
+    outputs = set(g.output_names)
+    kept: list[Node] = []
+    for node in g.nodes:
+        ins = [i for i in node.inputs if i]
+        foldable = node.op != "Dropout" and not any(o in outputs for o in node.outputs)
+        if foldable and all(i in g.initializers for i in ins):
+            values = evaluate_node(node, *(g.initializers.get(i) if i else None
+                                           for i in node.inputs))
+            for name, value in zip(node.outputs, values):
+                if name:
+                    g.initializers[name] = np.asarray(value)
+                    shapes[name] = tuple(np.shape(value))
+            continue
+        value = _symbolic(node, g, sym, shapes) if foldable else None
+        if value is not None:
+            if all(isinstance(v, int) for v in value.ravel()):
+                g.initializers[node.outputs[0]] = np.asarray(value.tolist(), np.int64)
+                shapes[node.outputs[0]] = tuple(value.shape)
+                continue
+            sym[node.outputs[0]] = value
+        if node.op == "Reshape" and node.inputs[1] not in g.initializers:
+            target = _sym_of(node.inputs[1], g, sym)
+            if target is not None:
+                name = g.unique_name(f"{node.name or 'reshape'}.shape")
+                g.initializers[name] = _reshape_target(node, target, shapes.get(node.inputs[0]))
+                node.inputs = [node.inputs[0], name]
+        if node.op in ("Conv", "MaxPool", "AveragePool") and "auto_pad" in node.attrs:
+            _explicit_pads(node, shapes.get(node.inputs[0]),
+                           shapes.get(node.inputs[1]) if node.op == "Conv" else None)
+        out = get_op(node).infer(node, [shapes.get(i) for i in node.inputs], g.initializers)
+        for k, name in enumerate(node.outputs):
+            if name:
+                shapes[name] = out[k] if k < len(out) else None
+        kept.append(node)
+    g.nodes = kept
+    return g
+
+
+def _drop_allowzero(g: Graph) -> None:
+    """Reshape allowzero=1 means the same as 0 unless the target holds a literal 0."""
+    for n in g.nodes:
+        if n.op == "Reshape" and n.attrs.pop("allowzero", 0):
+            target = g.initializers.get(n.inputs[1])
+            if target is not None and 0 in target:
+                raise ConfigError(f"Reshape {n.name}: allowzero=1 with a 0 in the target shape "
+                                  f"{target.tolist()} is not supported; expected no zero dims")
+
+
+# -- GELU -----------------------------------------------------------------------------------
+def _scalar(g: Graph, name: str) -> float | None:
+    arr = g.initializers.get(name)
+    return float(arr.reshape(-1)[0]) if arr is not None and arr.size == 1 else None
+
+
+def _other(node: Node, name: str) -> str | None:
+    rest = [i for i in node.inputs if i != name]
+    return rest[0] if len(rest) == 1 and len(node.inputs) == 2 else None
+
+
+def _near(v: float | None, target: float) -> bool:
+    return v is not None and abs(v - target) <= 1e-6 * abs(target)
+
+
+def fuse_gelu(graph: Graph) -> Graph:
+    """x * 0.5 * (1 + erf(x / sqrt 2)), in any order of its two products -> Gelu(x)."""
+    g = graph.copy()
+    producers, consumers = g.producers(), g.consumers()
+    outputs = set(g.output_names)
+
+    def sole(value: str, op: str) -> Node | None:
+        users = consumers.get(value, [])
+        if len(users) != 1 or value in outputs or users[0].op != op:
+            return None
+        return users[0]
+
+    dead: set[int] = set()
+    for erf in [n for n in g.nodes if n.op == "Erf"]:
+        scale = producers.get(erf.inputs[0])
+        if scale is None or sole(scale.outputs[0], "Erf") is None or len(scale.inputs) != 2:
+            continue
+        if scale.op == "Div" and _near(_scalar(g, scale.inputs[1]), math.sqrt(2)):
+            x = scale.inputs[0]
+        elif scale.op == "Mul" and _near(_scalar(g, scale.inputs[1]), math.sqrt(0.5)):
+            x = scale.inputs[0]
+        elif scale.op == "Mul" and _near(_scalar(g, scale.inputs[0]), math.sqrt(0.5)):
+            x = scale.inputs[1]
+        else:
+            continue
+        add = sole(erf.outputs[0], "Add")
+        if add is None or not _near(_scalar(g, _other(add, erf.outputs[0]) or ""), 1.0):
+            continue
+        m1 = sole(add.outputs[0], "Mul")
+        partner = None if m1 is None else _other(m1, add.outputs[0])
+        if m1 is None or partner is None:
+            continue
+        half = producers.get(partner)
+        if (half is not None and half.op == "Mul" and partner not in outputs
+                and len(consumers.get(partner, [])) == 1
+                and _near(_scalar(g, _other(half, x) or ""), 0.5)):
+            chain, final = [half, scale, erf, add], m1  # (x * 0.5) * (1 + erf)
+        else:
+            m2 = sole(m1.outputs[0], "Mul")
+            last = None if m2 is None else _other(m2, m1.outputs[0])
+            if m2 is None or last is None or not (
+                    (partner == x and _near(_scalar(g, last), 0.5))
+                    or (last == x and _near(_scalar(g, partner), 0.5))):
+                continue
+            chain, final = [scale, erf, add, m1], m2
+        gelu = Node("Gelu", [x], list(final.outputs), {"approximate": "none"},
+                    final.name or erf.name or "gelu")
+        dead.update(id(n) for n in chain)
+        g.nodes = [gelu if n is final else n for n in g.nodes]
+    g.nodes = [n for n in g.nodes if id(n) not in dead]
+    return g
+
+
+# -- Gemm with a computed B or C ----------------------------------------------------------------
+def decompose_gemm(graph: Graph) -> Graph:
+    """Gemm whose B or C is not an initializer -> [Transpose] MatMul [Mul] [Add]."""
+    g = graph.copy()
+    nodes: list[Node] = []
+    for n in g.nodes:
+        if n.op == "Gemm" and not all(i in g.initializers for i in n.inputs[1:] if i):
+            nodes.extend(_gemm_nodes(g, n))
+        else:
+            nodes.append(n)
+    g.nodes = nodes
+    return g
+
+
+def _gemm_nodes(g: Graph, n: Node) -> list[Node]:
+    out: list[Node] = []
+    base = n.name or "gemm"
+
+    def emit(op: str, inputs: list[str], suffix: str, **attrs: Any) -> str:
+        name = g.unique_name(f"{base}/{suffix}")
+        out.append(Node(op, inputs, [name], attrs, name))
+        g.nodes.append(out[-1])  # reserve the name
+        return name
+
+    def const(suffix: str, v: float) -> str:
+        name = g.unique_name(f"{base}/{suffix}")
+        g.initializers[name] = np.asarray(v, np.float32)
+        return name
+
+    a, b = n.inputs[0], n.inputs[1]
+    c = n.inputs[2] if len(n.inputs) > 2 and n.inputs[2] else None
+    alpha, beta = n.attrs.get("alpha", 1.0), n.attrs.get("beta", 1.0)
+    if n.attrs.get("transA", 0):
+        a = emit("Transpose", [a], "a_t", perm=[1, 0])
+    if n.attrs.get("transB", 0):
+        b = emit("Transpose", [b], "b_t", perm=[1, 0])
+    y = emit("MatMul", [a, b], "matmul")
+    if alpha != 1.0:
+        y = emit("Mul", [y, const("alpha", alpha)], "alpha")
+    if c is not None:
+        if beta != 1.0:
+            c = emit("Mul", [c, const("beta", beta)], "beta")
+        emit("Add", [y, c], "add")
+    out[-1].outputs = list(n.outputs)
+    return out
+
+
+#: op -> inputs the NumPy kernels read once, at compile time
+_CONSTANT_INPUTS = {"Conv": (1, 2), "BatchNormalization": (1, 2, 3, 4), "Pad": (1, 2, 3)}
+
+
+def require_constant_weights(g: Graph) -> None:
+    """ConfigError when a weight that kernels prepare at compile time is computed at run time."""
+    bad = [f"{n.op} {n.name!r} input {n.inputs[k]!r}" for n in g.nodes
+           for k in _CONSTANT_INPUTS.get(n.op, ()) if k < len(n.inputs) and n.inputs[k]
+           and n.inputs[k] not in g.initializers]
+    if bad:
+        raise ConfigError(f"expected constant weights, found values computed at run time: "
+                          f"{', '.join(bad)}")

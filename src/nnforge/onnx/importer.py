@@ -1,0 +1,200 @@
+"""ONNX -> graph IR: read and check a model file, list what is unsupported, normalize the graph.
+
+The IR follows ONNX opset 20; models from opset 13 on are rewritten into that form (the
+reductions' `axes` attribute becomes an input). The model's metadata_props (`task`, `labels`,
+`preprocessing`, JSON-encoded, as `nnforge.onnx.export` writes them) become `graph.manifest`,
+which `InferenceSession` reads like a `.nnf` manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+
+from ..errors import ConfigError, ModelFileError, ShapeError
+from ..graph.ir import OPSET, Graph, Node, ValueInfo
+from ..graph.ops import OPS
+from ..graph.ops_onnx import ONNX_DTYPES, constant_value
+from .fold import normalize
+from .proto import attribute_value, tensor_to_array, value_info_from_proto
+
+MIN_OPSET = 13
+_DOMAINS = ("", "ai.onnx")
+#: reductions whose axes moved from an attribute to an input at opset 18
+_AXES_INPUT_SINCE_18 = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"}
+#: attributes the IR has no use for (they would not exist at every export opset)
+_IGNORED_ATTRS = {"BatchNormalization": ("momentum", "training_mode", "spatial"),
+                  "Cast": ("saturate",), "Dropout": ("seed",), "MaxPool": ("storage_order",)}
+
+
+def load(path: str | os.PathLike) -> Graph:
+    """Read an .onnx file into the graph IR (manifest from its metadata on `graph.manifest`)."""
+    path = os.fspath(path)
+    model = read_model(path)
+    return graph_from_model(model, os.path.dirname(os.path.abspath(path)), path)
+
+
+def read_model(path: str) -> onnx.ModelProto:
+    """Parse and check the protobuf (external data is not loaded here), or ModelFileError."""
+    if not os.path.isfile(path):
+        raise ModelFileError(f"cannot open '{path}': expected an ONNX model file, found no file")
+    try:
+        with open(path, "rb") as f:
+            model = onnx.ModelProto.FromString(f.read())
+    except DecodeError as exc:
+        raise ModelFileError(f"'{path}' is not a readable ONNX model (truncated or damaged: "
+                             f"{exc})") from None
+    if not model.HasField("graph") or not model.opset_import:
+        raise ModelFileError(f"'{path}' is not an ONNX model: expected a graph and an opset "
+                             f"import, found none (truncated or not ONNX)")
+    try:  # given the path, the checker finds external data beside the model
+        onnx.checker.check_model(path)
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"'{path}' is not a valid ONNX model (truncated or damaged?): "
+                             f"{first}") from None
+    return model
+
+
+def graph_from_model(model: onnx.ModelProto, base_dir: str = ".", source: str = "<model>"
+                     ) -> Graph:
+    """Convert a ModelProto (external data read from base_dir) into a normalized IR Graph."""
+    opset = next((o.version for o in model.opset_import if o.domain in _DOMAINS), None)
+    if opset is None or opset < MIN_OPSET:
+        raise ConfigError(f"'{source}' uses ONNX opset {opset}; expected opset {MIN_OPSET} or "
+                          f"later (re-export it with opset_version={MIN_OPSET} or higher)")
+    gp = model.graph
+    unsupported = [_unsupported(n, opset) for n in gp.node]
+    missing = [u for u in unsupported if u]
+    if missing:
+        raise ConfigError(f"'{source}' uses {len(missing)} operator(s) nnforge does not support: "
+                          f"{'; '.join(missing)}")
+    inits = {t.name: tensor_to_array(t, base_dir) for t in gp.initializer}
+    inputs = [value_info_from_proto(v) for v in gp.input if v.name not in inits]
+    outputs = [value_info_from_proto(v) for v in gp.output]
+    nodes: list[Node] = []
+    names: set[str] = set()
+    for i, proto in enumerate(gp.node):
+        name = proto.name if proto.name and proto.name not in names else f"{proto.op_type}_{i}"
+        names.add(name)
+        attrs = {a.name: attribute_value(a, base_dir, name) for a in proto.attribute}
+        node = Node(proto.op_type, list(proto.input), list(proto.output), attrs, name)
+        if node.op == "Constant":
+            inits[node.outputs[0]] = np.asarray(constant_value(node))
+            continue
+        nodes.append(_upgrade(node, opset, inits))
+    graph = Graph(nodes, _batch_dim(inputs, outputs), outputs, inits, name=gp.name or "main",
+                  opset=OPSET)
+    try:
+        graph.validate()
+        graph = normalize(graph)
+    except ShapeError as exc:
+        shapes = ", ".join(str(v) for v in graph.inputs)
+        raise ShapeError(f"'{source}': the graph inputs ({shapes}) do not fit the graph: "
+                         f"{exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"'{source}': {exc}") from None
+    graph.manifest = _manifest(model, graph, source, opset)  # type: ignore[attr-defined]
+    return graph
+
+
+def _unsupported(node: onnx.NodeProto, opset: int) -> str:
+    """Why a node cannot be imported ('' when it can)."""
+    where = f"{node.op_type} (node {node.name or '?'!r})"
+    if node.domain not in _DOMAINS:
+        return f"{node.domain}.{node.op_type} (node {node.name or '?'!r})"
+    d = OPS.get(node.op_type)
+    if d is None or d.domain:
+        return where
+    attrs = {a.name: a for a in node.attribute}
+
+    def ints(key: str) -> list[int]:
+        return list(attrs[key].ints) if key in attrs else []
+
+    op = node.op_type
+    if op in ("Conv", "MaxPool", "AveragePool") and "kernel_shape" in attrs and \
+            len(ints("kernel_shape")) != 2:
+        return f"{where} with a {len(ints('kernel_shape'))}-D kernel (2-D only)"
+    if op in ("MaxPool", "AveragePool") and attrs.get("ceil_mode", None) is not None and \
+            attrs["ceil_mode"].i:
+        return f"{where} with ceil_mode=1"
+    if op == "MaxPool" and len(node.output) > 1 and node.output[1]:
+        return f"{where} with an Indices output"
+    if op == "BatchNormalization" and ("training_mode" in attrs and attrs["training_mode"].i):
+        return f"{where} in training mode"
+    if op == "Gelu" and "approximate" in attrs and attrs["approximate"].s != b"none":
+        return f"{where} with approximate={attrs['approximate'].s.decode()!r}"
+    if op == "Cast" and attrs["to"].i not in ONNX_DTYPES:
+        return f"{where} to ONNX type {attrs['to'].i}"
+    if op == "Constant" and not {"value", "value_float", "value_floats", "value_int",
+                                 "value_ints"} & set(attrs):
+        return f"{where} holding {sorted(attrs)}"
+    return ""
+
+
+def _upgrade(node: Node, opset: int, inits: dict[str, np.ndarray]) -> Node:
+    """Rewrite an older opset's form of the node into the IR's (opset 20) form."""
+    for key in _IGNORED_ATTRS.get(node.op, ()):
+        node.attrs.pop(key, None)
+    if node.op in _AXES_INPUT_SINCE_18 and opset < 18 and "axes" in node.attrs:
+        name = f"{node.name}.axes"
+        while name in inits:
+            name += "_"
+        inits[name] = np.asarray(node.attrs.pop("axes"), np.int64)
+        node.inputs = [node.inputs[0], name]
+    return node
+
+
+def _batch_dim(inputs: list[ValueInfo], outputs: list[ValueInfo]) -> list[ValueInfo]:
+    """Name the inputs' leading dynamic dim "N" (and the same dim param in the outputs)."""
+    if not inputs or not inputs[0].shape or isinstance(inputs[0].shape[0], int):
+        return inputs
+    old = inputs[0].shape[0]
+    for v in (*inputs, *outputs):
+        if v.shape and (v.shape[0] == old or v.shape[0] is None):
+            v.shape = ("N", *v.shape[1:])
+    return inputs
+
+
+def _json_prop(props: dict[str, str], key: str, source: str) -> Any:
+    if key not in props:
+        return None
+    try:
+        return json.loads(props[key])
+    except ValueError:
+        if key == "task":  # a plain string written by another tool
+            return props[key]
+        raise ModelFileError(f"'{source}': metadata {key!r} must be JSON, found "
+                             f"{props[key]!r:.60}") from None
+
+
+def _manifest(model: onnx.ModelProto, graph: Graph, source: str, opset: int) -> dict[str, Any]:
+    """The `.nnf`-style manifest of an imported model, from its metadata_props."""
+    from ..io.model_file import TASKS  # noqa: PLC0415 - io is not needed for the graph itself
+
+    props = {p.key: p.value for p in model.metadata_props}
+    task = _json_prop(props, "task", source)
+    if task is not None and task not in TASKS:
+        raise ModelFileError(f"'{source}': metadata 'task' must be one of {list(TASKS)}, found "
+                             f"{task!r}")
+    labels = _json_prop(props, "labels", source)
+    if labels is not None and not isinstance(labels, list):
+        raise ModelFileError(f"'{source}': metadata 'labels' must be a JSON list, found "
+                             f"{labels!r:.60}")
+
+    def spec(v: ValueInfo) -> dict[str, Any]:
+        shape = None if v.shape is None else [d if isinstance(d, int) else None for d in v.shape]
+        return {"name": v.name, "shape": shape, "dtype": v.dtype}
+
+    return {"format": "onnx", "task": task, "labels": labels,
+            "preprocessing": _json_prop(props, "preprocessing", source),
+            "metrics": _json_prop(props, "metrics", source),
+            "inputs": [spec(v) for v in graph.inputs], "outputs": [spec(v) for v in graph.outputs],
+            "onnx": {"path": source, "opset": opset, "ir_version": model.ir_version,
+                     "producer": f"{model.producer_name} {model.producer_version}".strip(),
+                     "metadata": props}}

@@ -1,0 +1,158 @@
+"""NumPy kernels for the ops of `graph/ops_onnx.py` (imported ONNX models). Imported by kernels.py.
+
+Every buffer of a plan has the plan's float dtype, so integer results (Shape, Cast to int)
+are held as floats; the ONNX importer folds the integer shape arithmetic away before a plan
+is compiled, so in practice these kernels see float data only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..graph.ir import Node
+from ..graph.ops_onnx import (
+    ONNX_DTYPES,
+    _pad_amounts,
+    constant_value,
+    pad_array,
+    reduce_axes,
+    shape_slice,
+    slice_index,
+)
+from ..ops.activation import erf_array
+from .kernels import IN_PLACE, READS_FEEDS, VIEWS, Ctx, Step, kernel
+
+# Squeeze/Unsqueeze only reshape; Shape reads nothing but its input's dims
+VIEWS.update({"Squeeze", "Unsqueeze"})
+READS_FEEDS.add("Shape")
+IN_PLACE.update({"Erf", "Neg", "Abs", "Sqrt", "Exp", "Log", "Reciprocal", "Pow", "Clip",
+                 "Cast"})
+
+_UFUNCS = {"Neg": np.negative, "Abs": np.abs, "Sqrt": np.sqrt, "Exp": np.exp, "Log": np.log,
+           "Reciprocal": np.reciprocal}
+
+
+@kernel(*_UFUNCS)
+def _ufunc(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    fn, x, y = _UFUNCS[node.op], ins[0], outs[0]
+    return lambda feeds: fn(x, out=y)
+
+
+@kernel("Erf")
+def _erf(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    x, y = ins[0], outs[0]
+    return lambda feeds: np.copyto(y, erf_array(x))
+
+
+@kernel("Pow")
+def _pow(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    x, e, y = ins[0], ins[1], outs[0]
+    if e.dtype != y.dtype:  # an integer exponent initializer: convert once
+        e = ctx.const(e)
+    return lambda feeds: np.power(x, e, out=y)
+
+
+@kernel("Clip")
+def _clip(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    x, y = ins[0], outs[0]
+    lo = ins[1] if len(ins) > 1 else None
+    hi = ins[2] if len(ins) > 2 else None
+    lo = None if lo is None else lo.astype(y.dtype, copy=False)
+    hi = None if hi is None else hi.astype(y.dtype, copy=False)
+
+    def step(feeds: Any) -> None:
+        src = x
+        if lo is not None:
+            np.maximum(src, lo, out=y)
+            src = y
+        if hi is not None:
+            np.minimum(src, hi, out=y)
+        elif lo is None:
+            np.copyto(y, x)
+    return step
+
+
+@kernel("Cast")
+def _cast(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    x, y = ins[0], outs[0]
+    to = ONNX_DTYPES[node.attrs["to"]]
+    if to == y.dtype:
+        return lambda feeds: np.copyto(y, x)
+    # round (or truncate) to the target type, held in the plan's float buffer
+    return lambda feeds: np.copyto(y, x.astype(to), casting="unsafe")
+
+
+@kernel("Concat")
+def _concat(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    xs, y, axis = tuple(ins), outs[0], node.attrs.get("axis", 0)
+    return lambda feeds: np.concatenate(xs, axis=axis, out=y)
+
+
+@kernel("Pad")
+def _pad(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    x, y = ins[0], outs[0]
+    value, axes = (ins[2] if len(ins) > 2 else None), (ins[3] if len(ins) > 3 else None)
+    if node.attrs.get("mode", "constant") != "constant":
+        return lambda feeds: np.copyto(y, pad_array(node, x, ins[1], value, axes))
+    amounts = _pad_amounts(node, ins[1], x.ndim, axes)
+    crop = tuple(slice(-min(a, 0), x.shape[i] + min(b, 0)) for i, (a, b) in enumerate(amounts))
+    src = x[crop]
+    inner = y[tuple(slice(max(a, 0), max(a, 0) + n) for (a, _), n in zip(amounts, src.shape))]
+    fill = y.dtype.type(0 if value is None or value.size == 0 else value.item())
+
+    def step(feeds: Any) -> None:
+        y.fill(fill)  # the buffer may hold another value between calls: refill the border
+        np.copyto(inner, src)
+    return step
+
+
+@kernel("Shape")
+def _shape(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    shp, y = tuple(ins[0].shape), outs[0]
+    dims = ctx.const(np.asarray(shp[shape_slice(node, len(shp))]))
+    return lambda feeds: np.copyto(y, dims)
+
+
+@kernel("Gather")
+def _gather(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    x, idx, y = ins[0], ins[1], outs[0]
+    axis = node.attrs.get("axis", 0) % x.ndim
+    n = x.shape[axis]
+    if idx.dtype.kind in "iu":
+        fixed = np.where(idx < 0, idx + n, idx).astype(np.intp)
+        return lambda feeds: np.take(x, fixed, axis=axis, out=y)
+
+    def step(feeds: Any) -> None:  # indices computed at run time (held as floats)
+        i = idx.astype(np.intp)
+        np.take(x, np.where(i < 0, i + n, i), axis=axis, out=y)
+    return step
+
+
+_REDUCERS = {"ReduceMean": np.mean, "ReduceSum": np.sum, "ReduceMax": np.max,
+             "ReduceMin": np.min, "ReduceProd": np.prod}
+
+
+@kernel(*_REDUCERS)
+def _reduce(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    x, y = ins[0], outs[0]
+    red = reduce_axes(node, x.ndim, ins[1] if len(ins) > 1 else None)
+    if red is None:
+        return lambda feeds: np.copyto(y, x)
+    fn, keep = _REDUCERS[node.op], bool(node.attrs.get("keepdims", 1))
+    return lambda feeds: fn(x, axis=red, keepdims=keep, out=y)
+
+
+@kernel("Slice")
+def _slice(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    x, y = ins[0], outs[0]
+    args = [ins[k] if len(ins) > k else None for k in range(1, 5)]
+    view = x[slice_index(node, x.shape, *args)]
+    return lambda feeds: np.copyto(y, view)
+
+
+@kernel("Constant")
+def _constant(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    value, y = ctx.const(constant_value(node)), outs[0]
+    return lambda feeds: np.copyto(y, value)

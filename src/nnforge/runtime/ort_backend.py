@@ -1,0 +1,52 @@
+"""ONNX Runtime as an execution backend: `InferenceSession(..., backend="onnxruntime")`.
+
+The session exports its unoptimized graph to ONNX in memory and hands it to ONNX Runtime,
+which does its own graph optimization. `OrtPlan` has the interface of a compiled `Plan`, and
+one serves every input shape and every thread (ONNX Runtime's `run` is thread-safe).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..graph.ir import Graph
+
+#: ONNX opset of the in-memory model (Gelu is one op from opset 20 on)
+ORT_OPSET = 20
+
+
+class OrtPlan:
+    """A Plan-like runner of a graph in ONNX Runtime (any input shape, any thread)."""
+
+    #: ONNX Runtime does no NaN/Inf checks for the session; it must check inputs itself
+    probed: frozenset[int] = frozenset()
+
+    def __init__(self, graph: Graph, threads: int = 1) -> None:
+        try:
+            import onnxruntime as ort  # noqa: PLC0415 - an optional dependency
+        except ImportError:
+            raise ConfigError("backend='onnxruntime' needs the onnxruntime package; install it "
+                              "with: pip install 'nnforge[onnx]'") from None
+        from ..onnx.exporter import graph_to_model  # noqa: PLC0415
+
+        model = graph_to_model(graph, ORT_OPSET)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3  # warnings about unused initializers are not the user's
+        self.session = ort.InferenceSession(model.SerializeToString(), opts,
+                                            providers=["CPUExecutionProvider"])
+        self.input_name = graph.inputs[0].name
+        self.output_names = graph.output_names
+        self.nbytes = 0
+
+    def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """All outputs for the one input array."""
+        return self.session.run(self.output_names, {self.input_name: feeds[0]})
+
+    def run_one(self, feeds: Sequence[np.ndarray]) -> Any:
+        """The first output."""
+        return self.session.run(self.output_names[:1], {self.input_name: feeds[0]})[0]

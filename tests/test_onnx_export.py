@@ -1,0 +1,228 @@
+"""Export: native model -> ONNX -> ONNX Runtime equals nnforge for every layer type and for
+trained digits models; metadata, preprocessing in the graph, opsets, the CLI, the ORT backend."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from sklearn.model_selection import train_test_split
+
+import nnforge as nf
+from nnforge import nn, optim
+from nnforge.cli import main
+from nnforge.data import MinMaxScaler, Pipeline, Standardizer, load_dataset
+from nnforge.errors import ConfigError
+from nnforge.onnx import export, graph_to_model
+from nnforge.runtime import InferenceSession
+
+F32 = np.float32
+
+
+def assert_close(got: np.ndarray, expected: np.ndarray, rtol: float = 1e-5) -> None:
+    """Equal to rtol, relative to each value or to the output's scale (float32 sums)."""
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=rtol,
+                               atol=rtol * max(1.0, float(np.abs(expected).max())))
+
+
+def ort_run(path: object, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def _bn(layer: nn.Module, rng: np.random.Generator) -> nn.Module:
+    """Batch norm with running statistics and affine weights that are not the identity."""
+    c = layer.num_features
+    layer.running_mean = rng.standard_normal(c).astype(F32)
+    layer.running_var = (rng.random(c) + 0.5).astype(F32)
+    if layer.weight is not None:
+        layer.weight.data[...] = rng.random(c) + 0.5
+        layer.bias.data[...] = rng.standard_normal(c) * 0.1
+    return layer
+
+
+DENSE = {
+    "Linear": lambda r: nn.Linear(6, 5), "Linear(bias=False)": lambda r: nn.Linear(6, 5, False),
+    "ReLU": lambda r: nn.ReLU(), "LeakyReLU": lambda r: nn.LeakyReLU(0.2),
+    "Sigmoid": lambda r: nn.Sigmoid(), "Tanh": lambda r: nn.Tanh(), "GELU": lambda r: nn.GELU(),
+    "Softmax": lambda r: nn.Softmax(), "LogSoftmax": lambda r: nn.LogSoftmax(),
+    "Identity": lambda r: nn.Identity(), "Dropout": lambda r: nn.Dropout(0.5),
+    "Flatten": lambda r: nn.Flatten(), "BatchNorm1d": lambda r: _bn(nn.BatchNorm1d(6), r),
+    "BatchNorm1d(affine=False)": lambda r: _bn(nn.BatchNorm1d(6, affine=False), r),
+}
+
+SPATIAL = {
+    "Conv2d": lambda r: nn.Conv2d(4, 6, 3),
+    "Conv2d(stride, padding)": lambda r: nn.Conv2d(4, 6, 3, stride=2, padding=1),
+    "Conv2d(dilation, no bias)": lambda r: nn.Conv2d(4, 3, (3, 2), dilation=2, bias=False),
+    "Conv2d(groups)": lambda r: nn.Conv2d(4, 8, 3, padding=(1, 0), groups=2),
+    "Conv2d(depthwise)": lambda r: nn.Conv2d(4, 4, 3, groups=4),
+    "MaxPool2d": lambda r: nn.MaxPool2d(2),
+    "MaxPool2d(stride, padding)": lambda r: nn.MaxPool2d(3, stride=2, padding=1),
+    "AvgPool2d": lambda r: nn.AvgPool2d(2),
+    "AvgPool2d(padding)": lambda r: nn.AvgPool2d(3, stride=2, padding=1),
+    "AvgPool2d(padding, exclude pad)": lambda r: nn.AvgPool2d(3, 1, 1, count_include_pad=False),
+    "GlobalAvgPool2d": lambda r: nn.GlobalAvgPool2d(),
+    "GlobalAvgPool2d(keepdims)": lambda r: nn.GlobalAvgPool2d(keepdims=True),
+    "BatchNorm2d": lambda r: _bn(nn.BatchNorm2d(4), r),
+    "ReLU": lambda r: nn.ReLU(), "Flatten": lambda r: nn.Flatten(),
+    "Dropout": lambda r: nn.Dropout(0.3),
+}
+
+
+def _check_export(model: nn.Module, x: np.ndarray, path: object, opset: int = 17) -> None:
+    model.eval()
+    with nf.no_grad():
+        eager = model(x).data
+    expected = InferenceSession(model, input_shape=x.shape[1:]).run(x)
+    export(model, path, opset=opset, input_shape=x.shape[1:])
+    assert_close(expected, eager)
+    assert_close(ort_run(path, x), expected)
+    assert_close(ort_run(path, x[:1]), expected[:1])  # the batch dim is dynamic
+
+
+@pytest.mark.parametrize("name", list(DENSE))
+def test_each_dense_layer_matches_onnx_runtime(rng: np.random.Generator, tmp_path, name) -> None:
+    model = nn.Sequential(nn.Linear(4, 6), DENSE[name](rng))
+    x = (rng.standard_normal((7, 4)) * 2).astype(F32)
+    _check_export(model, x, tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("name", list(SPATIAL))
+def test_each_spatial_layer_matches_onnx_runtime(rng: np.random.Generator, tmp_path,
+                                                 name) -> None:
+    model = nn.Sequential(nn.Conv2d(2, 4, 1), SPATIAL[name](rng))
+    x = rng.standard_normal((3, 2, 9, 8)).astype(F32)
+    _check_export(model, x, tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("opset", [13, 17, 18, 20])
+def test_every_opset_writes_a_checked_model(rng: np.random.Generator, tmp_path, opset) -> None:
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), _bn(nn.BatchNorm2d(3), rng), nn.GELU(),
+                          nn.MaxPool2d(2), nn.GlobalAvgPool2d(), nn.Linear(3, 2), nn.LogSoftmax())
+    x = rng.standard_normal((4, 1, 6, 6)).astype(F32)
+    _check_export(model, x, tmp_path / "m.onnx", opset)
+    m = onnx.load(str(tmp_path / "m.onnx"))
+    onnx.checker.check_model(m, full_check=True)
+    assert m.opset_import[0].version == opset
+    ops = [n.op_type for n in m.graph.node]
+    assert ("Gelu" in ops) == (opset >= 20) and ("Erf" in ops) == (opset < 20)
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "N" and [d.dim_value for d in dims[1:]] == [1, 6, 6]
+    assert m.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "N"
+
+
+def test_fused_graph_is_split_back_into_standard_ops(rng: np.random.Generator, tmp_path) -> None:
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.LeakyReLU(0.1), nn.MaxPool2d(2), nn.Conv2d(4, 4, 1),
+                          nn.Tanh(), nn.Flatten(), nn.Linear(36, 5), nn.Sigmoid(), nn.Linear(5, 3))
+    session = InferenceSession(model, input_shape=(1, 8, 8))
+    assert {"FusedConv", "FusedGemm"} <= set(session.graph.count_ops())
+    x = rng.standard_normal((2, 1, 8, 8)).astype(F32)
+    export(session.graph, tmp_path / "fused.onnx")
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "fused.onnx")).graph.node]
+    assert "FusedConv" not in ops and {"LeakyRelu", "MaxPool", "Tanh", "Sigmoid"} <= set(ops)
+    assert_close(ort_run(tmp_path / "fused.onnx", x), session.run(x))
+
+
+def _digits(flat: bool) -> tuple[np.ndarray, ...]:
+    ds = load_dataset("digits")
+    X_tr, X_te, y_tr, y_te = train_test_split(ds.X, ds.y, test_size=0.2, random_state=0,
+                                              stratify=ds.y)
+    scaler = Standardizer().fit(X_tr)
+    X_tr, X_te = scaler.transform(X_tr), scaler.transform(X_te)
+    if not flat:
+        X_tr, X_te = X_tr.reshape(-1, 1, 8, 8), X_te.reshape(-1, 1, 8, 8)
+    return X_tr, X_te, y_tr, y_te
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_trained_digits_models_match_onnx_runtime(tmp_path, kind: str) -> None:
+    X_tr, X_te, y_tr, y_te = _digits(kind == "mlp")
+    nf.manual_seed(0)
+    if kind == "mlp":
+        model = nn.Sequential(nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Dropout(0.2),
+                              nn.Linear(64, 10))
+    else:
+        model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                              nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1),
+                              nn.BatchNorm2d(16), nn.ReLU(), nn.Flatten(), nn.Dropout(0.2),
+                              nn.Linear(256, 10))
+    trainer = nf.Trainer(model, optimizer=optim.Adam(model.parameters(), lr=3e-3),
+                         metrics=["accuracy"], seed=0, verbose=0)
+    trainer.fit(X_tr, y_tr, epochs=4, batch_size=32)
+    path = tmp_path / "digits.nnf"
+    nf.save(model, path, task="multiclass", labels=[str(i) for i in range(10)],
+            input_shape=X_tr.shape[1:])
+    assert main(["export", str(path), "-o", str(tmp_path / "digits.onnx")]) == 0
+    native = InferenceSession(path)
+    expected = native.run(X_te)
+    got = ort_run(tmp_path / "digits.onnx", X_te)
+    assert_close(got, expected)
+    assert (got.argmax(1) == expected.argmax(1)).all()
+    assert (expected.argmax(1) == y_te).mean() >= 0.85  # a trained model, not random weights
+    via_ort = InferenceSession(path, backend="onnxruntime").predict(X_te)
+    pred = native.predict(X_te)
+    assert_close(via_ort.probabilities, pred.probabilities)
+    assert via_ort.labels == pred.labels
+
+
+def test_metadata_and_preprocessing(rng: np.random.Generator, tmp_path) -> None:
+    X = (rng.standard_normal((40, 5)) * 4 + 3).astype(F32)
+    pre = Pipeline([MinMaxScaler((-1, 1)), Standardizer()])
+    pre.fit(X)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3), nn.Softmax())
+    nf.save(model, tmp_path / "m.nnf", task="multiclass", labels=["x", "y", "z"],
+            preprocessing=pre, metrics={"accuracy": 0.5})
+    expected = InferenceSession(tmp_path / "m.nnf").predict(X)
+
+    export(tmp_path / "m.nnf", tmp_path / "plain.onnx", opset=13)
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "plain.onnx")).metadata_props}
+    assert json.loads(props["task"]) == "multiclass"
+    assert json.loads(props["labels"]) == ["x", "y", "z"]
+    assert json.loads(props["preprocessing"]) == pre.get_config()
+    assert json.loads(props["metrics"]) == {"accuracy": 0.5}
+    raw = ort_run(tmp_path / "plain.onnx", pre.transform(X))
+    assert_close(raw, expected.probabilities)
+    got = InferenceSession(tmp_path / "plain.onnx").predict(X)  # preprocessing from metadata
+    assert_close(got.probabilities, expected.probabilities)
+    assert got.labels == expected.labels
+
+    assert main(["export", str(tmp_path / "m.nnf"), "-o", str(tmp_path / "self.onnx"),
+                 "--include-preprocessing"]) == 0
+    m = onnx.load(str(tmp_path / "self.onnx"))
+    props = {p.key: p.value for p in m.metadata_props}
+    assert "preprocessing" not in props and "preprocessing_in_graph" in props
+    assert [n.op_type for n in m.graph.node][:4] == ["Mul", "Add", "Sub", "Div"]
+    assert_close(ort_run(tmp_path / "self.onnx", X), expected.probabilities)  # raw input
+    got = InferenceSession(tmp_path / "self.onnx").predict(X)  # no double preprocessing
+    assert_close(got.probabilities, expected.probabilities)
+
+
+def test_onnxruntime_backend_has_the_session_api(rng: np.random.Generator) -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1), nn.Sigmoid())
+    numpy_s = InferenceSession(model, task="binary", labels=["no", "yes"])
+    ort_s = InferenceSession(model, backend="onnxruntime", task="binary", labels=["no", "yes"],
+                             threads=2)
+    assert ort_s.backend == "onnxruntime" and ort_s.input_shape == (4,)
+    for n in (1, 5, 33):
+        x = rng.standard_normal((n, 4)).astype(F32)
+        assert_close(ort_s.run(x), numpy_s.run(x))
+    x = rng.standard_normal((9, 4)).astype(F32)
+    a, b = ort_s.predict(x, batch_size=4), numpy_s.predict(x)
+    assert_close(a.probabilities, b.probabilities)
+    assert a.labels == b.labels and (a.classes == b.classes).all()
+
+
+def test_export_errors(tmp_path) -> None:
+    model = nn.Sequential(nn.Linear(3, 2))
+    with pytest.raises(ConfigError, match="expected an opset from 13"):
+        export(model, tmp_path / "m.onnx", opset=11)
+    with pytest.raises(ConfigError, match="expected an nnforge Module"):
+        export(42, tmp_path / "m.onnx")
+    with pytest.raises(ConfigError, match="expected an opset"):
+        graph_to_model(InferenceSession(model).graph, opset=99)
+    assert not (tmp_path / "m.onnx").exists()

@@ -1,0 +1,173 @@
+"""Versions: a new one swaps in under load without a failed request; a broken one is reported
+while the old one keeps serving; the admin endpoints and the API keys."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+import nnforge as nf
+from nnforge import nn
+from nnforge.serve.testing import ServerProcess
+
+API, ADMIN = "client-key", "operator-key"
+SAMPLE = [float(i % 7) for i in range(16)]
+
+
+def stage_version(repo: Path, version: int, seed: int | None) -> Path:
+    """Write a version next to the model and rename it into place (what a deploy should do)."""
+    staging = repo / "clf" / f".staging-{version}"
+    staging.mkdir(parents=True)
+    if seed is None:
+        (staging / "model.nnf").write_bytes(b"PK\x03\x04 this is not a model")
+    else:
+        nf.manual_seed(seed)
+        model = nn.Sequential(nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 5))
+        nf.save(model, staging / "model.nnf", task="multiclass")
+    final = repo / "clf" / str(version)
+    os.rename(staging, final)
+    return final / "model.nnf"
+
+
+class Load:
+    """Threads posting the same sample until stopped (at most `limit` requests each)."""
+
+    def __init__(self, port: int, threads: int = 3, limit: int = 20000) -> None:
+        self.port, self.limit = port, limit
+        self.stop = threading.Event()
+        self.answers: list[list[tuple[int, dict]]] = [[] for _ in range(threads)]
+        self.threads = [threading.Thread(target=self._run, args=(a,), daemon=True)
+                        for a in self.answers]
+
+    def _run(self, out: list[tuple[int, dict]]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        body = json.dumps({"data": SAMPLE})
+        deadline = time.monotonic() + 120  # bounded whatever happens
+        while not self.stop.is_set() and len(out) < self.limit and time.monotonic() < deadline:
+            conn.request("POST", "/v1/models/clf:predict", body,
+                         {"Authorization": f"Bearer {API}"})
+            r = conn.getresponse()
+            out.append((r.status, json.loads(r.read())))
+        conn.close()
+
+    def count(self, version: str | None = None) -> int:
+        return sum(1 for a in self.answers for s, b in list(a)
+                   if version is None or b.get("model_version") == version)
+
+    def wait_for(self, predicate, what: str, timeout: float = 60) -> None:  # noqa: ANN001
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f"gave up waiting for {what}"
+            time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("repo")
+    stage_version(root, 1, seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(repo: Path):  # noqa: ANN201
+    env = {"NNFORGE_API_KEY": API, "NNFORGE_ADMIN_KEY": ADMIN}
+    with ServerProcess([str(repo), "--poll", "0.1", "--no-access-log"], env=env) as srv:
+        yield srv
+
+
+def expected(path: Path) -> dict:
+    pred = nf.InferenceSession(path).predict(np.array([SAMPLE], np.float32))
+    return {"class": int(pred.classes[0]), "probabilities": pred.probabilities[0]}
+
+
+def test_a_new_version_swaps_in_under_load_without_a_failed_request(repo: Path,
+                                                                    server: ServerProcess
+                                                                    ) -> None:
+    v1 = expected(repo / "clf" / "1" / "model.nnf")
+    load = Load(server.http_port)
+    for t in load.threads:
+        t.start()
+    try:
+        load.wait_for(lambda: load.count() >= 60, "answers from version 1")
+        v2_path = stage_version(repo, 2, seed=2)
+        load.wait_for(lambda: load.count("2") >= 60, "answers from version 2")
+    finally:
+        load.stop.set()
+        for t in load.threads:
+            t.join(60)
+    v2 = expected(v2_path)
+    assert v1["class"] != v2["class"] or not np.allclose(v1["probabilities"],
+                                                         v2["probabilities"])
+    for answers in load.answers:
+        assert {s for s, _ in answers} == {200}, [b for s, b in answers if s != 200][:3]
+        versions = [b["model_version"] for _, b in answers]
+        switch = versions.index("2")
+        assert set(versions[:switch]) == {"1"} and set(versions[switch:]) == {"2"}
+        for _, body in answers:
+            want = v1 if body["model_version"] == "1" else v2
+            (row,) = body["predictions"]
+            assert row["class"] == want["class"]
+            np.testing.assert_allclose(np.array(row["probabilities"], np.float32),
+                                       want["probabilities"], rtol=1e-5, atol=1e-7)
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": API}) as c:
+        gone = c.post("/v1/models/clf/versions/1:predict", json={"data": SAMPLE})
+        assert gone.status_code == 404 and "versions served: 2" in gone.json()["error"]
+        assert c.get("/v2/models/clf").json()["versions"] == ["2"]
+
+
+def test_a_broken_version_is_reported_and_the_old_one_keeps_serving(repo: Path,
+                                                                    server: ServerProcess
+                                                                    ) -> None:
+    stage_version(repo, 3, seed=None)
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        def state_of_3() -> dict:
+            rows = c.post("/v2/repository/index", headers=admin).json()
+            return next((r for r in rows if r["version"] == "3"), {})
+
+        deadline = time.monotonic() + 60
+        while "reason" not in state_of_3():
+            assert time.monotonic() < deadline, "version 3 was never tried"
+            time.sleep(0.05)
+        assert state_of_3()["state"] == "UNAVAILABLE"
+        assert "not an nnforge model file" in state_of_3()["reason"] or \
+            "zip" in state_of_3()["reason"]
+        r = c.post("/v1/models/clf:predict", json={"data": SAMPLE}, headers={"X-API-Key": API})
+        assert r.status_code == 200 and r.json()["model_version"] == "2"
+        assert c.get("/v2/health/ready").status_code == 200
+        metrics = c.get("/metrics").text
+        assert 'nnforge_model_load_failures_total{model="clf"} 1.0' in metrics
+
+
+def test_admin_endpoints_and_keys(repo: Path, server: ServerProcess) -> None:
+    body = {"data": SAMPLE}
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        assert c.post("/v1/models/clf:predict", json=body).status_code == 401
+        wrong = c.post("/predict", json=body, headers={"X-API-Key": "guess"})
+        assert wrong.status_code == 401 and "found a wrong key" in wrong.json()["error"]
+        assert c.get("/v2/models/clf").status_code == 401
+        assert c.get("/v2/health/ready").status_code == 200  # probes need no key
+        assert c.get("/metrics").status_code == 200
+        assert c.post("/v2/repository/index", headers={"X-API-Key": API}).status_code == 401
+        admin = {"X-API-Key": ADMIN}
+        assert c.post("/v2/repository/models/clf/unload", headers=admin).json() == {}
+        off = c.post("/predict", json=body, headers={"X-API-Key": API})
+        assert off.status_code == 404 and "is unloaded" in off.json()["error"]
+        assert c.get("/v2/health/ready").status_code == 200  # an unloaded model is intended
+        time.sleep(0.3)  # polling leaves an unloaded model alone
+        assert c.post("/predict", json=body, headers={"X-API-Key": API}).status_code == 404
+        load = c.post("/v2/repository/models/clf/load", headers=admin)
+        assert load.status_code == 400 and "clf version 3" in load.json()["error"]
+        back = c.post("/predict", json=body, headers={"X-API-Key": API})
+        assert back.status_code == 200 and back.json()["model_version"] == "2"
+        missing = c.post("/v2/repository/models/nope/load", headers=admin)
+        assert missing.status_code == 404
+        assert c.post("/v2/repository/models/nope/unload", headers=admin).status_code == 404
