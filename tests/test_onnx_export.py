@@ -117,8 +117,9 @@ def test_every_opset_writes_a_checked_model(rng: np.random.Generator, tmp_path, 
 
 
 def test_fused_graph_is_split_back_into_standard_ops(rng: np.random.Generator, tmp_path) -> None:
-    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.LeakyReLU(0.1), nn.MaxPool2d(2), nn.Conv2d(4, 4, 1),
-                          nn.Tanh(), nn.Flatten(), nn.Linear(36, 5), nn.Sigmoid(), nn.Linear(5, 3))
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.LeakyReLU(0.1), nn.MaxPool2d(2),
+                          nn.Conv2d(4, 4, 1), nn.Tanh(), nn.Flatten(), nn.Linear(36, 5),
+                          nn.Sigmoid(), nn.Linear(5, 3))
     session = InferenceSession(model, input_shape=(1, 8, 8))
     assert {"FusedConv", "FusedGemm"} <= set(session.graph.count_ops())
     x = rng.standard_normal((2, 1, 8, 8)).astype(F32)

@@ -269,6 +269,20 @@ def test_lr_is_writable_and_used():
         opt.lr = -1.0
 
 
+def test_switching_momentum_on_later_adds_a_buffer():
+    p = Parameter(np.zeros(3))
+    opt = optim.SGD([p], lr=1.0)
+    p.grad = np.ones(3)
+    opt.step()
+    opt.momentum = 0.5
+    opt.step()  # the buffer starts as this step's gradient
+    opt.step()
+    np.testing.assert_allclose(p.data, -1.0 - 1.0 - 1.5)
+    opt.weight_decay = 0.1  # needs one more scratch buffer
+    opt.step()
+    np.testing.assert_allclose(p.data, -3.5 - (0.5 * 1.5 + 1.0 - 0.35))
+
+
 def test_step_closure_returns_loss_and_duplicates_count_once():
     p = Parameter(np.zeros(2))
 

@@ -186,3 +186,24 @@ def test_dropout_with_mask_output_and_unsupported_maxpool_indices(rng: np.random
               [ValueInfo("x", ("N", 1, 4, 4))], [ValueInfo("y"), ValueInfo("idx")])
     with pytest.raises(ConfigError, match="Indices"):
         compile_plan(g, [(1, 1, 4, 4)])
+
+
+def test_kernels_never_write_weights_or_inputs(rng: np.random.Generator) -> None:
+    big = rng.standard_normal(40).astype(F32)
+    weights = {"a": big[:6].reshape(1, 6), "w": rng.standard_normal((3, 6)).astype(F32),
+               "c": rng.standard_normal(3).astype(F32)}
+    before = {k: v.copy() for k, v in weights.items()}
+    big_before = big.copy()
+    # a Gemm whose A is a weight view (level none keeps it) and one reading the graph input
+    g = Graph([Node("Gemm", ["a", "w", "c"], ["h"], {"transB": 1}),
+               Node("Gemm", ["x", "w", "c"], ["k"], {"transB": 1}),
+               Node("Add", ["h", "k"], ["y"])],
+              [ValueInfo("x", ("N", 6))], [ValueInfo("y")], weights)
+    x = rng.standard_normal((1, 6)).astype(F32)
+    x_before = x.copy()
+    got = compile_plan(g, [x.shape], check_finite=True).run((x,))[0]
+    _close(got, evaluate_graph(g, x)[0])
+    np.testing.assert_array_equal(big, big_before)
+    np.testing.assert_array_equal(x, x_before)
+    for k, v in weights.items():
+        np.testing.assert_array_equal(v, before[k])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from threadpoolctl import threadpool_info
 
 import nnforge as nf
 from nnforge import nn
@@ -401,3 +402,21 @@ def test_threaded_session_called_from_many_threads(rng: np.random.Generator) -> 
     for t in threads:
         t.join()
     assert failures == []
+
+
+def test_threads_split_gemm_rows_and_restore_blas(rng: np.random.Generator) -> None:
+    model = nn.Sequential(nn.Linear(300, 200), nn.Tanh(), nn.Linear(200, 40), nn.ReLU(),
+                          nn.Linear(40, 3))
+    x = rng.standard_normal((101, 300)).astype(F32)  # 101*300*200 multiply-adds: split
+    session = InferenceSession(model, threads=3)
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    assert_close(session.run(x), _eager(model, x))
+    plan = session._pools[x.shape][0]
+    assert plan.parallel
+    after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    assert after == before  # BLAS went serial for the run only
+    with pytest.raises(DataError):  # the probe runs in every row block
+        bad = x.copy()
+        bad[77, 5] = np.nan
+        session.run(bad)
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before

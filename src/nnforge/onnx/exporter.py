@@ -28,7 +28,8 @@ from .proto import array_to_tensor, make_attribute, value_info_to_proto
 MIN_OPSET = 13
 DEFAULT_OPSET = 17
 #: attribute values that mean "nothing": dropped when the target opset lacks the attribute
-_NEUTRAL = {"training_mode": 0, "saturate": 1, "start": 0, "allowzero": 0}
+_NEUTRAL = {"training_mode": 0, "saturate": 1, "start": 0, "allowzero": 0,
+            "noop_with_empty_axes": 0}
 
 
 def max_opset() -> int:
@@ -169,9 +170,11 @@ def graph_to_model(graph: Graph, opset: int = DEFAULT_OPSET,
                 continue
             emit(op, ins, outs, _adapt(op, attrs, opset, name, ins, inits), name)
     inputs = [value_info_to_proto(v.name, v.shape, v.dtype) for v in g.inputs]
-    outputs = [value_info_to_proto(v.name, info[v.name].shape if v.name in info else v.shape,
-                                   info[v.name].dtype if v.name in info else v.dtype)
-               for v in g.outputs]
+    outputs = []
+    for v in graph.outputs:  # the inferred shape, else the one the graph declares
+        found = info.get(v.name)
+        shape = found.shape if found is not None and found.shape is not None else v.shape
+        outputs.append(value_info_to_proto(v.name, shape, found.dtype if found else v.dtype))
     used = {i for n in nodes for i in n.input}
     tensors = [array_to_tensor(k, a) for k, a in inits.items() if k in used]
     gp = helper.make_graph(nodes, g.name or "main", inputs, outputs, tensors)
@@ -182,11 +185,24 @@ def graph_to_model(graph: Graph, opset: int = DEFAULT_OPSET,
     if metadata:
         helper.set_model_props(model, {k: json.dumps(v) for k, v in metadata.items()})
     try:
+        if any(not o.type.tensor_type.HasField("shape") for o in model.graph.output):
+            _fill_output_types(model)
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ConfigError(f"the exported ONNX model does not pass onnx.checker: "
                           f"{str(exc).strip().splitlines()[0]}") from None
     return model
+
+
+def _fill_output_types(model: onnx.ModelProto) -> None:
+    """Outputs whose shape the IR could not tell get the one ONNX's shape inference finds."""
+    inferred = onnx.shape_inference.infer_shapes(model).graph.output
+    for out, found in zip(model.graph.output, inferred):
+        if not out.type.tensor_type.HasField("shape"):
+            if not found.type.tensor_type.HasField("shape"):
+                raise ConfigError(f"cannot tell the rank of graph output {out.name!r}; expected "
+                                  f"a graph whose output shapes can be inferred")
+            out.type.CopyFrom(found.type)
 
 
 _Std = tuple[str, list[str], list[str], dict[str, Any], str]
@@ -228,6 +244,8 @@ def _adapt(op: str, attrs: dict[str, Any], opset: int, name: str, ins: list[str]
             raise ConfigError(f"{op} {name!r}: opset {opset} needs constant axes")
         attrs["axes"] = [int(a) for a in np.asarray(axes).reshape(-1)]
         del ins[1:]
+    if op == "Pad" and opset < 18 and len(ins) > 3 and ins[3]:
+        raise ConfigError(f"Pad {name!r}: an axes input needs opset 18 or later, found {opset}")
     for key in list(attrs):
         if key not in schema.attributes:
             v = attrs.pop(key)

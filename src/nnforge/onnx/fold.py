@@ -62,6 +62,13 @@ def _sym_of(name: str, g: Graph, sym: dict[str, np.ndarray]) -> np.ndarray | Non
     return None
 
 
+def _objects(values: list[Any]) -> np.ndarray:
+    """A 1-D object array of these Python values (ints, dim names, None)."""
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr
+
+
 def _arith(op: str, a: Any, b: Any) -> Any:
     if not (isinstance(a, int) and isinstance(b, int)):
         return None
@@ -85,7 +92,7 @@ def _symbolic(node: Node, g: Graph, sym: dict[str, np.ndarray], shapes: dict[str
         if s is None:
             return None
         from ..graph.ops_onnx import shape_slice  # noqa: PLC0415 - keeps import order simple
-        return np.array(list(s)[shape_slice(node, len(s))] + [0], dtype=object)[:-1]
+        return _objects(list(s)[shape_slice(node, len(s))])
     args = [_sym_of(i, g, sym) if i else None for i in node.inputs]
     data = args[0]
     if data is None:
@@ -96,8 +103,8 @@ def _symbolic(node: Node, g: Graph, sym: dict[str, np.ndarray], shapes: dict[str
         if args[1] is None:
             return None
         a, b = np.broadcast_arrays(data, args[1])
-        return np.array([_arith(op, x, y) for x, y in zip(a.ravel(), b.ravel())] + [0],
-                        dtype=object)[:-1].reshape(a.shape)
+        return _objects([_arith(op, x, y) for x, y in zip(a.ravel(), b.ravel())]
+                        ).reshape(a.shape)
     if op == "ReduceProd":
         if len(node.inputs) > 1 or data.ndim != 1:
             return None
@@ -281,7 +288,7 @@ def decompose_gemm(graph: Graph) -> Graph:
     """Gemm whose B or C is not an initializer -> [Transpose] MatMul [Mul] [Add]."""
     g = graph.copy()
     nodes: list[Node] = []
-    for n in g.nodes:
+    for n in list(g.nodes):  # _gemm_nodes appends to g.nodes to reserve names
         if n.op == "Gemm" and not all(i in g.initializers for i in n.inputs[1:] if i):
             nodes.extend(_gemm_nodes(g, n))
         else:

@@ -21,7 +21,12 @@ from ..graph.ir import OPSET, Graph, Node, ValueInfo
 from ..graph.ops import OPS
 from ..graph.ops_onnx import ONNX_DTYPES, constant_value
 from .fold import normalize
-from .proto import attribute_value, tensor_to_array, value_info_from_proto
+from .proto import (
+    attribute_value,
+    check_external_files,
+    tensor_to_array,
+    value_info_from_proto,
+)
 
 MIN_OPSET = 13
 _DOMAINS = ("", "ai.onnx")
@@ -52,6 +57,7 @@ def read_model(path: str) -> onnx.ModelProto:
     if not model.HasField("graph") or not model.opset_import:
         raise ModelFileError(f"'{path}' is not an ONNX model: expected a graph and an opset "
                              f"import, found none (truncated or not ONNX)")
+    check_external_files(model, os.path.dirname(os.path.abspath(path)))
     try:  # given the path, the checker finds external data beside the model
         onnx.checker.check_model(path)
     except (onnx.checker.ValidationError, ValueError) as exc:
@@ -90,6 +96,7 @@ def graph_from_model(model: onnx.ModelProto, base_dir: str = ".", source: str = 
         nodes.append(_upgrade(node, opset, inits))
     graph = Graph(nodes, _batch_dim(inputs, outputs), outputs, inits, name=gp.name or "main",
                   opset=OPSET)
+    declared = {v.name: v.shape for v in outputs}
     try:
         graph.validate()
         graph = normalize(graph)
@@ -99,6 +106,9 @@ def graph_from_model(model: onnx.ModelProto, base_dir: str = ".", source: str = 
                          f"{exc}") from None
     except ConfigError as exc:
         raise ConfigError(f"'{source}': {exc}") from None
+    for v in graph.outputs:  # what inference cannot tell (e.g. Squeeze of all 1s), the file can
+        if v.shape is None:
+            v.shape = declared.get(v.name)
     graph.manifest = _manifest(model, graph, source, opset)  # type: ignore[attr-defined]
     return graph
 

@@ -43,15 +43,26 @@ def tensor_to_array(t: TensorProto, base_dir: str) -> np.ndarray:
         raise ModelFileError(f"tensor {t.name!r}: external data offset/length must be integers, "
                              f"found {info.get('offset')!r}/{info.get('length')!r}") from None
     size = os.path.getsize(path)
-    if length != nbytes or offset < 0 or offset + length > size:
-        raise ModelFileError(f"tensor {t.name!r}: expected {nbytes} bytes at offset {offset} of "
-                             f"'{path}' ({size} bytes), found length {length}; the data file is "
-                             f"truncated or does not belong to this model")
+    if length != nbytes or offset < 0:
+        raise ModelFileError(f"tensor {t.name!r}: expected {nbytes} bytes of external data for "
+                             f"shape {shape} {dtype.name}, found offset {offset} length {length}")
+    if offset + length > size:
+        raise ModelFileError(f"tensor {t.name!r}: expected bytes {offset}..{offset + length} of "
+                             f"'{path}', found a file of {size} bytes (truncated, or not this "
+                             f"model's data)")
     if nbytes == 0:
         return np.zeros(shape, dtype.newbyteorder("="))
     flat = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(nbytes // dtype.itemsize,))
     arr = flat.reshape(shape)
     return arr if dtype.isnative else arr.astype(dtype.newbyteorder("="))
+
+
+def check_external_files(model: onnx.ModelProto, base_dir: str) -> None:
+    """ModelFileError unless every external tensor's file is a safe path that exists."""
+    for t in model.graph.initializer:
+        if t.data_location == TensorProto.EXTERNAL:
+            location = next((e.value for e in t.external_data if e.key == "location"), "")
+            _external_path(location, base_dir, t.name)
 
 
 def _external_path(location: str, base_dir: str, name: str) -> str:
@@ -77,7 +88,8 @@ def array_to_tensor(name: str, arr: np.ndarray) -> TensorProto:
     if str(arr.dtype) not in DTYPE_TO_ONNX:
         raise ConfigError(f"initializer {name!r} has dtype {arr.dtype}; expected one of "
                           f"{sorted(DTYPE_TO_ONNX)}")
-    return numpy_helper.from_array(np.ascontiguousarray(arr), name)
+    # not np.ascontiguousarray: it turns a 0-d array (a scalar) into a 1-d one
+    return numpy_helper.from_array(arr if arr.flags.c_contiguous else arr.copy(), name)
 
 
 def attribute_value(attr: AttributeProto, base_dir: str, node: str) -> Any:

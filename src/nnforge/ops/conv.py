@@ -254,8 +254,11 @@ class Conv(Function):
         if need[1]:
             # summed in batch order, so the result does not depend on thread timing
             parts = [partial_gw[k] for k in sorted(partial_gw)]
-            gwt = parts[0] if len(parts) == 1 else np.sum(parts, axis=0)
-            gw = gwt.transpose(0, 2, 1).reshape(w.shape)  # (G, Kg, Og) -> (O, Cg, kh, kw)
+            if not parts:  # an empty batch
+                gw = np.zeros(w.shape, dtype=gy.dtype)
+            else:
+                gwt = parts[0] if len(parts) == 1 else np.sum(parts, axis=0)
+                gw = gwt.transpose(0, 2, 1).reshape(w.shape)  # (G, Kg, Og) -> (O, Cg, kh, kw)
         return (gx, gw) if len(need) == 2 else (gx, gw, gb)
 
     def _offset_major_weight(self) -> Any:

@@ -1,9 +1,10 @@
 """2-D pooling on NCHW arrays: MaxPool, AveragePool and GlobalAveragePool (ONNX names).
 
-Windowed pooling loops over the kh*kw kernel offsets, never over pixels: each offset is one
-strided slice of the (padded) input covering every window at once, so a 2x2 pool is four
-vectorised slices. When stride >= kernel the slices of different offsets never overlap and the
-backward writes them directly instead of accumulating.
+Windowed pooling is separable: first over the kernel's columns, then over its rows. Each
+kernel offset along an axis is one strided slice covering every window at once, so a 2x2 pool
+is two slices per axis; Python loops run over kernel offsets only, never over pixels. Where
+the windows tile an axis exactly (stride == kernel) the backward writes each slice once
+instead of accumulating into a zeroed array.
 """
 
 from __future__ import annotations
@@ -16,15 +17,6 @@ from ..autograd.function import Function
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError
 from .conv import pair
-
-
-def _pool_attrs(fn: Any, kernel: Any, stride: Any, padding: Any) -> None:
-    fn.kernel = pair(kernel, "kernel_size")
-    fn.stride = pair(stride, "stride") if stride is not None else fn.kernel
-    fn.padding = pair(padding, "padding", minimum=0)
-    if fn.padding[0] > fn.kernel[0] // 2 or fn.padding[1] > fn.kernel[1] // 2:
-        raise ConfigError(f"pooling padding must be at most half the kernel size "
-                          f"{fn.kernel}, found {fn.padding}")
 
 
 def _out_size(what: str, x: Any, kernel: tuple[int, int], stride: tuple[int, int],
@@ -53,17 +45,57 @@ def _pad(x: Any, padding: tuple[int, int], value: float) -> Any:
     return xp
 
 
-def _window_slices(kernel: tuple[int, int], stride: tuple[int, int],
-                   out: tuple[int, int]) -> list[tuple[slice, slice]]:
-    """For each kernel offset (row-major), the slices picking that offset in every window."""
-    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out
-    return [(slice(i, i + sh * (oh - 1) + 1, sh), slice(j, j + sw * (ow - 1) + 1, sw))
-            for i in range(kh) for j in range(kw)]
+def _axis_slices(k: int, s: int, out: int) -> list[slice]:
+    """Along one axis, for each kernel offset the slice picking it in every window."""
+    return [slice(i, i + s * (out - 1) + 1, s) for i in range(k)]
+
+
+def _reduce(views: list[Any], op: Any) -> Any:
+    out = np.array(views[0])
+    for v in views[1:]:
+        op(out, v, out=out)
+    return out
+
+
+def _spread(gviews: list[Any], parts: list[Any], accumulate: bool) -> None:
+    """Write each kernel offset's share of the gradient into that offset's slice."""
+    for gv, part in zip(gviews, parts):
+        if accumulate:
+            gv += part
+        else:
+            gv[...] = part
 
 
 class _Pool(Function):
+    what = ""
+
     def __init__(self, kernel: Any, stride: Any = None, padding: Any = 0) -> None:
-        _pool_attrs(self, kernel, stride, padding)
+        self.kernel = pair(kernel, "kernel_size")
+        self.stride = pair(stride, "stride") if stride is not None else self.kernel
+        self.padding = pair(padding, "padding", minimum=0)
+        if self.padding[0] > self.kernel[0] // 2 or self.padding[1] > self.kernel[1] // 2:
+            raise ConfigError(f"pooling padding must be at most half the kernel size "
+                              f"{self.kernel}, found {self.padding}")
+
+    def _prepare(self, x: Any, pad_value: float) -> tuple[Any, tuple[int, int]]:
+        out = _out_size(self.what, x, self.kernel, self.stride, self.padding)
+        self.rows = _axis_slices(self.kernel[0], self.stride[0], out[0])
+        self.cols = _axis_slices(self.kernel[1], self.stride[1], out[1])
+        self.x_shape = x.shape
+        return _pad(x, self.padding, pad_value), out
+
+    def _grad_buffers(self, xp_shape: tuple[int, ...], out: tuple[int, int],
+                      dtype: Any) -> tuple[Any, Any, bool, bool]:
+        """Gradient arrays for the column-reduced and the padded input, and whether each
+        stage's windows overlap (then slices accumulate into zeros)."""
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        over_h, over_w = sh < kh, sw < kw
+        tiled_h = sh == kh and xp_shape[2] == kh * out[0]
+        tiled_w = sw == kw and xp_shape[3] == kw * out[1]
+        # arrays every element of which the slices write need no zeroing first
+        gcm = (np.empty if tiled_h else np.zeros)(xp_shape[:3] + (out[1],), dtype=dtype)
+        gxp = (np.empty if tiled_w else np.zeros)(xp_shape, dtype=dtype)
+        return gcm, gxp, over_h, over_w
 
     def _unpad(self, gxp: Any) -> Any:
         if self.padding == (0, 0):
@@ -72,72 +104,44 @@ class _Pool(Function):
         h, w = self.x_shape[2:]
         return np.ascontiguousarray(gxp[:, :, ph:ph + h, pw:pw + w])
 
-    @property
-    def overlapping(self) -> bool:
-        """True when windows share input pixels (stride smaller than the kernel)."""
-        return self.stride[0] < self.kernel[0] or self.stride[1] < self.kernel[1]
 
-
-def _axis_slices(k: int, s: int, out: int) -> list[slice]:
-    """Along one axis, for each kernel offset the slice picking it in every window."""
-    return [slice(i, i + s * (out - 1) + 1, s) for i in range(k)]
-
-
-def _max_over(views: list[Any]) -> Any:
-    m = np.array(views[0])
-    for v in views[1:]:
-        np.maximum(m, v, out=m)
-    return m
-
-
-def _route_max_grad(g: Any, m: Any, views: list[Any], gviews: list[Any],
-                    accumulate: bool) -> None:
-    """Give g to the first view equal to the maximum m; later ties get nothing."""
-    remaining = g  # gradient not yet claimed by an earlier offset
-    last = len(views) - 1
-    for t, (v, gv) in enumerate(zip(views, gviews)):
-        part = remaining if t == last else remaining * np.equal(v, m)
-        if accumulate:
-            gv += part
-        else:
-            gv[...] = part
-        if t < last:
-            remaining = remaining - part
+def _first_max_parts(g: Any, m: Any, views: list[Any]) -> list[Any]:
+    """g split over the views: all of it to the first view equal to the maximum m."""
+    parts, remaining = [], g  # gradient not yet claimed by an earlier offset
+    for v in views[:-1]:
+        part = remaining * np.equal(v, m)
+        parts.append(part)
+        remaining = remaining - part
+    return parts + [remaining]
 
 
 class MaxPool(_Pool):
     """Maximum over each window; padding counts as -inf.
 
-    Computed separably: the maximum over the kernel columns, then over its rows. The gradient
-    of a window goes to exactly one input, the first maximum in row-major window order (as in
-    PyTorch), so tied maxima (after a ReLU, say) do not multiply the gradient.
+    The gradient of a window goes to exactly one input, the first maximum in row-major window
+    order (as in PyTorch), so tied maxima (zeros after a ReLU, say) do not multiply it.
     """
 
     ir_name = "MaxPool"
+    what = "MaxPool2d"
 
     def forward(self, x: Any) -> Any:
-        oh, ow = _out_size("MaxPool2d", x, self.kernel, self.stride, self.padding)
-        xp = _pad(x, self.padding, -np.inf)
-        self.cols = _axis_slices(self.kernel[1], self.stride[1], ow)
-        self.rows = _axis_slices(self.kernel[0], self.stride[0], oh)
-        cm = _max_over([xp[..., c] for c in self.cols])  # (N, C, Hp, OW)
-        y = _max_over([cm[:, :, r] for r in self.rows])
+        xp, out = self._prepare(x, -np.inf)
+        cm = _reduce([xp[..., c] for c in self.cols], np.maximum)  # (N, C, Hp, OW)
+        y = _reduce([cm[:, :, r] for r in self.rows], np.maximum)
         if self.needs_input_grad[0]:
-            self.xp, self.cm, self.y, self.x_shape = xp, cm, y, x.shape
+            self.xp, self.cm, self.y, self.out = xp, cm, y, out
         return y
 
     def backward(self, gy: Any) -> tuple[Any]:
         xp, cm, rows, cols = self.xp, self.cm, self.rows, self.cols
-        (kh, kw), (sh, sw) = self.kernel, self.stride
-        # windows that tile an axis exactly write every gradient element once: no zeros needed
-        tiled_h = sh == kh and xp.shape[2] == kh * self.y.shape[2]
-        tiled_w = sw == kw and xp.shape[3] == kw * self.y.shape[3]
-        gcm = (np.empty if tiled_h else np.zeros)(cm.shape, dtype=gy.dtype)
-        _route_max_grad(gy, self.y, [cm[:, :, r] for r in rows], [gcm[:, :, r] for r in rows],
-                        accumulate=sh < kh)
-        gxp = (np.empty if tiled_w else np.zeros)(xp.shape, dtype=gy.dtype)
-        _route_max_grad(gcm, cm, [xp[..., c] for c in cols], [gxp[..., c] for c in cols],
-                        accumulate=sw < kw)
+        gcm, gxp, over_h, over_w = self._grad_buffers(xp.shape, self.out, gy.dtype)
+        # the first maximal row of the window, then the first maximal column in that row:
+        # together the first maximum in row-major order
+        parts = _first_max_parts(gy, self.y, [cm[:, :, r] for r in rows])
+        _spread([gcm[:, :, r] for r in rows], parts, over_h)
+        parts = _first_max_parts(gcm, cm, [xp[..., c] for c in cols])
+        _spread([gxp[..., c] for c in cols], parts, over_w)
         return (self._unpad(gxp),)
 
 
@@ -145,6 +149,7 @@ class AveragePool(_Pool):
     """Mean over each window (count_include_pad: whether padded zeros count in the divisor)."""
 
     ir_name = "AveragePool"
+    what = "AvgPool2d"
 
     def __init__(self, kernel: Any, stride: Any = None, padding: Any = 0,
                  count_include_pad: bool = True) -> None:
@@ -166,26 +171,19 @@ class AveragePool(_Pool):
         return np.outer(ch, cw).astype(x.dtype)
 
     def forward(self, x: Any) -> Any:
-        out = _out_size("AvgPool2d", x, self.kernel, self.stride, self.padding)
-        xp = _pad(x, self.padding, 0.0)
-        slices = _window_slices(self.kernel, self.stride, out)
-        y = np.array(xp[(Ellipsis, *slices[0])])
-        for s in slices[1:]:
-            y += xp[(Ellipsis, *s)]
+        xp, out = self._prepare(x, 0.0)
+        cs = _reduce([xp[..., c] for c in self.cols], np.add)  # (N, C, Hp, OW)
+        y = _reduce([cs[:, :, r] for r in self.rows], np.add)
         self.divisor = self._divisor(x, out)
         y /= self.divisor
-        self.slices, self.x_shape, self.xp_shape = slices, x.shape, xp.shape
+        self.xp_shape, self.out = xp.shape, out
         return y
 
     def backward(self, gy: Any) -> tuple[Any]:
+        gcs, gxp, over_h, over_w = self._grad_buffers(self.xp_shape, self.out, gy.dtype)
         g = gy / self.divisor
-        overlapping = self.overlapping
-        gxp = np.zeros(self.xp_shape, dtype=gy.dtype)
-        for s in self.slices:
-            if overlapping:
-                gxp[(Ellipsis, *s)] += g
-            else:
-                gxp[(Ellipsis, *s)] = g
+        _spread([gcs[:, :, r] for r in self.rows], [g] * len(self.rows), over_h)
+        _spread([gxp[..., c] for c in self.cols], [gcs] * len(self.cols), over_w)
         return (self._unpad(gxp),)
 
 

@@ -4,8 +4,8 @@ Why: a NumPy optimizer step is a dozen ufunc passes. Run per parameter over whol
 pass streams every array through the cache again and small parameters pay the call overhead
 for nothing. Here every parameter's `.data` is a view into one flat buffer (state arrays share
 the layout), the update runs on cache-sized chunks so all passes after the first hit L2, small
-parameters are packed into one shared chunk, and the chunks are split over two threads
-(ufuncs release the GIL).
+parameters are packed into one shared chunk, and the chunks can be split over two threads
+(ufuncs release the GIL) when timing shows that pays.
 """
 
 from __future__ import annotations
@@ -85,11 +85,15 @@ class FlatParams:
         self._build_units()
 
     def reset_states(self, names: Sequence[str], num_tmp: int) -> None:
-        """Switch to another set of (zeroed) state buffers, e.g. after loading a config."""
+        """Switch to another set of state buffers (kept where the name stays, else zeros)."""
         self.sync()
+        old = self.states
         self.state_names = tuple(names)
         self.num_tmp = num_tmp
         self._allocate(self.dtype, None)
+        for name in self.state_names:
+            if name in old:
+                self.states[name][...] = old[name]
 
     def _build_units(self) -> None:
         """Split the flat range into chunks and deal them out to the workers."""
@@ -144,10 +148,11 @@ class FlatParams:
     def sync(self) -> None:
         """Move parameters whose `.data` was replaced by the user back into the buffer."""
         for i, (p, view) in enumerate(zip(self.params, self.views)):
-            if p.data is not view:
-                self._rehome(i)
+            if p.data is not view and self._rehome(i):
+                return
 
-    def _rehome(self, i: int) -> None:
+    def _rehome(self, i: int) -> bool:
+        """Copy parameter i's new array into its slot; True when everything was reallocated."""
         p = self.params[i]
         data = p.data
         if tuple(data.shape) != self.shapes[i]:
@@ -159,9 +164,10 @@ class FlatParams:
             new = _common_dtype(self.params)
             old = {k: v.astype(new) for k, v in self.states.items()}
             self._allocate(new, old)
-            return
+            return True
         self.views[i][...] = data
         p.data = self.views[i]
+        return False
 
     # -- the update ----------------------------------------------------------------------------
     def apply(self, kernel: Kernel, scalars: Callable[[int], tuple]) -> None:

@@ -101,8 +101,12 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        self._flat.sync()
-        self._flat.apply(self._kernel, self._scalars)
+        flat = self._flat
+        flat.sync()
+        names, ntmp = self._state_names(), self._num_tmp()
+        if names != flat.state_names or ntmp != flat.num_tmp:
+            flat.reset_states(names, ntmp)  # a hyperparameter such as momentum was switched on
+        flat.apply(self._kernel, self._scalars)
         return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:

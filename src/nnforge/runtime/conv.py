@@ -24,15 +24,12 @@ from numpy.lib.stride_tricks import as_strided
 from ..graph.ir import Node
 from ..graph.ops import conv_geometry, fused_pool_node
 from .kernels import MONOTONE, Ctx, Feed, Step, activation_step, kernel
-from .parallel import run_parts
+from .parallel import BLAS_THREADED_MNK, SERIAL_BLAS, run_parts
 
 #: elements the plan allocates after every buffer, so wide views may read a little past the end
 TAIL = 64
 #: target size of one chunk's gathered matrix: small enough to stay in the L2 cache
 CHUNK_BYTES = 384 * 1024
-#: OpenBLAS runs a GEMM with M*N*K below 2 * 65536 * GEMM_MULTITHREAD_THRESHOLD (4) on one
-#: thread; chunks stay below it so that our worker threads do not fight over BLAS's pool
-BLAS_SERIAL_MNK = 2 * 65536 * 4
 #: target size of a block's product buffer, which the pooling/activation reads in one go
 BLOCK_BYTES = 1024 * 1024
 
@@ -64,16 +61,15 @@ def _conv(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     kg = cg * kh * kw  # rows of the gathered matrix per group
     wq = wp if wide else ow  # columns per output row in the product
     p = oh * wq
-    by_bytes = CHUNK_BYTES // ((kg + 1) * p * e * groups)
-    by_blas = (BLAS_SERIAL_MNK - 1) // (mg * (kg + 1) * p)  # samples per single-threaded GEMM
-    chunk = max(1, min(n, by_bytes, by_blas if by_blas else n))
+    chunk = max(1, min(n, CHUNK_BYTES // ((kg + 1) * p * e * groups)))
+    if not SERIAL_BLAS.available():  # BLAS threads stay on: keep the products below them
+        chunk = max(1, min(chunk, (BLAS_THREADED_MNK - 1) // (mg * (kg + 1) * p)))
     # blocks of whole chunks share one product buffer, finished (pooled) in a few big calls;
     # there are at least as many blocks as threads when the batch allows
     by_res = max(chunk, BLOCK_BYTES // (m * p * e) // chunk * chunk)
     block = min(by_res, max(chunk, -(-n // ctx.threads) // chunk * chunk), n)
     blocks = list(range(0, n, block))
-    # a product too big for serial BLAS is left to BLAS's own threads
-    workers = max(1, min(ctx.threads, len(blocks))) if by_blas else 1
+    workers = max(1, min(ctx.threads, len(blocks)))
     wmat = np.zeros((groups, mg, kg + 1), ctx.dtype)
     wmat[:, :, :kg] = w.reshape(groups, mg, kg)
     if b is not None:
@@ -112,12 +108,14 @@ def _conv(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
             jobs.append((chunks, finish))
         parts.append(_block_runner(jobs, wmat))
     run = run_parts(parts)
+    ctx.split(len(parts))
+    ctx.blas(mg * (kg + 1) * chunk * p)
     copyto = np.copyto
 
     def step(feeds: Any) -> None:
         if copy_in:
             copyto(inner, get(feeds) if get is not None else x)
-        run()
+        run(feeds)
     return step
 
 
@@ -125,7 +123,7 @@ def _block_runner(jobs: list[tuple], wmat: np.ndarray) -> Any:
     """A closure running blocks: per chunk gather and multiply, then finish the block."""
     mm, copyto = np.matmul, np.copyto
 
-    def run() -> None:
+    def run(feeds: Any) -> None:
         for chunks, finish in jobs:
             for win, dest, cols, prod in chunks:
                 copyto(dest, win)

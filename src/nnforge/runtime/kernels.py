@@ -18,6 +18,7 @@ from ..errors import ConfigError, DataError
 from ..graph.ir import Node
 from ..graph.ops import conv_geometry
 from ..ops.activation import erf_array
+from .parallel import BLAS_THREADED_MNK, run_parts
 
 Step = Callable[[Any], None]
 Builder = Callable[..., Step]
@@ -64,6 +65,19 @@ class Ctx:
         self.threads = max(1, int(threads))
         #: graph inputs whose NaN/Inf check a kernel took over
         self.probed: set[int] = set()
+        #: ids of the plan's own buffer arrays (the planner fills this in)
+        self.buffers: set[int] = set()
+        #: BLAS must run on one thread during the plan (see `split` and `blas`)
+        self.serial_blas = False
+
+    def split(self, parts: int) -> None:
+        """A kernel runs `parts` parts on threads of its own: BLAS goes serial meanwhile."""
+        self.serial_blas |= parts > 1
+
+    def blas(self, mnk: int) -> None:
+        """A kernel calls BLAS on a product of mnk multiply-adds: with threads=1, keep BLAS from
+        threading it (its workers would compete with the plan's thread)."""
+        self.serial_blas |= self.threads == 1 and mnk >= BLAS_THREADED_MNK
 
     def finite_probe(self, feed: Feed) -> Callable[[Any], None] | None:
         """For a kernel that sees every element of a graph input: the full check to run when
@@ -219,7 +233,7 @@ def _gemm(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
         a1 = None if get is not None else (a.T if trans_a else a)[0]
         zeros = ctx.const(np.zeros(y1.shape))
         act = None if relu else activation_step(kind, y, ctx, at.get("activation_alpha", 0.01))
-        aug = None if a1 is None or bias is None else _spare_after(a1)
+        aug = None if a1 is None or bias is None else _spare_after(a1, ctx)
         if aug is not None:  # the bias becomes one more weight column, times a constant 1
             w_rows, bias = ctx.const(np.concatenate([w_rows, bias[:, None]], axis=1)), None
             a1, one, k = aug, aug.dtype.type(1), aug.size - 1
@@ -240,33 +254,65 @@ def _gemm(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
         return step_row
     # weights pre-transposed once to (K, N) C-contiguous: BLAS then streams them in order
     wt, zero = ctx.const(w), ctx.const(np.zeros(()))
-    act = None if relu else activation_step(kind, y, ctx, at.get("activation_alpha", 0.01))
-    col0 = y[:, 0]
+    rows, k_dim = y.shape[0], w.shape[0]
+    parts = 1
+    if not trans_a and ctx.threads > 1 and rows * k_dim * y.shape[1] >= PARALLEL_MNK:
+        parts = min(ctx.threads, rows)  # row blocks, one per thread
+    bounds = [rows * i // parts for i in range(parts + 1)]
+    runners = [_gemm_rows(a, get, trans_a, wt, bias, y, r0, r1, kind, probe, zero, ctx,
+                          at.get("activation_alpha", 0.01))
+               for r0, r1 in zip(bounds, bounds[1:])]
+    ctx.split(parts)
+    ctx.blas(rows * k_dim * y.shape[1] // parts)
+    return run_parts(runners)
+
+
+#: a Gemm with at least this many multiply-adds is split into row blocks over the plan's threads
+PARALLEL_MNK = 1 << 20
+
+
+def _gemm_rows(a: Any, get: Any, trans_a: bool, wt: np.ndarray, bias: np.ndarray | None,
+               y: np.ndarray, r0: int, r1: int, kind: str | None, probe: Any,
+               zero: np.ndarray, ctx: Ctx, alpha: float) -> Step:
+    """Gemm (+ bias, + activation) of output rows r0:r1."""
+    yr = y[r0:r1]
+    full = r0 == 0 and r1 == len(y)
+    relu = kind == "Relu"
+    act = None if relu else activation_step(kind, yr, ctx, alpha)
+    col0 = yr[:, 0]
+    ar = None if get is not None else (a.T if trans_a else a)[r0:r1]
+    b = None if bias is None else (bias if bias.ndim == 1 else bias[r0:r1])
 
     def step(feeds: Any) -> None:
-        src = a if get is None else get(feeds)
-        dot(src.T if trans_a else src, wt, out=y)
+        if ar is not None:
+            src = ar
+        else:
+            src = get(feeds).T if trans_a else get(feeds)
+            src = src if full else src[r0:r1]
+        dot(src, wt, out=yr)
         if probe is not None and not isfinite(add.reduce(col0)):
             probe(feeds)
-        if bias is not None:
-            add(y, bias, out=y)
+        if b is not None:
+            add(yr, b, out=yr)
         if relu:
-            maximum(y, zero, out=y)
+            maximum(yr, zero, out=yr)
         elif act is not None:
             act()
     return step
 
 
-def _spare_after(v: np.ndarray) -> np.ndarray | None:
+def _spare_after(v: np.ndarray, ctx: Ctx) -> np.ndarray | None:
     """v extended by one element, when v is a contiguous 1-D start of a larger plan buffer.
 
     The plan allocates spare elements after every buffer and one buffer holds one live value
-    at a time, so the element just past v is free for the kernel reading v to use.
+    at a time, so the element just past v is free for the kernel reading v to use. Never
+    for weights or callers' arrays: only buffers the plan owns (`ctx.buffers`).
     """
     base = v
     while base.base is not None:
         base = base.base
-    if (v.ndim != 1 or not v.flags.c_contiguous or base.ndim != 1 or base.dtype != v.dtype
+    if (id(base) not in ctx.buffers or v.ndim != 1 or not v.flags.c_contiguous
+            or base.ndim != 1 or base.dtype != v.dtype
             or not base.flags.c_contiguous or base.size <= v.size
             or base.ctypes.data != v.ctypes.data):
         return None

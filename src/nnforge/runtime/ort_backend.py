@@ -26,11 +26,12 @@ class OrtPlan:
 
     def __init__(self, graph: Graph, threads: int = 1) -> None:
         try:
-            import onnxruntime as ort  # noqa: PLC0415 - an optional dependency
-        except ImportError:
-            raise ConfigError("backend='onnxruntime' needs the onnxruntime package; install it "
-                              "with: pip install 'nnforge[onnx]'") from None
-        from ..onnx.exporter import graph_to_model  # noqa: PLC0415
+            import onnxruntime as ort  # noqa: PLC0415 - optional dependencies
+
+            from ..onnx.exporter import graph_to_model  # noqa: PLC0415
+        except ImportError as exc:
+            raise ConfigError(f"backend='onnxruntime' needs the {exc.name or 'onnxruntime'} "
+                              f"package; install it with: pip install 'nnforge[onnx]'") from None
 
         model = graph_to_model(graph, ORT_OPSET)
         opts = ort.SessionOptions()

@@ -1,8 +1,11 @@
 """Intra-op parallelism: run independent parts of one kernel on a shared pool of threads.
 
 NumPy releases the GIL inside copies, ufunc loops and BLAS calls, so kernels that split
-their work into independent parts (the convolution's batch chunks) run them on several
-cores with plain Python threads.
+their work into independent parts (a convolution's batch chunks, a Gemm's row blocks) run
+them on several cores with plain Python threads. While a plan with such kernels runs, BLAS
+is switched to one thread (through threadpoolctl, when it is installed): BLAS's own worker
+threads would otherwise compete with ours for the same cores (and OpenBLAS's spin while
+they wait for work), which on a busy machine costs more than it brings.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
+
+Part = Callable[[Any], None]
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
@@ -26,23 +31,72 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def run_parts(parts: Sequence[Callable[[], Any]]) -> Callable[[], None]:
-    """A closure running the parts concurrently (the first in the calling thread)."""
+def run_parts(parts: Sequence[Part]) -> Part:
+    """A closure running parts(feeds) concurrently (the first in the calling thread)."""
     if len(parts) == 1:
         return parts[0]
     first, rest = parts[0], list(parts[1:])
     pool = _executor(len(rest))
 
-    def run() -> None:
-        futures = [pool.submit(p) for p in rest]
+    def run(feeds: Any) -> None:
+        futures = [pool.submit(p, feeds) for p in rest]
         try:
-            first()
+            first(feeds)
         finally:
             # a part no pool thread has started yet (the pool is busy with other callers'
             # parts) runs here instead of waiting in the queue
             for f, part in zip(futures, rest):
                 if f.cancel():
-                    part()
+                    part(feeds)
                 else:
                     f.result()
     return run
+
+
+class _SerialBlas:
+    """Reference-counted switch of the BLAS libraries to one thread (process-wide)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.saved: list[int] = []
+        self.libs: list[Any] | None = None
+
+    def _controllers(self) -> list[Any]:
+        if self.libs is None:
+            try:
+                from threadpoolctl import ThreadpoolController  # noqa: PLC0415 - optional
+            except ImportError:  # without it BLAS keeps its threads; results are the same
+                self.libs = []
+            else:
+                self.libs = [c for c in ThreadpoolController().lib_controllers
+                             if c.user_api == "blas"]
+        return self.libs
+
+    def available(self) -> bool:
+        """True when the BLAS thread count can be switched (threadpoolctl found a BLAS)."""
+        return bool(self._controllers())
+
+    def enter(self) -> None:
+        """First caller in: remember the BLAS thread counts and set them to 1."""
+        with self.lock:
+            if self.depth == 0:
+                libs = self._controllers()
+                self.saved = [c.get_num_threads() for c in libs]
+                for c in libs:
+                    c.set_num_threads(1)
+            self.depth += 1
+
+    def exit(self) -> None:
+        """Last caller out: restore the BLAS thread counts."""
+        with self.lock:
+            self.depth -= 1
+            if self.depth == 0:
+                for c, n in zip(self.libs or [], self.saved):
+                    c.set_num_threads(n)
+
+
+SERIAL_BLAS = _SerialBlas()
+
+#: OpenBLAS threads a GEMM from M*N*K >= 2 * 65536 * GEMM_MULTITHREAD_THRESHOLD (4) on
+BLAS_THREADED_MNK = 2 * 65536 * 4

@@ -20,6 +20,7 @@ from ..graph.shapes import compute_shapes
 from . import conv as _conv  # noqa: F401 - registers the Conv kernels
 from .conv import TAIL
 from .kernels import IN_PLACE, KERNELS, READS_FEEDS, VIEWS, Ctx, Feed
+from .parallel import SERIAL_BLAS
 
 
 class _Storage:
@@ -33,26 +34,40 @@ class Plan:
     """A compiled graph for fixed input shapes: call run(feeds) from one thread at a time."""
 
     def __init__(self, steps: list[Any], outputs: list[Any], nbytes: int,
-                 probed: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+                 probed: frozenset[int] = frozenset(), parallel: bool = False) -> None:
         self.steps = tuple(steps)
         self.outputs = outputs
         #: bytes of buffers and scratch this plan holds
         self.nbytes = nbytes
         #: indices of the graph inputs whose NaN/Inf check the kernels do as they run
         self.probed = probed
+        #: BLAS runs on one thread while this plan runs (its kernels split their own work)
+        self.parallel = parallel
+        first = outputs[0] if outputs else None
+        if isinstance(first, np.ndarray) and not parallel:  # the hot path: nothing to look up
+            run_steps, copy = self.steps, first.copy
+
+            def run_one(feeds: Sequence[np.ndarray]) -> np.ndarray:
+                for step in run_steps:
+                    step(feeds)
+                return copy()
+            self.run_one = run_one  # type: ignore[method-assign]
 
     def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run every kernel; return fresh copies of the outputs."""
-        for step in self.steps:
-            step(feeds)
+        if self.parallel:
+            SERIAL_BLAS.enter()
+        try:
+            for step in self.steps:
+                step(feeds)
+        finally:
+            if self.parallel:
+                SERIAL_BLAS.exit()
         return [o(feeds).copy() if callable(o) else o.copy() for o in self.outputs]
 
     def run_one(self, feeds: Sequence[np.ndarray]) -> np.ndarray:
-        """run() for a graph with one output: the output array itself (the hot path)."""
-        for step in self.steps:
-            step(feeds)
-        out = self.outputs[0]
-        return out(feeds).copy() if callable(out) else out.copy()
+        """run() for a graph with one output: that output."""
+        return self.run(feeds)[0]
 
 
 def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
@@ -147,6 +162,7 @@ def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
     # phase 2: allocate storages (with a tail so wide conv views may read past the end)
     for st in storages:
         st.array = np.zeros(st.size + TAIL, dtype)
+        ctx.buffers.add(id(st.array))
 
     def value(name: str) -> Any:
         if not name:
@@ -168,7 +184,7 @@ def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
     out_values = [value(v.name) for v in graph.outputs]
     out_values = [o.getter() if isinstance(o, Feed) else o for o in out_values]
     nbytes = sum(st.array.nbytes for st in storages) + ctx.nbytes
-    return Plan(steps, out_values, nbytes, frozenset(ctx.probed))
+    return Plan(steps, out_values, nbytes, frozenset(ctx.probed), ctx.serial_blas)
 
 
 def _copy_step(feed: Feed, buf: np.ndarray) -> Any:

@@ -44,8 +44,10 @@ class InferenceSession:
     switches single passes off by name. `input_shape`: one sample's shape, for a Module whose
     first layer does not imply it. `task`, `labels`, `threshold`: post-processing for
     `predict` (default: the model file's manifest). `check_finite`: reject NaN/Inf inputs with
-    a DataError. `threads`: threads a kernel may split its work over (the convolutions); the
-    session is safe to call from many threads at once either way.
+    a DataError. `threads`: how many threads one call may use (default: every CPU); kernels
+    split big products and convolutions over them, and BLAS runs serially inside such calls so
+    that its threads do not compete with ours. The session is safe to call from many threads
+    at once either way.
     """
 
     def __init__(self, path_or_model: str | os.PathLike | Module | Graph,
@@ -53,7 +55,7 @@ class InferenceSession:
                  backend: str = "numpy", *, disabled_passes: Sequence[str] = (),
                  input_shape: Sequence[int | None] | None = None, task: str | None = None,
                  labels: Sequence[Any] | None = None, threshold: float = 0.5,
-                 check_finite: bool = True, threads: int = 1) -> None:
+                 check_finite: bool = True, threads: int | None = None) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"expected backend one of {list(BACKENDS)}, found {backend!r}")
         model = _load(path_or_model)
@@ -73,6 +75,8 @@ class InferenceSession:
         self.optimization = optimization
         self.backend = backend
         self.check_finite = bool(check_finite)
+        if threads is None:
+            threads = os.cpu_count() or 1
         if not isinstance(threads, (int, np.integer)) or threads < 1:
             raise ConfigError(f"expected threads to be a positive integer, found {threads!r}")
         self.threads = int(threads)

@@ -10,6 +10,8 @@ because the worker is woken by a callback scheduled after them.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,12 +44,12 @@ class BatchingConfig:
 
 
 class _Item:
-    __slots__ = ("x", "n", "future", "arrived", "gone", "timer")
+    __slots__ = ("x", "n", "future", "arrived", "gone", "deadline")
 
     def __init__(self, x: np.ndarray, future: asyncio.Future, arrived: float,
-                 gone: Callable[[], bool] | None) -> None:
+                 gone: Callable[[], bool] | None, deadline: float) -> None:
         self.x, self.n, self.future, self.arrived, self.gone = x, len(x), future, arrived, gone
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = deadline
 
 
 def _wake(future: asyncio.Future) -> None:
@@ -64,6 +66,8 @@ class DynamicBatcher:
         self._loop = asyncio.get_running_loop()
         self._queue: list[_Item] = []
         self._queued = 0  # samples in _queue
+        self._running: list[_Item] = []  # the batch being computed
+        self._watchdog: asyncio.TimerHandle | None = None  # fires at the earliest deadline
         self._wakeup: asyncio.Future | None = None
         self._wake_at = 1  # queued samples that end the worker's current wait
         self._closing = False
@@ -86,26 +90,38 @@ class DynamicBatcher:
         if self._queued + n > cfg.max_queue_size and self._queued:
             raise QueueFullError(f"the queue of this model holds {self._queued} samples and admits "
                                  f"at most {cfg.max_queue_size}; retry later")
-        now = time.perf_counter()
-        item = _Item(x, self._loop.create_future(), now if arrived is None else arrived, gone)
-        if cfg.timeout_ms > 0:
-            delay = item.arrived + cfg.timeout_ms / 1000 - now
-            item.timer = self._loop.call_later(delay, self._expire, item)
+        if arrived is None:
+            arrived = time.perf_counter()
+        deadline = arrived + cfg.timeout_ms / 1000 if cfg.timeout_ms > 0 else math.inf
+        item = _Item(x, self._loop.create_future(), arrived, gone, deadline)
         self._queue.append(item)
         self._queued += n
         self.metrics.queued = self._queued
         if self._wakeup is not None and self._queued >= self._wake_at:
             _wake(self._wakeup)
-        try:
-            return await item.future
-        finally:
-            if item.timer is not None:
-                item.timer.cancel()
+        if self._watchdog is None and deadline != math.inf:
+            self._arm(deadline)
+        return await item.future
 
-    def _expire(self, item: _Item) -> None:
-        if not item.future.done():
-            item.future.set_exception(RequestTimeoutError(
-                f"no answer within the request timeout of {self.config.timeout_ms:g} ms"))
+    def _arm(self, deadline: float) -> None:
+        # one timer for all requests instead of one each: it fires at the earliest deadline
+        self._watchdog = self._loop.call_later(max(deadline - time.perf_counter(), 0.0),
+                                               self._expire_due)
+
+    def _expire_due(self) -> None:
+        """Answer every request past its deadline with a timeout; re-arm for the next one."""
+        self._watchdog = None
+        now, upcoming = time.perf_counter(), math.inf
+        for item in itertools.chain(self._running, self._queue):
+            if item.future.done():
+                continue
+            if item.deadline <= now:
+                item.future.set_exception(RequestTimeoutError(
+                    f"no answer within the request timeout of {self.config.timeout_ms:g} ms"))
+            else:
+                upcoming = min(upcoming, item.deadline)
+        if upcoming != math.inf:
+            self._arm(upcoming)
 
     async def close(self) -> None:
         """Stop taking requests, finish the queued ones, stop the worker."""
@@ -113,6 +129,9 @@ class DynamicBatcher:
         if self._wakeup is not None:
             _wake(self._wakeup)
         await asyncio.shield(self._worker)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self._executor is not None:
             self._executor.shutdown(wait=False)
 
@@ -171,11 +190,14 @@ class DynamicBatcher:
         for item in batch:
             m.queue.observe(start - item.arrived)
         x = batch[0].x if len(batch) == 1 else np.concatenate([it.x for it in batch])
+        self._running = batch
         try:
             out = await self._call(x)
         except Exception as exc:  # noqa: BLE001 - every waiting request must get an answer
             await self._isolate(batch, exc)
             return
+        finally:
+            self._running = []
         m.compute.observe(time.perf_counter() - start)
         m.batch.observe(len(x))
         offset = 0

@@ -106,4 +106,5 @@ def decode_simple(doc: Any, model: ServedModel) -> np.ndarray:
         raise InvalidInputError(f"expected exactly one of the keys 'instances' or 'data', found "
                                 f"{sorted(doc)[:10]}")
     what = f"'{keys[0]}'"
-    return to_model_rows(array_from_json(doc[keys[0]], what), model.input, what)
+    data = array_from_json(doc[keys[0]], what, float32=model.input.datatype == "FP32")
+    return to_model_rows(data, model.input, what)

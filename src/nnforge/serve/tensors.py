@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import array
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -17,6 +19,7 @@ DATATYPES: dict[str, np.dtype] = {
     "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
     "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
 }
+_sum = np.add.reduce
 NUMERIC_TO_MODEL = ("FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8",
                     "UINT16", "UINT32", "UINT64")
 _KIND_NAMES = {"b": "booleans", "U": "strings", "S": "bytes", "O": "mixed or null values",
@@ -62,16 +65,43 @@ def _shape_text(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def array_from_json(data: Any, what: str) -> np.ndarray:
-    """A rectangular array of numbers from (nested) JSON lists, or a 400 naming the problem."""
+def _floats(data: list[Any]) -> np.ndarray | None:
+    """float32 rows from a flat list or a list of equal-length flat lists, by the fast route.
+
+    array.array parses a list of Python numbers a third faster than np.array, which first scans
+    the list to infer a dtype, and it refuses strings, nulls and nested lists by itself. None
+    when the data is anything else: the general route then finds what is wrong.
+    """
+    try:
+        if type(data[0]) is not list:
+            return np.frombuffer(array.array("f", data), np.float32)
+        width = len(data[0])
+        if all(type(row) is list and len(row) == width for row in data):
+            flat = array.array("f", itertools.chain.from_iterable(data))
+            return np.frombuffer(flat, np.float32).reshape(len(data), width)
+    except (TypeError, OverflowError, IndexError):
+        pass
+    return None
+
+
+def array_from_json(data: Any, what: str, float32: bool = False) -> np.ndarray:
+    """A rectangular array of numbers from (nested) JSON lists, or a 400 naming the problem.
+
+    With float32, flat and two-level lists come back as float32 straight away (booleans count
+    as 0 and 1 there; values beyond the float32 range become inf, which the caller refuses).
+    """
     if not isinstance(data, list):
-        raise InvalidInputError(f"{what} must be a list of numbers (or of lists of numbers), found "
-                                f"{type(data).__name__ if data is not None else 'null'}")
+        raise InvalidInputError(f"{what} must be a list of numbers (or of lists of numbers), "
+                                f"found {type(data).__name__ if data is not None else 'null'}")
+    if float32 and data:
+        arr = _floats(data)
+        if arr is not None:
+            return arr
     try:
         arr = np.array(data)
     except (ValueError, TypeError, OverflowError) as exc:
-        raise InvalidInputError(f"{what} must be nested lists of numbers with a rectangular shape "
-                                f"({str(exc).split(';')[0]})") from None
+        raise InvalidInputError(f"{what} must be nested lists of numbers with a rectangular "
+                                f"shape ({str(exc).split(';')[0]})") from None
     if arr.dtype.kind not in "fiub":
         raise InvalidInputError(f"{what} must hold numbers, found "
                                 f"{_KIND_NAMES.get(arr.dtype.kind, str(arr.dtype))}")
@@ -105,34 +135,48 @@ def to_model_rows(arr: np.ndarray, spec: TensorSpec, what: str,
     sample of several dimensions, its values flattened (n, size) or (size,).
     """
     shape = spec.shape
-    if arr.dtype.kind not in "fiu":
-        raise InvalidInputError(f"{what} must hold numbers for input {spec.name!r} "
-                                f"({spec.datatype}), found "
-                                f"{_KIND_NAMES.get(arr.dtype.kind, str(arr.dtype))}")
-    flat = len(shape) > 1 and min(shape) > 0  # a fixed multi-dimensional sample may come flat
-    if arr.ndim == len(shape) + 1 and _fits(arr.shape[1:], shape):
+    if arr.shape[1:] == shape and arr.ndim == len(shape) + 1:  # the common cases first
         rows = arr
-    elif allow_single and _fits(arr.shape, shape):
-        rows = arr.reshape(1, *arr.shape)
-    elif flat and arr.ndim == 2 and arr.shape[1] == spec.size:
-        rows = arr.reshape(len(arr), *shape)
-    elif flat and allow_single and arr.ndim == 1 and arr.size == spec.size:
-        rows = arr.reshape(1, *shape)
+    elif allow_single and arr.shape == shape:
+        rows = arr[None]
     else:
-        one = f"{_shape_text(shape)} (one sample) or " if allow_single else ""
-        raise InvalidInputError(f"{what}: expected shape {one}[n, {_shape_text(shape)[1:-1]}] "
-                                f"for input {spec.name!r}, found {_shape_text(arr.shape)}")
+        rows = _reshape(arr, spec, what, allow_single)
     if not len(rows):
         raise InvalidInputError(f"{what}: expected at least one sample, found none")
     target = DATATYPES[spec.datatype]
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes inf, reported below
-        rows = rows.astype(target, copy=False)
-    if target.kind == "f" and not np.isfinite(rows).all():
+    if rows.dtype != target:
+        if rows.dtype.kind not in "fiub" or rows.dtype.kind == "b" and target.kind != "f":
+            raise InvalidInputError(f"{what} must hold numbers for input {spec.name!r} "
+                                    f"({spec.datatype}), found "
+                                    f"{_KIND_NAMES.get(rows.dtype.kind, str(rows.dtype))}")
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes inf: refused below
+            rows = rows.astype(target)
+    # one sum tells that all values are finite; only when it is not, look closer (a sum of
+    # large finite values may overflow)
+    if target.kind == "f" and not math.isfinite(_sum(rows, None)) \
+            and not np.isfinite(rows).all():
         bad = np.argwhere(~np.isfinite(rows))[0]
         raise InvalidInputError(f"{what}: expected finite numbers within the range of "
                                 f"{spec.datatype}, found {rows[tuple(bad)]} at index "
                                 f"{_shape_text(bad.tolist())}")
     return rows
+
+
+def _reshape(arr: np.ndarray, spec: TensorSpec, what: str, allow_single: bool) -> np.ndarray:
+    """The less common layouts: free dimensions, flattened multi-dimensional samples."""
+    shape = spec.shape
+    flat = len(shape) > 1 and min(shape) > 0  # a fixed multi-dimensional sample may come flat
+    if arr.ndim == len(shape) + 1 and _fits(arr.shape[1:], shape):
+        return arr
+    if allow_single and _fits(arr.shape, shape):
+        return arr[None]
+    if flat and arr.ndim == 2 and arr.shape[1] == spec.size:
+        return arr.reshape(len(arr), *shape)
+    if flat and allow_single and arr.ndim == 1 and arr.size == spec.size:
+        return arr.reshape(1, *shape)
+    one = f"{_shape_text(shape)} (one sample) or " if allow_single else ""
+    raise InvalidInputError(f"{what}: expected shape {one}[n, {_shape_text(shape)[1:-1]}] "
+                            f"for input {spec.name!r}, found {_shape_text(arr.shape)}")
 
 
 def bytes_tensor(values: np.ndarray) -> bytes:

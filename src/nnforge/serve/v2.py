@@ -105,7 +105,7 @@ def decode_input(doc: dict[str, Any], binary: memoryview | None, offset: int,
                                 f"found neither")
     if datatype == "BYTES":
         raise InvalidInputError(f"{what}: the model takes numbers, found datatype BYTES")
-    arr = array_from_json(doc["data"], f"{what}: 'data'")
+    arr = array_from_json(doc["data"], f"{what}: 'data'", float32=datatype == "FP32")
     count = math.prod(shape)
     if arr.ndim == 1 and len(shape) != 1 or arr.ndim > 1 and list(arr.shape) != shape:
         if arr.size != count:

@@ -1,0 +1,191 @@
+"""ONNX import errors: one clear nnforge error for unsupported ops (all of them listed), damaged
+or truncated files, graph inputs whose shapes don't fit, unsafe external data, bad metadata."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import nnforge as nf
+from nnforge.cli import main
+from nnforge.errors import ConfigError, ModelFileError, NNForgeError, ShapeError
+from nnforge.onnx import GraphModule, import_model, load, to_module
+from nnforge.runtime import InferenceSession
+
+FIXTURES = Path(__file__).parent / "fixtures" / "onnx"
+F32 = np.float32
+
+
+def _save(path: Path, nodes: list, x_shape: list, inits: dict | None = None, opset: int = 17,
+          y_shape: list | None = None, domains: tuple[str, ...] = (),
+          props: dict[str, str] | None = None) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape or ["N", 2])
+    tensors = [numpy_helper.from_array(np.asarray(v), k) for k, v in (inits or {}).items()]
+    opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, 1) for d in domains]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], tensors),
+                              opset_imports=opsets,
+                              ir_version=helper.find_min_ir_version_for(opsets[:1]))
+    if props:
+        helper.set_model_props(model, props)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_every_unsupported_op_is_listed_in_one_error(tmp_path, capsys) -> None:
+    nodes = [helper.make_node("HardSwish", ["x"], ["a"], name="hs1"),
+             helper.make_node("Relu", ["a"], ["b"], name="ok"),
+             helper.make_node("FusedMatMul", ["b", "b"], ["c"], name="fm", domain="com.microsoft"),
+             helper.make_node("MaxPool", ["c"], ["d"], name="pool", kernel_shape=[2, 2],
+                              ceil_mode=1),
+             helper.make_node("Einsum", ["d"], ["y"], name="sum", equation="ij->ij")]
+    path = _save(tmp_path / "bad.onnx", nodes, ["N", 2], domains=("com.microsoft",))
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    msg = str(err.value)
+    for part in ("HardSwish (node 'hs1')", "com.microsoft.FusedMatMul (node 'fm')",
+                 "MaxPool (node 'pool') with ceil_mode=1", "Einsum (node 'sum')"):
+        assert part in msg
+    assert "4 operator(s)" in msg and "'ok'" not in msg
+    with pytest.raises(ConfigError, match="HardSwish"):
+        InferenceSession(path)
+    assert main(["import", str(path), "-o", str(tmp_path / "bad.nnf")]) == 1
+    err_line = capsys.readouterr().err
+    assert err_line.count("\n") == 1 and "Einsum (node 'sum')" in err_line
+    assert not (tmp_path / "bad.nnf").exists()
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.9, 0.02])
+def test_truncated_file_is_one_model_file_error(tmp_path, cut: float) -> None:
+    data = (FIXTURES / "cnn_bn_classic.onnx").read_bytes()
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(data[:int(len(data) * cut)])
+    with pytest.raises(ModelFileError, match="truncated"):
+        load(path)
+    with pytest.raises(ModelFileError):
+        InferenceSession(path)
+
+
+def test_not_onnx_and_missing_files(tmp_path) -> None:
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    (tmp_path / "text.onnx").write_text("hello, I am not a model\n" * 20)
+    for name in ("empty.onnx", "text.onnx", "missing.onnx"):
+        with pytest.raises(ModelFileError):
+            load(tmp_path / name)
+
+
+def test_external_data_truncated_missing_or_outside(tmp_path) -> None:
+    for f in FIXTURES.glob("mlp_dynamo.onnx*"):
+        shutil.copy(f, tmp_path / f.name)
+    data = tmp_path / "mlp_dynamo.onnx.data"
+    full = data.read_bytes()
+    data.write_bytes(full[:-8])
+    with pytest.raises(ModelFileError, match="truncated"):
+        load(tmp_path / "mlp_dynamo.onnx")
+    data.unlink()
+    with pytest.raises(ModelFileError):
+        load(tmp_path / "mlp_dynamo.onnx")
+
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 64)
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2, 2])
+    w.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", "../secret.bin"), ("offset", "0"), ("length", "16")):
+        w.external_data.append(onnx.StringStringEntryProto(key=k, value=v))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])
+    model = helper.make_model(helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])],
+                                                "g", [x], [y], [w]),
+                              opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, str(inner / "m.onnx"))
+    with pytest.raises(ModelFileError, match="secret.bin"):
+        load(inner / "m.onnx")
+
+
+def test_graph_inputs_that_do_not_fit(tmp_path) -> None:
+    w = np.ones((4, 3), F32)
+    path = _save(tmp_path / "gemm.onnx", [helper.make_node("Gemm", ["x", "w"], ["y"])],
+                 ["N", 5], {"w": w}, y_shape=["N", 3])
+    with pytest.raises(ShapeError, match=r"graph inputs \(x: float32\[N,5\]\) do not fit.*"
+                                         r"inner dimension 4, found 5"):
+        load(path)
+    conv = _save(tmp_path / "conv.onnx", [helper.make_node("Conv", ["x", "w"], ["y"])],
+                 ["N", 3, 8, 8], {"w": np.ones((2, 1, 3, 3), F32)}, y_shape=["N", 2, 6, 6])
+    with pytest.raises(ShapeError, match="input channels 1, found 3"):
+        InferenceSession(conv)
+    ok = _save(tmp_path / "ok.onnx", [helper.make_node("Gemm", ["x", "w"], ["y"])],
+               ["N", 4], {"w": w}, y_shape=["N", 3])
+    session = InferenceSession(ok)
+    with pytest.raises(ShapeError, match=r"expected input of shape \(N, 4\), found \(2, 5\)"):
+        session.run(np.zeros((2, 5), F32))
+
+
+def test_graphs_the_runtime_cannot_compile(tmp_path) -> None:
+    old = _save(tmp_path / "old.onnx", [helper.make_node("Relu", ["x"], ["y"])], ["N", 2],
+                opset=11)
+    with pytest.raises(ConfigError, match="opset 11; expected opset 13 or later"):
+        load(old)
+    # Reshape to (x.shape[1], x.shape[0]): two dims known only at run time
+    chain = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "one"], ["a"]),
+             helper.make_node("Gather", ["s", "zero"], ["b"]),
+             helper.make_node("Concat", ["a", "b"], ["t"], axis=0),
+             helper.make_node("Reshape", ["x", "t"], ["y"], name="swap")]
+    swap = _save(tmp_path / "swap.onnx", chain, ["N", "M"],
+                 {"one": np.array([1]), "zero": np.array([0])}, y_shape=["M", "N"])
+    with pytest.raises(ConfigError, match="Reshape swap: its target shape .* run time"):
+        load(swap)
+    conv = _save(tmp_path / "w.onnx", [helper.make_node("Reshape", ["x", "s"], ["w"]),
+                                       helper.make_node("Conv", ["x", "w"], ["y"], name="c")],
+                 [1, 1, 3, 3], {"s": np.array([1, 1, 3, 3])}, y_shape=[1, 1, 1, 1])
+    with pytest.raises(ConfigError, match="expected constant weights.*Conv 'c'"):
+        load(conv)
+
+
+def test_bad_metadata(tmp_path) -> None:
+    relu = [helper.make_node("Relu", ["x"], ["y"])]
+    with pytest.raises(ModelFileError, match="metadata 'task' must be one of"):
+        load(_save(tmp_path / "a.onnx", relu, ["N", 2], props={"task": '"clustering"'}))
+    with pytest.raises(ModelFileError, match="metadata 'labels' must be JSON"):
+        load(_save(tmp_path / "b.onnx", relu, ["N", 2], props={"labels": "[a, b"}))
+    plain = load(_save(tmp_path / "c.onnx", relu, ["N", 2], props={"task": "binary"}))
+    assert plain.manifest["task"] == "binary"  # a bare string written by another tool
+
+
+def test_graph_module_refuses_bad_configs_and_training(tmp_path) -> None:
+    path = _save(tmp_path / "m.onnx", [helper.make_node("Relu", ["x"], ["y"])], ["N", 2])
+    module = to_module(path)
+    spec = module.get_config()["graph"]
+    assert isinstance(GraphModule(spec), GraphModule)
+    bad_op = dict(spec, nodes=[dict(spec["nodes"][0], op="System")])
+    bad_edge = dict(spec, nodes=[dict(spec["nodes"][0], inputs=["nowhere"])])
+    huge = dict(spec, weights=[{"name": "w", "key": "w_w", "shape": [2**40], "dtype": "float32"}])
+    for bad in (bad_op, bad_edge, huge, {"nodes": 3}, "graph"):
+        with pytest.raises(ConfigError):
+            GraphModule(bad)
+    module.train()
+    with pytest.raises(ConfigError, match="cannot be trained"):
+        module(np.zeros((1, 2), F32))
+    dyn = _save(tmp_path / "dyn.onnx", [helper.make_node("Relu", ["x"], ["y"])], ["N", "C"],
+                y_shape=["N", "C"])
+    with pytest.raises(NNForgeError, match="expected --input-shape"):
+        import_model(dyn, tmp_path / "dyn.nnf")
+    assert main(["import", str(tmp_path / "dyn.onnx"), "-o", str(tmp_path / "dyn.nnf"),
+                 "--input-shape", "3"]) == 0
+    assert nf.load(tmp_path / "dyn.nnf")(np.array([[-1.0, 2.0, -3.0]], F32)).data.tolist() == \
+        [[0.0, 2.0, 0.0]]
+
+
+def test_cli_usage(capsys) -> None:
+    assert main(["import", "m.onnx"]) == 2  # no -o
+    assert "required" in capsys.readouterr().err
+    assert main(["export", "--help"]) == 0
+    assert "--include-preprocessing" in capsys.readouterr().out
+    assert main(["export", "missing.nnf", "-o", "x.onnx"]) == 1
+    assert "missing.nnf" in capsys.readouterr().err

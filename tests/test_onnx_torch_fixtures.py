@@ -1,0 +1,103 @@
+"""Models exported by torch.onnx.export (both exporters; committed fixtures made by
+tests/fixtures/onnx/make_fixtures.py) import into nnforge and match ONNX Runtime."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import nnforge as nf
+from nnforge.cli import main
+from nnforge.onnx import GraphModule, export, load
+from nnforge.runtime import InferenceSession
+
+FIXTURES = Path(__file__).parent / "fixtures" / "onnx"
+FILES = sorted(p.name for p in FIXTURES.glob("*.onnx"))
+F32 = np.float32
+
+
+def assert_close(got: np.ndarray, expected: np.ndarray, rtol: float = 1e-5) -> None:
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=rtol,
+                               atol=rtol * max(1.0, float(np.abs(expected).max())))
+
+
+def _ort(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _inputs(path: Path, n: int) -> np.ndarray:
+    dims = _ort(path).get_inputs()[0].shape[1:]
+    return np.random.default_rng(n).standard_normal((n, *dims)).astype(F32)
+
+
+def test_both_exporters_are_covered() -> None:
+    assert len(FILES) == 6
+    for stem in ("mlp", "cnn_bn", "sigmoid"):
+        kinds = [f for f in FILES if f.startswith(stem + "_")]
+        assert any("classic" in f for f in kinds) and any("dynamo" in f for f in kinds)
+    for name in FILES:
+        model = onnx.load(str(FIXTURES / name), load_external_data=False)
+        external = any(t.data_location == onnx.TensorProto.EXTERNAL
+                       for t in model.graph.initializer)
+        assert external == ("dynamo" in name), name  # torch.export writes external data
+        assert model.opset_import[0].version >= 13
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_fixture_imports_and_matches_onnx_runtime(name: str) -> None:
+    path = FIXTURES / name
+    oracle = _ort(path)
+    sessions = [InferenceSession(path, optimization=level) for level in ("none", "all")]
+    sessions.append(InferenceSession(path, backend="onnxruntime"))
+    for n in (1, 4):
+        x = _inputs(path, n)
+        expected = oracle.run(None, {"input": x})[0]
+        for s in sessions:
+            assert_close(s.run(x), expected)
+    ops = load(path).count_ops()
+    assert not {"Shape", "Gather", "Concat", "Unsqueeze", "Squeeze", "Constant"} & set(ops)
+    if not name.startswith("sigmoid"):
+        assert ops.get("Gelu") == 1 and "Erf" not in ops  # the erf formula became one op
+    if not name.startswith("sigmoid"):
+        assert ops.get("BatchNormalization", 0) >= 1  # kept by the exporters' settings
+
+
+def test_shape_chain_becomes_a_constant_reshape() -> None:
+    graph = load(FIXTURES / "sigmoid_classic17.onnx")
+    reshape = next(n for n in graph.nodes if n.op == "Reshape")
+    assert graph.initializers[reshape.inputs[1]].tolist() == [0, -1]
+    assert graph.inputs[0].shape == ("N", 1, 8, 8)
+
+
+@pytest.mark.parametrize("name", ["cnn_bn_dynamo.onnx", "sigmoid_classic17.onnx"])
+def test_imported_nnf_serves_like_a_native_model(tmp_path, name: str) -> None:
+    # a copy elsewhere: the external data file must travel with the model
+    for f in FIXTURES.glob(name + "*"):
+        shutil.copy(f, tmp_path / f.name)
+    src, nnf = tmp_path / name, tmp_path / "model.nnf"
+    binary = name.startswith("sigmoid")
+    task, labels = ("binary", "no,yes") if binary else ("multiclass", "a,b,c")
+    assert main(["import", str(src), "-o", str(nnf), "--task", task, "--labels", labels]) == 0
+    x = _inputs(src, 6)
+    expected = _ort(src).run(None, {"input": x})[0]
+
+    model = nf.load(nnf)
+    assert isinstance(model, GraphModule) and model.manifest["task"] == task
+    assert_close(model(x).data, expected)
+    pred = InferenceSession(nnf).predict(x)
+    assert pred.labels is not None and len(pred.labels) == 6
+    if binary:
+        assert_close(pred.probabilities, expected[:, 0])  # already a sigmoid: not applied twice
+    else:
+        e = np.exp(expected - expected.max(1, keepdims=True))
+        assert_close(pred.probabilities, e / e.sum(1, keepdims=True))
+        assert pred.labels == [labels.split(",")[i] for i in expected.argmax(1)]
+
+    export(nnf, tmp_path / "again.onnx", opset=13)  # .nnf -> ONNX again
+    assert_close(_ort(tmp_path / "again.onnx").run(None, {"input": x})[0], expected)
