@@ -261,9 +261,9 @@ def test_operator_matches_onnx_runtime(tmp_path, nodes, shape, inits, opset, bat
     sessions = [InferenceSession(path, optimization=level) for level in ("none", "basic", "all")]
     sessions.append(InferenceSession(path, backend="onnxruntime"))  # re-exported at opset 20
     # and re-exported at the lowest opset that can hold it: the other forms of the ops
-    again = graph_to_model(graph, 13 if opset < 18 else opset)
-    sessions.append(lambda x, s=ort.InferenceSession(again.SerializeToString()): s.run(None, {
-        "x": x})[0])
+    again = ort.InferenceSession(graph_to_model(graph, 13 if opset < 18 else opset)
+                                 .SerializeToString())
+    sessions.append(lambda x: again.run(None, {"x": x})[0])
     rng = np.random.default_rng(7)
     for n in batches:
         concrete = tuple(n if isinstance(d, str) else d for d in shape)

@@ -166,12 +166,14 @@ contents = st.fixed_dictionaries({}, optional={
 def infer_requests(draw: st.DrawFn) -> bytes:
     """A ModelInferRequest with random tensors, contents and raw bytes."""
     req = MESSAGES["ModelInferRequest"](
-        model_name=draw(st.sampled_from(["clf", "nope", ""])),
-        model_version=draw(st.sampled_from(["", "1", "7", "x"])), id=draw(st.text(max_size=5)))
-    for _ in range(draw(st.integers(0, 2))):
-        t = req.inputs.add(name=draw(st.sampled_from(["input", "x"])),
-                           datatype=draw(st.sampled_from(DATATYPES)),
-                           shape=draw(st.lists(st.integers(-3, 8) | st.just(2**40), max_size=3)))
+        model_name=draw(st.sampled_from(["clf", "clf", "clf", "nope", ""])),
+        model_version=draw(st.sampled_from(["", "", "1", "7", "x"])),
+        id=draw(st.text(max_size=5)))
+    for _ in range(draw(st.sampled_from([1, 1, 1, 0, 2]))):
+        shape = draw(st.sampled_from([[1, 4], [2, 4], [3, 4], [4]]) | st.lists(
+            st.integers(-3, 8) | st.just(2**40), max_size=3))
+        t = req.inputs.add(name=draw(st.sampled_from(["input", "input", "x"])),
+                           datatype=draw(st.sampled_from(DATATYPES)), shape=shape)
         for field, values in draw(contents).items():
             getattr(t.contents, field).extend(values)
     for _ in range(draw(st.integers(0, 2))):

@@ -41,6 +41,8 @@ class BatchingConfig:
     max_queue_size: int = 2048  # samples waiting; beyond it requests are refused with 503
     timeout_ms: float = 30000.0  # per request, from arrival to answer
     compute: str = "auto"  # "thread": forward passes on a worker thread; "inline": on the loop
+    # threads one forward pass may use; more than one competes with the event loop for the GIL
+    threads: int = 1
 
 
 class _Item:
@@ -189,9 +191,9 @@ class DynamicBatcher:
         start = time.perf_counter()
         for item in batch:
             m.queue.observe(start - item.arrived)
-        x = batch[0].x if len(batch) == 1 else np.concatenate([it.x for it in batch])
         self._running = batch
         try:
+            x = batch[0].x if len(batch) == 1 else np.concatenate([it.x for it in batch])
             out = await self._call(x)
         except Exception as exc:  # noqa: BLE001 - every waiting request must get an answer
             await self._isolate(batch, exc)
@@ -199,7 +201,7 @@ class DynamicBatcher:
         finally:
             self._running = []
         m.compute.observe(time.perf_counter() - start)
-        m.batch.observe(len(x))
+        m.batch.observe(sum(item.n for item in batch))
         offset = 0
         for item in batch:
             if not item.future.done():

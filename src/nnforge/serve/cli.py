@@ -58,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="samples waiting per model before 503 (default 2048)")
     parser.add_argument("--timeout-ms", type=_nonnegative,
                         help="per-request timeout, 0: none (default 30000)")
+    parser.add_argument("--compute", choices=["auto", "inline", "thread"],
+                        help="where forward passes run: the event loop (inline), a worker "
+                             "thread, or auto: a thread for models slower than 2 ms a batch")
+    parser.add_argument("--model-threads", type=positive_int, dest="threads",
+                        help="threads one forward pass may use (default 1)")
     parser.add_argument("--max-body-bytes", type=positive_int,
                         help="largest request body (default 16 MiB)")
     parser.add_argument("--shutdown-grace-s", type=_nonnegative, metavar="SECONDS",
@@ -80,7 +85,8 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)
-    for name in ("max_batch_size", "max_queue_delay_ms", "max_queue_size", "timeout_ms"):
+    for name in ("max_batch_size", "max_queue_delay_ms", "max_queue_size", "timeout_ms",
+                 "compute", "threads"):
         value = getattr(args, name)
         if value is not None:
             setattr(cfg.batching, name, value)

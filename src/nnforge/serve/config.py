@@ -96,6 +96,7 @@ def _int(name: str, value: Any, low: int) -> None:
 def _check_batching(where: str, b: BatchingConfig) -> None:
     _int(f"{where}.max_batch_size", b.max_batch_size, 1)
     _int(f"{where}.max_queue_size", b.max_queue_size, 1)
+    _int(f"{where}.threads", b.threads, 1)
     for name in ("max_queue_delay_ms", "timeout_ms"):
         v = getattr(b, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:

@@ -9,6 +9,7 @@ default pool of the same process.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any, Awaitable, Callable
 
@@ -23,6 +24,7 @@ from .proto._descriptor import SERIALIZED
 from .tensors import DATATYPES, NUMERIC_TO_MODEL, bytes_tensor, check_kind, to_model_rows
 from .v2 import output_tensors
 
+log = logging.getLogger("nnforge.serve")
 SERVICE = "inference.GRPCInferenceService"
 _POOL = descriptor_pool.DescriptorPool()
 _POOL.Add(descriptor_pb2.FileDescriptorProto.FromString(SERIALIZED))
@@ -76,6 +78,9 @@ def decode_infer(req: Any, spec: Any, model_name: str) -> np.ndarray:
                                     f"{count * dtype.itemsize} bytes, found {len(raw)}")
         arr = np.frombuffer(raw, dtype=dtype).reshape(shape)
     else:
+        if t.datatype not in _CONTENTS:
+            raise InvalidInputError(f"{what}: {t.datatype} tensors have no typed contents "
+                                    f"field; send them in raw_input_contents")
         values = getattr(t.contents, _CONTENTS[t.datatype])
         if len(values) != count:
             raise InvalidInputError(f"{what}: shape {shape} needs {count} values in "
@@ -168,6 +173,11 @@ class InferenceService:
         except asyncio.CancelledError:
             outcome, status = "cancelled", "CANCELLED"
             raise
+        except Exception:  # a bug must cost one request, not the connection
+            log.exception("request %s failed", rid)
+            outcome, status = "error", "INTERNAL"
+            await context.abort(grpc.StatusCode.INTERNAL,
+                                f"internal server error (request id {rid}); see the server log")
         finally:
             server.finish(loaded, request.model_name, outcome, arrived, {
                 "request_id": rid, "method": "ModelInfer", "path": SERVICE, "status": status,

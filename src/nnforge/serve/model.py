@@ -52,9 +52,10 @@ class ServedModel:
 
     @classmethod
     def load(cls, name: str, version: str, path: str | os.PathLike,
-             max_batch_size: int = 64) -> ServedModel:
+             max_batch_size: int = 64, threads: int = 1) -> ServedModel:
         """Open a `.nnf` file as a served model version."""
-        return cls(name, version, InferenceSession(path), os.fspath(path), max_batch_size)
+        return cls(name, version, InferenceSession(path, threads=threads), os.fspath(path),
+                   max_batch_size)
 
     def _output_specs(self) -> list[TensorSpec]:
         out_shape = _dims(self.session.output_shape)
@@ -166,11 +167,11 @@ def batch_buckets(max_batch_size: int) -> list[int]:
     return [*steps, max_batch_size]
 
 
-def timed_load(name: str, version: str, path: str | os.PathLike,
-               max_batch_size: int) -> ServedModel:
+def timed_load(name: str, version: str, path: str | os.PathLike, max_batch_size: int,
+               threads: int = 1) -> ServedModel:
     """Load and warm up a version, recording how long it took."""
     start = time.perf_counter()
-    model = ServedModel.load(name, version, path, max_batch_size)
+    model = ServedModel.load(name, version, path, max_batch_size, threads)
     model.warm_up()
     model.load_seconds = time.perf_counter() - start
     return model

@@ -85,7 +85,8 @@ async def _start_grpc(server: InferenceServer, config: ServeConfig) -> tuple[Any
                                            ("grpc.max_send_message_length", -1),
                                            ("grpc.so_reuseport", 0)])
     grpc_server.add_generic_rpc_handlers((generic_handler(InferenceService(server)),))
-    address = f"{config.host}:{config.grpc_port}"
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    address = f"{host}:{config.grpc_port}"
     try:
         port = grpc_server.add_insecure_port(address)
     except RuntimeError as exc:
