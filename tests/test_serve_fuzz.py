@@ -66,11 +66,28 @@ numbers = st.floats(-1e6, 1e6, width=32) | st.integers(-300, 300)
 samples = st.one_of(st.lists(numbers, min_size=0, max_size=9),
                     st.lists(st.lists(numbers, min_size=3, max_size=5), max_size=4), json_values)
 shapes = st.lists(st.integers(-2, 6) | st.sampled_from([2**31, 10**12]), max_size=4)
-tensor = st.fixed_dictionaries(
+random_tensor = st.fixed_dictionaries(
     {"name": st.sampled_from(["input", "x", ""]), "shape": shapes | json_values,
      "datatype": st.sampled_from(DATATYPES), "data": samples},
     optional={"parameters": st.fixed_dictionaries(
         {}, optional={"binary_data_size": st.integers(-4, 64) | json_values})})
+
+
+@st.composite
+def fitting_tensor(draw: st.DrawFn) -> dict:
+    """A tensor the model could take (n rows of 4), with one thing possibly changed."""
+    rows = draw(st.integers(0, 3))
+    data = draw(st.lists(numbers | st.sampled_from([1e39, -1e39, True]), min_size=rows * 4,
+                         max_size=rows * 4))
+    doc = {"name": "input", "shape": [rows, 4], "datatype": draw(st.sampled_from(DATATYPES)),
+           "data": data}
+    if draw(st.booleans()):
+        key = draw(st.sampled_from(["name", "shape", "datatype", "data"]))
+        doc[key] = draw(json_values)
+    return doc
+
+
+tensor = fitting_tensor() | random_tensor
 v2_docs = st.fixed_dictionaries(
     {"inputs": st.lists(tensor, max_size=2) | json_values},
     optional={"outputs": st.lists(st.fixed_dictionaries(

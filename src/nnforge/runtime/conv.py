@@ -5,12 +5,13 @@
   (channel, kernel offset) row of a sample is ONE contiguous slice of the padded input,
   starting at i*Wp + j; the Wp - OW extra columns are computed and dropped.
 * The bias rides along in the product as a constant row of ones.
-* The batch is processed in chunks of a few samples, so the gathered matrix and the product
-  stay in cache while the next steps read them: the activation is applied while copying the
-  product into the NCHW output, or, with a fused MaxPool (FusedConv `pool` attributes), the
-  pool reads the product directly and the activation runs on the 4x smaller pooled output
-  (max pooling commutes with non-decreasing activations).
-* With `threads` > 1 the chunks are shared among that many threads (NumPy releases the GIL in
+* The batch is gathered and multiplied in chunks of a few samples, so the gathered matrix
+  stays in cache. Blocks of chunks write one product buffer, which is then finished in a few
+  large calls: the activation is applied while copying the product into the NCHW output, or,
+  with a fused MaxPool (FusedConv `pool` attributes), the pool reads the product directly
+  (rows first, on contiguous data) and the activation runs on the smaller pooled output (max
+  pooling commutes with non-decreasing activations).
+* With `threads` > 1 the blocks are shared among that many threads (NumPy releases the GIL in
   the copies, the products and the ufuncs), each with its own scratch.
 """
 
@@ -50,6 +51,7 @@ def _conv(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     margin = (kw - 1) * dw + 8  # how far a wide view reads past its plane
     # the windows read the caller's buffer, or a private zero-padded copy
     copy_in = bool(ph0 or pw0 or ph1 or pw1) or isinstance(x, Feed) or (wide and margin > TAIL)
+    get = None
     if copy_in:
         flat = ctx.scratch(n * c * hp * wp + margin, fill=0.0)
         src = flat[:n * c * hp * wp].reshape(n, c, hp, wp)

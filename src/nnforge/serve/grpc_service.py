@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Any, Awaitable, Callable
 
@@ -67,7 +68,7 @@ def decode_infer(req: Any, spec: Any, model_name: str) -> np.ndarray:
         raise InvalidInputError(f"{what}: expected one of {list(NUMERIC_TO_MODEL)}, found "
                                 f"{t.datatype!r:.40}")
     dtype = DATATYPES[t.datatype]
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)  # Python integers: a product of huge dimensions must not wrap
     if len(req.raw_input_contents):
         if len(req.raw_input_contents) != 1:
             raise InvalidInputError(f"expected 1 raw_input_contents entry, found "
