@@ -11,7 +11,7 @@ sliding_window_view + tensordot, pooling by reshape + max). Threads are pinned t
 everything: OpenBLAS through threadpoolctl, torch.set_num_threads, ORT intra_op_num_threads,
 nnforge `threads=`. Implementations are timed in alternating rounds so machine noise hits all
 alike. Batch 1: latency p50/p99 in microseconds; other batches: samples/s (median of rounds).
-Run: .venv/bin/python benchmarks/infer_speed.py [--rounds 5] [--models mlp,lenet]
+Run: .venv/bin/python benchmarks/infer_speed.py [--rounds 15] [--models mlp,lenet]
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ def bench_model(name: str, weights: Weights, input_shape: tuple[int, ...],
                 call = functools.partial(f, x)
                 if batch == 1:
                     call()
-                    results[k].setdefault("lat", []).extend(latencies_us(call, 2000))
+                    results[k].setdefault("lat", []).extend(latencies_us(call, 400))
                 else:
                     results[k].setdefault(str(batch), []).append(throughput(call, batch,
                                                                             seconds))
@@ -237,8 +237,9 @@ def bench_model(name: str, weights: Weights, input_shape: tuple[int, ...],
 def main() -> None:
     """Parse flags, run, print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--seconds", type=float, default=0.3, help="per throughput measurement")
+    ap.add_argument("--rounds", type=int, default=15,
+                    help="alternating rounds (many short ones spread machine noise evenly)")
+    ap.add_argument("--seconds", type=float, default=0.05, help="per throughput measurement")
     ap.add_argument("--models", default="mlp,lenet")
     ap.add_argument("--batches", default="1,32,256,4096")
     args = ap.parse_args()

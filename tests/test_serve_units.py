@@ -29,11 +29,11 @@ from nnforge.serve.errors import (
     UnavailableError,
 )
 from nnforge.serve.grpc_service import MESSAGES, message
-from nnforge.serve.http_app import decompress, match_inference
 from nnforge.serve.metrics import ServerMetrics
 from nnforge.serve.model import ServedModel, batch_buckets
 from nnforge.serve.proto import _descriptor, compile_proto
 from nnforge.serve.repository import VersionPolicy
+from nnforge.serve.rest import decompress, match_inference
 from nnforge.serve.tensors import TensorSpec, array_from_json, to_model_rows
 from nnforge.serve.v2 import Requested, decode_request, encode_response
 

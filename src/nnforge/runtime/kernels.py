@@ -18,7 +18,7 @@ from ..errors import ConfigError, DataError
 from ..graph.ir import Node
 from ..graph.ops import conv_geometry
 from ..ops.activation import erf_array
-from .parallel import BLAS_THREADED_MNK, run_parts
+from .parallel import BLAS_THREADED_MNK, SERIAL_BLAS, run_parts
 
 Step = Callable[[Any], None]
 Builder = Callable[..., Step]
@@ -256,7 +256,8 @@ def _gemm(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     wt, zero = ctx.const(w), ctx.const(np.zeros(()))
     rows, k_dim = y.shape[0], w.shape[0]
     parts = 1
-    if not trans_a and ctx.threads > 1 and rows * k_dim * y.shape[1] >= PARALLEL_MNK:
+    if (not trans_a and ctx.threads > 1 and rows * k_dim * y.shape[1] >= PARALLEL_MNK
+            and SERIAL_BLAS.available()):  # else BLAS's own threads split the product
         parts = min(ctx.threads, rows)  # row blocks, one per thread
     bounds = [rows * i // parts for i in range(parts + 1)]
     runners = [_gemm_rows(a, get, trans_a, wt, bias, y, r0, r1, kind, probe, zero, ctx,

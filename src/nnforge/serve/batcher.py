@@ -85,6 +85,12 @@ class DynamicBatcher:
     async def infer(self, x: np.ndarray, arrived: float | None = None,
                     gone: Callable[[], bool] | None = None) -> Outputs:
         """The model's outputs for the rows of x (computed in a batch with other requests)."""
+        return await self.submit(x, arrived, gone)
+
+    def submit(self, x: np.ndarray, arrived: float | None = None,
+               gone: Callable[[], bool] | None = None) -> asyncio.Future:
+        """Queue the rows of x; a future of their outputs. Raises QueueFullError at once when
+        the queue is full. `gone()` tells that nobody waits for the answer any more."""
         cfg = self.config
         if self._closing:
             raise UnavailableError("the model version is being unloaded; retry")
@@ -103,7 +109,7 @@ class DynamicBatcher:
             _wake(self._wakeup)
         if self._watchdog is None and deadline != math.inf:
             self._arm(deadline)
-        return await item.future
+        return item.future
 
     def _arm(self, deadline: float) -> None:
         # one timer for all requests instead of one each: it fires at the earliest deadline

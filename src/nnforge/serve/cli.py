@@ -69,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="on SIGTERM, how long requests in flight may take (default 10)")
     parser.add_argument("--blas-threads", type=positive_int,
                         help="threads of the BLAS library (default: its own choice)")
+    parser.add_argument("--no-fast-http", action="store_true",
+                        help="send inference requests through ASGI like every other route "
+                             "(slower; for comparison and debugging)")
     parser.add_argument("--no-access-log", action="store_true",
                         help="do not write a JSON access record per request")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -96,6 +99,8 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
         cfg.grpc_port = None
     if args.no_access_log:
         cfg.access_log = False
+    if args.no_fast_http:
+        cfg.fast_http = False
     return cfg.validate()
 
 

@@ -62,6 +62,7 @@ class ServeConfig:
     shutdown_grace_s: float = 10.0
     keep_alive_s: float = 5.0
     blas_threads: int | None = None  # None: leave the BLAS library's default
+    fast_http: bool = True  # inference requests skip ASGI (see fasthttp.py); False: plain uvicorn
 
     def validate(self) -> ServeConfig:
         """Check ranges and the policy; returns self."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import itertools
 import os
@@ -67,15 +68,19 @@ class InferenceServer:
                                     f"'X-API-Key', found {found}")
 
     # -- inference ---------------------------------------------------------------------------
-    async def infer(self, loaded: LoadedVersion, x: np.ndarray, arrived: float,
-                    gone: Callable[[], bool] | None = None) -> Outputs:
-        """Run x through the version's batcher, counting it in flight meanwhile."""
+    def submit(self, loaded: LoadedVersion, x: np.ndarray, arrived: float,
+               gone: Callable[[], bool] | None = None) -> asyncio.Future:
+        """Queue x on the version's batcher, counting it in flight until answered."""
+        future = loaded.batcher.submit(x, arrived, gone)
         m = loaded.batcher.metrics
         m.inflight += 1
-        try:
-            return await loaded.batcher.infer(x, arrived, gone)
-        finally:
-            m.inflight -= 1
+        future.add_done_callback(lambda _: _leave(m))
+        return future
+
+    async def infer(self, loaded: LoadedVersion, x: np.ndarray, arrived: float,
+                    gone: Callable[[], bool] | None = None) -> Outputs:
+        """Run x through the version's batcher (see submit)."""
+        return await self.submit(loaded, x, arrived, gone)
 
     def finish(self, loaded: LoadedVersion | None, name: str | None, outcome: str,
                arrived: float, record: dict[str, Any]) -> None:
@@ -93,6 +98,10 @@ class InferenceServer:
         record["model"], record["version"], record["outcome"] = model, version, outcome
         record["latency_ms"] = round(seconds * 1000, 3)
         self.access_log.write(record)
+
+
+def _leave(m: Any) -> None:
+    m.inflight -= 1
 
 
 def decode_simple(doc: Any, model: ServedModel) -> np.ndarray:

@@ -192,17 +192,21 @@ class ModelRepository:
         rows = []
         for name in sorted(set(on_disk) | set(self.models)):
             entry = self.models.get(name)
-            for version in sorted(set(on_disk.get(name, {})) | set(
-                    entry.versions if entry else ()), key=int):
+            files = on_disk.get(name, {})
+            wanted = {str(v) for v in self.policy.select([int(v) for v in files])}
+            for version in sorted(set(files) | set(entry.versions if entry else ()), key=int):
                 row: dict[str, Any] = {"name": name, "version": version}
                 if entry and version in entry.versions:
                     row["state"] = "READY"
                 elif entry and version in entry.failures:
                     row.update(state="UNAVAILABLE", reason=entry.failures[version][1])
+                elif entry and entry.unloaded:
+                    row.update(state="UNAVAILABLE", reason="model unloaded")
+                elif version in wanted:
+                    row.update(state="LOADING", reason="not loaded yet")
                 else:
-                    row.update(state="UNAVAILABLE", reason="not served (version policy "
-                               f"{self.policy}" + (", model unloaded)" if entry and
-                                                   entry.unloaded else ")"))
+                    row.update(state="UNAVAILABLE",
+                               reason=f"not served (version policy {self.policy})")
                 rows.append(row)
         return rows
 

@@ -61,8 +61,11 @@ async def load_repository(config: ServeConfig, metrics: ServerMetrics) -> ModelR
 def _uvicorn_server(app: ServeApp, config: ServeConfig) -> Any:
     import uvicorn  # noqa: PLC0415 - heavy, and only the server needs it
 
+    from .fasthttp import protocol_class  # noqa: PLC0415
+
+    http = (protocol_class(app) if config.fast_http else None) or "auto"
     uv_config = uvicorn.Config(
-        app, host=config.host, port=config.port, loop="none", http="auto", interface="asgi3",
+        app, host=config.host, port=config.port, loop="none", http=http, interface="asgi3",
         lifespan="off", log_config=None, access_log=False, proxy_headers=False,
         server_header=False, limit_concurrency=config.max_connections,
         timeout_keep_alive=int(config.keep_alive_s),
