@@ -9,8 +9,10 @@ Peers: ONNX Runtime (model built with onnx.helper from the same arrays), PyTorch
 inference_mode, and a naive NumPy forward as blog posts write it (`x @ W.T + b`; convolution by
 sliding_window_view + tensordot, pooling by reshape + max). Threads are pinned to 2 for
 everything: OpenBLAS through threadpoolctl, torch.set_num_threads, ORT intra_op_num_threads,
-nnforge `threads=`. Implementations are timed in alternating rounds so machine noise hits all
-alike. Batch 1: latency p50/p99 in microseconds; other batches: samples/s (median of rounds).
+nnforge `threads=`. Implementations are timed in many short alternating rounds so machine
+noise hits all alike, with a short pause between implementations so that one's idle worker
+threads (OpenBLAS's spin a while after each call) do not slow the next. Batch 1: latency
+p50/p99 in microseconds; other batches: samples/s (median of rounds).
 Run: .venv/bin/python benchmarks/infer_speed.py [--rounds 15] [--models mlp,lenet]
 """
 
@@ -37,6 +39,7 @@ import nnforge as nf  # noqa: E402
 from nnforge import nn  # noqa: E402
 
 Weights = list[tuple[str, np.ndarray, np.ndarray]]  # (kind, weight, bias) per layer
+SETTLE_SECONDS = 0.15
 
 
 # -- models -----------------------------------------------------------------------------------
@@ -180,7 +183,7 @@ def throughput(fn: Callable[[], object], batch: int, min_seconds: float) -> floa
         fn()
         calls += 1
         elapsed = time.perf_counter() - t0
-        if elapsed >= min_seconds and calls >= 3:
+        if elapsed >= min_seconds:
             return batch * calls / elapsed
 
 
@@ -210,6 +213,9 @@ def bench_model(name: str, weights: Weights, input_shape: tuple[int, ...],
         x = rng.standard_normal((batch, *input_shape)).astype(np.float32)
         for _ in range(rounds):
             for k, f in impls.items():
+                # let the previous implementation's worker threads go idle first: OpenBLAS's
+                # spin for ~0.1 s after each threaded call and would tax whoever runs next
+                time.sleep(SETTLE_SECONDS)
                 call = functools.partial(f, x)
                 if batch == 1:
                     call()

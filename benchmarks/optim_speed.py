@@ -75,12 +75,19 @@ def inplace_adam(grads: list[np.ndarray]) -> Callable[[], None]:
     return step
 
 
-def nnforge_opt(grads: list[np.ndarray], cls: type, **kwargs) -> Callable[[], None]:
+#: nnforge optimizers left to choose their thread count, to report what they chose
+AUTO: dict[str, optim.Optimizer] = {}
+
+
+def nnforge_opt(grads: list[np.ndarray], cls: type, label: str = "",
+                **kwargs) -> Callable[[], None]:
     """An nnforge optimizer over Parameters holding the fixed gradients."""
     ps = [Parameter(np.zeros(s, np.float32)) for s in SHAPES]
     opt = cls(ps, **kwargs)
     for p, g in zip(ps, grads):
         p.grad = g
+    if label:
+        AUTO[label] = opt
     return opt.step
 
 
@@ -159,7 +166,8 @@ def main() -> None:
         "NumPy Adam in place, per parameter": inplace_adam(g),
         "nnforge Adam, 1 thread": nnforge_opt(g, optim.Adam, lr=LR, threads=1),
         "nnforge Adam, 2 threads": nnforge_opt(g, optim.Adam, lr=LR, threads=2),
-        "nnforge Adam, threads=None (timed choice)": nnforge_opt(g, optim.Adam, lr=LR),
+        "nnforge Adam, threads=None (timed choice)": nnforge_opt(g, optim.Adam, "alone",
+                                                                 lr=LR),
     }
     if not args.no_torch:
         adam["torch Adam (default, foreach)"] = torch_opt(g, "Adam", lr=LR)
@@ -188,12 +196,15 @@ def main() -> None:
             "matmuls + nnforge Adam, 2 threads": with_matmuls(
                 nnforge_opt(g, optim.Adam, lr=LR, threads=2)),
             "matmuls + nnforge Adam, threads=None": with_matmuls(
-                nnforge_opt(g, optim.Adam, lr=LR)),
+                nnforge_opt(g, optim.Adam, "in the training loop", lr=LR)),
             "matmuls + NumPy Adam in place": with_matmuls(inplace_adam(g)),
         }
         report("Training loop: the MLP's 9 matmuls per step (OpenBLAS, 2 threads) + the step",
                measure(loop, args.steps, args.repeats), args.steps,
                "matmuls only (no optimizer)")
+    chosen = ", ".join(f"{k}: {o._flat.chooser.mode}" for k, o in AUTO.items()
+                       if o._flat.chooser is not None)
+    print(f"\nthreads=None settled on (worker count at the end): {chosen}")
 
 
 if __name__ == "__main__":

@@ -178,19 +178,22 @@ def test_one_two_and_auto_threads_give_identical_bits():
 
 def test_thread_chooser_follows_the_timings():
     ch = _Chooser()
-    picks = []
-    for step in range(2 * ch.WARMUP + 2 * ch.PERIOD):
+    clock, picks = 0.0, []
+    for step in range(2 * ch.PERIOD):
         mode = ch.pick()
         picks.append(mode)
         slow_two = step < ch.PERIOD  # two threads lose in the first round, win in the second
-        ch.record(mode, 2.0 if (mode == 2) == slow_two else 1.0)
-    probe = 2 * ch.PROBE
-    assert picks[:ch.WARMUP] == [1] * ch.WARMUP
-    assert picks[ch.WARMUP:ch.WARMUP + probe] == [1, 2] * ch.PROBE
-    assert set(picks[ch.WARMUP + probe:ch.WARMUP + ch.PERIOD]) == {1}
-    start = ch.WARMUP + ch.PERIOD
-    assert picks[start:start + probe] == [1, 2] * ch.PROBE
-    assert set(picks[start + probe:start + ch.PERIOD]) == {2}
+        clock += 2.0 if (mode == 2) == slow_two else 1.0
+        ch.record(mode, clock)
+    probe = [1] * ch.PROBE + [2] * ch.PROBE
+    n = len(probe)
+    assert picks[:n] == probe and set(picks[n:ch.PERIOD]) == {1}
+    assert picks[ch.PERIOD:ch.PERIOD + n] == probe and set(picks[ch.PERIOD + n:]) == {2}
+    # a tie keeps one thread
+    ch = _Chooser()
+    for _ in range(n):
+        ch.record(ch.pick(), 1.0 + ch.n)
+    assert ch.pick() == 1
 
 
 def test_replaced_parameter_is_rehomed():

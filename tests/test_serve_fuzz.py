@@ -163,7 +163,7 @@ def bodies(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
     return body, headers
 
 
-path_params = st.sampled_from(["clf", "1", "2", "nope"]) | st.text(
+path_params = st.sampled_from(["clf", "1", "2", "nope", "\u00b2", "9" * 40, "01"]) | st.text(
     string.printable, min_size=1, max_size=12)
 
 

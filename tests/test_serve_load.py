@@ -6,6 +6,7 @@ import asyncio
 import re
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import orjson
@@ -14,6 +15,7 @@ import pytest
 
 import nnforge as nf
 from nnforge import nn
+from nnforge.serve.grpc_service import MESSAGES, SERVICE
 from nnforge.serve.testing import ServerProcess, post_many
 
 
@@ -57,7 +59,24 @@ def test_500_concurrent_requests_are_batched_and_equal_the_unbatched_answers(
     assert batches < 500
 
 
-async def _fill_queue_then_overflow(srv: ServerProcess) -> tuple[list[int], int, str, bool]:
+def grpc_infer(port: int) -> grpc.StatusCode:
+    """The status of one gRPC ModelInfer of a sample of ones."""
+    req = MESSAGES["ModelInferRequest"](model_name="clf")
+    req.inputs.add(name="input", datatype="FP32", shape=[1, 64])
+    req.raw_input_contents.append(np.ones(64, np.float32).tobytes())
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(f"/{SERVICE}/ModelInfer",
+                                   request_serializer=MESSAGES["ModelInferRequest"].
+                                   SerializeToString, response_deserializer=lambda b: b)
+        try:
+            call(req, timeout=30)
+        except grpc.RpcError as exc:
+            return exc.code()
+    return grpc.StatusCode.OK
+
+
+async def _fill_queue_then_overflow(srv: ServerProcess
+                                    ) -> tuple[list[int], int, str, bool, grpc.StatusCode]:
     async with httpx.AsyncClient(base_url=srv.url, timeout=60) as client:
         body = {"data": [1.0] * 64}
         waiting = [asyncio.ensure_future(client.post("/predict", json=body)) for _ in range(8)]
@@ -67,21 +86,25 @@ async def _fill_queue_then_overflow(srv: ServerProcess) -> tuple[list[int], int,
                 break
             await asyncio.sleep(0.005)
         overflow = await client.post("/predict", json=body)
+        overflow_grpc = await asyncio.to_thread(grpc_infer, srv.grpc_port)
         pending = not any(t.done() for t in waiting)
         assert srv.proc is not None
         srv.proc.terminate()  # SIGTERM: a graceful stop answers the queued requests
         statuses = [r.status_code for r in await asyncio.gather(*waiting)]
-        return statuses, overflow.status_code, overflow.json()["error"], pending
+        return statuses, overflow.status_code, overflow.json()["error"], pending, overflow_grpc
 
 
 def test_full_queue_answers_503_while_the_queued_requests_wait(model_path: Path) -> None:
     # a batch may wait 10 s to fill: 8 queued samples fill the queue and the 9th is refused
-    # while they wait; then SIGTERM drains the queue and the 8 get their answers
-    with ServerProcess([str(model_path), "--no-grpc", "--max-batch-size", "64",
+    # (HTTP 503, gRPC UNAVAILABLE) while they wait; then SIGTERM drains the queue and the 8
+    # get their answers
+    with ServerProcess([str(model_path), "--max-batch-size", "64",
                         "--max-queue-delay-ms", "10000", "--max-queue-size", "8"]) as srv:
-        statuses, overflow, error, pending = asyncio.run(_fill_queue_then_overflow(srv))
+        statuses, overflow, error, pending, overflow_grpc = asyncio.run(
+            _fill_queue_then_overflow(srv))
         code = srv.stop()
     assert overflow == 503 and "admits at most 8" in error
+    assert overflow_grpc == grpc.StatusCode.UNAVAILABLE
     assert pending, "the refusal came only after the queued requests were answered"
     assert statuses == [200] * 8
     assert code == 0

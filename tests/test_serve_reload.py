@@ -10,12 +10,14 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import pytest
 
 import nnforge as nf
 from nnforge import nn
+from nnforge.serve.grpc_service import MESSAGES, SERVICE
 from nnforge.serve.testing import ServerProcess
 
 API, ADMIN = "client-key", "operator-key"
@@ -170,3 +172,21 @@ def test_admin_endpoints_and_keys(repo: Path, server: ServerProcess) -> None:
         missing = c.post("/v2/repository/models/nope/load", headers=admin)
         assert missing.status_code == 404
         assert c.post("/v2/repository/models/nope/unload", headers=admin).status_code == 404
+
+
+def test_grpc_checks_the_api_key(server: ServerProcess) -> None:
+    req = MESSAGES["ModelInferRequest"](model_name="clf")
+    req.inputs.add(name="input", datatype="FP32", shape=[1, 16])
+    req.raw_input_contents.append(np.array([SAMPLE], np.float32).tobytes())
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        infer = channel.unary_unary(
+            f"/{SERVICE}/ModelInfer",
+            request_serializer=MESSAGES["ModelInferRequest"].SerializeToString,
+            response_deserializer=MESSAGES["ModelInferResponse"].FromString)
+        with pytest.raises(grpc.RpcError) as refused:
+            infer(req, timeout=30)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        reply = infer(req, timeout=30, metadata=[("authorization", f"Bearer {API}")])
+        assert reply.model_name == "clf" and reply.outputs[0].name == "classes"
+        reply = infer(req, timeout=30, metadata=[("x-api-key", API)])
+        assert len(reply.raw_output_contents) == 2

@@ -217,11 +217,12 @@ def save_model(path: Path, task: str | None, out: int, labels: list[str] | None 
 
 
 @pytest.mark.parametrize("task, out, labels", [
-    ("multiclass", 4, ["a", "b", "c", "d"]), ("multiclass", 4, None), ("binary", 1, ["no", "yes"]),
+    ("multiclass", 4, ["a", "b", "c", "d"]), ("multiclass", 4, None),
+    ("multiclass", 3, [10, 20, 30]), ("binary", 1, ["no", "yes"]),
     ("binary", 2, None), ("multilabel", 3, ["x", "y", "z"]), ("regression", 1, None),
     ("regression", 2, None), (None, 2, None)])
 def test_served_answers_equal_predict(tmp_path: Path, rng: np.random.Generator, task: str | None,
-                                      out: int, labels: list[str] | None) -> None:
+                                      out: int, labels: list | None) -> None:
     path = save_model(tmp_path / "m.nnf", task, out, labels)
     model = ServedModel.load("m", "1", path, max_batch_size=8)
     model.warm_up()

@@ -192,14 +192,13 @@ class FlatParams:
             sc = scalars(first + 1)
             chooser = self.chooser
             workers = self.plans[chooser.pick() if chooser else len(self.plans)]
-            t0 = time.perf_counter()
             if len(workers) == 1:
                 _run(workers[0], grads, kernel, sc)
             else:
                 _pool().run(lambda: _run(workers[1], grads, kernel, sc),
                             lambda: _run(workers[0], grads, kernel, sc))
             if chooser:
-                chooser.record(len(workers), time.perf_counter() - t0)
+                chooser.record(len(workers), time.perf_counter())
             return
         self._apply_piecewise(kernel, scalars, grads)
 
@@ -261,37 +260,44 @@ def _split(plans: list, nworkers: int) -> list[list]:
 
 
 class _Chooser:
-    """Picks one or two workers by timing both every PERIOD steps.
+    """Picks one or two workers by timing training iterations with each, every PERIOD steps.
 
-    A second thread halves the update on an idle machine, but loses when the other core is
-    busy (another process, OpenBLAS's threads still spinning after a matmul); the results are
-    bit-identical either way, so only the time decides.
+    A second thread halves the update on an idle machine but can lose overall when the other
+    core is busy (another process, or OpenBLAS's threads, which spin after a matmul and are
+    then late for the next one). So what is timed is the whole period from one step() to the
+    next, in blocks of PROBE steps per count; the results are bit-identical either way.
     """
 
-    PROBE = 5  # timed steps per worker count in each probe round
-    PERIOD = 400  # steps from one probe round to the next
-    WARMUP = 2  # untimed first steps (first touch of the state buffers, thread start)
+    PROBE = 6  # steps per worker count in a probe round (the first of each block is not timed)
+    PERIOD = 500  # steps from one probe round to the next
+    MARGIN = 0.95  # two workers must be at least 5% faster to be kept
 
     def __init__(self) -> None:
-        self.n = -self.WARMUP
+        self.n = 0
         self.mode = 1
+        self.last: float | None = None
         self.times: dict[int, list[float]] = {1: [], 2: []}
 
     def pick(self) -> int:
         """Worker count for this step."""
         k = self.n % self.PERIOD
-        return 1 + (k & 1) if self.n >= 0 and k < 2 * self.PROBE else self.mode
+        if k < 2 * self.PROBE:
+            return 1 if k < self.PROBE else 2
+        return self.mode
 
-    def record(self, mode: int, seconds: float) -> None:
-        """Note how long this step took."""
+    def record(self, mode: int, now: float) -> None:
+        """Note the time at the end of this step."""
         k = self.n % self.PERIOD
         self.n += 1
-        if self.n <= 0 or k >= 2 * self.PROBE:
+        prev, self.last = self.last, now
+        if k >= 2 * self.PROBE:
             return
-        self.times[mode].append(seconds)
+        if k % self.PROBE and prev is not None:
+            self.times[mode].append(now - prev)
         if k == 2 * self.PROBE - 1:
-            one, two = (sorted(self.times[m])[len(self.times[m]) // 2] for m in (1, 2))
-            self.mode = 2 if two < one else 1
+            one, two = (sorted(t)[len(t) // 2] if t else float("inf")
+                        for t in (self.times[1], self.times[2]))
+            self.mode = 2 if two < self.MARGIN * one else 1
             self.times = {1: [], 2: []}
 
 

@@ -75,8 +75,9 @@ class InferenceSession:
         self.optimization = optimization
         self.backend = backend
         self.check_finite = bool(check_finite)
-        if threads is None:
-            threads = os.cpu_count() or 1
+        if threads is None:  # the CPUs this process may run on (not the host's count)
+            threads = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                       else os.cpu_count() or 1)
         if not isinstance(threads, (int, np.integer)) or threads < 1:
             raise ConfigError(f"expected threads to be a positive integer, found {threads!r}")
         self.threads = int(threads)

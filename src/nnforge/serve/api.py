@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Awaitable, Callable
 
 import orjson
@@ -17,6 +18,7 @@ from .errors import InvalidInputError, NotFoundError, ServeError, UnavailableErr
 from .metrics import CONTENT_TYPE
 from .repository import LoadedVersion
 
+log = logging.getLogger("nnforge.serve")
 #: the raw inference handler: (kind, model, version), then the ASGI scope, receive, send
 InferenceHandler = Callable[[tuple[str, "str | None", "str | None"], Any, Any, Any],
                             Awaitable[None]]
@@ -95,7 +97,7 @@ def _error(status: int, message: str) -> Response:
 class _Raw(Response):
     """A response that hands the request to the raw inference handler."""
 
-    def __init__(self, run: Callable[..., Awaitable[None]]) -> None:  # noqa: D107
+    def __init__(self, run: Callable[..., Awaitable[None]]) -> None:
         self.run, self.background = run, None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -125,6 +127,11 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
         if exc.status_code == 405:
             return _error(405, f"{request.method} is not allowed on {request.url.path}")
         return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return _error(500, "internal server error; see the server log")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> Response:

@@ -161,12 +161,16 @@ class DynamicBatcher:
                     return
                 await self._wait(1, None)
                 continue
-            if cfg.max_queue_delay_ms > 0 and self._queued < cfg.max_batch_size \
-                    and not self._closing:
-                left = self._queue[0].arrived + cfg.max_queue_delay_ms / 1000 \
-                    - time.perf_counter()
-                if left > 0:
-                    await self._wait(cfg.max_batch_size, left)
+            if self._queued < cfg.max_batch_size and not self._closing:
+                if cfg.max_queue_delay_ms > 0:
+                    left = self._queue[0].arrived + cfg.max_queue_delay_ms / 1000 \
+                        - time.perf_counter()
+                    if left > 0:
+                        await self._wait(cfg.max_batch_size, left)
+                else:
+                    # one more pass of the event loop: requests whose bytes arrived while the
+                    # last batch ran join this one, at the cost of one loop iteration
+                    await asyncio.sleep(0)
             batch = self._take()
             if batch:
                 await self._compute(batch)

@@ -1,10 +1,12 @@
 """The HTTP side: a lean ASGI handler for the inference routes, FastAPI for everything else.
 
-Inference requests are the hot path: the front app matches their paths itself and handles them
-as raw ASGI (orjson in and out, no validation layer, no per-request thread), which costs a
-fraction of going through FastAPI's router and dependency machinery. FastAPI still declares
-those routes (served by the same handler) so that /openapi.json and /docs describe them.
-"""
+Inference requests are the hot path. Normally they never reach ASGI: the server's protocol
+(fasthttp.py) answers them from the HTTP parser. When they do come through ASGI (that protocol
+switched off, or a uvicorn without the internals it needs), the front app matches their paths
+itself and handles them as raw ASGI (orjson in and out, no validation layer, no per-request
+thread), skipping FastAPI's router and dependency machinery. Both ways share `rest.RestCall`.
+FastAPI still declares those routes (served by the same handler) so that /openapi.json and
+/docs describe them."""
 
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     """The whole request body, refusing more than `limit` bytes."""
     message = await receive()
     body = message.get("body", b"")
+    if len(body) > limit:
+        raise PayloadTooLargeError(f"the body may hold at most {limit} bytes, found more")
     if not message.get("more_body"):
         if message["type"] == "http.disconnect":
             raise ClientGoneError("the client disconnected")
@@ -88,11 +92,13 @@ class ServeApp:
                 status[0] = message["status"]
             await send(message)
 
+        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"),
+                     None)
         try:
             await self.api(scope, receive, capture)
         finally:
             self.server.access_log.write({
-                "request_id": self.server.request_id(None), "method": scope["method"],
+                "request_id": self.server.request_id(given), "method": scope["method"],
                 "path": scope["path"], "status": status[0], "protocol": "http",
                 "latency_ms": round((time.perf_counter() - arrived) * 1000, 3)})
 

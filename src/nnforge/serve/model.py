@@ -44,7 +44,10 @@ class ServedModel:
         self.input = TensorSpec(names[0], datatype_of(session.graph.inputs[0].dtype),
                                 _dims(session.input_shape))
         labels = self.manifest.get("labels") if self.task in ("multiclass", "binary") else None
-        self.labels = None if labels is None else np.array([str(v) for v in labels], object)
+        self.labels = None  # label names by class index, as the manifest has them
+        if labels is not None:
+            self.labels = np.empty(len(labels), object)
+            self.labels[:] = labels
         self.outputs = self._output_specs()
         self.buckets = batch_buckets(max_batch_size)
         self.load_seconds = 0.0

@@ -92,6 +92,11 @@ class ModelEntry:
         self.default = max(versions, key=int) if versions else None
 
 
+def is_version(text: str) -> bool:
+    """A version number: ASCII digits, short enough for an int64."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 def _signature(path: Path) -> tuple[int, int, int]:
     st = path.stat()
     return (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -121,7 +126,7 @@ class ModelRepository:
     def _single_identity(self, model_name: str | None) -> tuple[str, str]:
         """Name and version of a lone file: <model>/<version>/model.nnf names itself."""
         p = self.path
-        if p.name == MODEL_FILE and p.parent.name.isdigit() and p.parent.parent.name:
+        if p.name == MODEL_FILE and is_version(p.parent.name) and p.parent.parent.name:
             name, version = p.parent.parent.name, str(int(p.parent.name))
         else:
             name, version = p.stem, "1"
@@ -142,14 +147,14 @@ class ModelRepository:
             d for d in sorted(self.path.iterdir()) if d.is_dir() and _NAME.match(d.name)]
         for d in model_dirs:
             versions = {str(int(v.name)): v / MODEL_FILE for v in d.iterdir()
-                        if v.name.isdigit() and (v / MODEL_FILE).is_file()}
+                        if is_version(v.name) and (v / MODEL_FILE).is_file()}
             if versions:
                 found[d.name] = versions
         return found
 
     @staticmethod
     def _is_model_dir(d: Path) -> bool:
-        return any(v.name.isdigit() and (v / MODEL_FILE).is_file() for v in d.iterdir())
+        return any(is_version(v.name) and (v / MODEL_FILE).is_file() for v in d.iterdir())
 
     # -- answering ---------------------------------------------------------------------------
     def get(self, name: str, version: str | None = None) -> LoadedVersion:
@@ -157,7 +162,7 @@ class ModelRepository:
         entry = self.models.get(name)
         if entry is None:
             known = ", ".join(sorted(self.models)) or "none"
-            raise NotFoundError(f"unknown model {name!r}; models served: {known}")
+            raise NotFoundError(f"unknown model {name!r:.80}; models served: {known}")
         if entry.unloaded:
             raise NotFoundError(f"model {name!r} is unloaded; an operator can load it with "
                                 f"POST /v2/repository/models/{name}/load")
@@ -165,13 +170,13 @@ class ModelRepository:
             if entry.default is None:
                 raise UnavailableError(f"model {name!r} has no version ready")
             return entry.versions[entry.default]
-        if not version.isdigit():
-            raise InvalidInputError(f"expected a version number, found {version!r}")
+        if not is_version(version):
+            raise InvalidInputError(f"expected a version number, found {version!r:.40}")
         loaded = entry.versions.get(str(int(version)))
         if loaded is None:
             served = ", ".join(sorted(entry.versions, key=int)) or "none"
-            raise NotFoundError(f"model {name!r} has no version {version!r} ready; versions "
-                                f"served: {served}")
+            raise NotFoundError(f"model {name!r} has no version {version!r:.40} ready; "
+                                f"versions served: {served}")
         return loaded
 
     def only_model(self) -> str:

@@ -197,8 +197,8 @@ def encode_response(model: ServedModel, out: Outputs, requested: Requested,
             entry["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
         else:
-            entry["data"] = arr.ravel().tolist() if datatype == "BYTES" else \
-                np.ascontiguousarray(arr).ravel()
+            entry["data"] = [str(v) for v in arr.ravel().tolist()] if datatype == "BYTES" \
+                else np.ascontiguousarray(arr).ravel()
         entries.append(entry)
     doc: dict[str, Any] = {"model_name": model.name, "model_version": model.version,
                            "outputs": entries}

@@ -1,0 +1,170 @@
+"""HTTP/1.1 on the wire, for the fast inference path and for plain ASGI: pipelining,
+Expect: 100-continue, HTTP/1.0, chunked bodies, oversized bodies, clients that leave."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnforge as nf
+from nnforge import nn
+from nnforge.serve.testing import ServerProcess
+
+SAMPLE = [0.5, -1.0, 2.0, 0.0]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("http") / "m.nnf"
+    nf.manual_seed(4)
+    nf.save(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)), path, task="multiclass")
+    return path
+
+
+@pytest.fixture(scope="module", params=["fast", "asgi"])
+def server(request: pytest.FixtureRequest, model_path: Path):  # noqa: ANN201
+    extra = [] if request.param == "fast" else ["--no-fast-http"]
+    with ServerProcess([str(model_path), "--no-grpc", "--max-body-bytes", "4096",
+                        "--max-queue-delay-ms", "700", "--max-batch-size", "8", *extra]) as srv:
+        yield srv
+
+
+def connect(server: ServerProcess) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.http_port), timeout=30)
+    return sock
+
+
+def read_response(sock: socket.socket, buffer: bytearray) -> tuple[int, dict, bytes]:
+    """One response from the socket (status, headers, body); extra bytes stay in buffer."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    fields = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    size = int(fields.get("content-length", 0))
+    while len(rest) < size:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection in a body"
+        rest += chunk
+    buffer[:] = rest[size:]
+    return int(lines[0].split()[1]), fields, rest[:size]
+
+
+def post(path: str, body: bytes, extra: str = "", version: str = "1.1") -> bytes:
+    return (f"POST {path} HTTP/{version}\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+            f"{extra}\r\n").encode() + body
+
+
+def closed(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def predict_body(sample: list[float] = SAMPLE) -> bytes:
+    return json.dumps({"data": sample}).encode()
+
+
+@pytest.fixture(scope="module")
+def expected_class(model_path: Path) -> int:
+    return int(nf.InferenceSession(model_path).predict(np.array([SAMPLE], np.float32))
+               .classes[0])
+
+
+def test_pipelined_requests_are_answered_in_order(server: ServerProcess,
+                                                  expected_class: int) -> None:
+    with connect(server) as sock:
+        sock.sendall(post("/predict", predict_body())
+                     + b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+                     + post("/predict", b'{"data": [1]}')
+                     + post("/v2/models/m/infer", json.dumps({"inputs": [{
+                         "name": "input", "shape": [1, 4], "datatype": "FP32",
+                         "data": SAMPLE}]}).encode()))
+        buf = bytearray()
+        answers = [read_response(sock, buf) for _ in range(4)]
+    assert [status for status, _, _ in answers] == [200, 200, 400, 200]
+    assert json.loads(answers[0][2])["predictions"][0]["class"] == expected_class
+    assert json.loads(answers[1][2]) == {"live": True}
+    assert "expected shape [4]" in json.loads(answers[2][2])["error"]
+    assert json.loads(answers[3][2])["outputs"][0]["data"] == [expected_class]
+
+
+def test_expect_100_continue(server: ServerProcess, expected_class: int) -> None:
+    body = predict_body()
+    with connect(server) as sock:
+        sock.sendall(post("/predict", b"", "Expect: 100-continue\r\n").replace(
+            b"Content-Length: 0", b"Content-Length: %d" % len(body)))
+        buf = bytearray()
+        while b"\r\n\r\n" not in buf:
+            buf += sock.recv(4096)
+        assert bytes(buf).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        del buf[:25]
+        sock.sendall(body)
+        status, _, answer = read_response(sock, buf)
+    assert status == 200 and json.loads(answer)["predictions"][0]["class"] == expected_class
+
+
+def test_http10_and_connection_close(server: ServerProcess) -> None:
+    for request in (post("/predict", predict_body(), version="1.0"),
+                    post("/predict", predict_body(), "Connection: close\r\n")):
+        with connect(server) as sock:
+            sock.sendall(request)
+            buf = bytearray()
+            status, _, _ = read_response(sock, buf)
+            assert status == 200 and closed(sock)
+
+
+def test_chunked_body(server: ServerProcess, expected_class: int) -> None:
+    body = predict_body()
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 7]), body[i:i + 7])
+                      for i in range(0, len(body), 7))
+    with connect(server) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + chunks + b"0\r\n\r\n")
+        status, _, answer = read_response(sock, bytearray())
+    assert status == 200 and json.loads(answer)["predictions"][0]["class"] == expected_class
+
+
+def test_bodies_over_the_limit_are_refused(server: ServerProcess) -> None:
+    big = json.dumps({"data": [0.123456789] * 1000}).encode()
+    with connect(server) as sock:  # declared too large: refused, and the connection closes
+        sock.sendall(post("/predict", big))
+        status, fields, answer = read_response(sock, bytearray())
+        assert status == 413 and "at most 4096 bytes" in json.loads(answer)["error"]
+        assert fields.get("connection") == "close" and closed(sock)
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(big[i:i + 500]), big[i:i + 500])
+                      for i in range(0, len(big), 500))
+    with connect(server) as sock:  # found too large while reading a chunked body
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + chunks + b"0\r\n\r\n")
+        status, _, answer = read_response(sock, bytearray())
+        assert status == 413
+
+
+def test_a_client_that_leaves_is_not_computed(server: ServerProcess) -> None:
+    def cancelled() -> float:
+        with connect(server) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            _, _, text = read_response(sock, bytearray())
+        line = next(x for x in text.decode().splitlines() if x.startswith(
+            "nnforge_requests_total") and 'outcome="cancelled"' in x and 'model="m"' in x)
+        return float(line.rsplit(" ", 1)[1])
+
+    before = cancelled()
+    sock = connect(server)
+    sock.sendall(post("/predict", predict_body()))  # waits 0.7 s for a batch to fill
+    time.sleep(0.2)
+    sock.close()
+    deadline = time.monotonic() + 30
+    while cancelled() == before:
+        assert time.monotonic() < deadline, "the request of the departed client was computed"
+        time.sleep(0.1)
+    assert cancelled() == before + 1
