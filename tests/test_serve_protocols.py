@@ -252,7 +252,7 @@ def test_command_line_errors_are_one_line(tmp_path: Path, model_path: Path) -> N
 
     r = serve(str(tmp_path / "missing.nnf"))
     assert r.returncode == 1 and r.stderr.strip().count("\n") == 0
-    assert "expected a .nnf model file or a model repository" in r.stderr
+    assert "expected a .nnf/.onnx model file or a model repository" in r.stderr
     (tmp_path / "broken.nnf").write_bytes(b"PK not a model")
     r = serve(str(tmp_path / "broken.nnf"), "--port", "0", "--no-grpc")
     assert r.returncode == 1 and "no model could be loaded" in r.stderr.splitlines()[-1]

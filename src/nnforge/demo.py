@@ -1,4 +1,4 @@
-"""`make demo`: train an MLP on scikit-learn's digits, evaluate, save, reload and predict."""
+"""`make demo`: train an MLP on scikit-learn's digits, evaluate, save, predict, then serve it."""
 
 from __future__ import annotations
 
@@ -47,7 +47,32 @@ def main() -> int:
     with nf.no_grad():
         same = np.array_equal(reloaded(X_test[:5]).data.argmax(1), result.classes)
     print("reloaded model agrees with the inference session:", same)
+    serve_demo(X_test_raw[0], int(y_test[0]))
     return 0
+
+
+def serve_demo(sample: np.ndarray, truth: int) -> None:
+    """Serve the saved model on 127.0.0.1 until Ctrl+C (NNFORGE_DEMO_SERVE_SECONDS bounds it)."""
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from nnforge.serve import serve  # noqa: PLC0415
+
+    values = ", ".join(f"{v:g}" for v in sample)
+
+    def ready(info: dict) -> None:
+        print(f"\nserving {MODEL_PATH} at {info['http']} (KServe V2 gRPC on port "
+              f"{info['grpc_port']}); Ctrl+C stops it\ntry it with a test image of a {truth}:")
+        print(f"  curl -s {info['http']}/predict -d '{{\"data\": [{values}]}}'", flush=True)
+
+    seconds = float(os.environ.get("NNFORGE_DEMO_SERVE_SECONDS", "0"))
+    if seconds > 0:
+        timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGTERM))
+        timer.daemon = True
+        timer.start()
+    serve(MODEL_PATH, host="127.0.0.1", port=int(os.environ.get("NNFORGE_DEMO_PORT", "8000")),
+          grpc_port=int(os.environ.get("NNFORGE_DEMO_GRPC_PORT", "8001")), on_ready=ready)
 
 
 if __name__ == "__main__":

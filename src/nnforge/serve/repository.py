@@ -1,7 +1,7 @@
 """The model repository: which versions are served, loading them and swapping them atomically.
 
-Layout (Triton's): ``<repo>/<model>/<version>/model.nnf`` with integer versions. A single
-``.nnf`` file can be served too. A version is loaded and warmed up on a worker thread while the
+Layout (Triton's): ``<repo>/<model>/<version>/model.nnf`` (or ``model.onnx``, imported on load)
+with integer versions. A single ``.nnf`` or ``.onnx`` file can be served too. A version is loaded and warmed up on a worker thread while the
 server keeps answering; then one assignment on the event loop makes it visible. Requests that
 already hold the old version finish on it: its batcher drains before it is dropped. A version
 that fails to load is reported (index, logs, metrics) and whatever served before goes on serving.
@@ -25,6 +25,16 @@ from .model import ServedModel, timed_load
 
 log = logging.getLogger("nnforge.serve")
 MODEL_FILE = "model.nnf"
+#: file names a version directory may hold, in order of preference (ONNX files are imported)
+MODEL_FILES = (MODEL_FILE, "model.onnx")
+
+
+def model_file(version_dir: Path) -> Path | None:
+    """The model file inside a version directory, or None when it holds none."""
+    for name in MODEL_FILES:
+        if (version_dir / name).is_file():
+            return version_dir / name
+    return None
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 
 
@@ -116,17 +126,17 @@ class ModelRepository:
         self._lock = asyncio.Lock()
         self._single: tuple[str, str] | None = None
         if not self.path.exists():
-            raise ConfigError(f"expected a .nnf model file or a model repository directory at "
+            raise ConfigError(f"expected a .nnf/.onnx model file or a model repository at "
                               f"'{self.path}', found nothing there")
         if self.path.is_file():
             self._single = self._single_identity(model_name)
         elif model_name is not None:
-            raise ConfigError("--model-name applies to a single .nnf file, found a directory")
+            raise ConfigError("--model-name applies to a single model file, found a directory")
 
     def _single_identity(self, model_name: str | None) -> tuple[str, str]:
         """Name and version of a lone file: <model>/<version>/model.nnf names itself."""
         p = self.path
-        if p.name == MODEL_FILE and is_version(p.parent.name) and p.parent.parent.name:
+        if p.name in MODEL_FILES and is_version(p.parent.name) and p.parent.parent.name:
             name, version = p.parent.parent.name, str(int(p.parent.name))
         else:
             name, version = p.stem, "1"
@@ -146,15 +156,15 @@ class ModelRepository:
         model_dirs = [self.path] if self._is_model_dir(self.path) else [
             d for d in sorted(self.path.iterdir()) if d.is_dir() and _NAME.match(d.name)]
         for d in model_dirs:
-            versions = {str(int(v.name)): v / MODEL_FILE for v in d.iterdir()
-                        if is_version(v.name) and (v / MODEL_FILE).is_file()}
+            versions = {str(int(v.name)): f for v in d.iterdir()
+                        if is_version(v.name) and (f := model_file(v)) is not None}
             if versions:
                 found[d.name] = versions
         return found
 
     @staticmethod
     def _is_model_dir(d: Path) -> bool:
-        return any(is_version(v.name) and (v / MODEL_FILE).is_file() for v in d.iterdir())
+        return any(is_version(v.name) and model_file(v) is not None for v in d.iterdir())
 
     # -- answering ---------------------------------------------------------------------------
     def get(self, name: str, version: str | None = None) -> LoadedVersion:
