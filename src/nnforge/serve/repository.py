@@ -4,7 +4,8 @@ Layout (Triton's): ``<repo>/<model>/<version>/model.nnf`` (or ``model.onnx``, im
 with integer versions. A single ``.nnf`` or ``.onnx`` file can be served too. A version is loaded
 and warmed up on a worker thread while the server keeps answering; then one assignment on the
 event loop makes it visible. Requests that already hold the old version finish on it: its
-batcher drains before it is dropped. A version that fails to load is reported (index, logs, metrics) and whatever served before goes on serving.
+batcher drains before it is dropped. A version that fails to load is reported (index, logs,
+metrics) and whatever served before goes on serving.
 """
 
 from __future__ import annotations
