@@ -404,7 +404,11 @@ def test_threaded_session_called_from_many_threads(rng: np.random.Generator) -> 
     assert failures == []
 
 
-def test_threads_split_gemm_rows_and_restore_blas(rng: np.random.Generator) -> None:
+def test_threads_split_gemm_rows_and_restore_blas(rng: np.random.Generator,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import nnforge.runtime.kernels as kernels  # noqa: PLC0415
+
+    monkeypatch.setattr(kernels, "PARALLEL_MNK", 1 << 20)  # row splitting is off by default
     model = nn.Sequential(nn.Linear(300, 200), nn.Tanh(), nn.Linear(200, 40), nn.ReLU(),
                           nn.Linear(40, 3))
     x = rng.standard_normal((101, 300)).astype(F32)  # 101*300*200 multiply-adds: split

@@ -268,8 +268,11 @@ def _gemm(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     return run_parts(runners)
 
 
-#: a Gemm with at least this many multiply-adds is split into row blocks over the plan's threads
-PARALLEL_MNK = 1 << 20
+#: a Gemm with at least this many multiply-adds is split into row blocks over the plan's threads.
+#: Off: measured on the 2-core machines (benchmarks/infer_speed.py's MLP, threads=2), OpenBLAS
+#: threading one product itself gave 189k samples/s at batch 256 against 81k for row blocks on
+#: our threads with BLAS serial (the switch and the thread hand-offs cost more than they save).
+PARALLEL_MNK = 1 << 62
 
 
 def _gemm_rows(a: Any, get: Any, trans_a: bool, wt: np.ndarray, bias: np.ndarray | None,
