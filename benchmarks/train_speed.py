@@ -155,7 +155,8 @@ def main() -> None:
     jobs = [("mlp", args.mlp_samples, 128, ["nnforge", "pytorch", "naive-numpy"]),
             ("lenet5", args.lenet_samples, 64, ["nnforge", "pytorch"])]
     print(f"threads pinned to {THREADS} (OpenBLAS via threadpoolctl, torch.set_num_threads); "
-          f"median of {args.epochs} epochs; synthetic float32 data; batch 128 (MLP), 64 (LeNet-5); Adam")
+          f"median of {args.epochs} epochs; synthetic float32 data; batch 128 (MLP), "
+          f"64 (LeNet-5); Adam")
     print(f"{'model':8} {'implementation':14} {'samples':>8} {'s/epoch':>9} {'best':>7} "
           f"{'vs torch':>9} {'peak RSS MiB':>13}")
     for model, samples, batch, impls in jobs:
