@@ -31,6 +31,15 @@ def to_numpy(a: Any) -> np.ndarray:
     return np.asarray(a)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (respects taskset/cgroups affinity, unlike os.cpu_count)."""
+    import os  # noqa: PLC0415
+
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def is_float_dtype(dtype: Any) -> bool:
     """True when dtype is a floating point dtype."""
     return np.issubdtype(np.dtype(dtype), np.floating)

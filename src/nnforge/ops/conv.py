@@ -27,6 +27,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
+from ..backend import usable_cpus
 from ..errors import ConfigError, ShapeError
 
 #: Work (multiply-adds) below which a second thread costs more than it saves.
@@ -38,8 +39,7 @@ BLAS_THREADED_WORK = 1 << 19
 CHUNK_ELEMENTS = 1 << 23
 #: Threads a convolution may use: two when this process may run on two CPUs (set 1 to turn
 #: the splitting off).
-THREADS = min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-              else (os.cpu_count() or 1))
+THREADS = min(2, usable_cpus())
 
 
 def pair(value: Any, name: str, minimum: int = 1) -> tuple[int, int]:

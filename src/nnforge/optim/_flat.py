@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import backend
+from ..backend import usable_cpus
 from ..errors import DTypeError, ShapeError
 
 #: Elements per chunk: 5 float32 arrays of 32k elements (640 KiB) stay in a 1-2 MiB L2 cache.
@@ -51,7 +52,7 @@ class FlatParams:
         self.num_tmp = num_tmp
         self.numel = sum(self.sizes)
         self.requested = threads
-        self.threads = (2 if _cpu_count() >= 2 else 1) if threads is None else max(1, threads)
+        self.threads = (2 if usable_cpus() >= 2 else 1) if threads is None else max(1, threads)
         # big parameters first, the small ones packed together at the end
         order = sorted(range(len(self.params)), key=lambda i: self.sizes[i] < SMALL)
         self.offsets = [0] * len(self.params)
@@ -299,13 +300,6 @@ class _Chooser:
                         for t in (self.times[1], self.times[2]))
             self.mode = 2 if two < self.MARGIN * one else 1
             self.times = {1: [], 2: []}
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _common_dtype(params: Sequence[Any]) -> Any:

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..backend import usable_cpus
 from ..errors import ConfigError, DTypeError, ShapeError
 from ..graph.ir import Graph
 from ..graph.passes import optimize
@@ -76,8 +77,7 @@ class InferenceSession:
         self.backend = backend
         self.check_finite = bool(check_finite)
         if threads is None:  # the CPUs this process may run on (not the host's count)
-            threads = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                       else os.cpu_count() or 1)
+            threads = usable_cpus()
         if not isinstance(threads, (int, np.integer)) or threads < 1:
             raise ConfigError(f"expected threads to be a positive integer, found {threads!r}")
         self.threads = int(threads)

@@ -58,8 +58,10 @@ class ProgressDisplay:
         rate = samples / max(elapsed, 1e-9)
         if self._progress is not None:
             self._progress.update(self._task, completed=self.batches,
-                                  info=f"{_fmt(logs)}  {rate:,.0f} samples/s")
+                                  info=f"{rate:,.0f} samples/s  {elapsed:.2f}s")
             self._progress.stop()
+            # metrics on a line of their own: a narrow terminal would truncate them on the bar
+            self._progress.console.print(f"  {_fmt(logs)}", highlight=False)
             self._progress = None
         elif self.enabled:
             print(f"epoch {epoch + 1}/{self.epochs}  {_fmt(logs)}  {rate:,.0f} samples/s  "
