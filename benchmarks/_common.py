@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 import resource
 import sys
+import time
+from typing import Callable
+
+import numpy as np
 
 THREADS = int(os.environ.get("NNFORGE_BENCH_THREADS", "2"))
 
@@ -26,3 +30,26 @@ def pin_threads(threads: int = THREADS) -> dict[str, int]:
 def peak_rss_mib() -> float:
     """Peak resident memory of this process in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def latencies_us(fn: Callable[[], object], calls: int) -> np.ndarray:
+    """Per-call wall time in microseconds."""
+    out = np.empty(calls)
+    clock = time.perf_counter_ns
+    for i in range(calls):
+        t0 = clock()
+        fn()
+        out[i] = clock() - t0
+    return out / 1000
+
+
+def throughput(fn: Callable[[], object], batch: int, min_seconds: float) -> float:
+    """Samples per second over at least min_seconds (and 3 calls) of back-to-back calls."""
+    fn()
+    calls, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_seconds and calls >= 3:
+            return batch * calls / elapsed

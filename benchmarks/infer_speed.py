@@ -33,7 +33,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import THREADS, pin_threads  # noqa: E402
+from _common import THREADS, latencies_us, pin_threads, throughput  # noqa: E402
 
 import nnforge as nf  # noqa: E402
 from nnforge import nn  # noqa: E402
@@ -164,29 +164,6 @@ def naive_numpy(weights: Weights) -> Callable[[np.ndarray], np.ndarray]:
 
 
 # -- timing -----------------------------------------------------------------------------------
-def latencies_us(fn: Callable[[], object], calls: int) -> np.ndarray:
-    """Per-call wall time in microseconds."""
-    out = np.empty(calls)
-    clock = time.perf_counter_ns
-    for i in range(calls):
-        t0 = clock()
-        fn()
-        out[i] = clock() - t0
-    return out / 1000
-
-
-def throughput(fn: Callable[[], object], batch: int, min_seconds: float) -> float:
-    """Samples per second over at least min_seconds of back-to-back calls."""
-    fn()
-    calls, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_seconds:
-            return batch * calls / elapsed
-
-
 def bench_model(name: str, weights: Weights, input_shape: tuple[int, ...],
                 batches: list[int], rounds: int, seconds: float) -> list[list[str]]:
     """Time every implementation on one model; return table rows."""

@@ -21,7 +21,6 @@ import argparse
 import functools
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -31,7 +30,7 @@ import onnxruntime as ort
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import THREADS, pin_threads  # noqa: E402
+from _common import THREADS, latencies_us, pin_threads, throughput  # noqa: E402
 
 import nnforge as nf  # noqa: E402
 
@@ -61,29 +60,6 @@ def export(model: torch.nn.Module, shape: tuple[int, ...], path: Path, exporter:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (x,), str(path), **opts)
-
-
-def latencies_us(fn: Callable[[], object], calls: int) -> np.ndarray:
-    """Per-call wall time in microseconds."""
-    out = np.empty(calls)
-    clock = time.perf_counter_ns
-    for i in range(calls):
-        t0 = clock()
-        fn()
-        out[i] = clock() - t0
-    return out / 1000
-
-
-def throughput(fn: Callable[[], object], batch: int, min_seconds: float) -> float:
-    """Samples per second over at least min_seconds of back-to-back calls."""
-    fn()
-    calls, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_seconds and calls >= 3:
-            return batch * calls / elapsed
 
 
 def bench_file(name: str, path: Path, shape: tuple[int, ...], batches: list[int], rounds: int,
