@@ -53,3 +53,15 @@ def throughput(fn: Callable[[], object], batch: int, min_seconds: float) -> floa
         elapsed = time.perf_counter() - t0
         if elapsed >= min_seconds and calls >= 3:
             return batch * calls / elapsed
+
+
+def print_ratio_table(first: str, batches: list[int], rows: list[list[str]], note: str) -> None:
+    """Print the latency/throughput table shared by the inference benchmarks."""
+    head = [first, "implementation"]
+    if 1 in batches:
+        head += ["b=1 p50 us", "b=1 p99 us", "p50 vs ORT"]
+    head += [f"b={b} samples/s (vs ORT)" for b in batches if b != 1]
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    print(note)
+    for r in [head, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))

@@ -33,7 +33,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import THREADS, latencies_us, pin_threads, throughput  # noqa: E402
+from _common import THREADS, latencies_us, pin_threads, print_ratio_table, throughput  # noqa: E402
 
 import nnforge as nf  # noqa: E402
 from nnforge import nn  # noqa: E402
@@ -241,16 +241,9 @@ def main() -> None:
                                 args.rounds, args.seconds)
         else:
             ap.error(f"unknown model {name!r}; expected mlp or lenet")
-    head = ["model", "implementation"]
-    if 1 in batches:
-        head += ["b=1 p50 us", "b=1 p99 us", "p50 vs ORT"]
-    head += [f"b={b} samples/s (vs ORT)" for b in batches if b != 1]
-    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    print(f"threads pinned: {pinned}, nnforge threads={THREADS}; ratios: latency = nnforge/ORT "
-          f"(lower is better), throughput = x/ORT (higher is better)")
-    for r in [head, *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
-
+    print_ratio_table("model", batches, rows,
+                      f"threads pinned: {pinned}, nnforge threads={THREADS}; ratios: latency = "
+                      f"nnforge/ORT (lower is better), throughput = x/ORT (higher is better)")
 
 if __name__ == "__main__":
     main()
