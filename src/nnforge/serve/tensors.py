@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import array
 import itertools
 import math
+import struct
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -68,18 +68,21 @@ def _shape_text(shape: Sequence[int]) -> str:
 def _floats(data: list[Any]) -> np.ndarray | None:
     """float32 rows from a flat list or a list of equal-length flat lists, by the fast route.
 
-    array.array parses a list of Python numbers a third faster than np.array, which first scans
-    the list to infer a dtype, and it refuses strings, nulls and nested lists by itself. None
-    when the data is anything else: the general route then finds what is wrong.
+    struct packs a list of Python numbers three to four times faster than array.array (which
+    parses every item through PyArg_Parse) or np.array (which first scans the list for a
+    dtype). It rounds exactly as they do (a C cast to float) and refuses strings, nulls,
+    nested lists and values beyond the float32 range by itself. None when the data is anything
+    else: the general route then finds what is wrong (and turns out-of-range values into inf,
+    which the caller refuses with a message).
     """
     try:
         if type(data[0]) is not list:
-            return np.frombuffer(array.array("f", data), np.float32)
+            return np.frombuffer(struct.pack(f"<{len(data)}f", *data), np.float32)
         width = len(data[0])
         if all(type(row) is list and len(row) == width for row in data):
-            flat = array.array("f", itertools.chain.from_iterable(data))
+            flat = struct.pack(f"<{len(data) * width}f", *itertools.chain.from_iterable(data))
             return np.frombuffer(flat, np.float32).reshape(len(data), width)
-    except (TypeError, OverflowError, IndexError):
+    except (struct.error, TypeError, OverflowError, IndexError):
         pass
     return None
 
