@@ -126,3 +126,30 @@ def test_seeded_initialization_is_reproducible():
     np.testing.assert_array_equal(a, b)
     bound = np.sqrt(6 / 10)
     assert np.abs(a).max() <= bound and a.dtype == np.float32
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+def test_sequential_pools_before_relu_with_identical_results(rng, padding):
+    # Sequential runs ReLU -> MaxPool2d as MaxPool2d -> ReLU (a quarter of the work for the
+    # activation); outputs and every gradient must equal running the layers one by one, ties
+    # (rounded inputs, windows of zeros after the ReLU) included
+    nf.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.MaxPool2d(2, padding=padding),
+                          nn.Flatten(), nn.Linear(3 * (3 + padding) ** 2, 2))
+    x = np.round(rng.standard_normal((4, 2, 9, 9))).astype(np.float32)
+    gy = rng.standard_normal((4, 2)).astype(np.float32)
+
+    def run(forward):
+        model.zero_grad()
+        xt = nf.Tensor(x, requires_grad=True)
+        out = forward(xt)
+        out.backward(gy)
+        return [out.data, xt.grad] + [p.grad.copy() for p in model.parameters()]
+
+    def one_by_one(h):
+        for layer in model:
+            h = layer(h)
+        return h
+
+    for got, want in zip(run(model), run(one_by_one)):
+        np.testing.assert_array_equal(got, want)

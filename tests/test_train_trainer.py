@@ -10,7 +10,9 @@ import pytest
 
 import nnforge as nf
 from nnforge import nn, optim
+from nnforge.backend import SERIAL_BLAS
 from nnforge.errors import ConfigError, DataError, ShapeError
+from nnforge.ops import conv
 from nnforge.train import Callback, EarlyStopping, HistoryLogger, LRScheduler, ModelCheckpoint
 
 
@@ -132,3 +134,36 @@ def test_fit_called_twice_continues_like_one_call():
     trainer.fit(X, y, epochs=4, batch_size=16, validation_split=0.2, callbacks=cbs)
     for k, v in straight.model.state_dict().items():
         np.testing.assert_array_equal(v, model.state_dict()[k])
+
+
+def test_conv_models_train_with_blas_on_one_thread(monkeypatch):
+    # the convolutions split their batch over nnforge's threads; BLAS's own threads would
+    # compete with them, so fit() switches BLAS to one thread and restores it afterwards
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not SERIAL_BLAS.available():
+        pytest.skip("threadpoolctl finds no BLAS to switch")
+    monkeypatch.setattr(conv, "THREADS", 2)
+
+    def blas_threads():
+        return max(i["num_threads"] for i in threadpoolctl.threadpool_info()
+                   if i["user_api"] == "blas")
+
+    class Record(Callback):
+        def __init__(self):
+            self.seen = set()
+
+        def on_batch_end(self, step, loss):
+            self.seen.add(blas_threads())
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((16, 1, 6, 6)).astype(np.float32)
+    y = rng.integers(0, 2, 16)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        for model, expected in ((nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(),
+                                               nn.Linear(32, 2)), {1}),
+                                (nn.Sequential(nn.Flatten(), nn.Linear(36, 2)), {2})):
+            record = Record()
+            nf.Trainer(model, seed=0, verbose=0).fit(X, y, epochs=1, batch_size=8,
+                                                     callbacks=[record])
+            assert record.seen == expected
+            assert blas_threads() == 2

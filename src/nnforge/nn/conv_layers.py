@@ -43,6 +43,9 @@ class _Spatial(Module):
 class Conv2d(_Spatial):
     """2-D convolution over NCHW input; weight (out, in/groups, kh, kw), bias (out,)."""
 
+    #: the op splits its batch over nnforge's own threads (see backend.SERIAL_BLAS)
+    own_threads = True
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
                  init: str = "he") -> None:

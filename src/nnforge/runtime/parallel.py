@@ -14,6 +14,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
+from ..backend import SERIAL_BLAS  # noqa: F401 - the kernels import it from here
+
 Part = Callable[[Any], None]
 
 _lock = threading.Lock()
@@ -53,50 +55,6 @@ def run_parts(parts: Sequence[Part]) -> Part:
     return run
 
 
-class _SerialBlas:
-    """Reference-counted switch of the BLAS libraries to one thread (process-wide)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.depth = 0
-        self.saved: list[int] = []
-        self.libs: list[Any] | None = None
-
-    def _controllers(self) -> list[Any]:
-        if self.libs is None:
-            try:
-                from threadpoolctl import ThreadpoolController  # noqa: PLC0415 - optional
-            except ImportError:  # without it BLAS keeps its threads; results are the same
-                self.libs = []
-            else:
-                self.libs = [c for c in ThreadpoolController().lib_controllers
-                             if c.user_api == "blas"]
-        return self.libs
-
-    def available(self) -> bool:
-        """True when the BLAS thread count can be switched (threadpoolctl found a BLAS)."""
-        return bool(self._controllers())
-
-    def enter(self) -> None:
-        """First caller in: remember the BLAS thread counts and set them to 1."""
-        with self.lock:
-            if self.depth == 0:
-                libs = self._controllers()
-                self.saved = [c.get_num_threads() for c in libs]
-                for c in libs:
-                    c.set_num_threads(1)
-            self.depth += 1
-
-    def exit(self) -> None:
-        """Last caller out: restore the BLAS thread counts."""
-        with self.lock:
-            self.depth -= 1
-            if self.depth == 0:
-                for c, n in zip(self.libs or [], self.saved):
-                    c.set_num_threads(n)
-
-
-SERIAL_BLAS = _SerialBlas()
 
 #: OpenBLAS threads a GEMM from M*N*K >= 2 * 65536 * GEMM_MULTITHREAD_THRESHOLD (4) on
 BLAS_THREADED_MNK = 2 * 65536 * 4

@@ -11,9 +11,11 @@ import numpy as np
 from .. import random as nf_random
 from ..autograd.grad_mode import no_grad
 from ..autograd.tensor import Tensor
+from ..backend import SERIAL_BLAS
 from ..errors import ConfigError, DataError, ShapeError
 from ..nn.losses import Loss, get_loss
 from ..nn.module import Module
+from ..ops import conv as conv_ops
 from ..ops.activation import sigmoid_array, softmax_array
 from .callbacks import Callback
 from .progress import ProgressDisplay
@@ -104,7 +106,8 @@ class Trainer:
                 cb.on_epoch_begin(epoch)
             display.epoch_begin(epoch)
             t0 = time.perf_counter()
-            logs = self._train_epoch(X, y, batch_size, shuffle, display)
+            with SERIAL_BLAS.serial(self._own_threads()):
+                logs = self._train_epoch(X, y, batch_size, shuffle, display)
             logs["time"] = time.perf_counter() - t0
             if validation_data is not None:
                 val = self.evaluate(*validation_data, batch_size=max(batch_size, 256))
@@ -158,6 +161,15 @@ class Trainer:
             logs.update(self._metrics(np.concatenate(outputs), y.take(order[:seen], axis=0)))
         return logs
 
+    def _own_threads(self) -> bool:
+        """Whether the model has layers that split their work over nnforge's own threads.
+
+        BLAS then runs on one thread while they train: OpenBLAS's workers, spinning after each
+        threaded product, would otherwise take the cores the convolutions' threads need.
+        """
+        return conv_ops.THREADS > 1 and any(getattr(m, "own_threads", False)
+                                            for m in self.model.modules())
+
     def _clip(self) -> None:
         if self.grad_clip_norm is None and self.grad_clip_value is None:
             return
@@ -194,7 +206,7 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         try:
-            with no_grad():
+            with no_grad(), SERIAL_BLAS.serial(self._own_threads()):
                 parts = [self.model(Tensor(X[i:i + batch_size], _keep=True)).data
                          for i in range(0, len(X), batch_size)]
         finally:
