@@ -51,8 +51,8 @@ def _axis_slices(k: int, s: int, out: int) -> list[slice]:
 
 
 def _reduce(views: list[Any], op: Any) -> Any:
-    out = np.array(views[0])
-    for v in views[1:]:
+    out = np.array(views[0]) if len(views) == 1 else op(views[0], views[1])
+    for v in views[2:]:
         op(out, v, out=out)
     return out
 
@@ -105,14 +105,34 @@ class _Pool(Function):
         return np.ascontiguousarray(gxp[:, :, ph:ph + h, pw:pw + w])
 
 
-def _first_max_parts(g: Any, m: Any, views: list[Any]) -> list[Any]:
-    """g split over the views: all of it to the first view equal to the maximum m."""
-    parts, remaining = [], g  # gradient not yet claimed by an earlier offset
-    for v in views[:-1]:
-        part = remaining * np.equal(v, m)
-        parts.append(part)
-        remaining = remaining - part
-    return parts + [remaining]
+def _route_first_max(g: Any, m: Any, views: list[Any], dests: list[Any],
+                     accumulate: bool) -> None:
+    """Send g to dests[k] for the first view k equal to the maximum m (zero to the others).
+
+    Where the windows do not overlap each destination is written once, straight from the
+    products (the mask is a float array: multiplying by a boolean one casts on the way and
+    takes twice as long).
+    """
+    if len(views) == 1:
+        if accumulate:
+            dests[0] += g
+        else:
+            dests[0][...] = g
+        return
+    mask = np.empty(g.shape, g.dtype)
+    remaining = g  # the gradient not yet claimed by an earlier offset
+    last = len(views) - 2
+    for k in range(last + 1):
+        np.equal(views[k], m, out=mask)
+        part = np.multiply(remaining, mask, out=None if accumulate else dests[k])
+        if accumulate:
+            dests[k] += part
+        if k < last:
+            remaining = remaining - part
+        elif accumulate:
+            dests[-1] += remaining - part
+        else:
+            np.subtract(remaining, part, out=dests[-1])
 
 
 class MaxPool(_Pool):
@@ -138,10 +158,10 @@ class MaxPool(_Pool):
         gcm, gxp, over_h, over_w = self._grad_buffers(xp.shape, self.out, gy.dtype)
         # the first maximal row of the window, then the first maximal column in that row:
         # together the first maximum in row-major order
-        parts = _first_max_parts(gy, self.y, [cm[:, :, r] for r in rows])
-        _spread([gcm[:, :, r] for r in rows], parts, over_h)
-        parts = _first_max_parts(gcm, cm, [xp[..., c] for c in cols])
-        _spread([gxp[..., c] for c in cols], parts, over_w)
+        _route_first_max(gy, self.y, [cm[:, :, r] for r in rows],
+                         [gcm[:, :, r] for r in rows], over_h)
+        _route_first_max(gcm, cm, [xp[..., c] for c in cols], [gxp[..., c] for c in cols],
+                         over_w)
         return (self._unpad(gxp),)
 
 
