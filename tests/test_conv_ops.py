@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -44,10 +46,18 @@ def conv_ref(x, w, b, stride=1, padding=0, dilation=1, groups=1):
     return y
 
 
-def pool_ref(x, kernel, stride, padding, mode, count_include_pad=True):
+def _pooled(size, k, s, p, ceil):
+    if not ceil:
+        return (size + 2 * p - k) // s + 1
+    out = math.ceil((size + 2 * p - k) / s) + 1
+    # PyTorch's rule: the last window starts inside the input or the leading padding
+    return out - 1 if (out - 1) * s >= size + p else out
+
+
+def pool_ref(x, kernel, stride, padding, mode, count_include_pad=True, ceil=False):
     (kh, kw), (sh, sw), (ph, pw) = _pair(kernel), _pair(stride), _pair(padding)
     n, c, h, w = x.shape
-    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    oh, ow = _pooled(h, kh, sh, ph, ceil), _pooled(w, kw, sw, pw, ceil)
     y = np.zeros((n, c, oh, ow))
     for s in range(n):
         for ch in range(c):
@@ -59,8 +69,8 @@ def pool_ref(x, kernel, stride, padding, mode, count_include_pad=True):
                             r, q = i * sh + a - ph, j * sw + e - pw
                             if 0 <= r < h and 0 <= q < w:
                                 vals.append(x[s, ch, r, q])
-                            else:
-                                pads += 1
+                            elif -ph <= r < h + ph and -pw <= q < w + pw:
+                                pads += 1  # ceil_mode's overhang past the padding: nothing
                     if mode == "max":
                         y[s, ch, i, j] = max(vals)
                     else:
@@ -180,6 +190,25 @@ def test_avg_pool_forward_and_gradients(rng, case, count_include_pad):
     ref = pool_ref(x, k, s if s is not None else k, p, "avg", count_include_pad)
     np.testing.assert_allclose(got, ref, rtol=1e-12)
     check_gradients(lambda t: avg_pool2d(t, k, s, p, count_include_pad), [x])
+
+
+CEIL_CASES = [  # (x shape, kernel, stride, padding): the last window hangs over the end
+    ((2, 2, 7, 6), 2, 2, 0), ((1, 2, 6, 7), 3, 2, 1), ((1, 1, 5, 5), 2, 2, 1),  # one dropped
+    ((1, 2, 8, 7), (3, 2), (2, 3), (1, 0))]
+
+
+@pytest.mark.parametrize("case", CEIL_CASES)
+def test_pools_in_ceil_mode(rng, case):
+    shape, k, s, p = case
+    x = rng.permutation(np.prod(shape)).reshape(shape) / 10.0 - 1.0
+    got = max_pool2d(Tensor(x), k, s, p, ceil_mode=True).data
+    np.testing.assert_allclose(got, pool_ref(x, k, s, p, "max", ceil=True))
+    check_gradients(lambda t: max_pool2d(t, k, s, p, ceil_mode=True), [x])
+    for include in (True, False):
+        got = avg_pool2d(Tensor(x), k, s, p, include, ceil_mode=True).data
+        np.testing.assert_allclose(got, pool_ref(x, k, s, p, "avg", include, ceil=True),
+                                   rtol=1e-12)
+        check_gradients(lambda t, i=include: avg_pool2d(t, k, s, p, i, ceil_mode=True), [x])
 
 
 def test_max_pool_ties_send_the_gradient_to_one_element():

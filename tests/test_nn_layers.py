@@ -153,3 +153,16 @@ def test_sequential_pools_before_relu_with_identical_results(rng, padding):
 
     for got, want in zip(run(model), run(one_by_one)):
         np.testing.assert_array_equal(got, want)
+
+
+def test_pool_ceil_mode_config_round_trip_and_check():
+    for layer in (nn.MaxPool2d(3, 2, ceil_mode=True), nn.AvgPool2d(2, ceil_mode=True)):
+        config = layer.get_config()
+        assert config["ceil_mode"] is True
+        assert type(layer).from_config(config).get_config() == config
+    assert "ceil_mode" not in nn.MaxPool2d(2).get_config()  # files without it stay the same
+    with pytest.raises(ConfigError, match="ceil_mode must be True or False, found 'yes'"):
+        nn.MaxPool2d(2, ceil_mode="yes")
+    x = nf.Tensor(np.arange(49, dtype=np.float32).reshape(1, 1, 7, 7))
+    assert nn.MaxPool2d(2, ceil_mode=True)(x).shape == (1, 1, 4, 4)
+    assert nn.MaxPool2d(2)(x).shape == (1, 1, 3, 3)

@@ -141,6 +141,18 @@ CASES = [
     case("AveragePool pads include", [node("AveragePool", ["x"], kernel_shape=[3, 2],
                                            strides=[2, 1], pads=[1, 0, 1, 1],
                                            count_include_pad=1)], ("N", 2, 6, 5)),
+    # ceil_mode: the last window hangs over the end (and is dropped when it would start
+    # beyond the input and the leading padding, as PyTorch and ONNX Runtime do)
+    case("MaxPool ceil_mode", [node("MaxPool", ["x"], kernel_shape=[3, 3], strides=[2, 2],
+                                    ceil_mode=1)], ("N", 2, 6, 7)),
+    case("MaxPool ceil_mode pads", [node("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2],
+                                         pads=[1, 1, 1, 1], ceil_mode=1)], ("N", 1, 5, 6)),
+    *[case(f"AveragePool ceil_mode pads include={cip}",
+           [node("AveragePool", ["x"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 0, 1, 1],
+                 count_include_pad=cip, ceil_mode=1)], ("N", 2, 5, 6))
+      for cip in (0, 1)],
+    case("AveragePool ceil_mode", [node("AveragePool", ["x"], kernel_shape=[3, 3],
+                                        strides=[2, 2], ceil_mode=1)], ("N", 1, 6, 6)),
     case("GlobalAveragePool", [node("GlobalAveragePool", ["x"])], ("N", 3, 5, 4)),
     case("BatchNormalization", [node("BatchNormalization", ["x", "s", "b", "m", "v"])],
          ("N", 3, 4, 4), {"s": C([1, 2, 0.5], F32), "b": C([0, 1, -1], F32),

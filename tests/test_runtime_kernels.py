@@ -85,11 +85,12 @@ POOL_CASES = [  # (op, kernel, stride, pad, count_include_pad)
 ]
 
 
+@pytest.mark.parametrize("ceil", [0, 1])
 @pytest.mark.parametrize("case", POOL_CASES)
-def test_pools(rng: np.random.Generator, case: tuple) -> None:
+def test_pools(rng: np.random.Generator, case: tuple, ceil: int) -> None:
     op, k, s, p, cip = case
     x = rng.standard_normal((2, 3, 7, 6)).astype(F32)
-    attrs = {"kernel_shape": [k, k], "strides": [s, s], "pads": [p] * 4}
+    attrs = {"kernel_shape": [k, k], "strides": [s, s], "pads": [p] * 4, "ceil_mode": ceil}
     if op == "AveragePool":
         attrs["count_include_pad"] = cip
     got, ref = _one(op, x, attrs)

@@ -16,6 +16,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import ConfigError, ShapeError
 from ..ops.activation import erf_array, log_softmax_array, sigmoid_array, softmax_array
+from ..ops.pool import pool_window_counts, pooled_size
 from .ir import INTERNAL_DOMAIN, Dim, Node, Shape
 
 ShapeFn = Callable[[Node, list[Shape | None], dict[str, np.ndarray]], list[Shape | None]]
@@ -284,10 +285,18 @@ def conv_geometry(node: Node, spatial: tuple[int, ...] | None = None) -> dict[st
 def _out_dim(d: Dim, k: int, s: int, p0: int, p1: int, dil: int, ceil: bool = False) -> Dim:
     if not isinstance(d, int):
         return None
-    span = d + p0 + p1 - dil * (k - 1) - 1
-    if span < 0:
-        return -1
-    return (-(-span // s) if ceil else span // s) + 1
+    return pooled_size(d, k, s, p0, p1, dil, ceil) or -1
+
+
+def average_pool_divisor(node: Node, in_hw: tuple[int, int], out_hw: tuple[int, int],
+                         dtype: Any) -> np.ndarray:
+    """(1, 1, OH, OW) divisors of an AveragePool node (count_include_pad and ceil_mode)."""
+    g = conv_geometry(node)
+    kernel, nd = list(node.attrs["kernel_shape"]), 2
+    include = bool(node.attrs.get("count_include_pad", 0))
+    h, w = (pool_window_counts(in_hw[i], out_hw[i], kernel[i], g["strides"][i], g["pads"][i],
+                               g["pads"][i + nd], g["dilations"][i], include) for i in range(2))
+    return np.outer(h, w).astype(dtype).reshape(1, 1, *out_hw)
 
 
 def _spatial_out(node: Node, x: Shape, kernel: list[int]) -> tuple[Dim, ...]:
@@ -367,10 +376,7 @@ def average_pool(node: Node, x: Any) -> Any:
     """Mean over each window; count_include_pad says whether pads count."""
     kernel = list(node.attrs["kernel_shape"])
     total = _windows(node, x, kernel, 0.0).sum(axis=(4, 5))
-    if node.attrs.get("count_include_pad", 0):
-        return (total / x.dtype.type(kernel[0] * kernel[1])).astype(x.dtype)
-    ones = np.ones((1, 1) + x.shape[2:], x.dtype)
-    count = _windows(node, ones, kernel, 0.0).sum(axis=(4, 5))
+    count = average_pool_divisor(node, x.shape[2:], total.shape[2:], x.dtype)
     return (total / count).astype(x.dtype)
 
 

@@ -205,6 +205,8 @@ def _pool2d(layer: Module, t: Tracer, path: str, x: str) -> str:
     stride = _pair(layer.stride if layer.stride is not None else layer.kernel_size)
     attrs: dict[str, Any] = {"kernel_shape": kernel, "strides": stride,
                              "pads": _pads(getattr(layer, "padding", 0), path)}
+    if getattr(layer, "ceil_mode", False):
+        attrs["ceil_mode"] = 1
     if type(layer).__name__ == "MaxPool2d":
         return t.node("MaxPool", [x], path, **attrs)
     attrs["count_include_pad"] = int(bool(getattr(layer, "count_include_pad", False)))

@@ -79,8 +79,13 @@ class Conv2d(_Spatial):
 
 
 class _Pool2d(_Spatial):
-    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0) -> None:
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                 ceil_mode: bool = False) -> None:
         super().__init__()
+        if not isinstance(ceil_mode, (bool, np.bool_)):
+            raise ConfigError(f"{type(self).__name__}: ceil_mode must be True or False, found "
+                              f"{ceil_mode!r}")
+        self.ceil_mode = bool(ceil_mode)
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = pair(stride, "stride") if stride is not None else self.kernel_size
         self.padding = pair(padding, "padding", minimum=0)
@@ -89,8 +94,11 @@ class _Pool2d(_Spatial):
                               f"size {self.kernel_size}, found {self.padding}")
 
     def get_config(self) -> dict[str, Any]:
-        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": list(self.padding)}
+        config = {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                  "padding": list(self.padding)}
+        if self.ceil_mode:  # written only when set, so files without it stay as they were
+            config["ceil_mode"] = True
+        return config
 
 
 @register_layer
@@ -98,7 +106,7 @@ class MaxPool2d(_Pool2d):
     """Maximum over kernel_size windows (stride defaults to kernel_size; padding is -inf)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return max_pool2d(x, self.kernel_size, self.stride, self.padding)
+        return max_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode)
 
 
 @register_layer
@@ -106,12 +114,13 @@ class AvgPool2d(_Pool2d):
     """Mean over kernel_size windows; count_include_pad counts padded zeros in the divisor."""
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
-                 count_include_pad: bool = True) -> None:
-        super().__init__(kernel_size, stride, padding)
+                 count_include_pad: bool = True, ceil_mode: bool = False) -> None:
+        super().__init__(kernel_size, stride, padding, ceil_mode)
         self.count_include_pad = bool(count_include_pad)
 
     def forward(self, x: Tensor) -> Tensor:
-        return avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.count_include_pad)
+        return avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.count_include_pad,
+                          self.ceil_mode)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "count_include_pad": self.count_include_pad}

@@ -168,6 +168,8 @@ def graph_to_model(graph: Graph, opset: int = DEFAULT_OPSET,
                 emit("Mul", [ins[0], a], [m], {}, m)
                 emit("Mul", [m, const(f"{name}.half", dt(0.5))], outs, {}, name)
                 continue
+            if op in ("MaxPool", "AveragePool") and attrs.get("ceil_mode"):
+                attrs = _explicit_ceil(op, attrs, info.get(ins[0]), info.get(outs[0]))
             emit(op, ins, outs, _adapt(op, attrs, opset, name, ins, inits), name)
     inputs = [value_info_to_proto(v.name, v.shape, v.dtype) for v in g.inputs]
     outputs = []
@@ -231,6 +233,30 @@ def _standard_nodes(n: Node, fresh: Any) -> list[_Std]:
     elif not act:
         out[-1] = (out[-1][0], out[-1][1], [n.outputs[0]], attrs, n.name)
     return out
+
+
+def _explicit_ceil(op: str, attrs: dict[str, Any], x: Any, y: Any) -> dict[str, Any]:
+    """A ceil_mode pool written as floor mode with longer end pads, where that is the same.
+
+    ONNX's shape inference keeps a last window that starts beyond the input and the leading
+    padding, which PyTorch, ONNX Runtime and nnforge drop; with explicit pads every reader
+    agrees. Padding counts for nothing in MaxPool and in AveragePool without
+    count_include_pad; otherwise (or when the shapes are not known) ceil_mode stays.
+    """
+    if op == "AveragePool" and attrs.get("count_include_pad", 0):
+        return attrs
+    in_hw = None if x is None or x.shape is None else x.shape[2:]
+    out_hw = None if y is None or y.shape is None else y.shape[2:]
+    if in_hw is None or out_hw is None or not all(isinstance(d, int) for d in (*in_hw, *out_hw)):
+        return attrs
+    kernel, nd = list(attrs["kernel_shape"]), len(in_hw)
+    strides = list(attrs.get("strides", [1] * nd))
+    dilations = list(attrs.get("dilations", [1] * nd))
+    pads = list(attrs.get("pads", [0] * (2 * nd)))
+    for i in range(nd):
+        reach = (out_hw[i] - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1
+        pads[nd + i] = max(pads[nd + i], reach - in_hw[i] - pads[i])
+    return {**attrs, "pads": pads, "ceil_mode": 0}
 
 
 def _adapt(op: str, attrs: dict[str, Any], opset: int, name: str, ins: list[str],

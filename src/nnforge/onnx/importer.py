@@ -130,9 +130,6 @@ def _unsupported(node: onnx.NodeProto, opset: int) -> str:
     if op in ("Conv", "MaxPool", "AveragePool") and "kernel_shape" in attrs and \
             len(ints("kernel_shape")) != 2:
         return f"{where} with a {len(ints('kernel_shape'))}-D kernel (2-D only)"
-    if op in ("MaxPool", "AveragePool") and attrs.get("ceil_mode", None) is not None and \
-            attrs["ceil_mode"].i:
-        return f"{where} with ceil_mode=1"
     if op == "MaxPool" and len(node.output) > 1 and node.output[1]:
         return f"{where} with an Indices output"
     if op == "BatchNormalization" and ("training_mode" in attrs and attrs["training_mode"].i):

@@ -19,14 +19,39 @@ from ..errors import ConfigError, ShapeError
 from .conv import pair
 
 
+def pooled_size(size: int, k: int, s: int, p0: int, p1: int, dil: int = 1,
+                ceil: bool = False) -> int:
+    """Output length of a pooling window along one axis (below 1: the input is too small).
+
+    ceil_mode rounds up, but as in PyTorch and ONNX Runtime a last window that would start
+    beyond the input and the leading padding is dropped.
+    """
+    span = size + p0 + p1 - dil * (k - 1) - 1
+    if span < 0:
+        return 0
+    if not ceil:
+        return span // s + 1
+    out = -(-span // s) + 1
+    return out - 1 if (out - 1) * s >= size + p0 else out
+
+
+def pool_window_counts(size: int, out: int, k: int, s: int, p0: int, p1: int, dil: int,
+                       include_pad: bool) -> np.ndarray:
+    """Per output position along one axis, how many window taps fall on the input (and, with
+    include_pad, on the explicit padding); taps past it (ceil_mode's last window) never count."""
+    taps = np.arange(out)[:, None] * s + np.arange(k)[None, :] * dil  # in padded coordinates
+    lo, hi = (0, size + p0 + p1) if include_pad else (p0, size + p0)
+    return ((taps >= lo) & (taps < hi)).sum(axis=1)
+
+
 def _out_size(what: str, x: Any, kernel: tuple[int, int], stride: tuple[int, int],
-              padding: tuple[int, int]) -> tuple[int, int]:
+              padding: tuple[int, int], ceil: bool) -> tuple[int, int]:
     if x.ndim != 4:
         raise ShapeError(f"{what} expected input of shape (batch, channels, H, W), "
                          f"found {x.shape}")
     h, w = x.shape[2:]
-    oh = (h + 2 * padding[0] - kernel[0]) // stride[0] + 1
-    ow = (w + 2 * padding[1] - kernel[1]) // stride[1] + 1
+    oh = pooled_size(h, kernel[0], stride[0], padding[0], padding[0], ceil=ceil)
+    ow = pooled_size(w, kernel[1], stride[1], padding[1], padding[1], ceil=ceil)
     if oh < 1 or ow < 1:
         raise ShapeError(f"{what} with a {kernel[0]}x{kernel[1]} kernel and padding {padding} "
                          f"expected an input of at least {kernel[0] - 2 * padding[0]}x"
@@ -35,12 +60,13 @@ def _out_size(what: str, x: Any, kernel: tuple[int, int], stride: tuple[int, int
     return oh, ow
 
 
-def _pad(x: Any, padding: tuple[int, int], value: float) -> Any:
-    if padding == (0, 0):
+def _pad(x: Any, padding: tuple[int, int], extra: tuple[int, int], value: float) -> Any:
+    """x with `padding` on both sides and `extra` more at the end of each axis."""
+    if padding == (0, 0) and extra == (0, 0):
         return x
     n, c, h, w = x.shape
-    ph, pw = padding
-    xp = np.full((n, c, h + 2 * ph, w + 2 * pw), value, dtype=x.dtype)
+    (ph, pw), (eh, ew) = padding, extra
+    xp = np.full((n, c, h + 2 * ph + eh, w + 2 * pw + ew), value, dtype=x.dtype)
     xp[:, :, ph:ph + h, pw:pw + w] = x
     return xp
 
@@ -69,7 +95,9 @@ def _spread(gviews: list[Any], parts: list[Any], accumulate: bool) -> None:
 class _Pool(Function):
     what = ""
 
-    def __init__(self, kernel: Any, stride: Any = None, padding: Any = 0) -> None:
+    def __init__(self, kernel: Any, stride: Any = None, padding: Any = 0,
+                 ceil_mode: bool = False) -> None:
+        self.ceil_mode = bool(ceil_mode)
         self.kernel = pair(kernel, "kernel_size")
         self.stride = pair(stride, "stride") if stride is not None else self.kernel
         self.padding = pair(padding, "padding", minimum=0)
@@ -78,11 +106,14 @@ class _Pool(Function):
                               f"{self.kernel}, found {self.padding}")
 
     def _prepare(self, x: Any, pad_value: float) -> tuple[Any, tuple[int, int]]:
-        out = _out_size(self.what, x, self.kernel, self.stride, self.padding)
+        out = _out_size(self.what, x, self.kernel, self.stride, self.padding, self.ceil_mode)
         self.rows = _axis_slices(self.kernel[0], self.stride[0], out[0])
         self.cols = _axis_slices(self.kernel[1], self.stride[1], out[1])
         self.x_shape = x.shape
-        return _pad(x, self.padding, pad_value), out
+        # ceil_mode's last window may hang over the end padding: pad_value there too
+        extra = tuple(max(0, (o - 1) * s + k - (d + 2 * p)) for o, s, k, d, p in
+                      zip(out, self.stride, self.kernel, x.shape[2:], self.padding))
+        return _pad(x, self.padding, extra, pad_value), out
 
     def _grad_buffers(self, xp_shape: tuple[int, ...], out: tuple[int, int],
                       dtype: Any) -> tuple[Any, Any, bool, bool]:
@@ -98,7 +129,7 @@ class _Pool(Function):
         return gcm, gxp, over_h, over_w
 
     def _unpad(self, gxp: Any) -> Any:
-        if self.padding == (0, 0):
+        if gxp.shape == self.x_shape:
             return gxp
         ph, pw = self.padding
         h, w = self.x_shape[2:]
@@ -172,22 +203,18 @@ class AveragePool(_Pool):
     what = "AvgPool2d"
 
     def __init__(self, kernel: Any, stride: Any = None, padding: Any = 0,
-                 count_include_pad: bool = True) -> None:
-        super().__init__(kernel, stride, padding)
+                 count_include_pad: bool = True, ceil_mode: bool = False) -> None:
+        super().__init__(kernel, stride, padding, ceil_mode)
         self.count_include_pad = bool(count_include_pad)
 
     def _divisor(self, x: Any, out: tuple[int, int]) -> Any:
-        """Scalar kh*kw, or per-output counts of real (unpadded) pixels in each window."""
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
-        if self.count_include_pad or self.padding == (0, 0):
-            return x.dtype.type(kh * kw)
-
-        def counts(size: int, k: int, s: int, p: int, n: int) -> Any:
-            start = np.arange(n) * s - p
-            return np.minimum(start + k, size) - np.maximum(start, 0)
-
-        ch = counts(x.shape[2], kh, sh, ph, out[0])
-        cw = counts(x.shape[3], kw, sw, pw, out[1])
+        """Per-output counts of the pixels each window covers (padding included with
+        count_include_pad; ceil_mode's overhang never), or one number when all are equal."""
+        ch, cw = (pool_window_counts(x.shape[2 + i], out[i], self.kernel[i], self.stride[i],
+                                     self.padding[i], self.padding[i], 1,
+                                     self.count_include_pad) for i in range(2))
+        if ch.min() == ch.max() and cw.min() == cw.max():
+            return x.dtype.type(ch[0] * cw[0])
         return np.outer(ch, cw).astype(x.dtype)
 
     def forward(self, x: Any) -> Any:
@@ -227,16 +254,18 @@ class GlobalAveragePool(Function):
         return (gx,)
 
 
-def max_pool2d(x: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:
+def max_pool2d(x: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0,
+               ceil_mode: bool = False) -> Tensor:
     """Max pooling over kernel_size windows (stride defaults to kernel_size)."""
-    return MaxPool.apply(x, kernel=kernel_size, stride=stride, padding=padding)
+    return MaxPool.apply(x, kernel=kernel_size, stride=stride, padding=padding,
+                         ceil_mode=ceil_mode)
 
 
 def avg_pool2d(x: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0,
-               count_include_pad: bool = True) -> Tensor:
+               count_include_pad: bool = True, ceil_mode: bool = False) -> Tensor:
     """Average pooling over kernel_size windows (stride defaults to kernel_size)."""
     return AveragePool.apply(x, kernel=kernel_size, stride=stride, padding=padding,
-                             count_include_pad=count_include_pad)
+                             count_include_pad=count_include_pad, ceil_mode=ceil_mode)
 
 
 def global_avg_pool2d(x: Tensor) -> Tensor:

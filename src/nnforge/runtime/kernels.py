@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..graph.ir import Node
-from ..graph.ops import conv_geometry
+from ..graph.ops import average_pool_divisor, conv_geometry
 from ..ops.activation import erf_array
 from .parallel import BLAS_THREADED_MNK, SERIAL_BLAS, run_parts
 
@@ -393,9 +393,9 @@ def pool_reducer(x: np.ndarray, y: np.ndarray, node: Node, ctx: Ctx, pad_value: 
     ph0, pw0, ph1, pw1 = g["pads"]
     n, c, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
-    if node.attrs.get("ceil_mode", 0):
-        raise ConfigError(f"{node.op} {node.name}: ceil_mode=1 is not supported by the NumPy "
-                          f"runtime; expected ceil_mode=0")
+    # ceil_mode's last window may reach past the end padding: pad a little more there
+    ph1 = max(ph1, (oh - 1) * sh + dh * (kh - 1) + 1 - h - ph0)
+    pw1 = max(pw1, (ow - 1) * sw + dw * (kw - 1) + 1 - w - pw0)
     src, inner = x, None
     if ph0 or pw0 or ph1 or pw1:
         src = ctx.scratch((n, c, h + ph0 + ph1, w + pw0 + pw1), fill=pad_value)
@@ -434,14 +434,11 @@ def _max_pool(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
 def _average_pool(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     x, y = ins[0], outs[0]
     run = pool_reducer(x, y, node, ctx, 0.0, add)
-    kh, kw = node.attrs["kernel_shape"]
-    if node.attrs.get("count_include_pad", 0) or not any(conv_geometry(node)["pads"]):
-        scale = ctx.const(np.full((1, 1, 1, 1), 1.0 / (kh * kw)))
-    else:  # divide each window by how many real (unpadded) inputs it covers
-        ones = np.ones((1, 1) + x.shape[2:], ctx.dtype)
-        count = np.empty((1, 1) + y.shape[2:], ctx.dtype)
-        pool_reducer(ones, count, node, Ctx(ctx.dtype), 0.0, add)()
-        scale = ctx.const(1.0 / count)
+    # each window's divisor: its taps on the input (and on the padding, with
+    # count_include_pad), one number when all windows have the same
+    count = average_pool_divisor(node, x.shape[2:], y.shape[2:], np.float64)
+    count = count[:, :, :1, :1] if (count == count.flat[0]).all() else count
+    scale = ctx.const(1.0 / count)
 
     def step(feeds: Any) -> None:
         run()
