@@ -6,6 +6,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -190,3 +192,54 @@ def test_grpc_checks_the_api_key(server: ServerProcess) -> None:
         assert reply.model_name == "clf" and reply.outputs[0].name == "classes"
         reply = infer(req, timeout=30, metadata=[("x-api-key", API)])
         assert len(reply.raw_output_contents) == 2
+
+
+TRITON_GRPC_ADMIN = r"""
+import json, sys
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+client = grpcclient.InferenceServerClient(sys.argv[1])
+admin, api = {"authorization": "Bearer " + sys.argv[2]}, {"x-api-key": sys.argv[3]}
+out = {}
+
+def code(fn):
+    try:
+        fn()
+    except InferenceServerException as exc:
+        return [exc.status(), exc.message()]
+    return None
+
+out["index"] = client.get_model_repository_index(headers=admin, as_json=True)["models"]
+out["no_key"] = code(lambda: client.get_model_repository_index(headers=api))
+client.unload_model("clf", headers=admin)
+out["ready_after_unload"] = client.is_model_ready("clf", headers=api)
+out["load_errors"] = code(lambda: client.load_model("clf", headers=admin))
+out["ready_after_load"] = client.is_model_ready("clf", headers=api)
+out["missing"] = code(lambda: client.load_model("nope", headers=admin))
+print(json.dumps(out))
+"""
+
+
+def test_triton_grpc_repository_extension(repo: Path, server: ServerProcess) -> None:
+    # tritonclient.grpc's load_model / unload_model / get_model_repository_index, in a
+    # process of its own (its protobuf registrations), with the admin key as metadata
+    proc = subprocess.run([sys.executable, "-c", TRITON_GRPC_ADMIN,
+                           f"127.0.0.1:{server.grpc_port}", ADMIN, API],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    served = [m for m in out["index"] if m.get("state") == "READY"]
+    assert served and all(m["name"] == "clf" for m in served)
+    assert out["no_key"][0] == "StatusCode.UNAUTHENTICATED"
+    assert out["ready_after_unload"] is False
+    # the load works, or names the broken version a neighbouring test dropped in
+    assert out["load_errors"] is None or "clf version" in out["load_errors"][1]
+    assert out["ready_after_load"] is True
+    assert out["missing"][0] == "StatusCode.NOT_FOUND"
+    # ready=True is not sent by this client call; the REST body's "ready" filters
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        admin = {"X-API-Key": ADMIN}
+        every = c.post("/v2/repository/index", headers=admin).json()
+        ready = c.post("/v2/repository/index", headers=admin, json={"ready": True}).json()
+        assert ready and all(r["state"] == "READY" for r in ready) and len(ready) <= len(every)

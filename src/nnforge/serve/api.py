@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from .core import InferenceServer
-from .errors import InvalidInputError, NotFoundError, ServeError, UnavailableError
+from .errors import ServeError, UnavailableError
 from .metrics import CONTENT_TYPE
 from .repository import LoadedVersion
 
@@ -84,6 +84,13 @@ class LoadRequest(BaseModel):
     """Triton's repository load request (parameters are accepted and ignored)."""
 
     parameters: dict[str, Any] | None = None
+
+
+class IndexRequest(BaseModel):
+    """Triton's repository index request (one repository: repository_name is ignored)."""
+
+    repository_name: str | None = None
+    ready: bool = False
 
 
 def _json(doc: Any, status: int = 200) -> Response:
@@ -235,9 +242,9 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
     # -- model repository (Triton's API), behind the admin key -------------------------------
     @app.post("/v2/repository/index", summary="Every model version on disk and its state",
               responses=_ERRORS)
-    async def repository_index(request: Request) -> Response:
+    async def repository_index(request: Request, body: IndexRequest | None = None) -> Response:
         admin_key(request)
-        return _json(repo.index())
+        return _json(server.repository_index(body is not None and body.ready))
 
     @app.post("/v2/repository/models/{model}/load",
               summary="Load (or reload) a model's versions from the repository",
@@ -245,12 +252,7 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
     async def repository_load(request: Request, model: str, body: LoadRequest | None = None
                               ) -> Response:
         admin_key(request)
-        if model not in repo.scan():
-            raise NotFoundError(f"the repository has no model {model!r} (expected "
-                                f"<repo>/{model}/<version>/model.nnf)")
-        errors = await repo.sync(only=model, explicit=True)
-        if errors:
-            raise InvalidInputError("failed to load " + "; ".join(errors))
+        await server.load_model(model)
         return _json({})
 
     @app.post("/v2/repository/models/{model}/unload", summary="Stop serving a model",
@@ -258,7 +260,7 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
     async def repository_unload(request: Request, model: str,
                                 body: LoadRequest | None = None) -> Response:
         admin_key(request)
-        await repo.unload(model)
+        await server.unload_model(model)
         return _json({})
 
     @app.get("/metrics", summary="Prometheus metrics")

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import __version__
 from .config import ServeConfig
-from .errors import ForbiddenError, InvalidInputError, UnauthorizedError
+from .errors import ForbiddenError, InvalidInputError, NotFoundError, UnauthorizedError
 from .logs import AccessLog
 from .metrics import UNKNOWN, ServerMetrics
 from .model import Outputs, ServedModel
@@ -66,6 +66,26 @@ class InferenceServer:
             found = "a wrong key" if presented else "none"
             raise UnauthorizedError(f"expected the admin key in 'Authorization: Bearer <key>' or "
                                     f"'X-API-Key', found {found}")
+
+    # -- model repository (Triton's extension; callers check the admin key) -----------------
+    def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        """Every version on disk or served, with its state (READY only, if asked)."""
+        rows = self.repository.index()
+        return [r for r in rows if r.get("state") == "READY"] if ready_only else rows
+
+    async def load_model(self, name: str) -> None:
+        """Load (or reload) a model's versions from the repository; errors name each failure."""
+        repo = self.repository
+        if name not in repo.scan():
+            raise NotFoundError(f"the repository has no model {name!r} (expected "
+                                f"<repo>/{name}/<version>/model.nnf)")
+        errors = await repo.sync(only=name, explicit=True)
+        if errors:
+            raise InvalidInputError("failed to load " + "; ".join(errors))
+
+    async def unload_model(self, name: str) -> None:
+        """Stop serving every version of a model until it is loaded again."""
+        await self.repository.unload(name)
 
     # -- inference ---------------------------------------------------------------------------
     def submit(self, loaded: LoadedVersion, x: np.ndarray, arrived: float,

@@ -43,6 +43,9 @@ METHODS = {  # rpc name -> (request, response) message names
     "ServerMetadata": ("ServerMetadataRequest", "ServerMetadataResponse"),
     "ModelMetadata": ("ModelMetadataRequest", "ModelMetadataResponse"),
     "ModelInfer": ("ModelInferRequest", "ModelInferResponse"),
+    "RepositoryIndex": ("RepositoryIndexRequest", "RepositoryIndexResponse"),
+    "RepositoryModelLoad": ("RepositoryModelLoadRequest", "RepositoryModelLoadResponse"),
+    "RepositoryModelUnload": ("RepositoryModelUnloadRequest", "RepositoryModelUnloadResponse"),
 }
 MESSAGES = {n: message(n) for pair in METHODS.values() for n in pair}
 #: typed contents field of each datatype (requests may use these instead of raw bytes)
@@ -183,6 +186,29 @@ class InferenceService:
             server.finish(loaded, request.model_name, outcome, arrived, {
                 "request_id": rid, "method": "ModelInfer", "path": SERVICE, "status": status,
                 "protocol": "grpc"})
+
+
+    # -- Triton's model repository extension, behind the admin key --------------------------
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
+        """Every version on disk or served, with its state."""
+        self.server.check_admin_key(_key(context))
+        resp = MESSAGES["RepositoryIndexResponse"]()
+        for row in self.server.repository_index(request.ready):
+            resp.models.add(name=row["name"], version=row["version"],
+                            state=row.get("state", ""), reason=row.get("reason", ""))
+        return resp
+
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:  # noqa: N802
+        """Load (or reload) a model's versions from the repository."""
+        self.server.check_admin_key(_key(context))
+        await self.server.load_model(request.model_name)
+        return MESSAGES["RepositoryModelLoadResponse"]()
+
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:  # noqa: N802
+        """Stop serving a model until it is loaded again."""
+        self.server.check_admin_key(_key(context))
+        await self.server.unload_model(request.model_name)
+        return MESSAGES["RepositoryModelUnloadResponse"]()
 
 
 def _guard(fn: Callable[[Any, Any], Awaitable[Any]],
