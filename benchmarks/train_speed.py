@@ -2,7 +2,7 @@
 
 Each implementation runs in its own subprocess (so peak RSS is its own), threads pinned to 2
 (OpenBLAS through threadpoolctl, torch.set_num_threads). Run: .venv/bin/python
-benchmarks/train_speed.py [--epochs 3] [--samples 60000]. PyTorch must be installed
+benchmarks/train_speed.py [--rounds 3] [--epochs 2]. PyTorch must be installed
 (pip install torch==2.13.0); it is not an nnforge dependency.
 """
 
@@ -143,7 +143,10 @@ def child(impl: str, model: str, epochs: int, samples: int, batch: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=2, help="epochs per run")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternating rounds: every implementation runs once per round, so "
+                         "slow phases of a shared machine hit all of them alike")
     ap.add_argument("--mlp-samples", type=int, default=60000)
     ap.add_argument("--lenet-samples", type=int, default=10000)
     ap.add_argument("--child", nargs=5, metavar=("IMPL", "MODEL", "EPOCHS", "SAMPLES", "BATCH"))
@@ -155,25 +158,35 @@ def main() -> None:
     jobs = [("mlp", args.mlp_samples, 128, ["nnforge", "pytorch", "naive-numpy"]),
             ("lenet5", args.lenet_samples, 64, ["nnforge", "pytorch"])]
     print(f"threads pinned to {THREADS} (OpenBLAS via threadpoolctl, torch.set_num_threads); "
-          f"median of {args.epochs} epochs; synthetic float32 data; batch 128 (MLP), "
-          f"64 (LeNet-5); Adam")
+          f"{args.rounds} alternating rounds of {args.epochs} epochs, each implementation in "
+          f"its own process; s/epoch = median of all epochs, ratio = median of the per-round "
+          f"ratios; synthetic float32 data; batch 128 (MLP), 64 (LeNet-5); Adam")
     print(f"{'model':8} {'implementation':14} {'samples':>8} {'s/epoch':>9} {'best':>7} "
-          f"{'vs torch':>9} {'peak RSS MiB':>13}")
+          f"{'vs torch':>9} {'rounds':>18} {'peak RSS MiB':>13}")
     for model, samples, batch, impls in jobs:
-        results = {}
-        for impl in impls:
-            out = subprocess.run([sys.executable, __file__, "--child", impl, model,
-                                  str(args.epochs), str(samples), str(batch)],
-                                 capture_output=True, text=True, check=False)
-            if out.returncode:
-                print(f"{model:8} {impl:14} failed: {out.stderr.strip().splitlines()[-1:]}")
+        times: dict[str, list[list[float]]] = {impl: [] for impl in impls}
+        rss: dict[str, float] = {}
+        for _ in range(args.rounds):
+            for impl in impls:
+                out = subprocess.run([sys.executable, __file__, "--child", impl, model,
+                                      str(args.epochs), str(samples), str(batch)],
+                                     capture_output=True, text=True, check=False)
+                if out.returncode:
+                    print(f"{model:8} {impl:14} failed: {out.stderr.strip().splitlines()[-1:]}")
+                    continue
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+                times[impl].append(result["times"])
+                rss[impl] = max(rss.get(impl, 0.0), result["rss"])
+        base = times.get("pytorch") or []
+        for impl, runs in times.items():
+            if not runs:
                 continue
-            results[impl] = json.loads(out.stdout.strip().splitlines()[-1])
-        base = np.median(results["pytorch"]["times"]) if "pytorch" in results else float("nan")
-        for impl, r in results.items():
-            med = float(np.median(r["times"]))
-            print(f"{model:8} {impl:14} {samples:>8} {med:>9.3f} {min(r['times']):>7.3f} "
-                  f"{med / base:>8.2f}x {r['rss']:>13.0f}")
+            flat = [t for run in runs for t in run]
+            ratios = [float(np.median(r) / np.median(b)) for r, b in zip(runs, base)]
+            ratio = f"{np.median(ratios):>8.2f}x" if ratios else f"{'n/a':>9}"
+            spread = " ".join(f"{r:.2f}" for r in ratios)
+            print(f"{model:8} {impl:14} {samples:>8} {np.median(flat):>9.3f} {min(flat):>7.3f} "
+                  f"{ratio} {spread:>18} {rss[impl]:>13.0f}")
 
 
 if __name__ == "__main__":
