@@ -148,6 +148,10 @@ class CrossEntropy(Function):
             if n and (target.min() < 0 or target.max() >= c):
                 raise ShapeError(f"cross_entropy class indices must be in [0, {c}), found "
                                  f"values from {target.min()} to {target.max()}")
+            if self.weight is None and not self.smoothing:  # the common case, no one-hot
+                logp = log_softmax_array(logits, axis=1)
+                self.logp, self.target, self.denom = logp, target, float(n)
+                return _reduce(-logp[np.arange(n), target], self.reduction, self.denom)
             q = np.zeros((n, c), dt)
             q[np.arange(n), target] = 1
             row_w = self.weight[target].astype(dt) if self.weight is not None else np.ones(n, dt)
@@ -164,8 +168,13 @@ class CrossEntropy(Function):
 
     def backward(self, gy: Any) -> tuple[Any, None]:
         p = np.exp(self.logp)
-        wsum = self.wq.sum(axis=1, keepdims=True)
-        g = p * wsum - self.wq  # d/dz of -sum_c wq_c log softmax(z)_c
+        target = getattr(self, "target", None)
+        if target is not None:  # one-hot targets: softmax minus one at the target
+            g = p
+            g[np.arange(len(g)), target] -= 1
+        else:
+            wsum = self.wq.sum(axis=1, keepdims=True)
+            g = p * wsum - self.wq  # d/dz of -sum_c wq_c log softmax(z)_c
         if self.reduction == "none":
             return g * gy[:, None], None
         return g * _grad_scale(gy, self.reduction, self.denom, g.dtype), None
