@@ -147,6 +147,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3,
                     help="alternating rounds: every implementation runs once per round, so "
                          "slow phases of a shared machine hit all of them alike")
+    ap.add_argument("--models", default="mlp,lenet5", help="comma-separated: mlp, lenet5")
     ap.add_argument("--mlp-samples", type=int, default=60000)
     ap.add_argument("--lenet-samples", type=int, default=10000)
     ap.add_argument("--child", nargs=5, metavar=("IMPL", "MODEL", "EPOCHS", "SAMPLES", "BATCH"))
@@ -157,6 +158,7 @@ def main() -> None:
         return
     jobs = [("mlp", args.mlp_samples, 128, ["nnforge", "pytorch", "naive-numpy"]),
             ("lenet5", args.lenet_samples, 64, ["nnforge", "pytorch"])]
+    jobs = [job for job in jobs if job[0] in args.models.split(",")]
     print(f"threads pinned to {THREADS} (OpenBLAS via threadpoolctl, torch.set_num_threads); "
           f"{args.rounds} alternating rounds of {args.epochs} epochs, each implementation in "
           f"its own process; s/epoch = median of all epochs, ratio = median of the per-round "

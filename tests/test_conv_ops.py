@@ -142,6 +142,17 @@ def test_conv_only_requested_gradients(rng):
     assert x.grad is None and w.grad is not None
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+def test_conv_bias_gradient_alone_and_with_the_weights(rng, groups):
+    # the bias rides in the product as a column of the weights: its gradient must come out
+    # right whether the weights' gradient is computed too or not
+    x = Tensor(rng.standard_normal((3, 4, 6, 5)))
+    w = rng.standard_normal((6, 4 // groups, 3, 2))
+    b = rng.standard_normal(6)
+    check_gradients(lambda bt: conv2d(x, Tensor(w), bt, padding=1, groups=groups), [b])
+    check_gradients(lambda wt, bt: conv2d(x, wt, bt, stride=2, groups=groups), [w, b])
+
+
 def test_conv_shape_errors(rng):
     w = Tensor(rng.standard_normal((4, 3, 3, 3)))
     with pytest.raises(ShapeError, match=r"expected input of shape \(batch, 3, H, W\), found "

@@ -203,24 +203,30 @@ class Conv(Function):
         if b is not None and b.shape != (g.o,):
             raise ShapeError(f"Conv expected a bias of shape ({g.o},), found {b.shape}")
         groups, kg, p = self.groups, w.shape[1] * g.kh * g.kw, g.oh * g.ow
+        og = g.o // groups
         windows = _windows(_pad(x, self.padding), g, self.stride, self.dilation)
-        wg = w.reshape(groups, g.o // groups, kg)
+        wg = w.reshape(groups, og, kg)
+        # the bias rides in the product as one more weight column times a row of ones, which
+        # saves a pass over the output here and gives its gradient with the weights' later
+        rows = kg + (b is not None)
+        if b is not None:
+            wg = np.concatenate([wg, b.reshape(groups, og, 1).astype(wg.dtype)], axis=2)
         y = np.empty((g.n, g.o, g.oh, g.ow), dtype=np.result_type(x, w))
         keep = self.needs_input_grad[1]
-        cols = np.empty((g.n, groups, kg, p), dtype=x.dtype) if keep else None
+        cols = np.empty((g.n, groups, rows, p), dtype=x.dtype) if keep else None
 
         def chunk(lo: int, hi: int) -> None:
-            if cols is not None:
-                c = cols[lo:hi]
-                c.reshape(hi - lo, g.c, g.kh, g.kw, g.oh, g.ow)[...] = windows[lo:hi]
-            else:
-                c = np.ascontiguousarray(windows[lo:hi]).reshape(hi - lo, groups, kg, p)
-            out = y[lo:hi].reshape(hi - lo, groups, g.o // groups, p)
-            np.matmul(wg, c, out=out)
-            if b is not None:
-                y[lo:hi] += b.reshape(g.o, 1, 1)
+            m = hi - lo
+            c = cols[lo:hi] if cols is not None else np.empty((m, groups, rows, p), x.dtype)
+            src = windows[lo:hi].reshape(m, groups, g.c // groups, *windows.shape[2:])
+            dst = c[:, :, :kg].view()
+            dst.shape = src.shape  # splits axes only: a view, never a copy
+            dst[...] = src
+            if rows > kg:
+                c[:, :, kg] = 1
+            np.matmul(wg, c, out=y[lo:hi].reshape(m, groups, og, p))
 
-        work = g.o * kg * p
+        work = g.o * rows * p
         _run_chunks(chunk, g.n, g.c * g.kh * g.kw * p, work)
         self.geometry, self.cols, self.w = g, cols, w
         return y
@@ -231,8 +237,9 @@ class Conv(Function):
         og, p = g.o // groups, g.oh * g.ow
         gy4 = np.ascontiguousarray(gy).reshape(g.n, groups, og, p)
         gw = gb = gx = None
-        if len(need) == 3 and need[2]:
-            gb = gy4.reshape(g.n, g.o, p).sum(axis=2).sum(axis=0)
+        want_gb = len(need) == 3 and need[2]
+        if want_gb and not need[1]:  # no columns kept to take it from
+            gb = np.einsum("nop->o", gy4.reshape(g.n, g.o, p))
         kg = w.shape[1] * g.kh * g.kw
         partial_gw: dict[int, Any] = {}
         if need[0]:
@@ -254,11 +261,13 @@ class Conv(Function):
         if need[1]:
             # summed in batch order, so the result does not depend on thread timing
             parts = [partial_gw[k] for k in sorted(partial_gw)]
-            if not parts:  # an empty batch
-                gw = np.zeros(w.shape, dtype=gy.dtype)
-            else:
-                gwt = parts[0] if len(parts) == 1 else np.sum(parts, axis=0)
-                gw = gwt.transpose(0, 2, 1).reshape(w.shape)  # (G, Kg, Og) -> (O, Cg, kh, kw)
+            rows = self.cols.shape[2]
+            gwt = (np.zeros((groups, rows, og), dtype=gy.dtype) if not parts  # an empty batch
+                   else parts[0] if len(parts) == 1 else np.sum(parts, axis=0))
+            # (G, Kg, Og) -> (O, Cg, kh, kw); the ones row's products are the bias gradient
+            gw = np.ascontiguousarray(gwt[:, :kg].transpose(0, 2, 1)).reshape(w.shape)
+            if want_gb:
+                gb = gwt[:, kg].reshape(g.o) if rows > kg else np.zeros(g.o, gy.dtype)
         return (gx, gw) if len(need) == 2 else (gx, gw, gb)
 
     def _offset_major_weight(self) -> Any:
