@@ -115,6 +115,7 @@ for name, call in [
 out["errors"] = errors
 r = c.infer("clf", [t])
 out["after_errors"] = r.as_numpy("classes").tolist()
+out["stats"] = c.get_inference_statistics("clf", as_json=True)
 print(json.dumps(out))
 """
 
@@ -145,6 +146,36 @@ def test_tritonclient_grpc_in_its_own_process(server: ServerProcess,
     assert errors["bad_version"][0] == "StatusCode.NOT_FOUND"
     assert errors["bad_output"][0] == "StatusCode.INVALID_ARGUMENT"
     assert out["after_errors"] == expected.classes.tolist()
+    stats = out["stats"]["model_stats"]
+    assert [(m["name"], m["version"]) for m in stats] == [("clf", "1")]
+    infer = stats[0]["inference_stats"]
+    # bad shape and bad output count against version 1 (a bad version has no version)
+    assert int(infer["success"]["count"]) >= 3 and int(infer["fail"]["count"]) >= 2
+    assert int(stats[0]["execution_count"]) >= 3 and int(stats[0]["last_inference"]) > 0
+
+
+def test_triton_statistics_extension(client: httpx.Client, server: ServerProcess,
+                                     samples: np.ndarray) -> None:
+    c = triton_http.InferenceServerClient(f"127.0.0.1:{server.http_port}")
+    before = c.get_inference_statistics("clf")["model_stats"][0]
+    for i in range(3):
+        assert client.post("/v1/models/clf:predict",
+                           json={"instances": samples[:i + 1].tolist()}).status_code == 200
+    assert client.post("/v1/models/clf:predict", json={"instances": [[1, 2]]}).status_code == 400
+    after = c.get_inference_statistics("clf", "1")["model_stats"]
+    assert len(after) == 1 and after[0]["version"] == "1"
+    new, old = after[0]["inference_stats"], before["inference_stats"]
+    assert new["success"]["count"] - old["success"]["count"] == 3
+    assert new["fail"]["count"] - old["fail"]["count"] == 1
+    assert after[0]["inference_count"] - before["inference_count"] == 6  # 1 + 2 + 3 samples
+    assert new["compute_infer"]["ns"] > old["compute_infer"]["ns"]
+    sizes = {b["batch_size"] for b in after[0]["batch_stats"]}
+    assert {1, 2, 3} <= sizes
+    every = c.get_inference_statistics()["model_stats"]
+    assert [m["name"] for m in every] == ["clf"]
+    assert "statistics" in c.get_server_metadata()["extensions"]
+    missing = client.get("/v2/models/nope/stats")
+    assert missing.status_code == 404 and "unknown model" in missing.json()["error"]
 
 
 def test_simple_rest_one_sample_or_many(client: httpx.Client, session: nf.InferenceSession,
@@ -219,7 +250,8 @@ def test_binary_and_compressed_requests_over_raw_http(client: httpx.Client,
 def test_metadata_docs_metrics_and_logs(client: httpx.Client, server: ServerProcess) -> None:
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/health/ready").json() == {"ready": True}
-    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data", "model_repository"]
+    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data", "model_repository",
+                                                     "statistics"]
     assert client.get("/v2/models/clf/versions/1/ready").json()["ready"] is True
     config = client.get("/v2/models/clf/config").json()
     assert config["max_batch_size"] == 64 and config["input"][0]["dims"] == [64]

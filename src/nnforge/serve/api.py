@@ -192,6 +192,18 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
         api_key(request)
         return _json(server.server_metadata())
 
+    # statistics first: /v2/models/stats would otherwise read as a model named "stats"
+    @app.get("/v2/models/stats", summary="Statistics of every served version (Triton's)",
+             responses=_ERRORS)
+    @app.get("/v2/models/{model}/stats", summary="Statistics of a model's versions",
+             responses=_ERRORS)
+    @app.get("/v2/models/{model}/versions/{version}/stats",
+             summary="Statistics of one model version", responses=_ERRORS)
+    async def model_statistics(request: Request, model: str | None = None,
+                               version: str | None = None) -> Response:
+        api_key(request)
+        return _json({"model_stats": server.model_statistics(model, version)})
+
     @app.get("/v2/models/{model}", summary="Model metadata", responses=_ERRORS)
     @app.get("/v2/models/{model}/versions/{version}", summary="Model version metadata",
              responses=_ERRORS)

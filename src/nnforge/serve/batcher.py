@@ -210,8 +210,8 @@ class DynamicBatcher:
             return
         finally:
             self._running = []
-        m.compute.observe(time.perf_counter() - start)
-        m.batch.observe(sum(item.n for item in batch))
+        m.record_batch(sum(item.n for item in batch), time.perf_counter() - start,
+                       int(time.time() * 1000))
         offset = 0
         for item in batch:
             if not item.future.done():

@@ -21,7 +21,7 @@ from .repository import LoadedVersion, ModelRepository
 from .tensors import array_from_json, to_model_rows
 
 SERVER_NAME = "nnforge"
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
 
 
 class InferenceServer:
@@ -66,6 +66,21 @@ class InferenceServer:
             found = "a wrong key" if presented else "none"
             raise UnauthorizedError(f"expected the admin key in 'Authorization: Bearer <key>' or "
                                     f"'X-API-Key', found {found}")
+
+    # -- statistics (Triton's extension) ------------------------------------------------------
+    def model_statistics(self, name: str | None = None,
+                         version: str | None = None) -> list[dict[str, Any]]:
+        """Triton's statistics of the served versions (of one model, or one version)."""
+        repo = self.repository
+        if name:
+            loaded = repo.get(name, version)  # 404 for an unknown model or version
+            versions = [loaded.model.version] if version else sorted(
+                repo.models[name].versions, key=int)
+            wanted = [(name, v) for v in versions]
+        else:
+            wanted = [(n, v) for n, e in sorted(repo.models.items())
+                      for v in sorted(e.versions, key=int)]
+        return [_statistics(self.metrics.model(n, v)) for n, v in wanted]
 
     # -- model repository (Triton's extension; callers check the admin key) -----------------
     def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
@@ -115,6 +130,8 @@ class InferenceServer:
         m.outcomes[outcome] += 1
         if outcome == "success":
             m.total.observe(seconds)
+        else:
+            m.failed_seconds += seconds
         record["model"], record["version"], record["outcome"] = model, version, outcome
         record["latency_ms"] = round(seconds * 1000, 3)
         self.access_log.write(record)
@@ -137,3 +154,29 @@ def decode_simple(doc: Any, model: ServedModel) -> np.ndarray:
     what = f"'{keys[0]}'"
     data = array_from_json(doc[keys[0]], what, float32=model.input.datatype == "FP32")
     return to_model_rows(data, model.input, what)
+
+
+def _duration(count: float, seconds: float) -> dict[str, int]:
+    return {"count": int(count), "ns": int(seconds * 1e9)}
+
+
+def _statistics(m: Any) -> dict[str, Any]:
+    """One version's statistics document (Triton's field names; input and output copies are
+    part of the forward pass here, so they count as zero)."""
+    done = sum(m.outcomes.values())
+    none = _duration(0, 0.0)
+    return {
+        "name": m.labels[0], "version": m.labels[1],
+        "last_inference": m.last_inference_ms,
+        "inference_count": int(m.batch.sum), "execution_count": sum(m.batch.counts),
+        "inference_stats": {
+            "success": _duration(m.outcomes["success"], m.total.sum),
+            "fail": _duration(done - m.outcomes["success"], m.failed_seconds),
+            "queue": _duration(sum(m.queue.counts), m.queue.sum),
+            "compute_input": none, "compute_output": none,
+            "compute_infer": _duration(sum(m.compute.counts), m.compute.sum),
+            "cache_hit": none, "cache_miss": none},
+        "batch_stats": [{"batch_size": size, "compute_input": none, "compute_output": none,
+                         "compute_infer": _duration(*m.by_batch[size])}
+                        for size in sorted(m.by_batch)],
+    }

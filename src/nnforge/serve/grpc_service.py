@@ -43,6 +43,7 @@ METHODS = {  # rpc name -> (request, response) message names
     "ServerMetadata": ("ServerMetadataRequest", "ServerMetadataResponse"),
     "ModelMetadata": ("ModelMetadataRequest", "ModelMetadataResponse"),
     "ModelInfer": ("ModelInferRequest", "ModelInferResponse"),
+    "ModelStatistics": ("ModelStatisticsRequest", "ModelStatisticsResponse"),
     "RepositoryIndex": ("RepositoryIndexRequest", "RepositoryIndexResponse"),
     "RepositoryModelLoad": ("RepositoryModelLoadRequest", "RepositoryModelLoadResponse"),
     "RepositoryModelUnload": ("RepositoryModelUnloadRequest", "RepositoryModelUnloadResponse"),
@@ -187,6 +188,12 @@ class InferenceService:
                 "request_id": rid, "method": "ModelInfer", "path": SERVICE, "status": status,
                 "protocol": "grpc"})
 
+
+    async def ModelStatistics(self, request: Any, context: Any) -> Any:  # noqa: N802
+        """Triton's statistics of the served versions (of one model, or one version)."""
+        self.server.check_api_key(_key(context))
+        docs = self.server.model_statistics(request.name or None, request.version or None)
+        return MESSAGES["ModelStatisticsResponse"](model_stats=docs)
 
     # -- Triton's model repository extension, behind the admin key --------------------------
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802

@@ -59,7 +59,7 @@ class ModelMetrics:
     """Everything counted for one (model, version)."""
 
     __slots__ = ("outcomes", "queue", "compute", "total", "batch", "inflight", "queued",
-                 "load_seconds", "labels")
+                 "load_seconds", "labels", "failed_seconds", "last_inference_ms", "by_batch")
 
     def __init__(self, model: str, version: str) -> None:
         self.labels = (model, version)
@@ -71,6 +71,20 @@ class ModelMetrics:
         self.inflight = 0  # requests between arrival and answer
         self.queued = 0  # samples waiting in the batcher
         self.load_seconds: float | None = None
+        self.failed_seconds = 0.0  # summed latency of the requests that did not succeed
+        self.last_inference_ms = 0  # wall-clock time of the last batch, ms since the epoch
+        self.by_batch: dict[int, list[float]] = {}  # batch size -> [batches, compute seconds]
+
+    def record_batch(self, size: int, seconds: float, now_ms: int) -> None:
+        """Count one forward pass of `size` samples that took `seconds`."""
+        self.compute.observe(seconds)
+        self.batch.observe(size)
+        entry = self.by_batch.get(size)
+        if entry is None:
+            entry = self.by_batch[size] = [0, 0.0]
+        entry[0] += 1
+        entry[1] += seconds
+        self.last_inference_ms = now_ms
 
 
 class ServerMetrics:
