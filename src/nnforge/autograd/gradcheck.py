@@ -12,8 +12,11 @@ from .tensor import Tensor
 
 def numerical_grad(f: Callable[[], float], x: np.ndarray, eps: float) -> np.ndarray:
     """Central-difference gradient of scalar f() with respect to array x (modified in place)."""
-    g = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), g.reshape(-1)
+    g = np.zeros_like(x)  # same memory order as x
+    # views in memory order (column-major parameters too): writes must reach x itself
+    flat, gflat = x.reshape(-1, order="A"), g.reshape(-1, order="A")
+    if not np.shares_memory(flat, x):
+        raise ValueError("numerical_grad needs a C- or Fortran-contiguous array to perturb")
     for i in range(flat.size):
         orig = flat[i]
         flat[i] = orig + eps

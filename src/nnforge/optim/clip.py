@@ -40,7 +40,7 @@ def clip_grad_norm_(params: Iterable[Any] | Tensor, max_norm: float, norm_type: 
     elif norm_type == 2.0:
         acc = 0.0
         for p in ps:
-            g = p.grad.reshape(-1)
+            g = p.grad.ravel(order="K")  # memory order: no copy for column-major grads
             acc += float(np.dot(g, g))  # BLAS dot: one pass, no temporary
         total = math.sqrt(acc)
     else:
