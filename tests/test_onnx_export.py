@@ -71,6 +71,8 @@ SPATIAL = {
     "AvgPool2d(ceil_mode)": lambda r: nn.AvgPool2d(3, 2, 1, ceil_mode=True),
     "AvgPool2d(ceil_mode, exclude pad)": lambda r: nn.AvgPool2d(2, ceil_mode=True,
                                                                 count_include_pad=False),
+    # on 9x8 inputs the last window of rows would start in the end padding: dropped
+    "AvgPool2d(ceil_mode, drop)": lambda r: nn.AvgPool2d(2, padding=1, ceil_mode=True),
     "GlobalAvgPool2d": lambda r: nn.GlobalAvgPool2d(),
     "GlobalAvgPool2d(keepdims)": lambda r: nn.GlobalAvgPool2d(keepdims=True),
     "BatchNorm2d": lambda r: _bn(nn.BatchNorm2d(4), r),

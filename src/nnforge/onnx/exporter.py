@@ -241,10 +241,9 @@ def _explicit_ceil(op: str, attrs: dict[str, Any], x: Any, y: Any) -> dict[str, 
     ONNX's shape inference keeps a last window that starts beyond the input and the leading
     padding, which PyTorch, ONNX Runtime and nnforge drop; with explicit pads every reader
     agrees. Padding counts for nothing in MaxPool and in AveragePool without
-    count_include_pad; otherwise (or when the shapes are not known) ceil_mode stays.
+    count_include_pad; where no window hangs over, ceil_mode changes nothing and goes;
+    otherwise (or when the shapes are not known) it stays.
     """
-    if op == "AveragePool" and attrs.get("count_include_pad", 0):
-        return attrs
     in_hw = None if x is None or x.shape is None else x.shape[2:]
     out_hw = None if y is None or y.shape is None else y.shape[2:]
     if in_hw is None or out_hw is None or not all(isinstance(d, int) for d in (*in_hw, *out_hw)):
@@ -253,6 +252,12 @@ def _explicit_ceil(op: str, attrs: dict[str, Any], x: Any, y: Any) -> dict[str, 
     strides = list(attrs.get("strides", [1] * nd))
     dilations = list(attrs.get("dilations", [1] * nd))
     pads = list(attrs.get("pads", [0] * (2 * nd)))
+    floor = [(in_hw[i] + pads[i] + pads[nd + i] - dilations[i] * (kernel[i] - 1) - 1)
+             // strides[i] + 1 for i in range(nd)]
+    if floor == list(out_hw):  # no window hangs over: ceil_mode changes nothing here
+        return {**attrs, "ceil_mode": 0}
+    if op == "AveragePool" and attrs.get("count_include_pad", 0):
+        return attrs
     for i in range(nd):
         reach = (out_hw[i] - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1
         pads[nd + i] = max(pads[nd + i], reach - in_hw[i] - pads[i])
