@@ -6,7 +6,7 @@ weights) and the same one-sample request (784 floats, as in the blog: POST /pred
 one set of CPUs and wrk to another; BLAS uses one thread in every server. Printed: requests/s,
 p50 and p99 latency, and the server's CPU time per request (from /proc).
 
-    python benchmarks/serve_load.py                  # 10 s per point, concurrency 1, 16, 64
+    python benchmarks/serve_load.py                  # 10 s per point, c = 1, 16, 64, 2 rounds
     python benchmarks/serve_load.py --duration 5 --concurrency 64 --servers nnforge,flask
 
 Needs wrk (Debian/Ubuntu: apt-get install wrk). Timings on shared machines are noisy:
@@ -175,6 +175,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per point")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of unrecorded load")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of all servers")
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--servers", default="nnforge,flask,fastapi")
     ap.add_argument("--server-cpus", default="0", help="taskset list for the server ('' = any)")
@@ -186,7 +187,8 @@ def main() -> int:
     if (args.server_cpus or args.wrk_cpus) and shutil.which("taskset") is None:
         args.server_cpus = args.wrk_cpus = ""
     levels = [int(c) for c in args.concurrency.split(",")]
-    rows = []
+    kinds = args.servers.split(",")
+    runs: dict[tuple[str, int], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         nf.manual_seed(0)
@@ -198,31 +200,44 @@ def main() -> int:
         (workdir / "body.json").write_bytes(body)
         lua = workdir / "post.lua"
         lua.write_text(LUA.format(body=workdir / "body.json"))
-        for kind in args.servers.split(","):
-            proc, url = start(kind, model_path, workdir, args.server_cpus)
-            try:
-                wait_ready(url, body)
-                run_wrk(url, lua, max(levels), args.warmup, args.wrk_cpus)
-                for c in levels:
-                    before = cpu_seconds(server_pid(proc))
-                    result = parse_wrk(run_wrk(url, lua, c, args.duration, args.wrk_cpus))
-                    used = cpu_seconds(server_pid(proc)) - before
-                    result["cpu_ms"] = used / max(result["requests"], 1) * 1000
-                    rows.append((kind, c, result))
-                    print(f"  {kind:8s} c={c:<3d} {result['rps']:8.0f} req/s", file=sys.stderr)
-            finally:
-                stop(proc)
+        # rounds alternate the servers, so that a slow phase of a shared machine does not
+        # land on one server only
+        for _ in range(args.rounds):
+            for kind in kinds:
+                proc, url = start(kind, model_path, workdir, args.server_cpus)
+                try:
+                    wait_ready(url, body)
+                    run_wrk(url, lua, max(levels), args.warmup, args.wrk_cpus)
+                    for c in levels:
+                        before = cpu_seconds(server_pid(proc))
+                        result = parse_wrk(run_wrk(url, lua, c, args.duration, args.wrk_cpus))
+                        used = cpu_seconds(server_pid(proc)) - before
+                        result["cpu_ms"] = used / max(result["requests"], 1) * 1000
+                        runs.setdefault((kind, c), []).append(result)
+                        print(f"  {kind:8s} c={c:<3d} {result['rps']:8.0f} req/s",
+                              file=sys.stderr)
+                finally:
+                    stop(proc)
     print(f"\nserving one 784-float sample per request, wrk {args.duration:g} s per point, "
-          f"server on CPUs '{args.server_cpus}', wrk on '{args.wrk_cpus}'")
+          f"{args.rounds} alternating rounds (medians), server on CPUs '{args.server_cpus}', "
+          f"wrk on '{args.wrk_cpus}'")
     print(f"{'server':10s} {'conc':>4s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} "
           f"{'CPU ms/req':>10s} {'errors':>6s}")
-    for kind, c, r in rows:
-        print(f"{kind:10s} {c:4d} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} "
-              f"{r['cpu_ms']:10.3f} {r['errors']:6d}")
-    flask = {c: r["rps"] for k, c, r in rows if k == "flask"}
-    for kind, c, r in rows:
-        if kind != "flask" and c in flask and flask[c]:
-            print(f"{kind} / flask at c={c}: {r['rps'] / flask[c]:.1f}x")
+    for (kind, c), results in runs.items():
+        med = {k: float(np.median([r[k] for r in results])) for k in ("rps", "p50", "p99",
+                                                                      "cpu_ms")}
+        errors = sum(int(r["errors"]) for r in results)
+        print(f"{kind:10s} {c:4d} {med['rps']:9.0f} {med['p50']:8.2f} {med['p99']:8.2f} "
+              f"{med['cpu_ms']:10.3f} {errors:6d}")
+    for kind in kinds:
+        if kind == "flask":
+            continue
+        for c in levels:
+            mine, flask = runs.get((kind, c), []), runs.get(("flask", c), [])
+            ratios = [a["rps"] / b["rps"] for a, b in zip(mine, flask) if b["rps"]]
+            if ratios:
+                print(f"{kind} / flask at c={c}: {np.median(ratios):.1f}x (rounds: "
+                      f"{' '.join(f'{r:.1f}' for r in ratios)})")
     return 0
 
 
