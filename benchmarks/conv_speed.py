@@ -23,6 +23,7 @@ from _common import THREADS, pin_threads  # noqa: E402
 
 import nnforge as nf  # noqa: E402
 from nnforge import nn  # noqa: E402
+from nnforge.backend import SERIAL_BLAS  # noqa: E402
 from nnforge.ops import conv as nf_conv  # noqa: E402
 
 
@@ -120,11 +121,13 @@ def main() -> None:
         steps = {"nnforge": _nnforge_step(layer, x, gy, labels),
                  "torch": _torch_step(tlayer, x, gy, labels)}
         times: dict[str, list[float]] = {k: [] for k in steps}
-        for fn in steps.values():  # warm up
-            _time(fn, 3)
-        for _ in range(args.rounds):
+        for _ in range(args.rounds + 1):  # the first round warms up
             for k, fn in steps.items():
-                times[k].append(_time(fn, args.calls) * 1e3)
+                # nnforge's Trainer runs conv models with BLAS on one thread (its convolutions
+                # split the batch over their own threads); time them the same way
+                with SERIAL_BLAS.serial(k == "nnforge"):
+                    times[k].append(_time(fn, args.calls) * 1e3)
+        times = {k: v[1:] for k, v in times.items()}
         med = {k: float(np.median(v)) for k, v in times.items()}
         best = {k: min(v) for k, v in times.items()}
         if not is_model and not name.startswith(("avgpool", "batchnorm")):
