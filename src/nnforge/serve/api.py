@@ -202,7 +202,7 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
     async def model_statistics(request: Request, model: str | None = None,
                                version: str | None = None) -> Response:
         api_key(request)
-        return _json({"model_stats": server.model_statistics(model, version)})
+        return _json({"model_stats": await server.model_statistics(model, version)})
 
     @app.get("/v2/models/{model}", summary="Model metadata", responses=_ERRORS)
     @app.get("/v2/models/{model}/versions/{version}", summary="Model version metadata",
@@ -277,7 +277,7 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:
-        return Response(server.metrics.render(), media_type=CONTENT_TYPE)
+        return Response((await server.server_metrics()).render(), media_type=CONTENT_TYPE)
 
     return app
 

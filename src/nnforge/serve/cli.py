@@ -18,6 +18,7 @@ EPILOG = """examples:
   nnforge serve models/digits/1/model.nnf
   nnforge serve models --port 8080 --version-policy latest:2 --poll 5
   nnforge serve models --config serve.toml --host 0.0.0.0
+  nnforge serve models --workers 2                # one process per core
 
 then:
   curl -s localhost:8000/predict -d '{"data": [0, 1, 2, ...]}'
@@ -67,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest request body (default 16 MiB)")
     parser.add_argument("--shutdown-grace-s", type=_nonnegative, metavar="SECONDS",
                         help="on SIGTERM, how long requests in flight may take (default 10)")
+    parser.add_argument("--workers", type=positive_int,
+                        help="server processes sharing the ports, for more requests per second "
+                             "on several cores (default 1)")
     parser.add_argument("--blas-threads", type=positive_int,
                         help="threads of the BLAS library (default: its own choice)")
     parser.add_argument("--no-fast-http", action="store_true",
@@ -84,7 +88,7 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
     apply_environment(cfg)
     cfg.path = args.path
     for name in ("host", "port", "grpc_port", "model_name", "version_policy", "poll_interval_s",
-                 "max_body_bytes", "blas_threads", "log_level", "shutdown_grace_s"):
+                 "max_body_bytes", "blas_threads", "log_level", "shutdown_grace_s", "workers"):
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)

@@ -38,6 +38,7 @@ from .batcher import BatchingConfig
 from .repository import VersionPolicy
 
 COMPUTE_MODES = ("auto", "thread", "inline")
+MAX_WORKERS = 64
 
 
 @dataclass
@@ -63,13 +64,17 @@ class ServeConfig:
     keep_alive_s: float = 5.0
     blas_threads: int | None = None  # None: leave the BLAS library's default
     fast_http: bool = True  # inference requests skip ASGI (see fasthttp.py); False: plain uvicorn
+    workers: int = 1  # server processes sharing the ports (see workers.py)
 
     def validate(self) -> ServeConfig:
         """Check ranges and the policy; returns self."""
         VersionPolicy.parse(self.version_policy)
         for name, value, low in (("port", self.port, 0), ("max_body_bytes", self.max_body_bytes, 1),
-                                 ("max_connections", self.max_connections, 1)):
+                                 ("max_connections", self.max_connections, 1),
+                                 ("workers", self.workers, 1)):
             _int(name, value, low)
+        if self.workers > MAX_WORKERS:
+            raise ConfigError(f"expected workers between 1 and {MAX_WORKERS}, found {self.workers}")
         if self.port > 65535 or self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
             raise ConfigError(f"expected ports between 0 and 65535, found port {self.port} and "
                               f"grpc_port {self.grpc_port}")

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import __version__
+from .cluster import SNAPSHOT_TIMEOUT_S, Cluster
 from .config import ServeConfig
 from .errors import ForbiddenError, InvalidInputError, NotFoundError, UnauthorizedError
 from .logs import AccessLog
@@ -36,6 +37,7 @@ class InferenceServer:
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}-{int(time.time()) & 0xFFFFFF:x}-"
         self.live = True
+        self.cluster: Cluster | None = None  # the other worker processes, with --workers N
 
     # -- identity ----------------------------------------------------------------------------
     def server_metadata(self) -> dict[str, Any]:
@@ -67,10 +69,19 @@ class InferenceServer:
             raise UnauthorizedError(f"expected the admin key in 'Authorization: Bearer <key>' or "
                                     f"'X-API-Key', found {found}")
 
-    # -- statistics (Triton's extension) ------------------------------------------------------
-    def model_statistics(self, name: str | None = None,
-                         version: str | None = None) -> list[dict[str, Any]]:
+    # -- metrics and statistics (Triton's extension) -----------------------------------------
+    async def server_metrics(self) -> ServerMetrics:
+        """The whole server's numbers: this process's, summed with every worker's."""
+        if self.cluster is None:
+            return self.metrics
+        replies = await self.cluster.ask({"op": "snapshot"}, SNAPSHOT_TIMEOUT_S)
+        return ServerMetrics.merged([self.metrics.snapshot(),
+                                     *(r["snapshot"] for r in replies if "snapshot" in r)])
+
+    async def model_statistics(self, name: str | None = None,
+                               version: str | None = None) -> list[dict[str, Any]]:
         """Triton's statistics of the served versions (of one model, or one version)."""
+        metrics = await self.server_metrics()
         repo = self.repository
         if name:
             loaded = repo.get(name, version)  # 404 for an unknown model or version
@@ -80,7 +91,7 @@ class InferenceServer:
         else:
             wanted = [(n, v) for n, e in sorted(repo.models.items())
                       for v in sorted(e.versions, key=int)]
-        return [_statistics(self.metrics.model(n, v)) for n, v in wanted]
+        return [_statistics(metrics.model(n, v)) for n, v in wanted]
 
     # -- model repository (Triton's extension; callers check the admin key) -----------------
     def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
@@ -89,18 +100,30 @@ class InferenceServer:
         return [r for r in rows if r.get("state") == "READY"] if ready_only else rows
 
     async def load_model(self, name: str) -> None:
-        """Load (or reload) a model's versions from the repository; errors name each failure."""
+        """Load (or reload) a model's versions from the repository, in every worker; errors
+        name each failure."""
+        await self.apply_admin("load", name)
+        if self.cluster is not None:
+            await self.cluster.broadcast("load", name)
+
+    async def unload_model(self, name: str) -> None:
+        """Stop serving every version of a model until it is loaded again, in every worker."""
+        await self.apply_admin("unload", name)
+        if self.cluster is not None:
+            await self.cluster.broadcast("unload", name)
+
+    async def apply_admin(self, op: str, name: str) -> None:
+        """Load or unload a model in this process only."""
         repo = self.repository
+        if op == "unload":
+            await repo.unload(name)
+            return
         if name not in repo.scan():
             raise NotFoundError(f"the repository has no model {name!r} (expected "
                                 f"<repo>/{name}/<version>/model.nnf)")
         errors = await repo.sync(only=name, explicit=True)
         if errors:
             raise InvalidInputError("failed to load " + "; ".join(errors))
-
-    async def unload_model(self, name: str) -> None:
-        """Stop serving every version of a model until it is loaded again."""
-        await self.repository.unload(name)
 
     # -- inference ---------------------------------------------------------------------------
     def submit(self, loaded: LoadedVersion, x: np.ndarray, arrived: float,

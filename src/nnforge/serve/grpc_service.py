@@ -192,7 +192,8 @@ class InferenceService:
     async def ModelStatistics(self, request: Any, context: Any) -> Any:  # noqa: N802
         """Triton's statistics of the served versions (of one model, or one version)."""
         self.server.check_api_key(_key(context))
-        docs = self.server.model_statistics(request.name or None, request.version or None)
+        docs = await self.server.model_statistics(request.name or None,
+                                                  request.version or None)
         return MESSAGES["ModelStatisticsResponse"](model_stats=docs)
 
     # -- Triton's model repository extension, behind the admin key --------------------------

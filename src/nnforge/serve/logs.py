@@ -16,6 +16,8 @@ import orjson
 
 FLUSH_SECONDS = 0.2
 MAX_BUFFERED = 512
+#: writes of at most this many bytes to a pipe are never interleaved with other processes'
+PIPE_BUF = 4096
 
 
 def _timestamp(t: float, _cache: list[Any] = [None, ""]) -> str:  # noqa: B006 - a cache
@@ -29,9 +31,12 @@ def _timestamp(t: float, _cache: list[Any] = [None, ""]) -> str:  # noqa: B006 -
 class AccessLog:
     """Buffered JSON-lines writer; `enabled=False` makes `write` free."""
 
-    def __init__(self, stream: IO[bytes] | None = None, enabled: bool = True) -> None:
+    def __init__(self, stream: IO[bytes] | None = None, enabled: bool = True,
+                 atomic_lines: bool = False) -> None:
         self.stream = stream if stream is not None else sys.stderr.buffer
         self.enabled = enabled
+        # several worker processes share the stream: write whole lines, PIPE_BUF at a time
+        self.atomic_lines = atomic_lines
         self._lines: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
 
@@ -55,12 +60,28 @@ class AccessLog:
             self._timer.cancel()
             self._timer = None
         lines, self._lines = self._lines, []
-        if lines:
-            try:
-                self.stream.write(b"".join(lines))
+        if not lines:
+            return
+        try:
+            for block in (_blocks(lines) if self.atomic_lines else [b"".join(lines)]):
+                self.stream.write(block)
                 self.stream.flush()
-            except (OSError, ValueError):  # a closed or broken log stream must not stop serving
-                pass
+        except (OSError, ValueError):  # a closed or broken log stream must not stop serving
+            pass
+
+
+def _blocks(lines: list[bytes]) -> list[bytes]:
+    """Whole lines joined into blocks of at most PIPE_BUF bytes (a longer line on its own)."""
+    blocks, current, size = [], [], 0
+    for line in lines:
+        if current and size + len(line) > PIPE_BUF:
+            blocks.append(b"".join(current))
+            current, size = [], 0
+        current.append(line)
+        size += len(line)
+    if current:
+        blocks.append(b"".join(current))
+    return blocks
 
 
 class JsonFormatter(logging.Formatter):

@@ -9,7 +9,10 @@ needed) and prometheus_client formats them when /metrics is scraped.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Iterable, Iterator
+import os
+import resource
+import time
+from typing import Any, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -45,6 +48,11 @@ class Histogram:
         """Count one value (bucket `le=b` holds values <= b)."""
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
+
+    def add(self, counts: list[int], total: float) -> None:
+        """Add another process's bucket counts and sum (same bounds)."""
+        self.counts = [a + b for a, b in zip(self.counts, counts)]
+        self.sum += total
 
     def cumulative(self) -> list[tuple[str, float]]:
         """(le, cumulative count) pairs in Prometheus order."""
@@ -87,15 +95,69 @@ class ModelMetrics:
         self.last_inference_ms = now_ms
 
 
-class ServerMetrics:
-    """All series of one server, and their Prometheus text form."""
+    def snapshot(self) -> dict[str, Any]:
+        """Every number, JSON-serialisable (what a worker sends its peers)."""
+        return {"labels": self.labels, "outcomes": self.outcomes,
+                **{k: [getattr(self, k).counts, getattr(self, k).sum] for k in _HISTOGRAMS},
+                "inflight": self.inflight, "queued": self.queued,
+                "load_seconds": self.load_seconds, "failed_seconds": self.failed_seconds,
+                "last_inference_ms": self.last_inference_ms,
+                "by_batch": [[size, *entry] for size, entry in self.by_batch.items()]}
 
-    def __init__(self) -> None:
+    def add(self, snap: dict[str, Any]) -> None:
+        """Add the numbers of another worker's snapshot of the same version."""
+        for outcome, count in snap["outcomes"].items():
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + count
+        for key in _HISTOGRAMS:
+            getattr(self, key).add(*snap[key])
+        self.inflight += snap["inflight"]
+        self.queued += snap["queued"]
+        if snap["load_seconds"] is not None:  # each worker loads its own copy: the slowest
+            self.load_seconds = max(self.load_seconds or 0.0, snap["load_seconds"])
+        self.failed_seconds += snap["failed_seconds"]
+        self.last_inference_ms = max(self.last_inference_ms, snap["last_inference_ms"])
+        for size, count, seconds in snap["by_batch"]:
+            entry = self.by_batch.setdefault(int(size), [0, 0.0])
+            entry[0] += count
+            entry[1] += seconds
+
+
+_HISTOGRAMS = ("queue", "compute", "total", "batch")
+
+
+class ServerMetrics:
+    """All series of one server, and their Prometheus text form.
+
+    With several worker processes each counts its own requests; `merged` sums the workers'
+    snapshots into one ServerMetrics whose exposition shows the whole server, plus each
+    worker's CPU time and memory in place of the process_* series of a single process.
+    """
+
+    def __init__(self, workers: list[dict[str, Any]] | None = None) -> None:
         self._models: dict[tuple[str, str], ModelMetrics] = {}
         self.load_failures: dict[str, int] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
-        ProcessCollector(registry=self.registry)  # memory and CPU of the server process
+        if workers is None:
+            ProcessCollector(registry=self.registry)  # memory and CPU of the server process
+        else:
+            self.registry.register(_WorkerCollector(workers))
+
+    def snapshot(self) -> dict[str, Any]:
+        """This process's numbers, JSON-serialisable (see `merged`)."""
+        return {"models": [m.snapshot() for m in self.items()],
+                "load_failures": self.load_failures, "process": process_usage()}
+
+    @classmethod
+    def merged(cls, snapshots: list[dict[str, Any]]) -> ServerMetrics:
+        """The sum of several workers' snapshots."""
+        out = cls(workers=[s["process"] for s in snapshots])
+        for snap in snapshots:
+            for m in snap["models"]:
+                out.model(*m["labels"]).add(m)
+            for model, count in snap["load_failures"].items():
+                out.load_failures[model] = out.load_failures.get(model, 0) + count
+        return out
 
     def model(self, model: str, version: str) -> ModelMetrics:
         """The series of one model version, created on first use."""
@@ -161,3 +223,35 @@ class _Collector:
         yield requests
         yield from hists.values()
         yield from (inflight, queued, load, failures)
+
+
+def process_usage() -> dict[str, Any]:
+    """This process's id, CPU seconds and resident memory (for the per-worker series)."""
+    usage = os.times()
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            rss = int(f.read().split()[1]) * resource.getpagesize()
+    except OSError:  # not Linux: the peak is what the standard library offers
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"pid": os.getpid(), "cpu_seconds": usage.user + usage.system, "rss_bytes": rss,
+            "time": time.time()}
+
+
+class _WorkerCollector:
+    """CPU time and memory of each worker process, and how many there are."""
+
+    def __init__(self, workers: list[dict[str, Any]]) -> None:
+        self.workers = workers
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the per-worker families (called by prometheus_client)."""
+        count = GaugeMetricFamily("nnforge_workers", "Worker processes that answered this scrape")
+        count.add_metric([], len(self.workers))
+        cpu = CounterMetricFamily("nnforge_worker_cpu_seconds", "CPU time of a worker process",
+                                  labels=["pid"])
+        rss = GaugeMetricFamily("nnforge_worker_resident_memory_bytes",
+                                "Resident memory of a worker process", labels=["pid"])
+        for w in self.workers:
+            cpu.add_metric([str(w["pid"])], w["cpu_seconds"])
+            rss.add_metric([str(w["pid"])], w["rss_bytes"])
+        yield from (count, cpu, rss)

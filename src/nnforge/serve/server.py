@@ -18,7 +18,9 @@ from typing import Any, Callable
 
 import orjson
 
+from ..backend import usable_cpus
 from ..errors import ConfigError, ModelFileError
+from .cluster import Cluster
 from .config import ServeConfig
 from .core import InferenceServer
 from .http_app import ServeApp
@@ -29,15 +31,20 @@ from .repository import ModelRepository, VersionPolicy
 log = logging.getLogger("nnforge.serve")
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket (port 0 picks a free one), or a ConfigError saying why not."""
+def bind(host: str, port: int, shared: bool = False, listen: bool = True) -> socket.socket:
+    """A TCP socket bound to host:port (port 0 picks a free one), listening unless told not
+    to, or a ConfigError saying why not. `shared`: SO_REUSEPORT, so that the worker processes
+    of one server can each listen on the port and the kernel spreads connections over them."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, kind, proto, _, addr = infos[0]
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(addr)
-        sock.listen(2048)
+        if listen:
+            sock.listen(2048)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.setblocking(False)
@@ -87,7 +94,7 @@ async def _start_grpc(server: InferenceServer, config: ServeConfig) -> tuple[Any
     limit = config.max_body_bytes
     grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                            ("grpc.max_send_message_length", -1),
-                                           ("grpc.so_reuseport", 0)])
+                                           ("grpc.so_reuseport", int(config.workers > 1))])
     grpc_server.add_generic_rpc_handlers((generic_handler(InferenceService(server)),))
     host = f"[{config.host}]" if ":" in config.host else config.host
     address = f"{host}:{config.grpc_port}"
@@ -102,18 +109,27 @@ async def _start_grpc(server: InferenceServer, config: ServeConfig) -> tuple[Any
 
 
 async def serve(config: ServeConfig,
-                announce: Callable[[dict[str, Any]], None] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (or until the returned task is cancelled)."""
+                announce: Callable[[dict[str, Any]], None] | None = None,
+                worker: Any = None) -> None:
+    """Serve until SIGTERM/SIGINT (or until the returned task is cancelled).
+
+    `worker` (a workers.WorkerLink) makes this process one of several that share the ports."""
     loop = asyncio.get_running_loop()
     metrics = ServerMetrics()
     repo = await load_repository(config, metrics)
-    access_log = AccessLog(enabled=config.access_log)
+    access_log = AccessLog(enabled=config.access_log, atomic_lines=worker is not None)
     server = InferenceServer(config, repo, metrics, access_log)
-    sock = bind(config.host, config.port)
+    cluster = None
+    if worker is not None:
+        cluster = server.cluster = Cluster(worker.run_dir, worker.index)
+        await cluster.replay(server)  # admin actions the running workers took before us
+    sock = bind(config.host, config.port, shared=worker is not None)
     http_port = sock.getsockname()[1]
     uv = _uvicorn_server(ServeApp(server), config)
     grpc_server, grpc_port = None, None
     try:
+        if cluster is not None:
+            await cluster.start(server)
         if config.grpc_port is not None:
             grpc_server, grpc_port = await _start_grpc(server, config)
         await uv.startup(sockets=[sock])
@@ -121,6 +137,8 @@ async def serve(config: ServeConfig,
         sock.close()
         if grpc_server is not None:
             await grpc_server.stop(None)
+        if cluster is not None:
+            await cluster.close()
         await repo.close()
         raise
     stop = asyncio.Event()
@@ -135,6 +153,9 @@ async def serve(config: ServeConfig,
             loop.add_signal_handler(sig, on_signal)
         except (NotImplementedError, RuntimeError):  # not the main thread (tests) or Windows
             pass
+    if worker is not None:  # the supervisor never writes: readable means it is gone
+        loop.add_reader(worker.parent_fd, lambda: (loop.remove_reader(worker.parent_fd),
+                                                   on_signal()))
     poller = loop.create_task(repo.poll(config.poll_interval_s)) \
         if config.poll_interval_s else None
     ticker = loop.create_task(uv.main_loop())  # keeps the Date header current
@@ -160,6 +181,8 @@ async def serve(config: ServeConfig,
         grace = config.shutdown_grace_s
         # the batchers drain at the same time: a request waiting for its batch to fill must
         # not hold the shutdown up until the grace period ends
+        if cluster is not None:
+            await cluster.close()
         await asyncio.gather(uv.shutdown(), repo.close(), *(
             [grpc_server.stop(grace)] if grpc_server is not None else []),
             return_exceptions=True)
@@ -174,15 +197,27 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "") else host)
 
 
-def run(config: ServeConfig, announce: Callable[[dict[str, Any]], None] | None = None) -> None:
-    """Configure logging and BLAS threads, then run `serve` on uvloop (when installed)."""
+def run(config: ServeConfig, announce: Callable[[dict[str, Any]], None] | None = None,
+        worker: Any = None) -> None:
+    """Configure logging and BLAS threads, then run `serve` on uvloop (when installed).
+
+    With `workers` > 1 (and no `worker` link: this is the first process), a supervisor runs
+    instead and starts the workers, each of which comes back here."""
     config.validate()
     configure_logging(config.log_level)
+    if config.workers > 1 and worker is None:
+        from .workers import supervise  # noqa: PLC0415
+
+        supervise(config, announce)
+        return
     limiter = None
-    if config.blas_threads:
+    blas_threads = config.blas_threads
+    if blas_threads is None and worker is not None:  # workers share the cores, not each all
+        blas_threads = max(1, usable_cpus() // config.workers)
+    if blas_threads:
         from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
-        limiter = threadpool_limits(config.blas_threads)
+        limiter = threadpool_limits(blas_threads)
     try:
         import uvloop  # noqa: PLC0415
 
@@ -191,7 +226,7 @@ def run(config: ServeConfig, announce: Callable[[dict[str, Any]], None] | None =
         factory = None
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(serve(config, announce))
+            runner.run(serve(config, announce, worker))
     finally:
         if limiter is not None:
             limiter.restore_original_limits()
