@@ -2,12 +2,18 @@
 
 Each server runs in turn on 127.0.0.1 with the same model (an MLP 784-256-128-10 with random
 weights) and the same one-sample request (784 floats, as in the blog: POST /predict with
-{"data": [...]}). wrk drives it at each concurrency for a bounded time. The server is pinned to
-one set of CPUs and wrk to another; BLAS uses one thread in every server. Printed: requests/s,
-p50 and p99 latency, and the server's CPU time per request (from /proc).
+{"data": [...]}). wrk drives it at each concurrency for a bounded time. BLAS uses one thread
+in every server. Printed: requests/s, p50 and p99 latency, and the server's CPU time per
+request (from /proc, the server process and its children).
+
+Each server runs pinned to its own CPU list, written `name@cpus` (taskset syntax with '-' for
+ranges); wrk runs on --wrk-cpus. The default set runs nnforge with one worker per CPU on both
+CPUs (`--workers 2`, wrk sharing CPU 1 with a worker) and on CPU 0 alone, and Flask both on CPU 0
+alone and on both CPUs (Flask's threads are slower on two CPUs: the GIL moves between them). The
+ratio is best nnforge against best Flask, round by round.
 
     python benchmarks/serve_load.py                  # 10 s per point, c = 1, 16, 64, 2 rounds
-    python benchmarks/serve_load.py --duration 5 --concurrency 64 --servers nnforge,flask
+    python benchmarks/serve_load.py --duration 5 --concurrency 64 --servers nnforge@0,flask@0
 
 Needs wrk (Debian/Ubuntu: apt-get install wrk). Timings on shared machines are noisy:
 compare servers within one run.
@@ -104,9 +110,19 @@ def wait_ready(url: str, body: bytes, timeout: float = 60) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process, its threads and its live children (workers)."""
+    total, parents = 0, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        parents[int(stat.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    family = {pid}
+    for _ in range(3):  # the server, its workers, and whatever they start
+        family |= {p for p, (ppid, _) in parents.items() if ppid in family}
+    total = sum(parents[p][1] for p in family if p in parents)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def parse_wrk(text: str) -> dict[str, float]:
@@ -136,6 +152,17 @@ def run_wrk(url: str, lua: Path, concurrency: int, duration: float, cpus: str) -
                           timeout=duration + 60).stdout
 
 
+def cpu_count(cpus: str) -> int:
+    """How many CPUs a taskset list names ('' = all of them)."""
+    if not cpus:
+        return os.cpu_count() or 1
+    n = 0
+    for part in cpus.split("+"):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n
+
+
 def start(kind: str, model: Path, workdir: Path, cpus: str) -> tuple[subprocess.Popen, str]:
     """Launch one server; its process and predict URL."""
     port = free_port()
@@ -143,7 +170,7 @@ def start(kind: str, model: Path, workdir: Path, cpus: str) -> tuple[subprocess.
            "MKL_NUM_THREADS": "1"}
     if kind == "nnforge":
         cmd = [sys.executable, "-m", "nnforge.serve", str(model), "--port", str(port),
-               "--no-grpc"]
+               "--no-grpc", "--workers", str(cpu_count(cpus))]
     else:
         script = workdir / f"{kind}_app.py"
         script.write_text(FLASK_APP if kind == "flask" else FASTAPI_APP)
@@ -177,17 +204,20 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of unrecorded load")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of all servers")
     ap.add_argument("--concurrency", default="1,16,64")
-    ap.add_argument("--servers", default="nnforge,flask,fastapi")
-    ap.add_argument("--server-cpus", default="0", help="taskset list for the server ('' = any)")
+    ap.add_argument("--servers", default="nnforge@0-1,nnforge@0,flask@0,flask@0-1,fastapi@0",
+                    help="comma-separated name@cpus (nnforge, flask, fastapi; cpus in taskset "
+                         "syntax with '-' ranges and '+' between parts, empty = any; nnforge "
+                         "runs one worker per CPU)")
     ap.add_argument("--wrk-cpus", default="1", help="taskset list for wrk ('' = any)")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         print("serve_load.py needs wrk: apt-get install wrk", file=sys.stderr)
         return 1
-    if (args.server_cpus or args.wrk_cpus) and shutil.which("taskset") is None:
-        args.server_cpus = args.wrk_cpus = ""
-    levels = [int(c) for c in args.concurrency.split(",")]
     kinds = args.servers.split(",")
+    if shutil.which("taskset") is None:
+        args.wrk_cpus = ""
+        kinds = [k.partition("@")[0] for k in kinds]
+    levels = [int(c) for c in args.concurrency.split(",")]
     runs: dict[tuple[str, int], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -204,7 +234,8 @@ def main() -> int:
         # land on one server only
         for _ in range(args.rounds):
             for kind in kinds:
-                proc, url = start(kind, model_path, workdir, args.server_cpus)
+                name, _, cpus = kind.partition("@")
+                proc, url = start(name, model_path, workdir, cpus.replace("+", ","))
                 try:
                     wait_ready(url, body)
                     run_wrk(url, lua, max(levels), args.warmup, args.wrk_cpus)
@@ -214,31 +245,38 @@ def main() -> int:
                         used = cpu_seconds(server_pid(proc)) - before
                         result["cpu_ms"] = used / max(result["requests"], 1) * 1000
                         runs.setdefault((kind, c), []).append(result)
-                        print(f"  {kind:8s} c={c:<3d} {result['rps']:8.0f} req/s",
+                        print(f"  {kind:14s} c={c:<3d} {result['rps']:8.0f} req/s",
                               file=sys.stderr)
                 finally:
                     stop(proc)
     print(f"\nserving one 784-float sample per request, wrk {args.duration:g} s per point, "
-          f"{args.rounds} alternating rounds (medians), server on CPUs '{args.server_cpus}', "
-          f"wrk on '{args.wrk_cpus}'")
-    print(f"{'server':10s} {'conc':>4s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} "
+          f"{args.rounds} alternating rounds (medians), server@CPUs as named, wrk on CPUs "
+          f"'{args.wrk_cpus}', nnforge with one worker per CPU")
+    print(f"{'server':14s} {'conc':>4s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} "
           f"{'CPU ms/req':>10s} {'errors':>6s}")
     for (kind, c), results in runs.items():
         med = {k: float(np.median([r[k] for r in results])) for k in ("rps", "p50", "p99",
                                                                       "cpu_ms")}
         errors = sum(int(r["errors"]) for r in results)
-        print(f"{kind:10s} {c:4d} {med['rps']:9.0f} {med['p50']:8.2f} {med['p99']:8.2f} "
+        print(f"{kind:14s} {c:4d} {med['rps']:9.0f} {med['p50']:8.2f} {med['p99']:8.2f} "
               f"{med['cpu_ms']:10.3f} {errors:6d}")
-    for kind in kinds:
-        if kind == "flask":
-            continue
+    for name in ("nnforge", "fastapi"):
         for c in levels:
-            mine, flask = runs.get((kind, c), []), runs.get(("flask", c), [])
-            ratios = [a["rps"] / b["rps"] for a, b in zip(mine, flask) if b["rps"]]
+            ratios = [best(runs, name, c, i) / best(runs, "flask", c, i)
+                      for i in range(args.rounds)
+                      if best(runs, "flask", c, i) and best(runs, name, c, i)]
             if ratios:
-                print(f"{kind} / flask at c={c}: {np.median(ratios):.1f}x (rounds: "
+                print(f"best {name} / best flask at c={c}: {np.median(ratios):.1f}x (rounds: "
                       f"{' '.join(f'{r:.1f}' for r in ratios)})")
     return 0
+
+
+def best(runs: dict[tuple[str, int], list[dict[str, float]]], name: str, c: int,
+         round_index: int) -> float:
+    """The highest requests/s of any CPU layout of one server in one round (0 if none)."""
+    return max((r[round_index]["rps"] for (kind, level), r in runs.items()
+                if kind.partition("@")[0] == name and level == c and len(r) > round_index),
+               default=0.0)
 
 
 if __name__ == "__main__":

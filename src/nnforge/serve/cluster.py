@@ -80,13 +80,13 @@ class Cluster:
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_unix_connection(str(path), limit=MAX_MESSAGE), timeout)
-        except (OSError, asyncio.TimeoutError):  # gone or restarting: it replays the admin log
+        except (TimeoutError, OSError):  # gone or restarting: it replays the admin log
             return None
         try:
             writer.write(orjson.dumps(message) + b"\n")
             line = await asyncio.wait_for(reader.readline(), timeout)
             return orjson.loads(line) if line else None
-        except (OSError, asyncio.TimeoutError, orjson.JSONDecodeError):
+        except (TimeoutError, OSError, orjson.JSONDecodeError):
             log.warning("worker at %s did not answer %s", path.name, message.get("op"))
             return None
         finally:

@@ -8,10 +8,10 @@ needed) and prometheus_client formats them when /metrics is scraped.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 import os
 import resource
 import time
+from bisect import bisect_left
 from typing import Any, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
