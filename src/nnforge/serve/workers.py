@@ -204,7 +204,11 @@ def supervise(config: ServeConfig, announce: Callable[[dict[str, Any]], None] | 
         if config.grpc_port is not None:
             reserved.append(bind(config.host, config.grpc_port, shared=True, listen=False))
             config = dataclasses.replace(config, grpc_port=reserved[1].getsockname()[1])
-        run_dir = tempfile.mkdtemp(prefix="nnforge-serve-")
+        try:
+            run_dir = tempfile.mkdtemp(prefix="nnforge-serve-")
+        except OSError as exc:
+            raise ConfigError(f"cannot create the workers' run directory in "
+                              f"'{tempfile.gettempdir()}': {exc.strerror or exc}") from None
     except BaseException:
         for sock in reserved:
             sock.close()
