@@ -18,12 +18,14 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
 import nnforge as nf
 from nnforge import nn
 from nnforge.serve.cluster import Cluster
+from nnforge.serve.grpc_service import MESSAGES, METHODS, SERVICE
 from nnforge.serve.logs import PIPE_BUF, AccessLog
 from nnforge.serve.metrics import ServerMetrics
 from nnforge.serve.testing import ServerProcess, post_many
@@ -85,6 +87,13 @@ def _wait_gone(pids: list[int], seconds: float = 30) -> bool:
     return False
 
 
+def _grpc(channel: grpc.Channel, rpc: str) -> grpc.UnaryUnaryMultiCallable:
+    request, response = METHODS[rpc]
+    return channel.unary_unary(f"/{SERVICE}/{rpc}",
+                               request_serializer=MESSAGES[request].SerializeToString,
+                               response_deserializer=MESSAGES[response].FromString)
+
+
 def _worker_pids(port: int) -> set[str]:
     text = _request(port, "GET", "/metrics")[1]["text"]
     return set(re.findall(r'nnforge_worker_cpu_seconds_total\{pid="(\d+)"\}', text))
@@ -114,9 +123,18 @@ def test_workers_answer_and_count_as_one_server(repo: Path, rng: np.random.Gener
         prefixes = {json.loads(line)["request_id"].split("-")[0] for line in srv.stderr_lines
                     if '"request_id"' in line}
         assert prefixes == {f"{p:x}" for p in pids}
-        # gRPC listens on the shared port too
-        with socket.create_connection(("127.0.0.1", srv.grpc_port), timeout=10):
-            pass
+        # gRPC shares its port the same way; its statistics are the sums too
+        req = MESSAGES["ModelInferRequest"](model_name="clf")
+        req.inputs.add(name="input", datatype="FP32", shape=[1, 16])
+        req.raw_input_contents.append(rows[:1].tobytes())
+        for _ in range(FRESH):  # a channel each: new connections, spread over the workers
+            with grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}") as channel:
+                reply = _grpc(channel, "ModelInfer")(req, timeout=30)
+            assert np.frombuffer(reply.raw_output_contents[0], np.int64)[0] == expected[0]
+        with grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}") as channel:
+            docs = _grpc(channel, "ModelStatistics")(
+                MESSAGES["ModelStatisticsRequest"](name="clf"), timeout=30)
+        assert docs.model_stats[0].inference_count == 200 + FRESH
         assert srv.stop() == 0
     assert _wait_gone(pids)
 
