@@ -122,14 +122,16 @@ async def serve(config: ServeConfig,
     cluster = None
     if worker is not None:
         cluster = server.cluster = Cluster(worker.run_dir, worker.index)
-        await cluster.replay(server)  # admin actions the running workers took before us
     sock = bind(config.host, config.port, shared=worker is not None)
     http_port = sock.getsockname()[1]
     uv = _uvicorn_server(ServeApp(server), config)
     grpc_server, grpc_port = None, None
     try:
         if cluster is not None:
+            # listen to peers first, then replay: an admin action taken meanwhile reaches this
+            # worker one way or the other (both ways is harmless: they are idempotent)
             await cluster.start(server)
+            await cluster.replay(server)
         if config.grpc_port is not None:
             grpc_server, grpc_port = await _start_grpc(server, config)
         await uv.startup(sockets=[sock])

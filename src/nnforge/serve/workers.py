@@ -56,7 +56,10 @@ class WorkerLink:
 
 def _worker_main(config: ServeConfig, index: int, run_dir: str, conn: Connection) -> None:
     """A worker process: serve, reporting 'ready' (or why not) to the supervisor."""
-    os.setpgid(0, 0)  # a terminal's Ctrl-C goes to the supervisor, which tells us once
+    try:
+        os.setpgid(0, 0)  # a terminal's Ctrl-C goes to the supervisor, which tells us once
+    except OSError:  # already a group leader: nothing to do
+        pass
     from .server import run  # noqa: PLC0415
 
     try:
