@@ -250,3 +250,13 @@ def test_cluster_history_keeps_each_models_last_action_in_order(tmp_path: Path) 
     for op, model in (("unload", "a"), ("unload", "b"), ("load", "a"), ("unload", "c")):
         cluster.record(op, model)
     assert cluster.history() == [("unload", "b"), ("load", "a"), ("unload", "c")]
+
+
+def test_workers_setting_from_file_and_flag_is_checked() -> None:
+    from nnforge.errors import ConfigError
+    from nnforge.serve.config import from_mapping
+
+    assert from_mapping({"workers": 3}).validate().workers == 3
+    for bad in (0, 65, "2", 1.5):
+        with pytest.raises(ConfigError, match="workers"):
+            from_mapping({"workers": bad}).validate()
