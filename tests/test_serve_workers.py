@@ -24,7 +24,9 @@ import pytest
 
 import nnforge as nf
 from nnforge import nn
+from nnforge.errors import ConfigError
 from nnforge.serve.cluster import Cluster
+from nnforge.serve.config import from_mapping
 from nnforge.serve.grpc_service import MESSAGES, METHODS, SERVICE
 from nnforge.serve.logs import PIPE_BUF, AccessLog
 from nnforge.serve.metrics import ServerMetrics
@@ -252,10 +254,7 @@ def test_cluster_history_keeps_each_models_last_action_in_order(tmp_path: Path) 
     assert cluster.history() == [("unload", "b"), ("load", "a"), ("unload", "c")]
 
 
-def test_workers_setting_from_file_and_flag_is_checked() -> None:
-    from nnforge.errors import ConfigError
-    from nnforge.serve.config import from_mapping
-
+def test_workers_setting_from_the_config_file_is_checked() -> None:
     assert from_mapping({"workers": 3}).validate().workers == 3
     for bad in (0, 65, "2", 1.5):
         with pytest.raises(ConfigError, match="workers"):
