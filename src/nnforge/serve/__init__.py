@@ -20,6 +20,8 @@ def serve(path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,
     `settings` are ServeConfig fields (version_policy, poll_interval_s, api_key, ...) or
     BatchingConfig fields (max_batch_size, max_queue_delay_ms, ...). `on_ready` is called
     with {"http": url, "http_port", "grpc_port", "models"} once the server listens.
+    With `workers=N` (N > 1) the worker processes are spawned fresh interpreters that import
+    the calling script again: call serve() under `if __name__ == "__main__":`.
     """
     from dataclasses import fields  # noqa: PLC0415 - keep `import nnforge.serve` light
 
