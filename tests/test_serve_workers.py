@@ -183,6 +183,38 @@ def test_workers_stop_when_the_supervisor_is_killed(repo: Path) -> None:
         srv.stop()
 
 
+def _workers_of(pid: int) -> list[int]:
+    """The worker processes a supervisor spawned (not multiprocessing's resource tracker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if ppid == pid and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_crash_loop_stops_the_server(repo: Path) -> None:
+    srv = ServerProcess([str(repo), "--workers", "2", "--no-grpc"]).start()
+    try:
+        killed: set[int] = set()
+        deadline = time.monotonic() + 90
+        while srv.proc.poll() is None and time.monotonic() < deadline:
+            for pid in set(_workers_of(srv.pid)) - killed:
+                killed.add(pid)
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        assert srv.proc.wait(30) == 1
+        time.sleep(0.2)  # the last stderr lines
+        assert "workers exited 6 times within 60 s; stopping the server" in srv.stderr_lines[-1]
+        assert len(killed) >= 6
+    finally:
+        srv.stop()
+
+
 def test_startup_failures_are_one_line_and_leave_nothing_running(tmp_path: Path,
                                                                  repo: Path) -> None:
     def serve(*args: str, workers: str = "2") -> subprocess.CompletedProcess[str]:
