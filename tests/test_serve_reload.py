@@ -73,17 +73,25 @@ class Load:
             time.sleep(0.02)
 
 
+@pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
+def workers(request: pytest.FixtureRequest) -> int:
+    """Every test here runs against one server process, then against two workers (each of
+    which polls the repository and swaps versions on its own)."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("repo")
+def repo(tmp_path_factory: pytest.TempPathFactory, workers: int) -> Path:
+    root = tmp_path_factory.mktemp(f"repo-{workers}")
     stage_version(root, 1, seed=1)
     return root
 
 
 @pytest.fixture(scope="module")
-def server(repo: Path):  # noqa: ANN201
+def server(repo: Path, workers: int):  # noqa: ANN201
     env = {"NNFORGE_API_KEY": API, "NNFORGE_ADMIN_KEY": ADMIN}
-    with ServerProcess([str(repo), "--poll", "0.1", "--no-access-log"], env=env) as srv:
+    with ServerProcess([str(repo), "--poll", "0.1", "--no-access-log", "--workers",
+                        str(workers)], env=env) as srv:
         yield srv
 
 

@@ -102,9 +102,19 @@ class InferenceServer:
     async def load_model(self, name: str) -> None:
         """Load (or reload) a model's versions from the repository, in every worker; errors
         name each failure."""
-        await self.apply_admin("load", name)
+        failed = None
+        try:
+            await self.apply_admin("load", name)
+        except InvalidInputError as exc:  # some versions failed, the others serve again:
+            failed = exc                  # every worker must bring them back all the same
         if self.cluster is not None:
-            await self.cluster.broadcast("load", name)
+            try:
+                await self.cluster.broadcast("load", name)
+            except InvalidInputError:
+                if failed is None:
+                    raise
+        if failed is not None:  # the peers' failures are the same files': report ours
+            raise failed
 
     async def unload_model(self, name: str) -> None:
         """Stop serving every version of a model until it is loaded again, in every worker."""

@@ -155,8 +155,8 @@ class ServerMetrics:
         for snap in snapshots:
             for m in snap["models"]:
                 out.model(*m["labels"]).add(m)
-            for model, count in snap["load_failures"].items():
-                out.load_failures[model] = out.load_failures.get(model, 0) + count
+            for model, count in snap["load_failures"].items():  # each worker tries each
+                out.load_failures[model] = max(out.load_failures.get(model, 0), count)
         return out
 
     def model(self, model: str, version: str) -> ModelMetrics:
