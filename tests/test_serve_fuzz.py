@@ -28,15 +28,17 @@ FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None
 PER_ROUTE = settings(FUZZ, max_examples=40)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+@pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
+def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):  # noqa: ANN201
+    """One server process, then two workers (admin actions and metrics cross processes)."""
     path = tmp_path_factory.mktemp("fuzz") / "clf" / "1" / "model.nnf"
     path.parent.mkdir(parents=True)
     nf.manual_seed(9)
     nf.save(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)), path,
             task="multiclass", labels=["a", "b", "c"])
     with ServerProcess([str(path.parent.parent.parent), "--max-body-bytes", "65536",
-                        "--no-access-log", "--timeout-ms", "5000"],
+                        "--no-access-log", "--timeout-ms", "5000", "--workers",
+                        str(request.param)],
                        env={"NNFORGE_ADMIN_KEY": ADMIN}) as srv:
         yield srv
 

@@ -30,10 +30,11 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def server(model_path: Path):  # noqa: ANN201
+@pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
+def server(model_path: Path, request: pytest.FixtureRequest):  # noqa: ANN201
+    """One server process, then two workers sharing the ports: clients see no difference."""
     with ServerProcess([str(model_path.parent.parent.parent), "--max-body-bytes", "200000",
-                        "--max-queue-delay-ms", "1"]) as srv:
+                        "--max-queue-delay-ms", "1", "--workers", str(request.param)]) as srv:
         yield srv
 
 
