@@ -232,6 +232,12 @@ def test_startup_failures_are_one_line_and_leave_nothing_running(tmp_path: Path,
     assert r.returncode == 1 and "cannot listen on 127.0.0.1" in r.stderr.splitlines()[-1]
     r = serve(str(repo), "--port", "0", "--no-grpc", workers="65")
     assert r.returncode == 1 and "expected workers between 1 and 64" in r.stderr
+    # SO_REUSEPORT must not let a second server share the port of a running one
+    with ServerProcess([str(repo), "--workers", "2"]) as running:
+        for taken in (["--port", str(running.http_port), "--no-grpc"],
+                      ["--port", "0", "--grpc-port", str(running.grpc_port)]):
+            r = serve(str(repo), *taken)
+            assert r.returncode == 1 and "cannot listen on 127.0.0.1" in r.stderr
 
 
 # -- the pieces, in one process ------------------------------------------------------------------

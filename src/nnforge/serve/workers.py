@@ -197,15 +197,27 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
-def supervise(config: ServeConfig, announce: Callable[[dict[str, Any]], None] | None) -> None:
-    """Serve with config.workers processes until SIGTERM/SIGINT (see the module docstring)."""
+def _reserve(host: str, port: int) -> Any:
+    """A bound SO_REUSEPORT socket holding host:port for the workers.
+
+    First a plain bind: SO_REUSEPORT alone would let this server share the port with another
+    one already listening there (another `nnforge serve --workers`), splitting its traffic
+    without a word. The plain bind fails in that case, with the usual error."""
     from .server import bind  # noqa: PLC0415
 
-    reserved = [bind(config.host, config.port, shared=True, listen=False)]
+    probe = bind(host, port, listen=False)
+    port = probe.getsockname()[1]
+    probe.close()
+    return bind(host, port, shared=True, listen=False)
+
+
+def supervise(config: ServeConfig, announce: Callable[[dict[str, Any]], None] | None) -> None:
+    """Serve with config.workers processes until SIGTERM/SIGINT (see the module docstring)."""
+    reserved = [_reserve(config.host, config.port)]
     try:
         config = dataclasses.replace(config, port=reserved[0].getsockname()[1])
         if config.grpc_port is not None:
-            reserved.append(bind(config.host, config.grpc_port, shared=True, listen=False))
+            reserved.append(_reserve(config.host, config.grpc_port))
             config = dataclasses.replace(config, grpc_port=reserved[1].getsockname()[1])
         try:
             run_dir = tempfile.mkdtemp(prefix="nnforge-serve-")
