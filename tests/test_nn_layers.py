@@ -50,6 +50,40 @@ def test_mlp_gradients(rng):
                         params=model.parameters())
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_sequential_linear_relu_runs_fused_with_identical_results(rng, bias):
+    # Sequential runs Linear -> ReLU as one op (ops.linear.LinearRelu); it must pass the
+    # gradient check and equal the layers run one by one exactly, ties at zero included
+    model = nn.Sequential(nn.Linear(5, 7, bias=bias), nn.ReLU(), nn.Linear(7, 3),
+                          nn.ReLU()).double()
+    for batch in (1, 4):
+        x = rng.uniform(-2, 2, size=(batch, 5))
+        x[np.abs(x) < 1e-3] = 0.3
+        check_gradients(lambda t: model(t), [x], params=model.parameters())
+    model.float()
+    x = np.round(rng.standard_normal((6, 5))).astype(np.float32)  # exact zeros before ReLU
+    model[0].weight.data[0] = 0.0
+    gy = rng.standard_normal((6, 3)).astype(np.float32)
+    out = model(nf.Tensor(x))
+    assert out.data.flags.writeable and out._creator is not None
+    assert type(out._creator).__name__ == "LinearRelu"
+
+    def run(forward):
+        model.zero_grad()
+        xt = nf.Tensor(x, requires_grad=True)
+        out = forward(xt)
+        out.backward(gy)
+        return [out.data, xt.grad] + [p.grad.copy() for p in model.parameters()]
+
+    def one_by_one(h):
+        for layer in model:
+            h = layer(h)
+        return h
+
+    for got, want in zip(run(model), run(one_by_one)):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_config_round_trip_rebuilds_the_same_model(rng):
     model = nn.Sequential(nn.Linear(8, 4, init="glorot"), nn.LeakyReLU(0.3), nn.Dropout(0.2),
                           nn.Linear(4, 2), nn.Softmax())

@@ -44,6 +44,10 @@ class Sequential(Module):
                 # first maximal element either way, one whose maximum is not sends none.
                 x = layer(layers[i + 1](x))
                 i += 2
+            elif i + 1 < n and type(layer) is Linear and type(layers[i + 1]) is ReLU:
+                # one fused op (ops.linear.LinearRelu): same numbers, less bookkeeping
+                x = linear(layer._as_input(x), layer.weight, layer.bias, relu=True)
+                i += 2
             else:
                 x = layer(x)
                 i += 1
