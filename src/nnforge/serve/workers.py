@@ -148,6 +148,7 @@ class Supervisor:
                 if self.stopping.is_set():
                     return
                 w = by_sentinel[sentinel]
+                w.proc.join(5)  # reap it
                 now = time.monotonic()
                 deaths.append(now)
                 while deaths and deaths[0] < now - RESTART_WINDOW_S:
