@@ -35,6 +35,9 @@ def bind(host: str, port: int, shared: bool = False, listen: bool = True) -> soc
     """A TCP socket bound to host:port (port 0 picks a free one), listening unless told not
     to, or a ConfigError saying why not. `shared`: SO_REUSEPORT, so that the worker processes
     of one server can each listen on the port and the kernel spreads connections over them."""
+    if shared and not hasattr(socket, "SO_REUSEPORT"):
+        raise ConfigError("several workers need SO_REUSEPORT, which this system lacks; "
+                          "run one worker per port instead")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, kind, proto, _, addr = infos[0]
