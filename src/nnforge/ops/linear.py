@@ -43,8 +43,8 @@ class LinearRelu(Linear):
 
     The same numbers as the two ops, gradients included, with one graph node and one output
     array instead of two each: the activation is applied in place on the fresh product, and
-    its mask is taken from the output it keeps anyway. On an MLP's small batches that
-    bookkeeping is a tenth of a training step.
+    its mask is taken from the output it keeps anyway. On an MLP's small batches such
+    per-op bookkeeping adds up to about a tenth of a training step.
     """
 
     ir_name = None  # not an ONNX op: tracing lowers the Linear and ReLU modules themselves

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import resource
-import time
 from bisect import bisect_left
 from typing import Any, Iterable, Iterator
 
@@ -93,7 +92,6 @@ class ModelMetrics:
         entry[0] += 1
         entry[1] += seconds
         self.last_inference_ms = now_ms
-
 
     def snapshot(self) -> dict[str, Any]:
         """Every number, JSON-serialisable (what a worker sends its peers)."""
@@ -233,8 +231,7 @@ def process_usage() -> dict[str, Any]:
             rss = int(f.read().split()[1]) * resource.getpagesize()
     except OSError:  # not Linux: the peak is what the standard library offers
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"pid": os.getpid(), "cpu_seconds": usage.user + usage.system, "rss_bytes": rss,
-            "time": time.time()}
+    return {"pid": os.getpid(), "cpu_seconds": usage.user + usage.system, "rss_bytes": rss}
 
 
 class _WorkerCollector:
