@@ -111,7 +111,7 @@ def wait_ready(url: str, body: bytes, timeout: float = 60) -> None:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, its threads and its live children (workers)."""
-    total, parents = 0, {}
+    parents: dict[int, tuple[int, int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
@@ -157,7 +157,7 @@ def cpu_count(cpus: str) -> int:
     if not cpus:
         return os.cpu_count() or 1
     n = 0
-    for part in cpus.split("+"):
+    for part in re.split(r"[,+]", cpus):
         lo, _, hi = part.partition("-")
         n += int(hi or lo) - int(lo) + 1
     return n
