@@ -12,7 +12,7 @@ CPUs (`--workers 2`, wrk sharing CPU 1 with a worker) and on CPU 0 alone, and Fl
 alone and on both CPUs (Flask's threads are slower on two CPUs: the GIL moves between them). The
 ratio is best nnforge against best Flask, round by round.
 
-    python benchmarks/serve_load.py                  # 10 s per point, c = 1, 16, 64, 2 rounds
+    python benchmarks/serve_load.py                  # 10 s per point, c = 1, 16, 64, 3 rounds
     python benchmarks/serve_load.py --duration 5 --concurrency 64 --servers nnforge@0,flask@0
 
 Needs wrk (Debian/Ubuntu: apt-get install wrk). Timings on shared machines are noisy:
@@ -202,7 +202,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per point")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of unrecorded load")
-    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of all servers")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of all servers")
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--servers", default="nnforge@0-1,nnforge@0,flask@0,flask@0-1,fastapi@0",
                     help="comma-separated name@cpus (nnforge, flask, fastapi; cpus in taskset "
