@@ -120,11 +120,16 @@ def test_workers_answer_and_count_as_one_server(repo: Path, rng: np.random.Gener
         stats = _request(srv.http_port, "GET", "/v2/models/clf/stats")[1]["model_stats"][0]
         assert stats["inference_count"] == 200 and stats["inference_stats"]["success"]["count"] \
             == 200
-        # both workers answered some (their request ids start with their pid in hex)
-        time.sleep(0.5)  # access records are flushed within 0.2 s
-        prefixes = {json.loads(line)["request_id"].split("-")[0] for line in srv.stderr_lines
-                    if '"request_id"' in line}
-        assert prefixes == {f"{p:x}" for p in pids}
+        # both workers answered some (their request ids start with their pid in hex); access
+        # records are flushed within 0.2 s and read by a thread: wait for all 200
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            records = [json.loads(line) for line in list(srv.stderr_lines)
+                       if '"request_id"' in line]
+            if len(records) >= len(rows):
+                break
+            time.sleep(0.05)
+        assert {r["request_id"].split("-")[0] for r in records} == {f"{p:x}" for p in pids}
         # gRPC shares its port the same way; its statistics are the sums too
         req = MESSAGES["ModelInferRequest"](model_name="clf")
         req.inputs.add(name="input", datatype="FP32", shape=[1, 16])
@@ -208,8 +213,12 @@ def test_a_crash_loop_stops_the_server(repo: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
             time.sleep(0.05)
         assert srv.proc.wait(30) == 1
-        time.sleep(0.2)  # the last stderr lines
-        assert "workers exited 6 times within 60 s; stopping the server" in srv.stderr_lines[-1]
+        message = "workers exited 6 times within 60 s; stopping the server"
+        deadline = time.monotonic() + 10  # stderr is read by a thread: let it catch up
+        while not any(message in line for line in srv.stderr_lines) and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert message in srv.stderr_lines[-1]
         assert len(killed) >= 6
     finally:
         srv.stop()
