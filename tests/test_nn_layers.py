@@ -67,21 +67,7 @@ def test_sequential_linear_relu_runs_fused_with_identical_results(rng, bias):
     out = model(nf.Tensor(x))
     assert out.data.flags.writeable and out._creator is not None
     assert type(out._creator).__name__ == "LinearRelu"
-
-    def run(forward):
-        model.zero_grad()
-        xt = nf.Tensor(x, requires_grad=True)
-        out = forward(xt)
-        out.backward(gy)
-        return [out.data, xt.grad] + [p.grad.copy() for p in model.parameters()]
-
-    def one_by_one(h):
-        for layer in model:
-            h = layer(h)
-        return h
-
-    for got, want in zip(run(model), run(one_by_one)):
-        np.testing.assert_array_equal(got, want)
+    _assert_same_as_one_by_one(model, x, gy)
 
 
 def test_config_round_trip_rebuilds_the_same_model(rng):
@@ -172,7 +158,24 @@ def test_sequential_pools_before_relu_with_identical_results(rng, padding):
                           nn.Flatten(), nn.Linear(3 * (3 + padding) ** 2, 2))
     x = np.round(rng.standard_normal((4, 2, 9, 9))).astype(np.float32)
     gy = rng.standard_normal((4, 2)).astype(np.float32)
+    _assert_same_as_one_by_one(model, x, gy)
 
+
+def test_pool_ceil_mode_config_round_trip_and_check():
+    for layer in (nn.MaxPool2d(3, 2, ceil_mode=True), nn.AvgPool2d(2, ceil_mode=True)):
+        config = layer.get_config()
+        assert config["ceil_mode"] is True
+        assert type(layer).from_config(config).get_config() == config
+    assert "ceil_mode" not in nn.MaxPool2d(2).get_config()  # files without it stay the same
+    with pytest.raises(ConfigError, match="ceil_mode must be True or False, found 'yes'"):
+        nn.MaxPool2d(2, ceil_mode="yes")
+    x = nf.Tensor(np.arange(49, dtype=np.float32).reshape(1, 1, 7, 7))
+    assert nn.MaxPool2d(2, ceil_mode=True)(x).shape == (1, 1, 4, 4)
+    assert nn.MaxPool2d(2)(x).shape == (1, 1, 3, 3)
+
+
+def _assert_same_as_one_by_one(model, x, gy):
+    """The Sequential's output and every gradient equal running its layers one by one."""
     def run(forward):
         model.zero_grad()
         xt = nf.Tensor(x, requires_grad=True)
@@ -187,16 +190,3 @@ def test_sequential_pools_before_relu_with_identical_results(rng, padding):
 
     for got, want in zip(run(model), run(one_by_one)):
         np.testing.assert_array_equal(got, want)
-
-
-def test_pool_ceil_mode_config_round_trip_and_check():
-    for layer in (nn.MaxPool2d(3, 2, ceil_mode=True), nn.AvgPool2d(2, ceil_mode=True)):
-        config = layer.get_config()
-        assert config["ceil_mode"] is True
-        assert type(layer).from_config(config).get_config() == config
-    assert "ceil_mode" not in nn.MaxPool2d(2).get_config()  # files without it stay the same
-    with pytest.raises(ConfigError, match="ceil_mode must be True or False, found 'yes'"):
-        nn.MaxPool2d(2, ceil_mode="yes")
-    x = nf.Tensor(np.arange(49, dtype=np.float32).reshape(1, 1, 7, 7))
-    assert nn.MaxPool2d(2, ceil_mode=True)(x).shape == (1, 1, 4, 4)
-    assert nn.MaxPool2d(2)(x).shape == (1, 1, 3, 3)
