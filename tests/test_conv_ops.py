@@ -12,6 +12,7 @@ from nnforge.autograd.tensor import Tensor
 from nnforge.errors import ConfigError, ShapeError
 from nnforge.ops import conv as conv_module
 from nnforge.ops.conv import conv2d
+from nnforge.ops.conv_pool import conv_max_pool2d
 from nnforge.ops.norm import batch_norm, batch_statistics
 from nnforge.ops.pool import avg_pool2d, global_avg_pool2d, max_pool2d
 
@@ -237,6 +238,45 @@ def test_max_pool_ties_send_the_gradient_to_one_element():
     np.testing.assert_array_equal(x.grad[0, 0, :3, :3], np.ones((3, 3)))
 
 
+# -- convolution fused with a tiling max pool ----------------------------------------------------
+CONV_POOL_CASES = [
+    # (x shape, out_channels, kernel, stride, padding, dilation, groups, pool)
+    ((1, 1, 6, 6), 2, 3, 1, 1, 1, 1, (2, 2)),  # batch size 1
+    ((2, 4, 7, 8), 4, (2, 3), 1, (1, 0), 1, 2, (2, 3)),  # non-square everything, groups
+    ((3, 2, 11, 11), 3, 3, 2, 1, 1, 1, (2, 2)),  # stride 2, padding 1
+    ((2, 2, 10, 10), 2, 3, 1, 0, 2, 1, (3, 3)),  # dilation 2, 3x3 pool
+    ((2, 3, 5, 6), 2, 3, 1, 1, 1, 1, (1, 2)),  # one window row: no row grouping
+]
+
+
+@pytest.mark.parametrize("case", CONV_POOL_CASES)
+def test_conv_max_pool_equals_the_separate_ops_and_passes_the_gradient_check(rng, case):
+    shape, o, k, s, p, d, g, pool = case
+    kh, kw = _pair(k)
+    w = rng.standard_normal((o, shape[1] // g, kh, kw))
+    b = rng.standard_normal(o)
+    for x in (rng.standard_normal(shape), np.round(rng.standard_normal(shape))):  # ties too
+
+        def both(fused, bias=b, x=x):
+            xt, wt = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+            bt = None if bias is None else Tensor(bias, requires_grad=True)
+            y = (conv_max_pool2d(xt, wt, bt, pool, s, p, d, g) if fused
+                 else max_pool2d(conv2d(xt, wt, bt, s, p, d, g), pool))
+            y.backward(np.linspace(-1, 1, y.size).reshape(y.shape))
+            return [y.data, xt.grad, wt.grad] + ([] if bt is None else [bt.grad])
+
+        for bias in (b, None):
+            got, want = both(True, bias), both(False, bias)
+            # the same products and maxima, and each window's gradient reaches the same input
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+            # parameter gradients sum the positions in another order
+            for gp, wp in zip(got[2:], want[2:]):
+                np.testing.assert_allclose(gp, wp, rtol=1e-12, atol=1e-12)
+    x = rng.standard_normal(shape)
+    check_gradients(lambda xt, wt, bt: conv_max_pool2d(xt, wt, bt, pool, s, p, d, g), [x, w, b])
+
+
 def test_global_avg_pool(rng):
     for shape in [(2, 3, 4, 5), (1, 2, 1, 1), (1, 1, 3, 2)]:
         x = rng.standard_normal(shape)
@@ -309,15 +349,17 @@ def test_batch_statistics_and_errors(rng):
                    np.zeros(3), np.ones(3), training=False)
 
 
-def test_conv_chunked_and_threaded_paths_agree(rng, monkeypatch):
-    x = rng.standard_normal((7, 4, 9, 8))
+@pytest.mark.parametrize("pool", [None, (2, 2)])
+def test_conv_chunked_and_threaded_paths_agree(rng, monkeypatch, pool):
+    x = rng.standard_normal((7, 4, 9, 8) if pool is None else (7, 4, 10, 8))
     w = rng.standard_normal((6, 2, 3, 3))
     b = rng.standard_normal(6)
     gy = rng.standard_normal((7, 6, 5, 4))
 
     def run():
         xt, wt, bt = (Tensor(a, requires_grad=True) for a in (x, w, b))
-        y = conv2d(xt, wt, bt, stride=(2, 2), padding=1, groups=2)
+        y = (conv2d(xt, wt, bt, stride=(2, 2), padding=1, groups=2) if pool is None else
+             conv_max_pool2d(xt, wt, bt, pool, padding=1, groups=2))  # rows grouped by two
         y.backward(gy)
         return y.data, xt.grad, wt.grad, bt.grad
 
@@ -329,7 +371,8 @@ def test_conv_chunked_and_threaded_paths_agree(rng, monkeypatch):
     for _ in range(2):  # the second run reuses the scratch buffers of the first
         for a, b_ in zip(run(), whole):
             np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-12)
-    ref = conv_ref(x, w, b, (2, 2), 1, 1, 2)
+    ref = (conv_ref(x, w, b, (2, 2), 1, 1, 2) if pool is None else
+           pool_ref(conv_ref(x, w, b, 1, 1, 1, 2), pool, pool, 0, "max"))
     np.testing.assert_allclose(whole[0], ref, rtol=1e-10, atol=1e-12)
 
 

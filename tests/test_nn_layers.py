@@ -161,6 +161,26 @@ def test_sequential_pools_before_relu_with_identical_results(rng, padding):
     _assert_same_as_one_by_one(model, x, gy)
 
 
+@pytest.mark.parametrize("relu", [True, False])
+def test_sequential_runs_conv_and_tiling_max_pool_fused(rng, relu):
+    # Conv2d [ReLU] MaxPool2d runs as one op (ops.conv_pool.ConvMaxPool) when the pool's
+    # windows tile the convolution's output, and as the separate layers otherwise
+    def model_for(size):
+        nf.manual_seed(4)
+        layers = [nn.Conv2d(2, 3, 3, padding=1)] + ([nn.ReLU()] if relu else [])
+        return nn.Sequential(*layers, nn.MaxPool2d(2), nn.Flatten(),
+                             nn.Linear(3 * (size // 2) ** 2, 2))
+    for size, fused in ((8, True), (7, False)):
+        model = model_for(size)
+        x = np.round(rng.standard_normal((4, 2, size, size))).astype(np.float32)  # ties
+        h = model[0].forward_pooled(nf.Tensor(x), model[1 + relu])
+        assert (h is not None) == fused
+        if fused:
+            assert type(h._creator).__name__ == "ConvMaxPool"
+        gy = rng.standard_normal((4, 2)).astype(np.float32)
+        _assert_same_as_one_by_one(model, x, gy, params_rtol=1e-5)
+
+
 def test_pool_ceil_mode_config_round_trip_and_check():
     for layer in (nn.MaxPool2d(3, 2, ceil_mode=True), nn.AvgPool2d(2, ceil_mode=True)):
         config = layer.get_config()
@@ -174,8 +194,9 @@ def test_pool_ceil_mode_config_round_trip_and_check():
     assert nn.MaxPool2d(2)(x).shape == (1, 1, 3, 3)
 
 
-def _assert_same_as_one_by_one(model, x, gy):
-    """The Sequential's output and every gradient equal running its layers one by one."""
+def _assert_same_as_one_by_one(model, x, gy, params_rtol=0.0):
+    """The Sequential's output and every gradient equal running its layers one by one (the
+    parameters' gradients within params_rtol, for fused ops that sum in another order)."""
     def run(forward):
         model.zero_grad()
         xt = nf.Tensor(x, requires_grad=True)
@@ -188,5 +209,8 @@ def _assert_same_as_one_by_one(model, x, gy):
             h = layer(h)
         return h
 
-    for got, want in zip(run(model), run(one_by_one)):
-        np.testing.assert_array_equal(got, want)
+    for k, (got, want) in enumerate(zip(run(model), run(one_by_one))):
+        if k < 2 or not params_rtol:
+            np.testing.assert_array_equal(got, want)
+        else:
+            np.testing.assert_allclose(got, want, rtol=params_rtol, atol=params_rtol)

@@ -10,6 +10,7 @@ from .. import backend
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError
 from ..ops.conv import conv2d, pair
+from ..ops.conv_pool import conv_max_pool2d, fusable_pool
 from ..ops.norm import batch_norm, batch_statistics
 from ..ops.pool import avg_pool2d, global_avg_pool2d, max_pool2d
 from ..ops.shape import flatten
@@ -70,6 +71,15 @@ class Conv2d(_Spatial):
         _check_channels(self, x, self.in_channels, (4,), "(batch, channels, H, W)")
         return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                       self.groups)
+
+    def forward_pooled(self, x: Tensor, pool: MaxPool2d) -> Tensor | None:
+        """pool(self(x)) as one fused op (ops.conv_pool), or None where it does not apply."""
+        _check_channels(self, x, self.in_channels, (4,), "(batch, channels, H, W)")
+        kernel = fusable_pool(x.shape, self.weight.shape, self, pool)
+        if kernel is None:
+            return None
+        return conv_max_pool2d(x, self.weight, self.bias, kernel, self.stride, self.padding,
+                               self.dilation, self.groups)
 
     def get_config(self) -> dict[str, Any]:
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,

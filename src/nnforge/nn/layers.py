@@ -13,9 +13,24 @@ from ..ops.linear import linear
 from ..ops.math import Mul
 from ..ops.shape import flatten
 from ..random import get_rng
-from .conv_layers import MaxPool2d
+from .conv_layers import Conv2d, MaxPool2d
 from .init import get_initializer
 from .module import Module, Parameter, layer_from_architecture, register_layer
+
+
+def _conv_relu_pool(layers: list[Module], i: int, x: Any) -> tuple[Any, int] | None:
+    """Conv2d [ReLU] MaxPool2d at layers[i:] as one op (ops.conv_pool.ConvMaxPool), then the
+    ReLU: the same numbers, the pooling on contiguous slabs. (output, next index) or None.
+
+    Pooling before the ReLU is exact: see Sequential.forward."""
+    relu = i + 2 < len(layers) and type(layers[i + 1]) is ReLU
+    k = i + 1 + relu
+    if k >= len(layers) or type(layers[k]) is not MaxPool2d:
+        return None
+    y = layers[i].forward_pooled(x, layers[k])
+    if y is None:
+        return None
+    return (layers[i + 1](y) if relu else y), k + 1
 
 
 @register_layer
@@ -37,7 +52,10 @@ class Sequential(Module):
         i, n = 0, len(layers)
         while i < n:
             layer = layers[i]
-            if i + 1 < n and type(layer) is ReLU and type(layers[i + 1]) is MaxPool2d:
+            fused = _conv_relu_pool(layers, i, x) if type(layer) is Conv2d else None
+            if fused is not None:
+                x, i = fused
+            elif i + 1 < n and type(layer) is ReLU and type(layers[i + 1]) is MaxPool2d:
                 # ReLU then max pooling is run as pooling then ReLU, which touches a quarter of
                 # the values (for 2x2 windows). The two orders agree exactly, gradients
                 # included: a window whose maximum is positive sends its gradient to the same

@@ -176,9 +176,19 @@ def _pad(x: Any, padding: tuple[int, int]) -> Any:
     return xp
 
 
-def _windows(xp: Any, g: _Geometry, stride: tuple[int, int], dilation: tuple[int, int]) -> Any:
-    """(N, C, kh, kw, OH, OW) read-only strided view of the padded input: the im2col columns."""
+def _windows(xp: Any, g: _Geometry, stride: tuple[int, int], dilation: tuple[int, int],
+             row_taps: int = 1) -> Any:
+    """(N, C, kh, kw, OH, OW) read-only strided view of the padded input: the im2col columns.
+
+    With row_taps = r > 1 the output rows come grouped by their remainder modulo r, as
+    (N, C, kh, kw, r, OH/r, OW): row oh = r*q + i sits at [..., i, q, :]. Each group is then
+    one contiguous slab of the product, which is what a following r-row max pool wants.
+    """
     sn, sc, sh, sw = xp.strides
+    if row_taps > 1:
+        return as_strided(xp, (xp.shape[0], g.c, g.kh, g.kw, row_taps, g.oh // row_taps, g.ow),
+                          (sn, sc, dilation[0] * sh, dilation[1] * sw, stride[0] * sh,
+                           row_taps * stride[0] * sh, stride[1] * sw), writeable=False)
     return as_strided(xp, (xp.shape[0], g.c, g.kh, g.kw, g.oh, g.ow),
                       (sn, sc, dilation[0] * sh, dilation[1] * sw, stride[0] * sh,
                        stride[1] * sw), writeable=False)
@@ -188,6 +198,8 @@ class Conv(Function):
     """2-D convolution of x (N, C, H, W) with w (O, C/groups, kh, kw) plus an optional bias (O,)."""
 
     ir_name = "Conv"
+    #: output rows grouped by remainder modulo this (see _windows); ConvMaxPool sets it
+    row_taps = 1
 
     def __init__(self, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
                  groups: int = 1) -> None:
@@ -204,7 +216,7 @@ class Conv(Function):
             raise ShapeError(f"Conv expected a bias of shape ({g.o},), found {b.shape}")
         groups, kg, p = self.groups, w.shape[1] * g.kh * g.kw, g.oh * g.ow
         og = g.o // groups
-        windows = _windows(_pad(x, self.padding), g, self.stride, self.dilation)
+        windows = _windows(_pad(x, self.padding), g, self.stride, self.dilation, self.row_taps)
         wg = w.reshape(groups, og, kg)
         # the bias rides in the product as one more weight column times a row of ones, which
         # saves a pass over the output here and gives its gradient with the weights' later
@@ -287,7 +299,13 @@ class Conv(Function):
         rows = g.hp - dh * (g.kh - 1)
         # zero except where gy goes, which the tag pins down
         gd = _scratch(("gd", self.stride, g.oh, g.ow), (n, g.o, rows, g.wp), gy.dtype)
-        gd[:, :, :sh * (g.oh - 1) + 1:sh, :sw * (g.ow - 1) + 1:sw] = gy
+        r = self.row_taps
+        if r == 1:
+            gd[:, :, :sh * (g.oh - 1) + 1:sh, :sw * (g.ow - 1) + 1:sw] = gy
+        else:  # output row r*q + i is gy's [i, q] (see _windows)
+            gyr = gy.reshape(n, g.o, r, g.oh // r, g.ow)
+            for i in range(r):
+                gd[:, :, i * sh::r * sh, :sw * (g.ow - 1) + 1:sw][:, :, :g.oh // r] = gyr[:, :, i]
         plane, pos = g.hp * g.wp, rows * g.wp
         # the tail of each plane beyond `pos` stays zero: the product never writes it
         buf = _scratch(("buf", pos), (n, groups, koff * cg, plane), gy.dtype)
