@@ -290,7 +290,7 @@ class Conv(Function):
         return np.ascontiguousarray(wt).reshape(groups, kh * kw * cg, o // groups)
 
     def _input_grad(self, gy: Any, wt: Any) -> Any:
-        """d(loss)/dx for a chunk of samples: W^T @ gy per offset, then one shifted add each."""
+        """d(loss)/dx for a chunk of samples: W^T @ gy per offset, then the shifted sum."""
         g, groups = self.geometry, self.groups
         n = gy.shape[0]
         cg, og, koff = g.c // groups, g.o // groups, g.kh * g.kw
@@ -311,15 +311,18 @@ class Conv(Function):
         buf = _scratch(("buf", pos), (n, groups, koff * cg, plane), gy.dtype)
         np.matmul(wt, gd.reshape(n, groups, og, pos), out=buf[..., :pos])
         buf = buf.reshape(n * groups, koff, cg * plane)
-        # a shift can carry a plane's (zero) tail into the next plane, never real values
-        total = n * g.c * plane
-        acc = _scratch("acc", (total + dh * (g.kh - 1) * g.wp + dw * (g.kw - 1),), gy.dtype)
-        acc[:total].reshape(n * groups, cg * plane)[...] = buf[:, 0]
-        for k in range(1, koff):
-            shift = (k // g.kw) * dh * g.wp + (k % g.kw) * dw
-            dst = acc[shift:shift + total].reshape(n * groups, cg * plane)
-            dst += buf[:, k]
-        return acc[:total].reshape(n, g.c, g.hp, g.wp)[:, :, ph:ph + g.h, pw:pw + g.w]
+        # offset k = (i, j) adds its row shifted right by i*dh*Wp + j*dw. All of them in one
+        # reduction over a strided view whose [s, i, j, q] is buf[s, k, q - shift]: reading
+        # before a plane's start lands in the plane before it, whose last `shift` entries are
+        # zero (its tail, plus the grid's empty columns in its last row), so no index leaves buf
+        # and nothing but zeros crosses between planes
+        e, rs = buf.itemsize, buf.strides[1]
+        taps = as_strided(buf, (n * groups, g.kh, g.kw, cg * plane),
+                          (buf.strides[0], g.kw * rs - dh * g.wp * e, rs - dw * e, e),
+                          writeable=False)
+        acc = _scratch("acc", (n * groups, cg * plane), gy.dtype)
+        np.add.reduce(taps, axis=(1, 2), out=acc)
+        return acc.reshape(n, g.c, g.hp, g.wp)[:, :, ph:ph + g.h, pw:pw + g.w]
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
