@@ -9,8 +9,8 @@ arithmetic, so the layouts are chosen for long contiguous runs:
 * Input gradient (col2im without np.add.at): the output gradient is spread onto a
   *full-width* grid (every column of the padded input, zeros elsewhere), so each kernel offset
   (i, j) becomes a plain shift by `i*Wp + j` of the flattened planes. `W^T @ gy` is written into
-  a buffer laid out (sample, kernel offset, channel, plane), and summing the offsets back is one
-  contiguous add per offset over the whole batch.
+  a buffer laid out (sample, kernel offset, channel, plane), and the offsets are summed back in
+  one reduction over a strided view that reads each offset's rows shifted.
 * Large batches are split in two halves computed on two threads: NumPy and BLAS release the
   GIL, and the per-sample products are too small for OpenBLAS to thread them itself.
 """
