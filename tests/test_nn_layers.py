@@ -179,6 +179,11 @@ def test_sequential_runs_conv_and_tiling_max_pool_fused(rng, relu):
             assert type(h._creator).__name__ == "ConvMaxPool"
         gy = rng.standard_normal((4, 2)).astype(np.float32)
         _assert_same_as_one_by_one(model, x, gy, params_rtol=1e-5)
+        with nf.no_grad():  # inference keeps nothing for backward and gives the same output
+            out, h = model(nf.Tensor(x)), nf.Tensor(x)
+            for layer in model:
+                h = layer(h)
+        np.testing.assert_array_equal(out.data, h.data)
 
 
 def test_pool_ceil_mode_config_round_trip_and_check():
