@@ -74,6 +74,7 @@ class Conv2d(_Spatial):
 
     def forward_pooled(self, x: Tensor, pool: MaxPool2d) -> Tensor | None:
         """pool(self(x)) as one fused op (ops.conv_pool), or None where it does not apply."""
+        x = self._as_input(x)  # what calling the layer does first
         _check_channels(self, x, self.in_channels, (4,), "(batch, channels, H, W)")
         kernel = fusable_pool(x.shape, self.weight.shape, self, pool)
         if kernel is None:
