@@ -20,7 +20,8 @@ from .module import Module, Parameter, layer_from_architecture, register_layer
 
 def _conv_relu_pool(layers: list[Module], i: int, x: Any) -> tuple[Any, int] | None:
     """Conv2d [ReLU] MaxPool2d at layers[i:] as one op (ops.conv_pool.ConvMaxPool), then the
-    ReLU: the same numbers, the pooling on contiguous slabs. (output, next index) or None.
+    ReLU: the same output and input gradient (parameter gradients to rounding), the pooling on
+    contiguous slabs. (output, next index) or None.
 
     Pooling before the ReLU is exact: see Sequential.forward."""
     relu = i + 2 < len(layers) and type(layers[i + 1]) is ReLU

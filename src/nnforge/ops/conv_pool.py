@@ -4,9 +4,10 @@ A max pool over a convolution's output is bound by strided memory access: its wi
 elements sit one pixel apart, and NumPy runs strided loops several times slower than
 contiguous ones. Here the convolution writes its output rows grouped by window row (see
 `conv._windows`), so every step over the windows' rows works on contiguous slabs, and only
-the steps over a window's columns remain strided. The numbers are the separate ops' exactly:
-the same products, the same maxima, and the gradient of each window goes to its first maximum
-in row-major order, as in `pool.MaxPool`.
+the steps over a window's columns remain strided. The output and the input gradient are the
+separate ops' exactly: the same products, the same maxima, and the gradient of each window goes
+to its first maximum in row-major order, as in `pool.MaxPool`. The weight and bias gradients
+sum the output positions in another order, so they agree with the separate ops' to rounding.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from ..autograd.tensor import Tensor
 from .conv import Conv, conv_output_size, pair
-from .pool import _reduce, _route_first_max
+from .pool import reduce_views, route_first_max
 
 
 class ConvMaxPool(Conv):
@@ -37,9 +38,9 @@ class ConvMaxPool(Conv):
         ph, pw = self.pool
         slabs = yc.reshape(n, o, ph, oh // ph, ow)
         cols = [slabs[..., j::pw] for j in range(pw)]
-        cm = _reduce(cols, np.maximum)  # per window row: the max over its columns
+        cm = reduce_views(cols, np.maximum)  # per window row: the max over its columns
         rows = [cm[:, :, i] for i in range(ph)]
-        y = _reduce(rows, np.maximum)
+        y = reduce_views(rows, np.maximum)
         if any(self.needs_input_grad):
             self.cm, self.y, self.col_views, self.row_views = cm, y, cols, rows
             self.conv_shape = yc.shape
@@ -50,10 +51,10 @@ class ConvMaxPool(Conv):
         gcm = np.empty(self.cm.shape, gy.dtype)
         # the first maximal window row, then the first maximal column in it: together the
         # first maximum in row-major order (as pool.MaxPool routes it)
-        _route_first_max(gy, self.y, self.row_views, [gcm[:, :, i] for i in range(ph)], False)
+        route_first_max(gy, self.y, self.row_views, [gcm[:, :, i] for i in range(ph)], False)
         n, o, oh, ow = self.conv_shape
         gyc = np.empty((n, o, ph, oh // ph, ow), gy.dtype)
-        _route_first_max(gcm, self.cm, self.col_views, [gyc[..., j::pw] for j in range(pw)], False)
+        route_first_max(gcm, self.cm, self.col_views, [gyc[..., j::pw] for j in range(pw)], False)
         self.cm = self.y = self.col_views = self.row_views = None
         return super().backward(gyc.reshape(self.conv_shape))
 

@@ -76,7 +76,8 @@ def _axis_slices(k: int, s: int, out: int) -> list[slice]:
     return [slice(i, i + s * (out - 1) + 1, s) for i in range(k)]
 
 
-def _reduce(views: list[Any], op: Any) -> Any:
+def reduce_views(views: list[Any], op: Any) -> Any:
+    """op folded over views (np.maximum, np.add): a fresh array of their common shape."""
     out = np.array(views[0]) if len(views) == 1 else op(views[0], views[1])
     for v in views[2:]:
         op(out, v, out=out)
@@ -136,7 +137,7 @@ class _Pool(Function):
         return np.ascontiguousarray(gxp[:, :, ph:ph + h, pw:pw + w])
 
 
-def _route_first_max(g: Any, m: Any, views: list[Any], dests: list[Any],
+def route_first_max(g: Any, m: Any, views: list[Any], dests: list[Any],
                      accumulate: bool) -> None:
     """Send g to dests[k] for the first view k equal to the maximum m (zero to the others).
 
@@ -178,8 +179,8 @@ class MaxPool(_Pool):
 
     def forward(self, x: Any) -> Any:
         xp, out = self._prepare(x, -np.inf)
-        cm = _reduce([xp[..., c] for c in self.cols], np.maximum)  # (N, C, Hp, OW)
-        y = _reduce([cm[:, :, r] for r in self.rows], np.maximum)
+        cm = reduce_views([xp[..., c] for c in self.cols], np.maximum)  # (N, C, Hp, OW)
+        y = reduce_views([cm[:, :, r] for r in self.rows], np.maximum)
         if self.needs_input_grad[0]:
             self.xp, self.cm, self.y, self.out = xp, cm, y, out
         return y
@@ -189,9 +190,9 @@ class MaxPool(_Pool):
         gcm, gxp, over_h, over_w = self._grad_buffers(xp.shape, self.out, gy.dtype)
         # the first maximal row of the window, then the first maximal column in that row:
         # together the first maximum in row-major order
-        _route_first_max(gy, self.y, [cm[:, :, r] for r in rows],
+        route_first_max(gy, self.y, [cm[:, :, r] for r in rows],
                          [gcm[:, :, r] for r in rows], over_h)
-        _route_first_max(gcm, cm, [xp[..., c] for c in cols], [gxp[..., c] for c in cols],
+        route_first_max(gcm, cm, [xp[..., c] for c in cols], [gxp[..., c] for c in cols],
                          over_w)
         return (self._unpad(gxp),)
 
@@ -219,8 +220,8 @@ class AveragePool(_Pool):
 
     def forward(self, x: Any) -> Any:
         xp, out = self._prepare(x, 0.0)
-        cs = _reduce([xp[..., c] for c in self.cols], np.add)  # (N, C, Hp, OW)
-        y = _reduce([cs[:, :, r] for r in self.rows], np.add)
+        cs = reduce_views([xp[..., c] for c in self.cols], np.add)  # (N, C, Hp, OW)
+        y = reduce_views([cs[:, :, r] for r in self.rows], np.add)
         self.divisor = self._divisor(x, out)
         y /= self.divisor
         self.xp_shape, self.out = xp.shape, out
