@@ -3,7 +3,9 @@
 469 steps = one epoch of MNIST at batch 128. Variants run round-robin and the minimum and
 median over the repeats are reported, so a noisy machine affects all of them alike. The
 "training loop" section adds the matrix products of one forward/backward pass per step, to
-show how the optimizer's threads get along with OpenBLAS's.
+show how the optimizer's threads get along with OpenBLAS's. The "dead units" section zeroes
+the gradients of 10 of the first layer's 256 rows after 10 steps and times steps 1000 onward:
+their momentum is subnormal by then unless the optimizer flushes it.
 
     .venv/bin/python benchmarks/optim_speed.py [--repeats 7] [--steps 469]
 """
@@ -100,6 +102,26 @@ def torch_opt(grads: list[np.ndarray], name: str, **kwargs) -> Callable[[], None
     for p, g in zip(ps, grads):
         p.grad = torch.from_numpy(g)
     return opt.step
+
+
+def with_dead_units(make: Callable[[list[np.ndarray]], Callable[[], None]],
+                    grads: list[np.ndarray], warmup: int = 1000) -> Callable[[], None]:
+    """A step function whose first 10 rows of the first weight got zero gradients from step 10
+    on, after `warmup` steps (the grads arrays are changed in place under the optimizer)."""
+    mine = [g.copy() for g in grads]
+    step = make(mine)
+    for t in range(warmup):
+        if t == 10:
+            mine[0][:10] = 0
+            mine[1][:10] = 0
+        step()
+    return step
+
+
+def without_flush(opt_step: Callable[[], None]) -> Callable[[], None]:
+    """The same nnforge step with the subnormal flush switched off."""
+    opt_step.__self__._flat.flush_every = 0  # type: ignore[attr-defined]
+    return opt_step
 
 
 def with_matmuls(step: Callable[[], None], seed: int = 0) -> Callable[[], None]:
@@ -202,6 +224,19 @@ def main() -> None:
         report("Training loop: the MLP's 9 matmuls per step (OpenBLAS, 2 threads) + the step",
                measure(loop, args.steps, args.repeats), args.steps,
                "matmuls only (no optimizer)")
+        dead = {
+            "nnforge Adam, 1 thread (flushes subnormals)": with_dead_units(
+                lambda gs: nnforge_opt(gs, optim.Adam, lr=LR, threads=1), g),
+            "nnforge Adam, 1 thread, flush off": with_dead_units(
+                lambda gs: without_flush(nnforge_opt(gs, optim.Adam, lr=LR, threads=1)), g),
+            "NumPy Adam in place, per parameter": with_dead_units(inplace_adam, g),
+        }
+        if not args.no_torch:
+            dead["torch Adam (default, foreach)"] = with_dead_units(
+                lambda gs: torch_opt(gs, "Adam", lr=LR), g)
+        report("Adam after 1000 steps with 10 dead units in the first layer (zero gradients)",
+               measure(dead, args.steps, args.repeats), args.steps,
+               "nnforge Adam, 1 thread (flushes subnormals)")
     chosen = ", ".join(f"{k}: {o._flat.chooser.mode}" for k, o in AUTO.items()
                        if o._flat.chooser is not None)
     print(f"\nthreads=None settled on (worker count at the end): {chosen}")

@@ -10,6 +10,7 @@ import pytest
 from nnforge import nn, optim
 from nnforge.errors import ConfigError, DTypeError, ShapeError
 from nnforge.nn import Parameter
+from nnforge.optim import _flat
 from nnforge.optim._flat import _Chooser
 
 # one big parameter (several chunks, two workers), mid-sized and tiny ones (packed together)
@@ -162,6 +163,57 @@ def test_params_without_grad_are_skipped(cls, ref, kwargs):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(ours[3], Problem().init[3])
     assert opt.steps == [20, 10, 20, 0, 20]
+
+
+def _subnormals(opt: optim.Optimizer) -> int:
+    tiny = np.finfo(np.float32).tiny
+    return sum(int(np.count_nonzero((a != 0) & (np.abs(a) < tiny)))
+               for a in opt.state_dict()["arrays"].values())
+
+
+@pytest.mark.parametrize("cls,kwargs", [(optim.Adam, {}), (optim.AdamW, {}),
+                                        (optim.SGD, {"momentum": 0.9}),
+                                        (optim.RMSprop, {"momentum": 0.9})])
+def test_subnormal_state_is_flushed_and_weights_stay_bit_identical(cls, kwargs):
+    # rows 0-4 of the weight stop getting gradients (dead units): their momentum decays by 0.9
+    # a step and is subnormal after ~830 steps; a flush falls on step 1024
+    rng = np.random.default_rng(0)
+    shapes = [(48, 40), (48,), (3, 5)]
+    grads = [(rng.standard_normal(s) * 1e-2).astype(np.float32) for s in shapes]
+    dead = [g.copy() for g in grads]
+    dead[0][:5] = 0
+    dead[1][:5] = 0
+
+    def run(flush_every: int) -> tuple[list[np.ndarray], optim.Optimizer]:
+        params = [Parameter(rng_init.copy()) for rng_init in inits]
+        opt = cls(params, lr=1e-3, **kwargs)
+        opt._flat.flush_every = flush_every
+        for t in range(1024):
+            for p, g in zip(params, grads if t < 5 else dead):
+                p.grad = g
+            opt.step()
+        return [p.data for p in params], opt
+
+    inits = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    assert 1024 % _flat.FLUSH_EVERY == 0
+    flushed, opt = run(_flat.FLUSH_EVERY)
+    kept, opt_unflushed = run(0)  # never
+    assert _subnormals(opt_unflushed) >= 5 * 40  # the scenario does produce subnormals
+    assert _subnormals(opt) == 0
+    for a, b in zip(flushed, kept):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_subnormal_flush_also_runs_when_some_parameters_are_frozen():
+    p, frozen = Parameter(np.ones(8, np.float32)), Parameter(np.ones(3, np.float32))
+    opt = optim.SGD([p, frozen], lr=0.0, momentum=0.5)
+    opt._flat.flush_every = 4
+    p.grad = np.full(8, 1e-39, np.float32)  # subnormal gradient: the buffer becomes subnormal
+    for _ in range(3):
+        opt.step()
+    assert _subnormals(opt) == 8
+    opt.step()  # the 4th step of p (frozen has none): flushed
+    assert _subnormals(opt) == 0
 
 
 def test_one_two_and_auto_threads_give_identical_bits():
