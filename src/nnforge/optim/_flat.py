@@ -228,10 +228,12 @@ class FlatParams:
         input that is always 0) shrinks by beta every step. After some 800 Adam steps it is
         subnormal, and there it stays: 0.9 times a few units of the last place rounds back to
         the same value. x86 CPUs take a slow microcode path for every vector that holds a
-        subnormal, so 10 dead units of 256 in an MLP's first layer made every later Adam
-        step about 40% slower. The parameters do not change: an update that small is far
-        below the last place of any weight that is not itself subnormal (the tests check
-        bit-identical weights). Runs on step numbers, so it is deterministic across resumes.
+        subnormal, so 10 dead units of 256 in an MLP's first layer made every later Adam step
+        19-28% slower (benchmarks/optim_speed.py, "dead units"). The parameters keep their
+        values: with eps at a usual size (not 0), an update from a subnormal momentum lies far
+        below the last place of any weight that is not itself subnormal, and a subnormal
+        second moment is far below eps (the tests check bit-identical weights). Runs on step
+        numbers, so a resumed run flushes exactly where an uninterrupted one does.
         """
         if not self.state_names:
             return
