@@ -216,6 +216,17 @@ def test_subnormal_flush_also_runs_when_some_parameters_are_frozen():
     assert _subnormals(opt) == 0
 
 
+def test_float16_state_is_not_flushed():
+    # float16's smallest normal number (6.1e-5) is a real value for a second moment
+    p = Parameter(np.ones(4, np.float16))
+    opt = optim.SGD([p], lr=0.0, momentum=0.5)
+    opt._flat.flush_every = 1
+    p.grad = np.full(4, 1e-5, np.float16)  # subnormal in float16
+    opt.step()
+    np.testing.assert_array_equal(opt.state_view("momentum_buffer", 0),
+                                  np.full(4, 1e-5, np.float16))
+
+
 def test_one_two_and_auto_threads_give_identical_bits():
     a, _, o1 = run_pair(optim.Adam, ref_adam, {"lr": 0.01}, np.float32, threads=1)
     b, _, o2 = run_pair(optim.Adam, ref_adam, {"lr": 0.01}, np.float32, threads=2)
