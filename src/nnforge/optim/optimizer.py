@@ -24,8 +24,9 @@ class Optimizer:
     replacing `p.data` later is allowed (the new values are copied in on the next step).
     A parameter whose `.grad` is None is skipped, and each parameter counts its own steps,
     as in PyTorch. `threads`: None times one and two threads now and then and keeps the
-    faster (the results are bit-identical either way), or 1, or 2. Every 64 steps, state
-    values too small to be normal floats are set to zero (`FlatParams.flush_subnormals`).
+    faster (the results are bit-identical either way), or 1, or 2. Every 64 steps, float32
+    and float64 state values too small to be normal numbers are set to zero
+    (`FlatParams.flush_subnormals`).
     """
 
     #: Name used by build_optimizer() and stored in configs.
