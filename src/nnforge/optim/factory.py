@@ -7,7 +7,8 @@ from typing import Any, Iterable
 
 from ..errors import ConfigError
 from .adam import Adam, AdamW
-from .optimizer import Optimizer
+from .groups import groups_from_config
+from .optimizer import Optimizer, _param_list
 from .rmsprop import RMSprop
 from .sgd import SGD
 
@@ -35,5 +36,7 @@ def optimizer_from_config(params: Iterable[Any], config: dict[str, Any]) -> Opti
     """Optimizer from {"name": "adam", "lr": ..., ...} (what Optimizer.get_config() returns)."""
     if not isinstance(config, dict) or "name" not in config:
         raise ConfigError(f"expected an optimizer config with a 'name', found {config!r:.80}")
-    kwargs = {k: v for k, v in config.items() if k != "name"}
+    kwargs = {k: v for k, v in config.items() if k not in ("name", "param_groups")}
+    if "param_groups" in config:
+        params = groups_from_config(params, config["param_groups"], _param_list)
     return build_optimizer(config["name"], params, **kwargs)

@@ -11,6 +11,7 @@ from .. import backend
 from ..autograd.grad_mode import enable_grad
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError, StateDictError
+from . import groups as groups_lib
 from ._flat import FlatParams
 
 #: Version of the state_dict layout, stored in its config.
@@ -26,7 +27,8 @@ class Optimizer:
     as in PyTorch. `threads`: None times one and two threads now and then and keeps the
     faster (the results are bit-identical either way), or 1, or 2. Every 64 steps, float32
     and float64 state values too small to be normal numbers are set to zero
-    (`FlatParams.flush_subnormals`).
+    (`FlatParams.flush_subnormals`). `params` may also be PyTorch-style param groups,
+    [{"params": [...], "lr": ...}, ...]: see groups.py and `param_groups`.
     """
 
     #: Name used by build_optimizer() and stored in configs.
@@ -37,9 +39,16 @@ class Optimizer:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                     or threads < 1):
             raise ConfigError(f"expected threads None (automatic), 1 or 2, found {threads!r}")
+        #: one member optimizer per param group, or None (the usual case: one group, self)
+        self._members: list[Optimizer] | None = None
         self._configure(**hyperparameters)
-        plist = _param_list(params)
-        self._flat = FlatParams(plist, self._state_names(), self._num_tmp(), threads)
+        params, groups = groups_lib.split_groups(params)
+        if groups is not None:
+            self._members, self._scales = groups_lib.build_members(self, groups, threads,
+                                                                   _param_list)
+            return
+        self._flat = FlatParams(_param_list(params), self._state_names(), self._num_tmp(),
+                                threads)
 
     # -- hyperparameters -----------------------------------------------------------------------
     @property
@@ -50,6 +59,14 @@ class Optimizer:
     @lr.setter
     def lr(self, value: float) -> None:
         self._lr = check_float("lr", value, low=0.0)
+        if getattr(self, "_members", None):  # param groups keep their proportion (groups.py)
+            for m, scale in zip(self._members, self._scales):
+                m.lr = self._lr * scale
+
+    @property
+    def param_groups(self) -> list[groups_lib.GroupView]:
+        """The groups as dicts ("params" and the hyperparameters); set an entry to change it."""
+        return [groups_lib.GroupView(self, i) for i in range(len(self._members or [self]))]
 
     def _configure(self, **hyperparameters: Any) -> None:  # pragma: no cover - abstract
         """Validate and store the hyperparameters (raises ConfigError)."""
@@ -61,6 +78,8 @@ class Optimizer:
 
     def get_config(self) -> dict[str, Any]:
         """{"name": ..., **hyperparameters}: what optimizer_from_config() rebuilds from."""
+        if self._members:
+            return groups_lib.get_config(self)
         return {"name": self.name, **self.hyperparameters()}
 
     def _state_names(self) -> tuple[str, ...]:
@@ -90,11 +109,15 @@ class Optimizer:
     @property
     def params(self) -> list[Any]:
         """The parameters, in the order given."""
+        if self._members:
+            return [p for m in self._members for p in m.params]
         return list(self._flat.params)
 
     @property
     def steps(self) -> list[int]:
         """How many updates each parameter has received."""
+        if self._members:
+            return [s for m in self._members for s in m.steps]
         return list(self._flat.steps)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -103,28 +126,42 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
+        for member in self._members or (self,):
+            member._update()
+        return loss
+
+    def _update(self) -> None:
+        """Apply this optimizer's kernel to its own flat buffers."""
         flat = self._flat
         flat.sync()
         names, ntmp = self._state_names(), self._num_tmp()
         if names != flat.state_names or ntmp != flat.num_tmp:
             flat.reset_states(names, ntmp)  # a hyperparameter such as momentum was switched on
         flat.apply(self._kernel, self._scalars)
-        return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Forget the gradients (or set them to new zero arrays)."""
-        for p in self._flat.params:
+        for p in self.params:
             p.grad = None if set_to_none or p.grad is None else np.zeros_like(p.grad)
 
     def state_view(self, name: str, index: int) -> Any:
         """Parameter `index`'s slice of a state buffer (a view: read, don't keep)."""
+        if self._members:
+            for m in self._members:
+                if index < len(m.params):
+                    return m.state_view(name, index)
+                index -= len(m.params)
+            raise ConfigError(f"expected a parameter index below {len(self.params)}")
         if name not in self._flat.states:
             raise ConfigError(f"expected a state name in {list(self._flat.states)}, found {name!r}")
         return self._flat.state_view(name, index)
 
     # -- saving and restoring ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """{"config": JSON-serialisable dict, "arrays": {"state.<i>.<name>": ndarray}}."""
+        """{"config": JSON-serialisable dict, "arrays": {"state.<i>.<name>": ndarray}}
+        (with param groups, each group's arrays under "group.<g>.")."""
+        if self._members:
+            return groups_lib.state_dict(self)
         flat = self._flat
         config = {"format": STATE_FORMAT, "name": self.name,
                   "hyperparameters": self.hyperparameters(), "steps": list(flat.steps),
@@ -136,10 +173,16 @@ class Optimizer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore hyperparameters, step counts and state arrays saved by state_dict()."""
         config, arrays = _split_state(state)
-        flat = self._flat
         if config.get("name") != self.name:
             raise StateDictError(f"expected the state of a {self.name!r} optimizer, found "
                                  f"{config.get('name')!r}")
+        if self._members:
+            groups_lib.load_state_dict(self, config, arrays)
+            return
+        if "groups" in config:
+            raise StateDictError(f"this optimizer has one param group, the state has "
+                                 f"{len(config['groups'])}")
+        flat = self._flat
         shapes = config.get("param_shapes")
         steps = config.get("steps")
         if not isinstance(shapes, list) or not isinstance(steps, list) \
@@ -176,7 +219,8 @@ class Optimizer:
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
-        return f"{type(self).__name__}({args})"
+        groups = f", {len(self._members)} param groups" if self._members else ""
+        return f"{type(self).__name__}({args}{groups})"
 
 
 # -- helpers shared by the optimizers ----------------------------------------------------------
