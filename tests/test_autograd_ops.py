@@ -192,3 +192,106 @@ def test_backward_shape_check():
         (x * 2.0).backward(np.ones(3))
     with pytest.raises(ShapeError, match="scalar"):
         (x * 2.0).backward()
+
+
+# -- the ops a PyTorch user reaches for next: min, abs, clip, where, base ** x, var/std, --------
+# -- squeeze/unsqueeze and stack -------------------------------------------------------------
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("axis", [None, 0, -1])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_min_var_std_reductions(rng, shape, axis, keepdims):
+    x = _rand(rng, shape)
+    several = x.size // np.size(x.sum(axis=axis)) > 1
+    ddof = 1 if several else 0  # ddof=1 needs 2+ values
+    check_gradients(lambda t: t.min(axis=axis, keepdims=keepdims), [x])
+    check_gradients(lambda t: t.var(axis=axis, keepdims=keepdims), [x])
+    if several:  # the std of one value is 0, where its slope is infinite
+        check_gradients(lambda t: t.std(axis=axis, keepdims=keepdims, ddof=ddof), [x])
+    np.testing.assert_allclose(nf.Tensor(x).var(axis=axis, keepdims=keepdims).data,
+                               x.var(axis=axis, keepdims=keepdims), rtol=1e-12)
+    np.testing.assert_allclose(nf.Tensor(x).std(axis=axis, keepdims=keepdims, ddof=ddof).data,
+                               x.std(axis=axis, keepdims=keepdims, ddof=ddof), rtol=1e-12)
+    np.testing.assert_array_equal(nf.Tensor(x).min(axis=axis, keepdims=keepdims).data,
+                                  x.min(axis=axis, keepdims=keepdims))
+
+
+def test_min_splits_gradient_between_ties_and_var_needs_enough_values():
+    x = nf.Tensor(np.array([[1.0, 1.0, 3.0]]), requires_grad=True)
+    x.min().backward()
+    np.testing.assert_allclose(x.grad, [[0.5, 0.5, 0.0]])
+    with pytest.raises(ShapeError, match="more than ddof=1"):
+        nf.Tensor(np.ones((3, 1))).var(axis=1, ddof=1)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_abs_clip_and_base_power(rng, shape):
+    x = _rand(rng, shape)
+    x[np.abs(x) < 0.05] = 0.5  # keep away from the kink at 0
+    check_gradients(lambda t: abs(t), [x])
+    check_gradients(lambda t: t.abs(), [x])
+    y = _rand(rng, shape)
+    y[np.abs(np.abs(y) - 0.7) < 0.05] = 0.0  # away from the clip bounds
+    check_gradients(lambda t: t.clip(-0.7, 0.7), [y])
+    check_gradients(lambda t: t.clamp(low=-0.7), [y])
+    check_gradients(lambda t: t.clip(high=0.7), [y])
+    check_gradients(lambda t: 2.5 ** t, [x])
+    np.testing.assert_array_equal((2.5 ** nf.Tensor(x)).data, 2.5 ** x)
+
+
+def test_abs_and_clip_gradients_at_their_kinks_follow_pytorch():
+    x = nf.Tensor(np.array([-1.0, 0.0, 0.5, 1.0, 2.0]), requires_grad=True)
+    abs(x).sum().backward()
+    np.testing.assert_array_equal(x.grad, [-1.0, 0.0, 1.0, 1.0, 1.0])
+    x.grad = None
+    x.clip(0.0, 1.0).sum().backward()  # the bounds themselves pass the gradient
+    np.testing.assert_array_equal(x.grad, [0.0, 1.0, 1.0, 1.0, 0.0])
+    from nnforge.errors import ConfigError  # noqa: PLC0415
+
+    with pytest.raises(ConfigError, match="low <= high"):
+        x.clip(1.0, 0.0)
+    with pytest.raises(ConfigError, match="neither"):
+        x.clip()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_where_with_broadcasting_and_numbers(rng, shape):
+    a, b = _rand(rng, shape), _rand(rng, shape[-1:])
+    cond = rng.random(shape) > 0.5
+    check_gradients(lambda s, t: nf.where(cond, s, t), [a, b])
+    check_gradients(lambda s: nf.where(cond, s, 0.0), [a])
+    out = nf.where(nf.Tensor(cond), nf.Tensor(a), nf.Tensor(b))  # a Tensor condition works too
+    np.testing.assert_array_equal(out.data, np.where(cond, a, b))
+    f32 = nf.where(cond, nf.Tensor(a.astype(np.float32)), 0.0)
+    assert f32.dtype == np.float32
+
+
+def test_squeeze_unsqueeze_and_stack(rng):
+    x = _rand(rng, (2, 1, 3))
+    check_gradients(lambda t: t.unsqueeze(0).unsqueeze(-1), [x])
+    check_gradients(lambda t: t.squeeze(1), [x])
+    check_gradients(lambda s, t: nf.stack([s, t], axis=1), [x, _rand(rng, (2, 1, 3))])
+    t = nf.Tensor(x)
+    assert t.unsqueeze(-1).shape == (2, 1, 3, 1) and t.unsqueeze(1).shape == (2, 1, 1, 3)
+    assert t.squeeze().shape == (2, 3) and t.squeeze(-2).shape == (2, 3)
+    assert nf.stack([t, t, t]).shape == (3, 2, 1, 3)
+    np.testing.assert_array_equal(nf.stack([t, t], axis=-1).data, np.stack([x, x], axis=-1))
+    with pytest.raises(ShapeError, match="length 1, found axis 0 of length 2"):
+        t.squeeze(0)
+    with pytest.raises(ShapeError, match="squeeze expects axes in"):
+        t.squeeze(3)
+    with pytest.raises(ShapeError, match="unsqueeze expects an axis"):
+        t.unsqueeze(5)
+    with pytest.raises(ShapeError, match="one shape"):
+        nf.stack([t, t.squeeze()])
+    with pytest.raises(ShapeError, match="at least one"):
+        nf.stack([])
+
+
+def test_float_of_a_one_element_tensor_and_no_item_assignment():
+    assert float(nf.Tensor(np.array([2.5]))) == 2.5
+    with pytest.raises(ShapeError, match="one element"):
+        float(nf.Tensor(np.ones(2)))
+    from nnforge.errors import DTypeError  # noqa: PLC0415
+
+    with pytest.raises(DTypeError, match="cannot be assigned into"):
+        nf.Tensor(np.ones(2))[0] = 1.0

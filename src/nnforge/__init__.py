@@ -18,6 +18,9 @@ _LAZY = {
     "save_checkpoint": ("nnforge.io", "save_checkpoint"),
     "load_checkpoint": ("nnforge.io", "load_checkpoint"),
     "InferenceSession": ("nnforge.runtime", "InferenceSession"),
+    "concat": ("nnforge.ops.shape", "concat"),
+    "stack": ("nnforge.ops.shape", "stack"),
+    "where": ("nnforge.ops.math", "where"),
     "optim": ("nnforge.optim", None),
     "data": ("nnforge.data", None),
     "train": ("nnforge.train", None),
@@ -37,5 +40,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'nnforge' has no attribute {name!r}")
 
 
-__all__ = ["InferenceSession", "Tensor", "Trainer", "__version__", "enable_grad", "errors",
-           "load", "load_checkpoint", "manual_seed", "nn", "no_grad", "save", "save_checkpoint"]
+__all__ = ["InferenceSession", "Tensor", "Trainer", "__version__", "concat", "enable_grad",
+           "errors", "load", "load_checkpoint", "manual_seed", "nn", "no_grad", "save",
+           "save_checkpoint", "stack", "where"]

@@ -152,6 +152,15 @@ class Tensor:
             raise DTypeError("Tensor ** Tensor is not supported; the exponent must be a number")
         return _ops().Pow.apply(self, exponent=float(exponent))
 
+    def __rpow__(self, base: float) -> Tensor:
+        return _ops().PowBase.apply(self, base=float(base))
+
+    def __abs__(self) -> Tensor:
+        return _ops().Abs.apply(self)
+
+    def __float__(self) -> float:
+        return float(self.item())
+
     def __matmul__(self, other: Any) -> Tensor:
         return _ops().MatMul.apply(self, other)
 
@@ -164,6 +173,11 @@ class Tensor:
         if isinstance(index, Tensor):
             index = index.data
         return GetItem.apply(self, index=index)
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        raise DTypeError("a Tensor cannot be assigned into: build the new values with "
+                         "nf.where, concat or arithmetic (or write into tensor.data, "
+                         "outside autograd)")
 
     # comparisons give plain boolean arrays: they have no gradient
     def __lt__(self, other: Any) -> Any:
@@ -203,6 +217,57 @@ class Tensor:
     def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         """Maximum over the given axes; the gradient is split evenly between ties."""
         return _ops().Max.apply(self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """Minimum over the given axes; the gradient is split evenly between ties."""
+        return _ops().Min.apply(self, axis=axis, keepdims=keepdims)
+
+    def var(self, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
+        """Variance over the given axes (NumPy's ddof; PyTorch's default is ddof=1)."""
+        centered = self - self.mean(axis=axis, keepdims=True)
+        total = (centered * centered).sum(axis=axis, keepdims=keepdims)
+        count = self.size // max(total.size, 1)
+        if count - ddof <= 0:
+            raise ShapeError(f"var needs more than ddof={ddof} values per result, found {count}")
+        return total / float(count - ddof)
+
+    def std(self, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
+        """Standard deviation over the given axes (NumPy's ddof)."""
+        return self.var(axis=axis, keepdims=keepdims, ddof=ddof).sqrt()
+
+    def abs(self) -> Tensor:
+        """Elementwise |x|."""
+        return _ops().Abs.apply(self)
+
+    def clip(self, low: float | None = None, high: float | None = None) -> Tensor:
+        """Values limited to [low, high]; either bound may be None."""
+        return _ops().Clip.apply(self, low=low, high=high)
+
+    clamp = clip  # PyTorch's name
+
+    def unsqueeze(self, axis: int) -> Tensor:
+        """A new axis of length 1 at `axis` (negative counts from the end of the result)."""
+        shape = list(self.shape)
+        if not -len(shape) - 1 <= axis <= len(shape):
+            raise ShapeError(f"unsqueeze expects an axis in [{-len(shape) - 1}, {len(shape)}], "
+                             f"found {axis}")
+        shape.insert(axis % (len(shape) + 1), 1)
+        return self.reshape(tuple(shape))
+
+    def squeeze(self, axis: Any = None) -> Tensor:
+        """Drop axes of length 1 (all of them, or the ones named)."""
+        if axis is None:
+            return self.reshape(tuple(d for d in self.shape if d != 1))
+        named = axis if isinstance(axis, (tuple, list)) else (axis,)
+        if not all(-self.ndim <= a < self.ndim for a in named):
+            raise ShapeError(f"squeeze expects axes in [{-self.ndim}, {self.ndim - 1}], found "
+                             f"{axis}")
+        axes = {a % self.ndim for a in named}
+        bad = [a for a in sorted(axes) if self.shape[a] != 1]
+        if bad:
+            raise ShapeError(f"squeeze expects axes of length 1, found axis {bad[0]} of length "
+                             f"{self.shape[bad[0]]} in shape {self.shape}")
+        return self.reshape(tuple(d for i, d in enumerate(self.shape) if i not in axes))
 
     def reshape(self, *shape: Any) -> Tensor:
         """Tensor with the same data and a new shape."""

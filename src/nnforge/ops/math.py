@@ -1,4 +1,4 @@
-"""Elementwise arithmetic, exp/log/pow, reductions and matrix products."""
+"""Elementwise arithmetic, exp/log/pow/abs/clip/where, reductions and matrix products."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 
 from ..autograd.function import Function
+from ..autograd.tensor import Tensor
+from ..errors import ConfigError
 
 
 def unbroadcast(g: Any, shape: tuple[int, ...]) -> Any:
@@ -118,7 +120,8 @@ class Pow(Function):
 
     def backward(self, gy: Any) -> tuple[Any]:
         p = self.x.dtype.type(self.exponent)
-        return (gy * p * self.x ** (p - 1),)
+        with np.errstate(divide="ignore"):  # x = 0 with p < 1: an infinite slope, no warning
+            return (gy * p * self.x ** (p - 1),)
 
 
 class Exp(Function):
@@ -217,6 +220,7 @@ class Max(Function):
     """Maximum over axes; ties share the gradient equally."""
 
     ir_name = "ReduceMax"
+    _reduce = staticmethod(np.max)
 
     def __init__(self, axis: Any = None, keepdims: bool = False) -> None:
         self.axis, self.keepdims = axis, keepdims
@@ -224,7 +228,7 @@ class Max(Function):
     def forward(self, x: Any) -> Any:
         self.x = x
         self.axes = _norm_axis(self.axis, x.ndim)
-        self.y = np.asarray(x.max(axis=self.axes, keepdims=True))
+        self.y = np.asarray(self._reduce(x, axis=self.axes, keepdims=True))
         return self.y if self.keepdims else np.asarray(self.y.squeeze(self.axes))
 
     def backward(self, gy: Any) -> tuple[Any]:
@@ -232,6 +236,97 @@ class Max(Function):
         count = mask.sum(axis=self.axes, keepdims=True)
         g = gy if self.keepdims else np.expand_dims(gy, self.axes)
         return ((mask * (g / count)).astype(self.x.dtype),)
+
+
+class Min(Max):
+    """Minimum over axes; ties share the gradient equally."""
+
+    ir_name = "ReduceMin"
+    _reduce = staticmethod(np.min)
+
+
+class Abs(Function):
+    """|x|; the gradient at 0 is 0, as in PyTorch."""
+
+    ir_name = "Abs"
+
+    def forward(self, x: Any) -> Any:
+        self.x = x
+        return np.abs(x)
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        return (gy * np.sign(self.x),)
+
+
+class Clip(Function):
+    """x limited to [low, high] (either may be None); the gradient passes where low <= x <= high,
+    boundaries included, as torch.clamp's does."""
+
+    ir_name = "Clip"
+
+    def __init__(self, low: float | None = None, high: float | None = None) -> None:
+        if low is None and high is None:
+            raise ConfigError("clip needs a lower bound, an upper bound or both, found neither")
+        if low is not None and high is not None and low > high:
+            raise ConfigError(f"clip expects low <= high, found low={low} and high={high}")
+        self.low, self.high = low, high
+
+    def forward(self, x: Any) -> Any:
+        self.x = x
+        dt = x.dtype.type
+        return np.clip(x, None if self.low is None else dt(self.low),
+                       None if self.high is None else dt(self.high))
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        x, inside = self.x, True
+        if self.low is not None:
+            inside = x >= self.low
+        if self.high is not None:
+            inside = inside & (x <= self.high)
+        return (gy * inside,)
+
+
+class Where(Function):
+    """cond ? a : b elementwise, with broadcasting; cond (a boolean array) gets no gradient."""
+
+    ir_name = "Where"
+
+    def __init__(self, cond: Any) -> None:
+        self.cond = np.asarray(cond, dtype=bool)
+
+    def forward(self, a: Any, b: Any) -> Any:
+        self.shapes = a.shape, b.shape
+        return np.where(self.cond, a, b)
+
+    def backward(self, gy: Any) -> tuple[Any, Any]:
+        zero = gy.dtype.type(0)
+        ga = unbroadcast(np.where(self.cond, gy, zero), self.shapes[0])
+        gb = unbroadcast(np.where(self.cond, zero, gy), self.shapes[1])
+        return ga, gb
+
+
+class PowBase(Function):
+    """base ** x for a constant base: the gradient is base**x * ln(base)."""
+
+    ir_name = "Pow"
+
+    def __init__(self, base: float) -> None:
+        self.base = base
+
+    def forward(self, x: Any) -> Any:
+        self.y = x.dtype.type(self.base) ** x
+        return self.y
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        with np.errstate(divide="ignore", invalid="ignore"):  # base 0 or < 0: as NumPy gives
+            return (gy * self.y * self.y.dtype.type(np.log(self.base)),)
+
+
+def where(cond: Any, a: Any, b: Any) -> Tensor:
+    """Elementwise cond ? a : b (a and b tensors or numbers, broadcast together)."""
+    if isinstance(cond, Tensor):
+        cond = cond.data
+    return Where.apply(a, b, cond=cond)
 
 
 class MatMul(Function):

@@ -105,6 +105,17 @@ def concat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     return Concat.apply(*tensors, axis=axis)
 
 
+def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
+    """Join same-shaped tensors along a new axis."""
+    items = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+    if not items:
+        raise ShapeError("stack expects at least one tensor, found none")
+    shapes = {t.shape for t in items}
+    if len(shapes) > 1:
+        raise ShapeError(f"stack expects tensors of one shape, found {sorted(shapes)}")
+    return concat([t.unsqueeze(axis) for t in items], axis=axis)
+
+
 def reshape(x: Tensor, shape: tuple[int, ...]) -> Tensor:
     """Reshape a tensor."""
     return Reshape.apply(x, shape=tuple(shape))
