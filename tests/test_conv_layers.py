@@ -24,6 +24,9 @@ LAYERS = [
     (lambda: nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False), (2, 7, 7)),
     (lambda: nn.GlobalAvgPool2d(), (3, 4, 5)),
     (lambda: nn.GlobalAvgPool2d(keepdims=True), (3, 2, 2)),
+    (lambda: nn.AdaptiveAvgPool2d(1), (2, 5, 4)),
+    (lambda: nn.AdaptiveAvgPool2d((3, 2)), (2, 6, 4)),  # divides: an AvgPool2d
+    (lambda: nn.AdaptiveAvgPool2d((3, None)), (2, 7, 5)),  # windows of different sizes
     (lambda: nn.BatchNorm1d(4), (4,)),
     (lambda: nn.BatchNorm1d(3, affine=False), (3, 5)),
     (lambda: nn.BatchNorm2d(3), (3, 4, 3)),
@@ -177,3 +180,58 @@ def test_layer_shape_errors():
 def test_config_errors(make):
     with pytest.raises(ConfigError):
         make()
+
+
+def _adaptive_reference(x, oh, ow):
+    """PyTorch's adaptive windows, one output at a time."""
+    n, c, h, w = x.shape
+    out = np.empty((n, c, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            r0, r1 = (i * h) // oh, -(-((i + 1) * h) // oh)
+            c0, c1 = (j * w) // ow, -(-((j + 1) * w) // ow)
+            out[:, :, i, j] = x[:, :, r0:r1, c0:c1].mean(axis=(2, 3))
+    return out
+
+
+@pytest.mark.parametrize("hw, size", [((7, 7), 1), ((8, 6), (4, 3)), ((7, 5), (3, 2)),
+                                      ((6, 9), (None, 4)), ((5, 5), 5), ((3, 4), (5, 6))])
+def test_adaptive_avg_pool_uses_pytorchs_windows(rng, hw, size):
+    x = rng.standard_normal((2, 3, *hw))
+    layer = nn.AdaptiveAvgPool2d(size)
+    oh, ow = layer.target(*hw)
+    np.testing.assert_allclose(layer(nf.Tensor(x)).data, _adaptive_reference(x, oh, ow),
+                               rtol=1e-12, atol=1e-15)
+
+
+def test_adaptive_avg_pool_errors():
+    with pytest.raises(ConfigError, match="output_size must be"):
+        nn.AdaptiveAvgPool2d(0)
+    with pytest.raises(ConfigError, match="output_size must be"):
+        nn.AdaptiveAvgPool2d((2, 2, 2))
+    with pytest.raises(ShapeError, match=r"\(N, C, H, W\)"):
+        nn.AdaptiveAvgPool2d(1)(np.ones((2, 3, 4), np.float32))
+    model = nn.Sequential(nn.AdaptiveAvgPool2d((3, 2)))
+    with pytest.raises(ConfigError, match="from 7x5 to 3x2 has windows of different sizes"):
+        nf.InferenceSession(model, input_shape=(2, 7, 5))
+
+
+def test_module_freezing_apply_and_buffers():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    assert model[0].requires_grad_(False) is model[0]
+    frozen = [p.data.copy() for p in model[0].parameters()]
+    opt = nf.optim.SGD(model.parameters(), lr=0.1)
+    model(np.ones((5, 3), np.float32)).sum().backward()
+    assert all(p.grad is None for p in model[0].parameters())
+    opt.step()
+    for p, before in zip(model[0].parameters(), frozen):
+        np.testing.assert_array_equal(p.data, before)
+    assert model[2].weight.grad is not None
+    model.requires_grad_()
+    assert all(p.requires_grad for p in model.parameters())
+    seen = []
+    assert model.apply(lambda m: seen.append(type(m).__name__)) is model
+    assert seen == ["Linear", "BatchNorm1d", "Linear", "Sequential"]  # children first
+    names = [n for n, _ in model.named_buffers()]
+    assert names == ["1.running_mean", "1.running_var"]
+    assert [b.shape for b in model.buffers()] == [(4,), (4,)]

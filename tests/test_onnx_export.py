@@ -75,6 +75,8 @@ SPATIAL = {
     "AvgPool2d(ceil_mode, drop)": lambda r: nn.AvgPool2d(2, padding=1, ceil_mode=True),
     "GlobalAvgPool2d": lambda r: nn.GlobalAvgPool2d(),
     "GlobalAvgPool2d(keepdims)": lambda r: nn.GlobalAvgPool2d(keepdims=True),
+    "AdaptiveAvgPool2d(1)": lambda r: nn.AdaptiveAvgPool2d(1),
+    "AdaptiveAvgPool2d(3,4)": lambda r: nn.AdaptiveAvgPool2d((3, 4)),
     "BatchNorm2d": lambda r: _bn(nn.BatchNorm2d(4), r),
     "ReLU": lambda r: nn.ReLU(), "Flatten": lambda r: nn.Flatten(),
     "Dropout": lambda r: nn.Dropout(0.3),

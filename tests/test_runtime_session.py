@@ -262,6 +262,9 @@ CONV_LAYERS = {
     "AvgPool2d(ceil,exclude)": lambda r: nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False),
     "GlobalAvgPool2d": lambda r: nn.GlobalAvgPool2d(),
     "GlobalAvgPool2d(keepdims)": lambda r: nn.GlobalAvgPool2d(keepdims=True),
+    "AdaptiveAvgPool2d(1)": lambda r: nn.AdaptiveAvgPool2d(1),
+    "AdaptiveAvgPool2d(3,4)": lambda r: nn.AdaptiveAvgPool2d((3, 4)),
+    "AdaptiveAvgPool2d(3,None)": lambda r: nn.AdaptiveAvgPool2d((3, None)),
     "BatchNorm2d": lambda r: _bn(nn.BatchNorm2d, 3, r),
 }
 

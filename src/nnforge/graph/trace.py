@@ -221,6 +221,24 @@ def _global_avg_pool(layer: Module, t: Tracer, path: str, x: str) -> str:
     return t.node("Flatten", [y], path, axis=1)
 
 
+@lowers("AdaptiveAvgPool2d")
+def _adaptive_avg_pool(layer: Module, t: Tracer, path: str, x: str) -> str:
+    shape = t.shapes.get(x)
+    if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+        raise ConfigError(f"{path}: AdaptiveAvgPool2d needs an input of shape (N, C, H, W) "
+                          f"with known H and W to be traced, found {shape}")
+    h, w = shape[2:]
+    oh, ow = layer.target(h, w)
+    if (oh, ow) == (1, 1):
+        return t.node("GlobalAveragePool", [x], path)
+    if h % oh or w % ow:
+        raise ConfigError(f"{path}: AdaptiveAvgPool2d from {h}x{w} to {oh}x{ow} has windows of "
+                          f"different sizes, which ONNX pooling cannot express (sizes that "
+                          f"divide the input can)")
+    k = [h // oh, w // ow]
+    return t.node("AveragePool", [x], path, kernel_shape=k, strides=k, pads=[0, 0, 0, 0])
+
+
 @lowers("BatchNorm1d", "BatchNorm2d")
 def _batch_norm(layer: Module, t: Tracer, path: str, x: str) -> str:
     mean = np.asarray(layer.running_mean)

@@ -1,7 +1,15 @@
 """Layers and models."""
 
 from . import init
-from .conv_layers import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, GlobalAvgPool2d, MaxPool2d
+from .conv_layers import (
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    GlobalAvgPool2d,
+    MaxPool2d,
+)
 from .layers import (
                      GELU,
                      Dropout,
@@ -28,8 +36,9 @@ from .losses import (
 )
 from .module import LAYER_REGISTRY, Module, Parameter, layer_from_architecture, register_layer
 
-__all__ = ["GELU", "LAYER_REGISTRY", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss", "BatchNorm1d",
-           "BatchNorm2d", "Conv2d", "CrossEntropyLoss", "Dropout", "Flatten", "GlobalAvgPool2d",
+__all__ = ["GELU", "LAYER_REGISTRY", "AdaptiveAvgPool2d", "AvgPool2d", "BCELoss",
+           "BCEWithLogitsLoss", "BatchNorm1d", "BatchNorm2d", "Conv2d", "CrossEntropyLoss",
+           "Dropout", "Flatten", "GlobalAvgPool2d",
            "HuberLoss", "Identity", "L1Loss", "LeakyReLU", "Linear", "LogSoftmax", "Loss",
            "MSELoss", "MaxPool2d", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid",
            "Softmax", "Tanh", "get_loss", "init", "layer_from_architecture", "register_layer"]

@@ -153,6 +153,58 @@ class GlobalAvgPool2d(Module):
         return {"keepdims": self.keepdims}
 
 
+@register_layer
+class AdaptiveAvgPool2d(Module):
+    """Mean pooling to a fixed output size (H', W'), as torch.nn.AdaptiveAvgPool2d.
+
+    A size of None keeps that input dimension. Output (1, 1) is a global average; sizes that
+    divide the input are an AvgPool2d with kernel = stride = input // output (both exact).
+    Other sizes use PyTorch's windows [floor(i*H/H'), ceil((i+1)*H/H')) as two products with
+    averaging matrices, which agree with PyTorch to rounding; they cannot be exported, as in
+    PyTorch's ONNX exporter.
+    """
+
+    def __init__(self, output_size: Any) -> None:
+        super().__init__()
+        sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * 2
+        if len(sizes) != 2 or not all(s is None or (isinstance(s, (int, np.integer))
+                                                    and not isinstance(s, bool) and s > 0)
+                                      for s in sizes):
+            raise ConfigError(f"AdaptiveAvgPool2d: output_size must be a positive integer, None "
+                              f"or a pair of them, found {output_size!r}")
+        self.output_size = tuple(None if s is None else int(s) for s in sizes)
+
+    def target(self, h: int, w: int) -> tuple[int, int]:
+        """The output (H', W') for an input of H x W."""
+        oh, ow = self.output_size
+        return (h if oh is None else oh, w if ow is None else ow)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4:
+            raise ShapeError(f"AdaptiveAvgPool2d expected input of shape (N, C, H, W), found "
+                             f"{tuple(x.shape)}")
+        h, w = x.shape[2:]
+        oh, ow = self.target(h, w)
+        if (oh, ow) == (1, 1):
+            return global_avg_pool2d(x)
+        if h % oh == 0 and w % ow == 0:
+            return avg_pool2d(x, (h // oh, w // ow))
+        dt = x.dtype
+        return Tensor(averaging_matrix(h, oh, dt)) @ x @ Tensor(averaging_matrix(w, ow, dt).T)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"output_size": list(self.output_size)}
+
+
+def averaging_matrix(n: int, m: int, dtype: Any) -> np.ndarray:
+    """(m, n) matrix whose row i averages PyTorch's adaptive window i of n inputs."""
+    a = np.zeros((m, n), dtype=np.float64)
+    for i in range(m):
+        lo, hi = (i * n) // m, -(-((i + 1) * n) // m)
+        a[i, lo:hi] = 1.0 / (hi - lo)
+    return a.astype(dtype)
+
+
 class _BatchNorm(Module):
     ndims: tuple[int, ...] = ()
     layout = ""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -94,6 +94,23 @@ class Module:
         for mname, m in self.named_modules():
             for bname in m._buffers:
                 yield (f"{mname}.{bname}" if mname else bname), getattr(m, bname)
+
+    def buffers(self) -> list[np.ndarray]:
+        """Every buffer array (running statistics), in registration order."""
+        return [b for _, b in self.named_buffers()]
+
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Freeze (False) or unfreeze every parameter; optimizers skip parameters without grads."""
+        for p in self.parameters():
+            p.requires_grad = bool(requires_grad)
+        return self
+
+    def apply(self, fn: Callable[[Module], Any]) -> Module:
+        """Call fn on every sub-module, children before their parent (PyTorch's order)."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
 
     def num_parameters(self) -> int:
         """Total number of trainable values."""
