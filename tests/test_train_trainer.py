@@ -120,6 +120,16 @@ def test_user_mistakes_get_clear_errors():
         nf.Trainer(_model(), loss="hinge")
     with pytest.raises(ConfigError, match="cannot monitor 'val_loss'"):
         trainer.fit(X, y, epochs=2, callbacks=[EarlyStopping()])
+    names = np.array(["cat", "dog", "emu"])[y]  # class names instead of indices
+    with pytest.raises(DataError, match="found <U3 values such as '(cat|dog|emu)'.*np.unique"):
+        trainer.fit(X, names, epochs=1)
+    with pytest.raises(DataError, match="found object values such as 'x'"):
+        trainer.fit(X, np.array(["x", 1] * (len(y) // 2), dtype=object), epochs=1)
+    with pytest.raises(DataError, match="NaN, infinite or missing"):
+        trainer.fit(X, np.array([None] * len(y)), epochs=1)
+    with pytest.raises(DataError, match="NaN, infinite or missing"):
+        trainer.fit(X, np.where(y == 1, np.nan, y), epochs=1)
+    trainer.fit(X, y.astype(object), epochs=1)  # an object column of numbers is fine
 
 
 def test_fit_called_twice_continues_like_one_call():

@@ -246,6 +246,21 @@ class Trainer:
         arr = np.asarray(y)
         if len(arr) != n:
             raise ShapeError(f"X has {n} samples but y has {len(arr)}")
+        if arr.dtype.kind == "O":  # e.g. a pandas object column of numbers
+            try:
+                arr = arr.astype(np.float64)
+            except (TypeError, ValueError):
+                pass
+        if arr.dtype.kind not in "biuf":
+            sample = arr.reshape(-1)[0] if arr.size else None
+            sample = sample.item() if isinstance(sample, np.generic) else sample
+            hint = ("; turn class names into indices first, e.g. "
+                    "classes, y = np.unique(y, return_inverse=True)"
+                    if self.loss.kind in ("multiclass", "binary") else "")
+            raise DataError(f"y must hold numbers, found {arr.dtype} values such as "
+                            f"{sample!r:.40}{hint}")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise DataError("y contains NaN, infinite or missing values")
         if self.loss.kind == "multiclass" and arr.ndim == 1:
             if arr.dtype.kind == "f" and np.any(np.mod(arr, 1)):
                 raise DataError("cross-entropy needs integer class labels, found fractional values")
