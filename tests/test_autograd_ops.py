@@ -295,3 +295,10 @@ def test_float_of_a_one_element_tensor_and_no_item_assignment():
 
     with pytest.raises(DTypeError, match="cannot be assigned into"):
         nf.Tensor(np.ones(2))[0] = 1.0
+
+
+def test_clip_bounds_are_compared_in_the_tensors_precision():
+    # float32(0.7) < 0.7: at the float32 bound the value is inside, so the gradient passes
+    x = nf.Tensor(np.array([0.7, 0.8], np.float32), requires_grad=True)
+    x.clip(0.7, 0.75).sum().backward()
+    np.testing.assert_array_equal(x.grad, [1.0, 0.0])

@@ -79,6 +79,8 @@ def test_param_group_entries_can_be_changed_and_are_validated():
     assert opt.state_view("momentum_buffer", 2).shape == (7,)
     with pytest.raises(ConfigError, match="state name"):
         opt.state_view("momentum_buffer", 0)  # group 0 has no momentum
+    with pytest.raises(ConfigError, match=r"index in \[0, 4\), found 4"):
+        opt.state_view("momentum_buffer", 4)
     with pytest.raises(ConfigError, match="momentum"):
         group["momentum"] = -1.0
     assert group["momentum"] == 0.9

@@ -272,17 +272,18 @@ class Clip(Function):
         self.low, self.high = low, high
 
     def forward(self, x: Any) -> Any:
+        dt = x.dtype.type  # the bounds in x's precision, in both directions
         self.x = x
-        dt = x.dtype.type
-        return np.clip(x, None if self.low is None else dt(self.low),
+        self.bounds = (None if self.low is None else dt(self.low),
                        None if self.high is None else dt(self.high))
+        return np.clip(x, *self.bounds)
 
     def backward(self, gy: Any) -> tuple[Any]:
-        x, inside = self.x, True
-        if self.low is not None:
-            inside = x >= self.low
-        if self.high is not None:
-            inside = inside & (x <= self.high)
+        (low, high), inside = self.bounds, True
+        if low is not None:
+            inside = self.x >= low
+        if high is not None:
+            inside = inside & (self.x <= high)
         return (gy * inside,)
 
 

@@ -147,11 +147,13 @@ class Optimizer:
     def state_view(self, name: str, index: int) -> Any:
         """Parameter `index`'s slice of a state buffer (a view: read, don't keep)."""
         if self._members:
+            if not 0 <= index < len(self.params):
+                raise ConfigError(f"expected a parameter index in [0, {len(self.params)}), "
+                                  f"found {index}")
             for m in self._members:
                 if index < len(m.params):
                     return m.state_view(name, index)
                 index -= len(m.params)
-            raise ConfigError(f"expected a parameter index below {len(self.params)}")
         if name not in self._flat.states:
             raise ConfigError(f"expected a state name in {list(self._flat.states)}, found {name!r}")
         return self._flat.state_view(name, index)
@@ -180,8 +182,9 @@ class Optimizer:
             groups_lib.load_state_dict(self, config, arrays)
             return
         if "groups" in config:
+            saved = config["groups"]
             raise StateDictError(f"this optimizer has one param group, the state has "
-                                 f"{len(config['groups'])}")
+                                 f"{len(saved) if isinstance(saved, list) else 'several'}")
         flat = self._flat
         shapes = config.get("param_shapes")
         steps = config.get("steps")
