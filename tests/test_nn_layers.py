@@ -219,3 +219,60 @@ def _assert_same_as_one_by_one(model, x, gy, params_rtol=0.0):
             np.testing.assert_array_equal(got, want)
         else:
             np.testing.assert_allclose(got, want, rtol=params_rtol, atol=params_rtol)
+
+
+@nn.register_layer
+class _Residual(nn.Module):
+    """A custom layer built on a ModuleList, as a user would write one."""
+
+    def __init__(self, width: int = 4, depth: int = 2) -> None:
+        super().__init__()
+        self.width, self.depth = width, depth
+        self.blocks = nn.ModuleList([nn.Linear(width, width) for _ in range(depth)])
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        for block in self.blocks:
+            x = x + block(x).clip(low=0.0)
+        return x
+
+    def get_config(self):  # noqa: ANN201
+        return {"width": self.width, "depth": self.depth}
+
+
+def test_module_list_registers_its_layers_for_training_and_saving(rng, tmp_path):
+    model = _Residual()
+    assert [n for n, _ in model.named_parameters()] == [
+        "blocks.0.weight", "blocks.0.bias", "blocks.1.weight", "blocks.1.bias"]
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    model.double()
+    check_gradients(lambda t: model(t), [x.astype(np.float64)], params=model.parameters())
+    model.float()
+    nf.save(model, tmp_path / "r.nnf")
+    again = nf.load(tmp_path / "r.nnf")
+    with nf.no_grad():
+        np.testing.assert_array_equal(again(x).data, model(x).data)
+    blocks = model.blocks
+    assert len(blocks) == 2 and blocks[-1] is list(blocks)[1]
+    assert isinstance(blocks[:1], nn.ModuleList) and len(blocks[:1]) == 1
+    blocks.append(nn.Linear(4, 4))
+    assert len(model.parameters()) == 6
+    with pytest.raises(ConfigError, match="not a layer to call"):
+        blocks(x)
+    with pytest.raises(ConfigError, match="expects a Module"):
+        blocks.append("relu")
+
+
+def test_sequential_slices_are_sequential():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    head = model[1:]
+    assert isinstance(head, nn.Sequential) and len(head) == 2 and head[0] is model[1]
+
+
+def test_a_plain_list_of_layers_is_refused_with_the_fix():
+    class Bad(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = [nn.Linear(2, 2)]
+
+    with pytest.raises(ConfigError, match=r"Bad.layers: a plain list .* nn.ModuleList"):
+        Bad()

@@ -18,6 +18,7 @@ from .layers import (
                      LeakyReLU,
                      Linear,
                      LogSoftmax,
+                     ModuleList,
                      ReLU,
                      Sequential,
                      Sigmoid,
@@ -40,8 +41,9 @@ __all__ = ["GELU", "LAYER_REGISTRY", "AdaptiveAvgPool2d", "AvgPool2d", "BCELoss"
            "BCEWithLogitsLoss", "BatchNorm1d", "BatchNorm2d", "Conv2d", "CrossEntropyLoss",
            "Dropout", "Flatten", "GlobalAvgPool2d",
            "HuberLoss", "Identity", "L1Loss", "LeakyReLU", "Linear", "LogSoftmax", "Loss",
-           "MSELoss", "MaxPool2d", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid",
-           "Softmax", "Tanh", "get_loss", "init", "layer_from_architecture", "register_layer"]
+           "MSELoss", "MaxPool2d", "Module", "ModuleList", "Parameter", "ReLU", "Sequential",
+           "Sigmoid", "Softmax", "Tanh", "get_loss", "init", "layer_from_architecture",
+           "register_layer"]
 
 # registers the GraphModule layer (imported ONNX graphs in .nnf files); needs no onnx package
 from ..onnx import graph_module as _graph_module  # noqa: E402,F401

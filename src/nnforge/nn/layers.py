@@ -1,4 +1,4 @@
-"""Dense, activation, dropout and reshaping layers, and Sequential."""
+"""Dense, activation, dropout and reshaping layers, Sequential and ModuleList."""
 
 from __future__ import annotations
 
@@ -34,9 +34,8 @@ def _conv_relu_pool(layers: list[Module], i: int, x: Any) -> tuple[Any, int] | N
     return (layers[i + 1](y) if relu else y), k + 1
 
 
-@register_layer
-class Sequential(Module):
-    """Layers applied one after another."""
+class _Container(Module):
+    """Layers held in order under the names "0", "1", ...: Sequential and ModuleList."""
 
     def __init__(self, *layers: Module) -> None:
         super().__init__()
@@ -44,9 +43,43 @@ class Sequential(Module):
             layers = tuple(layers[0])
         for i, layer in enumerate(layers):
             if not isinstance(layer, Module):
-                raise ConfigError(f"Sequential expects Module instances, found "
+                raise ConfigError(f"{type(self).__name__} expects Module instances, found "
                                   f"{type(layer).__name__} at position {i}")
             setattr(self, str(i), layer)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __getitem__(self, i: int | slice) -> Any:
+        items = list(self._modules.values())
+        return type(self)(*items[i]) if isinstance(i, slice) else items[i]
+
+    def append(self, layer: Module) -> Any:
+        """Add a layer at the end."""
+        if not isinstance(layer, Module):
+            raise ConfigError(f"{type(self).__name__}.append expects a Module, found "
+                              f"{type(layer).__name__}")
+        setattr(self, str(len(self._modules)), layer)
+        return self
+
+    def get_config(self) -> dict[str, Any]:
+        return {"layers": [m.to_architecture() for m in self._modules.values()]}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        layers = config.get("layers")
+        if not isinstance(layers, list):
+            raise ConfigError(f"{cls.__name__} config needs a 'layers' list, found "
+                              f"{layers!r:.60}")
+        return cls(*[layer_from_architecture(a) for a in layers])
+
+
+@register_layer
+class Sequential(_Container):
+    """Layers applied one after another."""
 
     def forward(self, x: Any) -> Any:
         layers = list(self._modules.values())
@@ -72,29 +105,15 @@ class Sequential(Module):
                 i += 1
         return x
 
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
 
-    def __len__(self) -> int:
-        return len(self._modules)
+@register_layer
+class ModuleList(_Container):
+    """A list of layers whose parameters count as the owner's: index, iterate and append it,
+    and call the layers from your own forward (a plain Python list would hide them)."""
 
-    def __getitem__(self, i: int) -> Module:
-        return list(self._modules.values())[i]
-
-    def append(self, layer: Module) -> Sequential:
-        """Add a layer at the end."""
-        setattr(self, str(len(self._modules)), layer)
-        return self
-
-    def get_config(self) -> dict[str, Any]:
-        return {"layers": [m.to_architecture() for m in self._modules.values()]}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Sequential:
-        layers = config.get("layers")
-        if not isinstance(layers, list):
-            raise ConfigError(f"Sequential config needs a 'layers' list, found {layers!r:.60}")
-        return cls(*[layer_from_architecture(a) for a in layers])
+    def forward(self, *args: Any) -> Any:
+        raise ConfigError("a ModuleList is not a layer to call: iterate over it in your "
+                          "module's forward (or use nn.Sequential)")
 
 
 @register_layer

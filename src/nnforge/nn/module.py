@@ -45,6 +45,11 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise ConfigError(f"{type(self).__name__}.__init__ must call super().__init__() "
                               f"before assigning attributes")
+        if isinstance(value, (list, tuple)) and any(isinstance(v, Module) for v in value):
+            raise ConfigError(f"{type(self).__name__}.{name}: a plain {type(value).__name__} of "
+                              f"layers would hide their parameters from parameters(), the "
+                              f"optimizer and saving; use nn.ModuleList([...]) or "
+                              f"nn.Sequential(...)")
         for d in (self._parameters, self._modules):
             d.pop(name, None)
         if isinstance(value, (Parameter, Module)):
