@@ -183,9 +183,10 @@ def test_subnormal_state_is_flushed_and_weights_stay_bit_identical(cls, kwargs):
     dead = [g.copy() for g in grads]
     dead[0][:5] = 0
     dead[1][:5] = 0
+    inits = [rng.standard_normal(s).astype(np.float32) for s in shapes]
 
     def run(flush_every: int) -> tuple[list[np.ndarray], optim.Optimizer]:
-        params = [Parameter(rng_init.copy()) for rng_init in inits]
+        params = [Parameter(a.copy()) for a in inits]
         opt = cls(params, lr=1e-3, **kwargs)
         opt._flat.flush_every = flush_every
         for t in range(1024):
@@ -194,7 +195,6 @@ def test_subnormal_state_is_flushed_and_weights_stay_bit_identical(cls, kwargs):
             opt.step()
         return [p.data for p in params], opt
 
-    inits = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     assert 1024 % _flat.FLUSH_EVERY == 0
     flushed, opt = run(_flat.FLUSH_EVERY)
     kept, opt_unflushed = run(0)  # never
