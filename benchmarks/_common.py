@@ -43,9 +43,24 @@ def latencies_us(fn: Callable[[], object], calls: int) -> np.ndarray:
     return out / 1000
 
 
+#: untimed back-to-back calls before a throughput window, every implementation alike
+WARMUP_SECONDS = 0.05
+
+
 def throughput(fn: Callable[[], object], batch: int, min_seconds: float) -> float:
-    """Samples per second over at least min_seconds (and 3 calls) of back-to-back calls."""
+    """Steady-state samples per second: after WARMUP_SECONDS (at least one call) of untimed
+    calls, the rate over at least min_seconds (and 3 calls) of back-to-back calls.
+
+    The warm-up matters after the pauses between implementations: for the first few calls
+    after an idle spell the OS may run both of a runtime's threads on one CPU (measured: with
+    nnforge's two threads, four 13 ms calls at batch 256 before steady 8 ms ones, while
+    ONNX Runtime's spinning threads lose one or two calls), which is wake-up latency, not
+    throughput.
+    """
+    t0 = time.perf_counter()
     fn()
+    while time.perf_counter() - t0 < WARMUP_SECONDS:
+        fn()
     calls, t0 = 0, time.perf_counter()
     while True:
         fn()

@@ -224,14 +224,14 @@ def _product_runner(src: np.ndarray, kernel: tuple[int, int], strides: tuple[int
     block = min(by_res, max(chunk, -(-n // ctx.threads) // chunk * chunk), n)
     blocks = list(range(0, n, block))
     workers = max(1, min(ctx.threads, len(blocks)))
-    parts = []
-    for wk in range(workers):  # each worker owns its scratch and every workers-th block
+    per_worker = []
+    for _ in range(workers):  # each worker owns its scratch, with jobs for every block in it
         col = ctx.scratch((groups, kg1, chunk * p))
         col[:, kg] = 1.0  # the bias row: never overwritten
         res = ctx.scratch((groups, mg, block * p))
         tmp = _LazyScratch(ctx, block * m * p)
         jobs = []
-        for b0 in blocks[wk::workers]:
+        for b0 in blocks:
             bk = min(block, n - b0)
             chunks = []
             for s0 in range(b0, b0 + bk, chunk):
@@ -249,10 +249,42 @@ def _product_runner(src: np.ndarray, kernel: tuple[int, int], strides: tuple[int
                 chunks.append((win, dest, col[:, :, :k * p], res[:, :, at:at + k * p]))
             finish = finisher(res.reshape(m, block * p)[:, :bk * p], b0, bk, tmp)
             jobs.append((chunks, finish))
-        parts.append(_block_runner(jobs, wmat))
-    ctx.split(len(parts))
+        per_worker.append(jobs)
+    ctx.split(workers)
     ctx.blas(mg * kg1 * chunk * p)
-    return run_parts(parts)
+    return _block_scheduler(per_worker, wmat)
+
+
+def _block_scheduler(per_worker: list[list[tuple]], wmat: np.ndarray) -> Any:
+    """A closure running every block once, each on whichever worker is free to take it next.
+
+    Taking blocks from a shared counter (not a fixed share each) keeps both cores busy when one
+    of them is slowed by another process, which on shared machines is most of the time; every
+    block is computed the same way on any worker, so results do not depend on who ran what.
+    """
+    nblocks = len(per_worker[0])
+    mm, copyto = np.matmul, np.copyto
+    state = [itertools.count()]
+
+    def worker(jobs: list[tuple]) -> Any:
+        def run(feeds: Any) -> None:
+            take = state[0]
+            for i in iter(take.__next__, None):  # next() on a count is atomic under the GIL
+                if i >= nblocks:
+                    return
+                chunks, finish = jobs[i]
+                for win, dest, cols, prod in chunks:
+                    copyto(dest, win)
+                    mm(wmat, cols, out=prod)
+                finish()
+        return run
+
+    parts = run_parts([worker(jobs) for jobs in per_worker])
+
+    def run(feeds: Any) -> None:
+        state[0] = itertools.count()
+        parts(feeds)
+    return run
 
 
 class _LazyScratch:
@@ -265,19 +297,6 @@ class _LazyScratch:
         if self.array is None:
             self.array = self.ctx.scratch(self.size)
         return self.array
-
-
-def _block_runner(jobs: list[tuple], wmat: np.ndarray) -> Any:
-    """A closure running blocks: per chunk gather and multiply, then finish the block."""
-    mm, copyto = np.matmul, np.copyto
-
-    def run(feeds: Any) -> None:
-        for chunks, finish in jobs:
-            for win, dest, cols, prod in chunks:
-                copyto(dest, win)
-                mm(wmat, cols, out=prod)
-            finish()
-    return run
 
 
 def _pooled(pool: Node, grid: np.ndarray, out: np.ndarray, tmp: np.ndarray, kind: str | None,
