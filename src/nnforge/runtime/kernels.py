@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..graph.ir import Node
 from ..graph.ops import average_pool_divisor, conv_geometry
-from ..ops.activation import erf_array
+from ..ops.activation import erf_array, relu_floor
 from .parallel import BLAS_THREADED_MNK, SERIAL_BLAS, run_parts
 
 Step = Callable[[Any], None]
@@ -136,8 +136,8 @@ def activation_step(kind: str | None, y: np.ndarray, ctx: Ctx, alpha: float = 0.
     if not kind:
         return None if x is y else (lambda: np.copyto(y, x))
     if kind == "Relu":
-        zero = ctx.const(np.zeros(()))
-        return lambda: maximum(x, zero, out=y)
+        zeros = relu_floor(y)  # of y's shape and layout: see relu_floor
+        return lambda: maximum(x, zeros, out=y)
     if kind == "LeakyRelu":
         a, tmp = t(alpha), ctx.scratch(x.shape)
         if 0 <= alpha <= 1:  # max(x, a*x) is leaky relu exactly when 0 <= a <= 1
@@ -231,7 +231,7 @@ def _gemm(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
         # operands also skip NumPy's broadcasting machinery, which matters at ~1 us per call
         w_rows, y1 = ctx.const(w.T), y[0]
         a1 = None if get is not None else (a.T if trans_a else a)[0]
-        zeros = ctx.const(np.zeros(y1.shape))
+        zeros = relu_floor(y1)
         act = None if relu else activation_step(kind, y, ctx, at.get("activation_alpha", 0.01))
         aug = None if a1 is None or bias is None else _spare_after(a1, ctx)
         if aug is not None:  # the bias becomes one more weight column, times a constant 1
@@ -253,14 +253,14 @@ def _gemm(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
                 act()
         return step_row
     # weights pre-transposed once to (K, N) C-contiguous: BLAS then streams them in order
-    wt, zero = ctx.const(w), ctx.const(np.zeros(()))
+    wt = ctx.const(w)
     rows, k_dim = y.shape[0], w.shape[0]
     parts = 1
     if (not trans_a and ctx.threads > 1 and rows * k_dim * y.shape[1] >= PARALLEL_MNK
             and SERIAL_BLAS.available()):  # else BLAS's own threads split the product
         parts = min(ctx.threads, rows)  # row blocks, one per thread
     bounds = [rows * i // parts for i in range(parts + 1)]
-    runners = [_gemm_rows(a, get, trans_a, wt, bias, y, r0, r1, kind, probe, zero, ctx,
+    runners = [_gemm_rows(a, get, trans_a, wt, bias, y, r0, r1, kind, probe, ctx,
                           at.get("activation_alpha", 0.01))
                for r0, r1 in zip(bounds, bounds[1:])]
     ctx.split(parts)
@@ -277,12 +277,11 @@ PARALLEL_MNK = 1 << 62
 
 def _gemm_rows(a: Any, get: Any, trans_a: bool, wt: np.ndarray, bias: np.ndarray | None,
                y: np.ndarray, r0: int, r1: int, kind: str | None, probe: Any,
-               zero: np.ndarray, ctx: Ctx, alpha: float) -> Step:
+               ctx: Ctx, alpha: float) -> Step:
     """Gemm (+ bias, + activation) of output rows r0:r1."""
     yr = y[r0:r1]
     full = r0 == 0 and r1 == len(y)
-    relu = kind == "Relu"
-    act = None if relu else activation_step(kind, yr, ctx, alpha)
+    act = activation_step(kind, yr, ctx, alpha)
     col0 = yr[:, 0]
     ar = None if get is not None else (a.T if trans_a else a)[r0:r1]
     b = None if bias is None else (bias if bias.ndim == 1 else bias[r0:r1])
@@ -298,9 +297,7 @@ def _gemm_rows(a: Any, get: Any, trans_a: bool, wt: np.ndarray, bias: np.ndarray
             probe(feeds)
         if b is not None:
             add(yr, b, out=yr)
-        if relu:
-            maximum(yr, zero, out=yr)
-        elif act is not None:
+        if act is not None:
             act()
     return step
 
