@@ -60,6 +60,12 @@ def test_resume_from_checkpoint_is_bit_identical(tmp_path):
     assert resumed.optimizer.lr == straight.optimizer.lr
 
 
+def test_resuming_a_finished_run_trains_nothing(tmp_path):
+    _train(3, callbacks=[ModelCheckpoint(tmp_path / "ckpt-{epoch}.nnf", save_best_only=False)])
+    resumed = _train(3, resume_from=str(tmp_path / "ckpt-3.nnf"))
+    assert len(resumed.history["loss"]) == 3  # the checkpoint's three epochs, no new ones
+
+
 def test_early_stopping_restores_best_weights():
     X, y = _data()
     nf.manual_seed(0)
@@ -141,7 +147,8 @@ def test_fit_called_twice_continues_like_one_call():
     cbs = [LRScheduler(optim.StepLR(opt, step_size=2, gamma=0.5))]
     trainer = nf.Trainer(model, optimizer=opt, metrics=["accuracy"], seed=0, verbose=0)
     trainer.fit(X, y, epochs=2, batch_size=16, validation_split=0.2, callbacks=cbs)
-    trainer.fit(X, y, epochs=4, batch_size=16, validation_split=0.2, callbacks=cbs)
+    trainer.fit(X, y, epochs=2, batch_size=16, validation_split=0.2, callbacks=cbs)  # 2 more
+    assert len(trainer.history["loss"]) == 4
     for k, v in straight.model.state_dict().items():
         np.testing.assert_array_equal(v, model.state_dict()[k])
 

@@ -66,6 +66,7 @@ class Trainer:
         self.callbacks: list[Callback] = []
         self._epochs_done = 0
         self._step = 0
+        self._resumed = False  # a checkpoint was just loaded: fit()'s epochs count from 0
         self._shuffle_rng = np.random.default_rng(seed)
 
     # -- fitting ---------------------------------------------------------------------------
@@ -73,7 +74,12 @@ class Trainer:
             validation_split: float = 0.0, validation_data: tuple[Any, Any] | None = None,
             callbacks: Sequence[Callback] | None = None, shuffle: bool = True,
             verbose: Any = None, resume_from: str | None = None) -> dict[str, list[float]]:
-        """Train for `epochs` epochs (counted from the start when resuming) and return history."""
+        """Train for `epochs` more epochs and return the history (of every fit() so far).
+
+        Right after a checkpoint was loaded (`resume_from`, `load_checkpoint` or
+        `load_state_dict`), `epochs` counts from the start of the original run instead, so a
+        resumed run stops where the uninterrupted one would have.
+        """
         if not isinstance(epochs, int) or epochs < 1:
             raise ConfigError(f"epochs must be a positive integer, found {epochs!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -95,13 +101,16 @@ class Trainer:
         elif self.seed is not None and self._epochs_done == 0:
             # dropout draws follow the trainer's seed; a later fit() call continues the stream
             nf_random.manual_seed(self.seed)
+        first = self._epochs_done
+        last = epochs if self._resumed else first + epochs
+        self._resumed = False
         n = len(X)
         batches = n // batch_size + (n % batch_size > 0)
-        display = ProgressDisplay(self.verbose if verbose is None else verbose, epochs, batches)
+        display = ProgressDisplay(self.verbose if verbose is None else verbose, last, batches)
         self.stop_training = False
         for cb in self.callbacks:
             cb.on_train_begin()
-        for epoch in range(self._epochs_done, epochs):
+        for epoch in range(first, last):
             for cb in self.callbacks:
                 cb.on_epoch_begin(epoch)
             display.epoch_begin(epoch)
@@ -288,6 +297,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore state_dict()'s output."""
         self._epochs_done, self._step = int(state["epochs_done"]), int(state["step"])
+        self._resumed = True
         self._shuffle_rng.bit_generator.state = state["shuffle_rng"]
         nf_random.set_rng_state(state["global_rng"])
         self.history = {k: list(v) for k, v in state["history"].items()}
