@@ -106,7 +106,9 @@ def _s2d_conv(x: Any, w: np.ndarray, b: Any, y: np.ndarray, pads: tuple, kind: s
     4M rows, and the pool becomes an elementwise max of four contiguous row blocks. With few
     input channels this gathers about 2.8x fewer columns than the plain path (5x5 kernels)
     and pools without strided passes, for 1.4x the multiply-adds: LeNet-5's first layer ran
-    in 0.6x the time. Same sums as the plain conv but for the order and the added zeros.
+    in 0.6-0.8x the time. Same sums as the plain conv but for the order and the added zeros
+    (which turn an infinite input within a window's 3x3 super-cell into NaN instead of +-inf:
+    sessions reject non-finite inputs unless check_finite is off).
     """
     ph0, pw0, _, _ = pads
     n, c, h, wd = x.shape
