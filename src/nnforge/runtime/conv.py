@@ -79,9 +79,8 @@ def _conv(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
         return activation_step(kind, out, ctx, alpha,
                                src=grid[:, :, :, :ow].transpose(1, 0, 2, 3))
 
-    run = _product_runner(src, (kh, kw), (sh, sw), (dh, dw), (oh, ow), wide, wmat, finisher,
-                          ctx)
-    return _with_fill(fill, run)
+    return _product_runner(src, (kh, kw), (sh, sw), (dh, dw), (oh, ow), wide, wmat, finisher,
+                           ctx, fill)
 
 
 def _s2d_pays(x_shape: tuple, w_shape: tuple, groups: int, strides: tuple, dilations: tuple,
@@ -152,40 +151,25 @@ def _s2d_conv(x: Any, w: np.ndarray, b: Any, y: np.ndarray, pads: tuple, kind: s
             last()
         return finish
 
-    run = _product_runner(src.reshape(n, 4 * c, hh, wh), (kh2, kw2), (1, 1), (1, 1), (ph, pw),
-                          True, wmat, finisher, ctx)
     copyto, get = np.copyto, (x.getter() if isinstance(x, Feed) else None)
-    if get is None:
-        views = [(dst, x[:, :, i0::2, j0::2]) for dst, i0, j0 in parity]
 
-        def fill(feeds: Any) -> None:
-            for dst, part in views:
-                copyto(dst, part)
-    else:
-        def fill(feeds: Any) -> None:
-            xin = get(feeds)
-            for dst, i0, j0 in parity:
-                copyto(dst, xin[:, :, i0::2, j0::2])
-    return _with_fill(fill, run)
+    def fill(feeds: Any, lo: int, hi: int) -> None:
+        xin = x if get is None else get(feeds)
+        for dst, i0, j0 in parity:
+            copyto(dst[lo:hi], xin[lo:hi, :, i0::2, j0::2])
+
+    return _product_runner(src.reshape(n, 4 * c, hh, wh), (kh2, kw2), (1, 1), (1, 1),
+                           (ph, pw), True, wmat, finisher, ctx, fill)
 
 
 def _copier(x: Any, dst: np.ndarray) -> Any:
-    """A closure copying the kernel's input (an array, or a graph input) into dst."""
+    """fill(feeds, lo, hi): copy samples lo:hi of the kernel's input (an array, or a graph
+    input) into dst."""
     get, copyto = (x.getter() if isinstance(x, Feed) else None), np.copyto
-    if get is None:
-        return lambda feeds: copyto(dst, x)
-    return lambda feeds: copyto(dst, get(feeds))
 
-
-def _with_fill(fill: Any, run: Any) -> Step:
-    """The step: fill the source buffer (when the kernel has its own), then the products."""
-    if fill is None:
-        return run
-
-    def step(feeds: Any) -> None:
-        fill(feeds)
-        run(feeds)
-    return step
+    def fill(feeds: Any, lo: int, hi: int) -> None:
+        copyto(dst[lo:hi], (x if get is None else get(feeds))[lo:hi])
+    return fill
 
 
 def _weight_matrix(wg: np.ndarray, b: Any, ctx: Ctx) -> np.ndarray:
@@ -200,9 +184,11 @@ def _weight_matrix(wg: np.ndarray, b: Any, ctx: Ctx) -> np.ndarray:
 
 def _product_runner(src: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int],
                     dilations: tuple[int, int], out_hw: tuple[int, int], wide: bool,
-                    wmat: np.ndarray, finisher: Any, ctx: Ctx) -> Any:
+                    wmat: np.ndarray, finisher: Any, ctx: Ctx, fill: Any = None) -> Any:
     """Chunks of gathered columns times wmat into per-block product buffers, then finisher's
-    closure per block; blocks shared among ctx.threads workers.
+    closure per block; blocks shared among ctx.threads workers. With `fill`, each block first
+    fills its own samples of src (fill(feeds, lo, hi)): on the worker that gathers them,
+    while they are in its cache.
 
     src is (N, C, Hp, Wp) with everything the windows read (padding included);
     finisher(res (M, k*P), first sample, k, tmp) returns the block's finishing closure.
@@ -250,14 +236,14 @@ def _product_runner(src: np.ndarray, kernel: tuple[int, int], strides: tuple[int
                 at = (s0 - b0) * p
                 chunks.append((win, dest, col[:, :, :k * p], res[:, :, at:at + k * p]))
             finish = finisher(res.reshape(m, block * p)[:, :bk * p], b0, bk, tmp)
-            jobs.append((chunks, finish))
+            jobs.append((b0, b0 + bk, chunks, finish))
         per_worker.append(jobs)
     ctx.split(workers)
     ctx.blas(mg * kg1 * chunk * p)
-    return _block_scheduler(per_worker, wmat)
+    return _block_scheduler(per_worker, wmat, fill)
 
 
-def _block_scheduler(per_worker: list[list[tuple]], wmat: np.ndarray) -> Any:
+def _block_scheduler(per_worker: list[list[tuple]], wmat: np.ndarray, fill: Any) -> Any:
     """A closure running every block once, each on whichever worker is free to take it next.
 
     Taking blocks from a shared counter (not a fixed share each) keeps both cores busy when one
@@ -274,7 +260,9 @@ def _block_scheduler(per_worker: list[list[tuple]], wmat: np.ndarray) -> Any:
             for i in iter(take.__next__, None):  # next() on a count is atomic under the GIL
                 if i >= nblocks:
                     return
-                chunks, finish = jobs[i]
+                lo, hi, chunks, finish = jobs[i]
+                if fill is not None:  # wide views reading past a sample see dropped columns only
+                    fill(feeds, lo, hi)
                 for win, dest, cols, prod in chunks:
                     copyto(dest, win)
                     mm(wmat, cols, out=prod)
