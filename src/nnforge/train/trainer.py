@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -12,6 +12,7 @@ from .. import random as nf_random
 from ..autograd.grad_mode import no_grad
 from ..autograd.tensor import Tensor
 from ..backend import SERIAL_BLAS
+from ..data.dataset import DataLoader
 from ..errors import ConfigError, DataError, ShapeError
 from ..nn.losses import Loss, get_loss
 from ..nn.module import Module
@@ -67,14 +68,21 @@ class Trainer:
         self._epochs_done = 0
         self._step = 0
         self._resumed = False  # a checkpoint was just loaded: fit()'s epochs count from 0
+        self._loader: DataLoader | None = None  # the one fit() is training on
+        self._loader_state: dict[str, Any] | None = None  # from a checkpoint, for the next fit
         self._shuffle_rng = np.random.default_rng(seed)
 
     # -- fitting ---------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any, epochs: int = 10, batch_size: int = 32,
-            validation_split: float = 0.0, validation_data: tuple[Any, Any] | None = None,
+    def fit(self, X: Any, y: Any = None, epochs: int = 10, batch_size: int = 32,
+            validation_split: float = 0.0, validation_data: Any = None,
             callbacks: Sequence[Callback] | None = None, shuffle: bool = True,
             verbose: Any = None, resume_from: str | None = None) -> dict[str, list[float]]:
         """Train for `epochs` more epochs and return the history (of every fit() so far).
+
+        X and y are arrays, or X is a `nnforge.data.DataLoader` of (x, y) batches and y is
+        left out: the loader then decides batches and order (batch_size and shuffle are
+        its own), and its position is kept in checkpoints. validation_data is (X, y) or a
+        DataLoader.
 
         Right after a checkpoint was loaded (`resume_from`, `load_checkpoint` or
         `load_state_dict`), `epochs` counts from the start of the original run instead, so a
@@ -84,15 +92,27 @@ class Trainer:
             raise ConfigError(f"epochs must be a positive integer, found {epochs!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, found {batch_size!r}")
-        X = _as_features(X, self.model.dtype)
-        y = self._as_targets(y, len(X))
-        if validation_data is None and validation_split:
-            X, y, validation_data = self._split(X, y, validation_split)
-        if validation_data is not None:
+        loader = X if isinstance(X, DataLoader) else None
+        if loader is not None:
+            if y is not None:
+                raise ConfigError("fit() with a DataLoader takes its targets from the loader's "
+                                  "(x, y) batches: leave y out")
+            if validation_split:
+                raise ConfigError("validation_split needs arrays; with a DataLoader pass "
+                                  "validation_data (arrays or another DataLoader)")
+        else:
+            if y is None:
+                raise ConfigError("fit() needs targets y for the arrays X (or a DataLoader of "
+                                  "(x, y) batches as X)")
+            X = _as_features(X, self.model.dtype)
+            y = self._as_targets(y, len(X))
+            if validation_data is None and validation_split:
+                X, y, validation_data = self._split(X, y, validation_split)
+            if getattr(self.model, "input_shape", None) is None:
+                object.__setattr__(self.model, "input_shape", tuple(X.shape[1:]))
+        if validation_data is not None and not isinstance(validation_data, DataLoader):
             Xv = _as_features(validation_data[0], self.model.dtype, "validation X")
             validation_data = (Xv, self._as_targets(validation_data[1], len(Xv)))
-        if getattr(self.model, "input_shape", None) is None:
-            object.__setattr__(self.model, "input_shape", tuple(X.shape[1:]))
         self.callbacks = list(callbacks or [])
         for cb in self.callbacks:
             cb.trainer = self
@@ -101,11 +121,15 @@ class Trainer:
         elif self.seed is not None and self._epochs_done == 0:
             # dropout draws follow the trainer's seed; a later fit() call continues the stream
             nf_random.manual_seed(self.seed)
+        self._loader = loader
+        if loader is not None and self._loader_state is not None:
+            loader.load_state_dict(self._loader_state)  # where the checkpointed run was
+        self._loader_state = None
         first = self._epochs_done
         last = epochs if self._resumed else first + epochs
         self._resumed = False
-        n = len(X)
-        batches = n // batch_size + (n % batch_size > 0)
+        n = len(X) if loader is None else len(loader.dataset)
+        batches = n // batch_size + (n % batch_size > 0) if loader is None else len(loader)
         display = ProgressDisplay(self.verbose if verbose is None else verbose, last, batches)
         self.stop_training = False
         for cb in self.callbacks:
@@ -116,10 +140,13 @@ class Trainer:
             display.epoch_begin(epoch)
             t0 = time.perf_counter()
             with SERIAL_BLAS.serial(self._own_threads()):
-                logs = self._train_epoch(X, y, batch_size, shuffle, display)
+                logs = self._train_epoch(
+                    self._loader_batches(loader) if loader is not None else
+                    self._array_batches(X, y, batch_size, shuffle), display)
             logs["time"] = time.perf_counter() - t0
             if validation_data is not None:
-                val = self.evaluate(*validation_data, batch_size=max(batch_size, 256))
+                val = (self.evaluate(validation_data) if isinstance(validation_data, DataLoader)
+                       else self.evaluate(*validation_data, batch_size=max(batch_size, 256)))
                 logs.update({f"val_{k}": v for k, v in val.items()})
             logs["lr"] = float(getattr(self.optimizer, "lr", float("nan")))
             for k, v in logs.items():
@@ -135,18 +162,15 @@ class Trainer:
             cb.on_train_end()
         return self.history
 
-    def _train_epoch(self, X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
+    def _train_epoch(self, batches: Iterator[tuple[np.ndarray, np.ndarray]],
                      display: ProgressDisplay) -> dict[str, float]:
         model, opt, loss_fn = self.model, self.optimizer, self.loss
         model.train()
-        n = len(X)
-        order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
         keep_outputs = bool(self.metrics)
         outputs: list[np.ndarray] = []
+        targets: list[np.ndarray] = []
         total, seen = 0.0, 0
-        for b, start in enumerate(range(0, n, batch_size)):
-            idx = order[start:start + batch_size]
-            xb, yb = X.take(idx, axis=0), y.take(idx, axis=0)
+        for b, (xb, yb) in enumerate(batches):
             opt.zero_grad()
             out = model(Tensor(xb, _keep=True))
             loss = loss_fn(out, yb)
@@ -157,18 +181,40 @@ class Trainer:
             if not math.isfinite(value):
                 raise DataError(f"the loss became {value} at epoch {self._epochs_done + 1}, "
                                 f"batch {b + 1}: lower the learning rate or check the data")
-            total += value * len(idx)
-            seen += len(idx)
+            total += value * len(xb)
+            seen += len(xb)
             if keep_outputs:
                 outputs.append(out.data)
+                targets.append(yb)
             for cb in self.callbacks:
                 cb.on_batch_end(self._step, value)
             self._step += 1
             display.batch_end(b, total / seen, seen)
         logs = {"loss": total / max(seen, 1)}
-        if keep_outputs:
-            logs.update(self._metrics(np.concatenate(outputs), y.take(order[:seen], axis=0)))
+        if keep_outputs and outputs:
+            logs.update(self._metrics(np.concatenate(outputs), np.concatenate(targets)))
         return logs
+
+    def _array_batches(self, X: np.ndarray, y: np.ndarray, batch_size: int,
+                       shuffle: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(x, y) batches of arrays, in an order drawn from the trainer's generator."""
+        n = len(X)
+        order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            yield X.take(idx, axis=0), y.take(idx, axis=0)
+
+    def _loader_batches(self, loader: DataLoader) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """A DataLoader's batches, checked and converted like fit()'s arrays."""
+        for b, batch in enumerate(loader):
+            if not isinstance(batch, tuple) or len(batch) != 2:
+                raise DataError(f"expected the DataLoader to yield (x, y) batches, found batch "
+                                f"{b + 1} with {len(batch) if isinstance(batch, tuple) else 1} "
+                                f"part(s)")
+            xb = _as_features(batch[0], self.model.dtype, f"batch {b + 1} x")
+            if getattr(self.model, "input_shape", None) is None:
+                object.__setattr__(self.model, "input_shape", tuple(xb.shape[1:]))
+            yield xb, self._as_targets(batch[1], len(xb))
 
     def _own_threads(self) -> bool:
         """Whether the model has layers that split their work over nnforge's own threads.
@@ -191,11 +237,24 @@ class Trainer:
             clip_grad_norm_(params, self.grad_clip_norm)
 
     # -- evaluation ------------------------------------------------------------------------
-    def evaluate(self, X: Any, y: Any, batch_size: int = 256) -> dict[str, float]:
-        """Loss and metrics on (X, y), in eval mode, without gradients."""
-        X = _as_features(X, self.model.dtype)
-        y = self._as_targets(y, len(X))
-        out = self._forward(X, batch_size)
+    def evaluate(self, X: Any, y: Any = None, batch_size: int = 256) -> dict[str, float]:
+        """Loss and metrics on (X, y), or on a DataLoader's (x, y) batches, in eval mode,
+        without gradients."""
+        if isinstance(X, DataLoader):
+            if y is not None:
+                raise ConfigError("evaluate() with a DataLoader takes its targets from the "
+                                  "loader's (x, y) batches: leave y out")
+            parts = [(self._forward(xb, len(xb)), yb) for xb, yb in self._loader_batches(X)]
+            if not parts:
+                raise DataError("the DataLoader yielded no batches to evaluate")
+            out, y = np.concatenate([o for o, _ in parts]), np.concatenate([t for _, t in parts])
+        else:
+            if y is None:
+                raise ConfigError("evaluate() needs targets y for the arrays X (or a DataLoader "
+                                  "of (x, y) batches as X)")
+            X = _as_features(X, self.model.dtype)
+            y = self._as_targets(y, len(X))
+            out = self._forward(X, batch_size)
         with no_grad():
             loss = self.loss(Tensor(out, _keep=True), y)
         return {"loss": float(loss.data), **self._metrics(out, y)}
@@ -292,12 +351,14 @@ class Trainer:
                 "shuffle_rng": self._shuffle_rng.bit_generator.state,
                 "global_rng": nf_random.get_rng_state(), "history": self.history,
                 "callbacks": [{"type": type(cb).__name__, "state": cb.state_dict()}
-                              for cb in self.callbacks]}
+                              for cb in self.callbacks],
+                "loader": None if self._loader is None else self._loader.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore state_dict()'s output."""
         self._epochs_done, self._step = int(state["epochs_done"]), int(state["step"])
         self._resumed = True
+        self._loader_state = state.get("loader")  # applied to the loader the next fit() gets
         self._shuffle_rng.bit_generator.state = state["shuffle_rng"]
         nf_random.set_rng_state(state["global_rng"])
         self.history = {k: list(v) for k, v in state["history"].items()}
