@@ -40,14 +40,14 @@ class OrtPlan:
         opts.log_severity_level = 3  # warnings about unused initializers are not the user's
         self.session = ort.InferenceSession(model.SerializeToString(), opts,
                                             providers=["CPUExecutionProvider"])
-        self.input_name = graph.inputs[0].name
+        self.input_names = graph.input_names
         self.output_names = graph.output_names
         self.nbytes = 0
 
     def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """All outputs for the one input array."""
-        return self.session.run(self.output_names, {self.input_name: feeds[0]})
+        """All outputs for the input arrays (in graph input order)."""
+        return self.session.run(self.output_names, dict(zip(self.input_names, feeds)))
 
     def run_one(self, feeds: Sequence[np.ndarray]) -> Any:
         """The first output."""
-        return self.session.run(self.output_names[:1], {self.input_name: feeds[0]})[0]
+        return self.session.run(self.output_names[:1], dict(zip(self.input_names, feeds)))[0]

@@ -69,8 +69,6 @@ class InferenceSession:
             if full_shape is None and getattr(model, "input_shape", None) is not None:
                 full_shape = (None, *model.input_shape)
             raw = trace(model, full_shape, input_name=spec.get("name", "input"))
-        if len(raw.inputs) != 1:
-            raise ConfigError(f"expected a graph with one input, found {len(raw.inputs)}")
         #: the optimized graph (what runs)
         self.graph: Graph = optimize(raw, optimization, disabled_passes)
         self.optimization = optimization
@@ -85,6 +83,8 @@ class InferenceSession:
         self._ort = OrtPlan(raw, self.threads) if backend == "onnxruntime" else None
         self._in = self.graph.inputs[0]
         self._dtype = np.dtype(self._in.dtype)
+        #: more than one graph input: run() takes a dict by name (or a list in order)
+        self._multi = len(self.graph.inputs) > 1
         self._single = len(self.graph.outputs) == 1
         self._pools: dict[tuple[int, ...], list[Plan]] = {}
         self._lock = threading.Lock()
@@ -121,7 +121,13 @@ class InferenceSession:
 
     # -- raw inference -----------------------------------------------------------------------
     def run(self, x: Any) -> Any:
-        """Raw outputs for a batch x: an array, or a dict by name when there are several."""
+        """Raw outputs for a batch x: an array, or a dict by name when there are several.
+
+        For a model with several inputs, x is a dict of arrays by input name, or a list of
+        them in `input_names` order.
+        """
+        if self._multi:
+            return self._run_inputs(x)
         # the hot path: a handful of attribute reads and one dict lookup around the kernels
         if x.__class__ is not np.ndarray or x.dtype is not self._dtype:
             x = self._coerce(x)
@@ -140,24 +146,59 @@ class InferenceSession:
             if pool is not None and len(pool) < MAX_IDLE_PLANS:
                 pool.append(plan)
 
-    def _coerce(self, x: Any) -> np.ndarray:
+    def _coerce(self, x: Any, dtype: Any = None, what: str = "input") -> np.ndarray:
         """x as a C-contiguous array of the model's dtype, or a DTypeError."""
         arr = x if isinstance(x, np.ndarray) else _as_array(x)
         if arr.dtype.kind not in "biuf":
-            raise DTypeError(f"expected numeric input (float, int or bool), found dtype "
+            raise DTypeError(f"expected numeric {what} (float, int or bool), found dtype "
                              f"{arr.dtype}")
-        return np.ascontiguousarray(arr, dtype=self._dtype)
+        return np.ascontiguousarray(arr, dtype=self._dtype if dtype is None else dtype)
 
-    def _new_plan(self, shape: tuple[int, ...]) -> Plan:
-        """Check the shape against the graph input and compile a plan for it."""
-        expected = self._in.shape or ()
-        ok = len(shape) == len(expected) and all(
-            not isinstance(e, int) or e == s for e, s in zip(expected, shape))
-        if not ok:
-            raise ShapeError(f"expected input of shape {_fmt(expected)}, found {tuple(shape)}")
-        if shape[0] == 0:
-            raise ShapeError(f"expected at least one row, found input of shape {tuple(shape)}")
-        plan = (compile_plan(self.graph, [shape], self.check_finite, self.threads)
+    def _run_inputs(self, x: Any) -> Any:
+        """run() for a model with several inputs."""
+        names = self.graph.input_names
+        if isinstance(x, dict):
+            if sorted(x) != sorted(names):
+                raise ConfigError(f"expected inputs {names}, found {sorted(map(str, x))}")
+            arrays = [x[n] for n in names]
+        elif isinstance(x, (list, tuple)) and len(x) == len(names):
+            arrays = list(x)
+        else:
+            raise ConfigError(f"this model has {len(names)} inputs {names}: pass a dict of "
+                              f"arrays by name or a list of {len(names)} in that order, found "
+                              f"{type(x).__name__}")
+        feeds = tuple(self._coerce(a, v.dtype, f"input {v.name!r}")
+                      for a, v in zip(arrays, self.graph.inputs))
+        key = tuple(a.shape for a in feeds)
+        try:
+            plan = self._pools[key].pop()
+        except (KeyError, IndexError):
+            plan = self._new_plan(key)
+        try:
+            if self.check_finite:
+                for i, a in enumerate(feeds):
+                    if i not in plan.probed and not isfinite(add_reduce(a, None)):
+                        check_finite(a)
+            outs = plan.run(feeds)
+        finally:
+            pool = self._pools.get(key)
+            if pool is not None and len(pool) < MAX_IDLE_PLANS:
+                pool.append(plan)
+        return outs[0] if self._single else dict(zip(self.graph.output_names, outs))
+
+    def _new_plan(self, shape: tuple) -> Plan:
+        """Check the shape(s) against the graph input(s) and compile a plan for them."""
+        shapes = shape if self._multi else (shape,)
+        for v, s in zip(self.graph.inputs, shapes):
+            expected = v.shape or ()
+            ok = len(s) == len(expected) and all(
+                not isinstance(e, int) or e == d for e, d in zip(expected, s))
+            what = f"input {v.name!r}" if self._multi else "input"
+            if not ok:
+                raise ShapeError(f"expected {what} of shape {_fmt(expected)}, found {tuple(s)}")
+            if s[0] == 0:
+                raise ShapeError(f"expected at least one row, found {what} of shape {tuple(s)}")
+        plan = (compile_plan(self.graph, list(shapes), self.check_finite, self.threads)
                 if self._ort is None else self._ort)
         with self._lock:
             if shape not in self._pools:
@@ -169,6 +210,9 @@ class InferenceSession:
     # -- task-level prediction ---------------------------------------------------------------
     def predict(self, x: Any, batch_size: int | None = None) -> Prediction:
         """Preprocess, run in chunks of batch_size rows (bounded memory), post-process."""
+        if self._multi:
+            raise ConfigError(f"predict() needs a model with one input; this one has "
+                              f"{self.graph.input_names}: call run() with a dict of arrays")
         arr = x if isinstance(x, np.ndarray) else _as_array(x)
         if arr.dtype.kind not in "biuf":
             raise DTypeError(f"expected numeric input (float, int or bool), found dtype "
