@@ -28,7 +28,8 @@ def relu_floor(x: Any) -> Any:
     n = x.size if x.size <= ZEROS_MAX_ELEMENTS else x.shape[-1]
     buf = _ZEROS.get(x.dtype.str)
     if buf is None or buf.size < n:
-        buf = np.zeros(max(n, 2 * (0 if buf is None else buf.size)), x.dtype)
+        grown = min(2 * (0 if buf is None else buf.size), ZEROS_MAX_ELEMENTS)
+        buf = np.zeros(max(n, grown), x.dtype)  # at most ZEROS_MAX_ELEMENTS
         buf.flags.writeable = False
         _ZEROS[x.dtype.str] = buf  # views of a replaced buffer keep it alive: still zeros
     return buf[:n].reshape(x.shape if n == x.size else x.shape[-1:])
