@@ -305,15 +305,14 @@ def test_clip_bounds_are_compared_in_the_tensors_precision():
 
 
 def test_relu_floor_gives_read_only_zeros_of_bounded_size():
-    activation = A
     x = np.ones((3, 5), np.float32)
-    z = activation.relu_floor(x)
+    z = A.relu_floor(x)
     assert z.shape == (3, 5) and z.dtype == np.float32 and not z.any()
     assert not z.flags.writeable
     big = np.lib.stride_tricks.as_strided(np.ones(1, np.float32),
-                                          (activation.ZEROS_MAX_ELEMENTS + 1, 2), (0, 0))
-    row = activation.relu_floor(big)  # beyond the cap: a row to broadcast, not a huge array
+                                          (A.ZEROS_MAX_ELEMENTS + 1, 2), (0, 0))
+    row = A.relu_floor(big)  # beyond the cap: a row to broadcast, not a huge array
     assert row.shape == (2,)
-    assert activation._ZEROS["<f4"].size <= activation.ZEROS_MAX_ELEMENTS
-    np.testing.assert_array_equal(np.maximum(np.array([-1.0, 2.0]), activation.relu_floor(
+    assert A._ZEROS["<f4"].size <= A.ZEROS_MAX_ELEMENTS
+    np.testing.assert_array_equal(np.maximum(np.array([-1.0, 2.0]), A.relu_floor(
         np.zeros(2))), [0.0, 2.0])
