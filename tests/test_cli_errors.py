@@ -31,7 +31,20 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "nan.csv").write_text("1,2,3,4\n5,nan,7,8\n")
     (d / "bad.json").write_text('{"instances": [[1, 2, 3, 4], [1, 2]]}')
     (d / "bad.yaml").write_text("dataset: iris\nepoch: 3\n")
+    _two_input_onnx(d / "two.onnx")
     return d
+
+
+def _two_input_onnx(path: Path) -> None:
+    """An ONNX model with inputs a and b (y = a + b), which the command line does not run."""
+    from onnx import TensorProto, helper, save  # noqa: PLC0415 - the onnx extra
+
+    spec = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4]) for n in "aby"]
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "two", spec[:2],
+                              spec[2:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    save(model, str(path))
 
 
 CASES = {
@@ -56,6 +69,9 @@ CASES = {
     "truncated model (evaluate)": (["evaluate", "truncated.nnf", "--data", "good.csv"], 1,
                                    ["truncated.nnf"]),
     "corrupt model (bench)": (["bench", "garbage.nnf"], 1, ["garbage.nnf"]),
+    "two-input model (bench)": (["bench", "two.onnx"], 1, ["single-input", "['a', 'b']"]),
+    "two-input model (predict)": (["predict", "two.onnx", "--input", "good.csv"], 1,
+                                  ["single-input", "['a', 'b']"]),
     "unknown setting in config": (["train", "--config", "bad.yaml"], 1,
                                   ["bad.yaml", "unknown setting 'epoch'"]),
     "unknown flag": (["predict", "m.nnf", "--input", "good.csv", "--bogus"], 2,

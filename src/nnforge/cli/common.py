@@ -234,6 +234,10 @@ def require_matplotlib() -> Any:
 
 def sample_shape(session: Any) -> tuple[Any, ...]:
     """The shape of one input sample (no batch dimension), from the model's manifest."""
+    if len(session.input_names) > 1:
+        raise UsageError(f"the command line runs single-input models; this one has inputs "
+                         f"{session.input_names} (from Python, InferenceSession.run takes a "
+                         f"dict of arrays)", EXIT_FAILURE)
     specs = session.manifest.get("inputs") if isinstance(session.manifest, dict) else None
     if specs:
         return tuple(specs[0]["shape"][1:])
