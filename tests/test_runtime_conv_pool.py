@@ -1,7 +1,7 @@
 """The runtime's fused Conv + activation + MaxPool kernels against the reference ops.
 
 Two paths compute it: the plain one (gathered columns, then a separable pool) and, for a
-2x2/2 pool after a stride-1 conv with few input taps, the space-to-depth one. Both must equal
+2x2/2 pool after a stride-1 conv with few input channels, the space-to-depth one. Both must equal
 conv -> activation -> pool evaluated op by op, for every padding and size parity, activations
 that do and do not commute with max, a graph input or an intermediate value as the input,
 and batches that split into several chunks, blocks and worker threads.
@@ -74,7 +74,7 @@ def test_space_to_depth_path_is_taken_only_where_it_pays(rng: np.random.Generato
     g = _graph(CASES[0], "Relu", 0.0, rng, False)
     x = rng.standard_normal((9, 1, 28, 28)).astype(F32)
     s2d = compile_plan(g, [x.shape], threads=2).run((x,))[0]
-    monkeypatch.setattr(runtime_conv, "S2D_MAX_TAPS", 0)
+    monkeypatch.setattr(runtime_conv, "S2D_MAX_DEPTH", 0)
     plain = compile_plan(g, [x.shape], threads=2).run((x,))[0]
     np.testing.assert_allclose(s2d, plain, rtol=1e-5, atol=1e-5 * float(np.abs(plain).max()))
 
