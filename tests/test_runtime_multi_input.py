@@ -60,6 +60,8 @@ def test_several_inputs_mistakes_get_one_clear_error(two_inputs: str) -> None:
     a, b = np.ones((2, 4), F32), np.ones((2, 3), F32)
     with pytest.raises(ConfigError, match=r"expected inputs \['a', 'b'\], found \['a'\]"):
         session.run({"a": a})
+    with pytest.raises(ConfigError, match=r"expected inputs \['a', 'b'\], found \['0', 'a'\]"):
+        session.run({"a": a, 0: b})
     with pytest.raises(ConfigError, match="has 2 inputs"):
         session.run(a)
     with pytest.raises(ShapeError, match=r"input 'b' of shape \(N, 3\), found \(2, 4\)"):

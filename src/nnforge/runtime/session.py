@@ -158,7 +158,7 @@ class InferenceSession:
         """run() for a model with several inputs."""
         names = self.graph.input_names
         if isinstance(x, dict):
-            if sorted(x) != sorted(names):
+            if set(x) != set(names):
                 raise ConfigError(f"expected inputs {names}, found {sorted(map(str, x))}")
             arrays = [x[n] for n in names]
         elif isinstance(x, (list, tuple)) and len(x) == len(names):
@@ -196,7 +196,7 @@ class InferenceSession:
             what = f"input {v.name!r}" if self._multi else "input"
             if not ok:
                 raise ShapeError(f"expected {what} of shape {_fmt(expected)}, found {tuple(s)}")
-            if s[0] == 0:
+            if s and s[0] == 0:
                 raise ShapeError(f"expected at least one row, found {what} of shape {tuple(s)}")
         plan = (compile_plan(self.graph, list(shapes), self.check_finite, self.threads)
                 if self._ort is None else self._ort)
