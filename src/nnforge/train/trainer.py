@@ -38,6 +38,19 @@ def _as_features(X: Any, dtype: Any, what: str = "X") -> np.ndarray:
     return arr
 
 
+def _loader_arg(X: Any, y: Any, what: str) -> DataLoader | None:
+    """X when it is a DataLoader (y must then be left out); None for arrays (y is needed)."""
+    if isinstance(X, DataLoader):
+        if y is not None:
+            raise ConfigError(f"{what} with a DataLoader takes its targets from the loader's "
+                              f"(x, y) batches: leave y out")
+        return X
+    if y is None:
+        raise ConfigError(f"{what} needs targets y for the arrays X (or a DataLoader of (x, y) "
+                          f"batches as X)")
+    return None
+
+
 class Trainer:
     """Trains a Module: `fit`, `evaluate`, `predict`, with callbacks, metrics and checkpoints."""
 
@@ -92,18 +105,12 @@ class Trainer:
             raise ConfigError(f"epochs must be a positive integer, found {epochs!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, found {batch_size!r}")
-        loader = X if isinstance(X, DataLoader) else None
+        loader = _loader_arg(X, y, "fit()")
         if loader is not None:
-            if y is not None:
-                raise ConfigError("fit() with a DataLoader takes its targets from the loader's "
-                                  "(x, y) batches: leave y out")
             if validation_split:
                 raise ConfigError("validation_split needs arrays; with a DataLoader pass "
                                   "validation_data (arrays or another DataLoader)")
         else:
-            if y is None:
-                raise ConfigError("fit() needs targets y for the arrays X (or a DataLoader of "
-                                  "(x, y) batches as X)")
             X = _as_features(X, self.model.dtype)
             y = self._as_targets(y, len(X))
             if validation_data is None and validation_split:
@@ -240,18 +247,13 @@ class Trainer:
     def evaluate(self, X: Any, y: Any = None, batch_size: int = 256) -> dict[str, float]:
         """Loss and metrics on (X, y), or on a DataLoader's (x, y) batches, in eval mode,
         without gradients."""
-        if isinstance(X, DataLoader):
-            if y is not None:
-                raise ConfigError("evaluate() with a DataLoader takes its targets from the "
-                                  "loader's (x, y) batches: leave y out")
-            parts = [(self._forward(xb, len(xb)), yb) for xb, yb in self._loader_batches(X)]
+        loader = _loader_arg(X, y, "evaluate()")
+        if loader is not None:
+            parts = [(self._forward(xb, len(xb)), yb) for xb, yb in self._loader_batches(loader)]
             if not parts:
                 raise DataError("the DataLoader yielded no batches to evaluate")
             out, y = np.concatenate([o for o, _ in parts]), np.concatenate([t for _, t in parts])
         else:
-            if y is None:
-                raise ConfigError("evaluate() needs targets y for the arrays X (or a DataLoader "
-                                  "of (x, y) batches as X)")
             X = _as_features(X, self.model.dtype)
             y = self._as_targets(y, len(X))
             out = self._forward(X, batch_size)
