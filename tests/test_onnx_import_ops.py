@@ -31,6 +31,21 @@ def case(cid: str, nodes: list, shape: tuple, inits: dict | None = None, opset: 
 
 C = np.array  # constants read better as C([...], F32)
 
+
+def torch_pad(pads: list[int], rank: int, **attrs: object) -> list:
+    """F.pad as torch's classic exporter writes it: the pads (last dim first, begin/end pairs)
+    padded with ConstantOfShape zeros, then reordered into ONNX's layout at run time."""
+    const = [helper.make_node("Constant", [], [k], value=numpy_helper.from_array(C(v, I64)))
+             for k, v in (("n", [2 * rank - len(pads)]), ("p", pads), ("pair", [-1, 2]),
+                          ("flat", [-1]), ("s0", [-1]), ("s1", [-(2**63) + 1]), ("ax", [0]))]
+    zero = numpy_helper.from_array(C([0], I64))
+    return [*const, node("ConstantOfShape", ["n"], "z", value=zero),
+            node("Concat", ["p", "z"], "c", axis=0), node("Reshape", ["c", "pair"], "r"),
+            node("Slice", ["r", "s0", "s1", "ax", "s0"], "rev"),
+            node("Transpose", ["rev"], "t", perm=[1, 0]), node("Reshape", ["t", "flat"], "f"),
+            node("Cast", ["f"], "pads", to=TensorProto.INT64),
+            node("Pad", ["x", "pads", *(["v"] if attrs.get("mode") is None else [])], **attrs)]
+
 CASES = [
     # -- dense ----------------------------------------------------------------------------
     case("Gemm", [node("Gemm", ["x", "w", "b"])], ("N", 3),
@@ -101,6 +116,10 @@ CASES = [
     case("LogSoftmax", [node("LogSoftmax", ["x"])], ("N", 6)),
     case("LogSoftmax axis 1", [node("LogSoftmax", ["x"], axis=1)], ("N", 3, 4)),
     case("Gelu", [node("Gelu", ["x"])], ("N", 6), opset=20),
+    case("Gelu tanh", [node("Gelu", ["x"], approximate="tanh")], ("N", 2, 6), opset=20),
+    case("Gelu tanh of a constant", [node("Gelu", ["c"], "g", approximate="tanh"),
+                                     node("Add", ["x", "g"])], ("N", 3),
+         {"c": C([-2, 0, 1.5], F32)}, opset=20),
     case("Gelu erf formula", [node("Div", ["x", "s2"], "d"), node("Erf", ["d"], "e"),
                               node("Add", ["e", "one"], "a"), node("Mul", ["x", "a"], "m"),
                               node("Mul", ["m", "half"])], ("N", 6),
@@ -198,6 +217,9 @@ CASES = [
          {"p": C([0, 1, 0, 0, 2, 2], I64)}),
     case("Pad axes", [node("Pad", ["x", "p", "", "a"])], ("N", 2, 3, 4),
          {"p": C([1, 2, 0, 1], I64), "a": C([-1, 1], I64)}, opset=18),
+    case("Pad from ConstantOfShape (torch F.pad)", torch_pad([1, 2, 0, 1], 4), ("N", 2, 4, 4),
+         {"v": C(0.5, F32)}, opset=13),
+    case("Pad reflect from ConstantOfShape", torch_pad([2, 1], 3, mode="reflect"), ("N", 2, 4)),
     case("Gather", [node("Gather", ["x", "i"], axis=1)], ("N", 5), {"i": C([4, 0, 2, 2], I64)}),
     case("Gather scalar negative", [node("Gather", ["x", "i"], axis=-1)], ("N", 3, 5),
          {"i": C(-2, I64)}),
@@ -308,5 +330,24 @@ def test_several_outputs_come_back_by_name(tmp_path) -> None:
     for backend in ("numpy", "onnxruntime"):
         got = InferenceSession(tmp_path / "two.onnx", backend=backend).run(x)
         assert list(got) == ["a", "b"]
+        for g, e in zip(got.values(), expected):
+            np.testing.assert_allclose(g, e, rtol=1e-6)
+
+
+def test_constant_of_shape_left_as_an_output_runs(tmp_path) -> None:
+    """A ConstantOfShape the importer cannot fold (it is a graph output) runs as a kernel."""
+    fill = numpy_helper.from_array(C([2.5], F32))
+    nodes = [node("Relu", ["x"], "a"), node("ConstantOfShape", ["s"], "b", value=fill)]
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])
+    outs = [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 3])]
+    graph = helper.make_graph(nodes, "g", [x_info], outs, [numpy_helper.from_array(C([2, 3], I64),
+                                                                                  "s")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, str(tmp_path / "cos.onnx"))
+    x = np.linspace(-2, 2, 6, dtype=F32).reshape(2, 3)
+    expected = ort.InferenceSession(str(tmp_path / "cos.onnx")).run(None, {"x": x})
+    for level in ("none", "all"):
+        got = InferenceSession(tmp_path / "cos.onnx", optimization=level).run(x)
         for g, e in zip(got.values(), expected):
             np.testing.assert_allclose(g, e, rtol=1e-6)

@@ -7,6 +7,7 @@
   inputs are all constant are folded into initializers on the way, and `auto_pad` SAME becomes
   explicit pads.
 * `fuse_gelu`: the erf formula exporters build for GELU (Div, Erf, Add, Mul, Mul) -> one Gelu.
+* `expand_tanh_gelu`: Gelu(approximate='tanh') (opset 20+) -> its formula in Mul, Add, Tanh.
 * `decompose_gemm`: a Gemm whose B or C is computed at run time -> MatMul, Mul, Add (the Gemm
   kernel prepares B and C once, at compile time).
 """
@@ -33,6 +34,7 @@ _MAX_SYMBOLIC = 64  # longer integer vectors are data, not shapes
 def normalize(graph: Graph) -> Graph:
     """All import-time passes, then dead-code elimination and shape inference."""
     g = drop_unused_outputs(graph)
+    g = expand_tanh_gelu(g)  # first, so that a constant input folds like any other
     g = fold_shapes(g)
     _drop_allowzero(g)
     g = fuse_gelu(g)
@@ -283,6 +285,43 @@ def fuse_gelu(graph: Graph) -> Graph:
     return g
 
 
+def expand_tanh_gelu(graph: Graph) -> Graph:
+    """Gelu(approximate='tanh') -> 0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2)))."""
+    g = graph.copy()
+    nodes: list[Node] = []
+    for n in list(g.nodes):  # `emit` appends to g.nodes to reserve names
+        if n.op != "Gelu" or n.attrs.get("approximate", "none") != "tanh":
+            nodes.append(n)
+            continue
+        emit, const = _builders(g, n.name or "gelu", nodes)
+        x, one = n.inputs[0], const("one", 1.0)
+        inner = emit("Mul", [x, emit("Add", [emit("Mul", [emit("Mul", [x, x], "sq"),
+                                                          const("c", 0.044715)], "cube"),
+                                             one], "poly")], "inner")
+        t = emit("Tanh", [emit("Mul", [inner, const("k", math.sqrt(2 / math.pi))], "scaled")],
+                 "tanh")
+        emit("Mul", [emit("Mul", [x, const("half", 0.5)], "half_x"),
+                     emit("Add", [t, one], "cdf")], "gelu")
+        nodes[-1].outputs = list(n.outputs)
+    g.nodes = nodes
+    return g
+
+
+def _builders(g: Graph, base: str, out: list[Node]) -> tuple[Any, Any]:
+    """emit(op, inputs, suffix, **attrs) -> output name, const(suffix, v) -> scalar name."""
+    def emit(op: str, inputs: list[str], suffix: str, **attrs: Any) -> str:
+        name = g.unique_name(f"{base}/{suffix}")
+        out.append(Node(op, inputs, [name], attrs, name))
+        g.nodes.append(out[-1])  # reserve the name
+        return name
+
+    def const(suffix: str, v: float) -> str:
+        name = g.unique_name(f"{base}/{suffix}")
+        g.initializers[name] = np.asarray(v, np.float32)
+        return name
+    return emit, const
+
+
 # -- Gemm with a computed B or C ----------------------------------------------------------------
 def decompose_gemm(graph: Graph) -> Graph:
     """Gemm whose B or C is not an initializer -> [Transpose] MatMul [Mul] [Add]."""
@@ -299,19 +338,7 @@ def decompose_gemm(graph: Graph) -> Graph:
 
 def _gemm_nodes(g: Graph, n: Node) -> list[Node]:
     out: list[Node] = []
-    base = n.name or "gemm"
-
-    def emit(op: str, inputs: list[str], suffix: str, **attrs: Any) -> str:
-        name = g.unique_name(f"{base}/{suffix}")
-        out.append(Node(op, inputs, [name], attrs, name))
-        g.nodes.append(out[-1])  # reserve the name
-        return name
-
-    def const(suffix: str, v: float) -> str:
-        name = g.unique_name(f"{base}/{suffix}")
-        g.initializers[name] = np.asarray(v, np.float32)
-        return name
-
+    emit, const = _builders(g, n.name or "gemm", out)
     a, b = n.inputs[0], n.inputs[1]
     c = n.inputs[2] if len(n.inputs) > 2 and n.inputs[2] else None
     alpha, beta = n.attrs.get("alpha", 1.0), n.attrs.get("beta", 1.0)

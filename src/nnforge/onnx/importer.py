@@ -134,7 +134,8 @@ def _unsupported(node: onnx.NodeProto, opset: int) -> str:
         return f"{where} with an Indices output"
     if op == "BatchNormalization" and ("training_mode" in attrs and attrs["training_mode"].i):
         return f"{where} in training mode"
-    if op == "Gelu" and "approximate" in attrs and attrs["approximate"].s != b"none":
+    if op == "Gelu" and "approximate" in attrs and attrs["approximate"].s not in (b"none",
+                                                                                  b"tanh"):
         return f"{where} with approximate={attrs['approximate'].s.decode()!r}"
     if op == "Cast" and attrs["to"].i not in ONNX_DTYPES:
         return f"{where} to ONNX type {attrs['to'].i}"

@@ -15,6 +15,7 @@ from ..graph.ir import Node
 from ..graph.ops_onnx import (
     ONNX_DTYPES,
     _pad_amounts,
+    constant_of_shape,
     constant_value,
     pad_array,
     reduce_axes,
@@ -155,4 +156,10 @@ def _slice(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
 @kernel("Constant")
 def _constant(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     value, y = ctx.const(constant_value(node)), outs[0]
+    return lambda feeds: np.copyto(y, value)
+
+
+@kernel("ConstantOfShape")
+def _constant_of_shape(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    value, y = ctx.const(constant_of_shape(node, ins[0])), outs[0]
     return lambda feeds: np.copyto(y, value)
