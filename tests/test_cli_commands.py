@@ -281,3 +281,44 @@ def test_cnn_preset_trains_on_flat_pixel_rows_and_predicts_them(tmp_path: Path) 
                        "64")).splitlines()
     want = nf.InferenceSession(tmp_path / "cnn.nnf").predict(x.reshape(-1, 1, 8, 8))
     assert [int(line.split(",")[0]) for line in lines[1:]] == want.classes.tolist()
+
+
+def test_predict_output_dash_is_stdout_and_json_may_start_with_a_bom(work: Path) -> None:
+    """'-o -' used to write a file named '-'; a BOM (Windows tools) used to fail the JSON."""
+    x = iris_rows(2)
+    (work / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(x.tolist()).encode())
+    out = ok(nnforge(work, "predict", MODEL, "--input", "bom.json", "--output", "-"))
+    assert out.splitlines()[0].startswith("class,label,") and len(out.splitlines()) == 3
+    assert not (work / "-").exists()
+
+
+def test_train_into_a_closed_pipe_still_saves_the_model(tmp_path: Path) -> None:
+    """`nnforge train ... | head -1` used to stop at the first print, exit 0, save nothing."""
+    base = {k: v for k, v in os.environ.items() if k != "NNFORGE_DEBUG"}
+    proc = subprocess.Popen([sys.executable, "-m", "nnforge", "train", "--dataset", "iris",
+                             "--epochs", "3", "-o", "m.nnf"], cwd=tmp_path, env=base,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader goes away before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert "Traceback" not in err and "Exception ignored" not in err
+    assert nf.load(tmp_path / "m.nnf").manifest["task"] == "multiclass"
+
+
+def test_train_reads_a_json_config_with_a_bom(tmp_path: Path) -> None:
+    (tmp_path / "c.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(
+        {"dataset": "iris", "epochs": 1, "output": "c.nnf"}).encode())
+    ok(nnforge(tmp_path, "train", "--config", "c.json", "-q"))
+    assert (tmp_path / "c.nnf").is_file()
+
+
+def test_info_reads_an_exported_onnx_file_which_others_can_read(work: Path) -> None:
+    """info used to refuse .onnx files that predict and bench run; exports were mode 0600."""
+    pytest.importorskip("onnx")
+    ok(nnforge(work, "export", MODEL, "-o", "iris.onnx"))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (work / "iris.onnx").stat().st_mode & 0o777 == 0o666 & ~mask
+    out = ok(nnforge(work, "info", "iris.onnx", "--graph"))
+    assert "onnx (opset" in out and "setosa" in out and "inference graph" in out

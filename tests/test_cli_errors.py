@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -31,6 +32,9 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "nan.csv").write_text("1,2,3,4\n5,nan,7,8\n")
     (d / "bad.json").write_text('{"instances": [[1, 2, 3, 4], [1, 2]]}')
     (d / "bad.yaml").write_text("dataset: iris\nepoch: 3\n")
+    (d / "binary.yaml").write_bytes(b"PK\x03\x04\xaf\xff")
+    (d / "columns.json").write_text(json.dumps({f"c{i}": [1.0] for i in range(6)}))
+    (d / "sub").mkdir()
     _two_input_onnx(d / "two.onnx")
     return d
 
@@ -83,6 +87,36 @@ CASES = {
     "unknown command": (["fly"], 2, ["fly"]),
     "unknown output format": (["predict", "m.nnf", "--input", "good.csv", "--format", "xml"],
                               2, ["--format"]),
+    # found in the CLI audit: each of these used to overwrite a file, fail late or unclearly
+    "predict output over its input": (["predict", "m.nnf", "--input", "good.csv", "--output",
+                                       "good.csv"], 2, ["--input file 'good.csv'", "overwrite"]),
+    "predict output over its model": (["predict", "m.nnf", "--input", "good.csv", "--output",
+                                       "./m.nnf", "--format", "csv"], 2,
+                                      ["model file 'm.nnf'", "overwrite"]),
+    "unsupported output suffix": (["predict", "m.nnf", "--input", "good.csv", "--output",
+                                   "p.xml"], 2, [".csv or .json", "--format", "'p.xml'"]),
+    "output is a directory": (["predict", "m.nnf", "--input", "good.csv", "--output", "sub"], 1,
+                              ["--output", "found a directory at 'sub'"]),
+    "label column on JSON": (["predict", "m.nnf", "--input", "bad.json", "--label-column", "0"],
+                             2, ["--label-column", "CSV inputs only", "bad.json"]),
+    "JSON object of columns": (["predict", "m.nnf", "--input", "columns.json"], 1,
+                               ["'instances'", "keys [c0, c1, c2, c3, c4, ... (6 in all)]"]),
+    "train output over its data": (["train", "--data", "good.csv", "-o", "good.csv"], 2,
+                                   ["--data file 'good.csv'", "overwrite"]),
+    "train output is a directory": (["train", "--data", "good.csv", "-o", "sub"], 1,
+                                    ["--output", "directory"]),
+    "train output under a file": (["train", "--data", "good.csv", "-o", "good.csv/m.nnf"], 1,
+                                  ["good.csv/m.nnf", "found a file at 'good.csv'"]),
+    "report path is a file": (["evaluate", "m.nnf", "--data", "good.csv", "--report",
+                               "good.csv"], 1, ["--report", "directory", "good.csv"]),
+    "binary config file": (["train", "--config", "binary.yaml"], 1, ["binary.yaml", "UTF-8"]),
+    "config path is a directory": (["train", "--config", "sub"], 1, ["'sub'", "directory"]),
+    "export over its model": (["export", "m.nnf", "-o", "m.nnf"], 2, [".onnx", "'m.nnf'"]),
+    "export into a directory": (["export", "m.nnf", "-o", "sub"], 1,
+                                ["found a directory at 'sub'"]),
+    "import over its source": (["import", "two.onnx", "-o", "two.onnx"], 2,
+                               [".nnf", "'two.onnx'"]),
+    "import a directory": (["import", "sub", "-o", "x.nnf"], 1, ["ONNX", "directory"]),
 }
 
 
@@ -108,6 +142,18 @@ def test_a_failed_predict_leaves_no_output_file(work: Path) -> None:
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
     assert not (work / "out.csv").exists() and not list(work.glob(".out.csv.*"))
+
+
+def test_same_file_outputs_leave_the_inputs_intact(work: Path) -> None:
+    """predict/train/export into their own input used to replace it with their output."""
+    before = {n: (work / n).read_bytes() for n in ("good.csv", "m.nnf")}
+    for args in (["predict", "m.nnf", "--input", "good.csv", "-o", "good.csv"],
+                 ["train", "--data", "good.csv", "-o", "good.csv"],
+                 ["export", "m.nnf", "-o", "m.nnf"]):
+        r = subprocess.run([sys.executable, "-m", "nnforge", *args], cwd=work,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2, r.stderr
+    assert {n: (work / n).read_bytes() for n in before} == before
 
 
 def test_debug_mode_shows_the_traceback(work: Path) -> None:

@@ -192,6 +192,50 @@ def print_json(obj: Any) -> None:
     print(json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False))
 
 
+class _PipeSafeStdout:
+    """stdout that goes quiet, instead of raising, once its reader has gone away."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream, self.broken = stream, False
+
+    def _guard(self, call: Any, *args: Any) -> Any:
+        if not self.broken:
+            try:
+                return call(*args)
+            except BrokenPipeError:
+                self.broken = True
+                with contextlib.suppress(OSError):  # later flushes, even at exit, go nowhere
+                    devnull = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(devnull, self._stream.fileno())
+                    os.close(devnull)
+        return None
+
+    def write(self, text: str) -> int:
+        self._guard(self._stream.write, text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._guard(self._stream.flush)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def stdout_may_close() -> Iterator[None]:
+    """For commands whose real output is a file (train): `| head` must not stop the work.
+
+    Without it the first print after the reader left raised BrokenPipeError, which ended the
+    training before the model was saved, and the command still exited 0.
+    """
+    original = sys.stdout
+    sys.stdout = _PipeSafeStdout(original)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout = original
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -217,6 +261,50 @@ def atomic_output(path: str | os.PathLike, newline: str | None = "") -> Iterator
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _same_file(a: Path, b: str | os.PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): they cannot be the same file
+        return False
+
+
+def check_output_path(path: str | os.PathLike, flag: str,
+                      inputs: Sequence[tuple[str, str | os.PathLike | None]] = ()) -> None:
+    """Before any work: refuse an output that is a directory, lies under a file, or is an input.
+
+    Found late, these failures would waste a training run or, for a same-file output, replace
+    the input (data, config or model) with the result.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"expected {flag} to name a file, found a directory at "
+                         f"{str(target)!r}", EXIT_FAILURE)
+    _check_parents(target, flag)
+    for name, other in inputs:
+        if other is not None and _same_file(target, other):
+            raise UsageError(f"expected {flag} to differ from the {name} {str(other)!r}; "
+                             f"writing there would overwrite it")
+
+
+def check_output_dir(path: str | os.PathLike, flag: str) -> None:
+    """Before any work: refuse an output directory that is a file or lies under a file."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"expected {flag} to name a directory, found a file at "
+                         f"{str(target)!r}", EXIT_FAILURE)
+    _check_parents(target, flag)
+
+
+def _check_parents(target: Path, flag: str) -> None:
+    # the nearest existing ancestor decides whether the missing folders can be created
+    for folder in target.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise UsageError(f"expected {flag} {str(target)!r} to lie in a directory, found "
+                                 f"a file at {str(folder)!r}", EXIT_FAILURE)
+            return
 
 
 def require_matplotlib() -> Any:

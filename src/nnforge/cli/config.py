@@ -75,13 +75,23 @@ CONVERTERS: dict[str, Callable[[str], Any]] = {
 }
 
 
+def _read_text(p: Path, what: str) -> str:
+    """The UTF-8 text of a settings file (a BOM, as Windows editors write, is dropped)."""
+    try:
+        return p.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"expected {what} at {str(p)!r}, found no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"expected {what} at {str(p)!r}, found a directory") from None
+    except UnicodeDecodeError:  # its message alone would not name the file
+        raise ConfigError(f"expected {what} of UTF-8 text at {str(p)!r}, found binary or "
+                          f"other non-UTF-8 data") from None
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Parse a .yaml/.yml or .json config file into a dict."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"expected a config file at {str(p)!r}, found no such file") from None
+    text = _read_text(p, "a config file")
     if p.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml  # noqa: PLC0415 - optional: only YAML configs need it
@@ -181,11 +191,9 @@ def load_architecture(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         return value
     p = Path(value)
+    text = _read_text(p, "an architecture JSON file")
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"expected an architecture JSON file at {str(p)!r}, found no such "
-                          f"file") from None
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{p}: expected valid JSON, found: {exc}") from None
     if not isinstance(data, dict):

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .common import (
+    check_output_dir,
     fraction,
     new_command,
     nonnegative_int,
@@ -58,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from .predict import _conform, prediction_columns  # noqa: PLC0415
     from .scoring import compute_metrics, confusion, print_confusion, print_metrics  # noqa: PLC0415
 
-    if args.report:
+    if args.report:  # before the work, not after the metrics are printed
+        check_output_dir(args.report, "--report")
         require_matplotlib()
     session = InferenceSession(args.model)
     manifest = session.manifest

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import new_command, print_json, print_table
+from .common import EXIT_FAILURE, UsageError, new_command, print_json, print_table
 
 EXAMPLES = """\
   nnforge info models/digits/1/model.nnf
@@ -22,9 +22,10 @@ def add_parser(sub: Any) -> None:
     p = new_command(sub, "info", "show what a model file holds",
                     "Print a model's manifest (task, labels, inputs and outputs, "
                     "preprocessing, metrics), a table of its layers with output shapes, "
-                    "parameter counts and bytes, and optionally its optimized inference graph.",
+                    "parameter counts and bytes, and optionally its optimized inference graph. "
+                    "An .onnx file is read as `nnforge import` would read it.",
                     EXAMPLES)
-    p.add_argument("model", metavar="MODEL", help="the .nnf model file")
+    p.add_argument("model", metavar="MODEL", help="the .nnf model file (or an .onnx file)")
     p.add_argument("--graph", action="store_true",
                    help="also print the inference graph after optimization")
     p.add_argument("--optimization", choices=("none", "basic", "all"), default="all",
@@ -45,13 +46,27 @@ def _leaves(model: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix or "model", model)]
 
 
-def layer_table(model: Any, input_shape: tuple[int, ...]) -> list[dict[str, Any]]:
+def _load(path: str) -> Any:
+    """A .nnf model, or an .onnx file as the module `nnforge import` would save."""
+    import nnforge as nf  # noqa: PLC0415
+
+    if Path(path).suffix.lower() != ".onnx" or Path(path).is_dir():
+        return nf.load(path)  # validates checksums and the architecture
+    try:
+        from ..onnx.convert import to_module  # noqa: PLC0415 - the onnx extra
+    except ModuleNotFoundError as exc:
+        raise UsageError(f"reading {path!r} needs the Python package {exc.name!r}; install "
+                         f"it with: pip install 'nnforge[onnx]'", EXIT_FAILURE) from None
+    return to_module(path)
+
+
+def layer_table(model: Any, input_shape: tuple[int, ...] | None) -> list[dict[str, Any]]:
     """name, type, output shape, parameters and bytes of each layer (one zero sample run)."""
     from ..autograd import no_grad  # noqa: PLC0415
 
     rows = []
-    x: Any = np.zeros((1, *input_shape), dtype=np.float32)
-    shape_known = True
+    shape_known = input_shape is not None  # unknown: the shapes column shows '?'
+    x: Any = np.zeros((1, *input_shape), dtype=np.float32) if shape_known else None
     for name, layer in _leaves(model):
         params = sum(int(p.size) for p in layer.parameters())
         nbytes = sum(int(p.data.nbytes) for p in layer.parameters())
@@ -80,16 +95,18 @@ def _fmt_bytes(n: int) -> str:
 def _shape_text(shape: Any) -> str:
     if shape is None:
         return "?"
-    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
+    # the batch dim is N; any other free dim (an ONNX input's) is unknown, not the batch
+    return "(" + ", ".join(("N" if i == 0 else "?") if d is None else str(d)
+                           for i, d in enumerate(shape)) + ")"
 
 
 def run(args: argparse.Namespace) -> int:
     """Describe the model."""
-    import nnforge as nf  # noqa: PLC0415
-
-    model = nf.load(args.model)  # validates checksums and the architecture
+    model = _load(args.model)
     manifest = model.manifest
-    input_shape = tuple(manifest["inputs"][0]["shape"][1:])
+    input_shape: Any = tuple(manifest["inputs"][0]["shape"][1:])
+    if None in input_shape:  # an ONNX input with free sizes: the import may know better
+        input_shape = getattr(model, "input_shape", None)
     layers = layer_table(model, input_shape)
     totals = {"parameters": sum(r["parameters"] for r in layers),
               "bytes": sum(r["bytes"] for r in layers),
@@ -126,10 +143,12 @@ def _print_manifest(path: str, m: dict[str, Any], totals: dict[str, int]) -> Non
     pre = m.get("preprocessing")
     pre_text = "-" if not pre else ", ".join(
         str(p.get("type", "?")) for p in (pre if isinstance(pre, list) else [pre]))
-    rows = [("file", f"{path} ({totals['file_bytes']:,} bytes)"),
-            ("format", f"{m.get('format')} v{m.get('format_version')} (nnforge "
-                       f"{m.get('library_version')})"),
-            ("kind", str(m.get("kind", "model"))), ("created", str(m.get("created"))),
+    fmt = f"{m.get('format')} v{m.get('format_version')} (nnforge {m.get('library_version')})"
+    if m.get("format") == "onnx":  # an .onnx file read directly has no .nnf version fields
+        onnx_meta = m.get("onnx") or {}
+        fmt = f"onnx (opset {onnx_meta.get('opset')}, from {onnx_meta.get('producer') or '?'})"
+    rows = [("file", f"{path} ({totals['file_bytes']:,} bytes)"), ("format", fmt),
+            ("kind", str(m.get("kind", "model"))), ("created", str(m.get("created") or "-")),
             ("task", str(m.get("task") or "-")), ("labels", label_text),
             ("inputs", "; ".join(f"{s['name']} {s.get('dtype', '')}{_shape_text(s['shape'])}"
                                  for s in m["inputs"])),

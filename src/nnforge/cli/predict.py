@@ -15,7 +15,15 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
-from .common import atomic_output, column_ref, new_command, positive_int, sample_shape
+from .common import (
+    UsageError,
+    atomic_output,
+    check_output_path,
+    column_ref,
+    new_command,
+    positive_int,
+    sample_shape,
+)
 
 EXAMPLES = """\
   nnforge predict model.nnf --input rows.csv                      # CSV to stdout
@@ -43,7 +51,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-i", "--input", required=True, metavar="FILE",
                    help="samples: .csv, .tsv, .npy, .npz or .json")
     p.add_argument("-o", "--output", metavar="FILE",
-                   help="where to write the predictions (default: stdout)")
+                   help="where to write the predictions: .csv or .json (default or '-': "
+                        "stdout)")
     p.add_argument("--format", choices=("csv", "json"),
                    help="output format (default: from the --output suffix, else csv)")
     p.add_argument("--batch-size", type=positive_int, metavar="N",
@@ -57,19 +66,33 @@ def run(args: argparse.Namespace) -> int:
     """Predict the input file."""
     from ..runtime import InferenceSession  # noqa: PLC0415
 
-    fmt = args.format or ("json" if args.output and args.output.lower().endswith(".json")
-                          else "csv")
+    output = None if args.output == "-" else args.output  # '-': stdout, as usual
+    fmt = args.format or _format_of(output)
     _check_readable(args.input)
+    if output is not None:
+        check_output_path(output, "--output", [("--input file", args.input),
+                                               ("model file", args.model)])
     session = InferenceSession(args.model)
     batch = args.batch_size or DEFAULT_BATCH
-    if args.output is None:
+    if output is None:
         predict_file(session, args.input, sys.stdout, fmt, batch, args.label_column)
         sys.stdout.flush()
         return 0
-    with atomic_output(args.output) as fh:
+    with atomic_output(output) as fh:
         rows = predict_file(session, args.input, fh, fmt, batch, args.label_column)
-    print(f"wrote {rows:,} predictions to {args.output}", file=sys.stderr)
+    print(f"wrote {rows:,} predictions to {output}", file=sys.stderr)
     return 0
+
+
+def _format_of(output: str | None) -> str:
+    """The output format an --output name implies; any other suffix needs an explicit --format."""
+    suffix = Path(output).suffix.lower() if output else ""
+    if suffix == ".json":
+        return "json"
+    if suffix in ("", ".csv", ".txt"):
+        return "csv"
+    raise UsageError(f"expected --output to end in .csv or .json (or --format csv|json to "
+                     f"choose), found {Path(output or '').name!r}")
 
 
 def _check_readable(path: str) -> None:
@@ -87,15 +110,18 @@ def _json_rows(path: str) -> np.ndarray:
     from ..errors import DataError  # noqa: PLC0415
 
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:  # -sig: Windows tools write a BOM
             doc = json.load(fh)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: expected valid JSON, found: {exc}") from None
     if isinstance(doc, dict):
         key = next((k for k in ("instances", "data", "inputs") if k in doc), None)
         if key is None:
+            keys = [str(k) for k in doc][:5] + ([f"... ({len(doc)} in all)"] if len(doc) > 5
+                                                  else [])
             raise DataError(f"{path}: expected a list of rows or an object with 'instances' "
-                            f"or 'data', found keys {sorted(doc)}")
+                            f"or 'data' (a list of rows), found an object with keys "
+                            f"[{', '.join(keys)}]")
         doc = doc[key]
     if not isinstance(doc, list) or not doc:
         raise DataError(f"{path}: expected a non-empty list of samples, found "
@@ -137,7 +163,8 @@ def iter_input(path: str, batch: int, label_column: int | str | None = None,
             yield x
         return
     if label_column is not None:
-        raise DataError("--label-column applies to CSV inputs only")
+        raise UsageError(f"--label-column applies to CSV inputs only, found "
+                         f"{Path(path).name!r}")
     if suffix == ".npy":
         arr = _npy_rows(path)
     elif suffix == ".npz":

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 
 from .common import (
+    check_output_dir,
+    check_output_path,
     column_ref,
     fraction,
     int_list,
@@ -21,6 +23,7 @@ from .common import (
     positive_float,
     positive_int,
     require_matplotlib,
+    stdout_may_close,
 )
 from .config import (
     ACTIVATIONS,
@@ -130,9 +133,20 @@ def _say(settings: dict[str, Any], text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train as the flags and config say."""
+    with stdout_may_close():  # the model file is the output; a closed stdout must not lose it
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     settings = resolve_settings(vars(args), args.config)
-    if settings["report"]:
-        require_matplotlib()  # fail before the training, not after it
+    if settings["report"]:  # fail before the training, not after it
+        check_output_dir(settings["report"], "--report")
+        require_matplotlib()
+    name = settings["dataset"] or Path(settings["data"]).stem  # as load_labeled names it
+    arch = settings["architecture"]
+    check_output_path(_output_path(settings, {"name": name}), "--output",
+                      [("--data file", settings["data"]), ("--config file", args.config),
+                       ("--architecture file", arch if isinstance(arch, str) else None)])
     started = time.perf_counter()
     prep = _prepare(settings)
     result = _fit(settings, prep)

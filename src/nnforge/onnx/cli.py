@@ -7,9 +7,10 @@ Each entry point parses its own arguments and returns an exit code; a user mista
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Sequence
 
-from ..cli.common import CliParser, int_list
+from ..cli.common import CliParser, UsageError, check_output_path, int_list
 
 EXPORT_EXAMPLES = """examples:
   nnforge export models/digits/1/model.nnf -o digits.onnx
@@ -35,12 +36,25 @@ def export_main(argv: Sequence[str], prog: str = "nnforge export") -> int:
     p.add_argument("--include-preprocessing", action="store_true",
                    help="run the model's standardization inside the ONNX graph")
     args = p.parse_args(list(argv))
+    _check_paths(args.model, args.output, ".onnx", ".nnf")
     model = export(args.model, args.output, opset=args.opset,
                    include_preprocessing=args.include_preprocessing)
     ops = sorted({n.op_type for n in model.graph.node})
     print(f"wrote {args.output} (opset {args.opset}, {len(model.graph.node)} nodes: "
           f"{', '.join(ops)})")
     return 0
+
+
+def _check_paths(model: str, output: str, suffix: str, other: str) -> None:
+    """Refuse, before converting, a model directory or an output that would replace a model."""
+    # `export m.nnf -o m.nnf` used to overwrite the model with ONNX bytes
+    if Path(model).is_dir():
+        kind = "an ONNX model file" if suffix == ".nnf" else "an nnforge model file"
+        raise UsageError(f"expected {kind} at {model!r}, found a directory", 1)
+    if Path(output).suffix.lower() == other:
+        raise UsageError(f"expected -o/--output to end in {suffix}, found "
+                         f"{Path(output).name!r} (this command writes a {suffix} file)")
+    check_output_path(output, "-o/--output", [("model file", model)])
 
 
 def _labels(text: str) -> list[str | int]:
@@ -66,6 +80,7 @@ def import_main(argv: Sequence[str], prog: str = "nnforge import") -> int:
     p.add_argument("--input-shape", type=int_list, metavar="DIMS",
                    help="shape of one sample, e.g. 1,28,28 (default: from the model)")
     args = p.parse_args(list(argv))
+    _check_paths(args.model, args.output, ".nnf", ".onnx")
     module = import_model(args.model, args.output, task=args.task, labels=args.labels,
                           input_shape=args.input_shape)
     print(f"wrote {args.output} ({len(module.get_config()['graph']['nodes'])} nodes, "

@@ -296,6 +296,10 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(model.SerializeToString())
+        # mkstemp makes the file owner-only; an exported model is meant to be shared
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
