@@ -253,6 +253,47 @@ def test_abs_and_clip_gradients_at_their_kinks_follow_pytorch():
         x.clip()
 
 
+def test_power_gradients_at_a_zero_base_follow_pytorch():
+    # d(x**0)/dx is 0 everywhere (0 * 0**-1 was NaN at x = 0); 0**x is flat for x >= 0
+    x = nf.Tensor(np.array([0.0, 1.0, -2.0]), requires_grad=True)
+    (x ** 0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.0, 0.0])
+    e = nf.Tensor(np.array([0.0, 1.0, 2.5]), requires_grad=True)
+    (0.0 ** e).sum().backward()
+    np.testing.assert_array_equal(e.grad, [0.0, 0.0, 0.0])
+    check_gradients(lambda t: t ** 0, [np.array([0.5, -1.5])])
+
+
+def test_backward_through_a_freed_graph_raises_instead_of_doing_nothing():
+    from nnforge.errors import BackwardError  # noqa: PLC0415
+
+    w = nf.Tensor(np.array([2.0, -1.0]), requires_grad=True)
+    y = w * w
+    loss = y.sum()
+    loss.backward()
+    np.testing.assert_array_equal(w.grad, [4.0, -2.0])
+    with pytest.raises(BackwardError, match="retain_graph"):
+        loss.backward()  # used to return silently, leaving w.grad unchanged
+    with pytest.raises(BackwardError, match="freed"):
+        (y * 3.0).sum().backward()  # a tensor reused from the old graph
+    assert not y.is_leaf and w.grad.tolist() == [4.0, -2.0]
+    (y.detach() * w).sum().backward()  # detached, it is a constant again
+    np.testing.assert_array_equal(w.grad, [8.0, -1.0])
+    kept = (w * 3.0).sum()
+    kept.backward(retain_graph=True)
+    kept.backward()
+    np.testing.assert_array_equal(w.grad, [14.0, 5.0])
+
+
+def test_indexing_with_a_tensor_inside_a_tuple_scatters_repeats(rng):
+    x = _rand(rng, (4, 3))
+    rows = nf.Tensor(np.array([0, 2, 0, 0]))
+    check_gradients(lambda t: t[rows, 1], [x])
+    t = nf.Tensor(x, requires_grad=True)
+    t[rows, 1:].sum().backward()
+    np.testing.assert_array_equal(t.grad[:, 1:], [[3, 3], [0, 0], [1, 1], [0, 0]])
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_where_with_broadcasting_and_numbers(rng, shape):
     a, b = _rand(rng, shape), _rand(rng, shape[-1:])

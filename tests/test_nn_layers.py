@@ -276,3 +276,17 @@ def test_a_plain_list_of_layers_is_refused_with_the_fix():
 
     with pytest.raises(ConfigError, match=r"Bad.layers: a plain list .* nn.ModuleList"):
         Bad()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: nn.BatchNorm1d(4, momentum=None), "cumulative moving average is not supported"),
+    (lambda: nn.BatchNorm2d(4, momentum=1.5), r"momentum in \[0, 1\], found 1.5"),
+    (lambda: nn.BatchNorm2d(4, eps=0), "positive eps"),
+    (lambda: nn.BatchNorm2d(4, eps="small"), "number for BatchNorm2d eps, found 'small'"),
+    (lambda: nn.Dropout(None), "number for Dropout p, found None"),
+    (lambda: nn.Dropout(1.0), r"Dropout p in \[0, 1\), found 1.0"),
+    (lambda: nn.LeakyReLU("a"), "number for LeakyReLU negative_slope"),
+])
+def test_bad_layer_hyperparameters_get_one_config_error(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()

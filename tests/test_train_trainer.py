@@ -138,6 +138,21 @@ def test_user_mistakes_get_clear_errors():
     trainer.fit(X, y.astype(object), epochs=1)  # an object column of numbers is fine
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+def test_a_non_finite_loss_stops_before_the_step_and_leaves_the_weights():
+    X, _ = _data()
+    nf.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 1))
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    trainer = nf.Trainer(model, loss="mse", optimizer=optim.SGD(model.parameters(), lr=0.1),
+                         verbose=0)
+    y = np.full(len(X), 1e30, np.float32)  # squared error overflows float32 on batch 1
+    with pytest.raises(DataError, match="loss became inf at epoch 1, batch 1"):
+        trainer.fit(X, y, epochs=1)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+
+
 def test_fit_called_twice_continues_like_one_call():
     straight = _train(4)
     X, y = _data()

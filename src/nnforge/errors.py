@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+from typing import Any
+
 
 class NNForgeError(Exception):
     """Base class of every error nnforge raises for a user mistake."""
@@ -40,3 +44,20 @@ class StateDictError(NNForgeError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return str(self.args[0]) if self.args else ""
+
+
+def check_float(name: str, value: Any, low: float | None = None, high: float | None = None,
+                high_open: bool = False) -> float:
+    """value as a finite float in [low, high] (or [low, high)), else ConfigError."""
+    # numbers.Real admits NumPy's scalars too; bool is an int but never meant as a number here
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"expected a number for {name}, found {value!r}")
+    v = float(value)
+    bad = not math.isfinite(v) or (low is not None and v < low) or \
+        (high is not None and (v >= high if high_open else v > high))
+    if bad:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        rng = f"[{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise ConfigError(f"expected {name} in {rng}, found {value!r}")
+    return v

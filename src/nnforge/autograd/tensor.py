@@ -172,6 +172,8 @@ class Tensor:
 
         if isinstance(index, Tensor):
             index = index.data
+        elif isinstance(index, tuple):  # x[idx, 0] with idx a Tensor: NumPy needs its array
+            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
         return GetItem.apply(self, index=index)
 
     def __setitem__(self, index: Any, value: Any) -> None:
@@ -344,14 +346,30 @@ def _topological_order(root: Tensor) -> list[Tensor]:
     return order
 
 
+class _Released:
+    """The op of a tensor whose graph a backward() has freed: it stays a non-leaf."""
+
+    inputs: tuple[Any, ...] = ()
+
+
+#: stands in for the freed op, so a second backward() fails instead of treating the tensor
+#: as a leaf and silently leaving the real leaves' gradients unchanged
+_RELEASED = _Released()
+
+
 def run_backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
     """Propagate `grad` from root to every leaf that requires grad."""
     if root._creator is None:  # a leaf: its gradient is the seed itself
         root.grad = grad if root.grad is None else root.grad + grad
         return
+    order = _topological_order(root)
+    if any(t._creator is _RELEASED for t in order):
+        raise BackwardError("backward() reached a part of the graph that an earlier backward() "
+                            "has freed: pass retain_graph=True to the first backward() to "
+                            "run it again, or detach() the tensors reused from the old graph")
     grads: dict[int, Any] = {id(root): grad}
     with no_grad():
-        for t in _topological_order(root):
+        for t in order:
             gy = grads.pop(id(t), None)
             fn = t._creator
             if gy is None:
@@ -369,7 +387,7 @@ def run_backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
                     grads[id(inp)] = gx if prev is None else prev + gx
             if not retain_graph:
                 fn.release()
-                t._creator = None
+                t._creator = _RELEASED
 
 
 def tensors_data(items: Iterable[Tensor]) -> list[Any]:

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd.tensor import Tensor
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, ShapeError, check_float
 from ..ops.conv import conv2d, pair
 from ..ops.conv_pool import conv_max_pool2d, fusable_pool
 from ..ops.norm import batch_norm, batch_statistics
@@ -213,12 +213,15 @@ class _BatchNorm(Module):
                  affine: bool = True) -> None:
         super().__init__()
         self.num_features = _positive_int(self, "num_features", num_features)
-        if not float(eps) > 0:
-            raise ConfigError(f"{type(self).__name__}: eps must be positive, found {eps!r}")
-        if not 0.0 <= float(momentum) <= 1.0:
-            raise ConfigError(f"{type(self).__name__}: momentum must be in [0, 1], "
-                              f"found {momentum!r}")
-        self.eps, self.momentum, self.affine = float(eps), float(momentum), bool(affine)
+        name = type(self).__name__
+        if momentum is None:  # PyTorch's cumulative average: refused by name, not a TypeError
+            raise ConfigError(f"{name}: expected momentum in [0, 1], found None (the "
+                              f"cumulative moving average is not supported)")
+        self.momentum = check_float(f"{name} momentum", momentum, 0.0, 1.0)
+        self.eps = check_float(f"{name} eps", eps, 0.0)
+        if self.eps == 0.0:
+            raise ConfigError(f"{name}: expected a positive eps, found {eps!r}")
+        self.affine = bool(affine)
         c = self.num_features
         if self.affine:
             self.weight = Parameter(np.ones(c, backend.DEFAULT_DTYPE))

@@ -7,7 +7,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..autograd.tensor import Tensor
-from ..errors import ConfigError
+from ..errors import ConfigError, check_float
 from ..ops import activation as A
 from ..ops.linear import linear
 from ..ops.math import Mul
@@ -188,7 +188,7 @@ class LeakyReLU(Module):
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = check_float("LeakyReLU negative_slope", negative_slope)
 
     def forward(self, x: Tensor) -> Tensor:
         return A.leaky_relu(x, self.negative_slope)
@@ -249,9 +249,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
-        if not 0.0 <= float(p) < 1.0:
-            raise ConfigError(f"Dropout: p must be in [0, 1), found {p!r}")
-        self.p = float(p)
+        self.p = check_float("Dropout p", p, 0.0, 1.0, high_open=True)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:

@@ -119,6 +119,8 @@ class Pow(Function):
         return x ** x.dtype.type(self.exponent)
 
     def backward(self, gy: Any) -> tuple[Any]:
+        if self.exponent == 0:  # x ** 0 is constant: 0 * 0 ** -1 would give NaN at x = 0
+            return (np.zeros_like(gy),)
         p = self.x.dtype.type(self.exponent)
         with np.errstate(divide="ignore"):  # x = 0 with p < 1: an infinite slope, no warning
             return (gy * p * self.x ** (p - 1),)
@@ -315,12 +317,15 @@ class PowBase(Function):
         self.base = base
 
     def forward(self, x: Any) -> Any:
-        self.y = x.dtype.type(self.base) ** x
+        self.x, self.y = x, x.dtype.type(self.base) ** x
         return self.y
 
     def backward(self, gy: Any) -> tuple[Any]:
         with np.errstate(divide="ignore", invalid="ignore"):  # base 0 or < 0: as NumPy gives
-            return (gy * self.y * self.y.dtype.type(np.log(self.base)),)
+            g = gy * self.y * self.y.dtype.type(np.log(self.base))
+        if self.base == 0:  # 0 ** x is flat for x >= 0 (0 * log 0 would be NaN), as in PyTorch
+            g = np.where(self.x >= 0, self.y.dtype.type(0), g)
+        return (g,)
 
 
 def where(cond: Any, a: Any, b: Any) -> Tensor:

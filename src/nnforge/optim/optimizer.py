@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -10,7 +9,7 @@ import numpy as np
 from .. import backend
 from ..autograd.grad_mode import enable_grad
 from ..autograd.tensor import Tensor
-from ..errors import ConfigError, ShapeError, StateDictError
+from ..errors import ConfigError, ShapeError, StateDictError, check_float  # noqa: F401 - re-exported
 from . import groups as groups_lib
 from ._flat import FlatParams
 
@@ -227,22 +226,6 @@ class Optimizer:
 
 
 # -- helpers shared by the optimizers ----------------------------------------------------------
-def check_float(name: str, value: Any, low: float | None = None, high: float | None = None,
-                high_open: bool = False) -> float:
-    """value as a finite float in [low, high] (or [low, high)), else ConfigError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ConfigError(f"expected a number for {name}, found {value!r}")
-    v = float(value)
-    bad = not math.isfinite(v) or (low is not None and v < low) or \
-        (high is not None and (v >= high if high_open else v > high))
-    if bad:
-        lo = "-inf" if low is None else f"{low:g}"
-        hi = "inf" if high is None else f"{high:g}"
-        rng = f"[{lo}, {hi}{')' if high_open or high is None else ']'}"
-        raise ConfigError(f"expected {name} in {rng}, found {value!r}")
-    return v
-
-
 def _param_list(params: Iterable[Any]) -> list[Any]:
     if isinstance(params, Tensor):
         params = [params]

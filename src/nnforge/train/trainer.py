@@ -181,13 +181,13 @@ class Trainer:
             opt.zero_grad()
             out = model(Tensor(xb, _keep=True))
             loss = loss_fn(out, yb)
+            value = float(loss.data)
+            if not math.isfinite(value):  # before the step, so the weights stay as they were
+                raise DataError(f"the loss became {value} at epoch {self._epochs_done + 1}, "
+                                f"batch {b + 1}: lower the learning rate or check the data")
             loss.backward()
             self._clip()
             opt.step()
-            value = float(loss.data)
-            if not math.isfinite(value):
-                raise DataError(f"the loss became {value} at epoch {self._epochs_done + 1}, "
-                                f"batch {b + 1}: lower the learning rate or check the data")
             total += value * len(xb)
             seen += len(xb)
             if keep_outputs:
