@@ -60,6 +60,20 @@ def test_fused_conv_pool_equals_reference(rng: np.random.Generator, case: tuple,
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
 
 
+@pytest.mark.parametrize(("kernel", "strides"), [([2, 2], [1, 2]), ([3, 3], [1, 3])])
+def test_fused_pool_with_row_stride_1_equals_reference(rng: np.random.Generator,
+                                                       kernel: list, strides: list) -> None:
+    # row windows that overlap leave nearly OH pooled rows: the row maxima and the column
+    # maxima no longer fit one block's scratch side by side (this failed to compile)
+    g = _graph((2, 3, (3, 3), [0, 0, 0, 0], 30, 30, (2, 2)), "Tanh", 0.0, rng, False)
+    g.nodes[0].attrs.update(pool_kernel_shape=kernel, pool_strides=strides)
+    for n, threads in [(1, 1), (7, 2)]:
+        x = rng.standard_normal((n, 2, 30, 30)).astype(F32)
+        ref = evaluate_graph(g, x)[0]
+        got = compile_plan(g, [x.shape], threads=threads).run((x,))[0]
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+
+
 def test_space_to_depth_path_is_taken_only_where_it_pays(rng: np.random.Generator,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     taken = []

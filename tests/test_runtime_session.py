@@ -178,6 +178,31 @@ def test_predict_binary(rng: np.random.Generator, head: nn.Module | None) -> Non
     assert pred.labels is None and pred.threshold == 0.4
 
 
+@pytest.mark.parametrize("tail", [nn.Dropout(0.3), nn.Identity(), nn.Flatten()])
+@pytest.mark.parametrize("level", LEVELS)
+def test_predict_sees_the_final_activation_behind_pass_through_layers(
+        rng: np.random.Generator, tail: nn.Module, level: str) -> None:
+    # at level "none" (and for a Flatten at any level) the last node is not the Softmax or
+    # Sigmoid, which predict() must not apply a second time
+    x = rng.standard_normal((9, 4)).astype(F32)
+    model = nn.Sequential(*_logits_model(3, nn.Softmax())._modules.values(), tail)
+    pred = InferenceSession(model, optimization=level, task="multiclass").predict(x)
+    assert_close(pred.probabilities, _eager(model, x), 1e-5)
+    binary = nn.Sequential(*_logits_model(1, nn.Sigmoid())._modules.values(), tail)
+    pred = InferenceSession(binary, optimization=level, task="binary").predict(x)
+    assert_close(pred.probabilities, _eager(binary, x)[:, 0], 1e-5)
+
+
+def test_predict_without_finite_check_passes_nan_through(rng: np.random.Generator) -> None:
+    x = rng.standard_normal((5, 4)).astype(F32)
+    x[3, 1] = np.nan
+    model = _logits_model(2)
+    with pytest.raises(DataError, match="at row 3, position 1"):
+        InferenceSession(model, task="regression").predict(x, batch_size=2)
+    values = InferenceSession(model, task="regression", check_finite=False).predict(x).values
+    assert np.isnan(values[3]).all() and np.isfinite(np.delete(values, 3, axis=0)).all()
+
+
 def test_predict_multilabel_and_regression(rng: np.random.Generator) -> None:
     model = _logits_model(3)
     x = rng.standard_normal((6, 4)).astype(F32)

@@ -317,10 +317,13 @@ def _pooled(pool: Node, grid: np.ndarray, out: np.ndarray, tmp: np.ndarray, kind
     monotone = kind in MONOTONE or (kind == "LeakyRelu" and alpha >= 0)
     before = None if monotone else activation_step(kind, grid, ctx, alpha)
     maximum, copyto = np.maximum, np.copyto
-    flat = kh > 1 and 1 < kw == sw and wq % kw == 0  # t is ours, contiguous, whole windows
+    # t is ours, contiguous, whole windows; red goes after t in tmp, which has room for it
+    # unless the row windows overlap a lot (row stride 1 leaves ph close to OH)
+    flat = (kh > 1 and 1 < kw == sw and wq % kw == 0
+            and size + size // kw <= tmp.size)
     if flat:
         windows = tmp[:size].reshape(size // kw, kw)
-        red = tmp[size:size + size // kw]  # tmp holds a block's whole product: room to spare
+        red = tmp[size:size + size // kw]
         cols = [windows[:, j] for j in range(kw)]
         last = activation_step(kind if monotone else None, out, ctx, alpha,
                                src=red.reshape(m, k, ph, wq // kw)[:, :, :, :pw]

@@ -230,7 +230,8 @@ class InferenceSession:
         pred: Prediction | None = None
         for start in range(0, n, batch_size):
             chunk = arr[start:start + batch_size]
-            check_finite(chunk, offset=start)
+            if self.check_finite:  # here, so the error names the row in x (not in the chunk)
+                check_finite(chunk, offset=start)
             if self._pre is not None:
                 chunk = self._pre.transform(chunk)
             out = self.run(chunk)
@@ -253,10 +254,22 @@ class InferenceSession:
 
     def _final_op(self) -> str | None:
         """The activation that produces the output (Softmax, Sigmoid, ...), if any."""
-        prod = self.graph.producers().get(self.graph.output_names[0])
+        producers = self.graph.producers()
+        prod = producers.get(self.graph.output_names[0])
+        # look through ops that keep each row as it is (left in place at level "none", or a
+        # Flatten of 2-D rows), else a final Softmax hides behind them and predict() applies
+        # it a second time
+        while prod is not None and prod.inputs and (prod.op in ("Identity", "Dropout") or (
+                prod.op == "Flatten" and len(self._shape_of(prod.inputs[0])) == 2)):
+            prod = producers.get(prod.inputs[0])
         if prod is None:
             return None
         return prod.attrs.get("activation") if prod.op.startswith("Fused") else prod.op
+
+    def _shape_of(self, name: str) -> tuple:
+        """A value's inferred shape (() when unknown)."""
+        info = self.graph.value_info.get(name)
+        return tuple(info.shape or ()) if info is not None else ()
 
     def __repr__(self) -> str:
         return (f"InferenceSession(input_shape={self.input_shape}, output_shape="
