@@ -186,3 +186,27 @@ def test_pipeline_and_list_config():
 def test_bad_configs(cfg, match):
     with pytest.raises(ConfigError, match=match):
         preprocessing_from_config(cfg)
+
+
+@pytest.mark.parametrize("cfg", [
+    {"type": ["standardize"]}, {"type": {}},
+    {"type": "label", "classes": [None, None]}, {"type": "label", "classes": 5},
+    {"type": "one_hot", "classes": [{"a": 1}]},
+    {"type": "standardize", "mean": [1e39], "scale": [1.0]},
+])
+def test_hostile_configs_are_config_errors(cfg, recwarn):
+    with pytest.raises(ConfigError):
+        preprocessing_from_config(cfg)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+@pytest.mark.parametrize("rng", [(0, 1, 2), "ab", (0, float("inf"))])
+def test_minmax_bad_feature_range(rng):
+    with pytest.raises(ConfigError, match="feature_range"):
+        MinMaxScaler(rng)
+
+
+def test_minmax_subnormal_span_is_treated_as_constant():
+    # (hi - lo) / 1e-45 overflows float32: the scale would be inf and transform NaN
+    s = MinMaxScaler().fit(np.array([[0.0], [1e-45]], np.float32))
+    assert np.all(np.isfinite(s.transform([[0.0], [1.0]])))

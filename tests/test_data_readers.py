@@ -237,8 +237,59 @@ def test_idx_truncated_gzip_and_other_errors(tmp_path):
         read_idx(tmp_path / "missing")
     with pytest.raises(DTypeError, match="found int64"):
         write_idx(tmp_path / "x", np.zeros(3, dtype=np.int64))
-    with pytest.raises(DataError, match="1 to 255 dimensions"):
+    with pytest.raises(DataError, match="1 to 32 dimensions"):
         write_idx(tmp_path / "x", np.float32(1.0))
     big_endian = np.arange(4, dtype=">f4")
     write_idx(tmp_path / "be", big_endian)
     np.testing.assert_array_equal(read_idx(tmp_path / "be"), [0, 1, 2, 3])
+
+
+def test_csv_short_second_row_with_a_label_column_names_the_line(tmp_path):
+    # the label cell of the row that decides the label kind is missing: was an IndexError
+    path = _write(tmp_path / "r.csv", "a,b,y\n1,2\n3,4,5\n")
+    with pytest.raises(DataError, match="line 2: expected 3 columns, found 2"):
+        read_csv(path, label_column=-1)
+
+
+@pytest.mark.parametrize("kwargs", [{"delimiter": ""}, {"delimiter": ",,"},
+                                    {"delimiter": '"'}, {"chunk_rows": "5"}])
+def test_csv_bad_delimiter_or_chunk_rows(tmp_path, kwargs):
+    path = _write(tmp_path / "d.csv", "1,2\n")
+    with pytest.raises(DataError, match="expected (delimiter|chunk_rows)"):
+        list(iter_csv(path, **kwargs))
+
+
+def test_csv_float_labels_beyond_int64_stay_float(tmp_path):
+    path = _write(tmp_path / "big.csv", "a,y\n1,-1e30\n2,3\n")
+    _, y = read_csv(path, label_column="y")
+    assert y.dtype == np.float32 and y[0] == np.float32(-1e30)
+
+
+@pytest.mark.parametrize("dims, words", [
+    ((2**32 - 1,) * 4, f"expected {20 + (2**32 - 1) ** 4 * 8} bytes .*truncated"),
+    ((1,) * 40, "expected 1 to 32 dimensions, found 40"),
+])
+def test_idx_huge_or_too_many_dims(tmp_path, dims, words):
+    head = bytes([0, 0, 0x0E, len(dims)]) + struct.pack(f">{len(dims)}I", *dims)
+    (tmp_path / "h.idx").write_bytes(head + b"\0" * 8)
+    with pytest.raises(DataError, match=words):
+        read_idx(tmp_path / "h.idx")
+
+
+def test_idx_gzip_bomb_is_not_decompressed_past_the_declared_size(tmp_path, monkeypatch):
+    head = bytes([0, 0, 0x08, 1]) + struct.pack(">I", 10)
+    (tmp_path / "b.idx.gz").write_bytes(gzip.compress(head + bytes(5_000_000)))
+    read_sizes = []
+    real = gzip.GzipFile.read
+    monkeypatch.setattr(gzip.GzipFile, "read",
+                        lambda self, n=-1: read_sizes.append(n) or real(self, n))
+    with pytest.raises(DataError, match="found more \\(trailing bytes\\)"):
+        read_idx(tmp_path / "b.idx.gz")
+    assert max(read_sizes) <= 11
+
+
+def test_write_idx_refuses_dims_beyond_uint32_and_reports_os_errors(tmp_path):
+    with pytest.raises(DataError, match="below 2\\*\\*32"):
+        write_idx(tmp_path / "w.idx", np.zeros((2**32, 0), np.uint8))
+    with pytest.raises(DataError, match="cannot write IDX file"):
+        write_idx(tmp_path, np.zeros(3, np.uint8))

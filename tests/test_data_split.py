@@ -108,3 +108,20 @@ def test_split_errors():
         train_val_test_split(x, y, val_size=1.5)
     with pytest.raises(DataError, match="both parts non-empty"):
         train_val_test_split(x, y, val_size=0.8, test_size=0.2)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, "a", 1.5, None])
+def test_seed_outside_random_state_range_is_a_config_error(seed):
+    with pytest.raises(ConfigError, match="expected seed"):
+        train_test_split(np.arange(10), seed=seed)
+
+
+def test_unsortable_stratify_labels_and_scalars():
+    x = np.arange(6)
+    mixed = np.array([0, "a", 0, "a", 1, 1], dtype=object)
+    with pytest.raises(DataError, match="one sortable type"):
+        train_test_split(x, mixed, stratify=True)
+    with pytest.raises(ShapeError, match="found a scalar"):
+        train_test_split(x, 5)
+    with pytest.raises(ShapeError, match="sample dimension"):
+        train_val_test_split(5)

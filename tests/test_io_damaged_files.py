@@ -7,6 +7,8 @@ import json
 import os
 import pickle
 import struct
+import subprocess
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -173,10 +175,44 @@ def test_newer_format_version(good):
     (lambda m: m.pop("checksums"), "'checksums'"),
     (lambda m: m.update(task="ranking"), "'task'"),
     (lambda m: m.update(inputs=[]), "'inputs'"),
+    # the session indexes labels by class and traces with the input spec: checked at load
+    (lambda m: m.update(labels=["a", "b"]), "needs 3 labels"),
+    (lambda m: m.update(labels=[None, "b", "c"]), "strings or integers"),
+    (lambda m: m.update(labels=["a", "a", "b"]), "distinct"),
+    (lambda m: m["inputs"][0].update(name=""), "'inputs'"),
+    (lambda m: m["inputs"][0].update(shape=[None, -8]), "'inputs'"),
+    (lambda m: m["inputs"][0].update(shape=[None, "8"]), "'inputs'"),
+    (lambda m: m["outputs"][0].update(dtype=None), "'outputs'"),
+    (lambda m: m.update(preprocessing=5), "'preprocessing'"),
 ])
 def test_malformed_manifest_fields(good, edit, words):
     _rewrite(good, manifest_edit=edit)
     assert words in _error(good)
+
+
+def test_architecture_too_big_for_memory_is_a_model_file_error(good, monkeypatch):
+    def huge(arch):  # what a Linear of 10**12 features does: no real allocation needed
+        raise MemoryError
+    monkeypatch.setattr(mf, "layer_from_architecture", huge)
+    assert "more memory than there is" in _error(good)
+
+
+def test_a_huge_declared_layer_fails_on_its_shape_without_touching_the_memory(good):
+    # a Linear declaring 20000 x 20000 weights against the file's (6, 8): the layers are built
+    # uninitialized, so nothing is drawn or written before the shape check (drawing them
+    # used to fill 3.2 GB). Measured in a fresh process, whose peak memory is its own.
+    arch = json.loads(_entries(good)["architecture.json"])
+    arch["config"]["layers"][0]["config"].update(in_features=20_000, out_features=20_000)
+    _rewrite(good, {"architecture.json": json.dumps(arch).encode()})
+    code = ("import resource, sys\n"
+            "from nnforge.errors import ModelFileError\n"
+            "from nnforge.io import load\n"
+            "try:\n    load(sys.argv[1])\nexcept ModelFileError as e:\n    print(e)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(good)], capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert "the architecture needs (20000" in out[0]
+    assert int(out[1]) < 400, f"peak memory {out[1]} MiB"
 
 
 def test_manifest_that_is_not_json_or_not_an_object(good):

@@ -30,7 +30,8 @@ def _field(cfg: dict[str, Any], key: str, convert: Callable[[Any], Any]) -> Any:
 
 
 def _floats(value: Any) -> np.ndarray:
-    a = np.asarray(value, dtype=np.float32)
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused just below
+        a = np.asarray(value, dtype=np.float32)
     if a.ndim == 0 or a.size == 0 or not np.all(np.isfinite(a)):
         raise ValueError("expected a non-empty list of finite numbers")
     return a
@@ -167,8 +168,12 @@ class MinMaxScaler(_FeatureScaler):
     type_name = "minmax"
 
     def __init__(self, feature_range: tuple[float, float] = (0.0, 1.0)) -> None:
-        lo, hi = (float(v) for v in feature_range)
-        if not lo < hi:
+        try:
+            lo, hi = (float(v) for v in feature_range)
+        except (TypeError, ValueError):
+            raise ConfigError(f"expected feature_range (low, high) of two numbers, found "
+                              f"{feature_range!r}") from None
+        if not (lo < hi and np.isfinite(hi - lo)):
             raise ConfigError(f"expected feature_range (low, high) with low < high, "
                               f"found {tuple(feature_range)}")
         self.feature_range = (lo, hi)
@@ -178,7 +183,9 @@ class MinMaxScaler(_FeatureScaler):
     def _set(self, dmin: np.ndarray, dmax: np.ndarray) -> MinMaxScaler:
         lo, hi = self.feature_range
         span = dmax.astype(np.float64) - dmin
-        span[span == 0] = 1.0
+        # a span too small for a float32 scale (subnormal) is a constant feature, like span 0
+        span[(span == 0) | ((hi - lo) / np.where(span == 0, 1.0, span)
+                            > np.finfo(np.float32).max)] = 1.0
         scale = (hi - lo) / span
         self.data_min, self.data_max = dmin.astype(np.float32), dmax.astype(np.float32)
         self._scale = scale.astype(np.float32)
@@ -267,9 +274,14 @@ class _ClassCoder(Preprocessor):
     @staticmethod
     def _classes_from(cfg: dict[str, Any]) -> np.ndarray:
         classes = _field(cfg, "classes", np.asarray)
-        if classes.ndim != 1 or classes.size == 0 or np.any(classes[1:] <= classes[:-1]):
-            raise ConfigError(f"expected 'classes' as a non-empty sorted list of distinct labels, "
-                              f"found {cfg['classes']!r}")
+        try:  # JSON can hold labels that do not compare (null, objects): refuse, don't crash
+            ordered = (classes.ndim == 1 and classes.dtype.kind in "biufU"
+                       and not np.any(classes[1:] <= classes[:-1]))
+        except TypeError:
+            ordered = False
+        if classes.ndim != 1 or classes.size == 0 or not ordered:
+            raise ConfigError(f"expected 'classes' as a non-empty sorted list of distinct "
+                              f"numbers or strings, found {cfg['classes']!r:.120}")
         return classes
 
 
@@ -437,7 +449,7 @@ def preprocessing_from_config(cfg: dict[str, Any] | list[dict[str, Any]]) -> Pre
         raise ConfigError(f"expected a preprocessing config dict or list, found "
                           f"{type(cfg).__name__}")
     kind = cfg.get("type")
-    if kind not in PREPROCESSORS:
+    if not isinstance(kind, str) or kind not in PREPROCESSORS:  # a list or dict is unhashable
         raise ConfigError(f"expected a preprocessing type in {sorted(PREPROCESSORS)}, "
                           f"found {kind!r}")
     return PREPROCESSORS[kind].from_config(cfg)

@@ -46,6 +46,8 @@ def split_indices(n: int, test_size: float | int = 0.2, seed: int = 0,
                   stratify: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """(train_indices, test_indices), both shuffled; stratified keeps class proportions."""
     n_train, n_test = _sizes(n, test_size)
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed < 2**32:
+        raise ConfigError(f"expected seed to be an integer in [0, 2**32), found {seed!r}")
     # A legacy RandomState on purpose: with it, the same seed gives the same split as
     # scikit-learn's train_test_split(random_state=seed), so results compare across tools.
     rng = np.random.RandomState(seed)
@@ -57,7 +59,10 @@ def split_indices(n: int, test_size: float | int = 0.2, seed: int = 0,
         raise ShapeError(f"expected stratify labels for {n} samples, found shape {labels.shape}")
     if labels.ndim == 2:  # multilabel rows: one class per distinct row
         labels = np.array([" ".join(map(str, row)) for row in labels])
-    classes, inverse = np.unique(labels, return_inverse=True)
+    try:
+        classes, inverse = np.unique(labels, return_inverse=True)
+    except TypeError as e:  # e.g. an object array mixing strings and numbers
+        raise DataError(f"expected stratify labels of one sortable type, found: {e}") from None
     counts = np.bincount(inverse.ravel())
     if counts.min() < 2:
         rare = classes[int(np.argmin(counts))].tolist()
@@ -89,13 +94,23 @@ def _take(a: Any, idx: np.ndarray) -> np.ndarray:
     return np.take(np.asarray(a), idx, axis=0)
 
 
+def _samples(x: Any, y: Any) -> tuple[np.ndarray, int]:
+    """x as an array and its sample count, after checking that y has as many samples."""
+    x = np.asarray(x)
+    if x.ndim == 0:
+        raise ShapeError(f"expected X with a sample dimension, found a scalar {x!r:.40}")
+    if y is not None and np.ndim(y) == 0:
+        raise ShapeError(f"expected y with {len(x)} samples like X, found a scalar {y!r:.40}")
+    if y is not None and len(y) != len(x):
+        raise ShapeError(f"expected y with {len(x)} samples like X, found {len(y)}")
+    return x, len(x)
+
+
 def train_test_split(x: Any, y: Any = None, test_size: float | int = 0.2, seed: int = 0,
                      stratify: Any = None) -> tuple[np.ndarray, ...]:
     """X_train, X_test, y_train, y_test (or X_train, X_test without y); stratify=y or True."""
-    x = np.asarray(x)
-    if y is not None and len(y) != len(x):
-        raise ShapeError(f"expected y with {len(x)} samples like X, found {len(y)}")
-    train, test = split_indices(len(x), test_size, seed, _stratify_labels(stratify, y))
+    x, n = _samples(x, y)
+    train, test = split_indices(n, test_size, seed, _stratify_labels(stratify, y))
     out = (_take(x, train), _take(x, test))
     return out if y is None else out + (_take(y, train), _take(y, test))
 
@@ -104,10 +119,7 @@ def train_val_test_split(x: Any, y: Any = None, val_size: float | int = 0.1,
                          test_size: float | int = 0.2, seed: int = 0,
                          stratify: Any = None) -> tuple[np.ndarray, ...]:
     """X_train, X_val, X_test, y_train, y_val, y_test; sizes are fractions of the whole set."""
-    x = np.asarray(x)
-    n = len(x)
-    if y is not None and len(y) != n:
-        raise ShapeError(f"expected y with {n} samples like X, found {len(y)}")
+    x, n = _samples(x, y)
     labels = _stratify_labels(stratify, y)
     rest, test = split_indices(n, test_size, seed, labels)
     if isinstance(val_size, Real) and not isinstance(val_size, Integral):

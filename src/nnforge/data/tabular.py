@@ -94,7 +94,9 @@ def _read_layout(path: str, first: list[str], second: list[str] | None, header: 
         raise DataError(f"{path}: expected feature columns besides the label column, "
                         f"found {len(first)} column in all")
     sample = second if has_header else first
-    string_labels = label is not None and sample is not None and not _is_number(sample[label])
+    # a short second row is reported with its line number when its chunk is parsed
+    string_labels = (label is not None and sample is not None and label < len(sample)
+                     and not _is_number(sample[label]))
     return _Layout(path, delimiter, names, len(first), label, string_labels)
 
 
@@ -146,8 +148,12 @@ def iter_csv(path: str | Path, label_column: int | str | None = None,
              chunk_rows: int = DEFAULT_CHUNK_ROWS
              ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Stream a CSV file as (X, y) chunks of at most chunk_rows rows (y float32, str or None)."""
-    if chunk_rows < 1:
-        raise DataError(f"expected chunk_rows >= 1, found {chunk_rows}")
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) \
+            or chunk_rows < 1:
+        raise DataError(f"expected chunk_rows to be an integer >= 1, found {chunk_rows!r}")
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\"\r\n":
+        raise DataError(f"expected delimiter to be one character other than a quote or a "
+                        f"newline, found {delimiter!r}")
     with _open_text(path) as fh:
         try:
             numbered = ((no, ln) for no, ln in enumerate(fh, start=1) if ln.strip())
@@ -180,7 +186,9 @@ def read_csv(path: str | Path, label_column: int | str | None = None,
     if parts[0][1] is None:
         return x, None
     y = np.concatenate([p[1] for p in parts])
-    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+    # integral labels become int64 classes, but only where int64 holds them exactly
+    if (y.dtype.kind == "f" and np.all(np.abs(y) <= 2**53)
+            and np.all(y == np.round(y))):
         y = y.astype(np.int64)
     return x, y
 

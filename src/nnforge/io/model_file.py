@@ -23,6 +23,7 @@ from ..autograd.grad_mode import no_grad
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ModelFileError, NNForgeError
 from ..nn import Linear, Module, layer_from_architecture
+from ..nn.init import skip_init
 from ..random import get_rng_state, set_rng_state
 from . import safetensors_format as st
 from .archive import ArchiveReader, from_json, sha256_of, to_json, write_archive
@@ -215,15 +216,28 @@ def _check_manifest(m: Any, p: str) -> dict[str, Any]:
         raise bad("checksums", "an object of entry name -> 'sha256:<hex>'")
     if m.get("task") is not None and m.get("task") not in TASKS:
         raise bad("task", f"one of {list(TASKS)} or null")
-    if m.get("labels") is not None and not isinstance(m.get("labels"), list):
-        raise bad("labels", "a list or null")
     for field in ("inputs", "outputs"):
         specs = m.get(field)
+        # the session traces with these names and shapes: a bad one would fail far from here
         if not isinstance(specs, list) or not specs or not all(
-                isinstance(s, dict) and isinstance(s.get("name"), str)
-                and isinstance(s.get("shape"), list) for s in specs):
-            raise bad(field, "a non-empty list of {name, shape, dtype} objects")
+                isinstance(s, dict) and isinstance(s.get("name"), str) and s["name"]
+                and isinstance(s.get("dtype"), str) and _spec_shape(s.get("shape"))
+                for s in specs):
+            raise bad(field, "a non-empty list of {name, shape: [null, sizes...], dtype} objects")
+    if not isinstance(m.get("preprocessing"), (dict, list, type(None))):
+        raise bad("preprocessing", "an object, a list or null")
+    if m.get("labels") is not None:
+        try:  # the rules save() applied: predictions index these labels by class
+            _labels(m.get("task"), m["labels"], m["outputs"])
+        except ConfigError as exc:
+            raise ModelFileError(f"manifest of '{p}': {exc}") from None
     return m
+
+
+def _spec_shape(shape: Any) -> bool:
+    """True for [null, size, ...]: a batch dimension, then sizes (null where any size goes)."""
+    return (isinstance(shape, list) and len(shape) >= 1 and shape[0] is None
+            and all(d is None or (type(d) is int and d >= 0) for d in shape[1:]))
 
 
 def _open_checked(path: PathLike) -> tuple[ArchiveReader, dict[str, Any]]:
@@ -263,9 +277,14 @@ def _build_layers(arch: Any, p: str) -> Module:
     """Rebuild the layers, using only registered layer types."""
     rng = get_rng_state()  # building draws initial weights; loading must not move the stream
     try:
-        return layer_from_architecture(arch)
+        with skip_init():  # the file's weights replace them all, after their shapes are checked
+            return layer_from_architecture(arch)
     except (NNForgeError, TypeError, ValueError, KeyError, IndexError, RecursionError) as exc:
         raise ModelFileError(f"cannot rebuild the model in '{p}': {exc}") from None
+    except MemoryError:  # layer sizes in a damaged architecture can ask for terabytes
+        raise ModelFileError(f"cannot rebuild the model in '{p}': its architecture asks for "
+                             f"more memory than there is (damaged, or not matching its "
+                             f"weights)") from None
     finally:
         set_rng_state(rng)
 

@@ -14,7 +14,7 @@ from ..ops.conv_pool import conv_max_pool2d, fusable_pool
 from ..ops.norm import batch_norm, batch_statistics
 from ..ops.pool import avg_pool2d, global_avg_pool2d, max_pool2d
 from ..ops.shape import flatten
-from .init import get_initializer
+from .init import get_initializer, ones
 from .module import Module, Parameter, register_layer
 
 
@@ -224,12 +224,12 @@ class _BatchNorm(Module):
         self.affine = bool(affine)
         c = self.num_features
         if self.affine:
-            self.weight = Parameter(np.ones(c, backend.DEFAULT_DTYPE))
+            self.weight = Parameter(ones((c,)))
             self.bias = Parameter(np.zeros(c, backend.DEFAULT_DTYPE))
         else:
             self.weight = self.bias = None
         self.register_buffer("running_mean", np.zeros(c, backend.DEFAULT_DTYPE))
-        self.register_buffer("running_var", np.ones(c, backend.DEFAULT_DTYPE))
+        self.register_buffer("running_var", ones((c,)))
 
     def forward(self, x: Tensor) -> Tensor:
         _check_channels(self, x, self.num_features, self.ndims, self.layout)

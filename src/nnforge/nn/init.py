@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -38,6 +40,27 @@ def lecun_uniform(shape: tuple[int, ...], rng: Any = None, dtype: Any = None) ->
     return _uniform(shape, 1.0 / math.sqrt(fan_in), rng, dtype)
 
 
+#: set while a model file rebuilds its layers: every array is overwritten by the file's weights
+#: afterwards, so drawing (and touching) initial values would only cost time and, for a damaged
+#: architecture declaring huge layers, gigabytes of memory before the weights' shapes are checked
+_SKIP = contextvars.ContextVar("nnforge_skip_init", default=False)
+
+
+@contextlib.contextmanager
+def skip_init() -> Iterator[None]:
+    """Within this context (this thread only), initializers return uninitialized arrays."""
+    token = _SKIP.set(True)
+    try:
+        yield
+    finally:
+        _SKIP.reset(token)
+
+
+def skipping() -> bool:
+    """Whether initializers are skipped here (see skip_init)."""
+    return _SKIP.get()
+
+
 def zeros(shape: tuple[int, ...], rng: Any = None, dtype: Any = None) -> np.ndarray:
     """All zeros."""
     return np.zeros(shape, dtype=dtype or backend.DEFAULT_DTYPE)
@@ -45,10 +68,14 @@ def zeros(shape: tuple[int, ...], rng: Any = None, dtype: Any = None) -> np.ndar
 
 def ones(shape: tuple[int, ...], rng: Any = None, dtype: Any = None) -> np.ndarray:
     """All ones."""
+    if _SKIP.get():
+        return np.empty(shape, dtype=dtype or backend.DEFAULT_DTYPE)
     return np.ones(shape, dtype=dtype or backend.DEFAULT_DTYPE)
 
 
 def _uniform(shape: tuple[int, ...], bound: float, rng: Any, dtype: Any) -> np.ndarray:
+    if _SKIP.get():  # untouched pages cost no memory until the real weights arrive
+        return np.empty(shape, dtype=dtype or backend.DEFAULT_DTYPE)
     rng = rng if rng is not None else get_rng()
     # draw in float64 then cast once, so the stream does not depend on the target dtype
     return rng.uniform(-bound, bound, size=shape).astype(dtype or backend.DEFAULT_DTYPE)

@@ -6,6 +6,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .. import backend
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, check_float
 from ..ops import activation as A
@@ -14,7 +15,7 @@ from ..ops.math import Mul
 from ..ops.shape import flatten
 from ..random import get_rng
 from .conv_layers import Conv2d, MaxPool2d
-from .init import get_initializer
+from .init import get_initializer, skipping
 from .module import Module, Parameter, layer_from_architecture, register_layer
 
 
@@ -128,8 +129,10 @@ class Linear(Module):
         # (out, in) as PyTorch has it, stored column-major: x @ W.T and its weight gradient
         # x.T @ gy are then plain row-major products, 10-15% faster in OpenBLAS than the
         # transposed forms (the optimizer keeps the layout; state dicts and files are row-major)
-        w = get_initializer(init)((self.out_features, self.in_features))
-        self.weight = Parameter(np.asfortranarray(w))
+        shape = (self.out_features, self.in_features)
+        init_fn = get_initializer(init)  # checks the name even when skipping
+        self.weight = Parameter(np.empty(shape, backend.DEFAULT_DTYPE, order="F") if skipping()
+                                else np.asfortranarray(init_fn(shape)))
         self.bias = Parameter(np.zeros(self.out_features, np.float32)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
