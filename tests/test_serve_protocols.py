@@ -210,6 +210,13 @@ def test_simple_rest_one_sample_or_many(client: httpx.Client, session: nf.Infere
     ("POST", "/v1/models/clf/versions/7:predict", b'{"data": [1]}', 404, "no version '7'"),
     ("POST", "/v2/models/clf/versions/x1/infer", b"{}", 400, "expected a version number"),
     ("POST", "/v2/models/clf/infer", b'{"inputs": {}}', 400, "'inputs' must be"),
+    # finite inputs that overflow the model: once nan probabilities (JSON null) and class 0
+    ("POST", "/v2/models/clf/infer", json.dumps({"inputs": [{
+        "name": "input", "shape": [1, 64], "datatype": "FP32", "data": [3e38] * 64}]}).encode(),
+     400, "probably too large"),
+    ("POST", "/predict", b'{"data": [' + b"-3e38," * 63 + b"3e38]}", 400, "probably too large"),
+    ("POST", "/v2/models/clf/infer", b'{"inputs": [{"name": "input", "data": "\xff"}]}', 400,
+     "expected UTF-8 text, found byte 0xff"),
     ("POST", "/predict", b" " * 300000, 413, "at most 200000 bytes"),
     ("GET", "/predict", b"", 405, "GET is not allowed"),
     ("GET", "/v2/models/nope", b"", 404, "unknown model"),
@@ -288,12 +295,18 @@ def test_command_line_errors_are_one_line(tmp_path: Path, model_path: Path) -> N
     assert "expected a .nnf/.onnx model file or a model repository" in r.stderr
     (tmp_path / "broken.nnf").write_bytes(b"PK not a model")
     r = serve(str(tmp_path / "broken.nnf"), "--port", "0", "--no-grpc")
-    assert r.returncode == 1 and "no model could be loaded" in r.stderr.splitlines()[-1]
+    # the error alone: no JSON log line of the failed load (or of loads) before it
+    assert r.returncode == 1 and r.stderr.startswith("nnforge: error: no model could be "
+                                                     "loaded") and r.stderr.count("\n") == 1
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        r = serve(str(model_path), "--port", str(busy.getsockname()[1]), "--no-grpc")
-    assert r.returncode == 1 and "cannot listen on 127.0.0.1" in r.stderr.splitlines()[-1]
+        port = str(busy.getsockname()[1])
+        for args in (["--port", port, "--no-grpc"], ["--port", "0", "--grpc-port", port]):
+            r = serve(str(model_path), *args)
+            assert r.returncode == 1 and r.stderr.startswith(
+                f"nnforge: error: cannot listen on 127.0.0.1:{port}"), r.stderr
+            assert r.stderr.count("\n") == 1, r.stderr
     r = serve(str(model_path), "--version-policy", "newest")
     assert r.returncode == 1 and "expected a version policy" in r.stderr
     r = serve("--help")

@@ -28,12 +28,12 @@ from nnforge.serve.errors import (
     RequestTimeoutError,
     UnavailableError,
 )
-from nnforge.serve.grpc_service import MESSAGES, message
+from nnforge.serve.grpc_service import MESSAGES, decode_infer, message
 from nnforge.serve.metrics import ServerMetrics
 from nnforge.serve.model import ServedModel, batch_buckets
 from nnforge.serve.proto import _descriptor, compile_proto
 from nnforge.serve.repository import VersionPolicy
-from nnforge.serve.rest import decompress, match_inference
+from nnforge.serve.rest import _int_header, decompress, match_inference
 from nnforge.serve.tensors import TensorSpec, array_from_json, to_model_rows
 from nnforge.serve.v2 import Requested, decode_request, encode_response
 
@@ -250,6 +250,31 @@ def test_served_answers_equal_predict(tmp_path: Path, rng: np.random.Generator, 
     assert ("labels" in names) == (labels is not None and task != "multilabel")
 
 
+def test_outputs_that_overflow_are_refused_for_their_request_alone(tmp_path: Path,
+                                                                    rng: np.random.Generator
+                                                                    ) -> None:
+    # 3e38 inputs overflow the logits: softmax gave nan, served as JSON null and class 0
+    path = save_model(tmp_path / "m.nnf", "multiclass", 4)
+    model = ServedModel.load("m", "1", path, max_batch_size=8)
+    good = rng.standard_normal((2, 3)).astype(np.float32)
+    huge = np.full((2, 3), 3e38, np.float32)
+    with pytest.raises(InvalidInputError, match="not finite numbers for sample 0"):
+        model.compute(huge)
+
+    async def main() -> list:
+        b = make_batcher(model.compute, max_batch_size=8)
+        outs = await asyncio.gather(b.infer(good), b.infer(huge), b.infer(good[:1]),
+                                    return_exceptions=True)
+        await b.close()
+        return outs
+
+    first, bad, last = run(main())
+    expected = nf.InferenceSession(path).predict(good).probabilities
+    np.testing.assert_allclose(first["probabilities"], expected, rtol=1e-5)
+    np.testing.assert_allclose(last["probabilities"], expected[:1], rtol=1e-5)
+    assert isinstance(bad, InvalidInputError) and "too large" in str(bad)
+
+
 def test_padding_to_bucket_sizes_keeps_the_answers(tmp_path: Path,
                                                    rng: np.random.Generator) -> None:
     path = save_model(tmp_path / "m.nnf", "multiclass", 4)
@@ -261,6 +286,20 @@ def test_padding_to_bucket_sizes_keeps_the_answers(tmp_path: Path,
         assert len(got["classes"]) == n
         np.testing.assert_allclose(got["probabilities"], session.predict(x).probabilities,
                                    rtol=1e-5, atol=1e-7)
+
+
+def test_requests_beyond_max_batch_size_run_in_passes_of_max_batch_size(
+        tmp_path: Path, rng: np.random.Generator) -> None:
+    path = save_model(tmp_path / "m.nnf", "multiclass", 4)
+    model = ServedModel.load("m", "1", path, max_batch_size=8)
+    shapes: list[tuple] = []
+    run_one = model.session.run
+    model.session.run = lambda x: (shapes.append(x.shape), run_one(x))[1]  # type: ignore
+    x = rng.standard_normal((21, 3)).astype(np.float32)
+    got = model.compute(x)
+    assert shapes == [(8, 3)] * 3  # not one pass of 21 rows (memory, a plan per size)
+    np.testing.assert_allclose(got["probabilities"],
+                               nf.InferenceSession(path).predict(x).probabilities, rtol=1e-5)
 
 
 def test_bucket_sizes() -> None:
@@ -349,6 +388,10 @@ def test_v2_nested_data_and_all_outputs_by_default(v2_model: ServedModel) -> Non
     ({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}],
       "id": 5}, "'id' must be a string"),
     ([1, 2], "must be a JSON object"),
+    ({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP16",
+                  "data": [1, 2, 70000]}]}, r"values must lie within \[-65504, 65504\] for FP16"),
+    ({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3],
+                  "parameters": {"binary_data_size": 12}}]}, "found both"),
 ])
 def test_v2_bad_requests_name_the_problem(v2_model: ServedModel, doc: object,
                                           message: str) -> None:
@@ -370,6 +413,30 @@ def test_v2_binary_part_is_checked(v2_model: ServedModel) -> None:
     with pytest.raises(InvalidInputError, match="finite numbers"):
         nan = np.array([[1, np.nan, 2]], np.float32)
         decode_request(*v2_body(nan, True), v2_model)
+
+
+def test_v2_non_utf8_bodies_and_header_lengths_name_the_problem(v2_model: ServedModel) -> None:
+    body = orjson.dumps({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32",
+                                     "data": [1, 2, 3]}], "id": "x"})
+    bad = body.replace(b'"x"', b'"\xff"')
+    with pytest.raises(InvalidInputError, match=f"found byte 0xff at byte {bad.index(0xff)}"):
+        decode_request(bad, None, v2_model)
+    # int() alone would read "1_0" as 10; the message shows the text, not a bytes repr
+    for value in (b"1_0", b"abc", b"0x10", b"99999999999999999999"):
+        with pytest.raises(InvalidInputError, match="Length must be an integer, found '"):
+            _int_header("Inference-Header-Content-Length", value)
+    assert _int_header("Inference-Header-Content-Length", b" 42") == 42
+
+
+def test_grpc_tensor_in_raw_and_typed_contents_is_refused() -> None:
+    req = MESSAGES["ModelInferRequest"](model_name="m")
+    t = req.inputs.add(name="input", datatype="FP32", shape=[1, 3])
+    t.contents.fp32_contents.extend([1, 2, 3])
+    req.raw_input_contents.append(np.array([4, 5, 6], np.float32).tobytes())
+    with pytest.raises(InvalidInputError, match="found both"):
+        decode_infer(req, SPEC, "m")
+    del req.raw_input_contents[:]
+    assert decode_infer(req, SPEC, "m").tolist() == [[1, 2, 3]]
 
 
 def test_decompression_is_bounded() -> None:

@@ -77,6 +77,9 @@ def decode_infer(req: Any, spec: Any, model_name: str) -> np.ndarray:
         if len(req.raw_input_contents) != 1:
             raise InvalidInputError(f"expected 1 raw_input_contents entry, found "
                                     f"{len(req.raw_input_contents)}")
+        if t.HasField("contents"):  # which of the two holds the tensor? (Triton refuses too)
+            raise InvalidInputError(f"{what}: expected its values in raw_input_contents or in "
+                                    f"contents, found both")
         raw = req.raw_input_contents[0]
         if len(raw) != count * dtype.itemsize:
             raise InvalidInputError(f"{what}: shape {shape} of {t.datatype} needs "

@@ -8,6 +8,7 @@ names, `labels`; multilabel models `classes` and `probabilities` per label; regr
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..runtime.session import InferenceSession
+from .errors import InvalidInputError
 from .tensors import TensorSpec, datatype_of
 
 Outputs = dict[str, np.ndarray]
@@ -84,19 +86,34 @@ class ServedModel:
 
         The batch is padded with zero rows up to the next bucket size: the session compiles
         one plan per input shape and keeps a bounded number of them, so a server that ran
-        every batch size from 1 to max_batch_size would keep compiling.
+        every batch size from 1 to max_batch_size would keep compiling. A request larger than
+        max_batch_size runs in passes of max_batch_size rows (padded to a multiple of it):
+        one forward pass of all its rows would take memory in proportion to the request, and
+        a plan per request size.
         """
-        n = len(x)
-        size = next((b for b in self.buckets if b >= n), n)
+        n, limit = len(x), self.buckets[-1]
+        size = next((b for b in self.buckets if b >= n), -(-n // limit) * limit)
         if size != n:
             x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), x.dtype)])
-        pred = self.session.predict(x, batch_size=size)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused below
+            pred = self.session.predict(x, batch_size=min(size, limit))
         if self.task in ("multiclass", "binary", "multilabel"):
             out = {"classes": pred.classes, "probabilities": pred.probabilities}
         else:
             out = {"values": pred.values}
-        return {k: (v[:n] if v.dtype.kind != "f" else v[:n].astype(np.float32, copy=False))
-                for k, v in out.items()}
+        result = {k: (v[:n] if v.dtype.kind != "f" else v[:n].astype(np.float32, copy=False))
+                  for k, v in out.items()}
+        for name, v in result.items():
+            # an input that overflows the model gives nan/inf: JSON would carry them as null
+            # and argmax would answer class 0; refuse instead (the batcher then reruns the
+            # batch request by request, so only the request at fault fails)
+            if v.dtype.kind == "f" and not math.isfinite(np.add.reduce(v, None, np.float64)) \
+                    and not np.isfinite(v).all():
+                row = int(np.argwhere(~np.isfinite(v))[0][0])
+                raise InvalidInputError(f"the model's {name} are not finite numbers for sample "
+                                        f"{row}: its input values are probably too large for "
+                                        f"the model")
+        return result
 
     def warm_up(self) -> None:
         """Run each bucket size once, so that requests find compiled plans; time the largest."""

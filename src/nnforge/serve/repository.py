@@ -227,21 +227,25 @@ class ModelRepository:
         return rows
 
     # -- loading -----------------------------------------------------------------------------
-    async def sync(self, only: str | None = None, explicit: bool = False) -> list[str]:
+    async def sync(self, only: str | None = None, explicit: bool = False,
+                   log_failures: bool = True) -> list[str]:
         """Load new or changed versions, drop the ones the policy no longer serves.
 
         Returns the load errors. `explicit` (the load endpoint) also brings back unloaded
-        models and retries failed versions whose file did not change.
+        models and retries failed versions whose file did not change. `log_failures=False`
+        leaves reporting the errors to the caller (startup: one line when nothing loads).
         """
         async with self._lock:
             on_disk = await asyncio.get_running_loop().run_in_executor(None, self.scan)
             errors: list[str] = []
             names = [only] if only is not None else sorted(set(on_disk) | set(self.models))
             for name in names:
-                errors += await self._sync_model(name, on_disk.get(name, {}), explicit)
+                errors += await self._sync_model(name, on_disk.get(name, {}), explicit,
+                                                 log_failures)
             return errors
 
-    async def _sync_model(self, name: str, files: dict[str, Path], explicit: bool) -> list[str]:
+    async def _sync_model(self, name: str, files: dict[str, Path], explicit: bool,
+                          log_failures: bool = True) -> list[str]:
         entry = self.models.setdefault(name, ModelEntry(name))
         if entry.unloaded and not explicit:
             return []
@@ -268,7 +272,7 @@ class ModelRepository:
             for version in todo:
                 retry.discard(version)
                 loaded = await self._load_version(name, version, files[version], sigs[version],
-                                                  entry)
+                                                  entry, log_failures)
                 if loaded is None:
                     errors.append(f"{name} version {version}: {entry.failures[version][1]}")
                     continue
@@ -286,7 +290,8 @@ class ModelRepository:
         return errors
 
     async def _load_version(self, name: str, version: str, path: Path,
-                            sig: tuple[int, int, int], entry: ModelEntry) -> LoadedVersion | None:
+                            sig: tuple[int, int, int], entry: ModelEntry,
+                            log_failures: bool = True) -> LoadedVersion | None:
         cfg = self.per_model.get(name, self.batching)
         loop = asyncio.get_running_loop()
         try:
@@ -296,8 +301,9 @@ class ModelRepository:
             reason = " ".join(str(exc).split()) or type(exc).__name__
             entry.failures[version] = (sig, reason)
             self.metrics.load_failures[name] = self.metrics.load_failures.get(name, 0) + 1
-            log.error("model %s version %s failed to load from %s: %s", name, version, path,
-                      reason)
+            if log_failures:
+                log.error("model %s version %s failed to load from %s: %s", name, version, path,
+                          reason)
             return None
         entry.failures.pop(version, None)
         metrics = self.metrics.model(name, version)

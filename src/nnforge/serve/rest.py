@@ -70,10 +70,11 @@ def decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
 def _int_header(name: str, value: bytes | None) -> int | None:
     if value is None:
         return None
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidInputError(f"{name} must be an integer, found {value!r:.40}") from None
+    digits = value.strip()
+    if not digits.removeprefix(b"-").isdigit() or len(digits) > 19:  # int() takes "1_0" too
+        raise InvalidInputError(f"{name} must be an integer, found "
+                                f"{value.decode('latin-1')!r:.40}")
+    return int(digits)
 
 
 class RestCall:

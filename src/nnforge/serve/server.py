@@ -59,13 +59,17 @@ async def load_repository(config: ServeConfig, metrics: ServerMetrics) -> ModelR
     repo = ModelRepository(config.path, metrics, config.batching,
                            VersionPolicy.parse(config.version_policy), config.model_name,
                            config.models)
-    errors = await repo.sync()
+    # failures are logged only once the server is sure to start: when nothing loads, the
+    # command's one-line error says it all (no log line before it)
+    errors = await repo.sync(log_failures=False)
     if not any(e.versions for e in repo.models.values()):
         if errors:
             raise ModelFileError(f"no model could be loaded: {errors[0]}")
         if not config.poll_interval_s:
             raise ConfigError(f"found no models in '{config.path}' (expected a .nnf file or "
                               f"<repo>/<model>/<version>/model.nnf)")
+    for error in errors:
+        log.error("failed to load model %s", error)
     return repo
 
 
@@ -89,16 +93,17 @@ def _uvicorn_server(app: ServeApp, config: ServeConfig) -> Any:
     return uv
 
 
-async def _start_grpc(server: InferenceServer, config: ServeConfig) -> tuple[Any, int]:
+def _bind_grpc(config: ServeConfig) -> tuple[Any, int]:
+    """A grpc.aio server bound to the gRPC port (handlers and start come later)."""
     import grpc  # noqa: PLC0415
 
-    from .grpc_service import InferenceService, generic_handler  # noqa: PLC0415
-
+    if config.grpc_port and config.workers == 1:  # (workers: the supervisor checked it)
+        # a plain bind first: grpc's C core would log a line of its own before our error
+        bind(config.host, config.grpc_port, listen=False).close()
     limit = config.max_body_bytes
     grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                            ("grpc.max_send_message_length", -1),
                                            ("grpc.so_reuseport", int(config.workers > 1))])
-    grpc_server.add_generic_rpc_handlers((generic_handler(InferenceService(server)),))
     host = f"[{config.host}]" if ":" in config.host else config.host
     address = f"{host}:{config.grpc_port}"
     try:
@@ -107,7 +112,6 @@ async def _start_grpc(server: InferenceServer, config: ServeConfig) -> tuple[Any
         raise ConfigError(f"cannot listen for gRPC on {address}: {exc}") from None
     if not port:
         raise ConfigError(f"cannot listen for gRPC on {address}")
-    await grpc_server.start()
     return grpc_server, port
 
 
@@ -119,24 +123,32 @@ async def serve(config: ServeConfig,
     `worker` (a workers.WorkerLink) makes this process one of several that share the ports."""
     loop = asyncio.get_running_loop()
     metrics = ServerMetrics()
-    repo = await load_repository(config, metrics)
-    access_log = AccessLog(enabled=config.access_log, atomic_lines=worker is not None)
-    server = InferenceServer(config, repo, metrics, access_log)
-    cluster = None
-    if worker is not None:
-        cluster = server.cluster = Cluster(worker.run_dir, worker.index)
-    sock = bind(config.host, config.port, shared=worker is not None)
-    http_port = sock.getsockname()[1]
-    uv = _uvicorn_server(ServeApp(server), config)
-    grpc_server, grpc_port = None, None
+    # the ports first: a port in use fails at once, with its one-line error and no log lines
+    # of models loaded for nothing before it (listening waits: until the models are in,
+    # clients are refused rather than left hanging)
+    sock = bind(config.host, config.port, shared=worker is not None, listen=False)
+    grpc_server, grpc_port, repo, cluster = None, None, None, None
     try:
+        if config.grpc_port is not None:
+            grpc_server, grpc_port = _bind_grpc(config)
+        repo = await load_repository(config, metrics)
+        access_log = AccessLog(enabled=config.access_log, atomic_lines=worker is not None)
+        server = InferenceServer(config, repo, metrics, access_log)
+        if worker is not None:
+            cluster = server.cluster = Cluster(worker.run_dir, worker.index)
+        http_port = sock.getsockname()[1]
+        uv = _uvicorn_server(ServeApp(server), config)
         if cluster is not None:
             # listen to peers first, then replay: an admin action taken meanwhile reaches this
             # worker one way or the other (both ways is harmless: they are idempotent)
             await cluster.start(server)
             await cluster.replay(server)
-        if config.grpc_port is not None:
-            grpc_server, grpc_port = await _start_grpc(server, config)
+        if grpc_server is not None:
+            from .grpc_service import InferenceService, generic_handler  # noqa: PLC0415
+
+            grpc_server.add_generic_rpc_handlers((generic_handler(InferenceService(server)),))
+            await grpc_server.start()
+        sock.listen(2048)
         await uv.startup(sockets=[sock])
     except BaseException:
         sock.close()
@@ -144,7 +156,8 @@ async def serve(config: ServeConfig,
             await grpc_server.stop(None)
         if cluster is not None:
             await cluster.close()
-        await repo.close()
+        if repo is not None:
+            await repo.close()
         raise
     stop = asyncio.Event()
 

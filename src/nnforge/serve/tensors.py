@@ -127,6 +127,16 @@ def check_kind(arr: np.ndarray, datatype: str, what: str) -> np.ndarray:
         if arr.min() < info.min or arr.max() > info.max:
             raise InvalidInputError(f"{what}: values must lie in [{info.min}, {info.max}] for "
                                     f"{datatype}, found [{arr.min()}, {arr.max()}]")
+    if target.kind == "f" and kind in "iuf" and arr.dtype.itemsize > target.itemsize:
+        with np.errstate(over="ignore"):
+            out = arr.astype(target)
+        # a finite value beyond the narrower type's range turns into inf: name that range
+        # (the model's own check would blame the model's datatype instead)
+        if not np.isfinite(out).all() and np.isfinite(arr).all():
+            info = np.finfo(target)
+            raise InvalidInputError(f"{what}: values must lie within [{info.min:g}, {info.max:g}] "
+                                    f"for {datatype}, found [{arr.min()}, {arr.max()}]")
+        return out
     return arr.astype(target, copy=False)
 
 
@@ -155,8 +165,9 @@ def to_model_rows(arr: np.ndarray, spec: TensorSpec, what: str,
         with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes inf: refused below
             rows = rows.astype(target)
     # one sum tells that all values are finite; only when it is not, look closer (a sum of
-    # large finite values may overflow)
-    if target.kind == "f" and not math.isfinite(_sum(rows, None)) \
+    # large finite values may overflow: summed in float64, float32 ones do not, and numpy
+    # writes no stray warning line into the JSON log)
+    if target.kind == "f" and not math.isfinite(_sum(rows, None, np.float64)) \
             and not np.isfinite(rows).all():
         bad = np.argwhere(~np.isfinite(rows))[0]
         raise InvalidInputError(f"{what}: expected finite numbers within the range of "

@@ -68,7 +68,14 @@ def parse_json(data: bytes | memoryview, what: str = "the request body") -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInputError(f"{what} is not valid JSON: {exc}") from None
+        reason = str(exc)
+        if reason.startswith("str is not valid UTF-8"):  # orjson blames surrogates at char 0
+            try:
+                bytes(data).decode()
+            except UnicodeDecodeError as bad:
+                reason = (f"expected UTF-8 text, found byte 0x{bad.object[bad.start]:02x} at "
+                          f"byte {bad.start}")
+        raise InvalidInputError(f"{what} is not valid JSON: {reason}") from None
 
 
 def decode_input(doc: dict[str, Any], binary: memoryview | None, offset: int,
@@ -85,6 +92,9 @@ def decode_input(doc: dict[str, Any], binary: memoryview | None, offset: int,
         if type(size) is not int or size < 0:
             raise InvalidInputError(f"{what}: 'binary_data_size' must be a non-negative integer, "
                                     f"found {size!r:.40}")
+        if "data" in doc:  # which of the two holds the tensor? (tritonclient sends one)
+            raise InvalidInputError(f"{what}: expected 'data' or a 'binary_data_size' "
+                                    f"parameter, found both")
         if binary is None:
             raise InvalidInputError(f"{what} has binary_data_size but the request has no binary "
                                     f"part (expected an Inference-Header-Content-Length header)")

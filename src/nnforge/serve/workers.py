@@ -241,4 +241,4 @@ def supervise(config: ServeConfig, announce: Callable[[dict[str, Any]], None] | 
         for sock in reserved:
             sock.close()
         shutil.rmtree(run_dir, ignore_errors=True)
-        log.info("stopped")
+    log.info("stopped")  # not after a failed start: its one-line error must come last
