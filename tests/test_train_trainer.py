@@ -11,7 +11,7 @@ import pytest
 import nnforge as nf
 from nnforge import nn, optim
 from nnforge.backend import SERIAL_BLAS
-from nnforge.errors import ConfigError, DataError, ShapeError
+from nnforge.errors import ConfigError, DataError, ShapeError, StateDictError
 from nnforge.ops import conv
 from nnforge.train import Callback, EarlyStopping, HistoryLogger, LRScheduler, ModelCheckpoint
 
@@ -64,6 +64,25 @@ def test_resuming_a_finished_run_trains_nothing(tmp_path):
     _train(3, callbacks=[ModelCheckpoint(tmp_path / "ckpt-{epoch}.nnf", save_best_only=False)])
     resumed = _train(3, resume_from=str(tmp_path / "ckpt-3.nnf"))
     assert len(resumed.history["loss"]) == 3  # the checkpoint's three epochs, no new ones
+
+
+@pytest.mark.parametrize("damage", [
+    lambda s: s.pop("epochs_done"),
+    lambda s: s.update(step=-1),
+    lambda s: s.update(epochs_done=True),
+    lambda s: s.update(history={"loss": ["x"]}),
+    lambda s: s.update(shuffle_rng={"bit_generator": "PCG64", "state": 5}),
+    lambda s: s.update(global_rng=None),
+    lambda s: s.update(callbacks=[{"state": {}}]),
+])
+def test_a_damaged_trainer_state_is_refused_and_changes_nothing(damage):
+    trainer = _train(1)
+    state = trainer.state_dict()
+    damage(state)
+    before = json.dumps(trainer.state_dict(), default=str)
+    with pytest.raises(StateDictError, match="expected a trainer state"):
+        trainer.load_state_dict(state)
+    assert json.dumps(trainer.state_dict(), default=str) == before
 
 
 def test_early_stopping_restores_best_weights():

@@ -13,7 +13,7 @@ from ..autograd.grad_mode import no_grad
 from ..autograd.tensor import Tensor
 from ..backend import SERIAL_BLAS
 from ..data.dataset import DataLoader
-from ..errors import ConfigError, DataError, ShapeError
+from ..errors import ConfigError, DataError, ShapeError, StateDictError
 from ..nn.losses import Loss, get_loss
 from ..nn.module import Module
 from ..ops import conv as conv_ops
@@ -357,18 +357,28 @@ class Trainer:
                 "loader": None if self._loader is None else self._loader.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore state_dict()'s output."""
-        self._epochs_done, self._step = int(state["epochs_done"]), int(state["step"])
+        """Restore state_dict()'s output (a StateDictError, and nothing changed, if it is not)."""
+        try:  # read and check everything before changing anything
+            epochs, step = _count(state["epochs_done"]), _count(state["step"])
+            history = {str(k): [float(x) for x in v] for k, v in state["history"].items()}
+            # generator states tried on spare bit generators first
+            type(self._shuffle_rng.bit_generator)().state = state["shuffle_rng"]
+            type(nf_random.get_rng().bit_generator)().state = state["global_rng"]
+            # match saved callback states to this run's callbacks by type, in order, so a
+            # resumed run may drop or add callbacks (e.g. no ModelCheckpoint) without losing
+            # scheduler state
+            saved: dict[str, list[Any]] = {}
+            for entry in state.get("callbacks", []):
+                saved.setdefault(str(entry["type"]), []).append(entry["state"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            found = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+            raise StateDictError(f"expected a trainer state as Trainer.state_dict() gives, found "
+                                 f"{found} ({type(exc).__name__}: {exc})") from None
+        self._epochs_done, self._step, self.history = epochs, step, history
         self._resumed = True
         self._loader_state = state.get("loader")  # applied to the loader the next fit() gets
         self._shuffle_rng.bit_generator.state = state["shuffle_rng"]
         nf_random.set_rng_state(state["global_rng"])
-        self.history = {k: list(v) for k, v in state["history"].items()}
-        # match saved callback states to this run's callbacks by type, in order, so a resumed
-        # run may drop or add callbacks (e.g. no ModelCheckpoint) without losing scheduler state
-        saved: dict[str, list[Any]] = {}
-        for entry in state.get("callbacks", []):
-            saved.setdefault(entry["type"], []).append(entry["state"])
         for cb in self.callbacks:
             queue = saved.get(type(cb).__name__)
             if queue:
@@ -391,3 +401,10 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt.optimizer_state)
         if ckpt.trainer_state is not None:
             self.load_state_dict(ckpt.trainer_state)
+
+
+def _count(value: Any) -> int:
+    """A non-negative integer from a saved state (bool and fractions refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"expected a non-negative integer count, found {value!r}")
+    return int(value)
