@@ -290,3 +290,96 @@ def test_a_plain_list_of_layers_is_refused_with_the_fix():
 def test_bad_layer_hyperparameters_get_one_config_error(make, message):
     with pytest.raises(ConfigError, match=message):
         make()
+
+
+def test_deleting_or_reassigning_attributes_keeps_registration_honest():
+    layer = nn.Linear(3, 2)
+    del layer.bias  # must leave parameters() and the state dict too, as in PyTorch
+    assert [n for n, _ in layer.named_parameters()] == ["weight"]
+    assert list(layer.state_dict()) == ["weight"]
+    seq = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    delattr(seq, "0")
+    assert len(seq) == 1 and seq.parameters() == []
+    # an array in a parameter's slot would be used by forward but neither trained nor saved
+    with pytest.raises(ConfigError, match=r"cannot assign ndarray to parameter Linear.weight"):
+        layer.weight = np.zeros((2, 3), np.float32)
+    with pytest.raises(ConfigError, match=r"cannot assign Tensor to parameter"):
+        layer.weight = nf.Tensor(np.zeros((2, 3), np.float32))
+    with pytest.raises(ConfigError, match=r"cannot assign int to child module Sequential.1"):
+        setattr(seq, "1", 5)
+    layer.weight = nn.Parameter(np.ones((2, 3), np.float32))  # a Parameter, or None, is fine
+    assert layer.parameters()[0] is layer.weight
+    setattr(seq, "1", None)
+    assert len(seq) == 0
+
+
+def test_a_buffer_set_to_none_is_skipped_like_pytorch():
+    bn = nn.BatchNorm1d(2)
+    bn.running_mean = None
+    assert list(bn.state_dict()) == ["weight", "bias", "running_var"]
+    assert bn.double().running_var.dtype == np.float64
+    bn.load_state_dict({"weight": np.ones(2), "bias": np.zeros(2), "running_var": np.ones(2)})
+
+
+def test_shared_parameters_load_their_own_state_dict():
+    shared = nn.Linear(3, 3)
+    model = nn.Sequential(shared, nn.ReLU(), shared)
+    state = model.state_dict()
+    assert list(state) == ["0.weight", "0.bias"] and model.num_parameters() == 12
+    assert model.load_state_dict(state) == {"missing_keys": [], "unexpected_keys": []}
+    # PyTorch's state dicts list every name of a shared parameter: either name loads it
+    both = {**state, "2.weight": state["0.weight"], "2.bias": state["0.bias"]}
+    assert model.load_state_dict(both) == {"missing_keys": [], "unexpected_keys": []}
+    model.load_state_dict({"2.weight": np.zeros((3, 3)), "2.bias": np.zeros(3)})
+    assert not shared.weight.data.any() and model[2] is shared
+
+
+def test_load_state_dict_refuses_non_mappings_and_non_numbers_without_copying():
+    layer = nn.Linear(3, 2)
+    before = layer.weight.data.copy()
+    with pytest.raises(StateDictError, match="expected a state dict .* found list"):
+        layer.load_state_dict([("weight", before)])
+    with pytest.raises(StateDictError, match="'bias' has dtype <U1 .* expected numbers"):
+        layer.load_state_dict({"weight": np.zeros((2, 3)), "bias": np.array(["a", "b"])})
+    np.testing.assert_array_equal(layer.weight.data, before)  # all or nothing
+    layer.load_state_dict({"weight": nf.Tensor(np.ones((2, 3))), "bias": layer.bias})
+    assert layer.weight.data.dtype == np.float32 and layer.weight.data.sum() == 6
+
+
+def test_register_layer_refuses_a_second_class_under_a_taken_name():
+    class Linear(nn.Module):  # a user's own "Linear" would rebuild every saved nn.Linear
+        pass
+
+    with pytest.raises(ConfigError, match=r"'Linear' is already registered by "
+                                          r"nnforge.nn.layers.Linear; rename"):
+        nn.register_layer(Linear)
+    assert nn.LAYER_REGISTRY["Linear"] is nn.Linear
+    with pytest.raises(ConfigError, match="expects a subclass of nnforge.nn.Module"):
+        nn.register_layer(int)
+    classes = []
+    for _ in range(2):  # re-running one definition (a notebook cell) replaces it
+        class Rerun(nn.Module):
+            pass
+
+        classes.append(nn.register_layer(Rerun))
+    try:
+        assert nn.LAYER_REGISTRY["Rerun"] is classes[1] and nn.register_layer(classes[1])
+    finally:
+        nn.LAYER_REGISTRY.pop("Rerun")
+
+
+@pytest.mark.parametrize("cls, config, message", [
+    (nn.Linear, {"in_features": 2, "out_features": 3, "bias": "no"}, "bias must be True or"),
+    (nn.Conv2d, {"in_channels": 1, "out_channels": 1, "kernel_size": 3, "bias": 0}, "bias must"),
+    (nn.BatchNorm1d, {"num_features": 2, "affine": "no"}, "affine must be True or False"),
+    (nn.AvgPool2d, {"kernel_size": 2, "count_include_pad": "no"}, "count_include_pad must"),
+    (nn.GlobalAvgPool2d, {"keepdims": 1}, "keepdims must be True or False"),
+    (nn.Softmax, {"axis": 1.7}, "axis must be an integer, found 1.7"),
+    (nn.Softmax, {"axis": "x"}, "axis must be an integer"),
+    (nn.Flatten, {"start_dim": True}, "start_dim must be an integer, found True"),
+    (nn.Sequential, {"layers": [], "extra": 1}, "takes only 'layers', found \\['extra'\\]"),
+])
+def test_configs_of_the_wrong_type_are_refused_not_coerced(cls, config, message):
+    # bool("no") is True and int(1.7) is 1: a hand-edited architecture must not mean otherwise
+    with pytest.raises(ConfigError, match=message):
+        cls.from_config(config)

@@ -15,7 +15,7 @@ from ..ops.norm import batch_norm, batch_statistics
 from ..ops.pool import avg_pool2d, global_avg_pool2d, max_pool2d
 from ..ops.shape import flatten
 from .init import get_initializer, ones
-from .module import Module, Parameter, register_layer
+from .module import Module, Parameter, check_bool, register_layer
 
 
 def _positive_int(layer: Module, name: str, value: Any) -> int:
@@ -65,6 +65,7 @@ class Conv2d(_Spatial):
         self.init = init
         shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         self.weight = Parameter(get_initializer(init)(shape))
+        bias = check_bool(self, "bias", bias)
         self.bias = Parameter(np.zeros(self.out_channels, np.float32)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
@@ -127,7 +128,7 @@ class AvgPool2d(_Pool2d):
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
                  count_include_pad: bool = True, ceil_mode: bool = False) -> None:
         super().__init__(kernel_size, stride, padding, ceil_mode)
-        self.count_include_pad = bool(count_include_pad)
+        self.count_include_pad = check_bool(self, "count_include_pad", count_include_pad)
 
     def forward(self, x: Tensor) -> Tensor:
         return avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.count_include_pad,
@@ -143,7 +144,7 @@ class GlobalAvgPool2d(Module):
 
     def __init__(self, keepdims: bool = False) -> None:
         super().__init__()
-        self.keepdims = bool(keepdims)
+        self.keepdims = check_bool(self, "keepdims", keepdims)
 
     def forward(self, x: Tensor) -> Tensor:
         y = global_avg_pool2d(x)
@@ -221,7 +222,7 @@ class _BatchNorm(Module):
         self.eps = check_float(f"{name} eps", eps, 0.0)
         if self.eps == 0.0:
             raise ConfigError(f"{name}: expected a positive eps, found {eps!r}")
-        self.affine = bool(affine)
+        self.affine = check_bool(self, "affine", affine)
         c = self.num_features
         if self.affine:
             self.weight = Parameter(ones((c,)))

@@ -16,7 +16,14 @@ from ..ops.shape import flatten
 from ..random import get_rng
 from .conv_layers import Conv2d, MaxPool2d
 from .init import get_initializer, skipping
-from .module import Module, Parameter, layer_from_architecture, register_layer
+from .module import (
+    Module,
+    Parameter,
+    check_bool,
+    check_int,
+    layer_from_architecture,
+    register_layer,
+)
 
 
 def _conv_relu_pool(layers: list[Module], i: int, x: Any) -> tuple[Any, int] | None:
@@ -72,6 +79,9 @@ class _Container(Module):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Any:
         layers = config.get("layers")
+        if set(config) - {"layers"}:  # as every other layer's from_config refuses unknown keys
+            raise ConfigError(f"{cls.__name__} config takes only 'layers', found "
+                              f"{sorted(set(config) - {'layers'})}")
         if not isinstance(layers, list):
             raise ConfigError(f"{cls.__name__} config needs a 'layers' list, found "
                               f"{layers!r:.60}")
@@ -133,6 +143,7 @@ class Linear(Module):
         init_fn = get_initializer(init)  # checks the name even when skipping
         self.weight = Parameter(np.empty(shape, backend.DEFAULT_DTYPE, order="F") if skipping()
                                 else np.asfortranarray(init_fn(shape)))
+        bias = check_bool(self, "bias", bias)
         self.bias = Parameter(np.zeros(self.out_features, np.float32)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
@@ -206,7 +217,7 @@ class Softmax(Module):
 
     def __init__(self, axis: int = -1) -> None:
         super().__init__()
-        self.axis = int(axis)
+        self.axis = check_int(self, "axis", axis)
 
     def forward(self, x: Tensor) -> Tensor:
         return A.softmax(x, self.axis)
@@ -237,7 +248,7 @@ class Flatten(Module):
 
     def __init__(self, start_dim: int = 1) -> None:
         super().__init__()
-        self.start_dim = int(start_dim)
+        self.start_dim = check_int(self, "start_dim", start_dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return flatten(x, self.start_dim)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -17,8 +18,37 @@ LAYER_REGISTRY: dict[str, type[Module]] = {}
 
 def register_layer(cls: type[Module]) -> type[Module]:
     """Class decorator: allow this layer type in saved architectures (explicit, never implicit)."""
+    if not (isinstance(cls, type) and issubclass(cls, Module)):
+        raise ConfigError(f"register_layer expects a subclass of nnforge.nn.Module, found "
+                          f"{cls!r:.80}")
+    old = LAYER_REGISTRY.get(cls.__name__)
+    # files name layers by class name alone: a second class under a taken name (a user's
+    # "Linear") would silently rebuild every saved model with the wrong layer. Re-running the
+    # same definition (a notebook cell, a reload) may replace the old class.
+    if old is not None and old is not cls and (old.__module__, old.__qualname__) != (
+            cls.__module__, cls.__qualname__):
+        raise ConfigError(f"layer name {cls.__name__!r} is already registered by "
+                          f"{old.__module__}.{old.__qualname__}; rename "
+                          f"{cls.__module__}.{cls.__qualname__} (saved files name layers by "
+                          f"class name)")
     LAYER_REGISTRY[cls.__name__] = cls
     return cls
+
+
+def check_bool(layer: Any, name: str, value: Any) -> bool:
+    """value as a bool, else ConfigError (bool("no") is True: a config must not rely on it)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{type(layer).__name__}: {name} must be True or False, found "
+                          f"{value!r:.60}")
+    return bool(value)
+
+
+def check_int(layer: Any, name: str, value: Any) -> int:
+    """value as an int, else ConfigError (int() would truncate 1.7 and accept True)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{type(layer).__name__}: {name} must be an integer, found "
+                          f"{value!r:.60}")
+    return int(value)
 
 
 class Parameter(Tensor):
@@ -50,6 +80,14 @@ class Module:
                               f"layers would hide their parameters from parameters(), the "
                               f"optimizer and saving; use nn.ModuleList([...]) or "
                               f"nn.Sequential(...)")
+        # as in PyTorch: a parameter or child slot takes another of its kind or None; anything
+        # else would silently drop it from training and saving while forward still used it
+        if value is not None and (name in self._parameters and not isinstance(value, Parameter)
+                                  or name in self._modules and not isinstance(value, Module)):
+            kind, fix = (("parameter", "nn.Parameter(...), None, or set .data") if name in
+                         self._parameters else ("child module", "an nn.Module or None"))
+            raise ConfigError(f"cannot assign {type(value).__name__} to {kind} "
+                              f"{type(self).__name__}.{name}; expected {fix}")
         for d in (self._parameters, self._modules):
             d.pop(name, None)
         if isinstance(value, (Parameter, Module)):
@@ -60,7 +98,12 @@ class Module:
             self._modules[name] = value
         object.__setattr__(self, name, value)
 
-    def register_buffer(self, name: str, value: np.ndarray) -> None:
+    def __delattr__(self, name: str) -> None:
+        for d in (self._parameters, self._modules, self._buffers):
+            d.pop(name, None)  # else parameters() and state_dict() would still list it
+        object.__delattr__(self, name)
+
+    def register_buffer(self, name: str, value: np.ndarray | None) -> None:
         """Register a non-trainable array saved with the weights (e.g. running statistics)."""
         self.__setattr__(name, value)
         self._buffers[name] = None  # the value lives on the attribute; this records the name
@@ -95,10 +138,12 @@ class Module:
         return [p for _, p in self.named_parameters()]
 
     def named_buffers(self) -> Iterator[tuple[str, np.ndarray]]:
-        """(dotted name, array) for every buffer."""
+        """(dotted name, array) for every buffer (one set to None is skipped, as in PyTorch)."""
         for mname, m in self.named_modules():
             for bname in m._buffers:
-                yield (f"{mname}.{bname}" if mname else bname), getattr(m, bname)
+                value = getattr(m, bname)
+                if value is not None:
+                    yield (f"{mname}.{bname}" if mname else bname), value
 
     def buffers(self) -> list[np.ndarray]:
         """Every buffer array (running statistics), in registration order."""
@@ -146,7 +191,7 @@ class Module:
                 p.grad = None
             for b in m._buffers:
                 arr = getattr(m, b)
-                if backend.is_float_dtype(arr.dtype):
+                if arr is not None and backend.is_float_dtype(arr.dtype):
                     object.__setattr__(m, b, arr.astype(dtype))
         return self
 
@@ -175,32 +220,53 @@ class Module:
             sd[name] = backend.to_numpy(b).copy()
         return sd
 
-    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> dict[str, list[str]]:
+    def load_state_dict(self, state: Mapping[str, Any],
+                        strict: bool = True) -> dict[str, list[str]]:
         """Copy arrays into parameters and buffers; report missing and unexpected keys."""
+        if not isinstance(state, Mapping):
+            raise StateDictError(f"expected a state dict (a mapping of name -> array), found "
+                                 f"{type(state).__name__}")
         targets: dict[str, tuple[Module, str, bool]] = {}
+        aliases: dict[str, str] = {}  # later names of a shared parameter -> its first name
+        first: dict[int, str] = {}
         for mname, m in self.named_modules():
-            for pname in m._parameters:
-                targets[f"{mname}.{pname}" if mname else pname] = (m, pname, True)
+            for pname, p in m._parameters.items():
+                key = f"{mname}.{pname}" if mname else pname
+                # state_dict() lists a shared parameter once, under its first name; PyTorch's
+                # lists every name: accept either
+                if first.setdefault(id(p), key) != key:
+                    aliases[key] = first[id(p)]
+                else:
+                    targets[key] = (m, pname, True)
             for bname in m._buffers:
-                targets[f"{mname}.{bname}" if mname else bname] = (m, bname, False)
+                if getattr(m, bname) is not None:
+                    targets[f"{mname}.{bname}" if mname else bname] = (m, bname, False)
+        for alias, key in aliases.items():
+            if key not in state and alias in state:
+                state = {**state, key: state[alias]}
         missing = [k for k in targets if k not in state]
-        unexpected = [k for k in state if k not in targets]
+        unexpected = [k for k in state if k not in targets and k not in aliases]
         if strict and (missing or unexpected):
             raise StateDictError(f"state dict does not match the model: missing keys {missing}, "
                                  f"unexpected keys {unexpected}")
+        values: dict[str, np.ndarray] = {}
         for key, (m, attr, is_param) in targets.items():
             if key not in state:
                 continue
-            value = np.asarray(state[key])
+            value = state[key]
+            # a Tensor (a model's own parameter) by its array: np.asarray would make objects
+            value = np.asarray(backend.to_numpy(value.data if isinstance(value, Tensor) else value))
             current = getattr(m, attr)
             cur_arr = current.data if is_param else current
             if value.shape != cur_arr.shape:
                 raise ShapeError(f"weight {key!r} has shape {value.shape} in the state dict, "
                                  f"the model expects {cur_arr.shape}")
-        for key, (m, attr, is_param) in targets.items():
-            if key not in state:
-                continue
-            value = np.asarray(state[key])
+            if value.dtype.kind not in "biuf":  # checked before any copy: all or nothing
+                raise StateDictError(f"weight {key!r} has dtype {value.dtype} in the state "
+                                     f"dict, expected numbers")
+            values[key] = value
+        for key, value in values.items():
+            m, attr, is_param = targets[key]
             if is_param:
                 p = getattr(m, attr)
                 # copy into the existing array so optimizers holding views keep seeing it
