@@ -236,3 +236,44 @@ def test_export_errors(tmp_path) -> None:
     with pytest.raises(ConfigError, match="expected an opset"):
         graph_to_model(InferenceSession(model).graph, opset=99)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_refuses_directories_and_non_finite_weights(tmp_path) -> None:
+    model = nn.Sequential(nn.Linear(3, 2), _bn(nn.BatchNorm1d(2), np.random.default_rng(0)))
+    for out in (tmp_path, f"{tmp_path / 'sub'}/"):  # an existing folder, a path ending in "/"
+        with pytest.raises(ConfigError, match="it is a directory; expected a file path"):
+            export(model, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temp file, no folder made
+    assert export(model, tmp_path / "m.onnx", opset=np.int64(17)).opset_import[0].version == 17
+    for value in (np.nan, np.inf):
+        model[1].running_var = np.array([1.0, value], F32)
+        with pytest.raises(ConfigError, match=r"non-finite weights: '1\.running_var' has 1"):
+            export(model, tmp_path / "bad.onnx")
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_float64_model_with_preprocessing_in_the_graph(rng: np.random.Generator,
+                                                       tmp_path) -> None:
+    X = rng.standard_normal((20, 3)) * 5 + 2
+    model = nn.Sequential(nn.Linear(3, 2)).double()
+    for pre in (Standardizer().fit(X), MinMaxScaler((-1, 1)).fit(X)):
+        graph = InferenceSession(model, optimization="none").graph
+        graph.manifest = {"task": "regression", "preprocessing": pre.get_config()}
+        export(graph, tmp_path / "m64.onnx", include_preprocessing=True)  # Sub/Div in float64
+        got = ort_run(tmp_path / "m64.onnx", X)
+        with nf.no_grad():
+            expected = model(pre.transform(X).astype(np.float64)).data
+        assert got.dtype == np.float64
+        assert_close(got, expected)
+
+
+def test_onnxruntime_backend_names_what_it_cannot_run(rng: np.random.Generator) -> None:
+    model = nn.Sequential(nn.Linear(4, 3), nn.LeakyReLU(0.2)).double()
+    x = rng.standard_normal((5, 4))
+    try:  # ONNX Runtime has no float64 LeakyRelu kernel (so far): an nnforge error, not ORT's
+        session = InferenceSession(model, backend="onnxruntime")
+    except ConfigError as exc:
+        assert "ONNX Runtime cannot run this float64 model" in str(exc)
+        assert "LeakyRelu" in str(exc) and "backend='numpy'" in str(exc)
+    else:
+        assert_close(session.run(x), InferenceSession(model).run(x))

@@ -46,7 +46,9 @@ def export(model_or_path: Any, out_path: str | os.PathLike, opset: int = DEFAULT
     include_preprocessing the standardization runs inside the graph instead (Sub, Div at the
     input), so the file is self-contained.
     """
+    _check_out_path(out_path)  # before tracing: a bad path should not cost a whole export
     graph, manifest = source_graph(model_or_path, input_shape)
+    _check_finite_weights(graph)
     pre = manifest.get("preprocessing")
     if include_preprocessing and pre:
         graph = prepend_preprocessing(graph, pre)
@@ -57,6 +59,25 @@ def export(model_or_path: Any, out_path: str | os.PathLike, opset: int = DEFAULT
     model = graph_to_model(graph, opset, meta)
     save_model(model, out_path)
     return model
+
+
+def _check_out_path(out_path: str | os.PathLike) -> None:
+    """ConfigError for an out_path that names a directory (os.replace would fail after tracing)."""
+    path = os.fspath(out_path)
+    if os.path.isdir(path) or path.endswith((os.sep, "/")):
+        raise ConfigError(f"cannot write the ONNX model to '{path}': it is a directory; expected "
+                          f"a file path such as '{os.path.join(path, 'model.onnx')}'")
+
+
+def _check_finite_weights(graph: Graph) -> None:
+    """ConfigError for NaN/Inf weights: a shared model file with them answers NaN for every row."""
+    for name, arr in graph.initializers.items():
+        a = np.asarray(arr)
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+            raise ConfigError(f"cannot export a model with non-finite weights: {name!r} has "
+                              f"{bad} NaN/Inf value(s); expected finite weights (did training "
+                              f"diverge?)")
 
 
 def source_graph(model_or_path: Any, input_shape: Sequence[int | None] | None = None
@@ -98,6 +119,7 @@ def prepend_preprocessing(graph: Graph, config: Any) -> Graph:
     steps = list(pre) if isinstance(pre, Pipeline) else [pre]
     g = graph.copy()
     x = g.inputs[0].name
+    dtype = np.dtype(g.inputs[0].dtype or "float32")  # Sub/Div need both operands of one type
     nodes: list[Node] = []
     cur = x
     for i, step in enumerate(steps):
@@ -111,7 +133,7 @@ def prepend_preprocessing(graph: Graph, config: Any) -> Graph:
                               f"expected standardize or minmax steps")
         for op, arr in ops:
             const = g.unique_name(f"preprocessing.{i}.{op.lower()}")
-            g.initializers[const] = np.asarray(arr, np.float32)
+            g.initializers[const] = np.asarray(arr, dtype)
             out = g.unique_name(f"preprocessing.{i}/{op}")
             nodes.append(Node(op, [cur, const], [out], {}, out))
             cur = out
@@ -123,7 +145,10 @@ def prepend_preprocessing(graph: Graph, config: Any) -> Graph:
 def graph_to_model(graph: Graph, opset: int = DEFAULT_OPSET,
                    metadata: dict[str, Any] | None = None) -> onnx.ModelProto:
     """An ONNX ModelProto of the graph at the given opset; checked with full_check."""
-    if not isinstance(opset, int) or not MIN_OPSET <= opset <= max_opset():
+    if isinstance(opset, np.integer):  # e.g. an opset read from a NumPy array or a config
+        opset = int(opset)
+    if not isinstance(opset, int) or isinstance(opset, bool) or \
+            not MIN_OPSET <= opset <= max_opset():
         raise ConfigError(f"expected an opset from {MIN_OPSET} to {max_opset()}, found {opset!r}")
     g = infer_shapes(graph)
     info = g.value_info

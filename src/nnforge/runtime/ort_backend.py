@@ -38,8 +38,14 @@ class OrtPlan:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3  # warnings about unused initializers are not the user's
-        self.session = ort.InferenceSession(model.SerializeToString(), opts,
-                                            providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(model.SerializeToString(), opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT's errors share no base class to name
+            # e.g. ONNX Runtime has no float64 kernel for LeakyRelu, Conv or AveragePool
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"ONNX Runtime cannot run this {graph.inputs[0].dtype} model: "
+                              f"{first}; expected backend='numpy' for it") from None
         self.input_names = graph.input_names
         self.output_names = graph.output_names
         self.nbytes = 0
