@@ -125,6 +125,22 @@ def test_trainer_state_round_trips_non_finite_floats_and_big_ints(tmp_path):
     assert back["history"]["loss"][0] == 1.0 and np.isnan(back["history"]["loss"][1])
 
 
+def test_arrays_in_the_trainer_state_round_trip_bit_exact_in_their_dtypes(tmp_path):
+    # e.g. EarlyStopping's best weights: stored as safetensors, not as JSON lists
+    model = _model()
+    best = {"w": np.linspace(0, 1, 7, dtype=np.float32) / 3, "n": np.arange(3, dtype=np.int64)}
+    state = {"callbacks": [{"type": "EarlyStopping", "state": {"best_weights": best}}],
+             "history": {"loss": [0.5]}}
+    save_checkpoint(tmp_path / "c.nnf", model, trainer_state=state)
+    assert "trainer.safetensors" in read_manifest(tmp_path / "c.nnf")["checksums"]
+    back = load_checkpoint(tmp_path / "c.nnf").trainer_state
+    got = back["callbacks"][0]["state"]["best_weights"]
+    for k, v in best.items():
+        assert got[k].dtype == v.dtype and got[k].flags.writeable
+        np.testing.assert_array_equal(got[k], v)
+    assert back["history"] == {"loss": [0.5]}
+
+
 def test_bad_optimizer_state_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="optimizer state"):
         save_checkpoint(tmp_path / "c.nnf", _model(), {"lr": 0.1})

@@ -112,6 +112,9 @@ def test_regression_edge_cases():
     const = np.full(4, 2.0)
     assert M.r2(const, const) == 1.0 == skm.r2_score(const, const)
     assert M.r2(const, const + 1) == 0.0 == skm.r2_score(const, const + 1)
+    with pytest.warns(skm._regression.UndefinedMetricWarning):  # one sample: R² undefined
+        assert np.isnan(skm.r2_score([1.0], [2.0]))
+    assert np.isnan(M.r2([1.0], [2.0])) and np.isnan(M.r2([1.0], [1.0]))
     with pytest.raises(ShapeError, match="expected y_pred of shape"):
         M.mse(np.zeros(4), np.zeros(5))
     with pytest.raises(DataError, match="at least one sample"):

@@ -218,3 +218,97 @@ def test_conv_models_train_with_blas_on_one_thread(monkeypatch):
                                                      callbacks=[record])
             assert record.seen == expected
             assert blas_threads() == 2
+
+
+def _same_weights(a, b):
+    want, got = a.model.state_dict(), b.model.state_dict()
+    return all(np.array_equal(want[k], got[k]) for k in want)
+
+
+def test_resume_after_early_stopping_found_its_best_is_bit_identical(tmp_path):
+    # the best weights and the stop itself travel in the checkpoint: a run resumed after its
+    # best epoch restores them, and one resumed at the stopping epoch trains no further
+    def stopper():
+        return EarlyStopping(patience=1, min_delta=0.05, restore_best_weights=True)
+
+    ckpt = ModelCheckpoint(tmp_path / "c{epoch}.nnf")
+    straight = _train(12, callbacks=[stopper(), ckpt])
+    assert straight.callbacks[1].stopped_epoch is not None
+    for e in range(1, len(straight.history["loss"]) + 1):
+        resumed = _train(12, callbacks=[stopper()], resume_from=str(tmp_path / f"c{e}.nnf"))
+        assert _same_weights(straight, resumed), f"resumed from epoch {e}"
+        assert resumed.history["val_loss"] == straight.history["val_loss"]
+
+
+def test_checkpoint_listed_first_or_loaded_before_fit_still_resumes_exactly(tmp_path):
+    # a checkpoint must hold the LR schedule after its epoch's step, whatever the callback
+    # order; and load_checkpoint() before fit() must hand the schedule its saved state
+    def run(epochs, checkpoint=None, resume=None, preload=False):
+        X, y = _data()
+        nf.manual_seed(42)
+        model = _model()
+        opt = optim.Adam(model.parameters(), lr=1e-2)
+        trainer = nf.Trainer(model, optimizer=opt, metrics=["accuracy"], seed=0, verbose=0)
+        if preload:
+            trainer.load_checkpoint(resume)
+            resume = None
+        cbs = [checkpoint] if checkpoint else []  # listed before the scheduler
+        cbs.append(LRScheduler(optim.StepLR(opt, step_size=2, gamma=0.5)))
+        trainer.fit(X, y, epochs=epochs, batch_size=16, validation_split=0.2, callbacks=cbs,
+                    resume_from=resume)
+        return trainer
+
+    straight = run(6, ModelCheckpoint(tmp_path / "c{epoch}.nnf"))
+    for preload in (False, True):
+        resumed = run(6, resume=str(tmp_path / "c3.nnf"), preload=preload)
+        assert resumed.history["lr"] == straight.history["lr"], preload
+        assert _same_weights(straight, resumed)
+
+
+def test_checkpoint_paths_fill_in_epoch_logs_and_refuse_unknown_keys(tmp_path):
+    trainer = _train(2, callbacks=[ModelCheckpoint(tmp_path / "m-{epoch:02d}-{val_loss:.3f}.nnf")])
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [f"m-{i + 1:02d}-{v:.3f}.nnf" for i, v in
+                     enumerate(trainer.history["val_loss"])]
+    with pytest.raises(ConfigError, match="cannot fill in the checkpoint path.*'foo'"):
+        _train(1, callbacks=[ModelCheckpoint(tmp_path / "m-{foo}.nnf")])
+    with pytest.raises(ConfigError, match="every_n_epochs"):
+        ModelCheckpoint(tmp_path / "m.nnf", every_n_epochs=0)
+
+
+def test_history_stays_aligned_when_metrics_or_validation_change(tmp_path):
+    X, y = _data()
+    nf.manual_seed(0)
+    trainer = nf.Trainer(_model(), metrics=["accuracy"], seed=0, verbose=0)
+    trainer.fit(X, y, epochs=2, callbacks=[ModelCheckpoint(tmp_path / "c.nnf")])
+    nf.manual_seed(0)
+    more = nf.Trainer(_model(), metrics=["accuracy", "f1_macro"], seed=0, verbose=0)
+    logs = [HistoryLogger(tmp_path / "h.csv"), HistoryLogger(tmp_path / "h.json")]
+    more.fit(X, y, epochs=3, validation_split=0.2, callbacks=logs,
+             resume_from=str(tmp_path / "c.nnf"))
+    assert {len(v) for v in more.history.values()} == {3}
+    assert np.isnan(more.history["f1_macro"][:2]).all() and more.history["f1_macro"][2] >= 0
+    rows = list(csv.DictReader((tmp_path / "h.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"] and rows[0]["val_loss"] == "nan"
+    logged = json.loads((tmp_path / "h.json").read_text())  # strict JSON: null, not NaN
+    assert logged["val_loss"][:2] == [None, None] and logged["loss"] == more.history["loss"]
+
+
+def test_empty_training_sets_are_refused_and_counts_may_be_numpy_ints():
+    X, y = _data()
+    trainer = nf.Trainer(_model(), seed=0, verbose=0)
+    for n, split in ((1, 0.2), (2, 0.9)):
+        with pytest.raises(DataError, match="leaves none to train on"):
+            trainer.fit(X[:n], y[:n], epochs=1, validation_split=split)
+    with pytest.raises(DataError, match="at least one training sample"):
+        trainer.fit(X[:0], y[:0], epochs=1)
+    with pytest.raises(ConfigError, match="epochs"):
+        trainer.fit(X, y, epochs=True)
+    trainer.fit(X, y, epochs=np.int64(1), batch_size=np.int64(500))  # one batch of all
+    assert trainer.predict(X[:0]).shape == (0,)
+    assert trainer.predict_proba(X[:0]).shape == (0, 3)
+    cnn = nf.Trainer(nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Flatten(),
+                                   nn.Linear(18, 3)), verbose=0)
+    assert cnn.predict_proba(np.zeros((0, 1, 8, 8), np.float32)).shape == (0, 3)  # Flatten of 0
+    with pytest.raises(DataError, match="at least one sample"):
+        trainer.evaluate(X[:0], y[:0])

@@ -1,8 +1,10 @@
 """Checkpoints: a `.nnf` model file plus the optimizer state and the trainer's position.
 
 Extra entries: ``optimizer.json`` (the optimizer's JSON config), ``optimizer.safetensors``
-(its arrays, in their own dtypes so training resumes exactly) and ``trainer.json`` (epoch,
-step, RNG states, history, ...). A checkpoint is a valid model file: ``load()`` reads it too.
+(its arrays, in their own dtypes so training resumes exactly), ``trainer.json`` (epoch,
+step, RNG states, history, ...) and ``trainer.safetensors`` (NumPy arrays found in the trainer
+state, such as EarlyStopping's best weights; ``{"__array__": name}`` marks their places in
+``trainer.json``). A checkpoint is a valid model file: ``load()`` reads it too.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelFileError
 from ..nn import Module
 from . import safetensors_format as st
 from .archive import to_json, write_archive
@@ -20,6 +22,7 @@ from .model_file import PathLike, build_entries, open_model, read_json_entry, re
 
 OPTIMIZER_CONFIG, OPTIMIZER_ARRAYS, TRAINER = ("optimizer.json", "optimizer.safetensors",
                                                "trainer.json")
+TRAINER_ARRAYS = "trainer.safetensors"
 
 
 @dataclass
@@ -45,6 +48,33 @@ def _optimizer_entries(optimizer: Any) -> list[tuple[str, list[Any]]]:
             (OPTIMIZER_ARRAYS, [header, *views])]
 
 
+def _pull_arrays(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """obj with each NumPy array moved to `arrays` and replaced by {"__array__": name}."""
+    if isinstance(obj, np.ndarray):
+        name = str(len(arrays))
+        arrays[name] = obj
+        return {"__array__": name}
+    if isinstance(obj, dict):
+        return {k: _pull_arrays(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_pull_arrays(v, arrays) for v in obj]
+    return obj
+
+
+def _put_arrays(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """_pull_arrays undone: each {"__array__": name} marker replaced by a copy of its array."""
+    if isinstance(obj, dict):
+        if len(obj) == 1 and isinstance(obj.get("__array__"), str):
+            if obj["__array__"] not in arrays:
+                raise ModelFileError(f"{TRAINER} names an array {obj['__array__']!r} that "
+                                     f"{TRAINER_ARRAYS} lacks")
+            return np.array(arrays[obj["__array__"]])  # a writable copy, off the memory map
+        return {k: _put_arrays(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_put_arrays(v, arrays) for v in obj]
+    return obj
+
+
 def save_checkpoint(path: PathLike, model: Module, optimizer: Any = None,
                     trainer_state: dict[str, Any] | None = None, **save_kwargs: Any) -> None:
     """Write a resumable checkpoint (model file + optimizer + trainer state), atomically.
@@ -54,7 +84,12 @@ def save_checkpoint(path: PathLike, model: Module, optimizer: Any = None,
     """
     more = _optimizer_entries(optimizer) if optimizer is not None else []
     if trainer_state is not None:
+        arrays: dict[str, np.ndarray] = {}
+        trainer_state = _pull_arrays(trainer_state, arrays)
         more.append((TRAINER, [to_json(trainer_state, "the trainer state", True)]))
+        if arrays:
+            header, views = st.encode(arrays)
+            more.append((TRAINER_ARRAYS, [header, *views]))
     entries, now = build_entries(model, "checkpoint", more=more, **save_kwargs)
     write_archive(path, entries, now.timetuple()[:6])
 
@@ -71,6 +106,9 @@ def load_checkpoint(path: PathLike) -> Checkpoint:
                                                                OPTIMIZER_ARRAYS).items()}
             optimizer_state = {"config": config, "arrays": arrays}
         trainer_state = read_json_entry(ar, manifest, TRAINER) if TRAINER in ar else None
+        if trainer_state is not None:
+            arrays = read_tensors(ar, manifest, TRAINER_ARRAYS) if TRAINER_ARRAYS in ar else {}
+            trainer_state = _put_arrays(trainer_state, arrays)
     finally:
         ar.close()
     return Checkpoint(model, manifest, optimizer_state, trainer_state)

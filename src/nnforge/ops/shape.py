@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -58,7 +59,8 @@ class Flatten(Function):
     def forward(self, x: Any) -> Any:
         self.in_shape = x.shape
         s = self.start_dim % max(x.ndim, 1)
-        return x.reshape(x.shape[:s] + (-1,))
+        # the merged size spelled out: -1 cannot be resolved for an empty batch
+        return x.reshape(x.shape[:s] + (math.prod(x.shape[s:]),))
 
     def backward(self, gy: Any) -> tuple[Any]:
         return (gy.reshape(self.in_shape),)

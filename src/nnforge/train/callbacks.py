@@ -95,24 +95,34 @@ class EarlyStopping(Callback):
             self.trainer.model.load_state_dict(self.best_weights)
 
     def state_dict(self) -> dict[str, Any]:
-        # best_weights are not kept in checkpoints: a resumed run restores from its own best
-        return {"best": self.tracker.best, "wait": self.wait, "best_epoch": self.best_epoch}
+        # best_weights go into checkpoints (as arrays): a run resumed after its best epoch
+        # must restore the same weights as the uninterrupted run
+        return {"best": self.tracker.best, "wait": self.wait, "best_epoch": self.best_epoch,
+                "best_weights": self.best_weights, "stopped_epoch": self.stopped_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.tracker.best, self.wait = state["best"], state["wait"]
         self.best_epoch = state["best_epoch"]
+        weights = state.get("best_weights")
+        self.best_weights = None if weights is None else dict(weights)
+        self.stopped_epoch = state.get("stopped_epoch")
 
 
 class ModelCheckpoint(Callback):
     """Save a resumable checkpoint (model + optimizer + trainer state) after epochs.
 
-    `path` may contain `{epoch}` (1-based). With save_best_only, only improvements of `monitor`
+    `path` may contain `{epoch}` (1-based) and any key of the epoch's logs, e.g.
+    `"ckpt-{epoch:03d}-{val_loss:.3f}.nnf"`. With save_best_only, only improvements of `monitor`
     are written.
     """
 
     def __init__(self, path: str | os.PathLike, monitor: str = "val_loss",
                  save_best_only: bool = False, mode: str = "auto", every_n_epochs: int = 1,
                  **save_kwargs: Any) -> None:
+        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) \
+                or every_n_epochs < 1:
+            raise ConfigError(f"every_n_epochs must be a positive integer, found "
+                              f"{every_n_epochs!r}")
         self.path, self.save_best_only = str(path), save_best_only
         self.tracker = _Tracker(monitor, mode, 0.0)
         self.every_n_epochs, self.save_kwargs = every_n_epochs, save_kwargs
@@ -126,7 +136,11 @@ class ModelCheckpoint(Callback):
             if not self.tracker.improved(value):
                 return
             self.tracker.best = value
-        path = self.path.format(epoch=epoch + 1)
+        try:
+            path = self.path.format(**{**logs, "epoch": epoch + 1})
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"cannot fill in the checkpoint path {self.path!r} ({exc!r}): it "
+                              f"may name 'epoch' and the epoch's logs {sorted(logs)}") from None
         self.trainer.save_checkpoint(path, **self.save_kwargs)
         self.saved.append(path)
 
@@ -182,12 +196,16 @@ class HistoryLogger(Callback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         if self.path.suffix.lower() == ".json":
-            tmp.write_text(json.dumps(history, indent=1))
+            # null for NaN (an epoch without that metric) and infinities: JSON has neither
+            tmp.write_text(json.dumps({k: [x if math.isfinite(x) else None for x in v]
+                                       for k, v in history.items()}, indent=1))
         else:
             keys = list(history)
+            rows = max((len(v) for v in history.values()), default=0)
             with tmp.open("w", newline="") as fh:
                 w = csv.writer(fh)
                 w.writerow(["epoch", *keys])
-                for i in range(len(history[keys[0]]) if keys else 0):
-                    w.writerow([i + 1, *(history[k][i] for k in keys)])
+                for i in range(rows):
+                    w.writerow([i + 1, *(history[k][i] if i < len(history[k]) else ""
+                                         for k in keys)])
         os.replace(tmp, self.path)

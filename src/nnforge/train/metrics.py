@@ -170,8 +170,13 @@ def rmse(y_true: Any, y_pred: Any) -> float:
 
 
 def r2(y_true: Any, y_pred: Any) -> float:
-    """Coefficient of determination; a constant target scores 1 if matched exactly, else 0."""
+    """Coefficient of determination; a constant target scores 1 if matched exactly, else 0.
+
+    NaN for a single sample, like scikit-learn: R² is not defined there.
+    """
     t, p = _values(y_true, y_pred)
+    if t.shape[0] < 2:
+        return float("nan")
     residual = np.sum((t - p) ** 2, axis=0)
     total = np.sum((t - t.mean(axis=0)) ** 2, axis=0)
     score = np.where(total != 0, 1.0 - _divide(residual, total), np.where(residual == 0, 1.0, 0.0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from typing import Any, Iterator, Sequence
 
@@ -18,7 +19,7 @@ from ..nn.losses import Loss, get_loss
 from ..nn.module import Module
 from ..ops import conv as conv_ops
 from ..ops.activation import sigmoid_array, softmax_array
-from .callbacks import Callback
+from .callbacks import Callback, ModelCheckpoint
 from .progress import ProgressDisplay
 
 
@@ -36,6 +37,13 @@ def _as_features(X: Any, dtype: Any, what: str = "X") -> np.ndarray:
     if not np.isfinite(arr).all():
         raise DataError(f"{what} contains NaN or infinite values")
     return arr
+
+
+def _positive_int(name: str, value: Any) -> int:
+    """value as an int >= 1 (NumPy integers accepted, bools and fractions refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, found {value!r}")
+    return int(value)
 
 
 def _loader_arg(X: Any, y: Any, what: str) -> DataLoader | None:
@@ -83,6 +91,10 @@ class Trainer:
         self._resumed = False  # a checkpoint was just loaded: fit()'s epochs count from 0
         self._loader: DataLoader | None = None  # the one fit() is training on
         self._loader_state: dict[str, Any] | None = None  # from a checkpoint, for the next fit
+        # callback states from a checkpoint, for the callbacks the next fit() gets (a checkpoint
+        # loaded before fit() has no callbacks to give them to yet)
+        self._callback_states: dict[str, list[Any]] | None = None
+        self._resumed_stopped = False  # the checkpointed run had already stopped early
         self._shuffle_rng = np.random.default_rng(seed)
 
     # -- fitting ---------------------------------------------------------------------------
@@ -101,10 +113,8 @@ class Trainer:
         `load_state_dict`), `epochs` counts from the start of the original run instead, so a
         resumed run stops where the uninterrupted one would have.
         """
-        if not isinstance(epochs, int) or epochs < 1:
-            raise ConfigError(f"epochs must be a positive integer, found {epochs!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, found {batch_size!r}")
+        epochs = _positive_int("epochs", epochs)
+        batch_size = _positive_int("batch_size", batch_size)
         loader = _loader_arg(X, y, "fit()")
         if loader is not None:
             if validation_split:
@@ -113,6 +123,8 @@ class Trainer:
         else:
             X = _as_features(X, self.model.dtype)
             y = self._as_targets(y, len(X))
+            if len(X) == 0:
+                raise DataError("fit() needs at least one training sample, found none")
             if validation_data is None and validation_split:
                 X, y, validation_data = self._split(X, y, validation_split)
             if getattr(self.model, "input_shape", None) is None:
@@ -120,21 +132,26 @@ class Trainer:
         if validation_data is not None and not isinstance(validation_data, DataLoader):
             Xv = _as_features(validation_data[0], self.model.dtype, "validation X")
             validation_data = (Xv, self._as_targets(validation_data[1], len(Xv)))
-        self.callbacks = list(callbacks or [])
+        # checkpoints last, so each one holds every other callback's state after its epoch
+        # (an LR step or an early stop saved before it happened would be lost on resume)
+        self.callbacks = sorted(callbacks or [], key=lambda cb: isinstance(cb, ModelCheckpoint))
         for cb in self.callbacks:
             cb.trainer = self
         if resume_from is not None:
             self.load_checkpoint(resume_from)
+        elif self._resumed:  # a checkpoint loaded before fit(): its RNG states stand
+            self._restore_callbacks(self._callback_states or {})
         elif self.seed is not None and self._epochs_done == 0:
             # dropout draws follow the trainer's seed; a later fit() call continues the stream
             nf_random.manual_seed(self.seed)
+        self._callback_states = None
         self._loader = loader
         if loader is not None and self._loader_state is not None:
             loader.load_state_dict(self._loader_state)  # where the checkpointed run was
         self._loader_state = None
         first = self._epochs_done
-        last = epochs if self._resumed else first + epochs
-        self._resumed = False
+        last = (first if self._resumed_stopped else epochs) if self._resumed else first + epochs
+        self._resumed = self._resumed_stopped = False
         n = len(X) if loader is None else len(loader.dataset)
         batches = n // batch_size + (n % batch_size > 0) if loader is None else len(loader)
         display = ProgressDisplay(self.verbose if verbose is None else verbose, last, batches)
@@ -156,8 +173,7 @@ class Trainer:
                        else self.evaluate(*validation_data, batch_size=max(batch_size, 256)))
                 logs.update({f"val_{k}": v for k, v in val.items()})
             logs["lr"] = float(getattr(self.optimizer, "lr", float("nan")))
-            for k, v in logs.items():
-                self.history.setdefault(k, []).append(float(v))
+            self._record(logs)
             self._epochs_done = epoch + 1
             display.epoch_end(epoch, {k: v for k, v in logs.items() if k not in ("time", "lr")},
                               n)
@@ -168,6 +184,19 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end()
         return self.history
+
+    def _record(self, logs: dict[str, float]) -> None:
+        """Append an epoch's logs to the history, NaN-padded so every list stays epoch-aligned.
+
+        A metric or validation set added (or dropped) between fit() calls or on resume would
+        otherwise leave lists of different lengths, their rows no longer matching epochs.
+        """
+        rows = max((len(v) for v in self.history.values()), default=0)
+        for k, v in logs.items():
+            self.history.setdefault(k, [math.nan] * rows).append(float(v))
+        for k, values in self.history.items():
+            if k not in logs:
+                values.append(math.nan)
 
     def _train_epoch(self, batches: Iterator[tuple[np.ndarray, np.ndarray]],
                      display: ProgressDisplay) -> dict[str, float]:
@@ -256,6 +285,8 @@ class Trainer:
         else:
             X = _as_features(X, self.model.dtype)
             y = self._as_targets(y, len(X))
+            if len(X) == 0:
+                raise DataError("evaluate() needs at least one sample, found none")
             out = self._forward(X, batch_size)
         with no_grad():
             loss = self.loss(Tensor(out, _keep=True), y)
@@ -277,11 +308,12 @@ class Trainer:
         self.model.eval()
         try:
             with no_grad(), SERIAL_BLAS.serial(self._own_threads()):
+                # no samples still runs one (empty) pass: the output keeps its class axis
                 parts = [self.model(Tensor(X[i:i + batch_size], _keep=True)).data
-                         for i in range(0, len(X), batch_size)]
+                         for i in range(0, max(len(X), 1), batch_size)]
         finally:
             self.model.train(was_training)
-        return np.concatenate(parts) if parts else np.zeros((0,), self.model.dtype)
+        return np.concatenate(parts)
 
     def _to_scores(self, out: np.ndarray) -> np.ndarray:
         if self.loss.kind == "multiclass":
@@ -342,14 +374,19 @@ class Trainer:
             raise ConfigError(f"validation_split must be in (0, 1), found {fraction}")
         rng = np.random.default_rng(None if self.seed is None else [self.seed, 7])
         n_val = max(1, int(round(len(X) * fraction)))
+        if n_val >= len(X):
+            raise DataError(f"validation_split={fraction} of {len(X)} samples leaves none to "
+                            f"train on: use more data or a smaller split")
         order = rng.permutation(len(X))
         val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
         return X[train], y[train], (X[val], y[val])
 
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """JSON-serialisable trainer position: epoch, step, RNG states, history, callbacks."""
+        """Trainer position: epoch, step, RNG states, history, callbacks (JSON-serialisable but
+        for callbacks' NumPy arrays, e.g. EarlyStopping's best weights)."""
         return {"epochs_done": self._epochs_done, "step": self._step,
+                "stop_training": self.stop_training,
                 "shuffle_rng": self._shuffle_rng.bit_generator.state,
                 "global_rng": nf_random.get_rng_state(), "history": self.history,
                 "callbacks": [{"type": type(cb).__name__, "state": cb.state_dict()}
@@ -370,17 +407,24 @@ class Trainer:
             saved: dict[str, list[Any]] = {}
             for entry in state.get("callbacks", []):
                 saved.setdefault(str(entry["type"]), []).append(entry["state"])
+            stopped = bool(state.get("stop_training", False))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             found = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
             raise StateDictError(f"expected a trainer state as Trainer.state_dict() gives, found "
                                  f"{found} ({type(exc).__name__}: {exc})") from None
         self._epochs_done, self._step, self.history = epochs, step, history
-        self._resumed = True
+        self._resumed, self._resumed_stopped = True, stopped
         self._loader_state = state.get("loader")  # applied to the loader the next fit() gets
         self._shuffle_rng.bit_generator.state = state["shuffle_rng"]
         nf_random.set_rng_state(state["global_rng"])
+        self._callback_states = saved
+        self._restore_callbacks(saved)
+
+    def _restore_callbacks(self, saved: dict[str, list[Any]]) -> None:
+        """Give saved callback states to this run's callbacks, by type, in order."""
+        queues = {k: list(v) for k, v in saved.items()}
         for cb in self.callbacks:
-            queue = saved.get(type(cb).__name__)
+            queue = queues.get(type(cb).__name__)
             if queue:
                 cb.load_state_dict(queue.pop(0))
 
