@@ -187,3 +187,45 @@ def test_bad_arguments():
         DataLoader(5)
     assert len(DataLoader(np.zeros((0, 3)), batch_size=4)) == 0
     assert list(DataLoader(np.zeros((0, 3)), batch_size=4)) == []
+
+
+def test_refused_state_names_the_problem_and_leaves_the_loader_unchanged():
+    x, y = _data()
+    src = DataLoader((x, y), batch_size=16, shuffle=True, seed=0)
+    next(iter(src))
+    good = json.loads(json.dumps(src.state_dict()))
+    loader = DataLoader((x, y), batch_size=16, shuffle=True, seed=4)
+    before = loader.state_dict()
+    for key, value, match in [("batches_done", 1.5, "batches_done as an integer"),
+                              ("batches_done", True, "batches_done as an integer"),
+                              ("epoch", -1, "epoch as an integer"),
+                              ("epoch", "2", "epoch as an integer"),
+                              ("rng_state", {"bit_generator": "MT19937"}, "rng_state"),
+                              ("rng_state", None, "rng_state")]:
+        with pytest.raises(StateDictError, match=match):
+            loader.load_state_dict({**good, key: value})
+        assert loader.state_dict() == before
+    with pytest.raises(StateDictError, match="found NoneType"):
+        loader.load_state_dict(None)
+
+
+def test_an_abandoned_iterator_refuses_to_continue():
+    # one position per loader: a second iteration abandons the first, which must not go on
+    # interleaving with it (that mixed two positions into one state_dict and counted epochs twice)
+    x, y = _data(10)
+    loader = DataLoader((x, y), batch_size=3, shuffle=True, seed=0)
+    first = iter(loader)
+    next(first)
+    second = [b[1] for b in loader]
+    assert len(np.concatenate(second)) == 10 and loader.epoch == 2
+    with pytest.raises(ConfigError, match="abandoned"):
+        next(first)
+    assert loader.epoch == 2
+    with pytest.raises(ConfigError, match="abandoned"):
+        list(zip(loader, loader))
+
+
+def test_a_dict_of_arrays_is_refused():
+    x, y = _data(10)
+    with pytest.raises(ConfigError, match=r"found a dict \(pass its arrays as a tuple"):
+        DataLoader({"x": x, "y": y})

@@ -91,3 +91,19 @@ def test_clip_grad_value_makes_new_arrays():
     np.testing.assert_array_equal(g, keep)
     with pytest.raises(ConfigError, match="clip_value"):
         optim.clip_grad_value_(ps, -1)
+
+
+def test_clip_grad_norm_of_finite_grads_whose_squares_overflow_float32():
+    # a norm of 4.2e19 is finite, but its float32 square is not: the grads are scaled, not
+    # zeroed by a norm of inf
+    ps = params_with([np.float32([3e19, 3e19, 1.0]), np.float32([1.0, 1.0])])
+    total = optim.clip_grad_norm_(ps, 1.0)
+    np.testing.assert_allclose(total, np.sqrt(2) * 3e19, rtol=1e-6)
+    np.testing.assert_allclose(ps[0].grad[:2], [np.sqrt(0.5)] * 2, rtol=1e-5)
+    assert ps[0].grad.dtype == np.float32
+
+
+def test_clip_grad_norm_minus_inf_is_the_smallest_magnitude():
+    ps = params_with([np.float32([3.0, -0.5]), np.float32([2.0])])
+    assert optim.clip_grad_norm_(ps, 10.0, norm_type=-np.inf) == 0.5
+    assert optim.clip_grad_norm_(ps, 10.0, norm_type=np.inf) == 3.0

@@ -176,3 +176,40 @@ def test_column_major_parameters_keep_their_layout_and_match_row_major_ones():
     opt_c.load_state_dict(sa)
     np.testing.assert_array_equal(opt_c.state_dict()["arrays"]["state.0.grad_sum"],
                                   sb["arrays"]["state.0.grad_sum"])
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_non_float_state_arrays_and_bad_configs_are_refused_before_any_change(grouped):
+    # bool, int or object arrays used to be cast into the state silently (an object array
+    # of strings failed halfway, after earlier arrays had been copied)
+    def build(params, lr):
+        if grouped:
+            return optim.Adam([{"params": params[:2]}, {"params": params[2:]}], lr=lr)
+        return optim.Adam(params, lr=lr)
+
+    params = make_params()
+    src = build(params, 0.01)
+    run(src, params, 0, 2)
+    good = src.state_dict()
+    dst = build(make_params(), 0.3)
+    prefix = "group.1." if grouped else ""
+    last = f"{prefix}state.{1 if grouped else 3}.sq_grad_sum"
+    for dtype in (bool, np.int64, object, np.complex64):
+        arrays = {**good["arrays"], last: good["arrays"][last].astype(dtype)}
+        with pytest.raises(StateDictError, match=f"{last[len(prefix):]}' has dtype"):
+            dst.load_state_dict({"config": good["config"], "arrays": arrays})
+    config = json.loads(json.dumps(good["config"]))
+    config["format"] = 99
+    with pytest.raises(StateDictError, match="state format 1, found 99"):
+        dst.load_state_dict({"config": config, "arrays": good["arrays"]})
+    if not grouped:
+        for key, value in (("steps", [True] * 4), ("param_shapes", [None] * 4)):
+            config = {**good["config"], key: value}
+            with pytest.raises(StateDictError):
+                dst.load_state_dict({"config": config, "arrays": good["arrays"]})
+    assert dst.lr == 0.3 and dst.steps == [0] * 4
+    assert not any(dst.state_view("grad_sum", i).any() for i in range(4))
+    # float state of another width is cast, as PyTorch does
+    arrays = {k: v.astype(np.float64) for k, v in good["arrays"].items()}
+    dst.load_state_dict({"config": good["config"], "arrays": arrays})
+    np.testing.assert_array_equal(dst.state_view("grad_sum", 0), src.state_view("grad_sum", 0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -58,6 +59,9 @@ def _as_dataset(data: Any) -> Any:
         return ArrayDataset(data)
     if isinstance(data, (tuple, list)):
         return ArrayDataset(*data)
+    if isinstance(data, Mapping):  # has __getitem__, but item 0 would be a KeyError later
+        raise ConfigError(f"expected an ArrayDataset, an array or a tuple of arrays, found a "
+                          f"{type(data).__name__} (pass its arrays as a tuple: (X, y))")
     if hasattr(data, "__len__") and hasattr(data, "__getitem__"):
         return data  # a map-style dataset: item i is a tuple of arrays
     raise ConfigError(f"expected an ArrayDataset, an array, a tuple of arrays or a dataset with "
@@ -70,7 +74,12 @@ def _read_only(a: np.ndarray) -> np.ndarray:
 
 
 class DataLoader:
-    """Iterate a dataset in batches (tuples of arrays); seeded shuffle; resumable by state_dict."""
+    """Iterate a dataset in batches (tuples of arrays); seeded shuffle; resumable by state_dict.
+
+    A loader has one position (what state_dict() saves), so one iteration runs at a time:
+    starting a new one abandons the one in progress (its epoch still counts), and advancing
+    the abandoned iterator afterwards raises ConfigError instead of mixing two positions.
+    """
 
     def __init__(self, dataset_or_arrays: Any, batch_size: int = 32, shuffle: bool = False,
                  drop_last: bool = False, seed: int | None = None) -> None:
@@ -89,6 +98,7 @@ class DataLoader:
         self._batches_done = 0  # batches handed out in the epoch in progress
         self._epoch_state: dict[str, Any] | None = None  # generator state when it began
         self._resume = False
+        self._iteration = 0  # number of the newest iteration; older iterators are stale
 
     def __len__(self) -> int:
         n = len(self.dataset)
@@ -109,6 +119,8 @@ class DataLoader:
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, ...]]:
         n, bs = len(self.dataset), self.batch_size
+        self._iteration += 1
+        mine = self._iteration
         if self._resume:
             # load_state_dict() put the generator back to where this epoch began.
             self._resume = False
@@ -121,15 +133,23 @@ class DataLoader:
         self._epoch_state = self._rng.bit_generator.state if self.shuffle else None
         order = self._rng.permutation(n) if self.shuffle else None
         for b in range(start, len(self)):
+            self._check_current(mine)
             lo, hi = b * bs, min((b + 1) * bs, n)
             batch = self._gather(slice(lo, hi) if order is None else order[lo:hi])
             # Counted before the yield: a state_dict() taken while the consumer holds this
             # batch must say it was already handed out.
             self._batches_done = b + 1
             yield batch
+        self._check_current(mine)
         self.epoch += 1
         self._batches_done = 0
         self._epoch_state = None
+
+    def _check_current(self, mine: int) -> None:
+        if mine != self._iteration:
+            raise ConfigError("this DataLoader iterator was abandoned: a newer iteration of the "
+                              "same loader started (a loader has one position; build a second "
+                              "DataLoader to iterate twice at once)")
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable position: completed epochs, batches done, generator state."""
@@ -152,6 +172,8 @@ class DataLoader:
         """Restore a state_dict(): the next iteration continues exactly where it was taken."""
         expected = ("epoch", "batches_done", "rng_state", "num_samples", "batch_size", "shuffle",
                     "drop_last")
+        if not isinstance(state, Mapping):
+            raise StateDictError(f"expected a DataLoader state dict, found {type(state).__name__}")
         missing = [k for k in expected if k not in state]
         if missing:
             raise StateDictError(f"expected DataLoader state keys {list(expected)}, "
@@ -161,11 +183,21 @@ class DataLoader:
             if state[key] != mine:
                 raise StateDictError(f"expected a DataLoader state with {key}={mine!r}, "
                                      f"found {key}={state[key]!r}")
-        done = int(state["batches_done"])
-        if not 0 <= done <= len(self):
+        # everything is checked before anything changes: a refused state leaves the loader as is
+        epoch, done = state["epoch"], state["batches_done"]
+        for key, value in (("epoch", epoch), ("batches_done", done)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise StateDictError(f"expected {key} as an integer >= 0, found {value!r}")
+        if done > len(self):
             raise StateDictError(f"expected batches_done in [0, {len(self)}], found {done}")
+        probe = np.random.default_rng()
+        try:
+            probe.bit_generator.state = state["rng_state"]
+        except (TypeError, ValueError, KeyError) as exc:
+            raise StateDictError(f"expected rng_state as saved by state_dict(), found "
+                                 f"{state['rng_state']!r:.80} ({exc})") from None
         self._rng.bit_generator.state = state["rng_state"]
-        self.epoch = int(state["epoch"])
-        self._batches_done = done
+        self.epoch = int(epoch)
+        self._batches_done = int(done)
         self._epoch_state = None
         self._resume = done > 0

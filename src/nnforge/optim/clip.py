@@ -30,18 +30,27 @@ def clip_grad_norm_(params: Iterable[Any] | Tensor, max_norm: float, norm_type: 
     max_norm = check_float("max_norm", max_norm, 0.0)
     norm_type = float(norm_type)
     if not (norm_type > 0 or math.isinf(norm_type)):
-        raise ConfigError(f"expected norm_type > 0 or inf, found {norm_type!r}")
+        raise ConfigError(f"expected norm_type > 0, inf or -inf, found {norm_type!r}")
     ps = _with_grads(params)
     if not ps:
         return 0.0
     if math.isinf(norm_type):
-        # np.max, not max(): it propagates NaN whatever its position
-        total = float(np.max([np.max(np.abs(p.grad)) if p.grad.size else 0.0 for p in ps]))
+        # np.max/np.min, not max()/min(): they propagate NaN whatever its position;
+        # -inf is the smallest magnitude, as in PyTorch
+        pick = np.max if norm_type > 0 else np.min
+        total = float(pick([pick(np.abs(p.grad)) if p.grad.size else (0.0 if norm_type > 0
+                            else math.inf) for p in ps]))
     elif norm_type == 2.0:
         acc = 0.0
-        for p in ps:
-            g = p.grad.ravel(order="K")  # memory order: no copy for column-major grads
-            acc += float(np.dot(g, g))  # BLAS dot: one pass, no temporary
+        with np.errstate(over="ignore"):  # an overflow is handled below
+            for p in ps:
+                g = p.grad.ravel(order="K")  # memory order: no copy for column-major grads
+                acc += float(np.dot(g, g))  # BLAS dot: one pass, no temporary
+            if math.isinf(acc):
+                # float32 squares overflow above a norm of ~1.8e19 though every grad is finite:
+                # redo in float64 (the rare exploding case) rather than report inf, zero them
+                acc = sum(float(np.dot(g, g)) for g in
+                          (p.grad.astype(np.float64).ravel(order="K") for p in ps))
         total = math.sqrt(acc)
     else:
         acc = sum(float(np.sum(np.abs(p.grad.astype(np.float64)) ** norm_type)) for p in ps)

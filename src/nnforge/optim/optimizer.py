@@ -174,6 +174,9 @@ class Optimizer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore hyperparameters, step counts and state arrays saved by state_dict()."""
         config, arrays = _split_state(state)
+        if config.get("format", STATE_FORMAT) != STATE_FORMAT:
+            raise StateDictError(f"expected optimizer state format {STATE_FORMAT}, found "
+                                 f"{config.get('format')!r} (saved by another nnforge version)")
         if config.get("name") != self.name:
             raise StateDictError(f"expected the state of a {self.name!r} optimizer, found "
                                  f"{config.get('name')!r}")
@@ -188,9 +191,10 @@ class Optimizer:
         shapes = config.get("param_shapes")
         steps = config.get("steps")
         if not isinstance(shapes, list) or not isinstance(steps, list) \
-                or len(steps) != len(shapes):
-            raise StateDictError("optimizer state config needs lists 'param_shapes' and "
-                                 "'steps' of equal length")
+                or len(steps) != len(shapes) or not all(
+                    isinstance(s, (list, tuple)) and all(_is_int(d) for d in s) for s in shapes):
+            raise StateDictError("optimizer state config needs lists 'param_shapes' (of integer "
+                                 "lists) and 'steps' of equal length")
         if len(shapes) != len(flat.params):
             raise StateDictError(f"optimizer state is for {len(shapes)} parameters, this "
                                  f"optimizer has {len(flat.params)}")
@@ -198,7 +202,7 @@ class Optimizer:
             if tuple(saved) != own:
                 raise ShapeError(f"optimizer state for parameter {i} has shape {tuple(saved)}, "
                                  f"the parameter has shape {own}")
-        if not all(isinstance(s, int) and s >= 0 for s in steps):
+        if not all(_is_int(s) and s >= 0 for s in steps):
             raise StateDictError(f"expected non-negative integer step counts, found {steps}")
         old = self.hyperparameters()
         try:
@@ -226,6 +230,10 @@ class Optimizer:
 
 
 # -- helpers shared by the optimizers ----------------------------------------------------------
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def _param_list(params: Iterable[Any]) -> list[Any]:
     if isinstance(params, Tensor):
         params = [params]
@@ -268,3 +276,9 @@ def _check_arrays(arrays: dict[str, Any], names: tuple[str, ...],
         found = tuple(np.shape(arrays[key]))
         if found != shape:
             raise ShapeError(f"optimizer state {key!r} has shape {found}, expected {shape}")
+        # state is floating point; bool, int or object arrays would be cast silently on copy
+        dtype = getattr(arrays[key], "dtype", None)
+        dtype = np.asarray(arrays[key]).dtype if dtype is None else np.dtype(dtype)
+        if dtype.kind != "f":
+            raise StateDictError(f"optimizer state {key!r} has dtype {dtype}, expected a "
+                                 f"floating point array")

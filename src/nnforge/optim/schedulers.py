@@ -19,7 +19,10 @@ class LRScheduler:
     """Base of the closed-form schedules: lr = lr_at(number of step() calls so far).
 
     As in PyTorch, building one sets the optimizer's lr to lr_at(0); call step() once per
-    epoch (or per batch, for warmup) after optimizer.step().
+    epoch (or per batch, for warmup) after optimizer.step(). Unlike PyTorch's chainable
+    schedulers, each step sets the lr outright, so two schedules on one optimizer do not
+    compound (the last to step wins, a ReduceLROnPlateau cut included): chain a warmup and
+    a schedule with LinearWarmup(after=...).
     """
 
     def __init__(self, optimizer: Optimizer) -> None:
