@@ -179,3 +179,46 @@ def assert_dropped(server: ServerProcess) -> None:
         assert time.monotonic() < deadline, "the request of the departed client was computed"
         time.sleep(0.1)
     assert cancelled() == before + 1
+
+
+def test_slow_and_silent_clients_are_cut_off(model_path: Path, tmp_path: Path) -> None:
+    """A client that never sends, or sends its request a byte now and then (slowloris), must
+    not hold a connection forever: silent ones close after keep_alive_s, slow ones get 408."""
+    config = tmp_path / "serve.toml"
+    config.write_text("keep_alive_s = 1\nread_timeout_s = 1\n")
+    with ServerProcess([str(model_path), "--no-grpc", "--config", str(config)]) as srv:
+        silent = connect(srv)
+        slow_headers = connect(srv)
+        slow_headers.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n")
+        slow_body = connect(srv)
+        slow_body.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n{")
+        for sock in (silent, slow_headers, slow_body):
+            sock.settimeout(0.5)
+        answers: dict[str, bytes] = {"silent": b"", "headers": b"", "body": b""}
+        done: set[str] = set()
+        deadline = time.monotonic() + 15  # bounded whatever the server does
+        while len(done) < 3 and time.monotonic() < deadline:
+            for name, sock in (("silent", silent), ("headers", slow_headers),
+                               ("body", slow_body)):
+                if name in done:
+                    continue
+                try:
+                    if name != "silent":  # a byte or a header line now and then
+                        sock.sendall(b"X-Drip: 1\r\n" if name == "headers" else b" ")
+                    chunk = sock.recv(4096)
+                except TimeoutError:
+                    continue
+                except (ConnectionResetError, BrokenPipeError):
+                    chunk = b""
+                answers[name] += chunk
+                if not chunk:
+                    done.add(name)
+        for sock in (silent, slow_headers, slow_body):
+            sock.close()
+        assert done == {"silent", "headers", "body"}, f"still open: {set(answers) - done}"
+        assert answers["silent"] == b""
+        assert answers["headers"].startswith(b"HTTP/1.1 408 ")
+        assert answers["body"].startswith(b"HTTP/1.1 408 ")
+        with connect(srv) as sock:  # and the server goes on answering
+            sock.sendall(post("/predict", predict_body()))
+            assert read_response(sock, bytearray())[0] == 200

@@ -62,6 +62,7 @@ class ServeConfig:
     log_level: str = "info"
     shutdown_grace_s: float = 10.0
     keep_alive_s: float = 5.0
+    read_timeout_s: float = 30.0  # to send a whole request (headers and body); 0: no limit
     blas_threads: int | None = None  # None: leave the BLAS library's default
     fast_http: bool = True  # inference requests skip ASGI (see fasthttp.py); False: plain uvicorn
     workers: int = 1  # server processes sharing the ports (see workers.py)
@@ -78,7 +79,8 @@ class ServeConfig:
         if self.port > 65535 or self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
             raise ConfigError(f"expected ports between 0 and 65535, found port {self.port} and "
                               f"grpc_port {self.grpc_port}")
-        for name in ("poll_interval_s", "shutdown_grace_s", "keep_alive_s"):
+        for name in ("poll_interval_s", "shutdown_grace_s", "keep_alive_s",
+                     "read_timeout_s"):
             if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) < 0:
                 raise ConfigError(f"expected {name} >= 0, found {getattr(self, name)!r}")
         for where, b in (("batching", self.batching), *(

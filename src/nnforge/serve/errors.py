@@ -75,6 +75,14 @@ class UnavailableError(ServeError):
     outcome = "error"
 
 
+class ClientTooSlowError(ServeError):
+    """The client did not send its whole request within the read timeout."""
+
+    status = 408
+    grpc_code = "DEADLINE_EXCEEDED"
+    outcome = "timeout"
+
+
 class RequestTimeoutError(ServeError):
     """The request waited longer than its timeout."""
 

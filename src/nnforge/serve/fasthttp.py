@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .errors import ClientGoneError, PayloadTooLargeError, UnavailableError
+from .errors import ClientGoneError, ClientTooSlowError, PayloadTooLargeError, UnavailableError
 from .rest import RestCall, Route, match_inference
 
 try:
@@ -29,7 +29,8 @@ except ImportError:  # no httptools: uvicorn's h11 protocol serves everything
 
 #: what the protocol uses of uvicorn's HttpToolsProtocol (checked before it is used)
 _NEEDED = ("on_headers_complete", "on_body", "on_message_complete", "on_response_complete",
-           "shutdown", "connection_lost", "_start_asgi_task")
+           "shutdown", "connection_lost", "_start_asgi_task", "on_message_begin",
+           "data_received", "connection_made", "timeout_keep_alive_handler")
 
 
 class _NoEvent:
@@ -119,6 +120,52 @@ if HttpToolsProtocol is not None:
         """uvicorn's httptools protocol with the inference routes answered directly."""
 
         handler: Any = None  # the ServeApp, set on the subclass made by protocol_class()
+        read_timeout_s = 0.0  # set with the handler; 0: no limit
+        _reading = False  # between the first byte of a request and its last
+        _read_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            # uvicorn arms its keep-alive timer only after a response: a connection that never
+            # sends a byte would otherwise hold one of max_connections forever
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            # a request still incomplete after this read gets read_timeout_s in all (slowloris
+            # clients send a byte now and then); a whole request in one read costs one test
+            if self._reading and self._read_timer is None and self.read_timeout_s and \
+                    not self.transport.is_closing():
+                self._read_timer = self.loop.call_later(self.read_timeout_s, self._too_slow)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
+            super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._reading = True
+
+        def _too_slow(self) -> None:
+            """The client took over read_timeout_s to send its request: 408, close."""
+            self._read_timer = None
+            if not self._reading or self.transport.is_closing():
+                return
+            cycle, error = self.cycle, ClientTooSlowError(
+                f"the whole request must arrive within {self.read_timeout_s:g} s")
+            if type(cycle) is _InferenceCycle and cycle.more_body and not cycle.queued:
+                cycle.keep_alive = False
+                cycle.respond(cycle.call.fail(error))  # counted and logged like any request
+                return
+            if cycle is None or cycle.response_complete:  # still in the headers: no response
+                body = b'{"error":"%s"}' % str(error).encode()  # is under way, answer here
+                self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: "
+                                     b"application/json\r\nconnection: close\r\n"
+                                     b"content-length: %d\r\n\r\n%s" % (len(body), body))
+            self.transport.close()  # an ASGI app reading the body sees a disconnect
 
         def on_headers_complete(self) -> None:
             parser = self.parser
@@ -167,6 +214,10 @@ if HttpToolsProtocol is not None:
                     cycle.chunks.append(body)
 
         def on_message_complete(self) -> None:
+            self._reading = False
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
             cycle = self.cycle
             if type(cycle) is not _InferenceCycle:
                 super().on_message_complete()
@@ -179,4 +230,5 @@ def protocol_class(app: Any) -> type | None:
     """uvicorn's `http` setting for the app: the fast protocol, or None to use uvicorn's."""
     if HttpToolsProtocol is None or not all(hasattr(HttpToolsProtocol, n) for n in _NEEDED):
         return None
-    return type("NNForgeHttpProtocol", (FastHttpProtocol,), {"handler": app})
+    return type("NNForgeHttpProtocol", (FastHttpProtocol,),
+                {"handler": app, "read_timeout_s": app.server.config.read_timeout_s})
