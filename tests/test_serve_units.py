@@ -501,6 +501,10 @@ def test_config_file_environment_and_flags(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot parse"):
         (tmp_path / "broken.yaml").write_text("a: [1,\n")
         read_file(tmp_path / "broken.yaml")
+    for key in ('""', '"  "', "5"):  # an empty key must not quietly switch auth off
+        (tmp_path / "open.toml").write_text(f"[auth]\napi_key = {key}\n")
+        with pytest.raises(ConfigError, match="api_key of .* non-empty string"):
+            from_mapping(read_file(tmp_path / "open.toml"))
 
 
 # -- metrics and the gRPC protocol --------------------------------------------------------------

@@ -176,6 +176,12 @@ def from_mapping(data: dict[str, Any], where: str = "the config file") -> ServeC
               for name, v in models_raw.items()}
     cfg = _dataclass_from(ServeConfig, data, where)
     cfg.batching, cfg.models = batching, models
+    for name in ("api_key", "admin_key"):
+        key = getattr(auth, name)
+        # an empty or blank key would quietly leave the server open: leave the key out instead
+        if key is not None and (not isinstance(key, str) or not key.strip()):
+            raise ConfigError(f"expected [auth] {name} of {where} to be a non-empty string "
+                              f"(or left out for no key), found {key!r}")
     cfg.api_key, cfg.admin_key = auth.api_key, auth.admin_key
     return cfg
 
