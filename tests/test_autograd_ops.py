@@ -357,3 +357,125 @@ def test_relu_floor_gives_read_only_zeros_of_bounded_size():
     assert A._ZEROS["<f4"].size <= A.ZEROS_MAX_ELEMENTS
     np.testing.assert_array_equal(np.maximum(np.array([-1.0, 2.0]), A.relu_floor(
         np.zeros(2))), [0.0, 2.0])
+
+
+def test_transpose_with_negative_axes_sends_the_gradient_back(rng):
+    # argsort of (-1, 0, 1) is not the inverse of the permutation (2, 0, 1)
+    check_gradients(lambda t: t.transpose(-1, 0, 1), [_rand(rng, (2, 3, 4))])
+    x = nf.Tensor(_rand(rng, (3, 3, 3)), requires_grad=True)  # same shape both ways
+    w = _rand(rng, (3, 3, 3))
+    x.transpose(-1, 0, -2).backward(w)
+    np.testing.assert_array_equal(x.grad, np.transpose(w, (1, 2, 0)))
+    with pytest.raises(ShapeError, match="permutation"):
+        x.transpose(0, 0, 1)
+
+
+@pytest.mark.parametrize("op", ["sum", "mean", "max", "min", "var"])
+def test_reductions_refuse_axes_out_of_range(op):
+    x = nf.Tensor(np.ones((2, 3, 4)))
+    with pytest.raises(ShapeError, match=r"axes in \[-3, 2\]"):
+        getattr(x, op)(axis=3)  # was reduced over axis 0 (3 % 3)
+    with pytest.raises(ShapeError, match="distinct"):
+        getattr(x, op)(axis=(0, -3))
+    with pytest.raises(ShapeError, match="axes in"):
+        getattr(nf.Tensor(np.array(2.0)), op)(axis=0)  # was a ZeroDivisionError
+
+
+def test_var_and_std_keep_an_empty_axis():
+    assert nf.Tensor(np.ones((0, 3))).var(axis=1).shape == (0,)
+    assert nf.Tensor(np.ones((0, 3))).std(axis=-1, keepdims=True).shape == (0, 1)
+
+
+def test_std_of_constant_values_has_a_zero_gradient(rng):
+    x = nf.Tensor(np.array([[1.5, 1.5, 1.5], [1.0, 2.0, 4.0]]), requires_grad=True)
+    x.std(axis=1).sum().backward()  # sqrt'(0) = inf times a 0 slope gave NaN
+    np.testing.assert_array_equal(x.grad[0], [0.0, 0.0, 0.0])
+    assert np.isfinite(x.grad).all()
+    check_gradients(lambda t: t.std(axis=(0, 2), ddof=1), [_rand(rng, (2, 3, 4))])
+
+
+def test_integer_tensors_keep_fractional_exponents_and_bounds():
+    n = nf.Tensor(np.array([1, 4, 9]))
+    np.testing.assert_allclose(n.sqrt().data, [1.0, 2.0, 3.0])  # was [1, 1, 1]
+    np.testing.assert_allclose((n ** 2.5).data, [1.0, 32.0, 243.0])
+    np.testing.assert_allclose((n ** -1).data, [1.0, 0.25, 1 / 9], rtol=1e-6)
+    np.testing.assert_allclose((2.5 ** n).data, [2.5, 2.5 ** 4, 2.5 ** 9], rtol=1e-6)
+    np.testing.assert_allclose((0.5 ** n).data, [0.5, 0.5 ** 4, 0.5 ** 9])  # was 0s
+    np.testing.assert_allclose(n.clip(1.5, 8.5).data, [1.5, 4.0, 8.5])
+    assert (n ** 2).dtype == n.dtype and n.clip(2, 5).dtype == n.dtype  # integers stay ints
+
+
+def test_python_numbers_take_the_tensors_float_dtype():
+    x = nf.Tensor(np.array([3.0, -2.0]), requires_grad=True)  # float64
+    v = x.data
+    for got, want in [(x * 0.1, v * 0.1), (0.1 * x, 0.1 * v), (x + 0.1, v + 0.1),
+                      (0.1 - x, 0.1 - v), (x / 0.3, v / 0.3), (0.3 / x, 0.3 / v),
+                      (nf.where(v > 0, x, 0.1), np.where(v > 0, v, 0.1))]:
+        np.testing.assert_array_equal(got.data, want)  # 0.1 was rounded to float32 first
+    (x * 0.1).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.1, 0.1])
+    f32 = nf.Tensor(np.ones(2, np.float32))
+    assert (f32 * 0.1).dtype == (0.1 - f32).dtype == (f32 / 3).dtype == np.float32
+
+
+def test_gradients_take_the_dtype_of_their_tensor():
+    x = nf.Tensor(np.ones(3, np.float32), requires_grad=True)
+    y = x * 2.0
+    (y * np.arange(3.0)).sum().backward()  # a float64 array upcasts the product
+    assert x.grad.dtype == np.float32
+    np.testing.assert_array_equal(x.grad, [0.0, 2.0, 4.0])
+
+
+def test_astype_to_an_integer_dtype_is_cut_from_the_graph():
+    x = nf.Tensor(np.array([1.7, -2.2]), requires_grad=True)
+    i = x.astype(np.int64)  # raised "only floating point tensors can require gradients"
+    assert i.dtype == np.int64 and not i.requires_grad
+    np.testing.assert_array_equal(i.data, [1, -2])
+
+
+def test_indexing_copies_index_arrays_and_takes_a_list_of_tensors():
+    x = nf.Tensor(np.arange(5.0), requires_grad=True)
+    idx = np.array([0, 1])
+    y = x[idx]
+    idx[:] = 4  # changed before backward: the gradient still goes to 0 and 1
+    y.backward(np.ones(2))
+    np.testing.assert_array_equal(x.grad, [1, 1, 0, 0, 0])
+    m = nf.Tensor(np.arange(12.0).reshape(3, 4))
+    rows, cols = nf.Tensor(np.array([0, 2])), nf.Tensor(np.array([1, 1]))  # NumPy: one array
+    np.testing.assert_array_equal(m[[rows, cols]].data, m.data[[rows.data, cols.data]])
+
+
+def test_concat_and_flatten_refuse_axes_out_of_range():
+    t = nf.Tensor(np.ones((2, 3, 4)))
+    with pytest.raises(ShapeError, match="start_dim"):
+        t.flatten(3)  # was flattened from axis 0 (3 % 3)
+    assert t.flatten(-1).shape == (2, 3, 4) and nf.Tensor(np.ones(3)).flatten().shape == (3,)
+    with pytest.raises(ShapeError, match="axis 3"):
+        concat([t, t], axis=3)
+    with pytest.raises(ShapeError, match="at least one"):
+        concat([nf.Tensor(np.array(1.0)), nf.Tensor(np.array(2.0))])
+
+
+def test_set_grad_enabled_works_as_a_function_and_as_a_context():
+    from nnforge.autograd import is_grad_enabled, set_grad_enabled  # noqa: PLC0415
+
+    with set_grad_enabled(False):
+        assert not is_grad_enabled()
+    assert is_grad_enabled()  # restored after the block
+    set_grad_enabled(False)
+    try:
+        assert not is_grad_enabled()
+    finally:
+        set_grad_enabled(True)
+
+
+def test_gradient_checker_flags_nan_gradients():
+    class NanGrad(nf.autograd.Function):
+        def forward(self, x):
+            return x * 2.0
+
+        def backward(self, gy):
+            return (gy * np.nan,)
+
+    with pytest.raises(AssertionError, match="nan"):
+        check_gradients(lambda t: NanGrad.apply(t), [np.ones(3)])

@@ -14,9 +14,20 @@ def is_grad_enabled() -> bool:
     return getattr(_state, "enabled", True)
 
 
-def set_grad_enabled(enabled: bool) -> None:
-    """Turn graph recording on or off for the current thread."""
-    _state.enabled = bool(enabled)
+class set_grad_enabled:  # noqa: N801 - PyTorch's name: a function that is also a context
+    """Turn graph recording on or off for the current thread; as a context, restore it after."""
+
+    def __init__(self, enabled: bool) -> None:
+        # switched at once (the function form); `with` only adds the restore, as in PyTorch,
+        # so `with set_grad_enabled(False):` does not leave recording off after the block
+        self.prev = is_grad_enabled()
+        _state.enabled = bool(enabled)
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        _state.enabled = self.prev
 
 
 @contextmanager

@@ -60,7 +60,9 @@ def check_gradients(fn: Callable[..., Tensor], inputs: Sequence[Any], params: Se
         analytic = t.grad if t.grad is not None else np.zeros_like(t.data)
         numeric = numerical_grad(scalar, t.data, eps)
         err = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
+        # NaN counts as a mismatch: `err > 0` alone is False for NaN and would let it pass
+        err = np.where(np.isnan(err), np.inf, err)
         if (err > 0).any():
-            i = np.unravel_index(int(np.argmax(err)), err.shape)
+            i = tuple(int(j) for j in np.unravel_index(int(np.argmax(err)), err.shape))
             raise AssertionError(f"gradient mismatch for input {k} (shape {t.shape}) at {i}: "
                                  f"autograd {analytic[i]!r}, numerical {numeric[i]!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable
 
 import numpy as np
@@ -93,10 +94,13 @@ class Tensor:
         return Tensor(self.data, _keep=True)
 
     def astype(self, dtype: Any) -> Tensor:
-        """Differentiable cast to another floating dtype."""
+        """Cast: differentiable to a floating dtype, cut from the graph to any other one."""
         from ..ops.math import Cast  # noqa: PLC0415
 
-        return Cast.apply(self, dtype=np.dtype(dtype))
+        dtype = np.dtype(dtype)
+        if not backend.is_float_dtype(dtype):  # ints and bools carry no gradient (as in torch)
+            return Tensor(self.data.astype(dtype), _keep=True)
+        return Cast.apply(self, dtype=dtype)
 
     def zero_grad(self) -> None:
         """Forget the accumulated gradient."""
@@ -120,29 +124,36 @@ class Tensor:
         run_backward(self, grad, retain_graph)
 
     # -- operators (implemented in nnforge.ops) -------------------------------------------
+    def _scalar(self, x: Any) -> Any:
+        """A Python number as a 0-d array of this float tensor's dtype (else x unchanged)."""
+        # as_tensor alone would round it to float32: x64 * 0.1 would be off by 1.5e-9
+        if isinstance(x, (int, float)) and not isinstance(x, bool) and self.data.dtype.kind == "f":
+            return np.asarray(x, dtype=self.data.dtype)
+        return x
+
     def __add__(self, other: Any) -> Tensor:
-        return _ops().Add.apply(self, other)
+        return _ops().Add.apply(self, self._scalar(other))
 
     def __radd__(self, other: Any) -> Tensor:
-        return _ops().Add.apply(other, self)
+        return _ops().Add.apply(self._scalar(other), self)
 
     def __sub__(self, other: Any) -> Tensor:
-        return _ops().Sub.apply(self, other)
+        return _ops().Sub.apply(self, self._scalar(other))
 
     def __rsub__(self, other: Any) -> Tensor:
-        return _ops().Sub.apply(other, self)
+        return _ops().Sub.apply(self._scalar(other), self)
 
     def __mul__(self, other: Any) -> Tensor:
-        return _ops().Mul.apply(self, other)
+        return _ops().Mul.apply(self, self._scalar(other))
 
     def __rmul__(self, other: Any) -> Tensor:
-        return _ops().Mul.apply(other, self)
+        return _ops().Mul.apply(self._scalar(other), self)
 
     def __truediv__(self, other: Any) -> Tensor:
-        return _ops().Div.apply(self, other)
+        return _ops().Div.apply(self, self._scalar(other))
 
     def __rtruediv__(self, other: Any) -> Tensor:
-        return _ops().Div.apply(other, self)
+        return _ops().Div.apply(self._scalar(other), self)
 
     def __neg__(self) -> Tensor:
         return _ops().Neg.apply(self)
@@ -172,8 +183,8 @@ class Tensor:
 
         if isinstance(index, Tensor):
             index = index.data
-        elif isinstance(index, tuple):  # x[idx, 0] with idx a Tensor: NumPy needs its array
-            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        elif isinstance(index, (tuple, list)):  # x[idx, 0] with idx a Tensor: NumPy needs arrays
+            index = type(index)(i.data if isinstance(i, Tensor) else i for i in index)
         return GetItem.apply(self, index=index)
 
     def __setitem__(self, index: Any, value: Any) -> None:
@@ -228,14 +239,16 @@ class Tensor:
         """Variance over the given axes (NumPy's ddof; PyTorch's default is ddof=1)."""
         centered = self - self.mean(axis=axis, keepdims=True)
         total = (centered * centered).sum(axis=axis, keepdims=keepdims)
-        count = self.size // max(total.size, 1)
+        # from the reduced axes, not size // total.size: that is 0 when another axis is empty
+        count = self.size // max(total.size, 1) if self.size else math.prod(
+            self.shape[a] for a in _ops()._norm_axis(axis, self.ndim))
         if count - ddof <= 0:
             raise ShapeError(f"var needs more than ddof={ddof} values per result, found {count}")
         return total / float(count - ddof)
 
     def std(self, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
         """Standard deviation over the given axes (NumPy's ddof)."""
-        return self.var(axis=axis, keepdims=keepdims, ddof=ddof).sqrt()
+        return _ops().StdSqrt.apply(self.var(axis=axis, keepdims=keepdims, ddof=ddof))
 
     def abs(self) -> Tensor:
         """Elementwise |x|."""
@@ -379,6 +392,10 @@ def run_backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
                 if gx is None or not inp.requires_grad:
                     continue
                 _check_grad_shape(inp, gx, f"the gradient computed by {type(fn).__name__}")
+                if gx.dtype != inp.data.dtype:
+                    # float32 x * float64 array: x's gradient stays float32 (as in PyTorch), so
+                    # .grad matches its tensor and the ops below keep computing in float32
+                    gx = gx.astype(inp.data.dtype)
                 if inp._creator is None:
                     # never add in place: the same array may be handed to several inputs
                     inp.grad = gx if inp.grad is None else inp.grad + gx

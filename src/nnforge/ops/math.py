@@ -6,9 +6,10 @@ from typing import Any
 
 import numpy as np
 
+from .. import backend
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
-from ..errors import ConfigError
+from ..errors import ConfigError, ShapeError
 
 
 def unbroadcast(g: Any, shape: tuple[int, ...]) -> Any:
@@ -115,6 +116,10 @@ class Pow(Function):
         self.exponent = exponent
 
     def forward(self, x: Any) -> Any:
+        if x.dtype.kind != "f":  # int ** 0.5 in the int dtype would truncate 0.5 to 0
+            if float(self.exponent).is_integer() and self.exponent >= 0:
+                return x ** int(self.exponent)  # integer result, as NumPy and PyTorch give
+            x = x.astype(backend.DEFAULT_DTYPE)
         self.x = x
         return x ** x.dtype.type(self.exponent)
 
@@ -124,6 +129,22 @@ class Pow(Function):
         p = self.x.dtype.type(self.exponent)
         with np.errstate(divide="ignore"):  # x = 0 with p < 1: an infinite slope, no warning
             return (gy * p * self.x ** (p - 1),)
+
+
+class StdSqrt(Function):
+    """sqrt of a variance: the gradient where it is 0 (constant values) is 0, as in PyTorch."""
+
+    ir_name = "Sqrt"
+
+    def forward(self, v: Any) -> Any:
+        self.y = np.sqrt(v)
+        return self.y
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        # 0.5 / sqrt(0) is inf, and inf times the 0 slope of the variance there is NaN
+        with np.errstate(divide="ignore"):
+            g = gy * (self.y.dtype.type(0.5) / self.y)
+        return (np.where(self.y == 0, self.y.dtype.type(0), g),)
 
 
 class Exp(Function):
@@ -172,7 +193,14 @@ def _norm_axis(axis: Any, ndim: int) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
     axes = axis if isinstance(axis, (tuple, list)) else (axis,)
-    return tuple(sorted(a % ndim for a in axes))
+    # checked here: `a % ndim` alone would reduce axis 3 of a 3-D array over axis 0
+    if not all(-ndim <= a < ndim for a in axes):
+        raise ShapeError(f"expected axes in [{-ndim}, {ndim - 1}] for a {ndim}-D tensor, "
+                         f"found axis={axis}")
+    out = tuple(sorted(a % ndim for a in axes))
+    if len(set(out)) != len(out):
+        raise ShapeError(f"expected distinct axes, found axis={axis} for a {ndim}-D tensor")
+    return out
 
 
 def _expand(g: Any, shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> Any:
@@ -274,6 +302,9 @@ class Clip(Function):
         self.low, self.high = low, high
 
     def forward(self, x: Any) -> Any:
+        if x.dtype.kind != "f" and any(b is not None and not float(b).is_integer()
+                                       for b in (self.low, self.high)):
+            x = x.astype(backend.DEFAULT_DTYPE)  # int bounds would truncate 0.5 to 0
         dt = x.dtype.type  # the bounds in x's precision, in both directions
         self.x = x
         self.bounds = (None if self.low is None else dt(self.low),
@@ -317,6 +348,8 @@ class PowBase(Function):
         self.base = base
 
     def forward(self, x: Any) -> Any:
+        if x.dtype.kind != "f":  # an int base would truncate 2.5 to 2 (and 0.5 to 0)
+            x = x.astype(backend.DEFAULT_DTYPE)
         self.x, self.y = x, x.dtype.type(self.base) ** x
         return self.y
 
@@ -332,6 +365,11 @@ def where(cond: Any, a: Any, b: Any) -> Tensor:
     """Elementwise cond ? a : b (a and b tensors or numbers, broadcast together)."""
     if isinstance(cond, Tensor):
         cond = cond.data
+    # a Python number takes the other side's float dtype (as in Tensor's operators), not float32
+    if isinstance(a, Tensor) and not isinstance(b, Tensor):
+        b = a._scalar(b)
+    elif isinstance(b, Tensor) and not isinstance(a, Tensor):
+        a = b._scalar(a)
     return Where.apply(a, b, cond=cond)
 
 

@@ -41,8 +41,15 @@ class Transpose(Function):
         self.axes = axes
 
     def forward(self, x: Any) -> Any:
-        self.perm = tuple(self.axes) if self.axes is not None else tuple(reversed(range(x.ndim)))
-        return x.transpose(self.perm)
+        if self.axes is None:
+            self.perm = tuple(reversed(range(x.ndim)))
+        else:  # NumPy validates the axes; backward's argsort needs them non-negative
+            self.perm = tuple(int(a) % max(x.ndim, 1) for a in self.axes)
+        try:
+            return x.transpose(self.axes if self.axes is not None else self.perm)
+        except ValueError as exc:  # AxisError too: not a permutation of x's axes
+            raise ShapeError(f"transpose expects a permutation of the {x.ndim} axes of shape "
+                             f"{x.shape}, found {self.axes} ({exc})") from None
 
     def backward(self, gy: Any) -> tuple[Any]:
         return (gy.transpose(np.argsort(self.perm)),)
@@ -58,7 +65,13 @@ class Flatten(Function):
 
     def forward(self, x: Any) -> Any:
         self.in_shape = x.shape
-        s = self.start_dim % max(x.ndim, 1)
+        n = max(x.ndim, 1)  # a 0-d tensor flattens to shape (1,), as in PyTorch
+        # 0-d and 1-D tensors take any start_dim (the default 1 included): one result is possible;
+        # otherwise `% n` alone would silently flatten from another axis
+        if n > 1 and not -n <= self.start_dim < n:
+            raise ShapeError(f"flatten expects start_dim in [{-n}, {n - 1}] for shape {x.shape}, "
+                             f"found {self.start_dim}")
+        s = self.start_dim % n
         # the merged size spelled out: -1 cannot be resolved for an empty batch
         return x.reshape(x.shape[:s] + (math.prod(x.shape[s:]),))
 
@@ -75,6 +88,9 @@ class Concat(Function):
         self.axis = axis
 
     def forward(self, *xs: Any) -> Any:
+        if not xs or not all(-x.ndim <= self.axis < x.ndim for x in xs):
+            raise ShapeError(f"concat expects at least one tensor with an axis {self.axis}, found "
+                             f"shapes {[x.shape for x in xs]}")
         self.sizes = [x.shape[self.axis] for x in xs]
         return np.concatenate(xs, axis=self.axis)
 
@@ -90,6 +106,12 @@ class GetItem(Function):
     ir_name = "Gather"
 
     def __init__(self, index: Any) -> None:
+        # index arrays are copied: one changed in place before backward() would scatter the
+        # gradient to the wrong places
+        if isinstance(index, np.ndarray):
+            index = index.copy()
+        elif isinstance(index, tuple):
+            index = tuple(i.copy() if isinstance(i, np.ndarray) else i for i in index)
         self.index = index
 
     def forward(self, x: Any) -> Any:
