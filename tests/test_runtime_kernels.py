@@ -208,3 +208,23 @@ def test_kernels_never_write_weights_or_inputs(rng: np.random.Generator) -> None
     np.testing.assert_array_equal(x, x_before)
     for k, v in weights.items():
         np.testing.assert_array_equal(v, before[k])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_all_finite_sees_every_nan_and_inf_and_no_false_alarm(dtype):
+    from nnforge.errors import DataError  # noqa: PLC0415
+    from nnforge.runtime.kernels import all_finite, check_finite  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((37, 11)).astype(dtype)
+    assert all_finite(x) and all_finite(x[:, ::3]) and all_finite(x.T) and all_finite(x[:0])
+    big = np.full((5, 4), np.finfo(dtype).max / 2, dtype)  # squares overflow: still finite
+    assert all_finite(big) and all_finite(-big)
+    for bad in (np.nan, np.inf, -np.inf):
+        for pos in [(0, 0), (36, 10), (17, 5)]:
+            y = x.copy()
+            y[pos] = bad
+            assert not all_finite(y) and not all_finite(y.T)
+            with pytest.raises(DataError, match=f"at row {pos[0]}, position {pos[1]}"):
+                check_finite(y)
+    assert all_finite(np.arange(6).reshape(2, 3))  # integers are always finite

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..runtime.kernels import all_finite
 from .errors import InvalidInputError
 
 #: V2 datatype name -> little-endian NumPy dtype (BYTES is handled apart: length-prefixed)
@@ -19,7 +20,6 @@ DATATYPES: dict[str, np.dtype] = {
     "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
     "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
 }
-_sum = np.add.reduce
 NUMERIC_TO_MODEL = ("FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8",
                     "UINT16", "UINT32", "UINT64")
 _KIND_NAMES = {"b": "booleans", "U": "strings", "S": "bytes", "O": "mixed or null values",
@@ -164,11 +164,8 @@ def to_model_rows(arr: np.ndarray, spec: TensorSpec, what: str,
                                     f"{_KIND_NAMES.get(rows.dtype.kind, str(rows.dtype))}")
         with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes inf: refused below
             rows = rows.astype(target)
-    # one sum tells that all values are finite; only when it is not, look closer (a sum of
-    # large finite values may overflow: summed in float64, float32 ones do not, and numpy
-    # writes no stray warning line into the JSON log)
-    if target.kind == "f" and not math.isfinite(_sum(rows, None, np.float64)) \
-            and not np.isfinite(rows).all():
+    # one BLAS dot product tells that all values are finite (see all_finite)
+    if target.kind == "f" and not all_finite(rows):
         bad = np.argwhere(~np.isfinite(rows))[0]
         raise InvalidInputError(f"{what}: expected finite numbers within the range of "
                                 f"{spec.datatype}, found {rows[tuple(bad)]} at index "
