@@ -107,6 +107,32 @@ def test_validate_rejects_undefined_and_duplicate_values() -> None:
         dup.validate()
 
 
+def test_validate_allows_omitted_outputs_and_names_cycles_and_duplicates() -> None:
+    x = [ValueInfo("x", ("N", 2))]
+    # "" is an optional output left out: any number of nodes may leave theirs out
+    Graph([Node("Dropout", ["x"], ["a", ""]), Node("Dropout", ["a"], ["y", ""])], x,
+          [ValueInfo("y")]).validate()
+    cycle = Graph([Node("Relu", ["b"], ["a"]), Node("Tanh", ["a"], ["b"])], x, [ValueInfo("b")])
+    with pytest.raises(ConfigError, match="later node.*cycle"):
+        cycle.validate()
+    with pytest.raises(ConfigError, match=r"output names \['y'\] are listed more than once"):
+        Graph([Node("Relu", ["x"], ["y"])], x, [ValueInfo("y"), ValueInfo("y")]).validate()
+    with pytest.raises(ConfigError, match=r"input names \['x'\] are listed more than once"):
+        Graph([Node("Relu", ["x"], ["y"])], x * 2, [ValueInfo("y")]).validate()
+
+
+def test_shape_inference_dtypes_of_type_making_ops() -> None:
+    g = Graph([Node("Shape", ["x"], ["s"]), Node("Cast", ["s"], ["sf"], {"to": 1}),
+               Node("Cast", ["x"], ["xi"], {"to": 6}),
+               Node("Constant", [], ["k"], {"value": np.arange(3, dtype=np.int64)}),
+               Node("ConstantOfShape", ["shp"], ["z"])],
+              [ValueInfo("x", ("N", 4))], [ValueInfo("sf"), ValueInfo("xi"), ValueInfo("z")],
+              {"shp": np.array([2, 3], np.int64)})
+    info = infer_shapes(g).value_info
+    assert {k: info[k].dtype for k in ("s", "sf", "xi", "k", "z")} == {
+        "s": "int64", "sf": "float32", "xi": "int32", "k": "int64", "z": "float32"}
+
+
 def test_shape_inference_symbolic_batch_and_errors() -> None:
     g = Graph([Node("Conv", ["x", "w"], ["c"], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1],
                                                "strides": [2, 2]}),
@@ -127,6 +153,10 @@ def test_reshape_target_with_symbols() -> None:
     assert reshape_target(("N", 16, 5, 5), [0, -1]) == ("N", 400)
     assert reshape_target(("N", 6), [-1]) == (None,)
     assert reshape_target((2, 3, 4), [0, 0, -1]) == (2, 3, 4)
+    # the known dims divide out, leaving the batch symbol
+    assert reshape_target(("N", 4), [-1, 2, 2]) == ("N", 2, 2)
+    assert reshape_target(("N", 8, 3), [-1, 24]) == ("N", 24)
+    assert reshape_target(("N", 4), [-1, 2]) == (None, 2)
 
 
 def test_copy_is_independent() -> None:

@@ -127,6 +127,35 @@ def test_fold_batchnorm_skips_shared_producer(rng: np.random.Generator) -> None:
     assert len(fold_batchnorm(g).nodes) == 3
 
 
+def test_fold_batchnorm_leaves_non_finite_and_training_bn(rng: np.random.Generator) -> None:
+    def graph(var: np.ndarray, eps: float, outs: list[str]) -> Graph:
+        inits = {"w": _w(rng, 3, 3), **_bn(rng, "bn", 3), "bn.v": var}
+        return Graph([Node("Gemm", ["x", "w"], ["h"]),
+                      Node("BatchNormalization", ["h", "bn.s", "bn.b", "bn.m", "bn.v"], outs,
+                           {"epsilon": eps})],
+                     [ValueInfo("x", ("N", 3))], [ValueInfo("y")], inits)
+    # zero variance with epsilon 0: BN gives +-inf, a folded Gemm would give NaN
+    g = graph(np.zeros(3, F32), 0.0, ["y"])
+    assert [n.op for n in fold_batchnorm(g).nodes] == ["Gemm", "BatchNormalization"]
+    ok = np.ones(3, F32)
+    assert [n.op for n in fold_batchnorm(graph(ok, 0.0, ["y"])).nodes] == ["Gemm"]
+    # training-mode BN has running-stat outputs a Gemm cannot produce
+    g = graph(ok, 1e-5, ["y", "rm", "rv"])
+    assert [n.op for n in fold_batchnorm(g).nodes] == ["Gemm", "BatchNormalization"]
+
+
+def test_fold_constants_does_not_expand_into_huge_weights() -> None:
+    g = Graph([Node("ConstantOfShape", ["shp"], ["big"], {"value": np.ones(1, F32)}),
+               Node("ReduceSum", ["big"], ["s"], {"keepdims": 0}),
+               Node("ConstantOfShape", ["small"], ["c"], {"value": np.ones(1, F32)}),
+               Node("Add", ["x", "s"], ["a"]), Node("Add", ["a", "c"], ["y"])],
+              [ValueInfo("x", ("N", 4))], [ValueInfo("y")],
+              {"shp": np.array([3000, 3000], np.int64), "small": np.array([4], np.int64)})
+    out = fold_constants(g)  # 9M elements: past the cap, so left to run time
+    assert [n.op for n in out.nodes] == ["ConstantOfShape", "ReduceSum", "Add", "Add"]
+    np.testing.assert_array_equal(out.initializers["c"], np.ones(4, F32))
+
+
 @pytest.mark.parametrize("act", ["Relu", "LeakyRelu", "Sigmoid", "Tanh"])
 def test_fuse_activation_into_gemm_and_conv(rng: np.random.Generator, act: str) -> None:
     attrs = {"alpha": 0.3} if act == "LeakyRelu" else {}

@@ -149,14 +149,24 @@ class Graph:
 
     def validate(self) -> None:
         """Check names are defined before use and produced once; raise ConfigError if not."""
+        for kind, names in (("input", self.input_names), ("output", self.output_names)):
+            dup = sorted({v for v in names if names.count(v) > 1})
+            if dup:
+                raise ConfigError(f"graph {kind} names {dup} are listed more than once; "
+                                  f"expected unique {kind} names")
         defined = set(self.input_names) | set(self.initializers)
+        later = self.producers()
         for n in self.nodes:
             for i in n.inputs:
                 if i and i not in defined:
+                    why = (" (it is produced by a later node: the nodes are out of "
+                           "topological order or form a cycle)" if i in later else "")
                     raise ConfigError(f"graph node {n.name or n.op} reads value {i!r} that is "
-                                      f"not defined before it; expected a graph input, an "
+                                      f"not defined before it{why}; expected a graph input, an "
                                       f"initializer or an earlier node output")
             for o in n.outputs:
+                if not o:  # "" is an optional output left out (ONNX); many nodes may use it
+                    continue
                 if o in defined:
                     raise ConfigError(f"value {o!r} is defined twice; expected each value "
                                       f"name to be produced once")

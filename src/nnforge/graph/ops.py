@@ -228,12 +228,12 @@ def reshape_target(in_shape: Shape, target: Any) -> Shape:
                 num.remove(d)
             else:
                 den.append(d)
-        p, q = dim_prod(num), dim_prod(den)
+        # divide the known parts separately so (N, 4) -> (-1, 2, 2) still gives N
+        p_syms = [d for d in num if not isinstance(d, int)]
+        p, q = math.prod(d for d in num if isinstance(d, int)), dim_prod(den)
         val: Dim = None
-        if isinstance(p, int) and isinstance(q, int) and q and p % q == 0:
-            val = p // q
-        elif isinstance(q, int) and q == 1:
-            val = p
+        if isinstance(q, int) and q and p % q == 0:
+            val = dim_prod([*p_syms, p // q])
         out[out.index(-1)] = val
     return tuple(out)
 

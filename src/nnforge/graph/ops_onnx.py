@@ -309,20 +309,26 @@ OPS["Constant"] = OpDef("Constant", lambda node, shapes, consts: [constant_value
                         lambda node: constant_value(node))
 
 
-def constant_of_shape(node: Node, shape: Any) -> np.ndarray:
-    """ConstantOfShape: an array of the given shape filled with `value` (default float 0)."""
+def _constant_of_shape_args(node: Node, shape: Any) -> tuple[list[int], np.ndarray]:
     value = node.attrs.get("value")
     fill = np.zeros(1, np.float32) if value is None else np.asarray(value).reshape(-1)
     dims = np.asarray(shape, np.int64).reshape(-1).tolist()
     if any(d < 0 for d in dims) or fill.size != 1:
         raise ShapeError(f"ConstantOfShape {node.name}: expected a shape of non-negative dims "
                          f"and a one-element value, found {dims} and {fill.size} elements")
+    return dims, fill
+
+
+def constant_of_shape(node: Node, shape: Any) -> np.ndarray:
+    """ConstantOfShape: an array of the given shape filled with `value` (default float 0)."""
+    dims, fill = _constant_of_shape_args(node, shape)
     return np.full(dims, fill[0], fill.dtype)
 
 
 def _constant_of_shape_shape(node: Node, shapes: Shapes, consts: dict) -> Shapes:
-    # torch's classic exporter builds F.pad's pads from one: the importer folds it away
-    return [constant_of_shape(node, const_input(node, consts, 0, "shape")).shape]
+    # torch's classic exporter builds F.pad's pads from one: the importer folds it away.
+    # Only the dims: inferring a shape must not allocate the (possibly huge) array.
+    return [tuple(_constant_of_shape_args(node, const_input(node, consts, 0, "shape"))[0])]
 
 
 OPS["ConstantOfShape"] = OpDef("ConstantOfShape", _constant_of_shape_shape, constant_of_shape)

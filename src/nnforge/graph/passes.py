@@ -14,13 +14,14 @@ exist only in optimized graphs: export the graph before optimization, or at leve
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterable
 
 import numpy as np
 
 from ..errors import ConfigError
 from .ir import INTERNAL_DOMAIN, Graph, Node
-from .ops import FUSABLE_ACTIVATIONS, batchnorm_scale_shift, evaluate_node
+from .ops import FUSABLE_ACTIVATIONS, batchnorm_scale_shift, evaluate_node, get_op
 from .shapes import compute_shapes, infer_shapes
 
 Pass = Callable[[Graph], Graph]
@@ -53,6 +54,21 @@ def eliminate_identity(graph: Graph) -> Graph:
     return g
 
 
+#: Largest output (in elements) fold_constants makes beyond the size of the node's inputs:
+#: ConstantOfShape, Pad or Concat can expand a few numbers into gigabytes of stored weights.
+FOLD_MAX_GROWTH = 1 << 20
+
+
+def _fold_too_big(g: Graph, node: Node) -> bool:
+    """True when a node's known output size passes both its inputs' size and the cap."""
+    ins = [g.initializers[i] for i in node.inputs if i]
+    in_shapes = [g.initializers[i].shape if i else None for i in node.inputs]
+    shapes = get_op(node).infer(node, in_shapes, g.initializers)
+    limit = max(FOLD_MAX_GROWTH, sum(a.size for a in ins))
+    return any(s is not None and all(isinstance(d, int) for d in s) and math.prod(s) > limit
+               for s in shapes)
+
+
 def fold_constants(graph: Graph) -> Graph:
     """Evaluate nodes whose inputs are all initializers and store their outputs as weights."""
     g = graph.copy()
@@ -61,7 +77,8 @@ def fold_constants(graph: Graph) -> Graph:
     for node in g.nodes:
         ins = [i for i in node.inputs if i]
         if (ins and all(i in g.initializers for i in ins)
-                and not any(o in outputs for o in node.outputs)):
+                and not any(o in outputs for o in node.outputs)
+                and not _fold_too_big(g, node)):
             values = evaluate_node(node, *(g.initializers[i] if i else None for i in node.inputs))
             for name, value in zip(node.outputs, values):
                 if name:
@@ -133,15 +150,20 @@ def fold_batchnorm(graph: Graph) -> Graph:
     g = graph.copy()
     producers, consumers = g.producers(), g.consumers()
     for bn in list(g.nodes):
-        if bn.op != "BatchNormalization" or not all(i in g.initializers for i in bn.inputs[1:5]):
+        # training-mode BN (running-stat outputs) is no inference BN: leave it alone
+        if (bn.op != "BatchNormalization" or len([o for o in bn.outputs if o]) != 1
+                or not all(i in g.initializers for i in bn.inputs[1:5])):
             continue
         prev = producers.get(bn.inputs[0])
         if (prev is None or prev.op not in ("Conv", "Gemm") or prev.domain
                 or _sole_consumer(g, prev.outputs[0], consumers) is not bn
                 or not all(i in g.initializers for i in prev.inputs[1:] if i)):
             continue
-        k, c = batchnorm_scale_shift(bn.attrs.get("epsilon", 1e-5),
-                                     *(g.initializers[i] for i in bn.inputs[1:5]))
+        with np.errstate(all="ignore"):
+            k, c = batchnorm_scale_shift(bn.attrs.get("epsilon", 1e-5),
+                                         *(g.initializers[i] for i in bn.inputs[1:5]))
+        if not (np.isfinite(k).all() and np.isfinite(c).all()):
+            continue  # zero variance with epsilon 0: folding turns BN's +-inf into NaN
         w = g.initializers[prev.inputs[1]].astype(np.float64)
         b = (g.initializers[prev.inputs[2]].astype(np.float64)
              if len(prev.inputs) > 2 and prev.inputs[2] else np.zeros(1))

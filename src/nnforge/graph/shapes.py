@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from .ir import Graph, Shape, ValueInfo
+import numpy as np
+
+from .ir import Graph, Node, Shape, ValueInfo
 from .ops import get_op
+from .ops_onnx import ONNX_DTYPES, constant_value
 
 
 def compute_shapes(graph: Graph, input_shapes: dict[str, Shape] | None = None
@@ -23,9 +26,24 @@ def compute_shapes(graph: Graph, input_shapes: dict[str, Shape] | None = None
         for k, out in enumerate(node.outputs):
             if out:
                 shape = out_shapes[k] if k < len(out_shapes) else None
-                infos[out] = ValueInfo(out, shape, "bool" if k > 0 and node.op == "Dropout"
-                                       else dtype)
+                infos[out] = ValueInfo(out, shape, _out_dtype(node, k, dtype))
     return infos
+
+
+def _out_dtype(node: Node, k: int, in_dtype: str) -> str:
+    """Dtype of output k: the first input's, except for ops that make a type of their own."""
+    if node.op == "Dropout" and k > 0:
+        return "bool"
+    if node.op == "Shape":
+        return "int64"
+    if node.op == "Cast" and node.attrs.get("to") in ONNX_DTYPES:
+        return str(ONNX_DTYPES[node.attrs["to"]])
+    if node.op == "Constant":
+        return str(constant_value(node).dtype)
+    if node.op == "ConstantOfShape":  # the fill value's type, float32 when none is given
+        value = node.attrs.get("value")
+        return "float32" if value is None else str(np.asarray(value).dtype)
+    return in_dtype
 
 
 def infer_shapes(graph: Graph) -> Graph:
