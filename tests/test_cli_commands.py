@@ -164,6 +164,24 @@ def test_bench_reports_latency_and_throughput(work: Path) -> None:
     assert "p50 ms" in table and "samples/s" in table
 
 
+def test_bench_threads_limit_the_session_too(work: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # --threads used to limit only BLAS: the session's own kernels still split over every CPU
+    import nnforge.runtime as runtime  # noqa: PLC0415
+
+    seen: list[int] = []
+
+    class Spy(runtime.InferenceSession):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            seen.append(self.threads)
+
+    monkeypatch.setattr(runtime, "InferenceSession", Spy)
+    assert main(["bench", str(work / MODEL), "--threads", "1", "--batch-sizes", "2",
+                 "--iterations", "1", "--warmup", "0", "--json"]) == 0
+    assert seen == [1] and json.loads(capsys.readouterr().out)["threads"] == 1
+
+
 def test_train_from_a_yaml_config_with_flags_overriding_it(tmp_path: Path) -> None:
     write_labeled_csv(tmp_path / "bc.csv", "breast_cancer", "diagnosis")
     (tmp_path / "train.yaml").write_text(

@@ -34,7 +34,7 @@ def add_parser(sub: Any) -> None:
     p = new_command(sub, "bench", "measure inference latency and throughput",
                     "Time a model's InferenceSession on random inputs for several batch "
                     "sizes: latency p50/p99 per call and samples per second.", EXAMPLES)
-    p.add_argument("model", metavar="MODEL", help="the .nnf model file")
+    p.add_argument("model", metavar="MODEL", help="the .nnf model file (or an .onnx file)")
     p.add_argument("--batch-sizes", type=int_list, default=[1, 32, 256], metavar="N,N,...",
                    help="batch sizes to time (default: 1,32,256)")
     p.add_argument("--iterations", type=positive_int, default=200, metavar="N",
@@ -42,7 +42,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--warmup", type=nonnegative_int, default=20, metavar="N",
                    help="untimed calls before timing (default: 20)")
     p.add_argument("--threads", type=positive_int, metavar="N",
-                   help="limit the BLAS threads (needs threadpoolctl)")
+                   help="threads one call may use, the session's and the BLAS library's "
+                        "(default: every CPU; needs threadpoolctl)")
     p.add_argument("--optimization", choices=("none", "basic", "all"), default="all",
                    help="graph optimization level (default: all)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     """Benchmark the model."""
     from ..runtime import InferenceSession  # noqa: PLC0415
 
-    session = InferenceSession(args.model, optimization=args.optimization)
+    session = InferenceSession(args.model, optimization=args.optimization, threads=args.threads)
     shape = sample_shape(session)
     rng = np.random.default_rng(0)
     results = []

@@ -36,7 +36,7 @@ def add_parser(sub: Any) -> None:
                     "Compute a saved model's metrics on labeled data: accuracy, precision, "
                     "recall and F1 with a confusion matrix for classification; MSE, RMSE, MAE "
                     "and R2 for regression.", EXAMPLES)
-    p.add_argument("model", metavar="MODEL", help="the .nnf model file")
+    p.add_argument("model", metavar="MODEL", help="the .nnf model file (or an .onnx file)")
     add_data_arguments(p, required=True)
     p.add_argument("--test-size", type=fraction, metavar="F",
                    help="score only the held-out part of the split train makes with this size")

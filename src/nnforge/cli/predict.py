@@ -47,7 +47,7 @@ def add_parser(sub: Any) -> None:
                     "Run a .nnf model over the samples in a file, applying its stored "
                     "preprocessing and task post-processing; CSV inputs are streamed in "
                     "bounded memory.", EXAMPLES)
-    p.add_argument("model", metavar="MODEL", help="the .nnf model file")
+    p.add_argument("model", metavar="MODEL", help="the .nnf model file (or an .onnx file)")
     p.add_argument("-i", "--input", required=True, metavar="FILE",
                    help="samples: .csv, .tsv, .npy, .npz or .json")
     p.add_argument("-o", "--output", metavar="FILE",

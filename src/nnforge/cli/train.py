@@ -43,8 +43,8 @@ EXAMPLES = """\
   nnforge train --data houses.csv --label-column price --task regression
   nnforge train --config train.yaml --epochs 5        # flags override the config file
 
-config file (YAML or JSON; the same names as the flags, with _ or -; paths in it are relative
-to the current directory):
+config file (YAML, which needs PyYAML, or JSON; the same names as the flags, with _ or -;
+paths in it are relative to the current directory):
   dataset: digits             # or  data: file.csv  and  label_column: target
   hidden: [128, 64]
   activation: relu

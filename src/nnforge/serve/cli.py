@@ -11,8 +11,8 @@ from .config import ServeConfig, apply_environment, from_mapping, read_file
 DESCRIPTION = """Serve a model over simple REST, KServe V2 REST and KServe V2 gRPC.
 
 PATH is a .nnf model file or a model repository laid out <repo>/<model>/<version>/model.nnf.
-Settings come from the defaults, then --config FILE (.toml, .json or .yaml), then the
-NNFORGE_API_KEY / NNFORGE_ADMIN_KEY environment variables, then these flags."""
+Settings come from the defaults, then --config FILE (.toml, .json, or .yaml with PyYAML),
+then the NNFORGE_API_KEY / NNFORGE_ADMIN_KEY environment variables, then these flags."""
 
 EPILOG = """examples:
   nnforge serve models/digits/1/model.nnf
@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per-request timeout, 0: none (default 30000)")
     parser.add_argument("--compute", choices=["auto", "inline", "thread"],
                         help="where forward passes run: the event loop (inline), a worker "
-                             "thread, or auto: a thread for models slower than 2 ms a batch")
+                             "thread, or auto: a thread for models slower than 2 ms a batch "
+                             "(default auto)")
     parser.add_argument("--model-threads", type=positive_int, dest="threads",
                         help="threads one forward pass may use (default 1)")
     parser.add_argument("--max-body-bytes", type=positive_int,
