@@ -106,3 +106,26 @@ def test_imported_nnf_serves_like_a_native_model(tmp_path, name: str) -> None:
 
     export(nnf, tmp_path / "again.onnx", opset=13)  # .nnf -> ONNX again
     assert_close(_ort(tmp_path / "again.onnx").run(None, {"input": x})[0], expected)
+
+
+def test_imported_nnf_keeps_the_onnx_tensor_names(tmp_path) -> None:
+    # torch.onnx.export(..., input_names=["x"], output_names=["logits"]): a client written
+    # against the .onnx must work unchanged against the imported .nnf and its re-export
+    m = onnx.load(str(FIXTURES / "mlp_classic.onnx"))
+    renames = {m.graph.input[0].name: "x", m.graph.output[0].name: "logits"}
+    for v in (*m.graph.input, *m.graph.output):
+        v.name = renames[v.name]
+    for node in m.graph.node:
+        node.input[:] = [renames.get(i, i) for i in node.input]
+        node.output[:] = [renames.get(o, o) for o in node.output]
+    src, nnf = tmp_path / "named.onnx", tmp_path / "named.nnf"
+    onnx.save(m, str(src))
+    assert main(["import", str(src), "-o", str(nnf), "--task", "multiclass"]) == 0
+    manifest = nf.load(nnf).manifest
+    assert [s["name"] for s in manifest["inputs"]] == ["x"]
+    assert [s["name"] for s in manifest["outputs"]] == ["logits"]
+    assert InferenceSession(nnf).input_names == ["x"]
+    x = _inputs(src, 4)
+    export(nnf, tmp_path / "again.onnx")
+    assert_close(_ort(tmp_path / "again.onnx").run(["logits"], {"x": x})[0],
+                 _ort(src).run(None, {"x": x})[0])

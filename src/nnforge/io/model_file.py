@@ -57,6 +57,12 @@ def _input_shape(model: Module, input_shape: Sequence[int] | None) -> tuple[int,
     return tuple(int(d) for d in shape)
 
 
+def _input_name(model: Module) -> str:
+    """The input's name: an imported graph keeps its ONNX name, other models say "input"."""
+    name = getattr(model, "input_name", None)
+    return name if isinstance(name, str) and name else "input"
+
+
 def _output_specs(model: Module, shape: tuple[int, ...]) -> list[dict[str, Any]]:
     """Run a zero batch of one sample in eval mode to learn the output shapes and dtypes."""
     modes = [(m, m.training) for m in model.modules()]
@@ -75,6 +81,10 @@ def _output_specs(model: Module, shape: tuple[int, ...]) -> list[dict[str, Any]]
         raise ConfigError(f"the model must return a Tensor (or a tuple of them), found "
                           f"{type(out).__name__}")
     names = ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
+    own = getattr(model, "output_names", None)  # an imported graph keeps its ONNX names
+    if isinstance(own, list) and len(own) == len(outs) and all(
+            isinstance(n, str) and n for n in own):
+        names = own
     # floating outputs are float32 once loaded, since the weights are stored as float32
     return [{"name": n, "shape": [None, *o.shape[1:]],
              "dtype": "float32" if backend.is_float_dtype(o.dtype) else str(o.dtype)}
@@ -175,7 +185,7 @@ def build_entries(model: Module, kind: str, task: str | None = None, labels: Any
         "library": "nnforge", "library_version": __version__,
         "created": now.isoformat().replace("+00:00", "Z"), "kind": kind,
         "task": task, "labels": _labels(task, labels, outputs),
-        "inputs": [{"name": "input", "shape": [None, *shape], "dtype": "float32"}],
+        "inputs": [{"name": _input_name(model), "shape": [None, *shape], "dtype": "float32"}],
         "outputs": outputs,
         "preprocessing": _preprocessing(preprocessing), "metrics": _metrics(metrics),
         "num_parameters": model.num_parameters(), "extra": extra,

@@ -50,6 +50,9 @@ class GraphModule(Module):
                 setattr(self, w["key"], Parameter(arr, requires_grad=False))
             else:
                 self.register_buffer(w["key"], arr)
+        # the graph's own tensor names, so a saved .nnf keeps the names clients send and read
+        object.__setattr__(self, "input_name", spec["inputs"][0]["name"])
+        object.__setattr__(self, "output_names", [v["name"] for v in spec["outputs"]])
         shape = spec["inputs"][0]["shape"]
         if shape and all(isinstance(d, int) for d in shape[1:]):
             object.__setattr__(self, "input_shape", tuple(shape[1:]))
