@@ -18,6 +18,7 @@ from nnforge.cli.common import atomic_output, column_ref, fraction, int_list, pr
 from nnforge.cli.config import DEFAULTS, normalize_config, resolve_settings
 from nnforge.cli.dataio import encode_classes, infer_task, targets_for_model
 from nnforge.cli.predict import predict_file
+from nnforge.cli.train import _optimizer
 from nnforge.errors import ConfigError, DataError
 
 
@@ -157,3 +158,25 @@ def test_binary_labels_with_commas_are_quoted_in_csv(tmp_path) -> None:
     rows = list(csv.reader(io.StringIO(_predict_text(tmp_path / "b.nnf", x, "csv", tmp_path))))
     assert rows[0] == ["class", "label", "probability"]
     assert all(r[1] in ("no, never", 'yes "sure"') and len(r) == 3 for r in rows[1:])
+
+
+def test_unset_weight_decay_keeps_the_optimizers_own_default() -> None:
+    model = nn.Sequential(nn.Linear(2, 1))
+    base = {k: DEFAULTS[k] for k in ("lr", "weight_decay", "momentum")}
+    adamw = _optimizer(base | {"optimizer": "adamw"}, model).get_config()
+    assert adamw["weight_decay"] == pytest.approx(1e-2)  # was forced to 0: adamw == adam
+    set_wd = _optimizer(base | {"optimizer": "adamw", "weight_decay": 0.0}, model).get_config()
+    assert set_wd["weight_decay"] == 0.0
+
+
+def test_architecture_and_preset_settings_are_not_silently_mixed(tmp_path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"dataset": "iris", "architecture": "a.json", "dropout": 0.1}))
+    flags = {k: None for k in DEFAULTS}
+    with pytest.raises(ConfigError, match="'architecture' or the built-in model's"):
+        resolve_settings(flags, str(path))
+    path.write_text(json.dumps({"dataset": "iris", "architecture": "a.json"}))
+    s = resolve_settings(flags | {"hidden": [8]}, str(path))
+    assert s["architecture"] is None and s["hidden"] == [8]  # the flag wins
+    with pytest.raises(ConfigError, match="found both \\(--model\\)"):
+        resolve_settings(flags | {"architecture": "a.json", "model": "cnn"}, str(path))

@@ -24,13 +24,16 @@ TASK_CHOICES = ("auto", "multiclass", "binary", "regression")
 MODEL_CHOICES = ("mlp", "cnn")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+#: The built-in model's settings, which a full `architecture` replaces.
+PRESET_KEYS = ("model", "hidden", "activation", "dropout")
 
 #: Every setting with its default; a config file may set any of them, flags override it.
 DEFAULTS: dict[str, Any] = {
     "dataset": None, "data": None, "label_column": None, "task": "auto",
     "model": "mlp", "hidden": [128, 64], "activation": "relu", "dropout": 0.0,
     "architecture": None, "loss": None,
-    "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "momentum": None,
+    # weight_decay None: the optimizer's own default (AdamW decays by 0.01, the others not)
+    "optimizer": "adam", "lr": 1e-3, "weight_decay": None, "momentum": None,
     "epochs": 20, "batch_size": 32, "seed": 0, "validation_split": 0.1,
     "early_stopping": 0, "standardize": True, "test_size": 0.2,
     "output": None, "report": None, "quiet": False,
@@ -168,9 +171,13 @@ def normalize_config(raw: dict[str, Any], where: str) -> dict[str, Any]:
 def resolve_settings(flags: dict[str, Any], config_path: str | None) -> dict[str, Any]:
     """Defaults, overridden by the config file, overridden by the flags that were given."""
     settings = dict(DEFAULTS)
+    config: dict[str, Any] = {}
     if config_path is not None:
-        settings.update(normalize_config(read_config_file(config_path), config_path))
-    settings.update({k: v for k, v in flags.items() if k in DEFAULTS and v is not None})
+        config = normalize_config(read_config_file(config_path), config_path)
+        settings.update(config)
+    given = {k: v for k, v in flags.items() if k in DEFAULTS and v is not None}
+    settings.update(given)
+    _resolve_architecture(settings, config, given, config_path)
     if settings["dataset"] is not None and settings["data"] is not None:
         # a flag for one source replaces the other source from the config file
         if flags.get("dataset") is not None:
@@ -184,6 +191,27 @@ def resolve_settings(flags: dict[str, Any], config_path: str | None) -> dict[str
         raise ConfigError("expected a data source: --dataset NAME or --data FILE (or 'dataset' "
                           "/ 'data' in the config file)")
     return settings
+
+
+def _resolve_architecture(settings: dict[str, Any], config: dict[str, Any],
+                          given: dict[str, Any], config_path: str | None) -> None:
+    """A full architecture and the built-in model's settings must not be silently mixed."""
+    if settings["architecture"] is None:
+        return
+    # as with the data source, a flag replaces what the config file says instead
+    flag_presets = [k for k in PRESET_KEYS if k in given]
+    if "architecture" in given:
+        if flag_presets:
+            raise ConfigError(f"expected --architecture or the built-in model's flags, found "
+                              f"both (--{flag_presets[0].replace('_', '-')})")
+        return
+    if flag_presets:
+        settings["architecture"] = None
+        return
+    if "architecture" in config and any(k in config for k in PRESET_KEYS):
+        found = [k for k in PRESET_KEYS if k in config]
+        raise ConfigError(f"{config_path}: expected 'architecture' or the built-in model's "
+                          f"settings, found both ({', '.join(found)})")
 
 
 def load_architecture(value: Any) -> dict[str, Any]:

@@ -54,7 +54,8 @@ paths in it are relative to the current directory):
   batch_size: 32
   early_stopping: 5
   output: models/digits/1/model.nnf
-  # or a full model instead of hidden/activation/dropout (Module.to_architecture() output):
+  # or a full model instead of model/hidden/activation/dropout (Module.to_architecture()
+  # output); those flags replace a config file's architecture, and --architecture its presets:
   # architecture: {type: Sequential, config: {layers: [...]}}"""
 
 
@@ -106,7 +107,7 @@ def add_parser(sub: Any) -> None:
     o.add_argument("--optimizer", choices=OPTIMIZERS, help=_default("optimizer"))
     o.add_argument("--lr", type=positive_float, metavar="LR", help=_default("lr"))
     o.add_argument("--weight-decay", type=nonnegative_float, metavar="W",
-                   help=_default("weight_decay"))
+                   help="(default: the optimizer's: 0.01 for adamw, 0 for the others)")
     o.add_argument("--momentum", type=nonnegative_float, metavar="M",
                    help="momentum for sgd and rmsprop")
     o.add_argument("--epochs", type=positive_int, metavar="N", help=_default("epochs"))
@@ -231,9 +232,10 @@ def _build_model(s: dict[str, Any], prep: dict[str, Any]) -> Any:
 def _optimizer(s: dict[str, Any], model: Any) -> Any:
     from ..optim import build_optimizer  # noqa: PLC0415
 
-    kwargs: dict[str, Any] = {"lr": s["lr"], "weight_decay": s["weight_decay"]}
-    if s["momentum"] is not None:
-        kwargs["momentum"] = s["momentum"]
+    kwargs: dict[str, Any] = {"lr": s["lr"]}
+    for key in ("weight_decay", "momentum"):  # unset: the optimizer's own default
+        if s[key] is not None:
+            kwargs[key] = s[key]
     return build_optimizer(s["optimizer"], model.parameters(), **kwargs)
 
 
@@ -278,7 +280,7 @@ def _fit(s: dict[str, Any], prep: dict[str, Any]) -> dict[str, Any]:
     if target_scale is not None:
         fold_target_scaling(last_linear(model), *target_scale)
     result: dict[str, Any] = {"model": model, "history": dict(history), "loss": loss,
-                              "test_metrics": {}}
+                              "test_metrics": {}, "standardized": target_scale is not None}
     if len(prep["X_test"]):
         result.update(_test(trainer, prep))
     return result
@@ -332,4 +334,7 @@ def _summary(s: dict[str, Any], prep: dict[str, Any], result: dict[str, Any],
             ("loss", result["loss"]), ("optimizer", f"{s['optimizer']} (lr {s['lr']:g})"),
             ("epochs run", str(len(result["history"].get("loss", [])))),
             ("batch size", str(s["batch_size"])), ("seed", str(s["seed"])),
-            ("model file", str(result["path"])), ("time", f"{elapsed:.1f} s")]
+            ("model file", str(result["path"])), ("time", f"{elapsed:.1f} s")] + (
+        # the per-epoch curves come from the Trainer, which saw standardized targets
+        [("curves", "in standardized target units (test metrics in the data's units)")]
+        if result.get("standardized") else [])
