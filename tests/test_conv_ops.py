@@ -385,3 +385,19 @@ def test_conv_input_gradient_is_right_on_repeated_calls(rng):
                       {"stride": (1, 2)}):
             x = rng.standard_normal((2, 2, 7, 7))
             check_gradients(lambda t, a=attrs: conv2d(t, w, **a), [x])
+
+
+def test_conv_weight_gradient_does_not_depend_on_threads(rng, monkeypatch):
+    # the weight gradient sums one partial per batch chunk: the chunks must be the same with
+    # one thread as with two, or the CPU affinity (THREADS) would change trained weights
+    x = rng.standard_normal((9, 2, 6, 6))
+    w = rng.standard_normal((4, 2, 3, 3))
+    gy = rng.standard_normal((9, 4, 4, 4))
+    monkeypatch.setattr(conv_module, "SPLIT_MIN_WORK", 0)
+    grads = []
+    for threads in (1, 2):
+        monkeypatch.setattr(conv_module, "THREADS", threads)
+        wt = Tensor(w, requires_grad=True)
+        conv2d(Tensor(x), wt).backward(gy)
+        grads.append(wt.grad)
+    np.testing.assert_array_equal(grads[0], grads[1])

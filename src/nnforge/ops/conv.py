@@ -80,12 +80,14 @@ def _run_chunks(fn: Callable[[int, int], None], n: int, per_sample_elements: int
                 per_sample_work: int) -> None:
     """Call fn(lo, hi) over chunks covering range(n); two threads share them when it pays."""
     chunk = max(1, min(n, CHUNK_ELEMENTS // max(per_sample_elements, 1)))
-    two = (n >= 2 and THREADS >= 2 and per_sample_work * n >= SPLIT_MIN_WORK
-           and per_sample_work < BLAS_THREADED_WORK)
-    if two:
+    # the chunks never depend on THREADS: the weight gradient sums one partial per chunk, so
+    # other chunks would round differently and THREADS (the CPU affinity) would change weights
+    split = (n >= 2 and per_sample_work * n >= SPLIT_MIN_WORK
+             and per_sample_work < BLAS_THREADED_WORK)
+    if split:
         chunk = min(chunk, (n + 1) // 2)
     bounds = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
-    if not two or len(bounds) < 2:
+    if not split or THREADS < 2 or len(bounds) < 2:
         for lo, hi in bounds:
             fn(lo, hi)
         return

@@ -4,10 +4,12 @@ A max pool over a convolution's output is bound by strided memory access: its wi
 elements sit one pixel apart, and NumPy runs strided loops several times slower than
 contiguous ones. Here the convolution writes its output rows grouped by window row (see
 `conv._windows`), so every step over the windows' rows works on contiguous slabs, and only
-the steps over a window's columns remain strided. The output and the input gradient are the
-separate ops' exactly: the same products, the same maxima, and the gradient of each window goes
-to its first maximum in row-major order, as in `pool.MaxPool`. The weight and bias gradients
-sum the output positions in another order, so they agree with the separate ops' to rounding.
+the steps over a window's columns remain strided. The gradient of each window goes to its
+first maximum in row-major order, as in `pool.MaxPool`. The product's columns come in another
+order than the separate conv's, so the outputs agree with the separate ops' to rounding (last
+bits), and so do the weight and bias gradients. Where two window elements tie exactly, that
+rounding can pick another maximum than the separate ops would: both routes are valid gradients,
+and each path is deterministic on its own.
 """
 
 from __future__ import annotations
