@@ -39,10 +39,10 @@ def _as_features(X: Any, dtype: Any, what: str = "X") -> np.ndarray:
     return arr
 
 
-def _positive_int(name: str, value: Any) -> int:
-    """value as an int >= 1 (NumPy integers accepted, bools and fractions refused)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, found {value!r}")
+def _int_at_least(name: str, value: Any, low: int, error: type = ConfigError) -> int:
+    """value as an int >= low (NumPy integers accepted, bools and fractions refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise error(f"{name} must be an integer >= {low}, found {value!r}")
     return int(value)
 
 
@@ -113,8 +113,8 @@ class Trainer:
         `load_state_dict`), `epochs` counts from the start of the original run instead, so a
         resumed run stops where the uninterrupted one would have.
         """
-        epochs = _positive_int("epochs", epochs)
-        batch_size = _positive_int("batch_size", batch_size)
+        epochs = _int_at_least("epochs", epochs, 1)
+        batch_size = _int_at_least("batch_size", batch_size, 1)
         loader = _loader_arg(X, y, "fit()")
         if loader is not None:
             if validation_split:
@@ -396,7 +396,9 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore state_dict()'s output (a StateDictError, and nothing changed, if it is not)."""
         try:  # read and check everything before changing anything
-            epochs, step = _count(state["epochs_done"]), _count(state["step"])
+            # ValueError: reported below as one StateDictError, like the other damage
+            epochs = _int_at_least("epochs_done", state["epochs_done"], 0, ValueError)
+            step = _int_at_least("step", state["step"], 0, ValueError)
             history = {str(k): [float(x) for x in v] for k, v in state["history"].items()}
             # generator states tried on spare bit generators first
             type(self._shuffle_rng.bit_generator)().state = state["shuffle_rng"]
@@ -445,10 +447,3 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt.optimizer_state)
         if ckpt.trainer_state is not None:
             self.load_state_dict(ckpt.trainer_state)
-
-
-def _count(value: Any) -> int:
-    """A non-negative integer from a saved state (bool and fractions refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"expected a non-negative integer count, found {value!r}")
-    return int(value)
