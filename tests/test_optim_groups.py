@@ -65,6 +65,23 @@ def test_setting_lr_moves_every_group_in_proportion_and_schedulers_do_too():
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.05])
 
 
+def test_schedulers_set_each_group_and_the_optimizer_lr_alongside():
+    opt = grouped(optim.SGD, make_params(), lr=0.01)  # groups at 0.01 and 0.05
+    sched = optim.CosineAnnealingLR(opt, T_max=2, eta_min=0.005)
+    sched.step()
+    # eta_min bounds each group, as in PyTorch (not the proportion 1 : 5): halfway down
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.0075, 0.0275])
+    assert opt.lr == pytest.approx(0.0075) and sched.get_last_lr() == pytest.approx(
+        [0.0075, 0.0275])
+    opt.lr = 0.015  # by hand: every group moves in its current proportion
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.015, 0.055])
+    plateau = optim.ReduceLROnPlateau(opt, factor=0.5, patience=0, min_lr=[0.01, 0.0])
+    plateau.step(1.0)
+    plateau.step(1.0)  # no better: each group is cut on its own, group 0 down to its min_lr
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.0275])
+    assert opt.lr == pytest.approx(0.0075)  # the optimizer's own: down to the smallest min_lr
+
+
 def test_param_group_entries_can_be_changed_and_are_validated():
     params = make_params()
     opt = grouped(optim.SGD, params, lr=0.01)

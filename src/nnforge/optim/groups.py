@@ -5,11 +5,11 @@ group the constructor's hyperparameters, overridden by the group's own entries. 
 run by a member optimizer of the same class (its own flat buffers, chunks and threads), so a
 group's update is exactly what a separate optimizer over those parameters would do.
 
-The learning rate is special because schedulers set `optimizer.lr`: each group keeps its rate
-as a multiple of the optimizer's (`lr_scales`), and setting `optimizer.lr` moves every group in
-proportion, as PyTorch's multiplicative schedulers (step, warmup, plateau, cosine to 0) do.
-(A cosine schedule with eta_min > 0, or a plateau's min_lr, bounds the optimizer's lr here;
-PyTorch applies them to each group's.)
+The learning rate is special: each group keeps its rate as a multiple of the optimizer's
+(`lr_scales`), so setting `optimizer.lr` by hand moves every group in proportion. Schedulers
+instead set each group's lr on its own, as PyTorch's do (a cosine's eta_min or a plateau's
+min_lr bounds each group, not the proportion), and the optimizer's own lr alongside, as if it
+were one more group: `scheduled_lrs` and `set_scheduled_lrs`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from ..errors import ConfigError, StateDictError
+from ..errors import ConfigError, StateDictError, check_float
 
 if TYPE_CHECKING:
     from .optimizer import Optimizer
@@ -76,6 +76,27 @@ def build_members(owner: Optimizer, groups: list[GroupSpec], threads: int | None
                           "the groups' rates are kept in proportion to it")
     scales = [m.lr / owner.lr if owner.lr else 1.0 for m in members]
     return members, scales
+
+
+def scheduled_lrs(owner: Optimizer) -> list[float]:
+    """Each param group's lr, then (with groups) the optimizer's own: what schedulers set."""
+    if not owner._members:
+        return [owner.lr]
+    return [m.lr for m in owner._members] + [owner.lr]
+
+
+def set_scheduled_lrs(owner: Optimizer, lrs: list[float]) -> None:
+    """Set scheduled_lrs() to exactly lrs (all checked first); the lr_scales follow."""
+    values = [check_float("lr", v, 0.0) for v in lrs]
+    if not owner._members:
+        owner.lr = values[0]
+        return
+    *group_lrs, own = values
+    for m, lr in zip(owner._members, group_lrs):
+        m.lr = lr  # a member's own setter: exact, no scaling
+    owner._lr = own
+    if own > 0:  # at lr 0 (a warmup from 0, a cosine's end) the last proportions stand
+        owner._scales = [lr / own for lr in group_lrs]
 
 
 def get_config(owner: Optimizer) -> dict[str, Any]:

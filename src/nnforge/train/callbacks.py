@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..optim import schedulers
+from ..optim.optimizer import Optimizer
 
 
 class Callback:
@@ -155,13 +157,27 @@ class LRScheduler(Callback):
     """Step an nnforge.optim scheduler each epoch (or each batch with per="step").
 
     A scheduler whose step() takes a metric (ReduceLROnPlateau) gets `monitor` from the logs.
+    Several may drive one optimizer (a per-step warmup and a per-epoch plateau): their
+    changes compound, as in PyTorch.
     """
 
     def __init__(self, scheduler: Any, per: str = "epoch", monitor: str | None = None) -> None:
         if per not in ("epoch", "step"):
             raise ConfigError(f"per must be 'epoch' or 'step', found {per!r}")
+        if isinstance(scheduler, Optimizer) or not callable(getattr(scheduler, "step", None)) \
+                or not callable(getattr(scheduler, "state_dict", None)):
+            raise ConfigError(f"expected an nnforge.optim scheduler (StepLR, "
+                              f"ReduceLROnPlateau, ...), found {type(scheduler).__name__}")
+        plateau = isinstance(scheduler, schedulers.ReduceLROnPlateau)
+        # caught here rather than as a TypeError from step() at the end of the first epoch
+        if plateau and per == "step":
+            raise ConfigError("ReduceLROnPlateau steps on a monitored value, which only epochs "
+                              "have: use per='epoch'")
+        if monitor is not None and isinstance(scheduler, schedulers.LRScheduler):
+            raise ConfigError(f"monitor={monitor!r} is for ReduceLROnPlateau; a "
+                              f"{type(scheduler).__name__} steps without a metric")
         self.scheduler, self.per, self.monitor = scheduler, per, monitor
-        if monitor is None and type(scheduler).__name__ == "ReduceLROnPlateau":
+        if monitor is None and plateau:
             self.monitor = "val_loss"
 
     def on_batch_end(self, step: int, loss: float) -> None:
