@@ -1,10 +1,13 @@
 """Versions: a new one swaps in under load without a failed request; a broken one is reported
-while the old one keeps serving; the admin endpoints and the API keys."""
+while the old one keeps serving; links out of the repository are skipped; the admin endpoints
+and the API keys."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -19,7 +22,10 @@ import pytest
 
 import nnforge as nf
 from nnforge import nn
-from nnforge.serve.grpc_service import MESSAGES, SERVICE
+from nnforge.serve.batcher import BatchingConfig
+from nnforge.serve.grpc_service import MESSAGES, METHODS, SERVICE
+from nnforge.serve.metrics import ServerMetrics
+from nnforge.serve.repository import ModelRepository, VersionPolicy
 from nnforge.serve.testing import ServerProcess
 
 API, ADMIN = "client-key", "operator-key"
@@ -208,6 +214,99 @@ def test_grpc_checks_the_api_key(server: ServerProcess) -> None:
         assert reply.model_name == "clf" and reply.outputs[0].name == "classes"
         reply = infer(req, timeout=30, metadata=[("x-api-key", API)])
         assert len(reply.raw_output_contents) == 2
+
+
+OPEN_PATHS = ("/v2/health/live", "/v2/health/ready", "/metrics")
+
+
+def test_without_the_key_only_the_probes_and_metrics_answer(server: ServerProcess) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        api = {"X-API-Key": API}
+        spec = c.get("/openapi.json", headers=api).json()
+        routes = [(method.upper(), path.replace("{model}", "clf").replace("{version}", "1"))
+                  for path, item in spec["paths"].items() for method in item]
+        assert len(routes) >= 20 and ("GET", "/") in routes
+        extra = [("GET", p) for p in ("/docs", "/redoc", "/openapi.json", "/nope",
+                                      "/v2/models/nope", "/metrics/")]
+        for method, path in [*routes, *extra, ("HEAD", "/"), ("POST", "/v2/models/nope/infer")]:
+            r = c.request(method, path)
+            if path in OPEN_PATHS:
+                assert r.status_code == 200, path
+                continue
+            # the index used to answer here, naming every model: nothing may name one now
+            assert r.status_code == 401, (method, path, r.status_code, r.text[:200])
+            assert "clf" not in r.text and "nope" not in r.text
+        index = c.get("/", headers=api)
+        assert index.status_code == 200 and "clf" in index.json()["models"]
+        # X-API-Key wins over Authorization, as for inference
+        both = {"Authorization": "Bearer wrong", "X-API-Key": API}
+        assert c.get("/v2/models/clf", headers=both).status_code == 200
+        assert c.get("/v2/models/clf", headers={"Authorization": f"Bearer {ADMIN}"}
+                     ).status_code == 401  # the admin key opens the repository routes only
+
+
+def test_grpc_without_the_key_only_the_probes_answer(server: ServerProcess) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        for rpc, (request, response) in METHODS.items():
+            call = channel.unary_unary(f"/{SERVICE}/{rpc}",
+                                       request_serializer=MESSAGES[request].SerializeToString,
+                                       response_deserializer=MESSAGES[response].FromString)
+            try:
+                call(MESSAGES[request](), timeout=30)
+                code = grpc.StatusCode.OK
+            except grpc.RpcError as exc:
+                code = exc.code()
+            expected = grpc.StatusCode.UNAUTHENTICATED
+            if rpc in ("ServerLive", "ServerReady"):
+                expected = grpc.StatusCode.OK
+            assert code == expected, rpc
+        metadata = channel.unary_unary(
+            f"/{SERVICE}/ModelMetadata",
+            request_serializer=MESSAGES["ModelMetadataRequest"].SerializeToString,
+            response_deserializer=MESSAGES["ModelMetadataResponse"].FromString)
+        # x-api-key wins over authorization whatever their order, as on REST (it used to be
+        # the first of the two that came)
+        for pairs in ([("authorization", "Bearer wrong"), ("x-api-key", API)],
+                      [("x-api-key", API), ("authorization", "Bearer wrong")]):
+            reply = metadata(MESSAGES["ModelMetadataRequest"](name="clf"), timeout=30,
+                             metadata=pairs)
+            assert reply.name == "clf"
+
+
+def test_links_out_of_the_repository_are_skipped_with_one_warning(tmp_path: Path) -> None:
+    repo, outside = tmp_path / "repo", tmp_path / "outside"
+    stage_version(repo, 1, seed=1)
+    stage_version(outside, 1, seed=2)
+    (repo / "secret").symlink_to(outside / "clf")  # a model directory
+    (repo / "clf" / "2").symlink_to(outside / "clf" / "1")  # a version directory
+    (repo / "clf" / "3").mkdir()
+    (repo / "clf" / "3" / "model.nnf").symlink_to(outside / "clf" / "1" / "model.nnf")
+    (repo / "clf" / "4").symlink_to(repo / "clf" / "1")  # links that stay inside are fine
+    warnings: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("nnforge.serve")
+    logger.addHandler(handler)
+
+    async def served() -> dict[str, list[str]]:
+        repository = ModelRepository(repo, ServerMetrics(), BatchingConfig(max_batch_size=2),
+                                     VersionPolicy("all"))
+        try:
+            for _ in range(3):  # polling: the warnings come once
+                await repository.sync()
+            assert {r["version"] for r in repository.index()} == {"1", "4"}
+            return {n: sorted(e.versions) for n, e in repository.models.items()}
+        finally:
+            await repository.close()
+
+    try:
+        assert asyncio.run(served()) == {"clf": ["1", "4"]}
+    finally:
+        logger.removeHandler(handler)
+    assert len(warnings) == 3, warnings
+    for link in (repo / "secret", repo / "clf" / "2", repo / "clf" / "3" / "model.nnf"):
+        assert any(f"skipping {link}: it links to" in w and "outside the repository" in w
+                   for w in warnings), (link, warnings)
 
 
 TRITON_GRPC_ADMIN = r"""

@@ -20,7 +20,7 @@ from nnforge import nn
 from nnforge.errors import ConfigError, ShapeError
 from nnforge.serve import cli as serve_cli
 from nnforge.serve.batcher import BatchingConfig, DynamicBatcher
-from nnforge.serve.config import apply_environment, from_mapping, read_file
+from nnforge.serve.config import ServeConfig, apply_environment, from_mapping, read_file
 from nnforge.serve.errors import (
     ClientGoneError,
     InvalidInputError,
@@ -166,6 +166,24 @@ def test_queue_delay_waits_for_the_batch_to_fill() -> None:
         assert calls == [4]
         await b.close()
     run(main())
+
+
+def test_a_request_beyond_max_batch_size_is_computed_off_the_event_loop() -> None:
+    # its passes, one per max_batch_size rows, would stall the loop (and the health probes)
+    async def main() -> list[bool]:
+        on_loop: list[bool] = []
+
+        def compute(x: np.ndarray) -> dict[str, np.ndarray]:
+            on_loop.append(threading.current_thread() is threading.main_thread())
+            return {"y": x * 2}
+
+        b = make_batcher(compute, max_batch_size=4)  # an inline batcher
+        assert not b.threaded
+        assert (await b.infer(np.ones((4, 1), np.float32)))["y"].shape == (4, 1)
+        assert (await b.infer(np.ones((9, 1), np.float32)))["y"].shape == (9, 1)
+        await b.close()
+        return on_loop
+    assert run(main()) == [True, False]
 
 
 # -- tensors on the wire ------------------------------------------------------------------------
@@ -382,6 +400,11 @@ def test_v2_nested_data_and_all_outputs_by_default(v2_model: ServedModel) -> Non
      r"expected shape \[n, 3\]"),
     ({"inputs": [{"name": "input", "shape": [1, -3], "datatype": "FP32", "data": [1]}]},
      "non-negative integers"),
+    # more dimensions than NumPy holds: the reshape used to fail with a 500
+    ({"inputs": [{"name": "input", "shape": [1] * 65, "datatype": "FP32", "data": [1]}]},
+     "at most 32 non-negative integers"),
+    ({"inputs": [{"name": "input", "shape": [1] * 33, "datatype": "FP32",
+                  "parameters": {"binary_data_size": 4}}]}, "at most 32"),
     ({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32"}]}, "expected 'data'"),
     ({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}],
       "outputs": [{"name": "logits"}]}, "expected an output among"),
@@ -395,6 +418,46 @@ def test_v2_nested_data_and_all_outputs_by_default(v2_model: ServedModel) -> Non
 ])
 def test_v2_bad_requests_name_the_problem(v2_model: ServedModel, doc: object,
                                           message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        decode_request(orjson.dumps(doc), None, v2_model)
+
+
+def test_v2_null_counts_as_a_left_out_optional_field(v2_model: ServedModel) -> None:
+    # /openapi.json documents these fields as nullable, and pydantic-built clients send null
+    tensor = {"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3],
+              "parameters": None}
+    doc = {"id": None, "parameters": None, "outputs": None, "inputs": [tensor]}
+    rows, requested, rid = decode_request(orjson.dumps(doc), None, v2_model)
+    assert rows.tolist() == [[1, 2, 3]] and requested == Requested([], False) and rid is None
+    doc.update(parameters={"binary_data_output": True},
+               outputs=[{"name": "classes", "parameters": None},
+                        {"name": "labels", "parameters": {"binary_data": None}}])
+    _, requested, _ = decode_request(orjson.dumps(doc), None, v2_model)
+    assert requested.names == [("classes", True), ("labels", True)]
+    body, hlen = v2_body(np.ones((1, 3), np.float32), True)
+    header = orjson.loads(body[:hlen])
+    header["inputs"][0]["data"] = None  # next to binary_data_size
+    header = orjson.dumps(header)
+    rows, _, _ = decode_request(header + body[hlen:], len(header), v2_model)
+    assert rows.tolist() == [[1, 1, 1]]
+
+
+@pytest.mark.parametrize("datatype, data, message", [
+    ("UINT64", [2**64 - 1, 1, 2], None),
+    ("UINT64", [[2**64 - 1], [1], [2]], None),
+    ("INT64", [2**63, 1, 2], r"values must lie in \[-9223372036854775808, "),
+    ("UINT64", [-1, 2**63, 2], r"values must lie in \[0, 18446744073709551615\]"),
+    ("INT8", [2**63, 1, 2], r"values must lie in \[-128, 127\]"),
+    ("UINT64", [2**63, 1.5, 2], "expects integers, found floats"),
+])
+def test_v2_integers_beyond_int64(v2_model: ServedModel, datatype: str, data: list,
+                                  message: str | None) -> None:
+    # NumPy reads [2**64 - 1, 1] as floats: valid UINT64 data was refused as "floats"
+    doc = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": datatype, "data": data}]}
+    if message is None:
+        rows, _, _ = decode_request(orjson.dumps(doc), None, v2_model)
+        assert rows.tolist() == [[2.0**64, 1, 2]]
+        return
     with pytest.raises(InvalidInputError, match=message):
         decode_request(orjson.dumps(doc), None, v2_model)
 
@@ -437,6 +500,18 @@ def test_grpc_tensor_in_raw_and_typed_contents_is_refused() -> None:
         decode_infer(req, SPEC, "m")
     del req.raw_input_contents[:]
     assert decode_infer(req, SPEC, "m").tolist() == [[1, 2, 3]]
+
+
+def test_grpc_shapes_beyond_numpy_dimensions_are_refused() -> None:
+    for raw in (True, False):  # the reshape used to fail with INTERNAL
+        req = MESSAGES["ModelInferRequest"](model_name="m")
+        t = req.inputs.add(name="input", datatype="FP32", shape=[1] * 65)
+        if raw:
+            req.raw_input_contents.append(np.ones(1, np.float32).tobytes())
+        else:
+            t.contents.fp32_contents.append(1.0)
+        with pytest.raises(InvalidInputError, match="at most 32 non-negative sizes"):
+            decode_infer(req, SPEC, "m")
 
 
 def test_decompression_is_bounded() -> None:
@@ -505,6 +580,16 @@ def test_config_file_environment_and_flags(tmp_path: Path) -> None:
         (tmp_path / "open.toml").write_text(f"[auth]\napi_key = {key}\n")
         with pytest.raises(ConfigError, match="api_key of .* non-empty string"):
             from_mapping(read_file(tmp_path / "open.toml"))
+
+
+def test_blank_keys_are_refused_from_python_too(tmp_path: Path) -> None:
+    # serve(path, api_key="") used to start an open server without a word
+    for key in ("", "  ", 5):
+        with pytest.raises(ConfigError, match="api_key to be a non-empty string"):
+            ServeConfig(path=str(tmp_path), api_key=key).validate()  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="admin_key to be a non-empty string .* found ''"):
+        ServeConfig(path=str(tmp_path), admin_key="").validate()
+    ServeConfig(path=str(tmp_path), api_key="k").validate()
 
 
 # -- metrics and the gRPC protocol --------------------------------------------------------------

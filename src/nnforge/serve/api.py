@@ -1,4 +1,21 @@
-"""FastAPI routes: health, metadata, model repository administration, metrics, OpenAPI."""
+"""FastAPI routes: health, metadata, model repository administration, metrics, OpenAPI.
+
+Keys: one rule for REST and gRPC. With an API key set, every route needs it (in
+`Authorization: Bearer <key>` or `X-API-Key: <key>`; X-API-Key wins when both come) except:
+
+- the probes /v2/health/live and /v2/health/ready (gRPC ServerLive and ServerReady): Kubernetes
+  and load balancers call them without credentials, and they tell nothing but up and ready;
+- /metrics: Prometheus scrapes it without credentials (the pod annotations in
+  deploy/kubernetes), as it scrapes Triton's and TorchServe's metrics. Its labels do name the
+  models and versions: where those are secret, keep the port off untrusted networks.
+
+The model repository routes (/v2/repository/..., gRPC Repository*) need the admin key instead,
+and are off (403) while there is none. Everything else (the index /, metadata, readiness of a
+model, statistics, /docs, /redoc, /openapi.json, paths that match no route) answers 401 without
+the key, before any model is looked up: nothing tells a client without the key which models
+exist. One gate in front of the router applies the rule (inference checks in rest.RestCall), so
+a route added later is covered too.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +30,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from .. import __version__
-from .core import InferenceServer
+from .core import InferenceServer, presented_key
 from .errors import ServeError, UnavailableError
 from .metrics import CONTENT_TYPE
 from .repository import LoadedVersion
@@ -22,6 +39,9 @@ log = logging.getLogger("nnforge.serve")
 #: the raw inference handler: (kind, model, version), then the ASGI scope, receive, send
 InferenceHandler = Callable[[tuple[str, "str | None", "str | None"], Any, Any, Any],
                             Awaitable[None]]
+#: the paths that answer without a key, and where the admin key's paths begin (see above)
+OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/metrics"})
+ADMIN_PREFIX = "/v2/repository/"
 
 # -- documented bodies (the handlers parse with orjson; these feed /openapi.json) -------------
 class ErrorBody(BaseModel):
@@ -111,6 +131,27 @@ class _Raw(Response):
         await self.run(scope, receive, send)
 
 
+class _KeyGate:
+    """ASGI middleware: the 401 or 403 of a request without the key its path needs."""
+
+    def __init__(self, app: Any, server: InferenceServer) -> None:
+        self.app, self.server = app, server
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope["path"]
+        if scope["type"] == "http" and path not in OPEN_PATHS:
+            key = presented_key(scope["headers"])
+            try:
+                if path.startswith(ADMIN_PREFIX):
+                    self.server.check_admin_key(key)
+                else:
+                    self.server.check_api_key(key)
+            except ServeError as exc:
+                await _error(exc.status, str(exc))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 _ERRORS = {400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 404: {"model": ErrorBody},
            413: {"model": ErrorBody}, 503: {"model": ErrorBody}}
 
@@ -122,6 +163,7 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
                               "extension), model repository administration and metrics. "
                               "The same models speak KServe V2 gRPC on the gRPC port.")
     repo = server.repository
+    app.add_middleware(_KeyGate, server=server)
 
     @app.exception_handler(ServeError)
     async def serve_error(_: Request, exc: ServeError) -> Response:
@@ -146,12 +188,6 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
         where = ".".join(str(p) for p in first.get("loc", ()))
         return _error(400, f"invalid request at {where or 'the body'}: "
                            f"{first.get('msg', 'malformed')}")
-
-    def api_key(request: Request) -> None:
-        server.check_api_key(_key(request))
-
-    def admin_key(request: Request) -> None:
-        server.check_admin_key(_key(request))
 
     # -- inference (the front app answers these paths itself; declared here for the docs) --
     for path, kind, body, answer, summary in (
@@ -188,8 +224,7 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
         return _json({"ready": ok}, 200 if ok else 503)
 
     @app.get("/v2", summary="Server metadata")
-    async def server_metadata(request: Request) -> Response:
-        api_key(request)
+    async def server_metadata() -> Response:
         return _json(server.server_metadata())
 
     # statistics first: /v2/models/stats would otherwise read as a model named "stats"
@@ -199,26 +234,21 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
              responses=_ERRORS)
     @app.get("/v2/models/{model}/versions/{version}/stats",
              summary="Statistics of one model version", responses=_ERRORS)
-    async def model_statistics(request: Request, model: str | None = None,
-                               version: str | None = None) -> Response:
-        api_key(request)
+    async def model_statistics(model: str | None = None, version: str | None = None
+                               ) -> Response:
         return _json({"model_stats": await server.model_statistics(model, version)})
 
     @app.get("/v2/models/{model}", summary="Model metadata", responses=_ERRORS)
     @app.get("/v2/models/{model}/versions/{version}", summary="Model version metadata",
              responses=_ERRORS)
-    async def model_metadata(request: Request, model: str, version: str | None = None
-                             ) -> Response:
-        api_key(request)
+    async def model_metadata(model: str, version: str | None = None) -> Response:
         loaded = repo.get(model, version)
         return _json(loaded.model.metadata(_versions(server, model)))
 
     @app.get("/v2/models/{model}/ready", summary="Model readiness", responses=_ERRORS)
     @app.get("/v2/models/{model}/versions/{version}/ready", summary="Model version readiness",
              responses=_ERRORS)
-    async def model_ready(request: Request, model: str, version: str | None = None
-                          ) -> Response:
-        api_key(request)
+    async def model_ready(model: str, version: str | None = None) -> Response:
         try:
             loaded = repo.get(model, version)
         except UnavailableError:
@@ -229,18 +259,14 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
              responses=_ERRORS)
     @app.get("/v2/models/{model}/versions/{version}/config",
              summary="Model version configuration", responses=_ERRORS)
-    async def model_config(request: Request, model: str, version: str | None = None
-                           ) -> Response:
-        api_key(request)
+    async def model_config(model: str, version: str | None = None) -> Response:
         return _json(_triton_config(repo.get(model, version), server))
 
     @app.get("/v1/models/{model}", summary="Model version status (TF Serving's shape)",
              responses=_ERRORS)
     @app.get("/v1/models/{model}/versions/{version}", summary="One version's status",
              responses=_ERRORS)
-    async def model_status(request: Request, model: str, version: str | None = None
-                           ) -> Response:
-        api_key(request)
+    async def model_status(model: str, version: str | None = None) -> Response:
         if version is not None:
             loaded = repo.get(model, version)
             return _json({"model_version_status": [_tf_status(loaded)],
@@ -254,24 +280,19 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
     # -- model repository (Triton's API), behind the admin key -------------------------------
     @app.post("/v2/repository/index", summary="Every model version on disk and its state",
               responses=_ERRORS)
-    async def repository_index(request: Request, body: IndexRequest | None = None) -> Response:
-        admin_key(request)
+    async def repository_index(body: IndexRequest | None = None) -> Response:
         return _json(server.repository_index(body is not None and body.ready))
 
     @app.post("/v2/repository/models/{model}/load",
               summary="Load (or reload) a model's versions from the repository",
               responses=_ERRORS)
-    async def repository_load(request: Request, model: str, body: LoadRequest | None = None
-                              ) -> Response:
-        admin_key(request)
+    async def repository_load(model: str, body: LoadRequest | None = None) -> Response:
         await server.load_model(model)
         return _json({})
 
     @app.post("/v2/repository/models/{model}/unload", summary="Stop serving a model",
               responses=_ERRORS)
-    async def repository_unload(request: Request, model: str,
-                                body: LoadRequest | None = None) -> Response:
-        admin_key(request)
+    async def repository_unload(model: str, body: LoadRequest | None = None) -> Response:
         await server.unload_model(model)
         return _json({})
 
@@ -296,14 +317,6 @@ def partial_route(inference: InferenceHandler, route: tuple[str, str | None, str
     async def run(scope: Any, receive: Any, send: Any) -> None:
         await inference(route, scope, receive, send)
     return run
-
-
-def _key(request: Request) -> bytes | None:
-    key = request.headers.get("x-api-key")
-    if key is None:
-        auth = request.headers.get("authorization")
-        key = auth[7:] if auth and auth[:7].lower() == "bearer " else auth
-    return None if key is None else key.encode("latin-1", "replace")
 
 
 def _versions(server: InferenceServer, model: str) -> list[str]:

@@ -40,7 +40,9 @@ class BatchingConfig:
     max_queue_delay_ms: float = 0.0  # 0: batch whatever is waiting, never hold a request back
     max_queue_size: int = 2048  # samples waiting; beyond it requests are refused with 503
     timeout_ms: float = 30000.0  # per request, from arrival to answer
-    compute: str = "auto"  # "thread": forward passes on a worker thread; "inline": on the loop
+    # "thread": forward passes on a worker thread; "inline": on the loop (but for a request
+    # larger than max_batch_size); "auto": a thread for a model that is slow (see model.py)
+    compute: str = "auto"
     # threads one forward pass may use; more than one competes with the event loop for the GIL
     threads: int = 1
 
@@ -220,8 +222,11 @@ class DynamicBatcher:
             offset += item.n
 
     async def _call(self, x: np.ndarray) -> Outputs:
-        if self._executor is None:
+        if self._executor is None and len(x) <= self.config.max_batch_size:
             return self.compute(x)
+        # a request beyond max_batch_size runs as many forward passes as it holds batches:
+        # on the event loop, one large body would stall every other request and the health
+        # probes for seconds, so it goes to a thread even for a fast model
         return await self._loop.run_in_executor(self._executor, self.compute, x)
 
     async def _isolate(self, batch: list[_Item], exc: Exception) -> None:

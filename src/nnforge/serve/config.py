@@ -89,6 +89,14 @@ class ServeConfig:
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"expected log_level debug, info, warning or error, found "
                               f"{self.log_level!r}")
+        for name in ("api_key", "admin_key"):
+            key = getattr(self, name)
+            # serve(api_key="") (say, from an unset variable) would quietly leave the server
+            # open, where the caller meant to close it
+            if key is not None and (not isinstance(key, str) or not key.strip()):
+                found = repr(key) if isinstance(key, str) else f"a {type(key).__name__}"
+                raise ConfigError(f"expected {name} to be a non-empty string (or None for no "
+                                  f"key), found {found}")
         return self
 
     def batching_for(self, model: str) -> BatchingConfig:

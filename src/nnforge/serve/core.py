@@ -7,7 +7,7 @@ import hmac
 import itertools
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -172,6 +172,21 @@ class InferenceServer:
 
 def _leave(m: Any) -> None:
     m.inflight -= 1
+
+
+def presented_key(pairs: Iterable[tuple[Any, Any]]) -> bytes | None:
+    """The key of ASGI headers or gRPC metadata (lower-case names, bytes or str): X-API-Key,
+    else Authorization (`Bearer <key>` or the bare key), whichever order they came in."""
+    api = auth = None
+    for name, value in pairs:
+        if name in (b"x-api-key", "x-api-key"):
+            api = value
+        elif name in (b"authorization", "authorization"):
+            auth = value
+    key = api
+    if key is None and auth is not None:
+        key = auth[7:] if auth[:7].lower() in (b"bearer ", "bearer ") else auth
+    return key.encode() if isinstance(key, str) else key
 
 
 def decode_simple(doc: Any, model: ServedModel) -> np.ndarray:

@@ -4,6 +4,10 @@ Message classes come from the committed descriptor of proto/grpc_service.proto, 
 private descriptor pool: the messages are `inference.*` as the protocol requires, yet they do
 not collide with another package (tritonclient.grpc) registering the same names in protobuf's
 default pool of the same process.
+
+Keys follow the rule written in api.py: ServerLive and ServerReady answer without one, the
+Repository* methods need the admin key, every other method the API key (metadata
+`authorization: Bearer <key>` or `x-api-key: <key>`).
 """
 
 from __future__ import annotations
@@ -19,10 +23,17 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-from .core import InferenceServer
+from .core import InferenceServer, presented_key
 from .errors import InvalidInputError, NotFoundError, ServeError, UnavailableError
 from .proto._descriptor import SERIALIZED
-from .tensors import DATATYPES, NUMERIC_TO_MODEL, bytes_tensor, check_kind, to_model_rows
+from .tensors import (
+    DATATYPES,
+    MAX_DIMS,
+    NUMERIC_TO_MODEL,
+    bytes_tensor,
+    check_kind,
+    to_model_rows,
+)
 from .v2 import output_tensors
 
 log = logging.getLogger("nnforge.serve")
@@ -66,8 +77,9 @@ def decode_infer(req: Any, spec: Any, model_name: str) -> np.ndarray:
     t = req.inputs[0]
     what = f"input {spec.name!r}"
     shape = list(t.shape)
-    if any(d < 0 for d in shape):
-        raise InvalidInputError(f"{what}: shape must be non-negative, found {shape}")
+    if len(shape) > MAX_DIMS or any(d < 0 for d in shape):
+        raise InvalidInputError(f"{what}: shape must be at most {MAX_DIMS} non-negative sizes, "
+                                f"found {shape!r:.80}")
     if t.datatype not in NUMERIC_TO_MODEL:
         raise InvalidInputError(f"{what}: expected one of {list(NUMERIC_TO_MODEL)}, found "
                                 f"{t.datatype!r:.40}")
@@ -110,13 +122,7 @@ def encode_infer(model: Any, tensors: list[tuple[str, str, np.ndarray]], rid: st
 
 
 def _key(context: Any) -> bytes | None:
-    for k, v in context.invocation_metadata() or ():
-        if k == "x-api-key":
-            return v.encode() if isinstance(v, str) else v
-        if k == "authorization":
-            v = v.encode() if isinstance(v, str) else v
-            return v[7:] if v[:7].lower() == b"bearer " else v
-    return None
+    return presented_key(context.invocation_metadata() or ())
 
 
 class InferenceService:

@@ -6,6 +6,11 @@ and warmed up on a worker thread while the server keeps answering; then one assi
 event loop makes it visible. Requests that already hold the old version finish on it: its
 batcher drains before it is dropped. A version that fails to load is reported (index, logs,
 metrics) and whatever served before goes on serving.
+
+Symbolic links are followed only where they stay inside the repository: a model directory,
+version directory or model file whose real path lies outside it is skipped, with one warning
+(a link in a shared volume must not make the server load, and answer with, a file from
+anywhere else on the machine).
 """
 
 from __future__ import annotations
@@ -126,6 +131,7 @@ class ModelRepository:
         self.models: dict[str, ModelEntry] = {}
         self._lock = asyncio.Lock()
         self._single: tuple[str, str] | None = None
+        self._refused: set[Path] = set()  # links out of the repository, warned about once
         if not self.path.exists():
             raise ConfigError(f"expected a .nnf/.onnx model file or a model repository at "
                               f"'{self.path}', found nothing there")
@@ -149,19 +155,34 @@ class ModelRepository:
 
     # -- what is on disk ---------------------------------------------------------------------
     def scan(self) -> dict[str, dict[str, Path]]:
-        """model -> version -> file, for everything on disk."""
+        """model -> version -> file, for everything on disk inside the repository."""
         if self._single is not None:
             name, version = self._single
             return {name: {version: self.path}}
         found: dict[str, dict[str, Path]] = {}
+        root = self.path.resolve()
         model_dirs = [self.path] if self._is_model_dir(self.path) else [
-            d for d in sorted(self.path.iterdir()) if d.is_dir() and _NAME.match(d.name)]
+            d for d in sorted(self.path.iterdir())
+            if d.is_dir() and _NAME.match(d.name) and self._inside(d, root)]
         for d in model_dirs:
             versions = {str(int(v.name)): f for v in d.iterdir()
-                        if is_version(v.name) and (f := model_file(v)) is not None}
+                        if is_version(v.name) and (f := model_file(v)) is not None
+                        and self._inside(v, root) and self._inside(f, root)}
             if versions:
                 found[d.name] = versions
         return found
+
+    def _inside(self, path: Path, root: Path) -> bool:
+        """Whether path's real path lies in the repository; warns once about one that does not."""
+        real = Path(os.path.realpath(path))
+        if real.is_relative_to(root):
+            self._refused.discard(path)  # a link fixed since: warn again should it go astray
+            return True
+        if path not in self._refused:
+            self._refused.add(path)
+            log.warning("model repository: skipping %s: it links to %s, outside the repository "
+                        "%s", path, real, root)
+        return False
 
     @staticmethod
     def _is_model_dir(d: Path) -> bool:

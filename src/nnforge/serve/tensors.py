@@ -20,6 +20,9 @@ DATATYPES: dict[str, np.dtype] = {
     "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
     "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
 }
+#: most dimensions a request's tensor may declare: NumPy 1 arrays hold at most 32 (NumPy 2: 64),
+#: and a reshape beyond that fails with an error of its own, not the client's 400
+MAX_DIMS = 32
 NUMERIC_TO_MODEL = ("FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8",
                     "UINT16", "UINT32", "UINT64")
 _KIND_NAMES = {"b": "booleans", "U": "strings", "S": "bytes", "O": "mixed or null values",
@@ -109,6 +112,25 @@ def array_from_json(data: Any, what: str, float32: bool = False) -> np.ndarray:
         raise InvalidInputError(f"{what} must hold numbers, found "
                                 f"{_KIND_NAMES.get(arr.dtype.kind, str(arr.dtype))}")
     return arr
+
+
+def exact_integers(data: list[Any], arr: np.ndarray, datatype: str, what: str) -> np.ndarray:
+    """arr as exact integers where NumPy read JSON integers as floats, or arr unchanged.
+
+    NumPy does that when some lie beyond int64 and others not ([2**64 - 1, 1], valid UINT64
+    data); check_kind would then refuse them as floats. When a value is a float after all,
+    arr comes back as it was and check_kind refuses it.
+    """
+    exact = np.array(data, dtype=object)
+    values = exact.ravel().tolist()
+    if exact.shape != arr.shape or not all(type(v) is int for v in values):
+        return arr
+    target = DATATYPES[datatype]
+    info, low, high = np.iinfo(target), min(values), max(values)
+    if low < info.min or high > info.max:
+        raise InvalidInputError(f"{what}: values must lie in [{info.min}, {info.max}] for "
+                                f"{datatype}, found [{low}, {high}]")
+    return exact.astype(target)
 
 
 def check_kind(arr: np.ndarray, datatype: str, what: str) -> np.ndarray:

@@ -20,10 +20,12 @@ from .errors import InvalidInputError
 from .model import Outputs, ServedModel
 from .tensors import (
     DATATYPES,
+    MAX_DIMS,
     NUMERIC_TO_MODEL,
     array_from_json,
     bytes_tensor,
     check_kind,
+    exact_integers,
     to_model_rows,
 )
 
@@ -49,17 +51,27 @@ def _obj(v: Any, what: str) -> dict[str, Any]:
     return v
 
 
-def _flag(params: dict[str, Any], key: str, what: str) -> bool:
-    v = params.get(key, False)
+def _params(doc: dict[str, Any], what: str) -> dict[str, Any]:
+    # optional fields may be null, as /openapi.json documents them (pydantic-built clients
+    # send null for what they leave out): null counts as left out, here and below
+    v = doc.get("parameters")
+    return {} if v is None else _obj(v, f"{what}'parameters'")
+
+
+def _flag(params: dict[str, Any], key: str, what: str, default: bool = False) -> bool:
+    v = params.get(key)
+    if v is None:
+        return default
     if not isinstance(v, bool):
         raise InvalidInputError(f"{what}: parameter {key!r} must be true or false, found {v!r:.40}")
     return v
 
 
 def _shape(v: Any, what: str) -> list[int]:
-    if not isinstance(v, list) or not all(type(d) is int and 0 <= d < 2**31 for d in v):
-        raise InvalidInputError(f"{what}: 'shape' must be a list of non-negative integers, found "
-                                f"{v!r:.60}")
+    if not isinstance(v, list) or len(v) > MAX_DIMS or not all(
+            type(d) is int and 0 <= d < 2**31 for d in v):
+        raise InvalidInputError(f"{what}: 'shape' must be a list of at most {MAX_DIMS} "
+                                f"non-negative integers, found {v!r:.60}")
     return v
 
 
@@ -86,13 +98,14 @@ def decode_input(doc: dict[str, Any], binary: memoryview | None, offset: int,
     if not isinstance(datatype, str) or datatype not in DATATYPES and datatype != "BYTES":
         raise InvalidInputError(f"{what}: expected 'datatype' among {sorted(DATATYPES)}, found "
                                 f"{datatype!r:.40}")
-    params = _obj(doc.get("parameters", {}), f"{what}: 'parameters'")
+    params = _params(doc, f"{what}: ")
     size = params.get("binary_data_size")
     if size is not None:
         if type(size) is not int or size < 0:
             raise InvalidInputError(f"{what}: 'binary_data_size' must be a non-negative integer, "
                                     f"found {size!r:.40}")
-        if "data" in doc:  # which of the two holds the tensor? (tritonclient sends one)
+        # which of the two holds the tensor? (tritonclient sends one)
+        if doc.get("data") is not None:
             raise InvalidInputError(f"{what}: expected 'data' or a 'binary_data_size' "
                                     f"parameter, found both")
         if binary is None:
@@ -110,12 +123,14 @@ def decode_input(doc: dict[str, Any], binary: memoryview | None, offset: int,
                                     f"found binary_data_size {size}")
         arr = np.frombuffer(binary[offset:offset + size], dtype=dtype).reshape(shape)
         return arr, offset + size
-    if "data" not in doc:
+    if doc.get("data") is None:
         raise InvalidInputError(f"{what}: expected 'data' or a 'binary_data_size' parameter, "
                                 f"found neither")
     if datatype == "BYTES":
         raise InvalidInputError(f"{what}: the model takes numbers, found datatype BYTES")
     arr = array_from_json(doc["data"], f"{what}: 'data'", float32=datatype == "FP32")
+    if arr.size and arr.dtype.kind == "f" and DATATYPES[datatype].kind in "iu":
+        arr = exact_integers(doc["data"], arr, datatype, what)
     count = math.prod(shape)
     if arr.ndim == 1 and len(shape) != 1 or arr.ndim > 1 and list(arr.shape) != shape:
         if arr.size != count:
@@ -159,10 +174,12 @@ def decode_request(body: bytes, header_length: int | None,
     if binary is not None and offset != len(binary):
         raise InvalidInputError(f"the binary part has {len(binary) - offset} bytes that no input "
                                 f"claims")
-    params = _obj(doc.get("parameters", {}), "'parameters'")
+    params = _params(doc, "")
     requested = Requested([], _flag(params, "binary_data_output", "the request"))
-    outputs = doc.get("outputs", [])
-    if not isinstance(outputs, list):
+    outputs = doc.get("outputs")
+    if outputs is None:
+        outputs = []
+    elif not isinstance(outputs, list):
         raise InvalidInputError(f"'outputs' must be a list, found {_type_name(outputs)}")
     known = [s.name for s in model.outputs]
     for i, out in enumerate(outputs):
@@ -171,9 +188,8 @@ def decode_request(body: bytes, header_length: int | None,
         if name not in known:
             raise InvalidInputError(f"outputs[{i}]: expected an output among {known}, found "
                                     f"{name!r:.60}")
-        oparams = _obj(out.get("parameters", {}), f"outputs[{i}]: 'parameters'")
-        binary_out = (_flag(oparams, "binary_data", f"outputs[{i}]")
-                      if "binary_data" in oparams else requested.binary_default)
+        binary_out = _flag(_params(out, f"outputs[{i}]: "), "binary_data", f"outputs[{i}]",
+                           requested.binary_default)
         requested.names.append((name, binary_out))
     rid = doc.get("id")
     if rid is not None and not isinstance(rid, str):
