@@ -21,6 +21,11 @@ _LAZY = {
     "concat": ("nnforge.ops.shape", "concat"),
     "stack": ("nnforge.ops.shape", "stack"),
     "where": ("nnforge.ops.math", "where"),
+    "maximum": ("nnforge.ops.math", "maximum"),
+    "minimum": ("nnforge.ops.math", "minimum"),
+    "split": ("nnforge.ops.shape", "split"),
+    "chunk": ("nnforge.ops.shape", "chunk"),
+    "expand": ("nnforge.ops.shape", "expand"),
     "optim": ("nnforge.optim", None),
     "data": ("nnforge.data", None),
     "train": ("nnforge.train", None),
@@ -40,6 +45,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'nnforge' has no attribute {name!r}")
 
 
-__all__ = ["InferenceSession", "Tensor", "Trainer", "__version__", "concat", "enable_grad",
-           "errors", "load", "load_checkpoint", "manual_seed", "nn", "no_grad", "save",
-           "save_checkpoint", "stack", "where"]
+__all__ = ["InferenceSession", "Tensor", "Trainer", "__version__", "chunk", "concat",
+           "enable_grad", "errors", "expand", "load", "load_checkpoint", "manual_seed", "maximum",
+           "minimum", "nn", "no_grad", "save", "save_checkpoint", "split", "stack", "where"]

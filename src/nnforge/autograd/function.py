@@ -13,9 +13,14 @@ class Function:
     Subclasses implement `forward(*arrays) -> array` and `backward(grad_out) -> tuple` with one
     entry per input (None where no gradient is needed; `self.needs_input_grad` says which).
     State needed by backward is kept on `self`. `ir_name` is the ONNX op name the op maps to.
+    An op with several outputs returns a tuple from forward and gets a tuple of output
+    gradients in backward (None for an output that received none). A `differentiable = False`
+    op (argmax) never records: its output is cut from the graph.
     """
 
     ir_name: ClassVar[str | None] = None
+    differentiable: ClassVar[bool] = True
+    released: bool = False
 
     needs_input_grad: tuple[bool, ...] = ()
     inputs: tuple[Any, ...] = ()
@@ -36,16 +41,46 @@ class Function:
         fn = cls(**attrs) if attrs else cls()
         tensors = tuple(as_tensor(x) for x in inputs)
         needs = tuple(t.requires_grad for t in tensors)
-        record = is_grad_enabled() and any(needs)
+        record = cls.differentiable and is_grad_enabled() and any(needs)
         fn.needs_input_grad = needs if record else tuple(False for _ in needs)
         out = fn.forward(*(t.data for t in tensors))
+        if isinstance(out, tuple):
+            return fn._wrap_outputs(out, tensors, record)
         result = Tensor(out, requires_grad=record, _keep=True)
         if record:
             fn.inputs = tensors
             result._creator = fn
         return result
 
+    def _wrap_outputs(self, outs: tuple, tensors: tuple, record: bool) -> tuple:
+        """One tensor per output of a several-output op, each created by an `OutputOf`."""
+        from .tensor import Tensor  # noqa: PLC0415 - circular import
+
+        results = tuple(Tensor(o, requires_grad=record, _keep=True) for o in outs)
+        if record:
+            self.inputs, self.n_outputs = tensors, len(outs)
+            for i, r in enumerate(results):
+                r._creator = OutputOf(self, i)
+        return results
+
     def release(self) -> None:
         """Drop references kept for backward so memory is freed once the graph is done."""
         self.inputs = ()
         self.__dict__.clear()
+        self.released = True  # tells a sibling output of a several-output op its graph is gone
+
+
+class OutputOf:
+    """The creator of output `index` of a several-output op: backward() gathers the gradients
+    of all its outputs and runs the op's backward once (so a split's gradient is one concat,
+    not one full-size array per piece)."""
+
+    __slots__ = ("fn", "index")
+
+    def __init__(self, fn: Function, index: int) -> None:
+        self.fn, self.index = fn, index
+
+    @property
+    def inputs(self) -> tuple[Any, ...]:
+        """The op's inputs (empty once its graph is freed)."""
+        return self.fn.inputs

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from .. import backend
 from ..errors import BackwardError, DTypeError, ShapeError
+from .function import OutputOf
 from .grad_mode import no_grad
 
 
@@ -117,10 +118,10 @@ class Tensor:
             if self.data.size != 1:
                 raise ShapeError(f"backward() without a gradient needs a scalar output, "
                                  f"found shape {self.shape}; pass grad= explicitly")
-            grad = np.ones_like(self.data)
-        else:
-            grad = _to_array(grad, self.dtype)
-            _check_grad_shape(self, grad, "the gradient passed to backward()")
+            run_backward(self, np.ones_like(self.data), retain_graph, seed_owned=True)
+            return
+        grad = _to_array(grad, self.dtype)
+        _check_grad_shape(self, grad, "the gradient passed to backward()")
         run_backward(self, grad, retain_graph)
 
     # -- operators (implemented in nnforge.ops) -------------------------------------------
@@ -311,6 +312,49 @@ class Tensor:
 
         return Flatten.apply(self, start_dim=start_dim)
 
+    def split(self, size: int | Sequence[int], axis: int = 0) -> tuple[Tensor, ...]:
+        """Pieces of `size` along axis (the last one shorter), or of each size listed (torch's
+        split: an int is a piece size, not NumPy's count of pieces)."""
+        from ..ops.shape import split  # noqa: PLC0415
+
+        return split(self, size, axis)
+
+    def chunk(self, chunks: int, axis: int = 0) -> tuple[Tensor, ...]:
+        """Up to `chunks` pieces of equal size along axis (torch's chunk)."""
+        from ..ops.shape import chunk  # noqa: PLC0415
+
+        return chunk(self, chunks, axis)
+
+    def expand(self, *shape: Any) -> Tensor:
+        """Broadcast to a larger shape without copying (-1 keeps a size), as in PyTorch."""
+        from ..ops.shape import expand  # noqa: PLC0415
+
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return expand(self, shape)
+
+    def broadcast_to(self, shape: Sequence[int]) -> Tensor:
+        """Broadcast to `shape` without copying (NumPy's name for expand)."""
+        from ..ops.shape import expand  # noqa: PLC0415
+
+        return expand(self, shape)
+
+    def maximum(self, other: Any) -> Tensor:
+        """Elementwise max with another tensor or number; ties split the gradient."""
+        return _ops().maximum(self, other)
+
+    def minimum(self, other: Any) -> Tensor:
+        """Elementwise min with another tensor or number; ties split the gradient."""
+        return _ops().minimum(self, other)
+
+    def argmax(self, axis: int | None = None, keepdims: bool = False) -> Tensor:
+        """int64 index of the largest value along axis (of the flattened tensor when None)."""
+        return _ops().ArgMax.apply(self, axis=axis, keepdims=keepdims)
+
+    def argmin(self, axis: int | None = None, keepdims: bool = False) -> Tensor:
+        """int64 index of the smallest value along axis (of the flattened tensor when None)."""
+        return _ops().ArgMin.apply(self, axis=axis, keepdims=keepdims)
+
 
 def _raw(x: Any) -> Any:
     return x.data if isinstance(x, Tensor) else x
@@ -333,7 +377,8 @@ def as_tensor(x: Any) -> Tensor:
 
 def _check_grad_shape(t: Tensor, g: Any, what: str) -> None:
     if g.shape != t.data.shape:
-        op = type(t._creator).__name__ if t._creator is not None else "a leaf"
+        creator = getattr(t._creator, "fn", t._creator)  # an OutputOf names its op
+        op = type(creator).__name__ if creator is not None else "a leaf"
         raise ShapeError(f"{what} for the output of {op} has shape {g.shape}, "
                          f"expected {t.data.shape}")
 
@@ -370,21 +415,80 @@ class _Released:
 _RELEASED = _Released()
 
 
-def run_backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
-    """Propagate `grad` from root to every leaf that requires grad."""
+def _freed(creator: Any) -> bool:
+    """True when backward() has already freed the op that made a tensor."""
+    return creator is _RELEASED or (type(creator) is OutputOf and creator.fn.released)
+
+
+def _owner(a: Any) -> Any:
+    """The array that owns a's memory (NumPy and CuPy point a view's `base` at it)."""
+    base = getattr(a, "base", None)
+    return a if base is None else base
+
+
+def _store_leaf_grad(leaf: Tensor, g: Any, claimed: set[int]) -> None:
+    """Add g to leaf.grad so that every leaf owns its gradient array."""
+    if leaf.grad is not None:
+        # never in place: user code may hold the old array (b.grad = a.grad)
+        leaf.grad = leaf.grad + g
+        return
+    # a + b hands one gy to both leaves, concat views of it, x.backward(g) the caller's g:
+    # memory another leaf (or the caller) holds is copied, so writing into one .grad
+    # (p.grad *= scale) cannot change another; a fresh array, the usual case, is kept as is
+    owner = id(_owner(g))
+    if owner in claimed:
+        g = g.copy(order="K")  # K: a column-major weight keeps a column-major gradient
+    else:
+        claimed.add(owner)
+    leaf.grad = g
+
+
+def _gather(out: OutputOf, gy: Any, waiting: dict[int, int],
+            gathered: dict[int, list]) -> tuple[Any, Any]:
+    """Collect the gradient of one output of a several-output op; when its last output in
+    this graph is reached, return (all output gradients, the op), else (None, None)."""
+    fn = out.fn
+    key = id(fn)
+    grads = gathered.setdefault(key, [None] * fn.n_outputs)
+    grads[out.index] = gy
+    waiting[key] -= 1
+    if waiting[key]:
+        return None, None
+    return tuple(grads), fn
+
+
+def run_backward(root: Tensor, grad: Any, retain_graph: bool = False,
+                 seed_owned: bool = False) -> None:
+    """Propagate `grad` from root to every leaf that requires grad.
+
+    `seed_owned` says backward() made `grad` itself; a caller's array is copied before it
+    becomes a leaf's gradient.
+    """
+    # owners of the arrays stored as leaf gradients in this pass (and of the caller's seed)
+    claimed: set[int] = set() if seed_owned else {id(_owner(grad))}
     if root._creator is None:  # a leaf: its gradient is the seed itself
-        root.grad = grad if root.grad is None else root.grad + grad
+        _store_leaf_grad(root, grad, claimed)
         return
     order = _topological_order(root)
-    if any(t._creator is _RELEASED for t in order):
+    if any(_freed(t._creator) for t in order):
         raise BackwardError("backward() reached a part of the graph that an earlier backward() "
                             "has freed: pass retain_graph=True to the first backward() to "
                             "run it again, or detach() the tensors reused from the old graph")
     grads: dict[int, Any] = {id(root): grad}
+    # a several-output op runs its backward once, at the last of its outputs in `order`
+    waiting: dict[int, int] = {}
+    for t in order:
+        if type(t._creator) is OutputOf:
+            waiting[id(t._creator.fn)] = waiting.get(id(t._creator.fn), 0) + 1
+    gathered: dict[int, list] = {}
     with no_grad():
         for t in order:
             gy = grads.pop(id(t), None)
             fn = t._creator
+            if type(fn) is OutputOf:
+                if not retain_graph:
+                    t._creator = _RELEASED
+                gy, fn = _gather(fn, gy, waiting, gathered)
             if gy is None:
                 continue
             gxs = fn.backward(gy)
@@ -397,10 +501,10 @@ def run_backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
                     # .grad matches its tensor and the ops below keep computing in float32
                     gx = gx.astype(inp.data.dtype)
                 if inp._creator is None:
-                    # never add in place: the same array may be handed to several inputs
-                    inp.grad = gx if inp.grad is None else inp.grad + gx
+                    _store_leaf_grad(inp, gx, claimed)
                 else:
                     prev = grads.get(id(inp))
+                    # never add in place: the same array may be handed to several inputs
                     grads[id(inp)] = gx if prev is None else prev + gx
             if not retain_graph:
                 fn.release()

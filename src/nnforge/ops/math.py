@@ -1,4 +1,5 @@
-"""Elementwise arithmetic, exp/log/pow/abs/clip/where, reductions and matrix products."""
+"""Elementwise arithmetic, exp/log/pow/abs/clip/where/maximum, reductions, argmax and matrix
+products."""
 
 from __future__ import annotations
 
@@ -258,6 +259,7 @@ class Max(Function):
     def forward(self, x: Any) -> Any:
         self.x = x
         self.axes = _norm_axis(self.axis, x.ndim)
+        _check_not_empty(x, self.axes, type(self).__name__.lower())
         self.y = np.asarray(self._reduce(x, axis=self.axes, keepdims=True))
         return self.y if self.keepdims else np.asarray(self.y.squeeze(self.axes))
 
@@ -273,6 +275,70 @@ class Min(Max):
 
     ir_name = "ReduceMin"
     _reduce = staticmethod(np.min)
+
+
+class ArgMax(Function):
+    """Index of the largest value along one axis (over the flattened tensor when axis is None),
+    the first one on ties, as int64; not differentiable (ONNX ArgMax)."""
+
+    ir_name = "ArgMax"
+    differentiable = False
+    _pick = staticmethod(np.argmax)
+
+    def __init__(self, axis: int | None = None, keepdims: bool = False) -> None:
+        if axis is not None and (isinstance(axis, bool) or not isinstance(axis, (int, np.integer))):
+            raise ShapeError(f"{type(self).__name__.lower()} expects one integer axis or None, "
+                             f"found {axis!r}")
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x: Any) -> Any:
+        axes = _norm_axis(self.axis, x.ndim)
+        _check_not_empty(x, axes, type(self).__name__.lower())
+        axis = None if self.axis is None else axes[0]
+        return np.asarray(self._pick(x, axis=axis, keepdims=self.keepdims), dtype=np.int64)
+
+
+class ArgMin(ArgMax):
+    """Index of the smallest value along one axis, the first one on ties, as int64."""
+
+    ir_name = "ArgMin"
+    _pick = staticmethod(np.argmin)
+
+
+def _check_not_empty(x: Any, axes: tuple[int, ...], what: str) -> None:
+    """max, min and argmax have no value over an empty axis (NumPy's ValueError otherwise)."""
+    if any(x.shape[a] == 0 for a in axes):
+        raise ShapeError(f"{what} expects the reduced axes to be non-empty, found shape "
+                         f"{x.shape} reduced over axes {axes}")
+
+
+class Maximum(_Binary):
+    """max(a, b) elementwise with broadcasting; on ties each side gets half the gradient and
+    where either is NaN both get all of it, as torch.maximum."""
+
+    ir_name = "Max"
+    _pick = staticmethod(np.maximum)
+    _loses = staticmethod(np.less)  # a loses to b where a < b
+
+    def compute(self, a: Any, b: Any) -> Any:
+        self.a, self.b = a, b
+        return self._pick(a, b)
+
+    def backward(self, gy: Any) -> tuple[Any, Any]:
+        a, b, (sa, sb) = self.a, self.b, self.shapes
+        na, nb = self.needs_input_grad
+        zero = gy.dtype.type(0)
+        g = np.where(a == b, gy * gy.dtype.type(0.5), gy)
+        return (unbroadcast(np.where(self._loses(a, b), zero, g), sa) if na else None,
+                unbroadcast(np.where(self._loses(b, a), zero, g), sb) if nb else None)
+
+
+class Minimum(Maximum):
+    """min(a, b) elementwise with broadcasting; ties split the gradient, as torch.minimum."""
+
+    ir_name = "Min"
+    _pick = staticmethod(np.minimum)
+    _loses = staticmethod(np.greater)
 
 
 class Abs(Function):
@@ -361,16 +427,30 @@ class PowBase(Function):
         return (g,)
 
 
-def where(cond: Any, a: Any, b: Any) -> Tensor:
-    """Elementwise cond ? a : b (a and b tensors or numbers, broadcast together)."""
-    if isinstance(cond, Tensor):
-        cond = cond.data
-    # a Python number takes the other side's float dtype (as in Tensor's operators), not float32
+def _numbers_like(a: Any, b: Any) -> tuple[Any, Any]:
+    """A Python number beside a tensor takes the tensor's float dtype (as its operators do)."""
     if isinstance(a, Tensor) and not isinstance(b, Tensor):
         b = a._scalar(b)
     elif isinstance(b, Tensor) and not isinstance(a, Tensor):
         a = b._scalar(a)
-    return Where.apply(a, b, cond=cond)
+    return a, b
+
+
+def maximum(a: Any, b: Any) -> Tensor:
+    """Elementwise max of a and b (tensors or numbers, broadcast together)."""
+    return Maximum.apply(*_numbers_like(a, b))
+
+
+def minimum(a: Any, b: Any) -> Tensor:
+    """Elementwise min of a and b (tensors or numbers, broadcast together)."""
+    return Minimum.apply(*_numbers_like(a, b))
+
+
+def where(cond: Any, a: Any, b: Any) -> Tensor:
+    """Elementwise cond ? a : b (a and b tensors or numbers, broadcast together)."""
+    if isinstance(cond, Tensor):
+        cond = cond.data
+    return Where.apply(*_numbers_like(a, b), cond=cond)
 
 
 class MatMul(Function):

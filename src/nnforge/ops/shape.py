@@ -1,8 +1,10 @@
-"""Shape ops: reshape, transpose, flatten, concatenation and indexing."""
+"""Shape ops: reshape, transpose, flatten, concatenation, splitting, broadcasting and
+indexing."""
 
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, Sequence
 
 import numpy as np
@@ -10,6 +12,7 @@ import numpy as np
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
 from ..errors import ShapeError
+from .math import unbroadcast
 
 
 class Reshape(Function):
@@ -100,6 +103,47 @@ class Concat(Function):
         return tuple(p if need else None for p, need in zip(parts, self.needs_input_grad))
 
 
+class Split(Function):
+    """Cut a tensor into consecutive pieces along an axis: one output per piece (views)."""
+
+    ir_name = "Split"
+
+    def __init__(self, sizes: tuple[int, ...], axis: int) -> None:
+        self.sizes, self.axis = sizes, axis  # checked by split(): they cover the axis exactly
+
+    def forward(self, x: Any) -> tuple[Any, ...]:
+        self.in_shape, self.dtype = x.shape, x.dtype
+        return tuple(np.split(x, np.cumsum(self.sizes)[:-1], axis=self.axis))
+
+    def backward(self, gys: tuple[Any, ...]) -> tuple[Any]:
+        # one concat builds the input gradient; a piece nothing used contributes zeros
+        parts = [g if g is not None else np.zeros(self._piece_shape(n), self.dtype)
+                 for g, n in zip(gys, self.sizes)]
+        return (np.concatenate(parts, axis=self.axis),)
+
+    def _piece_shape(self, n: int) -> tuple[int, ...]:
+        shape = list(self.in_shape)
+        shape[self.axis] = n
+        return tuple(shape)
+
+
+class Expand(Function):
+    """Broadcast to a larger shape without copying (a read-only view); the gradient is summed
+    back over the broadcast axes."""
+
+    ir_name = "Expand"
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape  # resolved and checked by expand()
+
+    def forward(self, x: Any) -> Any:
+        self.in_shape = x.shape
+        return np.broadcast_to(x, self.shape)
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        return (unbroadcast(gy, self.in_shape),)
+
+
 class GetItem(Function):
     """Indexing and slicing (basic and advanced); the gradient scatters back with add.at."""
 
@@ -137,6 +181,10 @@ def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     shapes = {t.shape for t in items}
     if len(shapes) > 1:
         raise ShapeError(f"stack expects tensors of one shape, found {sorted(shapes)}")
+    n = items[0].ndim + 1  # the result's rank: axis may name the new last axis
+    if not -n <= axis < n:
+        raise ShapeError(f"stack expects an axis in [{-n}, {n - 1}] for tensors of shape "
+                         f"{items[0].shape}, found {axis}")
     return concat([t.unsqueeze(axis) for t in items], axis=axis)
 
 
@@ -153,3 +201,68 @@ def transpose(x: Tensor, axes: tuple[int, ...] | None = None) -> Tensor:
 def flatten(x: Tensor, start_dim: int = 1) -> Tensor:
     """Flatten the dimensions from start_dim on."""
     return Flatten.apply(x, start_dim=start_dim)
+
+
+def _axis(x: Tensor, axis: int, what: str) -> int:
+    """axis as a non-negative int, checked against x's rank."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise ShapeError(f"{what} expects one integer axis, found {axis!r}")
+    if not -x.ndim <= axis < x.ndim:
+        raise ShapeError(f"{what} expects an axis in [{-x.ndim}, {x.ndim - 1}] for shape "
+                         f"{x.shape}, found {axis}")
+    return int(axis) % x.ndim
+
+
+def _size(d: Any, what: str) -> int:
+    """d as an int; a float size (2.5) is refused rather than truncated."""
+    try:
+        return operator.index(d)
+    except TypeError:
+        raise ShapeError(f"{what} expects integer sizes, found {d!r}") from None
+
+
+def split(x: Tensor, size: int | Sequence[int], axis: int = 0) -> tuple[Tensor, ...]:
+    """Pieces of `size` along axis (the last one shorter), or of each of the sizes listed, as
+    torch.split (not np.split, whose int is a count of pieces)."""
+    a = _axis(x, axis, "split")
+    n = x.shape[a]
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        if size < 0 or (size == 0 and n > 0):
+            raise ShapeError(f"split expects a positive piece size for an axis of length {n}, "
+                             f"found {size}")
+        sizes = [min(size, n - lo) for lo in range(0, n, size)] if n else [0]
+    else:
+        sizes = [_size(k, "split") for k in size]
+        if any(k < 0 for k in sizes) or sum(sizes) != n:
+            raise ShapeError(f"split expects non-negative sizes that add up to the axis length "
+                             f"{n}, found {list(size)}")
+    return Split.apply(x, sizes=tuple(sizes), axis=a)
+
+
+def chunk(x: Tensor, chunks: int, axis: int = 0) -> tuple[Tensor, ...]:
+    """`chunks` pieces of ceil(length / chunks) along axis, as torch.chunk: the last one is
+    shorter, and fewer pieces come back when the length runs out first."""
+    if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)) or chunks < 1:
+        raise ShapeError(f"chunk expects a positive number of chunks, found {chunks!r}")
+    n = x.shape[_axis(x, axis, "chunk")]
+    if n == 0:  # torch gives `chunks` empty pieces
+        return split(x, [0] * int(chunks), axis)
+    return split(x, -(-n // int(chunks)), axis)
+
+
+def expand(x: Tensor, shape: Sequence[int]) -> Tensor:
+    """x broadcast to `shape` (-1 keeps a size; new axes go in front), as torch's expand."""
+    shape = tuple(_size(d, "expand") for d in shape)
+    new = len(shape) - x.ndim
+    if new < 0:
+        raise ShapeError(f"expand expects at least {x.ndim} sizes for shape {x.shape}, "
+                         f"found {shape}")
+    if any(d < 0 for d in shape[:new]):
+        raise ShapeError(f"expand expects sizes >= 0 for the new leading axes, found {shape}")
+    out = list(shape[:new])
+    for i, (have, d) in enumerate(zip(x.shape, shape[new:])):
+        if d != -1 and (d < 0 or (have != 1 and d != have)):
+            raise ShapeError(f"expand grows only axes of size 1 (-1 keeps a size): axis {i} of "
+                             f"shape {x.shape} has size {have}, found {d} in {shape}")
+        out.append(have if d == -1 else d)
+    return Expand.apply(x, shape=tuple(out))
