@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 import nnforge as nf
 from nnforge.cli import main
 from nnforge.errors import ConfigError, ModelFileError, NNForgeError, ShapeError
-from nnforge.onnx import GraphModule, import_model, load, to_module
+from nnforge.onnx import GraphModule, graph_to_model, import_model, load, to_module
 from nnforge.runtime import InferenceSession
 
 FIXTURES = Path(__file__).parent / "fixtures" / "onnx"
@@ -57,6 +57,62 @@ def test_every_unsupported_op_is_listed_in_one_error(tmp_path, capsys) -> None:
     err_line = capsys.readouterr().err
     assert err_line.count("\n") == 1 and "Einsum (node 'sum')" in err_line
     assert not (tmp_path / "bad.nnf").exists()
+
+
+def test_variants_onnx_runtime_reads_otherwise_are_refused_by_node(tmp_path) -> None:
+    """auto_pad SAME with dilations, or with negative padding: nnforge computed the spec's
+    answer where ONNX Runtime refuses (Conv) or shifts the windows (pools); max errors 4.6
+    (MaxPool) and 7.7 (AveragePool) on standard-normal inputs. Now refused by node."""
+    pool = helper.make_node("MaxPool", ["x"], ["a"], name="pool", auto_pad="SAME_LOWER",
+                            kernel_shape=[2, 2], dilations=[1, 2], strides=[3, 3])
+    avg = helper.make_node("AveragePool", ["a"], ["y"], name="avg", auto_pad="SAME_UPPER",
+                           kernel_shape=[2, 2], dilations=[2, 1])
+    path = _save(tmp_path / "dil.onnx", [pool, avg], ["N", 1, 6, 8], opset=19,
+                 y_shape=["N", 1, 2, 3])
+    with pytest.raises(ConfigError, match=r"2 operator\(s\)") as err:
+        load(path)
+    for part in ("MaxPool (node 'pool') with auto_pad=SAME_LOWER and dilations [1, 2]",
+                 "AveragePool (node 'avg') with auto_pad=SAME_UPPER and dilations [2, 1]",
+                 "expected explicit pads"):
+        assert part in str(err.value)
+    # kernel 1, stride 3 on 8 rows: 3 windows need -1 rows of padding (fine), on 9 rows -2
+    for rows, ok in ((8, True), (9, False)):
+        node = helper.make_node("AveragePool", ["x"], ["y"], name="skip", auto_pad="SAME_UPPER",
+                                kernel_shape=[1, 1], strides=[3, 3], count_include_pad=1)
+        path = _save(tmp_path / f"neg{rows}.onnx", [node], ["N", 1, rows, 7], opset=19,
+                     y_shape=["N", 1, 3, 3])
+        if ok:
+            assert load(path).nodes[0].attrs["pads"] == [0, 0, 0, 0]
+            continue
+        with pytest.raises(ConfigError, match=r"AveragePool skip: auto_pad=SAME_UPPER with "
+                                              r"kernel \[1, 1\], strides \[3, 3\] on input "
+                                              r"\(9, 7\) asks for negative padding \(-2\)"):
+            load(path)
+
+
+def test_unsupported_cast_names_the_type_and_the_unnamed_node(tmp_path) -> None:
+    nodes = [helper.make_node("Cast", ["x"], ["h"], to=TensorProto.BFLOAT16),
+             helper.make_node("Cast", ["h"], ["y"], to=TensorProto.FLOAT)]
+    path = _save(tmp_path / "bf16.onnx", nodes, ["N", 2])
+    with pytest.raises(ConfigError, match=r"Cast \(node 'Cast_0'\) to BFLOAT16 \(ONNX type 16; "
+                                          r"nnforge holds FLOAT, UINT8, .*DOUBLE"):
+        load(path)
+
+
+def test_dilated_ceil_mode_pool_that_cannot_be_reexported(tmp_path) -> None:
+    """Rows: the last window would start past the input (dropped, but ONNX keeps it);
+    columns: the dilated overhang needs an end pad as long as the kernel, which ONNX Runtime
+    refuses. Neither form is right, so graph_to_model says so (ORT's own error before)."""
+    node = helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[1, 2],
+                            strides=[2, 2], dilations=[1, 2], pads=[0, 0, 0, 1], ceil_mode=1)
+    graph = load(_save(tmp_path / "mp.onnx", [node], ["N", 1, 6, 9], y_shape=["N", 1, 3, 5]))
+    x = np.random.default_rng(0).standard_normal((2, 1, 6, 9)).astype(F32)
+    assert InferenceSession(graph).run(x).shape == (2, 1, 3, 5)
+    with pytest.raises(ConfigError, match=r"MaxPool 'mp': ceil_mode with dilations \[1, 2\] on "
+                                          r"input \(6, 9\) needs end pads \[0, 2\], not shorter "
+                                          r"than the kernel \[1, 2\], which ONNX Runtime "
+                                          r"refuses"):
+        graph_to_model(graph)
 
 
 @pytest.mark.parametrize("cut", [0.5, 0.9, 0.02])

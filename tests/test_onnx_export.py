@@ -17,6 +17,7 @@ from nnforge.cli import main
 from nnforge.data import MinMaxScaler, Pipeline, Standardizer, load_dataset
 from nnforge.errors import ConfigError
 from nnforge.onnx import export, graph_to_model
+from nnforge.onnx import exporter as onnx_exporter
 from nnforge.runtime import InferenceSession
 
 F32 = np.float32
@@ -73,6 +74,12 @@ SPATIAL = {
                                                                 count_include_pad=False),
     # on 9x8 inputs the last window of rows would start in the end padding: dropped
     "AvgPool2d(ceil_mode, drop)": lambda r: nn.AvgPool2d(2, padding=1, ceil_mode=True),
+    # on 9x8 the last window of rows hangs over, that of columns would start in the end
+    # padding (dropped); with count_include_pad (the default) ONNX kept that window, and the
+    # export failed onnx.checker ("Inferred shape and existing shape differ")
+    "AvgPool2d(ceil_mode, include pad, drop)": lambda r: nn.AvgPool2d(2, 4, ceil_mode=True),
+    "AvgPool2d(ceil_mode, padding, include pad, drop)": lambda r: nn.AvgPool2d(
+        3, 3, 1, ceil_mode=True),
     "GlobalAvgPool2d": lambda r: nn.GlobalAvgPool2d(),
     "GlobalAvgPool2d(keepdims)": lambda r: nn.GlobalAvgPool2d(keepdims=True),
     "AdaptiveAvgPool2d(1)": lambda r: nn.AdaptiveAvgPool2d(1),
@@ -123,6 +130,90 @@ def test_every_opset_writes_a_checked_model(rng: np.random.Generator, tmp_path, 
     dims = m.graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param == "N" and [d.dim_value for d in dims[1:]] == [1, 6, 6]
     assert m.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "N"
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(2, 3, 0), (3, 3, 1), (4, 3, 2), (3, 2, 1),
+                                                    (2, 2, 0), (3, 2, 0), ((3, 2), (2, 3), (1, 0))])
+def test_ceil_mode_average_pool_counting_padding_matches_onnx_runtime(
+        rng: np.random.Generator, tmp_path, kernel, stride, padding) -> None:
+    """count_include_pad=True with ceil_mode: the padding counts, the overhang does not, and
+    a last window starting past the input and the leading padding is dropped (PyTorch's
+    rule), on every size from 4 to 9; ONNX's AveragePool cannot say that alone, so the export
+    pads explicitly and pools without ceil_mode."""
+    for h, w in ((4, 4), (5, 7), (6, 6), (7, 5), (8, 9), (9, 8)):
+        model = nn.Sequential(nn.AvgPool2d(kernel, stride, padding, ceil_mode=True))
+        x = rng.standard_normal((2, 3, h, w)).astype(F32)
+        _check_export(model, x, tmp_path / "m.onnx", opset=13)
+        nodes = onnx.load(str(tmp_path / "m.onnx")).graph.node
+        pool = next(n for n in nodes if n.op_type == "AveragePool")
+        assert all(a.i == 0 for a in pool.attribute if a.name == "ceil_mode")
+
+
+def test_ceil_mode_average_pool_divisor_by_hand(tmp_path) -> None:
+    """4x4 input, 3x3 windows, stride 2, padding 1: the last row and column of windows hang
+    over the end; PyTorch divides by the taps on the input and padding (6, 6, 4 there)."""
+    x = np.arange(1, 17, dtype=F32).reshape(1, 1, 4, 4)
+    model = nn.Sequential(nn.AvgPool2d(3, 2, 1, ceil_mode=True))
+    expected = np.array([14 / 9, 30 / 9, 12 / 6, 57 / 9, 99 / 9, 36 / 6, 27 / 6, 45 / 6, 16 / 4],
+                        F32).reshape(1, 1, 3, 3)
+    _check_export(model, x, tmp_path / "m.onnx")
+    assert_close(ort_run(tmp_path / "m.onnx", x), expected)
+
+
+def test_every_opset_export_accepts_loads_in_onnx_runtime(rng: np.random.Generator,
+                                                         tmp_path) -> None:
+    """onnx 1.23 knows opsets up to 28, ONNX Runtime 1.31 loads up to 26: export wrote opset
+    27 and 28 files that ORT refused to open; now every opset it writes loads, and the ones
+    above say why they are refused."""
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), _bn(nn.BatchNorm2d(3), rng), nn.GELU(),
+                          nn.MaxPool2d(2, ceil_mode=True), nn.AvgPool2d(2, ceil_mode=True),
+                          nn.Flatten(), nn.Linear(12, 2), nn.Softmax())
+    x = rng.standard_normal((2, 1, 7, 7)).astype(F32)
+    low, high, _ = onnx_exporter.opset_range()
+    assert low == 13 and high <= onnx_exporter.max_opset()
+    for opset in range(13, onnx_exporter.max_opset() + 1):
+        if opset <= high:
+            _check_export(model, x, tmp_path / f"m{opset}.onnx", opset)
+            continue
+        with pytest.raises(ConfigError, match=rf"expected an opset from 13 to {high}, found "
+                                              rf"{opset} \(the installed onnxruntime"):
+            export(model, tmp_path / f"m{opset}.onnx", opset=opset)
+        assert not (tmp_path / f"m{opset}.onnx").exists()
+
+
+def test_opset_range_says_which_package_limits_it(monkeypatch, tmp_path) -> None:
+    model = nn.Sequential(nn.Linear(3, 2))
+    newest = onnx_exporter.max_opset()
+    monkeypatch.setattr(onnx_exporter, "ort_max_opset", lambda: ("1.16.3", 19))
+    assert onnx_exporter.opset_range()[:2] == (13, 19)
+    with pytest.raises(ConfigError, match=r"from 13 to 19, found 20 \(the installed onnxruntime "
+                                          r"1\.16\.3 loads opsets up to 19, although onnx .* "
+                                          r"upgrade onnxruntime"):
+        export(model, tmp_path / "m.onnx", opset=20)
+    with pytest.raises(ConfigError, match=r"from 13 to 19, found 12$"):
+        export(model, tmp_path / "m.onnx", opset=12)
+    monkeypatch.setattr(onnx_exporter, "ort_max_opset", lambda: None)  # no onnxruntime
+    assert onnx_exporter.opset_range()[:2] == (13, newest)
+    with pytest.raises(ConfigError, match=rf"from 13 to {newest}, found {newest + 1} "
+                                          rf"\(onnx .* knows opsets up to {newest}\)"):
+        graph_to_model(InferenceSession(model).graph, opset=newest + 1)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_command_refuses_an_opset_out_of_range(tmp_path, capsys) -> None:
+    nf.save(nn.Sequential(nn.Linear(3, 2)), tmp_path / "m.nnf", input_shape=(3,))
+    high = onnx_exporter.opset_range()[1]
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "m.nnf"), "-o", str(tmp_path / "m.onnx"),
+                 "--opset", str(high + 1)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert f"--opset: expected an opset from 13 to {high}, found {high + 1}" in err
+    assert not (tmp_path / "m.onnx").exists()
+    assert main(["export", str(tmp_path / "m.nnf"), "-o", str(tmp_path / "m.onnx"),
+                 "--opset", str(high)]) == 0
+    assert onnx.load(str(tmp_path / "m.onnx")).opset_import[0].version == high
+    ort_run(tmp_path / "m.onnx", np.ones((2, 3), F32))
 
 
 def test_fused_graph_is_split_back_into_standard_ops(rng: np.random.Generator, tmp_path) -> None:

@@ -172,6 +172,22 @@ CASES = [
       for cip in (0, 1)],
     case("AveragePool ceil_mode", [node("AveragePool", ["x"], kernel_shape=[3, 3],
                                         strides=[2, 2], ceil_mode=1)], ("N", 1, 6, 6)),
+    # a stride beyond the kernel: SAME asks for -1 padding, which both read as none (ONNX
+    # Runtime's MaxPool, and AveragePool before opset 19, refuse it); -2 is refused
+    # (test_onnx_errors)
+    *[case(f"{op} auto_pad stride beyond kernel", [node(op, ["x", *w], auto_pad="SAME_UPPER",
+                                                        kernel_shape=[1, 1], strides=[3, 2])],
+           ("N", 1, 8, 6), {"w": C([[[[2.0]]]], F32)} if w else {}, opset=19)
+      for op, w in (("Conv", ["w"]), ("AveragePool", []))],
+    # dilated ceil_mode windows whose overhang is as long as the kernel: exported with
+    # ceil_mode kept (ONNX Runtime refuses pads that long; it refused the re-export)
+    case("MaxPool ceil_mode dilations", [node("MaxPool", ["x"], kernel_shape=[2, 2],
+                                              strides=[2, 2], dilations=[2, 2], pads=[1, 1, 1, 1],
+                                              ceil_mode=1)], ("N", 2, 6, 8)),
+    case("AveragePool ceil_mode dilations", [node("AveragePool", ["x"], kernel_shape=[2, 2],
+                                                  strides=[2, 3], dilations=[3, 2],
+                                                  pads=[1, 1, 1, 0], ceil_mode=1)],
+         ("N", 2, 7, 6), opset=19),
     case("GlobalAveragePool", [node("GlobalAveragePool", ["x"])], ("N", 3, 5, 4)),
     case("BatchNormalization", [node("BatchNormalization", ["x", "s", "b", "m", "v"])],
          ("N", 3, 4, 4), {"s": C([1, 2, 0.5], F32), "b": C([0, 1, -1], F32),
@@ -230,6 +246,15 @@ CASES = [
     case("Slice axes steps", [node("Slice", ["x", "s", "e", "a", "t"])], ("N", 6, 5),
          {"s": C([-1, 0], I64), "e": C([-BIG, BIG], I64), "a": C([1, 2], I64),
           "t": C([-2, 2], I64)}),
+    # backwards from before the first element: ONNX clamps the start to it (Python's slice
+    # gave nothing); an INT_MAX end backwards is ONNX Runtime's "to the first element"
+    case("Slice backward from before the start", [node("Slice", ["x", "s", "e", "a", "t"])],
+         ("N", 4), {"s": C([-7], I64), "e": C([-BIG], I64), "a": C([1], I64),
+                    "t": C([-2], I64)}),
+    *[case(f"Slice backward to INT{bits}_MAX", [node("Slice", ["x", "s", "e", "a", "t"])],
+           ("N", 5, 4), {"s": C([-1, 3], I64), "e": C([2**(bits - 1) - 1, BIG], I64),
+                         "a": C([1, 2], I64), "t": C([-2, -1], I64)})
+      for bits in (32, 64)],
     # -- reductions -----------------------------------------------------------------------
     *[case(f"{op} axes", [node(op, ["x", "a"])], ("N", 3, 4), {"a": C([1], I64)}, opset=18)
       for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd")],

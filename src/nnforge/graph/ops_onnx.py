@@ -217,6 +217,9 @@ def gather(node: Node, x: Any, indices: Any) -> Any:
     return np.take(x, np.where(idx < 0, idx + n, idx), axis=axis)
 
 
+_INT32_MAX, _INT64_MAX = 2**31 - 1, 2**63 - 1
+
+
 def slice_index(node: Node, shape: Shape, starts: Any, ends: Any, axes: Any, steps: Any
                 ) -> tuple[slice, ...]:
     """The NumPy index of an ONNX Slice on a value of this shape (sliced dims must be known)."""
@@ -231,7 +234,15 @@ def slice_index(node: Node, shape: Shape, starts: Any, ends: Any, axes: Any, ste
     index = [slice(None)] * rank
     big = 2 ** 62  # ONNX writes "to the end" as INT64_MAX; Python slices clamp it
     for a, s, e, k in zip(ax, starts, ends, st):
-        index[a] = slice(max(-big, min(s, big)), max(-big, min(e, big)), k)
+        d = shape[a]
+        if k < 0 and isinstance(d, int) and s < -d:
+            s = 0  # ONNX clamps a start before the first element to it; Python gives nothing
+        stop: int | None = max(-big, min(e, big))
+        if k < 0 and e in (_INT32_MAX, _INT64_MAX):
+            # ONNX Runtime reads an INT_MAX end as numpy's None whatever the step's sign:
+            # backwards, to the first element (the spec's clamping would give nothing)
+            stop = None
+        index[a] = slice(max(-big, min(s, big)), stop, k)
     return tuple(index)
 
 

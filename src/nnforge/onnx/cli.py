@@ -23,7 +23,10 @@ IMPORT_EXAMPLES = """examples:
 
 def export_main(argv: Sequence[str], prog: str = "nnforge export") -> int:
     """`nnforge export MODEL -o model.onnx [--opset N] [--include-preprocessing]`."""
-    from .exporter import DEFAULT_OPSET, MIN_OPSET, export  # noqa: PLC0415
+    from ..errors import ConfigError  # noqa: PLC0415
+    from .exporter import DEFAULT_OPSET, check_opset, export, opset_range  # noqa: PLC0415
+
+    low, high, _ = opset_range()
 
     p = CliParser(prog=prog, description="Export a .nnf model to ONNX: a dynamic batch dim, "
                   "the model's input/output names, its task, labels and preprocessing in the "
@@ -32,10 +35,15 @@ def export_main(argv: Sequence[str], prog: str = "nnforge export") -> int:
     p.add_argument("model", metavar="MODEL", help="the .nnf model file")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the .onnx file to write")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                   help=f"ONNX opset version, {MIN_OPSET} or later (default: {DEFAULT_OPSET})")
+                   help=f"ONNX opset version, {low} to {high} with the installed onnx and "
+                   f"onnxruntime (default: {DEFAULT_OPSET})")
     p.add_argument("--include-preprocessing", action="store_true",
                    help="run the model's standardization inside the ONNX graph")
     args = p.parse_args(list(argv))
+    try:  # before reading the model: a bad opset is a mistake in the command line
+        check_opset(args.opset)
+    except ConfigError as exc:
+        raise UsageError(f"--opset: {exc}") from None
     _check_paths(args.model, args.output, ".onnx", ".nnf")
     model = export(args.model, args.output, opset=args.opset,
                    include_preprocessing=args.include_preprocessing)

@@ -3,11 +3,14 @@
 The IR is ONNX already (opset 20 semantics), so export is mostly a copy: internal fused ops
 are split back into standard ones, and forms that changed between opsets are written the way
 the target opset wants them (Gelu is spelled out with Erf before opset 20, reductions take
-`axes` as an attribute before opset 18). The batch dim is the symbolic `N`.
+`axes` as an attribute before opset 18). The batch dim is the symbolic `N`. The opset runs
+from 13 to the newest that the installed onnx can check and the installed onnxruntime (if
+any) can load (`opset_range`), so a written file always opens in the runtime beside it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -37,6 +40,65 @@ def max_opset() -> int:
     return int(onnx.defs.onnx_opset_version())
 
 
+@functools.lru_cache(maxsize=1)
+def ort_max_opset() -> tuple[str, int] | None:
+    """(version, newest opset it loads) of the installed onnxruntime; None when there is none.
+
+    Found by loading a one-node model per opset, stamped the way `graph_to_model` stamps (its
+    IR version included): newer onnx packages know opsets an older ONNX Runtime refuses.
+    """
+    try:
+        import onnxruntime as ort  # noqa: PLC0415 - optional, and slow to import
+    except ImportError:
+        return None
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4  # the refusals are expected: nothing on stderr
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
+    for opset in range(max_opset(), MIN_OPSET - 1, -1):
+        ids = [helper.make_opsetid("", opset)]
+        model = helper.make_model(graph, opset_imports=ids,
+                                  ir_version=helper.find_min_ir_version_for(ids))
+        try:
+            ort.InferenceSession(model.SerializeToString(), opts,
+                                 providers=["CPUExecutionProvider"])
+        except Exception:  # noqa: BLE001, S112 - ORT's errors share no base class to name
+            continue
+        return ort.__version__, opset
+    return ort.__version__, MIN_OPSET - 1
+
+
+def opset_range() -> tuple[int, int, str]:
+    """(lowest, highest, why that highest) of the opsets export writes on this machine.
+
+    The highest is the newest the installed onnx package can check, and no newer than the
+    installed ONNX Runtime can load: a file nnforge's own ORT backend (and an ORT server beside
+    it) cannot open is refused at export rather than found broken at deployment.
+    """
+    high = max_opset()
+    why = f"onnx {onnx.__version__} knows opsets up to {high}"
+    ort_info = ort_max_opset()
+    if ort_info is not None and ort_info[1] < high:
+        high = ort_info[1]
+        why = (f"the installed onnxruntime {ort_info[0]} loads opsets up to {high}, although "
+               f"{why}; upgrade onnxruntime to export a newer opset")
+    return MIN_OPSET, high, why
+
+
+def check_opset(opset: Any) -> int:
+    """The opset as an int, or ConfigError naming the range export supports here and why."""
+    if isinstance(opset, np.integer):  # e.g. an opset read from a NumPy array or a config
+        opset = int(opset)
+    low, high, why = opset_range()
+    if high < low:
+        raise ConfigError(f"cannot export ONNX: expected opset {low} or later, and {why}")
+    if not isinstance(opset, int) or isinstance(opset, bool) or not low <= opset <= high:
+        reason = f" ({why})" if isinstance(opset, int) and opset > high else ""
+        raise ConfigError(f"expected an opset from {low} to {high}, found {opset!r}{reason}")
+    return opset
+
+
 def export(model_or_path: Any, out_path: str | os.PathLike, opset: int = DEFAULT_OPSET,
            include_preprocessing: bool = False,
            input_shape: Sequence[int | None] | None = None) -> onnx.ModelProto:
@@ -47,6 +109,7 @@ def export(model_or_path: Any, out_path: str | os.PathLike, opset: int = DEFAULT
     input), so the file is self-contained.
     """
     _check_out_path(out_path)  # before tracing: a bad path should not cost a whole export
+    opset = check_opset(opset)
     graph, manifest = source_graph(model_or_path, input_shape)
     _check_finite_weights(graph)
     pre = manifest.get("preprocessing")
@@ -145,11 +208,7 @@ def prepend_preprocessing(graph: Graph, config: Any) -> Graph:
 def graph_to_model(graph: Graph, opset: int = DEFAULT_OPSET,
                    metadata: dict[str, Any] | None = None) -> onnx.ModelProto:
     """An ONNX ModelProto of the graph at the given opset; checked with full_check."""
-    if isinstance(opset, np.integer):  # e.g. an opset read from a NumPy array or a config
-        opset = int(opset)
-    if not isinstance(opset, int) or isinstance(opset, bool) or \
-            not MIN_OPSET <= opset <= max_opset():
-        raise ConfigError(f"expected an opset from {MIN_OPSET} to {max_opset()}, found {opset!r}")
+    opset = check_opset(opset)
     g = infer_shapes(graph)
     info = g.value_info
     inits = dict(g.initializers)
@@ -194,7 +253,17 @@ def graph_to_model(graph: Graph, opset: int = DEFAULT_OPSET,
                 emit("Mul", [m, const(f"{name}.half", dt(0.5))], outs, {}, name)
                 continue
             if op in ("MaxPool", "AveragePool") and attrs.get("ceil_mode"):
-                attrs = _explicit_ceil(op, attrs, info.get(ins[0]), info.get(outs[0]))
+                attrs, pre_pads = _explicit_ceil(op, attrs, info.get(ins[0]), info.get(outs[0]),
+                                                 name)
+                if pre_pads is not None:  # the padding the divisor counts, as real zeros
+                    p = fresh(f"{name}/pad")
+                    emit("Pad", [ins[0], const(f"{name}.pads", np.asarray(pre_pads, np.int64))],
+                         [p], {}, p)
+                    ins = [p]
+            if op == "Slice" and len(ins) > 4 and ins[2] in inits and ins[4] in inits:
+                ends = _backward_slice_ends(inits[ins[2]], inits[ins[4]])
+                if ends is not None:
+                    ins = [*ins[:2], const(f"{name}.ends", ends), *ins[3:]]
             emit(op, ins, outs, _adapt(op, attrs, opset, name, ins, inits), name)
     inputs = [value_info_to_proto(v.name, v.shape, v.dtype) for v in g.inputs]
     outputs = []
@@ -260,33 +329,71 @@ def _standard_nodes(n: Node, fresh: Any) -> list[_Std]:
     return out
 
 
-def _explicit_ceil(op: str, attrs: dict[str, Any], x: Any, y: Any) -> dict[str, Any]:
-    """A ceil_mode pool written as floor mode with longer end pads, where that is the same.
+def _explicit_ceil(op: str, attrs: dict[str, Any], x: Any, y: Any, name: str = ""
+                   ) -> tuple[dict[str, Any], list[int] | None]:
+    """A ceil_mode pool written as floor mode with longer end pads, where that is the same,
+    and the (N, C, H, W) pads of a Pad node to put before it (None: no Pad node).
 
     ONNX's shape inference keeps a last window that starts beyond the input and the leading
-    padding, which PyTorch, ONNX Runtime and nnforge drop; with explicit pads every reader
-    agrees. Padding counts for nothing in MaxPool and in AveragePool without
-    count_include_pad; where no window hangs over, ceil_mode changes nothing and goes;
-    otherwise (or when the shapes are not known) it stays.
+    padding, which PyTorch, ONNX Runtime and nnforge drop; and readers have disagreed on the
+    divisor of a window hanging over the end with count_include_pad (ONNX Runtime before 1.16
+    divided by the whole kernel, onnxruntime#16203; PyTorch and nnforge count the input and
+    the explicit padding only). With explicit pads every reader agrees: padding counts
+    for nothing in MaxPool and in AveragePool without count_include_pad, and with it the
+    explicit padding becomes real zeros (a Pad node) that an AveragePool without
+    count_include_pad counts while ignoring the overhang. Where no window hangs over,
+    ceil_mode changes nothing and goes; when the shapes are not known it stays. ONNX Runtime
+    refuses pads as long as the (undilated) kernel, which a dilated window's overhang can
+    need: ceil_mode stays then, unless ONNX's reading would keep a window nnforge drops.
     """
+    original = attrs
     in_hw = None if x is None or x.shape is None else x.shape[2:]
     out_hw = None if y is None or y.shape is None else y.shape[2:]
     if in_hw is None or out_hw is None or not all(isinstance(d, int) for d in (*in_hw, *out_hw)):
-        return attrs
+        return attrs, None
     kernel, nd = list(attrs["kernel_shape"]), len(in_hw)
     strides = list(attrs.get("strides", [1] * nd))
     dilations = list(attrs.get("dilations", [1] * nd))
     pads = list(attrs.get("pads", [0] * (2 * nd)))
-    floor = [(in_hw[i] + pads[i] + pads[nd + i] - dilations[i] * (kernel[i] - 1) - 1)
-             // strides[i] + 1 for i in range(nd)]
+    spans = [in_hw[i] + pads[i] + pads[nd + i] - dilations[i] * (kernel[i] - 1) - 1
+             for i in range(nd)]
+    floor = [spans[i] // strides[i] + 1 for i in range(nd)]
     if floor == list(out_hw):  # no window hangs over: ceil_mode changes nothing here
-        return {**attrs, "ceil_mode": 0}
+        return {**attrs, "ceil_mode": 0}, None
+    pre = None
     if op == "AveragePool" and attrs.get("count_include_pad", 0):
-        return attrs
+        if any(pads):
+            pre = [0, 0, *pads[:nd], 0, 0, *pads[nd:]]
+        in_hw = [in_hw[i] + pads[i] + pads[nd + i] for i in range(nd)]
+        pads = [0] * (2 * nd)
+        attrs = {**attrs, "count_include_pad": 0}
     for i in range(nd):
         reach = (out_hw[i] - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1
         pads[nd + i] = max(pads[nd + i], reach - in_hw[i] - pads[i])
-    return {**attrs, "pads": pads, "ceil_mode": 0}
+    if any(pads[nd + i] >= kernel[i] for i in range(nd)):
+        if [-(-spans[i] // strides[i]) + 1 for i in range(nd)] == list(out_hw):
+            return original, None  # every window ONNX counts is one nnforge keeps
+        raise ConfigError(f"{op} {name!r}: ceil_mode with dilations {dilations} on input "
+                          f"{tuple(x.shape[2:])} needs end pads {pads[nd:]}, not shorter than "
+                          f"the kernel {kernel}, which ONNX Runtime refuses, and ceil_mode "
+                          f"itself would keep a window nnforge drops; expected ceil_mode=0 or "
+                          f"no dilation")
+    return {**attrs, "pads": pads, "ceil_mode": 0}, pre
+
+
+def _backward_slice_ends(ends: np.ndarray, steps: np.ndarray) -> np.ndarray | None:
+    """Slice ends with INT_MAX under a negative step written as INT64_MIN (None: none there).
+
+    nnforge reads such an end as ONNX Runtime does, "to the first element"; the ONNX spec
+    and its shape inference clamp it to the last one (an empty slice). INT64_MIN means the
+    first element to every reader.
+    """
+    e = np.asarray(ends, np.int64).reshape(-1)
+    k = np.asarray(steps, np.int64).reshape(-1)
+    if e.shape != k.shape:
+        return None
+    hit = (k < 0) & ((e == 2**31 - 1) | (e == 2**63 - 1))
+    return np.where(hit, np.int64(-2**63), e) if hit.any() else None
 
 
 def _adapt(op: str, attrs: dict[str, Any], opset: int, name: str, ins: list[str],

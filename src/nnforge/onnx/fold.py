@@ -156,7 +156,17 @@ def _explicit_pads(node: Node, in_shape: Shape | None, w_shape: Shape | None) ->
     dil = node.attrs.get("dilations", [1] * nd)
     begin, end = [], []
     for d, k, s, r in zip(spatial, kernel, strides, dil):
-        total = max(0, (-(-d // s) - 1) * s + (k - 1) * r + 1 - d)
+        total = (-(-d // s) - 1) * s + (k - 1) * r + 1 - d
+        if total <= -2:
+            # a stride beyond the kernel leaves the last inputs unread: TensorFlow and nnforge
+            # pad nothing then; ONNX Runtime 1.31 pads the start by about half the negative
+            # amount, shifting every window (from -2, -3 or -4 on, by op and mode; its
+            # MaxPool refuses any): the file means different things to different readers
+            raise ConfigError(f"{node.op} {node.name}: auto_pad={mode} with kernel {kernel}, "
+                              f"strides {strides} on input {tuple(spatial)} asks for negative "
+                              f"padding ({total}), which ONNX Runtime reads as shifted windows "
+                              f"and nnforge as no padding; expected explicit pads")
+        total = max(0, total)
         small = total // 2
         begin.append(small if mode == "SAME_UPPER" else total - small)
         end.append(total - begin[-1])

@@ -75,7 +75,7 @@ def graph_from_model(model: onnx.ModelProto, base_dir: str = ".", source: str = 
         raise ConfigError(f"'{source}' uses ONNX opset {opset}; expected opset {MIN_OPSET} or "
                           f"later (re-export it with opset_version={MIN_OPSET} or higher)")
     gp = model.graph
-    unsupported = [_unsupported(n, opset) for n in gp.node]
+    unsupported = [_unsupported(n, opset, i) for i, n in enumerate(gp.node)]
     missing = [u for u in unsupported if u]
     if missing:
         raise ConfigError(f"'{source}' uses {len(missing)} operator(s) nnforge does not support: "
@@ -113,11 +113,12 @@ def graph_from_model(model: onnx.ModelProto, base_dir: str = ".", source: str = 
     return graph
 
 
-def _unsupported(node: onnx.NodeProto, opset: int) -> str:
-    """Why a node cannot be imported ('' when it can)."""
-    where = f"{node.op_type} (node {node.name or '?'!r})"
+def _unsupported(node: onnx.NodeProto, opset: int, index: int) -> str:
+    """Why a node cannot be imported ('' when it can); unnamed nodes go by op and index."""
+    name = node.name or f"{node.op_type}_{index}"
+    where = f"{node.op_type} (node {name!r})"
     if node.domain not in _DOMAINS:
-        return f"{node.domain}.{node.op_type} (node {node.name or '?'!r})"
+        return f"{node.domain}.{node.op_type} (node {name!r})"
     d = OPS.get(node.op_type)
     if d is None or d.domain:
         return where
@@ -130,6 +131,13 @@ def _unsupported(node: onnx.NodeProto, opset: int) -> str:
     if op in ("Conv", "MaxPool", "AveragePool") and "kernel_shape" in attrs and \
             len(ints("kernel_shape")) != 2:
         return f"{where} with a {len(ints('kernel_shape'))}-D kernel (2-D only)"
+    mode = attrs["auto_pad"].s.decode() if "auto_pad" in attrs else "NOTSET"
+    if op in ("Conv", "MaxPool", "AveragePool") and mode.startswith("SAME") and \
+            any(d != 1 for d in ints("dilations")):
+        # the spec dilates the kernel before sizing the pads; ONNX Runtime refuses this in
+        # Conv and sizes pooling pads from the undilated kernel, so the model means two things
+        return (f"{where} with auto_pad={mode} and dilations {ints('dilations')} (ONNX Runtime "
+                f"computes other pads than the ONNX spec; expected explicit pads)")
     if op == "MaxPool" and len(node.output) > 1 and node.output[1]:
         return f"{where} with an Indices output"
     if op == "BatchNormalization" and ("training_mode" in attrs and attrs["training_mode"].i):
@@ -138,11 +146,17 @@ def _unsupported(node: onnx.NodeProto, opset: int) -> str:
                                                                                   b"tanh"):
         return f"{where} with approximate={attrs['approximate'].s.decode()!r}"
     if op == "Cast" and attrs["to"].i not in ONNX_DTYPES:
-        return f"{where} to ONNX type {attrs['to'].i}"
+        to = attrs["to"].i
+        kind = onnx.TensorProto.DataType.Name(to) if to in onnx.TensorProto.DataType.values() \
+            else "an unknown type"
+        return f"{where} to {kind} (ONNX type {to}; nnforge holds {_CAST_TARGETS})"
     if op == "Constant" and not {"value", "value_float", "value_floats", "value_int",
                                  "value_ints"} & set(attrs):
         return f"{where} holding {sorted(attrs)}"
     return ""
+
+
+_CAST_TARGETS = ", ".join(onnx.TensorProto.DataType.Name(t) for t in sorted(ONNX_DTYPES))
 
 
 def _upgrade(node: Node, opset: int, inits: dict[str, np.ndarray]) -> Node:
