@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -340,3 +341,50 @@ def test_info_reads_an_exported_onnx_file_which_others_can_read(work: Path) -> N
     assert (work / "iris.onnx").stat().st_mode & 0o777 == 0o666 & ~mask
     out = ok(nnforge(work, "info", "iris.onnx", "--graph"))
     assert "onnx (opset" in out and "setosa" in out and "inference graph" in out
+
+
+def test_a_report_directory_holds_one_runs_report_and_keeps_other_files(tmp_path: Path) -> None:
+    """A regression report into an earlier classification report's directory used to keep its
+    confusion matrix and accuracy curves, so the report mixed two runs."""
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    (rep / "notes.txt").write_text("mine")
+    (rep / "photo.png").write_bytes(b"not nnforge's")
+    ok(nnforge(tmp_path, "train", "--dataset", "iris", "--epochs", "2", "-q", "-o", "c.nnf",
+               "--report", "rep"))
+    assert (rep / "confusion_matrix.png").is_file() and (rep / "accuracy.png").is_file()
+    ok(nnforge(tmp_path, "train", "--dataset", "diabetes", "--epochs", "2", "-q", "-o",
+               "r.nnf", "--report", "rep"))
+    names = {p.name for p in rep.iterdir()}
+    assert "predicted_vs_true.png" in names and "loss.png" in names
+    assert not names & {"confusion_matrix.png", "accuracy.png", "f1_macro.png"}, names
+    assert (rep / "notes.txt").read_text() == "mine"  # never the user's files
+    assert (rep / "photo.png").read_bytes() == b"not nnforge's"
+    recorded = json.loads((rep / ".nnforge-report.json").read_text())["files"]
+    assert set(recorded) == names - {"notes.txt", "photo.png", ".nnforge-report.json"}
+    assert "![predicted vs true](predicted_vs_true.png)" in (rep / "report.md").read_text()
+
+
+def test_predict_into_a_named_pipe_or_a_link_writes_through_them(work: Path) -> None:
+    """An output that is a pipe (or /dev/null) is written to, not replaced by a plain file
+    renamed over it; a symbolic link stays a link to the file it names."""
+    import threading  # noqa: PLC0415
+
+    x = iris_rows(3)
+    np.save(work / "three.npy", x)
+    pipe = work / "out.pipe"
+    os.mkfifo(pipe)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(pipe.read_text()), daemon=True)
+    reader.start()
+    r = nnforge(work, "predict", MODEL, "--input", "three.npy", "-o", "out.pipe",
+                "--format", "csv")
+    reader.join(timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+    assert got and got[0].startswith("class,label,") and len(got[0].splitlines()) == 4
+    (work / "real.csv").write_text("old")
+    os.symlink("real.csv", work / "link.csv")
+    ok(nnforge(work, "predict", MODEL, "--input", "three.npy", "-o", "link.csv"))
+    assert (work / "link.csv").is_symlink()
+    assert (work / "real.csv").read_text().startswith("class,label,")

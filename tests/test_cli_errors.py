@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,12 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "binary.yaml").write_bytes(b"PK\x03\x04\xaf\xff")
     (d / "columns.json").write_text(json.dumps({f"c{i}": [1.0] for i in range(6)}))
     (d / "sub").mkdir()
+    (d / "empty.csv").write_text("")
+    (d / "header_only.csv").write_text("w,x,y,z\n")
+    np.save(d / "no_rows.npy", np.zeros((0, 4), np.float32))
+    (d / "utf16.json").write_text("[[1, 2, 3, 4]]", encoding="utf-16")
+    os.mkfifo(d / "pipe.nnf")
+    os.mkfifo(d / "pipe.onnx")
     _two_input_onnx(d / "two.onnx")
     return d
 
@@ -117,6 +124,48 @@ CASES = {
     "import over its source": (["import", "two.onnx", "-o", "two.onnx"], 2,
                                [".nnf", "'two.onnx'"]),
     "import a directory": (["import", "sub", "-o", "x.nnf"], 1, ["ONNX", "directory"]),
+    # second audit: each of these failed late, fell through to an internal error, or was
+    # silently ignored
+    "momentum for adam": (["train", "--dataset", "iris", "--optimizer", "adam", "--momentum",
+                           "0.9"], 2, ["--momentum", "sgd and rmsprop", "not to adam"]),
+    "momentum for the default optimizer": (["train", "--dataset", "iris", "--momentum", "0.9"],
+                                           2, ["--momentum", "adam (the default"]),
+    "unknown loss": (["train", "--dataset", "iris", "--loss", "bogus"], 2,
+                     ["--loss", "'bogus'", "cross_entropy"]),
+    "seed out of range": (["train", "--dataset", "iris", "--seed", "4294967296"], 2,
+                          ["--seed", "between 0 and 4294967295"]),
+    "architecture file is not JSON": (["train", "--dataset", "iris", "--architecture",
+                                       "good.csv"], 1, ["good.csv", "valid JSON"]),
+    "label column with a bundled set (train)": (["train", "--dataset", "iris",
+                                                 "--label-column", "2", "-o", "x.nnf"], 2,
+                                                ["--label-column", "--dataset"]),
+    "label column with a bundled set (evaluate)": (["evaluate", "m.nnf", "--dataset", "iris",
+                                                    "--label-column", "2"], 2,
+                                                   ["--label-column", "--dataset"]),
+    "evaluate seed without a split": (["evaluate", "m.nnf", "--data", "good.csv", "--seed",
+                                       "3"], 2, ["--seed", "--test-size"]),
+    "info optimization without --graph": (["info", "m.nnf", "--optimization", "none"], 2,
+                                          ["--optimization", "--graph"]),
+    "predict format against the output suffix": (["predict", "m.nnf", "--input", "good.csv",
+                                                  "--format", "json", "-o", "p.csv"], 2,
+                                                 ["--format json", "'p.csv'"]),
+    "predict an empty CSV": (["predict", "m.nnf", "--input", "empty.csv"], 1,
+                             ["empty.csv", "at least one sample, found none"]),
+    "predict a CSV of only a header": (["predict", "m.nnf", "--input", "header_only.csv",
+                                        "-o", "none.csv"], 1,
+                                       ["header_only.csv", "at least one sample"]),
+    "predict an array of no samples": (["predict", "m.nnf", "--input", "no_rows.npy"], 1,
+                                       ["no_rows.npy", "at least one sample"]),
+    "UTF-16 JSON input": (["predict", "m.nnf", "--input", "utf16.json"], 1,
+                          ["utf16.json", "UTF-16", "UTF-8"]),
+    "batch size beyond any size": (["predict", "m.nnf", "--input", "good.csv", "--batch-size",
+                                    "99999999999999999999"], 2, ["--batch-size", "up to"]),
+    "bench iterations beyond any size": (["bench", "m.nnf", "--iterations",
+                                          "99999999999999999999"], 2, ["--iterations"]),
+    "train output is a named pipe": (["train", "--dataset", "iris", "-o", "pipe.nnf"], 1,
+                                     ["regular file", "named pipe", "'pipe.nnf'"]),
+    "export output is a named pipe": (["export", "m.nnf", "-o", "pipe.onnx"], 1,
+                                      ["regular file", "named pipe"]),
 }
 
 
@@ -154,6 +203,33 @@ def test_same_file_outputs_leave_the_inputs_intact(work: Path) -> None:
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 2, r.stderr
     assert {n: (work / n).read_bytes() for n in before} == before
+
+
+def test_pipes_named_as_model_outputs_stay_pipes(work: Path) -> None:
+    """train/export wrote a temp file and renamed it over the output, replacing the pipe (as
+    root, `-o /dev/null` replaced the device itself)."""
+    for args in (["train", "--dataset", "iris", "--epochs", "1", "-o", "pipe.nnf"],
+                 ["export", "m.nnf", "-o", "pipe.onnx"]):
+        r = subprocess.run([sys.executable, "-m", "nnforge", *args], cwd=work,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1, r.stderr
+        assert stat.S_ISFIFO(os.stat(work / args[-1]).st_mode)
+
+
+def test_a_diverged_training_fails_in_one_line_and_saves_nothing(tmp_path: Path) -> None:
+    """lr 1e308 used to save a model of NaN weights (exit 0) with NumPy's warnings on stderr."""
+    (tmp_path / "tiny.csv").write_text("a,b,t\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n2,1,0\n4,3,1\n")
+    runs = {"weights": ["--data", "tiny.csv", "--batch-size", "64", "--test-size", "0",
+                        "--validation-split", "0"],
+            "loss": ["--dataset", "iris"]}
+    for why, args in runs.items():
+        r = subprocess.run([sys.executable, "-m", "nnforge", "train", *args, "--lr", "1e308",
+                            "--epochs", "1", "-q", "-o", "div.nnf"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1, r.stderr
+        assert r.stderr.count("\n") == 1 and "Warning" not in r.stderr, r.stderr
+        assert ("training diverged" if why == "weights" else "the loss became nan") in r.stderr
+        assert not (tmp_path / "div.nnf").exists()
 
 
 def test_debug_mode_shows_the_traceback(work: Path) -> None:

@@ -6,7 +6,9 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +16,21 @@ import pytest
 import nnforge as nf
 from nnforge import nn
 from nnforge.cli import main
-from nnforge.cli.common import atomic_output, column_ref, fraction, int_list, print_table
+from nnforge.cli.common import (
+    UsageError,
+    atomic_output,
+    check_output_dir,
+    check_output_path,
+    column_ref,
+    fraction,
+    int_between,
+    int_list,
+    nonnegative_float,
+    nonnegative_int,
+    positive_int,
+    print_table,
+    seed_int,
+)
 from nnforge.cli.config import DEFAULTS, normalize_config, resolve_settings
 from nnforge.cli.dataio import encode_classes, infer_task, targets_for_model
 from nnforge.cli.predict import predict_file
@@ -180,3 +196,92 @@ def test_architecture_and_preset_settings_are_not_silently_mixed(tmp_path) -> No
     assert s["architecture"] is None and s["hidden"] == [8]  # the flag wins
     with pytest.raises(ConfigError, match="found both \\(--model\\)"):
         resolve_settings(flags | {"architecture": "a.json", "model": "cnn"}, str(path))
+
+
+def test_bounded_flag_types_name_their_range() -> None:
+    assert int_between(0, 65535, "a port number")("8080") == 8080
+    for bad in ("65536", "-1", "80.5", "x", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="between 0 and 65535"):
+            int_between(0, 65535, "a port number")(bad)
+    assert seed_int("4294967295") == 2**32 - 1
+    with pytest.raises(argparse.ArgumentTypeError, match="seed between 0 and 4294967295"):
+        seed_int("4294967296")
+    # beyond sys.maxsize counts broke islice and array sizes with an internal error
+    assert positive_int(str(sys.maxsize)) == sys.maxsize
+    for parse in (positive_int, nonnegative_int):
+        with pytest.raises(argparse.ArgumentTypeError, match=str(sys.maxsize)):
+            parse(str(sys.maxsize + 1))
+    with pytest.raises(argparse.ArgumentTypeError):
+        int_list(f"1,{sys.maxsize + 1}")
+    for bad in ("inf", "nan", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="finite number >= 0"):
+            nonnegative_float(bad)
+
+
+def test_optimizer_settings_apply_only_to_optimizers_that_take_them(tmp_path) -> None:
+    flags = {k: None for k in DEFAULTS} | {"dataset": "iris"}
+    with pytest.raises(UsageError, match="--momentum applies to .* sgd and rmsprop, not to "
+                                         "adamw"):
+        resolve_settings(flags | {"optimizer": "adamw", "momentum": 0.9}, None)
+    assert resolve_settings(flags | {"optimizer": "rmsprop", "momentum": 0.9},
+                            None)["momentum"] == 0.9
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"optimizer": {"name": "adam", "momentum": 0.9}}))
+    with pytest.raises(ConfigError, match="c.json: setting 'momentum' applies to"):
+        resolve_settings(flags, str(path))
+    path.write_text(json.dumps({"optimizer": {"name": "sgd", "momentum": 0.9}}))
+    # --optimizer replaces the file's optimizer with the settings that were meant for it
+    s = resolve_settings(flags | {"optimizer": "adam"}, str(path))
+    assert s["optimizer"] == "adam" and s["momentum"] is None
+    with pytest.raises(UsageError, match="--momentum"):
+        resolve_settings(flags | {"optimizer": "adam", "momentum": 0.5}, str(path))
+    path.write_text(json.dumps({"dataset": "iris", "label_column": "x"}))
+    with pytest.raises(ConfigError, match="'label_column' applies to --data files"):
+        resolve_settings({k: None for k in DEFAULTS}, str(path))
+
+
+def test_a_report_removes_only_the_files_its_manifest_names(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    from nnforge.cli.report import MANIFEST, write_report  # noqa: PLC0415
+
+    out = tmp_path / "rep"
+    (out / "sub").mkdir(parents=True)
+    keep = ["notes.txt", "sub/a.png", "data.csv", "mine.png"]
+    for name in keep:
+        (out / name).write_text("user's")
+    (tmp_path / "outside.png").write_text("user's")
+    (out / "old_curve.png").write_text("an earlier report's")
+    # a hand-edited or hostile manifest must not reach files a report never writes
+    (out / MANIFEST).write_text(json.dumps({"files": [
+        "old_curve.png", "notes.txt", "data.csv", "sub/a.png", "../outside.png", "sub",
+        str(tmp_path / "outside.png"), ".", "..", 7]}))
+    files = write_report(out, "t", [("a", "b")], {"mse": 1.0}, {"loss": [2.0, 1.0]},
+                         pairs=(np.arange(3.0), np.arange(3.0)))
+    assert [f.name for f in files] == ["loss.png", "predicted_vs_true.png", "report.md",
+                                       "report.html"]
+    assert not (out / "old_curve.png").exists()
+    assert all((out / name).read_text() == "user's" for name in keep)
+    assert (tmp_path / "outside.png").exists()
+    assert json.loads((out / MANIFEST).read_text())["files"] == sorted(f.name for f in files)
+    (out / MANIFEST).write_text("{not json")  # a damaged manifest: nothing is removed
+    write_report(out, "t", [], {}, None, matrix=np.eye(2, dtype=np.int64), labels=["x", "y"])
+    assert (out / "loss.png").exists() and (out / "confusion_matrix.png").exists()
+
+
+def test_outputs_in_folders_that_cannot_be_written_fail_before_the_work(tmp_path,
+                                                                        monkeypatch) -> None:
+    """A model bound for a read-only folder was refused only after the whole training run."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode))
+    for check, target, flag in ((check_output_path, locked / "m.nnf", "--output"),
+                                (check_output_path, locked / "new" / "m.nnf", "--output"),
+                                (check_output_dir, locked, "--report"),
+                                (check_output_dir, locked / "rep", "--report")):
+        with pytest.raises(UsageError, match=f"cannot write {flag} .*no permission to create "
+                                             f"files in '{locked}'") as info:
+            check(target, flag)
+        assert info.value.exit_code == 1
+    check_output_path(tmp_path / "ok" / "m.nnf", "--output")
+    check_output_dir(tmp_path / "rep", "--report")

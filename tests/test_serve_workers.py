@@ -240,8 +240,8 @@ def test_startup_failures_are_one_line_and_leave_nothing_running(tmp_path: Path,
         busy.listen()
         r = serve(str(repo), "--port", str(busy.getsockname()[1]), "--no-grpc")
     assert r.returncode == 1 and "cannot listen on 127.0.0.1" in r.stderr.splitlines()[-1]
-    r = serve(str(repo), "--port", "0", "--no-grpc", workers="65")
-    assert r.returncode == 1 and "expected workers between 1 and 64" in r.stderr
+    r = serve(str(repo), "--port", "0", "--no-grpc", workers="65")  # a usage error: exit 2
+    assert r.returncode == 2 and "expected workers between 1 and 64" in r.stderr
     # SO_REUSEPORT must not let a second server share the port of a running one
     with ServerProcess([str(repo), "--workers", "2"]) as running:
         for taken in (["--port", str(running.http_port), "--no-grpc"],

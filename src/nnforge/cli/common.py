@@ -8,10 +8,11 @@ import json
 import math
 import os
 import re
+import stat
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any, Callable, Iterator, Sequence
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -47,26 +48,55 @@ def new_command(sub: Any, name: str, help_text: str, description: str,
 
 
 # -- flag value types (argparse turns their ArgumentTypeError into a usage error) ------------
-def positive_int(text: str) -> int:
-    """An integer >= 1."""
+#: The largest count a flag takes: beyond it Python's own sizes (islice, array dims) overflow.
+MAX_COUNT = sys.maxsize
+#: Seeds are NumPy's 32-bit seeds.
+MAX_SEED = 2**32 - 1
+
+
+def _int_or_none(text: str) -> int | None:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
-    if value < 1:
+        return None
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (and at most MAX_COUNT)."""
+    value = _int_or_none(text)
+    if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}")
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"expected a positive integer up to {MAX_COUNT}, "
+                                         f"found {text!r}")
     return value
 
 
 def nonnegative_int(text: str) -> int:
-    """An integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
+    """An integer >= 0 (and at most MAX_COUNT)."""
+    value = _int_or_none(text)
+    if value is None or value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, found {text!r}")
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {MAX_COUNT}, found "
+                                         f"{text!r}")
     return value
+
+
+def int_between(low: int, high: int, what: str = "an integer") -> Callable[[str], int]:
+    """A flag type: an integer in [low, high]; the message names the range."""
+    def check(text: str) -> int:
+        value = _int_or_none(text)
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {what} between {low} and {high}, "
+                                             f"found {text!r}")
+        return value
+    return check
+
+
+def seed_int(text: str) -> int:
+    """A random seed: an integer from 0 to 2**32 - 1."""
+    return int_between(0, MAX_SEED, "a seed")(text)
 
 
 def positive_float(text: str) -> float:
@@ -87,7 +117,7 @@ def nonnegative_float(text: str) -> float:
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, found {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, found {text!r}")
     return value
 
 
@@ -105,7 +135,8 @@ def fraction(text: str) -> float:
 def int_list(text: str) -> list[int]:
     """Comma-separated positive integers, e.g. '128,64'."""
     parts = [p.strip() for p in str(text).split(",")]
-    if not parts or not all(re.fullmatch(r"[0-9]+", p) and int(p) > 0 for p in parts):
+    if not parts or not all(re.fullmatch(r"[0-9]+", p) and 0 < int(p) <= MAX_COUNT
+                            for p in parts):
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers like "
                                          f"128,64, found {text!r}")
     return [int(p) for p in parts]
@@ -242,14 +273,57 @@ def _umask() -> int:
     return mask
 
 
+def writes_in_place(path: str | os.PathLike) -> bool:
+    """True for an output that is no regular file: /dev/null, a named pipe, /dev/stdout.
+
+    Such an output is written to directly: renaming a temp file over it would replace the
+    device or pipe with a plain file (as root, /dev/null itself).
+    """
+    text = os.fspath(path)
+    # the process's own streams, also when they are redirected to a regular file (`>> log`)
+    if text.startswith(("/dev/stdout", "/dev/stderr", "/dev/fd/", "/proc/")):
+        return True
+    try:
+        mode = os.stat(text).st_mode
+    except OSError:  # missing (it will be created) or unreachable (the write will say so)
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def _kind_of(path: str | os.PathLike) -> str:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "a device path"
+    for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, newline: str | None = "") -> Iterator[IO[str]]:
-    """A text file that appears at `path` only when the block succeeds (temp file + rename)."""
+    """A text file that appears at `path` only when the block succeeds (temp file + rename).
+
+    A device or pipe (/dev/null, a FIFO) is written to directly instead, and a symbolic link
+    to a file keeps being a link: the file it points to is replaced.
+    """
     target = Path(path)
     if target.is_dir():
         raise IsADirectoryError(21, "Is a directory", str(target))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    if writes_in_place(target):
+        # "a": /dev/stdout redirected with `>> log` must not truncate the log when reopened
+        with open(target, "a", encoding="utf-8", newline=newline) as fh:
+            yield fh
+        return
+    if target.is_symlink() and target.is_file():
+        target = Path(os.path.realpath(target))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:  # name the file asked for, not the temp file beside it
+        raise OSError(exc.errno, exc.strerror or str(exc), os.fspath(path)) from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a normal file is wanted
         with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
@@ -271,16 +345,25 @@ def _same_file(a: Path, b: str | os.PathLike) -> bool:
 
 
 def check_output_path(path: str | os.PathLike, flag: str,
-                      inputs: Sequence[tuple[str, str | os.PathLike | None]] = ()) -> None:
+                      inputs: Sequence[tuple[str, str | os.PathLike | None]] = (),
+                      in_place_ok: bool = False) -> None:
     """Before any work: refuse an output that is a directory, lies under a file, or is an input.
 
     Found late, these failures would waste a training run or, for a same-file output, replace
-    the input (data, config or model) with the result.
+    the input (data, config or model) with the result. A device or pipe (/dev/null) is refused
+    unless `in_place_ok` (the writer uses atomic_output, which writes such outputs directly):
+    model files are written whole and renamed into place, which would replace the device.
     """
     target = Path(path)
     if target.is_dir():
         raise UsageError(f"expected {flag} to name a file, found a directory at "
                          f"{str(target)!r}", EXIT_FAILURE)
+    if writes_in_place(target):
+        if in_place_ok:
+            return
+        raise UsageError(f"expected {flag} to name a regular file, found {_kind_of(target)} "
+                         f"at {str(target)!r} (the file is written whole, then renamed into "
+                         f"place)", EXIT_FAILURE)
     _check_parents(target, flag)
     for name, other in inputs:
         if other is not None and _same_file(target, other):
@@ -289,11 +372,15 @@ def check_output_path(path: str | os.PathLike, flag: str,
 
 
 def check_output_dir(path: str | os.PathLike, flag: str) -> None:
-    """Before any work: refuse an output directory that is a file or lies under a file."""
+    """Before any work: refuse an output directory that is a file, lies under a file, or
+    cannot be written."""
     target = Path(path)
     if target.exists() and not target.is_dir():
         raise UsageError(f"expected {flag} to name a directory, found a file at "
                          f"{str(target)!r}", EXIT_FAILURE)
+    if target.is_dir():
+        _check_writable(target, target, flag)
+        return
     _check_parents(target, flag)
 
 
@@ -304,7 +391,17 @@ def _check_parents(target: Path, flag: str) -> None:
             if not folder.is_dir():
                 raise UsageError(f"expected {flag} {str(target)!r} to lie in a directory, found "
                                  f"a file at {str(folder)!r}", EXIT_FAILURE)
+            _check_writable(folder, target, flag)
             return
+
+
+def _check_writable(folder: Path, target: Path, flag: str) -> None:
+    # found only when writing, this failure came after the whole training run (or after the
+    # metrics were printed); the file is written beside its name and renamed, so the folder
+    # itself must be writable even when the file already exists
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write {flag} {str(target)!r}: no permission to create files "
+                         f"in {str(folder)!r}", EXIT_FAILURE)
 
 
 def require_matplotlib() -> Any:

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from ..errors import ConfigError
 from .common import (
+    UsageError,
     column_ref,
     fraction,
     int_list,
@@ -17,6 +18,7 @@ from .common import (
     nonnegative_int,
     positive_float,
     positive_int,
+    seed_int,
 )
 from .dataio import DATASETS
 
@@ -26,6 +28,8 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 #: The built-in model's settings, which a full `architecture` replaces.
 PRESET_KEYS = ("model", "hidden", "activation", "dropout")
+#: Optimizer settings that only some optimizers take (lr and weight_decay: all of them).
+OPTIMIZER_ONLY = {"momentum": ("sgd", "rmsprop")}
 
 #: Every setting with its default; a config file may set any of them, flags override it.
 DEFAULTS: dict[str, Any] = {
@@ -61,18 +65,23 @@ def _text(text: str) -> str:
     return text
 
 
-def _seed(text: str) -> int:
-    return nonnegative_int(text)
+def loss_name(text: str) -> str:
+    """A loss the trainer knows by name (checked before the data is loaded)."""
+    from ..nn.losses import LOSSES  # noqa: PLC0415
+
+    if text.lower() not in LOSSES:
+        raise argparse.ArgumentTypeError(f"expected one of {sorted(LOSSES)}, found {text!r}")
+    return text
 
 
 #: How a config file value is checked: the flag's own type function, applied to its text.
 CONVERTERS: dict[str, Callable[[str], Any]] = {
     "dataset": _choice(DATASETS), "data": _text, "label_column": column_ref,
     "task": _choice(TASK_CHOICES), "model": _choice(MODEL_CHOICES), "hidden": int_list,
-    "activation": _choice(ACTIVATIONS), "dropout": fraction, "loss": _text,
+    "activation": _choice(ACTIVATIONS), "dropout": fraction, "loss": loss_name,
     "optimizer": _choice(OPTIMIZERS), "lr": positive_float, "weight_decay": nonnegative_float,
     "momentum": nonnegative_float, "epochs": positive_int, "batch_size": positive_int,
-    "seed": _seed, "validation_split": fraction, "early_stopping": nonnegative_int,
+    "seed": seed_int, "validation_split": fraction, "early_stopping": nonnegative_int,
     "standardize": _bool, "test_size": fraction, "output": _text, "report": _text,
     "quiet": _bool,
 }
@@ -190,7 +199,42 @@ def resolve_settings(flags: dict[str, Any], config_path: str | None) -> dict[str
     if settings["dataset"] is None and settings["data"] is None:
         raise ConfigError("expected a data source: --dataset NAME or --data FILE (or 'dataset' "
                           "/ 'data' in the config file)")
+    if settings["dataset"] is not None and settings["label_column"] is not None:
+        if flags.get("label_column") is None and flags.get("dataset") is not None:
+            settings["label_column"] = None  # it named a column of the file's data source
+        else:
+            _not_applicable("label_column", "applies to --data files; a bundled --dataset "
+                            "has its own targets", flags, config_path)
+    _check_optimizer_settings(settings, config, flags, config_path)
     return settings
+
+
+def _not_applicable(key: str, why: str, flags: dict[str, Any], config_path: str | None) -> None:
+    """A setting that does not apply: a usage error for a flag, a ConfigError for the file."""
+    if flags.get(key) is not None:
+        raise UsageError(f"--{key.replace('_', '-')} {why}")
+    raise ConfigError(f"{config_path}: setting {key!r} {why}")
+
+
+def _check_optimizer_settings(settings: dict[str, Any], config: dict[str, Any],
+                              flags: dict[str, Any], config_path: str | None) -> None:
+    """A setting the chosen optimizer does not take fails up front, not after the data loads.
+
+    (It used to fail only once the model was built, or, had the optimizer ignored it, never.)
+    """
+    name = settings["optimizer"]
+    for key, takers in OPTIMIZER_ONLY.items():
+        if settings[key] is None or name in takers:
+            continue
+        if flags.get(key) is None and flags.get("optimizer") is not None:
+            # --optimizer replaces the config file's optimizer, and with it the settings that
+            # were meant for that one (as --dataset replaces its 'data')
+            settings[key] = None
+            continue
+        chosen = name if flags.get("optimizer") is not None or "optimizer" in config else \
+            f"{name} (the default; choose one with --optimizer)"
+        _not_applicable(key, f"applies to the optimizers {' and '.join(takers)}, not to "
+                        f"{chosen}", flags, config_path)
 
 
 def _resolve_architecture(settings: dict[str, Any], config: dict[str, Any],

@@ -41,6 +41,13 @@ def add_data_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
                             "index (default: the last column)")
 
 
+def check_label_column(dataset: str | None, label_column: int | str | None) -> None:
+    """--label-column names a column of a --data file; with --dataset it would be ignored."""
+    if dataset is not None and label_column is not None:
+        raise UsageError("--label-column applies to --data files; a bundled --dataset has its "
+                         "own targets")
+
+
 def load_labeled(dataset: str | None, data: str | None,
                  label_column: int | str | None) -> LabeledData:
     """Load a bundled set or a labeled .csv/.npz file."""

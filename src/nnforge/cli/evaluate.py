@@ -8,16 +8,17 @@ from typing import Any
 import numpy as np
 
 from .common import (
+    UsageError,
     check_output_dir,
     fraction,
     new_command,
-    nonnegative_int,
     positive_int,
     print_json,
     require_matplotlib,
     sample_shape,
+    seed_int,
 )
-from .dataio import add_data_arguments
+from .dataio import add_data_arguments, check_label_column
 
 EXAMPLES = """\
   nnforge evaluate models/digits/1/model.nnf --dataset digits
@@ -40,14 +41,15 @@ def add_parser(sub: Any) -> None:
     add_data_arguments(p, required=True)
     p.add_argument("--test-size", type=fraction, metavar="F",
                    help="score only the held-out part of the split train makes with this size")
-    p.add_argument("--seed", type=nonnegative_int, default=0, metavar="N",
-                   help="seed of that split (default: 0)")
+    p.add_argument("--seed", type=seed_int, metavar="N",
+                   help="seed of that split, with --test-size (default: 0)")
     p.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help="rows per inference batch (default: the session's)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("--report", metavar="DIR",
                    help="write a confusion matrix or predicted-vs-true plot and a "
-                        "Markdown/HTML report there (needs matplotlib)")
+                        "Markdown/HTML report there, replacing an earlier nnforge report's "
+                        "files but no others (needs matplotlib)")
     p.set_defaults(run=run)
 
 
@@ -59,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
     from .predict import _conform, prediction_columns  # noqa: PLC0415
     from .scoring import compute_metrics, confusion, print_confusion, print_metrics  # noqa: PLC0415
 
+    if args.seed is not None and not args.test_size:
+        # without a split there is nothing to seed: the flag would be silently ignored
+        raise UsageError("--seed seeds the --test-size split; give --test-size too (or drop "
+                         "--seed)")
+    check_label_column(args.dataset, args.label_column)
     if args.report:  # before the work, not after the metrics are printed
         check_output_dir(args.report, "--report")
         require_matplotlib()
@@ -72,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     x = _conform(data.x, shape, args.dataset or args.data)
     if args.test_size:
         classes = task in ("multiclass", "binary")
-        _, x, _, y = train_test_split(x, y, test_size=args.test_size, seed=args.seed,
+        _, x, _, y = train_test_split(x, y, test_size=args.test_size, seed=args.seed or 0,
                                       stratify=y if classes else None)
     cols = prediction_columns(session.predict(x, batch_size=args.batch_size), task)
     predicted = cols["classes"] if "classes" in cols else cols.get("multilabel", cols.get("values"))

@@ -28,7 +28,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("model", metavar="MODEL", help="the .nnf model file (or an .onnx file)")
     p.add_argument("--graph", action="store_true",
                    help="also print the inference graph after optimization")
-    p.add_argument("--optimization", choices=("none", "basic", "all"), default="all",
+    p.add_argument("--optimization", choices=("none", "basic", "all"),
                    help="optimization level of the graph shown by --graph (default: all)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(run=run)
@@ -102,6 +102,11 @@ def _shape_text(shape: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Describe the model."""
+    if args.optimization is not None and not args.graph:
+        # it only shapes the --graph listing; alone it would be silently ignored
+        raise UsageError("--optimization applies to the graph that --graph prints; give "
+                         "--graph too (or drop --optimization)")
+    optimization = args.optimization or "all"
     model = _load(args.model)
     manifest = model.manifest
     input_shape: Any = tuple(manifest["inputs"][0]["shape"][1:])
@@ -115,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if args.graph:
         from ..runtime import InferenceSession  # noqa: PLC0415
 
-        graph_text = InferenceSession(args.model, optimization=args.optimization).graph.dump()
+        graph_text = InferenceSession(args.model, optimization=optimization).graph.dump()
     if args.json:
         doc = {"model": args.model, "manifest": manifest, "layers": layers, "totals": totals}
         if graph_text is not None:
@@ -131,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
                 align="lllrr")
     if graph_text is not None:
         print()
-        print(f"inference graph (optimization {args.optimization}):")
+        print(f"inference graph (optimization {optimization}):")
         print(graph_text)
     return 0
 

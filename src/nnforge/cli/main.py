@@ -18,6 +18,7 @@ import inspect
 import os
 import sys
 import traceback
+import warnings
 from typing import Sequence
 
 from .common import EXIT_FAILURE, EXIT_USAGE, CliParser, UsageError, fail_line
@@ -97,7 +98,12 @@ def _dispatch(argv: Sequence[str] | None) -> int:
     if args.command is None:
         parser.error("expected a command: train, evaluate, predict, info, bench, serve, export "
                      "or import (see 'nnforge --help')")
-    return int(args.run(args) or 0)
+    with warnings.catch_warnings():
+        if os.environ.get("NNFORGE_DEBUG", "") in ("", "0"):
+            # NumPy's overflow/invalid-value warnings from inside nnforge (a diverging training)
+            # would print lines of source code before the one-line error that explains them
+            warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"nnforge(\.|$)")
+        return int(args.run(args) or 0)
 
 
 def _is_user_mistake(exc: BaseException) -> bool:

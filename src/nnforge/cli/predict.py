@@ -67,11 +67,11 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime import InferenceSession  # noqa: PLC0415
 
     output = None if args.output == "-" else args.output  # '-': stdout, as usual
-    fmt = args.format or _format_of(output)
+    fmt = _format_of(output, args.format)
     _check_readable(args.input)
     if output is not None:
         check_output_path(output, "--output", [("--input file", args.input),
-                                               ("model file", args.model)])
+                                               ("model file", args.model)], in_place_ok=True)
     session = InferenceSession(args.model)
     batch = args.batch_size or DEFAULT_BATCH
     if output is None:
@@ -84,12 +84,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _format_of(output: str | None) -> str:
-    """The output format an --output name implies; any other suffix needs an explicit --format."""
+def _format_of(output: str | None, fmt: str | None = None) -> str:
+    """The output format: --format, else what the --output name implies.
+
+    Any other suffix needs an explicit --format; a --format that contradicts the suffix (JSON
+    into preds.csv) is refused rather than writing a file whose name lies about its content.
+    """
     suffix = Path(output).suffix.lower() if output else ""
-    if suffix == ".json":
-        return "json"
-    if suffix in ("", ".csv", ".txt"):
+    implied = {".json": "json", ".csv": "csv"}.get(suffix)
+    if fmt is not None:
+        if implied is not None and implied != fmt:
+            raise UsageError(f"expected --format to match the --output suffix, found --format "
+                             f"{fmt} for {Path(output or '').name!r} (drop --format, or name a "
+                             f".{fmt} file)")
+        return fmt
+    if implied is not None:
+        return implied
+    if suffix in ("", ".txt"):
         return "csv"
     raise UsageError(f"expected --output to end in .csv or .json (or --format csv|json to "
                      f"choose), found {Path(output or '').name!r}")
@@ -114,6 +125,12 @@ def _json_rows(path: str) -> np.ndarray:
             doc = json.load(fh)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: expected valid JSON, found: {exc}") from None
+    except UnicodeDecodeError:  # its own message would not name the file
+        with open(path, "rb") as fh:
+            utf16 = fh.read(2) in (b"\xff\xfe", b"\xfe\xff")
+        raise DataError(f"{path}: expected JSON in UTF-8 text, found "
+                        + ("UTF-16 text (save it as UTF-8)" if utf16 else
+                           "binary or other non-UTF-8 data")) from None
     if isinstance(doc, dict):
         key = next((k for k in ("instances", "data", "inputs") if k in doc), None)
         if key is None:
@@ -332,6 +349,10 @@ def predict_file(session: Any, path: str, out: IO[str], fmt: str = "csv",
         writer.write(cols)
         done += len(x)
     if not started:
-        writer.header(len(labels) if labels else 1)
+        # as train and evaluate do: an empty input is a mistake (a wrong file, a failed export),
+        # not zero predictions to report as a success
+        from ..errors import DataError  # noqa: PLC0415
+
+        raise DataError(f"{path}: expected at least one sample, found none")
     writer.close()
     return writer.rows

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .common import fmt_number, require_matplotlib
+from .common import atomic_output, fmt_number, require_matplotlib
+
+#: The record of the files the last report wrote into its directory. The next report there
+#: removes those it does not write again (an earlier classification run's confusion matrix
+#: must not sit beside a regression run's plots) and never touches any other file.
+MANIFEST = ".nnforge-report.json"
 
 
-def _curves(plt: Any, out: Path, history: dict[str, list[float]]) -> list[tuple[str, str]]:
+def _curves(plt: Any, out: Path, history: dict[str, list[float]],
+            written: list[str]) -> list[tuple[str, str]]:
     """One PNG per tracked quantity (loss first), train and validation on the same axes."""
     from matplotlib.ticker import MaxNLocator  # noqa: PLC0415 - optional extra
 
@@ -33,13 +41,15 @@ def _curves(plt: Any, out: Path, history: dict[str, list[float]]) -> list[tuple[
         ax.legend()
         fig.tight_layout()
         name = f"{key}.png"
+        written.append(name)
         fig.savefig(out / name, dpi=100)
         plt.close(fig)
         made.append((f"{key} per epoch", name))
     return made
 
 
-def _confusion_png(plt: Any, out: Path, matrix: np.ndarray, labels: Sequence[Any]) -> str:
+def _confusion_png(plt: Any, out: Path, matrix: np.ndarray, labels: Sequence[Any],
+                   written: list[str]) -> str:
     k = len(matrix)
     fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * k + 2), max(3.5, 0.5 * k + 1.5)))
     im = ax.imshow(matrix, cmap="Blues")
@@ -57,12 +67,14 @@ def _confusion_png(plt: Any, out: Path, matrix: np.ndarray, labels: Sequence[Any
                 ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=8,
                         color="white" if matrix[i, j] > top / 2 else "black")
     fig.tight_layout()
+    written.append("confusion_matrix.png")
     fig.savefig(out / "confusion_matrix.png", dpi=100)
     plt.close(fig)
     return "confusion_matrix.png"
 
 
-def _scatter_png(plt: Any, out: Path, y_true: np.ndarray, y_pred: np.ndarray) -> str:
+def _scatter_png(plt: Any, out: Path, y_true: np.ndarray, y_pred: np.ndarray,
+                 written: list[str]) -> str:
     t, p = np.asarray(y_true, np.float64).ravel(), np.asarray(y_pred, np.float64).ravel()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.scatter(t, p, s=8, alpha=0.6)
@@ -73,6 +85,7 @@ def _scatter_png(plt: Any, out: Path, y_true: np.ndarray, y_pred: np.ndarray) ->
     ax.set_title("predicted vs true")
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    written.append("predicted_vs_true.png")
     fig.savefig(out / "predicted_vs_true.png", dpi=100)
     plt.close(fig)
     return "predicted_vs_true.png"
@@ -115,23 +128,67 @@ def _html(title: str, summary: list[tuple[str, str]], metrics: dict[str, Any],
             + figs + "</body></html>\n")
 
 
+def _is_report_name(name: Any) -> bool:
+    """A name a report writes: a plain file name in the directory, never a path."""
+    return isinstance(name, str) and name == Path(name).name and not name.startswith(".") \
+        and "\\" not in name and (name in ("report.md", "report.html") or name.endswith(".png"))
+
+
+def _recorded(out: Path) -> list[str]:
+    """The files the manifest says an earlier report wrote (none for a missing or odd one)."""
+    try:
+        doc = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    files = doc.get("files") if isinstance(doc, dict) else None
+    return [f for f in files if _is_report_name(f)] if isinstance(files, list) else []
+
+
+def _record(out: Path, names: Sequence[str]) -> None:
+    with atomic_output(out / MANIFEST, newline=None) as fh:
+        json.dump({"written_by": "nnforge", "files": sorted(set(names))}, fh, indent=1)
+        fh.write("\n")
+
+
 def write_report(directory: str | Path, title: str, summary: list[tuple[str, str]],
                  metrics: dict[str, Any], history: dict[str, list[float]] | None,
                  matrix: np.ndarray | None = None, labels: Sequence[Any] | None = None,
                  pairs: tuple[np.ndarray, np.ndarray] | None = None) -> list[Path]:
-    """Write the plots, report.md and report.html into directory; return the files written."""
+    """Write the plots, report.md and report.html into directory; return the files written.
+
+    Files an earlier report wrote there (see MANIFEST) and this one did not are removed, so
+    the directory holds one run's report; other files in it are left alone.
+    """
     plt = require_matplotlib()
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    figures: list[tuple[str, str]] = []
-    if history:
-        figures += _curves(plt, out, history)
-    if matrix is not None:
-        figures.append(("confusion matrix", _confusion_png(plt, out, matrix, labels or [])))
-    elif pairs is not None and len(pairs[0]):
-        figures.append(("predicted vs true", _scatter_png(plt, out, *pairs)))
-    md = out / "report.md"
-    md.write_text(_markdown(title, summary, metrics, figures, matrix, labels), encoding="utf-8")
-    page = out / "report.html"
-    page.write_text(_html(title, summary, metrics, figures), encoding="utf-8")
+    earlier = _recorded(out)
+    written: list[str] = []
+    try:
+        figures: list[tuple[str, str]] = []
+        if history:
+            figures += _curves(plt, out, history, written)
+        if matrix is not None:
+            figures.append(("confusion matrix",
+                            _confusion_png(plt, out, matrix, labels or [], written)))
+        elif pairs is not None and len(pairs[0]):
+            figures.append(("predicted vs true", _scatter_png(plt, out, *pairs, written)))
+        md = out / "report.md"
+        written.append(md.name)
+        md.write_text(_markdown(title, summary, metrics, figures, matrix, labels),
+                      encoding="utf-8")
+        page = out / "report.html"
+        written.append(page.name)
+        page.write_text(_html(title, summary, metrics, figures), encoding="utf-8")
+    except BaseException:
+        # keep every file either run wrote on record, so that the next report cleans them up
+        with contextlib.suppress(OSError):
+            _record(out, earlier + written)
+        raise
+    _record(out, written)
+    for name in sorted(set(earlier) - set(written)):
+        stale = out / name
+        if stale.is_file() or stale.is_symlink():
+            with contextlib.suppress(OSError):
+                stale.unlink()
     return [out / name for _, name in figures] + [md, page]

@@ -23,6 +23,7 @@ from .common import (
     positive_float,
     positive_int,
     require_matplotlib,
+    seed_int,
     stdout_may_close,
 )
 from .config import (
@@ -32,6 +33,7 @@ from .config import (
     OPTIMIZERS,
     TASK_CHOICES,
     load_architecture,
+    loss_name,
     resolve_settings,
 )
 from .dataio import DATASETS
@@ -101,18 +103,18 @@ def add_parser(sub: Any) -> None:
     m.add_argument("--dropout", type=fraction, metavar="P", help=_default("dropout"))
     m.add_argument("--architecture", metavar="FILE",
                    help="JSON file with a full architecture (Module.to_architecture() output)")
-    m.add_argument("--loss", help="loss name (default: cross_entropy, bce_with_logits or mse "
-                                  "by task)")
+    m.add_argument("--loss", type=loss_name,
+                   help="loss name (default: cross_entropy, bce_with_logits or mse by task)")
     o = p.add_argument_group("optimization")
     o.add_argument("--optimizer", choices=OPTIMIZERS, help=_default("optimizer"))
     o.add_argument("--lr", type=positive_float, metavar="LR", help=_default("lr"))
     o.add_argument("--weight-decay", type=nonnegative_float, metavar="W",
                    help="(default: the optimizer's: 0.01 for adamw, 0 for the others)")
     o.add_argument("--momentum", type=nonnegative_float, metavar="M",
-                   help="momentum for sgd and rmsprop")
+                   help="momentum, for sgd and rmsprop only")
     o.add_argument("--epochs", type=positive_int, metavar="N", help=_default("epochs"))
     o.add_argument("--batch-size", type=positive_int, metavar="N", help=_default("batch_size"))
-    o.add_argument("--seed", type=nonnegative_int, metavar="N", help=_default("seed"))
+    o.add_argument("--seed", type=seed_int, metavar="N", help=_default("seed"))
     o.add_argument("--early-stopping", type=nonnegative_int, metavar="N",
                    help="stop after N epochs without improvement, keeping the best weights; "
                         "0 is off " + _default("early_stopping"))
@@ -121,7 +123,8 @@ def add_parser(sub: Any) -> None:
                      help="model file to write (default: models/<data name>/1/model.nnf)")
     out.add_argument("--report", metavar="DIR",
                      help="write loss/metric curves, a confusion matrix and a Markdown/HTML "
-                          "report there (needs matplotlib)")
+                          "report there, replacing an earlier nnforge report's files but no "
+                          "others (needs matplotlib)")
     out.add_argument("-q", "--quiet", action="store_true", default=None,
                      help="print only the final summary")
     p.set_defaults(run=run)
@@ -148,6 +151,11 @@ def _run(args: argparse.Namespace) -> int:
     check_output_path(_output_path(settings, {"name": name}), "--output",
                       [("--data file", settings["data"]), ("--config file", args.config),
                        ("--architecture file", arch if isinstance(arch, str) else None)])
+    if arch is not None:  # a bad file or an unknown layer: say so before loading the data
+        from .models import build_from_architecture  # noqa: PLC0415
+
+        settings["architecture"] = load_architecture(arch)
+        build_from_architecture(settings["architecture"])
     started = time.perf_counter()
     prep = _prepare(settings)
     result = _fit(settings, prep)
@@ -277,6 +285,7 @@ def _fit(s: dict[str, Any], prep: dict[str, Any]) -> dict[str, Any]:
     if callbacks and callbacks[0].stopped_epoch is not None:
         _say(s, f"early stopping after epoch {callbacks[0].stopped_epoch + 1}; kept the "
                 f"weights of epoch {callbacks[0].best_epoch + 1}")
+    _check_finite_weights(model)
     if target_scale is not None:
         fold_target_scaling(last_linear(model), *target_scale)
     result: dict[str, Any] = {"model": model, "history": dict(history), "loss": loss,
@@ -284,6 +293,17 @@ def _fit(s: dict[str, Any], prep: dict[str, Any]) -> dict[str, Any]:
     if len(prep["X_test"]):
         result.update(_test(trainer, prep))
     return result
+
+
+def _check_finite_weights(model: Any) -> None:
+    """A diverged model is refused, not saved: it would predict one class for every input."""
+    from ..errors import DataError  # noqa: PLC0415
+
+    for name, p in model.named_parameters():
+        if not np.isfinite(p.data).all():
+            raise DataError(f"training diverged: parameter {name!r} holds non-finite values "
+                            f"(nan or inf); lower the learning rate (--lr) or check the data; "
+                            f"no model was saved")
 
 
 def _test(trainer: Any, prep: dict[str, Any]) -> dict[str, Any]:

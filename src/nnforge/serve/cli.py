@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+import math
+from pathlib import Path
+from typing import Any, Sequence
 
-from ..cli.common import CliParser, nonnegative_int, positive_int
-from .config import ServeConfig, apply_environment, from_mapping, read_file
+from ..cli.common import (
+    CliParser,
+    UsageError,
+    int_between,
+    nonnegative_float,
+    positive_int,
+)
+from ..errors import ConfigError
+from .config import MAX_WORKERS, ServeConfig, apply_environment, from_mapping, read_file
+
+#: Bounds of the settings, for the flags (a usage error) and the config file (a failure).
+PORTS = (0, 65535)
+#: Warm-up runs every batch size up to it: a huge value hung the start without a word.
+MAX_BATCH_SIZE = 65536
+#: gRPC takes the body limit as a C int.
+MAX_BODY_BYTES = 2**31 - 1
+MAX_THREADS = 1024
 
 DESCRIPTION = """Serve a model over simple REST, KServe V2 REST and KServe V2 gRPC.
 
@@ -26,14 +43,15 @@ then:
   open http://localhost:8000/docs                  # every route"""
 
 
-def _nonnegative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, found {text!r}")
-    return value
+def _model_name(text: str) -> str:
+    from .repository import _NAME  # noqa: PLC0415 - the repository's own rule for names
+
+    if not _NAME.match(text):
+        # an empty name used to fall back to the file's name without a word
+        raise argparse.ArgumentTypeError(f"expected a model name of up to 128 letters, digits, "
+                                         f"'_', '-' and '.' (not starting with '.' or '-'), "
+                                         f"found {text!r}")
+    return text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,38 +59,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", metavar="PATH", help="a .nnf file or a model repository")
     parser.add_argument("--config", metavar="FILE", help="settings file (.toml, .json, .yaml)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=nonnegative_int, help="HTTP port (default 8000; 0: any)")
-    parser.add_argument("--grpc-port", type=nonnegative_int,
-                        help="gRPC port (default 8001; 0: any)")
+    port = int_between(*PORTS, "a port number")  # the message names the range
+    parser.add_argument("--port", type=port, help="HTTP port, 0 to 65535 (default 8000; 0: any)")
+    parser.add_argument("--grpc-port", type=port,
+                        help="gRPC port, 0 to 65535 (default 8001; 0: any)")
     parser.add_argument("--no-grpc", action="store_true", help="do not start the gRPC server")
-    parser.add_argument("--model-name", help="name for a single .nnf file (default: taken from "
-                                             "<model>/<version>/model.nnf or the file name)")
+    parser.add_argument("--model-name", type=_model_name,
+                        help="name for a single .nnf file (default: taken from "
+                             "<model>/<version>/model.nnf or the file name)")
     parser.add_argument("--version-policy", metavar="POLICY",
                         help="latest, latest:N, all or specific:V1,V2 (default latest:1)")
-    parser.add_argument("--poll", type=_nonnegative, metavar="SECONDS", dest="poll_interval_s",
+    parser.add_argument("--poll", type=nonnegative_float, metavar="SECONDS",
+                        dest="poll_interval_s",
                         help="look for new or changed versions every SECONDS (default: off)")
-    parser.add_argument("--max-batch-size", type=positive_int,
-                        help="samples per batched forward pass (default 64)")
-    parser.add_argument("--max-queue-delay-ms", type=_nonnegative,
+    parser.add_argument("--max-batch-size", type=int_between(1, MAX_BATCH_SIZE),
+                        help=f"samples per batched forward pass, 1 to {MAX_BATCH_SIZE} "
+                             f"(default 64)")
+    parser.add_argument("--max-queue-delay-ms", type=nonnegative_float,
                         help="how long the first request may wait for others (default 0)")
     parser.add_argument("--max-queue-size", type=positive_int,
                         help="samples waiting per model before 503 (default 2048)")
-    parser.add_argument("--timeout-ms", type=_nonnegative,
+    parser.add_argument("--timeout-ms", type=nonnegative_float,
                         help="per-request timeout, 0: none (default 30000)")
     parser.add_argument("--compute", choices=["auto", "inline", "thread"],
                         help="where forward passes run: the event loop (inline), a worker "
                              "thread, or auto: a thread for models slower than 2 ms a batch "
                              "(default auto)")
-    parser.add_argument("--model-threads", type=positive_int, dest="threads",
+    parser.add_argument("--model-threads", type=int_between(1, MAX_THREADS), dest="threads",
                         help="threads one forward pass may use (default 1)")
-    parser.add_argument("--max-body-bytes", type=positive_int,
+    parser.add_argument("--max-body-bytes", type=int_between(1, MAX_BODY_BYTES),
                         help="largest request body (default 16 MiB)")
-    parser.add_argument("--shutdown-grace-s", type=_nonnegative, metavar="SECONDS",
+    parser.add_argument("--shutdown-grace-s", type=nonnegative_float, metavar="SECONDS",
                         help="on SIGTERM, how long requests in flight may take (default 10)")
-    parser.add_argument("--workers", type=positive_int,
+    parser.add_argument("--workers", type=int_between(1, MAX_WORKERS, "workers"),
                         help="server processes sharing the ports, for more requests per second "
-                             "on several cores (default 1)")
-    parser.add_argument("--blas-threads", type=positive_int,
+                             f"on several cores, 1 to {MAX_WORKERS} (default 1)")
+    parser.add_argument("--blas-threads", type=int_between(1, MAX_THREADS),
                         help="threads of the BLAS library (default: its own choice)")
     parser.add_argument("--no-fast-http", action="store_true",
                         help="send inference requests through ASGI like every other route "
@@ -84,8 +106,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace) -> ServeConfig:
     """Defaults, config file, environment, flags: in that order."""
-    cfg = from_mapping(read_file(args.config), f"'{args.config}'") if args.config \
-        else ServeConfig()
+    if args.no_grpc and args.grpc_port is not None:
+        raise UsageError("--grpc-port and --no-grpc contradict each other; give one of them")
+    where = f"'{args.config}'" if args.config else "the settings"
+    if args.config:
+        try:
+            cfg = from_mapping(read_file(args.config), where)
+        except UnicodeDecodeError:
+            raise ConfigError(f"expected the config file {where} to be UTF-8 text, found binary "
+                              f"or other non-UTF-8 data") from None
+    else:
+        cfg = ServeConfig()
     apply_environment(cfg)
     cfg.path = args.path
     for name in ("host", "port", "grpc_port", "model_name", "version_policy", "poll_interval_s",
@@ -106,7 +137,48 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
         cfg.access_log = False
     if args.no_fast_http:
         cfg.fast_http = False
-    return cfg.validate()
+    cfg.validate()
+    _check_bounds(cfg, where)
+    if cfg.model_name is not None and Path(cfg.path).is_dir():
+        # the repository names its models by their folders: the name would be ignored
+        message = (f"names a single model file; {cfg.path!r} is a model repository, whose "
+                   f"models are named by their folders")
+        if args.model_name is not None:
+            raise UsageError(f"--model-name {message}")
+        raise ConfigError(f"{where}: model_name {message}")
+    if cfg.grpc_port is not None and cfg.port == cfg.grpc_port != 0:
+        # both servers on one port failed late, after the models loaded (with --workers, the
+        # shared port even let both start, each answering a share of the other's clients)
+        message = (f"expected different HTTP and gRPC ports, found both {cfg.port} (choose "
+                   f"another --grpc-port, or --no-grpc)")
+        if args.port is not None or args.grpc_port is not None:
+            raise UsageError(message)
+        raise ConfigError(f"{where}: {message}")
+    return cfg
+
+
+def _check_bounds(cfg: ServeConfig, where: str) -> None:
+    """The flags' bounds, for values that came from the config file (validate() lacks them)."""
+    limits: list[tuple[str, Any, int]] = [("max_body_bytes", cfg.max_body_bytes, MAX_BODY_BYTES),
+                                          ("blas_threads", cfg.blas_threads, MAX_THREADS)]
+    for group, b in (("batching", cfg.batching),
+                     *((f"models.{k}", v) for k, v in cfg.models.items())):
+        limits += [(f"{group}.max_batch_size", b.max_batch_size, MAX_BATCH_SIZE),
+                   (f"{group}.threads", b.threads, MAX_THREADS)]
+        for name in ("max_queue_delay_ms", "timeout_ms"):
+            _finite(f"{group}.{name}", getattr(b, name), where)
+    for name, value, high in limits:
+        if value is not None and (type(value) is not int or not 1 <= value <= high):
+            raise ConfigError(f"{where}: expected {name} to be an integer between 1 and "
+                              f"{high}, found {value!r}")
+    for name in ("poll_interval_s", "shutdown_grace_s", "keep_alive_s", "read_timeout_s"):
+        _finite(name, getattr(cfg, name), where)
+
+
+def _finite(name: str, value: Any, where: str) -> None:
+    # validate() lets inf and nan through; inf grace crashed the start, inf delays hang requests
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: expected {name} to be a finite number >= 0, found {value!r}")
 
 
 def run(args: argparse.Namespace) -> int:
