@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import math
 import threading
 import zlib
 from pathlib import Path
@@ -591,6 +592,17 @@ def test_blank_keys_are_refused_from_python_too(tmp_path: Path) -> None:
         ServeConfig(path=str(tmp_path), admin_key="").validate()
     ServeConfig(path=str(tmp_path), api_key="k").validate()
 
+
+
+def test_infinite_or_nan_times_are_refused_from_python_too(tmp_path: Path) -> None:
+    # NaN passed the old `v < 0` checks, and inf overflowed the timers once the server ran
+    for bad in (math.inf, math.nan):
+        with pytest.raises(ConfigError, match="shutdown_grace_s to be a finite number"):
+            ServeConfig(path=str(tmp_path), shutdown_grace_s=bad).validate()
+        with pytest.raises(ConfigError, match="batching.timeout_ms to be a finite number"):
+            ServeConfig(path=str(tmp_path),
+                        batching=BatchingConfig(timeout_ms=bad)).validate()
+    ServeConfig(path=str(tmp_path), shutdown_grace_s=0.5).validate()
 
 # -- metrics and the gRPC protocol --------------------------------------------------------------
 def test_metrics_text() -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -81,8 +82,9 @@ class ServeConfig:
                               f"grpc_port {self.grpc_port}")
         for name in ("poll_interval_s", "shutdown_grace_s", "keep_alive_s",
                      "read_timeout_s"):
-            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) < 0:
-                raise ConfigError(f"expected {name} >= 0, found {getattr(self, name)!r}")
+            if not _finite_at_least_0(getattr(self, name)):
+                raise ConfigError(f"expected {name} to be a finite number >= 0, found "
+                                  f"{getattr(self, name)!r}")
         for where, b in (("batching", self.batching), *(
                 (f"models.{k}", v) for k, v in self.models.items())):
             _check_batching(where, b)
@@ -109,14 +111,20 @@ def _int(name: str, value: Any, low: int) -> None:
         raise ConfigError(f"expected {name} to be an integer >= {low}, found {value!r}")
 
 
+def _finite_at_least_0(v: Any) -> bool:
+    # NaN passes a plain `v < 0` test, and inf would overflow the event loop's timers
+    return (not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+            and v >= 0)
+
+
 def _check_batching(where: str, b: BatchingConfig) -> None:
     _int(f"{where}.max_batch_size", b.max_batch_size, 1)
     _int(f"{where}.max_queue_size", b.max_queue_size, 1)
     _int(f"{where}.threads", b.threads, 1)
     for name in ("max_queue_delay_ms", "timeout_ms"):
         v = getattr(b, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise ConfigError(f"expected {where}.{name} to be a number >= 0, found {v!r}")
+        if not _finite_at_least_0(v):
+            raise ConfigError(f"expected {where}.{name} to be a finite number >= 0, found {v!r}")
     if b.compute not in COMPUTE_MODES:
         raise ConfigError(f"expected {where}.compute one of {list(COMPUTE_MODES)}, found "
                           f"{b.compute!r}")
