@@ -137,8 +137,8 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
         cfg.access_log = False
     if args.no_fast_http:
         cfg.fast_http = False
+    _check_bounds(cfg, where)  # first: its messages name the config file
     cfg.validate()
-    _check_bounds(cfg, where)
     if cfg.model_name is not None and Path(cfg.path).is_dir():
         # the repository names its models by their folders: the name would be ignored
         message = (f"names a single model file; {cfg.path!r} is a model repository, whose "
@@ -176,7 +176,8 @@ def _check_bounds(cfg: ServeConfig, where: str) -> None:
 
 
 def _finite(name: str, value: Any, where: str) -> None:
-    # validate() lets inf and nan through; inf grace crashed the start, inf delays hang requests
+    # validate() refuses these too, but without naming the file they came from; inf grace
+    # crashed the start, inf delays hang requests
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{where}: expected {name} to be a finite number >= 0, found {value!r}")
 
