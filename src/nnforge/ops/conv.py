@@ -13,6 +13,9 @@ arithmetic, so the layouts are chosen for long contiguous runs:
   one reduction over a strided view that reads each offset's rows shifted.
 * Large batches are split in two halves computed on two threads: NumPy and BLAS release the
   GIL, and the per-sample products are too small for OpenBLAS to thread them itself.
+
+GPU (CuPy) arrays take a plain path instead: im2col by one strided copy per kernel offset,
+one batched product, col2im by one strided add per offset; no threads or scratch buffers.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .. import backend
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
 from ..backend import usable_cpus
@@ -173,7 +177,7 @@ def _pad(x: Any, padding: tuple[int, int]) -> Any:
         return x
     ph, pw = padding
     n, c, h, w = x.shape
-    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+    xp = backend.xp_of(x).zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
     xp[:, :, ph:ph + h, pw:pw + w] = x
     return xp
 
@@ -196,6 +200,18 @@ def _windows(xp: Any, g: _Geometry, stride: tuple[int, int], dilation: tuple[int
                        stride[1] * sw), writeable=False)
 
 
+def _view_as(a: Any, shape: tuple[int, ...]) -> Any:
+    """a reshaped as a view, or an error: a silent copy would take writes meant for a."""
+    if _RESHAPE_TAKES_COPY:
+        return a.reshape(shape, copy=False)
+    view = a.view()
+    view.shape = shape  # NumPy < 2.1 (deprecated from 2.5, where the branch above runs)
+    return view
+
+
+_RESHAPE_TAKES_COPY = tuple(int(v) for v in np.__version__.split(".")[:2]) >= (2, 1)
+
+
 class Conv(Function):
     """2-D convolution of x (N, C, H, W) with w (O, C/groups, kh, kw) plus an optional bias (O,)."""
 
@@ -216,6 +232,8 @@ class Conv(Function):
         g = _geometry(x, w, self.groups, self.stride, self.padding, self.dilation)
         if b is not None and b.shape != (g.o,):
             raise ShapeError(f"Conv expected a bias of shape ({g.o},), found {b.shape}")
+        if type(x) is not np.ndarray and backend.is_device_array(x):
+            return self._forward_device(x, w, b, g)
         groups, kg, p = self.groups, w.shape[1] * g.kh * g.kw, g.oh * g.ow
         og = g.o // groups
         windows = _windows(_pad(x, self.padding), g, self.stride, self.dilation, self.row_taps)
@@ -233,8 +251,7 @@ class Conv(Function):
             m = hi - lo
             c = cols[lo:hi] if cols is not None else np.empty((m, groups, rows, p), x.dtype)
             src = windows[lo:hi].reshape(m, groups, g.c // groups, *windows.shape[2:])
-            dst = c[:, :, :kg].view()
-            dst.shape = src.shape  # splits axes only: a view, never a copy
+            dst = _view_as(c[:, :, :kg], src.shape)  # splits axes only: a view, never a copy
             dst[...] = src
             if rows > kg:
                 c[:, :, kg] = 1
@@ -246,6 +263,8 @@ class Conv(Function):
         return y
 
     def backward(self, gy: Any) -> tuple[Any, ...]:
+        if type(gy) is not np.ndarray and backend.is_device_array(gy):
+            return self._backward_device(gy)
         g, w, groups = self.geometry, self.w, self.groups
         need = self.needs_input_grad
         og, p = g.o // groups, g.oh * g.ow
@@ -282,6 +301,52 @@ class Conv(Function):
             gw = np.ascontiguousarray(gwt[:, :kg].transpose(0, 2, 1)).reshape(w.shape)
             if want_gb:
                 gb = gwt[:, kg].reshape(g.o) if rows > kg else np.zeros(g.o, gy.dtype)
+        return (gx, gw) if len(need) == 2 else (gx, gw, gb)
+
+    # -- GPU arrays: the plain im2col path ---------------------------------------------------
+    def _taps(self, g: _Geometry) -> list[tuple[int, int, slice, slice]]:
+        """(i, j, rows, cols) per kernel offset: the padded input's pixels it reads."""
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        return [(i, j, slice(i * dh, i * dh + sh * (g.oh - 1) + 1, sh),
+                 slice(j * dw, j * dw + sw * (g.ow - 1) + 1, sw))
+                for i in range(g.kh) for j in range(g.kw)]
+
+    def _forward_device(self, x: Any, w: Any, b: Any, g: _Geometry) -> Any:
+        if self.row_taps != 1:  # Sequential fuses conv and pool on the CPU only
+            raise backend.DeviceError("the fused conv + max pool op (conv_max_pool2d) runs on "
+                                      "the CPU only; on a GPU call conv2d, then max_pool2d")
+        xp, groups = backend.xp_of(x), self.groups
+        kg, p = w.shape[1] * g.kh * g.kw, g.oh * g.ow
+        padded = _pad(x, self.padding)
+        cols = xp.empty((g.n, g.c, g.kh, g.kw, g.oh, g.ow), dtype=x.dtype)
+        for i, j, rows, columns in self._taps(g):
+            cols[:, :, i, j] = padded[:, :, rows, columns]
+        cols = cols.reshape(g.n, groups, kg, p)  # rows of a group: (channel, kh, kw)
+        y = xp.matmul(w.reshape(groups, g.o // groups, kg), cols).reshape(g.n, g.o, g.oh, g.ow)
+        if b is not None:
+            y += b.reshape(1, g.o, 1, 1).astype(y.dtype, copy=False)
+        self.geometry, self.w = g, w
+        self.cols = cols if self.needs_input_grad[1] else None
+        return y
+
+    def _backward_device(self, gy: Any) -> tuple[Any, ...]:
+        g, w, groups, need = self.geometry, self.w, self.groups, self.needs_input_grad
+        xp = backend.xp_of(gy)
+        og, kg, p = g.o // groups, w.shape[1] * g.kh * g.kw, g.oh * g.ow
+        gy4 = xp.ascontiguousarray(gy).reshape(g.n, groups, og, p)
+        gx = gw = gb = None
+        if len(need) == 3 and need[2]:
+            gb = gy.sum(axis=(0, 2, 3))
+        if need[1]:
+            gw = xp.matmul(gy4, self.cols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w.shape)
+        if need[0]:
+            cols = xp.matmul(w.reshape(groups, og, kg).transpose(0, 2, 1), gy4)
+            cols = cols.reshape(g.n, g.c, g.kh, g.kw, g.oh, g.ow)
+            gxp = xp.zeros((g.n, g.c, g.hp, g.wp), dtype=gy.dtype)
+            for i, j, rows, columns in self._taps(g):
+                gxp[:, :, rows, columns] += cols[:, :, i, j]
+            (ph, pw) = self.padding
+            gx = xp.ascontiguousarray(gxp[:, :, ph:ph + g.h, pw:pw + g.w])
         return (gx, gw) if len(need) == 2 else (gx, gw, gb)
 
     def _offset_major_weight(self) -> Any:
