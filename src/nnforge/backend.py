@@ -8,6 +8,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .errors import ConfigError
+
 #: The array module used for new arrays. Kept as a module attribute so a GPU build can swap it.
 xp: Any = np
 
@@ -26,11 +28,130 @@ def get_array_module(*arrays: Any) -> Any:
     return np
 
 
+def xp_of(a: Any) -> Any:
+    """The array module of one array: numpy after one type check, else get_array_module."""
+    return np if type(a) is np.ndarray else get_array_module(a)
+
+
+def is_device_array(a: Any) -> bool:
+    """True for an array that lives on a GPU (a CuPy array)."""
+    return type(a) is not np.ndarray and type(a).__module__.startswith("cupy")
+
+
 def to_numpy(a: Any) -> np.ndarray:
     """Return a NumPy copy/view of an array from any backend."""
     if hasattr(a, "get") and not isinstance(a, np.ndarray):
         return a.get()
     return np.asarray(a)
+
+
+# -- devices -----------------------------------------------------------------------------------
+# A device is "cpu" (NumPy arrays) or "cuda" / "cuda:N" (CuPy arrays on GPU N; "cuda" is CuPy's
+# current device, normally 0). Arrays move only when asked: to_device, Module.to, the Trainer.
+class DeviceError(ConfigError):
+    """A device was named that does not exist here, or cannot be used (no CuPy, no GPU)."""
+
+
+_INSTALL_HINT = "pip install nnforge[gpu]"
+_GPU_COUNT: list[Any] = [None, 0]  # [the cupy module asked, how many GPUs it sees]
+
+
+def parse_device(device: Any) -> tuple[str, int | None]:
+    """("cpu", None) or ("cuda", index or None) for a device name; DeviceError otherwise."""
+    name = device.strip().lower() if isinstance(device, str) else None
+    if name == "cpu":
+        return "cpu", None
+    if name == "cuda":
+        return "cuda", None
+    if name is not None and name.startswith("cuda:") and name[5:].isdigit():
+        return "cuda", int(name[5:])
+    raise DeviceError(f"expected a device 'cpu', 'cuda' or 'cuda:N', found {device!r}")
+
+
+def is_device_name(value: Any) -> bool:
+    """True when value names a device ('cpu', 'cuda', 'cuda:N'); nothing is imported."""
+    try:
+        parse_device(value)
+    except DeviceError:
+        return False
+    return True
+
+
+def cupy_module(device: Any = "cuda") -> Any:
+    """CuPy, checked to see a GPU (and GPU N for 'cuda:N'); DeviceError with the fix if not."""
+    try:
+        import cupy  # noqa: PLC0415 - optional dependency
+    except ImportError as exc:
+        raise DeviceError(f"device {device!r} needs CuPy, which is not installed ({exc}): "
+                          f"{_INSTALL_HINT}") from None
+    count = _GPU_COUNT[1] if _GPU_COUNT[0] is cupy else None
+    try:
+        if count is None:
+            count = int(cupy.cuda.runtime.getDeviceCount())
+    except Exception as exc:  # CUDARuntimeError: no driver, no GPU, a broken install
+        raise DeviceError(f"device {device!r}: CuPy finds no usable CUDA GPU "
+                          f"({type(exc).__name__}: {exc}); on a machine with an NVIDIA GPU and "
+                          f"driver: {_INSTALL_HINT}") from None
+    _GPU_COUNT[:] = [cupy, count]  # asked once: the Trainer moves every batch
+    if count < 1:
+        raise DeviceError(f"device {device!r}: CuPy sees no CUDA GPU; on a machine with an "
+                          f"NVIDIA GPU and driver: {_INSTALL_HINT}")
+    index = parse_device(device)[1]
+    if index is not None and index >= count:
+        raise DeviceError(f"device {device!r} does not exist: this machine has {count} CUDA "
+                          f"GPU(s), cuda:0 to cuda:{count - 1}")
+    return cupy
+
+
+def device_of(a: Any) -> str:
+    """Where an array, a Tensor or a Module (its first parameter or buffer) lives: 'cpu', or
+    'cuda:N' for CuPy arrays."""
+    if type(a) is np.ndarray:
+        return "cpu"
+    from .autograd.tensor import Tensor  # noqa: PLC0415 - tensor.py imports this module
+    from .nn.module import Module  # noqa: PLC0415
+
+    if isinstance(a, Module):  # 'cpu' when it holds no arrays
+        first = next(iter([p.data for p in a.parameters()] + a.buffers()), None)
+        return "cpu" if first is None else device_of(first)
+    if isinstance(a, Tensor):
+        a = a.data
+    if is_device_array(a):
+        return f"cuda:{a.device.id}"
+    return "cpu"
+
+
+def to_device(a: Any, device: Any) -> Any:
+    """The array on `device` ('cpu', 'cuda', 'cuda:N'): itself when it is there already."""
+    kind, index = parse_device(device)
+    if kind == "cpu":
+        return to_numpy(a) if is_device_array(a) else a
+    cupy = cupy_module(device)
+    if is_device_array(a) and (index is None or a.device.id == index):
+        return a
+    if index is None:
+        return cupy.asarray(a)
+    with cupy.cuda.Device(index):
+        return cupy.asarray(a)
+
+
+def device_scope(device: Any) -> Any:
+    """A context in which CuPy makes new arrays on `device`'s GPU (nothing to do for 'cpu')."""
+    kind, index = parse_device(device)
+    if kind == "cpu" or index is None:
+        return contextlib.nullcontext()
+    return cupy_module(device).cuda.Device(index)
+
+
+def same_device_as(a: Any, like: Any) -> Any:
+    """a (an array, list or number) as an array on the device of the array `like`."""
+    if type(like) is np.ndarray or not is_device_array(like):
+        return to_numpy(a) if is_device_array(a) else np.asarray(a)
+    if is_device_array(a) and a.device.id == like.device.id:
+        return a
+    cupy = get_array_module(like)
+    with like.device:
+        return cupy.asarray(a)
 
 
 def usable_cpus() -> int:

@@ -80,6 +80,11 @@ class Tensor:
         extra = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor({np.array2string(backend.to_numpy(self.data), precision=4)}{extra})"
 
+    @property
+    def device(self) -> str:
+        """Where the data lives: 'cpu', or 'cuda:N' for a CuPy array."""
+        return backend.device_of(self.data)
+
     def numpy(self) -> np.ndarray:
         """The data as a NumPy array (shares memory on the CPU)."""
         return backend.to_numpy(self.data)
@@ -126,10 +131,17 @@ class Tensor:
 
     # -- operators (implemented in nnforge.ops) -------------------------------------------
     def _scalar(self, x: Any) -> Any:
-        """A Python number as a 0-d array of this float tensor's dtype (else x unchanged)."""
+        """A Python number as a 0-d array of this float tensor's dtype (else x unchanged); on a
+        GPU tensor, as a 0-d array on its device (CuPy takes no NumPy arrays, 0-d included)."""
         # as_tensor alone would round it to float32: x64 * 0.1 would be off by 1.5e-9
-        if isinstance(x, (int, float)) and not isinstance(x, bool) and self.data.dtype.kind == "f":
-            return np.asarray(x, dtype=self.data.dtype)
+        if isinstance(x, (int, float)) and not isinstance(x, bool):
+            data = self.data
+            if data.dtype.kind == "f":
+                if type(data) is np.ndarray or not backend.is_device_array(data):
+                    return np.asarray(x, dtype=data.dtype)
+                return backend.xp_of(data).full((), x, dtype=data.dtype)  # a fill, no transfer
+            if backend.is_device_array(data):  # int tensor: the number as as_tensor types it
+                return backend.same_device_as(as_tensor(x).data, data)
         return x
 
     def __add__(self, other: Any) -> Tensor:

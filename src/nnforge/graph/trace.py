@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .. import backend
 from ..errors import ConfigError
 from ..nn.module import Module
 from .ir import Graph, Node, Shape, ValueInfo
@@ -40,8 +41,9 @@ class Tracer:
         self.dtype = dtype
 
     def weight(self, name: str, array: Any) -> str:
-        """Add a copy of array as an initializer (in the model's float dtype) named name."""
-        arr = np.array(array, copy=True)
+        """Add a copy of array as an initializer (in the model's float dtype) named name; a GPU
+        model's arrays are copied to the host (the compiled plans run on NumPy)."""
+        arr = np.array(backend.to_numpy(array), copy=True)
         if arr.dtype.kind == "f":
             arr = arr.astype(self.dtype, copy=False)
         self.graph.initializers[name] = arr
@@ -241,7 +243,7 @@ def _adaptive_avg_pool(layer: Module, t: Tracer, path: str, x: str) -> str:
 
 @lowers("BatchNorm1d", "BatchNorm2d")
 def _batch_norm(layer: Module, t: Tracer, path: str, x: str) -> str:
-    mean = np.asarray(layer.running_mean)
+    mean = backend.to_numpy(layer.running_mean)
     weight = layer.weight.data if getattr(layer, "weight", None) is not None else np.ones_like(mean)
     bias = layer.bias.data if getattr(layer, "bias", None) is not None else np.zeros_like(mean)
     inputs = [x, t.weight(f"{path}.weight", weight), t.weight(f"{path}.bias", bias),

@@ -77,6 +77,8 @@ class Conv2d(_Spatial):
         """pool(self(x)) as one fused op (ops.conv_pool), or None where it does not apply."""
         x = self._as_input(x)  # what calling the layer does first
         _check_channels(self, x, self.in_channels, (4,), "(batch, channels, H, W)")
+        if backend.is_device_array(x.data):  # on a GPU the two ops run separately
+            return None
         kernel = fusable_pool(x.shape, self.weight.shape, self, pool)
         if kernel is None:
             return None
@@ -190,8 +192,10 @@ class AdaptiveAvgPool2d(Module):
             return global_avg_pool2d(x)
         if h % oh == 0 and w % ow == 0:
             return avg_pool2d(x, (h // oh, w // ow))
-        dt = x.dtype
-        return Tensor(averaging_matrix(h, oh, dt)) @ x @ Tensor(averaging_matrix(w, ow, dt).T)
+        dt, on = x.dtype, x.data  # the matrices go where x is
+        rows = backend.same_device_as(averaging_matrix(h, oh, dt), on)
+        cols = backend.same_device_as(averaging_matrix(w, ow, dt).T, on)
+        return Tensor(rows) @ x @ Tensor(cols)
 
     def get_config(self) -> dict[str, Any]:
         return {"output_size": list(self.output_size)}
@@ -236,8 +240,9 @@ class _BatchNorm(Module):
         _check_channels(self, x, self.num_features, self.ndims, self.layout)
         weight, bias = self.weight, self.bias
         if weight is None:  # affine=False: a fixed unit scale and zero shift
-            weight = Tensor(np.ones(self.num_features, x.dtype))
-            bias = Tensor(np.zeros(self.num_features, x.dtype))
+            xp = backend.xp_of(x.data)
+            weight = Tensor(xp.ones(self.num_features, x.dtype))
+            bias = Tensor(xp.zeros(self.num_features, x.dtype))
         if not self.training:
             rm = self.running_mean.astype(x.dtype, copy=False)
             rv = self.running_var.astype(x.dtype, copy=False)

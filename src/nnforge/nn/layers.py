@@ -259,7 +259,12 @@ class Flatten(Module):
 
 @register_layer
 class Dropout(Module):
-    """Zero elements with probability p in training and scale the rest by 1/(1-p)."""
+    """Zero elements with probability p in training and scale the rest by 1/(1-p).
+
+    The mask is drawn on the host from nnforge's seeded generator on every device, then sent
+    to the GPU (one byte per element) for a model there: so a seed gives the same masks, and
+    the same training, on the CPU and on a GPU, and checkpoints hold one generator state.
+    """
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
@@ -269,6 +274,8 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             return x
         keep = get_rng().random(x.shape, dtype=np.float32) >= self.p
+        if backend.is_device_array(x.data):
+            keep = backend.same_device_as(keep, x.data)
         mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
         return Mul.apply(x, Tensor(mask, _keep=True))
 

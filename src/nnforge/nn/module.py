@@ -182,17 +182,55 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
-    def to(self, dtype: Any) -> Module:
-        """Cast floating parameters and buffers to dtype in place."""
-        dtype = np.dtype(dtype)
+    def to(self, *args: Any, device: Any = None, dtype: Any = None) -> Module:
+        """Move parameters and buffers to a device and/or cast them to a dtype, in place.
+
+        `model.to("cuda")` (or "cuda:N", "cpu"), `model.to(np.float64)`, or both:
+        `model.to("cuda", np.float64)`. A move keeps gradients (moved too) and is a no-op for
+        arrays already there; a cast, as before, casts floating values and drops gradients.
+        An optimizer made before a move follows it on its next step.
+        """
+        for a in args:
+            if backend.is_device_name(a):
+                if device is not None:
+                    raise ConfigError(f"to() takes one device, found {device!r} and {a!r}")
+                device = a
+            elif dtype is not None:
+                raise ConfigError(f"to() takes a device and a dtype, found {args!r}")
+            else:
+                dtype = a
+        if device is None and dtype is None:
+            raise ConfigError("to() needs a device ('cpu', 'cuda', 'cuda:N') or a dtype")
+        if dtype is not None:
+            try:
+                dtype = np.dtype(dtype)
+            except TypeError:  # "tpu", "cuda:x", 3: neither
+                raise backend.DeviceError(f"expected a device 'cpu', 'cuda' or 'cuda:N' or a "
+                                          f"dtype, found {dtype!r}") from None
+        if device is not None:
+            kind = backend.parse_device(device)[0]  # DeviceError for an unknown name
+            if kind == "cuda":
+                backend.cupy_module(device)  # no CuPy or no GPU: fail before moving anything
         for m in self.modules():
             for p in m._parameters.values():
-                p.data = p.data.astype(dtype)
-                p.grad = None
+                data = p.data
+                if dtype is not None:
+                    data = data.astype(dtype)
+                    p.grad = None
+                if device is not None:
+                    data = backend.to_device(data, device)
+                    if p.grad is not None:
+                        p.grad = backend.to_device(p.grad, device)
+                p.data = data
             for b in m._buffers:
                 arr = getattr(m, b)
-                if arr is not None and backend.is_float_dtype(arr.dtype):
-                    object.__setattr__(m, b, arr.astype(dtype))
+                if arr is None:
+                    continue
+                if dtype is not None and backend.is_float_dtype(arr.dtype):
+                    arr = arr.astype(dtype)
+                if device is not None:
+                    arr = backend.to_device(arr, device)
+                object.__setattr__(m, b, arr)
         return self
 
     def double(self) -> Module:
@@ -270,10 +308,14 @@ class Module:
             if is_param:
                 p = getattr(m, attr)
                 # copy into the existing array so optimizers holding views keep seeing it
-                p.data[...] = value.astype(p.data.dtype, copy=False)
+                value = value.astype(p.data.dtype, copy=False)
+                p.data[...] = (value if type(p.data) is np.ndarray
+                               else backend.same_device_as(value, p.data))
             else:
                 cur = getattr(m, attr)
-                object.__setattr__(m, attr, value.astype(cur.dtype, copy=True))
+                value = value.astype(cur.dtype, copy=True)
+                object.__setattr__(m, attr, value if type(cur) is np.ndarray
+                                   else backend.same_device_as(value, cur))
         return {"missing_keys": missing, "unexpected_keys": unexpected}
 
     # -- config ----------------------------------------------------------------------------
@@ -306,13 +348,20 @@ class Module:
         return self.forward(*args, **kwargs)
 
     def _as_input(self, x: Any) -> Any:
-        """Wrap NumPy input as a Tensor in the module's dtype (float64 data would halve speed)."""
-        if isinstance(x, Tensor) or not isinstance(x, (np.ndarray, list, tuple)):
+        """Wrap array input as a Tensor in the module's dtype (float64 data would halve speed),
+        on the module's device (NumPy input to a model on a GPU is sent there)."""
+        if isinstance(x, Tensor):
             return x
-        arr = np.asarray(x)
+        on_gpu = backend.is_device_array(x)
+        if not on_gpu and not isinstance(x, (np.ndarray, list, tuple)):
+            return x
+        arr = x if on_gpu else np.asarray(x)
         params = self.parameters()
         if params:
-            arr = arr.astype(params[0].dtype, copy=False)
+            ref = params[0].data
+            arr = arr.astype(ref.dtype, copy=False)
+            if type(arr) is not type(ref):
+                arr = backend.same_device_as(arr, ref)
         elif arr.dtype.kind in "iub":
             arr = arr.astype(backend.DEFAULT_DTYPE)
         return Tensor(arr, _keep=True)

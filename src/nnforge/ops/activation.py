@@ -25,6 +25,8 @@ def relu_floor(x: Any) -> Any:
     """
     if x.ndim == 0 or x.dtype.kind != "f":
         return 0
+    if type(x) is not np.ndarray:  # a GPU array (NumPy scalars are 0-d: above); CuPy takes a
+        return x.dtype.type(0)      # scalar, at full speed
     n = x.size if x.size <= ZEROS_MAX_ELEMENTS else x.shape[-1]
     buf = _ZEROS.get(x.dtype.str)
     if buf is None or buf.size < n:

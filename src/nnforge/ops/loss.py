@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import backend
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, DTypeError, ShapeError
@@ -23,6 +24,10 @@ def _reduce(per_elem: Any, reduction: str, denom: float | None = None) -> Any:
     if reduction == "none":
         return per_elem
     total = per_elem.sum(dtype=np.float64)
+    if type(total) is not np.float64:  # a GPU array: a 0-d array there, no trip to the host
+        if reduction == "mean":
+            total = total / (per_elem.size if denom is None else denom)
+        return total.astype(per_elem.dtype)
     if reduction == "sum":
         return np.asarray(total, dtype=per_elem.dtype)
     n = per_elem.size if denom is None else denom
@@ -33,11 +38,20 @@ def _grad_scale(gy: Any, reduction: str, n: float, dtype: Any) -> Any:
     """Factor that turns d(loss)/d(element) into the reduced loss's gradient."""
     if reduction == "none":
         return gy
+    if type(gy) is not np.ndarray and backend.is_device_array(gy):  # 0-d, on the GPU: stays
+        return (gy / n if reduction == "mean" else gy).astype(dtype)
     return dtype.type(gy / n) if reduction == "mean" else dtype.type(gy)
 
 
+def _like(a: Any, ref: Any) -> Any:
+    """a as an array on ref's device: targets and class weights follow the predictions."""
+    if type(a) is np.ndarray and type(ref) is np.ndarray:
+        return a
+    return backend.same_device_as(a, ref)
+
+
 def _same_shape(pred: Any, target: Any, name: str) -> Any:
-    target = np.asarray(target)
+    target = _like(target, pred)
     if target.shape != pred.shape:
         if target.size == pred.size:
             target = target.reshape(pred.shape)  # (N,) targets for an (N, 1) output
@@ -115,7 +129,7 @@ class CrossEntropy(Function):
         _check_reduction(reduction)
         if not 0.0 <= label_smoothing <= 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1], found {label_smoothing}")
-        self.weight = None if weight is None else np.asarray(weight)
+        self.weight = None if weight is None else _host_or_device(weight)
         self.smoothing, self.reduction = float(label_smoothing), reduction
 
     def forward(self, logits: Any, target: Any) -> Any:
@@ -124,16 +138,18 @@ class CrossEntropy(Function):
                              f"found {logits.shape}")
         n, c = logits.shape
         dt = logits.dtype
+        xp = np if type(logits) is np.ndarray else backend.xp_of(logits)
         if self.weight is not None and self.weight.shape != (c,):
             raise ShapeError(f"cross_entropy class weights must have shape ({c},), "
                              f"found {self.weight.shape}")
-        target = np.asarray(target)
+        weight = None if self.weight is None else _like(self.weight, logits)
+        target = _like(target, logits)
         if target.ndim == 2:
             if target.shape != logits.shape:
                 raise ShapeError(f"cross_entropy probability targets must have shape "
                                  f"{logits.shape}, found {target.shape}")
             q = target.astype(dt, copy=True)
-            row_w = np.ones(n, dt)
+            row_w = xp.ones(n, dt)
         else:
             target = target.reshape(-1)
             if target.shape != (n,):
@@ -151,19 +167,19 @@ class CrossEntropy(Function):
             if self.weight is None and not self.smoothing:  # the common case, no one-hot
                 logp = log_softmax_array(logits, axis=1)
                 self.logp, self.target, self.denom = logp, target, float(n)
-                return _reduce(-logp[np.arange(n), target], self.reduction, self.denom)
-            q = np.zeros((n, c), dt)
-            q[np.arange(n), target] = 1
-            row_w = self.weight[target].astype(dt) if self.weight is not None else np.ones(n, dt)
+                return _reduce(-logp[xp.arange(n), target], self.reduction, self.denom)
+            q = xp.zeros((n, c), dt)
+            q[xp.arange(n), target] = 1
+            row_w = weight[target].astype(dt) if weight is not None else xp.ones(n, dt)
         if self.smoothing:
             q *= dt.type(1 - self.smoothing)
             q += dt.type(self.smoothing / c)
         # per-class weights scale each term of the sum; the mean divides by the target weights
-        wq = q * self.weight.astype(dt) if self.weight is not None else q
+        wq = q * weight.astype(dt) if weight is not None else q
         logp = log_softmax_array(logits, axis=1)
         self.logp, self.wq = logp, wq
         per_sample = -(wq * logp).sum(axis=1)
-        self.denom = float(row_w.sum()) if self.weight is not None else float(n)
+        self.denom = float(row_w.sum()) if weight is not None else float(n)
         return _reduce(per_sample, self.reduction, self.denom)
 
     def backward(self, gy: Any) -> tuple[Any, None]:
@@ -171,7 +187,8 @@ class CrossEntropy(Function):
         target = getattr(self, "target", None)
         if target is not None:  # one-hot targets: softmax minus one at the target
             g = p
-            g[np.arange(len(g)), target] -= 1
+            xp = np if type(g) is np.ndarray else backend.xp_of(g)
+            g[xp.arange(len(g)), target] -= 1
         else:
             wsum = self.wq.sum(axis=1, keepdims=True)
             g = p * wsum - self.wq  # d/dz of -sum_c wq_c log softmax(z)_c
@@ -185,7 +202,7 @@ class BCEWithLogits(Function):
 
     def __init__(self, pos_weight: Any = None, reduction: str = "mean") -> None:
         _check_reduction(reduction)
-        self.pos_weight = None if pos_weight is None else np.asarray(pos_weight)
+        self.pos_weight = None if pos_weight is None else _host_or_device(pos_weight)
         self.reduction = reduction
 
     def forward(self, x: Any, target: Any) -> Any:
@@ -196,6 +213,7 @@ class BCEWithLogits(Function):
         if self.pos_weight is None:
             per = (1 - y) * x + softplus_neg
         else:
+            self.pos_weight = _like(self.pos_weight, x)
             lw = 1 + (self.pos_weight.astype(dt) - 1) * y
             per = (1 - y) * x + lw * softplus_neg
         return _reduce(per.astype(dt, copy=False), self.reduction)
@@ -233,8 +251,15 @@ class BCE(Function):
         return g * _grad_scale(gy, self.reduction, p.size, p.dtype), None
 
 
+def _host_or_device(a: Any) -> Any:
+    """An array kept where it is (NumPy or GPU); lists and numbers become NumPy arrays."""
+    return a if backend.is_device_array(a) else np.asarray(a)
+
+
 def _target(t: Any) -> Any:
-    return t.data if isinstance(t, Tensor) else np.asarray(t)
+    if isinstance(t, Tensor):
+        return t.data
+    return t if type(t) is np.ndarray else _host_or_device(t)
 
 
 def mse_loss(pred: Tensor, target: Any, reduction: str = "mean") -> Tensor:

@@ -13,6 +13,11 @@ from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError
 
 
+def _as_array(y: Any) -> Any:
+    """A reduction's result as an array (NumPy gives a scalar where CuPy gives a 0-d array)."""
+    return np.asarray(y) if isinstance(y, np.generic) else y
+
+
 def unbroadcast(g: Any, shape: tuple[int, ...]) -> Any:
     """Sum a broadcast gradient back down to `shape`."""
     if g.shape == shape:
@@ -222,7 +227,7 @@ class Sum(Function):
     def forward(self, x: Any) -> Any:
         self.shape = x.shape
         self.axes = _norm_axis(self.axis, x.ndim)
-        return np.asarray(x.sum(axis=self.axes, keepdims=self.keepdims))
+        return _as_array(x.sum(axis=self.axes, keepdims=self.keepdims))
 
     def backward(self, gy: Any) -> tuple[Any]:
         return (_expand(gy, self.shape, self.axes, self.keepdims).copy(),)
@@ -240,7 +245,7 @@ class Mean(Function):
         self.shape = x.shape
         self.axes = _norm_axis(self.axis, x.ndim)
         self.count = int(np.prod([x.shape[a] for a in self.axes])) if self.axes else 1
-        return np.asarray(x.mean(axis=self.axes, keepdims=self.keepdims))
+        return _as_array(x.mean(axis=self.axes, keepdims=self.keepdims))
 
     def backward(self, gy: Any) -> tuple[Any]:
         g = _expand(gy, self.shape, self.axes, self.keepdims)
@@ -260,8 +265,8 @@ class Max(Function):
         self.x = x
         self.axes = _norm_axis(self.axis, x.ndim)
         _check_not_empty(x, self.axes, type(self).__name__.lower())
-        self.y = np.asarray(self._reduce(x, axis=self.axes, keepdims=True))
-        return self.y if self.keepdims else np.asarray(self.y.squeeze(self.axes))
+        self.y = _as_array(self._reduce(x, axis=self.axes, keepdims=True))
+        return self.y if self.keepdims else _as_array(self.y.squeeze(self.axes))
 
     def backward(self, gy: Any) -> tuple[Any]:
         mask = self.x == self.y
@@ -295,7 +300,10 @@ class ArgMax(Function):
         axes = _norm_axis(self.axis, x.ndim)
         _check_not_empty(x, axes, type(self).__name__.lower())
         axis = None if self.axis is None else axes[0]
-        return np.asarray(self._pick(x, axis=axis, keepdims=self.keepdims), dtype=np.int64)
+        picked = self._pick(x, axis=axis, keepdims=self.keepdims)
+        if not backend.is_device_array(x):
+            return np.asarray(picked, dtype=np.int64)
+        return picked.astype(np.int64, copy=False)  # a GPU array: stays there
 
 
 class ArgMin(ArgMax):
@@ -392,10 +400,15 @@ class Where(Function):
     ir_name = "Where"
 
     def __init__(self, cond: Any) -> None:
-        self.cond = np.asarray(cond, dtype=bool)
+        self.cond = (cond.astype(bool, copy=False) if backend.is_device_array(cond)
+                     else np.asarray(cond, dtype=bool))
 
     def forward(self, a: Any, b: Any) -> Any:
         self.shapes = a.shape, b.shape
+        if type(a) is not np.ndarray or type(b) is not np.ndarray:  # the condition follows
+            device = a if backend.is_device_array(a) else b
+            if backend.is_device_array(device):
+                self.cond = backend.same_device_as(self.cond, device)
         return np.where(self.cond, a, b)
 
     def backward(self, gy: Any) -> tuple[Any, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import backend
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError
@@ -66,7 +67,7 @@ def _pad(x: Any, padding: tuple[int, int], extra: tuple[int, int], value: float)
         return x
     n, c, h, w = x.shape
     (ph, pw), (eh, ew) = padding, extra
-    xp = np.full((n, c, h + 2 * ph + eh, w + 2 * pw + ew), value, dtype=x.dtype)
+    xp = backend.xp_of(x).full((n, c, h + 2 * ph + eh, w + 2 * pw + ew), value, dtype=x.dtype)
     xp[:, :, ph:ph + h, pw:pw + w] = x
     return xp
 
@@ -78,7 +79,7 @@ def _axis_slices(k: int, s: int, out: int) -> list[slice]:
 
 def reduce_views(views: list[Any], op: Any) -> Any:
     """op folded over views (np.maximum, np.add): a fresh array of their common shape."""
-    out = np.array(views[0]) if len(views) == 1 else op(views[0], views[1])
+    out = views[0].copy(order="K") if len(views) == 1 else op(views[0], views[1])
     for v in views[2:]:
         op(out, v, out=out)
     return out
@@ -110,7 +111,7 @@ class _Pool(Function):
         out = _out_size(self.what, x, self.kernel, self.stride, self.padding, self.ceil_mode)
         self.rows = _axis_slices(self.kernel[0], self.stride[0], out[0])
         self.cols = _axis_slices(self.kernel[1], self.stride[1], out[1])
-        self.x_shape = x.shape
+        self.x_shape, self.am = x.shape, backend.xp_of(x)
         # ceil_mode's last window may hang over the end padding: pad_value there too
         extra = tuple(max(0, (o - 1) * s + k - (d + 2 * p)) for o, s, k, d, p in
                       zip(out, self.stride, self.kernel, x.shape[2:], self.padding))
@@ -125,8 +126,9 @@ class _Pool(Function):
         tiled_h = sh == kh and xp_shape[2] == kh * out[0]
         tiled_w = sw == kw and xp_shape[3] == kw * out[1]
         # arrays every element of which the slices write need no zeroing first
-        gcm = (np.empty if tiled_h else np.zeros)(xp_shape[:3] + (out[1],), dtype=dtype)
-        gxp = (np.empty if tiled_w else np.zeros)(xp_shape, dtype=dtype)
+        am = self.am  # the array module: numpy, or cupy for GPU arrays
+        gcm = (am.empty if tiled_h else am.zeros)(xp_shape[:3] + (out[1],), dtype=dtype)
+        gxp = (am.empty if tiled_w else am.zeros)(xp_shape, dtype=dtype)
         return gcm, gxp, over_h, over_w
 
     def _unpad(self, gxp: Any) -> Any:
@@ -134,7 +136,7 @@ class _Pool(Function):
             return gxp
         ph, pw = self.padding
         h, w = self.x_shape[2:]
-        return np.ascontiguousarray(gxp[:, :, ph:ph + h, pw:pw + w])
+        return self.am.ascontiguousarray(gxp[:, :, ph:ph + h, pw:pw + w])
 
 
 def route_first_max(g: Any, m: Any, views: list[Any], dests: list[Any],
@@ -151,7 +153,7 @@ def route_first_max(g: Any, m: Any, views: list[Any], dests: list[Any],
         else:
             dests[0][...] = g
         return
-    mask = np.empty(g.shape, g.dtype)
+    mask = backend.xp_of(g).empty(g.shape, g.dtype)
     remaining = g  # the gradient not yet claimed by an earlier offset
     last = len(views) - 2
     for k in range(last + 1):
@@ -216,7 +218,7 @@ class AveragePool(_Pool):
                                      self.count_include_pad) for i in range(2))
         if ch.min() == ch.max() and cw.min() == cw.max():
             return x.dtype.type(ch[0] * cw[0])
-        return np.outer(ch, cw).astype(x.dtype)
+        return backend.same_device_as(np.outer(ch, cw).astype(x.dtype), x)
 
     def forward(self, x: Any) -> Any:
         xp, out = self._prepare(x, 0.0)
@@ -250,7 +252,7 @@ class GlobalAveragePool(Function):
 
     def backward(self, gy: Any) -> tuple[Any]:
         h, w = self.x_shape[2:]
-        gx = np.empty(self.x_shape, dtype=gy.dtype)
+        gx = backend.xp_of(gy).empty(self.x_shape, dtype=gy.dtype)
         gx[...] = gy / gy.dtype.type(h * w)
         return (gx,)
 

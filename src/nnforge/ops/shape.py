@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .. import backend
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
 from ..errors import ShapeError
@@ -55,7 +56,7 @@ class Transpose(Function):
                              f"{x.shape}, found {self.axes} ({exc})") from None
 
     def backward(self, gy: Any) -> tuple[Any]:
-        return (gy.transpose(np.argsort(self.perm)),)
+        return (gy.transpose(tuple(np.argsort(self.perm).tolist())),)  # CuPy takes a tuple
 
 
 class Flatten(Function):
@@ -98,7 +99,7 @@ class Concat(Function):
         return np.concatenate(xs, axis=self.axis)
 
     def backward(self, gy: Any) -> tuple[Any, ...]:
-        cuts = np.cumsum(self.sizes)[:-1]
+        cuts = np.cumsum(self.sizes)[:-1].tolist()  # a list: CuPy takes no NumPy array
         parts = np.split(gy, cuts, axis=self.axis)
         return tuple(p if need else None for p, need in zip(parts, self.needs_input_grad))
 
@@ -113,11 +114,12 @@ class Split(Function):
 
     def forward(self, x: Any) -> tuple[Any, ...]:
         self.in_shape, self.dtype = x.shape, x.dtype
-        return tuple(np.split(x, np.cumsum(self.sizes)[:-1], axis=self.axis))
+        return tuple(np.split(x, np.cumsum(self.sizes)[:-1].tolist(), axis=self.axis))
 
     def backward(self, gys: tuple[Any, ...]) -> tuple[Any]:
         # one concat builds the input gradient; a piece nothing used contributes zeros
-        parts = [g if g is not None else np.zeros(self._piece_shape(n), self.dtype)
+        xp = backend.xp_of(next(g for g in gys if g is not None))
+        parts = [g if g is not None else xp.zeros(self._piece_shape(n), self.dtype)
                  for g, n in zip(gys, self.sizes)]
         return (np.concatenate(parts, axis=self.axis),)
 
@@ -152,20 +154,34 @@ class GetItem(Function):
     def __init__(self, index: Any) -> None:
         # index arrays are copied: one changed in place before backward() would scatter the
         # gradient to the wrong places
-        if isinstance(index, np.ndarray):
+        if isinstance(index, np.ndarray) or backend.is_device_array(index):
             index = index.copy()
         elif isinstance(index, tuple):
-            index = tuple(i.copy() if isinstance(i, np.ndarray) else i for i in index)
+            index = tuple(i.copy() if isinstance(i, np.ndarray) or backend.is_device_array(i)
+                          else i for i in index)
         self.index = index
 
     def forward(self, x: Any) -> Any:
         self.in_shape, self.dtype = x.shape, x.dtype
+        if backend.is_device_array(x):  # index arrays go where x is
+            self.index = _index_on_device(self.index, x)
         return x[self.index]
 
     def backward(self, gy: Any) -> tuple[Any]:
-        g = np.zeros(self.in_shape, dtype=self.dtype)
-        np.add.at(g, self.index, gy)
+        xp = backend.xp_of(gy)  # numpy, or cupy (whose add.at scatters on the GPU)
+        g = xp.zeros(self.in_shape, dtype=self.dtype)
+        xp.add.at(g, self.index, gy)
         return (g,)
+
+
+def _index_on_device(index: Any, like: Any) -> Any:
+    """An index with its NumPy arrays (and lists of ints) moved to the device of `like`."""
+    def move(i: Any) -> Any:
+        if isinstance(i, (np.ndarray, list)):
+            return backend.same_device_as(i, like)
+        return i
+
+    return tuple(move(i) for i in index) if isinstance(index, tuple) else move(index)
 
 
 def concat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:

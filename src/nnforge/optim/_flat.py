@@ -10,6 +10,7 @@ parameters are packed into one shared chunk, and the chunks can be split over tw
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -73,9 +74,17 @@ class FlatParams:
 
     # -- buffers -------------------------------------------------------------------------------
     def _allocate(self, dtype: Any, old_states: dict[str, Any] | None) -> None:
-        """(Re)build the flat buffers in dtype, moving parameter values (and state) into them."""
-        xp = backend.get_array_module(self.params[0].data) if self.params else np
+        """(Re)build the flat buffers in dtype, moving parameter values (and state) into them;
+        on the device of the parameters (NumPy, or CuPy on their GPU)."""
+        first = self.params[0].data if self.params else None
+        xp = backend.get_array_module(first) if self.params else np
         self.xp = xp
+        self.device = backend.device_of(first) if self.params else "cpu"
+        with first.device if xp is not np else contextlib.nullcontext():
+            self._fill(dtype, old_states)
+
+    def _fill(self, dtype: Any, old_states: dict[str, Any] | None) -> None:
+        xp = self.xp
         self.dtype = np.dtype(dtype)
         self.flat = xp.empty(self.numel, self.dtype)
         self.views = []
@@ -108,16 +117,18 @@ class FlatParams:
         plans: list[list[tuple[int, int, int]]] = []  # each: pieces (param, start, stop)
         packed: list[tuple[int, int, int]] = []
         packed_n = 0
+        # on a GPU cache-sized chunks buy nothing and cost kernel launches: one unit holds all
+        chunk = CHUNK if self.xp is np else max(self.numel, 1)
         for i in self.order:
             n = self.sizes[i]
             if n == 0:
                 continue
-            if n >= SMALL:
+            if n >= SMALL and self.xp is np:
                 parts = -(-n // CHUNK)
                 bounds = [n * k // parts for k in range(parts + 1)]
                 plans.extend([[(i, a, b)] for a, b in zip(bounds, bounds[1:])])
                 continue
-            if packed_n + n > CHUNK:
+            if packed_n + n > chunk:
                 plans.append(packed)
                 packed, packed_n = [], 0
             packed.append((i, 0, n))
@@ -126,10 +137,10 @@ class FlatParams:
             plans.append(packed)
         self.plans: dict[int, list[list[_Unit]]] = {}
         width = max((sum(b - a for _, a, b in plan) for plan in plans), default=1)
-        scratch = [([self.xp.empty(width, self.dtype) for _ in range(self.num_tmp)],
-                    self.xp.empty(width, self.dtype)) for _ in range(2)]
-        self.scratch = scratch
         eligible = self.numel >= THREAD_MIN and self.xp is np and self.threads > 1
+        scratch = [([self.xp.empty(width, self.dtype) for _ in range(self.num_tmp)],
+                    self.xp.empty(width, self.dtype)) for _ in range(2 if eligible else 1)]
+        self.scratch = scratch
         for nworkers in (1, 2) if eligible else (1,):
             groups = _split(plans, nworkers)
             self.plans[nworkers] = [[self._unit(plan, *scratch[w]) for plan in group]
@@ -173,10 +184,12 @@ class FlatParams:
             raise ShapeError(f"parameter {i} was replaced by an array of shape "
                              f"{tuple(data.shape)}; the optimizer holds state for shape "
                              f"{self.shapes[i]}: create a new optimizer after resizing")
-        if data.dtype != self.dtype:
-            # e.g. model.double(): move everything once the whole model has the new dtype
+        if data.dtype != self.dtype or backend.device_of(data) != self.device:
+            # e.g. model.double() or model.to("cuda"): move everything (the state too) once the
+            # whole model has the new dtype and device
             new = _common_dtype(self.params)
-            old = {k: v.astype(new) for k, v in self.states.items()}
+            device = _common_device(self.params)
+            old = {k: backend.to_device(v.astype(new), device) for k, v in self.states.items()}
             self._allocate(new, old)
             return True
         self.views[i][...] = data
@@ -347,6 +360,15 @@ class _Chooser:
                         for t in (self.times[1], self.times[2]))
             self.mode = 2 if two < self.MARGIN * one else 1
             self.times = {1: [], 2: []}
+
+
+def _common_device(params: Sequence[Any]) -> str:
+    devices = {backend.device_of(p.data) for p in params}
+    if len(devices) > 1:
+        raise backend.DeviceError(f"expected all parameters of one optimizer on one device, "
+                                  f"found {sorted(devices)}: move the whole model with "
+                                  f"model.to(device)")
+    return devices.pop() if devices else "cpu"
 
 
 def _common_dtype(params: Sequence[Any]) -> Any:

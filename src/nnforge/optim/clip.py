@@ -7,6 +7,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .. import backend
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, NNForgeError
 from .optimizer import check_float
@@ -38,8 +39,13 @@ def clip_grad_norm_(params: Iterable[Any] | Tensor, max_norm: float, norm_type: 
         # np.max/np.min, not max()/min(): they propagate NaN whatever its position;
         # -inf is the smallest magnitude, as in PyTorch
         pick = np.max if norm_type > 0 else np.min
-        total = float(pick([pick(np.abs(p.grad)) if p.grad.size else (0.0 if norm_type > 0
-                            else math.inf) for p in ps]))
+        total = float(pick([float(pick(np.abs(p.grad))) if p.grad.size else (
+            0.0 if norm_type > 0 else math.inf) for p in ps]))
+    elif norm_type == 2.0 and backend.is_device_array(ps[0].grad):
+        # on a GPU: one sum there and one trip to the host, in float64 (no overflow to redo)
+        xp = backend.xp_of(ps[0].grad)
+        g64 = [p.grad.astype(np.float64).ravel() for p in ps]
+        total = math.sqrt(float(xp.sum(xp.stack([xp.dot(g, g) for g in g64]))))
     elif norm_type == 2.0:
         acc = 0.0
         with np.errstate(over="ignore"):  # an overflow is handled below

@@ -102,6 +102,8 @@ class Optimizer:
         """Scalars as 0-d arrays of the buffer dtype: they never upcast float32 arrays, and a
         ufunc call takes a 0-d array in about half the time of a Python or NumPy scalar."""
         xp, dtype = self._flat.xp, self._flat.dtype
+        if xp is not np:  # on a GPU, NumPy scalars: kernel arguments, and `if wd:` in a kernel
+            return tuple(dtype.type(v) for v in values)  # stays a test on the host
         return tuple(xp.asarray(v, dtype=dtype) for v in values)
 
     # -- the PyTorch surface -------------------------------------------------------------------
@@ -220,7 +222,8 @@ class Optimizer:
             flat.reset_states(names, self._num_tmp())
         for i in range(len(flat.params)):
             for name in names:
-                flat.state_view(name, i)[...] = arrays[f"state.{i}.{name}"]
+                view = flat.state_view(name, i)
+                view[...] = backend.same_device_as(arrays[f"state.{i}.{name}"], view)
         flat.steps[:] = [int(s) for s in steps]
 
     def __repr__(self) -> str:

@@ -1,4 +1,5 @@
-"""Evaluation metrics in plain NumPy, and the registry the Trainer looks metric names up in."""
+"""Evaluation metrics in plain NumPy (GPU arrays are copied to the host first), and the registry
+the Trainer looks metric names up in."""
 
 from __future__ import annotations
 
@@ -9,13 +10,19 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..backend import is_device_array, to_numpy
 from ..errors import ConfigError, DataError, ShapeError
 
 _AVERAGES = ("binary", "macro", "micro", "weighted")
 
 
+def _host(a: Any, dtype: Any = None) -> np.ndarray:
+    """a as a NumPy array; GPU (CuPy) arrays are copied to the host first."""
+    return np.asarray(to_numpy(a) if is_device_array(a) else a, dtype=dtype)
+
+
 def _pair(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
-    t, p = np.asarray(y_true), np.asarray(y_pred)
+    t, p = _host(y_true), _host(y_pred)
     if t.shape != p.shape:
         raise ShapeError(f"expected y_pred of shape {t.shape} like y_true, found {p.shape}")
     if t.ndim == 0 or t.shape[0] == 0:
@@ -52,7 +59,7 @@ def top_k_accuracy(y_true: Any, scores: Any, k: int = 5) -> float:
 
     Ties rank the lower class index first, like argmax, so k=1 equals accuracy of the argmax.
     """
-    t, s = np.asarray(y_true), np.asarray(scores)
+    t, s = _host(y_true), _host(scores)
     if s.ndim != 2 or t.shape != (s.shape[0],) or s.shape[0] == 0:
         raise ShapeError(f"expected scores of shape (n, classes) and y_true of shape (n,), "
                          f"found {s.shape} and {t.shape}")
@@ -142,8 +149,8 @@ def f1(y_true: Any, y_pred: Any, average: str = "binary", pos_label: Any = 1) ->
 # -- regression -----------------------------------------------------------------------------
 
 def _values(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
-    t = np.asarray(y_true, dtype=np.float64)
-    p = np.asarray(y_pred, dtype=np.float64)
+    t = _host(y_true, np.float64)
+    p = _host(y_pred, np.float64)
     # A model's (n, 1) output against (n,) targets is the usual case, not a mistake.
     if t.shape != p.shape and t.size == p.size and max(t.ndim, p.ndim) <= 2 and \
             t.shape[:1] == p.shape[:1]:

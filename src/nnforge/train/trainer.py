@@ -9,6 +9,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .. import backend
 from .. import random as nf_random
 from ..autograd.grad_mode import no_grad
 from ..autograd.tensor import Tensor
@@ -24,6 +25,8 @@ from .progress import ProgressDisplay
 
 
 def _as_features(X: Any, dtype: Any, what: str = "X") -> np.ndarray:
+    if backend.is_device_array(X):  # checked and batched on the host like any other input
+        X = backend.to_numpy(X)
     try:
         arr = np.asarray(X)
     except (TypeError, ValueError) as exc:
@@ -60,17 +63,24 @@ def _loader_arg(X: Any, y: Any, what: str) -> DataLoader | None:
 
 
 class Trainer:
-    """Trains a Module: `fit`, `evaluate`, `predict`, with callbacks, metrics and checkpoints."""
+    """Trains a Module: `fit`, `evaluate`, `predict`, with callbacks, metrics and checkpoints.
+
+    `device` ("cpu", "cuda", "cuda:N") moves the model there first; None leaves it where it is.
+    Either way each batch is sent to the model's device (NumPy arrays come in, the metrics and
+    `predict` give NumPy arrays back), and an optimizer made before the move follows it.
+    """
 
     def __init__(self, model: Module, loss: Any = "cross_entropy", optimizer: Any = None,
                  metrics: Sequence[str] | None = None, seed: int | None = None,
                  grad_clip_norm: float | None = None, grad_clip_value: float | None = None,
-                 verbose: Any = "auto") -> None:
+                 verbose: Any = "auto", device: str | None = None) -> None:
         if not isinstance(model, Module):
             raise ConfigError(f"Trainer needs an nnforge.nn.Module, found {type(model).__name__}")
         if metrics:
             from . import metrics as metric_lib  # noqa: PLC0415
 
+        if device is not None:
+            model.to(device)  # DeviceError for an unknown device, or no CuPy / GPU
         self.model = model
         self.loss: Loss = get_loss(loss)
         if optimizer is None:
@@ -163,7 +173,8 @@ class Trainer:
                 cb.on_epoch_begin(epoch)
             display.epoch_begin(epoch)
             t0 = time.perf_counter()
-            with SERIAL_BLAS.serial(self._own_threads()):
+            with SERIAL_BLAS.serial(self._own_threads()), \
+                    backend.device_scope(backend.device_of(self.model)):
                 logs = self._train_epoch(
                     self._loader_batches(loader) if loader is not None else
                     self._array_batches(X, y, batch_size, shuffle), display)
@@ -206,10 +217,13 @@ class Trainer:
         outputs: list[np.ndarray] = []
         targets: list[np.ndarray] = []
         total, seen = 0.0, 0
+        device = backend.device_of(model)
         for b, (xb, yb) in enumerate(batches):
             opt.zero_grad()
-            out = model(Tensor(xb, _keep=True))
-            loss = loss_fn(out, yb)
+            xin, yin = (xb, yb) if device == "cpu" else (backend.to_device(xb, device),
+                                                         backend.to_device(yb, device))
+            out = model(Tensor(xin, _keep=True))
+            loss = loss_fn(out, yin)
             value = float(loss.data)
             if not math.isfinite(value):  # before the step, so the weights stay as they were
                 raise DataError(f"the loss became {value} at epoch {self._epochs_done + 1}, "
@@ -220,7 +234,7 @@ class Trainer:
             total += value * len(xb)
             seen += len(xb)
             if keep_outputs:
-                outputs.append(out.data)
+                outputs.append(out.data)  # on the model's device until the epoch ends
                 targets.append(yb)
             for cb in self.callbacks:
                 cb.on_batch_end(self._step, value)
@@ -228,7 +242,8 @@ class Trainer:
             display.batch_end(b, total / seen, seen)
         logs = {"loss": total / max(seen, 1)}
         if keep_outputs and outputs:
-            logs.update(self._metrics(np.concatenate(outputs), np.concatenate(targets)))
+            logs.update(self._metrics(backend.to_numpy(np.concatenate(outputs)),
+                                      np.concatenate(targets)))
         return logs
 
     def _array_batches(self, X: np.ndarray, y: np.ndarray, batch_size: int,
@@ -306,11 +321,15 @@ class Trainer:
     def _forward(self, X: np.ndarray, batch_size: int) -> np.ndarray:
         was_training = self.model.training
         self.model.eval()
+        device = backend.device_of(self.model)
         try:
-            with no_grad(), SERIAL_BLAS.serial(self._own_threads()):
+            with no_grad(), SERIAL_BLAS.serial(self._own_threads()), \
+                    backend.device_scope(device):
                 # no samples still runs one (empty) pass: the output keeps its class axis
-                parts = [self.model(Tensor(X[i:i + batch_size], _keep=True)).data
-                         for i in range(0, max(len(X), 1), batch_size)]
+                parts = [backend.to_numpy(self.model(Tensor(
+                    X[i:i + batch_size] if device == "cpu" else
+                    backend.to_device(X[i:i + batch_size], device), _keep=True)).data)
+                    for i in range(0, max(len(X), 1), batch_size)]
         finally:
             self.model.train(was_training)
         return np.concatenate(parts)
@@ -345,7 +364,7 @@ class Trainer:
 
     # -- data helpers ----------------------------------------------------------------------
     def _as_targets(self, y: Any, n: int) -> np.ndarray:
-        arr = np.asarray(y)
+        arr = backend.to_numpy(y) if backend.is_device_array(y) else np.asarray(y)
         if len(arr) != n:
             raise ShapeError(f"X has {n} samples but y has {len(arr)}")
         if arr.dtype.kind == "O":  # e.g. a pandas object column of numbers
