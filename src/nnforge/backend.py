@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import DeviceError
 
 #: The array module used for new arrays. Kept as a module attribute so a GPU build can swap it.
 xp: Any = np
@@ -48,10 +48,6 @@ def to_numpy(a: Any) -> np.ndarray:
 # -- devices -----------------------------------------------------------------------------------
 # A device is "cpu" (NumPy arrays) or "cuda" / "cuda:N" (CuPy arrays on GPU N; "cuda" is CuPy's
 # current device, normally 0). Arrays move only when asked: to_device, Module.to, the Trainer.
-class DeviceError(ConfigError):
-    """A device was named that does not exist here, or cannot be used (no CuPy, no GPU)."""
-
-
 _INSTALL_HINT = "pip install nnforge[gpu]"
 _GPU_COUNT: list[Any] = [None, 0]  # [the cupy module asked, how many GPUs it sees]
 

@@ -23,6 +23,10 @@ class ConfigError(NNForgeError, ValueError):
     """A configuration (layer config, architecture, optimizer option) is invalid."""
 
 
+class DeviceError(ConfigError):
+    """A device was named that does not exist here, or cannot be used (no CuPy, no GPU)."""
+
+
 class UnknownLayerError(ConfigError):
     """An architecture names a layer type that is not registered."""
 
