@@ -482,16 +482,19 @@ def run_backward(root: Tensor, grad: Any, retain_graph: bool = False,
         _store_leaf_grad(root, grad, claimed)
         return
     order = _topological_order(root)
-    if any(_freed(t._creator) for t in order):
-        raise BackwardError("backward() reached a part of the graph that an earlier backward() "
-                            "has freed: pass retain_graph=True to the first backward() to "
-                            "run it again, or detach() the tensors reused from the old graph")
-    grads: dict[int, Any] = {id(root): grad}
-    # a several-output op runs its backward once, at the last of its outputs in `order`
+    # one pass: no freed op anywhere, and a several-output op's outputs counted, so that
+    # its backward runs once, at the last of its outputs in `order`
     waiting: dict[int, int] = {}
     for t in order:
-        if type(t._creator) is OutputOf:
-            waiting[id(t._creator.fn)] = waiting.get(id(t._creator.fn), 0) + 1
+        creator = t._creator
+        if creator is _RELEASED or type(creator) is OutputOf and _freed(creator):
+            raise BackwardError("backward() reached a part of the graph that an earlier "
+                                "backward() has freed: pass retain_graph=True to the first "
+                                "backward() to run it again, or detach() the tensors reused "
+                                "from the old graph")
+        if type(creator) is OutputOf:
+            waiting[id(creator.fn)] = waiting.get(id(creator.fn), 0) + 1
+    grads: dict[int, Any] = {id(root): grad}
     gathered: dict[int, list] = {}
     with no_grad():
         for t in order:
@@ -513,7 +516,16 @@ def run_backward(root: Tensor, grad: Any, retain_graph: bool = False,
                     # .grad matches its tensor and the ops below keep computing in float32
                     gx = gx.astype(inp.data.dtype)
                 if inp._creator is None:
-                    _store_leaf_grad(inp, gx, claimed)
+                    if inp.grad is None:  # _store_leaf_grad's usual case, inline (hot path)
+                        base = gx.base
+                        owner = id(gx if base is None else base)
+                        if owner in claimed:
+                            gx = gx.copy(order="K")
+                        else:
+                            claimed.add(owner)
+                        inp.grad = gx
+                    else:
+                        _store_leaf_grad(inp, gx, claimed)
                 else:
                     prev = grads.get(id(inp))
                     # never add in place: the same array may be handed to several inputs
