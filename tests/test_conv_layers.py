@@ -235,3 +235,44 @@ def test_module_freezing_apply_and_buffers():
     names = [n for n, _ in model.named_buffers()]
     assert names == ["1.running_mean", "1.running_var"]
     assert [b.shape for b in model.buffers()] == [(4,), (4,)]
+
+
+@pytest.mark.parametrize("cls, shape", [(nn.BatchNorm1d, (6, 3)), (nn.BatchNorm1d, (4, 3, 5)),
+                                        (nn.BatchNorm2d, (2, 3, 4, 3))])
+def test_batch_norm_momentum_none_is_pytorchs_cumulative_average(rng, cls, shape, tmp_path):
+    bn = cls(3, momentum=None).double()
+    axes = tuple(i for i in range(len(shape)) if i != 1)
+    batches = [rng.standard_normal(shape) * (k + 1) + k for k in range(3)]
+    for x in batches:
+        bn(x)
+    # running statistics are the plain means of the batches' statistics (PyTorch, momentum=None)
+    np.testing.assert_allclose(bn.running_mean, np.mean([x.mean(axes) for x in batches], 0),
+                               rtol=1e-12)
+    np.testing.assert_allclose(bn.running_var,
+                               np.mean([x.var(axes, ddof=1) for x in batches], 0), rtol=1e-12)
+    assert bn.num_batches_tracked == 3 and bn.state_dict()["num_batches_tracked"] == 3
+    bn.eval()
+    bn(batches[0])  # evaluation neither updates the statistics nor counts the batch
+    assert bn.num_batches_tracked == 3
+    again = nn.layer_from_architecture(json.loads(json.dumps(bn.to_architecture())))
+    assert again.momentum is None and again.get_config() == bn.get_config()
+    again.load_state_dict(bn.state_dict())
+    assert again.num_batches_tracked == 3  # so training resumes the same average
+    nf.save(nn.Sequential(bn), tmp_path / "bn.nnf", input_shape=shape[1:])
+    assert nf.load(tmp_path / "bn.nnf")[0].num_batches_tracked == 3
+
+
+def test_batch_norm_loads_pytorchs_state_dict_keys():
+    # PyTorch's BatchNorm state dicts always hold num_batches_tracked; with a float momentum it
+    # is never used, so it loads strictly without being kept (and without changing our keys)
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3, momentum=0.2))
+    state = {**model.state_dict(), "1.num_batches_tracked": np.array(7, np.int64)}
+    assert model.load_state_dict(state) == {"missing_keys": [], "unexpected_keys": []}
+    assert "1.num_batches_tracked" not in model.state_dict()
+    with pytest.raises(nf.errors.StateDictError, match=r"unexpected keys \['0.num_batches"):
+        model.load_state_dict({**state, "0.num_batches_tracked": np.array(1)})
+
+
+def test_adaptive_avg_pool_repr_shows_its_output_size():
+    assert repr(nn.AdaptiveAvgPool2d((None, 3))) == "AdaptiveAvgPool2d(output_size=(None, 3))"
+    assert repr(nn.AdaptiveAvgPool2d(2)) == "AdaptiveAvgPool2d(output_size=(2, 2))"

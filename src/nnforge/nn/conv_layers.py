@@ -157,7 +157,7 @@ class GlobalAvgPool2d(Module):
 
 
 @register_layer
-class AdaptiveAvgPool2d(Module):
+class AdaptiveAvgPool2d(_Spatial):
     """Mean pooling to a fixed output size (H', W'), as torch.nn.AdaptiveAvgPool2d.
 
     A size of None keeps that input dimension. Output (1, 1) is a global average; sizes that
@@ -214,15 +214,18 @@ class _BatchNorm(Module):
     ndims: tuple[int, ...] = ()
     layout = ""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+    #: PyTorch's state dicts always hold this key; ours only with momentum=None (its one use)
+    optional_state = ("num_batches_tracked",)
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True) -> None:
         super().__init__()
         self.num_features = _positive_int(self, "num_features", num_features)
         name = type(self).__name__
-        if momentum is None:  # PyTorch's cumulative average: refused by name, not a TypeError
-            raise ConfigError(f"{name}: expected momentum in [0, 1], found None (the "
-                              f"cumulative moving average is not supported)")
-        self.momentum = check_float(f"{name} momentum", momentum, 0.0, 1.0)
+        # None is PyTorch's cumulative moving average: the running statistics are the plain
+        # mean of every batch's statistics so far, which needs the count of batches
+        self.momentum = None if momentum is None else check_float(f"{name} momentum", momentum,
+                                                                  0.0, 1.0)
         self.eps = check_float(f"{name} eps", eps, 0.0)
         if self.eps == 0.0:
             raise ConfigError(f"{name}: expected a positive eps, found {eps!r}")
@@ -235,6 +238,8 @@ class _BatchNorm(Module):
             self.weight = self.bias = None
         self.register_buffer("running_mean", np.zeros(c, backend.DEFAULT_DTYPE))
         self.register_buffer("running_var", ones((c,)))
+        if self.momentum is None:  # not kept otherwise, so files without it stay as they were
+            self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
 
     def forward(self, x: Tensor) -> Tensor:
         _check_channels(self, x, self.num_features, self.ndims, self.layout)
@@ -250,6 +255,9 @@ class _BatchNorm(Module):
         mean, var = batch_statistics(x.data)
         count = x.data.size // self.num_features
         m = self.momentum
+        if m is None:
+            self.num_batches_tracked = self.num_batches_tracked + 1
+            m = 1.0 / float(self.num_batches_tracked)
         dt = self.running_mean.dtype.type
         # the running variance is unbiased, like PyTorch's; normalisation uses the biased one
         unbiased = var * (count / (count - 1))

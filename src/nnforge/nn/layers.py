@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd.tensor import Tensor
-from ..errors import ConfigError, check_float
+from ..errors import ConfigError, ShapeError, check_float
 from ..ops import activation as A
 from ..ops.linear import linear
 from ..ops.math import Mul
@@ -220,7 +220,14 @@ class Softmax(Module):
         self.axis = check_int(self, "axis", axis)
 
     def forward(self, x: Tensor) -> Tensor:
+        self._check_axis(x)
         return A.softmax(x, self.axis)
+
+    def _check_axis(self, x: Tensor) -> None:
+        # NumPy's AxisError would escape the nnforge.errors family
+        if not -x.ndim <= self.axis < x.ndim:
+            raise ShapeError(f"{type(self).__name__} expects axis in [{-x.ndim}, {x.ndim - 1}] "
+                             f"for input of shape {tuple(x.shape)}, found {self.axis}")
 
     def get_config(self) -> dict[str, Any]:
         return {"axis": self.axis}
@@ -231,6 +238,7 @@ class LogSoftmax(Softmax):
     """Log-softmax along an axis."""
 
     def forward(self, x: Tensor) -> Tensor:
+        self._check_axis(x)
         return A.log_softmax(x, self.axis)
 
 

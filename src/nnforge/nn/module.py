@@ -64,6 +64,10 @@ class Parameter(Tensor):
 class Module:
     """Base class of layers and models: holds parameters, buffers and sub-modules."""
 
+    #: buffer names that load_state_dict ignores when this module does not hold them (a
+    #: PyTorch state dict's BatchNorm num_batches_tracked), rather than calling them unexpected
+    optional_state: tuple[str, ...] = ()
+
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
@@ -267,7 +271,9 @@ class Module:
         targets: dict[str, tuple[Module, str, bool]] = {}
         aliases: dict[str, str] = {}  # later names of a shared parameter -> its first name
         first: dict[int, str] = {}
+        optional: set[str] = set()
         for mname, m in self.named_modules():
+            optional.update(f"{mname}.{o}" if mname else o for o in m.optional_state)
             for pname, p in m._parameters.items():
                 key = f"{mname}.{pname}" if mname else pname
                 # state_dict() lists a shared parameter once, under its first name; PyTorch's
@@ -283,7 +289,8 @@ class Module:
             if key not in state and alias in state:
                 state = {**state, key: state[alias]}
         missing = [k for k in targets if k not in state]
-        unexpected = [k for k in state if k not in targets and k not in aliases]
+        unexpected = [k for k in state if k not in targets and k not in aliases
+                      and k not in optional]
         if strict and (missing or unexpected):
             raise StateDictError(f"state dict does not match the model: missing keys {missing}, "
                                  f"unexpected keys {unexpected}")
