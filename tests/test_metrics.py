@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -169,3 +170,31 @@ def test_results_are_plain_floats():
     values = {n: M.get_metric(n)(t, p) for n in ("accuracy", "f1_macro", "recall_weighted")}
     assert all(type(v) is float for v in values.values())
     json.dumps(values)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
+@pytest.mark.parametrize("t,p", [([0, 0, 0], [0, 0, 0]), ([0, 1, 1], [0, 0, 0]),
+                                 ([0, 0, 0], [0, 1, 1]), ([0, 0, 1, 1], [0, 2, 1, 2]),
+                                 (["a", "b", "a", "c"], ["a", "a", "a", "c"])])
+@pytest.mark.parametrize("average", ["macro", "micro", "weighted", "binary"])
+def test_undefined_scores_are_sklearn_default_zero_without_warning(t, p, average):
+    # sklearn's default zero_division="warn" scores 0 and warns; ours scores 0 silently
+    if average == "binary" and len(set(t) | set(p)) > 2:
+        return
+    kw = {"pos_label": "a" if isinstance(t[0], str) else 1} if average == "binary" else {}
+    for ours, theirs in ((M.precision, skm.precision_score), (M.recall, skm.recall_score),
+                         (M.f1, skm.f1_score)):
+        want = theirs(t, p, average=average, **kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert ours(t, p, average, **kw) == pytest.approx(want, abs=1e-9)
+
+
+def test_top_k_with_k_at_least_the_classes_and_no_samples():
+    scores = np.random.default_rng(0).random((5, 3))
+    t = np.array([0, 1, 2, 2, 1])
+    with pytest.warns(skm._ranking.UndefinedMetricWarning):
+        assert skm.top_k_accuracy_score(t, scores, k=3, labels=range(3)) == 1.0
+    assert M.top_k_accuracy(t, scores, 3) == M.top_k_accuracy(t, scores, 9) == 1.0
+    with pytest.raises(DataError, match="at least one sample"):
+        M.top_k_accuracy(np.zeros(0, np.int64), np.zeros((0, 3)), 2)

@@ -11,9 +11,12 @@ import pytest
 import nnforge as nf
 from nnforge import nn, optim
 from nnforge.backend import SERIAL_BLAS
+from nnforge.data import DataLoader
 from nnforge.errors import ConfigError, DataError, ShapeError, StateDictError
 from nnforge.ops import conv
 from nnforge.train import Callback, EarlyStopping, HistoryLogger, LRScheduler, ModelCheckpoint
+from nnforge.train import trainer as trainer_module
+from nnforge.train.progress import ProgressDisplay
 
 
 def _data(n=120, d=6, classes=3, seed=0):
@@ -312,3 +315,76 @@ def test_empty_training_sets_are_refused_and_counts_may_be_numpy_ints():
     assert cnn.predict_proba(np.zeros((0, 1, 8, 8), np.float32)).shape == (0, 3)  # Flatten of 0
     with pytest.raises(DataError, match="at least one sample"):
         trainer.evaluate(X[:0], y[:0])
+
+
+def test_fit_refuses_settings_that_would_be_silently_ignored_or_fail_late():
+    X, y = _data()
+    trainer = nf.Trainer(_model(), seed=0, verbose=0)
+    with pytest.raises(ConfigError, match="validation_split or validation_data, not both"):
+        trainer.fit(X, y, epochs=1, validation_split=0.2, validation_data=(X[:10], y[:10]))
+    # an empty validation set is refused before training, not after the first epoch
+    with pytest.raises(DataError, match="validation_data holds no samples"):
+        trainer.fit(X, y, epochs=1, validation_data=(X[:0], y[:0]))
+    with pytest.raises(DataError, match="validation_data holds no samples"):
+        trainer.fit(X, y, epochs=1, validation_data=DataLoader((X[:5], y[:5]), batch_size=8,
+                                                               drop_last=True))
+    assert trainer.history == {}
+    # a loader that drops every batch trains nothing: an error, not an epoch of loss 0.0
+    with pytest.raises(DataError, match="yielded no batches"):
+        trainer.fit(DataLoader((X[:5], y[:5]), batch_size=8, drop_last=True), epochs=1)
+    assert trainer.history == {}
+
+
+def test_metrics_must_fit_the_loss_and_one_name_is_one_metric():
+    X, y = _data()
+    assert nf.Trainer(_model(), metrics="accuracy").metric_names == ["accuracy"]
+    with pytest.raises(ConfigError, match="'mse' compares raw values.*multiclass"):
+        nf.Trainer(_model(), metrics=["accuracy", "mse"])
+    with pytest.raises(ConfigError, match="'accuracy' compares classes, but the loss regresses"):
+        nf.Trainer(nn.Sequential(nn.Linear(6, 1)), loss="mse", metrics=["accuracy"])
+    with pytest.raises(ConfigError, match="'top2_accuracy' needs per-class scores.*binary"):
+        nf.Trainer(nn.Sequential(nn.Linear(6, 1)), loss="bce_with_logits",
+                   metrics=["accuracy", "top2_accuracy"])
+
+
+def test_early_stopping_refuses_negative_patience_or_min_delta():
+    with pytest.raises(ConfigError, match="patience must be an integer >= 0"):
+        EarlyStopping(patience=-1)
+    with pytest.raises(ConfigError, match="min_delta must be >= 0"):
+        EarlyStopping(min_delta=-0.1)  # would count a worse value as an improvement
+    EarlyStopping(patience=0, min_delta=0)
+
+
+def test_an_interrupted_fit_stops_its_progress_bar_and_keeps_whole_epochs(monkeypatch):
+    displays = []
+
+    class Recording(ProgressDisplay):
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.use_bar = True  # as on a terminal
+            displays.append(self)
+
+    class Interrupt(Callback):
+        def on_batch_end(self, step, loss):
+            if step == 9:  # epoch 2, batch 2 of 8
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module, "ProgressDisplay", Recording)
+    X, y = _data()
+    trainer = nf.Trainer(_model(), seed=0, verbose=1)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(X, y, epochs=3, batch_size=16, callbacks=[Interrupt()])
+    assert displays[0]._progress is None  # stopped: no live bar left drawing
+    assert {len(v) for v in trainer.history.values()} == {1}  # the whole epochs only
+    trainer.fit(X, y, epochs=1, batch_size=16)  # and the trainer goes on
+    assert len(trainer.history["loss"]) == 2
+
+
+def test_history_logs_the_rate_an_epoch_started_with_under_a_per_step_schedule():
+    X, y = _data(n=40)
+    model = _model()
+    opt = optim.SGD(model.parameters(), lr=1.0)
+    trainer = nf.Trainer(model, optimizer=opt, seed=0, verbose=0)
+    sched = LRScheduler(optim.StepLR(opt, step_size=2, gamma=0.5), per="step")
+    trainer.fit(X, y, epochs=3, batch_size=10, callbacks=[sched])  # 4 steps an epoch
+    assert trainer.history["lr"] == [1.0, 0.25, 0.0625]  # not the rate after the last step

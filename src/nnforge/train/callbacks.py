@@ -75,6 +75,11 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
                  mode: str = "auto", restore_best_weights: bool = True) -> None:
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise ConfigError(f"patience must be an integer >= 0, found {patience!r}")
+        # a negative min_delta would count a worse value as an improvement
+        if not min_delta >= 0:
+            raise ConfigError(f"min_delta must be >= 0, found {min_delta!r}")
         self.tracker = _Tracker(monitor, mode, min_delta)
         self.patience, self.restore_best_weights = patience, restore_best_weights
         self.wait, self.best_epoch, self.best_weights = 0, -1, None

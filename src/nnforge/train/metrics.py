@@ -57,9 +57,13 @@ def accuracy(y_true: Any, y_pred: Any) -> float:
 def top_k_accuracy(y_true: Any, scores: Any, k: int = 5) -> float:
     """Fraction of samples whose true class is among the k highest scores.
 
-    Ties rank the lower class index first, like argmax, so k=1 equals accuracy of the argmax.
+    Ties rank the lower class index first, like argmax, so k=1 equals accuracy of the argmax
+    (scikit-learn's top_k_accuracy_score ranks the higher index first among ties). k at or
+    above the number of classes scores 1.0, as there, without its warning.
     """
     t, s = _host(y_true), _host(scores)
+    if s.ndim == 2 and t.shape == (0,) == s.shape[:1]:
+        raise DataError(f"expected at least one sample, found scores of shape {s.shape}")
     if s.ndim != 2 or t.shape != (s.shape[0],) or s.shape[0] == 0:
         raise ShapeError(f"expected scores of shape (n, classes) and y_true of shape (n,), "
                          f"found {s.shape} and {t.shape}")
@@ -132,7 +136,12 @@ def _precision_recall_f1(y_true: Any, y_pred: Any, average: str, pos_label: Any
 
 
 def precision(y_true: Any, y_pred: Any, average: str = "binary", pos_label: Any = 1) -> float:
-    """Of the samples predicted as a class, the fraction that are that class."""
+    """Of the samples predicted as a class, the fraction that are that class.
+
+    A class never predicted (or, for recall, never present; for F1, neither) scores 0, the
+    value of scikit-learn's default zero_division="warn", but without the warning. Classes
+    are those seen in y_true or y_pred.
+    """
     return _precision_recall_f1(y_true, y_pred, average, pos_label)[0]
 
 

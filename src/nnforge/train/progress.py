@@ -52,6 +52,12 @@ class ProgressDisplay:
         self._progress.update(self._task, completed=batch + 1,
                               info=f"loss {loss:.4f}  {rate:,.0f} samples/s")
 
+    def close(self) -> None:
+        """Stop a bar still drawing (fit() interrupted mid-epoch); nothing otherwise."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
     def epoch_end(self, epoch: int, logs: dict[str, float], samples: int) -> None:
         """Finish the epoch: final metrics on the bar, or one printed line."""
         elapsed = time.perf_counter() - self._t0

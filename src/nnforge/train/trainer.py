@@ -49,6 +49,23 @@ def _int_at_least(name: str, value: Any, low: int, error: type = ConfigError) ->
     return int(value)
 
 
+def _check_metric_fits_loss(name: Any, metric: Any, loss: Loss) -> None:
+    """ConfigError for a metric that would score the wrong thing: a regression metric of
+    predicted class indices, a class metric of raw regression values, or top-k of a binary
+    model's single probability (it would otherwise fail or mislead at the first epoch's end)."""
+    regression = loss.kind == "regression"
+    if metric.kind == "regression" and not regression:
+        wrong = f"compares raw values, but the {loss.kind} loss gives class predictions"
+    elif metric.kind != "regression" and regression:
+        wrong = ("compares classes, but the loss regresses (a custom classification loss "
+                 "must set kind = 'multiclass' or 'binary')")
+    elif metric.kind == "score" and loss.kind != "multiclass":
+        wrong = f"needs per-class scores, but the {loss.kind} loss gives one probability"
+    else:
+        return
+    raise ConfigError(f"metric {getattr(metric, 'name', name)!r} {wrong}")
+
+
 def _loader_arg(X: Any, y: Any, what: str) -> DataLoader | None:
     """X when it is a DataLoader (y must then be left out); None for arrays (y is needed)."""
     if isinstance(X, DataLoader):
@@ -88,8 +105,11 @@ class Trainer:
 
             optimizer = Adam(model.parameters(), lr=1e-3)
         self.optimizer = optimizer
-        self.metric_names = list(metrics or [])
+        # one name alone is one metric, not a list of its letters
+        self.metric_names = [metrics] if isinstance(metrics, str) else list(metrics or [])
         self.metrics = [metric_lib.get_metric(m) for m in self.metric_names] if metrics else []
+        for name, metric in zip(self.metric_names, self.metrics):
+            _check_metric_fits_loss(name, metric, self.loss)
         self.seed = seed
         self.grad_clip_norm, self.grad_clip_value = grad_clip_norm, grad_clip_value
         self.verbose = verbose
@@ -126,6 +146,9 @@ class Trainer:
         epochs = _int_at_least("epochs", epochs, 1)
         batch_size = _int_at_least("batch_size", batch_size, 1)
         loader = _loader_arg(X, y, "fit()")
+        if validation_split and validation_data is not None:
+            raise ConfigError("pass validation_split or validation_data, not both (the split "
+                              "would be silently ignored)")
         if loader is not None:
             if validation_split:
                 raise ConfigError("validation_split needs arrays; with a DataLoader pass "
@@ -142,6 +165,11 @@ class Trainer:
         if validation_data is not None and not isinstance(validation_data, DataLoader):
             Xv = _as_features(validation_data[0], self.model.dtype, "validation X")
             validation_data = (Xv, self._as_targets(validation_data[1], len(Xv)))
+        # refused now rather than at the end of the first epoch's training
+        if validation_data is not None and len(validation_data[0] if isinstance(
+                validation_data, tuple) else validation_data) == 0:
+            raise DataError("validation_data holds no samples (or its DataLoader no batches): "
+                            "leave it out or give it some")
         # checkpoints last, so each one holds every other callback's state after its epoch
         # (an LR step or an early stop saved before it happened would be lost on resume)
         self.callbacks = sorted(callbacks or [], key=lambda cb: isinstance(cb, ModelCheckpoint))
@@ -166,12 +194,24 @@ class Trainer:
         batches = n // batch_size + (n % batch_size > 0) if loader is None else len(loader)
         display = ProgressDisplay(self.verbose if verbose is None else verbose, last, batches)
         self.stop_training = False
+        try:
+            self._run_epochs(first, last, X, y, batch_size, shuffle, loader, validation_data,
+                             display, n)
+        finally:  # an interrupted fit() must not leave a live progress bar drawing
+            display.close()
+        return self.history
+
+    def _run_epochs(self, first: int, last: int, X: Any, y: Any, batch_size: int,
+                    shuffle: bool, loader: DataLoader | None, validation_data: Any,
+                    display: ProgressDisplay, n: int) -> None:
         for cb in self.callbacks:
             cb.on_train_begin()
         for epoch in range(first, last):
             for cb in self.callbacks:
                 cb.on_epoch_begin(epoch)
             display.epoch_begin(epoch)
+            # the rate at the epoch's start: a per-step schedule has moved on by its end
+            lr = float(getattr(self.optimizer, "lr", float("nan")))
             t0 = time.perf_counter()
             with SERIAL_BLAS.serial(self._own_threads()), \
                     backend.device_scope(backend.device_of(self.model)):
@@ -183,7 +223,7 @@ class Trainer:
                 val = (self.evaluate(validation_data) if isinstance(validation_data, DataLoader)
                        else self.evaluate(*validation_data, batch_size=max(batch_size, 256)))
                 logs.update({f"val_{k}": v for k, v in val.items()})
-            logs["lr"] = float(getattr(self.optimizer, "lr", float("nan")))
+            logs["lr"] = lr
             self._record(logs)
             self._epochs_done = epoch + 1
             display.epoch_end(epoch, {k: v for k, v in logs.items() if k not in ("time", "lr")},
@@ -194,7 +234,6 @@ class Trainer:
                 break
         for cb in self.callbacks:
             cb.on_train_end()
-        return self.history
 
     def _record(self, logs: dict[str, float]) -> None:
         """Append an epoch's logs to the history, NaN-padded so every list stays epoch-aligned.
@@ -240,7 +279,10 @@ class Trainer:
                 cb.on_batch_end(self._step, value)
             self._step += 1
             display.batch_end(b, total / seen, seen)
-        logs = {"loss": total / max(seen, 1)}
+        if not seen:  # a loss of 0 for an epoch that never trained would look like success
+            raise DataError("the training DataLoader yielded no batches (drop_last=True with "
+                            "fewer samples than batch_size?)")
+        logs = {"loss": total / seen}
         if keep_outputs and outputs:
             logs.update(self._metrics(backend.to_numpy(np.concatenate(outputs)),
                                       np.concatenate(targets)))
