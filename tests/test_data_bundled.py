@@ -64,3 +64,8 @@ def test_core_imports_without_sklearn():
             "import nnforge.data, nnforge.train.metrics; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
+
+
+def test_unhashable_name_is_a_data_error():
+    with pytest.raises(DataError, match="data set name"):
+        load_dataset(["digits"])  # type: ignore[arg-type]

@@ -229,3 +229,11 @@ def test_a_dict_of_arrays_is_refused():
     x, y = _data(10)
     with pytest.raises(ConfigError, match=r"found a dict \(pass its arrays as a tuple"):
         DataLoader({"x": x, "y": y})
+
+
+@pytest.mark.parametrize("kwargs", [{"batch_size": None}, {"batch_size": float("nan")},
+                                    {"batch_size": float("inf")}, {"batch_size": [2]},
+                                    {"shuffle": True, "seed": -1}, {"seed": 1.5}])
+def test_bad_batch_size_or_seed_is_a_config_error(kwargs):
+    with pytest.raises(ConfigError, match="batch_size|seed"):
+        DataLoader((np.zeros((4, 2)),), **{"batch_size": 2, **kwargs})

@@ -210,3 +210,44 @@ def test_minmax_subnormal_span_is_treated_as_constant():
     # (hi - lo) / 1e-45 overflows float32: the scale would be inf and transform NaN
     s = MinMaxScaler().fit(np.array([[0.0], [1e-45]], np.float32))
     assert np.all(np.isfinite(s.transform([[0.0], [1.0]])))
+
+
+@pytest.mark.parametrize("scaler", [Standardizer, MinMaxScaler])
+def test_fit_data_beyond_float32_is_refused_not_turned_into_nan(scaler):
+    with pytest.raises(DataError, match="finite"):
+        scaler().fit(np.array([[1e300, 1.0], [-1e300, 2.0]]))
+
+
+def test_feature_range_wider_than_float32_is_refused():
+    with pytest.raises(ConfigError, match="feature_range"):
+        MinMaxScaler((-3e38, 3e38))
+
+
+def test_nan_labels_are_refused_at_fit():
+    # NaN != NaN: a NaN class could be learnt but never matched by transform
+    with pytest.raises(DataError, match="NaN"):
+        OneHotEncoder().fit([1.0, np.nan])
+
+
+def test_class_counts_are_checked():
+    for bad in ([3], "3", 2.5, 0):
+        with pytest.raises(ConfigError, match="num_classes"):
+            OneHotEncoder(bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="num_classes"):
+        one_hot([0, 1], "x")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="num_classes"):
+        one_hot([0, 1], -1)
+    with pytest.raises(DataError, match="do not fit in memory"):
+        one_hot([0], 2**62)
+
+
+def test_deeply_nested_config_and_non_list_pipeline_are_config_errors():
+    deep: list = []
+    cur = deep
+    for _ in range(3000):
+        cur.append([])
+        cur = cur[0]
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        preprocessing_from_config(deep)
+    with pytest.raises(ConfigError, match="list of Preprocessor steps"):
+        Pipeline(5)  # type: ignore[arg-type]

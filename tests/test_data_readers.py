@@ -293,3 +293,34 @@ def test_write_idx_refuses_dims_beyond_uint32_and_reports_os_errors(tmp_path):
         write_idx(tmp_path / "w.idx", np.zeros((2**32, 0), np.uint8))
     with pytest.raises(DataError, match="cannot write IDX file"):
         write_idx(tmp_path, np.zeros(3, np.uint8))
+
+
+def test_csv_field_over_the_csv_module_limit_is_a_data_error(tmp_path):
+    p = tmp_path / "big.csv"
+    p.write_text("a,b,y\n" + "1" * 200_000 + ",2,0\n3,4,1\n")
+    with pytest.raises(DataError, match="big.csv"):
+        read_csv(p, label_column="y")
+
+
+@pytest.mark.parametrize("reader", [read_csv, read_npz, read_idx])
+@pytest.mark.parametrize("path", [987654, None, 2.5])
+def test_readers_refuse_non_paths_and_never_read_a_file_descriptor(reader, path):
+    # open(0) would read stdin (and close it): an int is never taken as a descriptor
+    with pytest.raises(DataError, match="expected the path of"):
+        reader(path)
+
+
+def test_npz_with_a_damaged_zip_header_is_a_data_error(tmp_path):
+    p = tmp_path / "d.npz"
+    np.savez(p, X=np.zeros((2, 2)))
+    raw = bytearray(p.read_bytes())
+    cd = raw.index(b"PK\x01\x02")  # the central directory entry zipfile trusts
+    raw[cd + 8] |= 1  # general-purpose flag: "encrypted"
+    p.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="d.npz"):
+        read_npz(p)
+    raw[cd + 8] &= ~1
+    raw[cd + 10] = 99  # a compression method zipfile does not know
+    p.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="d.npz"):
+        read_npz(p)

@@ -125,3 +125,12 @@ def test_unsortable_stratify_labels_and_scalars():
         train_test_split(x, 5)
     with pytest.raises(ShapeError, match="sample dimension"):
         train_val_test_split(5)
+
+
+def test_stratify_by_rows_of_any_rank_and_sample_count_checks():
+    x, y = np.arange(20.0).reshape(10, 2), np.array([0, 1] * 5)
+    tr, te, _, _ = train_test_split(x, y, 0.4, stratify=np.zeros((10, 2, 2)))
+    assert len(tr) == 6 and len(te) == 4
+    for n in (5.5, "5", -5, True):
+        with pytest.raises(ConfigError, match="sample count"):
+            split_indices(n)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -147,6 +150,33 @@ def test_bad_optimizer_state_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="JSON-serialisable"):
         save_checkpoint(tmp_path / "c.nnf", _model(), trainer_state={"when": object()})
     assert not (tmp_path / "c.nnf").exists()
+
+
+@pytest.mark.parametrize("entry, data, words", [
+    ("optimizer.json", b"[1]", "optimizer.json of"),
+    ("trainer.json", b'"x"', "trainer.json of"),
+    ("trainer.json", b'{"a": ' + b"[" * 600 + b"]" * 600 + b"}", "nests too deeply"),
+])
+def test_checkpoint_state_of_the_wrong_shape_is_refused(tmp_path, entry, data, words):
+    model, path = _model(), tmp_path / "c.nnf"
+    save_checkpoint(path, model, MomentumSGD(model.parameters()), {"epoch": 2})
+    with zipfile.ZipFile(path) as zf:
+        entries = {i.filename: zf.read(i) for i in zf.infolist()}
+    entries[entry] = data
+    manifest = json.loads(entries["manifest.json"])
+    manifest["checksums"][entry] = "sha256:" + hashlib.sha256(data).hexdigest()
+    entries["manifest.json"] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, d in entries.items():
+            zf.writestr(name, d)
+    with pytest.raises(ModelFileError, match=words):
+        load_checkpoint(path)
+
+
+def test_extra_that_load_would_refuse_is_refused_at_save(tmp_path):
+    with pytest.raises(ConfigError, match="extra must be a dict"):
+        save(_model(), tmp_path / "m.nnf", extra=["x"])
+    assert not (tmp_path / "m.nnf").exists()
 
 
 def test_tampered_optimizer_state_is_detected(tmp_path):

@@ -184,6 +184,12 @@ def test_newer_format_version(good):
     (lambda m: m["inputs"][0].update(shape=[None, "8"]), "'inputs'"),
     (lambda m: m["outputs"][0].update(dtype=None), "'outputs'"),
     (lambda m: m.update(preprocessing=5), "'preprocessing'"),
+    # nnforge info and the server look inside these: a wrong type used to crash them there
+    (lambda m: m.update(metrics="x"), "'metrics'"),
+    (lambda m: m.update(metrics={"accuracy": "high"}), "'metrics'"),
+    (lambda m: m.update(extra="x"), "'extra'"),
+    (lambda m: m.update(num_parameters="x"), "'num_parameters'"),
+    (lambda m: m["inputs"][0].update(shape=[None, 10**20]), "'inputs'"),
 ])
 def test_malformed_manifest_fields(good, edit, words):
     _rewrite(good, manifest_edit=edit)
@@ -288,6 +294,12 @@ def test_safetensors_header_claiming_too_many_bytes(good):
     spec = {"dtype": "F32", "shape": [1024], "data_offsets": [0, 4096]}
     _rewrite(good, {"weights.safetensors": _safetensors({"0.weight": spec}, bytes(8))})
     assert "claims 4,096 bytes of tensor data but the file holds 8" in _error(good)
+
+
+def test_safetensors_dtype_that_is_not_a_string(good):
+    spec = {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}
+    _rewrite(good, {"weights.safetensors": _safetensors({"0.weight": spec}, bytes(4))})
+    assert "unsupported dtype ['F32']" in _error(good)
 
 
 def test_weights_that_do_not_fit_the_architecture(good):

@@ -41,7 +41,7 @@ class DatasetBundle:
 
 def load_dataset(name: str, as_frame: bool = False) -> DatasetBundle:
     """Load a scikit-learn bundled set: X float32, y int64 (classes) or float32 (regression)."""
-    if name not in BUNDLED_DATASETS:
+    if not isinstance(name, str) or name not in BUNDLED_DATASETS:
         raise DataError(f"expected a data set name in {sorted(BUNDLED_DATASETS)}, found {name!r}")
     try:
         from sklearn import datasets  # noqa: PLC0415 - optional dependency, loaded on use

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from typing import Any, Iterator, Sequence
 
@@ -83,8 +84,13 @@ class DataLoader:
 
     def __init__(self, dataset_or_arrays: Any, batch_size: int = 32, shuffle: bool = False,
                  drop_last: bool = False, seed: int | None = None) -> None:
-        if int(batch_size) != batch_size or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Real) \
+                or not math.isfinite(batch_size) or int(batch_size) != batch_size \
+                or batch_size < 1:
             raise ConfigError(f"expected batch_size >= 1, found {batch_size!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                                 or seed < 0):
+            raise ConfigError(f"expected seed to be None or an integer >= 0, found {seed!r}")
         self.dataset = _as_dataset(dataset_or_arrays)
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)

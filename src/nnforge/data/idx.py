@@ -24,6 +24,9 @@ _MAX_DIMS = 32  # NumPy's limit before 2.0 (64 since): a file with more cannot b
 
 
 def _open(path: str | Path) -> BinaryIO:
+    if not isinstance(path, (str, os.PathLike)):  # open() takes an int as a file descriptor
+        raise DataError(f"expected the path of an IDX file, found {type(path).__name__} "
+                        f"{path!r:.40}")
     try:
         return open(path, "rb")
     except FileNotFoundError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
@@ -99,8 +100,11 @@ class _FeatureScaler(Preprocessor):
         if fitting:
             if x.shape[0] == 0:
                 raise DataError("expected at least one sample to fit on, found 0")
+            with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused just below
+                x = x.astype(np.float32, copy=False)
             if not np.all(np.isfinite(x)):
-                raise DataError("expected finite feature values to fit on, found NaN or inf")
+                raise DataError("expected finite feature values (within float32's range) to "
+                                "fit on, found NaN or inf")
         elif x.shape[1:] != self.sample_shape:
             self._require_fitted()
             assert self.sample_shape is not None
@@ -173,9 +177,11 @@ class MinMaxScaler(_FeatureScaler):
         except (TypeError, ValueError):
             raise ConfigError(f"expected feature_range (low, high) of two numbers, found "
                               f"{feature_range!r}") from None
-        if not (lo < hi and np.isfinite(hi - lo)):
-            raise ConfigError(f"expected feature_range (low, high) with low < high, "
-                              f"found {tuple(feature_range)}")
+        with np.errstate(over="ignore"):  # the scaled values are float32: so is the range
+            span = np.float32(hi) - np.float32(lo)
+        if not (lo < hi and np.isfinite(span)):
+            raise ConfigError(f"expected feature_range (low, high) with low < high and "
+                              f"high - low within float32, found {tuple(feature_range)}")
         self.feature_range = (lo, hi)
         self.data_min: np.ndarray | None = None
         self.data_max: np.ndarray | None = None
@@ -241,6 +247,8 @@ class _ClassCoder(Preprocessor):
         y = np.asarray(y)
         if y.ndim != 1 or y.size == 0:
             raise ShapeError(f"expected a non-empty 1-D array of labels, found shape {y.shape}")
+        if y.dtype.kind in "fc" and np.any(np.isnan(y)):  # NaN != NaN: transform could not match it
+            raise DataError("expected labels without NaN, found NaN")
         try:
             self.classes_ = np.unique(y)
         except TypeError as e:
@@ -323,6 +331,14 @@ class LabelEncoder(_ClassCoder):
         return enc
 
 
+def _class_count(num_classes: Any, low: int) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, Integral) \
+            or num_classes < low:
+        raise ConfigError(f"expected num_classes to be an integer >= {low}, found "
+                          f"{num_classes!r:.40}")
+    return int(num_classes)
+
+
 def one_hot(y: Any, num_classes: int | None = None) -> np.ndarray:
     """Integer class indices (n,) -> float32 one-hot rows (n, num_classes)."""
     y = np.asarray(y)
@@ -332,11 +348,15 @@ def one_hot(y: Any, num_classes: int | None = None) -> np.ndarray:
     if num_classes is None:
         k = int(y.max()) + 1 if y.size else 0
     else:
-        k = int(num_classes)
+        k = _class_count(num_classes, 0)
     if y.size and (y.min() < 0 or y.max() >= k):
         raise DataError(f"expected class indices in [0, {k - 1}], found range "
                         f"[{y.min()}, {y.max()}]")
-    out = np.zeros((y.shape[0], k), dtype=np.float32)
+    try:
+        out = np.zeros((y.shape[0], k), dtype=np.float32)
+    except (MemoryError, ValueError):  # ValueError: more bytes than an array can address
+        raise DataError(f"one-hot rows of shape ({y.shape[0]}, {k}) do not fit in "
+                        f"memory") from None
     out[np.arange(y.shape[0]), y] = 1.0
     return out
 
@@ -348,11 +368,14 @@ class OneHotEncoder(_ClassCoder):
     type_name = "one_hot"
 
     def __init__(self, num_classes: int | None = None) -> None:
-        self.num_classes = num_classes
         if num_classes is not None:
-            if int(num_classes) != num_classes or num_classes < 1:
-                raise ConfigError(f"expected num_classes >= 1, found {num_classes!r}")
-            self.classes_ = np.arange(int(num_classes))
+            num_classes = _class_count(num_classes, 1)
+            try:
+                self.classes_ = np.arange(num_classes)
+            except (MemoryError, ValueError):
+                raise ConfigError(f"expected num_classes whose labels fit in memory, found "
+                                  f"{num_classes:,}") from None
+        self.num_classes = num_classes
 
     def fit(self, y: Any) -> OneHotEncoder:
         """Learn the classes (unless num_classes fixed them); checks the labels either way."""
@@ -392,6 +415,9 @@ class Pipeline(Preprocessor):
     type_name = "pipeline"
 
     def __init__(self, steps: list[Preprocessor]) -> None:
+        if not isinstance(steps, (list, tuple)):
+            raise ConfigError(f"expected a list of Preprocessor steps, found "
+                              f"{type(steps).__name__}")
         for s in steps:
             if not isinstance(s, Preprocessor):
                 raise ConfigError(f"expected Preprocessor steps, found {type(s).__name__}")
@@ -444,7 +470,11 @@ class Pipeline(Preprocessor):
 def preprocessing_from_config(cfg: dict[str, Any] | list[dict[str, Any]]) -> Preprocessor:
     """Rebuild a fitted preprocessor (dict) or Pipeline (list) from its JSON config."""
     if isinstance(cfg, list):
-        return Pipeline.from_config(cfg)
+        try:
+            return Pipeline.from_config(cfg)
+        except RecursionError:  # lists nested deeper than Python recurses (a damaged file)
+            raise ConfigError("expected a preprocessing config, found lists nested too "
+                              "deeply") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"expected a preprocessing config dict or list, found "
                           f"{type(cfg).__name__}")

@@ -45,7 +45,9 @@ def _allocate(counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> n
 def split_indices(n: int, test_size: float | int = 0.2, seed: int = 0,
                   stratify: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """(train_indices, test_indices), both shuffled; stratified keeps class proportions."""
-    n_train, n_test = _sizes(n, test_size)
+    if isinstance(n, bool) or not isinstance(n, Integral) or n < 0:
+        raise ConfigError(f"expected n to be a sample count (an integer >= 0), found {n!r}")
+    n_train, n_test = _sizes(int(n), test_size)
     if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed < 2**32:
         raise ConfigError(f"expected seed to be an integer in [0, 2**32), found {seed!r}")
     # A legacy RandomState on purpose: with it, the same seed gives the same split as
@@ -57,8 +59,8 @@ def split_indices(n: int, test_size: float | int = 0.2, seed: int = 0,
     labels = np.asarray(stratify)
     if labels.shape[:1] != (n,):
         raise ShapeError(f"expected stratify labels for {n} samples, found shape {labels.shape}")
-    if labels.ndim == 2:  # multilabel rows: one class per distinct row
-        labels = np.array([" ".join(map(str, row)) for row in labels])
+    if labels.ndim >= 2:  # multilabel rows: one class per distinct row
+        labels = np.array([" ".join(map(str, row)) for row in labels.reshape(n, -1)])
     try:
         classes, inverse = np.unique(labels, return_inverse=True)
     except TypeError as e:  # e.g. an object array mixing strings and numbers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,14 @@ class _Layout:
         return f"column {j + 1}{name}"
 
 
+def _check_path(path: Any, what: str) -> None:
+    # open() takes an int as a file descriptor: read_csv(3) would read and close fd 3
+    if not isinstance(path, (str, os.PathLike)):
+        raise DataError(f"expected the path of {what}, found {type(path).__name__} {path!r:.40}")
+
+
 def _open_text(path: str | Path) -> IO[str]:
+    _check_path(path, "a CSV file")
     try:
         return open(path, encoding="utf-8-sig")  # -sig: drop the BOM spreadsheet tools write
     except FileNotFoundError as e:
@@ -173,6 +181,9 @@ def iter_csv(path: str | Path, label_column: int | str | None = None,
                 yield _parse_chunk(lay, lines, nos)
         except UnicodeDecodeError as e:
             raise DataError(f"expected a UTF-8 text file at {str(path)!r}, found: {e}") from None
+        except csv.Error as e:  # e.g. a field over csv.field_size_limit() characters
+            raise DataError(f"{path}: expected CSV fields a reader can split, found: {e}") \
+                from None
 
 
 def read_csv(path: str | Path, label_column: int | str | None = None,
@@ -196,11 +207,13 @@ def read_csv(path: str | Path, label_column: int | str | None = None,
 def read_npz(path: str | Path, x_key: str | None = None, y_key: str | None = "y"
              ) -> tuple[np.ndarray, np.ndarray | None]:
     """Read X (key "X" or "x" unless given) and y from an .npz archive; no pickled objects."""
+    _check_path(path, "an .npz file")
     try:
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError as e:
         raise DataError(f"expected an .npz file at {str(path)!r}, found no such file") from e
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, NotImplementedError,
+            RuntimeError) as e:  # the last two: a zip header claiming odd versions or encryption
         raise DataError(f"expected an .npz archive at {str(path)!r}, found: {e}") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(f"expected an .npz archive at {str(path)!r}, found a single .npy array")
@@ -236,6 +249,7 @@ def read_npz(path: str | Path, x_key: str | None = None, y_key: str | None = "y"
 def _load_member(archive: Any, key: str, path: str | Path) -> np.ndarray:
     try:
         return np.asarray(archive[key])
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, NotImplementedError,
+            RuntimeError) as e:  # the last two: a damaged zip header (odd method, encryption)
         raise DataError(f"{path}: expected a plain numeric array under {key!r}, found: {e}") \
             from None

@@ -101,14 +101,24 @@ def load_checkpoint(path: PathLike) -> Checkpoint:
         optimizer_state = None
         if OPTIMIZER_CONFIG in ar or OPTIMIZER_ARRAYS in ar:
             config = read_json_entry(ar, manifest, OPTIMIZER_CONFIG)
+            if not isinstance(config, dict):
+                raise ModelFileError(f"{OPTIMIZER_CONFIG} of '{ar.path}' must be a JSON object, "
+                                     f"found {type(config).__name__}")
             # copies: the optimizer updates its state in place, the mapped views are read-only
             arrays = {k: np.array(v) for k, v in read_tensors(ar, manifest,
                                                                OPTIMIZER_ARRAYS).items()}
             optimizer_state = {"config": config, "arrays": arrays}
         trainer_state = read_json_entry(ar, manifest, TRAINER) if TRAINER in ar else None
+        if TRAINER in ar and not isinstance(trainer_state, dict):
+            raise ModelFileError(f"{TRAINER} of '{ar.path}' must be a JSON object, found "
+                                 f"{type(trainer_state).__name__}")
         if trainer_state is not None:
             arrays = read_tensors(ar, manifest, TRAINER_ARRAYS) if TRAINER_ARRAYS in ar else {}
-            trainer_state = _put_arrays(trainer_state, arrays)
+            try:
+                trainer_state = _put_arrays(trainer_state, arrays)
+            except RecursionError:  # JSON nests deeper than Python recurses: not ours
+                raise ModelFileError(f"{TRAINER} of '{ar.path}' nests too deeply; it is "
+                                     f"damaged") from None
     finally:
         ar.close()
     return Checkpoint(model, manifest, optimizer_state, trainer_state)

@@ -32,6 +32,7 @@ FORMAT_VERSION = 1
 TASKS = ("multiclass", "binary", "multilabel", "regression")
 MANIFEST, ARCHITECTURE, WEIGHTS = "manifest.json", "architecture.json", "weights.safetensors"
 MAX_JSON_BYTES = 64 * 2**20  # JSON entries are metadata; anything larger is not ours
+MAX_SAMPLE_ELEMENTS = 2**31  # per input/output sample; 8 GiB of float32
 THREADED_HASH_BYTES = 4 * 2**20  # below this a second thread costs more than it saves
 PathLike = str | os.PathLike
 
@@ -139,6 +140,12 @@ def _metrics(metrics: Any) -> dict[str, float | None] | None:
     return out
 
 
+def _extra(extra: Any) -> dict[str, Any] | None:
+    if extra is not None and not isinstance(extra, dict):  # load() would refuse the file
+        raise ConfigError(f"extra must be a dict or None, found {type(extra).__name__}")
+    return extra
+
+
 def _named_arrays(model: Module) -> list[tuple[str, Any]]:
     """(state-dict name, array) of every parameter and buffer, without state_dict()'s copies."""
     return ([(k, p.data) for k, p in model.named_parameters()]
@@ -188,7 +195,7 @@ def build_entries(model: Module, kind: str, task: str | None = None, labels: Any
         "inputs": [{"name": _input_name(model), "shape": [None, *shape], "dtype": "float32"}],
         "outputs": outputs,
         "preprocessing": _preprocessing(preprocessing), "metrics": _metrics(metrics),
-        "num_parameters": model.num_parameters(), "extra": extra,
+        "num_parameters": model.num_parameters(), "extra": _extra(extra),
         "checksums": {name: sha256_of(chunks) for name, chunks in entries},
     }
     return [(MANIFEST, [to_json(manifest, "the manifest")]), *entries], now
@@ -236,6 +243,16 @@ def _check_manifest(m: Any, p: str) -> dict[str, Any]:
             raise bad(field, "a non-empty list of {name, shape: [null, sizes...], dtype} objects")
     if not isinstance(m.get("preprocessing"), (dict, list, type(None))):
         raise bad("preprocessing", "an object, a list or null")
+    for field in ("extra", "metrics"):  # readers (nnforge info, the server) look inside them
+        if not isinstance(m.get(field), (dict, type(None))):
+            raise bad(field, "an object or null")
+    if m.get("metrics") and not all(v is None or (isinstance(v, (int, float))
+                                                  and not isinstance(v, bool))
+                                    for v in m["metrics"].values()):
+        raise bad("metrics", "an object of name -> number or null")
+    n = m.get("num_parameters", 0)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise bad("num_parameters", "a non-negative integer")
     if m.get("labels") is not None:
         try:  # the rules save() applied: predictions index these labels by class
             _labels(m.get("task"), m["labels"], m["outputs"])
@@ -247,7 +264,9 @@ def _check_manifest(m: Any, p: str) -> dict[str, Any]:
 def _spec_shape(shape: Any) -> bool:
     """True for [null, size, ...]: a batch dimension, then sizes (null where any size goes)."""
     return (isinstance(shape, list) and len(shape) >= 1 and shape[0] is None
-            and all(d is None or (type(d) is int and d >= 0) for d in shape[1:]))
+            and all(d is None or (type(d) is int and d >= 0) for d in shape[1:])
+            # save() ran the model on one such sample: a bigger one is damage, not a model
+            and math.prod(d or 1 for d in shape[1:]) <= MAX_SAMPLE_ELEMENTS)
 
 
 def _open_checked(path: PathLike) -> tuple[ArchiveReader, dict[str, Any]]:

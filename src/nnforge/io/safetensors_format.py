@@ -129,8 +129,8 @@ def _check_entry(name: str, spec: Any, source: str) -> tuple[np.dtype, str, tupl
         raise ModelFileError(f"{source}: tensor {name!r} must be described by exactly dtype, "
                              f"shape and data_offsets, found {spec!r:.120}")
     dname, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
-    if dname not in DTYPES and dname != "BF16":
-        raise ModelFileError(f"{source}: tensor {name!r} has unsupported dtype {dname!r}; "
+    if not isinstance(dname, str) or (dname not in DTYPES and dname != "BF16"):
+        raise ModelFileError(f"{source}: tensor {name!r} has unsupported dtype {dname!r:.40}; "
                              f"expected one of {sorted(DTYPES) + ['BF16']}")
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
         raise ModelFileError(f"{source}: tensor {name!r} has shape {shape!r:.80}, expected a "
