@@ -191,6 +191,13 @@ def test_levels_and_off_switches() -> None:
     assert list(PASSES)[-1] == "eliminate_dead_code"
 
 
+def test_one_disabled_pass_may_be_named_by_a_string() -> None:
+    # a string was taken as a set of letters: "expected pass names ..., found ['_', 'a', ...]"
+    g = trace(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
+    assert [n.op for n in optimize(g, "all", disabled="fuse_activation").nodes] == [
+        "Gemm", "Relu", "Gemm"]
+
+
 def test_optimize_fills_shapes() -> None:
     g = optimize(trace(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))))
     assert g.outputs[0].shape == ("N", 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
@@ -141,6 +142,44 @@ def test_constructor_errors(tmp_path: object) -> None:
         InferenceSession(42)
 
 
+@pytest.mark.parametrize("task,outputs,labels", [
+    ("multiclass", 3, ["a", "b"]), ("multiclass", 3, ["a", "b", "c", "d"]),
+    ("binary", 1, ["no"]), ("binary", 2, ["a", "b", "c"]),
+    ("multilabel", 3, ["a", "b"]), ("multilabel", 3, ["a", "b", "c", "d"])])
+def test_labels_that_do_not_fit_the_outputs_are_refused(task: str, outputs: int,
+                                                        labels: list[str]) -> None:
+    # were an IndexError from the label lookup, or silently ignored extra names
+    session = InferenceSession(nn.Sequential(nn.Linear(4, outputs)), task=task, labels=labels)
+    for rows in (5, 0):
+        with pytest.raises(ConfigError, match=f"needs .* labels .*found {len(labels)}"):
+            session.predict(np.full((rows, 4), 3.0, F32))
+
+
+def test_labels_given_as_an_array_come_back_as_plain_values() -> None:
+    # NumPy scalars from an array of labels made to_dict() unserializable (np.int64)
+    model = nn.Sequential(nn.Linear(4, 3))
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(F32)
+    for labels in (np.array([10, 20, 30]), np.array(["a", "b", "c"])):
+        pred = InferenceSession(model, task="multiclass", labels=labels).predict(x)
+        assert all(type(v) in (int, str) for v in pred.labels)
+        json.dumps(pred.to_dict())
+
+
+@pytest.mark.parametrize("threshold", [None, "0.5", float("nan"), 1.5, -0.1, True])
+def test_bad_threshold_is_a_config_error(threshold: object) -> None:
+    # were a TypeError/ValueError from float(), or a cut giving every row the same class
+    with pytest.raises(ConfigError, match="threshold"):
+        InferenceSession(nn.Sequential(nn.Linear(4, 1)), task="binary", threshold=threshold)
+
+
+def test_boolean_batch_size_and_threads_are_refused() -> None:
+    model = nn.Sequential(nn.Linear(3, 2))
+    with pytest.raises(ConfigError, match="batch_size"):
+        InferenceSession(model).predict(np.zeros((4, 3)), batch_size=True)
+    with pytest.raises(ConfigError, match="threads"):
+        InferenceSession(model, threads=True)
+
+
 def _logits_model(outputs: int, head: nn.Module | None = None) -> nn.Sequential:
     layers = [nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, outputs)]
     return nn.Sequential(*layers, *([head] if head is not None else []))
@@ -191,6 +230,22 @@ def test_predict_sees_the_final_activation_behind_pass_through_layers(
     binary = nn.Sequential(*_logits_model(1, nn.Sigmoid())._modules.values(), tail)
     pred = InferenceSession(binary, optimization=level, task="binary").predict(x)
     assert_close(pred.probabilities, _eager(binary, x)[:, 0], 1e-5)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_predict_sees_the_final_activation_behind_a_flatten_of_image_outputs(
+        rng: np.random.Generator, level: str) -> None:
+    # a (N, C, 1, 1) Softmax over the channels, or an elementwise Sigmoid of any shape, then
+    # Flatten: predict() once applied the Softmax or Sigmoid a second time (errors ~0.4)
+    x = rng.standard_normal((4, 2, 6, 6)).astype(F32) * 5
+    for head, task in ((nn.Softmax(axis=1), "multiclass"), (nn.Sigmoid(), "multilabel")):
+        model = nn.Sequential(nn.Conv2d(2, 3, 1), nn.GlobalAvgPool2d(keepdims=True), head,
+                              nn.Flatten())
+        pred = InferenceSession(model, optimization=level, task=task).predict(x)
+        assert_close(pred.probabilities, _eager(model, x), 1e-5)
+    pixels = nn.Sequential(nn.Conv2d(2, 2, 1), nn.Sigmoid(), nn.Flatten())
+    pred = InferenceSession(pixels, optimization=level, task="multilabel").predict(x)
+    assert_close(pred.probabilities, _eager(pixels, x), 1e-5)
 
 
 def test_predict_without_finite_check_passes_nan_through(rng: np.random.Generator) -> None:

@@ -250,7 +250,8 @@ def optimize(graph: Graph, level: str = "all", disabled: Iterable[str] = ()) -> 
     """Apply the passes of an optimization level (minus `disabled`), then infer shapes."""
     if level not in LEVELS:
         raise ConfigError(f"expected optimization level one of {list(LEVELS)}, found {level!r}")
-    disabled = set(disabled)
+    # one name is one pass, not a set of letters
+    disabled = {disabled} if isinstance(disabled, str) else set(disabled)
     unknown = disabled - set(PASSES)
     if unknown:
         raise ConfigError(f"expected pass names from {list(PASSES)}, found {sorted(unknown)}")

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_float
 from ..ops.activation import sigmoid_array
 
 TASKS = ("multiclass", "binary", "multilabel", "regression")
@@ -57,12 +57,15 @@ class PostProcessor:
                  threshold: float = 0.5) -> None:
         if task is not None and task not in TASKS:
             raise ConfigError(f"expected task one of {list(TASKS)} or None, found {task!r}")
+        # a probability cut: outside [0, 1] (or NaN) every row gets the same class
+        threshold = check_float("threshold", threshold, 0.0, 1.0)
         self.task, self.labels, self.final_op, self.threshold = task, labels, final_op, threshold
 
     def allocate(self, n: int, out_shape: tuple[int, ...], dtype: Any) -> Prediction:
         """Empty result arrays for n rows."""
         width = int(np.prod(out_shape)) if out_shape else 1
         t = self.task
+        self._check_labels(width)
         if t == "multiclass":
             if width < 2:
                 raise ConfigError(f"a multiclass model needs at least 2 outputs, found {width}")
@@ -79,6 +82,18 @@ class PostProcessor:
                               probabilities=np.empty((n, width), dtype), threshold=self.threshold)
         shape = (n,) if width == 1 else (n, *out_shape)
         return Prediction(t, values=np.empty(shape, dtype))
+
+    def _check_labels(self, width: int) -> None:
+        """ConfigError when the label names do not fit the model's outputs (else IndexError
+        later, or silently unused names)."""
+        if self.labels is None or self.task not in ("multiclass", "binary", "multilabel"):
+            return
+        expected = 2 if self.task == "binary" else width
+        if len(self.labels) != expected:
+            what = ("(negative, positive)" if self.task == "binary"
+                    else f"(the model has {width} outputs)")
+            raise ConfigError(f"a {self.task} model needs {expected} labels {what}, found "
+                              f"{len(self.labels)}")
 
     def fill(self, pred: Prediction, start: int, raw: np.ndarray) -> None:
         """Write the post-processed rows for raw (a chunk starting at row start)."""

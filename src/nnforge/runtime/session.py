@@ -32,6 +32,10 @@ MAX_SHAPES = 16
 MAX_IDLE_PLANS = 32
 #: rows per chunk when predict() is given no batch_size
 DEFAULT_BATCH = 4096
+#: ops that reshape their input without changing values
+RESHAPES = ("Flatten", "Reshape", "Squeeze", "Unsqueeze")
+#: ops predict() looks through to find the model's final activation
+PASS_THROUGH = ("Identity", "Dropout", *RESHAPES)
 
 class InferenceSession:
     """Run a model for inference: `run(x)` gives raw outputs, `predict(X)` task answers.
@@ -72,7 +76,8 @@ class InferenceSession:
         self.check_finite = bool(check_finite)
         if threads is None:  # the CPUs this process may run on (not the host's count)
             threads = usable_cpus()
-        if not isinstance(threads, (int, np.integer)) or threads < 1:
+        if (not isinstance(threads, (int, np.integer)) or isinstance(threads, bool)
+                or threads < 1):
             raise ConfigError(f"expected threads to be a positive integer, found {threads!r}")
         self.threads = int(threads)
         #: with backend="onnxruntime", ONNX Runtime runs the unoptimized graph (every shape)
@@ -86,8 +91,10 @@ class InferenceSession:
         self._lock = threading.Lock()
         self.task = task if task is not None else self.manifest.get("task")
         label_list = labels if labels is not None else self.manifest.get("labels")
+        if isinstance(label_list, np.ndarray):  # plain str/int names, so results stay JSON-ready
+            label_list = label_list.tolist()
         self._post = PostProcessor(self.task, None if label_list is None else list(label_list),
-                                   self._final_op(), float(threshold))
+                                   self._final_op(), threshold)
         pre = self.manifest.get("preprocessing")
         self._pre = None
         if pre:
@@ -220,7 +227,9 @@ class InferenceSession:
         n = len(arr)
         if batch_size is None:
             batch_size = DEFAULT_BATCH
-        if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        # bool is an int, but batch_size=True is a mistake, not a chunk of one row
+        if (not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool)
+                or batch_size <= 0):
             raise ConfigError(f"expected a positive integer batch_size, found {batch_size!r}")
         batch_size = min(int(batch_size), max(n, 1))
         pred: Prediction | None = None
@@ -252,15 +261,26 @@ class InferenceSession:
         """The activation that produces the output (Softmax, Sigmoid, ...), if any."""
         producers = self.graph.producers()
         prod = producers.get(self.graph.output_names[0])
-        # look through ops that keep each row as it is (left in place at level "none", or a
-        # Flatten of 2-D rows), else a final Softmax hides behind them and predict() applies
-        # it a second time
-        while prod is not None and prod.inputs and (prod.op in ("Identity", "Dropout") or (
-                prod.op == "Flatten" and len(self._shape_of(prod.inputs[0])) == 2)):
+        # look through ops that pass values on unchanged (left in place at level "none", or
+        # a Flatten), else a final Softmax or Sigmoid hides behind them and predict() applies
+        # it a second time; a reshape that mixes several axes into a row hides a Softmax
+        # (normalized along one axis, not per row) but not an elementwise Sigmoid
+        mixed = False
+        while prod is not None and prod.inputs and prod.op in PASS_THROUGH:
+            if prod.op in RESHAPES:
+                if not self._keeps_batch(prod.inputs[0], prod.outputs[0]):
+                    return None
+                mixed |= sum(d != 1 for d in self._shape_of(prod.inputs[0])[1:]) > 1
             prod = producers.get(prod.inputs[0])
         if prod is None:
             return None
-        return prod.attrs.get("activation") if prod.op.startswith("Fused") else prod.op
+        op = prod.attrs.get("activation") if prod.op.startswith("Fused") else prod.op
+        return None if mixed and op in ("Softmax", "LogSoftmax") else op
+
+    def _keeps_batch(self, src: str, dst: str) -> bool:
+        """Whether a reshape from src to dst keeps the batch axis (each row stays a row)."""
+        a, b = self._shape_of(src), self._shape_of(dst)
+        return len(a) >= 1 and len(b) >= 1 and a[0] == b[0]
 
     def _shape_of(self, name: str) -> tuple:
         """A value's inferred shape (() when unknown)."""
