@@ -99,16 +99,10 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_settings_print_one_line_and_exit_nonzero(work: Path, case: str) -> None:
+def test_bad_settings_print_one_line_and_exit_nonzero(work: Path, case: str,
+                                                       one_line_error: object) -> None:
     args, code, words = CASES[case]
-    r = serve(work, "m.nnf", *args)
-    assert r.returncode == code, r.stderr
-    assert "Traceback" not in r.stderr
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("nnforge: error: "), r.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    assert r.stdout == ""
+    one_line_error(serve(work, "m.nnf", *args), code, words)
 
 
 def test_the_same_port_for_http_and_grpc_is_a_usage_error(work: Path) -> None:
