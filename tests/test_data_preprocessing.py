@@ -251,3 +251,26 @@ def test_deeply_nested_config_and_non_list_pipeline_are_config_errors():
         preprocessing_from_config(deep)
     with pytest.raises(ConfigError, match="list of Preprocessor steps"):
         Pipeline(5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("make", [lambda d: Standardizer(dtype=d),
+                                  lambda d: MinMaxScaler((-1, 1), dtype=d)])
+def test_float64_scalers_keep_float64_precision_through_their_config(make):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((50, 4)) * 1e5 + 1 / 3
+    scaler = make("float64").fit(X)
+    out = scaler.transform(X)
+    assert out.dtype == np.float64 and scaler.inverse_transform(out).dtype == np.float64
+    np.testing.assert_allclose(scaler.inverse_transform(out), X, rtol=1e-12)
+    cfg = json.loads(json.dumps(scaler.get_config()))
+    assert cfg["dtype"] == "float64"
+    again = preprocessing_from_config(cfg)
+    assert np.array_equal(again.transform(X), out)  # bit-exact after a JSON round trip
+    # float32 stays as it was: no dtype key, float32 out, coarser than float64
+    single = make("float32").fit(X)
+    assert "dtype" not in single.get_config() and single.transform(X).dtype == np.float32
+    assert not np.allclose(single.inverse_transform(single.transform(X)), X, rtol=1e-12)
+    with pytest.raises(ConfigError, match=r"dtype one of \['float32', 'float64'\]"):
+        make("int8")
+    with pytest.raises(ConfigError, match="'dtype'"):
+        preprocessing_from_config({**cfg, "dtype": "float16"})

@@ -14,6 +14,7 @@ import pytest
 
 import nnforge as nf
 from nnforge import nn
+from nnforge.data import MinMaxScaler, Pipeline, Standardizer, preprocessing_from_config
 from nnforge.errors import ConfigError, ModelFileError
 from nnforge.io import load, model_file, read_manifest, read_weights, save
 from nnforge.io.archive import ALIGNMENT
@@ -191,15 +192,41 @@ def test_preprocessing_metrics_and_label_forms(tmp_path):
     assert read_manifest(path)["preprocessing"]["type"] == "StandardScaler"
 
 
-def test_float64_model_is_stored_as_float32(tmp_path, rng):
+def test_float64_model_saves_and_loads_bit_exactly_as_float64(tmp_path, rng):
+    X = rng.standard_normal((40, 64)) * 1e4 + 1 / 3  # float32 would round these visibly
     model = _mlp().double()
-    save(model, tmp_path / "m.nnf")
-    loaded = load(tmp_path / "m.nnf")
-    assert all(p.dtype == np.float32 for p in loaded.parameters())
-    assert read_manifest(tmp_path / "m.nnf")["outputs"][0]["dtype"] == "float32"
-    x = rng.standard_normal((3, 64)).astype(np.float32)
     model.eval()
-    np.testing.assert_allclose(_outputs(loaded, x), _outputs(model, x), rtol=1e-5, atol=1e-6)
+    pre = Pipeline([Standardizer("float64"), MinMaxScaler((-1, 1))]).fit(X)
+    save(model, tmp_path / "m.nnf", task="multiclass", labels=list(range(10)),
+         preprocessing=pre)
+    header = read_weights(tmp_path / "m.nnf")
+    assert all(w.dtype == np.float64 for w in header.values())
+    loaded = load(tmp_path / "m.nnf")
+    for k, v in model.state_dict().items():
+        w = loaded.state_dict()[k]
+        assert w.dtype == np.float64 and np.array_equal(w, v), k
+    m = read_manifest(tmp_path / "m.nnf")
+    assert m["inputs"][0]["dtype"] == m["outputs"][0]["dtype"] == "float64"
+    # the float32 min-max step is marked float64 too: it feeds a float64 model
+    assert [c["dtype"] for c in m["preprocessing"]] == ["float64", "float64"]
+    assert m["preprocessing"][0]["mean"] == pre[0].mean.tolist()  # full float64 precision
+    session = nf.InferenceSession(tmp_path / "m.nnf")
+    x = preprocessing_from_config(m["preprocessing"]).transform(X)  # as the session does
+    assert x.dtype == np.float64
+    eager = _outputs(model, x)
+    for got in (session.run(x), _outputs(loaded, x)):
+        assert got.dtype == np.float64 and np.array_equal(got, eager)
+    probs = session.predict(X).probabilities
+    assert probs.dtype == np.float64
+    eager_probs = nf.InferenceSession(model, task="multiclass").predict(x).probabilities
+    np.testing.assert_allclose(probs, eager_probs, rtol=1e-12)
+
+
+def test_float32_models_keep_float32_files(tmp_path):
+    save(_mlp(), tmp_path / "m.nnf", preprocessing=Standardizer().fit(np.ones((3, 64))))
+    m = read_manifest(tmp_path / "m.nnf")
+    assert m["inputs"][0]["dtype"] == "float32" and "dtype" not in m["preprocessing"]
+    assert all(w.dtype == np.float32 for w in read_weights(tmp_path / "m.nnf").values())
 
 
 def test_loading_does_not_move_the_random_stream(tmp_path):

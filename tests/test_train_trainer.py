@@ -98,7 +98,7 @@ def test_early_stopping_restores_best_weights():
         def on_epoch_end(self, epoch, logs):
             snapshots.append((logs["val_loss"], self.trainer.model.state_dict()))
 
-    stopper = EarlyStopping(monitor="val_loss", patience=2)
+    stopper = EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
     trainer = nf.Trainer(model, optimizer=optim.SGD(model.parameters(), lr=0.5), seed=0,
                          verbose=0)
     trainer.fit(X, y, epochs=50, batch_size=8, validation_split=0.3,
@@ -388,3 +388,142 @@ def test_history_logs_the_rate_an_epoch_started_with_under_a_per_step_schedule()
     sched = LRScheduler(optim.StepLR(opt, step_size=2, gamma=0.5), per="step")
     trainer.fit(X, y, epochs=3, batch_size=10, callbacks=[sched])  # 4 steps an epoch
     assert trainer.history["lr"] == [1.0, 0.25, 0.0625]  # not the rate after the last step
+
+
+@pytest.mark.parametrize("how", ["continue", "checkpoint"])
+def test_an_interrupted_epoch_is_undone_so_going_on_matches_the_uninterrupted_run(tmp_path,
+                                                                                  how):
+    X, y = _data()
+
+    def trainer_and_schedule():
+        nf.manual_seed(42)
+        model = _model()
+        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        trainer = nf.Trainer(model, optimizer=opt, metrics=["accuracy"], seed=0, verbose=0)
+        return trainer, LRScheduler(optim.StepLR(opt, step_size=4, gamma=0.8), per="step")
+
+    class Steps(Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_batch_end(self, step, loss):
+            self.seen.append(step)
+
+    class Interrupt(Callback):
+        def on_batch_end(self, step, loss):
+            if step == 2 * 6 + 3:  # 6 batches an epoch: epoch 3, batch 4
+                raise KeyboardInterrupt
+
+    fit = dict(batch_size=16, validation_split=0.2)
+    straight, sched = trainer_and_schedule()
+    straight_steps = Steps()
+    straight.fit(X, y, epochs=5, callbacks=[sched, straight_steps], **fit)
+
+    broken, sched = trainer_and_schedule()
+    with pytest.raises(KeyboardInterrupt):
+        broken.fit(X, y, epochs=5, callbacks=[sched, Interrupt()], **fit)
+    assert broken._step == 2 * 6 and len(broken.history["loss"]) == 2
+    steps = Steps()
+    if how == "continue":
+        broken.fit(X, y, epochs=3, callbacks=[sched, steps], **fit)
+        resumed = broken
+    else:  # "save on Ctrl-C", then resume in a new process
+        broken.save_checkpoint(str(tmp_path / "ctrl-c.nnf"))
+        resumed, sched = trainer_and_schedule()
+        resumed.fit(X, y, epochs=5, callbacks=[sched, steps],
+                    resume_from=str(tmp_path / "ctrl-c.nnf"), **fit)
+    assert steps.seen == straight_steps.seen[2 * 6:]
+    for key in ("loss", "accuracy", "val_loss", "lr"):
+        assert resumed.history[key] == straight.history[key], key
+    assert resumed.optimizer.lr == straight.optimizer.lr
+    assert _same_weights(straight, resumed)
+
+
+def test_early_stopping_keeps_the_last_weights_unless_asked_for_the_best():
+    # Keras's default: a run that never stops early ends as if the callback were not there
+    def run(*callbacks):
+        X, y = _data()
+        nf.manual_seed(0)
+        model = _model()
+        trainer = nf.Trainer(model, optimizer=optim.SGD(model.parameters(), lr=0.5), seed=0,
+                             verbose=0)
+        trainer.fit(X, y, epochs=6, batch_size=8, validation_split=0.3,
+                    callbacks=list(callbacks))
+        return trainer
+
+    plain = run()
+    never_stops = EarlyStopping(patience=100)
+    assert _same_weights(plain, run(never_stops)) and never_stops.stopped_epoch is None
+    best = EarlyStopping(patience=100, restore_best_weights=True)
+    restored = run(best)
+    assert best.stopped_epoch is None  # restored although it never stopped (as Keras 3)
+    assert best.best_epoch == int(np.argmin(plain.history["val_loss"]))
+    assert best.best_epoch != 5 and not _same_weights(plain, restored)
+    with pytest.raises(ConfigError, match="restore_best_weights must be True or False"):
+        EarlyStopping(restore_best_weights="yes")
+
+
+def test_validation_split_takes_the_last_rows_without_shuffling_and_fixed_rows_with_it():
+    X, y = _data(n=100)
+    trainer = nf.Trainer(_model(), seed=0, verbose=0)
+    history = trainer.fit(X, y, epochs=1, batch_size=16, validation_split=0.2, shuffle=False)
+    assert history["val_loss"][0] == trainer.evaluate(X[80:], y[80:])["loss"]
+    Xt, yt, (Xv, yv) = trainer._split(X, y, 0.2, shuffle=False)
+    np.testing.assert_array_equal(Xt, X[:80])
+    np.testing.assert_array_equal(yv, y[80:])
+    # shuffled: random rows, but the same ones for every fit() of one trainer, seed or not
+    unseeded = nf.Trainer(_model(), verbose=0)
+    first, second = unseeded._split(X, y, 0.2, True)[2][0], unseeded._split(X, y, 0.2, True)[2][0]
+    np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(first, X[80:])
+    restored = nf.Trainer(_model(), verbose=0)
+    restored.load_state_dict(unseeded.state_dict())
+    np.testing.assert_array_equal(restored._split(X, y, 0.2, True)[2][0], first)
+    with pytest.raises(ConfigError, match=r"validation_split must be a number in \(0, 1\)"):
+        trainer.fit(X, y, epochs=1, validation_split=True)
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda s: s.update(epochs_done=10**19), "'epochs_done' must be an integer in"),
+    (lambda s: s.update(step=2**63), "'step' must be an integer in"),
+    (lambda s: s.update(step=0), r"'step' \(0\) must be at least 'epochs_done' \(2\)"),
+    (lambda s: s.update(epochs_done=3), "history 'loss' must have one entry per epoch done"),
+    (lambda s: s["history"]["loss"].append(0.5), "one entry per epoch done"),
+    (lambda s: s.update(history={"loss": [True, 1.0]}), "lists of numbers"),
+    (lambda s: s.update(stop_training="no"), "'stop_training' must be true or false"),
+    (lambda s: s.update(callbacks={"a": 1}), "'callbacks' must be a list"),
+    (lambda s: s.update(loader=5), "'loader' must be a DataLoader state"),
+    (lambda s: s.update(split_seed=-1), "'split_seed' must be an integer"),
+    (lambda s: s["callbacks"][1]["state"].update(best="low"), "'best' a number"),
+    (lambda s: s["callbacks"][1]["state"].update(wait=-2), "'wait' an integer >= 0"),
+    (lambda s: s["callbacks"][0]["state"].pop("scheduler"), "LRScheduler refused its saved"),
+    (lambda s: s.update(global_rng={"bit_generator": "MT19937"}), "'global_rng' must be a"),
+])
+def test_every_restored_trainer_field_is_checked_before_anything_changes(tmp_path, damage,
+                                                                         says):
+    def trainer():
+        X, y = _data()
+        nf.manual_seed(42)
+        model = _model()
+        opt = optim.Adam(model.parameters(), lr=1e-2)
+        t = nf.Trainer(model, optimizer=opt, seed=0, verbose=0)
+        t.fit(X, y, epochs=2, batch_size=16, validation_split=0.2,
+              callbacks=[LRScheduler(optim.StepLR(opt, step_size=1, gamma=0.5)),
+                         EarlyStopping(restore_best_weights=True)])
+        return t
+
+    source = trainer()
+    state = json.loads(json.dumps(source.state_dict(), default=lambda a: None))
+    state["callbacks"][1]["state"]["best_weights"] = None
+    damage(state)
+    nf.io.save_checkpoint(tmp_path / "bad.nnf", _model(), trainer_state=state)
+    target = trainer()
+    before = (json.dumps(target.state_dict(), default=str), target.model.state_dict(),
+              target.optimizer.lr)
+    for load in (target.load_state_dict, target.load_checkpoint):
+        with pytest.raises(StateDictError, match=says):
+            load(state if load == target.load_state_dict else str(tmp_path / "bad.nnf"))
+        assert json.dumps(target.state_dict(), default=str) == before[0]
+        assert target.optimizer.lr == before[2]
+        for k, v in target.model.state_dict().items():
+            np.testing.assert_array_equal(v, before[1][k])

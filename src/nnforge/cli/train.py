@@ -275,7 +275,8 @@ def _fit(s: dict[str, Any], prep: dict[str, Any]) -> dict[str, Any]:
     callbacks = []
     if s["early_stopping"]:
         monitor = "val_loss" if s["validation_split"] > 0 else "loss"
-        callbacks.append(EarlyStopping(monitor=monitor, patience=s["early_stopping"]))
+        callbacks.append(EarlyStopping(monitor=monitor, patience=s["early_stopping"],
+                                       restore_best_weights=True))
     _say(s, f"model: {model.num_parameters():,} parameters, {loss} loss, {s['optimizer']} "
             f"lr {s['lr']:g}, {s['epochs']} epochs of batch {s['batch_size']}"
             + (" (targets standardized while training)" if target_scale else ""))

@@ -30,12 +30,39 @@ def _field(cfg: dict[str, Any], key: str, convert: Callable[[Any], Any]) -> Any:
                           f"config, found {cfg[key]!r} ({e})") from None
 
 
-def _floats(value: Any) -> np.ndarray:
-    with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused just below
-        a = np.asarray(value, dtype=np.float32)
-    if a.ndim == 0 or a.size == 0 or not np.all(np.isfinite(a)):
-        raise ValueError("expected a non-empty list of finite numbers")
-    return a
+#: the dtypes a scaler computes and outputs in: float32 (the default), float64 when asked
+SCALER_DTYPES = ("float32", "float64")
+
+
+def _scaler_dtype(dtype: Any) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.name not in SCALER_DTYPES:
+        raise ConfigError(f"expected dtype one of {list(SCALER_DTYPES)}, found {dtype!r:.40}")
+    return dt
+
+
+def _floats_as(dtype: np.dtype) -> Callable[[Any], np.ndarray]:
+    """A converter of a config's number list to a finite array of dtype."""
+    def convert(value: Any) -> np.ndarray:
+        with np.errstate(over="ignore"):  # beyond the dtype's range becomes inf, refused below
+            a = np.asarray(value, dtype=dtype)
+        if a.ndim == 0 or a.size == 0 or not np.all(np.isfinite(a)):
+            raise ValueError("expected a non-empty list of finite numbers")
+        return a
+    return convert
+
+
+def _config_dtype(cfg: dict[str, Any]) -> np.dtype:
+    """A scaler config's dtype: float32 when absent (every config written before float64)."""
+    return _field({"dtype": "float32", **cfg}, "dtype", _scaler_dtype)
+
+
+def _dtype_entry(dtype: np.dtype) -> dict[str, str]:
+    """float32 configs stay as they always were; others say their dtype."""
+    return {} if dtype == np.float32 else {"dtype": dtype.name}
 
 
 class Preprocessor:
@@ -83,9 +110,11 @@ class Preprocessor:
 
 
 class _FeatureScaler(Preprocessor):
-    """Shared input checks of per-feature scalers: float32 out, fixed sample shape."""
+    """Shared input checks of per-feature scalers: float32 (or float64) out, fixed sample
+    shape."""
 
     sample_shape: tuple[int, ...] | None = None
+    dtype: np.dtype = np.dtype(np.float32)
 
     @property
     def fitted(self) -> bool:
@@ -100,11 +129,11 @@ class _FeatureScaler(Preprocessor):
         if fitting:
             if x.shape[0] == 0:
                 raise DataError("expected at least one sample to fit on, found 0")
-            with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused just below
-                x = x.astype(np.float32, copy=False)
+            with np.errstate(over="ignore"):  # beyond the dtype becomes inf, refused below
+                x = x.astype(self.dtype, copy=False)
             if not np.all(np.isfinite(x)):
-                raise DataError("expected finite feature values (within float32's range) to "
-                                "fit on, found NaN or inf")
+                raise DataError(f"expected finite feature values (within {self.dtype.name}'s "
+                                f"range) to fit on, found NaN or inf")
         elif x.shape[1:] != self.sample_shape:
             self._require_fitted()
             assert self.sample_shape is not None
@@ -112,7 +141,7 @@ class _FeatureScaler(Preprocessor):
                 raise ShapeError(f"expected {self.sample_shape[0]} features, found {x.shape[1]}")
             raise ShapeError(f"expected samples of shape {self.sample_shape}, "
                              f"found {x.shape[1:]}")
-        return x.astype(np.float32, copy=False)
+        return x.astype(self.dtype, copy=False)
 
 
 @_register
@@ -121,12 +150,13 @@ class Standardizer(_FeatureScaler):
 
     type_name = "standardize"
 
-    def __init__(self) -> None:
+    def __init__(self, dtype: Any = "float32") -> None:
+        self.dtype = _scaler_dtype(dtype)
         self.mean: np.ndarray | None = None
         self.scale: np.ndarray | None = None
 
     def _set(self, mean: np.ndarray, scale: np.ndarray) -> Standardizer:
-        self.mean, self.scale = mean.astype(np.float32), scale.astype(np.float32)
+        self.mean, self.scale = mean.astype(self.dtype), scale.astype(self.dtype)
         self.sample_shape = self.mean.shape
         return self
 
@@ -136,33 +166,36 @@ class Standardizer(_FeatureScaler):
         mean = x.mean(axis=0, dtype=np.float64)
         std = x.std(axis=0, dtype=np.float64)
         # A constant feature's computed std is rounding noise, not a scale to divide by.
-        constant = std <= 10 * np.finfo(np.float32).eps * np.abs(mean)
+        constant = std <= 10 * np.finfo(self.dtype).eps * np.abs(mean)
         return self._set(mean, np.where(constant | (std == 0), 1.0, std))
 
     def transform(self, x: Any) -> np.ndarray:
-        """Standardize: float32 out."""
+        """Standardize: float32 out (float64 for a float64 scaler)."""
         x = self._check(x)
-        out = np.subtract(x, self.mean, dtype=np.float32)
+        out = np.subtract(x, self.mean, dtype=self.dtype)
         return np.divide(out, self.scale, out=out)
 
     def inverse_transform(self, x: Any) -> np.ndarray:
         """Back to the original units."""
         x = self._check(x)
-        out = np.multiply(x, self.scale, dtype=np.float32)
+        out = np.multiply(x, self.scale, dtype=self.dtype)
         return np.add(out, self.mean, out=out)
 
     def get_config(self) -> dict[str, Any]:
         self._require_fitted()
         assert self.mean is not None and self.scale is not None
-        return {"type": self.type_name, "mean": self.mean.tolist(), "scale": self.scale.tolist()}
+        return {"type": self.type_name, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
+                **_dtype_entry(self.dtype)}
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Standardizer:
-        mean, scale = _field(cfg, "mean", _floats), _field(cfg, "scale", _floats)
+        dtype = _config_dtype(cfg)
+        floats = _floats_as(dtype)
+        mean, scale = _field(cfg, "mean", floats), _field(cfg, "scale", floats)
         if mean.shape != scale.shape or np.any(scale <= 0):
             raise ConfigError(f"expected 'mean' and positive 'scale' of one shape, found shapes "
                               f"{mean.shape} and {scale.shape}, min scale {scale.min()}")
-        return cls()._set(mean, scale)
+        return cls(dtype)._set(mean, scale)
 
 
 @_register
@@ -171,17 +204,20 @@ class MinMaxScaler(_FeatureScaler):
 
     type_name = "minmax"
 
-    def __init__(self, feature_range: tuple[float, float] = (0.0, 1.0)) -> None:
+    def __init__(self, feature_range: tuple[float, float] = (0.0, 1.0),
+                 dtype: Any = "float32") -> None:
+        self.dtype = _scaler_dtype(dtype)
         try:
             lo, hi = (float(v) for v in feature_range)
         except (TypeError, ValueError):
             raise ConfigError(f"expected feature_range (low, high) of two numbers, found "
                               f"{feature_range!r}") from None
-        with np.errstate(over="ignore"):  # the scaled values are float32: so is the range
-            span = np.float32(hi) - np.float32(lo)
+        with np.errstate(over="ignore"):  # the range is in the scaled values' dtype
+            span = self.dtype.type(hi) - self.dtype.type(lo)
         if not (lo < hi and np.isfinite(span)):
             raise ConfigError(f"expected feature_range (low, high) with low < high and "
-                              f"high - low within float32, found {tuple(feature_range)}")
+                              f"high - low within {self.dtype.name}, found "
+                              f"{tuple(feature_range)}")
         self.feature_range = (lo, hi)
         self.data_min: np.ndarray | None = None
         self.data_max: np.ndarray | None = None
@@ -189,13 +225,14 @@ class MinMaxScaler(_FeatureScaler):
     def _set(self, dmin: np.ndarray, dmax: np.ndarray) -> MinMaxScaler:
         lo, hi = self.feature_range
         span = dmax.astype(np.float64) - dmin
-        # a span too small for a float32 scale (subnormal) is a constant feature, like span 0
-        span[(span == 0) | ((hi - lo) / np.where(span == 0, 1.0, span)
-                            > np.finfo(np.float32).max)] = 1.0
+        # a span too small for a finite scale (subnormal) is a constant feature, like span 0
+        with np.errstate(over="ignore"):
+            span[(span == 0) | ((hi - lo) / np.where(span == 0, 1.0, span)
+                                > np.finfo(self.dtype).max)] = 1.0
         scale = (hi - lo) / span
-        self.data_min, self.data_max = dmin.astype(np.float32), dmax.astype(np.float32)
-        self._scale = scale.astype(np.float32)
-        self._offset = (lo - dmin * scale).astype(np.float32)
+        self.data_min, self.data_max = dmin.astype(self.dtype), dmax.astype(self.dtype)
+        self._scale = scale.astype(self.dtype)
+        self._offset = (lo - dmin * scale).astype(self.dtype)
         self.sample_shape = self.data_min.shape
         return self
 
@@ -207,31 +244,34 @@ class MinMaxScaler(_FeatureScaler):
     def transform(self, x: Any) -> np.ndarray:
         """Scale into feature_range (training range; new data may fall outside)."""
         x = self._check(x)
-        out = np.multiply(x, self._scale, dtype=np.float32)
+        out = np.multiply(x, self._scale, dtype=self.dtype)
         return np.add(out, self._offset, out=out)
 
     def inverse_transform(self, x: Any) -> np.ndarray:
         """Back to the original units."""
         x = self._check(x)
-        out = np.subtract(x, self._offset, dtype=np.float32)
+        out = np.subtract(x, self._offset, dtype=self.dtype)
         return np.divide(out, self._scale, out=out)
 
     def get_config(self) -> dict[str, Any]:
         self._require_fitted()
         assert self.data_min is not None and self.data_max is not None
         return {"type": self.type_name, "feature_range": list(self.feature_range),
-                "data_min": self.data_min.tolist(), "data_max": self.data_max.tolist()}
+                "data_min": self.data_min.tolist(), "data_max": self.data_max.tolist(),
+                **_dtype_entry(self.dtype)}
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> MinMaxScaler:
         rng = _field(cfg, "feature_range", lambda v: tuple(float(x) for x in v))
         if len(rng) != 2:
             raise ConfigError(f"expected feature_range [low, high], found {list(rng)}")
-        dmin, dmax = _field(cfg, "data_min", _floats), _field(cfg, "data_max", _floats)
+        dtype = _config_dtype(cfg)
+        floats = _floats_as(dtype)
+        dmin, dmax = _field(cfg, "data_min", floats), _field(cfg, "data_max", floats)
         if dmin.shape != dmax.shape or np.any(dmin > dmax):
             raise ConfigError(f"expected data_min <= data_max of one shape, found shapes "
                               f"{dmin.shape} and {dmax.shape}")
-        return cls(rng)._set(dmin, dmax)
+        return cls(rng, dtype)._set(dmin, dmax)
 
 
 class _ClassCoder(Preprocessor):

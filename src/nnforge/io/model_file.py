@@ -31,6 +31,8 @@ from .archive import ArchiveReader, from_json, sha256_of, to_json, write_archive
 FORMAT_VERSION = 1
 TASKS = ("multiclass", "binary", "multilabel", "regression")
 MANIFEST, ARCHITECTURE, WEIGHTS = "manifest.json", "architecture.json", "weights.safetensors"
+#: preprocessing types whose config may say "dtype" (their parameters and outputs)
+FLOAT_SCALERS = ("standardize", "minmax")
 MAX_JSON_BYTES = 64 * 2**20  # JSON entries are metadata; anything larger is not ours
 MAX_SAMPLE_ELEMENTS = 2**31  # per input/output sample; 8 GiB of float32
 THREADED_HASH_BYTES = 4 * 2**20  # below this a second thread costs more than it saves
@@ -86,10 +88,15 @@ def _output_specs(model: Module, shape: tuple[int, ...]) -> list[dict[str, Any]]
     if isinstance(own, list) and len(own) == len(outs) and all(
             isinstance(n, str) and n for n in own):
         names = own
-    # floating outputs are float32 once loaded, since the weights are stored as float32
+    # floating outputs come in the dtype the weights are stored in
     return [{"name": n, "shape": [None, *o.shape[1:]],
-             "dtype": "float32" if backend.is_float_dtype(o.dtype) else str(o.dtype)}
+             "dtype": _stored_float(model) if backend.is_float_dtype(o.dtype) else str(o.dtype)}
             for n, o in zip(names, outs)]
+
+
+def _stored_float(model: Module) -> str:
+    """The float dtype the weights are stored in: float64 for a float64 model, else float32."""
+    return "float64" if model.dtype == np.float64 else "float32"
 
 
 def _labels(task: str | None, labels: Any, outputs: list[dict[str, Any]]) -> list[Any] | None:
@@ -113,16 +120,23 @@ def _labels(task: str | None, labels: Any, outputs: list[dict[str, Any]]) -> lis
     return labels
 
 
-def _preprocessing(pre: Any) -> Any:
-    """JSON config of the preprocessing: an object with get_config(), a list of them, a dict."""
-    if pre is None or isinstance(pre, dict):
-        return pre
+def _preprocessing(pre: Any, dtype: str = "float32") -> Any:
+    """JSON config of the preprocessing: an object with get_config(), a list of them, a dict.
+
+    For a float64 model the scalers are marked float64, so that they feed it float64 values.
+    """
     if isinstance(pre, (list, tuple)):
-        return [_preprocessing(p) for p in pre]
-    if callable(getattr(pre, "get_config", None)):
-        return pre.get_config()
-    raise ConfigError(f"preprocessing must be an object with get_config(), a list of them or a "
-                      f"dict, found {type(pre).__name__}")
+        return [_preprocessing(p, dtype) for p in pre]
+    if pre is not None and not isinstance(pre, dict):
+        if not callable(getattr(pre, "get_config", None)):
+            raise ConfigError(f"preprocessing must be an object with get_config(), a list of "
+                              f"them or a dict, found {type(pre).__name__}")
+        pre = pre.get_config()
+        if isinstance(pre, list):  # a Pipeline's steps
+            return _preprocessing(pre, dtype)
+    if dtype == "float64" and isinstance(pre, dict) and pre.get("type") in FLOAT_SCALERS:
+        pre = {**pre, "dtype": pre.get("dtype", "float64")}
+    return pre
 
 
 def _metrics(metrics: Any) -> dict[str, float | None] | None:
@@ -153,11 +167,13 @@ def _named_arrays(model: Module) -> list[tuple[str, Any]]:
 
 
 def _weights(model: Module) -> dict[str, np.ndarray]:
-    """The arrays to store: floats as float32, integer buffers as they are."""
+    """The arrays to store: floats as float32 (float64 for a float64 model, bit-exact), integer
+    buffers as they are."""
+    dtype = np.dtype(_stored_float(model))
     out = {}
     for k, v in _named_arrays(model):
         v = backend.to_numpy(v)
-        out[k] = v.astype(np.float32, copy=False) if backend.is_float_dtype(v.dtype) else v
+        out[k] = v.astype(dtype, copy=False) if backend.is_float_dtype(v.dtype) else v
     return out
 
 
@@ -192,9 +208,11 @@ def build_entries(model: Module, kind: str, task: str | None = None, labels: Any
         "library": "nnforge", "library_version": __version__,
         "created": now.isoformat().replace("+00:00", "Z"), "kind": kind,
         "task": task, "labels": _labels(task, labels, outputs),
-        "inputs": [{"name": _input_name(model), "shape": [None, *shape], "dtype": "float32"}],
+        "inputs": [{"name": _input_name(model), "shape": [None, *shape],
+                    "dtype": _stored_float(model)}],
         "outputs": outputs,
-        "preprocessing": _preprocessing(preprocessing), "metrics": _metrics(metrics),
+        "preprocessing": _preprocessing(preprocessing, _stored_float(model)),
+        "metrics": _metrics(metrics),
         "num_parameters": model.num_parameters(), "extra": _extra(extra),
         "checksums": {name: sha256_of(chunks) for name, chunks in entries},
     }
@@ -332,6 +350,9 @@ def _fill(model: Module, weights: dict[str, np.ndarray], p: str) -> None:
         if arr.shape != expected[k]:
             raise ModelFileError(f"weight {k!r} in '{p}' has shape {arr.shape}, the architecture "
                                  f"needs {expected[k]}")
+    # float64 weights (from a float64 model) make a float64 model; float32 ones stay float32
+    if any(v.dtype == np.float64 for v in weights.values()):
+        model.to(np.float64)
     try:
         model.load_state_dict(weights)
     except (NNForgeError, ValueError, TypeError) as exc:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+import numbers
 import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+import numpy as np
+
+from ..errors import ConfigError, StateDictError
 from ..optim import schedulers
 from ..optim.optimizer import Optimizer
 
@@ -26,7 +29,11 @@ class Callback:
         """Called before each epoch (0-based)."""
 
     def on_batch_end(self, step: int, loss: float) -> None:
-        """Called after each optimizer step; step counts from 0 over the whole run."""
+        """Called after each optimizer step; step counts from 0 over the whole run.
+
+        Setting `trainer.stop_training` here stops fit() at the end of this epoch (not after
+        this batch, as Keras does): the history and checkpoints hold whole epochs only.
+        """
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         """Called after each epoch with its loss, metrics and validation results."""
@@ -57,6 +64,24 @@ def _monitored(logs: dict[str, float], monitor: str) -> float:
     return float(logs[monitor])
 
 
+def _state_int(state: dict[str, Any], key: str, low: int) -> int:
+    """A saved counter, checked (a checkpoint may be damaged)."""
+    value = state.get(key) if isinstance(state, dict) else None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise StateDictError(f"expected a callback state with {key!r} an integer >= {low}, "
+                             f"found {value!r:.40}")
+    return int(value)
+
+
+def _state_float(state: dict[str, Any], key: str) -> float:
+    """A saved best value: a number (infinite before the first epoch)."""
+    value = state.get(key) if isinstance(state, dict) else None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
+        raise StateDictError(f"expected a callback state with {key!r} a number, found "
+                             f"{value!r:.40}")
+    return float(value)
+
+
 class _Tracker:
     """Remembers the best monitored value."""
 
@@ -71,15 +96,24 @@ class _Tracker:
 
 
 class EarlyStopping(Callback):
-    """Stop when the monitored value stops improving; restore the best weights by default."""
+    """Stop when the monitored value has not improved for `patience` epochs.
+
+    restore_best_weights=False (the default, as in Keras) leaves the model with the last
+    epoch's weights, so a run that never stops early ends exactly as one without this
+    callback. With True the best epoch's weights are put back when fit() ends, whether or not
+    it stopped early (as Keras 3 does): asking for the best weights gives them either way.
+    """
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
-                 mode: str = "auto", restore_best_weights: bool = True) -> None:
+                 mode: str = "auto", restore_best_weights: bool = False) -> None:
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ConfigError(f"patience must be an integer >= 0, found {patience!r}")
         # a negative min_delta would count a worse value as an improvement
         if not min_delta >= 0:
             raise ConfigError(f"min_delta must be >= 0, found {min_delta!r}")
+        if not isinstance(restore_best_weights, bool):
+            raise ConfigError(f"restore_best_weights must be True or False, found "
+                              f"{restore_best_weights!r}")
         self.tracker = _Tracker(monitor, mode, min_delta)
         self.patience, self.restore_best_weights = patience, restore_best_weights
         self.wait, self.best_epoch, self.best_weights = 0, -1, None
@@ -108,11 +142,19 @@ class EarlyStopping(Callback):
                 "best_weights": self.best_weights, "stopped_epoch": self.stopped_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.tracker.best, self.wait = state["best"], state["wait"]
-        self.best_epoch = state["best_epoch"]
+        best, wait = _state_float(state, "best"), _state_int(state, "wait", 0)
+        best_epoch = _state_int(state, "best_epoch", -1)
+        stopped = state.get("stopped_epoch")
+        if stopped is not None:
+            stopped = _state_int(state, "stopped_epoch", 0)
         weights = state.get("best_weights")
+        if weights is not None and not (isinstance(weights, dict) and all(
+                isinstance(k, str) and isinstance(v, np.ndarray) for k, v in weights.items())):
+            raise StateDictError(f"expected EarlyStopping best_weights as name -> array or "
+                                 f"null, found {type(weights).__name__}")
+        self.tracker.best, self.wait, self.best_epoch = best, wait, best_epoch
         self.best_weights = None if weights is None else dict(weights)
-        self.stopped_epoch = state.get("stopped_epoch")
+        self.stopped_epoch = stopped
 
 
 class ModelCheckpoint(Callback):
@@ -155,7 +197,7 @@ class ModelCheckpoint(Callback):
         return {"best": self.tracker.best}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.tracker.best = state["best"]
+        self.tracker.best = _state_float(state, "best")
 
 
 class LRScheduler(Callback):

@@ -22,6 +22,7 @@ from ..ops import conv as conv_ops
 from ..ops.activation import sigmoid_array, softmax_array
 from .callbacks import Callback, ModelCheckpoint
 from .progress import ProgressDisplay
+from .state import check_trainer_state
 
 
 def _as_features(X: Any, dtype: Any, what: str = "X") -> np.ndarray:
@@ -126,6 +127,9 @@ class Trainer:
         self._callback_states: dict[str, list[Any]] | None = None
         self._resumed_stopped = False  # the checkpointed run had already stopped early
         self._shuffle_rng = np.random.default_rng(seed)
+        # validation_split's draw: the seed, else fixed once per trainer (kept in checkpoints)
+        self._split_seed = seed if seed is not None else int(
+            np.random.SeedSequence().generate_state(1, np.uint64)[0])
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None, epochs: int = 10, batch_size: int = 32,
@@ -139,9 +143,18 @@ class Trainer:
         its own), and its position is kept in checkpoints. validation_data is (X, y) or a
         DataLoader.
 
+        validation_split holds out the last rows with shuffle=False (as Keras does: an ordered
+        series validates on its latest rows), and rows drawn at random with shuffle=True (from
+        the trainer's seed, the same rows in every fit() of this trainer).
+
         Right after a checkpoint was loaded (`resume_from`, `load_checkpoint` or
         `load_state_dict`), `epochs` counts from the start of the original run instead, so a
         resumed run stops where the uninterrupted one would have.
+
+        An epoch cut short (KeyboardInterrupt, an error) is undone: model, optimizer,
+        callbacks, RNGs, step and loader go back to the end of the last whole epoch, which
+        the history also ends with, so a later fit() or a checkpoint saved then continues
+        exactly as the uninterrupted run.
         """
         epochs = _int_at_least("epochs", epochs, 1)
         batch_size = _int_at_least("batch_size", batch_size, 1)
@@ -159,7 +172,7 @@ class Trainer:
             if len(X) == 0:
                 raise DataError("fit() needs at least one training sample, found none")
             if validation_data is None and validation_split:
-                X, y, validation_data = self._split(X, y, validation_split)
+                X, y, validation_data = self._split(X, y, validation_split, shuffle)
             if getattr(self.model, "input_shape", None) is None:
                 object.__setattr__(self.model, "input_shape", tuple(X.shape[1:]))
         if validation_data is not None and not isinstance(validation_data, DataLoader):
@@ -207,25 +220,15 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_begin()
         for epoch in range(first, last):
-            for cb in self.callbacks:
-                cb.on_epoch_begin(epoch)
-            display.epoch_begin(epoch)
-            # the rate at the epoch's start: a per-step schedule has moved on by its end
-            lr = float(getattr(self.optimizer, "lr", float("nan")))
-            t0 = time.perf_counter()
-            with SERIAL_BLAS.serial(self._own_threads()), \
-                    backend.device_scope(backend.device_of(self.model)):
-                logs = self._train_epoch(
-                    self._loader_batches(loader) if loader is not None else
-                    self._array_batches(X, y, batch_size, shuffle), display)
-            logs["time"] = time.perf_counter() - t0
-            if validation_data is not None:
-                val = (self.evaluate(validation_data) if isinstance(validation_data, DataLoader)
-                       else self.evaluate(*validation_data, batch_size=max(batch_size, 256)))
-                logs.update({f"val_{k}": v for k, v in val.items()})
-            logs["lr"] = lr
-            self._record(logs)
-            self._epochs_done = epoch + 1
+            start = self._snapshot()
+            try:
+                logs = self._epoch(epoch, X, y, batch_size, shuffle, loader, validation_data,
+                                   display)
+            except BaseException:
+                # an epoch cut short (Ctrl-C, an error) is undone whole: the history only has
+                # whole epochs, and continuing or checkpointing must start from where they end
+                self._rollback(start)
+                raise
             display.epoch_end(epoch, {k: v for k, v in logs.items() if k not in ("time", "lr")},
                               n)
             for cb in self.callbacks:
@@ -234,6 +237,50 @@ class Trainer:
                 break
         for cb in self.callbacks:
             cb.on_train_end()
+
+    def _epoch(self, epoch: int, X: Any, y: Any, batch_size: int, shuffle: bool,
+               loader: DataLoader | None, validation_data: Any,
+               display: ProgressDisplay) -> dict[str, float]:
+        """Train and validate one epoch and record it; its logs."""
+        for cb in self.callbacks:
+            cb.on_epoch_begin(epoch)
+        display.epoch_begin(epoch)
+        # the rate at the epoch's start: a per-step schedule has moved on by its end
+        lr = float(getattr(self.optimizer, "lr", float("nan")))
+        t0 = time.perf_counter()
+        with SERIAL_BLAS.serial(self._own_threads()), \
+                backend.device_scope(backend.device_of(self.model)):
+            logs = self._train_epoch(
+                self._loader_batches(loader) if loader is not None else
+                self._array_batches(X, y, batch_size, shuffle), display)
+        logs["time"] = time.perf_counter() - t0
+        if validation_data is not None:
+            val = (self.evaluate(validation_data) if isinstance(validation_data, DataLoader)
+                   else self.evaluate(*validation_data, batch_size=max(batch_size, 256)))
+            logs.update({f"val_{k}": v for k, v in val.items()})
+        logs["lr"] = lr
+        self._record(logs)
+        self._epochs_done = epoch + 1
+        return logs
+
+    def _snapshot(self) -> tuple[Any, Any, dict[str, Any]]:
+        """Copies of everything an epoch changes (taken once per epoch, outside its timing)."""
+        opt = self.optimizer.state_dict() if hasattr(self.optimizer, "state_dict") else None
+        return self.model.state_dict(), opt, self.state_dict()
+
+    def _rollback(self, snapshot: tuple[Any, Any, dict[str, Any]]) -> None:
+        """Put model, optimizer, callbacks, RNGs, step and loader back to a _snapshot()."""
+        weights, opt, state = snapshot
+        self.model.load_state_dict(weights)
+        if opt is not None:  # before the schedules: they defer to the optimizer's own lrs
+            self.optimizer.load_state_dict(opt)
+        for cb, saved in zip(self.callbacks, state["callbacks"]):
+            cb.load_state_dict(saved["state"])
+        self._step, self.stop_training = state["step"], state["stop_training"]
+        self._shuffle_rng.bit_generator.state = state["shuffle_rng"]
+        nf_random.set_rng_state(state["global_rng"])
+        if self._loader is not None and state["loader"] is not None:
+            self._loader.load_state_dict(state["loader"])
 
     def _record(self, logs: dict[str, float]) -> None:
         """Append an epoch's logs to the history, NaN-padded so every list stays epoch-aligned.
@@ -430,15 +477,23 @@ class Trainer:
             return arr.astype(np.int64)
         return np.ascontiguousarray(arr, dtype=self.model.dtype)
 
-    def _split(self, X: np.ndarray, y: np.ndarray, fraction: float) -> tuple[Any, Any, Any]:
-        if not 0.0 < fraction < 1.0:
-            raise ConfigError(f"validation_split must be in (0, 1), found {fraction}")
-        rng = np.random.default_rng(None if self.seed is None else [self.seed, 7])
+    def _split(self, X: np.ndarray, y: np.ndarray, fraction: float,
+               shuffle: bool) -> tuple[Any, Any, Any]:
+        """Hold out validation rows: the last ones with shuffle=False (as Keras does, so an
+        ordered series validates on its latest rows), else rows drawn from the split seed."""
+        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) \
+                or not 0.0 < fraction < 1.0:
+            raise ConfigError(f"validation_split must be a number in (0, 1), found {fraction!r}")
         n_val = max(1, int(round(len(X) * fraction)))
         if n_val >= len(X):
             raise DataError(f"validation_split={fraction} of {len(X)} samples leaves none to "
                             f"train on: use more data or a smaller split")
-        order = rng.permutation(len(X))
+        if not shuffle:
+            cut = len(X) - n_val
+            return X[:cut], y[:cut], (X[cut:], y[cut:])
+        # drawn at random: rows sorted by class would otherwise validate on one class only;
+        # one seed per trainer, so a second fit() or a resumed run holds out the same rows
+        order = np.random.default_rng([self._split_seed, 7]).permutation(len(X))
         val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
         return X[train], y[train], (X[val], y[val])
 
@@ -452,44 +507,44 @@ class Trainer:
                 "global_rng": nf_random.get_rng_state(), "history": self.history,
                 "callbacks": [{"type": type(cb).__name__, "state": cb.state_dict()}
                               for cb in self.callbacks],
-                "loader": None if self._loader is None else self._loader.state_dict()}
+                "loader": None if self._loader is None else self._loader.state_dict(),
+                "split_seed": self._split_seed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore state_dict()'s output (a StateDictError, and nothing changed, if it is not)."""
-        try:  # read and check everything before changing anything
-            # ValueError: reported below as one StateDictError, like the other damage
-            epochs = _int_at_least("epochs_done", state["epochs_done"], 0, ValueError)
-            step = _int_at_least("step", state["step"], 0, ValueError)
-            history = {str(k): [float(x) for x in v] for k, v in state["history"].items()}
-            # generator states tried on spare bit generators first
-            type(self._shuffle_rng.bit_generator)().state = state["shuffle_rng"]
-            type(nf_random.get_rng().bit_generator)().state = state["global_rng"]
-            # match saved callback states to this run's callbacks by type, in order, so a
-            # resumed run may drop or add callbacks (e.g. no ModelCheckpoint) without losing
-            # scheduler state
-            saved: dict[str, list[Any]] = {}
-            for entry in state.get("callbacks", []):
-                saved.setdefault(str(entry["type"]), []).append(entry["state"])
-            stopped = bool(state.get("stop_training", False))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            found = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
-            raise StateDictError(f"expected a trainer state as Trainer.state_dict() gives, found "
-                                 f"{found} ({type(exc).__name__}: {exc})") from None
-        self._epochs_done, self._step, self.history = epochs, step, history
-        self._resumed, self._resumed_stopped = True, stopped
-        self._loader_state = state.get("loader")  # applied to the loader the next fit() gets
-        self._shuffle_rng.bit_generator.state = state["shuffle_rng"]
-        nf_random.set_rng_state(state["global_rng"])
-        self._callback_states = saved
-        self._restore_callbacks(saved)
+        parsed = check_trainer_state(state, self._shuffle_rng, nf_random.get_rng())
+        # match saved callback states to this run's callbacks by type, in order, so a resumed
+        # run may drop or add callbacks (e.g. no ModelCheckpoint) without losing scheduler
+        # state; first, since a callback may still refuse its state
+        self._restore_callbacks(parsed["callbacks"])
+        self._epochs_done, self._step = parsed["epochs_done"], parsed["step"]
+        self.history = parsed["history"]
+        self._resumed, self._resumed_stopped = True, parsed["stop_training"]
+        self._loader_state = parsed["loader"]  # applied to the loader the next fit() gets
+        self._shuffle_rng.bit_generator.state = parsed["shuffle_rng"]
+        nf_random.set_rng_state(parsed["global_rng"])
+        if parsed["split_seed"] is not None:  # older checkpoints lack it
+            self._split_seed = parsed["split_seed"]
+        self._callback_states = parsed["callbacks"]
 
     def _restore_callbacks(self, saved: dict[str, list[Any]]) -> None:
-        """Give saved callback states to this run's callbacks, by type, in order."""
+        """Give saved callback states to this run's callbacks, by type, in order; all or none."""
         queues = {k: list(v) for k, v in saved.items()}
-        for cb in self.callbacks:
-            queue = queues.get(type(cb).__name__)
-            if queue:
-                cb.load_state_dict(queue.pop(0))
+        before = [(cb, cb.state_dict()) for cb in self.callbacks]
+        name = ""
+        try:
+            for cb in self.callbacks:
+                queue, name = queues.get(type(cb).__name__), type(cb).__name__
+                if queue:
+                    cb.load_state_dict(queue.pop(0))
+        except (StateDictError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            for cb, old in before:
+                cb.load_state_dict(old)
+            if isinstance(exc, StateDictError):
+                raise
+            raise StateDictError(f"expected a trainer state as Trainer.state_dict() gives: "
+                                 f"callback {name} refused its saved state "
+                                 f"({type(exc).__name__}: {exc})") from None
 
     def save_checkpoint(self, path: str, **save_kwargs: Any) -> None:
         """Write a resumable checkpoint (a valid .nnf with optimizer and trainer state)."""
@@ -503,8 +558,15 @@ class Trainer:
         from ..io import load_checkpoint  # noqa: PLC0415
 
         ckpt = load_checkpoint(path)
-        self.model.load_state_dict(ckpt.model.state_dict())
-        if ckpt.optimizer_state is not None:
-            self.optimizer.load_state_dict(ckpt.optimizer_state)
-        if ckpt.trainer_state is not None:
-            self.load_state_dict(ckpt.trainer_state)
+        if ckpt.trainer_state is not None:  # refused before anything changes
+            check_trainer_state(ckpt.trainer_state, self._shuffle_rng, nf_random.get_rng())
+        before = self._snapshot()
+        try:
+            self.model.load_state_dict(ckpt.model.state_dict())
+            if ckpt.optimizer_state is not None:
+                self.optimizer.load_state_dict(ckpt.optimizer_state)
+            if ckpt.trainer_state is not None:
+                self.load_state_dict(ckpt.trainer_state)
+        except BaseException:  # e.g. an optimizer of another kind: the weights go back too
+            self._rollback(before)
+            raise

@@ -1,0 +1,93 @@
+"""Checks of a trainer state read back from a checkpoint, before any of it is used."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+from ..errors import StateDictError
+
+#: counters are int64 in spirit: a larger one is damage, not a long run
+MAX_COUNT = 2**63 - 1
+
+
+def _bad(detail: str) -> StateDictError:
+    return StateDictError(f"expected a trainer state as Trainer.state_dict() gives: {detail}")
+
+
+def _count(state: dict[str, Any], key: str) -> int:
+    value = state.get(key)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+            or not 0 <= value <= MAX_COUNT:
+        raise _bad(f"'{key}' must be an integer in [0, 2**63 - 1], found {value!r:.60}")
+    return int(value)
+
+
+def _history(value: Any, epochs: int) -> dict[str, list[float]]:
+    """{name: one number per epoch}; NaN marks an epoch without that entry."""
+    if not isinstance(value, dict):
+        raise _bad(f"'history' must be an object of name -> list, found {type(value).__name__}")
+    history: dict[str, list[float]] = {}
+    for name, values in value.items():
+        if not isinstance(name, str) or not isinstance(values, list) or not all(
+                isinstance(x, (numbers.Real, np.floating)) and not isinstance(x, bool)
+                for x in values):
+            raise _bad(f"'history' must map names to lists of numbers, found {name!r:.40}: "
+                       f"{values!r:.60}")
+        # every list holds one entry per whole epoch (a user may have emptied the history)
+        if len(values) != epochs:
+            raise _bad(f"history {name!r} must have one entry per epoch done ({epochs}), "
+                       f"found {len(values)}")
+        history[name] = [float(x) for x in values]
+    return history
+
+
+def _rng(state: dict[str, Any], key: str, generator: np.random.Generator) -> dict[str, Any]:
+    value = state.get(key)
+    try:  # on a spare bit generator of the same kind: the live one stays as it is
+        type(generator.bit_generator)().state = value
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise _bad(f"'{key}' must be a {type(generator.bit_generator).__name__} generator "
+                   f"state, found {value!r:.60} ({exc})") from None
+    return value
+
+
+def check_trainer_state(state: Any, shuffle_rng: np.random.Generator,
+                        global_rng: np.random.Generator) -> dict[str, Any]:
+    """The state's fields, checked for type, range and agreement with each other."""
+    if not isinstance(state, dict):
+        raise _bad(f"an object, found {type(state).__name__}")
+    for key in ("epochs_done", "step", "history", "shuffle_rng", "global_rng"):
+        if key not in state:
+            raise _bad(f"a '{key}' field, found fields {sorted(map(str, state))}")
+    epochs, step = _count(state, "epochs_done"), _count(state, "step")
+    if step < epochs:  # every epoch trains on at least one batch
+        raise _bad(f"'step' ({step}) must be at least 'epochs_done' ({epochs})")
+    stopped = state.get("stop_training", False)
+    if not isinstance(stopped, bool) or (stopped and epochs == 0):
+        raise _bad(f"'stop_training' must be true or false (true only after an epoch), "
+                   f"found {stopped!r:.40} after {epochs} epochs")
+    callbacks = state.get("callbacks", [])
+    if not isinstance(callbacks, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("type"), str)
+            and isinstance(c.get("state"), dict) for c in callbacks):
+        raise _bad(f"'callbacks' must be a list of {{type: name, state: object}}, found "
+                   f"{callbacks!r:.80}")
+    loader = state.get("loader")
+    if loader is not None and not isinstance(loader, dict):
+        raise _bad(f"'loader' must be a DataLoader state object or null, found {loader!r:.60}")
+    split_seed = state.get("split_seed")
+    if split_seed is not None and (isinstance(split_seed, bool) or not isinstance(
+            split_seed, numbers.Integral) or not 0 <= split_seed < 2**64):
+        raise _bad(f"'split_seed' must be an integer in [0, 2**64) or null, found "
+                   f"{split_seed!r:.40}")
+    history = _history(state["history"], epochs)
+    saved: dict[str, list[dict[str, Any]]] = {}
+    for entry in callbacks:
+        saved.setdefault(entry["type"], []).append(entry["state"])
+    return {"epochs_done": epochs, "step": step, "stop_training": stopped, "history": history,
+            "shuffle_rng": _rng(state, "shuffle_rng", shuffle_rng),
+            "global_rng": _rng(state, "global_rng", global_rng), "callbacks": saved,
+            "loader": loader, "split_seed": None if split_seed is None else int(split_seed)}
