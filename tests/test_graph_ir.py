@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from nnforge import nn
+from nnforge.autograd.function import Function
 from nnforge.errors import ConfigError, ShapeError
 from nnforge.graph import Graph, Node, ValueInfo, evaluate_graph, infer_shapes, trace
 from nnforge.graph.ops import reshape_target
@@ -72,11 +73,17 @@ def test_flatten_other_start_dims_become_reshape(rng: np.random.Generator) -> No
 
 
 def test_unknown_layer_is_a_config_error_naming_it() -> None:
+    # a custom layer's forward is traced op by op (tests/test_graph_trace_ops.py); an op in it
+    # with no IR lowering is the error, naming the op and the layer's path
+    class Twice(Function):
+        def forward(self, x):  # noqa: ANN001, ANN202
+            return x * 2
+
     class Custom(nn.Module):
         def forward(self, x):  # noqa: ANN001, ANN202
-            return x
+            return Twice.apply(x)
 
-    with pytest.raises(ConfigError, match="Custom"):
+    with pytest.raises(ConfigError, match="op Twice in module 1"):
         trace(nn.Sequential(nn.Linear(2, 2), Custom()))
 
 

@@ -6,19 +6,26 @@ from typing import Any, ClassVar
 
 from .grad_mode import is_grad_enabled
 
+#: The op recorder of an op-level trace in progress (nnforge.graph.trace_ops), None when off:
+#: `apply` tests this one global, so tracing costs nothing when no trace runs.
+RECORDER: Any = None
+
 
 class Function:
     """Base class of every differentiable op.
 
     Subclasses implement `forward(*arrays) -> array` and `backward(grad_out) -> tuple` with one
     entry per input (None where no gradient is needed; `self.needs_input_grad` says which).
-    State needed by backward is kept on `self`. `ir_name` is the ONNX op name the op maps to.
+    State needed by backward is kept on `self`. `ir_name` is the ONNX op name the op maps to;
+    `lower(b, xs)` emits the IR nodes that compute it (the default: one `ir_name` node without
+    attributes for ops that set `simple_lowering`, else a ConfigError: the op cannot be traced).
     An op with several outputs returns a tuple from forward and gets a tuple of output
     gradients in backward (None for an output that received none). A `differentiable = False`
     op (argmax) never records: its output is cut from the graph.
     """
 
     ir_name: ClassVar[str | None] = None
+    simple_lowering: ClassVar[bool] = False
     differentiable: ClassVar[bool] = True
     released: bool = False
 
@@ -33,6 +40,13 @@ class Function:
         """Return the gradient for each input given the output gradient."""
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """IR value(s) computing this op (after forward ran) from input values xs, built with
+        the trace's builder b (`b.node`, `b.ints`, `b.const`, `b.shape`)."""
+        if self.simple_lowering and self.ir_name:
+            return b.node(self.ir_name, xs)
+        raise b.unsupported(self)
+
     @classmethod
     def apply(cls, *inputs: Any, **attrs: Any) -> Any:
         """Run the op on tensors (or arrays/scalars) and record it for backward when needed."""
@@ -45,11 +59,16 @@ class Function:
         fn.needs_input_grad = needs if record else tuple(False for _ in needs)
         out = fn.forward(*(t.data for t in tensors))
         if isinstance(out, tuple):
-            return fn._wrap_outputs(out, tensors, record)
+            results = fn._wrap_outputs(out, tensors, record)
+            if RECORDER is not None:
+                RECORDER.record(fn, tensors, results)
+            return results
         result = Tensor(out, requires_grad=record, _keep=True)
         if record:
             fn.inputs = tensors
             result._creator = fn
+        if RECORDER is not None:
+            RECORDER.record(fn, tensors, result)
         return result
 
     def _wrap_outputs(self, outs: tuple, tensors: tuple, record: bool) -> tuple:

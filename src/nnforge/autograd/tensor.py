@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import backend
 from ..errors import BackwardError, DTypeError, ShapeError
+from . import function as _function
 from .function import OutputOf
 from .grad_mode import no_grad
 
@@ -205,18 +206,19 @@ class Tensor:
                          "nf.where, concat or arithmetic (or write into tensor.data, "
                          "outside autograd)")
 
-    # comparisons give plain boolean arrays: they have no gradient
+    # comparisons give plain boolean arrays: they have no gradient (a trace records them, so a
+    # mask passed on to nf.where stays computed in the graph)
     def __lt__(self, other: Any) -> Any:
-        return self.data < _raw(other)
+        return _compared("Less", self, other, self.data < _raw(other))
 
     def __le__(self, other: Any) -> Any:
-        return self.data <= _raw(other)
+        return _compared("LessOrEqual", self, other, self.data <= _raw(other))
 
     def __gt__(self, other: Any) -> Any:
-        return self.data > _raw(other)
+        return _compared("Greater", self, other, self.data > _raw(other))
 
     def __ge__(self, other: Any) -> Any:
-        return self.data >= _raw(other)
+        return _compared("GreaterOrEqual", self, other, self.data >= _raw(other))
 
     __hash__ = object.__hash__
 
@@ -262,6 +264,24 @@ class Tensor:
     def std(self, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
         """Standard deviation over the given axes (NumPy's ddof)."""
         return _ops().StdSqrt.apply(self.var(axis=axis, keepdims=keepdims, ddof=ddof))
+
+    def sigmoid(self) -> Tensor:
+        """Elementwise logistic function."""
+        from ..ops.activation import Sigmoid  # noqa: PLC0415
+
+        return Sigmoid.apply(self)
+
+    def tanh(self) -> Tensor:
+        """Elementwise hyperbolic tangent."""
+        from ..ops.activation import Tanh  # noqa: PLC0415
+
+        return Tanh.apply(self)
+
+    def relu(self) -> Tensor:
+        """Elementwise max(x, 0)."""
+        from ..ops.activation import Relu  # noqa: PLC0415
+
+        return Relu.apply(self)
 
     def abs(self) -> Tensor:
         """Elementwise |x|."""
@@ -370,6 +390,13 @@ class Tensor:
 
 def _raw(x: Any) -> Any:
     return x.data if isinstance(x, Tensor) else x
+
+
+def _compared(op: str, a: Tensor, b: Any, result: Any) -> Any:
+    """A comparison's boolean array, told to the op recorder when a trace runs."""
+    if _function.RECORDER is not None:
+        _function.RECORDER.compare(op, a, b, result)
+    return result
 
 
 def _ops() -> Any:

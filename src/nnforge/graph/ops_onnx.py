@@ -343,3 +343,105 @@ def _constant_of_shape_shape(node: Node, shapes: Shapes, consts: dict) -> Shapes
 
 
 OPS["ConstantOfShape"] = OpDef("ConstantOfShape", _constant_of_shape_shape, constant_of_shape)
+
+
+# -- ops that op-level tracing emits (graph/trace_ops.py) ------------------------------------
+#: ops whose output type is fixed whatever their inputs' (see shapes.compute_shapes)
+OUT_DTYPES = {"ArgMax": "int64", "ArgMin": "int64", "Greater": "bool", "GreaterOrEqual": "bool",
+              "Less": "bool", "LessOrEqual": "bool", "Equal": "bool"}
+
+
+def _broadcast_all(node: Node, shapes: Shapes, consts: dict) -> Shapes:
+    out: Shape | None = shapes[0]
+    for s in shapes[1:]:
+        out = _broadcast(node, [out, s], consts)[0]
+    return [out]
+
+
+_ELEMENTWISE = {"Max": np.maximum, "Min": np.minimum}
+for _name, _fn in _ELEMENTWISE.items():
+    OPS[_name] = OpDef(_name, _broadcast_all, lambda node, *xs, f=_fn: f.reduce(
+        np.broadcast_arrays(*xs)) if len(xs) > 1 else xs[0])
+
+COMPARISONS = {"Greater": np.greater, "GreaterOrEqual": np.greater_equal, "Less": np.less,
+               "LessOrEqual": np.less_equal, "Equal": np.equal}
+for _name, _fn in COMPARISONS.items():
+    OPS[_name] = OpDef(_name, _broadcast, lambda node, a, b, f=_fn: f(a, b))
+
+
+@_op("Where", _broadcast_all)
+def where(node: Node, cond: Any, a: Any, b: Any) -> Any:
+    """cond ? a : b with broadcasting (a non-bool condition counts nonzero as true)."""
+    return np.where(np.asarray(cond).astype(bool), a, b)
+
+
+def _arg_shape(node: Node, shapes: Shapes, consts: dict) -> Shapes:
+    s = shapes[0]
+    if s is None:
+        return [None]
+    axis = _axes(node.attrs.get("axis", 0), len(s), node)[0]
+    keep = node.attrs.get("keepdims", 1)
+    return [tuple(1 if i == axis else d for i, d in enumerate(s) if keep or i != axis)]
+
+
+def arg_extreme(node: Node, x: Any) -> Any:
+    """ArgMax/ArgMin along axis as int64 (the first index on ties unless select_last_index)."""
+    axis = _arr_axes(node, x, node.attrs.get("axis", 0))[0]
+    pick = np.argmax if node.op == "ArgMax" else np.argmin
+    keep = bool(node.attrs.get("keepdims", 1))
+    if node.attrs.get("select_last_index", 0):
+        flipped = pick(np.flip(x, axis), axis=axis, keepdims=keep)
+        return (x.shape[axis] - 1 - flipped).astype(np.int64)
+    return np.asarray(pick(x, axis=axis, keepdims=keep), np.int64)
+
+
+OPS["ArgMax"] = OpDef("ArgMax", _arg_shape, arg_extreme)
+OPS["ArgMin"] = OpDef("ArgMin", _arg_shape, arg_extreme)
+
+
+def split_sizes(node: Node, dim: Dim, split: Any) -> list[Dim]:
+    """The piece sizes of a Split node along its axis (equal pieces without a split input)."""
+    n = len(node.outputs)
+    if split is not None:
+        sizes = np.asarray(split, np.int64).reshape(-1).tolist()
+        if len(sizes) != n or (isinstance(dim, int) and sum(sizes) != dim):
+            raise ShapeError(f"Split {node.name}: expected {n} sizes adding up to {dim}, found "
+                             f"{sizes}")
+        return sizes
+    if not isinstance(dim, int):
+        return [None] * n
+    step = -(-dim // n)  # ONNX: the last piece is smaller when the dim does not divide
+    return [min(step, dim - k * step) for k in range(n)]
+
+
+def _split_shape(node: Node, shapes: Shapes, consts: dict) -> Shapes:
+    s = shapes[0]
+    split = const_input(node, consts, 1, "split")
+    if s is None:
+        return [None] * len(node.outputs)
+    axis = _axes(node.attrs.get("axis", 0), len(s), node)[0]
+    return [tuple(d if i == axis else e for i, e in enumerate(s))
+            for d in split_sizes(node, s[axis], split)]
+
+
+@_op("Split", _split_shape)
+def split(node: Node, x: Any, split: Any = None) -> tuple:
+    """Consecutive pieces along axis."""
+    axis = _arr_axes(node, x, node.attrs.get("axis", 0))[0]
+    cuts = np.cumsum(split_sizes(node, x.shape[axis], split))[:-1].tolist()
+    return tuple(np.split(x, cuts, axis=axis))
+
+
+def _expand_shape(node: Node, shapes: Shapes, consts: dict) -> Shapes:
+    target = const_input(node, consts, 1, "shape")
+    if shapes[0] is None:
+        return [None]
+    return _broadcast(node, [shapes[0], tuple(int(d) for d in np.asarray(target).reshape(-1))],
+                      consts)
+
+
+@_op("Expand", _expand_shape)
+def expand(node: Node, x: Any, shape: Any) -> Any:
+    """Broadcast x against shape (ONNX's two-way broadcasting: a 1 keeps x's dim)."""
+    target = np.broadcast_shapes(x.shape, tuple(int(d) for d in np.asarray(shape).reshape(-1)))
+    return np.broadcast_to(x, target).copy()

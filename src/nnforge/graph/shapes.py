@@ -6,7 +6,7 @@ import numpy as np
 
 from .ir import Graph, Node, Shape, ValueInfo
 from .ops import get_op
-from .ops_onnx import ONNX_DTYPES, constant_value
+from .ops_onnx import ONNX_DTYPES, OUT_DTYPES, constant_value
 
 
 def compute_shapes(graph: Graph, input_shapes: dict[str, Shape] | None = None
@@ -21,7 +21,8 @@ def compute_shapes(graph: Graph, input_shapes: dict[str, Shape] | None = None
     for node in graph.nodes:
         ins = [infos.get(i) for i in node.inputs]
         shapes = [None if v is None else v.shape for v in ins]
-        dtype = ins[0].dtype if ins and ins[0] is not None else "float32"
+        first = ins[1] if node.op == "Where" else (ins[0] if ins else None)  # Where: a's type
+        dtype = first.dtype if first is not None else "float32"
         out_shapes = get_op(node).infer(node, shapes, graph.initializers)
         for k, out in enumerate(node.outputs):
             if out:
@@ -36,6 +37,8 @@ def _out_dtype(node: Node, k: int, in_dtype: str) -> str:
         return "bool"
     if node.op == "Shape":
         return "int64"
+    if node.op in OUT_DTYPES:
+        return OUT_DTYPES[node.op]
     if node.op == "Cast" and node.attrs.get("to") in ONNX_DTYPES:
         return str(ONNX_DTYPES[node.attrs["to"]])
     if node.op == "Constant":

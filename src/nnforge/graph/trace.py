@@ -1,8 +1,13 @@
 """Tracing: turn an `nn.Module` into the graph IR with inference (eval-mode) semantics.
 
 Each layer type is lowered to ONNX ops in exactly one place, the `LOWERINGS` table below.
-Containers (`Sequential`) are walked; any other layer type is a ConfigError naming it.
-Weights are copied, so training the model afterwards does not change a traced graph.
+Containers (`Sequential`) are walked. A module with no lowering (a user's `Module` subclass
+with its own `forward`, or a Sequential holding one) is traced op by op instead: its forward
+runs on tracing tensors and every op it applies is recorded, while children that have a
+lowering are still lowered as layers (see `graph/trace_ops.py`). As with torch.jit.trace,
+Python control flow in such a forward is evaluated once, at trace time: the graph keeps the
+branch taken then. Weights are copied, so training the model afterwards does not change a
+traced graph.
 """
 
 from __future__ import annotations
@@ -91,6 +96,8 @@ def trace(model: Module, input_shape: Sequence[Any] | None = None, input_name: s
     if not isinstance(model, Module):
         raise ConfigError(f"expected an nnforge Module to trace, found {type(model).__name__}")
     shape = guess_input_shape(model) if input_shape is None else _normalize_shape(input_shape)
+    if not lowerable(model):
+        return _trace_forward(model, shape, input_name, output_name)
     t = Tracer(input_name, shape, str(model.dtype))
     out = t.lower(model, "", input_name)
     if out == input_name:  # an empty model: keep one node so input and output differ
@@ -101,6 +108,49 @@ def trace(model: Module, input_shape: Sequence[Any] | None = None, input_name: s
     t.graph.outputs = [ValueInfo(output_name, t.shapes[out], t.dtype)]
     t.graph.name = type(model).__name__
     return t.graph
+
+
+def lowerable(layer: Module) -> bool:
+    """True when the layer (and, for a Sequential, every child) has a layer lowering."""
+    if type(layer).__name__ not in LOWERINGS or not type(layer).__module__.startswith("nnforge."):
+        return False
+    return type(layer).__name__ != "Sequential" or all(map(lowerable, layer._modules.values()))
+
+
+def _trace_forward(model: Module, shape: Shape, input_name: str, output_name: str) -> Graph:
+    """Op-level trace of a module with its own forward (see graph/trace_ops.py)."""
+    from .trace_ops import BATCHES, check_against_eager, merge_batches, record_forward  # noqa: PLC0415
+
+    if any(not isinstance(d, int) for d in shape[1:]):
+        raise ConfigError(f"cannot trace {type(model).__name__}'s forward with input shape "
+                          f"{shape}: expected every dim but the batch known; pass "
+                          f"input_shape=(features...) (one sample's shape)")
+    dtype = str(model.dtype)
+    runs = []
+    for seed, n in enumerate(BATCHES):
+        t = Tracer(input_name, (n, *shape[1:]), dtype)
+        t.graph.name = type(model).__name__
+        outs, eager, x = record_forward(model, t, (n, *shape[1:]), seed, lowerable)
+        runs.append((t, outs, eager, x))
+    (t, outs, _, _), (t2, _, _, _) = runs
+    merge_batches(t.graph, t2.graph, t.shapes, t2.shapes)
+    g = t.graph
+    g.inputs = [ValueInfo(input_name, shape, dtype)]
+    names = [output_name] + [f"{output_name}_{k}" for k in range(1, len(outs))]
+    for k, (out, name) in enumerate(zip(outs, names)):
+        if out == input_name or out in g.initializers or out in outs[:k]:
+            g.nodes.append(Node("Identity", [out], [name], {}, name))
+            continue
+        for node in g.nodes:
+            node.outputs = [name if o == out else o for o in node.outputs]
+            node.inputs = [name if i == out else i for i in node.inputs]
+    from .shapes import compute_shapes  # noqa: PLC0415
+
+    infos = compute_shapes(g)
+    g.outputs = [ValueInfo(n, infos[n].shape, infos[n].dtype) for n in names]
+    for _, _, eager, x in runs:
+        check_against_eager(g, x, eager)
+    return g
 
 
 def _normalize_shape(shape: Sequence[Any]) -> Shape:
@@ -121,7 +171,10 @@ def guess_input_shape(model: Module) -> Shape:
             return ("N", int(m.weight.shape[1]) * int(getattr(m, "groups", 1)), None, None)
         if name in ("BatchNorm1d", "BatchNorm2d"):
             return ("N", int(m.running_mean.shape[0])) + ((None, None) if name[-2] == "2" else ())
-        if name not in ("Sequential", "Dropout", "Identity"):
+        # a user's module is looked through: its first child (in definition order) is a guess
+        # the trace checks, since its forward runs on input of that shape
+        if name not in ("Sequential", "Dropout", "Identity") and \
+                type(m).__module__.startswith("nnforge."):
             break
     raise ConfigError(f"cannot tell the input shape of a {type(model).__name__} from its first "
                       f"layer; expected input_shape=(None, features...)")

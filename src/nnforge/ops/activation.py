@@ -41,6 +41,7 @@ class Relu(Function):
     """max(x, 0)."""
 
     ir_name = "Relu"
+    simple_lowering = True
 
     def forward(self, x: Any) -> Any:
         y = np.maximum(x, relu_floor(x))
@@ -59,6 +60,10 @@ class LeakyRelu(Function):
 
     def __init__(self, alpha: float = 0.01) -> None:
         self.alpha = alpha
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX LeakyRelu with its alpha."""
+        return b.node("LeakyRelu", xs, alpha=float(self.alpha))
 
     def forward(self, x: Any) -> Any:
         self.mask = x > 0
@@ -79,6 +84,7 @@ class Sigmoid(Function):
     """1 / (1 + exp(-x)), stable for large |x|."""
 
     ir_name = "Sigmoid"
+    simple_lowering = True
 
     def forward(self, x: Any) -> Any:
         self.y = sigmoid_array(x)
@@ -93,6 +99,7 @@ class Tanh(Function):
     """Hyperbolic tangent."""
 
     ir_name = "Tanh"
+    simple_lowering = True
 
     def forward(self, x: Any) -> Any:
         self.y = np.tanh(x)
@@ -165,6 +172,10 @@ class Gelu(Function):
 
     ir_name = "Gelu"
 
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX Gelu, exact erf form."""
+        return b.node("Gelu", xs, approximate="none")
+
     def forward(self, x: Any) -> Any:
         self.x = x
         self.cdf = (0.5 * (1.0 + erf_array(x / x.dtype.type(math.sqrt(2.0))))).astype(x.dtype)
@@ -199,6 +210,10 @@ class Softmax(Function):
     def __init__(self, axis: int = -1) -> None:
         self.axis = axis
 
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX Softmax along the same axis."""
+        return b.node("Softmax", xs, axis=int(self.axis))
+
     def forward(self, x: Any) -> Any:
         self.y = softmax_array(x, self.axis)
         return self.y
@@ -215,6 +230,10 @@ class LogSoftmax(Function):
 
     def __init__(self, axis: int = -1) -> None:
         self.axis = axis
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX LogSoftmax along the same axis."""
+        return b.node("LogSoftmax", xs, axis=int(self.axis))
 
     def forward(self, x: Any) -> Any:
         self.y = log_softmax_array(x, self.axis)

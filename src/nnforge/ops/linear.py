@@ -17,6 +17,10 @@ class Linear(Function):
 
     ir_name = "Gemm"
 
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """Gemm(x, W, b, transB=1)."""
+        return b.node("Gemm", xs, transB=1)
+
     def forward(self, x: Any, w: Any, b: Any = None) -> Any:
         if x.ndim != 2 or x.shape[1] != w.shape[1]:
             raise ShapeError(f"Linear expected input of shape (batch, {w.shape[1]}), "
@@ -48,6 +52,10 @@ class LinearRelu(Linear):
     """
 
     ir_name = None  # not an ONNX op: tracing lowers the Linear and ReLU modules themselves
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """Gemm then Relu (the optimizer fuses them back)."""
+        return b.node("Relu", [super().lower(b, xs)])
 
     def forward(self, x: Any, w: Any, b: Any = None) -> Any:
         y = super().forward(x, w, b)

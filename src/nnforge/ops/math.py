@@ -44,6 +44,7 @@ class Add(_Binary):
     """a + b with broadcasting."""
 
     ir_name = "Add"
+    simple_lowering = True
 
     def compute(self, a: Any, b: Any) -> Any:
         return a + b
@@ -58,6 +59,7 @@ class Sub(_Binary):
     """a - b with broadcasting."""
 
     ir_name = "Sub"
+    simple_lowering = True
 
     def compute(self, a: Any, b: Any) -> Any:
         return a - b
@@ -72,6 +74,7 @@ class Mul(_Binary):
     """a * b with broadcasting."""
 
     ir_name = "Mul"
+    simple_lowering = True
 
     def compute(self, a: Any, b: Any) -> Any:
         self.a, self.b = a, b
@@ -88,6 +91,7 @@ class Div(_Binary):
     """a / b with broadcasting."""
 
     ir_name = "Div"
+    simple_lowering = True
 
     def compute(self, a: Any, b: Any) -> Any:
         self.a, self.b = a, b
@@ -105,6 +109,7 @@ class Neg(Function):
     """-x."""
 
     ir_name = "Neg"
+    simple_lowering = True
 
     def forward(self, x: Any) -> Any:
         return -x
@@ -120,6 +125,10 @@ class Pow(Function):
 
     def __init__(self, exponent: float) -> None:
         self.exponent = exponent
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """Pow(x, exponent) with the exponent an initializer in the model's dtype."""
+        return b.node("Pow", [xs[0], b.const(float(self.exponent))])
 
     def forward(self, x: Any) -> Any:
         if x.dtype.kind != "f":  # int ** 0.5 in the int dtype would truncate 0.5 to 0
@@ -141,6 +150,7 @@ class StdSqrt(Function):
     """sqrt of a variance: the gradient where it is 0 (constant values) is 0, as in PyTorch."""
 
     ir_name = "Sqrt"
+    simple_lowering = True
 
     def forward(self, v: Any) -> Any:
         self.y = np.sqrt(v)
@@ -157,6 +167,7 @@ class Exp(Function):
     """e ** x."""
 
     ir_name = "Exp"
+    simple_lowering = True
 
     def forward(self, x: Any) -> Any:
         self.y = np.exp(x)
@@ -170,6 +181,7 @@ class Log(Function):
     """Natural logarithm."""
 
     ir_name = "Log"
+    simple_lowering = True
 
     def forward(self, x: Any) -> Any:
         self.x = x
@@ -186,6 +198,10 @@ class Cast(Function):
 
     def __init__(self, dtype: Any) -> None:
         self.dtype = dtype
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX Cast to the target type."""
+        return b.node("Cast", xs, to=b.onnx_dtype(self.dtype))
 
     def forward(self, x: Any) -> Any:
         self.src = x.dtype
@@ -216,10 +232,18 @@ def _expand(g: Any, shape: tuple[int, ...], axes: tuple[int, ...], keepdims: boo
     return np.broadcast_to(g, shape)
 
 
+def lower_reduce(fn: Any, b: Any, xs: list[str]) -> Any:
+    """ReduceX over the axes forward resolved (a 0-d input reduces over nothing)."""
+    if not fn.axes:
+        return b.node("Identity", xs)
+    return b.node(fn.ir_name, [xs[0], b.ints(fn.axes)], keepdims=int(bool(fn.keepdims)))
+
+
 class Sum(Function):
     """Sum over axes."""
 
     ir_name = "ReduceSum"
+    lower = lower_reduce
 
     def __init__(self, axis: Any = None, keepdims: bool = False) -> None:
         self.axis, self.keepdims = axis, keepdims
@@ -237,6 +261,7 @@ class Mean(Function):
     """Mean over axes."""
 
     ir_name = "ReduceMean"
+    lower = lower_reduce
 
     def __init__(self, axis: Any = None, keepdims: bool = False) -> None:
         self.axis, self.keepdims = axis, keepdims
@@ -256,6 +281,7 @@ class Max(Function):
     """Maximum over axes; ties share the gradient equally."""
 
     ir_name = "ReduceMax"
+    lower = lower_reduce
     _reduce = staticmethod(np.max)
 
     def __init__(self, axis: Any = None, keepdims: bool = False) -> None:
@@ -296,6 +322,15 @@ class ArgMax(Function):
                              f"found {axis!r}")
         self.axis, self.keepdims = axis, keepdims
 
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX ArgMax/ArgMin on one axis; axis None reads the flattened tensor."""
+        keep = int(bool(self.keepdims))
+        if self.axis is not None:
+            return b.node(self.ir_name, xs, axis=int(self.axis), keepdims=keep)
+        flat = b.node("Reshape", [xs[0], b.ints([-1])])
+        y = b.node(self.ir_name, [flat], axis=0, keepdims=0)
+        return b.node("Reshape", [y, b.ints([1] * len(b.shape(xs[0])))]) if keep else y
+
     def forward(self, x: Any) -> Any:
         axes = _norm_axis(self.axis, x.ndim)
         _check_not_empty(x, axes, type(self).__name__.lower())
@@ -325,6 +360,7 @@ class Maximum(_Binary):
     where either is NaN both get all of it, as torch.maximum."""
 
     ir_name = "Max"
+    simple_lowering = True
     _pick = staticmethod(np.maximum)
     _loses = staticmethod(np.less)  # a loses to b where a < b
 
@@ -353,6 +389,7 @@ class Abs(Function):
     """|x|; the gradient at 0 is 0, as in PyTorch."""
 
     ir_name = "Abs"
+    simple_lowering = True
 
     def forward(self, x: Any) -> Any:
         self.x = x
@@ -374,6 +411,12 @@ class Clip(Function):
         if low is not None and high is not None and low > high:
             raise ConfigError(f"clip expects low <= high, found low={low} and high={high}")
         self.low, self.high = low, high
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX Clip with its bounds as initializers ("" for a missing one)."""
+        lo = "" if self.low is None else b.const(float(self.low))
+        hi = "" if self.high is None else b.const(float(self.high))
+        return b.node("Clip", [xs[0], lo, hi] if hi else [xs[0], lo])
 
     def forward(self, x: Any) -> Any:
         if x.dtype.kind != "f" and any(b is not None and not float(b).is_integer()
@@ -403,6 +446,11 @@ class Where(Function):
         self.cond = (cond.astype(bool, copy=False) if backend.is_device_array(cond)
                      else np.asarray(cond, dtype=bool))
 
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX Where; a condition a traced comparison made stays computed in the graph."""
+        cond = b.array(self.cond)
+        return b.node("Where", [cond if cond is not None else b.const(self.cond), *xs])
+
     def forward(self, a: Any, b: Any) -> Any:
         self.shapes = a.shape, b.shape
         if type(a) is not np.ndarray or type(b) is not np.ndarray:  # the condition follows
@@ -425,6 +473,10 @@ class PowBase(Function):
 
     def __init__(self, base: float) -> None:
         self.base = base
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """Pow(base, x) with the base an initializer in the model's dtype."""
+        return b.node("Pow", [b.const(float(self.base)), xs[0]])
 
     def forward(self, x: Any) -> Any:
         if x.dtype.kind != "f":  # an int base would truncate 2.5 to 2 (and 0.5 to 0)
@@ -470,6 +522,7 @@ class MatMul(Function):
     """Matrix product with NumPy's matmul broadcasting rules."""
 
     ir_name = "MatMul"
+    simple_lowering = True
 
     def forward(self, a: Any, b: Any) -> Any:
         self.a, self.b = a, b

@@ -24,6 +24,10 @@ class Reshape(Function):
     def __init__(self, shape: tuple[int, ...]) -> None:
         self.shape = shape
 
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX Reshape (the tracer rewrites a batch-sized target entry to 0 or -1)."""
+        return b.node("Reshape", [xs[0], b.ints(self.shape)])
+
     def forward(self, x: Any) -> Any:
         self.in_shape = x.shape
         try:
@@ -43,6 +47,10 @@ class Transpose(Function):
 
     def __init__(self, axes: tuple[int, ...] | None = None) -> None:
         self.axes = axes
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX Transpose with the permutation forward resolved."""
+        return b.node("Transpose", xs, perm=list(self.perm))
 
     def forward(self, x: Any) -> Any:
         if self.axes is None:
@@ -66,6 +74,14 @@ class Flatten(Function):
 
     def __init__(self, start_dim: int = 1) -> None:
         self.start_dim = start_dim
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX Flatten for start_dim 1, else a Reshape keeping the leading dims (0s)."""
+        rank = len(b.shape(xs[0]))
+        start = self.start_dim % max(rank, 1)
+        if start == 1 and rank >= 2:
+            return b.node("Flatten", xs, axis=1)
+        return b.node("Reshape", [xs[0], b.ints([0] * start + [-1])])
 
     def forward(self, x: Any) -> Any:
         self.in_shape = x.shape
@@ -91,6 +107,10 @@ class Concat(Function):
     def __init__(self, axis: int = 0) -> None:
         self.axis = axis
 
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX Concat along the same axis."""
+        return b.node("Concat", xs, axis=int(self.axis))
+
     def forward(self, *xs: Any) -> Any:
         if not xs or not all(-x.ndim <= self.axis < x.ndim for x in xs):
             raise ShapeError(f"concat expects at least one tensor with an axis {self.axis}, found "
@@ -111,6 +131,11 @@ class Split(Function):
 
     def __init__(self, sizes: tuple[int, ...], axis: int) -> None:
         self.sizes, self.axis = sizes, axis  # checked by split(): they cover the axis exactly
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX Split with the piece sizes as an input: one output per piece."""
+        return b.node("Split", [xs[0], b.ints(self.sizes)], n_out=len(self.sizes),
+                      axis=int(self.axis))
 
     def forward(self, x: Any) -> tuple[Any, ...]:
         self.in_shape, self.dtype = x.shape, x.dtype
@@ -138,6 +163,10 @@ class Expand(Function):
     def __init__(self, shape: tuple[int, ...]) -> None:
         self.shape = shape  # resolved and checked by expand()
 
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX Expand (the tracer rewrites a batch-sized entry the input already has to 1)."""
+        return b.node("Expand", [xs[0], b.ints(self.shape)])
+
     def forward(self, x: Any) -> Any:
         self.in_shape = x.shape
         return np.broadcast_to(x, self.shape)
@@ -161,6 +190,10 @@ class GetItem(Function):
                           else i for i in index)
         self.index = index
 
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """Slice, Gather and Unsqueeze nodes doing the same indexing."""
+        return lower_index(b, xs[0], self.index, len(self.in_shape))
+
     def forward(self, x: Any) -> Any:
         self.in_shape, self.dtype = x.shape, x.dtype
         if backend.is_device_array(x):  # index arrays go where x is
@@ -172,6 +205,64 @@ class GetItem(Function):
         g = xp.zeros(self.in_shape, dtype=self.dtype)
         xp.add.at(g, self.index, gy)
         return (g,)
+
+
+_INT64_MAX, _INT64_MIN = 2**63 - 1, -2**63
+
+
+def _is_int(i: Any) -> bool:
+    return isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_))
+
+
+def lower_index(b: Any, x: str, index: Any, rank: int) -> str:
+    """IR nodes for x[index]: basic slicing, integers, None, Ellipsis and one integer array."""
+    items = list(index) if isinstance(index, tuple) else [index]
+    arrays = [i for i in items if isinstance(i, (list, np.ndarray)) or backend.is_device_array(i)]
+    if any(np.asarray(backend.to_numpy(a)).dtype.kind == "b" for a in arrays):
+        raise b.refuse("indexing with a boolean mask (its result's shape depends on the data)")
+    if len(arrays) > 1 or (arrays and any(_is_int(i) for i in items)):
+        raise b.refuse(f"indexing with several advanced indices ({index!r:.80}); expected at "
+                       f"most one integer array and otherwise slices")
+    used = sum(1 for i in items if i is not None and i is not Ellipsis)
+    fill = [slice(None)] * (rank - used)
+    at = next((k for k, i in enumerate(items) if i is Ellipsis), len(items))
+    items[at:at + 1] = fill
+    sl: list[list[int]] = [[], [], [], []]  # starts, ends, axes, steps
+    gathers: list[tuple[int, str]] = []
+    unsqueeze: list[int] = []
+    axis = out_axis = 0
+    for it in items:
+        if it is None:
+            unsqueeze.append(out_axis)
+            out_axis += 1
+            continue
+        if isinstance(it, slice):
+            if it != slice(None) and it != slice(None, None, 1):
+                step = 1 if it.step is None else int(it.step)
+                start = it.start if it.start is not None else (0 if step > 0 else -1)
+                stop = it.stop if it.stop is not None else (_INT64_MAX if step > 0 else _INT64_MIN)
+                for lst, v in zip(sl, (start, stop, axis, step)):
+                    lst.append(int(v))
+            out_axis += 1
+        elif _is_int(it):
+            gathers.append((axis, b.const(np.asarray(int(it), np.int64))))
+        elif isinstance(it, (list, np.ndarray)) or backend.is_device_array(it):
+            arr = np.asarray(backend.to_numpy(it))
+            traced = b.array(it)
+            gathers.append((axis, traced if traced is not None else b.const(arr.astype(np.int64))))
+            out_axis += arr.ndim
+        else:
+            raise b.refuse(f"indexing with {it!r:.60}; expected ints, slices, None, ... or an "
+                           f"integer array")
+        axis += 1
+    y = x
+    if sl[0]:
+        y = b.node("Slice", [y, *(b.ints(v) for v in sl)])
+    for a, idx in reversed(gathers):  # highest axis first: lower axis numbers stay valid
+        y = b.node("Gather", [y, idx], axis=a)
+    if unsqueeze:
+        y = b.node("Unsqueeze", [y, b.ints(unsqueeze)])
+    return y if y != x else b.node("Identity", [x])
 
 
 def _index_on_device(index: Any, like: Any) -> Any:

@@ -13,14 +13,17 @@ import numpy as np
 
 from ..graph.ir import Node
 from ..graph.ops_onnx import (
+    COMPARISONS,
     ONNX_DTYPES,
     _pad_amounts,
+    arg_extreme,
     constant_of_shape,
     constant_value,
     pad_array,
     reduce_axes,
     shape_slice,
     slice_index,
+    split_sizes,
 )
 from ..ops.activation import erf_array
 from .kernels import IN_PLACE, READS_FEEDS, VIEWS, Ctx, Step, kernel
@@ -163,3 +166,55 @@ def _constant(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
 def _constant_of_shape(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     value, y = ctx.const(constant_of_shape(node, ins[0])), outs[0]
     return lambda feeds: np.copyto(y, value)
+
+
+# -- ops that op-level tracing emits (graph/trace_ops.py) ------------------------------------
+@kernel("Max", "Min")
+def _max_min(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    fn, xs, y = (np.maximum if node.op == "Max" else np.minimum), tuple(ins), outs[0]
+    if len(xs) == 1:
+        return lambda feeds: np.copyto(y, xs[0])
+
+    def step(feeds: Any) -> None:
+        fn(xs[0], xs[1], out=y)
+        for x in xs[2:]:
+            fn(y, x, out=y)
+    return step
+
+
+@kernel(*COMPARISONS)
+def _compare(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    fn, a, b, y = COMPARISONS[node.op], ins[0], ins[1], outs[0]
+    return lambda feeds: np.copyto(y, fn(a, b))  # held as 0/1 in the plan's float buffer
+
+
+@kernel("Where")
+def _where(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    c, a, b, y = ins[0], ins[1], ins[2], outs[0]
+    return lambda feeds: np.copyto(y, np.where(c != 0, a, b))
+
+
+@kernel("ArgMax", "ArgMin")
+def _arg(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    x, y = ins[0], outs[0]
+    return lambda feeds: np.copyto(y, arg_extreme(node, x))
+
+
+@kernel("Split")
+def _split(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    x = ins[0]
+    axis = node.attrs.get("axis", 0) % x.ndim
+    sizes = split_sizes(node, x.shape[axis], ins[1] if len(ins) > 1 else None)
+    cuts = np.cumsum(sizes)[:-1].tolist()
+    pieces = [(p, y) for p, y in zip(np.split(x, cuts, axis=axis), outs) if y is not None]
+
+    def step(feeds: Any) -> None:
+        for p, y in pieces:
+            np.copyto(y, p)
+    return step
+
+
+@kernel("Expand")
+def _expand(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    x, y = ins[0], outs[0]
+    return lambda feeds: np.copyto(y, np.broadcast_to(x, y.shape))

@@ -1,0 +1,337 @@
+"""Op-level tracing of modules with their own forward: session, ONNX export, save/load."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import nnforge as nf
+from nnforge import nn
+from nnforge.autograd.function import Function
+from nnforge.errors import ConfigError
+from nnforge.graph.trace import trace
+from nnforge.nn.module import LAYER_REGISTRY
+from nnforge.onnx import export
+from nnforge.runtime import InferenceSession
+
+F32 = np.float32
+LEVELS = ("none", "basic", "all")
+
+
+def assert_close(got: np.ndarray, expected: np.ndarray, rtol: float) -> None:
+    """Equal to rtol, relative to each value or to the output's scale (float32 sums)."""
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=rtol,
+                               atol=rtol * max(1.0, float(np.abs(expected).max())))
+
+
+def _eager(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    model.eval()
+    with nf.no_grad():
+        return model(x).data
+
+
+def check_everywhere(model: nn.Module, sample: tuple[int, ...], tmp_path: Any,
+                     input_shape: tuple[int, ...] | None = None) -> None:
+    """Sessions at every level (one trace each) and ONNX Runtime equal the eager forward."""
+    rng = np.random.default_rng(7)
+    xs = [rng.standard_normal((n, *sample)).astype(F32) for n in (1, 3, 17)]
+    for level in LEVELS:
+        session = InferenceSession(model, optimization=level, input_shape=input_shape)
+        for x in xs:
+            assert_close(session.run(x), _eager(model, x), 1e-6)
+    path = tmp_path / "model.onnx"
+    export(model, path, input_shape=input_shape)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for x in xs:
+        got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        assert_close(got, _eager(model, x).astype(got.dtype), 1e-5)
+
+
+class ResidualMLP(nn.Module):
+    def __init__(self, features: int = 6) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(features, 12), nn.Linear(12, features)
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        return x + self.fc2(self.fc1(x).relu())
+
+
+class TwoBranch(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Linear(5, 4), nn.Tanh())
+        self.b = nn.Linear(5, 3)
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        return nf.concat([self.a(x), self.b(x)], axis=1)
+
+
+class Swish(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        h = self.fc(x)
+        return h * h.sigmoid()
+
+
+class ChunkSplit(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 8)
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        a, b = self.fc(x).chunk(2, axis=1)
+        c, d, e = x.split([1, 2, 3], axis=1)
+        return nf.concat([a * b.sigmoid(), c + e.sum(axis=1, keepdims=True), d], axis=1)
+
+
+class MaxMin(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        h = self.fc(x)
+        return nf.maximum(h, x) - nf.minimum(h, 0.25) + x.clip(-0.5, 0.5)
+
+
+class ArgMaxHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        return self.fc(x).argmax(axis=1)
+
+
+class Slicing(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(12, 6)
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        h = x[:, :10]  # the first ten features
+        tail = x[:, ::-2][:, None, 0]  # reversed, stepped, an int and a new axis
+        return nf.concat([self.fc(x)[:, 1:], h[..., -3:], tail[:, 0, None]], axis=1)
+
+
+class Reductions(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 6)
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        h = self.fc(x).reshape(x.shape[0], 2, 3)
+        centered = h - h.mean(axis=2, keepdims=True)
+        return nf.concat([centered.sum(axis=1), h.max(axis=(1, 2), keepdims=True)[:, 0],
+                          (centered * centered).mean(axis=-1)], axis=1)
+
+
+class BatchReshape(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        h = self.fc(x).reshape(x.shape[0], 4, 2)  # the batch size read from the input
+        g = h.transpose(0, 2, 1).reshape(x.shape[0], -1)
+        wide = x.unsqueeze(1).expand(x.shape[0], 3, 8)  # a batch-sized expand of a batch dim
+        return g + wide.mean(axis=1) + h.flatten()
+
+
+class ConvResidual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.conv2 = nn.Conv2d(3, 3, 3, padding=1)
+        self.head = nn.Linear(3 * 6 * 6, 4)
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        h = self.conv2(self.bn(self.conv1(x)).relu()) + x
+        return self.head(h.reshape(x.shape[0], -1))
+
+
+@pytest.mark.parametrize("make,sample", [
+    (ResidualMLP, (6,)), (TwoBranch, (5,)), (Swish, (4,)), (ChunkSplit, (6,)),
+    (MaxMin, (4,)), (Slicing, (12,)), (Reductions, (6,)), (BatchReshape, (8,)),
+], ids=lambda v: getattr(v, "__name__", ""))
+def test_custom_forward_matches_eager_in_session_and_onnx_runtime(make: Any, sample: tuple,
+                                                                  tmp_path: Any) -> None:
+    check_everywhere(make(), sample, tmp_path)
+
+
+def test_conv_block_with_residual_add(tmp_path: Any) -> None:
+    model = ConvResidual()
+    model.bn.running_mean[:] = np.asarray([0.1, -0.2, 0.3], F32)
+    model.bn.running_var[:] = np.asarray([0.5, 2.0, 1.5], F32)
+    check_everywhere(model, (3, 6, 6), tmp_path, input_shape=(3, 6, 6))
+    ops = InferenceSession(model, input_shape=(3, 6, 6)).graph.count_ops()
+    assert "BatchNormalization" not in ops  # folded into conv1
+
+
+def test_argmax_output_is_int64_and_right(tmp_path: Any) -> None:
+    model = ArgMaxHead()
+    x = np.random.default_rng(1).standard_normal((9, 4)).astype(F32)
+    want = _eager(model, x)
+    for level in LEVELS:
+        np.testing.assert_array_equal(InferenceSession(model, optimization=level).run(x), want)
+    export(model, tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, want)
+
+
+def test_reshape_by_batch_size_is_batch_free_in_the_graph() -> None:
+    graph = trace(BatchReshape())
+    targets = [graph.initializers[n.inputs[1]].tolist() for n in graph.nodes
+               if n.op in ("Reshape", "Expand")]
+    assert [0, 4, 2] in targets and [0, -1] in targets and [1, 3, 8] in targets
+    assert graph.inputs[0].shape == ("N", 8) and graph.outputs[0].shape == ("N", 8)
+
+
+class Normalized(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU())
+        self.skip = nn.Linear(6, 8)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        return self.out(self.body(x) + self.skip(x))
+
+
+def test_layer_children_keep_bn_folding_and_gemm_fusion(tmp_path: Any) -> None:
+    model = Normalized()
+    model.body[1].running_mean[:] = np.linspace(-1, 1, 8).astype(F32)
+    model.body[1].running_var[:] = np.linspace(0.5, 2, 8).astype(F32)
+    raw = trace(model).count_ops()
+    assert raw == {"Gemm": 3, "BatchNormalization": 1, "Relu": 1, "Add": 1}
+    ops = InferenceSession(model, optimization="all").graph.count_ops()
+    assert ops == {"FusedGemm": 1, "Gemm": 2, "Add": 1}  # BN folded, Relu fused
+    check_everywhere(model, (6,), tmp_path)
+
+
+class Cube(Function):
+    """x ** 3 with no IR lowering."""
+
+    def forward(self, x: Any) -> Any:
+        self.x = x
+        return x ** 3
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        return (3 * gy * self.x ** 2,)
+
+
+class UsesCube(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        return Cube.apply(self.fc(x))
+
+
+class Outer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = UsesCube()
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        return self.inner(x) + 1.0
+
+
+def test_op_without_lowering_is_one_clear_error() -> None:
+    with pytest.raises(ConfigError, match=r"op Cube in module inner: it has no IR lowering"):
+        InferenceSession(Outer())
+
+
+class Masked(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        return self.fc(x)[x > 0]
+
+
+class BatchConstant(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        return self.fc(x) + nf.Tensor(np.ones((x.shape[0], 1), F32))
+
+
+def test_what_cannot_be_traced_is_refused_clearly() -> None:
+    with pytest.raises(ConfigError, match="boolean mask"):
+        trace(Masked())
+    with pytest.raises(ConfigError, match="changes with the batch size"):
+        trace(BatchConstant())
+
+
+class Branchy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.use_skip = True
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        h = self.fc(x)
+        return h + x if self.use_skip else h
+
+
+class BatchBranch(Branchy):
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        return self.fc(x) if x.shape[0] > 4 else x
+
+
+def test_python_control_flow_is_evaluated_once_at_trace_time() -> None:
+    model = Branchy()
+    session = InferenceSession(model)
+    x = np.random.default_rng(3).standard_normal((5, 4)).astype(F32)
+    with_skip = _eager(model, x)
+    model.use_skip = False  # the traced graph keeps the branch taken when it was traced
+    assert_close(session.run(x), with_skip, 1e-6)
+    assert not np.allclose(_eager(model, x), with_skip)
+    assert "Add" not in InferenceSession(model).graph.count_ops()
+    with pytest.raises(ConfigError, match="different ops at batch sizes"):
+        trace(BatchBranch())
+
+
+@pytest.fixture
+def registered() -> Any:
+    cls = nn.register_layer(ResidualBlock)
+    yield cls
+    LAYER_REGISTRY.pop("ResidualBlock", None)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, features: int = 5) -> None:
+        super().__init__()
+        self.features = features
+        self.fc1, self.fc2 = nn.Linear(features, features), nn.Linear(features, features)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"features": self.features}
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        return x + self.fc2(self.fc1(x).relu())
+
+
+def test_registered_custom_module_saves_loads_and_serves(registered: Any, tmp_path: Any) -> None:
+    model = nn.Sequential(registered(5), nn.Linear(5, 3))
+    path = tmp_path / "res.nnf"
+    nf.save(model, path)
+    x = np.random.default_rng(5).standard_normal((4, 5)).astype(F32)
+    loaded = nf.load(path)
+    assert_close(_eager(loaded, x), _eager(model, x), 1e-6)
+    assert_close(InferenceSession(str(path)).run(x), _eager(model, x), 1e-6)
