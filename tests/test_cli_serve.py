@@ -78,6 +78,15 @@ CASES = {
     "absurd BLAS threads": (["--blas-threads", "99999999999999999999", *LOCAL], 2,
                             ["--blas-threads", "between 1 and 1024"]),
     "empty model name": (["--model-name", "", *LOCAL], 2, ["--model-name", "found ''"]),
+    # these exited 1 after parsing, as if the server had failed
+    "unknown version policy": (["--version-policy", "bogus", *LOCAL], 2,
+                               ["--version-policy", "'latest', 'latest:N', 'all' or "
+                                "'specific:V1,V2'", "'bogus'"]),
+    "latest:0 version policy": (["--version-policy", "latest:0", *LOCAL], 2,
+                                ["--version-policy", "'latest:0'"]),
+    "negative specific version": (["--version-policy", "specific:-1", *LOCAL], 2,
+                                  ["--version-policy", "'specific:-1'"]),
+    "empty host": (["--host", "", *LOCAL], 2, ["--host", "found ''"]),
     "gRPC port and --no-grpc": (["--grpc-port", "0", "--no-grpc", "--port", "0"], 2,
                                 ["--grpc-port", "--no-grpc"]),
     "config file with both ports equal": (["--config", "same_ports.toml"], 1,

@@ -324,3 +324,30 @@ def test_npz_with_a_damaged_zip_header_is_a_data_error(tmp_path):
     p.write_bytes(bytes(raw))
     with pytest.raises(DataError, match="d.npz"):
         read_npz(p)
+
+
+def test_iter_csv_never_splits_a_quoted_field_that_spans_lines(tmp_path):
+    # the record of line 3 spans lines 3-5 and straddles the boundary of 2-row chunks; a blank
+    # line inside the quotes is part of the field
+    p = _write(tmp_path / "q.csv", 'a,b,y\n1,2,cat\n3,4,"two\n\nlines, ""quoted"""\n'
+                                   '"5",6,dog\n7,8,"x\ny"\n')
+    chunks = list(iter_csv(p, label_column="y", chunk_rows=2))
+    assert [len(c[0]) for c in chunks] == [2, 2]
+    np.testing.assert_array_equal(np.concatenate([c[0] for c in chunks]),
+                                  [[1, 2], [3, 4], [5, 6], [7, 8]])
+    assert np.concatenate([c[1] for c in chunks]).tolist() == [
+        "cat", 'two\n\nlines, "quoted"', "dog", "x\ny"]
+    bad = _write(tmp_path / "bad.csv", 'a,b,y\n1,2,cat\n3,x,"two\nlines"\n')
+    with pytest.raises(DataError, match=r"line 3, column 2 \('b'\): expected a number"):
+        read_csv(bad, label_column="y")
+
+
+def test_csv_unclosed_quote_names_the_line_it_opened_on(tmp_path):
+    p = _write(tmp_path / "open.csv", 'a,b,y\n1,2,cat\n3,4,"dog\n5,6,cow\n')
+    with pytest.raises(DataError, match=r"open.csv, line 3: expected the quoted field opened "
+                                        r"there to close, found the end of the file"):
+        read_csv(p, label_column="y")
+    p = _write(tmp_path / "long.csv", 'a,b,y\n1,2,"cat\n' + "1,2,3\n" * 30_000)
+    with pytest.raises(DataError, match=r"line 2: expected the quoted field opened there to "
+                                        r"close within \d+ characters"):
+        read_csv(p, label_column="y")

@@ -222,3 +222,54 @@ def test_slow_and_silent_clients_are_cut_off(model_path: Path, tmp_path: Path) -
         with connect(srv) as sock:  # and the server goes on answering
             sock.sendall(post("/predict", predict_body()))
             assert read_response(sock, bytearray())[0] == 200
+
+
+def test_a_large_body_is_decoded_off_the_event_loop(model_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """A small request is answered while a large body is still being decoded (the decoder is
+    held on an Event; on the event loop it would hold every other request with it)."""
+    import asyncio  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    import httpx  # noqa: PLC0415
+
+    from nnforge.serve import rest  # noqa: PLC0415
+    from nnforge.serve.config import ServeConfig  # noqa: PLC0415
+    from nnforge.serve.core import InferenceServer  # noqa: PLC0415
+    from nnforge.serve.http_app import ServeApp  # noqa: PLC0415
+    from nnforge.serve.logs import AccessLog  # noqa: PLC0415
+    from nnforge.serve.metrics import ServerMetrics  # noqa: PLC0415
+    from nnforge.serve.server import load_repository  # noqa: PLC0415
+
+    release, order = threading.Event(), []
+    real = rest.parse_json
+
+    def held(body: bytes, *args: object) -> object:
+        if len(body) > rest.INLINE_DECODE_BYTES:
+            release.wait(10)  # bounded: on the old code the small request could never finish
+            order.append("large decoded")
+        return real(body, *args)
+
+    monkeypatch.setattr(rest, "parse_json", held)
+    large = json.dumps({"data": [SAMPLE] * 20_000}).encode()
+    assert len(large) > rest.INLINE_DECODE_BYTES
+
+    async def main() -> None:
+        config = ServeConfig(path=str(model_path), grpc_port=None, max_body_bytes=len(large))
+        metrics = ServerMetrics()
+        repo = await load_repository(config, metrics)
+        app = ServeApp(InferenceServer(config, repo, metrics, AccessLog(enabled=False)))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            big = asyncio.ensure_future(client.post("/predict", content=large))
+            await asyncio.sleep(0.05)  # the large request is in the decoder now
+            small = await asyncio.wait_for(client.post("/predict", content=predict_body()), 5)
+            order.append("small answered")
+            release.set()
+            assert small.status_code == 200
+            answer = await asyncio.wait_for(big, 30)
+            assert answer.status_code == 200, answer.text
+            assert len(answer.json()["predictions"]) == 20_000
+        await repo.close()
+
+    asyncio.run(main())
+    assert order == ["small answered", "large decoded"]

@@ -308,6 +308,9 @@ def test_command_line_errors_are_one_line(tmp_path: Path, model_path: Path) -> N
                 f"nnforge: error: cannot listen on 127.0.0.1:{port}"), r.stderr
             assert r.stderr.count("\n") == 1, r.stderr
     r = serve(str(model_path), "--version-policy", "newest")
-    assert r.returncode == 1 and "expected a version policy" in r.stderr
+    # a flag's mistake is a usage error: exit 2, one line naming the accepted values
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "argument --version-policy: expected a version policy 'latest', 'latest:N', " \
+           "'all' or 'specific:V1,V2', found 'newest'" in r.stderr
     r = serve("--help")
     assert r.returncode == 0 and "--max-queue-delay-ms" in r.stdout

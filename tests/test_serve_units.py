@@ -9,6 +9,7 @@ import math
 import threading
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import orjson
@@ -30,7 +31,7 @@ from nnforge.serve.errors import (
     UnavailableError,
 )
 from nnforge.serve.grpc_service import MESSAGES, decode_infer, message
-from nnforge.serve.metrics import ServerMetrics
+from nnforge.serve.metrics import UNKNOWN, ServerMetrics
 from nnforge.serve.model import ServedModel, batch_buckets
 from nnforge.serve.proto import _descriptor, compile_proto
 from nnforge.serve.repository import VersionPolicy
@@ -647,3 +648,87 @@ def test_messages_are_wire_compatible_with_tritonclient_in_one_process() -> None
     ours = MESSAGES["ModelInferRequest"].FromString(req.SerializeToString())
     assert (ours.model_name, list(ours.inputs[0].shape), ours.raw_input_contents[0]) == \
         ("m", [1, 3], req.raw_input_contents[0])
+
+
+# -- gRPC keys come before parsing ----------------------------------------------------------
+class _AbortedError(Exception):
+    pass
+
+
+class _Context:
+    """The part of grpc.aio's ServicerContext the handlers use."""
+
+    def __init__(self, metadata: tuple = ()) -> None:
+        self.metadata, self.code = metadata, None
+
+    def invocation_metadata(self) -> tuple:
+        return self.metadata
+
+    async def abort(self, code: object, details: str) -> None:
+        self.code = code
+        raise _AbortedError(details)
+
+
+def test_grpc_checks_the_key_before_it_parses_the_request(tmp_path: Path) -> None:
+    import grpc  # noqa: PLC0415
+
+    from nnforge.serve.core import InferenceServer  # noqa: PLC0415
+    from nnforge.serve.grpc_service import SERVICE, InferenceService, generic_handler  # noqa: PLC0415
+    from nnforge.serve.logs import AccessLog  # noqa: PLC0415
+
+    class Repo:
+        models: dict = {}
+
+        def ready(self) -> bool:
+            return True
+
+    server = InferenceServer(ServeConfig(path=str(tmp_path), api_key="k", admin_key="a"),
+                             Repo(), ServerMetrics(), AccessLog(enabled=False))
+    handler = generic_handler(InferenceService(server))
+
+    def call(rpc: str, data: bytes, metadata: tuple = ()) -> object:
+        details = SimpleNamespace(method=f"/{SERVICE}/{rpc}", invocation_metadata=metadata)
+        context = _Context(metadata)
+        try:
+            run(handler.service(details).unary_unary(data, context))
+        except _AbortedError:
+            pass
+        return context.code
+
+    junk = b"\xff" * 64  # not a protobuf message: parsing it would answer INVALID_ARGUMENT
+    for rpc in ("ModelInfer", "ModelMetadata", "ModelStatistics", "ServerMetadata"):
+        assert call(rpc, junk) == grpc.StatusCode.UNAUTHENTICATED, rpc
+        assert call(rpc, junk, (("x-api-key", "a"),)) == grpc.StatusCode.UNAUTHENTICATED
+        assert call(rpc, junk, (("x-api-key", "k"),)) == grpc.StatusCode.INVALID_ARGUMENT
+    for rpc in ("RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"):
+        assert call(rpc, junk, (("x-api-key", "k"),)) == grpc.StatusCode.UNAUTHENTICATED, rpc
+        assert call(rpc, junk, (("x-api-key", "a"),)) == grpc.StatusCode.INVALID_ARGUMENT
+    assert call("ServerLive", junk) == grpc.StatusCode.INVALID_ARGUMENT  # probes need no key
+    m = server.metrics.model(UNKNOWN, "")  # refused inferences are still counted
+    assert m.outcomes["unauthorized"] == 2
+
+
+def test_a_model_named_stats_is_refused_at_load(tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    """GET /v2/models/stats is Triton's statistics of every model: a model named "stats" had
+    metadata nobody could read (the statistics route answered instead)."""
+    from nnforge.serve.repository import ModelRepository  # noqa: PLC0415
+
+    nf.manual_seed(0)
+    for name in ("stats", "m"):
+        (tmp_path / "repo" / name / "1").mkdir(parents=True)
+        nf.save(nn.Sequential(nn.Linear(2, 2)), tmp_path / "repo" / name / "1" / "model.nnf")
+    repo = ModelRepository(tmp_path / "repo", ServerMetrics(), BatchingConfig())
+    with caplog.at_level("WARNING", logger="nnforge.serve"):
+        assert list(repo.scan()) == ["m"]
+        assert list(repo.scan()) == ["m"]
+    warned = [r.getMessage() for r in caplog.records if "stats" in r.getMessage()]
+    assert len(warned) == 1 and "statistics of every model" in warned[0]
+    with pytest.raises(ConfigError, match="other than 'stats'.*statistics"):
+        ModelRepository(tmp_path / "repo" / "stats", ServerMetrics(), BatchingConfig())
+    single = tmp_path / "stats.nnf"
+    single.write_bytes((tmp_path / "repo" / "m" / "1" / "model.nnf").read_bytes())
+    with pytest.raises(ConfigError, match="other than 'stats'.*--model-name"):
+        ModelRepository(single, ServerMetrics(), BatchingConfig())
+    assert ModelRepository(single, ServerMetrics(), BatchingConfig(), model_name="s").scan()
+    with pytest.raises(argparse.ArgumentTypeError, match="other than 'stats'"):
+        serve_cli._model_name("stats")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import functools
 import itertools
 import os
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +58,46 @@ def _open_text(path: str | Path) -> IO[str]:
         raise DataError(f"expected a CSV file at {str(path)!r}, found no such file") from e
     except (IsADirectoryError, PermissionError) as e:
         raise DataError(f"expected a readable CSV file at {str(path)!r}, found: {e}") from e
+
+
+@functools.lru_cache(maxsize=8)
+def _record_patterns(delimiter: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(a line that is a whole record, a line that closes an open quoted field and its record).
+
+    They follow the csv module's rules: a quote opens a quoted field only at the start of a
+    field, "" inside one is a quote, and after the closing quote the field goes on unquoted.
+    Possessive quantifiers make the match linear and as greedy as csv's own parser.
+    """
+    d = re.escape(delimiter)
+    field = f'(?>"(?:[^"]|"")*+"[^{d}\n]*+|[^"{d}\n][^{d}\n]*+|)'
+    rest = f"(?:{d}{field})*+\n?"
+    return re.compile(field + rest), re.compile(f'(?:[^"]|"")*+"[^{d}\n]*+' + rest)
+
+
+def _records(fh: IO[str], path: str, delimiter: str) -> Iterator[tuple[int, str]]:
+    """(first line number, text) of each CSV record: a quoted field may span lines, and a
+    record is never cut in two (chunks, and np.loadtxt, see whole records only)."""
+    whole, closes = _record_patterns(delimiter)
+    pending: list[str] = []
+    start = size = 0
+    for no, line in enumerate(fh, start=1):
+        if not pending:
+            if '"' not in line or whole.fullmatch(line):  # the common case: one line
+                yield no, line
+                continue
+            pending, start, size = [line], no, len(line)
+            continue
+        pending.append(line)
+        size += len(line)
+        if closes.fullmatch(line):  # else the field, or one opened after it, is still open
+            yield start, "".join(pending)
+            pending = []
+        elif size > csv.field_size_limit():  # an unclosed quote must not swallow the file
+            raise DataError(f"{path}, line {start}: expected the quoted field opened there to "
+                            f"close within {csv.field_size_limit()} characters, found more")
+    if pending:
+        raise DataError(f"{path}, line {start}: expected the quoted field opened there to "
+                        f"close, found the end of the file")
 
 
 def _split(line: str, delimiter: str) -> list[str]:
@@ -164,7 +206,8 @@ def iter_csv(path: str | Path, label_column: int | str | None = None,
                         f"newline, found {delimiter!r}")
     with _open_text(path) as fh:
         try:
-            numbered = ((no, ln) for no, ln in enumerate(fh, start=1) if ln.strip())
+            numbered = ((no, rec) for no, rec in _records(fh, str(path), delimiter)
+                        if rec.strip())
             head = list(itertools.islice(numbered, 2))
             if not head:
                 return

@@ -227,7 +227,8 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
     async def server_metadata() -> Response:
         return _json(server.server_metadata())
 
-    # statistics first: /v2/models/stats would otherwise read as a model named "stats"
+    # statistics first: /v2/models/stats is Triton's path for every model's statistics (no
+    # model may be named "stats": repository.RESERVED_NAMES says why)
     @app.get("/v2/models/stats", summary="Statistics of every served version (Triton's)",
              responses=_ERRORS)
     @app.get("/v2/models/{model}/stats", summary="Statistics of a model's versions",

@@ -44,12 +44,27 @@ then:
 
 
 def _model_name(text: str) -> str:
-    from .repository import _NAME  # noqa: PLC0415 - the repository's own rule for names
+    from .repository import check_name  # noqa: PLC0415 - the repository's own rule for names
 
-    if not _NAME.match(text):
-        # an empty name used to fall back to the file's name without a word
-        raise argparse.ArgumentTypeError(f"expected a model name of up to 128 letters, digits, "
-                                         f"'_', '-' and '.' (not starting with '.' or '-'), "
+    problem = check_name(text)  # an empty name used to fall back to the file's name silently
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def _version_policy(text: str) -> str:
+    from .repository import VersionPolicy  # noqa: PLC0415
+
+    try:
+        VersionPolicy.parse(text)
+    except ConfigError as exc:  # a flag's mistake is a usage error (exit 2), not a failure
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _host(text: str) -> str:
+    if not text.strip():  # "" failed only at bind time, as "cannot listen on :0"
+        raise argparse.ArgumentTypeError(f"expected a host name or address to listen on, "
                                          f"found {text!r}")
     return text
 
@@ -58,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `nnforge serve` (defaults are None: unset flags leave the config alone)."""
     parser.add_argument("path", metavar="PATH", help="a .nnf file or a model repository")
     parser.add_argument("--config", metavar="FILE", help="settings file (.toml, .json, .yaml)")
-    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--host", type=_host, help="address to listen on (default 127.0.0.1)")
     port = int_between(*PORTS, "a port number")  # the message names the range
     parser.add_argument("--port", type=port, help="HTTP port, 0 to 65535 (default 8000; 0: any)")
     parser.add_argument("--grpc-port", type=port,
@@ -67,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-name", type=_model_name,
                         help="name for a single .nnf file (default: taken from "
                              "<model>/<version>/model.nnf or the file name)")
-    parser.add_argument("--version-policy", metavar="POLICY",
+    parser.add_argument("--version-policy", metavar="POLICY", type=_version_policy,
                         help="latest, latest:N, all or specific:V1,V2 (default latest:1)")
     parser.add_argument("--poll", type=nonnegative_float, metavar="SECONDS",
                         dest="poll_interval_s",

@@ -18,7 +18,7 @@ from .errors import ForbiddenError, InvalidInputError, NotFoundError, Unauthoriz
 from .logs import AccessLog
 from .metrics import UNKNOWN, ServerMetrics
 from .model import Outputs, ServedModel
-from .repository import LoadedVersion, ModelRepository
+from .repository import LoadedVersion, ModelRepository, check_name
 from .tensors import array_from_json, to_model_rows
 
 SERVER_NAME = "nnforge"
@@ -128,6 +128,9 @@ class InferenceServer:
         if op == "unload":
             await repo.unload(name)
             return
+        problem = check_name(name)
+        if problem is not None:  # a reserved name's folder is skipped: say why, not "no model"
+            raise InvalidInputError(problem)
         if name not in repo.scan():
             raise NotFoundError(f"the repository has no model {name!r} (expected "
                                 f"<repo>/{name}/<version>/model.nnf)")

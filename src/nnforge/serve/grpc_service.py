@@ -7,7 +7,8 @@ default pool of the same process.
 
 Keys follow the rule written in api.py: ServerLive and ServerReady answer without one, the
 Repository* methods need the admin key, every other method the API key (metadata
-`authorization: Bearer <key>` or `x-api-key: <key>`).
+`authorization: Bearer <key>` or `x-api-key: <key>`). The generic handler checks the key
+before it parses the request (see _guard).
 """
 
 from __future__ import annotations
@@ -142,7 +143,6 @@ class InferenceService:
 
     async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
         """Whether a model (version) can answer now."""
-        self.server.check_api_key(_key(context))
         try:
             self.server.repository.get(request.name, request.version or None)
         except (NotFoundError, UnavailableError, InvalidInputError):
@@ -151,12 +151,10 @@ class InferenceService:
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         """Name, version and extensions of the server."""
-        self.server.check_api_key(_key(context))
         return MESSAGES["ServerMetadataResponse"](**self.server.server_metadata())
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         """Inputs and outputs of a model (version)."""
-        self.server.check_api_key(_key(context))
         loaded = self.server.repository.get(request.name, request.version or None)
         doc = loaded.model.metadata(sorted(self.server.repository.models[request.name].versions,
                                            key=int))
@@ -169,7 +167,6 @@ class InferenceService:
         rid = server.request_id(request.id or None)
         loaded, outcome, status = None, "success", "OK"
         try:
-            server.check_api_key(_key(context))
             loaded = server.repository.get(request.model_name, request.model_version or None)
             model = loaded.model
             x = decode_infer(request, model.input, model.name)
@@ -200,7 +197,6 @@ class InferenceService:
 
     async def ModelStatistics(self, request: Any, context: Any) -> Any:  # noqa: N802
         """Triton's statistics of the served versions (of one model, or one version)."""
-        self.server.check_api_key(_key(context))
         docs = await self.server.model_statistics(request.name or None,
                                                   request.version or None)
         return MESSAGES["ModelStatisticsResponse"](model_stats=docs)
@@ -208,7 +204,6 @@ class InferenceService:
     # -- Triton's model repository extension, behind the admin key --------------------------
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
         """Every version on disk or served, with its state."""
-        self.server.check_admin_key(_key(context))
         resp = MESSAGES["RepositoryIndexResponse"]()
         for row in self.server.repository_index(request.ready):
             resp.models.add(name=row["name"], version=row["version"],
@@ -217,24 +212,46 @@ class InferenceService:
 
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:  # noqa: N802
         """Load (or reload) a model's versions from the repository."""
-        self.server.check_admin_key(_key(context))
         await self.server.load_model(request.model_name)
         return MESSAGES["RepositoryModelLoadResponse"]()
 
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:  # noqa: N802
         """Stop serving a model until it is loaded again."""
-        self.server.check_admin_key(_key(context))
         await self.server.unload_model(request.model_name)
         return MESSAGES["RepositoryModelUnloadResponse"]()
 
 
-def _guard(fn: Callable[[Any, Any], Awaitable[Any]],
-           parse: Callable[[bytes], Any]) -> Callable[[bytes, Any], Awaitable[Any]]:
-    """Parse the request here (a corrupt message is the client's mistake: INVALID_ARGUMENT,
-    where grpc's own deserializer would answer UNKNOWN) and turn a ServeError into its code."""
+#: the rpcs that answer without a key (the probes) and those behind the admin key (api.py)
+OPEN_RPCS = frozenset({"ServerLive", "ServerReady"})
+ADMIN_RPCS = frozenset({"RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"})
+
+
+def _gate(server: InferenceServer, rpc: str) -> Callable[[Any], None] | None:
+    """The key check of an rpc, on its metadata alone (None: the rpc needs no key)."""
+    if rpc in OPEN_RPCS:
+        return None
+    check = server.check_admin_key if rpc in ADMIN_RPCS else server.check_api_key
+    return lambda context: check(_key(context))
+
+
+def _guard(fn: Callable[[Any, Any], Awaitable[Any]], parse: Callable[[bytes], Any],
+           gate: Callable[[Any], None] | None,
+           refused: Callable[[ServeError, float], None] | None = None
+           ) -> Callable[[bytes, Any], Awaitable[Any]]:
+    """Check the key, then parse the request here, then run the rpc; a ServeError becomes its
+    code. The key comes first, from the metadata: a client without it must not make the server
+    parse (or even look at) a message of up to the receive limit. Parsing here, not in grpc's
+    deserializer, also makes a corrupt message INVALID_ARGUMENT instead of UNKNOWN."""
     async def call(data: bytes, context: Any) -> Any:
+        arrived = time.perf_counter()
         try:
+            if gate is not None:
+                gate(context)
             request = parse(data)
+        except ServeError as exc:
+            if refused is not None:
+                refused(exc, arrived)
+            await context.abort(_GRPC_CODES[exc.grpc_code], str(exc))
         except DecodeError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"the request is not a valid protobuf message: {exc}")
@@ -247,9 +264,18 @@ def _guard(fn: Callable[[Any, Any], Awaitable[Any]],
 
 def generic_handler(service: InferenceService) -> grpc.GenericRpcHandler:
     """The service's method table for grpc.aio."""
+    server = service.server
+
+    def refused_infer(exc: ServeError, arrived: float) -> None:
+        # counted and logged like a REST inference refused for its key (model not parsed)
+        server.finish(None, None, exc.outcome, arrived, {
+            "request_id": server.request_id(None), "method": "ModelInfer", "path": SERVICE,
+            "status": exc.grpc_code, "protocol": "grpc"})
+
     table = {}
     for rpc, (req, resp) in METHODS.items():
         table[rpc] = grpc.unary_unary_rpc_method_handler(
-            _guard(getattr(service, rpc), MESSAGES[req].FromString),
+            _guard(getattr(service, rpc), MESSAGES[req].FromString, _gate(server, rpc),
+                   refused_infer if rpc == "ModelInfer" else None),
             response_serializer=MESSAGES[resp].SerializeToString)
     return grpc.method_handlers_generic_handler(SERVICE, table)

@@ -42,6 +42,23 @@ def model_file(version_dir: Path) -> Path | None:
             return version_dir / name
     return None
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+#: names no model may have. Triton's statistics extension (which tritonclient's
+#: get_inference_statistics() calls) answers the statistics of every model at
+#: GET /v2/models/stats, the very path of KServe V2's metadata of a model named "stats": no
+#: routing tells the two apart, and moving either route breaks the clients of that protocol.
+#: ("versions", "ready", "config", "infer" are safe: they only clash as a path's later part.)
+RESERVED_NAMES = frozenset({"stats"})
+
+
+def check_name(name: str) -> str | None:
+    """Why name cannot name a model, or None when it can."""
+    if not _NAME.match(name):
+        return (f"expected a model name of up to 128 letters, digits, '_', '-' and '.' (not "
+                f"starting with '.' or '-'), found {name!r}")
+    if name in RESERVED_NAMES:
+        return (f"expected a model name other than {name!r}: GET /v2/models/{name} is the "
+                f"statistics of every model (Triton's statistics extension); rename the model")
+    return None
 
 
 @dataclass(frozen=True)
@@ -61,8 +78,9 @@ class VersionPolicy:
                 return cls("latest", int(arg or 1))
             if kind == "all" and not arg:
                 return cls("all")
-            if kind == "specific" and arg:
-                return cls("specific", versions=tuple(sorted({int(v) for v in arg.split(",")})))
+            versions = {int(v) for v in arg.split(",")} if kind == "specific" and arg else None
+            if versions and min(versions) >= 0:  # a version folder is digits: never negative
+                return cls("specific", versions=tuple(sorted(versions)))
         except ValueError:
             pass
         raise ConfigError(f"expected a version policy 'latest', 'latest:N', 'all' or "
@@ -132,6 +150,7 @@ class ModelRepository:
         self._lock = asyncio.Lock()
         self._single: tuple[str, str] | None = None
         self._refused: set[Path] = set()  # links out of the repository, warned about once
+        self._reserved: set[Path] = set()  # folders of reserved names, warned about once
         if not self.path.exists():
             raise ConfigError(f"expected a .nnf/.onnx model file or a model repository at "
                               f"'{self.path}', found nothing there")
@@ -139,6 +158,8 @@ class ModelRepository:
             self._single = self._single_identity(model_name)
         elif model_name is not None:
             raise ConfigError("--model-name applies to a single model file, found a directory")
+        elif self.path.name in RESERVED_NAMES and self._is_model_dir(self.path):
+            raise ConfigError(f"{self.path}: {check_name(self.path.name)}")
 
     def _single_identity(self, model_name: str | None) -> tuple[str, str]:
         """Name and version of a lone file: <model>/<version>/model.nnf names itself."""
@@ -148,9 +169,9 @@ class ModelRepository:
         else:
             name, version = p.stem, "1"
         name = model_name or name
-        if not _NAME.match(name):
-            raise ConfigError(f"expected a model name of letters, digits, '_', '-' and '.', "
-                              f"found {name!r}")
+        problem = check_name(name)
+        if problem is not None:
+            raise ConfigError(problem + ("" if model_name else " (or pass --model-name)"))
         return name, version
 
     # -- what is on disk ---------------------------------------------------------------------
@@ -163,7 +184,8 @@ class ModelRepository:
         root = self.path.resolve()
         model_dirs = [self.path] if self._is_model_dir(self.path) else [
             d for d in sorted(self.path.iterdir())
-            if d.is_dir() and _NAME.match(d.name) and self._inside(d, root)]
+            if d.is_dir() and _NAME.match(d.name) and self._inside(d, root)
+            and self._allowed(d)]
         for d in model_dirs:
             versions = {str(int(v.name)): f for v in d.iterdir()
                         if is_version(v.name) and (f := model_file(v)) is not None
@@ -171,6 +193,15 @@ class ModelRepository:
             if versions:
                 found[d.name] = versions
         return found
+
+    def _allowed(self, d: Path) -> bool:
+        """Whether the folder's name may name a model; warns once about a reserved one."""
+        if d.name not in RESERVED_NAMES:
+            return True
+        if d not in self._reserved:
+            self._reserved.add(d)
+            log.warning("model repository: skipping %s: %s", d, check_name(d.name))
+        return False
 
     def _inside(self, path: Path, root: Path) -> bool:
         """Whether path's real path lies in the repository; warns once about one that does not."""
