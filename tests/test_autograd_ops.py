@@ -12,7 +12,7 @@ from nnforge.autograd.gradcheck import check_gradients
 from nnforge.errors import ShapeError
 from nnforge.ops import activation as A
 from nnforge.ops import loss as L
-from nnforge.ops.shape import concat
+from nnforge.ops.shape import concat, flatten
 
 SHAPES = [(1, 3), (4, 3), (2, 3, 5)]
 
@@ -503,3 +503,58 @@ def test_erf_and_gelu_are_accurate_to_the_last_places() -> None:
     exact = np.array([v * 0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) for v in g])
     # (1 + erf) cancels for x < 0 as in PyTorch's formula: an absolute bound there
     np.testing.assert_allclose(A.gelu(nf.Tensor(g)).data, exact, rtol=1e-14, atol=5e-15)
+
+
+# -- tanh GELU, flatten end_dim, basic-index gradients, abs at NaN ------------------------------
+def test_tanh_gelu_gradient_and_values(rng):
+    x = _rand(rng, (4, 5), -4.0, 4.0)
+    check_gradients(lambda t: A.gelu(t, "tanh"), [x])
+    check_gradients(lambda t: A.gelu(t, "none"), [x])
+    # values frozen from torch.nn.GELU(approximate="tanh") (float64)
+    got = A.gelu(nf.Tensor(np.array([-3.0, -0.5, 0.0, 0.7, 2.5])), "tanh").data
+    np.testing.assert_allclose(got, [-0.0036373920817729943, -0.15428599017485606, 0.0,
+                                     0.5305701347051167, 2.484915733910001], rtol=1e-12)
+
+
+def test_gelu_refuses_an_unknown_approximation():
+    with pytest.raises(nf.errors.ConfigError, match="approximate"):
+        A.gelu(nf.Tensor(np.zeros(2)), "erf")
+
+
+@pytest.mark.parametrize("start,end,shape", [(0, 1, (6, 4, 5)), (1, 2, (2, 12, 5)),
+                                             (1, -2, (2, 12, 5)), (2, 3, (2, 3, 20)),
+                                             (-3, -2, (2, 12, 5)), (2, 2, (2, 3, 4, 5))])
+def test_flatten_with_end_dim(rng, start, end, shape):
+    x = _rand(rng, (2, 3, 4, 5))
+    assert flatten(nf.Tensor(x), start, end).shape == shape
+    np.testing.assert_array_equal(flatten(nf.Tensor(x), start, end).data, x.reshape(shape))
+    check_gradients(lambda t: flatten(t, start, end) * 1.5, [x])
+
+
+def test_flatten_refuses_start_after_end():
+    with pytest.raises(ShapeError, match="start_dim <= end_dim"):
+        flatten(nf.Tensor(np.zeros((2, 3, 4))), 2, 1)
+    with pytest.raises(ShapeError, match="end_dim"):
+        flatten(nf.Tensor(np.zeros((2, 3, 4))), 1, 3)
+
+
+@pytest.mark.parametrize("index", [1, (slice(None), 2), (slice(1, None, 2), None, Ellipsis),
+                                   (Ellipsis, slice(None, None, -1)), (0, slice(1, 3))])
+def test_basic_indexing_gradient_is_assigned(rng, index):
+    x = _rand(rng, (4, 3, 5))
+    check_gradients(lambda t: t[index] * 2.0, [x])
+
+
+def test_repeated_advanced_index_still_accumulates(rng):
+    x = _rand(rng, (4, 3))
+    check_gradients(lambda t: t[np.array([0, 2, 0, 0])], [x])
+    t = nf.Tensor(x, requires_grad=True)
+    t[(np.array([1, 1, 3]), slice(None))].sum().backward()
+    np.testing.assert_array_equal(t.grad[:, 0], [0.0, 2.0, 0.0, 1.0])
+
+
+def test_abs_gradient_is_zero_at_nan_and_zero_as_in_torch():
+    # torch.abs(x).sum().backward() gives [0, 0, 0, 1, -1, 1] for these
+    t = nf.Tensor(np.array([np.nan, 0.0, -0.0, 2.0, -3.0, np.inf]), requires_grad=True)
+    t.abs().sum().backward()
+    np.testing.assert_array_equal(t.grad, [0.0, 0.0, 0.0, 1.0, -1.0, 1.0])

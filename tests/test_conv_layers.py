@@ -31,6 +31,11 @@ LAYERS = [
     (lambda: nn.BatchNorm1d(3, affine=False), (3, 5)),
     (lambda: nn.BatchNorm2d(3), (3, 4, 3)),
     (lambda: nn.BatchNorm2d(2, eps=1e-3, momentum=0.5), (2, 3, 3)),
+    (lambda: nn.Conv2d(2, 3, 3, padding="same"), (2, 5, 6)),
+    (lambda: nn.Conv2d(2, 3, (4, 2), padding="same", dilation=(1, 3)), (2, 6, 7)),
+    (lambda: nn.Conv2d(2, 3, (2, 3), padding="valid"), (2, 5, 6)),
+    (lambda: nn.BatchNorm1d(3, track_running_stats=False), (3, 4)),
+    (lambda: nn.BatchNorm2d(2, affine=False, track_running_stats=False), (2, 3, 3)),
 ]
 
 
@@ -276,3 +281,85 @@ def test_batch_norm_loads_pytorchs_state_dict_keys():
 def test_adaptive_avg_pool_repr_shows_its_output_size():
     assert repr(nn.AdaptiveAvgPool2d((None, 3))) == "AdaptiveAvgPool2d(output_size=(None, 3))"
     assert repr(nn.AdaptiveAvgPool2d(2)) == "AdaptiveAvgPool2d(output_size=(2, 2))"
+
+
+# -- padding="same"/"valid" and track_running_stats=False, as PyTorch has them -----------------
+def _naive_conv(x, w, b, pads, dilation):
+    """Cross-correlation over explicitly zero-padded input (top, left, bottom, right)."""
+    top, left, bottom, right = pads
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    o, _, kh, kw = w.shape
+    dh, dw = dilation
+    oh, ow = xp.shape[2] - dh * (kh - 1), xp.shape[3] - dw * (kw - 1)
+    y = np.zeros((x.shape[0], o, oh, ow)) + b.reshape(1, -1, 1, 1)
+    for i in range(kh):
+        for j in range(kw):
+            y += np.einsum("nchw,oc->nohw", xp[:, :, i * dh:i * dh + oh, j * dw:j * dw + ow],
+                           w[:, :, i, j])
+    return y
+
+
+# pads PyTorch uses (checked against torch 2.x): an odd total puts the extra at the bottom/right
+@pytest.mark.parametrize("kernel,dilation,pads", [(3, 1, (1, 1, 1, 1)), (4, 1, (1, 1, 2, 2)),
+                                                  ((2, 3), (3, 1), (1, 1, 2, 1)),
+                                                  (2, 1, (0, 0, 1, 1)), (3, 2, (2, 2, 2, 2))])
+def test_conv2d_same_padding_keeps_the_size_with_pytorchs_pads(rng, kernel, dilation, pads):
+    conv = nn.Conv2d(3, 4, kernel, padding="same", dilation=dilation).double()
+    assert conv.pads == pads and conv.padding == "same"
+    x = rng.standard_normal((2, 3, 7, 8))
+    y = conv(x).data
+    assert y.shape == (2, 4, 7, 8)
+    expected = _naive_conv(x, conv.weight.data, conv.bias.data, pads, conv.dilation)
+    np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_conv2d_same_padding_in_a_fused_conv_relu_pool_matches(rng):
+    model = nn.Sequential(nn.Conv2d(2, 3, 4, padding="same"), nn.ReLU(), nn.MaxPool2d(2))
+    x = rng.standard_normal((2, 2, 6, 8)).astype(np.float32)
+    conv = model[0]
+    ref = np.maximum(_naive_conv(x, conv.weight.data, conv.bias.data, conv.pads, (1, 1)), 0)
+    ref = ref.reshape(2, 3, 3, 2, 4, 2).max(axis=(3, 5))
+    np.testing.assert_allclose(model(x).data, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_conv2d_padding_strings_are_checked():
+    with pytest.raises(ConfigError, match="stride 1"):
+        nn.Conv2d(1, 1, 3, stride=2, padding="same")
+    with pytest.raises(ConfigError, match="'same', 'valid'"):
+        nn.Conv2d(1, 1, 3, padding="full")
+    assert nn.Conv2d(1, 1, 3, padding="valid").pads == (0, 0, 0, 0)
+    assert nn.Conv2d(1, 1, 3, stride=2, padding="valid").get_config()["padding"] == "valid"
+
+
+def _batch_normalized(x, eps=1e-5):
+    axes = (0,) + tuple(range(2, x.ndim))
+    return (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + eps)
+
+
+@pytest.mark.parametrize("make,shape", [(nn.BatchNorm1d, (5, 3)), (nn.BatchNorm1d, (4, 3, 6)),
+                                        (nn.BatchNorm2d, (3, 3, 4, 4))])
+def test_batch_norm_without_running_stats_uses_the_batch_in_eval_too(rng, make, shape):
+    layer = make(3, track_running_stats=False)
+    assert layer.running_mean is None and set(layer.state_dict()) == {"weight", "bias"}
+    x = rng.standard_normal(shape).astype(np.float32) * 3 + 1
+    for mode in (layer.train, layer.eval):
+        mode()
+        np.testing.assert_allclose(layer(x).data, _batch_normalized(x), rtol=1e-4, atol=1e-5)
+    assert layer.get_config()["track_running_stats"] is False
+    assert "track_running_stats" not in make(3).get_config()  # older files stay as they were
+
+
+def test_batch_norm_without_running_stats_is_refused_by_the_trace():
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3, track_running_stats=False))
+    with pytest.raises(ConfigError, match="track_running_stats=False.*depend on the others"):
+        nf.InferenceSession(model.eval())
+
+
+def test_same_padding_and_untracked_batch_norm_survive_save_and_load(rng, tmp_path):
+    model = nn.Sequential(nn.Conv2d(2, 3, 4, padding="same"),
+                          nn.BatchNorm2d(3, track_running_stats=False)).eval()
+    nf.save(model, tmp_path / "m.nnf", input_shape=(2, 6, 6))
+    loaded = nf.load(tmp_path / "m.nnf").eval()
+    assert loaded[0].padding == "same" and loaded[1].track_running_stats is False
+    x = rng.standard_normal((4, 2, 6, 6)).astype(np.float32)
+    np.testing.assert_array_equal(loaded(x).data, model(x).data)

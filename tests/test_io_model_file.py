@@ -145,7 +145,7 @@ def test_input_shape_sources(tmp_path, custom_layer):
     attr_model = _custom_model(custom_layer)
     attr_model.input_shape = (2, 8, 8)
     save(attr_model, tmp_path / "c.nnf")
-    with pytest.raises(ConfigError, match=r"zero batch of shape \(1, 65\)"):
+    with pytest.raises(ConfigError, match=r"zero batch of shape \(2, 65\)"):
         save(_mlp(), tmp_path / "d.nnf", input_shape=(65,))
     with pytest.raises(ConfigError, match="positive integers"):
         save(_mlp(), tmp_path / "d.nnf", input_shape=(0,))
@@ -303,3 +303,11 @@ def test_save_creates_parent_directories_and_leaves_no_temp_files(tmp_path):
     path.chmod(0o600)
     save(_mlp(), path)  # overwriting keeps the file's permissions
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_model_on_batch_statistics_saves(tmp_path):
+    """BatchNorm1d without running stats on (N, C) needs two rows: save probes with two."""
+    nf.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3, track_running_stats=False))
+    nf.save(model, tmp_path / "bn.nnf", input_shape=(4,))
+    assert read_manifest(tmp_path / "bn.nnf")["outputs"][0]["shape"] == [None, 3]

@@ -390,3 +390,19 @@ def test_softmax_axis_out_of_range_is_a_shape_error(layer):
     with pytest.raises(ShapeError, match=r"axis in \[-3, 2\] for input of shape \(2, 3, 4\)"):
         layer(np.ones((2, 3, 4), np.float32))
     assert layer(np.ones((2, 3, 4, 5), np.float32)).shape == (2, 3, 4, 5)
+
+
+def test_tanh_gelu_and_flatten_end_dim_layers_round_trip(rng, tmp_path):
+    model = nn.Sequential(nn.Linear(6, 8), nn.GELU(approximate="tanh"), nn.Flatten(0, 1))
+    assert nn.GELU().get_config() == {} and nn.Flatten().get_config() == {"start_dim": 1}
+    assert model[1].get_config() == {"approximate": "tanh"}
+    assert model[2].get_config() == {"start_dim": 0, "end_dim": 1}
+    nf.save(model, tmp_path / "m.nnf")
+    loaded = nf.load(tmp_path / "m.nnf")
+    x = rng.standard_normal((3, 6)).astype(np.float32)
+    np.testing.assert_array_equal(loaded(x).data, model(x).data)
+    assert loaded(x).shape == (24,)
+    with pytest.raises(ConfigError, match="approximate"):
+        nn.GELU(approximate="fast")
+    with pytest.raises(ConfigError, match="end_dim"):
+        nn.Flatten(1, 2.0)

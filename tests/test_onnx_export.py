@@ -368,3 +368,33 @@ def test_onnxruntime_backend_names_what_it_cannot_run(rng: np.random.Generator) 
         assert "LeakyRelu" in str(exc) and "backend='numpy'" in str(exc)
     else:
         assert_close(session.run(x), InferenceSession(model).run(x))
+
+
+@pytest.mark.parametrize("opset", [17, 20])
+@pytest.mark.parametrize("name,make,shape", [
+    ("tanh GELU", lambda: nn.Sequential(nn.Linear(4, 6), nn.GELU(approximate="tanh")), (7, 4)),
+    ("Flatten(1, 2)", lambda: nn.Sequential(nn.Conv2d(2, 3, 1), nn.Flatten(1, 2)), (3, 2, 5, 4)),
+    ("Flatten(2, 3)", lambda: nn.Sequential(nn.Conv2d(2, 3, 1), nn.Flatten(2, 3)), (3, 2, 5, 4)),
+    ("Conv2d(same, even)", lambda: nn.Sequential(nn.Conv2d(2, 3, 4, padding="same")),
+     (3, 2, 9, 8)),
+    ("Conv2d(same) ReLU pool", lambda: nn.Sequential(
+        nn.Conv2d(2, 3, (2, 3), padding="same", dilation=(3, 1)), nn.ReLU(), nn.MaxPool2d(2)),
+     (3, 2, 8, 8)),
+    ("Conv2d(valid)", lambda: nn.Sequential(nn.Conv2d(2, 3, (4, 2), padding="valid")),
+     (3, 2, 9, 8)),
+])
+def test_pytorch_layer_options_export_and_import(rng, tmp_path, opset, name, make, shape):
+    model = make()
+    x = rng.standard_normal(shape).astype(F32) * 2
+    _check_export(model, x, tmp_path / "m.onnx", opset)
+    m = onnx.load(str(tmp_path / "m.onnx"))
+    onnx.checker.check_model(m, full_check=True)
+    ops = [n.op_type for n in m.graph.node]
+    if name == "tanh GELU":
+        assert ("Gelu" in ops) == (opset >= 20) and "Erf" not in ops
+    with nf.no_grad():
+        eager = model.eval()(x).data
+    imported = InferenceSession(str(tmp_path / "m.onnx"))
+    assert_close(imported.run(x), eager)
+    if name == "tanh GELU":  # both spellings come back as one Gelu node
+        assert [n.op for n in imported.graph.nodes] == ["Gemm", "Gelu"]

@@ -395,3 +395,38 @@ def test_constant_of_shape_left_as_an_output_runs(tmp_path) -> None:
         got = InferenceSession(tmp_path / "cos.onnx", optimization=level).run(x)
         for g, e in zip(got.values(), expected):
             np.testing.assert_allclose(g, e, rtol=1e-6)
+
+
+def _torch_tanh_gelu(c: float = 0.044715) -> tuple[list, dict]:
+    """The nodes PyTorch's TorchScript exporter writes for GELU(approximate='tanh') before
+    opset 20 (after a Relu, so x comes from a node)."""
+    k = np.float32(np.sqrt(2 / np.pi))
+    nodes = [node("Relu", ["x"], "r"), node("Mul", ["r", "r"], "sq"),
+             node("Mul", ["sq", "r"], "cu"), node("Mul", ["cu", "c"], "p"),
+             node("Add", ["r", "p"], "i"), node("Mul", ["i", "k"], "s"),
+             node("Tanh", ["s"], "t"), node("Add", ["t", "one"], "a"),
+             node("Mul", ["r", "a"], "m"), node("Mul", ["m", "half"], "y")]
+    inits = {"c": np.float32(c), "k": k, "one": np.float32(1), "half": np.float32(0.5)}
+    return nodes, inits
+
+
+@pytest.mark.parametrize("opset", [17, 20])
+def test_tanh_gelu_is_imported_as_one_gelu_node(tmp_path, opset) -> None:
+    if opset == 20:
+        nodes, inits = [node("Relu", ["x"], "r"), node("Gelu", ["r"], "y", approximate="tanh")], {}
+    else:
+        nodes, inits = _torch_tanh_gelu()
+    onnx.save(_model(nodes, ("N", 7), inits, opset, None), str(tmp_path / "m.onnx"))
+    x = np.linspace(-4, 4, 21, dtype=np.float32).reshape(3, 7)
+    sess = InferenceSession(str(tmp_path / "m.onnx"))
+    assert [n.op for n in sess.graph.nodes] == ["Relu", "Gelu"]
+    assert sess.graph.nodes[1].attrs["approximate"] == "tanh"
+    ort_sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(x), ort_sess.run(None, {"x": x})[0], rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_a_formula_that_is_not_tanh_gelu_is_left_as_it_is(tmp_path) -> None:
+    nodes, inits = _torch_tanh_gelu(c=0.05)
+    onnx.save(_model(nodes, ("N", 7), inits, 17, None), str(tmp_path / "m.onnx"))
+    assert "Gelu" not in [n.op for n in load(str(tmp_path / "m.onnx")).nodes]

@@ -19,6 +19,7 @@ import numpy as np
 from .. import backend
 from ..errors import ConfigError
 from ..nn.module import Module
+from ..ops.shape import flatten_range
 from .ir import Graph, Node, Shape, ValueInfo
 from .ops import get_op
 
@@ -170,7 +171,7 @@ def guess_input_shape(model: Module) -> Shape:
         if name == "Conv2d":
             return ("N", int(m.weight.shape[1]) * int(getattr(m, "groups", 1)), None, None)
         if name in ("BatchNorm1d", "BatchNorm2d"):
-            return ("N", int(m.running_mean.shape[0])) + ((None, None) if name[-2] == "2" else ())
+            return ("N", int(m.num_features)) + ((None, None) if name[-2] == "2" else ())
         # a user's module is looked through: its first child (in definition order) is a guess
         # the trace checks, since its forward runs on input of that shape
         if name not in ("Sequential", "Dropout", "Identity") and \
@@ -212,7 +213,7 @@ def _leaky_relu(layer: Module, t: Tracer, path: str, x: str) -> str:
 
 @lowers("GELU")
 def _gelu(layer: Module, t: Tracer, path: str, x: str) -> str:
-    return t.node("Gelu", [x], path, approximate="none")
+    return t.node("Gelu", [x], path, approximate=str(layer.approximate))
 
 
 @lowers("Softmax", "LogSoftmax")
@@ -222,12 +223,16 @@ def _softmax(layer: Module, t: Tracer, path: str, x: str) -> str:
 
 @lowers("Flatten")
 def _flatten(layer: Module, t: Tracer, path: str, x: str) -> str:
-    start = int(layer.start_dim)
-    if start < 0:
-        start += t.rank(x, f"Flatten {path} with start_dim={start}")
-    if start == 1:  # ONNX Flatten always returns 2-D, which matches start_dim=1 only
+    rank = t.rank(x, f"Flatten {path}")
+    start, end = flatten_range(tuple(range(rank)), int(layer.start_dim), int(layer.end_dim))
+    if start == 1 and end == rank - 1:  # ONNX Flatten always returns 2-D: start_dim=1 only
         return t.node("Flatten", [x], path, axis=1)
-    target = t.const_ints(f"{path}.shape", [0] * start + [-1])
+    # 0s copy the leading dims (the batch among them), trailing dims keep their sizes
+    trailing = list(t.shapes[x][end + 1:])
+    if not all(isinstance(d, int) for d in trailing):
+        raise ConfigError(f"Flatten {path} with end_dim={layer.end_dim}: expected known sizes "
+                          f"for the dims after end_dim, found input shape {t.shapes[x]}")
+    target = t.const_ints(f"{path}.shape", [0] * start + [-1] + trailing)
     return t.node("Reshape", [x, target], path)
 
 
@@ -249,7 +254,7 @@ def _conv2d(layer: Module, t: Tracer, path: str, x: str) -> str:
     if getattr(layer, "bias", None) is not None:
         inputs.append(t.weight(f"{path}.bias", layer.bias.data))
     return t.node("Conv", inputs, path, kernel_shape=list(w.shape[2:]),
-                  strides=_pair(layer.stride), pads=_pads(layer.padding, path),
+                  strides=_pair(layer.stride), pads=list(layer.pads),
                   dilations=_pair(getattr(layer, "dilation", 1)),
                   group=int(getattr(layer, "groups", 1)))
 
@@ -296,6 +301,13 @@ def _adaptive_avg_pool(layer: Module, t: Tracer, path: str, x: str) -> str:
 
 @lowers("BatchNorm1d", "BatchNorm2d")
 def _batch_norm(layer: Module, t: Tracer, path: str, x: str) -> str:
+    if not getattr(layer, "track_running_stats", True):
+        raise ConfigError(
+            f"cannot trace {path}: {type(layer).__name__}(track_running_stats=False) normalizes "
+            f"with the statistics of the batch it is given, also in eval mode, so one sample's "
+            f"prediction would depend on the others served with it (and on how predict chunks "
+            f"the batch); expected a layer with running statistics: build it with "
+            f"track_running_stats=True (the default) and train it")
     mean = backend.to_numpy(layer.running_mean)
     weight = layer.weight.data if getattr(layer, "weight", None) is not None else np.ones_like(mean)
     bias = layer.bias.data if getattr(layer, "bias", None) is not None else np.zeros_like(mean)

@@ -67,14 +67,15 @@ def _input_name(model: Module) -> str:
 
 
 def _output_specs(model: Module, shape: tuple[int, ...]) -> list[dict[str, Any]]:
-    """Run a zero batch of one sample in eval mode to learn the output shapes and dtypes."""
+    """Run a zero batch of two samples in eval mode to learn the output shapes and dtypes
+    (two: a layer on batch statistics, BatchNorm without running stats, needs more than one)."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with no_grad():
-            out = model(np.zeros((1, *shape), dtype=model.dtype))
+            out = model(np.zeros((2, *shape), dtype=model.dtype))
     except (NNForgeError, ValueError, TypeError, IndexError) as exc:
-        raise ConfigError(f"running the model on a zero batch of shape {(1, *shape)} failed "
+        raise ConfigError(f"running the model on a zero batch of shape {(2, *shape)} failed "
                           f"({exc}); check input_shape") from None
     finally:
         for m, mode in modes:

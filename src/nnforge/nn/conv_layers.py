@@ -9,7 +9,7 @@ import numpy as np
 from .. import backend
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError, check_float
-from ..ops.conv import conv2d, pair
+from ..ops.conv import PadEnd, conv2d, pair, same_pads
 from ..ops.conv_pool import conv_max_pool2d, fusable_pool
 from ..ops.norm import batch_norm, batch_statistics
 from ..ops.pool import avg_pool2d, global_avg_pool2d, max_pool2d
@@ -60,8 +60,12 @@ class Conv2d(_Spatial):
                               f"{self.out_channels}")
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = pair(stride, "stride")
-        self.padding = pair(padding, "padding", minimum=0)
         self.dilation = pair(dilation, "dilation")
+        #: "same", "valid" or (height, width), as given (PyTorch keeps the string too)
+        self.padding: Any = _conv_padding(padding, self.stride)
+        #: (top, left, bottom, right) zeros: "same" puts an odd extra at the bottom/right
+        self.pads = (same_pads(self.kernel_size, self.dilation) if self.padding == "same"
+                     else (0, 0, 0, 0) if self.padding == "valid" else self.padding * 2)
         self.init = init
         shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         self.weight = Parameter(get_initializer(init)(shape))
@@ -70,7 +74,10 @@ class Conv2d(_Spatial):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_channels(self, x, self.in_channels, (4,), "(batch, channels, H, W)")
-        return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+        top, left, bottom, right = self.pads
+        if (bottom, right) != (top, left):  # the extra row/column first, then symmetric pads
+            x = PadEnd.apply(self._as_input(x), bottom=bottom - top, right=right - left)
+        return conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation,
                       self.groups)
 
     def forward_pooled(self, x: Tensor, pool: MaxPool2d) -> Tensor | None:
@@ -82,14 +89,28 @@ class Conv2d(_Spatial):
         kernel = fusable_pool(x.shape, self.weight.shape, self, pool)
         if kernel is None:
             return None
-        return conv_max_pool2d(x, self.weight, self.bias, kernel, self.stride, self.padding,
+        return conv_max_pool2d(x, self.weight, self.bias, kernel, self.stride, self.pads[:2],
                                self.dilation, self.groups)
 
     def get_config(self) -> dict[str, Any]:
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": list(self.padding), "dilation": list(self.dilation),
+                "padding": (self.padding if isinstance(self.padding, str)
+                            else list(self.padding)), "dilation": list(self.dilation),
                 "groups": self.groups, "bias": self.bias is not None, "init": self.init}
+
+
+def _conv_padding(padding: Any, stride: tuple[int, int]) -> Any:
+    """Conv2d's padding checked: "same" (stride 1 only, as in PyTorch), "valid" or ints."""
+    if not isinstance(padding, str):
+        return pair(padding, "padding", minimum=0)
+    if padding not in ("same", "valid"):
+        raise ConfigError(f"Conv2d: padding must be 'same', 'valid', an int or a pair of ints, "
+                          f"found {padding!r:.60}")
+    if padding == "same" and stride != (1, 1):
+        raise ConfigError(f"Conv2d: padding='same' needs stride 1 (as in PyTorch), found "
+                          f"stride={stride}; give the padding as numbers instead")
+    return padding
 
 
 class _Pool2d(_Spatial):
@@ -211,6 +232,12 @@ def averaging_matrix(n: int, m: int, dtype: Any) -> np.ndarray:
 
 
 class _BatchNorm(Module):
+    """Batch normalisation over axis 1. With track_running_stats=False there are no running
+    statistics: the batch's own are used in training and in eval mode alike (as in PyTorch).
+    Such a layer is refused by trace/InferenceSession/ONNX export: an inference graph whose
+    output for one sample depends on the rest of the batch would break per-sample serving,
+    dynamic batching and chunked predict."""
+
     ndims: tuple[int, ...] = ()
     layout = ""
 
@@ -218,7 +245,7 @@ class _BatchNorm(Module):
     optional_state = ("num_batches_tracked",)
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True) -> None:
+                 affine: bool = True, track_running_stats: bool = True) -> None:
         super().__init__()
         self.num_features = _positive_int(self, "num_features", num_features)
         name = type(self).__name__
@@ -236,6 +263,10 @@ class _BatchNorm(Module):
             self.bias = Parameter(np.zeros(c, backend.DEFAULT_DTYPE))
         else:
             self.weight = self.bias = None
+        self.track_running_stats = check_bool(self, "track_running_stats", track_running_stats)
+        if not self.track_running_stats:  # no buffers at all, as PyTorch has it
+            self.running_mean = self.running_var = None
+            return
         self.register_buffer("running_mean", np.zeros(c, backend.DEFAULT_DTYPE))
         self.register_buffer("running_var", ones((c,)))
         if self.momentum is None:  # not kept otherwise, so files without it stay as they were
@@ -248,6 +279,9 @@ class _BatchNorm(Module):
             xp = backend.xp_of(x.data)
             weight = Tensor(xp.ones(self.num_features, x.dtype))
             bias = Tensor(xp.zeros(self.num_features, x.dtype))
+        if not self.track_running_stats:  # batch statistics in training and in eval mode
+            mean, var = batch_statistics(x.data)
+            return batch_norm(x, weight, bias, mean, var, training=True, eps=self.eps)
         if not self.training:
             rm = self.running_mean.astype(x.dtype, copy=False)
             rv = self.running_var.astype(x.dtype, copy=False)
@@ -266,8 +300,11 @@ class _BatchNorm(Module):
         return batch_norm(x, weight, bias, mean, var, training=True, eps=self.eps)
 
     def get_config(self) -> dict[str, Any]:
-        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
-                "affine": self.affine}
+        config = {"num_features": self.num_features, "eps": self.eps,
+                  "momentum": self.momentum, "affine": self.affine}
+        if not self.track_running_stats:  # written only when set: older files stay as they were
+            config["track_running_stats"] = False
+        return config
 
 
 @register_layer

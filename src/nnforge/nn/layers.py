@@ -190,10 +190,22 @@ class Tanh(_Activation):
 
 
 @register_layer
-class GELU(_Activation):
-    """Exact (erf) GELU."""
+class GELU(Module):
+    """GELU: exact (erf) by default, or PyTorch's tanh approximation (approximate="tanh")."""
 
-    fn = staticmethod(A.gelu)
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        if approximate not in A.GELU_APPROXIMATIONS:
+            raise ConfigError(f"GELU: approximate must be one of {list(A.GELU_APPROXIMATIONS)}, "
+                              f"found {approximate!r:.60}")
+        self.approximate = approximate
+
+    def forward(self, x: Tensor) -> Tensor:
+        return A.gelu(x, self.approximate)
+
+    def get_config(self) -> dict[str, Any]:
+        # written only when set, so files of exact GELUs stay as they were
+        return {"approximate": self.approximate} if self.approximate != "none" else {}
 
 
 @register_layer
@@ -252,17 +264,22 @@ class Identity(Module):
 
 @register_layer
 class Flatten(Module):
-    """Merge every dimension from start_dim on."""
+    """Merge the dimensions start_dim..end_dim (every one from start_dim on by default)."""
 
-    def __init__(self, start_dim: int = 1) -> None:
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
         super().__init__()
         self.start_dim = check_int(self, "start_dim", start_dim)
+        self.end_dim = check_int(self, "end_dim", end_dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return flatten(x, self.start_dim)
+        return flatten(x, self.start_dim, self.end_dim)
 
     def get_config(self) -> dict[str, Any]:
-        return {"start_dim": self.start_dim}
+        # end_dim written only when set, so files of plain Flattens stay as they were
+        config: dict[str, Any] = {"start_dim": self.start_dim}
+        if self.end_dim != -1:
+            config["end_dim"] = self.end_dim
+        return config
 
 
 @register_layer

@@ -243,6 +243,10 @@ def graph_to_model(graph: Graph, opset: int = DEFAULT_OPSET,
 
     for n in g.nodes:
         for op, ins, outs, attrs, name in _standard_nodes(n, fresh):
+            if op == "Gelu" and opset < 20 and attrs.get("approximate", "none") == "tanh":
+                dt = np.dtype(info[ins[0]].dtype if ins[0] in info else "float32").type
+                _tanh_gelu(ins[0], outs[0], name, dt, emit, const, fresh)
+                continue
             if op == "Gelu" and opset < 20:  # spelled out as 0.5 * x * (1 + erf(x / sqrt 2))
                 dt = np.dtype(info[ins[0]].dtype if ins[0] in info else "float32").type
                 d, e, a, m = (fresh(f"{name}/{s}") for s in ("div", "erf", "add", "mul"))
@@ -288,6 +292,24 @@ def graph_to_model(graph: Graph, opset: int = DEFAULT_OPSET,
         raise ConfigError(f"the exported ONNX model does not pass onnx.checker: "
                           f"{str(exc).strip().splitlines()[0]}") from None
     return model
+
+
+def _tanh_gelu(x: str, out: str, name: str, dt: Any, emit: Any, const: Any, fresh: Any
+               ) -> None:
+    """Gelu(approximate='tanh') before opset 20, spelled out as PyTorch computes it:
+    0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))."""
+    sq, cube, poly, inner, th, cdf, half = (fresh(f"{name}/{s}") for s in (
+        "sq", "cube", "poly", "inner", "tanh", "cdf", "half_x"))
+    emit("Mul", [x, x], [sq], {}, sq)
+    emit("Mul", [sq, x], [cube], {}, cube)
+    emit("Mul", [cube, const(f"{name}.c", dt(0.044715))], [poly], {}, poly)
+    emit("Add", [x, poly], [inner], {}, inner)
+    scaled = fresh(f"{name}/scaled")
+    emit("Mul", [inner, const(f"{name}.k", dt(math.sqrt(2.0 / math.pi)))], [scaled], {}, scaled)
+    emit("Tanh", [scaled], [th], {}, th)
+    emit("Add", [th, const(f"{name}.one", dt(1.0))], [cdf], {}, cdf)
+    emit("Mul", [x, const(f"{name}.half", dt(0.5))], [half], {}, half)
+    emit("Mul", [half, cdf], [out], {}, name)
 
 
 def _fill_output_types(model: onnx.ModelProto) -> None:

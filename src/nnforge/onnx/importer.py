@@ -9,6 +9,7 @@ which `InferenceSession` reads like a `.nnf` manifest.
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -20,6 +21,8 @@ from ..errors import ConfigError, ModelFileError, ShapeError
 from ..graph.ir import OPSET, Graph, Node, ValueInfo
 from ..graph.ops import OPS
 from ..graph.ops_onnx import ONNX_DTYPES, constant_value
+from ..graph.passes import eliminate_dead_code
+from ..graph.shapes import infer_shapes
 from .fold import normalize
 from .proto import (
     attribute_value,
@@ -99,7 +102,7 @@ def graph_from_model(model: onnx.ModelProto, base_dir: str = ".", source: str = 
     declared = {v.name: v.shape for v in outputs}
     try:
         graph.validate()
-        graph = normalize(graph)
+        graph = infer_shapes(eliminate_dead_code(fuse_tanh_gelu(normalize(graph))))
     except ShapeError as exc:
         shapes = ", ".join(str(v) for v in graph.inputs)
         raise ShapeError(f"'{source}': the graph inputs ({shapes}) do not fit the graph: "
@@ -220,3 +223,90 @@ def _manifest(model: onnx.ModelProto, graph: Graph, source: str, opset: int) -> 
             "onnx": {"path": source, "opset": opset, "ir_version": model.ir_version,
                      "producer": f"{model.producer_name} {model.producer_version}".strip(),
                      "metadata": props}}
+
+
+# -- tanh GELU ----------------------------------------------------------------------------------
+#: elementwise ops a spelled-out tanh GELU is built from (besides its one Tanh)
+_GELU_ARITH = {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract, "Div": np.divide,
+               "Pow": np.power}
+_GELU_PROBE = np.linspace(-6.0, 6.0, 97)
+
+
+def fuse_tanh_gelu(graph: Graph) -> Graph:
+    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), spelled out in Mul/Add/Pow/Tanh nodes
+    in any order (PyTorch's exporter before opset 20, nnforge's, or an opset-20 Gelu that
+    the import passes expanded) -> one Gelu(approximate='tanh'), which runs in one kernel.
+
+    A candidate is the nodes around one Tanh whose intermediate values nobody else reads,
+    with one outside input x; it is fused when it computes the formula on probe values."""
+    g = graph.copy()
+    producers, consumers = g.producers(), g.consumers()
+    outputs = set(g.output_names)
+
+    def scalar(v: str) -> bool:
+        a = g.initializers.get(v)
+        return a is not None and a.size == 1 and a.dtype.kind == "f"
+
+    def private(v: str) -> Node | None:
+        """The elementwise producer of v when v is read once and is no graph output."""
+        p = producers.get(v)
+        if (p is None or p.op not in _GELU_ARITH or v in outputs or len(p.outputs) != 1
+                or len(consumers.get(v, [])) != 1):
+            return None
+        return p
+
+    def walk(v: str, region: dict[int, Node], leaves: set[str]) -> None:
+        if scalar(v):
+            return
+        p = private(v)
+        if p is None:
+            leaves.add(v)
+            return
+        region[id(p)] = p
+        for i in p.inputs:
+            walk(i, region, leaves)
+
+    dead: set[int] = set()
+    replace: dict[int, Node] = {}
+    for tanh in [n for n in g.nodes if n.op == "Tanh"]:
+        region: dict[int, Node] = {id(tanh): tanh}
+        leaves: set[str] = set()
+        walk(tanh.inputs[0], region, leaves)
+        if len(leaves) != 1 or id(tanh) in dead:
+            continue
+        x, cur = next(iter(leaves)), tanh
+        for _ in range(4):  # 1 + t, then the products with x and 0.5 in some order
+            users = consumers.get(cur.outputs[0], [])
+            if cur.outputs[0] in outputs or len(users) != 1 or users[0].op not in _GELU_ARITH:
+                break
+            cur = users[0]
+            region[id(cur)] = cur
+            for i in cur.inputs:
+                if i != x and (i not in {o for n in region.values() for o in n.outputs}):
+                    walk(i, region, leaves)
+            if leaves != {x}:
+                break
+            if _computes_tanh_gelu(g, region, x, cur.outputs[0]):
+                dead.update(region)
+                replace[id(cur)] = Node("Gelu", [x], list(cur.outputs), {"approximate": "tanh"},
+                                        cur.name or tanh.name or "gelu")
+                break
+    g.nodes = [replace.get(id(n), n) for n in g.nodes if id(n) not in dead or id(n) in replace]
+    return g
+
+
+def _computes_tanh_gelu(g: Graph, region: dict[int, Node], x: str, out: str) -> bool:
+    """Whether the region's nodes, evaluated in graph order on probe values of x, give the
+    tanh GELU of them at `out`."""
+    vals: dict[str, Any] = {x: _GELU_PROBE}
+    with np.errstate(all="ignore"):
+        for n in (n for n in g.nodes if id(n) in region):
+            args = [vals[i] if i in vals else g.initializers[i].astype(np.float64).reshape(())
+                    for i in n.inputs if i]
+            if any(a is None for a in args) or len(args) != (1 if n.op == "Tanh" else 2):
+                return False
+            vals[n.outputs[0]] = np.tanh(args[0]) if n.op == "Tanh" else _GELU_ARITH[n.op](*args)
+    got, p = vals.get(out), _GELU_PROBE
+    want = 0.5 * p * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (p + 0.044715 * p ** 3)))
+    return got is not None and np.shape(got) == p.shape and bool(
+        np.allclose(got, want, rtol=1e-5, atol=1e-6))

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
+from ..errors import ConfigError
 
 _ZEROS: dict[str, Any] = {}  # dtype -> one read-only flat buffer of zeros, grown on demand
 #: largest x given zeros of its own shape; larger ones get a row to broadcast (memory bound)
@@ -167,23 +168,48 @@ def _erf_fit(x: Any) -> Any:
     return np.where(x >= 0, 1.0 - erfc, erfc - 1.0)
 
 
+#: GELU's forms, PyTorch's and ONNX's names: the erf one and the tanh approximation
+GELU_APPROXIMATIONS = ("none", "tanh")
+_GELU_K, _GELU_C = math.sqrt(2.0 / math.pi), 0.044715
+
+
+def gelu_cdf(x: Any, approximate: str = "none") -> Any:
+    """GELU's factor Phi(x) (erf form) or 0.5 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in
+    x's dtype; shared by the op, the IR reference and the runtime kernel so they agree."""
+    t = x.dtype.type
+    if approximate == "tanh":
+        inner = x * (t(_GELU_K) + t(_GELU_K * _GELU_C) * (x * x))
+        return t(0.5) * (t(1.0) + np.tanh(inner))
+    return (0.5 * (1.0 + erf_array(x / t(math.sqrt(2.0))))).astype(x.dtype)
+
+
 class Gelu(Function):
-    """GELU with the exact erf form: x * Phi(x) (ONNX Gelu, approximate='none')."""
+    """GELU, x * cdf(x): the exact erf form or the tanh approximation (ONNX Gelu's
+    approximate attribute, opset 20)."""
 
     ir_name = "Gelu"
 
+    def __init__(self, approximate: str = "none") -> None:
+        self.approximate = approximate
+
     def lower(self, b: Any, xs: list[str]) -> Any:
-        """ONNX Gelu, exact erf form."""
-        return b.node("Gelu", xs, approximate="none")
+        """ONNX Gelu with the same approximate attribute."""
+        return b.node("Gelu", xs, approximate=self.approximate)
 
     def forward(self, x: Any) -> Any:
         self.x = x
-        self.cdf = (0.5 * (1.0 + erf_array(x / x.dtype.type(math.sqrt(2.0))))).astype(x.dtype)
+        self.cdf = gelu_cdf(x, self.approximate)
         return x * self.cdf
 
     def backward(self, gy: Any) -> tuple[Any]:
-        x = self.x
-        pdf = np.exp(-0.5 * x * x) / x.dtype.type(math.sqrt(2 * math.pi))
+        x, t = self.x, self.x.dtype.type
+        if self.approximate == "tanh":
+            # d/dx [x c] with c = (1 + tanh(u)) / 2: c + x (1 - tanh^2) / 2 * du/dx, where
+            # tanh(u) = 2c - 1 and du/dx = k (1 + 3 * 0.044715 x^2)
+            th = t(2.0) * self.cdf - t(1.0)
+            du = t(_GELU_K) + t(3 * _GELU_K * _GELU_C) * (x * x)
+            return (gy * (self.cdf + t(0.5) * x * (t(1.0) - th * th) * du),)
+        pdf = np.exp(-0.5 * x * x) / t(math.sqrt(2 * math.pi))
         return (gy * (self.cdf + x * pdf),)
 
 
@@ -263,9 +289,12 @@ def tanh(x: Tensor) -> Tensor:
     return Tanh.apply(x)
 
 
-def gelu(x: Tensor) -> Tensor:
-    """Exact GELU."""
-    return Gelu.apply(x)
+def gelu(x: Tensor, approximate: str = "none") -> Tensor:
+    """GELU, exact ("none") or with the tanh approximation ("tanh")."""
+    if approximate not in GELU_APPROXIMATIONS:
+        raise ConfigError(f"gelu expects approximate in {list(GELU_APPROXIMATIONS)}, found "
+                          f"{approximate!r:.60}")
+    return Gelu.apply(x, approximate=approximate)
 
 
 def softmax(x: Tensor, axis: int = -1) -> Tensor:

@@ -392,6 +392,36 @@ class Conv(Function):
         return acc.reshape(n, g.c, g.hp, g.wp)[:, :, ph:ph + g.h, pw:pw + g.w]
 
 
+def same_pads(kernel: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) zero padding that keeps H and W at stride 1 (padding="same"):
+    an odd total puts the extra row/column at the bottom/right, as PyTorch does."""
+    total = [d * (k - 1) for k, d in zip(kernel, dilation)]
+    return (total[0] // 2, total[1] // 2, total[0] - total[0] // 2, total[1] - total[1] // 2)
+
+
+class PadEnd(Function):
+    """Zeros added after the last row and column of (N, C, H, W): the odd part of an asymmetric
+    "same" padding (the Conv op pads symmetrically)."""
+
+    ir_name = "Pad"
+
+    def __init__(self, bottom: int = 0, right: int = 0) -> None:
+        self.bottom, self.right = int(bottom), int(right)
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX Pad with constant zeros at the end of the last two axes."""
+        return b.node("Pad", [xs[0], b.ints([0, 0, 0, 0, 0, 0, self.bottom, self.right])])
+
+    def forward(self, x: Any) -> Any:
+        n, c, h, w = x.shape
+        y = backend.xp_of(x).zeros((n, c, h + self.bottom, w + self.right), x.dtype)
+        y[:, :, :h, :w] = x
+        return y
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        return (gy[:, :, :gy.shape[2] - self.bottom, :gy.shape[3] - self.right],)
+
+
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
            padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Tensor:
     """2-D convolution of an NCHW tensor (cross-correlation, like PyTorch and ONNX)."""

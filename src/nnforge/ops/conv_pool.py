@@ -67,7 +67,10 @@ def fusable_pool(x_shape: tuple[int, ...], w_shape: tuple[int, ...], conv: Any,
     k = pool.kernel_size
     if tuple(pool.stride) != tuple(k) or any(pool.padding) or len(x_shape) != 4:
         return None
-    stride, padding = pair(conv.stride, "stride"), pair(conv.padding, "padding", minimum=0)
+    pads = tuple(conv.pads)  # (top, left, bottom, right): "same" can be asymmetric
+    if pads[:2] != pads[2:]:
+        return None
+    stride, padding = pair(conv.stride, "stride"), pair(pads[:2], "padding", minimum=0)
     dilation = pair(conv.dilation, "dilation")
     out = [conv_output_size(x_shape[2 + i], w_shape[2 + i], stride[i], padding[i], dilation[i])
            for i in range(2)]

@@ -386,7 +386,7 @@ class Minimum(Maximum):
 
 
 class Abs(Function):
-    """|x|; the gradient at 0 is 0, as in PyTorch."""
+    """|x|; the gradient is 0 at 0 and at NaN inputs, as in PyTorch (its sgn(NaN) is 0)."""
 
     ir_name = "Abs"
     simple_lowering = True
@@ -396,7 +396,10 @@ class Abs(Function):
         return np.abs(x)
 
     def backward(self, gy: Any) -> tuple[Any]:
-        return (gy * np.sign(self.x),)
+        s = np.sign(self.x)
+        if s.dtype.kind in "fc":  # NumPy's sign(NaN) is NaN, which would poison the gradient
+            s[np.isnan(s)] = 0
+        return (gy * s,)
 
 
 class Clip(Function):

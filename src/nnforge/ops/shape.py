@@ -68,32 +68,28 @@ class Transpose(Function):
 
 
 class Flatten(Function):
-    """Merge the dimensions from start_dim on (ONNX Flatten with axis=start_dim)."""
+    """Merge the dimensions start_dim..end_dim (ONNX Flatten when they run to the last one)."""
 
     ir_name = "Flatten"
 
-    def __init__(self, start_dim: int = 1) -> None:
-        self.start_dim = start_dim
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
+        self.start_dim, self.end_dim = start_dim, end_dim
 
     def lower(self, b: Any, xs: list[str]) -> Any:
-        """ONNX Flatten for start_dim 1, else a Reshape keeping the leading dims (0s)."""
-        rank = len(b.shape(xs[0]))
-        start = self.start_dim % max(rank, 1)
-        if start == 1 and rank >= 2:
+        """ONNX Flatten for start_dim 1 to the end, else a Reshape with a batch-free target:
+        0s keep the leading dims, literal sizes the trailing ones."""
+        shape = b.shape(xs[0])
+        start, end = flatten_range(tuple(shape), self.start_dim, self.end_dim)
+        if start == 1 and end == len(shape) - 1:
             return b.node("Flatten", xs, axis=1)
-        return b.node("Reshape", [xs[0], b.ints([0] * start + [-1])])
+        target = [0] * start + [-1] + [int(d) for d in shape[end + 1:]]
+        return b.node("Reshape", [xs[0], b.ints(target)])
 
     def forward(self, x: Any) -> Any:
         self.in_shape = x.shape
-        n = max(x.ndim, 1)  # a 0-d tensor flattens to shape (1,), as in PyTorch
-        # 0-d and 1-D tensors take any start_dim (the default 1 included): one result is possible;
-        # otherwise `% n` alone would silently flatten from another axis
-        if n > 1 and not -n <= self.start_dim < n:
-            raise ShapeError(f"flatten expects start_dim in [{-n}, {n - 1}] for shape {x.shape}, "
-                             f"found {self.start_dim}")
-        s = self.start_dim % n
+        s, e = flatten_range(x.shape, self.start_dim, self.end_dim)
         # the merged size spelled out: -1 cannot be resolved for an empty batch
-        return x.reshape(x.shape[:s] + (math.prod(x.shape[s:]),))
+        return x.reshape(x.shape[:s] + (math.prod(x.shape[s:e + 1]),) + x.shape[e + 1:])
 
     def backward(self, gy: Any) -> tuple[Any]:
         return (gy.reshape(self.in_shape),)
@@ -176,7 +172,9 @@ class Expand(Function):
 
 
 class GetItem(Function):
-    """Indexing and slicing (basic and advanced); the gradient scatters back with add.at."""
+    """Indexing and slicing (basic and advanced). The gradient of basic indexing (ints, slices,
+    None, ...) is written into zeros by assignment; advanced indices, which may repeat, scatter
+    it back with add.at (several times slower)."""
 
     ir_name = "Gather"
 
@@ -203,8 +201,18 @@ class GetItem(Function):
     def backward(self, gy: Any) -> tuple[Any]:
         xp = backend.xp_of(gy)  # numpy, or cupy (whose add.at scatters on the GPU)
         g = xp.zeros(self.in_shape, dtype=self.dtype)
-        xp.add.at(g, self.index, gy)
+        if _is_basic(self.index):  # a view: every element is reached at most once
+            g[self.index] = gy
+        else:
+            xp.add.at(g, self.index, gy)
         return (g,)
+
+
+def _is_basic(index: Any) -> bool:
+    """True for NumPy basic indexing: ints, slices, None and Ellipsis only (no arrays, lists or
+    booleans, which make it advanced)."""
+    items = index if isinstance(index, tuple) else (index,)
+    return all(i is None or i is Ellipsis or isinstance(i, slice) or _is_int(i) for i in items)
 
 
 _INT64_MAX, _INT64_MIN = 2**63 - 1, -2**63
@@ -305,9 +313,28 @@ def transpose(x: Tensor, axes: tuple[int, ...] | None = None) -> Tensor:
     return Transpose.apply(x, axes=axes)
 
 
-def flatten(x: Tensor, start_dim: int = 1) -> Tensor:
-    """Flatten the dimensions from start_dim on."""
-    return Flatten.apply(x, start_dim=start_dim)
+def flatten(x: Tensor, start_dim: int = 1, end_dim: int = -1) -> Tensor:
+    """Flatten the dimensions start_dim..end_dim (to the last one by default)."""
+    return Flatten.apply(x, start_dim=start_dim, end_dim=end_dim)
+
+
+def flatten_range(shape: tuple[int, ...], start_dim: int, end_dim: int) -> tuple[int, int]:
+    """(start, end) of a flatten as non-negative axes, or ShapeError where PyTorch refuses."""
+    n = len(shape)
+    # 0-d and 1-D tensors take any dims (the defaults included): one result is possible
+    # (a 0-d tensor flattens to shape (1,), as in PyTorch); otherwise `% n` alone would
+    # silently flatten other axes
+    if n <= 1:
+        return 0, 0
+    for name, d in (("start_dim", start_dim), ("end_dim", end_dim)):
+        if not -n <= d < n:
+            raise ShapeError(f"flatten expects {name} in [{-n}, {n - 1}] for shape {shape}, "
+                             f"found {d}")
+    s, e = start_dim % n, end_dim % n
+    if s > e:
+        raise ShapeError(f"flatten expects start_dim <= end_dim, found start_dim={start_dim} "
+                         f"and end_dim={end_dim} for shape {shape}")
+    return s, e
 
 
 def _axis(x: Tensor, axis: int, what: str) -> int:

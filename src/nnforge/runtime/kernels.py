@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..graph.ir import Node
 from ..graph.ops import average_pool_divisor, conv_geometry
-from ..ops.activation import erf_array, relu_floor
+from ..ops.activation import erf_array, gelu_cdf, relu_floor
 from .parallel import BLAS_THREADED_MNK, SERIAL_BLAS, run_parts
 
 Step = Callable[[Any], None]
@@ -189,6 +189,15 @@ def activation_step(kind: str | None, y: np.ndarray, ctx: Ctx, alpha: float = 0.
 
 @kernel("Relu", "LeakyRelu", "Sigmoid", "Tanh", "Gelu")
 def _activation(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    if node.op == "Gelu" and node.attrs.get("approximate", "none") != "none":
+        x, y, approximate = ins[0], outs[0], node.attrs["approximate"]
+        if approximate != "tanh":
+            raise ConfigError(f"Gelu {node.name}: expected approximate='none' or 'tanh', "
+                              f"found {approximate!r}")
+
+        def gelu() -> None:  # the eager op's arithmetic, so results match it exactly
+            mul(x, gelu_cdf(x, approximate), out=y)
+        return lambda feeds: gelu()
     act = activation_step(node.op, outs[0], ctx, node.attrs.get("alpha", 0.01), src=ins[0])
     return lambda feeds: act()
 
