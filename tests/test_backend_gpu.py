@@ -2,13 +2,15 @@
 
 The first tests check the device API's error paths and run everywhere (CI has no GPU: CuPy's
 absence and a GPU-less CuPy are simulated). The rest need CuPy and a visible CUDA GPU and are
-skipped without them (the `cp` fixture).
+skipped without them (the `cp` fixture), among them InferenceSession's backend "cupy" against
+its NumPy plan.
 """
 
 from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -463,3 +465,174 @@ def test_an_inference_session_compiles_a_gpu_model(cp: types.ModuleType) -> None
     got = nf.InferenceSession(model, input_shape=(1, 8, 8)).run(X)
     _close(got, want, 1e-5)
     assert backend.device_of(model) == "cuda:0"  # compiling left the model where it was
+
+
+# -- InferenceSession(backend="cupy"): the graph on the GPU against the NumPy plan ------------
+def _lenet_bn() -> nn.Module:
+    """A LeNet-style CNN with BatchNorm (trained statistics), every pool and a GELU."""
+    nf.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.BatchNorm2d(16), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(),
+        nn.Linear(400, 120), nn.BatchNorm1d(120), nn.ReLU(), nn.Dropout(0.2),
+        nn.Linear(120, 84), nn.GELU(), nn.Linear(84, 10))
+    model.train()
+    model(np.random.default_rng(2).standard_normal((16, 1, 28, 28)).astype(np.float32))
+    return model.eval()
+
+
+def _images(n: int, seed: int = 3) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 1, 28, 28)).astype(np.float32)
+
+
+def _sessions(model: nn.Module, level: str, shape: tuple) -> tuple:
+    return (nf.InferenceSession(model, optimization=level, input_shape=shape, backend="cupy"),
+            nf.InferenceSession(model, optimization=level, input_shape=shape, backend="numpy"))
+
+
+@pytest.mark.parametrize("level", ["none", "basic", "all"])
+def test_cupy_session_matches_numpy_for_an_mlp(cp: types.ModuleType, level: str) -> None:
+    gpu, cpu = _sessions(_mlp().eval(), level, (3, 4))
+    X = _data(300)[0]
+    for n in (1, 7, 64, 300):
+        got = gpu.run(X[:n])
+        assert type(got) is np.ndarray
+        _close(got, cpu.run(X[:n]), 1e-5)
+
+
+@pytest.mark.parametrize("level", ["none", "all"])
+def test_cupy_session_matches_numpy_for_a_lenet_with_batchnorm(cp: types.ModuleType,
+                                                              level: str) -> None:
+    gpu, cpu = _sessions(_lenet_bn(), level, (1, 28, 28))
+    for n in (1, 5, 32):
+        _close(gpu.run(_images(n)), cpu.run(_images(n)), 1e-5)
+    got, want = gpu.predict(_images(9)), cpu.predict(_images(9))
+    np.testing.assert_array_equal(got.values.argmax(axis=1), want.values.argmax(axis=1))
+
+
+def test_a_gpu_model_runs_on_the_cupy_backend_by_default(cp: types.ModuleType) -> None:
+    model = _lenet_bn()
+    want = nf.InferenceSession(model, input_shape=(1, 28, 28)).run(_images(6))
+    model.to("cuda")
+    session = nf.InferenceSession(model, input_shape=(1, 28, 28))
+    assert session.backend == "cupy"
+    assert all(isinstance(a, cp.ndarray) for a in session._shared.consts.values())
+    _close(session.run(_images(6)), want, 1e-5)
+    assert backend.device_of(model) == "cuda:0"  # compiling left the model where it was
+    assert nf.InferenceSession(model, input_shape=(1, 28, 28),
+                               backend="numpy").backend == "numpy"  # explicit wins
+
+
+def test_cupy_session_takes_cupy_inputs(cp: types.ModuleType) -> None:
+    gpu, cpu = _sessions(_lenet_bn(), "all", (1, 28, 28))
+    X = _images(8)
+    want = cpu.run(X)
+    _close(gpu.run(cp.asarray(X)), want, 1e-5)
+    _close(gpu.run(cp.asarray(X, dtype=cp.float64)), want, 1e-5)  # cast on the GPU
+    flipped = cp.asarray(X[:, :, ::-1])[:, :, ::-1]  # not contiguous
+    _close(gpu.run(flipped), want, 1e-5)
+    _close(cpu.run(cp.asarray(X)), want, 1e-6)  # the NumPy backend copies it over
+    assert gpu.run(cp.zeros((0, 1, 28, 28), cp.float32)).shape == (0, 10)
+    bad = cp.asarray(X)
+    bad[2, 0, 3, 4] = cp.nan
+    with pytest.raises(nf.errors.DataError, match="found nan at row 2"):
+        gpu.run(bad)
+    result = gpu.predict(cp.asarray(X))  # post-processing on the host
+    _close(result.values, want, 1e-5)
+
+
+def test_cupy_session_from_many_threads(cp: types.ModuleType) -> None:
+    import threading  # noqa: PLC0415
+
+    gpu, cpu = _sessions(_lenet_bn(), "all", (1, 28, 28))
+    inputs = [_images(1 + i % 6, seed=i) for i in range(12)]
+    wants = [cpu.run(x) for x in inputs]
+    failures: list[str] = []
+
+    def work(i: int) -> None:
+        for _ in range(10):
+            got = gpu.run(inputs[i] if i % 2 else cp.asarray(inputs[i]))
+            scale = float(np.abs(wants[i]).max())
+            if got.shape != wants[i].shape or not np.allclose(got, wants[i], rtol=1e-5,
+                                                              atol=1e-5 * scale):
+                failures.append(f"thread {i}")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+ONNX_FIXTURES = sorted((Path(__file__).parent / "fixtures" / "onnx").glob("*.onnx"))
+
+
+@pytest.mark.parametrize("path", ONNX_FIXTURES, ids=lambda p: p.name)
+def test_imported_onnx_models_on_the_cupy_backend(cp: types.ModuleType, path: Path) -> None:
+    from nnforge.runtime.cupy_plan import DEVICE_UNSAFE  # noqa: PLC0415
+
+    cpu = nf.InferenceSession(path)
+    unsafe = sorted({n.op for n in cpu.graph.nodes} & DEVICE_UNSAFE)
+    if unsafe:  # refused, naming the op, until graph/ops_onnx.py takes device arrays
+        with pytest.raises(ConfigError, match=f"cannot run op '{unsafe[0]}'"):
+            nf.InferenceSession(path, backend="cupy")
+        return
+    gpu = nf.InferenceSession(path, backend="cupy")
+    for n in (1, 4):
+        x = np.random.default_rng(n).standard_normal((n, *cpu.input_shape)).astype(np.float32)
+        _close(gpu.run(x), cpu.run(x), 1e-5)
+
+
+def _i64(*v: int) -> np.ndarray:
+    return np.asarray(v, np.int64)
+
+
+GPU_ONNX_OPS = {  # the ONNX-import ops that run on the GPU, with their constant inputs
+    "Erf": ({}, []), "Neg": ({}, []), "Abs": ({}, []), "Exp": ({}, []), "Reciprocal": ({}, []),
+    "Pow": ({}, [np.full(4, 2.0, np.float32)]), "Pow(int)": ({}, [np.asarray(3, np.int64)]),
+    "Clip": ({}, [np.asarray(-0.5, np.float32), np.asarray(0.5, np.float32)]),
+    "Squeeze": ({}, [_i64(0)]), "Unsqueeze": ({}, [_i64(1)]),
+    "Concat": ({"axis": 1}, [np.ones((1, 2, 5, 4), np.float32)]),
+    "Pad": ({}, [_i64(0, 0, 1, 1, 0, 0, 1, 2)]),
+    "Pad(reflect)": ({"mode": "reflect"}, [_i64(0, 0, 1, 1, 0, 0, 1, 2)]),
+    "Pad(edge)": ({"mode": "edge"}, [_i64(0, 0, 1, 1, 0, 0, 1, 2)]),
+    "Slice": ({}, [_i64(1), _i64(4), _i64(2), _i64(2)]),
+    "Gather": ({"axis": 1}, [_i64(0, 2, -1)]),
+    "Gather(2-D)": ({"axis": 3}, [np.array([[1, 0], [3, -1]], np.int64)]),
+    "Transpose": ({"perm": [0, 2, 3, 1]}, []), "Softmax": ({"axis": 1}, []),
+    "LogSoftmax": ({}, []), "Gelu": ({}, []), "GlobalAveragePool": ({}, []),
+    "MatMul": ({}, [np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)]),
+}
+
+
+@pytest.mark.parametrize("key", list(GPU_ONNX_OPS))
+def test_onnx_ops_on_the_cupy_backend(cp: types.ModuleType, key: str) -> None:
+    from nnforge.graph.ir import Graph, Node, ValueInfo  # noqa: PLC0415
+    from nnforge.runtime.cupy_plan import CupyPlan  # noqa: PLC0415
+
+    attrs, consts = GPU_ONNX_OPS[key]
+    x = np.random.default_rng(4).standard_normal((1, 3, 5, 4)).astype(np.float32)
+    names = ["x"] + [f"c{k}" for k in range(len(consts))]
+    graph = Graph([Node(key.split("(", maxsplit=1)[0], names, ["y"], attrs, key)],
+                  [ValueInfo("x", x.shape)], [ValueInfo("y", None)],
+                  dict(zip(names[1:], consts)))
+    _close(CupyPlan(graph).run_one((cp.asarray(x),)), CupyPlan(graph, xp=np).run_one((x,)),
+           1e-5)
+
+
+def test_a_graph_module_moves_to_the_gpu(cp: types.ModuleType) -> None:
+    from nnforge.onnx import GraphModule, load  # noqa: PLC0415
+
+    gm = GraphModule(load(ONNX_FIXTURES[0].parent / "mlp_classic.onnx"))
+    X = np.random.default_rng(5).standard_normal((6, 8)).astype(np.float32)
+    want = gm(X).data
+    assert gm.to("cuda") is gm and backend.device_of(gm) == "cuda:0"
+    out = gm(cp.asarray(X))
+    assert isinstance(out.data, cp.ndarray)  # a layer on the GPU answers there
+    _close(out.data, want, 1e-5)
+    session = nf.InferenceSession(gm)
+    assert session.backend == "cupy"
+    _close(session.run(X), want, 1e-5)
+    gm.to("cpu")
+    assert backend.device_of(gm) == "cpu" and type(gm(X).data) is np.ndarray

@@ -15,7 +15,10 @@ import nnforge as nf
 from nnforge import nn
 from nnforge.data.preprocessing import Standardizer
 from nnforge.errors import ConfigError, DataError, DTypeError, ModelFileError, ShapeError
+from nnforge.graph.ir import Graph, Node, ValueInfo
+from nnforge.onnx import exporter
 from nnforge.runtime import InferenceSession, Prediction
+from nnforge.runtime.ort_backend import ORT_OPSET
 
 LEVELS = ("none", "basic", "all")
 F32 = np.float32
@@ -511,3 +514,46 @@ def test_threads_split_gemm_rows_and_restore_blas(rng: np.random.Generator,
         bad[77, 5] = np.nan
         session.run(bad)
     assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+
+
+# -- batches of 0 rows -------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
+def test_run_on_zero_rows_gives_empty_outputs(backend: str) -> None:
+    dense = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    convs = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    for model, sample in ((dense, (4,)), (convs, (1, 8, 8))):
+        session = InferenceSession(model, backend=backend, input_shape=sample)
+        for _ in range(2):  # the second call takes the pooled plan
+            out = session.run(np.zeros((0, *sample), F32))
+            assert out.shape == (0, 3) and out.dtype == F32
+        assert session.run(np.ones((2, *sample), F32)).shape == (2, 3)
+        assert session.predict(np.zeros((0, *sample), F32)).values.shape == (0, 3)
+    with pytest.raises(ShapeError, match=r"expected input of shape \(N, 4\), found \(0, 5\)"):
+        InferenceSession(dense, backend=backend).run(np.zeros((0, 5), F32))
+
+
+def test_zero_rows_of_a_model_with_several_outputs() -> None:
+    graph = Graph([Node("Relu", ["x"], ["y"]), Node("Sigmoid", ["x"], ["z"])],
+                  [ValueInfo("x", ("N", 2, 3))],
+                  [ValueInfo("y", ("N", 2, 3)), ValueInfo("z", ("N", 2, 3))])
+    out = InferenceSession(graph).run(np.zeros((0, 2, 3), F32))
+    assert {k: v.shape for k, v in out.items()} == {"y": (0, 2, 3), "z": (0, 2, 3)}
+
+
+# -- ONNX Runtime's opset ----------------------------------------------------------------------
+def test_onnxruntime_backend_caps_its_opset_like_export(monkeypatch: pytest.MonkeyPatch,
+                                                        rng: np.random.Generator) -> None:
+    model = nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 3))
+    x = rng.standard_normal((5, 4)).astype(F32)
+    want = InferenceSession(model).run(x)
+    high = exporter.opset_range()[1]
+    assert InferenceSession(model, backend="onnxruntime")._shared.opset == min(ORT_OPSET, high)
+    # an older onnxruntime: the model goes to it at the newest opset it loads (Gelu spelled out)
+    monkeypatch.setattr(exporter, "ort_max_opset", lambda: ("1.14.0", 17))
+    session = InferenceSession(model, backend="onnxruntime")
+    assert session._shared.opset == 17
+    assert_close(session.run(x), want, 1e-5)
+    monkeypatch.setattr(exporter, "ort_max_opset", lambda: ("1.0.0", 12))
+    with pytest.raises(ConfigError, match="onnxruntime 1.0.0 loads opsets up to 12"):
+        InferenceSession(model, backend="onnxruntime")

@@ -1,8 +1,11 @@
 """The IR's op set: for each ONNX op, its shape inference and a plain NumPy reference.
 
-The reference implementations are written for clarity, not speed: constant folding and
-`evaluate_graph` (the pass tests' oracle) use them; the fast kernels live in
-`nnforge.runtime.kernels`. Attribute names and defaults are ONNX's (opset 20).
+The reference implementations are written for clarity, not speed: constant folding,
+`evaluate_graph` (the pass tests' oracle) and the CuPy executor (`runtime/cupy_plan.py`) use
+them; the fast NumPy kernels live in `nnforge.runtime.kernels`. They take NumPy or CuPy arrays
+alike: ufuncs and most NumPy functions dispatch to CuPy by themselves, and where they would
+not (array creation, matmul) the array module comes from the input (`xp_of`). Attribute names
+and defaults are ONNX's (opset 20).
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
+from ..backend import xp_of
 from ..errors import ConfigError, ShapeError
 from ..ops.activation import erf_array, log_softmax_array, sigmoid_array, softmax_array
 from ..ops.pool import pool_window_counts, pooled_size
@@ -148,7 +151,7 @@ def _matmul_shape(node: Node, shapes: list[Shape | None], consts: dict) -> list[
 @_op("MatMul", _matmul_shape)
 def matmul(node: Node, a: Any, b: Any) -> Any:
     """NumPy matmul semantics."""
-    return np.matmul(a, b)
+    return xp_of(a).matmul(a, b)
 
 
 for _name, _fn in (("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply),
@@ -183,15 +186,20 @@ OPS["LogSoftmax"] = OpDef("LogSoftmax", _unary, lambda node, x: log_softmax_arra
 OPS["Identity"] = OpDef("Identity", _unary, lambda node, x: x)
 # Dropout at inference is the identity; an optional second output (mask) is all ones.
 OPS["Dropout"] = OpDef("Dropout", _unary, lambda node, x, *rest: (
-    (x, np.ones(x.shape, bool)) if len(node.outputs) > 1 else x))
+    (x, xp_of(x).ones(x.shape, bool)) if len(node.outputs) > 1 else x))
 
 
 @_op("Gelu", _unary)
 def gelu(node: Node, x: Any) -> Any:
-    """x * Phi(x), exact erf form (approximate='none')."""
-    if node.attrs.get("approximate", "none") != "none":
-        raise ConfigError(f"Gelu {node.name}: expected approximate='none', found "
-                          f"{node.attrs['approximate']!r}")
+    """x * Phi(x) (approximate='none'), or x * 0.5 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    (approximate='tanh'), the arithmetic of ops.activation.gelu_cdf."""
+    approximate = node.attrs.get("approximate", "none")
+    if approximate == "tanh":
+        t, k = x.dtype.type, math.sqrt(2.0 / math.pi)
+        return x * (t(0.5) * (t(1.0) + np.tanh(x * (t(k) + t(k * 0.044715) * (x * x)))))
+    if approximate != "none":
+        raise ConfigError(f"Gelu {node.name}: expected approximate='none' or 'tanh', found "
+                          f"{approximate!r}")
     cdf = (0.5 * (1.0 + erf_array(x / x.dtype.type(math.sqrt(2.0))))).astype(x.dtype)
     return x * cdf
 
@@ -323,35 +331,39 @@ def _conv_shape(node: Node, shapes: list[Shape | None], consts: dict) -> list[Sh
     return [(x[0], w[0]) + _spatial_out(node, x, kernel)]
 
 
-def _windows(node: Node, x: Any, kernel: list[int], pad_value: float) -> Any:
-    """(N, C, OH, OW, kh, kw) view of the padded input (a copy when padding is needed)."""
+def _taps(node: Node, x: Any, kernel: list[int], pad_value: float) -> list[Any]:
+    """Per kernel offset (row-major), the (N, C, OH, OW) strided view of the padded input
+    that the offset reads; plain slicing, so NumPy and CuPy arrays take the same path."""
     g = conv_geometry(node)
     (ph0, pw0, ph1, pw1), (sh, sw), (dh, dw) = g["pads"], g["strides"], g["dilations"]
     ceil = bool(node.attrs.get("ceil_mode", 0))
-    oh = _out_dim(x.shape[2], kernel[0], sh, ph0, ph1, dh, ceil)
-    ow = _out_dim(x.shape[3], kernel[1], sw, pw0, pw1, dw, ceil)
+    n, c, h, w = x.shape
+    oh = _out_dim(h, kernel[0], sh, ph0, ph1, dh, ceil)
+    ow = _out_dim(w, kernel[1], sw, pw0, pw1, dw, ceil)
     # ceil_mode may need extra padding at the end so the last window exists
-    eh = max(0, (oh - 1) * sh + dh * (kernel[0] - 1) + 1 - (x.shape[2] + ph0 + ph1))
-    ew = max(0, (ow - 1) * sw + dw * (kernel[1] - 1) + 1 - (x.shape[3] + pw0 + pw1))
-    xp = np.pad(x, ((0, 0), (0, 0), (ph0, ph1 + eh), (pw0, pw1 + ew)),
-                constant_values=pad_value)
-    span = (dh * (kernel[0] - 1) + 1, dw * (kernel[1] - 1) + 1)
-    win = sliding_window_view(xp, span, axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]
-    return win[:, :, :oh, :ow]
+    eh = max(0, (oh - 1) * sh + dh * (kernel[0] - 1) + 1 - (h + ph0 + ph1))
+    ew = max(0, (ow - 1) * sw + dw * (kernel[1] - 1) + 1 - (w + pw0 + pw1))
+    padded = x
+    if ph0 or ph1 or pw0 or pw1 or eh or ew:
+        padded = xp_of(x).full((n, c, h + ph0 + ph1 + eh, w + pw0 + pw1 + ew), pad_value,
+                               x.dtype)
+        padded[:, :, ph0:ph0 + h, pw0:pw0 + w] = x
+    return [padded[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+            for i in range(kernel[0]) for j in range(kernel[1])]
 
 
 @_op("Conv", _conv_shape)
 def conv(node: Node, x: Any, w: Any, b: Any = None) -> Any:
-    """2-D grouped convolution (cross-correlation), NCHW."""
+    """2-D grouped convolution (cross-correlation), NCHW: im2col, then one matrix product."""
     if x.ndim != 4:
         raise ShapeError(f"Conv {node.name}: expected a 4-D input (N, C, H, W), found {x.shape}")
-    groups = node.attrs.get("group", 1)
-    win = _windows(node, x, list(w.shape[2:]), 0.0)
-    n, c, oh, ow, kh, kw = win.shape
+    xp, groups = xp_of(x), node.attrs.get("group", 1)
+    taps = _taps(node, x, list(w.shape[2:]), 0.0)
+    n, c, oh, ow = taps[0].shape
     m = w.shape[0]
-    win = win.reshape(n, groups, c // groups, oh, ow, kh, kw)
-    wg = w.reshape(groups, m // groups, c // groups, kh, kw)
-    y = np.einsum("ngchwij,gmcij->ngmhw", win, wg, optimize=True).reshape(n, m, oh, ow)
+    # (N, C, kh*kw, OH, OW): a group's rows run (channel, kh, kw), as the weights' do
+    cols = xp.stack(taps, axis=2).reshape(n, groups, -1, oh * ow)
+    y = xp.matmul(w.reshape(groups, m // groups, -1), cols).reshape(n, m, oh, ow)
     if b is not None:
         y = y + b.reshape(1, m, 1, 1)
     return y.astype(x.dtype, copy=False)
@@ -365,19 +377,27 @@ def _pool_shape(node: Node, shapes: list[Shape | None], consts: dict) -> list[Sh
     return [out] * len(node.outputs)
 
 
+def _reduce_taps(taps: list[Any], ufunc: Any) -> Any:
+    """ufunc (maximum, add) over the taps, accumulated in one fresh array."""
+    out = taps[0].copy()
+    for t in taps[1:]:
+        ufunc(out, t, out=out)
+    return out
+
+
 @_op("MaxPool", _pool_shape)
 def max_pool(node: Node, x: Any) -> Any:
     """Max over each window; padding never wins."""
-    return _windows(node, x, list(node.attrs["kernel_shape"]), -np.inf).max(axis=(4, 5))
+    return _reduce_taps(_taps(node, x, list(node.attrs["kernel_shape"]), -np.inf), np.maximum)
 
 
 @_op("AveragePool", _pool_shape)
 def average_pool(node: Node, x: Any) -> Any:
     """Mean over each window; count_include_pad says whether pads count."""
     kernel = list(node.attrs["kernel_shape"])
-    total = _windows(node, x, kernel, 0.0).sum(axis=(4, 5))
+    total = _reduce_taps(_taps(node, x, kernel, 0.0), np.add)
     count = average_pool_divisor(node, x.shape[2:], total.shape[2:], x.dtype)
-    return (total / count).astype(x.dtype)
+    return (total / xp_of(total).asarray(count)).astype(x.dtype)
 
 
 def _global_pool_shape(node: Node, shapes: list[Shape | None], consts: dict) -> list:

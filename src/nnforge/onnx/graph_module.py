@@ -9,7 +9,9 @@ that do not require gradients (they count in `num_parameters`), the rest are buf
 Tracing inlines the graph (a lowering registered on first use), so `InferenceSession` on a
 `.nnf` holding a GraphModule runs exactly the imported graph, optimized like a native one.
 Calling the layer runs the graph through a cached `InferenceSession`; it has no training mode.
-Needs no `onnx` package: only the IR.
+`to("cuda")` moves the weights to the GPU like any layer's, and then both calling the layer
+and `InferenceSession(layer)` run the graph there (backend "cupy"). Needs no `onnx` package:
+only the IR.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import backend
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError
 from ..nn.module import Module, Parameter, register_layer
@@ -67,7 +70,7 @@ class GraphModule(Module):
         return f"{len(self._spec['nodes'])} nodes: {', '.join(ops)}"
 
     def to_graph(self) -> Any:
-        """The IR Graph with the layer's current weights."""
+        """The IR Graph with the layer's current weights (NumPy arrays, wherever they live)."""
         from ..graph.ir import Graph, Node, ValueInfo  # noqa: PLC0415
 
         s = self._spec
@@ -76,7 +79,7 @@ class GraphModule(Module):
             shape = None if v["shape"] is None else tuple(v["shape"])
             return ValueInfo(v["name"], shape, v["dtype"])
 
-        weights = {w["name"]: self._array(w["key"]) for w in s["weights"]}
+        weights = {w["name"]: backend.to_numpy(self._array(w["key"])) for w in s["weights"]}
         nodes = [Node(n["op"], list(n["inputs"]), list(n["outputs"]), dict(n["attrs"]),
                       n["name"]) for n in s["nodes"]]
         return Graph(nodes, [info(v) for v in s["inputs"]], [info(v) for v in s["outputs"]],
@@ -90,24 +93,46 @@ class GraphModule(Module):
         if self.training:
             raise ConfigError("GraphModule runs an imported inference graph and cannot be "
                               "trained; expected eval mode (call model.eval())")
-        data = x.data if isinstance(x, Tensor) else np.asarray(x)
+        data = x.data if isinstance(x, Tensor) else x
+        if not backend.is_device_array(data):
+            data = np.asarray(data)
+        device = backend.device_of(self)
         key = tuple(id(self._array(w["key"])) for w in self._spec["weights"])
         if self._cache is None or self._cache[0] != key:
             from ..runtime.session import InferenceSession  # noqa: PLC0415
-            session = InferenceSession(self.to_graph(), check_finite=False)
+            with backend.device_scope(device):  # the cupy plan runs on the current GPU
+                session = InferenceSession(self.to_graph(), check_finite=False,
+                                           backend="numpy" if device == "cpu" else "cupy")
             object.__setattr__(self, "_cache", (key, session))
         out = self._cache[1].run(data)
+        # outputs come back on the host; a layer on a GPU answers there, as other layers do
         if isinstance(out, dict):
-            return tuple(Tensor(v) for v in out.values())
-        return Tensor(out)
+            return tuple(Tensor(backend.to_device(v, device)) for v in out.values())
+        return Tensor(backend.to_device(out, device))
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> dict[str, list[str]]:
         object.__setattr__(self, "_cache", None)  # new weights: the cached plans are stale
         return super().load_state_dict(state, strict)
 
-    def to(self, dtype: Any) -> Module:
-        object.__setattr__(self, "_cache", None)
-        return super().to(dtype)
+    def to(self, *args: Any, device: Any = None, dtype: Any = None) -> Module:
+        """Move the weights to a device ('cpu', 'cuda', 'cuda:N') and/or cast the float ones
+        (and the graph's float inputs and outputs) to a float dtype, as `Module.to` does."""
+        super().to(*args, device=device, dtype=dtype)
+        object.__setattr__(self, "_cache", None)  # plans hold the old weights
+        cast = dtype if dtype is not None else next(
+            (a for a in args if not backend.is_device_name(a)), None)
+        if cast is not None and np.dtype(cast).kind == "f":
+            name = np.dtype(cast).name
+
+            def retype(v: dict[str, Any]) -> dict[str, Any]:
+                floating = v["dtype"] in ("float16", "float32", "float64")
+                return {**v, "dtype": name} if floating else v
+
+            spec = dict(self._spec)
+            for part in ("inputs", "outputs", "weights"):
+                spec[part] = [retype(v) for v in spec[part]]
+            object.__setattr__(self, "_spec", spec)
+        return self
 
 
 # -- the JSON form of the IR ------------------------------------------------------------------

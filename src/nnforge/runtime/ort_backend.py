@@ -14,8 +14,20 @@ import numpy as np
 from ..errors import ConfigError
 from ..graph.ir import Graph
 
-#: ONNX opset of the in-memory model (Gelu is one op from opset 20 on)
+#: ONNX opset of the in-memory model (Gelu is one op from opset 20 on), lowered to the newest
+#: one the installed onnx and onnxruntime handle (`ort_opset`)
 ORT_OPSET = 20
+
+
+def ort_opset() -> int:
+    """ORT_OPSET, capped the way export caps it (`exporter.opset_range`); ConfigError when the
+    installed onnxruntime loads no opset export can write."""
+    from ..onnx.exporter import opset_range  # noqa: PLC0415 - needs the onnx package
+
+    low, high, why = opset_range()
+    if high < low:
+        raise ConfigError(f"backend='onnxruntime' needs an opset from {low} on, and {why}")
+    return min(ORT_OPSET, high)
 
 
 class OrtPlan:
@@ -33,7 +45,9 @@ class OrtPlan:
             raise ConfigError(f"backend='onnxruntime' needs the {exc.name or 'onnxruntime'} "
                               f"package; install it with: pip install 'nnforge[onnx]'") from None
 
-        model = graph_to_model(graph, ORT_OPSET)
+        #: the opset the graph went to ONNX Runtime at
+        self.opset = ort_opset()
+        model = graph_to_model(graph, self.opset)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1

@@ -3,7 +3,9 @@
 Plans are compiled per input shape on first use and pooled: a call takes a plan from the
 pool for its shape (compiling a new one when all are busy) and puts it back afterwards, so
 concurrent calls from many threads never share buffers, and a steady stream of calls
-allocates nothing but its outputs.
+allocates nothing but its outputs. The ONNX Runtime and CuPy backends are plans of their own
+that serve every shape and thread (`OrtPlan`, `CupyPlan`); a batch of 0 rows gets empty
+outputs of the inferred shapes from `EmptyPlan` whatever the backend.
 """
 
 from __future__ import annotations
@@ -14,18 +16,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..backend import usable_cpus
+from ..backend import device_of, is_device_array, to_numpy, usable_cpus
 from ..errors import ConfigError, DTypeError, ShapeError
 from ..graph.ir import Graph
 from ..graph.passes import optimize
+from ..graph.shapes import compute_shapes
 from ..graph.trace import trace
 from ..nn.module import Module
+from .cupy_plan import CupyPlan
 from .kernels import check_finite
 from .ort_backend import OrtPlan
 from .plan import Plan, compile_plan
 from .postprocess import PostProcessor, Prediction
 
-BACKENDS = ("numpy", "onnxruntime")
+BACKENDS = ("numpy", "onnxruntime", "cupy")
 #: input shapes whose plans are kept; the least recently compiled shape is dropped beyond this
 MAX_SHAPES = 16
 #: idle plans kept per shape (more are compiled while more threads call at once)
@@ -42,24 +46,31 @@ class InferenceSession:
 
     `path_or_model`: a `.nnf` path, an nnforge Module (traced in eval semantics) or a graph IR.
     `optimization`: "none", "basic" or "all" (see `nnforge.graph.passes`); `disabled_passes`
-    switches single passes off by name. `input_shape`: one sample's shape, for a Module whose
-    first layer does not imply it. `task`, `labels`, `threshold`: post-processing for
-    `predict` (default: the model file's manifest). `check_finite`: reject NaN/Inf inputs with
-    a DataError. `threads`: how many threads one call may use (default: every CPU); kernels
-    split big products and convolutions over them, and BLAS runs serially inside such calls so
-    that its threads do not compete with ours. The session is safe to call from many threads
+    switches single passes off by name. `backend`: "numpy" (compiled plans), "onnxruntime" or
+    "cupy" (the GPU; `pip install nnforge[gpu]`); by default "cupy" for a Module that lives on
+    a GPU (`model.to("cuda")`) and "numpy" otherwise. Every backend takes NumPy inputs (the
+    CuPy one takes CuPy arrays too) and returns NumPy outputs. `input_shape`: one sample's
+    shape, for a Module whose first layer does not imply it. `task`, `labels`, `threshold`:
+    post-processing for `predict` (default: the model file's manifest). `check_finite`:
+    reject NaN/Inf inputs with a DataError. `threads`: how many threads one call may use
+    (default: every CPU); kernels split big products and convolutions over them, and BLAS
+    runs serially inside such calls so that its threads do not compete with ours. The session
+    is safe to call from many threads
     at once either way.
     """
 
     def __init__(self, path_or_model: str | os.PathLike | Module | Graph,
                  optimization: str = "all",
-                 backend: str = "numpy", *, disabled_passes: Sequence[str] = (),
+                 backend: str | None = None, *, disabled_passes: Sequence[str] = (),
                  input_shape: Sequence[int | None] | None = None, task: str | None = None,
                  labels: Sequence[Any] | None = None, threshold: float = 0.5,
                  check_finite: bool = True, threads: int | None = None) -> None:
-        if backend not in BACKENDS:
+        if backend is not None and backend not in BACKENDS:
             raise ConfigError(f"expected backend one of {list(BACKENDS)}, found {backend!r}")
         model = _load(path_or_model)
+        device = device_of(model) if isinstance(model, Module) else "cpu"
+        if backend is None:  # a model on a GPU runs there; an explicit backend always wins
+            backend = "numpy" if device == "cpu" else "cupy"
         self.manifest: dict[str, Any] = dict(getattr(model, "manifest", None) or {})
         if isinstance(model, Graph):
             raw = model
@@ -80,8 +91,14 @@ class InferenceSession:
                 or threads < 1):
             raise ConfigError(f"expected threads to be a positive integer, found {threads!r}")
         self.threads = int(threads)
-        #: with backend="onnxruntime", ONNX Runtime runs the unoptimized graph (every shape)
-        self._ort = OrtPlan(raw, self.threads) if backend == "onnxruntime" else None
+        #: the plan of every shape with backend "onnxruntime" (which runs the unoptimized
+        #: graph) or "cupy" (on the model's GPU, or CuPy's current one); None: compiled plans
+        self._shared: OrtPlan | CupyPlan | None = None
+        if backend == "onnxruntime":
+            self._shared = OrtPlan(raw, self.threads)
+        elif backend == "cupy":
+            self._shared = CupyPlan(self.graph, "cuda" if device == "cpu" else device,
+                                    self.check_finite)
         self._in = self.graph.inputs[0]
         self._dtype = np.dtype(self._in.dtype)
         #: more than one graph input: run() takes a dict by name (or a list in order)
@@ -151,6 +168,12 @@ class InferenceSession:
 
     def _coerce(self, x: Any, dtype: Any = None, what: str = "input") -> np.ndarray:
         """x as a C-contiguous array of the model's dtype, or a DTypeError."""
+        if is_device_array(x) and self.backend == "cupy":  # stays on the GPU
+            if x.dtype.kind not in "biuf":
+                raise DTypeError(f"expected numeric {what} (float, int or bool), found dtype "
+                                 f"{x.dtype}")
+            return self._shared.xp.ascontiguousarray(  # type: ignore[union-attr]
+                x, dtype=self._dtype if dtype is None else dtype)
         arr = x if isinstance(x, np.ndarray) else _as_array(x)
         if arr.dtype.kind not in "biuf":
             raise DTypeError(f"expected numeric {what} (float, int or bool), found dtype "
@@ -199,10 +222,12 @@ class InferenceSession:
             what = f"input {v.name!r}" if self._multi else "input"
             if not ok:
                 raise ShapeError(f"expected {what} of shape {_fmt(expected)}, found {tuple(s)}")
-            if s and s[0] == 0:
-                raise ShapeError(f"expected at least one row, found {what} of shape {tuple(s)}")
-        plan = (compile_plan(self.graph, list(shapes), self.check_finite, self.threads)
-                if self._ort is None else self._ort)
+        if any(s and s[0] == 0 for s in shapes):
+            plan: Any = EmptyPlan(self.graph, shapes)
+        elif self._shared is not None:
+            plan = self._shared
+        else:
+            plan = compile_plan(self.graph, list(shapes), self.check_finite, self.threads)
         with self._lock:
             if shape not in self._pools:
                 if len(self._pools) >= MAX_SHAPES:
@@ -307,7 +332,36 @@ def _load(path_or_model: Any) -> Module | Graph:
     return load(path)
 
 
+class EmptyPlan:
+    """The plan of a batch of 0 rows: fresh empty outputs of the shapes inference gives."""
+
+    def __init__(self, graph: Graph, shapes: Sequence[tuple[int, ...]]) -> None:
+        infos = compute_shapes(graph, {v.name: tuple(s) for v, s in zip(graph.inputs, shapes)})
+        self.outputs: list[tuple[tuple[int, ...], np.dtype]] = []
+        for v in graph.outputs:
+            shape = infos[v.name].shape
+            if shape is None or not all(isinstance(d, int) for d in shape) or 0 not in shape:
+                # an output that does not shrink with the batch needs a real run to compute
+                raise ShapeError(f"expected at least one row, found inputs of shapes "
+                                 f"{[tuple(s) for s in shapes]}")
+            self.outputs.append((tuple(shape), np.dtype(v.dtype or graph.inputs[0].dtype)))
+        #: nothing to check: no values
+        self.probed = frozenset(range(len(graph.inputs)))
+        self.nbytes = 0
+
+    def run(self, feeds: Sequence[Any]) -> list[np.ndarray]:
+        """Empty outputs."""
+        return [np.empty(shape, dtype) for shape, dtype in self.outputs]
+
+    def run_one(self, feeds: Sequence[Any]) -> np.ndarray:
+        """The first empty output."""
+        shape, dtype = self.outputs[0]
+        return np.empty(shape, dtype)
+
+
 def _as_array(x: Any) -> np.ndarray:
+    if is_device_array(x):  # a CuPy array given to a host backend (or to predict)
+        return to_numpy(x)
     try:
         return np.asarray(x)
     except (TypeError, ValueError) as exc:
