@@ -7,10 +7,12 @@ The ONNX importer rewrites older forms into these. Imported by `graph/ops.py`.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 
+from ..backend import xp_of
 from ..errors import ConfigError, ShapeError
 from ..ops.activation import erf_array
 from .ir import Dim, Node, Shape
@@ -73,7 +75,7 @@ def cast(node: Node, x: Any) -> Any:
     if to not in ONNX_DTYPES:
         raise ConfigError(f"Cast {node.name}: expected a target type among ONNX types "
                           f"{sorted(ONNX_DTYPES)}, found {to!r}")
-    return np.asarray(x).astype(ONNX_DTYPES[to])
+    return xp_of(x).asarray(x).astype(ONNX_DTYPES[to])
 
 
 # -- shape ops ------------------------------------------------------------------------------
@@ -295,7 +297,9 @@ def _reduce(node: Node, x: Any, axes: Any = None) -> Any:
     if red is None:
         return x
     keep = bool(node.attrs.get("keepdims", 1))
-    return np.asarray(_REDUCERS[node.op](x, axis=red, keepdims=keep)).astype(x.dtype, copy=False)
+    # asarray: NumPy gives a scalar for a full reduction without keepdims
+    out = _REDUCERS[node.op](x, axis=red, keepdims=keep)
+    return xp_of(x).asarray(out).astype(x.dtype, copy=False)
 
 
 for _name in _REDUCERS:
@@ -360,8 +364,9 @@ def _broadcast_all(node: Node, shapes: Shapes, consts: dict) -> Shapes:
 
 _ELEMENTWISE = {"Max": np.maximum, "Min": np.minimum}
 for _name, _fn in _ELEMENTWISE.items():
-    OPS[_name] = OpDef(_name, _broadcast_all, lambda node, *xs, f=_fn: f.reduce(
-        np.broadcast_arrays(*xs)) if len(xs) > 1 else xs[0])
+    # pairwise, not f.reduce over a stacked list: that would copy device arrays to the host
+    OPS[_name] = OpDef(_name, _broadcast_all,
+                       lambda node, *xs, f=_fn: functools.reduce(f, xs))
 
 COMPARISONS = {"Greater": np.greater, "GreaterOrEqual": np.greater_equal, "Less": np.less,
                "LessOrEqual": np.less_equal, "Equal": np.equal}
@@ -372,7 +377,8 @@ for _name, _fn in COMPARISONS.items():
 @_op("Where", _broadcast_all)
 def where(node: Node, cond: Any, a: Any, b: Any) -> Any:
     """cond ? a : b with broadcasting (a non-bool condition counts nonzero as true)."""
-    return np.where(np.asarray(cond).astype(bool), a, b)
+    xp = xp_of(cond)
+    return xp.where(xp.asarray(cond).astype(bool), a, b)
 
 
 def _arg_shape(node: Node, shapes: Shapes, consts: dict) -> Shapes:
@@ -392,7 +398,7 @@ def arg_extreme(node: Node, x: Any) -> Any:
     if node.attrs.get("select_last_index", 0):
         flipped = pick(np.flip(x, axis), axis=axis, keepdims=keep)
         return (x.shape[axis] - 1 - flipped).astype(np.int64)
-    return np.asarray(pick(x, axis=axis, keepdims=keep), np.int64)
+    return xp_of(x).asarray(pick(x, axis=axis, keepdims=keep)).astype(np.int64)
 
 
 OPS["ArgMax"] = OpDef("ArgMax", _arg_shape, arg_extreme)
