@@ -188,7 +188,8 @@ def test_preprocessing_metrics_and_label_forms(tmp_path):
     assert m["preprocessing"] == [{"type": "StandardScaler", "mean": [0.0, 1.0, 2.0]},
                                   {"type": "Clip", "low": 0}]
     assert m["labels"] == list(range(10)) and m["metrics"] == {"f1": None}
-    save(_mlp(), path, preprocessing=Scaler(), task="binary", labels=["neg", "pos"])
+    binary = nn.Sequential(nn.Linear(64, 1))  # binary needs 1 output (or 2 class scores)
+    save(binary, path, preprocessing=Scaler(), task="binary", labels=["neg", "pos"])
     assert read_manifest(path)["preprocessing"]["type"] == "StandardScaler"
 
 
@@ -311,3 +312,61 @@ def test_a_model_on_batch_statistics_saves(tmp_path):
     model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3, track_running_stats=False))
     nf.save(model, tmp_path / "bn.nnf", input_shape=(4,))
     assert read_manifest(tmp_path / "bn.nnf")["outputs"][0]["shape"] == [None, 3]
+
+
+@pytest.mark.parametrize("get_config", [None, lambda self: {"channels": 1}])
+def test_a_custom_layer_whose_config_does_not_rebuild_it_is_refused_at_save(
+        tmp_path, get_config):
+    class Gain(nn.Module):
+        def __init__(self, channels: int) -> None:
+            super().__init__()
+            self.channels = channels
+            self.weight = Parameter(np.ones(channels, np.float32))
+
+        def forward(self, x):
+            return x * self.weight
+
+    if get_config is not None:  # stale: the constructor argument is not what it returns
+        Gain.get_config = get_config
+    register_layer(Gain)
+    try:
+        model = nn.Sequential(nn.Linear(4, 3), Gain(3))
+        path = tmp_path / "g.nnf"
+        says = ("missing 1 required positional argument: 'channels'" if get_config is None
+                else r"gives weight '1.weight' the shape \(1,\) where the model has \(3,\)")
+        with pytest.raises(ConfigError, match=rf"layer '1' \(Gain\) would not load back .*"
+                                              rf"{says}.*implement get_config"):
+            save(model, path)
+        assert not path.exists()
+        Gain.get_config = lambda self: {"channels": self.channels}
+        save(model, path)
+        np.testing.assert_array_equal(load(path)[1].weight.data, model[1].weight.data)
+    finally:
+        LAYER_REGISTRY.pop("Gain", None)
+
+
+@pytest.mark.parametrize("outputs,task,says", [
+    (10, "binary", "a binary model needs 1 output .* or 2 .*found 10"),
+    (1, "multiclass", "a multiclass model needs at least 2 outputs, found 1"),
+])
+def test_a_task_that_contradicts_the_outputs_is_refused(tmp_path, outputs, task, says):
+    with pytest.raises(ConfigError, match=rf"task='{task}' does not fit the model .*{says}"):
+        save(nn.Sequential(nn.Linear(64, outputs)), tmp_path / "m.nnf", task=task)
+    assert not (tmp_path / "m.nnf").exists()
+    for width, ok in ((1, "binary"), (2, "binary"), (3, "multiclass"), (5, "multilabel"),
+                      (4, "regression"), (1, "regression")):  # the widths predict accepts
+        save(nn.Sequential(nn.Linear(64, width)), tmp_path / "m.nnf", task=ok)
+
+
+def test_preprocessing_fitted_on_other_features_is_refused(tmp_path, rng):
+    small = Standardizer().fit(rng.standard_normal((20, 10)))
+    for pre in (small, Pipeline([MinMaxScaler(), small]).fit(rng.standard_normal((20, 10))),
+                small.get_config()):
+        with pytest.raises(ConfigError, match="the model takes 64 features, the "
+                                              "preprocessing was fitted on 10"):
+            save(_mlp(), tmp_path / "m.nnf", preprocessing=pre)
+    assert not (tmp_path / "m.nnf").exists()
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())
+    with pytest.raises(ConfigError, match=r"takes samples of shape \(1, 8, 8\), the "
+                                          r"preprocessing was fitted on samples of shape \(10,\)"):
+        save(conv, tmp_path / "m.nnf", input_shape=(1, 8, 8), preprocessing=small)

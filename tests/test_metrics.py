@@ -198,3 +198,24 @@ def test_top_k_with_k_at_least_the_classes_and_no_samples():
     assert M.top_k_accuracy(t, scores, 3) == M.top_k_accuracy(t, scores, 9) == 1.0
     with pytest.raises(DataError, match="at least one sample"):
         M.top_k_accuracy(np.zeros(0, np.int64), np.zeros((0, 3)), 2)
+
+
+def test_classification_metrics_take_argmax_of_one_hot_or_probability_rows():
+    t, p = _labels(0, 4)
+    onehot, probs = np.eye(4)[t], np.eye(4)[p] * 0.7 + 0.075
+    assert M.accuracy(onehot, p) == M.accuracy(t, probs) == M.accuracy(onehot, probs) \
+        == M.accuracy(t, p)
+    for fn in (M.precision, M.recall, M.f1):
+        assert fn(onehot, p, "macro") == fn(t, probs, "macro") == fn(t, p, "macro")
+    np.testing.assert_array_equal(M.confusion_matrix(onehot, p), M.confusion_matrix(t, p))
+    assert M.top_k_accuracy(onehot, probs, k=2) == M.top_k_accuracy(t, probs, k=2)
+    assert M.accuracy(t[:, None], p) == M.accuracy(t, p)  # a column of labels
+    multilabel = np.array([[1, 0, 1], [0, 1, 1]])  # equal 0/1 rows stay exact-match
+    assert M.accuracy(multilabel, np.array([[1, 0, 1], [0, 1, 0]])) == 0.5
+
+
+def test_metric_shape_errors_name_both_arguments():
+    with pytest.raises(ShapeError, match=r"y_true and y_pred of shape \(2, 3\)"):
+        M.f1(np.array([[1, 0, 1], [0, 1, 1]]), np.array([[1, 0, 1], [0, 1, 1]]), "macro")
+    with pytest.raises(ShapeError, match=r"expected y_pred of shape \(3,\) like y_true"):
+        M.accuracy(np.arange(3), np.arange(4))

@@ -527,3 +527,76 @@ def test_every_restored_trainer_field_is_checked_before_anything_changes(tmp_pat
         assert target.optimizer.lr == before[2]
         for k, v in target.model.state_dict().items():
             np.testing.assert_array_equal(v, before[1][k])
+
+
+def test_a_failed_fit_does_not_record_a_wrong_input_shape(tmp_path):
+    model = nn.Sequential(nn.Linear(64, 10))
+    trainer = nf.Trainer(model, loss="cross_entropy", verbose=0)
+    with pytest.raises(ShapeError):
+        trainer.fit(np.zeros((8, 60), np.float32), np.zeros(8, int), epochs=1)
+    assert getattr(model, "input_shape", None) is None
+    trainer.fit(np.zeros((8, 64), np.float32), np.zeros(8, int), epochs=1)
+    assert model.input_shape == (64,)
+    with pytest.raises(ShapeError):  # a later wrong input leaves the right shape alone
+        trainer.fit(np.zeros((8, 60), np.float32), np.zeros(8, int), epochs=1)
+    assert model.input_shape == (64,)
+    nf.save(model, tmp_path / "p.nnf", task="multiclass")
+    assert nf.load(tmp_path / "p.nnf").input_shape == (64,)
+
+
+def test_classification_metrics_take_one_hot_targets():
+    X, y = _data()
+    onehot = np.eye(3, dtype=np.float32)[y]
+    metrics = ["accuracy", "f1_macro", "precision_macro", "recall_macro", "top2_accuracy"]
+    nf.manual_seed(0)
+    labels = nf.Trainer(_model(), metrics=metrics, seed=0, verbose=0)
+    nf.manual_seed(0)
+    hot = nf.Trainer(_model(), metrics=metrics, seed=0, verbose=0)
+    want = labels.fit(X, y, epochs=2, batch_size=16)
+    got = hot.fit(X, onehot, epochs=2, batch_size=16)
+    for name in metrics:  # the loss takes one-hot rows; the metrics score their argmax
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6)
+    assert hot.evaluate(X, onehot)["accuracy"] == pytest.approx(labels.evaluate(X, y)["accuracy"])
+
+
+def test_metric_errors_name_the_targets_and_predictions():
+    X, y = _data()
+    trainer = nf.Trainer(_model(), metrics=["f1"], verbose=0)  # binary f1 of 3 classes
+    with pytest.raises(DataError, match=r"metric 'f1' cannot score targets y of shape \(120,\) "
+                                        r"against the model's predictions of shape \(120,\)"):
+        trainer.fit(X, y, epochs=1)
+
+
+@pytest.mark.parametrize("name", ["adam", "SGD", "adamw", "rmsprop"])
+def test_optimizer_names_are_built_with_their_defaults(name):
+    X, y = _data()
+    model = _model()
+    trainer = nf.Trainer(model, loss="cross_entropy", optimizer=name, verbose=0)
+    assert isinstance(trainer.optimizer, optim.OPTIMIZERS[name.lower()])
+    before = model[0].weight.data.copy()
+    trainer.fit(X, y, epochs=1)
+    assert not np.array_equal(model[0].weight.data, before)
+
+
+def test_unknown_optimizers_and_losses_are_refused_at_construction():
+    with pytest.raises(ConfigError, match=r"optimizer name in \['adam', 'adamw', 'rmsprop', "
+                                          r"'sgd'\], found 'adagrad'"):
+        nf.Trainer(_model(), optimizer="adagrad")
+    with pytest.raises(ConfigError, match=r"make one first, e.g. Adam\(model.parameters\(\)\)"):
+        nf.Trainer(_model(), optimizer=optim.Adam)
+    with pytest.raises(ConfigError, match="optimizer must be a name .* found int"):
+        nf.Trainer(_model(), optimizer=3)
+    with pytest.raises(ConfigError, match="loss must be a name, a Loss or a callable"):
+        nf.Trainer(_model(), loss=3)
+    default = nf.Trainer(_model(), optimizer=None).optimizer  # None: Adam at lr 1e-3
+    assert isinstance(default, optim.Adam) and default.lr == pytest.approx(1e-3)
+
+
+def test_fit_returns_a_keras_like_history():
+    X, y = _data()
+    trainer = nf.Trainer(_model(), metrics=["accuracy"], verbose=0)
+    history = trainer.fit(X, y, epochs=3, validation_split=0.2)
+    assert isinstance(history, dict) and history.history is history
+    assert history.history["loss"] == history["loss"] and len(history["loss"]) == 3
+    assert history.epoch == [0, 1, 2] and "val_accuracy" in history
+    assert json.loads(json.dumps(history)) == dict(history)

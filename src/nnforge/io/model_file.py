@@ -25,8 +25,10 @@ from ..errors import ConfigError, ModelFileError, NNForgeError
 from ..nn import Linear, Module, layer_from_architecture
 from ..nn.init import skip_init
 from ..random import get_rng_state, set_rng_state
+from ..runtime.postprocess import PostProcessor
 from . import safetensors_format as st
 from .archive import ArchiveReader, from_json, sha256_of, to_json, write_archive
+from .rebuild import check_rebuilds
 
 FORMAT_VERSION = 1
 TASKS = ("multiclass", "binary", "multilabel", "regression")
@@ -121,6 +123,42 @@ def _labels(task: str | None, labels: Any, outputs: list[dict[str, Any]]) -> lis
     return labels
 
 
+def _check_task(task: str | None, labels: list[Any] | None,
+                outputs: list[dict[str, Any]]) -> None:
+    """ConfigError when the task does not fit the model's first output: the rules predict
+    applies (PostProcessor.allocate), checked now rather than at the first request."""
+    try:
+        PostProcessor(task, labels, None).allocate(0, tuple(outputs[0]["shape"][1:]), np.float32)
+    except ConfigError as exc:
+        raise ConfigError(f"task={task!r} does not fit the model (one sample's output has "
+                          f"shape {tuple(outputs[0]['shape'][1:])}): {exc}") from None
+
+
+def _check_preprocessing(config: Any, shape: tuple[int, ...]) -> None:
+    """ConfigError when a fitted feature scaler expects other samples than the model takes.
+
+    Each config is rebuilt as InferenceSession rebuilds it; types it does not know are left
+    alone here.
+    """
+    from ..data.preprocessing import preprocessing_from_config  # noqa: PLC0415
+
+    for cfg in config if isinstance(config, list) else [config]:
+        if isinstance(cfg, list):
+            _check_preprocessing(cfg, shape)
+            continue
+        try:
+            fitted = getattr(preprocessing_from_config(cfg), "sample_shape", None)
+        except (NNForgeError, TypeError, ValueError):
+            continue
+        if fitted is None or tuple(fitted) == shape:
+            continue
+        if len(fitted) == len(shape) == 1:
+            raise ConfigError(f"the model takes {shape[0]} features, the preprocessing was "
+                              f"fitted on {fitted[0]}")
+        raise ConfigError(f"the model takes samples of shape {shape}, the preprocessing was "
+                          f"fitted on samples of shape {tuple(fitted)}")
+
+
 def _preprocessing(pre: Any, dtype: str = "float32") -> Any:
     """JSON config of the preprocessing: an object with get_config(), a list of them, a dict.
 
@@ -199,8 +237,13 @@ def build_entries(model: Module, kind: str, task: str | None = None, labels: Any
         raise ConfigError(f"expected an nnforge.nn.Module, found {type(model).__name__}")
     arch = to_json(model.to_architecture(), "the architecture")
     _refuse_tied(model)
+    check_rebuilds(model, arch)  # a file that saves must load
     shape = _input_shape(model, input_shape)
     outputs = _output_specs(model, shape)
+    labels = _labels(task, labels, outputs)
+    _check_task(task, labels, outputs)
+    pre = _preprocessing(preprocessing, _stored_float(model))
+    _check_preprocessing(pre, shape)
     header, views = st.encode(_weights(model), {"format": "nnforge"})
     entries = [(ARCHITECTURE, [arch]), (WEIGHTS, [header, *views]), *more]
     now = datetime.now(UTC).replace(microsecond=0)
@@ -208,11 +251,11 @@ def build_entries(model: Module, kind: str, task: str | None = None, labels: Any
         "format": "nnforge-model", "format_version": FORMAT_VERSION,
         "library": "nnforge", "library_version": __version__,
         "created": now.isoformat().replace("+00:00", "Z"), "kind": kind,
-        "task": task, "labels": _labels(task, labels, outputs),
+        "task": task, "labels": labels,
         "inputs": [{"name": _input_name(model), "shape": [None, *shape],
                     "dtype": _stored_float(model)}],
         "outputs": outputs,
-        "preprocessing": _preprocessing(preprocessing, _stored_float(model)),
+        "preprocessing": pre,
         "metrics": _metrics(metrics),
         "num_parameters": model.num_parameters(), "extra": _extra(extra),
         "checksums": {name: sha256_of(chunks) for name, chunks in entries},

@@ -30,10 +30,35 @@ def _pair(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
     return t, p
 
 
+def _is_scores(a: np.ndarray) -> bool:
+    """Probabilities or scores rather than 0/1 indicators (floats other than 0 and 1)."""
+    return a.dtype.kind == "f" and not np.isin(a, (0.0, 1.0)).all()
+
+
+def _as_classes(a: np.ndarray) -> np.ndarray:
+    """(n, k) one-hot or probability rows -> their argmax; an (n, 1) column -> (n,)."""
+    if a.ndim != 2:
+        return a
+    return a.reshape(len(a)) if a.shape[1] == 1 else a.argmax(axis=1)
+
+
+def _classes(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides as comparable classes, as Keras's categorical accuracy takes them: one-hot or
+    probability rows against 1-D labels (either way round) become their argmax, and so do
+    both sides when either holds probabilities; equal-shaped 0/1 rows stay (multilabel)."""
+    t, p = _host(y_true), _host(y_pred)
+    if t.shape != p.shape and {t.ndim, p.ndim} <= {1, 2} and len(t) == len(p):
+        t, p = _as_classes(t), _as_classes(p)
+    elif t.ndim == p.ndim == 2 and t.shape == p.shape and (_is_scores(t) or _is_scores(p)):
+        t, p = t.argmax(axis=1), p.argmax(axis=1)
+    return _pair(t, p)
+
+
 def _labels_1d(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
-    t, p = _pair(y_true, y_pred)
+    t, p = _classes(y_true, y_pred)
     if t.ndim != 1:
-        raise ShapeError(f"expected 1-D class labels, found shape {t.shape}")
+        raise ShapeError(f"expected 1-D class labels (or one-hot/probability rows), found "
+                         f"y_true and y_pred of shape {t.shape}")
     return t, p
 
 
@@ -46,8 +71,11 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 # -- classification --------------------------------------------------------------------------
 
 def accuracy(y_true: Any, y_pred: Any) -> float:
-    """Fraction of samples predicted exactly (for 2-D label rows: every entry right)."""
-    t, p = _pair(y_true, y_pred)
+    """Fraction of samples predicted exactly (for 2-D 0/1 label rows: every entry right).
+
+    One-hot or probability rows (targets or predictions) count by their argmax.
+    """
+    t, p = _classes(y_true, y_pred)
     hit = t == p
     if hit.ndim > 1:
         hit = hit.reshape(hit.shape[0], -1).all(axis=1)
@@ -62,6 +90,8 @@ def top_k_accuracy(y_true: Any, scores: Any, k: int = 5) -> float:
     above the number of classes scores 1.0, as there, without its warning.
     """
     t, s = _host(y_true), _host(scores)
+    if t.ndim == 2 and t.shape == s.shape and len(t):  # one-hot or probability targets
+        t = t.argmax(axis=1)
     if s.ndim == 2 and t.shape == (0,) == s.shape[:1]:
         raise DataError(f"expected at least one sample, found scores of shape {s.shape}")
     if s.ndim != 2 or t.shape != (s.shape[0],) or s.shape[0] == 0:

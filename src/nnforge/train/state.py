@@ -91,3 +91,18 @@ def check_trainer_state(state: Any, shuffle_rng: np.random.Generator,
             "shuffle_rng": _rng(state, "shuffle_rng", shuffle_rng),
             "global_rng": _rng(state, "global_rng", global_rng), "callbacks": saved,
             "loader": loader, "split_seed": None if split_seed is None else int(split_seed)}
+
+
+class History(dict):
+    """`fit()`'s result: a dict of name -> one number per epoch, with Keras's `.history`
+    (the dict itself) and `.epoch` (the epoch indices), so `h.history["loss"]` works too."""
+
+    @property
+    def history(self) -> History:
+        """The dict itself, for code written against Keras's History object."""
+        return self
+
+    @property
+    def epoch(self) -> list[int]:
+        """0-based index of every epoch recorded (every list holds one entry per epoch)."""
+        return list(range(max((len(v) for v in self.values()), default=0)))

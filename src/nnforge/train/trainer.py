@@ -22,7 +22,7 @@ from ..ops import conv as conv_ops
 from ..ops.activation import sigmoid_array, softmax_array
 from .callbacks import Callback, ModelCheckpoint
 from .progress import ProgressDisplay
-from .state import check_trainer_state
+from .state import History, check_trainer_state
 
 
 def _as_features(X: Any, dtype: Any, what: str = "X") -> np.ndarray:
@@ -67,6 +67,33 @@ def _check_metric_fits_loss(name: Any, metric: Any, loss: Loss) -> None:
     raise ConfigError(f"metric {getattr(metric, 'name', name)!r} {wrong}")
 
 
+def _optimizer_arg(optimizer: Any, model: Module) -> Any:
+    """The optimizer to train with: Adam(lr=1e-3) for None, a name (as Keras takes one) built
+    with its defaults over the model's parameters, or an optimizer object as it is."""
+    from ..optim import OPTIMIZERS, build_optimizer  # noqa: PLC0415
+
+    if optimizer is None:
+        return build_optimizer("adam", model.parameters(), lr=1e-3)
+    if isinstance(optimizer, str):  # ConfigError listing the names for an unknown one
+        return build_optimizer(optimizer, model.parameters())
+    if isinstance(optimizer, type) or not all(callable(getattr(optimizer, a, None))
+                                              for a in ("zero_grad", "step")):
+        hint = (f"; make one first, e.g. {optimizer.__name__}(model.parameters())"
+                if isinstance(optimizer, type) else "")
+        raise ConfigError(f"optimizer must be a name in {sorted(OPTIMIZERS)}, an optimizer "
+                          f"(with zero_grad() and step()) or None, found "
+                          f"{getattr(optimizer, '__name__', type(optimizer).__name__)}{hint}")
+    return optimizer
+
+
+def _record_input_shape(model: Module, xb: np.ndarray) -> None:
+    """Remember the per-sample input shape (for nf.save) once the model has run on it; a
+    known shape stays: inputs that failed never get here, and the first one that ran is
+    as right as any later one."""
+    if getattr(model, "input_shape", None) is None:
+        object.__setattr__(model, "input_shape", tuple(xb.shape[1:]))
+
+
 def _loader_arg(X: Any, y: Any, what: str) -> DataLoader | None:
     """X when it is a DataLoader (y must then be left out); None for arrays (y is needed)."""
     if isinstance(X, DataLoader):
@@ -101,11 +128,7 @@ class Trainer:
             model.to(device)  # DeviceError for an unknown device, or no CuPy / GPU
         self.model = model
         self.loss: Loss = get_loss(loss)
-        if optimizer is None:
-            from ..optim import Adam  # noqa: PLC0415
-
-            optimizer = Adam(model.parameters(), lr=1e-3)
-        self.optimizer = optimizer
+        self.optimizer = _optimizer_arg(optimizer, model)
         # one name alone is one metric, not a list of its letters
         self.metric_names = [metrics] if isinstance(metrics, str) else list(metrics or [])
         self.metrics = [metric_lib.get_metric(m) for m in self.metric_names] if metrics else []
@@ -114,7 +137,7 @@ class Trainer:
         self.seed = seed
         self.grad_clip_norm, self.grad_clip_value = grad_clip_norm, grad_clip_value
         self.verbose = verbose
-        self.history: dict[str, list[float]] = {}
+        self.history = History()
         self.stop_training = False
         self.callbacks: list[Callback] = []
         self._epochs_done = 0
@@ -135,8 +158,11 @@ class Trainer:
     def fit(self, X: Any, y: Any = None, epochs: int = 10, batch_size: int = 32,
             validation_split: float = 0.0, validation_data: Any = None,
             callbacks: Sequence[Callback] | None = None, shuffle: bool = True,
-            verbose: Any = None, resume_from: str | None = None) -> dict[str, list[float]]:
+            verbose: Any = None, resume_from: str | None = None) -> History:
         """Train for `epochs` more epochs and return the history (of every fit() so far).
+
+        The history is a dict of name -> one value per epoch ("loss", each metric, "val_..."
+        and "lr"); like Keras's History it also has `.history` (itself) and `.epoch`.
 
         X and y are arrays, or X is a `nnforge.data.DataLoader` of (x, y) batches and y is
         left out: the loader then decides batches and order (batch_size and shuffle are
@@ -173,8 +199,6 @@ class Trainer:
                 raise DataError("fit() needs at least one training sample, found none")
             if validation_data is None and validation_split:
                 X, y, validation_data = self._split(X, y, validation_split, shuffle)
-            if getattr(self.model, "input_shape", None) is None:
-                object.__setattr__(self.model, "input_shape", tuple(X.shape[1:]))
         if validation_data is not None and not isinstance(validation_data, DataLoader):
             Xv = _as_features(validation_data[0], self.model.dtype, "validation X")
             validation_data = (Xv, self._as_targets(validation_data[1], len(Xv)))
@@ -317,6 +341,8 @@ class Trainer:
             loss.backward()
             self._clip()
             opt.step()
+            if not seen:  # once per epoch: this input shape has now been through the model
+                _record_input_shape(model, xb)
             total += value * len(xb)
             seen += len(xb)
             if keep_outputs:
@@ -352,8 +378,6 @@ class Trainer:
                                 f"{b + 1} with {len(batch) if isinstance(batch, tuple) else 1} "
                                 f"part(s)")
             xb = _as_features(batch[0], self.model.dtype, f"batch {b + 1} x")
-            if getattr(self.model, "input_shape", None) is None:
-                object.__setattr__(self.model, "input_shape", tuple(xb.shape[1:]))
             yield xb, self._as_targets(batch[1], len(xb))
 
     def _own_threads(self) -> bool:
@@ -445,10 +469,17 @@ class Trainer:
         for name, metric in zip(self.metric_names, self.metrics):
             if metric.kind == "score":
                 scores = self._to_scores(out) if scores is None else scores
-                results[name] = float(metric.fn(truth, scores))
+                given = scores
             else:
                 preds = self._to_predictions(out) if preds is None else preds
-                results[name] = float(metric.fn(truth, preds))
+                given = preds
+            try:
+                results[name] = float(metric.fn(truth, given))
+            except (ShapeError, DataError) as exc:
+                # in the user's terms: their targets y against the model's predictions
+                raise type(exc)(f"metric {name!r} cannot score targets y of shape {y.shape} "
+                                f"against the model's predictions of shape {given.shape}: "
+                                f"{exc}") from None
         return results
 
     # -- data helpers ----------------------------------------------------------------------
@@ -518,7 +549,7 @@ class Trainer:
         # state; first, since a callback may still refuse its state
         self._restore_callbacks(parsed["callbacks"])
         self._epochs_done, self._step = parsed["epochs_done"], parsed["step"]
-        self.history = parsed["history"]
+        self.history = History(parsed["history"])
         self._resumed, self._resumed_stopped = True, parsed["stop_training"]
         self._loader_state = parsed["loader"]  # applied to the loader the next fit() gets
         self._shuffle_rng.bit_generator.state = parsed["shuffle_rng"]
