@@ -12,9 +12,11 @@ import pytest
 import nnforge as nf
 from nnforge.autograd import Function
 from nnforge.autograd.gradcheck import check_gradients
-from nnforge.errors import BackwardError, ShapeError
+from nnforge.errors import BackwardError, ConfigError, ShapeError
+from nnforge.ops.activation import log_softmax, softmax
 from nnforge.ops.math import maximum, minimum
 from nnforge.ops.shape import chunk, concat, expand, split
+from nnforge.runtime import InferenceSession
 
 
 def _rand(rng, shape, lo=-2.0, hi=2.0):
@@ -305,3 +307,108 @@ def test_new_ops_are_reachable_from_the_package():
     assert nf.expand(nf.Tensor(np.zeros((2, 1))), (2, 3)).shape == (2, 3)
     assert nf.minimum(a, 2.0).data.tolist() == [1.0, 2.0]
     assert {"maximum", "minimum", "split", "chunk", "expand"} <= set(nf.__all__)
+
+
+# -- user-report fixes: ==, np.asarray, shape errors, int scalars, torch names ----------------
+def test_eq_and_ne_are_elementwise_and_hash_stays_identity():
+    pred, y = nf.Tensor([1.0, 2.0, 3.0]), np.array([1.0, 0.0, 3.0])
+    assert np.array_equal(pred == y, [True, False, True])
+    assert np.array_equal(pred != y, [False, True, False])
+    assert np.array_equal(y == pred, [True, False, True])  # reflected through the Tensor
+    assert np.mean(pred == y) == pytest.approx(2 / 3)
+    assert (pred == nf.Tensor([1.0, 0.0, 0.0])).dtype == bool
+    assert (pred == None) is False and (pred != None) is True  # noqa: E711 - the operator
+    assert {pred: 1}[pred] == 1 and pred in {pred}  # hashing by identity, as torch
+
+
+def test_eq_and_ne_are_traced_like_the_other_comparisons():
+    class Masked(nf.nn.Module):
+        def forward(self, x):
+            r = x.relu()
+            return nf.where(r == 0, x * 2.0, x) + nf.where(r != 0, x, 1.0)
+
+    x = np.random.default_rng(0).standard_normal((5, 6)).astype(np.float32)
+    model = Masked()
+    session = InferenceSession(model, input_shape=(6,))
+    np.testing.assert_array_equal(session.run(x), model(x).data)
+
+
+def test_np_asarray_gives_the_data_and_numpy_functions_leave_autograd():
+    model = nf.nn.Sequential(nf.nn.Linear(3, 2))
+    out = model(np.ones((4, 3), np.float32))
+    arr = np.asarray(out)
+    assert arr.dtype == np.float32 and arr.shape == (4, 2)
+    assert np.shares_memory(arr, out.data)
+    assert np.asarray(out, dtype=np.float64).dtype == np.float64
+    t = nf.Tensor([0.0, 1.0], requires_grad=True)
+    e = np.exp(t)
+    assert type(e) is np.ndarray and e.dtype == np.float32  # a plain array: no graph
+    assert isinstance(np.ones(2) + t, nf.Tensor)  # ndarray + Tensor still records
+    assert not np.asarray(t).flags.owndata or np.shares_memory(np.asarray(t), t.data)
+
+
+@pytest.mark.parametrize("make", [
+    lambda a, b: a @ b, lambda a, b: a + b, lambda a, b: a * b,
+    lambda a, b: concat([a, b], axis=1), lambda a, b: maximum(a, b)])
+def test_shape_mismatches_raise_shape_error_naming_both_shapes(make):
+    a, b = nf.Tensor(np.ones((2, 3))), nf.Tensor(np.ones((4, 5)))
+    with pytest.raises(ShapeError, match=r"\(2, 3\).*\(4, 5\)"):
+        make(a, b)
+
+
+def test_python_scalars_keep_an_int_tensors_dtype_and_floats_promote_to_float32():
+    t = nf.Tensor(np.array([1, 2], np.int32))
+    for r in (t + 1, 1 + t, t - 1, 3 - t, t * 2, 2 * t, maximum(t, 1)):
+        assert r.dtype == np.int32
+    for r in (t + 0.5, 0.5 * t, t / 2, 3 / t, maximum(t, 1.5)):
+        assert r.dtype == np.float32
+    np.testing.assert_array_equal((t / 2).data, [0.5, 1.0])
+    assert (nf.Tensor(np.array([True])) + 1).dtype == np.int64  # as torch
+    x64 = nf.Tensor(np.ones(2), dtype=np.float64)
+    assert (x64 * 0.1).dtype == np.float64
+
+
+def test_view_permute_and_torch_style_transpose():
+    x = np.arange(24.0).reshape(2, 3, 4)
+    t = nf.Tensor(x, dtype=np.float64)
+    np.testing.assert_array_equal(t.view(4, 6).data, x.reshape(4, 6))
+    np.testing.assert_array_equal(t.permute(2, 0, 1).data, x.transpose(2, 0, 1))
+    np.testing.assert_array_equal(t.transpose(0, 2).data, np.swapaxes(x, 0, 2))
+    np.testing.assert_array_equal(t.transpose(-1, 1).data, np.swapaxes(x, -1, 1))
+    np.testing.assert_array_equal(t.transpose((2, 0, 1)).data, x.transpose(2, 0, 1))
+    np.testing.assert_array_equal(t.transpose(1, 2, 0).data, x.transpose(1, 2, 0))
+    np.testing.assert_array_equal(t.transpose().data, x.T)
+    with pytest.raises(ShapeError):
+        t.transpose(0, 3)
+    check_gradients(lambda a: a.transpose(0, 2) * a.permute(2, 1, 0), [_rand(
+        np.random.default_rng(1), (2, 3, 2))])
+
+
+def test_dim_is_accepted_as_axis_and_both_are_refused():
+    x = np.random.default_rng(2).standard_normal((3, 4))
+    t = nf.Tensor(x, dtype=np.float64)
+    for name in ("sum", "mean", "max", "min", "var", "std", "argmax", "argmin"):
+        np.testing.assert_allclose(getattr(t, name)(dim=1).data, getattr(t, name)(axis=1).data)
+        with pytest.raises(ConfigError, match="axis= or its torch name dim="):
+            getattr(t, name)(axis=0, dim=1)
+    np.testing.assert_allclose(softmax(t, dim=0).data, softmax(t, axis=0).data)
+    np.testing.assert_allclose(log_softmax(t, dim=0).data, log_softmax(t, 0).data)
+    np.testing.assert_allclose(softmax(t).data, softmax(t, -1).data)
+    np.testing.assert_array_equal(nf.cat([t, t], dim=1).data, np.concatenate([x, x], 1))
+    assert nf.cat is nf.concat
+    assert nf.concat([t, t]).shape == (6, 4)
+    with pytest.raises(ConfigError):
+        nf.cat([t, t], axis=0, dim=1)
+
+
+def test_set_grad_enabled_is_a_function_and_a_context():
+    x = nf.Tensor([1.0], requires_grad=True)
+    with nf.set_grad_enabled(False):
+        assert not (x * 2).requires_grad
+    assert (x * 2).requires_grad
+    nf.set_grad_enabled(False)
+    try:
+        assert not (x * 2).requires_grad
+    finally:
+        nf.set_grad_enabled(True)
+    assert (x * 2).requires_grad

@@ -8,7 +8,7 @@ import pytest
 import nnforge as nf
 from nnforge import nn
 from nnforge.autograd.gradcheck import check_gradients
-from nnforge.errors import ConfigError, ShapeError, StateDictError, UnknownLayerError
+from nnforge.errors import ConfigError, DTypeError, ShapeError, StateDictError, UnknownLayerError
 
 LAYERS = [lambda: nn.Linear(5, 3), lambda: nn.Linear(5, 3, bias=False, init="glorot"),
           nn.ReLU, nn.Sigmoid, nn.Tanh, nn.GELU, lambda: nn.LeakyReLU(0.2),
@@ -406,3 +406,80 @@ def test_tanh_gelu_and_flatten_end_dim_layers_round_trip(rng, tmp_path):
         nn.GELU(approximate="fast")
     with pytest.raises(ConfigError, match="end_dim"):
         nn.Flatten(1, 2.0)
+
+
+# -- user-report fixes: string input, ModuleDict, Linear on N-D input, torch names, repr ------
+def test_string_input_is_a_dtype_error_naming_the_dtype():
+    for model in (nn.Linear(64, 2), nn.Sequential(nn.Linear(64, 2), nn.ReLU())):
+        with pytest.raises(DTypeError, match="<U1"):
+            model(np.array([["a"] * 64]))
+
+
+def test_a_plain_dict_of_layers_is_refused_and_module_dict_registers_them():
+    class Bad(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = {"a": nn.Linear(4, 4)}
+
+    with pytest.raises(ConfigError, match="ModuleDict"):
+        Bad()
+
+    class Good(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleDict({"a": nn.Linear(4, 3), "b": nn.Linear(3, 2)})
+
+        def forward(self, x):
+            return self.layers["b"](self.layers["a"](x).relu())
+
+    model = Good()
+    assert list(model.state_dict()) == ["layers.a.weight", "layers.a.bias", "layers.b.weight",
+                                        "layers.b.bias"]
+    assert len(model.parameters()) == 4 and list(model.layers) == ["a", "b"]
+    assert "a" in model.layers and len(model.layers) == 2
+    with pytest.raises(ConfigError):
+        model.layers["forward"] = nn.ReLU()
+    with pytest.raises(ConfigError):
+        model.layers["x.y"] = nn.ReLU()
+    with pytest.raises(KeyError, match="'c'"):
+        model.layers["c"]
+    again = nn.layer_from_architecture(model.layers.to_architecture())  # what files hold
+    assert isinstance(again, nn.ModuleDict) and list(again.keys()) == ["a", "b"]
+    again.load_state_dict(model.layers.state_dict())
+    for k, v in model.layers.state_dict().items():
+        np.testing.assert_array_equal(again.state_dict()[k], v)
+    del model.layers["b"]
+    assert list(model.layers) == ["a"] and len(model.parameters()) == 2
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4), (2, 1, 3, 4), (4,)])
+def test_linear_applies_to_the_last_axis_of_nd_input(rng, shape):
+    layer = nn.Linear(4, 3).double()
+    x = rng.standard_normal(shape)
+    w, b = layer.weight.data, layer.bias.data
+    np.testing.assert_allclose(layer(x).data, x @ w.T + b, rtol=1e-12)
+    check_gradients(lambda t: layer(t), [x], params=layer.parameters())
+    fused = nn.Sequential(layer, nn.ReLU())  # the LinearRelu op
+    np.testing.assert_allclose(fused(x).data, np.maximum(x @ w.T + b, 0), rtol=1e-12)
+    check_gradients(lambda t: fused(t), [x], params=layer.parameters())
+    with pytest.raises(ShapeError, match=r"\(batch, \.\.\., 4\)"):
+        layer(rng.standard_normal((2, 3, 5)))
+
+
+def test_softmax_layers_take_torch_dim():
+    x = nf.Tensor(np.random.default_rng(0).standard_normal((2, 3)))
+    for cls in (nn.Softmax, nn.LogSoftmax):
+        assert cls(dim=0).axis == 0 and cls().axis == -1
+        np.testing.assert_allclose(cls(dim=0)(x).data, cls(0)(x).data)
+        with pytest.raises(ConfigError):
+            cls(0, dim=1)
+
+
+def test_loss_repr_shows_the_options_that_differ_from_defaults():
+    assert repr(nn.CrossEntropyLoss()) == "CrossEntropyLoss()"
+    assert repr(nn.CrossEntropyLoss(label_smoothing=0.1)) == \
+        "CrossEntropyLoss(label_smoothing=0.1)"
+    assert repr(nn.HuberLoss(delta=2.0, reduction="sum")) == "HuberLoss(delta=2.0, reduction='sum')"
+    assert repr(nn.CrossEntropyLoss(weight=np.array([1.0, 2.0]))) == \
+        "CrossEntropyLoss(weight=[1., 2.])"
+    assert repr(nn.BCEWithLogitsLoss(pos_weight=3.0)) == "BCEWithLogitsLoss(pos_weight=3.0)"

@@ -7,7 +7,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 from . import errors, nn
-from .autograd import Tensor, enable_grad, no_grad
+from .autograd import Tensor, enable_grad, no_grad, set_grad_enabled
 from .random import manual_seed
 
 # heavier pieces load on first use so `import nnforge` stays fast
@@ -19,6 +19,7 @@ _LAZY = {
     "load_checkpoint": ("nnforge.io", "load_checkpoint"),
     "InferenceSession": ("nnforge.runtime", "InferenceSession"),
     "concat": ("nnforge.ops.shape", "concat"),
+    "cat": ("nnforge.ops.shape", "cat"),
     "stack": ("nnforge.ops.shape", "stack"),
     "where": ("nnforge.ops.math", "where"),
     "maximum": ("nnforge.ops.math", "maximum"),
@@ -45,6 +46,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'nnforge' has no attribute {name!r}")
 
 
-__all__ = ["InferenceSession", "Tensor", "Trainer", "__version__", "chunk", "concat",
+__all__ = ["InferenceSession", "Tensor", "Trainer", "__version__", "cat", "chunk", "concat",
            "enable_grad", "errors", "expand", "load", "load_checkpoint", "manual_seed", "maximum",
-           "minimum", "nn", "no_grad", "save", "save_checkpoint", "split", "stack", "where"]
+           "minimum", "nn", "no_grad", "save", "save_checkpoint", "set_grad_enabled", "split",
+           "stack", "where"]

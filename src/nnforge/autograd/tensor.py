@@ -8,7 +8,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .. import backend
-from ..errors import BackwardError, DTypeError, ShapeError
+from ..errors import BackwardError, ConfigError, DeviceError, DTypeError, ShapeError
 from . import function as _function
 from .function import OutputOf
 from .grad_mode import no_grad
@@ -131,43 +131,58 @@ class Tensor:
         run_backward(self, grad, retain_graph)
 
     # -- operators (implemented in nnforge.ops) -------------------------------------------
-    def _scalar(self, x: Any) -> Any:
-        """A Python number as a 0-d array of this float tensor's dtype (else x unchanged); on a
-        GPU tensor, as a 0-d array on its device (CuPy takes no NumPy arrays, 0-d included)."""
+    def _operands(self, x: Any) -> tuple[Tensor, Any]:
+        """(self, x) for a binary op, a Python number x typed as torch types it: in this
+        float tensor's dtype; an int in this int tensor's dtype (int32 + 1 stays int32); a
+        float beside an int tensor in the default float dtype, the tensor cast to it too.
+        On a GPU tensor the number becomes a 0-d array on its device (CuPy takes no NumPy
+        arrays, 0-d included)."""
         # as_tensor alone would round it to float32: x64 * 0.1 would be off by 1.5e-9
-        if isinstance(x, (int, float)) and not isinstance(x, bool):
-            data = self.data
-            if data.dtype.kind == "f":
-                if type(data) is np.ndarray or not backend.is_device_array(data):
-                    return np.asarray(x, dtype=data.dtype)
-                return backend.xp_of(data).full((), x, dtype=data.dtype)  # a fill, no transfer
-            if backend.is_device_array(data):  # int tensor: the number as as_tensor types it
-                return backend.same_device_as(as_tensor(x).data, data)
-        return x
+        if not isinstance(x, (int, float)) or isinstance(x, bool):
+            return self, x
+        data = self.data
+        kind = data.dtype.kind
+        if kind == "f":
+            if type(data) is np.ndarray:
+                return self, np.asarray(x, dtype=data.dtype)
+            return self, _number_like(x, data.dtype, data)
+        if isinstance(x, int):
+            dtype = data.dtype if kind in "iu" else np.dtype(np.int64)  # bool + 1: int64
+            try:
+                return self, _number_like(x, dtype, data)
+            except OverflowError:  # int8 + 300: the number's own int64, NumPy's promotion
+                return self, _number_like(x, np.int64, data)
+        if kind == "b":  # bool + 0.5: float32 from bool, as NumPy and torch give
+            return self, _number_like(x, backend.DEFAULT_DTYPE, data)
+        return self.astype(backend.DEFAULT_DTYPE), _number_like(x, backend.DEFAULT_DTYPE, data)
 
     def __add__(self, other: Any) -> Tensor:
-        return _ops().Add.apply(self, self._scalar(other))
+        return _ops().Add.apply(*self._operands(other))
 
     def __radd__(self, other: Any) -> Tensor:
-        return _ops().Add.apply(self._scalar(other), self)
+        a, b = self._operands(other)
+        return _ops().Add.apply(b, a)
 
     def __sub__(self, other: Any) -> Tensor:
-        return _ops().Sub.apply(self, self._scalar(other))
+        return _ops().Sub.apply(*self._operands(other))
 
     def __rsub__(self, other: Any) -> Tensor:
-        return _ops().Sub.apply(self._scalar(other), self)
+        a, b = self._operands(other)
+        return _ops().Sub.apply(b, a)
 
     def __mul__(self, other: Any) -> Tensor:
-        return _ops().Mul.apply(self, self._scalar(other))
+        return _ops().Mul.apply(*self._operands(other))
 
     def __rmul__(self, other: Any) -> Tensor:
-        return _ops().Mul.apply(self._scalar(other), self)
+        a, b = self._operands(other)
+        return _ops().Mul.apply(b, a)
 
     def __truediv__(self, other: Any) -> Tensor:
-        return _ops().Div.apply(self, self._scalar(other))
+        return _ops().Div.apply(*self._operands(other))
 
     def __rtruediv__(self, other: Any) -> Tensor:
-        return _ops().Div.apply(self._scalar(other), self)
+        a, b = self._operands(other)
+        return _ops().Div.apply(b, a)
 
     def __neg__(self) -> Tensor:
         return _ops().Neg.apply(self)
@@ -220,7 +235,40 @@ class Tensor:
     def __ge__(self, other: Any) -> Any:
         return _compared("GreaterOrEqual", self, other, self.data >= _raw(other))
 
+    # elementwise, as NumPy and torch; hashing stays by identity (sets and dicts of tensors),
+    # so code that needs "the same tensor" must use `is` or id(), never == or `in` on a list
+    def __eq__(self, other: Any) -> Any:  # type: ignore[override]
+        if other is None:  # t == None is False (identity), as in torch, not an array of False
+            return NotImplemented
+        return _compared("Equal", self, other, self.data == _raw(other))
+
+    def __ne__(self, other: Any) -> Any:  # type: ignore[override]
+        if other is None:
+            return NotImplemented
+        return _compared("NotEqual", self, other, self.data != _raw(other))
+
     __hash__ = object.__hash__
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """The data for np.asarray: NumPy functions (np.exp(t)) get a plain array and leave
+        autograd (ndarray + tensor still calls Tensor.__radd__, through __array_priority__).
+
+        A tensor on a GPU is refused rather than copied behind the user's back: a silent
+        device-to-host transfer per call would hide a slow path; call .numpy() to copy it."""
+        data = self.data
+        if type(data) is not np.ndarray:
+            if backend.is_device_array(data):
+                raise DeviceError(f"cannot turn a tensor on {self.device} into a NumPy array "
+                                  f"implicitly; call .numpy() to copy it to the host")
+            data = np.asarray(data)
+        if copy:
+            data = data.copy()
+        if dtype is not None and data.dtype != dtype:
+            if copy is False:
+                raise ValueError(f"np.asarray(copy=False) of a {data.dtype} tensor as {dtype} "
+                                 f"would need a copy")
+            data = data.astype(dtype)
+        return data
 
     def exp(self) -> Tensor:
         """Elementwise e**x."""
@@ -234,24 +282,26 @@ class Tensor:
         """Elementwise square root."""
         return _ops().Pow.apply(self, exponent=0.5)
 
-    def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+    def sum(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None) -> Tensor:
         """Sum over the given axes (all when None)."""
-        return _ops().Sum.apply(self, axis=axis, keepdims=keepdims)
+        return _ops().Sum.apply(self, axis=pick_axis(axis, dim, "sum"), keepdims=keepdims)
 
-    def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+    def mean(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None) -> Tensor:
         """Mean over the given axes (all when None)."""
-        return _ops().Mean.apply(self, axis=axis, keepdims=keepdims)
+        return _ops().Mean.apply(self, axis=pick_axis(axis, dim, "mean"), keepdims=keepdims)
 
-    def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+    def max(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None) -> Tensor:
         """Maximum over the given axes; the gradient is split evenly between ties."""
-        return _ops().Max.apply(self, axis=axis, keepdims=keepdims)
+        return _ops().Max.apply(self, axis=pick_axis(axis, dim, "max"), keepdims=keepdims)
 
-    def min(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+    def min(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None) -> Tensor:
         """Minimum over the given axes; the gradient is split evenly between ties."""
-        return _ops().Min.apply(self, axis=axis, keepdims=keepdims)
+        return _ops().Min.apply(self, axis=pick_axis(axis, dim, "min"), keepdims=keepdims)
 
-    def var(self, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
+    def var(self, axis: Any = None, keepdims: bool = False, ddof: int = 0, *,
+            dim: Any = None) -> Tensor:
         """Variance over the given axes (NumPy's ddof; PyTorch's default is ddof=1)."""
+        axis = pick_axis(axis, dim, "var")
         centered = self - self.mean(axis=axis, keepdims=True)
         total = (centered * centered).sum(axis=axis, keepdims=keepdims)
         # from the reduced axes, not size // total.size: that is 0 when another axis is empty
@@ -261,8 +311,10 @@ class Tensor:
             raise ShapeError(f"var needs more than ddof={ddof} values per result, found {count}")
         return total / float(count - ddof)
 
-    def std(self, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
+    def std(self, axis: Any = None, keepdims: bool = False, ddof: int = 0, *,
+            dim: Any = None) -> Tensor:
         """Standard deviation over the given axes (NumPy's ddof)."""
+        axis = pick_axis(axis, dim, "std")
         return _ops().StdSqrt.apply(self.var(axis=axis, keepdims=keepdims, ddof=ddof))
 
     def sigmoid(self) -> Tensor:
@@ -325,13 +377,26 @@ class Tensor:
             shape = tuple(shape[0])
         return Reshape.apply(self, shape=tuple(shape))
 
+    view = reshape  # PyTorch's name (a copy where NumPy cannot view: the values are the same)
+
     def transpose(self, *axes: int) -> Tensor:
-        """Permute the axes (reverse them when none are given)."""
+        """Two ints swap those axes (torch's transpose(dim0, dim1)); a tuple or list, or any
+        other number of ints, is NumPy's permutation; none reverses the axes."""
         from ..ops.shape import Transpose  # noqa: PLC0415
 
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
+        elif len(axes) == 2 and all(_is_int(a) for a in axes):
+            return _ops_shape().swapaxes(self, *axes)
         return Transpose.apply(self, axes=tuple(axes) if axes else None)
+
+    def permute(self, *dims: int) -> Tensor:
+        """Reorder the axes: dims lists every axis once (torch's permute)."""
+        from ..ops.shape import Transpose  # noqa: PLC0415
+
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = tuple(dims[0])
+        return Transpose.apply(self, axes=tuple(dims))
 
     @property
     def T(self) -> Tensor:  # noqa: N802 - NumPy's name
@@ -379,13 +444,43 @@ class Tensor:
         """Elementwise min with another tensor or number; ties split the gradient."""
         return _ops().minimum(self, other)
 
-    def argmax(self, axis: int | None = None, keepdims: bool = False) -> Tensor:
+    def argmax(self, axis: int | None = None, keepdims: bool = False, *,
+               dim: int | None = None) -> Tensor:
         """int64 index of the largest value along axis (of the flattened tensor when None)."""
-        return _ops().ArgMax.apply(self, axis=axis, keepdims=keepdims)
+        return _ops().ArgMax.apply(self, axis=pick_axis(axis, dim, "argmax"), keepdims=keepdims)
 
-    def argmin(self, axis: int | None = None, keepdims: bool = False) -> Tensor:
+    def argmin(self, axis: int | None = None, keepdims: bool = False, *,
+               dim: int | None = None) -> Tensor:
         """int64 index of the smallest value along axis (of the flattened tensor when None)."""
-        return _ops().ArgMin.apply(self, axis=axis, keepdims=keepdims)
+        return _ops().ArgMin.apply(self, axis=pick_axis(axis, dim, "argmin"), keepdims=keepdims)
+
+
+def _number_like(x: float, dtype: Any, like: Any) -> Any:
+    """A Python number as a 0-d array of dtype where `like` lives (a fill on a GPU, no
+    transfer)."""
+    if type(like) is np.ndarray or not backend.is_device_array(like):
+        return np.asarray(x, dtype=dtype)
+    return backend.xp_of(like).full((), x, dtype=dtype)
+
+
+def pick_axis(axis: Any, dim: Any, what: str) -> Any:
+    """The axis of a call that takes NumPy's axis= or torch's dim= (not both)."""
+    if dim is None:
+        return axis
+    if axis is not None:
+        raise ConfigError(f"{what} takes axis= or its torch name dim=, found both "
+                          f"(axis={axis!r}, dim={dim!r})")
+    return dim
+
+
+def _is_int(a: Any) -> bool:
+    return isinstance(a, (int, np.integer)) and not isinstance(a, (bool, np.bool_))
+
+
+def _ops_shape() -> Any:
+    from ..ops import shape  # noqa: PLC0415 - ops import Tensor
+
+    return shape
 
 
 def _raw(x: Any) -> Any:

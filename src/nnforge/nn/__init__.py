@@ -18,6 +18,7 @@ from .layers import (
                      LeakyReLU,
                      Linear,
                      LogSoftmax,
+                     ModuleDict,
                      ModuleList,
                      ReLU,
                      Sequential,
@@ -41,7 +42,8 @@ __all__ = ["GELU", "LAYER_REGISTRY", "AdaptiveAvgPool2d", "AvgPool2d", "BCELoss"
            "BCEWithLogitsLoss", "BatchNorm1d", "BatchNorm2d", "Conv2d", "CrossEntropyLoss",
            "Dropout", "Flatten", "GlobalAvgPool2d",
            "HuberLoss", "Identity", "L1Loss", "LeakyReLU", "Linear", "LogSoftmax", "Loss",
-           "MSELoss", "MaxPool2d", "Module", "ModuleList", "Parameter", "ReLU", "Sequential",
+           "MSELoss", "MaxPool2d", "Module", "ModuleDict", "ModuleList", "Parameter", "ReLU",
+           "Sequential",
            "Sigmoid", "Softmax", "Tanh", "get_loss", "init", "layer_from_architecture",
            "register_layer"]
 

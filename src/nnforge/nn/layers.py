@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Iterator
 
 import numpy as np
 
 from .. import backend
-from ..autograd.tensor import Tensor
+from ..autograd.tensor import Tensor, pick_axis
 from ..errors import ConfigError, ShapeError, check_float
 from ..ops import activation as A
 from ..ops.linear import linear
@@ -128,6 +129,85 @@ class ModuleList(_Container):
 
 
 @register_layer
+class ModuleDict(Module):
+    """Layers by name whose parameters count as the owner's (a plain dict would hide them):
+    each key is the child's name, so `self.layers = ModuleDict({"a": ...})` saves its weights
+    as layers.a.weight. Call the layers from your own forward."""
+
+    def __init__(self, modules: Mapping[str, Module] | None = None) -> None:
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __setitem__(self, key: str, module: Module) -> None:
+        if not isinstance(key, str) or not key or "." in key:
+            raise ConfigError(f"ModuleDict keys must be non-empty strings without '.', found "
+                              f"{key!r:.60}")
+        if not isinstance(module, Module):
+            raise ConfigError(f"ModuleDict expects Module values, found {type(module).__name__} "
+                              f"for key {key!r}")
+        if key not in self._modules and hasattr(self, key):  # "forward", "training", "to"...
+            raise ConfigError(f"ModuleDict key {key!r} would hide the attribute of that name; "
+                              f"rename the layer")
+        setattr(self, key, module)
+
+    def __getitem__(self, key: str) -> Module:
+        try:
+            return self._modules[key]
+        except KeyError:
+            raise KeyError(f"ModuleDict has no layer {key!r}; it has {list(self._modules)}") \
+                from None
+
+    def __delitem__(self, key: str) -> None:
+        self[key]  # noqa: B018 - the KeyError naming the keys
+        delattr(self, key)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._modules)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._modules
+
+    def keys(self) -> Any:
+        """The layer names, in insertion order."""
+        return self._modules.keys()
+
+    def values(self) -> Any:
+        """The layers, in insertion order."""
+        return self._modules.values()
+
+    def items(self) -> Any:
+        """(name, layer) pairs, in insertion order."""
+        return self._modules.items()
+
+    def update(self, modules: Mapping[str, Module]) -> None:
+        """Add or replace layers by name."""
+        if not isinstance(modules, Mapping):
+            raise ConfigError(f"ModuleDict expects a mapping of name -> Module, found "
+                              f"{type(modules).__name__}")
+        for key, module in modules.items():
+            self[key] = module
+
+    def forward(self, *args: Any) -> Any:
+        raise ConfigError("a ModuleDict is not a layer to call: pick its layers by name in "
+                          "your module's forward")
+
+    def get_config(self) -> dict[str, Any]:
+        return {"layers": {k: m.to_architecture() for k, m in self._modules.items()}}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        layers = config.get("layers")
+        if set(config) != {"layers"} or not isinstance(layers, dict):
+            raise ConfigError(f"{cls.__name__} config takes only a 'layers' object, found "
+                              f"{config!r:.80}")
+        return cls({k: layer_from_architecture(a) for k, a in layers.items()})
+
+
+@register_layer
 class Linear(Module):
     """Fully connected layer y = x @ W.T + b, W of shape (out_features, in_features)."""
 
@@ -227,9 +307,10 @@ class LeakyReLU(Module):
 class Softmax(Module):
     """Softmax along an axis."""
 
-    def __init__(self, axis: int = -1) -> None:
+    def __init__(self, axis: int | None = None, *, dim: int | None = None) -> None:
         super().__init__()
-        self.axis = check_int(self, "axis", axis)
+        axis = pick_axis(axis, dim, type(self).__name__)  # dim=: torch's name
+        self.axis = check_int(self, "axis", -1 if axis is None else axis)
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_axis(x)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
+import numpy as np
+
+from .. import backend
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError
 from ..ops import loss as L
@@ -25,8 +29,24 @@ class Loss:
         """Compute the loss."""
         raise NotImplementedError
 
+    def extra_repr(self) -> str:
+        """The options that differ from their defaults, as torch's extra_repr shows them."""
+        parts = []
+        for name, p in inspect.signature(type(self).__init__).parameters.items():
+            if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) \
+                    or not hasattr(self, name):
+                continue
+            value = getattr(self, name)
+            if value is p.default or (type(value) is type(p.default) and value == p.default):
+                continue
+            text = (np.array2string(np.asarray(backend.to_numpy(value)), precision=4,
+                                    threshold=8, separator=", ")
+                    if hasattr(value, "shape") else repr(value))
+            parts.append(f"{name}={text}")
+        return ", ".join(parts)
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        return f"{type(self).__name__}({self.extra_repr()})"
 
 
 class MSELoss(Loss):

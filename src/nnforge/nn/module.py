@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd.tensor import Tensor
-from ..errors import ConfigError, ShapeError, StateDictError, UnknownLayerError
+from ..errors import ConfigError, DTypeError, ShapeError, StateDictError, UnknownLayerError
 
 #: The closed registry of layer classes that architectures may name.
 LAYER_REGISTRY: dict[str, type[Module]] = {}
@@ -84,6 +84,10 @@ class Module:
                               f"layers would hide their parameters from parameters(), the "
                               f"optimizer and saving; use nn.ModuleList([...]) or "
                               f"nn.Sequential(...)")
+        if isinstance(value, Mapping) and any(isinstance(v, Module) for v in value.values()):
+            raise ConfigError(f"{type(self).__name__}.{name}: a plain {type(value).__name__} of "
+                              f"layers would hide their parameters from parameters(), the "
+                              f"optimizer and saving; use nn.ModuleDict({{...}})")
         # as in PyTorch: a parameter or child slot takes another of its kind or None; anything
         # else would silently drop it from training and saving while forward still used it
         if value is not None and (name in self._parameters and not isinstance(value, Parameter)
@@ -363,6 +367,9 @@ class Module:
         if not on_gpu and not isinstance(x, (np.ndarray, list, tuple)):
             return x
         arr = x if on_gpu else np.asarray(x)
+        if arr.dtype.kind not in "biuf":  # strings, objects: NumPy's own error would not say
+            raise DTypeError(f"{type(self).__name__} expected numeric input (floats, ints or "
+                             f"bools), found an array of dtype {arr.dtype} and shape {arr.shape}")
         params = self.parameters()
         if params:
             ref = params[0].data

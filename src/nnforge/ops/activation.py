@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd.function import Function
-from ..autograd.tensor import Tensor
+from ..autograd.tensor import Tensor, pick_axis
 from ..errors import ConfigError
 
 _ZEROS: dict[str, Any] = {}  # dtype -> one read-only flat buffer of zeros, grown on demand
@@ -297,11 +297,13 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
     return Gelu.apply(x, approximate=approximate)
 
 
-def softmax(x: Tensor, axis: int = -1) -> Tensor:
-    """Softmax along an axis."""
-    return Softmax.apply(x, axis=axis)
+def softmax(x: Tensor, axis: int | None = None, *, dim: int | None = None) -> Tensor:
+    """Softmax along an axis (the last by default; torch's dim= names it too)."""
+    axis = pick_axis(axis, dim, "softmax")
+    return Softmax.apply(x, axis=-1 if axis is None else axis)
 
 
-def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
-    """Log-softmax along an axis."""
-    return LogSoftmax.apply(x, axis=axis)
+def log_softmax(x: Tensor, axis: int | None = None, *, dim: int | None = None) -> Tensor:
+    """Log-softmax along an axis (the last by default; torch's dim= names it too)."""
+    axis = pick_axis(axis, dim, "log_softmax")
+    return LogSoftmax.apply(x, axis=-1 if axis is None else axis)

@@ -13,27 +13,41 @@ from .activation import relu_floor
 
 
 class Linear(Function):
-    """y = x @ W.T + b for x of shape (N, in), W of shape (out, in), b of shape (out,)."""
+    """y = x @ W.T + b for x of shape (N, in) or (N, ..., in) (applied to the last axis, as
+    torch and Keras do), W of shape (out, in), b of shape (out,)."""
 
     ir_name = "Gemm"
+    in_shape: tuple[int, ...] | None = None  # set for input other than 2-D (see forward)
 
     def lower(self, b: Any, xs: list[str]) -> Any:
-        """Gemm(x, W, b, transB=1)."""
-        return b.node("Gemm", xs, transB=1)
+        """Gemm(x, W, b, transB=1); for input other than 2-D, MatMul(x, W.T) then Add(b)."""
+        if len(b.shape(xs[0])) == 2:
+            return b.node("Gemm", xs, transB=1)
+        y = b.node("MatMul", [xs[0], b.node("Transpose", [xs[1]], perm=[1, 0])])
+        return b.node("Add", [y, xs[2]]) if len(xs) == 3 else y
 
     def forward(self, x: Any, w: Any, b: Any = None) -> Any:
-        if x.ndim != 2 or x.shape[1] != w.shape[1]:
-            raise ShapeError(f"Linear expected input of shape (batch, {w.shape[1]}), "
-                             f"found {x.shape}")
+        if x.ndim != 2 or x.shape[1] != w.shape[1]:  # the 2-D hot path skips all of this
+            if x.ndim == 0 or x.shape[-1] != w.shape[1]:
+                raise ShapeError(f"Linear expected input of shape (batch, {w.shape[1]}) or "
+                                 f"(batch, ..., {w.shape[1]}), found {x.shape}")
+            self.in_shape = x.shape
+            x = x.reshape(-1, w.shape[1])
         self.x, self.w = x, w
         y = x @ w.T
         if b is not None:
             y += b
+        if self.in_shape is not None:
+            y = y.reshape(self.in_shape[:-1] + (w.shape[0],))
         return y
 
     def backward(self, gy: Any) -> tuple[Any, ...]:
         need_x, need_w = self.needs_input_grad[:2]
+        if self.in_shape is not None:  # the product ran on the input flattened to 2-D
+            gy = gy.reshape(-1, gy.shape[-1])
         gx = gy @ self.w if need_x else None
+        if gx is not None and self.in_shape is not None:
+            gx = gx.reshape(self.in_shape)
         # (x.T @ gy).T: the weight's own column-major layout (see nn.Linear), no transposing copy
         gw = (self.x.T @ gy).T if need_w else None
         if len(self.needs_input_grad) == 3:

@@ -34,7 +34,11 @@ def unbroadcast(g: Any, shape: tuple[int, ...]) -> Any:
 class _Binary(Function):
     def forward(self, a: Any, b: Any) -> Any:
         self.shapes = (a.shape, b.shape)
-        return self.compute(a, b)
+        try:  # checked only when NumPy refuses: the success path pays nothing
+            return self.compute(a, b)
+        except ValueError:
+            raise ShapeError(f"{type(self).__name__} expects shapes that broadcast together, "
+                             f"found {a.shape} and {b.shape}") from None
 
     def compute(self, a: Any, b: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -94,6 +98,8 @@ class Div(_Binary):
     simple_lowering = True
 
     def compute(self, a: Any, b: Any) -> Any:
+        if a.dtype.kind in "iub" and b.dtype.kind in "iub":  # true division, as torch: float32
+            a, b = a.astype(backend.DEFAULT_DTYPE), b.astype(backend.DEFAULT_DTYPE)
         self.a, self.b = a, b
         return a / b
 
@@ -498,9 +504,9 @@ class PowBase(Function):
 def _numbers_like(a: Any, b: Any) -> tuple[Any, Any]:
     """A Python number beside a tensor takes the tensor's float dtype (as its operators do)."""
     if isinstance(a, Tensor) and not isinstance(b, Tensor):
-        b = a._scalar(b)
+        a, b = a._operands(b)
     elif isinstance(b, Tensor) and not isinstance(a, Tensor):
-        a = b._scalar(a)
+        b, a = b._operands(a)
     return a, b
 
 
@@ -529,7 +535,12 @@ class MatMul(Function):
 
     def forward(self, a: Any, b: Any) -> Any:
         self.a, self.b = a, b
-        return a @ b
+        try:
+            return a @ b
+        except ValueError:
+            raise ShapeError(f"matmul expects the last axis of the left operand to match the "
+                             f"second-to-last of the right one (and the leading axes to "
+                             f"broadcast), found {a.shape} @ {b.shape}") from None
 
     def backward(self, gy: Any) -> tuple[Any, Any]:
         a, b = self.a, self.b

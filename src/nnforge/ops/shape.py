@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd.function import Function
-from ..autograd.tensor import Tensor
+from ..autograd.tensor import Tensor, pick_axis
 from ..errors import ShapeError
 from .math import unbroadcast
 
@@ -112,7 +112,11 @@ class Concat(Function):
             raise ShapeError(f"concat expects at least one tensor with an axis {self.axis}, found "
                              f"shapes {[x.shape for x in xs]}")
         self.sizes = [x.shape[self.axis] for x in xs]
-        return np.concatenate(xs, axis=self.axis)
+        try:
+            return np.concatenate(xs, axis=self.axis)
+        except ValueError:
+            raise ShapeError(f"concat expects tensors of one rank whose sizes match except along "
+                             f"axis {self.axis}, found shapes {[x.shape for x in xs]}") from None
 
     def backward(self, gy: Any) -> tuple[Any, ...]:
         cuts = np.cumsum(self.sizes)[:-1].tolist()  # a list: CuPy takes no NumPy array
@@ -283,9 +287,22 @@ def _index_on_device(index: Any, like: Any) -> Any:
     return tuple(move(i) for i in index) if isinstance(index, tuple) else move(index)
 
 
-def concat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
-    """Concatenate tensors along an axis."""
-    return Concat.apply(*tensors, axis=axis)
+def concat(tensors: Sequence[Tensor], axis: int | None = None, *,
+           dim: int | None = None) -> Tensor:
+    """Concatenate tensors along an axis (0 by default; torch's dim= names it too)."""
+    axis = pick_axis(axis, dim, "concat")
+    return Concat.apply(*tensors, axis=0 if axis is None else axis)
+
+
+cat = concat  # PyTorch's name
+
+
+def swapaxes(x: Tensor, axis0: int, axis1: int) -> Tensor:
+    """x with two axes exchanged (torch's transpose(dim0, dim1))."""
+    a, b = _axis(x, axis0, "transpose"), _axis(x, axis1, "transpose")
+    perm = list(range(x.ndim))
+    perm[a], perm[b] = b, a
+    return Transpose.apply(x, axes=tuple(perm))
 
 
 def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
