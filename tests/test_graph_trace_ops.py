@@ -335,3 +335,41 @@ def test_registered_custom_module_saves_loads_and_serves(registered: Any, tmp_pa
     loaded = nf.load(path)
     assert_close(_eager(loaded, x), _eager(model, x), 1e-6)
     assert_close(InferenceSession(str(path)).run(x), _eager(model, x), 1e-6)
+
+
+class TwoIn(nn.Module):
+    """A forward with two arrays: features and a per-row gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, a: nf.Tensor, b: nf.Tensor) -> nf.Tensor:
+        return self.fc(a).relu() * b[:, :3] + b.sum(axis=1, keepdims=True)
+
+
+def test_a_forward_with_two_inputs_traces_and_matches_eager() -> None:
+    model = TwoIn()
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((7, 4)).astype(F32), rng.standard_normal((7, 4)).astype(F32)
+    want = model(nf.Tensor(a), nf.Tensor(b)).data
+    graph = trace(model, input_shape=[(None, 4), (None, 4)], input_name=["feats", "gate"])
+    assert graph.input_names == ["feats", "gate"]
+    for backend in ("numpy", "onnxruntime"):
+        # it was a raw TypeError: forward() missing 1 required positional argument
+        session = InferenceSession(model, input_shape=[(4,), (4,)], backend=backend)
+        assert session.input_names == ["input_0", "input_1"]
+        np.testing.assert_allclose(session.run({"input_0": a, "input_1": b}), want,
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(session.run([a[:2], b[:2]]), want[:2], rtol=1e-5, atol=1e-6)
+
+
+def test_a_forward_with_two_inputs_needs_one_shape_per_argument() -> None:
+    for kwargs, found in (({}, "no input_shape"), ({"input_shape": (4,)}, "a single shape")):
+        with pytest.raises(ConfigError, match=rf"^TwoIn.forward takes 2 inputs; expected "
+                           rf"input_shape=\[...\] with one shape per argument, found {found}$"):
+            InferenceSession(TwoIn(), **kwargs)
+    with pytest.raises(ConfigError, match=r"takes 2 inputs; .* found 3 shapes"):
+        InferenceSession(TwoIn(), input_shape=[(4,), (4,), (4,)])
+    with pytest.raises(ConfigError, match=r"expected 2 distinct input name\(s\)"):
+        trace(TwoIn(), [(None, 4), (None, 4)], input_name=["x", "x"])

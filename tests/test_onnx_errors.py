@@ -134,6 +134,41 @@ def test_not_onnx_and_missing_files(tmp_path) -> None:
             load(tmp_path / name)
 
 
+def test_onnx_and_nnf_files_swapped_say_which_is_which(tmp_path, capsys) -> None:
+    onnx_path = tmp_path / "model.onnx"
+    shutil.copy(FIXTURES / "cnn_bn_classic.onnx", onnx_path)
+    nnf_path = tmp_path / "model.nnf"
+    nf.save(nf.nn.Sequential(nf.nn.Linear(3, 2)), nnf_path)
+    # it said "not a zip archive" with no hint
+    with pytest.raises(ModelFileError, match=r"not a zip archive\); it looks like an ONNX model: "
+                       r"run it with nnforge.InferenceSession\('.*model.onnx'\), or convert it "
+                       r"with nnforge.onnx.to_module or 'nnforge import'"):
+        nf.load(onnx_path)
+    renamed = tmp_path / "model.bin"  # the protobuf's first byte tells without the extension
+    shutil.copy(onnx_path, renamed)
+    with pytest.raises(ModelFileError, match="looks like an ONNX model"):
+        nf.load(renamed)
+    # it said "Wire format was corrupt"
+    with pytest.raises(ModelFileError, match=r"is an nnforge model file \(a zip archive\), not "
+                       r"an ONNX model: .*'nnforge import' takes .onnx files"):
+        load(nnf_path)
+    assert main(["import", str(nnf_path), "-o", str(tmp_path / "out.nnf")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is an nnforge model file (a zip archive)" in err
+
+
+def test_a_zip_directory_that_disagrees_with_its_entries_is_damaged(tmp_path) -> None:
+    path = tmp_path / "model.nnf"
+    nf.save(nf.nn.Sequential(nf.nn.Linear(3, 2)), path)
+    data = path.read_bytes()
+    first = data.find(b"PK\x01\x02") + 46  # the first directory entry's name
+    path.write_bytes(data[:first] + b"X" + data[first + 1:])
+    # it said "not an nnforge model file (it has no manifest.json)"
+    with pytest.raises(ModelFileError, match=r"entry 'Xanifest.json' of .* is damaged \(its "
+                       r"local header names 'manifest.json'\)"):
+        nf.load(path)
+
+
 def test_external_data_truncated_missing_or_outside(tmp_path) -> None:
     for f in FIXTURES.glob("mlp_dynamo.onnx*"):
         shutil.copy(f, tmp_path / f.name)

@@ -9,8 +9,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from nnforge.errors import ConfigError, DataError, ShapeError
+from nnforge.graph.ir import Node
 from nnforge.onnx import load
 from nnforge.runtime import InferenceSession
+from nnforge.runtime.kernels import KERNELS
 
 F32 = np.float32
 
@@ -58,10 +60,14 @@ def test_several_inputs_match_onnx_runtime(two_inputs: str, rng: np.random.Gener
 def test_several_inputs_mistakes_get_one_clear_error(two_inputs: str) -> None:
     session = InferenceSession(two_inputs)
     a, b = np.ones((2, 4), F32), np.ones((2, 3), F32)
-    with pytest.raises(ConfigError, match=r"expected inputs \['a', 'b'\], found \['a'\]"):
+    with pytest.raises(ConfigError, match=r"^missing input 'b': expected a dict with the "
+                       r"model's input names \['a', 'b'\]$"):
         session.run({"a": a})
-    with pytest.raises(ConfigError, match=r"expected inputs \['a', 'b'\], found \['0', 'a'\]"):
+    with pytest.raises(ConfigError, match=r"^unknown input name 0; missing input 'b': "
+                       r"expected .* \['a', 'b'\]$"):
         session.run({"a": a, 0: b})
+    with pytest.raises(ConfigError, match=r"^unknown input name 'c': expected"):
+        session.run({"a": a, "b": b, "c": b})
     with pytest.raises(ConfigError, match="has 2 inputs"):
         session.run(a)
     with pytest.raises(ShapeError, match=r"input 'b' of shape \(N, 3\), found \(2, 4\)"):
@@ -72,3 +78,44 @@ def test_several_inputs_mistakes_get_one_clear_error(two_inputs: str) -> None:
         session.run([a, b_nan])
     with pytest.raises(ConfigError, match="predict\\(\\) needs a model with one input"):
         session.predict(a)
+
+
+def _int_and_bool_outputs(tmp_path, outputs: list[str]) -> str:
+    nodes = [helper.make_node("ArgMax", ["a"], ["i"], axis=1, keepdims=0),
+             helper.make_node("ArgMin", ["a"], ["j"], axis=1, keepdims=1),
+             helper.make_node("Greater", ["a", "t"], ["g"])]
+    infos = {"i": helper.make_tensor_value_info("i", TensorProto.INT64, ["N"]),
+             "j": helper.make_tensor_value_info("j", TensorProto.INT64, ["N", 1]),
+             "g": helper.make_tensor_value_info("g", TensorProto.BOOL, ["N", 6])}
+    graph = helper.make_graph(
+        nodes, "ints", [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 6])],
+        [infos[k] for k in outputs], [numpy_helper.from_array(np.float32(0.2), "t")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = str(tmp_path / f"{''.join(outputs)}.onnx")
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("outputs", [["i", "j", "g"], ["i"], ["g"]])
+def test_argmax_and_comparison_outputs_have_the_declared_dtype(
+        tmp_path, rng: np.random.Generator, outputs: list[str]) -> None:
+    path = _int_and_bool_outputs(tmp_path, outputs)
+    oracle = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    a = rng.standard_normal((5, 6)).astype(F32)
+    want = oracle.run(None, {"a": a})
+    for backend in ("numpy", "onnxruntime"):
+        got = InferenceSession(path, backend=backend).run(a)
+        got = [got] if len(outputs) == 1 else [got[k] for k in outputs]
+        for g, w in zip(got, want):  # the NumPy plan gave float32 for every one of them
+            assert g.dtype == w.dtype
+            np.testing.assert_array_equal(g, w)
+
+
+def test_argmax_over_an_axis_floats_cannot_index_exactly_is_refused() -> None:
+    node = Node("ArgMax", ["x"], ["y"], {"axis": 1, "keepdims": 0}, "am")
+    x = np.broadcast_to(F32(0), (1, 2**24 + 1))  # no memory: a view of one value
+    with pytest.raises(ConfigError, match=r"as float32, exact up to 16,777,216; .* found "
+                       r"16,777,217"):
+        KERNELS["ArgMax"](node, [x], [np.empty(1, F32)], None)
+    KERNELS["ArgMax"](node, [x[:, :2**24]], [np.empty(1, F32)], None)

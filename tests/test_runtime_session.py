@@ -133,6 +133,18 @@ def test_input_errors() -> None:
         session.predict(np.zeros((4, 3)), batch_size=0)
 
 
+def test_a_dict_by_the_wrong_name_is_one_clear_error() -> None:
+    session = InferenceSession(nn.Sequential(nn.Linear(3, 2)))
+    x = np.ones((2, 3), F32)
+    # it was a DTypeError about dtype object, naming neither the key nor the input
+    with pytest.raises(ConfigError, match=r"^unknown input name 'x'; missing input 'input': "
+                       r"expected a dict with the model's input name \['input'\]$"):
+        session.run({"x": x})
+    with pytest.raises(ConfigError, match=r"^unknown input name 'x': expected"):
+        session.run({"input": x, "x": x})
+    np.testing.assert_array_equal(session.run({"input": x}), session.run(x))
+
+
 def test_constructor_errors(tmp_path: object) -> None:
     model = nn.Sequential(nn.Linear(3, 2))
     with pytest.raises(ConfigError, match="expected backend"):

@@ -22,6 +22,7 @@ import warnings
 from typing import Sequence
 
 from .common import EXIT_FAILURE, EXIT_USAGE, CliParser, UsageError, fail_line
+from .plugins import UNKNOWN_LAYER_HINT, import_modules, split_imports
 
 #: command -> (module, function) of the commands other packages implement
 EXTERNAL_COMMANDS: dict[str, tuple[str, str, str, str]] = {
@@ -38,6 +39,7 @@ EPILOG = """examples:
   nnforge info models/digits/1/model.nnf --graph
   nnforge bench models/digits/1/model.nnf --batch-sizes 1,32,256
 
+A model with custom layers: nnforge --import mypkg.layers predict model.nnf ...
 Run 'nnforge COMMAND --help' for the options of one command.
 Set NNFORGE_DEBUG=1 to see a traceback when a command fails."""
 
@@ -50,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = CliParser(prog="nnforge", description=DESCRIPTION, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"nnforge {__version__}")
+    # taken off argv by _dispatch before parsing (so serve/export/import get it too): help only
+    parser.add_argument("--import", metavar="MODULE", action="append", dest="imports",
+                        help="import a Python module first, e.g. one that registers custom "
+                             "layers (repeatable; before COMMAND)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CliParser)
     for module in (train, evaluate, predict, info, bench):
         module.add_parser(sub)
@@ -86,6 +92,8 @@ def _run_external(name: str, argv: list[str]) -> int:
 
 def _dispatch(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    names, argv = split_imports(argv)
+    import_modules(names)
     # The external commands parse their own arguments, flags included, so route them first.
     if argv and argv[0] in EXTERNAL_COMMANDS:
         return _run_external(argv[0], argv[1:])
@@ -111,6 +119,12 @@ def _is_user_mistake(exc: BaseException) -> bool:
 
     # OSError: missing or unreadable files, a full disk: the environment, not a bug
     return isinstance(exc, (NNForgeError, OSError, UnicodeDecodeError))
+
+
+def _unknown_layer(exc: BaseException) -> bool:
+    from ..errors import UnknownLayerError  # noqa: PLC0415
+
+    return isinstance(exc, UnknownLayerError) or "unknown layer type" in str(exc)
 
 
 def _oneline(exc: BaseException) -> str:
@@ -146,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         if _is_user_mistake(exc):
-            fail_line(_oneline(exc))
+            fail_line(_oneline(exc) + (UNKNOWN_LAYER_HINT if _unknown_layer(exc) else ""))
         elif isinstance(exc, MemoryError):
             fail_line("out of memory (a smaller --batch-size may help)")
         else:

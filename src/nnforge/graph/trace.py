@@ -12,6 +12,7 @@ traced graph.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -91,14 +92,35 @@ class Tracer:
         return fn(layer, self, path, x)
 
 
-def trace(model: Module, input_shape: Sequence[Any] | None = None, input_name: str = "input",
-          output_name: str = "output") -> Graph:
-    """Trace a model into a Graph (dropout off, batch norm on running statistics)."""
+def trace(model: Module, input_shape: Sequence[Any] | None = None,
+          input_name: str | Sequence[str] | None = None, output_name: str = "output") -> Graph:
+    """Trace a model into a Graph (dropout off, batch norm on running statistics).
+
+    For a forward with several arguments, input_shape is a list of shapes (one per argument,
+    batch dimension first) and input_name a list of names (default input_0, input_1, ...).
+    """
     if not isinstance(model, Module):
         raise ConfigError(f"expected an nnforge Module to trace, found {type(model).__name__}")
-    shape = guess_input_shape(model) if input_shape is None else _normalize_shape(input_shape)
+    arity = forward_arity(model)
+    if is_shape_list(input_shape):
+        shapes = [_normalize_shape(s) for s in input_shape]  # type: ignore[union-attr]
+        if len(shapes) != arity and not (arity == 1 and len(shapes) == 1):
+            raise ConfigError(f"{type(model).__name__}.forward takes {arity} input"
+                              f"{'s' * (arity > 1)}; expected input_shape=[...] with one shape "
+                              f"per argument, found {len(shapes)} shapes")
+        names = _input_names(input_name, len(shapes))
+        if len(shapes) > 1:
+            return _trace_forward(model, shapes, names, output_name)
+        shape, input_name = shapes[0], names[0]
+    elif arity > 1:
+        found = "no input_shape" if input_shape is None else "a single shape"
+        raise ConfigError(f"{type(model).__name__}.forward takes {arity} inputs; expected "
+                          f"input_shape=[...] with one shape per argument, found {found}")
+    else:
+        shape = guess_input_shape(model) if input_shape is None else _normalize_shape(input_shape)
+        input_name = _input_names(input_name, 1)[0]
     if not lowerable(model):
-        return _trace_forward(model, shape, input_name, output_name)
+        return _trace_forward(model, [shape], [input_name], output_name)
     t = Tracer(input_name, shape, str(model.dtype))
     out = t.lower(model, "", input_name)
     if out == input_name:  # an empty model: keep one node so input and output differ
@@ -118,28 +140,59 @@ def lowerable(layer: Module) -> bool:
     return type(layer).__name__ != "Sequential" or all(map(lowerable, layer._modules.values()))
 
 
-def _trace_forward(model: Module, shape: Shape, input_name: str, output_name: str) -> Graph:
+def forward_arity(model: Module) -> int:
+    """How many positional arguments model.forward requires (1 when it cannot tell)."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return max(1, sum(p.kind in kinds and p.default is p.empty for p in params))
+
+
+def is_shape_list(shape: Any) -> bool:
+    """True for a list of shapes ([(4,), (3,)]) rather than one shape ((None, 4))."""
+    return (isinstance(shape, (list, tuple)) and len(shape) > 0
+            and all(isinstance(s, (list, tuple)) for s in shape))
+
+
+def _input_names(names: str | Sequence[str] | None, n: int) -> list[str]:
+    if names is None:
+        return ["input"] if n == 1 else [f"input_{k}" for k in range(n)]
+    out = [names] if isinstance(names, str) else list(names)
+    if len(out) != n or len(set(out)) != n or not all(isinstance(x, str) and x for x in out):
+        raise ConfigError(f"expected {n} distinct input name(s), found {names!r}")
+    return out
+
+
+def _trace_forward(model: Module, shapes: list[Shape], input_names: list[str],
+                   output_name: str) -> Graph:
     """Op-level trace of a module with its own forward (see graph/trace_ops.py)."""
     from .trace_ops import BATCHES, check_against_eager, merge_batches, record_forward  # noqa: PLC0415
 
-    if any(not isinstance(d, int) for d in shape[1:]):
-        raise ConfigError(f"cannot trace {type(model).__name__}'s forward with input shape "
-                          f"{shape}: expected every dim but the batch known; pass "
-                          f"input_shape=(features...) (one sample's shape)")
+    for shape in shapes:
+        if any(not isinstance(d, int) for d in shape[1:]):
+            raise ConfigError(f"cannot trace {type(model).__name__}'s forward with input shape "
+                              f"{shape}: expected every dim but the batch known; pass "
+                              f"input_shape=(features...) (one sample's shape)")
     dtype = str(model.dtype)
     runs = []
     for seed, n in enumerate(BATCHES):
-        t = Tracer(input_name, (n, *shape[1:]), dtype)
+        concrete = [(n, *s[1:]) for s in shapes]
+        t = Tracer(input_names[0], concrete[0], dtype)
+        for name, s in zip(input_names[1:], concrete[1:]):
+            t.graph.inputs.append(ValueInfo(name, s, dtype))
+            t.shapes[name] = s
         t.graph.name = type(model).__name__
-        outs, eager, x = record_forward(model, t, (n, *shape[1:]), seed, lowerable)
-        runs.append((t, outs, eager, x))
+        outs, eager, xs = record_forward(model, t, concrete, seed, lowerable)
+        runs.append((t, outs, eager, xs))
     (t, outs, _, _), (t2, _, _, _) = runs
     merge_batches(t.graph, t2.graph, t.shapes, t2.shapes)
     g = t.graph
-    g.inputs = [ValueInfo(input_name, shape, dtype)]
+    g.inputs = [ValueInfo(name, s, dtype) for name, s in zip(input_names, shapes)]
     names = [output_name] + [f"{output_name}_{k}" for k in range(1, len(outs))]
     for k, (out, name) in enumerate(zip(outs, names)):
-        if out == input_name or out in g.initializers or out in outs[:k]:
+        if out in input_names or out in g.initializers or out in outs[:k]:
             g.nodes.append(Node("Identity", [out], [name], {}, name))
             continue
         for node in g.nodes:
@@ -149,8 +202,8 @@ def _trace_forward(model: Module, shape: Shape, input_name: str, output_name: st
 
     infos = compute_shapes(g)
     g.outputs = [ValueInfo(n, infos[n].shape, infos[n].dtype) for n in names]
-    for _, _, eager, x in runs:
-        check_against_eager(g, x, eager)
+    for _, _, eager, xs in runs:
+        check_against_eager(g, xs, eager)
     return g
 
 

@@ -163,7 +163,12 @@ class OpRecorder:
         if not self.active() or not (id(a) in self.values or id(b) in self.values):
             return
         other = b if isinstance(b, Tensor) else Tensor(np.asarray(b, a.dtype), _keep=True)
-        self.bind(result, self.node(op, [self.value_of(a), self.value_of(other)]))
+        ins = [self.value_of(a), self.value_of(other)]
+        if op == "NotEqual":  # ONNX has no NotEqual: Equal(Equal(a, b), false) is its Not
+            self.bind(result, self.node("Equal", [self.node("Equal", ins),
+                                                  self.const(np.array(False))]))
+            return
+        self.bind(result, self.node(op, ins))
 
     def call_module(self, module: Module, call: Callable, args: tuple, kwargs: dict) -> Any:
         """Lower a child with a layer lowering as a layer; run any other module's forward."""
@@ -190,15 +195,18 @@ class OpRecorder:
             self.path = outer
 
 
-def record_forward(model: Module, tracer: Any, shape: tuple[int, ...], seed: int,
+def record_forward(model: Module, tracer: Any, shapes: Sequence[tuple[int, ...]], seed: int,
                    lowerable: Callable[[Module], bool]
-                   ) -> tuple[list[str], list[np.ndarray], np.ndarray]:
-    """Run model's forward once on random input of this shape; return (output values, eager
-    outputs, the input). The tracer's graph receives the nodes."""
+                   ) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """Run model's forward once on random inputs of these shapes (one per graph input and
+    forward argument); return (output values, eager outputs, the inputs). The tracer's graph
+    receives the nodes."""
     rec = OpRecorder(tracer, model, lowerable)
-    x = Tensor(np.random.default_rng(seed).standard_normal(shape).astype(tracer.dtype),
-               _keep=True)
-    rec.bind(x, tracer.graph.inputs[0].name)
+    rng = np.random.default_rng(seed)
+    xs = [Tensor(rng.standard_normal(shape).astype(tracer.dtype), _keep=True)
+          for shape in shapes]
+    for x, v in zip(xs, tracer.graph.inputs):
+        rec.bind(x, v.name)
     original = Module.__call__
 
     def traced_call(self: Module, *args: Any, **kwargs: Any) -> Any:
@@ -213,7 +221,7 @@ def record_forward(model: Module, tracer: Any, shape: tuple[int, ...], seed: int
         try:
             model.eval()
             with no_grad(), np.errstate(all="ignore"):
-                out = model(x)
+                out = model(*xs)
         finally:
             _function.RECORDER = None
             Module.__call__ = original  # type: ignore[method-assign]
@@ -227,7 +235,7 @@ def record_forward(model: Module, tracer: Any, shape: tuple[int, ...], seed: int
                               f"tensors computed from its input, found output {k} "
                               f"{type(o).__name__} that does not depend on it")
         values.append(rec.values[id(o)])
-    return values, [backend.to_numpy(o.data) for o in outs], x.data
+    return values, [backend.to_numpy(o.data) for o in outs], [x.data for x in xs]
 
 
 def merge_batches(g1: Graph, g2: Graph, in1: dict[str, Shape], in2: dict[str, Shape]) -> None:
@@ -283,10 +291,11 @@ def _batch_free(op: str, t1: np.ndarray, t2: np.ndarray, s1: Shape, s2: Shape
     return None if left else out
 
 
-def check_against_eager(graph: Graph, x: np.ndarray, expected: list[np.ndarray]) -> None:
-    """ConfigError unless the traced graph gives the eager outputs on the traced input."""
+def check_against_eager(graph: Graph, xs: Sequence[np.ndarray], expected: list[np.ndarray]
+                        ) -> None:
+    """ConfigError unless the traced graph gives the eager outputs on the traced inputs."""
     with np.errstate(all="ignore"):
-        got = evaluate_graph(graph, {graph.inputs[0].name: x})
+        got = evaluate_graph(graph, {v.name: x for v, x in zip(graph.inputs, xs)})
     for v, a, e in zip(graph.outputs, got, expected):
         a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
         tol = 1e-4 * max(1.0, float(np.nanmax(np.abs(e))) if e.size else 1.0)

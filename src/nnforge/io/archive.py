@@ -186,8 +186,12 @@ class ArchiveReader:
             if self._mm[:4] == b"PK\x03\x04":
                 raise ModelFileError(f"'{p}' is truncated or damaged (its zip directory cannot "
                                      f"be read)") from None
+            hint = ""
+            if str(p).lower().endswith(".onnx") or self._mm[:1] == b"\x08":  # ONNX's ir_version
+                hint = (f"; it looks like an ONNX model: run it with nnforge.InferenceSession"
+                        f"('{p}'), or convert it with nnforge.onnx.to_module or 'nnforge import'")
             raise ModelFileError(f"'{p}' is not an nnforge model file (not a zip "
-                                 f"archive)") from None
+                                 f"archive){hint}") from None
         self.entries = self._check_entries(infos)
 
     def _check_entries(self, infos: list[zipfile.ZipInfo]) -> dict[str, zipfile.ZipInfo]:
@@ -214,6 +218,7 @@ class ArchiveReader:
                 raise ModelFileError(f"entry {name!r} of '{p}' declares {info.file_size:,} bytes "
                                      f"but the whole file holds {size:,}; it is damaged")
             out[name] = info
+            self._data_start(info)  # a damaged directory names entries their headers do not
         return out
 
     def __contains__(self, name: str) -> bool:

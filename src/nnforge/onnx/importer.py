@@ -51,9 +51,15 @@ def read_model(path: str) -> onnx.ModelProto:
     """Parse and check the protobuf (external data is not loaded here), or ModelFileError."""
     if not os.path.isfile(path):
         raise ModelFileError(f"cannot open '{path}': expected an ONNX model file, found no file")
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:4] == b"PK\x03\x04":  # the protobuf parser would only say "wire format corrupt"
+        raise ModelFileError(f"'{path}' is an nnforge model file (a zip archive), not an ONNX "
+                             f"model: load it with nnforge.load or nnforge.InferenceSession, or "
+                             f"use it with 'nnforge info|predict|serve' as it is; 'nnforge "
+                             f"import' takes .onnx files")
     try:
-        with open(path, "rb") as f:
-            model = onnx.ModelProto.FromString(f.read())
+        model = onnx.ModelProto.FromString(data)
     except DecodeError as exc:
         raise ModelFileError(f"'{path}' is not a readable ONNX model (truncated or damaged: "
                              f"{exc})") from None

@@ -1,8 +1,9 @@
 """NumPy kernels for the ops of `graph/ops_onnx.py` (imported ONNX models). Imported by kernels.py.
 
 Every buffer of a plan has the plan's float dtype, so integer results (Shape, Cast to int)
-are held as floats; the ONNX importer folds the integer shape arithmetic away before a plan
-is compiled, so in practice these kernels see float data only.
+are held as floats (the plan casts graph outputs to their declared dtype: ArgMax indices come
+back int64, comparisons bool); the ONNX importer folds the integer shape arithmetic away before
+a plan is compiled, so in practice these kernels see float data only.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..graph.ir import Node
 from ..graph.ops_onnx import (
     COMPARISONS,
@@ -197,6 +199,14 @@ def _where(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
 @kernel("ArgMax", "ArgMin")
 def _arg(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     x, y = ins[0], outs[0]
+    # indices live in the float buffer (cast to int64 at the plan's output): exact only up
+    # to 2**(mantissa bits + 1), i.e. an axis of 16,777,216 entries for float32
+    exact = 2 ** (np.finfo(y.dtype).nmant + 1) if y.dtype.kind == "f" else None
+    size = x.shape[int(node.attrs.get("axis", 0)) % max(x.ndim, 1)] if x.ndim else 1
+    if exact is not None and size > exact:
+        raise ConfigError(f"the NumPy runtime holds {node.op} indices as {y.dtype}, exact up to "
+                          f"{exact:,}; expected an axis of at most that length, found {size:,} "
+                          f"(use backend='onnxruntime')")
     return lambda feeds: np.copyto(y, arg_extreme(node, x))
 
 

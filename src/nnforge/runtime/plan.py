@@ -4,7 +4,8 @@ Memory planning: every value a kernel writes lives in a slice of a flat "storage
 storage is handed to a later value once its last reader has run, so values whose lifetimes do
 not overlap share memory; elementwise ops write over their input when it dies there
 (in place); Flatten/Reshape/Identity/Dropout are views and cost nothing. Graph outputs get
-storage of their own, and `Plan.run` returns copies, so a caller may keep results while the
+storage of their own, and `Plan.run` returns copies (int and bool outputs cast back to their
+declared dtype), so a caller may keep results while the
 plan is reused. One plan serves one call at a time: the session keeps a pool of them.
 """
 
@@ -183,8 +184,19 @@ def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
             steps.append(KERNELS[node.op](node, [value(n) for n in b], outs, ctx))
     out_values = [value(v.name) for v in graph.outputs]
     out_values = [o.getter() if isinstance(o, Feed) else o for o in out_values]
+    for k, v in enumerate(graph.outputs):  # int and bool results (ArgMax, Equal) were floats
+        want = np.dtype(v.dtype) if v.dtype else dtype
+        if want != dtype and want.kind in "biu":
+            out_values[k] = _cast(out_values[k], want)
     nbytes = sum(st.array.nbytes for st in storages) + ctx.nbytes
     return Plan(steps, out_values, nbytes, frozenset(ctx.probed), ctx.serial_blas)
+
+
+def _cast(out: Any, dtype: np.dtype) -> Any:
+    """An output getter that returns a fresh array of the output's declared dtype."""
+    if callable(out):
+        return lambda feeds: out(feeds).astype(dtype)
+    return lambda feeds: out.astype(dtype)
 
 
 def _copy_step(feed: Feed, buf: np.ndarray) -> Any:

@@ -21,7 +21,7 @@ from ..errors import ConfigError, DTypeError, ShapeError
 from ..graph.ir import Graph
 from ..graph.passes import optimize
 from ..graph.shapes import compute_shapes
-from ..graph.trace import trace
+from ..graph.trace import is_shape_list, trace
 from ..nn.module import Module
 from .cupy_plan import CupyPlan
 from .kernels import check_finite
@@ -50,19 +50,19 @@ class InferenceSession:
     "cupy" (the GPU; `pip install nnforge[gpu]`); by default "cupy" for a Module that lives on
     a GPU (`model.to("cuda")`) and "numpy" otherwise. Every backend takes NumPy inputs (the
     CuPy one takes CuPy arrays too) and returns NumPy outputs. `input_shape`: one sample's
-    shape, for a Module whose first layer does not imply it. `task`, `labels`, `threshold`:
-    post-processing for `predict` (default: the model file's manifest). `check_finite`:
-    reject NaN/Inf inputs with a DataError. `threads`: how many threads one call may use
-    (default: every CPU); kernels split big products and convolutions over them, and BLAS
-    runs serially inside such calls so that its threads do not compete with ours. The session
-    is safe to call from many threads
-    at once either way.
+    shape, for a Module whose first layer does not imply it; for a Module whose forward takes
+    several arrays, a list of shapes, one per argument (inputs named input_0, input_1, ...).
+    `task`, `labels`, `threshold`: post-processing for `predict` (default: the model file's
+    manifest). `check_finite`: reject NaN/Inf inputs with a DataError. `threads`: how many
+    threads one call may use (default: every CPU); kernels split big products and convolutions
+    over them, and BLAS runs serially inside such calls so that its threads do not compete with
+    ours. The session is safe to call from many threads at once either way.
     """
 
     def __init__(self, path_or_model: str | os.PathLike | Module | Graph,
                  optimization: str = "all",
                  backend: str | None = None, *, disabled_passes: Sequence[str] = (),
-                 input_shape: Sequence[int | None] | None = None, task: str | None = None,
+                 input_shape: Sequence[Any] | None = None, task: str | None = None,
                  labels: Sequence[Any] | None = None, threshold: float = 0.5,
                  check_finite: bool = True, threads: int | None = None) -> None:
         if backend is not None and backend not in BACKENDS:
@@ -75,11 +75,7 @@ class InferenceSession:
         if isinstance(model, Graph):
             raw = model
         else:
-            spec = (self.manifest.get("inputs") or [{}])[0]
-            full_shape = spec.get("shape") if input_shape is None else (None, *input_shape)
-            if full_shape is None and getattr(model, "input_shape", None) is not None:
-                full_shape = (None, *model.input_shape)
-            raw = trace(model, full_shape, input_name=spec.get("name", "input"))
+            raw = _trace(model, self.manifest, input_shape)
         #: the optimized graph (what runs)
         self.graph: Graph = optimize(raw, optimization, disabled_passes)
         self.optimization = optimization
@@ -150,6 +146,9 @@ class InferenceSession:
             return self._run_inputs(x)
         # the hot path: a handful of attribute reads and one dict lookup around the kernels
         if x.__class__ is not np.ndarray or x.dtype is not self._dtype:
+            if isinstance(x, dict):  # {name: array}, as for a model with several inputs
+                _check_names(x, self.graph.input_names)
+                x = next(iter(x.values()))
             x = self._coerce(x)
         try:
             plan = self._pools[x.shape].pop()
@@ -184,8 +183,7 @@ class InferenceSession:
         """run() for a model with several inputs."""
         names = self.graph.input_names
         if isinstance(x, dict):
-            if set(x) != set(names):
-                raise ConfigError(f"expected inputs {names}, found {sorted(map(str, x))}")
+            _check_names(x, names)
             arrays = [x[n] for n in names]
         elif isinstance(x, (list, tuple)) and len(x) == len(names):
             arrays = list(x)
@@ -318,6 +316,18 @@ class InferenceSession:
                 f"nodes={len(self.graph.nodes)})")
 
 
+def _trace(model: Module, manifest: dict[str, Any], input_shape: Any) -> Graph:
+    """Trace a Module: input_shape is one sample's shape, or a list of them (one per forward
+    argument, inputs named input_0, input_1, ...)."""
+    if is_shape_list(input_shape):
+        return trace(model, [(None, *s) for s in input_shape])
+    spec = (manifest.get("inputs") or [{}])[0]
+    full_shape = spec.get("shape") if input_shape is None else (None, *input_shape)
+    if full_shape is None and getattr(model, "input_shape", None) is not None:
+        full_shape = (None, *model.input_shape)
+    return trace(model, full_shape, input_name=spec.get("name", "input"))
+
+
 def _load(path_or_model: Any) -> Module | Graph:
     if isinstance(path_or_model, (Module, Graph)):
         return path_or_model
@@ -357,6 +367,23 @@ class EmptyPlan:
         """The first empty output."""
         shape, dtype = self.outputs[0]
         return np.empty(shape, dtype)
+
+
+def _check_names(feeds: dict, names: list[str]) -> None:
+    """ConfigError naming unknown and missing keys unless feeds has exactly the input names."""
+    unknown = [k for k in feeds if k not in names]
+    missing = [n for n in names if n not in feeds]
+    if not unknown and not missing:
+        return
+    parts = []
+    if unknown:
+        parts.append(f"unknown input name{'s' * (len(unknown) > 1)} "
+                     f"{', '.join(repr(k) for k in unknown)}")
+    if missing:
+        parts.append(f"missing input{'s' * (len(missing) > 1)} "
+                     f"{', '.join(repr(n) for n in missing)}")
+    raise ConfigError(f"{'; '.join(parts)}: expected a dict with the model's input "
+                      f"name{'s' * (len(names) > 1)} {names}")
 
 
 def _as_array(x: Any) -> np.ndarray:

@@ -117,6 +117,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-access-log", action="store_true",
                         help="do not write a JSON access record per request")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--import", metavar="MODULE", action="append", dest="imports",
+                        default=[], help="import a Python module first, e.g. one that "
+                                         "registers custom layers (repeatable)")
 
 
 def build_config(args: argparse.Namespace) -> ServeConfig:
@@ -199,9 +202,14 @@ def _finite(name: str, value: Any, where: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted; the exit code."""
+    from ..cli.plugins import IMPORTED, import_modules  # noqa: PLC0415
     from . import server  # noqa: PLC0415 - uvicorn and grpc load only when serving
 
-    server.run(build_config(args), server.print_announcement)
+    import_modules(getattr(args, "imports", None) or [])
+    cfg = build_config(args)
+    import_modules(cfg.imports)  # a config file's own list
+    cfg.imports = list(IMPORTED)  # the global --import, serve --import and the file's
+    server.run(cfg, server.print_announcement)
     return 0
 
 

@@ -67,10 +67,17 @@ class ServeConfig:
     blas_threads: int | None = None  # None: leave the BLAS library's default
     fast_http: bool = True  # inference requests skip ASGI (see fasthttp.py); False: plain uvicorn
     workers: int = 1  # server processes sharing the ports (see workers.py)
+    #: modules imported before models load (custom layers register themselves on import);
+    #: spawned workers import them again, as they start from a fresh interpreter
+    imports: list[str] = field(default_factory=list)
 
     def validate(self) -> ServeConfig:
         """Check ranges and the policy; returns self."""
         VersionPolicy.parse(self.version_policy)
+        if not isinstance(self.imports, list) or not all(
+                isinstance(m, str) and m.strip() for m in self.imports):
+            raise ConfigError(f"expected imports to be a list of module names, found "
+                              f"{self.imports!r:.80}")
         for name, value, low in (("port", self.port, 0), ("max_body_bytes", self.max_body_bytes, 1),
                                  ("max_connections", self.max_connections, 1),
                                  ("workers", self.workers, 1)):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import importlib
 import logging
 import multiprocessing
 import os
@@ -63,6 +64,8 @@ def _worker_main(config: ServeConfig, index: int, run_dir: str, conn: Connection
     from .server import run  # noqa: PLC0415
 
     try:
+        for name in config.imports:  # a fresh interpreter: custom layers register again
+            importlib.import_module(name)
         run(config, lambda info: conn.send({**info, "event": "ready"}),
             WorkerLink(index, run_dir, conn.fileno()))
     except NNForgeError as exc:
