@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_in_threads
 
 import nnforge as nf
 from nnforge import backend, nn, optim
@@ -542,7 +543,6 @@ def test_cupy_session_takes_cupy_inputs(cp: types.ModuleType) -> None:
 
 
 def test_cupy_session_from_many_threads(cp: types.ModuleType) -> None:
-    import threading  # noqa: PLC0415
 
     gpu, cpu = _sessions(_lenet_bn(), "all", (1, 28, 28))
     inputs = [_images(1 + i % 6, seed=i) for i in range(12)]
@@ -557,11 +557,7 @@ def test_cupy_session_from_many_threads(cp: types.ModuleType) -> None:
                                                               atol=1e-5 * scale):
                 failures.append(f"thread {i}")
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, 12)
     assert failures == []
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+from helpers import eager
 
 import nnforge as nf
 from nnforge import nn
@@ -28,11 +29,6 @@ def assert_close(got: np.ndarray, expected: np.ndarray, rtol: float) -> None:
                                atol=rtol * max(1.0, float(np.abs(expected).max())))
 
 
-def _eager(model: nn.Module, x: np.ndarray) -> np.ndarray:
-    model.eval()
-    with nf.no_grad():
-        return model(x).data
-
 
 def check_everywhere(model: nn.Module, sample: tuple[int, ...], tmp_path: Any,
                      input_shape: tuple[int, ...] | None = None) -> None:
@@ -42,13 +38,13 @@ def check_everywhere(model: nn.Module, sample: tuple[int, ...], tmp_path: Any,
     for level in LEVELS:
         session = InferenceSession(model, optimization=level, input_shape=input_shape)
         for x in xs:
-            assert_close(session.run(x), _eager(model, x), 1e-6)
+            assert_close(session.run(x), eager(model, x), 1e-6)
     path = tmp_path / "model.onnx"
     export(model, path, input_shape=input_shape)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for x in xs:
         got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-        assert_close(got, _eager(model, x).astype(got.dtype), 1e-5)
+        assert_close(got, eager(model, x).astype(got.dtype), 1e-5)
 
 
 class ResidualMLP(nn.Module):
@@ -179,7 +175,7 @@ def test_conv_block_with_residual_add(tmp_path: Any) -> None:
 def test_argmax_output_is_int64_and_right(tmp_path: Any) -> None:
     model = ArgMaxHead()
     x = np.random.default_rng(1).standard_normal((9, 4)).astype(F32)
-    want = _eager(model, x)
+    want = eager(model, x)
     for level in LEVELS:
         np.testing.assert_array_equal(InferenceSession(model, optimization=level).run(x), want)
     export(model, tmp_path / "m.onnx")
@@ -298,10 +294,10 @@ def test_python_control_flow_is_evaluated_once_at_trace_time() -> None:
     model = Branchy()
     session = InferenceSession(model)
     x = np.random.default_rng(3).standard_normal((5, 4)).astype(F32)
-    with_skip = _eager(model, x)
+    with_skip = eager(model, x)
     model.use_skip = False  # the traced graph keeps the branch taken when it was traced
     assert_close(session.run(x), with_skip, 1e-6)
-    assert not np.allclose(_eager(model, x), with_skip)
+    assert not np.allclose(eager(model, x), with_skip)
     assert "Add" not in InferenceSession(model).graph.count_ops()
     with pytest.raises(ConfigError, match="different ops at batch sizes"):
         trace(BatchBranch())
@@ -333,8 +329,8 @@ def test_registered_custom_module_saves_loads_and_serves(registered: Any, tmp_pa
     nf.save(model, path)
     x = np.random.default_rng(5).standard_normal((4, 5)).astype(F32)
     loaded = nf.load(path)
-    assert_close(_eager(loaded, x), _eager(model, x), 1e-6)
-    assert_close(InferenceSession(str(path)).run(x), _eager(model, x), 1e-6)
+    assert_close(eager(loaded, x), eager(model, x), 1e-6)
+    assert_close(InferenceSession(str(path)).run(x), eager(model, x), 1e-6)
 
 
 class TwoIn(nn.Module):

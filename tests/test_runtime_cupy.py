@@ -6,11 +6,11 @@ errors. The same checks on a real GPU live in tests/test_backend_gpu.py."""
 from __future__ import annotations
 
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_in_threads, stats_bn
 
 from nnforge import nn
 from nnforge.errors import ConfigError, DataError, DeviceError, NNForgeError, ShapeError
@@ -38,14 +38,6 @@ def fake_cupy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cupy_plan, "cupy_module", lambda device="cuda": np)
 
 
-def _bn(cls: type, c: int, rng: np.random.Generator) -> nn.Module:
-    bn = cls(c, eps=1e-3)
-    bn.weight.data[...] = rng.random(c) + 0.5
-    bn.bias.data[...] = rng.standard_normal(c)
-    bn.running_mean = rng.standard_normal(c).astype(F32)
-    bn.running_var = (rng.random(c) + 0.5).astype(F32)
-    return bn
-
 
 DENSE = {
     "Linear": lambda r: nn.Linear(6, 5), "Linear(bias=False)": lambda r: nn.Linear(6, 5, False),
@@ -53,7 +45,7 @@ DENSE = {
     "Sigmoid": lambda r: nn.Sigmoid(), "Tanh": lambda r: nn.Tanh(), "GELU": lambda r: nn.GELU(),
     "Softmax": lambda r: nn.Softmax(), "LogSoftmax": lambda r: nn.LogSoftmax(),
     "Identity": lambda r: nn.Identity(), "Dropout": lambda r: nn.Dropout(0.5),
-    "Flatten": lambda r: nn.Flatten(), "BatchNorm1d": lambda r: _bn(nn.BatchNorm1d, 6, r),
+    "Flatten": lambda r: nn.Flatten(), "BatchNorm1d": lambda r: stats_bn(nn.BatchNorm1d, 6, r),
 }
 CONV = {
     "Conv2d": lambda r: nn.Conv2d(3, 4, 3),
@@ -69,7 +61,7 @@ CONV = {
                                                       count_include_pad=False),
     "GlobalAvgPool2d": lambda r: nn.GlobalAvgPool2d(),
     "AdaptiveAvgPool2d(3,4)": lambda r: nn.AdaptiveAvgPool2d((3, 4)),
-    "BatchNorm2d": lambda r: _bn(nn.BatchNorm2d, 3, r),
+    "BatchNorm2d": lambda r: stats_bn(nn.BatchNorm2d, 3, r),
     "Conv2d+ReLU+MaxPool2d": lambda r: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
                                                      nn.MaxPool2d(2)),
 }
@@ -98,9 +90,9 @@ def test_each_conv_layer_matches_the_numpy_plan(rng: np.random.Generator, name: 
 
 def test_lenet_with_batchnorm_matches_the_numpy_plan(rng: np.random.Generator) -> None:
     model = nn.Sequential(
-        nn.Conv2d(1, 6, 5, padding=2), _bn(nn.BatchNorm2d, 6, rng), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(1, 6, 5, padding=2), stats_bn(nn.BatchNorm2d, 6, rng), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(400, 120),
-        _bn(nn.BatchNorm1d, 120, rng), nn.ReLU(), nn.Dropout(0.2), nn.Linear(120, 10)).eval()
+        stats_bn(nn.BatchNorm1d, 120, rng), nn.ReLU(), nn.Dropout(0.2), nn.Linear(120, 10)).eval()
     _check_against_numpy_plan(model, rng.standard_normal((9, 1, 28, 28)).astype(F32))
 
 
@@ -227,11 +219,7 @@ def test_cupy_backend_is_safe_from_many_threads(fake_cupy, rng) -> None:
             if got.shape != wants[i].shape or not np.allclose(got, wants[i], atol=1e-5):
                 failures.append(f"thread {i}")
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, 16)
     assert failures == []
 
 

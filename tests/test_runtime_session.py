@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+from helpers import eager, run_in_threads, stats_bn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from threadpoolctl import threadpool_info
@@ -30,11 +31,6 @@ def assert_close(got: np.ndarray, expected: np.ndarray, rtol: float = 1e-6) -> N
                                atol=rtol * max(1.0, float(np.abs(expected).max())))
 
 
-def _eager(model: nn.Module, x: np.ndarray) -> np.ndarray:
-    model.eval()
-    with nf.no_grad():
-        return model(x).data
-
 
 LAYERS = {
     "Linear": lambda: nn.Linear(6, 5),
@@ -51,8 +47,8 @@ def test_each_layer_matches_eager(rng: np.random.Generator, name: str, level: st
     model = nn.Sequential(nn.Linear(4, 6), LAYERS[name]())
     x = (rng.standard_normal((7, 4)) * 3).astype(F32)
     session = InferenceSession(model, optimization=level)
-    assert_close(session.run(x), _eager(model, x))
-    assert_close(session.run(x[:1]), _eager(model, x[:1]))  # batch size 1
+    assert_close(session.run(x), eager(model, x))
+    assert_close(session.run(x[:1]), eager(model, x[:1]))  # batch size 1
 
 
 ACTS = [nn.ReLU, lambda: nn.LeakyReLU(0.1), nn.Sigmoid, nn.Tanh, nn.GELU, nn.Identity,
@@ -83,7 +79,7 @@ def test_random_stacks_match_eager(stack: tuple[nn.Sequential, int], batch: int,
                                    seed: int) -> None:
     model, width = stack
     x = np.random.default_rng(seed).standard_normal((batch, width)).astype(F32)
-    expected = _eager(model, x)
+    expected = eager(model, x)
     for level in LEVELS:
         assert_close(InferenceSession(model, optimization=level).run(x), expected)
 
@@ -106,7 +102,7 @@ def test_run_accepts_lists_ints_and_float64(rng: np.random.Generator) -> None:
     model = nn.Sequential(nn.Linear(3, 2))
     session = InferenceSession(model)
     x = rng.integers(-3, 3, (4, 3))
-    expected = _eager(model, x.astype(F32))
+    expected = eager(model, x.astype(F32))
     assert_close(session.run(x), expected)
     assert_close(session.run(x.astype(np.float64)), expected)
     assert_close(session.run(x.tolist()), expected)
@@ -206,7 +202,7 @@ def test_predict_multiclass(rng: np.random.Generator, head: nn.Module | None) ->
     x = rng.standard_normal((10, 4)).astype(F32)
     session = InferenceSession(model, task="multiclass", labels=["a", "b", "c"])
     pred = session.predict(x, batch_size=3)
-    raw = _eager(model, x)
+    raw = eager(model, x)
     if isinstance(head, nn.LogSoftmax):  # (a subclass of Softmax: test it first)
         probs = np.exp(raw)
     elif isinstance(head, nn.Softmax):
@@ -224,7 +220,7 @@ def test_predict_multiclass(rng: np.random.Generator, head: nn.Module | None) ->
 def test_predict_binary(rng: np.random.Generator, head: nn.Module | None) -> None:
     model = _logits_model(1, head)
     x = rng.standard_normal((9, 4)).astype(F32)
-    raw = _eager(model, x)[:, 0]
+    raw = eager(model, x)[:, 0]
     p = raw if head is not None else 1 / (1 + np.exp(-raw))
     pred = InferenceSession(model, task="binary", threshold=0.4).predict(x)
     assert_close(pred.probabilities, p, 1e-5)
@@ -241,10 +237,10 @@ def test_predict_sees_the_final_activation_behind_pass_through_layers(
     x = rng.standard_normal((9, 4)).astype(F32)
     model = nn.Sequential(*_logits_model(3, nn.Softmax())._modules.values(), tail)
     pred = InferenceSession(model, optimization=level, task="multiclass").predict(x)
-    assert_close(pred.probabilities, _eager(model, x), 1e-5)
+    assert_close(pred.probabilities, eager(model, x), 1e-5)
     binary = nn.Sequential(*_logits_model(1, nn.Sigmoid())._modules.values(), tail)
     pred = InferenceSession(binary, optimization=level, task="binary").predict(x)
-    assert_close(pred.probabilities, _eager(binary, x)[:, 0], 1e-5)
+    assert_close(pred.probabilities, eager(binary, x)[:, 0], 1e-5)
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -257,10 +253,10 @@ def test_predict_sees_the_final_activation_behind_a_flatten_of_image_outputs(
         model = nn.Sequential(nn.Conv2d(2, 3, 1), nn.GlobalAvgPool2d(keepdims=True), head,
                               nn.Flatten())
         pred = InferenceSession(model, optimization=level, task=task).predict(x)
-        assert_close(pred.probabilities, _eager(model, x), 1e-5)
+        assert_close(pred.probabilities, eager(model, x), 1e-5)
     pixels = nn.Sequential(nn.Conv2d(2, 2, 1), nn.Sigmoid(), nn.Flatten())
     pred = InferenceSession(pixels, optimization=level, task="multilabel").predict(x)
-    assert_close(pred.probabilities, _eager(pixels, x), 1e-5)
+    assert_close(pred.probabilities, eager(pixels, x), 1e-5)
 
 
 def test_predict_without_finite_check_passes_nan_through(rng: np.random.Generator) -> None:
@@ -276,7 +272,7 @@ def test_predict_without_finite_check_passes_nan_through(rng: np.random.Generato
 def test_predict_multilabel_and_regression(rng: np.random.Generator) -> None:
     model = _logits_model(3)
     x = rng.standard_normal((6, 4)).astype(F32)
-    raw = _eager(model, x)
+    raw = eager(model, x)
     pred = InferenceSession(model, task="multilabel", labels=["x", "y", "z"]).predict(x)
     p = 1 / (1 + np.exp(-raw))
     assert_close(pred.probabilities, p, 1e-5)
@@ -285,7 +281,7 @@ def test_predict_multilabel_and_regression(rng: np.random.Generator) -> None:
     single = _logits_model(1)
     reg = InferenceSession(single, task="regression").predict(x)
     assert reg.values.shape == (6,) and reg.classes is None
-    assert_close(reg.values, _eager(single, x)[:, 0])
+    assert_close(reg.values, eager(single, x)[:, 0])
     one = InferenceSession(model, task="regression").predict(x[0])  # one sample, no batch dim
     assert one.values.shape == (1, 3)
     assert isinstance(one, Prediction) and len(one) == 1
@@ -300,7 +296,7 @@ def test_nnf_file_with_preprocessing(tmp_path: object, rng: np.random.Generator)
     session = InferenceSession(path)
     assert session.manifest["task"] == "multiclass" and session.input_shape == (4,)
     pred = session.predict(x, batch_size=16)
-    logits = _eager(model, scaler.transform(x))
+    logits = eager(model, scaler.transform(x))
     np.testing.assert_array_equal(pred.classes, logits.argmax(1))
     assert pred.labels[:3] == [["a", "b", "c"][c] for c in logits.argmax(1)[:3]]
     assert_close(session.run(scaler.transform(x)), logits)
@@ -311,7 +307,7 @@ def test_32_threads_share_one_session(rng: np.random.Generator) -> None:
                           nn.Linear(8, 4), nn.Softmax())
     session = InferenceSession(model)
     inputs = [rng.standard_normal((1 + i % 5, 16)).astype(F32) for i in range(32)]
-    expected = [_eager(model, x) for x in inputs]
+    expected = [eager(model, x) for x in inputs]
     barrier = threading.Barrier(32)
     failures: list[str] = []
 
@@ -323,22 +319,9 @@ def test_32_threads_share_one_session(rng: np.random.Generator) -> None:
             if not np.allclose(got, expected[j], rtol=1e-5, atol=1e-6):
                 failures.append(f"thread {i} input {j}")
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(worker, 32)
     assert failures == []
 
-
-def _bn(cls: type, c: int, rng: np.random.Generator) -> nn.Module:
-    """A batch-norm layer with non-trivial running statistics and affine parameters."""
-    bn = cls(c, eps=1e-3)
-    bn.weight.data[...] = rng.random(c) + 0.5
-    bn.bias.data[...] = rng.standard_normal(c)
-    bn.running_mean = rng.standard_normal(c).astype(F32)
-    bn.running_var = (rng.random(c) + 0.5).astype(F32)
-    return bn
 
 
 CONV_LAYERS = {
@@ -360,7 +343,7 @@ CONV_LAYERS = {
     "AdaptiveAvgPool2d(1)": lambda r: nn.AdaptiveAvgPool2d(1),
     "AdaptiveAvgPool2d(3,4)": lambda r: nn.AdaptiveAvgPool2d((3, 4)),
     "AdaptiveAvgPool2d(3,None)": lambda r: nn.AdaptiveAvgPool2d((3, None)),
-    "BatchNorm2d": lambda r: _bn(nn.BatchNorm2d, 3, r),
+    "BatchNorm2d": lambda r: stats_bn(nn.BatchNorm2d, 3, r),
 }
 
 
@@ -370,23 +353,23 @@ def test_each_conv_layer_matches_eager(rng: np.random.Generator, name: str, leve
     model = nn.Sequential(CONV_LAYERS[name](rng))
     x = rng.standard_normal((5, 3, 9, 8)).astype(F32)
     session = InferenceSession(model, optimization=level, input_shape=(3, 9, 8))
-    assert_close(session.run(x), _eager(model, x))
-    assert_close(session.run(x[:1]), _eager(model, x[:1]))
+    assert_close(session.run(x), eager(model, x))
+    assert_close(session.run(x[:1]), eager(model, x[:1]))
 
 
 def test_batchnorm1d_both_layouts(rng: np.random.Generator) -> None:
     for shape in ((6, 4), (6, 4, 5)):
-        model = nn.Sequential(_bn(nn.BatchNorm1d, 4, rng))
+        model = nn.Sequential(stats_bn(nn.BatchNorm1d, 4, rng))
         x = rng.standard_normal(shape).astype(F32)
         for level in LEVELS:
             session = InferenceSession(model, optimization=level, input_shape=shape[1:])
-            assert_close(session.run(x), _eager(model, x))
+            assert_close(session.run(x), eager(model, x))
 
 
 def _lenet(rng: np.random.Generator, act: type, pool: type, bn: bool) -> nn.Sequential:
-    layers = [nn.Conv2d(1, 6, 5, padding=2), *([_bn(nn.BatchNorm2d, 6, rng)] if bn else []),
+    layers = [nn.Conv2d(1, 6, 5, padding=2), *([stats_bn(nn.BatchNorm2d, 6, rng)] if bn else []),
               act(), pool(2), nn.Conv2d(6, 16, 5), act(), pool(2), nn.Flatten(),
-              nn.Linear(400, 120), *([_bn(nn.BatchNorm1d, 120, rng)] if bn else []), act(),
+              nn.Linear(400, 120), *([stats_bn(nn.BatchNorm1d, 120, rng)] if bn else []), act(),
               nn.Dropout(0.2), nn.Linear(120, 84), act(), nn.Linear(84, 10)]
     return nn.Sequential(*layers)
 
@@ -398,7 +381,7 @@ def test_lenet_matches_eager_and_fuses(rng: np.random.Generator, act: type, pool
                                        bn: bool) -> None:
     model = _lenet(rng, act, pool, bn)
     x = rng.standard_normal((9, 1, 28, 28)).astype(F32)
-    expected = _eager(model, x)
+    expected = eager(model, x)
     for level in LEVELS:
         session = InferenceSession(model, optimization=level, input_shape=(1, 28, 28))
         assert_close(session.run(x), expected, 2e-6 if bn else 1e-6)
@@ -432,14 +415,14 @@ def test_random_conv_stacks_match_eager(seed: int, channels: int, size: int,
         elif extra == "tanh":
             layers.append(nn.Tanh())
         elif extra == "bn":
-            layers.append(_bn(nn.BatchNorm2d, c, rng))
+            layers.append(stats_bn(nn.BatchNorm2d, c, rng))
         elif extra in ("max", "avg") and s >= 2:
             layers.append(nn.MaxPool2d(2) if extra == "max" else nn.AvgPool2d(2))
             s //= 2
     layers += [nn.Flatten(), nn.Linear(c * s * s, 3)]
     model = nn.Sequential(*layers)
     x = rng.standard_normal((3, channels, size, size)).astype(F32)
-    expected = _eager(model, x)
+    expected = eager(model, x)
     for level in LEVELS:
         got = InferenceSession(model, optimization=level, input_shape=x.shape[1:]).run(x)
         assert_close(got, expected, 2e-6)
@@ -448,7 +431,7 @@ def test_random_conv_stacks_match_eager(seed: int, channels: int, size: int,
 def test_threads_split_convolution_chunks(rng: np.random.Generator) -> None:
     model = _lenet(rng, nn.ReLU, nn.MaxPool2d, False)
     x = rng.standard_normal((67, 1, 28, 28)).astype(F32)  # many chunks, a ragged last one
-    expected = _eager(model, x)
+    expected = eager(model, x)
     session = InferenceSession(model, threads=3, input_shape=(1, 28, 28))
     for _ in range(3):
         assert_close(session.run(x), expected)
@@ -487,7 +470,7 @@ def test_threaded_session_called_from_many_threads(rng: np.random.Generator) -> 
     model = _lenet(rng, nn.ReLU, nn.MaxPool2d, False)
     session = InferenceSession(model, threads=2, input_shape=(1, 28, 28))
     inputs = [rng.standard_normal((8 + i % 3, 1, 28, 28)).astype(F32) for i in range(12)]
-    expected = [_eager(model, x) for x in inputs]
+    expected = [eager(model, x) for x in inputs]
     failures: list[int] = []
     barrier = threading.Barrier(12)
 
@@ -498,11 +481,7 @@ def test_threaded_session_called_from_many_threads(rng: np.random.Generator) -> 
             if not np.allclose(session.run(inputs[j]), expected[j], rtol=1e-5, atol=1e-5):
                 failures.append(j)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(worker, 12)
     assert failures == []
 
 
@@ -516,7 +495,7 @@ def test_threads_split_gemm_rows_and_restore_blas(rng: np.random.Generator,
     x = rng.standard_normal((101, 300)).astype(F32)  # 101*300*200 multiply-adds: split
     session = InferenceSession(model, threads=3)
     before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
-    assert_close(session.run(x), _eager(model, x))
+    assert_close(session.run(x), eager(model, x))
     plan = session._pools[x.shape][0]
     assert plan.parallel
     after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
