@@ -294,7 +294,7 @@ def test_links_out_of_the_repository_are_skipped_with_one_warning(tmp_path: Path
         try:
             for _ in range(3):  # polling: the warnings come once
                 await repository.sync()
-            assert {r["version"] for r in repository.index()} == {"1", "4"}
+            assert {r["version"] for r in await repository.index()} == {"1", "4"}
             return {n: sorted(e.versions) for n, e in repository.models.items()}
         finally:
             await repository.close()

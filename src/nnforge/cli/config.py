@@ -152,12 +152,13 @@ def normalize_config(raw: dict[str, Any], where: str) -> dict[str, Any]:
             continue
         if k == "optimizer" and isinstance(value, dict):
             opts = {str(o).replace("-", "_"): v for o, v in value.items()}
+            named = "name" if "name" in opts else "type"
             name = opts.pop("name", opts.pop("type", None))
             if name is not None:
-                out.update(normalize_config({"optimizer": name}, where))
+                out["optimizer"] = _convert("optimizer", name, where, f"optimizer.{named}")
             for o in ("lr", "weight_decay", "momentum"):
                 if o in opts:
-                    out.update(normalize_config({o: opts.pop(o)}, where))
+                    out[o] = _convert(o, opts.pop(o), where, f"optimizer.{o}")
             if opts:
                 raise ConfigError(f"{where}: unknown optimizer setting(s) {sorted(opts)}; "
                                   f"expected name, lr, weight_decay, momentum")
@@ -167,14 +168,18 @@ def normalize_config(raw: dict[str, Any], where: str) -> dict[str, Any]:
             close = difflib.get_close_matches(k, known, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigError(f"{where}: unknown setting {key!r}; {hint}expected one of {known}")
-        if value is None:
-            out[k] = None
-            continue
-        try:
-            out[k] = CONVERTERS[k](_as_text(k, value))
-        except argparse.ArgumentTypeError as exc:
-            raise ConfigError(f"{where}: setting {k!r}: {exc}") from None
+        out[k] = _convert(k, value, where, k)
     return out
+
+
+def _convert(key: str, value: Any, where: str, shown: str) -> Any:
+    """One config value checked by its flag's type; errors name the file and the key."""
+    if value is None:
+        return None
+    try:
+        return CONVERTERS[key](_as_text(key, value))
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"{where}: setting {shown!r}: {exc}") from None
 
 
 def resolve_settings(flags: dict[str, Any], config_path: str | None) -> dict[str, Any]:
@@ -187,6 +192,8 @@ def resolve_settings(flags: dict[str, Any], config_path: str | None) -> dict[str
     given = {k: v for k, v in flags.items() if k in DEFAULTS and v is not None}
     settings.update(given)
     _resolve_architecture(settings, config, given, config_path)
+    if settings["architecture"] is not None and "architecture" not in given:
+        _check_file_architecture(settings["architecture"], str(config_path))
     if settings["dataset"] is not None and settings["data"] is not None:
         # a flag for one source replaces the other source from the config file
         if flags.get("dataset") is not None:
@@ -256,6 +263,17 @@ def _resolve_architecture(settings: dict[str, Any], config: dict[str, Any],
         found = [k for k in PRESET_KEYS if k in config]
         raise ConfigError(f"{config_path}: expected 'architecture' or the built-in model's "
                           f"settings, found both ({', '.join(found)})")
+
+
+def _check_file_architecture(value: Any, config_path: str) -> None:
+    """Build the config file's architecture once, so that its errors name the file."""
+    from ..errors import NNForgeError  # noqa: PLC0415
+    from .models import build_from_architecture  # noqa: PLC0415
+
+    try:
+        build_from_architecture(load_architecture(value))
+    except NNForgeError as exc:  # the layer registry's errors name the layer, not the file
+        raise ConfigError(f"{config_path}: setting 'architecture': {exc}") from None
 
 
 def load_architecture(value: Any) -> dict[str, Any]:

@@ -42,6 +42,10 @@ InferenceHandler = Callable[[tuple[str, "str | None", "str | None"], Any, Any, A
 #: the paths that answer without a key, and where the admin key's paths begin (see above)
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/metrics"})
 ADMIN_PREFIX = "/v2/repository/"
+#: a V2 health route's "false": the protocol says 200 for true and a 4xx for false (a 503
+#: reads as a broken server to clients and proxies); 400 is what Triton answers. An unknown
+#: model or version is a 404, an unloaded model too: also 4xx, also "not ready".
+NOT_READY = 400
 
 # -- documented bodies (the handlers parse with orjson; these feed /openapi.json) -------------
 class ErrorBody(BaseModel):
@@ -218,10 +222,10 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
         return _json({"live": True})
 
     @app.get("/v2/health/ready", summary="Readiness: every model has a version to serve",
-             responses={503: {"model": ErrorBody}})
+             responses={NOT_READY: {"description": "not ready: {\"ready\": false}"}})
     async def ready() -> Response:
         ok = server.live and repo.ready()
-        return _json({"ready": ok}, 200 if ok else 503)
+        return _json({"ready": ok}, 200 if ok else NOT_READY)
 
     @app.get("/v2", summary="Server metadata")
     async def server_metadata() -> Response:
@@ -252,8 +256,8 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
     async def model_ready(model: str, version: str | None = None) -> Response:
         try:
             loaded = repo.get(model, version)
-        except UnavailableError:
-            return _json({"name": model, "ready": False}, 503)
+        except UnavailableError:  # known, but no version loaded yet (or all failed)
+            return _json({"name": model, "ready": False}, NOT_READY)
         return _json({"name": model, "version": loaded.model.version, "ready": True})
 
     @app.get("/v2/models/{model}/config", summary="Model configuration (Triton's shape)",
@@ -282,7 +286,7 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
     @app.post("/v2/repository/index", summary="Every model version on disk and its state",
               responses=_ERRORS)
     async def repository_index(body: IndexRequest | None = None) -> Response:
-        return _json(server.repository_index(body is not None and body.ready))
+        return _json(await server.repository_index(body is not None and body.ready))
 
     @app.post("/v2/repository/models/{model}/load",
               summary="Load (or reload) a model's versions from the repository",

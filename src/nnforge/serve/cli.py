@@ -156,7 +156,13 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
     if args.no_fast_http:
         cfg.fast_http = False
     _check_bounds(cfg, where)  # first: its messages name the config file
-    cfg.validate()
+    try:
+        cfg.validate()
+    except ConfigError as exc:
+        if not args.config:
+            raise
+        # the flags were checked by their types: what validate() refuses came from the file
+        raise ConfigError(f"{where}: {exc}") from None
     if cfg.model_name is not None and Path(cfg.path).is_dir():
         # the repository names its models by their folders: the name would be ignored
         message = (f"names a single model file; {cfg.path!r} is a model repository, whose "
@@ -207,7 +213,11 @@ def run(args: argparse.Namespace) -> int:
 
     import_modules(getattr(args, "imports", None) or [])
     cfg = build_config(args)
-    import_modules(cfg.imports)  # a config file's own list
+    try:
+        import_modules(cfg.imports)  # a config file's own list
+    except UsageError as exc:  # it said "--import", a flag nobody gave, and exit 2 for usage
+        raise ConfigError(f"'{args.config}': imports: {str(exc).removeprefix('--import ')}"
+                          ) from None
     cfg.imports = list(IMPORTED)  # the global --import, serve --import and the file's
     server.run(cfg, server.print_announcement)
     return 0

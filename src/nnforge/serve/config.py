@@ -73,7 +73,10 @@ class ServeConfig:
 
     def validate(self) -> ServeConfig:
         """Check ranges and the policy; returns self."""
-        VersionPolicy.parse(self.version_policy)
+        try:
+            VersionPolicy.parse(self.version_policy)
+        except ConfigError as exc:  # its message says what a policy is, not which setting
+            raise ConfigError(f"version_policy: {exc}") from None
         if not isinstance(self.imports, list) or not all(
                 isinstance(m, str) and m.strip() for m in self.imports):
             raise ConfigError(f"expected imports to be a list of module names, found "
@@ -142,7 +145,7 @@ def _dataclass_from(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"expected a table for {where}, found {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(str(k) for k in set(data) - names)  # YAML keys may be numbers too
     if unknown:
         raise ConfigError(f"unknown setting(s) {unknown} in {where}; expected some of "
                           f"{sorted(names)}")

@@ -14,7 +14,7 @@ import numpy as np
 from .. import __version__
 from .cluster import SNAPSHOT_TIMEOUT_S, Cluster
 from .config import ServeConfig
-from .errors import ForbiddenError, InvalidInputError, NotFoundError, UnauthorizedError
+from .errors import ForbiddenError, InvalidInputError, UnauthorizedError
 from .logs import AccessLog
 from .metrics import UNKNOWN, ServerMetrics
 from .model import Outputs, ServedModel
@@ -94,9 +94,9 @@ class InferenceServer:
         return [_statistics(metrics.model(n, v)) for n, v in wanted]
 
     # -- model repository (Triton's extension; callers check the admin key) -----------------
-    def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+    async def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
         """Every version on disk or served, with its state (READY only, if asked)."""
-        rows = self.repository.index()
+        rows = await self.repository.index()
         return [r for r in rows if r.get("state") == "READY"] if ready_only else rows
 
     async def load_model(self, name: str) -> None:
@@ -131,10 +131,7 @@ class InferenceServer:
         problem = check_name(name)
         if problem is not None:  # a reserved name's folder is skipped: say why, not "no model"
             raise InvalidInputError(problem)
-        if name not in repo.scan():
-            raise NotFoundError(f"the repository has no model {name!r} (expected "
-                                f"<repo>/{name}/<version>/model.nnf)")
-        errors = await repo.sync(only=name, explicit=True)
+        errors = await repo.load(name)  # scans and loads off the event loop, under its lock
         if errors:
             raise InvalidInputError("failed to load " + "; ".join(errors))
 

@@ -205,7 +205,7 @@ class InferenceService:
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
         """Every version on disk or served, with its state."""
         resp = MESSAGES["RepositoryIndexResponse"]()
-        for row in self.server.repository_index(request.ready):
+        for row in await self.server.repository_index(request.ready):
             resp.models.add(name=row["name"], version=row["version"],
                             state=row.get("state", ""), reason=row.get("reason", ""))
         return resp

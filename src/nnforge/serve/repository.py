@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,17 @@ def _signature(path: Path) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def _signatures(files: dict[str, Path]) -> dict[str, tuple[int, int, int]]:
+    """version -> signature of each file still there (stat() runs off the event loop)."""
+    sigs = {}
+    for version, path in files.items():
+        try:
+            sigs[version] = _signature(path)
+        except OSError:  # removed while we looked
+            pass
+    return sigs
+
+
 class ModelRepository:
     """The models the server answers for, kept in step with the directory they come from."""
 
@@ -147,7 +159,12 @@ class ModelRepository:
         self.metrics, self.batching, self.policy = metrics, batching, policy
         self.per_model = per_model or {}
         self.models: dict[str, ModelEntry] = {}
+        # one admin action at a time (load, unload, reload by polling, close): each reads the
+        # disk and swaps versions, and two interleaved ones would publish a stale set
         self._lock = asyncio.Lock()
+        # scans run on worker threads, and an index (which takes no _lock, so it answers
+        # while a slow load runs) may scan beside a sync: the warn-once sets are shared
+        self._scan_lock = threading.Lock()
         self._single: tuple[str, str] | None = None
         self._refused: set[Path] = set()  # links out of the repository, warned about once
         self._reserved: set[Path] = set()  # folders of reserved names, warned about once
@@ -193,6 +210,13 @@ class ModelRepository:
             if versions:
                 found[d.name] = versions
         return found
+
+    async def scan_off_loop(self) -> dict[str, dict[str, Path]]:
+        """scan() on a worker thread: a slow or network disk must not stall the event loop."""
+        def locked() -> dict[str, dict[str, Path]]:
+            with self._scan_lock:
+                return self.scan()
+        return await asyncio.to_thread(locked)
 
     def _allowed(self, d: Path) -> bool:
         """Whether the folder's name may name a model; warns once about a reserved one."""
@@ -254,9 +278,10 @@ class ModelRepository:
         """Every known model has a version to serve."""
         return bool(self.models) and all(e.versions or e.unloaded for e in self.models.values())
 
-    def index(self) -> list[dict[str, Any]]:
+    async def index(self) -> list[dict[str, Any]]:
         """Triton's repository index: every version on disk with its state."""
-        on_disk = self.scan()
+        on_disk = await self.scan_off_loop()
+        # from here on no await: the rows are one consistent picture of self.models
         rows = []
         for name in sorted(set(on_disk) | set(self.models)):
             entry = self.models.get(name)
@@ -288,13 +313,22 @@ class ModelRepository:
         leaves reporting the errors to the caller (startup: one line when nothing loads).
         """
         async with self._lock:
-            on_disk = await asyncio.get_running_loop().run_in_executor(None, self.scan)
+            on_disk = await self.scan_off_loop()
             errors: list[str] = []
             names = [only] if only is not None else sorted(set(on_disk) | set(self.models))
             for name in names:
                 errors += await self._sync_model(name, on_disk.get(name, {}), explicit,
                                                  log_failures)
             return errors
+
+    async def load(self, name: str) -> list[str]:
+        """Load (or reload) one model from the disk, as the load endpoint does; its errors."""
+        async with self._lock:  # the scan too: an unload or a poll must not come in between
+            on_disk = await self.scan_off_loop()
+            if name not in on_disk:
+                raise NotFoundError(f"the repository has no model {name!r} (expected "
+                                    f"<repo>/{name}/<version>/model.nnf)")
+            return await self._sync_model(name, on_disk[name], explicit=True)
 
     async def _sync_model(self, name: str, files: dict[str, Path], explicit: bool,
                           log_failures: bool = True) -> list[str]:
@@ -306,12 +340,7 @@ class ModelRepository:
         retry = set(files) if explicit else set()  # the load endpoint retries broken files
         errors: list[str] = []
         while True:
-            sigs = {}
-            for version, path in files.items():
-                try:
-                    sigs[version] = _signature(path)
-                except OSError:  # removed while we looked
-                    pass
+            sigs = await asyncio.to_thread(_signatures, files)
             # a version that failed to load, from the same file, is passed over: the policy
             # picks among the others, so an older version keeps serving
             usable = [v for v in sigs if v in retry or entry.failures.get(v, (None,))[0]
