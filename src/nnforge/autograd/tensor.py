@@ -32,7 +32,15 @@ def _to_array(data: Any, dtype: Any) -> Any:
 
 
 class Tensor:
-    """An n-dimensional array that records the operations applied to it for backward()."""
+    """An n-dimensional array that records the operations applied to it for backward().
+
+    NumPy functions: a reduction that NumPy hands to the array's own method (np.sum,
+    np.mean, np.max/amax, np.min/amin, np.var, np.std, np.argmax, np.argmin) returns what that
+    method returns, a Tensor that keeps autograd, as np.mean does for a torch tensor: a loss
+    written `np.mean((pred - y) ** 2)` still trains. Every other NumPy function (ufuncs such
+    as np.exp, np.prod, np.median, ...) reads the data through `__array__` and returns a plain
+    array outside autograd. `out=` other than None is refused rather than left unwritten.
+    """
 
     __slots__ = ("data", "grad", "requires_grad", "_creator", "name", "__weakref__")
     __array_priority__ = 1000  # so ndarray + Tensor calls Tensor.__radd__
@@ -282,40 +290,58 @@ class Tensor:
         """Elementwise square root."""
         return _ops().Pow.apply(self, exponent=0.5)
 
-    def sum(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None) -> Tensor:
-        """Sum over the given axes (all when None)."""
-        return _ops().Sum.apply(self, axis=pick_axis(axis, dim, "sum"), keepdims=keepdims)
+    # Reductions take NumPy's and torch's spellings alike: axis= or dim=, keepdims= or
+    # keepdim=, and NumPy's dtype= and out=None, so np.sum(t), np.mean(t, axis=0) and
+    # np.max(t, keepdims=True) (which NumPy hands to these methods) work; see the class doc.
+    def sum(self, axis: Any = None, keepdims: bool | None = None, *, dim: Any = None,
+            keepdim: bool | None = None, dtype: Any = None, out: Any = None) -> Tensor:
+        """Sum over the given axes (all when None); dtype= casts first, as NumPy and torch."""
+        axis, keep = _reduce_args("sum", axis, dim, keepdims, keepdim, out)
+        return _ops().Sum.apply(_in_dtype(self, dtype, "sum", floats_only=False), axis=axis,
+                                keepdims=keep)
 
-    def mean(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None) -> Tensor:
-        """Mean over the given axes (all when None)."""
-        return _ops().Mean.apply(self, axis=pick_axis(axis, dim, "mean"), keepdims=keepdims)
+    def mean(self, axis: Any = None, keepdims: bool | None = None, *, dim: Any = None,
+             keepdim: bool | None = None, dtype: Any = None, out: Any = None) -> Tensor:
+        """Mean over the given axes (all when None); dtype= (a float dtype) casts first."""
+        axis, keep = _reduce_args("mean", axis, dim, keepdims, keepdim, out)
+        return _ops().Mean.apply(_in_dtype(self, dtype, "mean"), axis=axis, keepdims=keep)
 
-    def max(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None) -> Tensor:
+    def max(self, axis: Any = None, keepdims: bool | None = None, *, dim: Any = None,
+            keepdim: bool | None = None, out: Any = None) -> Tensor:
         """Maximum over the given axes; the gradient is split evenly between ties."""
-        return _ops().Max.apply(self, axis=pick_axis(axis, dim, "max"), keepdims=keepdims)
+        axis, keep = _reduce_args("max", axis, dim, keepdims, keepdim, out)
+        return _ops().Max.apply(self, axis=axis, keepdims=keep)
 
-    def min(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None) -> Tensor:
+    def min(self, axis: Any = None, keepdims: bool | None = None, *, dim: Any = None,
+            keepdim: bool | None = None, out: Any = None) -> Tensor:
         """Minimum over the given axes; the gradient is split evenly between ties."""
-        return _ops().Min.apply(self, axis=pick_axis(axis, dim, "min"), keepdims=keepdims)
+        axis, keep = _reduce_args("min", axis, dim, keepdims, keepdim, out)
+        return _ops().Min.apply(self, axis=axis, keepdims=keep)
 
-    def var(self, axis: Any = None, keepdims: bool = False, ddof: int = 0, *,
-            dim: Any = None) -> Tensor:
-        """Variance over the given axes (NumPy's ddof; PyTorch's default is ddof=1)."""
-        axis = pick_axis(axis, dim, "var")
-        centered = self - self.mean(axis=axis, keepdims=True)
-        total = (centered * centered).sum(axis=axis, keepdims=keepdims)
+    def var(self, axis: Any = None, keepdims: bool | None = None, ddof: int | None = None, *,
+            dim: Any = None, keepdim: bool | None = None, correction: int | None = None,
+            dtype: Any = None, out: Any = None) -> Tensor:
+        """Variance over the given axes; ddof (or its torch/NumPy 2 name correction) defaults
+        to 0, as NumPy's (PyTorch's default is 1)."""
+        axis, keep = _reduce_args("var", axis, dim, keepdims, keepdim, out)
+        ddof = _pick_ddof(ddof, correction, "var")
+        x = _in_dtype(self, dtype, "var")
+        centered = x - x.mean(axis=axis, keepdims=True)
+        total = (centered * centered).sum(axis=axis, keepdims=keep)
         # from the reduced axes, not size // total.size: that is 0 when another axis is empty
-        count = self.size // max(total.size, 1) if self.size else math.prod(
-            self.shape[a] for a in _ops()._norm_axis(axis, self.ndim))
+        count = x.size // max(total.size, 1) if x.size else math.prod(
+            x.shape[a] for a in _ops()._norm_axis(axis, x.ndim))
         if count - ddof <= 0:
             raise ShapeError(f"var needs more than ddof={ddof} values per result, found {count}")
         return total / float(count - ddof)
 
-    def std(self, axis: Any = None, keepdims: bool = False, ddof: int = 0, *,
-            dim: Any = None) -> Tensor:
-        """Standard deviation over the given axes (NumPy's ddof)."""
-        axis = pick_axis(axis, dim, "std")
-        return _ops().StdSqrt.apply(self.var(axis=axis, keepdims=keepdims, ddof=ddof))
+    def std(self, axis: Any = None, keepdims: bool | None = None, ddof: int | None = None, *,
+            dim: Any = None, keepdim: bool | None = None, correction: int | None = None,
+            dtype: Any = None, out: Any = None) -> Tensor:
+        """Standard deviation over the given axes (ddof or correction, 0 by default)."""
+        axis, keep = _reduce_args("std", axis, dim, keepdims, keepdim, out)
+        ddof = _pick_ddof(ddof, correction, "std")
+        return _ops().StdSqrt.apply(self.var(axis=axis, keepdims=keep, ddof=ddof, dtype=dtype))
 
     def sigmoid(self) -> Tensor:
         """Elementwise logistic function."""
@@ -444,16 +470,17 @@ class Tensor:
         """Elementwise min with another tensor or number; ties split the gradient."""
         return _ops().minimum(self, other)
 
-    def argmax(self, axis: int | None = None, keepdims: bool = False, *,
-               dim: int | None = None) -> Tensor:
+    def argmax(self, axis: int | None = None, keepdims: bool | None = None, *,
+               dim: int | None = None, keepdim: bool | None = None, out: Any = None) -> Tensor:
         """int64 index of the largest value along axis (of the flattened tensor when None)."""
-        return _ops().ArgMax.apply(self, axis=pick_axis(axis, dim, "argmax"), keepdims=keepdims)
+        axis, keep = _reduce_args("argmax", axis, dim, keepdims, keepdim, out)
+        return _ops().ArgMax.apply(self, axis=axis, keepdims=keep)
 
-    def argmin(self, axis: int | None = None, keepdims: bool = False, *,
-               dim: int | None = None) -> Tensor:
+    def argmin(self, axis: int | None = None, keepdims: bool | None = None, *,
+               dim: int | None = None, keepdim: bool | None = None, out: Any = None) -> Tensor:
         """int64 index of the smallest value along axis (of the flattened tensor when None)."""
-        return _ops().ArgMin.apply(self, axis=pick_axis(axis, dim, "argmin"), keepdims=keepdims)
-
+        axis, keep = _reduce_args("argmin", axis, dim, keepdims, keepdim, out)
+        return _ops().ArgMin.apply(self, axis=axis, keepdims=keep)
 
 def _number_like(x: float, dtype: Any, like: Any) -> Any:
     """A Python number as a 0-d array of dtype where `like` lives (a fill on a GPU, no
@@ -471,6 +498,52 @@ def pick_axis(axis: Any, dim: Any, what: str) -> Any:
         raise ConfigError(f"{what} takes axis= or its torch name dim=, found both "
                           f"(axis={axis!r}, dim={dim!r})")
     return dim
+
+
+def _reduce_args(what: str, axis: Any, dim: Any, keepdims: Any, keepdim: Any,
+                 out: Any) -> tuple[Any, bool]:
+    """(axis, keepdims) of a reduction called with NumPy's or torch's argument names."""
+    if out is not None:  # NumPy passes out=None; a real one would be left silently unwritten
+        raise ConfigError(f"{what} expects out=None (a Tensor reduction returns a new tensor), "
+                          f"found out={type(out).__name__}: use the returned tensor")
+    if keepdim is not None and keepdims is not None and keepdim != keepdims:
+        raise ConfigError(f"{what} takes keepdims= or its torch name keepdim=, found both "
+                          f"(keepdims={keepdims!r}, keepdim={keepdim!r})")
+    keep = keepdims if keepdim is None else keepdim
+    if keep is None:
+        return pick_axis(axis, dim, what), False
+    # strict: t.sum(0, 1) meant as axes 0 and 1 would otherwise keep dims of axis 0 only
+    if not isinstance(keep, (bool, np.bool_)):
+        raise ConfigError(f"{what} expects keepdims True or False, found {keep!r} (several "
+                          f"axes go in one tuple: axis=(0, 1))")
+    return pick_axis(axis, dim, what), bool(keep)
+
+
+def _pick_ddof(ddof: Any, correction: Any, what: str) -> float:
+    """ddof= (NumPy) or correction= (torch, NumPy 2), 0 when neither is given."""
+    if ddof is not None and correction is not None and ddof != correction:
+        raise ConfigError(f"{what} takes ddof= or its other name correction=, found both "
+                          f"(ddof={ddof!r}, correction={correction!r})")
+    value = ddof if ddof is not None else correction if correction is not None else 0
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)) or not value >= 0:
+        raise ConfigError(f"{what} expects ddof as a number >= 0, found {value!r}")
+    return value
+
+
+def _in_dtype(t: Tensor, dtype: Any, what: str, floats_only: bool = True) -> Tensor:
+    """t cast to a reduction's dtype= (None keeps it); a mean, var or std needs a float one."""
+    if dtype is None:
+        return t
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise DTypeError(f"{what} expects dtype= to name a NumPy dtype, found {dtype!r}") from None
+    kinds = "f" if floats_only else "biuf"
+    if dt.kind not in kinds:
+        raise DTypeError(f"{what} expects dtype= to be a {'floating' if floats_only else 'numeric'}"
+                         f" dtype, found {dt}")
+    return t if t.dtype == dt else t.astype(dt)
 
 
 def _is_int(a: Any) -> bool:

@@ -157,6 +157,18 @@ class DataLoader:
                               "same loader started (a loader has one position; build a second "
                               "DataLoader to iterate twice at once)")
 
+    def end_epoch(self) -> None:
+        """Count the epoch in progress as over, its other batches skipped (a run stopped
+        part-way); an iterator still held on it becomes stale."""
+        if self._resume and self.shuffle:  # its order was never drawn: draw it, as __iter__
+            self._rng.permutation(len(self.dataset))
+        if self._batches_done:
+            self.epoch += 1
+            self._batches_done = 0
+        self._epoch_state = None
+        self._resume = False
+        self._iteration += 1
+
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable position: completed epochs, batches done, generator state."""
         epoch, done, rng_state = self.epoch, self._batches_done, self._rng.bit_generator.state

@@ -280,10 +280,14 @@ class ReduceLROnPlateau:
             self.min_lr = check_float("min_lr", min_lr, 0.0)
             self.min_lrs = [self.min_lr] * groups
         self.eps = check_float("eps", eps, 0.0)
+        self.last_epoch = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the best value, the bad-epoch count and any cooldown; the lrs stay."""
         self.best: float | None = None  # None: nothing seen yet
         self.num_bad_epochs = 0
         self.cooldown_counter = 0
-        self.last_epoch = 0
 
     def is_better(self, value: float) -> bool:
         """True when value improves on the best value so far by more than the threshold."""

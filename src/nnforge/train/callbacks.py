@@ -23,7 +23,8 @@ class Callback:
     trainer: Any = None
 
     def on_train_begin(self) -> None:
-        """Called once before the first epoch."""
+        """Called once at the start of each fit(): reset per-run state here (as Keras does);
+        a fit() resuming a checkpoint restores the saved state after this call."""
 
     def on_epoch_begin(self, epoch: int) -> None:
         """Called before each epoch (0-based)."""
@@ -31,8 +32,9 @@ class Callback:
     def on_batch_end(self, step: int, loss: float) -> None:
         """Called after each optimizer step; step counts from 0 over the whole run.
 
-        Setting `trainer.stop_training` here stops fit() at the end of this epoch (not after
-        this batch, as Keras does): the history and checkpoints hold whole epochs only.
+        Setting `trainer.stop_training = True` here stops fit() after this batch (as Keras
+        does): the part-epoch keeps its weights, is validated, recorded and passed to
+        on_epoch_end, and on_train_end follows.
         """
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
@@ -87,6 +89,10 @@ class _Tracker:
 
     def __init__(self, monitor: str, mode: str, min_delta: float) -> None:
         self.monitor, self.mode, self.min_delta = monitor, _mode_for(monitor, mode), min_delta
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the best value (a new run starts)."""
         self.best = math.inf if self.mode == "min" else -math.inf
 
     def improved(self, value: float) -> bool:
@@ -118,6 +124,12 @@ class EarlyStopping(Callback):
         self.patience, self.restore_best_weights = patience, restore_best_weights
         self.wait, self.best_epoch, self.best_weights = 0, -1, None
         self.stopped_epoch: int | None = None
+
+    def on_train_begin(self) -> None:
+        # each fit() is a run of its own (a second fit(), or another Trainer): a best value,
+        # patience or weights left from an earlier one would stop or restore it wrongly
+        self.tracker.reset()
+        self.wait, self.best_epoch, self.best_weights, self.stopped_epoch = 0, -1, None, None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         value = _monitored(logs, self.tracker.monitor)
@@ -175,7 +187,12 @@ class ModelCheckpoint(Callback):
         self.path, self.save_best_only = str(path), save_best_only
         self.tracker = _Tracker(monitor, mode, 0.0)
         self.every_n_epochs, self.save_kwargs = every_n_epochs, save_kwargs
-        self.saved: list[str] = []
+        self.saved: list[str] = []  # every path written, over all runs
+
+    def on_train_begin(self) -> None:
+        # save_best_only compares within this run: an earlier run's best (maybe another
+        # model's) would otherwise keep its file and skip this run's better epochs
+        self.tracker.reset()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         if (epoch + 1) % self.every_n_epochs:
@@ -226,6 +243,12 @@ class LRScheduler(Callback):
         self.scheduler, self.per, self.monitor = scheduler, per, monitor
         if monitor is None and plateau:
             self.monitor = "val_loss"
+
+    def on_train_begin(self) -> None:
+        # a plateau's best value and bad-epoch count belong to one run, as Keras's
+        # ReduceLROnPlateau resets them; the lr reached stays (it lives in the optimizer)
+        if isinstance(self.scheduler, schedulers.ReduceLROnPlateau):
+            self.scheduler.reset()
 
     def on_batch_end(self, step: int, loss: float) -> None:
         if self.per == "step":

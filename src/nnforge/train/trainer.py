@@ -181,6 +181,17 @@ class Trainer:
         callbacks, RNGs, step and loader go back to the end of the last whole epoch, which
         the history also ends with, so a later fit() or a checkpoint saved then continues
         exactly as the uninterrupted run.
+
+        A callback that sets `trainer.stop_training = True` stops fit() deliberately; that is
+        not an interruption and nothing is undone. Set in on_batch_end, it stops after that
+        batch (as Keras): the part-epoch keeps the weights of its last step and counts as an
+        epoch, validated, recorded in the history (its loss and metrics over the batches it
+        trained) and passed to on_epoch_end, then on_train_end runs. A DataLoader starts its
+        next epoch afterwards. Set in on_epoch_end, it stops after that epoch.
+
+        Each fit() is a new run for the callbacks: on_train_begin resets per-run state
+        (EarlyStopping's best value and patience, ReduceLROnPlateau's, ModelCheckpoint's best),
+        and a fit() resuming a checkpoint then restores their saved states.
         """
         epochs = _int_at_least("epochs", epochs, 1)
         batch_size = _int_at_least("batch_size", batch_size, 1)
@@ -219,6 +230,9 @@ class Trainer:
         elif self.seed is not None and self._epochs_done == 0:
             # dropout draws follow the trainer's seed; a later fit() call continues the stream
             nf_random.manual_seed(self.seed)
+        # on_train_begin resets each callback for a new run; a resumed run gets its saved
+        # states back after that (they were checked, all or none, just above)
+        restored = self._callback_states if self._resumed else None
         self._callback_states = None
         self._loader = loader
         if loader is not None and self._loader_state is not None:
@@ -233,16 +247,19 @@ class Trainer:
         self.stop_training = False
         try:
             self._run_epochs(first, last, X, y, batch_size, shuffle, loader, validation_data,
-                             display, n)
+                             display, n, restored)
         finally:  # an interrupted fit() must not leave a live progress bar drawing
             display.close()
         return self.history
 
     def _run_epochs(self, first: int, last: int, X: Any, y: Any, batch_size: int,
                     shuffle: bool, loader: DataLoader | None, validation_data: Any,
-                    display: ProgressDisplay, n: int) -> None:
+                    display: ProgressDisplay, n: int,
+                    restored: dict[str, list[Any]] | None) -> None:
         for cb in self.callbacks:
             cb.on_train_begin()
+        if restored is not None:
+            self._restore_callbacks(restored)
         for epoch in range(first, last):
             start = self._snapshot()
             try:
@@ -352,6 +369,9 @@ class Trainer:
                 cb.on_batch_end(self._step, value)
             self._step += 1
             display.batch_end(b, total / seen, seen)
+            if self.stop_training:  # a callback's deliberate stop: after this batch, as Keras
+                self._end_epoch_early()
+                break
         if not seen:  # a loss of 0 for an epoch that never trained would look like success
             raise DataError("the training DataLoader yielded no batches (drop_last=True with "
                             "fewer samples than batch_size?)")
@@ -360,6 +380,12 @@ class Trainer:
             logs.update(self._metrics(backend.to_numpy(np.concatenate(outputs)),
                                       np.concatenate(targets)))
         return logs
+
+    def _end_epoch_early(self) -> None:
+        """Close the loader's epoch a callback stopped part-way, so that a later fit() and a
+        run resumed from a checkpoint saved now both start the loader's next epoch."""
+        if self._loader is not None:
+            self._loader.end_epoch()
 
     def _array_batches(self, X: np.ndarray, y: np.ndarray, batch_size: int,
                        shuffle: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
