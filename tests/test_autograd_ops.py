@@ -12,6 +12,7 @@ from nnforge.autograd.gradcheck import check_gradients
 from nnforge.errors import ShapeError
 from nnforge.ops import activation as A
 from nnforge.ops import loss as L
+from nnforge.ops.norm import layer_norm
 from nnforge.ops.shape import concat, flatten
 
 SHAPES = [(1, 3), (4, 3), (2, 3, 5)]
@@ -558,3 +559,34 @@ def test_abs_gradient_is_zero_at_nan_and_zero_as_in_torch():
     t = nf.Tensor(np.array([np.nan, 0.0, -0.0, 2.0, -3.0, np.inf]), requires_grad=True)
     t.abs().sum().backward()
     np.testing.assert_array_equal(t.grad, [0.0, 0.0, 0.0, 1.0, -1.0, 1.0])
+
+
+# -- SiLU, ELU, Softplus, layer norm ---------------------------------------------------------
+@pytest.mark.parametrize("shape", SHAPES)
+def test_silu_elu_softplus_gradients(rng, shape):
+    x = _rand(rng, shape, -3.0, 3.0)
+    x[np.abs(x) < 1e-3] = 0.4  # away from ELU's kink at 0
+    check_gradients(A.silu, [x])
+    check_gradients(lambda t: A.elu(t, 0.7), [x])
+    check_gradients(A.softplus, [x])
+    bx = 2.0 * x
+    x[np.abs(bx - 1.5) < 1e-3] = 0.2  # away from the jump at beta x = threshold
+    check_gradients(lambda t: A.softplus(t, 2.0, 1.5), [x])  # both branches taken
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("ndim", [1, 2])
+@pytest.mark.parametrize("affine", ["none", "weight", "both"])
+def test_layer_norm_gradients(rng, shape, ndim, affine):
+    x = _rand(rng, shape)
+    norm = shape[len(shape) - ndim:]
+    params = [nf.Tensor(rng.uniform(0.5, 1.5, norm), requires_grad=True),
+              nf.Tensor(rng.standard_normal(norm), requires_grad=True)]
+    params = {"none": [], "weight": params[:1], "both": params}[affine]
+    check_gradients(lambda t: layer_norm(t, ndim, *params, eps=1e-3), [x], params=params)
+
+
+def test_layer_norm_refuses_a_weight_of_another_shape():
+    with pytest.raises(ShapeError, match=r"last 1 dims equal the weight shape, found input "
+                                         r"\(2, 3\) and weight \(4,\)"):
+        layer_norm(nf.Tensor(np.ones((2, 3))), 1, nf.Tensor(np.ones(4)))

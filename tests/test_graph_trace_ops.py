@@ -16,7 +16,9 @@ from nnforge.errors import ConfigError
 from nnforge.graph.trace import trace
 from nnforge.nn.module import LAYER_REGISTRY
 from nnforge.onnx import export
+from nnforge.ops.linear import linear
 from nnforge.runtime import InferenceSession
+from nnforge.runtime.cupy_plan import CupyPlan
 
 F32 = np.float32
 LEVELS = ("none", "basic", "all")
@@ -369,3 +371,89 @@ def test_a_forward_with_two_inputs_needs_one_shape_per_argument() -> None:
         InferenceSession(TwoIn(), input_shape=[(4,), (4,), (4,)])
     with pytest.raises(ConfigError, match=r"expected 2 distinct input name\(s\)"):
         trace(TwoIn(), [(None, 4), (None, 4)], input_name=["x", "x"])
+
+
+class FunctionalLinear(nn.Module):
+    """linear() (the op, not the layer) on (batch, seq, features) input, plus a Linear child."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 5)
+        rng = np.random.default_rng(2)
+        self.w = nn.Parameter(nf.Tensor(rng.standard_normal((3, 5)).astype(F32)))
+        self.b = nn.Parameter(nf.Tensor(rng.standard_normal(3).astype(F32)))
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        h = self.fc(x)
+        return linear(h, self.w, self.b, relu=True) + linear(h, self.w)
+
+
+@pytest.mark.parametrize("make,sample", [
+    (lambda: nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)), (6, 8)),
+    (lambda: nn.Sequential(nn.Linear(8, 4)), (2, 3, 8)),
+    (FunctionalLinear, (6, 8)),
+], ids=["layers", "layer-4d", "ops"])
+def test_linear_on_nd_input_lowers_to_matmul_add(make: Any, sample: tuple,
+                                                 tmp_path: Any) -> None:
+    # it was a ShapeError: Gemm takes 2-D inputs only
+    model = make()
+    check_everywhere(model, sample, tmp_path, input_shape=sample)
+    ops = InferenceSession(model, input_shape=sample).graph.count_ops()
+    assert "MatMul" in ops and not {"Gemm", "FusedGemm"} & set(ops)
+
+
+def test_linear_on_2d_input_stays_a_gemm_for_fusion() -> None:
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    assert InferenceSession(model).graph.count_ops() == {"FusedGemm": 1, "Gemm": 1}
+
+
+class ClassToken(nn.Module):
+    """A learned token grown to the batch (x.shape[0] rows) and joined with the input."""
+
+    def __init__(self, sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        self.sizes = sizes
+        shape = (1,) * (len(sizes) - 1) + (8,)
+        self.token = nn.Parameter(nf.Tensor(np.linspace(-1, 1, 8, dtype=F32).reshape(shape)))
+        self.fc = nn.Linear(8 if len(sizes) == 3 else 16, 3)  # rows joined, or columns
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        cls = self.token.expand(x.shape[0], *self.sizes[1:])
+        return self.fc(nf.cat([cls, x], axis=1))
+
+
+class TokenRows(nn.Module):
+    """An (8,) parameter expanded to (batch, 2, 8): new leading axes, one of them the batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token = nn.Parameter(nf.Tensor(np.arange(8, dtype=F32)))
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        return x * self.token.expand(x.shape[0], 2, 8) + x[:, :1].expand(x.shape[0], 2, 8)
+
+
+@pytest.mark.parametrize("make,sample", [
+    (lambda: ClassToken((-1, -1)), (8,)), (lambda: ClassToken((-1, 1, 8)), (4, 8)),
+    (TokenRows, (2, 8)),
+], ids=["expand(N, -1)", "expand(N, 1, 8)", "new-axes"])
+def test_expand_to_the_batch_size_follows_the_batch(make: Any, sample: tuple,
+                                                    tmp_path: Any) -> None:
+    # it was refused: the expanded token became a constant of the traced batch size
+    model = make()
+    check_everywhere(model, sample, tmp_path, input_shape=sample)  # batches 1, 3, 17
+    graph = trace(model, (None, *sample))
+    assert "Shape" in graph.count_ops() and graph.outputs[0].shape[0] == "N"
+    x = np.random.default_rng(4).standard_normal((17, *sample)).astype(F32)
+    cupy_code_on_numpy = CupyPlan(InferenceSession(model, input_shape=sample).graph, xp=np)
+    assert_close(cupy_code_on_numpy.run([x])[0], eager(model, x), 1e-6)
+
+
+class TwiceTheBatch(ClassToken):
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        return self.token.expand(2 * x.shape[0], -1) + nf.cat([x, x], axis=0)
+
+
+def test_expand_to_another_size_that_follows_the_batch_is_refused() -> None:
+    with pytest.raises(ConfigError, match="changes with the batch size"):
+        trace(TwiceTheBatch((-1, -1)), (None, 8))

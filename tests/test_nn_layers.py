@@ -12,7 +12,10 @@ from nnforge.errors import ConfigError, DTypeError, ShapeError, StateDictError, 
 
 LAYERS = [lambda: nn.Linear(5, 3), lambda: nn.Linear(5, 3, bias=False, init="glorot"),
           nn.ReLU, nn.Sigmoid, nn.Tanh, nn.GELU, lambda: nn.LeakyReLU(0.2),
-          lambda: nn.Softmax(-1), lambda: nn.LogSoftmax(1), nn.Identity, nn.Flatten]
+          lambda: nn.Softmax(-1), lambda: nn.LogSoftmax(1), nn.Identity, nn.Flatten,
+          nn.SiLU, lambda: nn.ELU(0.5), nn.Softplus, lambda: nn.Softplus(2.0, 1.0),
+          lambda: nn.LayerNorm(5), lambda: nn.LayerNorm([5], elementwise_affine=False),
+          lambda: nn.LayerNorm(5, bias=False)]
 
 
 @pytest.mark.parametrize("make", LAYERS)
@@ -285,6 +288,12 @@ def test_a_plain_list_of_layers_is_refused_with_the_fix():
     (lambda: nn.Dropout(None), "number for Dropout p, found None"),
     (lambda: nn.Dropout(1.0), r"Dropout p in \[0, 1\), found 1.0"),
     (lambda: nn.LeakyReLU("a"), "number for LeakyReLU negative_slope"),
+    (lambda: nn.ELU("a"), "number for ELU alpha, found 'a'"),
+    (lambda: nn.Softplus(0), "nonzero beta, found 0"),
+    (lambda: nn.Softplus(1.0, float("inf")), "Softplus threshold in .*, found inf"),
+    (lambda: nn.LayerNorm(0), "normalized_shape must be a positive integer .* found 0"),
+    (lambda: nn.LayerNorm([]), r"non-empty list of them, found \[\]"),
+    (lambda: nn.LayerNorm(4, eps=0), "positive eps"),
 ])
 def test_bad_layer_hyperparameters_get_one_config_error(make, message):
     with pytest.raises(ConfigError, match=message):
@@ -376,6 +385,8 @@ def test_register_layer_refuses_a_second_class_under_a_taken_name():
     (nn.Softmax, {"axis": 1.7}, "axis must be an integer, found 1.7"),
     (nn.Softmax, {"axis": "x"}, "axis must be an integer"),
     (nn.Flatten, {"start_dim": True}, "start_dim must be an integer, found True"),
+    (nn.LayerNorm, {"normalized_shape": [4], "elementwise_affine": 1}, "elementwise_affine must"),
+    (nn.LayerNorm, {"normalized_shape": [4.0]}, "normalized_shape must be a positive integer"),
     (nn.Sequential, {"layers": [], "extra": 1}, "takes only 'layers', found \\['extra'\\]"),
 ])
 def test_configs_of_the_wrong_type_are_refused_not_coerced(cls, config, message):

@@ -46,6 +46,14 @@ def _bn(layer: nn.Module, rng: np.random.Generator) -> nn.Module:
     return layer
 
 
+def _ln(layer: nn.Module, rng: np.random.Generator) -> nn.Module:
+    """Layer norm with affine weights that are not the identity."""
+    layer.weight.data[...] = rng.random(layer.weight.shape) + 0.5
+    if layer.bias is not None:
+        layer.bias.data[...] = rng.standard_normal(layer.bias.shape) * 0.1
+    return layer
+
+
 DENSE = {
     "Linear": lambda r: nn.Linear(6, 5), "Linear(bias=False)": lambda r: nn.Linear(6, 5, False),
     "ReLU": lambda r: nn.ReLU(), "LeakyReLU": lambda r: nn.LeakyReLU(0.2),
@@ -54,6 +62,11 @@ DENSE = {
     "Identity": lambda r: nn.Identity(), "Dropout": lambda r: nn.Dropout(0.5),
     "Flatten": lambda r: nn.Flatten(), "BatchNorm1d": lambda r: _bn(nn.BatchNorm1d(6), r),
     "BatchNorm1d(affine=False)": lambda r: _bn(nn.BatchNorm1d(6, affine=False), r),
+    "SiLU": lambda r: nn.SiLU(), "ELU": lambda r: nn.ELU(0.5), "Softplus": lambda r: nn.Softplus(),
+    "Softplus(beta, threshold)": lambda r: nn.Softplus(2.0, 1.0),
+    "LayerNorm": lambda r: _ln(nn.LayerNorm(6), r),
+    "LayerNorm(bias=False)": lambda r: _ln(nn.LayerNorm(6, bias=False), r),
+    "LayerNorm(affine=False)": lambda r: nn.LayerNorm(6, elementwise_affine=False),
 }
 
 SPATIAL = {
@@ -86,7 +99,8 @@ SPATIAL = {
     "AdaptiveAvgPool2d(3,4)": lambda r: nn.AdaptiveAvgPool2d((3, 4)),
     "BatchNorm2d": lambda r: _bn(nn.BatchNorm2d(4), r),
     "ReLU": lambda r: nn.ReLU(), "Flatten": lambda r: nn.Flatten(),
-    "Dropout": lambda r: nn.Dropout(0.3),
+    "Dropout": lambda r: nn.Dropout(0.3), "SiLU": lambda r: nn.SiLU(),
+    "LayerNorm(H, W)": lambda r: _ln(nn.LayerNorm([9, 8]), r),
 }
 
 

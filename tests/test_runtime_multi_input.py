@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import nnforge as nf
+from nnforge import nn
+from nnforge.cli import main
 from nnforge.errors import ConfigError, DataError, ShapeError
 from nnforge.graph.ir import Node
+from nnforge.nn.module import LAYER_REGISTRY
 from nnforge.onnx import load
 from nnforge.runtime import InferenceSession
 from nnforge.runtime.kernels import KERNELS
@@ -119,3 +125,58 @@ def test_argmax_over_an_axis_floats_cannot_index_exactly_is_refused() -> None:
                        r"16,777,217"):
         KERNELS["ArgMax"](node, [x], [np.empty(1, F32)], None)
     KERNELS["ArgMax"](node, [x[:, :2**24]], [np.empty(1, F32)], None)
+
+
+class GatedPair(nn.Module):
+    """forward(a, b): features of two widths, one gating the other."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fa, self.fb = nn.Linear(4, 3), nn.Linear(2, 3)
+
+    def forward(self, a: nf.Tensor, b: nf.Tensor) -> nf.Tensor:
+        return self.fa(a) * self.fb(b).sigmoid()
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+
+@pytest.fixture
+def gated_pair() -> Any:
+    yield nn.register_layer(GatedPair)
+    LAYER_REGISTRY.pop("GatedPair", None)
+
+
+def test_saved_multi_input_model_runs_without_input_shape(gated_pair: Any, tmp_path: Any,
+                                                          rng: np.random.Generator) -> None:
+    model, path = gated_pair(), tmp_path / "pair.nnf"
+    nf.save(model, path, input_shape=[(4,), (2,)])
+    specs = nf.io.read_manifest(path)["inputs"]
+    assert [(s["name"], s["shape"]) for s in specs] == [("input_0", [None, 4]),
+                                                         ("input_1", [None, 2])]
+    a, b = rng.standard_normal((5, 4)).astype(F32), rng.standard_normal((5, 2)).astype(F32)
+    want = model(a, b).data
+    for backend in ("numpy", "onnxruntime"):
+        # it needed input_shape=[(4,), (2,)] again (and save itself failed before)
+        session = InferenceSession(str(path), backend=backend)
+        assert session.input_names == ["input_0", "input_1"]
+        np.testing.assert_allclose(session.run([a, b]), want, rtol=1e-5, atol=1e-6)
+    loaded = nf.load(path)
+    assert loaded.input_shape == [(4,), (2,)]
+    nf.save(loaded, tmp_path / "again.nnf")  # the loaded shapes serve a re-save
+    np.testing.assert_allclose(InferenceSession(loaded).run({"input_0": a, "input_1": b}), want,
+                               rtol=1e-5, atol=1e-6)
+    for extra in ([], ["--graph"]):
+        assert main(["info", str(path), *extra]) == 0
+
+
+def test_saving_a_multi_input_model_says_what_it_needs(gated_pair: Any, tmp_path: Any) -> None:
+    for kwargs, found in (({}, "no input_shape"), ({"input_shape": (4,)}, r"\(4,\)"),
+                          ({"input_shape": [(4,)] * 3}, r"\[\(4,\), \(4,\), \(4,\)\]")):
+        with pytest.raises(ConfigError, match=rf"^GatedPair.forward takes 2 inputs; expected "
+                           rf"input_shape=\[...\] with one sample shape per argument, found "
+                           rf"{found}$"):
+            nf.save(gated_pair(), tmp_path / "x.nnf", **kwargs)
+    with pytest.raises(ConfigError, match="preprocessing applies to a model with one input"):
+        nf.save(gated_pair(), tmp_path / "x.nnf", input_shape=[(4,), (2,)],
+                preprocessing={"type": "standardize", "mean": [0.0] * 4, "std": [1.0] * 4})

@@ -38,6 +38,10 @@ LAYERS = {
     "ReLU": nn.ReLU, "LeakyReLU": lambda: nn.LeakyReLU(0.2), "Sigmoid": nn.Sigmoid,
     "Tanh": nn.Tanh, "GELU": nn.GELU, "Softmax": nn.Softmax, "LogSoftmax": nn.LogSoftmax,
     "Identity": nn.Identity, "Dropout": lambda: nn.Dropout(0.5), "Flatten": nn.Flatten,
+    "SiLU": nn.SiLU, "ELU": lambda: nn.ELU(0.5), "Softplus": nn.Softplus,
+    "Softplus(beta, threshold)": lambda: nn.Softplus(2.0, 1.0),
+    "LayerNorm": lambda: nn.LayerNorm(6),
+    "LayerNorm(affine=False)": lambda: nn.LayerNorm(6, elementwise_affine=False),
 }
 
 

@@ -18,7 +18,14 @@ import numpy as np
 
 from ..backend import xp_of
 from ..errors import ConfigError, ShapeError
-from ..ops.activation import erf_array, log_softmax_array, sigmoid_array, softmax_array
+from ..ops.activation import (
+    elu_array,
+    erf_array,
+    log_softmax_array,
+    sigmoid_array,
+    softmax_array,
+    softplus_array,
+)
 from ..ops.pool import pool_window_counts, pooled_size
 from .ir import INTERNAL_DOMAIN, Dim, Node, Shape
 
@@ -202,6 +209,10 @@ def gelu(node: Node, x: Any) -> Any:
                           f"{approximate!r}")
     cdf = (0.5 * (1.0 + erf_array(x / x.dtype.type(math.sqrt(2.0))))).astype(x.dtype)
     return x * cdf
+
+
+OPS["Elu"] = OpDef("Elu", _unary, lambda node, x: elu_array(x, node.attrs.get("alpha", 1.0)))
+OPS["Softplus"] = OpDef("Softplus", _unary, lambda node, x: softplus_array(x))
 
 
 # -- shape ops ------------------------------------------------------------------------------
@@ -436,6 +447,27 @@ def batch_normalization(node: Node, x: Any, scale: Any, bias: Any, mean: Any, va
     inv = (1.0 / np.sqrt(var.astype(np.float64) + eps)).astype(x.dtype)
     return ((x - mean.reshape(shape)) * (inv * scale).reshape(shape)
             + bias.reshape(shape)).astype(x.dtype)
+
+
+def _layer_norm_shape(node: Node, shapes: list[Shape | None], consts: dict) -> list:
+    x = shapes[0]
+    if x is not None:
+        axis = node.attrs.get("axis", -1)
+        if not -len(x) <= axis < len(x):
+            raise ShapeError(f"LayerNormalization {node.name}: expected axis in "
+                             f"[{-len(x)}, {len(x) - 1}] for input {x}, found {axis}")
+    return [x]
+
+
+@_op("LayerNormalization", _layer_norm_shape)
+def layer_normalization(node: Node, x: Any, scale: Any, bias: Any = None) -> Any:
+    """(x - mean) / sqrt(var + epsilon) * scale + bias, statistics over axes axis..rank-1."""
+    axis = node.attrs.get("axis", -1) % x.ndim
+    axes = tuple(range(axis, x.ndim))
+    xc = x - x.mean(axis=axes, keepdims=True, dtype=x.dtype)
+    var = (xc * xc).mean(axis=axes, keepdims=True, dtype=x.dtype)
+    y = xc / np.sqrt(var + x.dtype.type(node.attrs.get("epsilon", 1e-5))) * scale
+    return (y if bias is None else y + bias).astype(x.dtype, copy=False)
 
 
 # -- nnforge-internal fused ops (produced by passes; see graph/passes.py) --------------------

@@ -16,7 +16,7 @@ from ..backend import xp_of
 from ..errors import ConfigError, ShapeError
 from ..ops.activation import erf_array
 from .ir import Dim, Node, Shape
-from .ops import OPS, OpDef, _broadcast, _op, _unary
+from .ops import OPS, OpDef, _broadcast, _global_pool_shape, _op, _unary
 
 #: ONNX TensorProto data type enum -> NumPy dtype (the types a NumPy runtime can hold)
 ONNX_DTYPES: dict[int, np.dtype] = {
@@ -59,6 +59,53 @@ _UNARY = {"Erf": erf_array, "Neg": np.negative, "Abs": np.abs, "Sqrt": np.sqrt, 
 for _name, _fn in _UNARY.items():
     OPS[_name] = OpDef(_name, _unary, lambda node, x, f=_fn: f(x).astype(x.dtype, copy=False))
 OPS["Pow"] = OpDef("Pow", _broadcast, lambda node, a, b: np.power(a, b.astype(a.dtype)))
+
+
+#: ONNX Selu's default constants (float32 values, as the spec writes them)
+SELU_ALPHA, SELU_GAMMA = 1.67326319217681884765625, 1.05070102214813232421875
+
+
+def hard_sigmoid_array(x: Any, alpha: float, beta: float) -> Any:
+    """max(0, min(1, alpha * x + beta)) in x's dtype."""
+    t = x.dtype.type
+    return np.clip(x * t(alpha) + t(beta), t(0), t(1))
+
+
+@_op("HardSigmoid", _unary)
+def hard_sigmoid(node: Node, x: Any) -> Any:
+    """max(0, min(1, alpha x + beta)), alpha 0.2 and beta 0.5 by default."""
+    return hard_sigmoid_array(x, node.attrs.get("alpha", 0.2), node.attrs.get("beta", 0.5))
+
+
+@_op("HardSwish", _unary)
+def hard_swish(node: Node, x: Any) -> Any:
+    """x * max(0, min(1, x / 6 + 1/2))."""
+    return x * hard_sigmoid_array(x, 1.0 / 6.0, 0.5)
+
+
+@_op("Selu", _unary)
+def selu(node: Node, x: Any) -> Any:
+    """gamma * (x for x > 0, alpha * (exp(x) - 1) otherwise)."""
+    t = x.dtype.type
+    alpha, gamma = node.attrs.get("alpha", SELU_ALPHA), node.attrs.get("gamma", SELU_GAMMA)
+    neg = np.expm1(np.minimum(x, t(0))) * t(alpha)
+    return (np.where(x > 0, x, neg) * t(gamma)).astype(x.dtype, copy=False)
+
+
+def _prelu_shape(node: Node, shapes: Shapes, consts: dict) -> Shapes:
+    return [shapes[0] if shapes[1] is None else _broadcast(node, shapes, consts)[0]]
+
+
+@_op("PRelu", _prelu_shape)
+def prelu(node: Node, x: Any, slope: Any) -> Any:
+    """x where x >= 0, slope * x elsewhere (slope broadcast against x)."""
+    return np.where(x < 0, x * slope.astype(x.dtype, copy=False), x)
+
+
+@_op("GlobalMaxPool", _global_pool_shape)
+def global_max_pool(node: Node, x: Any) -> Any:
+    """Max over all spatial positions, keeping them as size-1 dims."""
+    return x.max(axis=tuple(range(2, x.ndim)), keepdims=True)
 
 
 @_op("Clip", _unary)
@@ -368,6 +415,10 @@ for _name, _fn in _ELEMENTWISE.items():
     OPS[_name] = OpDef(_name, _broadcast_all,
                        lambda node, *xs, f=_fn: functools.reduce(f, xs))
 
+OPS["Sum"] = OpDef("Sum", _broadcast_all, lambda node, *xs: functools.reduce(np.add, xs))
+OPS["Mean"] = OpDef("Mean", _broadcast_all, lambda node, *xs: (functools.reduce(
+    np.add, xs) / xs[0].dtype.type(len(xs))).astype(xs[0].dtype, copy=False))
+
 COMPARISONS = {"Greater": np.greater, "GreaterOrEqual": np.greater_equal, "Less": np.less,
                "LessOrEqual": np.less_equal, "Equal": np.equal}
 for _name, _fn in COMPARISONS.items():
@@ -439,11 +490,17 @@ def split(node: Node, x: Any, split: Any = None) -> tuple:
 
 
 def _expand_shape(node: Node, shapes: Shapes, consts: dict) -> Shapes:
-    target = const_input(node, consts, 1, "shape")
+    target = consts.get(node.inputs[1])
     if shapes[0] is None:
         return [None]
-    return _broadcast(node, [shapes[0], tuple(int(d) for d in np.asarray(target).reshape(-1))],
-                      consts)
+    if target is None:  # computed at run time (graph/shapes.py follows a traced one's)
+        if shapes[1] is None or len(shapes[1]) != 1 or not isinstance(shapes[1][0], int):
+            return [None]
+        target = [None] * shapes[1][0]  # its length alone gives the output's rank
+    # dims of a computed shape: ints, or symbols such as the batch "N"
+    dims = tuple(d if d is None or isinstance(d, str) else int(d)
+                 for d in np.asarray(target, dtype=object).reshape(-1))
+    return _broadcast(node, [shapes[0], dims], consts)
 
 
 @_op("Expand", _expand_shape)

@@ -6,7 +6,7 @@ import numpy as np
 
 from .ir import Graph, Node, Shape, ValueInfo
 from .ops import get_op
-from .ops_onnx import ONNX_DTYPES, OUT_DTYPES, constant_value
+from .ops_onnx import ONNX_DTYPES, OUT_DTYPES, constant_value, shape_slice
 
 
 def compute_shapes(graph: Graph, input_shapes: dict[str, Shape] | None = None
@@ -18,17 +18,63 @@ def compute_shapes(graph: Graph, input_shapes: dict[str, Shape] | None = None
         infos[v.name] = ValueInfo(v.name, None if shape is None else tuple(shape), v.dtype)
     for name, arr in graph.initializers.items():
         infos[name] = ValueInfo(name, tuple(arr.shape), str(arr.dtype))
+    dims: dict[str, np.ndarray] = {}  # values computed from shapes (see _dims_value)
     for node in graph.nodes:
         ins = [infos.get(i) for i in node.inputs]
         shapes = [None if v is None else v.shape for v in ins]
         first = ins[1] if node.op == "Where" else (ins[0] if ins else None)  # Where: a's type
         dtype = first.dtype if first is not None else "float32"
-        out_shapes = get_op(node).infer(node, shapes, graph.initializers)
+        consts = graph.initializers
+        known = {i: dims[i] for i in node.inputs
+                 if i in dims and (node.op == "Expand" or dims[i].dtype != object)}
+        if known:
+            consts = {**consts, **known}
+        out_shapes = get_op(node).infer(node, shapes, consts)
         for k, out in enumerate(node.outputs):
             if out:
                 shape = out_shapes[k] if k < len(out_shapes) else None
                 infos[out] = ValueInfo(out, shape, _out_dtype(node, k, dtype))
+        value = _dims_value(node, shapes, dims, graph.initializers)
+        if value is not None:
+            dims[node.outputs[0]] = value
     return infos
+
+
+def _dims_value(node: Node, shapes: list[Shape | None], dims: dict[str, np.ndarray],
+                consts: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The value of Shape(x), and of Gather/Concat over it, where x's shape is known.
+
+    A traced Expand to (x.shape[0], ...) gets its shape this way (graph/trace_ops.py), so its
+    output shape is known: ("N", ...) on the graph, concrete where the input's shape is (a
+    compiled plan). Dims are ints, or an object array holding symbols (the batch "N");
+    only Expand is handed a symbolic one (a Reshape target, say, must be all ints).
+    """
+    if node.op == "Shape":
+        s = shapes[0]
+        if s is None:
+            return None
+        out = np.empty(len(s), object)
+        out[:] = s
+        return _ints_if_known(out[shape_slice(node, len(s))])
+    if node.op not in ("Gather", "Concat") or not any(i in dims for i in node.inputs):
+        return None
+    args = [dims.get(i, consts.get(i)) for i in node.inputs]
+    if any(a is None or a.ndim != 1 or a.dtype.kind not in "iuO" for a in args):
+        return None
+    if node.attrs.get("axis", 0) not in (0, -1):
+        return None
+    if node.op == "Gather":
+        index = np.asarray(args[1], np.int64)
+        n = len(args[0])
+        return args[0][index] if ((index >= -n) & (index < n)).all() else None
+    return _ints_if_known(np.concatenate([a.astype(object) for a in args]))
+
+
+def _ints_if_known(dims: np.ndarray) -> np.ndarray:
+    """int64 when every dim is a number, else the object array (symbols kept)."""
+    if all(isinstance(d, (int, np.integer)) for d in dims):
+        return dims.astype(np.int64)
+    return dims
 
 
 def _out_dtype(node: Node, k: int, in_dtype: str) -> str:

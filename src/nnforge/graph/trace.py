@@ -244,10 +244,16 @@ def _sequential(layer: Module, t: Tracer, path: str, x: str) -> str:
 
 @lowers("Linear")
 def _linear(layer: Module, t: Tracer, path: str, x: str) -> str:
-    inputs = [x, t.weight(f"{path}.weight", layer.weight.data)]
-    if layer.bias is not None:
-        inputs.append(t.weight(f"{path}.bias", layer.bias.data))
-    return t.node("Gemm", inputs, path, transB=1)
+    w = t.weight(f"{path}.weight", layer.weight.data)
+    b = t.weight(f"{path}.bias", layer.bias.data) if layer.bias is not None else None
+    shape = t.shapes.get(x)
+    if shape is None or len(shape) == 2:  # Gemm: what BatchNorm folding and fusion look for
+        return t.node("Gemm", [x, w] + ([b] if b else []), path, transB=1)
+    # (batch, ..., in) as eager Linear takes it: ONNX Gemm is 2-D only, MatMul broadcasts
+    # (the Transpose of the weight is folded into a constant at optimization level basic)
+    wt = t.node("Transpose", [w], f"{path}/weight_t", perm=[1, 0])
+    y = t.node("MatMul", [x, wt], path if b is None else f"{path}/matmul")
+    return y if b is None else t.node("Add", [y, b], path)
 
 
 _SIMPLE = {"ReLU": "Relu", "Sigmoid": "Sigmoid", "Tanh": "Tanh", "Identity": "Identity",
@@ -368,3 +374,49 @@ def _batch_norm(layer: Module, t: Tracer, path: str, x: str) -> str:
               t.weight(f"{path}.running_mean", mean),
               t.weight(f"{path}.running_var", layer.running_var)]
     return t.node("BatchNormalization", inputs, path, epsilon=float(layer.eps))
+
+
+# -- layers lowered by their op's own `lower` (ops/activation.py, ops/norm.py) -------------------
+class _OpBuilder:
+    """The op-level builder API (`node`, `const`, `shape`) over a Tracer, so a layer lowers
+    exactly as its op does in an op-level trace."""
+
+    def __init__(self, t: Tracer, path: str) -> None:
+        self.t, self.path, self.count = t, path, 0
+
+    def _fresh(self, sep: str, base: str) -> str:
+        self.count += 1
+        return f"{self.path}{sep}{base}{self.count}"
+
+    def node(self, op: str, inputs: list[str], **attrs: Any) -> str:
+        """Append one node; return its output value."""
+        return self.t.node(op, inputs, self._fresh("/", op.lower()), **attrs)
+
+    def const(self, value: Any) -> str:
+        """A constant initializer (floats in the model's dtype)."""
+        return self.t.weight(self._fresh(".", "const"), np.asarray(value))
+
+    def shape(self, value: str) -> Shape:
+        """The shape of a value."""
+        return self.t.shapes[value]
+
+
+@lowers("SiLU", "ELU", "Softplus", "LayerNorm")
+def _via_op(layer: Module, t: Tracer, path: str, x: str) -> str:
+    from ..ops import activation as A  # noqa: PLC0415
+    from ..ops.norm import LayerNorm  # noqa: PLC0415
+
+    name = type(layer).__name__
+    xs = [x]
+    if name == "SiLU":
+        op: Any = A.Silu()
+    elif name == "ELU":
+        op = A.Elu(layer.alpha)
+    elif name == "Softplus":
+        op = A.Softplus(layer.beta, layer.threshold)
+    else:
+        op = LayerNorm(len(layer.normalized_shape), layer.eps)
+        op.normalized = layer.normalized_shape
+        xs += [t.weight(f"{path}.{k}", getattr(layer, k).data) for k in ("weight", "bias")
+               if getattr(layer, k) is not None]
+    return op.lower(_OpBuilder(t, path), xs)

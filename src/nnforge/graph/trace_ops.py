@@ -10,9 +10,11 @@ Like torch.jit.trace, Python control flow runs once, at trace time: an `if` on a
 shape or a value takes the branch it took then, and the graph keeps that branch only. The
 forward runs twice, at two batch sizes on two random inputs; a value recorded from the batch
 size (a Reshape target `x.shape[0]`, an Expand shape) is rewritten to ONNX's batch-free form
-(0 = copy the dim, -1 = infer it, Expand's 1 = keep it), and anything else that differs
-between the two runs (constants built from input values, data-dependent branches) is a
-ConfigError. The traced graph is then checked against the eager outputs of both runs.
+(0 = copy the dim, -1 = infer it, Expand's 1 = keep it); an Expand that grows a size-1 dim to
+the batch (a class token: `token.expand(x.shape[0], -1)`) gets its shape computed from
+Shape(x) instead, as ONNX exporters write it. Anything else that differs between the two runs
+(constants built from input values, data-dependent branches) is a ConfigError. The traced
+graph is then checked against the eager outputs of both runs.
 """
 
 from __future__ import annotations
@@ -148,8 +150,11 @@ class OpRecorder:
 
     def record(self, fn: Any, inputs: tuple, result: Any) -> None:
         """Called by Function.apply after each op: lower it when it reads a traced value."""
-        if not self.active() or not any(id(t) in self.values for t in inputs):
+        if not self.active() or not (any(id(t) in self.values for t in inputs)
+                                     or getattr(fn, "ir_name", None) == "Expand"):
             return  # constant work (on parameters, say): its result becomes an initializer
+        # ... except an Expand, whose size may be the batch's (a class token grown to
+        # x.shape[0] rows): merge_batches can only see that in an Expand node
         self._op = f"op {type(fn).__name__}"
         out = fn.lower(self, [self.value_of(t) for t in inputs])
         results = result if isinstance(result, tuple) else (result,)
@@ -253,7 +258,7 @@ def merge_batches(g1: Graph, g2: Graph, in1: dict[str, Shape], in2: dict[str, Sh
             raise ConfigError(f"cannot trace node {n1.name}: its attributes {n1.attrs} and "
                               f"{n2.attrs} change with the batch size or the input values; "
                               f"expected them fixed")
-    for name, a in g1.initializers.items():
+    for name, a in list(g1.initializers.items()):
         b = g2.initializers[name]
         if a.shape == b.shape and np.array_equal(a, b, equal_nan=True):
             continue
@@ -267,7 +272,48 @@ def merge_batches(g1: Graph, g2: Graph, in1: dict[str, Shape], in2: dict[str, Sh
                               f"the batch size or the input values (shape {a.shape} vs "
                               f"{b.shape}); expected constants fixed, with the batch size "
                               f"only in reshape targets (as -1 or x.shape[0]) and expands")
-        g1.initializers[name] = fixed
+        if node.op == "Expand" and BATCH in fixed:
+            _batch_sized_expand(g1, node, fixed)
+        else:
+            g1.initializers[name] = fixed
+
+
+#: an Expand shape entry that _batch_free found to be the batch size (no valid size is < 0)
+BATCH = -2
+
+
+def _batch_sized_expand(g: Graph, node: Node, target: np.ndarray) -> None:
+    """Compute an Expand's shape at run time, as ONNX exporters do: its batch-sized entries
+    from Shape(first input)[0], the rest constant: Concat(Gather(Shape(x), [0]), [sizes...]).
+
+    Shape inference (graph/shapes.py) follows these small vectors, so the Expand's output
+    shape is known wherever the input's is: symbolic ("N", ...) in the graph, concrete in
+    a compiled plan. Gather (not Shape's start/end) keeps the file valid at opset 13.
+    """
+    at = g.nodes.index(node)
+    base = node.name or "expand"
+    dims = g.unique_name(f"{base}/input_shape")
+    index = g.unique_name(f"{base}/batch_axis")
+    g.initializers[index] = np.zeros(1, np.int64)
+    batch = g.unique_name(f"{base}/batch")
+    new = [Node("Shape", [g.inputs[0].name], [dims], {}, dims),
+           Node("Gather", [dims, index], [batch], {"axis": 0}, batch)]
+    pieces: list[str] = []
+    run: list[int] = []  # constant sizes since the last batch entry
+    for v in [*target.tolist(), None]:
+        if v != BATCH and v is not None:
+            run.append(int(v))
+            continue
+        if run:
+            pieces.append(g.unique_name(f"{base}/sizes"))
+            g.initializers[pieces[-1]] = np.asarray(run, np.int64)
+            run = []
+        if v == BATCH:
+            pieces.append(batch)
+    shape = node.inputs[1]  # the Concat computes the value the constant held
+    del g.initializers[shape]
+    new.append(Node("Concat", pieces, [shape], {"axis": 0}, shape))
+    g.nodes[at:at] = new
 
 
 def _batch_free(op: str, t1: np.ndarray, t2: np.ndarray, s1: Shape, s2: Shape
@@ -283,6 +329,8 @@ def _batch_free(op: str, t1: np.ndarray, t2: np.ndarray, s1: Shape, s2: Shape
         j = i if op == "Reshape" else i - lead
         if 0 <= j < len(s1) and (t1[i], t2[i]) == (s1[j], s2[j]):
             out[i] = 0 if op == "Reshape" else 1  # copy (Reshape) / keep (Expand) that dim
+        elif op == "Expand" and (t1[i], t2[i]) == BATCHES:
+            out[i] = BATCH  # a size-1 (or new) dim grown to the batch: computed at run time
         else:
             left.append(i)
     if op == "Reshape" and len(left) == 1 and -1 not in out:

@@ -42,6 +42,23 @@ PathLike = str | os.PathLike
 
 
 # -- saving ------------------------------------------------------------------------------------
+def _input_shapes(model: Module, input_shape: Any) -> list[tuple[int, ...]]:
+    """One per-sample shape per forward argument: a forward(self, a, b) takes a list of two
+    shapes (input_shape=[(4,), (3,)]), any other model one shape (see _input_shape)."""
+    from ..graph.trace import forward_arity, is_shape_list  # noqa: PLC0415 - graph imports io
+
+    arity = forward_arity(model)
+    shape = input_shape if input_shape is not None else getattr(model, "input_shape", None)
+    if arity == 1:
+        return [_input_shape(model, shape[0] if is_shape_list(shape) and len(shape) == 1
+                             else input_shape)]
+    if not is_shape_list(shape) or len(shape) != arity:
+        found = "no input_shape" if shape is None else f"{shape!r:.80}"
+        raise ConfigError(f"{type(model).__name__}.forward takes {arity} inputs; expected "
+                          f"input_shape=[...] with one sample shape per argument, found {found}")
+    return [_input_shape(model, s) for s in shape]
+
+
 def _input_shape(model: Module, input_shape: Sequence[int] | None) -> tuple[int, ...]:
     """The per-sample input shape: given, else model.input_shape, else a leading Linear's."""
     shape = input_shape if input_shape is not None else getattr(model, "input_shape", None)
@@ -62,22 +79,26 @@ def _input_shape(model: Module, input_shape: Sequence[int] | None) -> tuple[int,
     return tuple(int(d) for d in shape)
 
 
-def _input_name(model: Module) -> str:
-    """The input's name: an imported graph keeps its ONNX name, other models say "input"."""
+def _input_names(model: Module, n: int) -> list[str]:
+    """The inputs' names: an imported graph keeps its ONNX name, other models say "input"
+    (input_0, input_1, ... for several: the names tracing gives them)."""
+    if n > 1:
+        return [f"input_{k}" for k in range(n)]
     name = getattr(model, "input_name", None)
-    return name if isinstance(name, str) and name else "input"
+    return [name if isinstance(name, str) and name else "input"]
 
 
-def _output_specs(model: Module, shape: tuple[int, ...]) -> list[dict[str, Any]]:
+def _output_specs(model: Module, shapes: list[tuple[int, ...]]) -> list[dict[str, Any]]:
     """Run a zero batch of two samples in eval mode to learn the output shapes and dtypes
     (two: a layer on batch statistics, BatchNorm without running stats, needs more than one)."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with no_grad():
-            out = model(np.zeros((2, *shape), dtype=model.dtype))
+            out = model(*(np.zeros((2, *shape), dtype=model.dtype) for shape in shapes))
     except (NNForgeError, ValueError, TypeError, IndexError) as exc:
-        raise ConfigError(f"running the model on a zero batch of shape {(2, *shape)} failed "
+        batch = ", ".join(str((2, *shape)) for shape in shapes)
+        raise ConfigError(f"running the model on a zero batch of shape {batch} failed "
                           f"({exc}); check input_shape") from None
     finally:
         for m, mode in modes:
@@ -238,12 +259,15 @@ def build_entries(model: Module, kind: str, task: str | None = None, labels: Any
     arch = to_json(model.to_architecture(), "the architecture")
     _refuse_tied(model)
     check_rebuilds(model, arch)  # a file that saves must load
-    shape = _input_shape(model, input_shape)
-    outputs = _output_specs(model, shape)
+    shapes = _input_shapes(model, input_shape)
+    outputs = _output_specs(model, shapes)
     labels = _labels(task, labels, outputs)
     _check_task(task, labels, outputs)
     pre = _preprocessing(preprocessing, _stored_float(model))
-    _check_preprocessing(pre, shape)
+    if pre and len(shapes) > 1:  # predict() and the server apply it to the one input
+        raise ConfigError(f"preprocessing applies to a model with one input; expected none for "
+                          f"{type(model).__name__}, found {len(shapes)} inputs")
+    _check_preprocessing(pre, shapes[0])
     header, views = st.encode(_weights(model), {"format": "nnforge"})
     entries = [(ARCHITECTURE, [arch]), (WEIGHTS, [header, *views]), *more]
     now = datetime.now(UTC).replace(microsecond=0)
@@ -252,8 +276,8 @@ def build_entries(model: Module, kind: str, task: str | None = None, labels: Any
         "library": "nnforge", "library_version": __version__,
         "created": now.isoformat().replace("+00:00", "Z"), "kind": kind,
         "task": task, "labels": labels,
-        "inputs": [{"name": _input_name(model), "shape": [None, *shape],
-                    "dtype": _stored_float(model)}],
+        "inputs": [{"name": name, "shape": [None, *shape], "dtype": _stored_float(model)}
+                   for name, shape in zip(_input_names(model, len(shapes)), shapes)],
         "outputs": outputs,
         "preprocessing": pre,
         "metrics": _metrics(metrics),
@@ -422,7 +446,8 @@ def open_model(path: PathLike) -> tuple[Module, dict[str, Any], ArchiveReader]:
     model.eval()
     object.__setattr__(model, "manifest", manifest)  # plain attribute, not a registered child
     if not hasattr(model, "input_shape"):  # so a re-save needs no input_shape=
-        object.__setattr__(model, "input_shape", tuple(manifest["inputs"][0]["shape"][1:]))
+        shapes = [tuple(spec["shape"][1:]) for spec in manifest["inputs"]]
+        object.__setattr__(model, "input_shape", shapes[0] if len(shapes) == 1 else shapes)
     return model, manifest, ar
 
 

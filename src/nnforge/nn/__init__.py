@@ -11,6 +11,7 @@ from .conv_layers import (
     MaxPool2d,
 )
 from .layers import (
+                     ELU,
                      GELU,
                      Dropout,
                      Flatten,
@@ -23,7 +24,9 @@ from .layers import (
                      ReLU,
                      Sequential,
                      Sigmoid,
+                     SiLU,
                      Softmax,
+                     Softplus,
                      Tanh,
 )
 from .losses import (
@@ -37,15 +40,15 @@ from .losses import (
                      get_loss,
 )
 from .module import LAYER_REGISTRY, Module, Parameter, layer_from_architecture, register_layer
+from .norm_layers import LayerNorm
 
-__all__ = ["GELU", "LAYER_REGISTRY", "AdaptiveAvgPool2d", "AvgPool2d", "BCELoss",
+__all__ = ["ELU", "GELU", "LAYER_REGISTRY", "AdaptiveAvgPool2d", "AvgPool2d", "BCELoss",
            "BCEWithLogitsLoss", "BatchNorm1d", "BatchNorm2d", "Conv2d", "CrossEntropyLoss",
            "Dropout", "Flatten", "GlobalAvgPool2d",
-           "HuberLoss", "Identity", "L1Loss", "LeakyReLU", "Linear", "LogSoftmax", "Loss",
-           "MSELoss", "MaxPool2d", "Module", "ModuleDict", "ModuleList", "Parameter", "ReLU",
-           "Sequential",
-           "Sigmoid", "Softmax", "Tanh", "get_loss", "init", "layer_from_architecture",
-           "register_layer"]
+           "HuberLoss", "Identity", "L1Loss", "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax",
+           "Loss", "MSELoss", "MaxPool2d", "Module", "ModuleDict", "ModuleList", "Parameter",
+           "ReLU", "Sequential", "SiLU", "Sigmoid", "Softmax", "Softplus", "Tanh", "get_loss",
+           "init", "layer_from_architecture", "register_layer"]
 
 # registers the GraphModule layer (imported ONNX graphs in .nnf files); needs no onnx package
 from ..onnx import graph_module as _graph_module  # noqa: E402,F401

@@ -304,6 +304,46 @@ class LeakyReLU(Module):
 
 
 @register_layer
+class SiLU(_Activation):
+    """x * sigmoid(x) (also called swish)."""
+
+    fn = staticmethod(A.silu)
+
+
+@register_layer
+class ELU(Module):
+    """x for x > 0, alpha * (exp(x) - 1) otherwise."""
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.alpha = check_float("ELU alpha", alpha)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return A.elu(x, self.alpha)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"alpha": self.alpha}
+
+
+@register_layer
+class Softplus(Module):
+    """log(1 + exp(beta * x)) / beta, and x itself where beta * x > threshold (as in torch)."""
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        super().__init__()
+        self.beta = check_float("Softplus beta", beta)
+        if self.beta == 0.0:
+            raise ConfigError(f"Softplus: expected a nonzero beta, found {beta!r}")
+        self.threshold = check_float("Softplus threshold", threshold)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return A.softplus(x, self.beta, self.threshold)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"beta": self.beta, "threshold": self.threshold}
+
+
+@register_layer
 class Softmax(Module):
     """Softmax along an axis."""
 

@@ -256,6 +256,17 @@ def graph_to_model(graph: Graph, opset: int = DEFAULT_OPSET,
                 emit("Mul", [ins[0], a], [m], {}, m)
                 emit("Mul", [m, const(f"{name}.half", dt(0.5))], outs, {}, name)
                 continue
+            if op == "LayerNormalization" and opset < 17:  # ONNX has it since opset 17
+                dt = np.dtype(info[ins[0]].dtype if ins[0] in info else "float32").type
+                x_info = info.get(ins[0])
+                rank = None if x_info is None or x_info.shape is None else len(x_info.shape)
+                _layer_norm_nodes(ins, outs[0], name, attrs, rank, dt, emit, const, fresh)
+                continue
+            if op == "HardSwish" and opset < 14:  # x * HardSigmoid(x; 1/6, 1/2), as defined
+                gate = fresh(f"{name}/gate")
+                emit("HardSigmoid", ins, [gate], {"alpha": 1.0 / 6.0, "beta": 0.5}, gate)
+                emit("Mul", [ins[0], gate], outs, {}, name)
+                continue
             if op in ("MaxPool", "AveragePool") and attrs.get("ceil_mode"):
                 attrs, pre_pads = _explicit_ceil(op, attrs, info.get(ins[0]), info.get(outs[0]),
                                                  name)
@@ -310,6 +321,35 @@ def _tanh_gelu(x: str, out: str, name: str, dt: Any, emit: Any, const: Any, fres
     emit("Add", [th, const(f"{name}.one", dt(1.0))], [cdf], {}, cdf)
     emit("Mul", [x, const(f"{name}.half", dt(0.5))], [half], {}, half)
     emit("Mul", [half, cdf], [out], {}, name)
+
+
+def _layer_norm_nodes(ins: list[str], out: str, name: str, attrs: dict[str, Any],
+                      rank: int | None, dt: Any, emit: Any, const: Any, fresh: Any) -> None:
+    """LayerNormalization before opset 17, spelled out as torch's exporter writes it:
+    (x - mean) / sqrt(mean((x - mean)^2) + eps) * scale + bias, means over axis.. (attribute
+    axes, as ReduceMean takes them before opset 18)."""
+    axis = int(attrs.get("axis", -1))
+    if axis >= 0 and rank is not None:  # counted from the end: ReduceMean takes those too
+        axis -= rank
+    if axis >= 0:
+        raise ConfigError(f"LayerNormalization {name!r}: axis {axis} of an input of unknown "
+                          f"rank cannot be written before opset 17; expected opset 17 or later")
+    red = {"axes": list(range(axis, 0)), "keepdims": 1}
+    mean, xc, sq, var, shifted, std, y = (fresh(f"{name}/{s}") for s in (
+        "mean", "sub", "sq", "var", "add_eps", "sqrt", "div"))
+    emit("ReduceMean", [ins[0]], [mean], red, mean)
+    emit("Sub", [ins[0], mean], [xc], {}, xc)
+    emit("Mul", [xc, xc], [sq], {}, sq)
+    emit("ReduceMean", [sq], [var], red, var)
+    emit("Add", [var, const(f"{name}.eps", dt(attrs.get("epsilon", 1e-5)))], [shifted], {},
+         shifted)
+    emit("Sqrt", [shifted], [std], {}, std)
+    emit("Div", [xc, std], [y], {}, y)
+    has_bias = len(ins) > 2 and ins[2]
+    scaled = fresh(f"{name}/scaled") if has_bias else out
+    emit("Mul", [y, ins[1]], [scaled], {}, scaled if has_bias else name)
+    if has_bias:
+        emit("Add", [scaled, ins[2]], [out], {}, name)
 
 
 def _fill_output_types(model: onnx.ModelProto) -> None:

@@ -37,7 +37,9 @@ _DOMAINS = ("", "ai.onnx")
 _AXES_INPUT_SINCE_18 = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"}
 #: attributes the IR has no use for (they would not exist at every export opset)
 _IGNORED_ATTRS = {"BatchNormalization": ("momentum", "training_mode", "spatial"),
-                  "Cast": ("saturate",), "Dropout": ("seed",), "MaxPool": ("storage_order",)}
+                  "Cast": ("saturate",), "Dropout": ("seed",), "MaxPool": ("storage_order",),
+                  # the precision of the statistics: nnforge keeps them in the input's type
+                  "LayerNormalization": ("stash_type",)}
 
 
 def load(path: str | os.PathLike) -> Graph:
@@ -151,6 +153,8 @@ def _unsupported(node: onnx.NodeProto, opset: int, index: int) -> str:
         return f"{where} with an Indices output"
     if op == "BatchNormalization" and ("training_mode" in attrs and attrs["training_mode"].i):
         return f"{where} in training mode"
+    if op == "LayerNormalization" and any(node.output[1:]):
+        return f"{where} with Mean/InvStdDev outputs (training only; expected output Y alone)"
     if op == "Gelu" and "approximate" in attrs and attrs["approximate"].s not in (b"none",
                                                                                   b"tanh"):
         return f"{where} with approximate={attrs['approximate'].s.decode()!r}"

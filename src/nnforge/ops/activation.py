@@ -1,4 +1,4 @@
-"""Activations: ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax, LogSoftmax."""
+"""Activations: ReLU, LeakyReLU, Sigmoid, Tanh, GELU, SiLU, ELU, Softplus, Softmax, LogSoftmax."""
 
 from __future__ import annotations
 
@@ -213,6 +213,97 @@ class Gelu(Function):
         return (gy * (self.cdf + x * pdf),)
 
 
+class Silu(Function):
+    """x * sigmoid(x) (SiLU, swish); traced as ONNX Sigmoid then Mul, as torch exports it."""
+
+    ir_name = None  # two ONNX ops: see lower
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """Sigmoid(x) * x: ONNX has no SiLU op before opset 24."""
+        return b.node("Mul", [xs[0], b.node("Sigmoid", xs)])
+
+    def forward(self, x: Any) -> Any:
+        self.x, self.s = x, sigmoid_array(x)
+        return x * self.s
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        s, one = self.s, self.s.dtype.type(1)
+        return (gy * (s * (one + self.x * (one - s))),)
+
+
+def elu_array(x: Any, alpha: float) -> Any:
+    """x for x > 0, alpha * (exp(x) - 1) otherwise, in x's dtype."""
+    # expm1 of min(x, 0): no overflow warning from the branch np.where throws away
+    neg = np.expm1(np.minimum(x, x.dtype.type(0))) * x.dtype.type(alpha)
+    return np.where(x > 0, x, neg).astype(x.dtype, copy=False)
+
+
+class Elu(Function):
+    """ELU with torch's and ONNX's alpha: x for x > 0, alpha * (exp(x) - 1) otherwise."""
+
+    ir_name = "Elu"
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = float(alpha)
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX Elu with its alpha."""
+        return b.node("Elu", xs, alpha=self.alpha)
+
+    def forward(self, x: Any) -> Any:
+        self.mask = x > 0
+        self.y = elu_array(x, self.alpha)
+        return self.y
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        # below 0, d/dx alpha (exp(x) - 1) = alpha exp(x) = y + alpha
+        return (np.where(self.mask, gy, gy * (self.y + self.y.dtype.type(self.alpha))),)
+
+
+def softplus_array(x: Any) -> Any:
+    """log(1 + exp(x)) in x's dtype, without overflow (ONNX Softplus)."""
+    return np.logaddexp(x.dtype.type(0), x).astype(x.dtype, copy=False)
+
+
+#: a torch Softplus(beta=1, threshold >= this) equals ONNX Softplus to float rounding: past
+#: the threshold log(1 + exp(x)) - x = log1p(exp(-x)) < 2.1e-9, below float32's resolution of x
+SOFTPLUS_PLAIN_THRESHOLD = 20.0
+
+
+class Softplus(Function):
+    """torch's Softplus: log(1 + exp(beta x)) / beta, and x itself where beta x > threshold."""
+
+    ir_name = "Softplus"
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        self.beta, self.threshold = float(beta), float(threshold)
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """One ONNX Softplus for beta 1 (and a threshold past which the two agree), else the
+        formula: ONNX Softplus has neither beta nor threshold."""
+        if self.beta == 1.0 and self.threshold >= SOFTPLUS_PLAIN_THRESHOLD:
+            return b.node("Softplus", xs)
+        x = xs[0]
+        bx = x if self.beta == 1.0 else b.node("Mul", [x, b.const(self.beta)])
+        soft = b.node("Softplus", [bx])
+        if self.beta != 1.0:
+            soft = b.node("Div", [soft, b.const(self.beta)])
+        linear = b.node("Greater", [bx, b.const(self.threshold)])
+        return b.node("Where", [linear, x, soft])
+
+    def forward(self, x: Any) -> Any:
+        t = x.dtype.type
+        bx = x * t(self.beta) if self.beta != 1.0 else x
+        self.bx, self.linear = bx, bx > t(self.threshold)
+        soft = softplus_array(bx)
+        if self.beta != 1.0:
+            soft = soft / t(self.beta)
+        return np.where(self.linear, x, soft)
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        return (np.where(self.linear, gy, gy * sigmoid_array(self.bx)),)
+
+
 def softmax_array(x: Any, axis: int = -1) -> Any:
     """Numerically stable softmax on an array."""
     z = x - x.max(axis=axis, keepdims=True)
@@ -295,6 +386,21 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
         raise ConfigError(f"gelu expects approximate in {list(GELU_APPROXIMATIONS)}, found "
                           f"{approximate!r:.60}")
     return Gelu.apply(x, approximate=approximate)
+
+
+def silu(x: Tensor) -> Tensor:
+    """x * sigmoid(x)."""
+    return Silu.apply(x)
+
+
+def elu(x: Tensor, alpha: float = 1.0) -> Tensor:
+    """ELU: x for x > 0, alpha * (exp(x) - 1) otherwise."""
+    return Elu.apply(x, alpha=alpha)
+
+
+def softplus(x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """torch's softplus: log(1 + exp(beta x)) / beta, linear where beta x > threshold."""
+    return Softplus.apply(x, beta=beta, threshold=threshold)
 
 
 def softmax(x: Tensor, axis: int | None = None, *, dim: int | None = None) -> Tensor:

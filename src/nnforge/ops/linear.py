@@ -21,8 +21,11 @@ class Linear(Function):
 
     def lower(self, b: Any, xs: list[str]) -> Any:
         """Gemm(x, W, b, transB=1); for input other than 2-D, MatMul(x, W.T) then Add(b)."""
-        if len(b.shape(xs[0])) == 2:
+        shape = b.shape(xs[0])
+        if shape is None or len(shape) == 2:  # Gemm: what BN folding and Gemm fusion look for
             return b.node("Gemm", xs, transB=1)
+        # ONNX Gemm is 2-D only; MatMul broadcasts over the leading dims (the Transpose of the
+        # constant weight is folded away at optimization level basic)
         y = b.node("MatMul", [xs[0], b.node("Transpose", [xs[1]], perm=[1, 0])])
         return b.node("Add", [y, xs[2]]) if len(xs) == 3 else y
 

@@ -1,4 +1,5 @@
-"""Batch normalisation (ONNX BatchNormalization) over the channel axis 1 of (N, C, ...) arrays."""
+"""Batch normalisation (ONNX BatchNormalization) over the channel axis 1 of (N, C, ...) arrays,
+and layer normalisation (ONNX LayerNormalization) over the last dims."""
 
 from __future__ import annotations
 
@@ -98,3 +99,73 @@ def batch_norm(x: Tensor, weight: Tensor, bias: Tensor, mean: Any, var: Any,
                training: bool, eps: float = 1e-5) -> Tensor:
     """Batch normalisation; in training mode mean/var must be batch_statistics(x.data)."""
     return BatchNorm.apply(x, weight, bias, mean, var, eps=eps, training=training)
+
+
+def layer_statistics(x: Any, ndim: int) -> tuple[Any, Any]:
+    """(x - mean, biased variance) over the last ndim axes (size-1 dims kept), in x's dtype;
+    two passes: E[x^2] - E[x]^2 cancels badly in float32."""
+    axes = tuple(range(x.ndim - ndim, x.ndim))
+    xc = x - x.mean(axis=axes, keepdims=True, dtype=x.dtype)
+    return xc, (xc * xc).mean(axis=axes, keepdims=True, dtype=x.dtype)
+
+
+class LayerNorm(Function):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, statistics over the last `ndim` axes.
+
+    Inputs are x and optionally weight, then bias, each of shape x.shape[-ndim:].
+    """
+
+    ir_name = "LayerNormalization"
+
+    def __init__(self, ndim: int = 1, eps: float = 1e-5) -> None:
+        self.ndim, self.eps = int(ndim), float(eps)
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX LayerNormalization (opset 17) over the last ndim axes; a unit Scale stands in
+        for a missing weight (ONNX requires one)."""
+        ins = list(xs)
+        if len(ins) == 1:
+            ins.append(b.const(np.ones(self.normalized, np.float64)))
+        return b.node("LayerNormalization", ins, axis=-self.ndim, epsilon=self.eps)
+
+    def forward(self, x: Any, weight: Any = None, bias: Any = None) -> Any:
+        k = self.ndim
+        self.normalized = tuple(x.shape[x.ndim - k:])
+        for name, v in (("weight", weight), ("bias", bias)):
+            if x.ndim < k or (v is not None and tuple(v.shape) != self.normalized):
+                raise ShapeError(f"LayerNorm expected input whose last {k} dims equal the "
+                                 f"{name} shape, found input {x.shape} and {name} "
+                                 f"{None if v is None else v.shape}")
+        xc, var = layer_statistics(x, k)
+        inv = (1.0 / np.sqrt(var + var.dtype.type(self.eps))).astype(x.dtype, copy=False)
+        xhat = xc * inv
+        self.xhat, self.inv, self.weight = xhat, inv, weight
+        y = xhat if weight is None else xhat * weight
+        return y if bias is None else y + bias
+
+    def backward(self, gy: Any) -> tuple[Any, ...]:
+        xhat, inv, weight, k = self.xhat, self.inv, self.weight, self.ndim
+        lead = tuple(range(gy.ndim - k))
+        axes = tuple(range(gy.ndim - k, gy.ndim))
+        grads: list[Any] = [None]
+        if self.needs_input_grad[0]:
+            g = gy if weight is None else gy * weight
+            # d xhat: (g - mean(g) - xhat * mean(g * xhat)) / std, means over the normalised axes
+            gx = g - g.mean(axis=axes, keepdims=True)
+            gx -= xhat * (g * xhat).mean(axis=axes, keepdims=True)
+            grads[0] = gx * inv
+        if weight is not None:
+            grads.append((gy * xhat).sum(axis=lead) if self.needs_input_grad[1] else None)
+        if len(self.needs_input_grad) > 2:
+            grads.append(gy.sum(axis=lead) if self.needs_input_grad[2] else None)
+        return tuple(grads)
+
+
+def layer_norm(x: Tensor, ndim: int, weight: Tensor | None = None, bias: Tensor | None = None,
+               eps: float = 1e-5) -> Tensor:
+    """Layer normalisation over the last ndim axes (weight, then bias, optional)."""
+    ins = [t for t in (weight, bias) if t is not None]
+    if bias is not None and weight is None:
+        raise ShapeError("layer_norm expects a weight whenever it has a bias, found a bias "
+                         "alone")
+    return LayerNorm.apply(x, *ins, ndim=ndim, eps=eps)

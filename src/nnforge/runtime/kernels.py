@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..graph.ir import Node
 from ..graph.ops import average_pool_divisor, conv_geometry
+from ..graph.ops_onnx import SELU_ALPHA, SELU_GAMMA
 from ..ops.activation import erf_array, gelu_cdf, relu_floor
 from .parallel import BLAS_THREADED_MNK, SERIAL_BLAS, run_parts
 
@@ -28,7 +29,8 @@ KERNELS: dict[str, Builder] = {}
 READS_FEEDS = {"Gemm", "FusedGemm", "Conv", "FusedConv"}
 #: elementwise ops that may write their output over input 0 when it dies there
 IN_PLACE = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Gelu", "Softmax", "LogSoftmax",
-            "BatchNormalization", "Add", "Sub", "Mul", "Div"}
+            "BatchNormalization", "Add", "Sub", "Mul", "Div", "Elu", "Selu", "Softplus",
+            "HardSigmoid", "HardSwish", "PRelu", "LayerNormalization"}
 #: ops whose output is a reshaped view of input 0 (no kernel)
 VIEWS = {"Flatten", "Reshape", "Identity", "Dropout"}
 
@@ -200,6 +202,66 @@ def _activation(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
         return lambda feeds: gelu()
     act = activation_step(node.op, outs[0], ctx, node.attrs.get("alpha", 0.01), src=ins[0])
     return lambda feeds: act()
+
+
+@kernel("Elu", "Selu")
+def _elu(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    x, y = ins[0], outs[0]
+    t = y.dtype.type
+    selu = node.op == "Selu"
+    alpha = t(node.attrs.get("alpha", SELU_ALPHA if selu else 1.0))
+    gamma = t(node.attrs.get("gamma", SELU_GAMMA)) if selu else None
+    neg, zero = ctx.scratch(x.shape), t(0)
+
+    def step(feeds: Any) -> None:  # y may be x (in place): neg is computed first
+        np.minimum(x, zero, out=neg)  # expm1 of positives could overflow, and is discarded
+        np.expm1(neg, out=neg)
+        mul(neg, alpha, out=neg)
+        np.copyto(neg, x, where=np.greater(x, zero))
+        if gamma is None:
+            np.copyto(y, neg)
+        else:
+            mul(neg, gamma, out=y)
+    return step
+
+
+@kernel("Softplus")
+def _softplus(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    x, y = ins[0], outs[0]
+    zero = y.dtype.type(0)
+    return lambda feeds: np.logaddexp(zero, x, out=y)
+
+
+@kernel("HardSigmoid", "HardSwish")
+def _hard_sigmoid(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    x, y = ins[0], outs[0]
+    t = y.dtype.type
+    swish = node.op == "HardSwish"
+    alpha = t(1.0 / 6.0 if swish else node.attrs.get("alpha", 0.2))
+    beta = t(0.5 if swish else node.attrs.get("beta", 0.5))
+    gate = ctx.scratch(x.shape) if swish else y
+    zero, one = t(0), t(1)
+
+    def step(feeds: Any) -> None:
+        mul(x, alpha, out=gate)
+        add(gate, beta, out=gate)
+        np.clip(gate, zero, one, out=gate)
+        if swish:
+            mul(x, gate, out=y)
+    return step
+
+
+@kernel("PRelu")
+def _prelu(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    x, slope, y = ins[0], ins[1], outs[0]
+    slope = slope.astype(y.dtype, copy=False)
+    neg, zero = ctx.scratch(y.shape), y.dtype.type(0)
+
+    def step(feeds: Any) -> None:
+        mul(x, slope, out=neg)
+        np.copyto(neg, x, where=np.greater_equal(x, zero))
+        np.copyto(y, neg)
+    return step
 
 
 @kernel("Softmax", "LogSoftmax")
@@ -402,6 +464,33 @@ def _batchnorm(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     return step
 
 
+@kernel("LayerNormalization")
+def _layer_norm(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    x, y = ins[0], outs[0]
+    scale, bias = ins[1], (ins[2] if len(ins) > 2 else None)
+    scale = scale.astype(y.dtype, copy=False)  # a weight held in another float type
+    bias = None if bias is None else bias.astype(y.dtype, copy=False)
+    axis = node.attrs.get("axis", -1) % x.ndim
+    axes = tuple(range(axis, x.ndim))
+    red = ctx.scratch(tuple(x.shape[:axis]) + (1,) * (x.ndim - axis))
+    sq = ctx.scratch(x.shape)
+    eps = y.dtype.type(node.attrs.get("epsilon", 1e-5))
+    mean = np.mean
+
+    def step(feeds: Any) -> None:  # y may be x (in place): x is read only by the first mean
+        mean(x, axis=axes, keepdims=True, out=red)
+        np.subtract(x, red, out=y)
+        mul(y, y, out=sq)
+        mean(sq, axis=axes, keepdims=True, out=red)
+        add(red, eps, out=red)
+        np.sqrt(red, out=red)
+        np.divide(y, red, out=y)
+        mul(y, scale, out=y)
+        if bias is not None:
+            add(y, bias, out=y)
+    return step
+
+
 # -- pooling ----------------------------------------------------------------------------------
 def pool_reducer(x: np.ndarray, y: np.ndarray, node: Node, ctx: Ctx, pad_value: float,
                  fn: Any) -> Callable[[], None]:
@@ -473,6 +562,31 @@ def _global_average_pool(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     x, y = ins[0], outs[0]
     axes = tuple(range(2, x.ndim))
     return lambda feeds: np.mean(x, axis=axes, keepdims=True, out=y)
+
+
+@kernel("GlobalMaxPool")
+def _global_max_pool(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    x, y = ins[0], outs[0]
+    axes = tuple(range(2, x.ndim))
+    return lambda feeds: np.max(x, axis=axes, keepdims=True, out=y)
+
+
+@kernel("Sum", "Mean")
+def _sum_mean(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    """Variadic Sum/Mean with broadcasting; never in place (an input may appear twice)."""
+    xs, y = tuple(ins), outs[0]
+    inv = y.dtype.type(1.0 / len(xs)) if node.op == "Mean" else None
+
+    def step(feeds: Any) -> None:
+        if len(xs) == 1:
+            np.copyto(y, xs[0])
+        else:
+            add(xs[0], xs[1], out=y)
+        for x in xs[2:]:
+            add(y, x, out=y)
+        if inv is not None:
+            mul(y, inv, out=y)
+    return step
 
 
 from . import kernels_onnx as _kernels_onnx  # noqa: E402,F401 - kernels of the ONNX-only ops

@@ -321,7 +321,13 @@ def _trace(model: Module, manifest: dict[str, Any], input_shape: Any) -> Graph:
     argument, inputs named input_0, input_1, ...)."""
     if is_shape_list(input_shape):
         return trace(model, [(None, *s) for s in input_shape])
-    spec = (manifest.get("inputs") or [{}])[0]
+    specs = manifest.get("inputs") or [{}]
+    if input_shape is None and len(specs) > 1:  # a saved multi-input model: its manifest says
+        return trace(model, [s["shape"] for s in specs], input_name=[s["name"] for s in specs])
+    own = getattr(model, "input_shape", None)
+    if input_shape is None and is_shape_list(own) and len(own) > 1:  # set by hand, or nf.load
+        return trace(model, [(None, *s) for s in own])
+    spec = specs[0]
     full_shape = spec.get("shape") if input_shape is None else (None, *input_shape)
     if full_shape is None and getattr(model, "input_shape", None) is not None:
         full_shape = (None, *model.input_shape)
