@@ -9,7 +9,6 @@ import numpy as np
 
 from .. import backend
 from ..errors import BackwardError, ConfigError, DeviceError, DTypeError, ShapeError
-from . import function as _function
 from .function import OutputOf
 from .grad_mode import no_grad
 
@@ -40,6 +39,13 @@ class Tensor:
     written `np.mean((pred - y) ** 2)` still trains. Every other NumPy function (ufuncs such
     as np.exp, np.prod, np.median, ...) reads the data through `__array__` and returns a plain
     array outside autograd. `out=` other than None is refused rather than left unwritten.
+
+    Torch's API for ported code: comparisons give bool tensors without gradient (traced as
+    the IR's comparison ops); a bool or int tensor beside a float one is cast to the float's
+    dtype first (bool * float32 is float32, as torch). `t.size` stays NumPy's element count,
+    an int that torch code may also call: `t.size()` is the shape, `t.size(d)` one axis.
+    numel/dim/tolist/float/long/masked_fill/repeat/... follow torch; in-place methods
+    (add_, clamp_, ...) raise InPlaceError, since autograd here does not track them.
     """
 
     __slots__ = ("data", "grad", "requires_grad", "_creator", "name", "__weakref__")
@@ -73,9 +79,10 @@ class Tensor:
         return self.data.dtype
 
     @property
-    def size(self) -> int:
-        """Number of elements."""
-        return self.data.size
+    def size(self) -> Size:
+        """Number of elements, as NumPy's `size`; also callable as torch's size(): `t.size()`
+        is the shape, `t.size(d)` the length of axis d."""
+        return Size(self.data.shape)
 
     @property
     def is_leaf(self) -> bool:
@@ -110,11 +117,11 @@ class Tensor:
 
     def astype(self, dtype: Any) -> Tensor:
         """Cast: differentiable to a floating dtype, cut from the graph to any other one."""
-        from ..ops.math import Cast  # noqa: PLC0415
+        from ..ops.math import Cast, CastNoGrad  # noqa: PLC0415
 
         dtype = np.dtype(dtype)
         if not backend.is_float_dtype(dtype):  # ints and bools carry no gradient (as in torch)
-            return Tensor(self.data.astype(dtype), _keep=True)
+            return CastNoGrad.apply(self, dtype=dtype)
         return Cast.apply(self, dtype=dtype)
 
     def zero_grad(self) -> None:
@@ -146,22 +153,28 @@ class Tensor:
         On a GPU tensor the number becomes a 0-d array on its device (CuPy takes no NumPy
         arrays, 0-d included)."""
         # as_tensor alone would round it to float32: x64 * 0.1 would be off by 1.5e-9
-        if not isinstance(x, (int, float)) or isinstance(x, bool):
-            return self, x
+        if isinstance(x, Tensor) or type(x) is np.ndarray or backend.is_device_array(x):
+            return _promote(self, x)
         data = self.data
         kind = data.dtype.kind
+        if isinstance(x, bool):  # a bool beside a bool tensor stays one; else it counts as 0/1
+            if kind == "b":
+                return self, _number_like(x, np.bool_, data)
+            x = int(x)
+        if not isinstance(x, (int, float)):
+            return self, x
         if kind == "f":
             if type(data) is np.ndarray:
                 return self, np.asarray(x, dtype=data.dtype)
             return self, _number_like(x, data.dtype, data)
         if isinstance(x, int):
-            dtype = data.dtype if kind in "iu" else np.dtype(np.int64)  # bool + 1: int64
+            if kind == "b":  # bool + 1: int64, the bool tensor cast (ONNX Add takes one type)
+                return self.astype(np.int64), _number_like(x, np.int64, data)
             try:
-                return self, _number_like(x, dtype, data)
+                return self, _number_like(x, data.dtype, data)
             except OverflowError:  # int8 + 300: the number's own int64, NumPy's promotion
                 return self, _number_like(x, np.int64, data)
-        if kind == "b":  # bool + 0.5: float32 from bool, as NumPy and torch give
-            return self, _number_like(x, backend.DEFAULT_DTYPE, data)
+        # int or bool + 0.5: float32, as torch gives (the tensor cast, for ONNX's equal types)
         return self.astype(backend.DEFAULT_DTYPE), _number_like(x, backend.DEFAULT_DTYPE, data)
 
     def __add__(self, other: Any) -> Tensor:
@@ -209,6 +222,23 @@ class Tensor:
     def __float__(self) -> float:
         return float(self.item())
 
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        # without it Python would use __len__: `if t > 0:` on a 1-element tensor always true
+        if self.data.size != 1:
+            raise ShapeError(f"the truth value of a tensor with {self.data.size} elements is "
+                             f"ambiguous; expected one element (use .any() or .all())")
+        return bool(self.item())
+
+    def __index__(self) -> int:
+        # integers only, as torch: a float tensor used as an index is a bug, not a truncation
+        if self.data.dtype.kind not in "biu" or self.data.size != 1:
+            raise DTypeError(f"only a one-element integer tensor can be used as an index, "
+                             f"found dtype {self.dtype} and shape {self.shape}")
+        return int(self.item())
+
     def __matmul__(self, other: Any) -> Tensor:
         return _ops().MatMul.apply(self, other)
 
@@ -229,31 +259,28 @@ class Tensor:
                          "nf.where, concat or arithmetic (or write into tensor.data, "
                          "outside autograd)")
 
-    # comparisons give plain boolean arrays: they have no gradient (a trace records them, so a
-    # mask passed on to nf.where stays computed in the graph)
+    # comparisons give bool tensors without gradient, as in torch: recorded like any op, so a
+    # mask traces (`h * (h > 0)`, nf.where(x > 0, ...)); an operand they cannot compare with
+    # (pytest.approx, a string) gets NotImplemented, so Python asks the other side
     def __lt__(self, other: Any) -> Any:
-        return _compared("Less", self, other, self.data < _raw(other))
+        return _compared("Less", self, other)
 
     def __le__(self, other: Any) -> Any:
-        return _compared("LessOrEqual", self, other, self.data <= _raw(other))
+        return _compared("LessOrEqual", self, other)
 
     def __gt__(self, other: Any) -> Any:
-        return _compared("Greater", self, other, self.data > _raw(other))
+        return _compared("Greater", self, other)
 
     def __ge__(self, other: Any) -> Any:
-        return _compared("GreaterOrEqual", self, other, self.data >= _raw(other))
+        return _compared("GreaterOrEqual", self, other)
 
     # elementwise, as NumPy and torch; hashing stays by identity (sets and dicts of tensors),
     # so code that needs "the same tensor" must use `is` or id(), never == or `in` on a list
     def __eq__(self, other: Any) -> Any:  # type: ignore[override]
-        if other is None:  # t == None is False (identity), as in torch, not an array of False
-            return NotImplemented
-        return _compared("Equal", self, other, self.data == _raw(other))
+        return _compared("Equal", self, other)  # t == None: NotImplemented, so False as torch
 
     def __ne__(self, other: Any) -> Any:  # type: ignore[override]
-        if other is None:
-            return NotImplemented
-        return _compared("NotEqual", self, other, self.data != _raw(other))
+        return _compared("NotEqual", self, other)
 
     __hash__ = object.__hash__
 
@@ -365,8 +392,15 @@ class Tensor:
         """Elementwise |x|."""
         return _ops().Abs.apply(self)
 
-    def clip(self, low: float | None = None, high: float | None = None) -> Tensor:
-        """Values limited to [low, high]; either bound may be None."""
+    def clip(self, low: float | None = None, high: float | None = None, *,
+             min: float | None = None, max: float | None = None) -> Tensor:
+        """Values limited to [low, high]; either bound may be None (torch's clamp names them
+        min= and max=)."""
+        if (low is not None and min is not None) or (high is not None and max is not None):
+            raise ConfigError(f"clip takes low= or its torch name min= (and high= or max=), "
+                              f"found both (low={low!r}, min={min!r}, high={high!r}, "
+                              f"max={max!r})")
+        low, high = low if min is None else min, high if max is None else max
         return _ops().Clip.apply(self, low=low, high=high)
 
     clamp = clip  # PyTorch's name
@@ -435,18 +469,20 @@ class Tensor:
 
         return Flatten.apply(self, start_dim=start_dim)
 
-    def split(self, size: int | Sequence[int], axis: int = 0) -> tuple[Tensor, ...]:
-        """Pieces of `size` along axis (the last one shorter), or of each size listed (torch's
-        split: an int is a piece size, not NumPy's count of pieces)."""
+    def split(self, size: int | Sequence[int], axis: int | None = None, *,
+              dim: int | None = None) -> tuple[Tensor, ...]:
+        """Pieces of `size` along axis (0, or torch's dim=; the last one shorter), or of each
+        size listed (torch's split: an int is a piece size, not NumPy's count of pieces)."""
         from ..ops.shape import split  # noqa: PLC0415
 
-        return split(self, size, axis)
+        return split(self, size, axis, dim=dim)
 
-    def chunk(self, chunks: int, axis: int = 0) -> tuple[Tensor, ...]:
-        """Up to `chunks` pieces of equal size along axis (torch's chunk)."""
+    def chunk(self, chunks: int, axis: int | None = None, *,
+              dim: int | None = None) -> tuple[Tensor, ...]:
+        """Up to `chunks` pieces of equal size along axis (0, or torch's dim=)."""
         from ..ops.shape import chunk  # noqa: PLC0415
 
-        return chunk(self, chunks, axis)
+        return chunk(self, chunks, axis, dim=dim)
 
     def expand(self, *shape: Any) -> Tensor:
         """Broadcast to a larger shape without copying (-1 keeps a size), as in PyTorch."""
@@ -481,6 +517,151 @@ class Tensor:
         """int64 index of the smallest value along axis (of the flattened tensor when None)."""
         axis, keep = _reduce_args("argmin", axis, dim, keepdims, keepdim, out)
         return _ops().ArgMin.apply(self, axis=axis, keepdims=keep)
+
+    # -- torch's names, for code ported from PyTorch ------------------------------------------
+    def numel(self) -> int:
+        """Number of elements (torch's name for size)."""
+        return int(self.data.size)
+
+    def dim(self) -> int:
+        """Number of dimensions (torch's name for ndim)."""
+        return self.data.ndim
+
+    def tolist(self) -> Any:
+        """The data as nested Python lists (a Python scalar for a 0-d tensor)."""
+        return backend.to_numpy(self.data).tolist()
+
+    def contiguous(self) -> Tensor:
+        """self: the values are what matters here, not torch's memory layout."""
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Start (or stop) recording gradients for this leaf tensor; returns it."""
+        if requires_grad and not backend.is_float_dtype(self.data.dtype):
+            raise DTypeError(f"only floating point tensors can require gradients, "
+                             f"found dtype {self.data.dtype}")
+        if not self.is_leaf:
+            raise BackwardError("requires_grad_() expects a leaf tensor (computed tensors follow "
+                                "their inputs); detach() it first")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def any(self, axis: Any = None, keepdims: bool | None = None, *, dim: Any = None,
+            keepdim: bool | None = None, out: Any = None) -> Tensor:
+        """True where any value over the axes is nonzero, as a bool tensor."""
+        axis, keep = _reduce_args("any", axis, dim, keepdims, keepdim, out)
+        return _ops().AnyAll.apply(self, kind="any", axis=axis, keepdims=keep)
+
+    def all(self, axis: Any = None, keepdims: bool | None = None, *, dim: Any = None,
+            keepdim: bool | None = None, out: Any = None) -> Tensor:
+        """True where every value over the axes is nonzero, as a bool tensor."""
+        axis, keep = _reduce_args("all", axis, dim, keepdims, keepdim, out)
+        return _ops().AnyAll.apply(self, kind="all", axis=axis, keepdims=keep)
+
+    def masked_fill(self, mask: Any, value: Any) -> Tensor:
+        """value where mask (a bool tensor or array) is True, self elsewhere; the gradient
+        reaches self where mask is False (and a tensor value where it is True)."""
+        if isinstance(mask, Tensor):
+            mask = mask.data
+        if getattr(mask, "dtype", None) is None or mask.dtype.kind != "b":
+            raise DTypeError(f"masked_fill expects a bool mask (a comparison, say), found "
+                             f"{type(mask).__name__} of dtype {getattr(mask, 'dtype', None)}")
+        return _ops().where(mask, value, self)
+
+    def repeat(self, *sizes: Any) -> Tensor:
+        """Tile the tensor sizes[i] times along axis i (torch's repeat, NumPy's tile)."""
+        from ..ops.shape import repeat  # noqa: PLC0415
+
+        if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+            sizes = tuple(sizes[0])
+        return repeat(self, sizes)
+
+    def expand_as(self, other: Tensor) -> Tensor:
+        """Broadcast to other's shape (torch's expand_as)."""
+        return self.expand(other.shape)
+
+    def type_as(self, other: Tensor) -> Tensor:
+        """Cast to other's dtype (torch's type_as)."""
+        return self if self.dtype == other.dtype else self.astype(other.dtype)
+
+    def softmax(self, dim: int | None = None, *, axis: int | None = None) -> Tensor:
+        """Softmax along dim (the last by default)."""
+        from ..ops.activation import softmax  # noqa: PLC0415
+
+        return softmax(self, axis, dim=dim)
+
+    def log_softmax(self, dim: int | None = None, *, axis: int | None = None) -> Tensor:
+        """Log-softmax along dim (the last by default)."""
+        from ..ops.activation import log_softmax  # noqa: PLC0415
+
+        return log_softmax(self, axis, dim=dim)
+
+    # torch's casts; defined last, since inside the class body these names hide the builtins
+    def float(self) -> Tensor:
+        """Cast to float32."""
+        return self.astype(np.float32)
+
+    def double(self) -> Tensor:
+        """Cast to float64."""
+        return self.astype(np.float64)
+
+    def half(self) -> Tensor:
+        """Cast to float16."""
+        return self.astype(np.float16)
+
+    def long(self) -> Tensor:
+        """Cast to int64 (no gradient)."""
+        return self.astype(np.int64)
+
+    def int(self) -> Tensor:
+        """Cast to int32 (no gradient); Python's int(t) still gives a number (__int__)."""
+        return self.astype(np.int32)
+
+    def bool(self) -> Tensor:
+        """Cast to bool (no gradient)."""
+        return self.astype(np.bool_)
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for names the class lacks: torch's in-place ops get a clear error
+        if name.endswith("_") and not name.startswith("_"):
+            base = name[:-1]
+            fix = (f"t = t.{base}(...)" if hasattr(Tensor, base) else
+                   f"t = t {_INFIX[base]} ..." if base in _INFIX else "an out-of-place form")
+            raise InPlaceError(f"Tensor.{name}() is not supported: nnforge's autograd does not "
+                               f"track in-place changes; expected {fix} (or a write into "
+                               f"t.data, outside autograd)")
+        raise AttributeError(f"'Tensor' object has no attribute {name!r}")
+
+
+_INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
+
+
+class InPlaceError(DTypeError, AttributeError):
+    """A torch in-place method (add_, mul_, ...) was called on a Tensor."""
+
+
+class Size(int):
+    """A tensor's element count that torch code may call: size() is the shape, size(d) one
+    dim. It is an int for NumPy code (t.size == 6, t.size * 2) and pickles as a plain int."""
+
+    def __new__(cls, shape: tuple[int, ...]) -> Size:
+        """The count of elements of `shape`, remembering the shape."""
+        obj = super().__new__(cls, math.prod(shape))
+        obj.shape = tuple(shape)
+        return obj
+
+    def __call__(self, dim: int | None = None) -> Any:
+        """The shape (dim None), or the length of axis dim (negative counts from the end)."""
+        if dim is None:
+            return self.shape
+        n = len(self.shape)
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not -n <= dim < n:
+            raise ShapeError(f"size() expects an axis in [{-n}, {n - 1}] for shape "
+                             f"{self.shape}, found {dim!r}")
+        return self.shape[dim]
+
+    def __reduce__(self) -> tuple:
+        return int, (int(self),)
 
 def _number_like(x: float, dtype: Any, like: Any) -> Any:
     """A Python number as a 0-d array of dtype where `like` lives (a fill on a GPU, no
@@ -560,11 +741,40 @@ def _raw(x: Any) -> Any:
     return x.data if isinstance(x, Tensor) else x
 
 
-def _compared(op: str, a: Tensor, b: Any, result: Any) -> Any:
-    """A comparison's boolean array, told to the op recorder when a trace runs."""
-    if _function.RECORDER is not None:
-        _function.RECORDER.compare(op, a, b, result)
-    return result
+_COMPARABLE = (Tensor, int, float, bool, np.ndarray, np.generic, list, tuple)
+
+
+def _compared(op: str, a: Tensor, b: Any) -> Any:
+    """a OP b as a bool tensor, both sides promoted to one dtype (ONNX compares equal types);
+    NotImplemented for an operand that is no number or array."""
+    if not isinstance(b, _COMPARABLE) and not backend.is_device_array(b):
+        return NotImplemented
+    if isinstance(b, (list, tuple)):
+        b = np.asarray(b)
+        if b.dtype.kind not in "biuf":
+            return NotImplemented
+    elif isinstance(b, np.generic):
+        b = np.asarray(b)
+    return getattr(_ops(), op).apply(*a._operands(b))
+
+
+def _promote(a: Tensor, b: Any) -> tuple[Tensor, Any]:
+    """Two operands of a binary op in one dtype where their kinds differ, as torch promotes:
+    a float beats an int or a bool (int64 * float32 is float32), an int beats a bool. NumPy
+    would compute these too, but ONNX ops (Mul, Add, Greater, ...) take equal types only, so
+    the cast is made here, where a trace records it as a Cast node. Same-kind pairs (float32
+    with float64) keep NumPy's promotion."""
+    ka, kb = a.dtype.kind, b.dtype.kind
+    if ka == kb or ka not in "biuf" or kb not in "biuf" or (ka in "iu" and kb in "iu"):
+        return a, b
+    target = a.dtype if ka == "f" else b.dtype if kb == "f" else a.dtype if ka != "b" else b.dtype
+    return _cast(a, target), _cast(b, target)
+
+
+def _cast(x: Any, dtype: Any) -> Any:
+    if x.dtype == dtype:
+        return x
+    return x.astype(dtype)  # a Tensor records a Cast; an array is a constant
 
 
 def _ops() -> Any:

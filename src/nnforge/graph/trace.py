@@ -77,7 +77,7 @@ class Tracer:
         shape = self.shapes.get(value)
         if shape is None:
             raise ConfigError(f"{what}: expected a known input rank, found an unknown shape; "
-                              f"pass input_shape to trace()")
+                              f"pass input_shape=, the shape of one sample")
         return len(shape)
 
     def lower(self, layer: Module, path: str, x: str) -> str:
@@ -122,7 +122,10 @@ def trace(model: Module, input_shape: Sequence[Any] | None = None,
     if not lowerable(model):
         return _trace_forward(model, [shape], [input_name], output_name)
     t = Tracer(input_name, shape, str(model.dtype))
-    out = t.lower(model, "", input_name)
+    try:
+        out = t.lower(model, "", input_name)
+    except ConfigError as exc:
+        raise with_shape_hint(exc, shape) from None
     if out == input_name:  # an empty model: keep one node so input and output differ
         out = t.node("Identity", [input_name], "identity")
     for node in t.graph.nodes:  # name the final value as the graph output
@@ -131,6 +134,18 @@ def trace(model: Module, input_shape: Sequence[Any] | None = None,
     t.graph.outputs = [ValueInfo(output_name, t.shapes[out], t.dtype)]
     t.graph.name = type(model).__name__
     return t.graph
+
+
+def with_shape_hint(exc: ConfigError, shape: Shape) -> ConfigError:
+    """exc, told how to fix it when the traced input shape had unknown dims (guessed from a
+    first Conv2d, say): every error that an unknown size causes while tracing passes here."""
+    if all(isinstance(d, int) for d in shape[1:]) or "input_shape=" in str(exc):
+        return exc
+    letters = iter("HWD") if len(shape) == 4 else iter("ABCDEFG")
+    sample = ", ".join(str(d) if isinstance(d, int) else next(letters, "?") for d in shape[1:])
+    return type(exc)(f"{exc}; the input shape {tuple(shape)} has unknown sizes: pass "
+                     f"input_shape=({sample}{',' * (len(shape) == 2)}), the shape of one "
+                     f"sample, to InferenceSession, nnforge.onnx.export or nf.save")
 
 
 def lowerable(layer: Module) -> bool:

@@ -102,7 +102,7 @@ class OpRecorder:
         return self.t.shapes[value]
 
     def array(self, arr: Any) -> str | None:
-        """The IR value a traced comparison or tensor produced as this very array, if any."""
+        """The IR value a traced tensor holds as this very array (a mask's), if any."""
         return self.values.get(id(arr))
 
     def onnx_dtype(self, dtype: Any) -> int:
@@ -162,18 +162,6 @@ class OpRecorder:
         for r, v in zip(results, outs):
             self.bind(r, v)
         self._op = ""
-
-    def compare(self, op: str, a: Tensor, b: Any, result: Any) -> None:
-        """Called by Tensor's comparisons: record them so a mask stays computed."""
-        if not self.active() or not (id(a) in self.values or id(b) in self.values):
-            return
-        other = b if isinstance(b, Tensor) else Tensor(np.asarray(b, a.dtype), _keep=True)
-        ins = [self.value_of(a), self.value_of(other)]
-        if op == "NotEqual":  # ONNX has no NotEqual: Equal(Equal(a, b), false) is its Not
-            self.bind(result, self.node("Equal", [self.node("Equal", ins),
-                                                  self.const(np.array(False))]))
-            return
-        self.bind(result, self.node(op, ins))
 
     def call_module(self, module: Module, call: Callable, args: tuple, kwargs: dict) -> Any:
         """Lower a child with a layer lowering as a layer; run any other module's forward."""

@@ -217,6 +217,90 @@ class Cast(Function):
         return (gy.astype(self.src),)
 
 
+class CastNoGrad(Cast):
+    """A cast to an int or bool dtype: its output carries no gradient (as in torch)."""
+
+    differentiable = False
+
+
+class Compare(Function):
+    """a OP b elementwise with broadcasting, as a bool tensor without gradient; the IR op of
+    the same name computes it in a traced graph (operands are promoted to one dtype first,
+    by Tensor's comparison operators, since ONNX comparisons take equal types)."""
+
+    differentiable = False
+    simple_lowering = True
+    _fn: Any = None
+
+    def forward(self, a: Any, b: Any) -> Any:
+        try:
+            return _as_array(self._fn(a, b))
+        except ValueError:
+            raise ShapeError(f"{self.ir_name} expects shapes that broadcast together, found "
+                             f"{a.shape} and {b.shape}") from None
+
+
+class Greater(Compare):
+    """a > b."""
+
+    ir_name = "Greater"
+    _fn = staticmethod(np.greater)
+
+
+class GreaterOrEqual(Compare):
+    """a >= b."""
+
+    ir_name = "GreaterOrEqual"
+    _fn = staticmethod(np.greater_equal)
+
+
+class Less(Compare):
+    """a < b."""
+
+    ir_name = "Less"
+    _fn = staticmethod(np.less)
+
+
+class LessOrEqual(Compare):
+    """a <= b."""
+
+    ir_name = "LessOrEqual"
+    _fn = staticmethod(np.less_equal)
+
+
+class Equal(Compare):
+    """a == b."""
+
+    ir_name = "Equal"
+    _fn = staticmethod(np.equal)
+
+
+class NotEqual(Compare):
+    """a != b."""
+
+    ir_name = "NotEqual"
+    _fn = staticmethod(np.not_equal)
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX has no NotEqual (and the IR no Not): Equal(Equal(a, b), false)."""
+        return b.node("Equal", [b.node("Equal", xs), b.const(np.array(False))])
+
+
+class AnyAll(Function):
+    """any() / all() over axes, as a bool tensor without gradient (not traceable: ONNX
+    reductions take no bools)."""
+
+    differentiable = False
+
+    def __init__(self, kind: str, axis: Any = None, keepdims: bool = False) -> None:
+        self.kind, self.axis, self.keepdims = kind, axis, keepdims
+
+    def forward(self, x: Any) -> Any:
+        axes = _norm_axis(self.axis, x.ndim)
+        fn = np.any if self.kind == "any" else np.all
+        return _as_array(fn(x, axis=axes, keepdims=self.keepdims))
+
+
 def _norm_axis(axis: Any, ndim: int) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))

@@ -175,6 +175,45 @@ class Expand(Function):
         return (unbroadcast(gy, self.in_shape),)
 
 
+class Tile(Function):
+    """x repeated `reps` times along each axis (np.tile; torch's Tensor.repeat); the gradient
+    sums the copies. Traced as Reshape, Expand, Reshape: the IR has no Tile."""
+
+    ir_name = "Tile"
+
+    def __init__(self, reps: tuple[int, ...]) -> None:
+        self.reps = reps  # one per axis of x (repeat() puts new leading axes in first)
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """(1, s_i) pairs expanded to (r_i, s_i), then merged into r_i * s_i per axis."""
+        shape = b.shape(xs[0])
+        pairs = [d for s in shape for d in (1, s)]
+        grown = [d for r, s in zip(self.reps, shape) for d in (r, s)]
+        y = b.node("Reshape", [xs[0], b.ints(pairs)])
+        y = b.node("Expand", [y, b.ints(grown)])
+        return b.node("Reshape", [y, b.ints([r * s for r, s in zip(self.reps, shape)])])
+
+    def forward(self, x: Any) -> Any:
+        self.in_shape = x.shape
+        return np.tile(x, self.reps)
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        split = [d for r, s in zip(self.reps, self.in_shape) for d in (r, s)]
+        return (gy.reshape(split).sum(axis=tuple(range(0, len(split), 2))),)
+
+
+def repeat(x: Tensor, reps: Sequence[int]) -> Tensor:
+    """x tiled `reps` times along each axis, as torch's Tensor.repeat (np.tile): reps has at
+    least one entry per axis; extra leading entries add new axes."""
+    reps = tuple(_size(r, "repeat") for r in reps)
+    if len(reps) < x.ndim or any(r < 0 for r in reps):
+        raise ShapeError(f"repeat expects at least {x.ndim} non-negative counts (one per axis "
+                         f"of shape {x.shape}), found {reps}")
+    if len(reps) > x.ndim:
+        x = x.reshape((1,) * (len(reps) - x.ndim) + tuple(x.shape))
+    return Tile.apply(x, reps=reps)
+
+
 class GetItem(Function):
     """Indexing and slicing (basic and advanced). The gradient of basic indexing (ints, slices,
     None, ...) is written into zeros by assignment; advanced indices, which may repeat, scatter
@@ -305,8 +344,11 @@ def swapaxes(x: Tensor, axis0: int, axis1: int) -> Tensor:
     return Transpose.apply(x, axes=tuple(perm))
 
 
-def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
-    """Join same-shaped tensors along a new axis."""
+def stack(tensors: Sequence[Tensor], axis: int | None = None, *,
+          dim: int | None = None) -> Tensor:
+    """Join same-shaped tensors along a new axis (0 by default; torch's dim= names it too)."""
+    axis = pick_axis(axis, dim, "stack")
+    axis = 0 if axis is None else axis
     items = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
     if not items:
         raise ShapeError("stack expects at least one tensor, found none")
@@ -372,9 +414,12 @@ def _size(d: Any, what: str) -> int:
         raise ShapeError(f"{what} expects integer sizes, found {d!r}") from None
 
 
-def split(x: Tensor, size: int | Sequence[int], axis: int = 0) -> tuple[Tensor, ...]:
-    """Pieces of `size` along axis (the last one shorter), or of each of the sizes listed, as
-    torch.split (not np.split, whose int is a count of pieces)."""
+def split(x: Tensor, size: int | Sequence[int], axis: int | None = None, *,
+          dim: int | None = None) -> tuple[Tensor, ...]:
+    """Pieces of `size` along axis (0 by default, or torch's dim=; the last piece shorter), or
+    of each of the sizes listed, as torch.split (not np.split, whose int counts pieces)."""
+    axis = pick_axis(axis, dim, "split")
+    axis = 0 if axis is None else axis
     a = _axis(x, axis, "split")
     n = x.shape[a]
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
@@ -390,9 +435,12 @@ def split(x: Tensor, size: int | Sequence[int], axis: int = 0) -> tuple[Tensor, 
     return Split.apply(x, sizes=tuple(sizes), axis=a)
 
 
-def chunk(x: Tensor, chunks: int, axis: int = 0) -> tuple[Tensor, ...]:
-    """`chunks` pieces of ceil(length / chunks) along axis, as torch.chunk: the last one is
-    shorter, and fewer pieces come back when the length runs out first."""
+def chunk(x: Tensor, chunks: int, axis: int | None = None, *,
+          dim: int | None = None) -> tuple[Tensor, ...]:
+    """`chunks` pieces of ceil(length / chunks) along axis (0, or torch's dim=), as
+    torch.chunk: the last one is shorter, and fewer come back when the length runs out."""
+    axis = pick_axis(axis, dim, "chunk")
+    axis = 0 if axis is None else axis
     if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)) or chunks < 1:
         raise ShapeError(f"chunk expects a positive number of chunks, found {chunks!r}")
     n = x.shape[_axis(x, axis, "chunk")]
