@@ -42,7 +42,8 @@ def test_every_unsupported_op_is_listed_in_one_error(tmp_path, capsys) -> None:
              helper.make_node("Relu", ["a"], ["b"], name="ok"),
              helper.make_node("FusedMatMul", ["b", "b"], ["c"], name="fm", domain="com.microsoft"),
              helper.make_node("MaxPool", ["c"], ["d", "i"], name="pool", kernel_shape=[2, 2]),
-             helper.make_node("Einsum", ["d"], ["y"], name="sum", equation="ij->ij")]
+             # the indices are read (unread ones are dropped, like Dropout's mask)
+             helper.make_node("Einsum", ["d", "i"], ["y"], name="sum", equation="ij,ij->ij")]
     path = _save(tmp_path / "bad.onnx", nodes, ["N", 2], domains=("com.microsoft",))
     with pytest.raises(ConfigError) as err:
         load(path)
@@ -279,3 +280,28 @@ def test_cli_usage(capsys) -> None:
     assert "--include-preprocessing" in capsys.readouterr().out
     assert main(["export", "missing.nnf", "-o", "x.onnx"]) == 1
     assert "missing.nnf" in capsys.readouterr().err
+
+
+def test_fixed_batch_that_cannot_be_freed_says_how_to_reexport(tmp_path) -> None:
+    """A graph whose batch size is fixed at 5 and that needs it (a (5, 2) constant, a
+    softmax across rows) keeps it; other batch sizes are refused with the way out."""
+    plus = _save(tmp_path / "plus.onnx", [helper.make_node("Add", ["x", "c"], ["y"])], [5, 2],
+                 {"c": np.arange(10, dtype=F32).reshape(5, 2)}, y_shape=[5, 2])
+    rows = _save(tmp_path / "rows.onnx", [helper.make_node("Softmax", ["x"], ["y"], axis=0)],
+                 [5, 2], y_shape=[5, 2])
+    x = np.linspace(-1, 1, 10, dtype=F32).reshape(5, 2)
+    hint = (r"the batch size is fixed at 5 in the file; re-export it with torch\.onnx\.export"
+            r"\(\.\.\., dynamic_axes=\{'x': \{0: 'batch'\}\}\).*dynamic_shapes.*")
+    for path, why, want in ((plus, "running it on 2 rows and on 1 fails", x + np.arange(10,
+                             dtype=F32).reshape(5, 2)),
+                            (rows, "its output 'y' for a row depends on the other rows",
+                             np.exp(x) / np.exp(x).sum(0))):
+        session = InferenceSession(path)
+        assert session.input_shape == (2,) and session.graph.inputs[0].shape == (5, 2)
+        np.testing.assert_allclose(session.run(x), want, rtol=1e-6)
+        with pytest.raises(ShapeError, match=rf"expected input of shape \(5, 2\), found \(2, "
+                                             rf"2\); {hint}\(nnforge cannot free it: {why}"):
+            session.run(x[:2])
+        with pytest.raises(ConfigError, match=rf"cannot become a \.nnf model, which takes any "
+                                              rf"number of rows: {hint}{why}"):
+            import_model(path, tmp_path / "m.nnf")

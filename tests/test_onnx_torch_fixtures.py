@@ -17,7 +17,9 @@ from nnforge.onnx import GraphModule, export, load
 from nnforge.runtime import InferenceSession
 
 FIXTURES = Path(__file__).parent / "fixtures" / "onnx"
-FILES = sorted(p.name for p in FIXTURES.glob("*.onnx"))
+#: files with a dynamic batch dim; STATIC ones fix it at 5 (the importer frees it)
+FILES = sorted(p.name for p in FIXTURES.glob("*.onnx") if not p.name.startswith("static_"))
+STATIC = sorted(p.name for p in FIXTURES.glob("static_*.onnx"))
 F32 = np.float32
 
 
@@ -37,12 +39,12 @@ def _inputs(path: Path, n: int) -> np.ndarray:
 
 
 def test_both_exporters_are_covered() -> None:
-    assert len(FILES) == 8
-    for stem in ("mlp", "cnn_bn", "sigmoid", "cnn_ceil"):
-        kinds = [f for f in FILES if f.startswith(stem + "_")]
+    assert len(FILES) == 10 and len(STATIC) == 2
+    for stem in ("mlp", "cnn_bn", "sigmoid", "cnn_ceil", "chunk_norm", "static"):
+        kinds = [f for f in FILES + STATIC if f.startswith(stem + "_")]
         assert any("classic" in f for f in kinds) and any("dynamo" in f for f in kinds)
     external = set()
-    for name in FILES:
+    for name in FILES + STATIC:
         model = onnx.load(str(FIXTURES / name), load_external_data=False)
         if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
             external.add(name)
@@ -71,6 +73,36 @@ def test_fixture_imports_and_matches_onnx_runtime(name: str) -> None:
         assert ops.get("BatchNormalization", 0) >= 1  # kept by the exporters' settings
     if name.startswith("cnn_ceil"):
         assert ops.get("MaxPool") == 1 and ops.get("AveragePool") == 1
+    if name == "chunk_norm_dynamo20.onnx":  # the unread half kept its output (it sets sizes)
+        assert ops.get("Split") == 1 and ops.get("Expand") == 1  # to a constant shape
+
+
+@pytest.mark.parametrize("name", STATIC)
+def test_fixed_batch_size_is_freed(tmp_path, capsys, name: str) -> None:
+    # torch.onnx.export without dynamic_axes writes (5, 1, 8, 8) and x.view(x.size(0), -1)
+    # as Reshape(y, [5, -1]); the import failed ("expected input of shape (5, 4)")
+    path = FIXTURES / name
+    x = np.random.default_rng(0).standard_normal((5, 1, 8, 8)).astype(F32)
+    expected = _ort(path).run(None, {"input": x})[0]
+    with pytest.warns(UserWarning, match="fixes the batch size at 5; nnforge runs it on any"):
+        graph = load(path)
+    assert graph.inputs[0].shape == ("N", 1, 8, 8) and graph.outputs[0].shape == ("N", 1)
+    session = InferenceSession(graph)
+    for rows in (x, x[:1], x[:3], np.concatenate([x, x[::-1]])):
+        want = expected if len(rows) == 5 else _ort_rows(path, rows)
+        assert_close(session.run(rows), want)
+    nnf = tmp_path / "static.nnf"
+    assert main(["import", str(path), "-o", str(nnf), "--task", "regression"]) == 0
+    assert "note: " in capsys.readouterr().err
+    assert nf.load(nnf).manifest["extra"]["imported_from"]["fixed_batch"] == 5
+    assert_close(InferenceSession(nnf).predict(x[:2]).values, expected[:2, 0])  # one target
+
+
+def _ort_rows(path: Path, rows: np.ndarray) -> np.ndarray:
+    """ONNX Runtime on any number of rows of a model that takes 5: 5 at a time."""
+    pad = np.concatenate([rows, np.zeros((-len(rows) % 5, *rows.shape[1:]), F32)])
+    runs = [_ort(path).run(None, {"input": pad[i:i + 5]})[0] for i in range(0, len(pad), 5)]
+    return np.concatenate(runs)[:len(rows)]
 
 
 def test_shape_chain_becomes_a_constant_reshape() -> None:

@@ -7,6 +7,8 @@ Each entry point parses its own arguments and returns an exit code; a user mista
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -89,8 +91,12 @@ def import_main(argv: Sequence[str], prog: str = "nnforge import") -> int:
                    help="shape of one sample, e.g. 1,28,28 (default: from the model)")
     args = p.parse_args(list(argv))
     _check_paths(args.model, args.output, ".nnf", ".onnx")
-    module = import_model(args.model, args.output, task=args.task, labels=args.labels,
-                          input_shape=args.input_shape)
+    with warnings.catch_warnings(record=True) as caught:  # e.g. a fixed batch size freed
+        warnings.simplefilter("always")
+        module = import_model(args.model, args.output, task=args.task, labels=args.labels,
+                              input_shape=args.input_shape)
+    for w in caught:
+        print(f"note: {w.message}", file=sys.stderr)
     print(f"wrote {args.output} ({len(module.get_config()['graph']['nodes'])} nodes, "
           f"{module.num_parameters():,} parameters)")
     return 0

@@ -29,6 +29,10 @@ def import_model(path: str | os.PathLike, out_path: str | os.PathLike, task: str
 
     module = to_module(path)
     meta = module.manifest
+    fixed = meta.get("onnx", {}).get("fixed_batch") or {}
+    if fixed and not fixed["freed"]:  # a .nnf model takes any number of rows
+        raise ConfigError(f"'{os.fspath(path)}' cannot become a .nnf model, which takes any "
+                          f"number of rows: {fixed['note']}")
     shape = input_shape if input_shape is not None else getattr(module, "input_shape", None)
     if shape is None:
         dims = meta["inputs"][0]["shape"]
@@ -41,5 +45,7 @@ def import_model(path: str | os.PathLike, out_path: str | os.PathLike, task: str
          input_shape=tuple(shape),
          extra={"imported_from": {"format": "onnx", "file": os.path.basename(os.fspath(path)),
                                   "opset": source.get("opset"),
-                                  "producer": source.get("producer")}})
+                                  "producer": source.get("producer"),
+                                  # the batch size the file fixed and the import freed
+                                  "fixed_batch": fixed.get("size")}})
     return module

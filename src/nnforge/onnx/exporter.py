@@ -101,7 +101,7 @@ def check_opset(opset: Any) -> int:
 
 def export(model_or_path: Any, out_path: str | os.PathLike, opset: int = DEFAULT_OPSET,
            include_preprocessing: bool = False,
-           input_shape: Sequence[int | None] | None = None) -> onnx.ModelProto:
+           input_shape: Sequence[Any] | None = None) -> onnx.ModelProto:
     """Write a Module, a `.nnf` file (or an IR Graph) as an ONNX model file; return the model.
 
     The task, labels and preprocessing go into metadata_props as JSON strings; with
@@ -143,10 +143,13 @@ def _check_finite_weights(graph: Graph) -> None:
                               f"diverge?)")
 
 
-def source_graph(model_or_path: Any, input_shape: Sequence[int | None] | None = None
+def source_graph(model_or_path: Any, input_shape: Sequence[Any] | None = None
                  ) -> tuple[Graph, dict[str, Any]]:
-    """The unoptimized graph of a Module, `.nnf`/`.onnx` path or Graph, and its manifest."""
-    from ..graph.trace import trace  # noqa: PLC0415
+    """The unoptimized graph of a Module, `.nnf`/`.onnx` path or Graph, and its manifest.
+
+    input_shape: one sample's shape, or a list of them for a forward with several arguments.
+    """
+    from ..graph.trace import is_shape_list, trace  # noqa: PLC0415
     from ..nn.module import Module  # noqa: PLC0415
 
     obj = model_or_path
@@ -164,14 +167,25 @@ def source_graph(model_or_path: Any, input_shape: Sequence[int | None] | None = 
     if not isinstance(obj, Module):
         raise ConfigError(f"expected an nnforge Module, a .nnf/.onnx path or a Graph to export, "
                           f"found {type(obj).__name__}")
-    spec = (manifest.get("inputs") or [{}])[0]
-    out_spec = (manifest.get("outputs") or [{}])[0]
-    shape = spec.get("shape") if input_shape is None else (None, *input_shape)
-    if shape is None and getattr(obj, "input_shape", None) is not None:
-        shape = (None, *obj.input_shape)
-    graph = trace(obj, shape, input_name=spec.get("name", "input"),
-                  output_name=out_spec.get("name", "output"))
-    return graph, manifest
+    specs = manifest.get("inputs") or [{}]
+    out_name = (manifest.get("outputs") or [{}])[0].get("name", "output")
+    own = getattr(obj, "input_shape", None)
+    # as InferenceSession traces (runtime/session.py): one shape per forward argument, from
+    # input_shape, the manifest's input specs (a saved multi-input model) or the Module
+    if input_shape is None and len(specs) > 1:
+        shapes, names = [s.get("shape") for s in specs], [s.get("name") for s in specs]
+    elif is_shape_list(input_shape) or (input_shape is None and is_shape_list(own)):
+        shapes = [(None, *s) for s in (input_shape if input_shape is not None else own)]
+        names = [s.get("name") for s in specs] if len(specs) == len(shapes) else None
+    else:
+        shape = specs[0].get("shape") if input_shape is None else (None, *input_shape)
+        if shape is None and own is not None:
+            shape = (None, *own)
+        return trace(obj, shape, input_name=specs[0].get("name", "input"),
+                     output_name=out_name), manifest
+    if names is not None and not all(names):
+        names = None  # traced defaults: input_0, input_1, ...
+    return trace(obj, shapes, input_name=names, output_name=out_name), manifest
 
 
 def prepend_preprocessing(graph: Graph, config: Any) -> Graph:

@@ -31,11 +31,16 @@ _SYMBOLIC = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Ident
 _MAX_SYMBOLIC = 64  # longer integer vectors are data, not shapes
 
 
-def normalize(graph: Graph) -> Graph:
-    """All import-time passes, then dead-code elimination and shape inference."""
+def normalize(graph: Graph, fixed_batch: int | None = None) -> Graph:
+    """All import-time passes, then dead-code elimination and shape inference.
+
+    fixed_batch: the batch size a file fixed and the importer freed (its inputs' leading dim
+    is "N" now); Reshape targets that copy it (torch writes [5, -1] for x.view(x.size(0), -1))
+    then copy the batch dim instead."""
     g = drop_unused_outputs(graph)
+    g = lift_1d(g)
     g = expand_tanh_gelu(g)  # first, so that a constant input folds like any other
-    g = fold_shapes(g)
+    g = fold_shapes(g, fixed_batch)
     _drop_allowzero(g)
     g = fuse_gelu(g)
     g = decompose_gemm(g)
@@ -44,13 +49,62 @@ def normalize(graph: Graph) -> Graph:
     return infer_shapes(g)
 
 
+#: ops whose results depend on how many outputs they have: Split's count sets the piece
+#: sizes (`a, _ = x.chunk(2)` reads one half); the other multi-output ops of the op table
+#: (Dropout's mask, MaxPool's indices, BatchNormalization's and LayerNormalization's training
+#: statistics) compute their first output alone, whatever follows it
+OUTPUT_COUNT_MATTERS = frozenset({"Split"})
+
+
 def drop_unused_outputs(graph: Graph) -> Graph:
     """Forget optional outputs nobody reads (Dropout's mask, MaxPool's indices, ...)."""
     g = graph.copy()
     used = {i for n in g.nodes for i in n.inputs} | set(g.output_names)
     for n in g.nodes:
+        if n.op in OUTPUT_COUNT_MATTERS:
+            continue  # unused pieces keep a name: the plan gives them a short-lived buffer
         while len(n.outputs) > 1 and (not n.outputs[-1] or n.outputs[-1] not in used):
             n.outputs.pop()
+    return g
+
+
+def _is_1d(n: Node, g: Graph) -> bool:
+    kernel = n.attrs.get("kernel_shape")
+    if kernel is not None:
+        return len(kernel) == 1
+    w = g.initializers.get(n.inputs[1]) if n.op == "Conv" and len(n.inputs) > 1 else None
+    return w is not None and w.ndim == 3
+
+
+def lift_1d(graph: Graph) -> Graph:
+    """1-D Conv/MaxPool/AveragePool (torch's Conv1d, MaxPool1d) -> the 2-D op on H = 1:
+    Unsqueeze the input (and a Conv's weight, folded later) at axis 2, Squeeze it after."""
+    g = graph.copy()
+    nodes: list[Node] = []
+    for n in list(g.nodes):  # new names are reserved in g.nodes as they are made
+        if n.op not in ("Conv", "MaxPool", "AveragePool") or not _is_1d(n, g):
+            nodes.append(n)
+            continue
+        base = n.name or n.op.lower()
+        axes = g.unique_name(f"{base}/axis2")
+        g.initializers[axes] = np.asarray([2], np.int64)
+        ins = list(n.inputs)
+        for k in (0, 1) if n.op == "Conv" else (0,):
+            name = g.unique_name(f"{base}/{'x' if k == 0 else 'w'}2d")
+            nodes.append(Node("Unsqueeze", [ins[k], axes], [name], {}, name))
+            g.nodes.append(nodes[-1])
+            ins[k] = name
+        a = dict(n.attrs)
+        for key, fill in (("kernel_shape", 1), ("strides", 1), ("dilations", 1)):
+            if key in a:
+                a[key] = [fill, *a[key]]
+        if "pads" in a:  # [begin, end] -> [top 0, begin, bottom 0, end]
+            a["pads"] = [0, a["pads"][0], 0, a["pads"][1]]
+        y2d = g.unique_name(f"{base}/y2d")
+        nodes.append(Node(n.op, ins, [y2d, *n.outputs[1:]], a, n.name))
+        nodes.append(Node("Squeeze", [y2d, axes], [n.outputs[0]], {}, f"{base}/squeeze"))
+        g.nodes.append(Node("Identity", [], [y2d], {}, y2d))  # reserve the name
+    g.nodes = nodes
     return g
 
 
@@ -173,7 +227,41 @@ def _explicit_pads(node: Node, in_shape: Shape | None, w_shape: Shape | None) ->
     node.attrs["pads"] = begin + end
 
 
-def fold_shapes(graph: Graph) -> Graph:
+def _free_batch_target(g: Graph, node: Node, in_shape: Shape | None, batch: int) -> None:
+    """Reshape (N, ...) to [batch, ...] -> [0, ...]: at the file's batch size the two agree,
+    and the leading target dim is then the input's rows whatever their number."""
+    target = g.initializers[node.inputs[1]]
+    if (in_shape and in_shape[0] == "N" and target.ndim == 1 and target.size
+            and int(target[0]) == batch and 0 not in target):
+        node.attrs.pop("allowzero", None)  # the same as 0 without a literal 0 (torch writes 1)
+        name = g.unique_name(f"{node.name or 'reshape'}.shape")
+        g.initializers[name] = np.concatenate([[0], target[1:]]).astype(np.int64)
+        node.inputs = [node.inputs[0], name]
+
+
+def _constant_expand_target(g: Graph, node: Node, target: np.ndarray | None,
+                            in_shape: Shape | None) -> None:
+    """Expand to a shape computed from Shape (torch's dynamo exporter writes x.expand_as(y)
+    as Expand(x, Concat(Shape(y)[:1], [1]))): a symbolic dim equal to the input's own dim
+    at that place becomes 1 (broadcasting keeps the input's dim), so the target is constant
+    when every symbolic dim is of that kind."""
+    if target is None or target.ndim != 1 or in_shape is None or len(target) < len(in_shape):
+        return
+    offset = len(target) - len(in_shape)  # broadcasting aligns the trailing dims
+    out = []
+    for i, d in enumerate(target.tolist()):
+        if isinstance(d, int):
+            out.append(d)
+        elif d is not None and i >= offset and in_shape[i - offset] == d:
+            out.append(1)
+        else:
+            return  # a true broadcast to a run-time size: shapes.py follows it
+    name = g.unique_name(f"{node.name or 'expand'}.shape")
+    g.initializers[name] = np.asarray(out, np.int64)
+    node.inputs = [node.inputs[0], name]
+
+
+def fold_shapes(graph: Graph, fixed_batch: int | None = None) -> Graph:
     """Fold constant subgraphs and symbolic shape chains; give Reshapes constant targets."""
     g = graph.copy()
     shapes: dict[str, Any] = {v.name: v.shape for v in g.inputs}
@@ -205,6 +293,11 @@ def fold_shapes(graph: Graph) -> Graph:
                 name = g.unique_name(f"{node.name or 'reshape'}.shape")
                 g.initializers[name] = _reshape_target(node, target, shapes.get(node.inputs[0]))
                 node.inputs = [node.inputs[0], name]
+        if node.op == "Expand" and node.inputs[1] not in g.initializers:
+            _constant_expand_target(g, node, _sym_of(node.inputs[1], g, sym),
+                                    shapes.get(node.inputs[0]))
+        if node.op == "Reshape" and fixed_batch and node.inputs[1] in g.initializers:
+            _free_batch_target(g, node, shapes.get(node.inputs[0]), fixed_batch)
         if node.op in ("Conv", "MaxPool", "AveragePool") and "auto_pad" in node.attrs:
             _explicit_pads(node, shapes.get(node.inputs[0]),
                            shapes.get(node.inputs[1]) if node.op == "Conv" else None)

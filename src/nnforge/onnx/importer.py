@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from ..graph.ops import OPS
 from ..graph.ops_onnx import ONNX_DTYPES, constant_value
 from ..graph.passes import eliminate_dead_code
 from ..graph.shapes import infer_shapes
+from .batch import fixed_batch, free_batch, reexport_hint
 from .fold import normalize
 from .proto import (
     attribute_value,
@@ -86,7 +88,8 @@ def graph_from_model(model: onnx.ModelProto, base_dir: str = ".", source: str = 
         raise ConfigError(f"'{source}' uses ONNX opset {opset}; expected opset {MIN_OPSET} or "
                           f"later (re-export it with opset_version={MIN_OPSET} or higher)")
     gp = model.graph
-    unsupported = [_unsupported(n, opset, i) for i, n in enumerate(gp.node)]
+    used = {i for n in gp.node for i in n.input} | {v.name for v in gp.output}
+    unsupported = [_unsupported(n, opset, i, used) for i, n in enumerate(gp.node)]
     missing = [u for u in unsupported if u]
     if missing:
         raise ConfigError(f"'{source}' uses {len(missing)} operator(s) nnforge does not support: "
@@ -108,9 +111,13 @@ def graph_from_model(model: onnx.ModelProto, base_dir: str = ".", source: str = 
     graph = Graph(nodes, _batch_dim(inputs, outputs), outputs, inits, name=gp.name or "main",
                   opset=OPSET)
     declared = {v.name: v.shape for v in outputs}
+    size, why = fixed_batch(graph), ""
     try:
         graph.validate()
-        graph = infer_shapes(eliminate_dead_code(fuse_tanh_gelu(normalize(graph))))
+        freed = None
+        if size is not None:
+            freed, why = free_batch(graph, size, _normalized)
+        graph = freed if freed is not None else _normalized(graph, None)
     except ShapeError as exc:
         shapes = ", ".join(str(v) for v in graph.inputs)
         raise ShapeError(f"'{source}': the graph inputs ({shapes}) do not fit the graph: "
@@ -121,11 +128,28 @@ def graph_from_model(model: onnx.ModelProto, base_dir: str = ".", source: str = 
         if v.shape is None:
             v.shape = declared.get(v.name)
     graph.manifest = _manifest(model, graph, source, opset)  # type: ignore[attr-defined]
+    if size is not None:
+        # "note" ends the error of a run with another batch size (runtime/session.py)
+        graph.manifest["onnx"]["fixed_batch"] = {
+            "size": size, "freed": not why,
+            "note": f"{reexport_hint(size)} (nnforge cannot free it: {why})" if why else ""}
+        if not why:
+            # once per file (Python shows a warning once per message and place)
+            warnings.warn(f"'{source}' fixes the batch size at {size}; nnforge runs it on "
+                          f"any number of rows (its graph keeps the rows independent)",
+                          UserWarning, stacklevel=3)
     return graph
 
 
-def _unsupported(node: onnx.NodeProto, opset: int, index: int) -> str:
-    """Why a node cannot be imported ('' when it can); unnamed nodes go by op and index."""
+def _normalized(graph: Graph, fixed: int | None) -> Graph:
+    """Every import pass (see fold.normalize), then the fusions that need the whole graph."""
+    return infer_shapes(eliminate_dead_code(fuse_tanh_gelu(normalize(graph, fixed))))
+
+
+def _unsupported(node: onnx.NodeProto, opset: int, index: int, used: set[str]) -> str:
+    """Why a node cannot be imported ('' when it can); unnamed nodes go by op and index.
+
+    used: the values some node or graph output reads (an output nobody reads is dropped)."""
     name = node.name or f"{node.op_type}_{index}"
     where = f"{node.op_type} (node {name!r})"
     if node.domain not in _DOMAINS:
@@ -140,8 +164,8 @@ def _unsupported(node: onnx.NodeProto, opset: int, index: int) -> str:
 
     op = node.op_type
     if op in ("Conv", "MaxPool", "AveragePool") and "kernel_shape" in attrs and \
-            len(ints("kernel_shape")) != 2:
-        return f"{where} with a {len(ints('kernel_shape'))}-D kernel (2-D only)"
+            len(ints("kernel_shape")) not in (1, 2):  # 1-D runs as 2-D (fold.lift_1d)
+        return f"{where} with a {len(ints('kernel_shape'))}-D kernel (1-D and 2-D only)"
     mode = attrs["auto_pad"].s.decode() if "auto_pad" in attrs else "NOTSET"
     if op in ("Conv", "MaxPool", "AveragePool") and mode.startswith("SAME") and \
             any(d != 1 for d in ints("dilations")):
@@ -149,11 +173,11 @@ def _unsupported(node: onnx.NodeProto, opset: int, index: int) -> str:
         # Conv and sizes pooling pads from the undilated kernel, so the model means two things
         return (f"{where} with auto_pad={mode} and dilations {ints('dilations')} (ONNX Runtime "
                 f"computes other pads than the ONNX spec; expected explicit pads)")
-    if op == "MaxPool" and len(node.output) > 1 and node.output[1]:
+    if op == "MaxPool" and len(node.output) > 1 and node.output[1] in used:
         return f"{where} with an Indices output"
     if op == "BatchNormalization" and ("training_mode" in attrs and attrs["training_mode"].i):
         return f"{where} in training mode"
-    if op == "LayerNormalization" and any(node.output[1:]):
+    if op == "LayerNormalization" and any(o and o in used for o in node.output[1:]):
         return f"{where} with Mean/InvStdDev outputs (training only; expected output Y alone)"
     if op == "Gelu" and "approximate" in attrs and attrs["approximate"].s not in (b"none",
                                                                                   b"tanh"):

@@ -218,8 +218,10 @@ class InferenceSession:
             ok = len(s) == len(expected) and all(
                 not isinstance(e, int) or e == d for e, d in zip(expected, s))
             what = f"input {v.name!r}" if self._multi else "input"
-            if not ok:
-                raise ShapeError(f"expected {what} of shape {_fmt(expected)}, found {tuple(s)}")
+            if not ok:  # an ONNX file with a fixed batch says how to export a free one
+                note = ((self.manifest.get("onnx") or {}).get("fixed_batch") or {}).get("note")
+                raise ShapeError(f"expected {what} of shape {_fmt(expected)}, found {tuple(s)}"
+                                 + (f"; {note}" if note else ""))
         if any(s and s[0] == 0 for s in shapes):
             plan: Any = EmptyPlan(self.graph, shapes)
         elif self._shared is not None:
