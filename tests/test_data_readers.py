@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from nnforge.data import iter_csv, read_csv, read_idx, read_npz, write_idx
+from nnforge.data.tabular import csv_header
 from nnforge.errors import DataError, DTypeError, ShapeError
 
 # -- CSV ------------------------------------------------------------------------------------
@@ -351,3 +352,29 @@ def test_csv_unclosed_quote_names_the_line_it_opened_on(tmp_path):
     with pytest.raises(DataError, match=r"line 2: expected the quoted field opened there to "
                                         r"close within \d+ characters"):
         read_csv(p, label_column="y")
+
+
+def test_csv_columns_by_name_reorder_and_leave_out_others(tmp_path):
+    """columns= picks features by header name, in that order, in every chunk (a reordered
+    file read by position gave wrong features)."""
+    p = tmp_path / "r.csv"
+    p.write_text("c,id,y,a,b\n3,x1,0,1,2\n6,x2,1,4,5\n9,x3,0,7,8\n")
+    parts = list(iter_csv(p, label_column="y", columns=["a", "b", "c"], chunk_rows=2))
+    x = np.concatenate([c[0] for c in parts])
+    assert x.tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert np.concatenate([c[1] for c in parts]).tolist() == [0, 1, 0]
+    assert read_csv(p, columns=["b", "a"])[0].tolist() == [[2, 1], [5, 4], [8, 7]]
+    with pytest.raises(DataError, match=r"expected the columns \['a', 'z'\], found no column"):
+        read_csv(p, columns=["a", "z"])
+    (tmp_path / "n.csv").write_text("1,2\n3,4\n")
+    with pytest.raises(DataError, match="header"):
+        read_csv(tmp_path / "n.csv", columns=["a"])
+
+
+def test_csv_header_reads_names_and_first_row_only(tmp_path):
+    (tmp_path / "h.csv").write_text("a, b\n1,x\n")
+    (tmp_path / "n.csv").write_text("1,2\n3,4\n")
+    (tmp_path / "e.csv").write_text("")
+    assert csv_header(tmp_path / "h.csv") == (["a", "b"], ["1", "x"])
+    assert csv_header(tmp_path / "n.csv") == (None, ["1", "2"])
+    assert csv_header(tmp_path / "e.csv") == (None, None)

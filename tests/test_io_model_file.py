@@ -370,3 +370,27 @@ def test_preprocessing_fitted_on_other_features_is_refused(tmp_path, rng):
     with pytest.raises(ConfigError, match=r"takes samples of shape \(1, 8, 8\), the "
                                           r"preprocessing was fitted on samples of shape \(10,\)"):
         save(conv, tmp_path / "m.nnf", input_shape=(1, 8, 8), preprocessing=small)
+
+
+def test_feature_names_are_stored_checked_and_optional(tmp_path):
+    """A model trained on a CSV keeps its column names, so readers can match by name."""
+    model = nn.Sequential(nn.Linear(3, 2))
+    save(model, tmp_path / "m.nnf", feature_names=["a", "b", "c"])
+    assert read_manifest(tmp_path / "m.nnf")["inputs"][0]["names"] == ["a", "b", "c"]
+    save(model, tmp_path / "plain.nnf")  # files without names (and older ones) stay valid
+    assert "names" not in load(tmp_path / "plain.nnf").manifest["inputs"][0]
+    for bad, says in ((["a", "b"], "expected 3 distinct"), (["a", "a", "b"], "distinct"),
+                      ([1, 2, 3], "non-empty strings")):
+        with pytest.raises(ConfigError, match=says):
+            save(model, tmp_path / "x.nnf", feature_names=bad)
+    # a damaged manifest is refused on load, naming the field
+    with zipfile.ZipFile(tmp_path / "m.nnf") as z:
+        entries = {n: z.read(n) for n in z.namelist()}
+    manifest = json.loads(entries["manifest.json"])
+    manifest["inputs"][0]["names"] = ["a"]
+    entries["manifest.json"] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(tmp_path / "bad.nnf", "w") as z:
+        for n, data in entries.items():
+            z.writestr(n, data)
+    with pytest.raises(ModelFileError, match="input 'names'"):
+        read_manifest(tmp_path / "bad.nnf")

@@ -22,7 +22,7 @@ from .common import (
 )
 from .dataio import DATASETS
 
-TASK_CHOICES = ("auto", "multiclass", "binary", "regression")
+TASK_CHOICES = ("auto", "multiclass", "binary", "multilabel", "regression")
 MODEL_CHOICES = ("mlp", "cnn")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")

@@ -26,6 +26,8 @@ class LabeledData:
     name: str
     task: str | None = None  # known for the bundled sets
     class_names: list[str] | None = None  # bundled sets: names by class index
+    feature_names: list[str] | None = None  # a CSV header's names of the feature columns
+    label_name: str | None = None  # and of the label column
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -48,9 +50,9 @@ def check_label_column(dataset: str | None, label_column: int | str | None) -> N
                          "own targets")
 
 
-def load_labeled(dataset: str | None, data: str | None,
-                 label_column: int | str | None) -> LabeledData:
-    """Load a bundled set or a labeled .csv/.npz file."""
+def load_labeled(dataset: str | None, data: str | None, label_column: int | str | None,
+                 columns: list[str] | None = None) -> LabeledData:
+    """Load a bundled set or a labeled .csv/.npz file (columns: CSV features by name)."""
     from ..data import load_dataset, read_csv, read_npz  # noqa: PLC0415
 
     if dataset is not None:
@@ -64,8 +66,11 @@ def load_labeled(dataset: str | None, data: str | None,
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv", ".txt"):
         delimiter = "\t" if suffix == ".tsv" else ","
-        x, y = read_csv(path, label_column=-1 if label_column is None else label_column,
-                        delimiter=delimiter)
+        label = -1 if label_column is None else label_column
+        x, y = read_csv(path, label_column=label, delimiter=delimiter, columns=columns)
+        assert y is not None
+        return LabeledData(x, y, path.stem, None, None, *_csv_names(path, delimiter, label,
+                                                                    columns))
     elif suffix == ".npz":
         if label_column is not None:
             raise UsageError("--label-column applies to CSV files; an .npz file keeps its "
@@ -79,10 +84,40 @@ def load_labeled(dataset: str | None, data: str | None,
     return LabeledData(x, y, path.stem)
 
 
+def _csv_names(path: Path, delimiter: str, label_column: int | str,
+               columns: list[str] | None) -> tuple[list[str] | None, str | None]:
+    """(feature names, label name) from the header of a file read_csv has read, or Nones."""
+    from ..data.tabular import csv_header  # noqa: PLC0415
+    from .columns import label_index  # noqa: PLC0415
+
+    header = csv_header(path, delimiter=delimiter)[0]
+    if not header:
+        return None, None
+    label = label_index(label_column, header, len(header))
+    if label is None:
+        return None, None
+    features = columns or [h for j, h in enumerate(header) if j != label]
+    # a model can only be matched by names that tell its columns apart
+    usable = len(set(features)) == len(features) and all(features)
+    return (features if usable else None), header[label]
+
+
+def is_multi_hot(y: np.ndarray) -> bool:
+    """True for (samples, k > 1) targets of only 0 and 1: labels that are each on or off."""
+    return (y.ndim == 2 and y.shape[1] > 1 and y.dtype.kind in "biuf"
+            and bool(np.isin(y, (0, 1)).all()))
+
+
+def is_one_hot(y: np.ndarray) -> bool:
+    """True for multi-hot targets with exactly one 1 per row: classes written one-hot."""
+    return is_multi_hot(y) and bool((y.sum(axis=1) == 1).all())
+
+
 def infer_task(y: np.ndarray) -> str:
-    """multiclass/binary for string or few-valued integer targets, else regression."""
+    """multiclass/binary for string or few-valued integer targets, multilabel for 0/1 columns,
+    else regression."""
     if y.ndim == 2 and y.shape[1] > 1:
-        return "regression"
+        return "multilabel" if is_multi_hot(y) else "regression"
     flat = y.reshape(len(y))
     if flat.dtype.kind in "USO":
         return "binary" if len(np.unique(flat)) <= 2 else "multiclass"
@@ -92,6 +127,33 @@ def infer_task(y: np.ndarray) -> str:
         if n_classes <= MAX_AUTO_CLASSES and n_classes * 5 <= len(flat):
             return "binary" if n_classes <= 2 else "multiclass"
     return "regression"
+
+
+def multilabel_targets(y: np.ndarray) -> np.ndarray:
+    """0/1 float32 targets of a multilabel task, or a DataError saying what they are."""
+    if not is_multi_hot(y):
+        found = (f"shape {y.shape}" if y.ndim != 2 or y.shape[1] < 2 else
+                 "text" if y.dtype.kind not in "biuf" else "values other than 0 and 1")
+        raise DataError(f"--task multilabel expects targets y of shape (samples, labels) "
+                        f"holding 0 or 1 (an .npz file's y), found {found}")
+    return y.astype(np.float32)
+
+
+def check_classes(y: np.ndarray, task: str) -> None:
+    """A numeric target that looks continuous cannot be classes: say so, not a split error."""
+    if y.ndim > 1 and int(np.prod(y.shape[1:])) > 1:
+        hint = " (0/1 columns: --task multilabel)" if is_multi_hot(y) else ""
+        raise DataError(f"--task {task} expects one class label per sample, found targets of "
+                        f"shape {y.shape}{hint}")
+    flat = y.reshape(len(y))
+    if flat.dtype.kind not in "iuf" or infer_task(flat) != "regression":
+        return
+    values, counts = np.unique(flat, return_counts=True)
+    fractional = flat.dtype.kind == "f" and bool(np.any(values != np.round(values)))
+    if fractional or counts.min() < 2:
+        raise DataError(f"--task {task} expects class labels, but the target looks continuous "
+                        f"({len(values):,} distinct values in {len(flat):,} samples); use "
+                        f"--task regression")
 
 
 def encode_classes(y: np.ndarray, class_names: list[str] | None = None

@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate the model."""
     from ..data import train_test_split  # noqa: PLC0415
     from ..runtime import InferenceSession  # noqa: PLC0415
+    from .columns import feature_count, plan_csv  # noqa: PLC0415
     from .dataio import load_labeled, targets_for_model  # noqa: PLC0415
     from .predict import _conform, prediction_columns  # noqa: PLC0415
     from .scoring import compute_metrics, confusion, print_confusion, print_metrics  # noqa: PLC0415
@@ -74,7 +75,11 @@ def run(args: argparse.Namespace) -> int:
     task, labels = manifest.get("task") or "regression", manifest.get("labels")
     shape = sample_shape(session)
     out_shape = manifest["outputs"][0]["shape"]
-    data = load_labeled(args.dataset, args.data, args.label_column)
+    columns, label_column = None, args.label_column
+    if args.data is not None:  # a CSV header is matched to the model's feature names
+        columns, label_column = plan_csv(args.data, manifest, feature_count(shape),
+                                         args.label_column, labeled=True)
+    data = load_labeled(args.dataset, args.data, label_column, columns)
     y = targets_for_model(data.y, task, labels, int(out_shape[-1]) if len(out_shape) > 1 else 1)
     x = _conform(data.x, shape, args.dataset or args.data)
     if args.test_size:

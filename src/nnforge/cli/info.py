@@ -141,10 +141,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names_text(names: Any) -> str:
+    """A list of names for the table: the first 12, then how many in all."""
+    if not names:
+        return "-"
+    return ", ".join(map(str, names[:12])) + (f", ... ({len(names)} in all)"
+                                              if len(names) > 12 else "")
+
+
 def _print_manifest(path: str, m: dict[str, Any], totals: dict[str, int]) -> None:
     labels = m.get("labels")
-    label_text = "-" if not labels else ", ".join(map(str, labels[:12])) + (
-        f", ... ({len(labels)} in all)" if len(labels) > 12 else "")
+    label_text = _names_text(labels)
     pre = m.get("preprocessing")
     pre_text = "-" if not pre else ", ".join(
         str(p.get("type", "?")) for p in (pre if isinstance(pre, list) else [pre]))
@@ -161,6 +168,10 @@ def _print_manifest(path: str, m: dict[str, Any], totals: dict[str, int]) -> Non
                                   for s in m["outputs"])),
             ("preprocessing", pre_text),
             ("parameters", f"{m.get('num_parameters', totals['parameters']):,}")]
+    names = m["inputs"][0].get("names")
+    if names:  # the CSV columns, by name, that the model was trained on
+        rows.insert(rows.index(next(r for r in rows if r[0] == "inputs")) + 1,
+                    ("features", _names_text(names)))
     metrics = m.get("metrics") or {}
     if metrics:
         rows.append(("metrics", "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else

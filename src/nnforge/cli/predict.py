@@ -165,10 +165,12 @@ def _npy_rows(path: str) -> np.ndarray:
 
 
 def iter_input(path: str, batch: int, label_column: int | str | None = None,
-               shape: tuple[int, ...] | None = None) -> Iterator[np.ndarray]:
+               shape: tuple[int, ...] | None = None, columns: list[str] | None = None
+               ) -> Iterator[np.ndarray]:
     """Feature chunks of at most `batch` rows from a CSV/TSV, NPY, NPZ or JSON file.
 
-    An array of exactly one sample's `shape` (a JSON row, one image) is one sample.
+    An array of exactly one sample's `shape` (a JSON row, one image) is one sample; columns
+    picks a CSV's feature columns by header name, in that order.
     """
     from ..data import iter_csv, read_npz  # noqa: PLC0415
     from ..errors import DataError  # noqa: PLC0415
@@ -176,7 +178,7 @@ def iter_input(path: str, batch: int, label_column: int | str | None = None,
     suffix = Path(path).suffix.lower()
     if suffix in (".csv", ".tsv", ".txt"):
         for x, _ in iter_csv(path, label_column=label_column, chunk_rows=batch,
-                             delimiter="\t" if suffix == ".tsv" else ","):
+                             delimiter="\t" if suffix == ".tsv" else ",", columns=columns):
             yield x
         return
     if label_column is not None:
@@ -332,14 +334,22 @@ def prediction_columns(result: Any, task: str | None) -> dict[str, np.ndarray]:
 
 def predict_file(session: Any, path: str, out: IO[str], fmt: str = "csv",
                  batch: int = DEFAULT_BATCH, label_column: int | str | None = None) -> int:
-    """Stream the samples of `path` through session.predict into `out`; return the row count."""
+    """Stream the samples of `path` through session.predict into `out`; return the row count.
+
+    A CSV header is matched to the model's feature names (columns reordered, its label column
+    left out); a file without one is read by position.
+    """
+    from .columns import feature_count, plan_csv  # noqa: PLC0415
+
     manifest = session.manifest
     task, labels = manifest.get("task"), manifest.get("labels")
     shape = sample_shape(session)
+    columns, label_column = plan_csv(path, manifest if isinstance(manifest, dict) else {},
+                                     feature_count(shape), label_column, labeled=False)
     writer = _Writer(out, fmt, task, labels)
     started = False
     done = 0
-    for x in iter_input(path, batch, label_column, shape):
+    for x in iter_input(path, batch, label_column, shape, columns):
         x = _conform(x, shape, path)
         _check_finite(x, path, done)
         cols = prediction_columns(session.predict(x, batch_size=batch), task)

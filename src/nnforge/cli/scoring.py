@@ -17,7 +17,7 @@ METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
 #: Per-epoch metrics the Trainer tracks (train and validation) for the curves.
 TRAINER_METRICS: dict[str, list[str]] = {
     "multiclass": ["accuracy", "f1_macro"], "binary": ["accuracy", "f1"],
-    "regression": ["mae", "r2"],
+    "multilabel": ["accuracy"], "regression": ["mae", "r2"],
 }
 
 

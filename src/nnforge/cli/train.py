@@ -85,7 +85,8 @@ def add_parser(sub: Any) -> None:
                    help="CSV column of the target, by name or 0-based index (default: last)")
     d.add_argument("--task", choices=TASK_CHOICES,
                    help="what to predict; auto: text or few integer targets are classes, "
-                        "other numbers regression " + _default("task"))
+                        "an .npz y of 0/1 columns multilabel, other numbers regression "
+                        + _default("task"))
     d.add_argument("--test-size", type=fraction, metavar="F",
                    help="fraction held out for the final test, 0 for none " + _default("test_size"))
     d.add_argument("--validation-split", type=fraction, metavar="F",
@@ -176,14 +177,27 @@ def _prepare(s: dict[str, Any]) -> dict[str, Any]:
     """Load, pick the task, encode classes, split, standardize."""
     from ..data import Standardizer, train_test_split  # noqa: PLC0415
     from ..errors import ConfigError  # noqa: PLC0415
-    from .dataio import encode_classes, infer_task, load_labeled  # noqa: PLC0415
+    from .dataio import (  # noqa: PLC0415
+        check_classes,
+        encode_classes,
+        infer_task,
+        is_one_hot,
+        load_labeled,
+        multilabel_targets,
+    )
     from .models import image_shape  # noqa: PLC0415
 
     data = load_labeled(s["dataset"], s["data"], s["label_column"])
     x, y = data.x, data.y
+    if s["task"] != "multilabel" and is_one_hot(y):
+        y = y.argmax(axis=1)  # one 1 per row is one class per sample, not k yes/no labels
     task = s["task"] if s["task"] != "auto" else (data.task or infer_task(y))
+    if s["task"] in ("multiclass", "binary"):
+        check_classes(y, task)
     labels = None
-    if task in ("multiclass", "binary"):
+    if task == "multilabel":
+        y = multilabel_targets(y)
+    elif task in ("multiclass", "binary"):
         y, labels = encode_classes(y, data.class_names)
         if len(labels) < 2:
             raise ConfigError(f"expected at least 2 classes for {task}, found {len(labels)}")
@@ -194,6 +208,7 @@ def _prepare(s: dict[str, Any]) -> dict[str, Any]:
         if y.dtype.kind not in "biuf":
             raise ConfigError("expected numeric targets for regression, found text")
         y = y.astype(np.float32)
+    _check_loss(_loss_name(s, task), task, labels)  # before the split can fail on it
     if s["model"] == "cnn" and x.ndim == 2:
         x = x.reshape(len(x), *image_shape(x.shape[1:]))  # rows of pixels -> images
     _say(s, f"data: {data.name}, {len(x):,} samples of shape {x.shape[1:]}, task {task}"
@@ -209,9 +224,42 @@ def _prepare(s: dict[str, Any]) -> dict[str, Any]:
         scaler = Standardizer().fit(x_train)
         x_train = scaler.transform(x_train)
         x_test = scaler.transform(x_test) if len(x_test) else x_test
+    # a header's names let evaluate and predict match columns by name, not position
+    names = data.feature_names if x.ndim == 2 else None
     return {"name": data.name, "task": task, "labels": labels, "scaler": scaler,
             "X_train": x_train, "y_train": y_train, "X_test": x_test, "y_test": y_test,
-            "sample_shape": tuple(x.shape[1:])}
+            "sample_shape": tuple(x.shape[1:]), "feature_names": names,
+            "label_name": data.label_name if names else None}
+
+
+def _loss_name(s: dict[str, Any], task: str) -> str:
+    """--loss, else the task's usual loss."""
+    return s["loss"] or {"multiclass": "cross_entropy", "binary": "bce_with_logits",
+                         "multilabel": "bce_with_logits"}.get(task, "mse")
+
+
+def _check_loss(loss: str, task: str, labels: list[Any] | None) -> None:
+    """--loss must fit the task: found only in training, the mismatch was a shape error or
+    a complaint about a metric the user never chose."""
+    from ..errors import ConfigError  # noqa: PLC0415
+    from ..nn.losses import LOSSES  # noqa: PLC0415
+
+    cls = LOSSES.get(loss.lower())
+    kind = getattr(cls, "kind", None)
+    fits = {"regression": ("regression",), "multiclass": ("multiclass",),
+            "binary": ("binary", "multilabel")}.get(kind or "", ())
+    if cls is None or task in fits:
+        return
+    does = {"regression": "regresses", "multiclass": "classifies one class among several",
+            "binary": "takes a yes/no target per output"}[kind or "regression"]
+    what = f"{task} with {len(labels)} classes" if task == "multiclass" and labels else task
+    use = {"multiclass": "cross_entropy", "binary": "bce_with_logits",
+           "multilabel": "bce_with_logits", "regression": "mse"}[task]
+    # a yes/no loss fits no other task of these targets; the others have one
+    other = {"regression": ", or --task regression",
+             "multiclass": ", or --task multiclass"}.get(kind or "", "")
+    raise ConfigError(f"--loss {loss} {does}, but the task is {what}: use {use} (the "
+                      f"default){other}")
 
 
 def _n_outputs(task: str, y: np.ndarray, labels: list[Any] | None) -> int:
@@ -257,8 +305,7 @@ def _fit(s: dict[str, Any], prep: dict[str, Any]) -> dict[str, Any]:
     task = prep["task"]
     nf.manual_seed(s["seed"])  # initial weights follow --seed
     model = _build_model(s, prep)
-    loss = s["loss"] or {"multiclass": "cross_entropy", "binary": "bce_with_logits"}.get(
-        task, "mse")
+    loss = _loss_name(s, task)
     y_train = prep["y_train"]
     target_scale = None
     if task == "regression" and last_linear(model) is not None:
@@ -316,7 +363,7 @@ def _test(trainer: Any, prep: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"test_metrics": compute_metrics(task, y, predicted)}
     if task in ("multiclass", "binary"):
         out["confusion"] = confusion(y, predicted, len(prep["labels"]))
-    else:
+    elif task == "regression":  # a multilabel model's 0/1 flags make no scatter plot
         out["pairs"] = (y, predicted)
     print_metrics(out["test_metrics"], f"test metrics ({len(x):,} samples)")
     return out
@@ -338,9 +385,11 @@ def _save(s: dict[str, Any], prep: dict[str, Any], result: dict[str, Any]) -> No
         "data": prep["name"], "test_size": s["test_size"], "seed": s["seed"],
         "stratified": prep["task"] in ("multiclass", "binary"), "epochs": s["epochs"],
         "epochs_run": len(result["history"].get("loss", [])), "loss": result["loss"]}}
+    if prep["label_name"]:  # predict leaves this column out of a file that still has it
+        extra["trained_with"]["label_column"] = prep["label_name"]
     nf.save(result["model"], path, task=prep["task"], labels=prep["labels"],
             preprocessing=prep["scaler"], metrics=result["test_metrics"] or None,
-            input_shape=prep["sample_shape"], extra=extra)
+            input_shape=prep["sample_shape"], extra=extra, feature_names=prep["feature_names"])
     result["path"] = path
     print(f"saved {path} ({path.stat().st_size:,} bytes)", flush=True)
 

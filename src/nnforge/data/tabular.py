@@ -10,7 +10,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -38,6 +38,7 @@ class _Layout:
     ncols: int
     label: int | None
     string_labels: bool
+    features: list[int]  # the feature columns, in the order they are returned
 
     def column(self, j: int) -> str:
         name = f" ({self.names[j]!r})" if self.names else ""
@@ -125,8 +126,7 @@ def _resolve_label(label_column: int | str | None, names: list[str] | None, ncol
     return int(label_column) % ncols
 
 
-def _read_layout(path: str, first: list[str], second: list[str] | None, header: bool | str,
-                 delimiter: str, label_column: int | str | None) -> _Layout:
+def _has_header(first: list[str], second: list[str] | None, header: bool | str) -> bool:
     if header == "infer":
         # table header has a non-numeric cell where the data below it is numeric; a file whose
         # only non-numeric cells are string labels has none.
@@ -138,16 +138,43 @@ def _read_layout(path: str, first: list[str], second: list[str] | None, header: 
         has_header = header
     else:
         raise DataError(f"expected header to be True, False or 'infer', found {header!r}")
-    names = [c.strip() for c in first] if has_header else None
+    return has_header
+
+
+def _select(columns: Any, names: list[str] | None, label: int | None, path: str) -> list[int]:
+    """The indices of the named feature columns, in the order named."""
+    if not isinstance(columns, (list, tuple)) or not all(isinstance(c, str) for c in columns):
+        raise DataError(f"expected columns to be a list of column names, found {columns!r:.80}")
+    if names is None:
+        raise DataError(f"{path}: columns are given by name, so expected a header row, "
+                        f"found none")
+    missing = [c for c in columns if c not in names]
+    twice = sorted({c for c in columns if names.count(c) > 1})
+    if missing or twice:
+        found = f"no column {missing}" if missing else f"the columns {twice} more than once"
+        raise DataError(f"{path}: expected the columns {list(columns)}, found {found}")
+    picked = [names.index(c) for c in columns]
+    if label in picked:
+        raise DataError(f"{path}: expected the label column {names[label]!r} to be no feature "
+                        f"column, found it among columns")
+    return picked
+
+
+def _read_layout(path: str, first: list[str], second: list[str] | None, header: bool | str,
+                 delimiter: str, label_column: int | str | None,
+                 columns: Any = None) -> _Layout:
+    names = [c.strip() for c in first] if _has_header(first, second, header) else None
     label = _resolve_label(label_column, names, len(first), path)
     if label is not None and len(first) < 2:
         raise DataError(f"{path}: expected feature columns besides the label column, "
                         f"found {len(first)} column in all")
-    sample = second if has_header else first
+    sample = second if names is not None else first
     # a short second row is reported with its line number when its chunk is parsed
     string_labels = (label is not None and sample is not None and label < len(sample)
                      and not _is_number(sample[label]))
-    return _Layout(path, delimiter, names, len(first), label, string_labels)
+    features = ([j for j in range(len(first)) if j != label] if columns is None
+                else _select(columns, names, label, path))
+    return _Layout(path, delimiter, names, len(first), label, string_labels, features)
 
 
 def _locate_error(lay: _Layout, lines: list[str], nos: list[int], numeric: list[int],
@@ -166,16 +193,26 @@ def _locate_error(lay: _Layout, lines: list[str], nos: list[int], numeric: list[
 
 def _parse_chunk(lay: _Layout, lines: list[str], nos: list[int]
                  ) -> tuple[np.ndarray, np.ndarray | None]:
-    features = [j for j in range(lay.ncols) if j != lay.label]
-    numeric = features if lay.string_labels else list(range(lay.ncols))
+    features = lay.features
+    # every other column but the label, in file order: one loadtxt call parses the table
+    natural = features == [j for j in range(lay.ncols) if j != lay.label]
+    numeric = features + ([] if lay.string_labels or lay.label is None else [lay.label])
+    if natural and not lay.string_labels:
+        numeric = list(range(lay.ncols))
     opts: dict[str, Any] = {"delimiter": lay.delimiter, "dtype": np.float32, "ndmin": 2,
                             "comments": None, "quotechar": '"'}
     try:
-        if lay.string_labels:
+        if lay.string_labels or not natural:
+            # selected (or reordered) columns, or text labels: the csv module checks each
+            # row's length and gives the label cells, loadtxt parses the features
             rows = list(csv.reader(lines, delimiter=lay.delimiter))
             if any(len(r) != lay.ncols for r in rows):
                 raise _locate_error(lay, lines, nos, [], None)
-            y: np.ndarray | None = np.array([r[lay.label].strip() for r in rows])
+            y: np.ndarray | None = None
+            if lay.label is not None:
+                y = np.array([r[lay.label].strip() for r in rows])
+                if not lay.string_labels:
+                    y = y.astype(np.float32)
             x = np.loadtxt(lines, usecols=features, **opts)
             return x, y
         table = np.loadtxt(lines, **opts)
@@ -195,9 +232,13 @@ def _parse_chunk(lay: _Layout, lines: list[str], nos: list[int]
 
 def iter_csv(path: str | Path, label_column: int | str | None = None,
              header: bool | str = "infer", delimiter: str = ",",
-             chunk_rows: int = DEFAULT_CHUNK_ROWS
+             chunk_rows: int = DEFAULT_CHUNK_ROWS, columns: Sequence[str] | None = None
              ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """Stream a CSV file as (X, y) chunks of at most chunk_rows rows (y float32, str or None)."""
+    """Stream a CSV file as (X, y) chunks of at most chunk_rows rows (y float32, str or None).
+
+    columns: the feature columns by header name, in the order X gets them (other columns are
+    left out); None takes every column but the label, in file order.
+    """
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) \
             or chunk_rows < 1:
         raise DataError(f"expected chunk_rows to be an integer >= 1, found {chunk_rows!r}")
@@ -213,7 +254,8 @@ def iter_csv(path: str | Path, label_column: int | str | None = None,
                 return
             first = _split(head[0][1], delimiter)
             second = _split(head[1][1], delimiter) if len(head) > 1 else None
-            lay = _read_layout(str(path), first, second, header, delimiter, label_column)
+            lay = _read_layout(str(path), first, second, header, delimiter, label_column,
+                               columns)
             pending = head[1:] if lay.names is not None else head
             rows = itertools.chain(pending, numbered)
             while True:
@@ -229,11 +271,35 @@ def iter_csv(path: str | Path, label_column: int | str | None = None,
                 from None
 
 
+def csv_header(path: str | Path, header: bool | str = "infer", delimiter: str = ","
+               ) -> tuple[list[str] | None, list[str] | None]:
+    """(the header's column names or None, the first data row's cells or None), as iter_csv
+    reads them, without reading further."""
+    with _open_text(path) as fh:
+        try:
+            numbered = (rec for _, rec in _records(fh, str(path), delimiter) if rec.strip())
+            head = [_split(rec, delimiter) for rec in itertools.islice(numbered, 2)]
+        except UnicodeDecodeError as e:
+            raise DataError(f"expected a UTF-8 text file at {str(path)!r}, found: {e}") from None
+        except csv.Error as e:
+            raise DataError(f"{path}: expected CSV fields a reader can split, found: {e}") \
+                from None
+    if not head:
+        return None, None
+    second = head[1] if len(head) > 1 else None
+    if not _has_header(head[0], second, header):
+        return None, head[0]
+    return [c.strip() for c in head[0]], second
+
+
 def read_csv(path: str | Path, label_column: int | str | None = None,
-             header: bool | str = "infer", delimiter: str = ","
-             ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a numeric CSV file: X float32; y int64 if every label is integral, else float32/str."""
-    parts = list(iter_csv(path, label_column, header, delimiter))
+             header: bool | str = "infer", delimiter: str = ",",
+             columns: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a numeric CSV file: X float32; y int64 if every label is integral, else float32/str.
+
+    columns: as for iter_csv, the feature columns by header name.
+    """
+    parts = list(iter_csv(path, label_column, header, delimiter, columns=columns))
     if not parts:
         raise DataError(f"{path}: expected at least one data row, found none")
     x = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])

@@ -1,10 +1,11 @@
 """The `.nnf` model file: save a Module with its metadata, load it back, read its manifest.
 
 A `.nnf` file is a zip of stored entries: ``manifest.json`` (format version, library version,
-task, labels, input/output specs, preprocessing, metrics, parameter count and the sha256 of
-every other entry), ``architecture.json`` (``Module.to_architecture()``) and
-``weights.safetensors``. Loading rebuilds layers only from ``nnforge.nn.LAYER_REGISTRY``: no
-pickle, no eval, no import of names found in the file.
+task, labels, input/output specs (an input may name its feature columns: "names", optional
+within format 1), preprocessing, metrics, parameter count and the sha256 of every other
+entry), ``architecture.json`` (``Module.to_architecture()``) and ``weights.safetensors``.
+Loading rebuilds layers only from ``nnforge.nn.LAYER_REGISTRY``: no pickle, no eval, no import
+of names found in the file.
 """
 
 from __future__ import annotations
@@ -199,6 +200,26 @@ def _preprocessing(pre: Any, dtype: str = "float32") -> Any:
     return pre
 
 
+def _feature_names(names: Any, shapes: list[tuple[int, ...]]) -> list[str] | None:
+    """The input's feature (column) names, checked: one distinct name per feature of a model
+    that takes flat rows; readers match CSV headers against them."""
+    if names is None:
+        return None
+    if isinstance(names, np.ndarray):
+        names = names.tolist()
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"feature_names must be a list of non-empty strings, found "
+                          f"{names!r:.80}")
+    if len(shapes) != 1 or len(shapes[0]) != 1:
+        raise ConfigError(f"feature_names name the columns of a model that takes rows of "
+                          f"features; expected one input of shape (features,), found "
+                          f"{', '.join(map(str, shapes))}")
+    if len(names) != shapes[0][0] or len(set(names)) != len(names):
+        raise ConfigError(f"expected {shapes[0][0]} distinct feature_names (one per feature), "
+                          f"found {list(names)!r:.120}")
+    return list(names)
+
+
 def _metrics(metrics: Any) -> dict[str, float | None] | None:
     if metrics is None:
         return None
@@ -251,7 +272,8 @@ def _refuse_tied(model: Module) -> None:
 def build_entries(model: Module, kind: str, task: str | None = None, labels: Any = None,
                   preprocessing: Any = None, metrics: Any = None,
                   input_shape: Sequence[int] | None = None, extra: dict[str, Any] | None = None,
-                  more: Iterable[tuple[str, Sequence[bytes | memoryview]]] = ()
+                  more: Iterable[tuple[str, Sequence[bytes | memoryview]]] = (),
+                  feature_names: Sequence[str] | None = None
                   ) -> tuple[list[tuple[str, Sequence[bytes | memoryview]]], datetime]:
     """Every entry of the file, manifest first (it carries the others' checksums)."""
     if not isinstance(model, Module):
@@ -268,6 +290,7 @@ def build_entries(model: Module, kind: str, task: str | None = None, labels: Any
         raise ConfigError(f"preprocessing applies to a model with one input; expected none for "
                           f"{type(model).__name__}, found {len(shapes)} inputs")
     _check_preprocessing(pre, shapes[0])
+    names = _feature_names(feature_names, shapes)
     header, views = st.encode(_weights(model), {"format": "nnforge"})
     entries = [(ARCHITECTURE, [arch]), (WEIGHTS, [header, *views]), *more]
     now = datetime.now(UTC).replace(microsecond=0)
@@ -276,7 +299,9 @@ def build_entries(model: Module, kind: str, task: str | None = None, labels: Any
         "library": "nnforge", "library_version": __version__,
         "created": now.isoformat().replace("+00:00", "Z"), "kind": kind,
         "task": task, "labels": labels,
+        # "names" (optional, since format 1 files may lack it): the feature columns' names
         "inputs": [{"name": name, "shape": [None, *shape], "dtype": _stored_float(model)}
+                   | ({"names": names} if names else {})
                    for name, shape in zip(_input_names(model, len(shapes)), shapes)],
         "outputs": outputs,
         "preprocessing": pre,
@@ -289,10 +314,15 @@ def build_entries(model: Module, kind: str, task: str | None = None, labels: Any
 
 def save(model: Module, path: PathLike, task: str | None = None, labels: Any = None,
          preprocessing: Any = None, metrics: dict[str, float] | None = None,
-         input_shape: Sequence[int] | None = None, extra: dict[str, Any] | None = None) -> None:
-    """Write model and its metadata to a `.nnf` file, atomically (an old file stays on error)."""
+         input_shape: Sequence[int] | None = None, extra: dict[str, Any] | None = None,
+         feature_names: Sequence[str] | None = None) -> None:
+    """Write model and its metadata to a `.nnf` file, atomically (an old file stays on error).
+
+    feature_names: the names of the input's feature columns (a CSV header's), so that readers
+    can match a file's columns by name rather than by position.
+    """
     entries, now = build_entries(model, "model", task, labels, preprocessing, metrics,
-                                 input_shape, extra)
+                                 input_shape, extra, feature_names=feature_names)
     write_archive(path, entries, now.timetuple()[:6])
 
 
@@ -327,6 +357,12 @@ def _check_manifest(m: Any, p: str) -> dict[str, Any]:
                 and isinstance(s.get("dtype"), str) and _spec_shape(s.get("shape"))
                 for s in specs):
             raise bad(field, "a non-empty list of {name, shape: [null, sizes...], dtype} objects")
+    names = m["inputs"][0].get("names")
+    if names is not None:
+        try:  # the CLI matches CSV headers against them
+            _feature_names(names, [tuple(s["shape"][1:]) for s in m["inputs"]])
+        except ConfigError as exc:
+            raise ModelFileError(f"manifest of '{p}': input 'names': {exc}") from None
     if not isinstance(m.get("preprocessing"), (dict, list, type(None))):
         raise bad("preprocessing", "an object, a list or null")
     for field in ("extra", "metrics"):  # readers (nnforge info, the server) look inside them
