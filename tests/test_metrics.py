@@ -128,7 +128,9 @@ def test_classification_errors():
     with pytest.raises(DataError, match="pos_label"):
         M.precision([0, 2, 2], [0, 2, 0])
     with pytest.raises(ConfigError, match="expected average in"):
-        M.recall([0, 1], [0, 1], average="samples")
+        M.recall([0, 1], [0, 1], average="sample")
+    with pytest.raises(ShapeError, match="multilabel rows .* for average='samples'"):
+        M.recall([0, 1], [0, 1], average="samples")  # as scikit-learn: multilabel only
     with pytest.raises(ShapeError):
         M.accuracy([0, 1, 1], [0, 1])
     with pytest.raises(DataError, match=r"expected class indices in \[0, 2\]"):
@@ -215,7 +217,57 @@ def test_classification_metrics_take_argmax_of_one_hot_or_probability_rows():
 
 
 def test_metric_shape_errors_name_both_arguments():
+    rows = np.array([[1, 0, 1], [0, 1, 1]])  # multilabel: per-label scores, not a matrix
     with pytest.raises(ShapeError, match=r"y_true and y_pred of shape \(2, 3\)"):
-        M.f1(np.array([[1, 0, 1], [0, 1, 1]]), np.array([[1, 0, 1], [0, 1, 1]]), "macro")
+        M.confusion_matrix(rows, rows)
+    with pytest.raises(ShapeError, match=r"1-D labels for average='binary', found multilabel "
+                                         r"rows of shape \(2, 3\)"):
+        M.f1(rows, rows)
     with pytest.raises(ShapeError, match=r"expected y_pred of shape \(3,\) like y_true"):
         M.accuracy(np.arange(3), np.arange(4))
+
+
+def _multilabel(seed: int, n: int = 200, labels: int = 4):
+    """Random 0/1 rows of varied density: some rows and some label columns empty."""
+    rng = np.random.default_rng(seed)
+    t = rng.random((n, labels)) < rng.random(labels) * 0.6
+    p = np.where(rng.random((n, labels)) < 0.6, t, rng.random((n, labels)) < 0.3)
+    t[:, -1] = False  # a label absent from y_true (still one of the columns sklearn scores)
+    p[:5] = False  # samples with no predicted label
+    return t.astype(np.float32), p.astype(np.int64)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("average", ["macro", "micro", "weighted", "samples"])
+def test_multilabel_precision_recall_f1_match_sklearn(seed, average):
+    t, p = _multilabel(seed)
+    kw = {"average": average, "zero_division": 0}
+    for ours, theirs in ((M.precision, skm.precision_score), (M.recall, skm.recall_score),
+                         (M.f1, skm.f1_score)):
+        assert ours(t, p, average) == pytest.approx(theirs(t, p, **kw), abs=1e-9)
+        assert M.get_metric(f"{ours.__name__}_{average}")(t, p) == ours(t, p, average)
+    assert M.accuracy(t, p) == pytest.approx(skm.accuracy_score(t, p), abs=1e-12)  # subset
+
+
+def test_multilabel_edge_cases_match_sklearn():
+    empty = np.zeros((2, 2), np.int64)  # nothing true, nothing predicted
+    same = np.array([[0, 0], [1, 0]])
+    for t, p in ((empty, empty), (same, same), (same, empty), (empty, same)):
+        for average in ("macro", "micro", "weighted", "samples"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # sklearn's UndefinedMetricWarning
+                want = skm.f1_score(t, p, average=average)
+            assert M.f1(t, p, average) == pytest.approx(want, abs=1e-12)
+    with pytest.raises(DataError, match=r"0/1 label indicators in multilabel y_pred, found "
+                                        r"values such as 2"):
+        M.f1(same, np.array([[2, 0], [0, 1]]), "macro")
+
+
+def test_multilabel_rows_against_scores_are_refused_not_argmaxed():
+    multi_hot = np.array([[1, 0, 1], [0, 1, 0]])
+    probs = np.array([[0.9, 0.2, 0.8], [0.1, 0.7, 0.3]])
+    for score in (lambda: M.accuracy(multi_hot, probs), lambda: M.f1(multi_hot, probs, "macro")):
+        with pytest.raises(DataError, match=r"expected 0/1 rows in y_pred like the multilabel "
+                                            r"rows of y_true, found scores"):
+            score()
+    assert M.accuracy(np.eye(3)[[0, 1]], probs) == 1.0  # one-hot rows still take the argmax

@@ -561,10 +561,18 @@ def test_classification_metrics_take_one_hot_targets():
 
 def test_metric_errors_name_the_targets_and_predictions():
     X, y = _data()
-    trainer = nf.Trainer(_model(), metrics=["f1"], verbose=0)  # binary f1 of 3 classes
+    model = _model()
+    before = model[0].weight.data.copy()
+    trainer = nf.Trainer(model, metrics=["f1"], verbose=0)  # binary f1 of 3 classes
+    with pytest.raises(ConfigError, match=r"metric 'f1' scores one positive class of 2, but y "
+                                          r"holds 3 classes \(use f1_macro, f1_micro"):
+        trainer.fit(X, y, epochs=1)  # refused before training, not when the epoch ends
+    assert np.array_equal(model[0].weight.data, before)
+    # targets of 2 classes pass; a third class only in the predictions fails on scoring
+    model[-1].bias.data[...] = [0.0, 0.0, 100.0]
     with pytest.raises(DataError, match=r"metric 'f1' cannot score targets y of shape \(120,\) "
                                         r"against the model's predictions of shape \(120,\)"):
-        trainer.fit(X, y, epochs=1)
+        trainer.evaluate(X, y % 2)
 
 
 @pytest.mark.parametrize("name", ["adam", "SGD", "adamw", "rmsprop"])

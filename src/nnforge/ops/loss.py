@@ -9,7 +9,7 @@ import numpy as np
 from .. import backend
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
-from ..errors import ConfigError, DTypeError, ShapeError
+from ..errors import ConfigError, DataError, DTypeError, ShapeError
 from .activation import log_softmax_array, sigmoid_array
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -238,6 +238,12 @@ class BCE(Function):
 
     def forward(self, p: Any, target: Any) -> Any:
         y = _same_shape(p, target, "bce")
+        if p.size:  # two plain reductions, no temporaries; NaN passes (the Trainer names it)
+            lo, hi = float(p.min()), float(p.max())
+            if lo < 0 or hi > 1:
+                raise DataError(f"binary_cross_entropy expected probabilities in [0, 1] (the "
+                                f"output of a Sigmoid), found values from {lo:g} to {hi:g}: "
+                                f"for logits use BCEWithLogitsLoss (loss='bce_with_logits')")
         self.p, self.y = p, y
         with np.errstate(divide="ignore"):  # p of exactly 0 or 1 gives -inf, clamped like PyTorch
             log_p = np.maximum(np.log(p), -100)

@@ -34,8 +34,11 @@ def batch_statistics(x: Any) -> tuple[Any, Any]:
                          f"found {x.shape}")
     count = x.size // x.shape[1]
     if count < 2:
+        # one sample of (N, C) input has no spread to normalise by; say how to avoid it
         raise ShapeError(f"batch normalisation in training mode expected more than one value per "
-                         f"channel, found input of shape {x.shape}")
+                         f"channel, found input of shape {x.shape}: train on batches of 2 or "
+                         f"more samples (e.g. DataLoader(..., drop_last=True), or a batch_size "
+                         f"that leaves no single sample over)")
     inv = x.dtype.type(1.0 / count)
     mean = channel_sum(x) * inv
     # two passes (subtract the mean first): E[x^2] - E[x]^2 cancels badly in float32

@@ -13,7 +13,7 @@ import numpy as np
 from ..backend import is_device_array, to_numpy
 from ..errors import ConfigError, DataError, ShapeError
 
-_AVERAGES = ("binary", "macro", "micro", "weighted")
+_AVERAGES = ("binary", "macro", "micro", "weighted", "samples")
 
 
 def _host(a: Any, dtype: Any = None) -> np.ndarray:
@@ -50,12 +50,20 @@ def _classes(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
     if t.shape != p.shape and {t.ndim, p.ndim} <= {1, 2} and len(t) == len(p):
         t, p = _as_classes(t), _as_classes(p)
     elif t.ndim == p.ndim == 2 and t.shape == p.shape and (_is_scores(t) or _is_scores(p)):
+        for rows, other, names in ((t, p, ("y_true", "y_pred")), (p, t, ("y_pred", "y_true"))):
+            # argmax would keep one label of each multi-hot row and score the wrong thing
+            if not _is_scores(rows) and _is_scores(other) and (rows.sum(axis=1) != 1).any():
+                raise DataError(f"expected 0/1 rows in {names[1]} like the multilabel rows of "
+                                f"{names[0]}, found scores: threshold them first, e.g. "
+                                f"(probabilities >= 0.5).astype(int)")
         t, p = t.argmax(axis=1), p.argmax(axis=1)
     return _pair(t, p)
 
 
 def _labels_1d(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
     t, p = _classes(y_true, y_pred)
+    if t.ndim == 2 and t.shape[1] == 1:  # one column of labels is not multilabel
+        t, p = t.reshape(len(t)), p.reshape(len(p))
     if t.ndim != 1:
         raise ShapeError(f"expected 1-D class labels (or one-hot/probability rows), found "
                          f"y_true and y_pred of shape {t.shape}")
@@ -71,7 +79,8 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 # -- classification --------------------------------------------------------------------------
 
 def accuracy(y_true: Any, y_pred: Any) -> float:
-    """Fraction of samples predicted exactly (for 2-D 0/1 label rows: every entry right).
+    """Fraction of samples predicted exactly; for multilabel 0/1 rows, every label of the
+    sample right (scikit-learn's subset accuracy).
 
     One-hot or probability rows (targets or predictions) count by their argmax.
     """
@@ -132,6 +141,34 @@ def _counts(t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     return np.diag(cm), cm.sum(axis=0), cm.sum(axis=1)
 
 
+def is_multilabel(y: Any) -> bool:
+    """Whether y is a multilabel indicator matrix: 2-D, more than one column (as scikit-learn's
+    type_of_target has it; the 0/1 values are checked where the counts are taken)."""
+    return np.ndim(y) == 2 and np.shape(y)[1] > 1
+
+
+def _indicators(a: np.ndarray, name: str) -> np.ndarray:
+    """0/1 multilabel rows as booleans; DataError for any other value."""
+    bad = ~np.isin(a, (0, 1))
+    if bad.any():
+        raise DataError(f"expected 0/1 label indicators in multilabel {name}, found values "
+                        f"such as {a[bad].reshape(-1)[0].item()!r}")
+    return a.astype(bool)
+
+
+def _multilabel_counts(t: np.ndarray, p: np.ndarray, average: str
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per label (column; per sample, row, for average='samples'): true positives, predicted,
+    actual. Every column counts, present in the data or not, as in scikit-learn."""
+    if average == "binary":
+        raise ShapeError(f"expected 1-D labels for average='binary', found multilabel rows of "
+                         f"shape {t.shape} (use average='micro', 'macro', 'weighted' or "
+                         f"'samples')")
+    t, p = _indicators(t, "y_true"), _indicators(p, "y_pred")
+    axis = 1 if average == "samples" else 0
+    return (t & p).sum(axis=axis), p.sum(axis=axis), t.sum(axis=axis)
+
+
 def _binary_counts(t: np.ndarray, p: np.ndarray, pos_label: Any
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     labels = np.unique(np.concatenate([t, p]))
@@ -148,11 +185,16 @@ def _precision_recall_f1(y_true: Any, y_pred: Any, average: str, pos_label: Any
                          ) -> tuple[float, float, float]:
     if average not in _AVERAGES:
         raise ConfigError(f"expected average in {list(_AVERAGES)}, found {average!r}")
-    t, p = _labels_1d(y_true, y_pred)
-    if average == "binary":
-        tp, pred, true = _binary_counts(t, p, pos_label)
+    t, p = _classes(y_true, y_pred)
+    if is_multilabel(t):
+        tp, pred, true = _multilabel_counts(t, p, average)
+    elif average == "samples":
+        raise ShapeError(f"expected multilabel rows (samples, labels) for average='samples', "
+                         f"found y_true and y_pred of shape {t.shape}")
+    elif average == "binary":
+        tp, pred, true = _binary_counts(*_labels_1d(t, p), pos_label)
     else:
-        tp, pred, true = _counts(t, p)
+        tp, pred, true = _counts(*_labels_1d(t, p))
     if average == "micro":
         tp, pred, true = tp.sum(keepdims=True), pred.sum(keepdims=True), true.sum(keepdims=True)
     per_class = (_divide(tp, pred), _divide(tp, true), _divide(2 * tp, pred + true))
@@ -171,6 +213,10 @@ def precision(y_true: Any, y_pred: Any, average: str = "binary", pos_label: Any 
     A class never predicted (or, for recall, never present; for F1, neither) scores 0, the
     value of scikit-learn's default zero_division="warn", but without the warning. Classes
     are those seen in y_true or y_pred.
+
+    Multilabel indicator rows (2-D 0/1, one column per label) score per label (every column,
+    even one with no positives), or per sample with average="samples"; average="binary" is
+    refused there, as in scikit-learn.
     """
     return _precision_recall_f1(y_true, y_pred, average, pos_label)[0]
 
@@ -236,13 +282,16 @@ class Metric:
     """A named metric and what it must be fed.
 
     kind: "class" (predicted labels), "score" (per-class scores or probabilities, (n, classes))
-    or "regression" (raw values).
+    or "regression" (raw values). average: the precision/recall/F1 average it takes, which
+    decides the targets it can score ("binary": one positive class, not multilabel rows;
+    "samples": only multilabel rows).
     """
 
     name: str
     fn: Callable[[Any, Any], float]
     kind: str = "class"
     higher_is_better: bool = True
+    average: str | None = None
 
     def __call__(self, y_true: Any, y_pred: Any) -> float:
         return self.fn(y_true, y_pred)
@@ -252,14 +301,11 @@ def _entries() -> dict[str, Metric]:
     m: list[Metric] = [
         Metric("accuracy", accuracy),
         Metric("top_k_accuracy", partial(top_k_accuracy, k=5), "score"),
-        Metric("precision", partial(precision, average="binary")),
-        Metric("recall", partial(recall, average="binary")),
-        Metric("f1", partial(f1, average="binary")),
     ]
-    for avg in ("macro", "micro", "weighted"):
-        m += [Metric(f"precision_{avg}", partial(precision, average=avg)),
-              Metric(f"recall_{avg}", partial(recall, average=avg)),
-              Metric(f"f1_{avg}", partial(f1, average=avg))]
+    for avg in ("binary", "macro", "micro", "weighted", "samples"):
+        suffix = "" if avg == "binary" else f"_{avg}"
+        m += [Metric(f"{fn.__name__}{suffix}", partial(fn, average=avg), average=avg)
+              for fn in (precision, recall, f1)]
     m += [Metric("mse", mse, "regression", False), Metric("mae", mae, "regression", False),
           Metric("rmse", rmse, "regression", False), Metric("r2", r2, "regression", True)]
     return {x.name: x for x in m}

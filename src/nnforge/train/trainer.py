@@ -16,6 +16,7 @@ from ..autograd.tensor import Tensor
 from ..backend import SERIAL_BLAS
 from ..data.dataset import DataLoader
 from ..errors import ConfigError, DataError, ShapeError, StateDictError
+from ..nn.conv_layers import BatchNorm1d, BatchNorm2d
 from ..nn.losses import Loss, get_loss
 from ..nn.module import Module
 from ..ops import conv as conv_ops
@@ -62,9 +63,41 @@ def _check_metric_fits_loss(name: Any, metric: Any, loss: Loss) -> None:
                  "must set kind = 'multiclass' or 'binary')")
     elif metric.kind == "score" and loss.kind != "multiclass":
         wrong = f"needs per-class scores, but the {loss.kind} loss gives one probability"
+    elif getattr(metric, "average", None) == "samples" and loss.kind != "binary":
+        wrong = (f"averages over the labels of each sample (multilabel), but the {loss.kind} "
+                 f"loss gives one class per sample")
     else:
         return
     raise ConfigError(f"metric {getattr(metric, 'name', name)!r} {wrong}")
+
+
+def _check_metric_fits_targets(metric: Any, loss: Loss, y: np.ndarray) -> None:
+    """ConfigError for a class metric that cannot score these targets, raised before training
+    rather than when the first epoch ends: multilabel rows against one positive class
+    (average='binary') or the other way round, more than 2 classes for average='binary', or
+    targets other than 0/1 against a binary loss's thresholded predictions."""
+    from .metrics import is_multilabel  # noqa: PLC0415
+
+    if metric.kind != "class" or loss.kind == "regression" or not len(y):
+        return
+    name, average = metric.name, getattr(metric, "average", None)
+    multilabel = loss.kind == "binary" and is_multilabel(y)
+    others = f"use {name}_macro, {name}_micro or {name}_weighted"
+    if multilabel and average == "binary":
+        wrong = (f"scores one positive class, but y holds multilabel rows of shape {y.shape} "
+                 f"({others} or {name}_samples)")
+    elif average == "samples" and not multilabel:
+        wrong = (f"needs multilabel targets (0/1 rows, one column per label), found y of "
+                 f"shape {y.shape}")
+    elif loss.kind == "binary" and not np.isin(y, (0, 1)).all():
+        wrong = (f"compares y with the predicted classes 0 and 1, but y holds other values, "
+                 f"such as {float(y[~np.isin(y, (0, 1))].reshape(-1)[0]):g}")
+    elif average == "binary" and y.ndim == 1 and len(np.unique(y)) > 2:
+        wrong = (f"scores one positive class of 2, but y holds {len(np.unique(y))} classes "
+                 f"({others})")
+    else:
+        return
+    raise ConfigError(f"metric {name!r} {wrong}")
 
 
 def _optimizer_arg(optimizer: Any, model: Module) -> Any:
@@ -92,6 +125,16 @@ def _record_input_shape(model: Module, xb: np.ndarray) -> None:
     as right as any later one."""
     if getattr(model, "input_shape", None) is None:
         object.__setattr__(model, "input_shape", tuple(xb.shape[1:]))
+
+
+def _batch_edges(n: int, batch_size: int, drop_last: bool, merge_one: bool) -> list[int]:
+    """Where each array batch starts, then where the last one ends: whole batches, then the
+    rest (left out with drop_last); with merge_one, a rest of one row joins the batch before."""
+    stop = n - n % batch_size if drop_last else n
+    edges = [*range(0, stop, batch_size), stop]
+    if merge_one and len(edges) > 2 and edges[-1] - edges[-2] == 1:
+        del edges[-2]
+    return edges
 
 
 def _loader_arg(X: Any, y: Any, what: str) -> DataLoader | None:
@@ -158,7 +201,8 @@ class Trainer:
     def fit(self, X: Any, y: Any = None, epochs: int = 10, batch_size: int = 32,
             validation_split: float = 0.0, validation_data: Any = None,
             callbacks: Sequence[Callback] | None = None, shuffle: bool = True,
-            verbose: Any = None, resume_from: str | None = None) -> History:
+            verbose: Any = None, resume_from: str | None = None,
+            drop_last: bool = False) -> History:
         """Train for `epochs` more epochs and return the history (of every fit() so far).
 
         The history is a dict of name -> one value per epoch ("loss", each metric, "val_..."
@@ -168,6 +212,16 @@ class Trainer:
         left out: the loader then decides batches and order (batch_size and shuffle are
         its own), and its position is kept in checkpoints. validation_data is (X, y) or a
         DataLoader.
+
+        Array batches hold batch_size rows each (in an order drawn from the trainer's seed
+        with shuffle=True); the rows left over make a smaller last batch, or sit that epoch
+        out with drop_last=True (as DataLoader's drop_last; other rows each epoch when
+        shuffling). In a model with batch normalisation a last batch of one row instead
+        joins the batch before it (batch_size + 1 rows): one sample has no batch statistics
+        (PyTorch refuses such a batch; Keras trains on a zero variance, which drags the
+        running variance towards 0). Batches depend only on the row count, batch_size,
+        drop_last and that rule, so a resumed run trains on the same batches as the
+        uninterrupted one.
 
         validation_split holds out the last rows with shuffle=False (as Keras does: an ordered
         series validates on its latest rows), and rows drawn at random with shuffle=True (from
@@ -196,6 +250,11 @@ class Trainer:
         epochs = _int_at_least("epochs", epochs, 1)
         batch_size = _int_at_least("batch_size", batch_size, 1)
         loader = _loader_arg(X, y, "fit()")
+        if not isinstance(drop_last, (bool, np.bool_)):
+            raise ConfigError(f"drop_last must be True or False, found {drop_last!r}")
+        if loader is not None and drop_last and not loader.drop_last:
+            raise ConfigError("drop_last=True with a DataLoader: the loader makes the batches, "
+                              "so pass it there: DataLoader(..., drop_last=True)")
         if validation_split and validation_data is not None:
             raise ConfigError("pass validation_split or validation_data, not both (the split "
                               "would be silently ignored)")
@@ -208,16 +267,27 @@ class Trainer:
             y = self._as_targets(y, len(X))
             if len(X) == 0:
                 raise DataError("fit() needs at least one training sample, found none")
+            self._check_targets(y)
             if validation_data is None and validation_split:
                 X, y, validation_data = self._split(X, y, validation_split, shuffle)
         if validation_data is not None and not isinstance(validation_data, DataLoader):
             Xv = _as_features(validation_data[0], self.model.dtype, "validation X")
             validation_data = (Xv, self._as_targets(validation_data[1], len(Xv)))
+            self._check_targets(validation_data[1])
         # refused now rather than at the end of the first epoch's training
         if validation_data is not None and len(validation_data[0] if isinstance(
                 validation_data, tuple) else validation_data) == 0:
             raise DataError("validation_data holds no samples (or its DataLoader no batches): "
                             "leave it out or give it some")
+        edges: list[int] = []
+        if loader is None:
+            # one row has no batch statistics: it joins the batch before (see the docstring)
+            edges = _batch_edges(len(X), batch_size, bool(drop_last), any(
+                isinstance(m, (BatchNorm1d, BatchNorm2d)) for m in self.model.modules()))
+            if len(edges) < 2:
+                raise DataError(f"drop_last=True with {len(X)} training samples and batch_size="
+                                f"{batch_size} leaves no batch to train on: use a smaller "
+                                f"batch_size or drop_last=False")
         # checkpoints last, so each one holds every other callback's state after its epoch
         # (an LR step or an early stop saved before it happened would be lost on resume)
         self.callbacks = sorted(callbacks or [], key=lambda cb: isinstance(cb, ModelCheckpoint))
@@ -242,17 +312,18 @@ class Trainer:
         last = (first if self._resumed_stopped else epochs) if self._resumed else first + epochs
         self._resumed = self._resumed_stopped = False
         n = len(X) if loader is None else len(loader.dataset)
-        batches = n // batch_size + (n % batch_size > 0) if loader is None else len(loader)
+        batches = len(edges) - 1 if loader is None else len(loader)
         display = ProgressDisplay(self.verbose if verbose is None else verbose, last, batches)
         self.stop_training = False
         try:
-            self._run_epochs(first, last, X, y, batch_size, shuffle, loader, validation_data,
-                             display, n, restored)
+            self._run_epochs(first, last, X, y, (batch_size, edges), shuffle, loader,
+                             validation_data, display, n, restored)
         finally:  # an interrupted fit() must not leave a live progress bar drawing
             display.close()
         return self.history
 
-    def _run_epochs(self, first: int, last: int, X: Any, y: Any, batch_size: int,
+    def _run_epochs(self, first: int, last: int, X: Any, y: Any,
+                    batching: tuple[int, list[int]],
                     shuffle: bool, loader: DataLoader | None, validation_data: Any,
                     display: ProgressDisplay, n: int,
                     restored: dict[str, list[Any]] | None) -> None:
@@ -263,7 +334,7 @@ class Trainer:
         for epoch in range(first, last):
             start = self._snapshot()
             try:
-                logs = self._epoch(epoch, X, y, batch_size, shuffle, loader, validation_data,
+                logs = self._epoch(epoch, X, y, batching, shuffle, loader, validation_data,
                                    display)
             except BaseException:
                 # an epoch cut short (Ctrl-C, an error) is undone whole: the history only has
@@ -279,10 +350,12 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end()
 
-    def _epoch(self, epoch: int, X: Any, y: Any, batch_size: int, shuffle: bool,
-               loader: DataLoader | None, validation_data: Any,
+    def _epoch(self, epoch: int, X: Any, y: Any, batching: tuple[int, list[int]],
+               shuffle: bool, loader: DataLoader | None, validation_data: Any,
                display: ProgressDisplay) -> dict[str, float]:
-        """Train and validate one epoch and record it; its logs."""
+        """Train and validate one epoch and record it; its logs. batching is fit()'s
+        batch_size and the array batches' edges (_batch_edges)."""
+        batch_size, edges = batching
         for cb in self.callbacks:
             cb.on_epoch_begin(epoch)
         display.epoch_begin(epoch)
@@ -293,7 +366,7 @@ class Trainer:
                 backend.device_scope(backend.device_of(self.model)):
             logs = self._train_epoch(
                 self._loader_batches(loader) if loader is not None else
-                self._array_batches(X, y, batch_size, shuffle), display)
+                self._array_batches(X, y, edges, shuffle), display)
         logs["time"] = time.perf_counter() - t0
         if validation_data is not None:
             val = (self.evaluate(validation_data) if isinstance(validation_data, DataLoader)
@@ -387,13 +460,14 @@ class Trainer:
         if self._loader is not None:
             self._loader.end_epoch()
 
-    def _array_batches(self, X: np.ndarray, y: np.ndarray, batch_size: int,
+    def _array_batches(self, X: np.ndarray, y: np.ndarray, edges: list[int],
                        shuffle: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(x, y) batches of arrays, in an order drawn from the trainer's generator."""
+        """(x, y) batches of arrays between the edges, in an order drawn from the trainer's
+        generator (a permutation of every row, so drop_last leaves out other rows each epoch)."""
         n = len(X)
         order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
-        for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
+        for start, stop in zip(edges[:-1], edges[1:]):
+            idx = order[start:stop]
             yield X.take(idx, axis=0), y.take(idx, axis=0)
 
     def _loader_batches(self, loader: DataLoader) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -404,7 +478,10 @@ class Trainer:
                                 f"{b + 1} with {len(batch) if isinstance(batch, tuple) else 1} "
                                 f"part(s)")
             xb = _as_features(batch[0], self.model.dtype, f"batch {b + 1} x")
-            yield xb, self._as_targets(batch[1], len(xb))
+            yb = self._as_targets(batch[1], len(xb))
+            if b == 0:  # before the first step, not when the epoch's metrics are taken
+                self._check_targets(yb)
+            yield xb, yb
 
     def _own_threads(self) -> bool:
         """Whether the model has layers that split their work over nnforge's own threads.
@@ -441,6 +518,7 @@ class Trainer:
             y = self._as_targets(y, len(X))
             if len(X) == 0:
                 raise DataError("evaluate() needs at least one sample, found none")
+            self._check_targets(y)
             out = self._forward(X, batch_size)
         with no_grad():
             loss = self.loss(Tensor(out, _keep=True), y)
@@ -509,6 +587,12 @@ class Trainer:
         return results
 
     # -- data helpers ----------------------------------------------------------------------
+    def _check_targets(self, y: np.ndarray) -> None:
+        """Refuse, before any training, a metric that cannot score these targets."""
+        truth = y.reshape(len(y)) if y.ndim == 2 and y.shape[1] == 1 else y
+        for metric in self.metrics:
+            _check_metric_fits_targets(metric, self.loss, truth)
+
     def _as_targets(self, y: Any, n: int) -> np.ndarray:
         arr = backend.to_numpy(y) if backend.is_device_array(y) else np.asarray(y)
         if len(arr) != n:
