@@ -552,3 +552,32 @@ def test_onnxruntime_backend_caps_its_opset_like_export(monkeypatch: pytest.Monk
     monkeypatch.setattr(exporter, "ort_max_opset", lambda: ("1.0.0", 12))
     with pytest.raises(ConfigError, match="onnxruntime 1.0.0 loads opsets up to 12"):
         InferenceSession(model, backend="onnxruntime")
+
+
+class _Frame:
+    """The two things predict() reads of a pandas DataFrame: columns and by-name selection."""
+
+    def __init__(self, data: dict[str, np.ndarray]) -> None:
+        self.data = data
+        self.columns = list(data)
+
+    def __getitem__(self, names: list[str]) -> _Frame:
+        return _Frame({n: self.data[n] for n in names})
+
+    def to_numpy(self) -> np.ndarray:
+        return np.stack([self.data[n] for n in self.columns], axis=1)
+
+
+def test_predict_takes_a_table_by_column_name(tmp_path) -> None:
+    """A model saved with feature names reads a DataFrame-like table by name, in any order."""
+    nf.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2))
+    path = tmp_path / "named.nnf"
+    nf.save(model, path, task="regression", input_shape=(3,), feature_names=["a", "b", "c"])
+    session = nf.InferenceSession(path)
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    expected = session.predict(x).values
+    shuffled = _Frame({"c": x[:, 2], "label": x[:, 0], "a": x[:, 0], "b": x[:, 1]})
+    np.testing.assert_array_equal(session.predict(shuffled).values, expected)
+    with pytest.raises(ShapeError, match=r"missing \['b'\]; unexpected \['d'\]"):
+        session.predict(_Frame({"a": x[:, 0], "d": x[:, 1], "c": x[:, 2]}))

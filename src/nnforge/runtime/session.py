@@ -173,6 +173,8 @@ class InferenceSession:
                                  f"{x.dtype}")
             return self._shared.xp.ascontiguousarray(  # type: ignore[union-attr]
                 x, dtype=self._dtype if dtype is None else dtype)
+        if not isinstance(x, np.ndarray) and hasattr(x, "columns"):
+            x = self._by_name(x)
         arr = x if isinstance(x, np.ndarray) else _as_array(x)
         if arr.dtype.kind not in "biuf":
             raise DTypeError(f"expected numeric {what} (float, int or bool), found dtype "
@@ -241,6 +243,8 @@ class InferenceSession:
         if self._multi:
             raise ConfigError(f"predict() needs a model with one input; this one has "
                               f"{self.graph.input_names}: call run() with a dict of arrays")
+        if not isinstance(x, np.ndarray) and hasattr(x, "columns"):
+            x = self._by_name(x)
         arr = x if isinstance(x, np.ndarray) else _as_array(x)
         if arr.dtype.kind not in "biuf":
             raise DTypeError(f"expected numeric input (float, int or bool), found dtype "
@@ -273,6 +277,20 @@ class InferenceSession:
             pred = self._post.allocate(0, tuple(d or 1 for d in self.output_shape),
                                        self._dtype)
         return self._post.finish(pred)
+
+    def _by_name(self, frame: Any) -> Any:
+        """A table with named columns (a pandas DataFrame, say), its columns put in the order
+        the model was trained on when the model stored its feature names."""
+        names = ((self.manifest.get("inputs") or [{}])[0] or {}).get("names")
+        if not names:
+            return frame
+        found = [str(c) for c in frame.columns]
+        missing = [n for n in names if n not in found]
+        if missing:
+            extra = [c for c in found if c not in names]
+            raise ShapeError(f"expected columns {names}, found {found} (missing {missing}"
+                             + (f"; unexpected {extra})" if extra else ")"))
+        return frame[list(names)].to_numpy()
 
     def _check_sample_shape(self, shape: tuple[int, ...], sample: tuple[int | None, ...]) -> None:
         if len(shape) != len(sample) + 1 or any(
