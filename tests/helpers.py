@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -35,3 +35,17 @@ def run_in_threads(target: Callable[[int], None], n: int) -> None:
         t.start()
     for t in threads:
         t.join()
+
+
+class GatedPair(nn.Module):
+    """forward(a, b): features of two widths, one gating the other."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fa, self.fb = nn.Linear(4, 3), nn.Linear(2, 3)
+
+    def forward(self, a: nf.Tensor, b: nf.Tensor) -> nf.Tensor:
+        return self.fa(a) * self.fb(b).sigmoid()
+
+    def get_config(self) -> dict[str, Any]:
+        return {}

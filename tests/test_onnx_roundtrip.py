@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+from helpers import GatedPair
 
 import nnforge as nf
 from nnforge import nn
@@ -37,20 +38,6 @@ class FirstHalf(nn.Module):
     def forward(self, x: nf.Tensor) -> nf.Tensor:
         a, _ = self.fc(x).chunk(2, 1)
         return a.relu()
-
-    def get_config(self) -> dict[str, Any]:
-        return {}
-
-
-class GatedPair(nn.Module):
-    """forward(a, b): features of two widths, one gating the other."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fa, self.fb = nn.Linear(4, 3), nn.Linear(2, 3)
-
-    def forward(self, a: nf.Tensor, b: nf.Tensor) -> nf.Tensor:
-        return self.fa(a) * self.fb(b).sigmoid()
 
     def get_config(self) -> dict[str, Any]:
         return {}

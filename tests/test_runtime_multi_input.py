@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from helpers import GatedPair
 from onnx import TensorProto, helper, numpy_helper
 
 import nnforge as nf
@@ -125,20 +126,6 @@ def test_argmax_over_an_axis_floats_cannot_index_exactly_is_refused() -> None:
                        r"16,777,217"):
         KERNELS["ArgMax"](node, [x], [np.empty(1, F32)], None)
     KERNELS["ArgMax"](node, [x[:, :2**24]], [np.empty(1, F32)], None)
-
-
-class GatedPair(nn.Module):
-    """forward(a, b): features of two widths, one gating the other."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fa, self.fb = nn.Linear(4, 3), nn.Linear(2, 3)
-
-    def forward(self, a: nf.Tensor, b: nf.Tensor) -> nf.Tensor:
-        return self.fa(a) * self.fb(b).sigmoid()
-
-    def get_config(self) -> dict[str, Any]:
-        return {}
 
 
 @pytest.fixture

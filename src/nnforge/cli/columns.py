@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from ..data.tabular import _is_number
 from ..errors import DataError
 
 
@@ -39,14 +40,6 @@ def label_index(label_column: int | str | None, header: list[str] | None,
     if isinstance(label_column, int) and -ncols <= label_column < ncols:
         return label_column % ncols
     return None
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
 
 
 def _quoted(names: list[str]) -> str:
