@@ -97,6 +97,7 @@ def test_lenet_with_batchnorm_matches_the_numpy_plan(rng: np.random.Generator) -
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.onnx")))
+@pytest.mark.filterwarnings("ignore:.*fixes the batch size")  # static_*: freed, as intended
 def test_imported_onnx_models_match_the_numpy_plan(name: str) -> None:
     for level in ("none", "all"):
         ref = InferenceSession(FIXTURES / name, optimization=level)
