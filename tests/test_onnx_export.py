@@ -412,3 +412,50 @@ def test_pytorch_layer_options_export_and_import(rng, tmp_path, opset, name, mak
     assert_close(imported.run(x), eager)
     if name == "tanh GELU":  # both spellings come back as one Gelu node
         assert [n.op for n in imported.graph.nodes] == ["Gemm", "Gelu"]
+
+
+SEQUENCE = {
+    "Conv1d": lambda r: nn.Conv1d(4, 6, 3),
+    "Conv1d(stride, padding)": lambda r: nn.Conv1d(4, 6, 3, stride=2, padding=1),
+    "Conv1d(dilation, no bias)": lambda r: nn.Conv1d(4, 3, 2, dilation=3, bias=False),
+    "Conv1d(groups, same)": lambda r: nn.Conv1d(4, 8, 4, padding="same", groups=2),
+    "Conv1d(depthwise)": lambda r: nn.Conv1d(4, 4, 3, groups=4),
+    "MaxPool1d": lambda r: nn.MaxPool1d(2),
+    "MaxPool1d(stride, padding)": lambda r: nn.MaxPool1d(3, stride=2, padding=1),
+    "MaxPool1d(ceil_mode)": lambda r: nn.MaxPool1d(2, ceil_mode=True),
+    "AvgPool1d": lambda r: nn.AvgPool1d(2),
+    "AvgPool1d(padding)": lambda r: nn.AvgPool1d(3, stride=2, padding=1),
+    "AvgPool1d(padding, exclude pad)": lambda r: nn.AvgPool1d(3, 1, 1, count_include_pad=False),
+    "AvgPool1d(ceil_mode, padding)": lambda r: nn.AvgPool1d(3, 2, 1, ceil_mode=True),
+    "AdaptiveAvgPool1d(1)": lambda r: nn.AdaptiveAvgPool1d(1),
+    "AdaptiveAvgPool1d(3)": lambda r: nn.AdaptiveAvgPool1d(3),
+    "BatchNorm1d": lambda r: _bn(nn.BatchNorm1d(4), r),
+    "ReLU": lambda r: nn.ReLU(), "Flatten": lambda r: nn.Flatten(),
+}
+
+
+@pytest.mark.parametrize("name", list(SEQUENCE))
+def test_each_sequence_layer_matches_onnx_runtime(rng: np.random.Generator, tmp_path,
+                                                  name) -> None:
+    model = nn.Sequential(nn.Conv1d(2, 4, 1), SEQUENCE[name](rng))
+    x = rng.standard_normal((3, 2, 9)).astype(F32)
+    _check_export(model, x, tmp_path / "m.onnx")
+
+
+def test_1d_layers_export_as_1d_onnx_ops(tmp_path) -> None:
+    model = nn.Sequential(nn.Conv1d(2, 4, 4, padding="same", dilation=2, groups=2),
+                          nn.MaxPool1d(3, 2, 1), nn.AvgPool1d(2, count_include_pad=False))
+    export(model, tmp_path / "m.onnx", input_shape=(2, 16))
+    m = onnx.load(str(tmp_path / "m.onnx"))
+    onnx.checker.check_model(m, full_check=True)
+    attrs = {n.op_type: {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+             for n in m.graph.node}
+    assert list(attrs) == ["Conv", "MaxPool", "AveragePool"]  # no Unsqueeze/Squeeze around them
+    assert attrs["Conv"] == {"kernel_shape": [4], "strides": [1], "pads": [3, 3],
+                             "dilations": [2], "group": 2}
+    assert attrs["MaxPool"] == {"kernel_shape": [3], "strides": [2], "pads": [1, 1]}
+    assert attrs["AveragePool"]["kernel_shape"] == [2] and attrs["AveragePool"]["pads"] == [0, 0]
+    assert [i.dims for i in m.graph.initializer if i.name.endswith("weight")] == [[4, 1, 4]]
+    x = np.random.default_rng(0).standard_normal((2, 2, 16)).astype(F32)
+    imported = InferenceSession(str(tmp_path / "m.onnx"))  # the import lifts them to 2-D
+    assert_close(imported.run(x), InferenceSession(model).run(x))

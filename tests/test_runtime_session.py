@@ -581,3 +581,36 @@ def test_predict_takes_a_table_by_column_name(tmp_path) -> None:
     np.testing.assert_array_equal(session.predict(shuffled).values, expected)
     with pytest.raises(ShapeError, match=r"missing \['b'\]; unexpected \['d'\]"):
         session.predict(_Frame({"a": x[:, 0], "d": x[:, 1], "c": x[:, 2]}))
+
+
+CONV1D_LAYERS = {
+    "Conv1d": lambda r: nn.Conv1d(3, 4, 3),
+    "Conv1d(pad,stride)": lambda r: nn.Conv1d(3, 4, 3, stride=2, padding=1),
+    "Conv1d(dilation,no bias)": lambda r: nn.Conv1d(3, 2, 3, dilation=2, bias=False),
+    "Conv1d(groups,same)": lambda r: nn.Conv1d(3, 6, 4, groups=3, padding="same"),
+    "Conv1d+ReLU+MaxPool1d": lambda r: nn.Sequential(nn.Conv1d(3, 4, 2), nn.ReLU(),
+                                                     nn.MaxPool1d(2)),
+    "Conv1d+BatchNorm1d": lambda r: nn.Sequential(nn.Conv1d(3, 4, 3, padding=1),
+                                                  stats_bn(nn.BatchNorm1d, 4, r)),
+    "MaxPool1d": lambda r: nn.MaxPool1d(2),
+    "MaxPool1d(pad)": lambda r: nn.MaxPool1d(3, stride=2, padding=1),
+    "MaxPool1d(ceil,pad)": lambda r: nn.MaxPool1d(2, padding=1, ceil_mode=True),
+    "AvgPool1d": lambda r: nn.AvgPool1d(2),
+    "AvgPool1d(pad)": lambda r: nn.AvgPool1d(3, stride=2, padding=1),
+    "AvgPool1d(pad,exclude)": lambda r: nn.AvgPool1d(3, 1, 1, count_include_pad=False),
+    "AvgPool1d(ceil)": lambda r: nn.AvgPool1d(3, 2, 1, ceil_mode=True),
+    "AdaptiveAvgPool1d(1)": lambda r: nn.AdaptiveAvgPool1d(1),
+    "AdaptiveAvgPool1d(3)": lambda r: nn.AdaptiveAvgPool1d(3),
+    "BatchNorm1d": lambda r: stats_bn(nn.BatchNorm1d, 3, r),
+}
+
+
+@pytest.mark.parametrize("name", list(CONV1D_LAYERS))
+@pytest.mark.parametrize("level", LEVELS)
+def test_each_conv1d_layer_matches_eager(rng: np.random.Generator, name: str,
+                                         level: str) -> None:
+    model = nn.Sequential(CONV1D_LAYERS[name](rng))
+    x = rng.standard_normal((5, 3, 9)).astype(F32)
+    session = InferenceSession(model, optimization=level, input_shape=(3, 9))
+    assert_close(session.run(x), eager(model, x))
+    assert_close(session.run(x[:1]), eager(model, x[:1]))

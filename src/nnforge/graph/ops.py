@@ -301,6 +301,31 @@ def conv_geometry(node: Node, spatial: tuple[int, ...] | None = None) -> dict[st
             "dilations": list(a.get("dilations", [1] * nd))}
 
 
+#: attributes of a Conv/pool node (and a FusedConv's pool) that have one entry per spatial axis
+_PER_AXIS = ("kernel_shape", "strides", "dilations", "pool_kernel_shape", "pool_strides")
+
+
+def lift_1d_node(node: Node) -> Node:
+    """A 1-D Conv/MaxPool/AveragePool/FusedConv node as the same op on (N, C, 1, L): each
+    per-axis attribute gets a leading 1, pads [begin, end] become [0, begin, 0, end]."""
+    a = {k: [1, *v] if k in _PER_AXIS else v for k, v in node.attrs.items()}
+    if "pads" in a:
+        a["pads"] = [0, a["pads"][0], 0, a["pads"][1]]
+    return Node(node.op, list(node.inputs), list(node.outputs), a, node.name, node.domain)
+
+
+def _length_as_width(fn: ComputeFn) -> ComputeFn:
+    """Run a 2-D reference on (N, C, L) input (and a Conv's (O, C, k) weight) as H = 1."""
+    def run(node: Node, x: Any, *rest: Any) -> Any:
+        if x.ndim != 3:
+            return fn(node, x, *rest)
+        if node.op in ("Conv", "FusedConv"):
+            rest = (rest[0][:, :, None], *rest[1:])
+        return fn(lift_1d_node(node), x[:, :, None], *rest)[:, :, 0]
+    run.__doc__ = fn.__doc__
+    return run
+
+
 def _out_dim(d: Dim, k: int, s: int, p0: int, p1: int, dil: int, ceil: bool = False) -> Dim:
     if not isinstance(d, int):
         return None
@@ -364,6 +389,7 @@ def _taps(node: Node, x: Any, kernel: list[int], pad_value: float) -> list[Any]:
 
 
 @_op("Conv", _conv_shape)
+@_length_as_width
 def conv(node: Node, x: Any, w: Any, b: Any = None) -> Any:
     """2-D grouped convolution (cross-correlation), NCHW: im2col, then one matrix product."""
     if x.ndim != 4:
@@ -397,12 +423,14 @@ def _reduce_taps(taps: list[Any], ufunc: Any) -> Any:
 
 
 @_op("MaxPool", _pool_shape)
+@_length_as_width
 def max_pool(node: Node, x: Any) -> Any:
     """Max over each window; padding never wins."""
     return _reduce_taps(_taps(node, x, list(node.attrs["kernel_shape"]), -np.inf), np.maximum)
 
 
 @_op("AveragePool", _pool_shape)
+@_length_as_width
 def average_pool(node: Node, x: Any) -> Any:
     """Mean over each window; count_include_pad says whether pads count."""
     kernel = list(node.attrs["kernel_shape"])

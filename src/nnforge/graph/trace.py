@@ -141,7 +141,7 @@ def with_shape_hint(exc: ConfigError, shape: Shape) -> ConfigError:
     first Conv2d, say): every error that an unknown size causes while tracing passes here."""
     if all(isinstance(d, int) for d in shape[1:]) or "input_shape=" in str(exc):
         return exc
-    letters = iter("HWD") if len(shape) == 4 else iter("ABCDEFG")
+    letters = iter({4: "HWD", 3: "L"}.get(len(shape), "ABCDEFG"))
     sample = ", ".join(str(d) if isinstance(d, int) else next(letters, "?") for d in shape[1:])
     return type(exc)(f"{exc}; the input shape {tuple(shape)} has unknown sizes: pass "
                      f"input_shape=({sample}{',' * (len(shape) == 2)}), the shape of one "
@@ -236,8 +236,9 @@ def guess_input_shape(model: Module) -> Shape:
         name = type(m).__name__
         if name == "Linear":
             return ("N", int(m.weight.shape[1]))
-        if name == "Conv2d":
-            return ("N", int(m.weight.shape[1]) * int(getattr(m, "groups", 1)), None, None)
+        if name in ("Conv1d", "Conv2d"):
+            return ("N", int(m.weight.shape[1]) * int(getattr(m, "groups", 1))) + \
+                (None,) * (int(m.weight.ndim) - 2)
         if name in ("BatchNorm1d", "BatchNorm2d"):
             return ("N", int(m.num_features)) + ((None, None) if name[-2] == "2" else ())
         # a user's module is looked through: its first child (in definition order) is a guess
@@ -371,6 +372,45 @@ def _adaptive_avg_pool(layer: Module, t: Tracer, path: str, x: str) -> str:
                           f"divide the input can)")
     k = [h // oh, w // ow]
     return t.node("AveragePool", [x], path, kernel_shape=k, strides=k, pads=[0, 0, 0, 0])
+
+
+# -- 1-D layers (nn/conv1d_layers.py): ONNX's 1-D Conv/MaxPool/AveragePool on (N, C, L) ----------
+@lowers("Conv1d")
+def _conv1d(layer: Module, t: Tracer, path: str, x: str) -> str:
+    inputs = [x, t.weight(f"{path}.weight", layer.weight.data)]
+    if layer.bias is not None:
+        inputs.append(t.weight(f"{path}.bias", layer.bias.data))
+    return t.node("Conv", inputs, path, kernel_shape=list(layer.kernel_size),
+                  strides=list(layer.stride), pads=list(layer.pads),
+                  dilations=list(layer.dilation), group=int(layer.groups))
+
+
+@lowers("MaxPool1d", "AvgPool1d")
+def _pool1d(layer: Module, t: Tracer, path: str, x: str) -> str:
+    attrs: dict[str, Any] = {"kernel_shape": [layer.kernel_size], "strides": [layer.stride],
+                             "pads": [layer.padding, layer.padding]}
+    if layer.ceil_mode:
+        attrs["ceil_mode"] = 1
+    if type(layer).__name__ == "MaxPool1d":
+        return t.node("MaxPool", [x], path, **attrs)
+    attrs["count_include_pad"] = int(layer.count_include_pad)
+    return t.node("AveragePool", [x], path, **attrs)
+
+
+@lowers("AdaptiveAvgPool1d")
+def _adaptive_avg_pool1d(layer: Module, t: Tracer, path: str, x: str) -> str:
+    shape, out = t.shapes.get(x), layer.output_size
+    if out == 1:  # any length, known or not
+        return t.node("GlobalAveragePool", [x], path)
+    if shape is None or len(shape) != 3 or not isinstance(shape[2], int):
+        raise ConfigError(f"{path}: AdaptiveAvgPool1d({out}) needs an input of shape (N, C, L) "
+                          f"with known L to be traced, found {shape}")
+    if shape[2] % out:
+        raise ConfigError(f"{path}: AdaptiveAvgPool1d from length {shape[2]} to {out} has "
+                          f"windows of different sizes, which ONNX pooling cannot express "
+                          f"(sizes that divide the input can)")
+    k = shape[2] // out
+    return t.node("AveragePool", [x], path, kernel_shape=[k], strides=[k], pads=[0, 0])
 
 
 @lowers("BatchNorm1d", "BatchNorm2d")

@@ -148,8 +148,10 @@ class MaxPool2d(_Pool2d):
 class AvgPool2d(_Pool2d):
     """Mean over kernel_size windows; count_include_pad counts padded zeros in the divisor."""
 
+    # torch's order: ceil_mode before count_include_pad, so a ported positional call means
+    # the same thing here
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
-                 count_include_pad: bool = True, ceil_mode: bool = False) -> None:
+                 ceil_mode: bool = False, count_include_pad: bool = True) -> None:
         super().__init__(kernel_size, stride, padding, ceil_mode)
         self.count_include_pad = check_bool(self, "count_include_pad", count_include_pad)
 

@@ -429,3 +429,56 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 
     if bias is None:
         return Conv.apply(x, weight, **attrs)
     return Conv.apply(x, weight, bias, **attrs)
+
+
+# -- 1-D: the 2-D op on (N, C, 1, L), whose reshapes are views ------------------------------
+def single(value: Any, name: str, minimum: int = 1) -> int:
+    """Normalise an int or a one-int tuple/list (PyTorch's 1-D layers take both)."""
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise ConfigError(f"{name} must be an int or a tuple of one int, found {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, found {value!r}")
+    return int(value)
+
+
+def pads_1d(padding: Any, kernel: int, dilation: int, stride: int) -> tuple[int, int]:
+    """(left, right) zeros of a 1-D convolution's padding: an int, "valid", or "same" (stride 1
+    only, as in PyTorch; an odd total puts the extra zero on the right)."""
+    if not isinstance(padding, str):
+        p = single(padding, "padding", minimum=0)
+        return p, p
+    if padding == "valid":
+        return 0, 0
+    if padding != "same":
+        raise ConfigError(f"Conv1d: padding must be 'same', 'valid' or an int, found "
+                          f"{padding!r:.60}")
+    if stride != 1:
+        raise ConfigError(f"Conv1d: padding='same' needs stride 1 (as in PyTorch), found "
+                          f"stride={stride}; give the padding as a number instead")
+    total = dilation * (kernel - 1)
+    return total // 2, total - total // 2
+
+
+def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
+           padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Tensor:
+    """1-D convolution of an (N, C, L) tensor with an (O, C/groups, k) weight (padding: an int,
+    "same" or "valid"); computed by the 2-D op on H = 1, so speed and gradients are shared."""
+    if x.ndim != 3 or weight.ndim != 3 or x.shape[1] != weight.shape[1] * groups:
+        raise ShapeError(f"Conv1d expected input (batch, {weight.shape[1] * groups}, length) and "
+                         f"weight (out, in/groups, k), found input {tuple(x.shape)} and weight "
+                         f"{tuple(weight.shape)}")
+    n, c, length = x.shape
+    o, cg, k = weight.shape
+    s, d = single(stride, "stride"), single(dilation, "dilation")
+    left, right = pads_1d(padding, k, d, s)
+    if length + left + right < d * (k - 1) + 1:
+        raise ShapeError(f"Conv1d with kernel {k} (dilation {d}, padding {left + right} in all) "
+                         f"expected an input length of at least {d * (k - 1) + 1 - left - right},"
+                         f" found {length} (input shape {tuple(x.shape)})")
+    x4 = x.reshape(n, c, 1, length)
+    if right != left:  # the odd zero of "same" first, then symmetric pads in the op
+        x4 = PadEnd.apply(x4, right=right - left)
+    y = conv2d(x4, weight.reshape(o, cg, 1, k), bias, (1, s), (0, left), (1, d), groups)
+    return y.reshape(n, o, y.shape[3])

@@ -17,7 +17,7 @@ from .. import backend
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError
-from .conv import pair
+from .conv import pair, single
 
 
 def pooled_size(size: int, k: int, s: int, p0: int, p1: int, dil: int = 1,
@@ -274,3 +274,37 @@ def avg_pool2d(x: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0
 def global_avg_pool2d(x: Tensor) -> Tensor:
     """Mean over H and W, keeping them as size-1 axes: (N, C, 1, 1)."""
     return GlobalAveragePool.apply(x)
+
+
+# -- 1-D: the 2-D ops on (N, C, 1, L), whose reshapes are views ------------------------------
+def _pool1d(what: str, x: Tensor, kernel_size: Any, stride: Any, padding: Any, ceil_mode: bool,
+            pool: Any) -> Tensor:
+    """pool(x4, kernel, stride, padding) on the H = 1 view of (N, C, L) x, back as (N, C, L')."""
+    k = single(kernel_size, "kernel_size")
+    s = k if stride is None else single(stride, "stride")
+    p = single(padding, "padding", minimum=0)
+    if p > k // 2:
+        raise ConfigError(f"{what}: padding must be at most half the kernel size {k}, found {p}")
+    if x.ndim != 3:
+        raise ShapeError(f"{what} expected input of shape (batch, channels, length), found "
+                         f"{tuple(x.shape)}")
+    n, c, length = x.shape
+    if pooled_size(length, k, s, p, p, ceil=ceil_mode) < 1:
+        raise ShapeError(f"{what} with kernel {k} and padding {p} expected an input length of "
+                         f"at least {k - 2 * p}, found {length} (input shape {tuple(x.shape)})")
+    y = pool(x.reshape(n, c, 1, length), (1, k), (1, s), (0, p))
+    return y.reshape(n, c, y.shape[3])
+
+
+def max_pool1d(x: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0,
+               ceil_mode: bool = False) -> Tensor:
+    """Max pooling of (N, C, L) over kernel_size windows (stride defaults to kernel_size)."""
+    return _pool1d("MaxPool1d", x, kernel_size, stride, padding, ceil_mode,
+                   lambda x4, k, s, p: max_pool2d(x4, k, s, p, ceil_mode))
+
+
+def avg_pool1d(x: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0,
+               count_include_pad: bool = True, ceil_mode: bool = False) -> Tensor:
+    """Average pooling of (N, C, L) over kernel_size windows (stride defaults to kernel_size)."""
+    return _pool1d("AvgPool1d", x, kernel_size, stride, padding, ceil_mode,
+                   lambda x4, k, s, p: avg_pool2d(x4, k, s, p, count_include_pad, ceil_mode))

@@ -30,8 +30,8 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..backend import blas_small_gemm_mnk
 from ..graph.ir import Node
-from ..graph.ops import conv_geometry, fused_pool_node
-from .kernels import MONOTONE, Ctx, Feed, Step, activation_step, kernel
+from ..graph.ops import conv_geometry, fused_pool_node, lift_1d_node
+from .kernels import MONOTONE, Ctx, Feed, Step, activation_step, kernel, unit_height
 from .parallel import BLAS_THREADED_MNK, SERIAL_BLAS, run_parts
 
 #: elements the plan allocates after every buffer, so wide views may read a little past the end
@@ -50,6 +50,8 @@ BLOCK_BYTES = 1024 * 1024
 @kernel("Conv", "FusedConv")
 def _conv(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     x, w, y = ins[0], ins[1], outs[0]
+    if w.ndim == 3:  # 1-D: the 2-D kernel on H = 1, through views of the same buffers
+        node, x, w, y = lift_1d_node(node), unit_height(x), w[:, :, None], unit_height(y)
     b = ins[2] if len(ins) > 2 and ins[2] is not None else None
     g = conv_geometry(node)
     groups = int(node.attrs.get("group", 1))

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..graph.ir import Node
-from ..graph.ops import average_pool_divisor, conv_geometry
+from ..graph.ops import average_pool_divisor, conv_geometry, lift_1d_node
 from ..graph.ops_onnx import SELU_ALPHA, SELU_GAMMA
 from ..ops.activation import erf_array, gelu_cdf, relu_floor
 from .parallel import BLAS_THREADED_MNK, SERIAL_BLAS, run_parts
@@ -532,18 +532,31 @@ def pool_reducer(x: np.ndarray, y: np.ndarray, node: Node, ctx: Ctx, pad_value: 
     return run
 
 
+def unit_height(a: Any) -> Any:
+    """(N, C, L) as the (N, C, 1, L) view a 2-D kernel takes (a Feed is reshaped when read)."""
+    if isinstance(a, Feed):
+        n, c, length = a.shape
+        return a.view((n, c, 1, length))
+    return a[:, :, None]
+
+
 @kernel("MaxPool")
 def _max_pool(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     if len(outs) > 1 and outs[1] is not None:
         raise ConfigError(f"MaxPool {node.name}: the Indices output is not supported; expected "
                           f"one output")
-    run = pool_reducer(ins[0], outs[0], node, ctx, -np.inf, maximum)
+    x, y = ins[0], outs[0]
+    if len(x.shape) == 3:  # 1-D: the 2-D pool on H = 1, through views of the same buffers
+        node, x, y = lift_1d_node(node), unit_height(x), unit_height(y)
+    run = pool_reducer(x, y, node, ctx, -np.inf, maximum)
     return lambda feeds: run()
 
 
 @kernel("AveragePool")
 def _average_pool(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     x, y = ins[0], outs[0]
+    if len(x.shape) == 3:
+        node, x, y = lift_1d_node(node), unit_height(x), unit_height(y)
     run = pool_reducer(x, y, node, ctx, 0.0, add)
     # each window's divisor: its taps on the input (and on the padding, with
     # count_include_pad), one number when all windows have the same
