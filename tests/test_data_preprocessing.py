@@ -167,7 +167,8 @@ def test_pipeline_and_list_config():
 
 
 @pytest.mark.parametrize("cfg,match", [
-    ({"type": "pca"}, r"type in \['label', 'minmax', 'one_hot', 'standardize'\], found 'pca'"),
+    ({"type": "pca"}, r"type in \['impute', 'label', 'minmax', 'one_hot', 'standardize'\], "
+                      r"found 'pca'"),
     ({"mean": [0]}, "found None"),
     ("standardize", "config dict or list, found str"),
     ({"type": "standardize", "mean": [0, 1]}, "expected key 'scale'"),

@@ -89,7 +89,8 @@ def test_iter_csv_is_lazy(tmp_path):
 @pytest.mark.parametrize("text,match", [
     ("a,b,c\n1,2,3\n4,abc,6\n", r"bad.csv, line 3, column 2 \('b'\): expected a number, "
                                 r"found 'abc'"),
-    ("a,b,c\n1,2,3\n4,,6\n", r"line 3, column 2 \('b'\): expected a number, found ''"),
+    ("a,b,c\n1,2,3\n4,,6\n", r"line 3, column 2 \('b'\): expected a number, found an empty "
+                             r"cell \(read_csv\(missing='nan'\) reads missing values as NaN\)"),
     ("a,b,c\n1,2,3\n4,5\n", r"line 3: expected 3 columns, found 2"),
     ("a,b,c\n1,2,3\n4,5,6,7\n", r"line 3: expected 3 columns, found 4"),
     ("a,b,c\n1,2\n3,4\n", r"line 2: expected 3 columns, found 2"),  # every row short

@@ -7,8 +7,13 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from ..data.tabular import _is_number
+from ..data.tabular import MissingValueError, _is_missing, _is_number
 from ..errors import DataError
+
+#: what --fill-missing takes, for messages
+FILL_MISSING_HINT = "--fill-missing mean|median|most_frequent|zero"
+#: why predict and evaluate refuse an empty cell
+NOT_FILLED = "this model was trained without --fill-missing"
 
 
 def csv_delimiter(path: str) -> str | None:
@@ -89,7 +94,7 @@ def plan_csv(path: str, manifest: dict[str, Any], n_features: int | None,
         raise DataError(f"{path}: expected columns {names}, found {rest} ({why})")
     if not given and n_features is not None and ncols == n_features + 1 and first is not None:
         # one text column too many is most likely the label the user forgot to name
-        text = [j for j, c in enumerate(first) if not _is_number(c)]
+        text = [j for j, c in enumerate(first) if not _is_number(c) and not _is_missing(c)]
         if len(text) == 1 and text[0] != label:
             j = text[0]
             ref = repr(header[j]) if header else f"column {j} (0-based)"
@@ -100,3 +105,16 @@ def plan_csv(path: str, manifest: dict[str, Any], n_features: int | None,
 def _label_hint(path: str, ncols: int, n_features: int, ref: str, flag: str) -> DataError:
     return DataError(f"{path} has {ncols} columns, the model takes {n_features} features: "
                      f"is {ref} the label? pass --label-column {shlex.quote(flag)}")
+
+
+def imputes(manifest: dict[str, Any]) -> bool:
+    """Whether the model's stored preprocessing starts by filling in missing values (NaN)."""
+    pre = manifest.get("preprocessing")
+    first = pre[0] if isinstance(pre, list) and pre else pre
+    return isinstance(first, dict) and first.get("type") == "impute"
+
+
+def missing_cell_error(exc: MissingValueError, advice: str) -> DataError:
+    """A reader's missing-cell error in the commands' words: where, what, and what to do."""
+    what = "empty" if not exc.cell.strip() else f"missing ({exc.cell.strip()!r})"
+    return DataError(f"{exc.where} is {what}; {advice}")

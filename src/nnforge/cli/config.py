@@ -26,6 +26,8 @@ TASK_CHOICES = ("auto", "multiclass", "binary", "multilabel", "regression")
 MODEL_CHOICES = ("mlp", "cnn")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+#: --fill-missing: an Imputer strategy, "zero" for the constant 0
+FILL_MISSING = ("mean", "median", "most_frequent", "zero")
 #: The built-in model's settings, which a full `architecture` replaces.
 PRESET_KEYS = ("model", "hidden", "activation", "dropout")
 #: Optimizer settings that only some optimizers take (lr and weight_decay: all of them).
@@ -39,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     # weight_decay None: the optimizer's own default (AdamW decays by 0.01, the others not)
     "optimizer": "adam", "lr": 1e-3, "weight_decay": None, "momentum": None,
     "epochs": 20, "batch_size": 32, "seed": 0, "validation_split": 0.1,
-    "early_stopping": 0, "standardize": True, "test_size": 0.2,
+    "early_stopping": 0, "standardize": True, "fill_missing": None, "test_size": 0.2,
     "output": None, "report": None, "quiet": False,
 }
 
@@ -82,8 +84,8 @@ CONVERTERS: dict[str, Callable[[str], Any]] = {
     "optimizer": _choice(OPTIMIZERS), "lr": positive_float, "weight_decay": nonnegative_float,
     "momentum": nonnegative_float, "epochs": positive_int, "batch_size": positive_int,
     "seed": seed_int, "validation_split": fraction, "early_stopping": nonnegative_int,
-    "standardize": _bool, "test_size": fraction, "output": _text, "report": _text,
-    "quiet": _bool,
+    "standardize": _bool, "fill_missing": _choice(FILL_MISSING), "test_size": fraction,
+    "output": _text, "report": _text, "quiet": _bool,
 }
 
 

@@ -51,8 +51,9 @@ def check_label_column(dataset: str | None, label_column: int | str | None) -> N
 
 
 def load_labeled(dataset: str | None, data: str | None, label_column: int | str | None,
-                 columns: list[str] | None = None) -> LabeledData:
-    """Load a bundled set or a labeled .csv/.npz file (columns: CSV features by name)."""
+                 columns: list[str] | None = None, missing: str = "error") -> LabeledData:
+    """Load a bundled set or a labeled .csv/.npz file (columns: CSV features by name;
+    missing: "nan" reads empty feature cells as NaN, see read_csv)."""
     from ..data import load_dataset, read_csv, read_npz  # noqa: PLC0415
 
     if dataset is not None:
@@ -67,8 +68,10 @@ def load_labeled(dataset: str | None, data: str | None, label_column: int | str 
     if suffix in (".csv", ".tsv", ".txt"):
         delimiter = "\t" if suffix == ".tsv" else ","
         label = -1 if label_column is None else label_column
-        x, y = read_csv(path, label_column=label, delimiter=delimiter, columns=columns)
+        x, y = read_csv(path, label_column=label, delimiter=delimiter, columns=columns,
+                        missing=missing)
         assert y is not None
+        _check_labels_present(y, path)
         return LabeledData(x, y, path.stem, None, None, *_csv_names(path, delimiter, label,
                                                                     columns))
     elif suffix == ".npz":
@@ -82,6 +85,16 @@ def load_labeled(dataset: str | None, data: str | None, label_column: int | str 
         raise DataError(f"expected a .csv, .tsv or .npz data file, found {path.name!r}")
     assert y is not None
     return LabeledData(x, y, path.stem)
+
+
+def _check_labels_present(y: np.ndarray, path: Path) -> None:
+    """An empty label cell is a missing target, not a class named '': refuse it."""
+    if y.dtype.kind == "U":
+        empty = np.flatnonzero(y == "")
+        if len(empty):
+            raise DataError(f"{path}: expected a label in every row, found an empty label cell "
+                            f"in data row {int(empty[0]) + 1} (missing values are filled in "
+                            f"feature columns only)")
 
 
 def _csv_names(path: Path, delimiter: str, label_column: int | str,

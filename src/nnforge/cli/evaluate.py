@@ -55,9 +55,15 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate the model."""
-    from ..data import train_test_split  # noqa: PLC0415
+    from ..data import MissingValueError, train_test_split  # noqa: PLC0415
     from ..runtime import InferenceSession  # noqa: PLC0415
-    from .columns import feature_count, plan_csv  # noqa: PLC0415
+    from .columns import (  # noqa: PLC0415
+        NOT_FILLED,
+        feature_count,
+        imputes,
+        missing_cell_error,
+        plan_csv,
+    )
     from .dataio import load_labeled, targets_for_model  # noqa: PLC0415
     from .predict import _conform, prediction_columns  # noqa: PLC0415
     from .scoring import compute_metrics, confusion, print_confusion, print_metrics  # noqa: PLC0415
@@ -79,7 +85,11 @@ def run(args: argparse.Namespace) -> int:
     if args.data is not None:  # a CSV header is matched to the model's feature names
         columns, label_column = plan_csv(args.data, manifest, feature_count(shape),
                                          args.label_column, labeled=True)
-    data = load_labeled(args.dataset, args.data, label_column, columns)
+    missing = "nan" if imputes(manifest) else "error"  # a model that fills them takes gaps
+    try:
+        data = load_labeled(args.dataset, args.data, label_column, columns, missing)
+    except MissingValueError as exc:
+        raise missing_cell_error(exc, NOT_FILLED) from None
     y = targets_for_model(data.y, task, labels, int(out_shape[-1]) if len(out_shape) > 1 else 1)
     x = _conform(data.x, shape, args.dataset or args.data)
     if args.test_size:

@@ -149,12 +149,25 @@ def _names_text(names: Any) -> str:
                                               if len(names) > 12 else "")
 
 
+def _step_text(step: Any) -> str:
+    """A preprocessing step's type; an imputer's also says how it fills missing values."""
+    if not isinstance(step, dict):
+        return "?"
+    kind = str(step.get("type", "?"))
+    if kind == "impute":
+        how = step.get("strategy")
+        if how == "constant":
+            how = f"constant {step.get('fill_value')}"
+        return f"impute ({how})"
+    return kind
+
+
 def _print_manifest(path: str, m: dict[str, Any], totals: dict[str, int]) -> None:
     labels = m.get("labels")
     label_text = _names_text(labels)
     pre = m.get("preprocessing")
     pre_text = "-" if not pre else ", ".join(
-        str(p.get("type", "?")) for p in (pre if isinstance(pre, list) else [pre]))
+        _step_text(p) for p in (pre if isinstance(pre, list) else [pre]))
     fmt = f"{m.get('format')} v{m.get('format_version')} (nnforge {m.get('library_version')})"
     if m.get("format") == "onnx":  # an .onnx file read directly has no .nnf version fields
         onnx_meta = m.get("onnx") or {}

@@ -165,12 +165,13 @@ def _npy_rows(path: str) -> np.ndarray:
 
 
 def iter_input(path: str, batch: int, label_column: int | str | None = None,
-               shape: tuple[int, ...] | None = None, columns: list[str] | None = None
-               ) -> Iterator[np.ndarray]:
+               shape: tuple[int, ...] | None = None, columns: list[str] | None = None,
+               missing: str = "error") -> Iterator[np.ndarray]:
     """Feature chunks of at most `batch` rows from a CSV/TSV, NPY, NPZ or JSON file.
 
     An array of exactly one sample's `shape` (a JSON row, one image) is one sample; columns
-    picks a CSV's feature columns by header name, in that order.
+    picks a CSV's feature columns by header name, in that order; missing="nan" reads a CSV's
+    empty and NA cells as NaN.
     """
     from ..data import iter_csv, read_npz  # noqa: PLC0415
     from ..errors import DataError  # noqa: PLC0415
@@ -178,7 +179,8 @@ def iter_input(path: str, batch: int, label_column: int | str | None = None,
     suffix = Path(path).suffix.lower()
     if suffix in (".csv", ".tsv", ".txt"):
         for x, _ in iter_csv(path, label_column=label_column, chunk_rows=batch,
-                             delimiter="\t" if suffix == ".tsv" else ",", columns=columns):
+                             delimiter="\t" if suffix == ".tsv" else ",", columns=columns,
+                             missing=missing):
             yield x
         return
     if label_column is not None:
@@ -217,17 +219,30 @@ def _conform(x: np.ndarray, shape: tuple[int, ...], path: str) -> np.ndarray:
                      f"{x.shape[1:]}")
 
 
-def _check_finite(x: np.ndarray, path: str, offset: int) -> None:
-    """A DataError naming the sample (counted over the whole file) that holds a NaN or inf."""
+def _check_finite(x: np.ndarray, path: str, offset: int, allow_nan: bool = False) -> None:
+    """A DataError naming the sample (counted over the whole file) that holds a NaN or inf
+    (allow_nan: only inf, for a model that fills in missing values)."""
     from ..errors import DataError  # noqa: PLC0415
 
     if x.dtype.kind == "f" and not np.isfinite(np.add.reduce(x, axis=None)):
         flat = x.reshape(len(x), -1)
-        bad = ~np.isfinite(flat)
+        bad = np.isinf(flat) if allow_nan else ~np.isfinite(flat)
         if bad.any():
             row, col = np.unravel_index(int(np.argmax(bad)), bad.shape)
             raise DataError(f"{path}: expected finite values, found {flat[row, col]} in sample "
                             f"{offset + int(row) + 1}, value {int(col) + 1}")
+
+
+def missing_cells_refused(chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """The chunks; a CSV's empty cell, for a model that does not fill them, is refused in
+    words that say why."""
+    from ..data import MissingValueError  # noqa: PLC0415
+    from .columns import NOT_FILLED, missing_cell_error  # noqa: PLC0415
+
+    try:
+        yield from chunks
+    except MissingValueError as exc:
+        raise missing_cell_error(exc, NOT_FILLED) from None
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -339,7 +354,7 @@ def predict_file(session: Any, path: str, out: IO[str], fmt: str = "csv",
     A CSV header is matched to the model's feature names (columns reordered, its label column
     left out); a file without one is read by position.
     """
-    from .columns import feature_count, plan_csv  # noqa: PLC0415
+    from .columns import feature_count, imputes, plan_csv  # noqa: PLC0415
 
     manifest = session.manifest
     task, labels = manifest.get("task"), manifest.get("labels")
@@ -349,9 +364,11 @@ def predict_file(session: Any, path: str, out: IO[str], fmt: str = "csv",
     writer = _Writer(out, fmt, task, labels)
     started = False
     done = 0
-    for x in iter_input(path, batch, label_column, shape, columns):
+    fills = imputes(manifest if isinstance(manifest, dict) else {})
+    for x in missing_cells_refused(iter_input(path, batch, label_column, shape, columns,
+                                              "nan" if fills else "error")):
         x = _conform(x, shape, path)
-        _check_finite(x, path, done)
+        _check_finite(x, path, done, allow_nan=fills)
         cols = prediction_columns(session.predict(x, batch_size=batch), task)
         if not started:
             writer.header(_width(cols["scores"] if "scores" in cols else cols["values"]))

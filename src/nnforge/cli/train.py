@@ -29,6 +29,7 @@ from .common import (
 from .config import (
     ACTIVATIONS,
     DEFAULTS,
+    FILL_MISSING,
     MODEL_CHOICES,
     OPTIMIZERS,
     TASK_CHOICES,
@@ -43,6 +44,7 @@ EXAMPLES = """\
   nnforge train --dataset digits --model cnn --epochs 15 --report reports/digits
   nnforge train --dataset diabetes --hidden 64 --lr 3e-3 --epochs 100 --early-stopping 10
   nnforge train --data houses.csv --label-column price --task regression
+  nnforge train --data survey.csv --fill-missing median    # empty cells: the column's median
   nnforge train --config train.yaml --epochs 5        # flags override the config file
 
 config file (YAML, which needs PyYAML, or JSON; the same names as the flags, with _ or -;
@@ -95,6 +97,12 @@ def add_parser(sub: Any) -> None:
     d.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
                    help="standardize features (fitted on the training part, stored in the "
                         "model) " + _default("standardize"))
+    d.add_argument("--fill-missing", choices=FILL_MISSING,
+                   help="fill missing feature values (empty or NA cells of a CSV file, NaN) "
+                        "with the column's mean, median or most frequent value in the training "
+                        "part, or zero; stored in the model (predict and evaluate fill them "
+                        "too), applied before standardizing (default: missing values are an "
+                        "error)")
     m = p.add_argument_group("model")
     m.add_argument("--model", choices=MODEL_CHOICES,
                    help="mlp, or cnn: a small CNN for 8x8-like images " + _default("model"))
@@ -175,19 +183,19 @@ def _run(args: argparse.Namespace) -> int:
 
 def _prepare(s: dict[str, Any]) -> dict[str, Any]:
     """Load, pick the task, encode classes, split, standardize."""
-    from ..data import Standardizer, train_test_split  # noqa: PLC0415
-    from ..errors import ConfigError  # noqa: PLC0415
+    from ..data import Pipeline, Standardizer, train_test_split  # noqa: PLC0415
+    from ..errors import ConfigError, DataError  # noqa: PLC0415
+    from .columns import FILL_MISSING_HINT  # noqa: PLC0415
     from .dataio import (  # noqa: PLC0415
         check_classes,
         encode_classes,
         infer_task,
         is_one_hot,
-        load_labeled,
         multilabel_targets,
     )
     from .models import image_shape  # noqa: PLC0415
 
-    data = load_labeled(s["dataset"], s["data"], s["label_column"])
+    data = _load(s)
     x, y = data.x, data.y
     if s["task"] != "multilabel" and is_one_hot(y):
         y = y.argmax(axis=1)  # one 1 per row is one class per sample, not k yes/no labels
@@ -219,17 +227,56 @@ def _prepare(s: dict[str, Any]) -> dict[str, Any]:
             x, y, test_size=s["test_size"], seed=s["seed"], stratify=y if classes else None)
     else:
         x_train, y_train, x_test, y_test = x, y, x[:0], y[:0]
-    scaler = None
-    if s["standardize"]:
-        scaler = Standardizer().fit(x_train)
-        x_train = scaler.transform(x_train)
-        x_test = scaler.transform(x_test) if len(x_test) else x_test
-    # a header's names let evaluate and predict match columns by name, not position
     names = data.feature_names if x.ndim == 2 else None
-    return {"name": data.name, "task": task, "labels": labels, "scaler": scaler,
+    steps: list[Any] = []  # fitted on the training part only, applied to both parts
+    if s["fill_missing"]:
+        steps.append(_fit_imputer(s, x_train, names))
+    elif np.isnan(x).any():
+        row, col = np.argwhere(np.isnan(x.reshape(len(x), -1)))[0]
+        raise DataError(f"{data.name}: sample {row + 1}, feature {col + 1} is missing (NaN); "
+                        f"pass {FILL_MISSING_HINT} to fill missing values")
+    if s["standardize"]:
+        steps.append(Standardizer())
+    for step in steps:
+        x_train = step.transform(x_train) if step.fitted else step.fit_transform(x_train)
+        x_test = step.transform(x_test) if len(x_test) else x_test
+    pre = None if not steps else steps[0] if len(steps) == 1 else Pipeline(steps)
+    # a header's names let evaluate and predict match columns by name, not position
+    return {"name": data.name, "task": task, "labels": labels, "preprocessing": pre,
             "X_train": x_train, "y_train": y_train, "X_test": x_test, "y_test": y_test,
             "sample_shape": tuple(x.shape[1:]), "feature_names": names,
             "label_name": data.label_name if names else None}
+
+
+def _load(s: dict[str, Any]) -> Any:
+    """The labeled data; with --fill-missing a CSV's empty and NA feature cells read as NaN."""
+    from ..data import MissingValueError  # noqa: PLC0415
+    from .columns import FILL_MISSING_HINT, missing_cell_error  # noqa: PLC0415
+    from .dataio import load_labeled  # noqa: PLC0415
+
+    try:
+        return load_labeled(s["dataset"], s["data"], s["label_column"],
+                            missing="nan" if s["fill_missing"] else "error")
+    except MissingValueError as exc:
+        raise missing_cell_error(exc, f"pass {FILL_MISSING_HINT} to fill missing "
+                                      f"values") from None
+
+
+def _fit_imputer(s: dict[str, Any], x_train: np.ndarray, names: list[str] | None) -> Any:
+    """The --fill-missing Imputer, fitted on the training part; says which features it had
+    no value for (filled with 0)."""
+    from ..data import Imputer  # noqa: PLC0415
+
+    how = s["fill_missing"]
+    imputer = Imputer("constant" if how == "zero" else how).fit(x_train)
+    assert imputer.empty_features is not None
+    empty = np.flatnonzero(imputer.empty_features.ravel())
+    if len(empty):
+        shown = [repr(names[j]) if names else str(j + 1) for j in empty[:10]]
+        _say(s, f"note: feature{'s' * (len(empty) > 1)} {', '.join(shown)}"
+                f"{' ...' if len(empty) > 10 else ''} had no value in the training part; "
+                f"filled with 0")
+    return imputer
 
 
 def _loss_name(s: dict[str, Any], task: str) -> str:
@@ -388,7 +435,7 @@ def _save(s: dict[str, Any], prep: dict[str, Any], result: dict[str, Any]) -> No
     if prep["label_name"]:  # predict leaves this column out of a file that still has it
         extra["trained_with"]["label_column"] = prep["label_name"]
     nf.save(result["model"], path, task=prep["task"], labels=prep["labels"],
-            preprocessing=prep["scaler"], metrics=result["test_metrics"] or None,
+            preprocessing=prep["preprocessing"], metrics=result["test_metrics"] or None,
             input_shape=prep["sample_shape"], extra=extra, feature_names=prep["feature_names"])
     result["path"] = path
     print(f"saved {path} ({path.stat().st_size:,} bytes)", flush=True)

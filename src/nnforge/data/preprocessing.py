@@ -7,7 +7,7 @@ from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, DTypeError, ShapeError
+from ..errors import ConfigError, DataError, DTypeError, ShapeError, check_float
 
 #: The closed registry of preprocessing types a saved config may name.
 PREPROCESSORS: dict[str, type[Preprocessor]] = {}
@@ -115,6 +115,8 @@ class _FeatureScaler(Preprocessor):
 
     sample_shape: tuple[int, ...] | None = None
     dtype: np.dtype = np.dtype(np.float32)
+    #: whether fit() takes NaN (missing values): only a step that fills them does
+    fit_allows_nan: ClassVar[bool] = False
 
     @property
     def fitted(self) -> bool:
@@ -131,9 +133,15 @@ class _FeatureScaler(Preprocessor):
                 raise DataError("expected at least one sample to fit on, found 0")
             with np.errstate(over="ignore"):  # beyond the dtype becomes inf, refused below
                 x = x.astype(self.dtype, copy=False)
-            if not np.all(np.isfinite(x)):
+            if self.fit_allows_nan:  # NaN marks a missing value; inf is no value at all
+                if np.any(np.isinf(x)):
+                    raise DataError(f"expected finite feature values (within "
+                                    f"{self.dtype.name}'s range) or NaN for missing ones to "
+                                    f"fit on, found inf")
+            elif not np.all(np.isfinite(x)):
                 raise DataError(f"expected finite feature values (within {self.dtype.name}'s "
-                                f"range) to fit on, found NaN or inf")
+                                f"range) to fit on, found NaN or inf (fill missing values "
+                                f"first, e.g. with an Imputer)")
         elif x.shape[1:] != self.sample_shape:
             self._require_fitted()
             assert self.sample_shape is not None
@@ -272,6 +280,113 @@ class MinMaxScaler(_FeatureScaler):
             raise ConfigError(f"expected data_min <= data_max of one shape, found shapes "
                               f"{dmin.shape} and {dmax.shape}")
         return cls(rng, dtype)._set(dmin, dmax)
+
+
+#: Imputer strategies, as scikit-learn's SimpleImputer names them
+IMPUTE_STRATEGIES = ("mean", "median", "most_frequent", "constant")
+
+
+def _column_statistics(x: np.ndarray, strategy: str) -> np.ndarray:
+    """Per-column statistic of the non-NaN values of a 2-D float64 array (NaN where a column
+    has none)."""
+    missing = np.isnan(x)
+    count = x.shape[0] - missing.sum(axis=0)
+    out = np.full(x.shape[1], np.nan)
+    seen = count > 0
+    if strategy == "mean":
+        out[seen] = np.where(missing, 0.0, x).sum(axis=0)[seen] / count[seen]
+    elif strategy == "median":  # sort puts NaN last: the middle of each column's count values
+        s = np.sort(x, axis=0)
+        cols = np.arange(x.shape[1])[seen]
+        k = count[seen]
+        out[seen] = (s[(k - 1) // 2, cols] + s[k // 2, cols]) / 2
+    else:  # most_frequent: the smallest of the most frequent values, as scikit-learn picks
+        for j in np.flatnonzero(seen):
+            values, counts = np.unique(x[~missing[:, j], j], return_counts=True)
+            out[j] = values[np.argmax(counts)]
+    return out
+
+
+@_register
+class Imputer(_FeatureScaler):
+    """Fill missing values (NaN) per feature with a statistic of the training data.
+
+    strategy: "mean", "median", "most_frequent" (the smallest on ties) or "constant"
+    (fill_value), as scikit-learn's SimpleImputer. A feature with no value in the training
+    data is filled with fill_value (SimpleImputer(keep_empty_features=True) with fill_value
+    0): dropping it, as SimpleImputer does by default, would change the model's input width.
+    Infinities are refused by fit() and left in place by transform().
+    """
+
+    type_name = "impute"
+    fit_allows_nan = True
+
+    def __init__(self, strategy: str = "mean", fill_value: float = 0.0,
+                 dtype: Any = "float32") -> None:
+        if strategy not in IMPUTE_STRATEGIES:
+            raise ConfigError(f"expected strategy one of {list(IMPUTE_STRATEGIES)}, found "
+                              f"{strategy!r:.40}")
+        self.dtype = _scaler_dtype(dtype)
+        self.strategy = strategy
+        self.fill_value = check_float("fill_value", fill_value)
+        with np.errstate(over="ignore"):
+            if not np.isfinite(self.dtype.type(self.fill_value)):
+                raise ConfigError(f"expected fill_value within {self.dtype.name}'s range, "
+                                  f"found {fill_value!r}")
+        self.statistics: np.ndarray | None = None
+        #: after fit(): True for each feature that had no value in the training data
+        self.empty_features: np.ndarray | None = None
+
+    def _set(self, statistics: np.ndarray) -> Imputer:
+        self.statistics = statistics.astype(self.dtype)
+        self.sample_shape = self.statistics.shape
+        return self
+
+    def fit(self, x: Any) -> Imputer:
+        """Learn each feature's fill value from its non-missing training values."""
+        x = self._check(x, fitting=True)
+        flat = x.reshape(len(x), -1).astype(np.float64)
+        if self.strategy == "constant":
+            stats = np.full(flat.shape[1], self.fill_value)
+        else:
+            stats = _column_statistics(flat, self.strategy)
+        empty = np.isnan(flat).all(axis=0)
+        stats[empty] = self.fill_value
+        self.empty_features = empty.reshape(x.shape[1:])
+        return self._set(stats.reshape(x.shape[1:]))
+
+    def transform(self, x: Any) -> np.ndarray:
+        """NaN replaced by the feature's fill value: float32 out (float64 for float64)."""
+        x = self._check(x)
+        missing = np.isnan(x)
+        if not missing.any():
+            return x
+        out = np.array(x, dtype=self.dtype)  # a copy: the caller's array stays as it was
+        np.copyto(out, np.broadcast_to(self.statistics, out.shape), where=missing)
+        return out
+
+    def inverse_transform(self, x: Any) -> np.ndarray:
+        """The values as they are: which of them were filled in is not kept."""
+        return self._check(x)
+
+    def get_config(self) -> dict[str, Any]:
+        self._require_fitted()
+        assert self.statistics is not None
+        return {"type": self.type_name, "strategy": self.strategy,
+                "fill_value": self.fill_value, "statistics": self.statistics.tolist(),
+                **_dtype_entry(self.dtype)}
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> Imputer:
+        dtype = _config_dtype(cfg)
+        strategy = _field(cfg, "strategy", str)
+        fill = _field(cfg, "fill_value", lambda v: check_float("fill_value", v))
+        stats = _field(cfg, "statistics", _floats_as(dtype))
+        imputer = cls(strategy, fill, dtype)
+        if strategy == "constant" and np.any(stats != dtype.type(fill)):
+            raise ConfigError(f"expected 'statistics' all equal to fill_value {fill:g} for "
+                              f"strategy 'constant', found {stats.ravel()[:5].tolist()}")
+        return imputer._set(stats)
 
 
 class _ClassCoder(Preprocessor):

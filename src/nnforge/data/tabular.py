@@ -18,6 +18,21 @@ from ..errors import DataError, ShapeError
 
 #: Rows parsed per np.loadtxt call: large enough to amortise the call, small enough to stream.
 DEFAULT_CHUNK_ROWS = 65536
+#: Feature cells that mean "no value" (after stripping spaces), as spreadsheets, R and pandas
+#: write them. With missing="nan" they read as NaN; "nan"/"NaN" are numbers to float() and
+#: read as NaN in either mode.
+MISSING_MARKERS = frozenset({"", "NA", "N/A", "n/a", "NULL", "null", "None"})
+#: What the readers do with a missing feature cell: refuse it, or read it as NaN.
+MISSING_MODES = ("error", "nan")
+
+
+class MissingValueError(DataError):
+    """A feature cell holds no value (empty, or a MISSING_MARKERS marker) and the reader was
+    not asked to read it as NaN; `where` names the file, line and column, `cell` its text."""
+
+    def __init__(self, message: str, where: str = "", cell: str = "") -> None:
+        super().__init__(message)
+        self.where, self.cell = where, cell
 
 
 def _is_number(cell: str) -> bool:
@@ -26,6 +41,10 @@ def _is_number(cell: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _is_missing(cell: str) -> bool:
+    return cell.strip() in MISSING_MARKERS
 
 
 @dataclass
@@ -39,6 +58,7 @@ class _Layout:
     label: int | None
     string_labels: bool
     features: list[int]  # the feature columns, in the order they are returned
+    missing: str = "error"  # see MISSING_MODES
 
     def column(self, j: int) -> str:
         name = f" ({self.names[j]!r})" if self.names else ""
@@ -130,10 +150,12 @@ def _has_header(first: list[str], second: list[str] | None, header: bool | str) 
     if header == "infer":
         # table header has a non-numeric cell where the data below it is numeric; a file whose
         # only non-numeric cells are string labels has none.
+        # an empty (missing) cell is no name: a first data row with a gap is no header
         if second is None:
-            has_header = not all(_is_number(c) for c in first)
+            has_header = not all(_is_number(c) or _is_missing(c) for c in first)
         else:
-            has_header = any(not _is_number(a) and _is_number(b) for a, b in zip(first, second))
+            has_header = any(not _is_number(a) and not _is_missing(a) and _is_number(b)
+                             for a, b in zip(first, second))
     elif isinstance(header, bool):
         has_header = header
     else:
@@ -178,21 +200,64 @@ def _read_layout(path: str, first: list[str], second: list[str] | None, header: 
 
 
 def _locate_error(lay: _Layout, lines: list[str], nos: list[int], numeric: list[int],
-                  err: Exception | None) -> DataError:
-    """Find the line and column that np.loadtxt tripped on, for a message a person can act on."""
+                  err: Exception | None, missing_ok: bool = False) -> DataError:
+    """Find the line and column that np.loadtxt tripped on, for a message a person can act on.
+
+    A missing feature cell is a MissingValueError (missing_ok: no error at all); a missing
+    label is a plain DataError, since no reader mode fills labels in.
+    """
     for no, row in zip(nos, csv.reader(lines, delimiter=lay.delimiter)):
         if len(row) != lay.ncols:
             return DataError(f"{lay.path}, line {no}: expected {lay.ncols} columns, "
                              f"found {len(row)}")
         for j in numeric:
-            if not _is_number(row[j]):
-                return DataError(f"{lay.path}, line {no}, {lay.column(j)}: expected a number, "
-                                 f"found {row[j]!r}")
+            cell = row[j]
+            if _is_number(cell) or (missing_ok and j != lay.label and _is_missing(cell)):
+                continue
+            where = f"{lay.path}, line {no}, {lay.column(j)}"
+            found = "an empty cell" if not cell.strip() else repr(cell)
+            if j == lay.label or not _is_missing(cell):
+                return DataError(f"{where}: expected a number, found {found}")
+            return MissingValueError(f"{where}: expected a number, found {found} (read_csv("
+                                     f"missing='nan') reads missing values as NaN)", where, cell)
     return DataError(f"{lay.path}, lines {nos[0]}-{nos[-1]}: expected numeric CSV, found: {err}")
+
+
+def _parse_missing(lay: _Layout, lines: list[str], nos: list[int]
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+    """A chunk with missing feature cells, read as NaN (slower than loadtxt: only chunks that
+    need it come here)."""
+    rows = list(csv.reader(lines, delimiter=lay.delimiter))
+    if any(len(r) != lay.ncols for r in rows):
+        raise _locate_error(lay, lines, nos, [], None)
+    cells = np.array([["nan" if r[j].strip() in MISSING_MARKERS else r[j] for j in lay.features]
+                      for r in rows], dtype=str)
+    numeric = lay.features + ([] if lay.string_labels or lay.label is None else [lay.label])
+    try:
+        with np.errstate(over="ignore"):  # beyond float32 is inf, as np.loadtxt reads it
+            x = cells.astype(np.float32)
+            y: np.ndarray | None = None
+            if lay.label is not None:
+                y = np.array([r[lay.label].strip() for r in rows])
+                if not lay.string_labels:
+                    y = y.astype(np.float32)
+    except ValueError as e:
+        raise _locate_error(lay, lines, nos, numeric, e, missing_ok=True) from None
+    return x.reshape(len(rows), len(lay.features)), y
 
 
 def _parse_chunk(lay: _Layout, lines: list[str], nos: list[int]
                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        return _parse_numeric(lay, lines, nos)
+    except MissingValueError:
+        if lay.missing != "nan":
+            raise
+        return _parse_missing(lay, lines, nos)
+
+
+def _parse_numeric(lay: _Layout, lines: list[str], nos: list[int]
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
     features = lay.features
     # every other column but the label, in file order: one loadtxt call parses the table
     natural = features == [j for j in range(lay.ncols) if j != lay.label]
@@ -232,13 +297,19 @@ def _parse_chunk(lay: _Layout, lines: list[str], nos: list[int]
 
 def iter_csv(path: str | Path, label_column: int | str | None = None,
              header: bool | str = "infer", delimiter: str = ",",
-             chunk_rows: int = DEFAULT_CHUNK_ROWS, columns: Sequence[str] | None = None
-             ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+             chunk_rows: int = DEFAULT_CHUNK_ROWS, columns: Sequence[str] | None = None,
+             missing: str = "error") -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Stream a CSV file as (X, y) chunks of at most chunk_rows rows (y float32, str or None).
 
     columns: the feature columns by header name, in the order X gets them (other columns are
-    left out); None takes every column but the label, in file order.
+    left out); None takes every column but the label, in file order. missing: "error" refuses
+    a feature cell that is empty or a MISSING_MARKERS marker (NA, N/A, NULL, ...) with a
+    MissingValueError naming its line and column; "nan" reads it as NaN (a label cell is
+    never filled in).
     """
+    if missing not in MISSING_MODES:
+        raise DataError(f"expected missing to be one of {list(MISSING_MODES)}, found "
+                        f"{missing!r:.40}")
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) \
             or chunk_rows < 1:
         raise DataError(f"expected chunk_rows to be an integer >= 1, found {chunk_rows!r}")
@@ -256,6 +327,7 @@ def iter_csv(path: str | Path, label_column: int | str | None = None,
             second = _split(head[1][1], delimiter) if len(head) > 1 else None
             lay = _read_layout(str(path), first, second, header, delimiter, label_column,
                                columns)
+            lay.missing = missing
             pending = head[1:] if lay.names is not None else head
             rows = itertools.chain(pending, numbered)
             while True:
@@ -294,12 +366,15 @@ def csv_header(path: str | Path, header: bool | str = "infer", delimiter: str = 
 
 def read_csv(path: str | Path, label_column: int | str | None = None,
              header: bool | str = "infer", delimiter: str = ",",
-             columns: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+             columns: Sequence[str] | None = None, missing: str = "error"
+             ) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a numeric CSV file: X float32; y int64 if every label is integral, else float32/str.
 
-    columns: as for iter_csv, the feature columns by header name.
+    columns, missing: as for iter_csv (the feature columns by header name; "nan" reads empty
+    and NA-like feature cells as NaN, "error" refuses them).
     """
-    parts = list(iter_csv(path, label_column, header, delimiter, columns=columns))
+    parts = list(iter_csv(path, label_column, header, delimiter, columns=columns,
+                          missing=missing))
     if not parts:
         raise DataError(f"{path}: expected at least one data row, found none")
     x = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])

@@ -4,6 +4,10 @@ A `.nnf` file is a zip of stored entries: ``manifest.json`` (format version, lib
 task, labels, input/output specs (an input may name its feature columns: "names", optional
 within format 1), preprocessing, metrics, parameter count and the sha256 of every other
 entry), ``architecture.json`` (``Module.to_architecture()``) and ``weights.safetensors``.
+Preprocessing is one step's config or a list of them applied in order (format 1 has both; an
+"impute" step, which fills missing values, is one more step type, so a file without one reads
+as before): steps of registered types are rebuilt and checked when the manifest is read,
+others (a user's own dicts) are kept as they are.
 Loading rebuilds layers only from ``nnforge.nn.LAYER_REGISTRY``: no pickle, no eval, no import
 of names found in the file.
 """
@@ -35,7 +39,7 @@ FORMAT_VERSION = 1
 TASKS = ("multiclass", "binary", "multilabel", "regression")
 MANIFEST, ARCHITECTURE, WEIGHTS = "manifest.json", "architecture.json", "weights.safetensors"
 #: preprocessing types whose config may say "dtype" (their parameters and outputs)
-FLOAT_SCALERS = ("standardize", "minmax")
+FLOAT_SCALERS = ("standardize", "minmax", "impute")
 MAX_JSON_BYTES = 64 * 2**20  # JSON entries are metadata; anything larger is not ours
 MAX_SAMPLE_ELEMENTS = 2**31  # per input/output sample; 8 GiB of float32
 THREADED_HASH_BYTES = 4 * 2**20  # below this a second thread costs more than it saves
@@ -365,6 +369,7 @@ def _check_manifest(m: Any, p: str) -> dict[str, Any]:
             raise ModelFileError(f"manifest of '{p}': input 'names': {exc}") from None
     if not isinstance(m.get("preprocessing"), (dict, list, type(None))):
         raise bad("preprocessing", "an object, a list or null")
+    _check_stored_preprocessing(m["preprocessing"], p)
     for field in ("extra", "metrics"):  # readers (nnforge info, the server) look inside them
         if not isinstance(m.get(field), (dict, type(None))):
             raise bad(field, "an object or null")
@@ -381,6 +386,31 @@ def _check_manifest(m: Any, p: str) -> dict[str, Any]:
         except ConfigError as exc:
             raise ModelFileError(f"manifest of '{p}': {exc}") from None
     return m
+
+
+def _check_stored_preprocessing(config: Any, p: str) -> None:
+    """ModelFileError for a damaged step of a registered type: predict would apply it.
+
+    Steps of other types (a user's own dicts, which save() keeps) are left to their readers.
+    """
+    from ..data.preprocessing import PREPROCESSORS, preprocessing_from_config  # noqa: PLC0415
+
+    steps, pending = [], [config]
+    while pending:  # flattened without recursion: a damaged file may nest lists deeply
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(reversed(item))
+        elif isinstance(item, dict):
+            steps.append(item)
+    for i, cfg in enumerate(steps):
+        kind = cfg.get("type")
+        if not isinstance(kind, str) or kind not in PREPROCESSORS:
+            continue
+        try:
+            preprocessing_from_config(cfg)
+        except (NNForgeError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"manifest of '{p}': preprocessing step {i + 1} ({kind!r}) is "
+                                 f"damaged: {exc}") from None
 
 
 def _spec_shape(shape: Any) -> bool:

@@ -53,7 +53,8 @@ class InferenceSession:
     shape, for a Module whose first layer does not imply it; for a Module whose forward takes
     several arrays, a list of shapes, one per argument (inputs named input_0, input_1, ...).
     `task`, `labels`, `threshold`: post-processing for `predict` (default: the model file's
-    manifest). `check_finite`: reject NaN/Inf inputs with a DataError. `threads`: how many
+    manifest). `check_finite`: reject NaN/Inf inputs with a DataError (in `predict`, a model
+    whose stored preprocessing starts with an Imputer fills NaN in first). `threads`: how many
     threads one call may use (default: every CPU); kernels split big products and convolutions
     over them, and BLAS runs serially inside such calls so that its threads do not compete with
     ours. The session is safe to call from many threads at once either way.
@@ -109,10 +110,9 @@ class InferenceSession:
         self._post = PostProcessor(self.task, None if label_list is None else list(label_list),
                                    self._final_op(), threshold)
         pre = self.manifest.get("preprocessing")
-        self._pre = None
+        self._pre = self._impute = None
         if pre:
-            from ..data.preprocessing import preprocessing_from_config  # noqa: PLC0415
-            self._pre = preprocessing_from_config(pre)
+            self._impute, self._pre = _split_imputer(pre)
 
     # -- shapes ------------------------------------------------------------------------------
     @property
@@ -264,6 +264,8 @@ class InferenceSession:
         pred: Prediction | None = None
         for start in range(0, n, batch_size):
             chunk = arr[start:start + batch_size]
+            if self._impute is not None:  # NaN is a missing value it fills; inf stays refused
+                chunk = self._impute.transform(chunk)
             if self.check_finite:  # here, so the error names the row in x (not in the chunk)
                 check_finite(chunk, offset=start)
             if self._pre is not None:
@@ -352,6 +354,22 @@ def _trace(model: Module, manifest: dict[str, Any], input_shape: Any) -> Graph:
     if full_shape is None and getattr(model, "input_shape", None) is not None:
         full_shape = (None, *model.input_shape)
     return trace(model, full_shape, input_name=spec.get("name", "input"))
+
+
+def _split_imputer(config: Any) -> tuple[Any, Any]:
+    """(the leading Imputer steps, the other steps) of a stored preprocessing config, each
+    None when empty: predict fills missing values before it checks for non-finite ones."""
+    from ..data.preprocessing import Imputer, Pipeline, preprocessing_from_config  # noqa: PLC0415
+
+    pre = preprocessing_from_config(config)
+    steps = list(pre) if isinstance(pre, Pipeline) else [pre]
+    k = 0
+    while k < len(steps) and isinstance(steps[k], Imputer):
+        k += 1
+
+    def chain(part: list[Any]) -> Any:
+        return None if not part else part[0] if len(part) == 1 else Pipeline(part)
+    return chain(steps[:k]), chain(steps[k:])
 
 
 def _load(path_or_model: Any) -> Module | Graph:
