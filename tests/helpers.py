@@ -18,6 +18,35 @@ def eager(model: nn.Module, x: np.ndarray) -> np.ndarray:
         return model(x).data
 
 
+def assert_close(got: np.ndarray, expected: np.ndarray, rtol: float) -> None:
+    """Equal to rtol, relative to each value or to the output's scale (float32 sums)."""
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=rtol,
+                               atol=rtol * max(1.0, float(np.abs(expected).max())))
+
+
+def check_everywhere(model: nn.Module, sample: tuple[int, ...], tmp_path: Any,
+                     input_shape: tuple[int, ...] | None = None) -> None:
+    """Sessions at every level (one trace each) and ONNX Runtime equal the eager forward at
+    batch sizes 1, 3 and 17."""
+    import onnxruntime as ort  # noqa: PLC0415 - only the tests that export pay for it
+
+    from nnforge.onnx import export  # noqa: PLC0415
+
+    rng = np.random.default_rng(7)
+    xs = [rng.standard_normal((n, *sample)).astype(np.float32) for n in (1, 3, 17)]
+    for level in ("none", "basic", "all"):
+        session = nf.InferenceSession(model, optimization=level, input_shape=input_shape)
+        for x in xs:
+            assert_close(session.run(x), eager(model, x), 1e-6)
+    path = tmp_path / "model.onnx"
+    export(model, path, input_shape=input_shape)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for x in xs:
+        got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        assert_close(got, eager(model, x).astype(got.dtype), 1e-5)
+
+
 def stats_bn(cls: type, c: int, rng: np.random.Generator) -> nn.Module:
     """A batch-norm layer with non-trivial running statistics and affine parameters."""
     bn = cls(c, eps=1e-3)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
-from helpers import eager
+from helpers import assert_close, check_everywhere, eager
 
 import nnforge as nf
 from nnforge import nn
@@ -22,31 +22,6 @@ from nnforge.runtime.cupy_plan import CupyPlan
 
 F32 = np.float32
 LEVELS = ("none", "basic", "all")
-
-
-def assert_close(got: np.ndarray, expected: np.ndarray, rtol: float) -> None:
-    """Equal to rtol, relative to each value or to the output's scale (float32 sums)."""
-    assert got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, rtol=rtol,
-                               atol=rtol * max(1.0, float(np.abs(expected).max())))
-
-
-
-def check_everywhere(model: nn.Module, sample: tuple[int, ...], tmp_path: Any,
-                     input_shape: tuple[int, ...] | None = None) -> None:
-    """Sessions at every level (one trace each) and ONNX Runtime equal the eager forward."""
-    rng = np.random.default_rng(7)
-    xs = [rng.standard_normal((n, *sample)).astype(F32) for n in (1, 3, 17)]
-    for level in LEVELS:
-        session = InferenceSession(model, optimization=level, input_shape=input_shape)
-        for x in xs:
-            assert_close(session.run(x), eager(model, x), 1e-6)
-    path = tmp_path / "model.onnx"
-    export(model, path, input_shape=input_shape)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for x in xs:
-        got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-        assert_close(got, eager(model, x).astype(got.dtype), 1e-5)
 
 
 class ResidualMLP(nn.Module):

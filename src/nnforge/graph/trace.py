@@ -1,13 +1,14 @@
 """Tracing: turn an `nn.Module` into the graph IR with inference (eval-mode) semantics.
 
-Each layer type is lowered to ONNX ops in exactly one place, the `LOWERINGS` table below.
-Containers (`Sequential`) are walked. A module with no lowering (a user's `Module` subclass
-with its own `forward`, or a Sequential holding one) is traced op by op instead: its forward
-runs on tracing tensors and every op it applies is recorded, while children that have a
-lowering are still lowered as layers (see `graph/trace_ops.py`). As with torch.jit.trace,
-Python control flow in such a forward is evaluated once, at trace time: the graph keeps the
-branch taken then. Weights are copied, so training the model afterwards does not change a
-traced graph.
+Each layer type is lowered to ONNX ops in exactly one place: the `LOWERINGS` table below, or,
+for a layer that applies one op (SiLU, LayerNorm, Conv1d, the pools), that op's own `lower`,
+which the layer names with `traced_op()`. Containers (`Sequential`) are walked. A module
+with no lowering (a user's `Module` subclass with its own `forward`, or a Sequential holding
+one) is traced op by op instead: its forward runs on tracing tensors and every op it applies
+is recorded, while children that have a lowering are still lowered as layers (see
+`graph/trace_ops.py`). As with torch.jit.trace, Python control flow in such a forward is
+evaluated once, at trace time: the graph keeps the branch taken then. Weights are copied, so
+training the model afterwards does not change a traced graph.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from .ops import get_op
 
 Lowering = Callable[[Module, "Tracer", str, str], str]
 
-#: layer class name -> function(layer, tracer, path, input value) -> output value
+#: layer class name -> function(layer, tracer, path, input value) -> output value; a layer
+#: not in it that says which op it applies (`traced_op`) is lowered as that op (see _via_op)
 LOWERINGS: dict[str, Lowering] = {}
 
 
@@ -83,10 +85,10 @@ class Tracer:
     def lower(self, layer: Module, path: str, x: str) -> str:
         """Lower one layer (recursively for containers); return its output value."""
         name = type(layer).__name__
-        fn = LOWERINGS.get(name)
-        if fn is None or not type(layer).__module__.startswith("nnforge."):
+        fn = layer_lowering(layer)
+        if fn is None:
             raise ConfigError(f"cannot trace layer {path or '<root>'} of type {name}: expected "
-                              f"one of {sorted(LOWERINGS)}")
+                              f"one of {lowered_layers()}")
         if not path and name != "Sequential":
             path = name.lower()  # a bare layer traced on its own
         return fn(layer, self, path, x)
@@ -148,9 +150,26 @@ def with_shape_hint(exc: ConfigError, shape: Shape) -> ConfigError:
                      f"sample, to InferenceSession, nnforge.onnx.export or nf.save")
 
 
+def layer_lowering(layer: Module) -> Lowering | None:
+    """The lowering of an nnforge layer: its LOWERINGS entry, or its op's (see _via_op)."""
+    cls = type(layer)
+    if not cls.__module__.startswith("nnforge."):
+        return None
+    return LOWERINGS.get(cls.__name__) or (_via_op if hasattr(cls, "traced_op") else None)
+
+
+def lowered_layers() -> list[str]:
+    """The names of the nnforge layer classes tracing lowers as layers."""
+    from ..nn.module import LAYER_REGISTRY  # noqa: PLC0415
+
+    return sorted({*LOWERINGS, *(n for n, c in LAYER_REGISTRY.items()
+                                 if c.__module__.startswith("nnforge.") and
+                                 hasattr(c, "traced_op"))})
+
+
 def lowerable(layer: Module) -> bool:
     """True when the layer (and, for a Sequential, every child) has a layer lowering."""
-    if type(layer).__name__ not in LOWERINGS or not type(layer).__module__.startswith("nnforge."):
+    if layer_lowering(layer) is None:
         return False
     return type(layer).__name__ != "Sequential" or all(map(lowerable, layer._modules.values()))
 
@@ -315,13 +334,6 @@ def _pair(v: Any) -> list[int]:
     return [int(v), int(v)] if isinstance(v, (int, np.integer)) else [int(a) for a in v]
 
 
-def _pads(padding: Any, path: str) -> list[int]:
-    if isinstance(padding, str):
-        raise ConfigError(f"{path}: expected numeric padding, found {padding!r}")
-    ph, pw = _pair(padding)
-    return [ph, pw, ph, pw]
-
-
 @lowers("Conv2d")
 def _conv2d(layer: Module, t: Tracer, path: str, x: str) -> str:
     w = layer.weight.data
@@ -332,20 +344,6 @@ def _conv2d(layer: Module, t: Tracer, path: str, x: str) -> str:
                   strides=_pair(layer.stride), pads=list(layer.pads),
                   dilations=_pair(getattr(layer, "dilation", 1)),
                   group=int(getattr(layer, "groups", 1)))
-
-
-@lowers("MaxPool2d", "AvgPool2d")
-def _pool2d(layer: Module, t: Tracer, path: str, x: str) -> str:
-    kernel = _pair(layer.kernel_size)
-    stride = _pair(layer.stride if layer.stride is not None else layer.kernel_size)
-    attrs: dict[str, Any] = {"kernel_shape": kernel, "strides": stride,
-                             "pads": _pads(getattr(layer, "padding", 0), path)}
-    if getattr(layer, "ceil_mode", False):
-        attrs["ceil_mode"] = 1
-    if type(layer).__name__ == "MaxPool2d":
-        return t.node("MaxPool", [x], path, **attrs)
-    attrs["count_include_pad"] = int(bool(getattr(layer, "count_include_pad", False)))
-    return t.node("AveragePool", [x], path, **attrs)
 
 
 @lowers("GlobalAvgPool2d")
@@ -372,29 +370,6 @@ def _adaptive_avg_pool(layer: Module, t: Tracer, path: str, x: str) -> str:
                           f"divide the input can)")
     k = [h // oh, w // ow]
     return t.node("AveragePool", [x], path, kernel_shape=k, strides=k, pads=[0, 0, 0, 0])
-
-
-# -- 1-D layers (nn/conv1d_layers.py): ONNX's 1-D Conv/MaxPool/AveragePool on (N, C, L) ----------
-@lowers("Conv1d")
-def _conv1d(layer: Module, t: Tracer, path: str, x: str) -> str:
-    inputs = [x, t.weight(f"{path}.weight", layer.weight.data)]
-    if layer.bias is not None:
-        inputs.append(t.weight(f"{path}.bias", layer.bias.data))
-    return t.node("Conv", inputs, path, kernel_shape=list(layer.kernel_size),
-                  strides=list(layer.stride), pads=list(layer.pads),
-                  dilations=list(layer.dilation), group=int(layer.groups))
-
-
-@lowers("MaxPool1d", "AvgPool1d")
-def _pool1d(layer: Module, t: Tracer, path: str, x: str) -> str:
-    attrs: dict[str, Any] = {"kernel_shape": [layer.kernel_size], "strides": [layer.stride],
-                             "pads": [layer.padding, layer.padding]}
-    if layer.ceil_mode:
-        attrs["ceil_mode"] = 1
-    if type(layer).__name__ == "MaxPool1d":
-        return t.node("MaxPool", [x], path, **attrs)
-    attrs["count_include_pad"] = int(layer.count_include_pad)
-    return t.node("AveragePool", [x], path, **attrs)
 
 
 @lowers("AdaptiveAvgPool1d")
@@ -431,7 +406,7 @@ def _batch_norm(layer: Module, t: Tracer, path: str, x: str) -> str:
     return t.node("BatchNormalization", inputs, path, epsilon=float(layer.eps))
 
 
-# -- layers lowered by their op's own `lower` (ops/activation.py, ops/norm.py) -------------------
+# -- layers lowered by their op's own `lower` (a layer's `traced_op` says which) -------------
 class _OpBuilder:
     """The op-level builder API (`node`, `const`, `shape`) over a Tracer, so a layer lowers
     exactly as its op does in an op-level trace."""
@@ -456,22 +431,15 @@ class _OpBuilder:
         return self.t.shapes[value]
 
 
-@lowers("SiLU", "ELU", "Softplus", "LayerNorm")
 def _via_op(layer: Module, t: Tracer, path: str, x: str) -> str:
-    from ..ops import activation as A  # noqa: PLC0415
-    from ..ops.norm import LayerNorm  # noqa: PLC0415
-
-    name = type(layer).__name__
-    xs = [x]
-    if name == "SiLU":
-        op: Any = A.Silu()
-    elif name == "ELU":
-        op = A.Elu(layer.alpha)
-    elif name == "Softplus":
-        op = A.Softplus(layer.beta, layer.threshold)
-    else:
-        op = LayerNorm(len(layer.normalized_shape), layer.eps)
-        op.normalized = layer.normalized_shape
-        xs += [t.weight(f"{path}.{k}", getattr(layer, k).data) for k in ("weight", "bias")
-               if getattr(layer, k) is not None]
-    return op.lower(_OpBuilder(t, path), xs)
+    """Lower a layer as the op it applies (`layer.traced_op()`: the op and its weights)."""
+    op, weights = layer.traced_op()  # type: ignore[operator]
+    xs = [x] + [t.weight(f"{path}.{k}", w.data) for k, w in weights.items() if w is not None]
+    out = op.lower(_OpBuilder(t, path), xs)
+    last = t.graph.nodes[-1] if t.graph.nodes else None
+    if last is not None and last.outputs == [out] and path not in t.shapes:
+        # the output is named after the layer, as every table lowering names it
+        last.name = last.outputs[0] = path
+        t.shapes[path] = t.shapes.pop(out)
+        return path
+    return out

@@ -121,7 +121,8 @@ class OpRecorder:
         """The error for an op with no IR lowering."""
         return ConfigError(f"cannot trace op {type(fn).__name__} in module "
                            f"{self.path or '<root>'}: it has no IR lowering; expected ops with "
-                           f"one (arithmetic, activations, reductions, shape ops, indexing)")
+                           f"one (arithmetic, activations, reductions, shape ops, indexing, "
+                           f"convolution, pooling, normalisation)")
 
     # -- recording --------------------------------------------------------------------------
     def bind(self, obj: Any, value: str) -> None:

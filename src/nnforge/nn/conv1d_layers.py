@@ -14,8 +14,11 @@ from typing import Any
 import numpy as np
 
 from .. import backend
+from ..autograd.function import Function
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError
+from ..ops import conv as C
+from ..ops import pool as P
 from ..ops.conv import conv1d, pads_1d, single
 from ..ops.pool import avg_pool1d, global_avg_pool2d, max_pool1d
 from .conv_layers import _check_channels, _positive_int, averaging_matrix
@@ -61,6 +64,11 @@ class Conv1d(Module):
         return conv1d(x, self.weight, self.bias, self.stride[0], padding, self.dilation[0],
                       self.groups)
 
+    def traced_op(self) -> tuple[Function, dict[str, Any]]:
+        """The op this layer applies and its weights by name (tracing lowers it as the op)."""
+        op = C.Conv1d(self.stride[0], self.pads, self.dilation[0], self.groups)
+        return op, {"weight": self.weight, "bias": self.bias}
+
     def get_config(self) -> dict[str, Any]:
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": self.kernel_size[0], "stride": self.stride[0],
@@ -96,6 +104,10 @@ class MaxPool1d(_Pool1d):
     def forward(self, x: Tensor) -> Tensor:
         return max_pool1d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode)
 
+    def traced_op(self) -> tuple[Function, dict[str, Any]]:
+        """The op this layer applies and its weights by name (tracing lowers it as the op)."""
+        return P.MaxPool1d(self.kernel_size, self.stride, self.padding, self.ceil_mode), {}
+
 
 @register_layer
 class AvgPool1d(_Pool1d):
@@ -111,6 +123,11 @@ class AvgPool1d(_Pool1d):
     def forward(self, x: Tensor) -> Tensor:
         return avg_pool1d(x, self.kernel_size, self.stride, self.padding,
                           self.count_include_pad, self.ceil_mode)
+
+    def traced_op(self) -> tuple[Function, dict[str, Any]]:
+        """The op this layer applies and its weights by name (tracing lowers it as the op)."""
+        return P.AveragePool1d(self.kernel_size, self.stride, self.padding,
+                               self.count_include_pad, self.ceil_mode), {}
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "count_include_pad": self.count_include_pad}

@@ -7,12 +7,13 @@ from typing import Any
 import numpy as np
 
 from .. import backend
+from ..autograd.function import Function
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError, check_float
 from ..ops.conv import PadEnd, conv2d, pair, same_pads
 from ..ops.conv_pool import conv_max_pool2d, fusable_pool
 from ..ops.norm import batch_norm, batch_statistics
-from ..ops.pool import avg_pool2d, global_avg_pool2d, max_pool2d
+from ..ops.pool import AveragePool, MaxPool, avg_pool2d, global_avg_pool2d, max_pool2d
 from ..ops.shape import flatten
 from .init import get_initializer, ones
 from .module import Module, Parameter, check_bool, register_layer
@@ -143,6 +144,10 @@ class MaxPool2d(_Pool2d):
     def forward(self, x: Tensor) -> Tensor:
         return max_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode)
 
+    def traced_op(self) -> tuple[Function, dict[str, Any]]:
+        """The op this layer applies and its weights by name (tracing lowers it as the op)."""
+        return MaxPool(self.kernel_size, self.stride, self.padding, self.ceil_mode), {}
+
 
 @register_layer
 class AvgPool2d(_Pool2d):
@@ -158,6 +163,11 @@ class AvgPool2d(_Pool2d):
     def forward(self, x: Tensor) -> Tensor:
         return avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.count_include_pad,
                           self.ceil_mode)
+
+    def traced_op(self) -> tuple[Function, dict[str, Any]]:
+        """The op this layer applies and its weights by name (tracing lowers it as the op)."""
+        return AveragePool(self.kernel_size, self.stride, self.padding,
+                           self.count_include_pad, self.ceil_mode), {}
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "count_include_pad": self.count_include_pad}

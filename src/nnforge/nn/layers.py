@@ -8,6 +8,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .. import backend
+from ..autograd.function import Function
 from ..autograd.tensor import Tensor, pick_axis
 from ..errors import ConfigError, ShapeError, check_float
 from ..ops import activation as A
@@ -309,6 +310,10 @@ class SiLU(_Activation):
 
     fn = staticmethod(A.silu)
 
+    def traced_op(self) -> tuple[Function, dict[str, Any]]:
+        """The op this layer applies and its weights by name (tracing lowers it as the op)."""
+        return A.Silu(), {}
+
 
 @register_layer
 class ELU(Module):
@@ -320,6 +325,10 @@ class ELU(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return A.elu(x, self.alpha)
+
+    def traced_op(self) -> tuple[Function, dict[str, Any]]:
+        """The op this layer applies and its weights by name (tracing lowers it as the op)."""
+        return A.Elu(self.alpha), {}
 
     def get_config(self) -> dict[str, Any]:
         return {"alpha": self.alpha}
@@ -338,6 +347,10 @@ class Softplus(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return A.softplus(x, self.beta, self.threshold)
+
+    def traced_op(self) -> tuple[Function, dict[str, Any]]:
+        """The op this layer applies and its weights by name (tracing lowers it as the op)."""
+        return A.Softplus(self.beta, self.threshold), {}
 
     def get_config(self) -> dict[str, Any]:
         return {"beta": self.beta, "threshold": self.threshold}

@@ -7,8 +7,10 @@ from typing import Any
 import numpy as np
 
 from .. import backend
+from ..autograd.function import Function
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError, check_float
+from ..ops import norm as N
 from ..ops.norm import layer_norm
 from .init import ones
 from .module import Module, Parameter, check_bool, register_layer
@@ -53,6 +55,12 @@ class LayerNorm(Module):
                              f"{', '.join(map(str, self.normalized_shape))}), found "
                              f"{tuple(x.shape)}")
         return layer_norm(x, k, self.weight, self.bias, self.eps)
+
+    def traced_op(self) -> tuple[Function, dict[str, Any]]:
+        """The op this layer applies and its weights by name (tracing lowers it as the op)."""
+        shape = self.normalized_shape
+        op = N.LayerNorm(len(shape), self.eps, shape)
+        return op, {"weight": self.weight, "bias": self.bias}
 
     def get_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"normalized_shape": list(self.normalized_shape),

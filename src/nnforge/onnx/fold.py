@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..graph.ir import Graph, Node, Shape
-from ..graph.ops import evaluate_node, get_op
+from ..graph.ops import evaluate_node, get_op, lift_1d_node
 from ..graph.passes import eliminate_dead_code
 from ..graph.shapes import infer_shapes
 
@@ -94,14 +94,10 @@ def lift_1d(graph: Graph) -> Graph:
             nodes.append(Node("Unsqueeze", [ins[k], axes], [name], {}, name))
             g.nodes.append(nodes[-1])
             ins[k] = name
-        a = dict(n.attrs)
-        for key, fill in (("kernel_shape", 1), ("strides", 1), ("dilations", 1)):
-            if key in a:
-                a[key] = [fill, *a[key]]
-        if "pads" in a:  # [begin, end] -> [top 0, begin, bottom 0, end]
-            a["pads"] = [0, a["pads"][0], 0, a["pads"][1]]
         y2d = g.unique_name(f"{base}/y2d")
-        nodes.append(Node(n.op, ins, [y2d, *n.outputs[1:]], a, n.name))
+        lifted = lift_1d_node(n)  # the per-axis attributes get the H = 1 axis
+        lifted.inputs, lifted.outputs = ins, [y2d, *n.outputs[1:]]
+        nodes.append(lifted)
         nodes.append(Node("Squeeze", [y2d, axes], [n.outputs[0]], {}, f"{base}/squeeze"))
         g.nodes.append(Node("Identity", [], [y2d], {}, y2d))  # reserve the name
     g.nodes = nodes

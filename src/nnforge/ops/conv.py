@@ -228,6 +228,13 @@ class Conv(Function):
             raise ConfigError(f"groups must be a positive integer, found {groups!r}")
         self.groups = int(groups)
 
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX Conv, as the Conv2d layer lowers (the kernel is the weight's shape)."""
+        ph, pw = self.padding
+        return b.node("Conv", xs, kernel_shape=list(b.shape(xs[1])[2:]),
+                      strides=list(self.stride), pads=[ph, pw, ph, pw],
+                      dilations=list(self.dilation), group=self.groups)
+
     def forward(self, x: Any, w: Any, b: Any = None) -> Any:
         g = _geometry(x, w, self.groups, self.stride, self.padding, self.dilation)
         if b is not None and b.shape != (g.o,):
@@ -469,16 +476,51 @@ def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 
         raise ShapeError(f"Conv1d expected input (batch, {weight.shape[1] * groups}, length) and "
                          f"weight (out, in/groups, k), found input {tuple(x.shape)} and weight "
                          f"{tuple(weight.shape)}")
-    n, c, length = x.shape
-    o, cg, k = weight.shape
+    length, k = x.shape[2], weight.shape[2]
     s, d = single(stride, "stride"), single(dilation, "dilation")
     left, right = pads_1d(padding, k, d, s)
     if length + left + right < d * (k - 1) + 1:
         raise ShapeError(f"Conv1d with kernel {k} (dilation {d}, padding {left + right} in all) "
                          f"expected an input length of at least {d * (k - 1) + 1 - left - right},"
                          f" found {length} (input shape {tuple(x.shape)})")
-    x4 = x.reshape(n, c, 1, length)
-    if right != left:  # the odd zero of "same" first, then symmetric pads in the op
-        x4 = PadEnd.apply(x4, right=right - left)
-    y = conv2d(x4, weight.reshape(o, cg, 1, k), bias, (1, s), (0, left), (1, d), groups)
-    return y.reshape(n, o, y.shape[3])
+    return Conv1d.apply(x, weight, *([] if bias is None else [bias]), stride=s,
+                        pads=(left, right), dilation=d, groups=groups)
+
+
+class Conv1d(Function):
+    """1-D convolution of x (N, C, L) with w (O, C/groups, k) plus an optional bias (O,): the
+    2-D op on the (N, C, 1, L) view, so speed and gradients are shared; pads (left, right) may
+    differ ("same" puts an odd extra zero on the right)."""
+
+    ir_name = "Conv"
+
+    def __init__(self, stride: int = 1, pads: tuple[int, int] = (0, 0), dilation: int = 1,
+                 groups: int = 1) -> None:
+        self.pads = (int(pads[0]), int(pads[1]))
+        self.conv = Conv((1, stride), (0, self.pads[0]), (1, dilation), groups)
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX's 1-D Conv, as the Conv1d layer lowers (pads [left, right])."""
+        c = self.conv
+        return b.node("Conv", xs, kernel_shape=list(b.shape(xs[1])[2:]),
+                      strides=[c.stride[1]], pads=list(self.pads),
+                      dilations=[c.dilation[1]], group=c.groups)
+
+    def forward(self, x: Any, w: Any, b: Any = None) -> Any:
+        n, c, length = x.shape
+        x4 = x.reshape(n, c, 1, length)
+        left, right = self.pads
+        if right != left:  # the odd zero of "same" first: the 2-D op pads symmetrically
+            x4 = PadEnd(right=right - left).forward(x4)
+        self.length, self.w_shape = length, w.shape
+        self.conv.needs_input_grad = self.needs_input_grad
+        y = self.conv.forward(x4, w.reshape(*w.shape[:2], 1, w.shape[2]), b)
+        return y.reshape(n, y.shape[1], y.shape[3])
+
+    def backward(self, gy: Any) -> tuple[Any, ...]:
+        grads = list(self.conv.backward(gy.reshape(*gy.shape[:2], 1, gy.shape[2])))
+        if grads[0] is not None:  # the padded input's gradient, cut back to the input
+            grads[0] = grads[0][:, :, 0, :self.length]
+        if grads[1] is not None:
+            grads[1] = grads[1].reshape(self.w_shape)
+        return tuple(grads)

@@ -34,6 +34,12 @@ class ConvMaxPool(Conv):
         self.pool = pool
         self.row_taps = pool[0]
 
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """Conv then MaxPool, as the two layers lower (the optimizer fuses them back)."""
+        k = list(self.pool)
+        return b.node("MaxPool", [super().lower(b, xs)], kernel_shape=k, strides=k,
+                      pads=[0, 0, 0, 0])
+
     def forward(self, x: Any, w: Any, b: Any = None) -> Any:
         yc = super().forward(x, w, b)  # memory: (N, O, ph, OH/ph, OW), see conv._windows
         n, o, oh, ow = yc.shape

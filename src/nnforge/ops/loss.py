@@ -61,7 +61,17 @@ def _same_shape(pred: Any, target: Any, name: str) -> Any:
     return target.astype(pred.dtype, copy=False)
 
 
-class MSE(Function):
+class Loss(Function):
+    """Base of the loss ops: they belong to training, so tracing refuses them."""
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """Refused: an inference graph computes the model's output, never a loss."""
+        raise b.refuse("a loss belongs to training, not to an inference graph; expected "
+                       "forward to return the model's output, with the loss computed outside "
+                       "it (Trainer(loss=...), or a separate call on forward's output)")
+
+
+class MSE(Loss):
     """Mean squared error."""
 
     def __init__(self, reduction: str = "mean") -> None:
@@ -77,7 +87,7 @@ class MSE(Function):
         return 2 * d * _grad_scale(gy, self.reduction, d.size, d.dtype), None
 
 
-class L1(Function):
+class L1(Loss):
     """Mean absolute error (gradient 0 where prediction equals target)."""
 
     def __init__(self, reduction: str = "mean") -> None:
@@ -93,7 +103,7 @@ class L1(Function):
         return np.sign(d) * _grad_scale(gy, self.reduction, d.size, d.dtype), None
 
 
-class Huber(Function):
+class Huber(Loss):
     """Huber loss: quadratic within delta, linear outside (PyTorch's HuberLoss)."""
 
     def __init__(self, delta: float = 1.0, reduction: str = "mean") -> None:
@@ -116,7 +126,7 @@ class Huber(Function):
         return g * _grad_scale(gy, self.reduction, d.size, d.dtype), None
 
 
-class CrossEntropy(Function):
+class CrossEntropy(Loss):
     """Softmax cross-entropy on logits (N, C), fused with log-softmax.
 
     Targets are class indices (N,) or probabilities (N, C). Class weights follow PyTorch: the mean
@@ -197,7 +207,7 @@ class CrossEntropy(Function):
         return g * _grad_scale(gy, self.reduction, self.denom, g.dtype), None
 
 
-class BCEWithLogits(Function):
+class BCEWithLogits(Loss):
     """Binary cross-entropy on logits, computed stably; pos_weight scales the positive term."""
 
     def __init__(self, pos_weight: Any = None, reduction: str = "mean") -> None:
@@ -229,7 +239,7 @@ class BCEWithLogits(Function):
         return g * _grad_scale(gy, self.reduction, x.size, x.dtype), None
 
 
-class BCE(Function):
+class BCE(Loss):
     """Binary cross-entropy on probabilities (a model ending in Sigmoid); logs clamped at -100."""
 
     def __init__(self, reduction: str = "mean") -> None:

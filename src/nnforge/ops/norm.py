@@ -61,6 +61,15 @@ class BatchNorm(Function):
         self.eps = float(eps)
         self.training = bool(training)
 
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX BatchNormalization on the running statistics; batch statistics are refused."""
+        if self.training:
+            raise b.refuse("batch normalisation on the statistics of the batch it is given "
+                           "(training=True) would make one sample's prediction depend on the "
+                           "others served with it; expected training=False with running "
+                           "statistics (a BatchNorm layer in eval mode)")
+        return b.node("BatchNormalization", xs, epsilon=self.eps)
+
     def forward(self, x: Any, weight: Any, bias: Any, mean: Any, var: Any) -> Any:
         c = x.shape[1] if x.ndim >= 2 else None
         for name, v in (("weight", weight), ("bias", bias), ("mean", mean), ("var", var)):
@@ -120,8 +129,11 @@ class LayerNorm(Function):
 
     ir_name = "LayerNormalization"
 
-    def __init__(self, ndim: int = 1, eps: float = 1e-5) -> None:
+    def __init__(self, ndim: int = 1, eps: float = 1e-5,
+                 normalized: tuple[int, ...] | None = None) -> None:
         self.ndim, self.eps = int(ndim), float(eps)
+        #: the normalised dims (forward sets them; a layer lowered without running it gives them)
+        self.normalized = normalized
 
     def lower(self, b: Any, xs: list[str]) -> Any:
         """ONNX LayerNormalization (opset 17) over the last ndim axes; a unit Scale stands in

@@ -107,6 +107,23 @@ class _Pool(Function):
             raise ConfigError(f"pooling padding must be at most half the kernel size "
                               f"{self.kernel}, found {self.padding}")
 
+    def onnx_attrs(self, first_axis: int = 0) -> dict[str, Any]:
+        """The ONNX pooling attributes of the axes from first_axis (1: the width alone, for
+        the 1-D op on H = 1), as the pooling layers lower."""
+        axes = range(first_axis, 2)
+        pads = [self.padding[i] for i in axes]
+        attrs: dict[str, Any] = {"kernel_shape": [self.kernel[i] for i in axes],
+                                 "strides": [self.stride[i] for i in axes], "pads": pads * 2}
+        if self.ceil_mode:
+            attrs["ceil_mode"] = 1
+        if isinstance(self, AveragePool):
+            attrs["count_include_pad"] = int(self.count_include_pad)
+        return attrs
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX MaxPool/AveragePool."""
+        return b.node(self.ir_name, xs, **self.onnx_attrs())
+
     def _prepare(self, x: Any, pad_value: float) -> tuple[Any, tuple[int, int]]:
         out = _out_size(self.what, x, self.kernel, self.stride, self.padding, self.ceil_mode)
         self.rows = _axis_slices(self.kernel[0], self.stride[0], out[0])
@@ -241,6 +258,7 @@ class GlobalAveragePool(Function):
     """Mean over all spatial positions: (N, C, H, W) -> (N, C, 1, 1)."""
 
     ir_name = "GlobalAveragePool"
+    simple_lowering = True
 
     def forward(self, x: Any) -> Any:
         if x.ndim != 4:
@@ -277,9 +295,51 @@ def global_avg_pool2d(x: Tensor) -> Tensor:
 
 
 # -- 1-D: the 2-D ops on (N, C, 1, L), whose reshapes are views ------------------------------
-def _pool1d(what: str, x: Tensor, kernel_size: Any, stride: Any, padding: Any, ceil_mode: bool,
-            pool: Any) -> Tensor:
-    """pool(x4, kernel, stride, padding) on the H = 1 view of (N, C, L) x, back as (N, C, L')."""
+class _Pool1d(Function):
+    """A 2-D pool run on the (N, C, 1, L) view of (N, C, L) input: one implementation of each
+    pool; lowered to ONNX's 1-D op."""
+
+    pool: _Pool
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX's 1-D MaxPool/AveragePool, as the 1-D pooling layers lower."""
+        return b.node(self.pool.ir_name, xs, **self.pool.onnx_attrs(first_axis=1))
+
+    def forward(self, x: Any) -> Any:
+        self.pool.needs_input_grad = self.needs_input_grad
+        y = self.pool.forward(x.reshape(*x.shape[:2], 1, x.shape[2]))
+        return y.reshape(*y.shape[:2], y.shape[3])
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        (gx,) = self.pool.backward(gy.reshape(*gy.shape[:2], 1, gy.shape[2]))
+        return (gx.reshape(*gx.shape[:2], gx.shape[3]),)
+
+
+class MaxPool1d(_Pool1d):
+    """Maximum over windows of (N, C, L) (the 2-D MaxPool on H = 1)."""
+
+    ir_name = "MaxPool"
+
+    def __init__(self, kernel: int, stride: int | None = None, padding: int = 0,
+                 ceil_mode: bool = False) -> None:
+        self.pool = MaxPool((1, kernel), (1, kernel if stride is None else stride),
+                            (0, padding), ceil_mode)
+
+
+class AveragePool1d(_Pool1d):
+    """Mean over windows of (N, C, L) (the 2-D AveragePool on H = 1)."""
+
+    ir_name = "AveragePool"
+
+    def __init__(self, kernel: int, stride: int | None = None, padding: int = 0,
+                 count_include_pad: bool = True, ceil_mode: bool = False) -> None:
+        self.pool = AveragePool((1, kernel), (1, kernel if stride is None else stride),
+                                (0, padding), count_include_pad, ceil_mode)
+
+
+def _pool1d_args(what: str, x: Tensor, kernel_size: Any, stride: Any, padding: Any,
+                 ceil_mode: bool) -> dict[str, int]:
+    """A 1-D pool's kernel, stride and padding, checked against each other and against x."""
     k = single(kernel_size, "kernel_size")
     s = k if stride is None else single(stride, "stride")
     p = single(padding, "padding", minimum=0)
@@ -288,23 +348,23 @@ def _pool1d(what: str, x: Tensor, kernel_size: Any, stride: Any, padding: Any, c
     if x.ndim != 3:
         raise ShapeError(f"{what} expected input of shape (batch, channels, length), found "
                          f"{tuple(x.shape)}")
-    n, c, length = x.shape
+    length = x.shape[2]
     if pooled_size(length, k, s, p, p, ceil=ceil_mode) < 1:
         raise ShapeError(f"{what} with kernel {k} and padding {p} expected an input length of "
                          f"at least {k - 2 * p}, found {length} (input shape {tuple(x.shape)})")
-    y = pool(x.reshape(n, c, 1, length), (1, k), (1, s), (0, p))
-    return y.reshape(n, c, y.shape[3])
+    return {"kernel": k, "stride": s, "padding": p}
 
 
 def max_pool1d(x: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0,
                ceil_mode: bool = False) -> Tensor:
     """Max pooling of (N, C, L) over kernel_size windows (stride defaults to kernel_size)."""
-    return _pool1d("MaxPool1d", x, kernel_size, stride, padding, ceil_mode,
-                   lambda x4, k, s, p: max_pool2d(x4, k, s, p, ceil_mode))
+    args = _pool1d_args("MaxPool1d", x, kernel_size, stride, padding, ceil_mode)
+    return MaxPool1d.apply(x, **args, ceil_mode=ceil_mode)
 
 
 def avg_pool1d(x: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0,
                count_include_pad: bool = True, ceil_mode: bool = False) -> Tensor:
     """Average pooling of (N, C, L) over kernel_size windows (stride defaults to kernel_size)."""
-    return _pool1d("AvgPool1d", x, kernel_size, stride, padding, ceil_mode,
-                   lambda x4, k, s, p: avg_pool2d(x4, k, s, p, count_include_pad, ceil_mode))
+    args = _pool1d_args("AvgPool1d", x, kernel_size, stride, padding, ceil_mode)
+    return AveragePool1d.apply(x, **args, count_include_pad=count_include_pad,
+                               ceil_mode=ceil_mode)
