@@ -258,8 +258,8 @@ def test_binary_and_compressed_requests_over_raw_http(client: httpx.Client,
 def test_metadata_docs_metrics_and_logs(client: httpx.Client, server: ServerProcess) -> None:
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/health/ready").json() == {"ready": True}
-    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data", "model_repository",
-                                                     "statistics"]
+    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data", "classification",
+                                                     "model_repository", "statistics"]
     assert client.get("/v2/models/clf/versions/1/ready").json()["ready"] is True
     config = client.get("/v2/models/clf/config").json()
     assert config["max_batch_size"] == 64 and config["input"][0]["dims"] == [64]

@@ -71,13 +71,13 @@ def test_concurrent_requests_share_one_forward_pass() -> None:
     run(main())
 
 
-def test_batches_are_cut_at_max_batch_size_without_splitting_requests() -> None:
+def test_batches_are_cut_at_max_batch_size_without_joining_requests_beyond_it() -> None:
     async def main() -> None:
         calls: list[int] = []
         b = make_batcher(doubling(calls), max_batch_size=4)
         xs = [np.full((n, 2), n, np.float32) for n in (1, 2, 2, 3, 1, 6)]
         outs = await asyncio.gather(*[b.infer(x) for x in xs])
-        assert calls == [3, 2, 4, 6]  # a request above the limit runs alone
+        assert calls == [3, 2, 4, 4, 2]  # a request above the limit runs alone, in passes
         for x, out in zip(xs, outs):
             np.testing.assert_array_equal(out["y"], x * 2)
         await b.close()
@@ -172,20 +172,25 @@ def test_queue_delay_waits_for_the_batch_to_fill() -> None:
 
 def test_a_request_beyond_max_batch_size_is_computed_off_the_event_loop() -> None:
     # its passes, one per max_batch_size rows, would stall the loop (and the health probes)
-    async def main() -> list[bool]:
-        on_loop: list[bool] = []
+    async def main() -> list[tuple[int, bool]]:
+        calls: list[tuple[int, bool]] = []
 
         def compute(x: np.ndarray) -> dict[str, np.ndarray]:
-            on_loop.append(threading.current_thread() is threading.main_thread())
+            calls.append((len(x), threading.current_thread() is threading.main_thread()))
             return {"y": x * 2}
 
         b = make_batcher(compute, max_batch_size=4)  # an inline batcher
         assert not b.threaded
         assert (await b.infer(np.ones((4, 1), np.float32)))["y"].shape == (4, 1)
-        assert (await b.infer(np.ones((9, 1), np.float32)))["y"].shape == (9, 1)
+        x = np.arange(9, dtype=np.float32)[:, None]
+        np.testing.assert_array_equal((await b.infer(x))["y"], x * 2)
+        # the batch-size histogram counts passes of at most max_batch_size (it counted one
+        # batch of 9 rows, what /v2/models/m/config says never happens)
+        assert b.metrics.batch.counts[:4] == [1, 0, 3, 0] and b.metrics.batch.sum == 13
+        assert sorted(b.metrics.by_batch) == [1, 4]
         await b.close()
-        return on_loop
-    assert run(main()) == [True, False]
+        return calls
+    assert run(main()) == [(4, True), (4, False), (4, False), (1, False)]
 
 
 # -- tensors on the wire ------------------------------------------------------------------------
@@ -213,7 +218,7 @@ def test_bad_samples_name_what_was_expected(data: object, message: str, float32:
 
 @pytest.mark.parametrize("float32", [False, True])
 def test_both_routes_from_json_give_the_same_rows(float32: bool) -> None:
-    for data in ([1, 2.5, True], [[1, 2, 3], [4, 5, 6]], [[0, 0, 1]], [2**40, -1e-3, 0]):
+    for data in ([1, 2.5, 3], [[1, 2, 3], [4, 5, 6]], [[0, 0, 1]], [2**40, -1e-3, 0]):
         rows = to_model_rows(array_from_json(data, "x", float32), SPEC, "x")
         expected = np.array(data, np.float64).reshape(-1, 3).astype(np.float32)
         np.testing.assert_array_equal(rows, expected)

@@ -20,20 +20,21 @@ a route added later is covered too.
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
 
 from .. import __version__
-from .core import InferenceServer, presented_key
-from .errors import ServeError, UnavailableError
+from .core import CHALLENGE, InferenceServer, presented_key
+from .errors import InvalidInputError, ServeError, UnavailableError
 from .metrics import CONTENT_TYPE
 from .repository import LoadedVersion
+from .v2 import parse_json
 
 log = logging.getLogger("nnforge.serve")
 #: the raw inference handler: (kind, model, version), then the ASGI scope, receive, send
@@ -117,12 +118,18 @@ class IndexRequest(BaseModel):
     ready: bool = False
 
 
+BodyT = TypeVar("BodyT", bound=BaseModel)
+
+
 def _json(doc: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(doc), status, media_type="application/json")
 
 
 def _error(status: int, message: str) -> Response:
-    return _json({"error": message}, status)
+    response = _json({"error": message}, status)
+    if status == 401:
+        response.raw_headers.append(CHALLENGE)
+    return response
 
 
 class _Raw(Response):
@@ -283,21 +290,26 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
             "model": entry.versions[entry.default].model.describe() if entry.default else None})
 
     # -- model repository (Triton's API), behind the admin key -------------------------------
+    # the bodies are read here, not by FastAPI: tritonclient.http sends its JSON body
+    # without a Content-Type (and curl -d as a form), which FastAPI would refuse
     @app.post("/v2/repository/index", summary="Every model version on disk and its state",
-              responses=_ERRORS)
-    async def repository_index(body: IndexRequest | None = None) -> Response:
-        return _json(await server.repository_index(body is not None and body.ready))
+              responses=_ERRORS, openapi_extra=_body_doc(IndexRequest))
+    async def repository_index(request: Request) -> Response:
+        body = await _admin_body(request, IndexRequest)
+        return _json(await server.repository_index(body.ready))
 
     @app.post("/v2/repository/models/{model}/load",
               summary="Load (or reload) a model's versions from the repository",
-              responses=_ERRORS)
-    async def repository_load(model: str, body: LoadRequest | None = None) -> Response:
+              responses=_ERRORS, openapi_extra=_body_doc(LoadRequest))
+    async def repository_load(model: str, request: Request) -> Response:
+        await _admin_body(request, LoadRequest)
         await server.load_model(model)
         return _json({})
 
     @app.post("/v2/repository/models/{model}/unload", summary="Stop serving a model",
-              responses=_ERRORS)
-    async def repository_unload(model: str, body: LoadRequest | None = None) -> Response:
+              responses=_ERRORS, openapi_extra=_body_doc(LoadRequest))
+    async def repository_unload(model: str, request: Request) -> Response:
+        await _admin_body(request, LoadRequest)
         await server.unload_model(model)
         return _json({})
 
@@ -306,6 +318,25 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
         return Response((await server.server_metrics()).render(), media_type=CONTENT_TYPE)
 
     return app
+
+
+def _body_doc(body: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of an admin route (optional JSON of the given shape)."""
+    return {"requestBody": {"required": False, "content": {
+        "application/json": {"schema": body.model_json_schema()}}}}
+
+
+async def _admin_body(request: Request, shape: type[BodyT]) -> BodyT:
+    """An admin route's body as JSON whatever its Content-Type; an empty body is {}."""
+    raw = await request.body()
+    doc = parse_json(raw) if raw.strip() else None
+    try:
+        return shape.model_validate({} if doc is None else doc)
+    except ValidationError as exc:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise InvalidInputError(f"invalid request at {'body.' + where if where else 'body'}: "
+                                f"{first.get('msg', 'malformed')}") from None
 
 
 def _inference_route(kind: str, inference: InferenceHandler) -> Callable[..., Awaitable[Any]]:

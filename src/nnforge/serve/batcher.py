@@ -4,7 +4,9 @@ It lives on the server's event loop. A request's samples join a bounded queue; a
 takes everything queued (up to `max_batch_size` samples, after waiting at most
 `max_queue_delay` for the batch to fill), runs one forward pass, and hands each request its
 rows. Requests already in the loop's ready queue join the same batch without any wait,
-because the worker is woken by a callback scheduled after them.
+because the worker is woken by a callback scheduled after them. A request larger than
+`max_batch_size` runs alone, in passes of at most `max_batch_size` rows (so memory per pass
+stays bounded, as /v2/models/<m>/config promises), each counted as one batch.
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ class _Item:
         self.x, self.n, self.future, self.arrived, self.gone = x, len(x), future, arrived, gone
         self.deadline = deadline
 
+    @property
+    def timeout_ms(self) -> float:
+        """The request's timeout (the server's, or the shorter one it asked for)."""
+        return (self.deadline - self.arrived) * 1000
+
 
 def _wake(future: asyncio.Future) -> None:
     if not future.done():
@@ -85,14 +92,18 @@ class DynamicBatcher:
         return self._executor is not None
 
     async def infer(self, x: np.ndarray, arrived: float | None = None,
-                    gone: Callable[[], bool] | None = None) -> Outputs:
+                    gone: Callable[[], bool] | None = None,
+                    timeout_s: float | None = None) -> Outputs:
         """The model's outputs for the rows of x (computed in a batch with other requests)."""
-        return await self.submit(x, arrived, gone)
+        return await self.submit(x, arrived, gone, timeout_s)
 
     def submit(self, x: np.ndarray, arrived: float | None = None,
-               gone: Callable[[], bool] | None = None) -> asyncio.Future:
+               gone: Callable[[], bool] | None = None,
+               timeout_s: float | None = None) -> asyncio.Future:
         """Queue the rows of x; a future of their outputs. Raises QueueFullError at once when
-        the queue is full. `gone()` tells that nobody waits for the answer any more."""
+        the queue is full. `gone()` tells that nobody waits for the answer any more;
+        `timeout_s` is the request's own timeout (it may shorten the configured one, never
+        lengthen it: that one bounds what a client can make the server hold)."""
         cfg = self.config
         if self._closing:
             raise UnavailableError("the model version is being unloaded; retry")
@@ -102,7 +113,10 @@ class DynamicBatcher:
                                  f"at most {cfg.max_queue_size}; retry later")
         if arrived is None:
             arrived = time.perf_counter()
-        deadline = arrived + cfg.timeout_ms / 1000 if cfg.timeout_ms > 0 else math.inf
+        limit = cfg.timeout_ms / 1000 if cfg.timeout_ms > 0 else math.inf
+        if timeout_s is not None and timeout_s > 0:
+            limit = min(limit, timeout_s)
+        deadline = arrived + limit
         item = _Item(x, self._loop.create_future(), arrived, gone, deadline)
         self._queue.append(item)
         self._queued += n
@@ -127,7 +141,7 @@ class DynamicBatcher:
                 continue
             if item.deadline <= now:
                 item.future.set_exception(RequestTimeoutError(
-                    f"no answer within the request timeout of {self.config.timeout_ms:g} ms"))
+                    f"no answer within the request timeout of {item.timeout_ms:g} ms"))
             else:
                 upcoming = min(upcoming, item.deadline)
         if upcoming != math.inf:
@@ -206,14 +220,14 @@ class DynamicBatcher:
         self._running = batch
         try:
             x = batch[0].x if len(batch) == 1 else np.concatenate([it.x for it in batch])
-            out = await self._call(x)
+            out = await self._passes(x, batch)
         except Exception as exc:  # noqa: BLE001 - every waiting request must get an answer
             await self._isolate(batch, exc)
             return
         finally:
             self._running = []
-        m.record_batch(sum(item.n for item in batch), time.perf_counter() - start,
-                       int(time.time() * 1000))
+        if out is None:  # nobody waits any more (timed out, gone)
+            return
         offset = 0
         for item in batch:
             if not item.future.done():
@@ -221,12 +235,32 @@ class DynamicBatcher:
                 item.future.set_result({k: v[offset:end] for k, v in out.items()})
             offset += item.n
 
+    async def _passes(self, x: np.ndarray, batch: list[_Item]) -> Outputs | None:
+        """The outputs of x in forward passes of at most max_batch_size rows, each counted
+        as one batch; None when every request of the batch was answered meanwhile."""
+        limit, m = self.config.max_batch_size, self.metrics
+        if len(x) <= limit:
+            start = time.perf_counter()
+            out = await self._call(x)
+            m.record_batch(len(x), time.perf_counter() - start, int(time.time() * 1000))
+            return out
+        # only a single request larger than max_batch_size gets here (_take cuts batches
+        # there): its passes run on a thread even for a fast model, since on the event loop
+        # they would stall every other request and the health probes for as long
+        parts = []
+        for i in range(0, len(x), limit):
+            if all(item.future.done() for item in batch):
+                return None  # timed out or gone: the remaining passes would be wasted
+            start = time.perf_counter()
+            parts.append(await self._loop.run_in_executor(self._executor, self.compute,
+                                                          x[i:i + limit]))
+            m.record_batch(len(x[i:i + limit]), time.perf_counter() - start,
+                           int(time.time() * 1000))
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
     async def _call(self, x: np.ndarray) -> Outputs:
-        if self._executor is None and len(x) <= self.config.max_batch_size:
+        if self._executor is None:
             return self.compute(x)
-        # a request beyond max_batch_size runs as many forward passes as it holds batches:
-        # on the event loop, one large body would stall every other request and the health
-        # probes for seconds, so it goes to a thread even for a fast model
         return await self._loop.run_in_executor(self._executor, self.compute, x)
 
     async def _isolate(self, batch: list[_Item], exc: Exception) -> None:

@@ -88,8 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         dest="poll_interval_s",
                         help="look for new or changed versions every SECONDS (default: off)")
     parser.add_argument("--max-batch-size", type=int_between(1, MAX_BATCH_SIZE),
-                        help=f"samples per batched forward pass, 1 to {MAX_BATCH_SIZE} "
-                             f"(default 64)")
+                        help=f"most samples per forward pass, 1 to {MAX_BATCH_SIZE} "
+                             f"(default 64); a larger request runs in passes of this size")
     parser.add_argument("--max-queue-delay-ms", type=nonnegative_float,
                         help="how long the first request may wait for others (default 0)")
     parser.add_argument("--max-queue-size", type=positive_int,

@@ -22,7 +22,9 @@ from .repository import LoadedVersion, ModelRepository, check_name
 from .tensors import array_from_json, to_model_rows
 
 SERVER_NAME = "nnforge"
-EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_repository", "statistics"]
+#: the header of every 401: how to authenticate (RFC 7235 requires it; RFC 6750's scheme)
+CHALLENGE = (b"www-authenticate", b'Bearer realm="nnforge"')
 
 
 class InferenceServer:
@@ -137,18 +139,20 @@ class InferenceServer:
 
     # -- inference ---------------------------------------------------------------------------
     def submit(self, loaded: LoadedVersion, x: np.ndarray, arrived: float,
-               gone: Callable[[], bool] | None = None) -> asyncio.Future:
+               gone: Callable[[], bool] | None = None,
+               timeout_s: float | None = None) -> asyncio.Future:
         """Queue x on the version's batcher, counting it in flight until answered."""
-        future = loaded.batcher.submit(x, arrived, gone)
+        future = loaded.batcher.submit(x, arrived, gone, timeout_s)
         m = loaded.batcher.metrics
         m.inflight += 1
         future.add_done_callback(lambda _: _leave(m))
         return future
 
     async def infer(self, loaded: LoadedVersion, x: np.ndarray, arrived: float,
-                    gone: Callable[[], bool] | None = None) -> Outputs:
+                    gone: Callable[[], bool] | None = None,
+                    timeout_s: float | None = None) -> Outputs:
         """Run x through the version's batcher (see submit)."""
-        return await self.submit(loaded, x, arrived, gone)
+        return await self.submit(loaded, x, arrived, gone, timeout_s)
 
     def finish(self, loaded: LoadedVersion | None, name: str | None, outcome: str,
                arrived: float, record: dict[str, Any]) -> None:
@@ -189,8 +193,9 @@ def presented_key(pairs: Iterable[tuple[Any, Any]]) -> bytes | None:
     return key.encode() if isinstance(key, str) else key
 
 
-def decode_simple(doc: Any, model: ServedModel) -> np.ndarray:
-    """Rows from a simple-API body: {"instances": [...]} or {"data": [...]}, one or many."""
+def decode_simple(doc: Any, model: ServedModel, maybe_bools: bool = True) -> np.ndarray:
+    """Rows from a simple-API body: {"instances": [...]} or {"data": [...]}, one or many
+    (`maybe_bools=False`: the body spells no JSON boolean, see array_from_json)."""
     if not isinstance(doc, dict):
         raise InvalidInputError(f'expected a JSON object {{"instances": [...]}} or '
                                 f'{{"data": [...]}}, found '
@@ -200,7 +205,8 @@ def decode_simple(doc: Any, model: ServedModel) -> np.ndarray:
         raise InvalidInputError(f"expected exactly one of the keys 'instances' or 'data', found "
                                 f"{sorted(doc)[:10]}")
     what = f"'{keys[0]}'"
-    data = array_from_json(doc[keys[0]], what, float32=model.input.datatype == "FP32")
+    data = array_from_json(doc[keys[0]], what, float32=model.input.datatype == "FP32",
+                           maybe_bools=maybe_bools)
     return to_model_rows(data, model.input, what)
 
 

@@ -35,7 +35,7 @@ from .tensors import (
     check_kind,
     to_model_rows,
 )
-from .v2 import output_tensors
+from .v2 import classification_count, output_tensors, timeout_seconds
 
 log = logging.getLogger("nnforge.serve")
 SERVICE = "inference.GRPCInferenceService"
@@ -98,6 +98,8 @@ def decode_infer(req: Any, spec: Any, model_name: str) -> np.ndarray:
             raise InvalidInputError(f"{what}: shape {shape} of {t.datatype} needs "
                                     f"{count * dtype.itemsize} bytes, found {len(raw)}")
         arr = np.frombuffer(raw, dtype=dtype).reshape(shape)
+        if t.datatype == "BOOL":  # one byte each: any byte but 0 is true, as in C
+            arr = arr.view(np.uint8) != 0
     else:
         if t.datatype not in _CONTENTS:
             raise InvalidInputError(f"{what}: {t.datatype} tensors have no typed contents "
@@ -120,6 +122,12 @@ def encode_infer(model: Any, tensors: list[tuple[str, str, np.ndarray]], rid: st
             bytes_tensor(arr) if datatype == "BYTES"
             else np.ascontiguousarray(arr, DATATYPES[datatype]).tobytes())
     return resp
+
+
+def _param(p: Any) -> Any:
+    """The value of an InferParameter, whichever field of its oneof holds it."""
+    which = p.WhichOneof("parameter_choice")
+    return getattr(p, which) if which else None
 
 
 def _key(context: Any) -> bytes | None:
@@ -176,8 +184,13 @@ class InferenceService:
                 if name not in known:
                     raise InvalidInputError(f"expected an output among {known}, found "
                                             f"{name!r:.60}")
-            out = await server.infer(loaded, x, arrived)
-            return encode_infer(model, output_tensors(model, out, names), request.id)
+            classify = {o.name: classification_count(
+                model, o.name, _param(o.parameters["classification"]), f"output {o.name!r}")
+                for o in request.outputs if "classification" in o.parameters}
+            timeout = timeout_seconds(_param(request.parameters["timeout"]), "the request") \
+                if "timeout" in request.parameters else None
+            out = await server.infer(loaded, x, arrived, None, timeout)
+            return encode_infer(model, output_tensors(model, out, names, classify), request.id)
         except ServeError as exc:
             outcome, status = exc.outcome, exc.grpc_code
             await context.abort(_GRPC_CODES[exc.grpc_code], str(exc))

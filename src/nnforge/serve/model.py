@@ -130,6 +130,26 @@ class ServedModel:
         assert self.labels is not None
         return self.labels[classes]
 
+    def top_classes(self, out: Outputs, k: int) -> np.ndarray:
+        """Triton's classification of the probabilities: for each sample the k best classes
+        as "score:index[:label]" strings, best first (k capped at the number of classes)."""
+        scores = out["probabilities"]
+        if self.task == "binary":  # one probability of class 1: the scores of both classes
+            scores = np.stack([1 - scores, scores], axis=1)
+        scores = scores.reshape(len(scores), -1)
+        k = min(k, scores.shape[1])
+        # a stable sort of the negated scores: ties keep the lower index first
+        best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        names = self.manifest.get("labels")
+        if names is not None and len(names) != scores.shape[1]:
+            names = None
+        top = np.empty(best.shape, object)
+        for i, row in enumerate(best.tolist()):
+            for j, c in enumerate(row):
+                text = f"{scores[i, c]}:{c}"
+                top[i, j] = text if names is None else f"{text}:{names[c]}"
+        return top
+
     def rows(self, out: Outputs) -> list[dict[str, Any]]:
         """One JSON-ready answer per sample (NumPy values; orjson writes them natively)."""
         t = self.task

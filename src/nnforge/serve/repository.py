@@ -5,7 +5,13 @@ with integer versions. A single ``.nnf`` or ``.onnx`` file can be served too. A 
 and warmed up on a worker thread while the server keeps answering; then one assignment on the
 event loop makes it visible. Requests that already hold the old version finish on it: its
 batcher drains before it is dropped. A version that fails to load is reported (index, logs,
-metrics) and whatever served before goes on serving.
+metrics) and whatever served before goes on serving: when the new file of a loaded version
+fails (a deploy copying over it, a corrupt file), the loaded copy of that version keeps
+serving (as Triton's poll mode does) and the index shows it READY with the failure as reason.
+
+Polling loads a new or changed file only once its signature (size, mtime, inode) is the same
+on two polls in a row: a file still being copied is not loaded half-written (the first sync
+and the load endpoint load at once).
 
 Symbolic links are followed only where they stay inside the repository: a model directory,
 version directory or model file whose real path lies outside it is skipped, with one warning
@@ -167,7 +173,9 @@ class ModelRepository:
         self._scan_lock = threading.Lock()
         self._single: tuple[str, str] | None = None
         self._refused: set[Path] = set()  # links out of the repository, warned about once
-        self._reserved: set[Path] = set()  # folders of reserved names, warned about once
+        self.skipped: set[Path] = set()  # folders of invalid names, warned about once
+        self._polled = False  # after the first sync, changed files must settle first
+        self._seen: dict[str, dict[str, tuple[int, int, int]]] = {}  # at the last sync
         if not self.path.exists():
             raise ConfigError(f"expected a .nnf/.onnx model file or a model repository at "
                               f"'{self.path}', found nothing there")
@@ -201,8 +209,7 @@ class ModelRepository:
         root = self.path.resolve()
         model_dirs = [self.path] if self._is_model_dir(self.path) else [
             d for d in sorted(self.path.iterdir())
-            if d.is_dir() and _NAME.match(d.name) and self._inside(d, root)
-            and self._allowed(d)]
+            if d.is_dir() and self._allowed(d) and self._inside(d, root)]
         for d in model_dirs:
             versions = {str(int(v.name)): f for v in d.iterdir()
                         if is_version(v.name) and (f := model_file(v)) is not None
@@ -219,12 +226,15 @@ class ModelRepository:
         return await asyncio.to_thread(locked)
 
     def _allowed(self, d: Path) -> bool:
-        """Whether the folder's name may name a model; warns once about a reserved one."""
-        if d.name not in RESERVED_NAMES:
+        """Whether the folder's name may name a model; warns once about one that may not."""
+        problem = check_name(d.name)
+        if problem is None:
             return True
-        if d not in self._reserved:
-            self._reserved.add(d)
-            log.warning("model repository: skipping %s: %s", d, check_name(d.name))
+        if d.name.startswith(".") or not self._is_model_dir(d):  # .git, notes/: no models
+            return False
+        if d not in self.skipped:
+            self.skipped.add(d)
+            log.warning("model repository: skipping %s: %s", d, problem)
         return False
 
     def _inside(self, path: Path, root: Path) -> bool:
@@ -241,7 +251,10 @@ class ModelRepository:
 
     @staticmethod
     def _is_model_dir(d: Path) -> bool:
-        return any(is_version(v.name) and model_file(v) is not None for v in d.iterdir())
+        try:
+            return any(is_version(v.name) and model_file(v) is not None for v in d.iterdir())
+        except OSError:  # unreadable, or removed while we looked
+            return False
 
     # -- answering ---------------------------------------------------------------------------
     def get(self, name: str, version: str | None = None) -> LoadedVersion:
@@ -291,6 +304,10 @@ class ModelRepository:
                 row: dict[str, Any] = {"name": name, "version": version}
                 if entry and version in entry.versions:
                     row["state"] = "READY"
+                    failure = entry.failures.get(version)
+                    if failure is not None:  # its new file failed: the loaded copy serves on
+                        row["reason"] = (f"serving the copy loaded before; the new file "
+                                         f"failed to load: {failure[1]}")
                 elif entry and version in entry.failures:
                     row.update(state="UNAVAILABLE", reason=entry.failures[version][1])
                 elif entry and entry.unloaded:
@@ -319,6 +336,7 @@ class ModelRepository:
             for name in names:
                 errors += await self._sync_model(name, on_disk.get(name, {}), explicit,
                                                  log_failures)
+            self._polled = True
             return errors
 
     async def load(self, name: str) -> list[str]:
@@ -332,22 +350,31 @@ class ModelRepository:
 
     async def _sync_model(self, name: str, files: dict[str, Path], explicit: bool,
                           log_failures: bool = True) -> list[str]:
+        created = name not in self.models
         entry = self.models.setdefault(name, ModelEntry(name))
         if entry.unloaded and not explicit:
             return []
         entry.unloaded = False
         entry.failures = {v: f for v, f in entry.failures.items() if v in files}
         retry = set(files) if explicit else set()  # the load endpoint retries broken files
+        # polling waits for a changed file to settle (same signature as at the last sync):
+        # one still being copied would fail to load, and log an error on every poll
+        settle = self._polled and not explicit
+        seen = self._seen.get(name, {})
         errors: list[str] = []
         while True:
             sigs = await asyncio.to_thread(_signatures, files)
-            # a version that failed to load, from the same file, is passed over: the policy
-            # picks among the others, so an older version keeps serving
-            usable = [v for v in sigs if v in retry or entry.failures.get(v, (None,))[0]
-                      != sigs[v]]
+            changed = {v for v in sigs if v not in entry.versions
+                       or entry.versions[v].signature != sigs[v]}
+            # a file that failed to load, unchanged since, is not tried again (but on load)
+            broken = {v for v in changed if v not in retry
+                      and entry.failures.get(v, (None,))[0] == sigs[v]}
+            unsettled = {v for v in changed if settle and seen.get(v) != sigs[v]}
+            # a loaded version stays a candidate whatever its file does now: its loaded copy
+            # keeps serving; the policy picks among it and the files that can be loaded
+            usable = [v for v in sigs if v in entry.versions or v not in broken | unsettled]
             wanted = [str(v) for v in self.policy.select([int(v) for v in usable])]
-            todo = [v for v in wanted if v not in entry.versions
-                    or entry.versions[v].signature != sigs[v]]
+            todo = [v for v in wanted if v in changed and v not in broken | unsettled]
             if not todo:
                 break
             for version in todo:
@@ -361,13 +388,16 @@ class ModelRepository:
                 entry.publish({**entry.versions, version: loaded})  # visible from now on
                 if old is not None:
                     await old.batcher.close()  # requests holding it finish on it
+        self._seen[name] = sigs
         for version in [v for v in entry.versions if v not in wanted]:
             old = entry.versions[version]
             entry.publish({k: v for k, v in entry.versions.items() if k != version})
             log.info("model %s version %s unloaded", name, version)
             await old.batcher.close()
-        if not entry.versions and not entry.failures and not files:
-            del self.models[name]
+        if not entry.versions and not entry.failures and (not files or created and settle):
+            del self.models[name]  # gone, or new and still settling: not known (nor unready)
+        if not files:
+            self._seen.pop(name, None)
         return errors
 
     async def _load_version(self, name: str, version: str, path: Path,
@@ -383,8 +413,7 @@ class ModelRepository:
             entry.failures[version] = (sig, reason)
             self.metrics.load_failures[name] = self.metrics.load_failures.get(name, 0) + 1
             if log_failures:
-                log.error("model %s version %s failed to load from %s: %s", name, version, path,
-                          reason)
+                self._log_failure(name, version, path, sig, reason, entry)
             return None
         entry.failures.pop(version, None)
         metrics = self.metrics.model(name, version)
@@ -394,6 +423,25 @@ class ModelRepository:
         log.info("model %s version %s loaded from %s in %.3f s (batches on %s)", name, version,
                  path, model.load_seconds, "a worker thread" if threaded else "the event loop")
         return LoadedVersion(model, batcher, sig)
+
+    @staticmethod
+    def _log_failure(name: str, version: str, path: Path, sig: tuple[int, int, int],
+                     reason: str, entry: ModelEntry) -> None:
+        """One log line for a failed load: info while the file still changes (a copy in
+        progress: tried again once it settles), a warning while a loaded copy serves on."""
+        try:
+            still_changing = _signature(path) != sig
+        except OSError:
+            still_changing = True
+        if still_changing:
+            log.info("model %s version %s: %s changed while it was loading (%s); trying again "
+                     "once it stops changing", name, version, path, reason)
+        elif version in entry.versions:
+            log.warning("model %s: keeping the loaded version %s: the new file failed to load "
+                        "(%s)", name, version, reason)
+        else:
+            log.error("model %s version %s failed to load from %s: %s", name, version, path,
+                      reason)
 
     async def unload(self, name: str) -> None:
         """Stop serving every version of a model (until it is loaded again)."""

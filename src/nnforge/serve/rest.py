@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import orjson
 
-from .core import InferenceServer, decode_simple
+from .core import CHALLENGE, InferenceServer, decode_simple
 from .errors import (
     InvalidInputError,
     PayloadTooLargeError,
@@ -144,7 +144,7 @@ class RestCall:
         """Decode the body and queue it on the model's batcher (a future of the outputs)."""
         if self.encoding is None and len(body) <= INLINE_DECODE_BYTES:
             x = self.decode(body, limit, self._resolve())
-            return self.server.submit(self.loaded, x, self.arrived, gone)
+            return self.server.submit(self.loaded, x, self.arrived, gone, self._timeout())
         return asyncio.ensure_future(self._submit_large(body, limit, gone))
 
     async def _submit_large(self, body: bytes, limit: int,
@@ -159,7 +159,11 @@ class RestCall:
                 s.name for s in current.model.outputs] != [s.name for s in loaded.model.outputs]):
             raise UnavailableError("the model version changed while the request was decoded; "
                                    "retry")
-        return await self.server.submit(current, x, self.arrived, gone)
+        return await self.server.submit(current, x, self.arrived, gone, self._timeout())
+
+    def _timeout(self) -> float | None:
+        """The request's own timeout (V2 parameter 'timeout'), when it gave one."""
+        return self.requested.timeout_s if self.requested is not None else None
 
     def _resolve(self) -> LoadedVersion:
         """The version the route names (or the only model's), as self.loaded."""
@@ -176,7 +180,8 @@ class RestCall:
         if self.encoding is not None:
             body = decompress(body, self.encoding, limit)
         if self.route[0] == "simple":
-            return decode_simple(parse_json(body), loaded.model)
+            maybe_bools = body.find(b"true") >= 0 or body.find(b"false") >= 0
+            return decode_simple(parse_json(body), loaded.model, maybe_bools)
         hlen = _int_header("Inference-Header-Content-Length", self.header_length)
         x, self.requested, self.request_id = decode_request(body, hlen, loaded.model)
         return x
@@ -212,6 +217,8 @@ class RestCall:
             out.append((b"inference-header-content-length", b"%d" % self.out_header))
         if self.status == 413:
             out.append((b"connection", b"close"))
+        elif self.status == 401:
+            out.append(CHALLENGE)
         return out
 
     def finish(self) -> None:

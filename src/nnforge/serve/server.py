@@ -26,7 +26,7 @@ from .core import InferenceServer
 from .http_app import ServeApp
 from .logs import AccessLog, configure_logging
 from .metrics import ServerMetrics
-from .repository import ModelRepository, VersionPolicy
+from .repository import ModelRepository, VersionPolicy, check_name
 
 log = logging.getLogger("nnforge.serve")
 
@@ -66,8 +66,10 @@ async def load_repository(config: ServeConfig, metrics: ServerMetrics) -> ModelR
         if errors:
             raise ModelFileError(f"no model could be loaded: {errors[0]}")
         if not config.poll_interval_s:
+            skipped = "".join(f"; skipped {d.name!r}: {check_name(d.name)}"
+                              for d in sorted(repo.skipped))
             raise ConfigError(f"found no models in '{config.path}' (expected a .nnf file or "
-                              f"<repo>/<model>/<version>/model.nnf)")
+                              f"<repo>/<model>/<version>/model.nnf){skipped}")
     for error in errors:
         log.error("failed to load model %s", error)
     return repo

@@ -23,8 +23,10 @@ DATATYPES: dict[str, np.dtype] = {
 #: most dimensions a request's tensor may declare: NumPy 1 arrays hold at most 32 (NumPy 2: 64),
 #: and a reshape beyond that fails with an error of its own, not the client's 400
 MAX_DIMS = 32
+#: the datatypes a model input may be sent as (BOOL as 0 and 1; BYTES never: models take
+#: numbers). Every datatype error names this list, so the lists agree.
 NUMERIC_TO_MODEL = ("FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8",
-                    "UINT16", "UINT32", "UINT64")
+                    "UINT16", "UINT32", "UINT64", "BOOL")
 _KIND_NAMES = {"b": "booleans", "U": "strings", "S": "bytes", "O": "mixed or null values",
                "f": "floats", "i": "integers", "u": "integers", "c": "complex numbers"}
 
@@ -90,15 +92,36 @@ def _floats(data: list[Any]) -> np.ndarray | None:
     return None
 
 
-def array_from_json(data: Any, what: str, float32: bool = False) -> np.ndarray:
+def _first_bool(data: list[Any]) -> list[int] | None:
+    """The index of the first JSON boolean in nested lists, or None."""
+    for i, v in enumerate(data):
+        if v is True or v is False:
+            return [i]
+        if type(v) is list:
+            inner = _first_bool(v)
+            if inner is not None:
+                return [i, *inner]
+    return None
+
+
+def array_from_json(data: Any, what: str, float32: bool = False, booleans: bool = False,
+                    maybe_bools: bool = True) -> np.ndarray:
     """A rectangular array of numbers from (nested) JSON lists, or a 400 naming the problem.
 
-    With float32, flat and two-level lists come back as float32 straight away (booleans count
-    as 0 and 1 there; values beyond the float32 range become inf, which the caller refuses).
+    With float32, flat and two-level lists come back as float32 straight away (values beyond
+    the float32 range become inf, which the caller refuses). JSON booleans are refused (with
+    their position) unless `booleans` (datatype BOOL): Python counts them as 0 and 1, so they
+    would pass for numbers. `maybe_bools=False` says the body holds no 'true' nor 'false'
+    (one search of the raw bytes), which spares the walk over every value.
     """
     if not isinstance(data, list):
         raise InvalidInputError(f"{what} must be a list of numbers (or of lists of numbers), "
                                 f"found {type(data).__name__ if data is not None else 'null'}")
+    if maybe_bools and not booleans:
+        at = _first_bool(data)
+        if at is not None:
+            raise InvalidInputError(f"{what} must hold numbers, found a boolean at index "
+                                    f"{_shape_text(at)} (send 0 and 1, or datatype BOOL)")
     if float32 and data:
         arr = _floats(data)
         if arr is not None:
@@ -180,7 +203,7 @@ def to_model_rows(arr: np.ndarray, spec: TensorSpec, what: str,
         raise InvalidInputError(f"{what}: expected at least one sample, found none")
     target = DATATYPES[spec.datatype]
     if rows.dtype != target:
-        if rows.dtype.kind not in "fiub" or rows.dtype.kind == "b" and target.kind != "f":
+        if rows.dtype.kind not in "fiub":
             raise InvalidInputError(f"{what} must hold numbers for input {spec.name!r} "
                                     f"({spec.datatype}), found "
                                     f"{_KIND_NAMES.get(rows.dtype.kind, str(rows.dtype))}")

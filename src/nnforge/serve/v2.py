@@ -5,12 +5,19 @@ Binary tensor data extension: the body starts with the JSON header, whose length
 ``binary_data_size`` take that many bytes, in order, from what follows. Outputs asked for with
 ``"binary_data": true`` (or all of them, with ``"binary_data_output": true`` on the request) are
 answered the same way.
+
+Triton's classification extension: an output asked for with ``"classification": k`` comes back
+as BYTES of shape [n, k], each element "<score>:<index>[:<label>]", the k highest class scores
+first (k is capped at the number of classes). It applies to the class probabilities of a
+classification model; other outputs and regression models answer 400. The request parameter
+``timeout`` (microseconds, as tritonclient sends it) shortens the server's request timeout
+for this request; it cannot lengthen it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +45,8 @@ class Requested:
 
     names: list[tuple[str, bool]]  # (name, binary); empty: every output
     binary_default: bool
+    classify: dict[str, int] = field(default_factory=dict)  # output -> classification count
+    timeout_s: float | None = None  # the request's own timeout, when it gave one
 
 
 def _type_name(v: Any) -> str:
@@ -91,13 +100,13 @@ def parse_json(data: bytes | memoryview, what: str = "the request body") -> Any:
 
 
 def decode_input(doc: dict[str, Any], binary: memoryview | None, offset: int,
-                 what: str) -> tuple[np.ndarray, int]:
+                 what: str, maybe_bools: bool = True) -> tuple[np.ndarray, int]:
     """One V2 input tensor as an array of its datatype; returns it and the new binary offset."""
     shape = _shape(doc.get("shape"), what)
     datatype = doc.get("datatype")
     if not isinstance(datatype, str) or datatype not in DATATYPES and datatype != "BYTES":
-        raise InvalidInputError(f"{what}: expected 'datatype' among {sorted(DATATYPES)}, found "
-                                f"{datatype!r:.40}")
+        raise InvalidInputError(f"{what}: expected 'datatype' among {list(NUMERIC_TO_MODEL)}, "
+                                f"found {datatype!r:.40}")
     params = _params(doc, f"{what}: ")
     size = params.get("binary_data_size")
     if size is not None:
@@ -122,13 +131,16 @@ def decode_input(doc: dict[str, Any], binary: memoryview | None, offset: int,
             raise InvalidInputError(f"{what}: shape {shape} of {datatype} needs {expected} bytes, "
                                     f"found binary_data_size {size}")
         arr = np.frombuffer(binary[offset:offset + size], dtype=dtype).reshape(shape)
+        if datatype == "BOOL":  # one byte each: any byte but 0 is true, as in C
+            arr = arr.view(np.uint8) != 0
         return arr, offset + size
     if doc.get("data") is None:
         raise InvalidInputError(f"{what}: expected 'data' or a 'binary_data_size' parameter, "
                                 f"found neither")
     if datatype == "BYTES":
         raise InvalidInputError(f"{what}: the model takes numbers, found datatype BYTES")
-    arr = array_from_json(doc["data"], f"{what}: 'data'", float32=datatype == "FP32")
+    arr = array_from_json(doc["data"], f"{what}: 'data'", float32=datatype == "FP32",
+                          booleans=datatype == "BOOL", maybe_bools=maybe_bools)
     if arr.size and arr.dtype.kind == "f" and DATATYPES[datatype].kind in "iu":
         arr = exact_integers(doc["data"], arr, datatype, what)
     count = math.prod(shape)
@@ -145,6 +157,9 @@ def decode_request(body: bytes, header_length: int | None,
                    model: ServedModel) -> tuple[np.ndarray, Requested, Any]:
     """The model's input rows, the requested outputs and the request id of a V2 request."""
     binary = None
+    # JSON booleans are refused in numeric data: only a header that spells one needs the walk
+    end = len(body) if header_length is None else header_length
+    maybe_bools = body.find(b"true", 0, end) >= 0 or body.find(b"false", 0, end) >= 0
     if header_length is not None:
         if not 0 < header_length <= len(body):
             raise InvalidInputError(f"Inference-Header-Content-Length must be between 1 and the "
@@ -166,8 +181,8 @@ def decode_request(body: bytes, header_length: int | None,
                                     f"{spec.name!r}; found {name!r:.60}")
         if x is not None:
             raise InvalidInputError(f"inputs[{i}]: input {spec.name!r} is given twice")
-        arr, offset = decode_input(item, binary, offset, f"input {spec.name!r}")
-        if arr.dtype.kind not in "fiu":
+        arr, offset = decode_input(item, binary, offset, f"input {spec.name!r}", maybe_bools)
+        if arr.dtype.kind not in "fiub":
             raise InvalidInputError(f"input {spec.name!r}: expected one of {list(NUMERIC_TO_MODEL)}"
                                     f", found {item['datatype']}")
         x = to_model_rows(arr, spec, f"input {spec.name!r}", allow_single=False)
@@ -175,7 +190,8 @@ def decode_request(body: bytes, header_length: int | None,
         raise InvalidInputError(f"the binary part has {len(binary) - offset} bytes that no input "
                                 f"claims")
     params = _params(doc, "")
-    requested = Requested([], _flag(params, "binary_data_output", "the request"))
+    requested = Requested([], _flag(params, "binary_data_output", "the request"),
+                          timeout_s=timeout_seconds(params.get("timeout"), "the request"))
     outputs = doc.get("outputs")
     if outputs is None:
         outputs = []
@@ -188,9 +204,13 @@ def decode_request(body: bytes, header_length: int | None,
         if name not in known:
             raise InvalidInputError(f"outputs[{i}]: expected an output among {known}, found "
                                     f"{name!r:.60}")
-        binary_out = _flag(_params(out, f"outputs[{i}]: "), "binary_data", f"outputs[{i}]",
-                           requested.binary_default)
+        out_params = _params(out, f"outputs[{i}]: ")
+        binary_out = _flag(out_params, "binary_data", f"outputs[{i}]", requested.binary_default)
         requested.names.append((name, binary_out))
+        count = out_params.get("classification")
+        if count is not None:
+            requested.classify[name] = classification_count(model, name, count,
+                                                             f"outputs[{i}]")
     rid = doc.get("id")
     if rid is not None and not isinstance(rid, str):
         raise InvalidInputError(f"'id' must be a string, found {_type_name(rid)}")
@@ -198,12 +218,42 @@ def decode_request(body: bytes, header_length: int | None,
     return x, requested, rid
 
 
-def output_tensors(model: ServedModel, out: Outputs,
-                   names: list[str]) -> list[tuple[str, str, np.ndarray]]:
-    """(name, datatype, array) of each asked-for output; labels come from the classes."""
+def timeout_seconds(value: Any, what: str) -> float | None:
+    """The 'timeout' request parameter (microseconds) in seconds; None when not given."""
+    if value is None:
+        return None
+    if type(value) is not int or value < 0:
+        raise InvalidInputError(f"{what}: parameter 'timeout' must be a non-negative integer "
+                                f"of microseconds, found {value!r:.40}")
+    return value / 1e6 if value else None  # 0: no timeout of its own, as in Triton
+
+
+def classification_count(model: ServedModel, name: str, count: Any, what: str) -> int:
+    """The checked 'classification' count of an output (Triton's classification extension)."""
+    if type(count) is not int or count < 1:
+        raise InvalidInputError(f"{what}: parameter 'classification' must be a positive "
+                                f"integer, found {count!r:.40}")
+    if model.task not in ("multiclass", "binary", "multilabel"):
+        raise InvalidInputError(f"{what}: the classification extension applies to "
+                                f"classification models; model {model.name!r} is a "
+                                f"{model.task or 'plain'} model (ask for its values instead)")
+    if name != "probabilities":
+        raise InvalidInputError(f"{what}: the classification extension applies to output "
+                                f"'probabilities' (the class scores), found {name!r:.60}")
+    return count
+
+
+def output_tensors(model: ServedModel, out: Outputs, names: list[str],
+                   classify: dict[str, int] | None = None
+                   ) -> list[tuple[str, str, np.ndarray]]:
+    """(name, datatype, array) of each asked-for output; labels come from the classes, and
+    an output in `classify` comes as its top classes ("score:index[:label]", BYTES)."""
     specs = {s.name: s for s in model.outputs}
     tensors = []
     for name in names:
+        if classify and name in classify:
+            tensors.append((name, "BYTES", model.top_classes(out, classify[name])))
+            continue
         arr = model.label_array(out["classes"]) if name == "labels" else out[name]
         tensors.append((name, specs[name].datatype, arr))
     return tensors
@@ -213,7 +263,7 @@ def encode_response(model: ServedModel, out: Outputs, requested: Requested,
                     rid: Any) -> tuple[bytes, int | None]:
     """The response body, and the JSON header length when part of it is binary."""
     wanted = requested.names or [(s.name, requested.binary_default) for s in model.outputs]
-    tensors = output_tensors(model, out, [n for n, _ in wanted])
+    tensors = output_tensors(model, out, [n for n, _ in wanted], requested.classify)
     entries, blobs = [], []
     for (name, datatype, arr), (_, binary) in zip(tensors, wanted):
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
