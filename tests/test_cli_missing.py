@@ -50,6 +50,9 @@ def test_train_evaluate_predict_info_with_empty_cells(files: Path, tmp_path: Pat
     assert [s["type"] for s in steps] == ["impute", "standardize"]  # filled, then scaled
     assert steps[0]["strategy"] == "median"
     code, out, err = run(capsys, "evaluate", model, "--data", files / "gaps.csv", "--json")
+    assert code == 0 and json.loads(out)["samples"] == 12, err  # the held-out rows
+    code, out, err = run(capsys, "evaluate", model, "--data", files / "gaps.csv",
+                         "--test-size", 0, "--json")
     assert code == 0 and json.loads(out)["samples"] == 60, err
     code, out, err = run(capsys, "predict", model, "--input", files / "gaps_unlabeled.csv",
                          "--batch-size", 16)

@@ -14,9 +14,10 @@ from sklearn.model_selection import train_test_split
 import nnforge as nf
 from nnforge import nn, optim
 from nnforge.cli import main
-from nnforge.data import MinMaxScaler, Pipeline, Standardizer, load_dataset
+from nnforge.data import Imputer, MinMaxScaler, Pipeline, Standardizer, load_dataset
 from nnforge.errors import ConfigError
-from nnforge.onnx import export, graph_to_model
+from nnforge.graph import evaluate_graph
+from nnforge.onnx import export, graph_to_model, load
 from nnforge.onnx import exporter as onnx_exporter
 from nnforge.runtime import InferenceSession
 
@@ -459,3 +460,24 @@ def test_1d_layers_export_as_1d_onnx_ops(tmp_path) -> None:
     x = np.random.default_rng(0).standard_normal((2, 2, 16)).astype(F32)
     imported = InferenceSession(str(tmp_path / "m.onnx"))  # the import lifts them to 2-D
     assert_close(imported.run(x), InferenceSession(model).run(x))
+
+
+def test_imputer_goes_into_the_graph_as_where_isnan(rng: np.random.Generator, tmp_path) -> None:
+    """include_preprocessing refused a model whose preprocessing starts with an impute step."""
+    X = (rng.standard_normal((40, 4)) * 3 + 1).astype(F32)
+    X[rng.random(X.shape) < 0.25] = np.nan
+    X[:, 3] = np.nan  # a feature never seen: filled with fill_value
+    pre = Pipeline([Imputer("median", fill_value=-2.0), Standardizer()])
+    pre.fit(X)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3), nn.Softmax())
+    nf.save(model, tmp_path / "m.nnf", task="multiclass", labels=["x", "y", "z"],
+            preprocessing=pre)
+    expected = InferenceSession(tmp_path / "m.nnf").predict(X)
+    onnx_model = export(tmp_path / "m.nnf", tmp_path / "self.onnx", include_preprocessing=True)
+    ops = [n.op_type for n in onnx_model.graph.node]
+    assert ops[:4] == ["IsNaN", "Where", "Sub", "Div"]
+    assert_close(ort_run(tmp_path / "self.onnx", X), expected.probabilities)  # NaN in
+    # nnforge reads its own export; the session's NaN check stays off, as the graph fills them
+    got = InferenceSession(tmp_path / "self.onnx", check_finite=False).predict(X)
+    assert_close(got.probabilities, expected.probabilities)
+    assert_close(evaluate_graph(load(tmp_path / "self.onnx"), X)[0], expected.probabilities)

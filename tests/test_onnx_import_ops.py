@@ -296,6 +296,10 @@ CASES = [
                               node("Where", ["b", "u", "c"], "v"),
                               node("Where", ["e", "v", "x"], "w"),
                               node("Where", ["q", "w", "c"])], ("N", 3), {"c": C(0.0, F32)}),
+    # NaN columns in x + c; an exported Imputer fills NaN as Where(IsNaN(x), fill, x)
+    case("IsNaN Where", [node("Add", ["x", "c"], "s"), node("IsNaN", ["s"], "m"),
+                         node("Where", ["m", "f", "s"])], ("N", 3, 4),
+         {"c": C([0, np.nan, 0, np.nan], F32), "f": C([1, 2, -3, 4], F32)}, batch=(1, 5)),
     case("ArgMax", [node("ArgMax", ["x"], "a", axis=1), node("Cast", ["a"], to=TensorProto.FLOAT)],
          ("N", 4, 2)),
     case("ArgMin keepdims last", [node("ArgMin", ["x"], "a", axis=-1, keepdims=0,

@@ -26,9 +26,10 @@ EXAMPLES = """\
   nnforge evaluate model.nnf --data test.csv --label-column target --json
   nnforge evaluate model.nnf --data test.npz --report reports/test
 
---test-size F --seed N evaluates only the held-out rows of the split `nnforge train` makes
-with the same values (its defaults are 0.2 and 0), so a bundled set can be scored without
-the rows the model was trained on."""
+Given the data `nnforge train` made the model from (the same bundled set, or a file with
+the same bytes), evaluate scores only the held-out test rows of the split train recorded in
+the model, and says so; --test-size 0 scores every row. --test-size F --seed N scores the
+held-out rows of the split train makes with those values (its defaults are 0.2 and 0)."""
 
 
 def add_parser(sub: Any) -> None:
@@ -40,7 +41,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("model", metavar="MODEL", help="the .nnf model file (or an .onnx file)")
     add_data_arguments(p, required=True)
     p.add_argument("--test-size", type=fraction, metavar="F",
-                   help="score only the held-out part of the split train makes with this size")
+                   help="score only the held-out part of the split train makes with this size; "
+                        "0 scores every row (default: the model's own training split on "
+                        "its training data, else every row)")
     p.add_argument("--seed", type=seed_int, metavar="N",
                    help="seed of that split, with --test-size (default: 0)")
     p.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
@@ -65,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         plan_csv,
     )
     from .dataio import load_labeled, targets_for_model  # noqa: PLC0415
+    from .heldout import choose_rows, note, rows_text  # noqa: PLC0415
     from .predict import _conform, prediction_columns  # noqa: PLC0415
     from .scoring import compute_metrics, confusion, print_confusion, print_metrics  # noqa: PLC0415
 
@@ -92,10 +96,14 @@ def run(args: argparse.Namespace) -> int:
         raise missing_cell_error(exc, NOT_FILLED) from None
     y = targets_for_model(data.y, task, labels, int(out_shape[-1]) if len(out_shape) > 1 else 1)
     x = _conform(data.x, shape, args.dataset or args.data)
-    if args.test_size:
+    total = len(x)
+    choice = choose_rows(manifest, args.test_size, args.seed, args.dataset, args.data, total)
+    if choice.test_size is not None:
         classes = task in ("multiclass", "binary")
-        _, x, _, y = train_test_split(x, y, test_size=args.test_size, seed=args.seed or 0,
-                                      stratify=y if classes else None)
+        stratify = classes if choice.stratified is None else choice.stratified
+        _, x, _, y = train_test_split(x, y, test_size=choice.test_size, seed=choice.seed,
+                                      stratify=y if stratify else None)
+    scored = rows_text(choice, len(x), total)
     cols = prediction_columns(session.predict(x, batch_size=args.batch_size), task)
     predicted = cols["classes"] if "classes" in cols else cols.get("multilabel", cols.get("values"))
     if task == "regression" and predicted.ndim == 2 and predicted.shape[1] == 1 and y.ndim == 1:
@@ -107,11 +115,17 @@ def run(args: argparse.Namespace) -> int:
     names = list(labels) if labels else list(range(len(matrix) if matrix is not None else 0))
     if args.json:
         doc: dict[str, Any] = {"model": args.model, "data": data.name, "task": task,
-                               "samples": len(x), "metrics": metrics}
+                               "samples": len(x), "rows": {"scored": len(x), "of": total,
+                                                           "which": choice.which,
+                                                           "text": scored},
+                               "metrics": metrics}
         if matrix is not None:
             doc["labels"], doc["confusion_matrix"] = names, matrix
         print_json(doc)
     else:
+        line = note(choice, len(x))
+        if line:
+            print(line)
         print_metrics(metrics, f"{data.name}: {len(x):,} samples, task {task}")
         if matrix is not None:
             print()
@@ -120,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         from .report import write_report  # noqa: PLC0415
 
         summary = [("model", args.model), ("data", data.name), ("task", task),
-                   ("samples", f"{len(x):,}")]
+                   ("samples", f"{len(x):,}"), ("rows scored", scored)]
         files = write_report(args.report, f"nnforge evaluate: {data.name}", summary, metrics,
                              None, matrix, names, None if matrix is not None
                              else (y, np.asarray(predicted)))

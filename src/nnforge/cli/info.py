@@ -121,8 +121,15 @@ def run(args: argparse.Namespace) -> int:
         from ..runtime import InferenceSession  # noqa: PLC0415
 
         graph_text = InferenceSession(args.model, optimization=optimization).graph.dump()
+    state = None
+    if manifest.get("kind") == "checkpoint":  # where its training run stood
+        from .training_state import training_state  # noqa: PLC0415
+
+        state = training_state(args.model)
     if args.json:
         doc = {"model": args.model, "manifest": manifest, "layers": layers, "totals": totals}
+        if state is not None:
+            doc["training_state"] = state
         if graph_text is not None:
             doc["graph"] = graph_text
         print_json(doc)
@@ -134,6 +141,11 @@ def run(args: argparse.Namespace) -> int:
     rows.append(("total", "", "", f"{totals['parameters']:,}", _fmt_bytes(totals["bytes"])))
     print_table(["layer", "type", "output shape", "parameters", "bytes"], rows, "layers",
                 align="lllrr")
+    if state is not None:
+        from .training_state import print_training_state  # noqa: PLC0415
+
+        print()
+        print_training_state(state)
     if graph_text is not None:
         print()
         print(f"inference graph (optimization {optimization}):")

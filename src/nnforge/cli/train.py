@@ -244,7 +244,7 @@ def _prepare(s: dict[str, Any]) -> dict[str, Any]:
     # a header's names let evaluate and predict match columns by name, not position
     return {"name": data.name, "task": task, "labels": labels, "preprocessing": pre,
             "X_train": x_train, "y_train": y_train, "X_test": x_test, "y_test": y_test,
-            "sample_shape": tuple(x.shape[1:]), "feature_names": names,
+            "sample_shape": tuple(x.shape[1:]), "feature_names": names, "rows": len(x),
             "label_name": data.label_name if names else None}
 
 
@@ -425,13 +425,18 @@ def _output_path(s: dict[str, Any], prep: dict[str, Any]) -> Path:
 def _save(s: dict[str, Any], prep: dict[str, Any], result: dict[str, Any]) -> None:
     import nnforge as nf  # noqa: PLC0415
 
+    from .heldout import data_identity  # noqa: PLC0415
+
     path = _output_path(s, prep)
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = {"trained_with": {
         "command": shlex.join(["nnforge", *sys.argv[1:]]) if sys.argv else "nnforge train",
         "data": prep["name"], "test_size": s["test_size"], "seed": s["seed"],
         "stratified": prep["task"] in ("multiclass", "binary"), "epochs": s["epochs"],
-        "epochs_run": len(result["history"].get("loss", [])), "loss": result["loss"]}}
+        "epochs_run": len(result["history"].get("loss", [])), "loss": result["loss"],
+        # evaluate scores the held-out rows of this split when given this very data again
+        "rows": prep["rows"], "test_rows": len(prep["X_test"]),
+        **data_identity(s["dataset"], s["data"])}}
     if prep["label_name"]:  # predict leaves this column out of a file that still has it
         extra["trained_with"]["label_column"] = prep["label_name"]
     nf.save(result["model"], path, task=prep["task"], labels=prep["labels"],

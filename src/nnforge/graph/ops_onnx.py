@@ -399,7 +399,7 @@ OPS["ConstantOfShape"] = OpDef("ConstantOfShape", _constant_of_shape_shape, cons
 # -- ops that op-level tracing emits (graph/trace_ops.py) ------------------------------------
 #: ops whose output type is fixed whatever their inputs' (see shapes.compute_shapes)
 OUT_DTYPES = {"ArgMax": "int64", "ArgMin": "int64", "Greater": "bool", "GreaterOrEqual": "bool",
-              "Less": "bool", "LessOrEqual": "bool", "Equal": "bool"}
+              "Less": "bool", "LessOrEqual": "bool", "Equal": "bool", "IsNaN": "bool"}
 
 
 def _broadcast_all(node: Node, shapes: Shapes, consts: dict) -> Shapes:
@@ -423,6 +423,10 @@ COMPARISONS = {"Greater": np.greater, "GreaterOrEqual": np.greater_equal, "Less"
                "LessOrEqual": np.less_equal, "Equal": np.equal}
 for _name, _fn in COMPARISONS.items():
     OPS[_name] = OpDef(_name, _broadcast, lambda node, a, b, f=_fn: f(a, b))
+
+
+# an exported model's Imputer step: Where(IsNaN(x), fill, x)
+OPS["IsNaN"] = OpDef("IsNaN", _unary, lambda node, x: xp_of(x).isnan(x))
 
 
 @_op("Where", _broadcast_all)

@@ -105,8 +105,9 @@ def export(model_or_path: Any, out_path: str | os.PathLike, opset: int = DEFAULT
     """Write a Module, a `.nnf` file (or an IR Graph) as an ONNX model file; return the model.
 
     The task, labels and preprocessing go into metadata_props as JSON strings; with
-    include_preprocessing the standardization runs inside the graph instead (Sub, Div at the
-    input), so the file is self-contained.
+    include_preprocessing the preprocessing runs inside the graph instead (Where(IsNaN(x),
+    fill, x) for missing values, Sub and Div for standardization, at the input), so the file
+    is self-contained.
     """
     _check_out_path(out_path)  # before tracing: a bad path should not cost a whole export
     opset = check_opset(opset)
@@ -189,7 +190,8 @@ def source_graph(model_or_path: Any, input_shape: Sequence[Any] | None = None
 
 
 def prepend_preprocessing(graph: Graph, config: Any) -> Graph:
-    """Run the preprocessing (standardize / min-max steps) as graph nodes before the model."""
+    """Run the preprocessing (impute / standardize / min-max steps) as graph nodes before the
+    model."""
     from ..data.preprocessing import Pipeline, preprocessing_from_config  # noqa: PLC0415
 
     pre = preprocessing_from_config(config)
@@ -201,13 +203,22 @@ def prepend_preprocessing(graph: Graph, config: Any) -> Graph:
     cur = x
     for i, step in enumerate(steps):
         kind = getattr(step, "type_name", type(step).__name__)
+        if kind == "impute":  # Where(IsNaN(x), fill, x): each missing value its feature's fill
+            fill = g.unique_name(f"preprocessing.{i}.fill")
+            g.initializers[fill] = np.asarray(step.statistics, dtype)
+            isnan, out = g.unique_name(f"preprocessing.{i}/IsNaN"), \
+                g.unique_name(f"preprocessing.{i}/Where")
+            nodes += [Node("IsNaN", [cur], [isnan], {}, isnan),
+                      Node("Where", [isnan, fill, cur], [out], {}, out)]
+            cur = out
+            continue
         if kind == "standardize":
             ops = (("Sub", step.mean), ("Div", step.scale))
         elif kind == "minmax":
             ops = (("Mul", step._scale), ("Add", step._offset))
         else:
             raise ConfigError(f"cannot put preprocessing step {kind!r} into the ONNX graph; "
-                              f"expected standardize or minmax steps")
+                              f"expected impute, standardize or minmax steps")
         for op, arr in ops:
             const = g.unique_name(f"preprocessing.{i}.{op.lower()}")
             g.initializers[const] = np.asarray(arr, dtype)

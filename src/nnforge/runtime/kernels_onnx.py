@@ -190,6 +190,12 @@ def _compare(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     return lambda feeds: np.copyto(y, fn(a, b))  # held as 0/1 in the plan's float buffer
 
 
+@kernel("IsNaN")
+def _isnan(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
+    x, y = ins[0], outs[0]
+    return lambda feeds: np.copyto(y, np.isnan(x))  # 0/1 in the float buffer, as comparisons
+
+
 @kernel("Where")
 def _where(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     c, a, b, y = ins[0], ins[1], ins[2], outs[0]
