@@ -65,3 +65,34 @@ def test_a_model_file_has_no_training_state(tmp_path: Path, capsys) -> None:
     assert code == 0 and "training state" not in out
     code, out, _ = run(capsys, "info", tmp_path / "m.nnf", "--json")
     assert "training_state" not in json.loads(out)
+
+
+def _rows(out: str) -> dict[str, str]:
+    state = out[out.index("training state"):]
+    return {line.split("  ", 1)[0]: line.split("  ", 1)[1].strip()
+            for line in state.splitlines()[3:]}
+
+
+def test_info_shows_the_trainer_seed_not_the_split_seed(tmp_path: Path, capsys) -> None:
+    """An unseeded run showed its randomly drawn split seed as 'seed'."""
+    model = nn.Sequential(nn.Linear(2, 1))
+    trainer = nf.Trainer(model, loss="mse", optimizer=optim.SGD(model.parameters()), verbose=0)
+    x = np.ones((6, 2), np.float32)
+    trainer.fit(x, x[:, :1], epochs=1, batch_size=3)
+    trainer.save_checkpoint(str(tmp_path / "unseeded.nnf"))
+    split = trainer.state_dict()["split_seed"]
+    code, out, err = run(capsys, "info", tmp_path / "unseeded.nnf")
+    assert code == 0, err
+    rows = _rows(out)
+    assert rows["seed"] == "none" and rows["validation split seed"] == str(split)
+    code, out, _ = run(capsys, "info", tmp_path / "unseeded.nnf", "--json")
+    doc = json.loads(out)["training_state"]
+    assert doc["seed"] is None and doc["split_seed"] == split
+    # a checkpoint from before seeds were kept: its split seed is no proof of a seed
+    state = trainer.state_dict()
+    del state["seed"]
+    state["split_seed"] = 7
+    nf.io.save_checkpoint(tmp_path / "old.nnf", model, trainer_state=state)
+    code, out, err = run(capsys, "info", tmp_path / "old.nnf")
+    rows = _rows(out)
+    assert code == 0 and "seed" not in rows and rows["validation split seed"] == "7"

@@ -191,3 +191,45 @@ def test_tampered_optimizer_state_is_detected(tmp_path):
     path.write_bytes(raw[:i] + b'"epoch": 9' + raw[i + 10:])
     with pytest.raises(ModelFileError, match="checksum mismatch for entry 'trainer.json'"):
         load_checkpoint(path)
+
+
+def _trainer_checkpoint(path, seed, drop_seed=False):
+    """A Trainer's checkpoint after one epoch (drop_seed: as written before seeds were kept)."""
+    model = nn.Sequential(nn.Linear(3, 2))
+    trainer = nf.Trainer(model, loss="mse", optimizer=nf.optim.SGD(model.parameters(), lr=0.1),
+                         seed=seed, verbose=0)
+    x = np.arange(24, dtype=np.float32).reshape(8, 3) / 24
+    trainer.fit(x, x[:, :2], epochs=1, batch_size=4)
+    state = trainer.state_dict()
+    if drop_seed:
+        del state["seed"]
+    save_checkpoint(path, model, trainer.optimizer, state)
+    return model
+
+
+def test_trainer_checkpoints_keep_the_trainers_seed(tmp_path):
+    """state_dict kept split_seed only: an unseeded run's random split seed passed for a seed."""
+    _trainer_checkpoint(tmp_path / "seeded.nnf", 11)
+    _trainer_checkpoint(tmp_path / "unseeded.nnf", None)
+    assert load_checkpoint(tmp_path / "seeded.nnf").trainer_state["seed"] == 11
+    unseeded = load_checkpoint(tmp_path / "unseeded.nnf").trainer_state
+    assert unseeded["seed"] is None and isinstance(unseeded["split_seed"], int)
+    model = nn.Sequential(nn.Linear(3, 2))
+    resumed = nf.Trainer(model, loss="mse", optimizer=nf.optim.SGD(model.parameters()),
+                         verbose=0)
+    resumed.load_checkpoint(str(tmp_path / "seeded.nnf"))
+    assert resumed.seed == 11 and resumed.state_dict()["seed"] == 11
+
+
+def test_trainer_checkpoints_without_a_seed_still_load(tmp_path):
+    _trainer_checkpoint(tmp_path / "old.nnf", 5, drop_seed=True)
+    model = nn.Sequential(nn.Linear(3, 2))
+    resumed = nf.Trainer(model, loss="mse", optimizer=nf.optim.SGD(model.parameters()),
+                         seed=3, verbose=0)
+    resumed.load_checkpoint(str(tmp_path / "old.nnf"))
+    assert resumed.seed == 3 and resumed.state_dict()["split_seed"] == 5
+    state = resumed.state_dict()
+    state["seed"] = "seven"
+    with pytest.raises(nf.errors.StateDictError, match="'seed' must be an integer"):
+        resumed.load_state_dict(state)
+    assert resumed.seed == 3

@@ -481,3 +481,34 @@ def test_imputer_goes_into_the_graph_as_where_isnan(rng: np.random.Generator, tm
     got = InferenceSession(tmp_path / "self.onnx", check_finite=False).predict(X)
     assert_close(got.probabilities, expected.probabilities)
     assert_close(evaluate_graph(load(tmp_path / "self.onnx"), X)[0], expected.probabilities)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
+def test_nnforge_runs_its_own_export_with_an_imputer_on_nan(rng: np.random.Generator, tmp_path,
+                                                             backend: str) -> None:
+    """The session refused NaN before the graph could fill it in: 'expected finite input'."""
+    X = (rng.standard_normal((30, 4)) * 2).astype(F32)
+    X[rng.random(X.shape) < 0.3] = np.nan
+    pre = Pipeline([Imputer("mean"), Standardizer()]).fit(X)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    nf.save(model, tmp_path / "m.nnf", task="multiclass", preprocessing=pre)
+    expected = InferenceSession(tmp_path / "m.nnf").predict(X)
+    export(tmp_path / "m.nnf", tmp_path / "m.onnx", include_preprocessing=True)
+    session = InferenceSession(tmp_path / "m.onnx", backend=backend)
+    assert session.fills_missing
+    got = session.predict(X)
+    np.testing.assert_array_equal(got.classes, expected.classes)
+    assert_close(got.probabilities, expected.probabilities)
+    # run takes NaN too: the raw outputs of the .nnf model on the preprocessed rows
+    assert_close(session.run(X), InferenceSession(tmp_path / "m.nnf").run(pre.transform(X)))
+    X[4, 2] = -np.inf  # infinity is no missing value
+    for call in (session.predict, session.run):
+        with pytest.raises(nf.errors.DataError, match="found -inf at row 4, position 2"):
+            call(X)
+    # preprocessing kept in the metadata: predict fills NaN in, but the graph's own input
+    # is the model's, so run refuses it
+    export(tmp_path / "m.nnf", tmp_path / "bare.onnx")
+    bare = InferenceSession(tmp_path / "bare.onnx", backend=backend)
+    assert bare.fills_missing
+    with pytest.raises(nf.errors.DataError, match="expected finite input values, found nan"):
+        bare.run(np.where(np.isinf(X), 0, X))

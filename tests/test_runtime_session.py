@@ -614,3 +614,27 @@ def test_each_conv1d_layer_matches_eager(rng: np.random.Generator, name: str,
     session = InferenceSession(model, optimization=level, input_shape=(3, 9))
     assert_close(session.run(x), eager(model, x))
     assert_close(session.run(x[:1]), eager(model, x[:1]))
+
+
+def test_an_input_read_only_by_an_in_graph_imputation_may_hold_nan() -> None:
+    """A graph that fills NaN itself (Where(IsNaN(x), fill, x)) had it refused at the door;
+    an input that any other op also reads still refuses it."""
+    from nnforge.data.preprocessing import Imputer  # noqa: PLC0415
+    from nnforge.graph.trace import trace  # noqa: PLC0415
+
+    nf.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    imputer = Imputer("constant", fill_value=0.5).fit(np.zeros((2, 3), F32))
+    graph = exporter.prepend_preprocessing(trace(model, (None, 3)), imputer.get_config())
+    x = np.array([[np.nan, 1.0, 2.0], [0.5, 1.0, np.nan]], F32)
+    for level in ("none", "all"):
+        got = InferenceSession(graph, optimization=level).run(x)
+        assert_close(got, eager(model, np.nan_to_num(x, nan=0.5)))
+    with pytest.raises(DataError, match="found inf at row 1, position 0"):
+        InferenceSession(graph).run(np.array([[0, 0, 0], [np.inf, 0, np.nan]], F32))
+    leaky = graph.copy()  # the raw input also goes out through a Relu of its own
+    name = leaky.inputs[0].name
+    leaky.nodes.append(Node("Relu", [name], ["raw_relu"], {}, "raw_relu"))
+    leaky.outputs.append(ValueInfo("raw_relu", (None, 3), "float32"))
+    with pytest.raises(DataError, match="expected finite input values, found nan at row 0"):
+        InferenceSession(leaky).run(x)

@@ -35,11 +35,19 @@ def training_state(path: str) -> dict[str, Any]:
     if isinstance(callbacks, list):
         doc["callbacks"] = [str(c.get("type")) for c in callbacks
                             if isinstance(c, dict) and c.get("state")]
-    # the trainer keeps the seed it splits validation rows with: its seed when one was given
-    seed = trainer.get("seed", trainer.get("split_seed"))
-    if isinstance(seed, int):
-        doc["seed"] = seed
+    # the trainer's own seed (null: none was given); the seed it drew validation rows with
+    # equals it when one was given, and is shown apart when not (or when the checkpoint is
+    # older than saved seeds: the split seed is then no proof of a trainer seed)
+    if "seed" in trainer and (trainer["seed"] is None or _is_int(trainer["seed"])):
+        doc["seed"] = trainer["seed"]
+    split = trainer.get("split_seed")
+    if _is_int(split) and ("seed" not in doc or doc["seed"] != split):
+        doc["split_seed"] = split
     return doc
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _optimizer(config: dict[str, Any]) -> dict[str, Any]:
@@ -83,5 +91,7 @@ def print_training_state(doc: dict[str, Any]) -> None:
     if "callbacks" in doc:
         rows.append(("callbacks", ", ".join(doc["callbacks"]) or "-"))
     if "seed" in doc:
-        rows.append(("seed", str(doc["seed"])))
+        rows.append(("seed", "none" if doc["seed"] is None else str(doc["seed"])))
+    if "split_seed" in doc:
+        rows.append(("validation split seed", str(doc["split_seed"])))
     print_table(["field", "value"], rows or [("state", "-")], "training state", align="ll")

@@ -60,9 +60,12 @@ class Feed:
 class Ctx:
     """Per-plan services for builders: scratch arrays, the float dtype, input checks."""
 
-    def __init__(self, dtype: Any, check_finite: bool = False, threads: int = 1) -> None:
+    def __init__(self, dtype: Any, check_finite: bool = False, threads: int = 1,
+                 allow_nan: frozenset[int] = frozenset()) -> None:
         self.dtype = np.dtype(dtype)
         self.check_finite = check_finite
+        #: graph inputs that may hold NaN (the graph fills them in): the session checks those
+        self.allow_nan = allow_nan
         #: threads a kernel may split its work over
         self.threads = max(1, int(threads))
         #: graph inputs whose NaN/Inf check a kernel took over
@@ -84,7 +87,7 @@ class Ctx:
     def finite_probe(self, feed: Feed) -> Callable[[Any], None] | None:
         """For a kernel that sees every element of a graph input: the full check to run when
         its output hints at a non-finite input (None when checks are off)."""
-        if not self.check_finite:
+        if not self.check_finite or feed.index in self.allow_nan:
             return None
         self.probed.add(feed.index)
         i = feed.index
@@ -117,11 +120,12 @@ def all_finite(x: np.ndarray) -> bool:
     return isfinite(total) or bool(np.isfinite(x).all())
 
 
-def check_finite(x: np.ndarray, offset: int = 0) -> None:
-    """DataError naming the first NaN/Inf entry (row, position), if x has one."""
+def check_finite(x: np.ndarray, offset: int = 0, allow_nan: bool = False) -> None:
+    """DataError naming the first NaN/Inf entry (row, position), if x has one (with allow_nan
+    only Inf counts: the input of a graph that fills NaN in itself)."""
     if all_finite(x):
         return
-    bad = ~np.isfinite(x)
+    bad = np.isinf(x) if allow_nan else ~np.isfinite(x)
     if bad.any():
         pos = np.unravel_index(int(np.argmax(bad)), x.shape)
         row, rest = int(pos[0]) + offset, tuple(int(p) for p in pos[1:])

@@ -72,16 +72,18 @@ class Plan:
 
 
 def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
-                 check_finite: bool = False, threads: int = 1) -> Plan:
+                 check_finite: bool = False, threads: int = 1,
+                 allow_nan: frozenset[int] = frozenset()) -> Plan:
     """Build a Plan for the given concrete shapes of the graph inputs.
 
     With check_finite, kernels that see a whole input (a Gemm reading it) check it for
-    NaN/Inf as a side effect; `Plan.probed` lists the inputs they cover. `threads` > 1 lets
+    NaN/Inf as a side effect; `Plan.probed` lists the inputs they cover, never those in
+    allow_nan (inputs the graph fills NaN in: the caller checks them for Inf). `threads` > 1 lets
     kernels split their work (the convolutions' batch chunks) over that many threads.
     """
     infos = compute_shapes(graph, {v.name: tuple(s) for v, s in zip(graph.inputs, input_shapes)})
     dtype = np.dtype(graph.inputs[0].dtype)
-    ctx = _CountingCtx(dtype, check_finite, threads)
+    ctx = _CountingCtx(dtype, check_finite, threads, allow_nan)
     nodes = graph.nodes
     outputs = set(graph.output_names)
     last: dict[str, int] = {}
@@ -207,8 +209,9 @@ def _copy_step(feed: Feed, buf: np.ndarray) -> Any:
 class _CountingCtx(Ctx):
     """Ctx that remembers how many bytes of scratch and constants it handed out."""
 
-    def __init__(self, dtype: Any, check_finite: bool, threads: int) -> None:
-        super().__init__(dtype, check_finite, threads)
+    def __init__(self, dtype: Any, check_finite: bool, threads: int,
+                 allow_nan: frozenset[int] = frozenset()) -> None:
+        super().__init__(dtype, check_finite, threads, allow_nan)
         self.nbytes = 0
 
     def scratch(self, shape: Any, fill: float | None = None) -> np.ndarray:

@@ -54,7 +54,9 @@ class InferenceSession:
     several arrays, a list of shapes, one per argument (inputs named input_0, input_1, ...).
     `task`, `labels`, `threshold`: post-processing for `predict` (default: the model file's
     manifest). `check_finite`: reject NaN/Inf inputs with a DataError (in `predict`, a model
-    whose stored preprocessing starts with an Imputer fills NaN in first). `threads`: how many
+    whose stored preprocessing starts with an Imputer fills NaN in first; an input that feeds
+    only an imputation inside the graph, Where(IsNaN(x), fill, x) as an ONNX export with
+    include_preprocessing has it, may hold NaN in `run` too). `threads`: how many
     threads one call may use (default: every CPU); kernels split big products and convolutions
     over them, and BLAS runs serially inside such calls so that its threads do not compete with
     ours. The session is safe to call from many threads at once either way.
@@ -77,6 +79,8 @@ class InferenceSession:
             raw = model
         else:
             raw = _trace(model, self.manifest, input_shape)
+        #: indices of the inputs the graph fills NaN in itself: only Inf is refused there
+        self._nan_ok = _imputed_inputs(raw)
         #: the optimized graph (what runs)
         self.graph: Graph = optimize(raw, optimization, disabled_passes)
         self.optimization = optimization
@@ -113,6 +117,12 @@ class InferenceSession:
         self._pre = self._impute = None
         if pre:
             self._impute, self._pre = _split_imputer(pre)
+
+    @property
+    def fills_missing(self) -> bool:
+        """Whether `predict` takes NaN inputs as missing values and fills them in (a stored
+        Imputer, or an imputation inside the graph); Inf is refused either way."""
+        return self._impute is not None or bool(self._nan_ok)
 
     # -- shapes ------------------------------------------------------------------------------
     @property
@@ -156,7 +166,7 @@ class InferenceSession:
             plan = self._new_plan(x.shape)
         try:
             if self.check_finite and not plan.probed:
-                check_finite(x)
+                check_finite(x, allow_nan=bool(self._nan_ok))
             if self._single:
                 return plan.run_one((x,))
             return dict(zip(self.graph.output_names, plan.run((x,))))
@@ -204,7 +214,7 @@ class InferenceSession:
             if self.check_finite:
                 for i, a in enumerate(feeds):
                     if i not in plan.probed:
-                        check_finite(a)
+                        check_finite(a, allow_nan=i in self._nan_ok)
             outs = plan.run(feeds)
         finally:
             pool = self._pools.get(key)
@@ -229,7 +239,8 @@ class InferenceSession:
         elif self._shared is not None:
             plan = self._shared
         else:
-            plan = compile_plan(self.graph, list(shapes), self.check_finite, self.threads)
+            plan = compile_plan(self.graph, list(shapes), self.check_finite, self.threads,
+                                self._nan_ok)
         with self._lock:
             if shape not in self._pools:
                 if len(self._pools) >= MAX_SHAPES:
@@ -267,7 +278,7 @@ class InferenceSession:
             if self._impute is not None:  # NaN is a missing value it fills; inf stays refused
                 chunk = self._impute.transform(chunk)
             if self.check_finite:  # here, so the error names the row in x (not in the chunk)
-                check_finite(chunk, offset=start)
+                check_finite(chunk, offset=start, allow_nan=bool(self._nan_ok))
             if self._pre is not None:
                 chunk = self._pre.transform(chunk)
             out = self.run(chunk)
@@ -354,6 +365,24 @@ def _trace(model: Module, manifest: dict[str, Any], input_shape: Any) -> Graph:
     if full_shape is None and getattr(model, "input_shape", None) is not None:
         full_shape = (None, *model.input_shape)
     return trace(model, full_shape, input_name=spec.get("name", "input"))
+
+
+def _imputed_inputs(graph: Graph) -> frozenset[int]:
+    """Indices of the graph inputs read only by an imputation, Where(IsNaN(x), fill, x) with a
+    constant fill: every NaN they hold is replaced before any other op sees it."""
+    found = set()
+    for k, v in enumerate(graph.inputs):
+        x = v.name
+        users = [n for n in graph.nodes if x in n.inputs]
+        masks = {n.outputs[0] for n in users if n.op == "IsNaN" and list(n.inputs) == [x]}
+        wheres = [n for n in users if n.op == "Where"]
+        ok = all(n.op == "IsNaN" and list(n.inputs) == [x] or n.op == "Where"
+                 and len(n.inputs) == 3 and n.inputs[0] in masks
+                 and n.inputs[1] in graph.initializers and n.inputs[2] == x
+                 for n in users)
+        if ok and wheres and x not in graph.output_names:
+            found.add(k)
+    return frozenset(found)
 
 
 def _split_imputer(config: Any) -> tuple[Any, Any]:

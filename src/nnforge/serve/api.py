@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
+from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
 
 from .. import __version__
@@ -58,8 +59,10 @@ class ErrorBody(BaseModel):
 class SimpleRequest(BaseModel):
     """One sample or a list of samples, under 'instances' or 'data' (exactly one of them)."""
 
-    instances: list[Any] | None = Field(None, examples=[[[0.0, 1.5, 3.0]]])
-    data: list[Any] | None = None
+    instances: list[Any] | None = Field(None, examples=[[[0.0, 1.5, 3.0]]], description=(
+        "Samples (or one sample) of numbers; null marks a missing value where the model has "
+        "an Imputer"))
+    data: list[Any] | None = Field(None, description="the same as 'instances'")
 
 
 class SimpleResponse(BaseModel):
@@ -217,6 +220,7 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
                           openapi_extra={"requestBody": {"required": True, "content": {
                               "application/json": {"schema": {
                                   "$ref": f"#/components/schemas/{body.__name__}"}}}}})
+    app.openapi = _with_request_schemas(app)  # type: ignore[method-assign]
 
     # -- health and metadata ----------------------------------------------------------------
     @app.get("/", summary="Server, models and where to start")
@@ -318,6 +322,24 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
         return Response((await server.server_metrics()).render(), media_type=CONTENT_TYPE)
 
     return app
+
+
+def _with_request_schemas(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """app.openapi, with the inference request bodies among the components: the routes refer
+    to them by $ref, but FastAPI only defines the schemas of bodies that it parses itself."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = build()
+            _, defs = models_json_schema([(SimpleRequest, "validation"),
+                                          (V2InferRequest, "validation")],
+                                         ref_template="#/components/schemas/{model}")
+            schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+            for name, schema in defs.get("$defs", {}).items():
+                schemas.setdefault(name, schema)
+        return app.openapi_schema
+    return openapi
 
 
 def _body_doc(body: type[BaseModel]) -> dict[str, Any]:

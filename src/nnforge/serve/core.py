@@ -206,7 +206,7 @@ def decode_simple(doc: Any, model: ServedModel, maybe_bools: bool = True) -> np.
                                 f"{sorted(doc)[:10]}")
     what = f"'{keys[0]}'"
     data = array_from_json(doc[keys[0]], what, float32=model.input.datatype == "FP32",
-                           maybe_bools=maybe_bools)
+                           maybe_bools=maybe_bools, nulls=model.input.missing)
     return to_model_rows(data, model.input, what)
 
 

@@ -44,7 +44,7 @@ class ServedModel:
             raise ConfigError(f"a served model must have one input, found {len(names)} "
                               f"({names})")
         self.input = TensorSpec(names[0], datatype_of(session.graph.inputs[0].dtype),
-                                _dims(session.input_shape))
+                                _dims(session.input_shape), session.fills_missing)
         labels = self.manifest.get("labels") if self.task in ("multiclass", "binary") else None
         self.labels = None  # label names by class index, as the manifest has them
         if labels is not None:

@@ -50,6 +50,9 @@ class TensorSpec:
     name: str
     datatype: str
     shape: tuple[int, ...]
+    #: NaN (JSON null) is a missing value the model fills in (an input whose model has an
+    #: Imputer): accepted where a model without one refuses it
+    missing: bool = False
 
     @property
     def size(self) -> int:
@@ -104,15 +107,25 @@ def _first_bool(data: list[Any]) -> list[int] | None:
     return None
 
 
+def _nulls_to_nan(data: Any) -> Any:
+    """Nested lists with every JSON null as NaN (a missing value)."""
+    if data is None:
+        return math.nan
+    if type(data) is list:
+        return [_nulls_to_nan(v) for v in data]
+    return data
+
+
 def array_from_json(data: Any, what: str, float32: bool = False, booleans: bool = False,
-                    maybe_bools: bool = True) -> np.ndarray:
+                    maybe_bools: bool = True, nulls: bool = False) -> np.ndarray:
     """A rectangular array of numbers from (nested) JSON lists, or a 400 naming the problem.
 
     With float32, flat and two-level lists come back as float32 straight away (values beyond
     the float32 range become inf, which the caller refuses). JSON booleans are refused (with
     their position) unless `booleans` (datatype BOOL): Python counts them as 0 and 1, so they
     would pass for numbers. `maybe_bools=False` says the body holds no 'true' nor 'false'
-    (one search of the raw bytes), which spares the walk over every value.
+    (one search of the raw bytes), which spares the walk over every value. With `nulls`
+    (a model that fills missing values in), JSON null reads as NaN.
     """
     if not isinstance(data, list):
         raise InvalidInputError(f"{what} must be a list of numbers (or of lists of numbers), "
@@ -131,6 +144,8 @@ def array_from_json(data: Any, what: str, float32: bool = False, booleans: bool 
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInputError(f"{what} must be nested lists of numbers with a rectangular "
                                 f"shape ({str(exc).split(';')[0]})") from None
+    if nulls and arr.dtype.kind == "O":  # the slow route only: the fast one has no nulls
+        arr = np.array(_nulls_to_nan(data))
     if arr.dtype.kind not in "fiub":
         raise InvalidInputError(f"{what} must hold numbers, found "
                                 f"{_KIND_NAMES.get(arr.dtype.kind, str(arr.dtype))}")
@@ -176,11 +191,12 @@ def check_kind(arr: np.ndarray, datatype: str, what: str) -> np.ndarray:
         with np.errstate(over="ignore"):
             out = arr.astype(target)
         # a finite value beyond the narrower type's range turns into inf: name that range
-        # (the model's own check would blame the model's datatype instead)
-        if not np.isfinite(out).all() and np.isfinite(arr).all():
-            info = np.finfo(target)
+        # (the model's own check would blame the model's datatype instead); NaN may be there
+        # too, a missing value
+        if not np.isfinite(out).all() and (np.isinf(out) & np.isfinite(arr)).any():
+            info, finite = np.finfo(target), arr[np.isfinite(arr)]
             raise InvalidInputError(f"{what}: values must lie within [{info.min:g}, {info.max:g}] "
-                                    f"for {datatype}, found [{arr.min()}, {arr.max()}]")
+                                    f"for {datatype}, found [{finite.min()}, {finite.max()}]")
         return out
     return arr.astype(target, copy=False)
 
@@ -209,9 +225,11 @@ def to_model_rows(arr: np.ndarray, spec: TensorSpec, what: str,
                                     f"{_KIND_NAMES.get(rows.dtype.kind, str(rows.dtype))}")
         with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes inf: refused below
             rows = rows.astype(target)
-    # one BLAS dot product tells that all values are finite (see all_finite)
-    if target.kind == "f" and not all_finite(rows):
-        bad = np.argwhere(~np.isfinite(rows))[0]
+    # one BLAS dot product tells that all values are finite (see all_finite); a model that
+    # fills missing values in takes NaN, never Inf
+    if target.kind == "f" and not all_finite(rows) and (
+            not spec.missing or np.isinf(rows).any()):
+        bad = np.argwhere(np.isinf(rows) if spec.missing else ~np.isfinite(rows))[0]
         raise InvalidInputError(f"{what}: expected finite numbers within the range of "
                                 f"{spec.datatype}, found {rows[tuple(bad)]} at index "
                                 f"{_shape_text(bad.tolist())}")

@@ -100,8 +100,10 @@ def parse_json(data: bytes | memoryview, what: str = "the request body") -> Any:
 
 
 def decode_input(doc: dict[str, Any], binary: memoryview | None, offset: int,
-                 what: str, maybe_bools: bool = True) -> tuple[np.ndarray, int]:
-    """One V2 input tensor as an array of its datatype; returns it and the new binary offset."""
+                 what: str, maybe_bools: bool = True,
+                 missing: bool = False) -> tuple[np.ndarray, int]:
+    """One V2 input tensor as an array of its datatype; returns it and the new binary offset
+    (`missing`: the model fills missing values in, so JSON null in float data reads as NaN)."""
     shape = _shape(doc.get("shape"), what)
     datatype = doc.get("datatype")
     if not isinstance(datatype, str) or datatype not in DATATYPES and datatype != "BYTES":
@@ -140,7 +142,8 @@ def decode_input(doc: dict[str, Any], binary: memoryview | None, offset: int,
     if datatype == "BYTES":
         raise InvalidInputError(f"{what}: the model takes numbers, found datatype BYTES")
     arr = array_from_json(doc["data"], f"{what}: 'data'", float32=datatype == "FP32",
-                          booleans=datatype == "BOOL", maybe_bools=maybe_bools)
+                          booleans=datatype == "BOOL", maybe_bools=maybe_bools,
+                          nulls=missing and DATATYPES[datatype].kind == "f")
     if arr.size and arr.dtype.kind == "f" and DATATYPES[datatype].kind in "iu":
         arr = exact_integers(doc["data"], arr, datatype, what)
     count = math.prod(shape)
@@ -181,7 +184,8 @@ def decode_request(body: bytes, header_length: int | None,
                                     f"{spec.name!r}; found {name!r:.60}")
         if x is not None:
             raise InvalidInputError(f"inputs[{i}]: input {spec.name!r} is given twice")
-        arr, offset = decode_input(item, binary, offset, f"input {spec.name!r}", maybe_bools)
+        arr, offset = decode_input(item, binary, offset, f"input {spec.name!r}", maybe_bools,
+                                   spec.missing)
         if arr.dtype.kind not in "fiub":
             raise InvalidInputError(f"input {spec.name!r}: expected one of {list(NUMERIC_TO_MODEL)}"
                                     f", found {item['datatype']}")

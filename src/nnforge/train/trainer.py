@@ -649,11 +649,12 @@ class Trainer:
                 "callbacks": [{"type": type(cb).__name__, "state": cb.state_dict()}
                               for cb in self.callbacks],
                 "loader": None if self._loader is None else self._loader.state_dict(),
-                "split_seed": self._split_seed}
+                "split_seed": self._split_seed, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore state_dict()'s output (a StateDictError, and nothing changed, if it is not)."""
         parsed = check_trainer_state(state, self._shuffle_rng, nf_random.get_rng())
+        seed = _saved_seed(state)
         # match saved callback states to this run's callbacks by type, in order, so a resumed
         # run may drop or add callbacks (e.g. no ModelCheckpoint) without losing scheduler
         # state; first, since a callback may still refuse its state
@@ -666,6 +667,8 @@ class Trainer:
         nf_random.set_rng_state(parsed["global_rng"])
         if parsed["split_seed"] is not None:  # older checkpoints lack it
             self._split_seed = parsed["split_seed"]
+        if "seed" in state:  # older checkpoints lack it: this trainer's seed stays
+            self.seed = seed
         self._callback_states = parsed["callbacks"]
 
     def _restore_callbacks(self, saved: dict[str, list[Any]]) -> None:
@@ -711,3 +714,14 @@ class Trainer:
         except BaseException:  # e.g. an optimizer of another kind: the weights go back too
             self._rollback(before)
             raise
+
+
+def _saved_seed(state: dict[str, Any]) -> int | None:
+    """The trainer seed a state holds (None: unseeded, or a checkpoint from before seeds were
+    saved), or a StateDictError."""
+    seed = state.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                             or not 0 <= seed < 2**64):
+        raise StateDictError(f"expected a trainer state as Trainer.state_dict() gives: 'seed' "
+                             f"must be an integer in [0, 2**64) or null, found {seed!r:.40}")
+    return None if seed is None else int(seed)
