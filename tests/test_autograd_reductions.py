@@ -108,3 +108,13 @@ def test_var_and_std_take_ddof_or_its_name_correction(x):
         t.var(ddof=0, correction=1)
     with pytest.raises(ConfigError, match="ddof as a number >= 0, found -1"):
         t.std(ddof=-1)
+
+
+@pytest.mark.parametrize("call", [lambda t: np.max(t, initial=0.0),
+                                  lambda t: np.sum(t, where=np.ones(3, bool)),
+                                  lambda t: t.mean(bogus=1)])
+def test_numpy_only_reduction_arguments_are_one_clear_error(call) -> None:
+    """np.max(t, initial=...) raised Python's TypeError from inside the method."""
+    t = nf.Tensor(np.ones(3, np.float32))
+    with pytest.raises(ConfigError, match="which a Tensor does not take"):
+        call(t)

@@ -638,3 +638,9 @@ def test_an_input_read_only_by_an_in_graph_imputation_may_hold_nan() -> None:
     leaky.outputs.append(ValueInfo("raw_relu", (None, 3), "float32"))
     with pytest.raises(DataError, match="expected finite input values, found nan at row 0"):
         InferenceSession(leaky).run(x)
+    nan_fill = graph.copy()  # a fill that is itself NaN would hand the NaN on
+    where = next(n for n in nan_fill.nodes if n.op == "Where")
+    nan_fill.initializers[where.inputs[1]] = np.full_like(
+        nan_fill.initializers[where.inputs[1]], np.nan)
+    with pytest.raises(DataError, match="expected finite input values, found nan at row 0"):
+        InferenceSession(nan_fill).run(x)

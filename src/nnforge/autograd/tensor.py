@@ -153,9 +153,17 @@ class Tensor:
         On a GPU tensor the number becomes a 0-d array on its device (CuPy takes no NumPy
         arrays, 0-d included)."""
         # as_tensor alone would round it to float32: x64 * 0.1 would be off by 1.5e-9
-        if isinstance(x, Tensor) or type(x) is np.ndarray or backend.is_device_array(x):
-            return _promote(self, x)
         data = self.data
+        tx = type(x)
+        if tx is float:  # the common cases first: each check here is paid on every op
+            if type(data) is np.ndarray and data.dtype.kind == "f":
+                return self, np.asarray(x, dtype=data.dtype)
+        elif tx is Tensor or tx is np.ndarray:
+            if x.data.dtype is data.dtype if tx is Tensor else x.dtype is data.dtype:
+                return self, x
+            return _promote(self, x)
+        elif isinstance(x, Tensor) or backend.is_device_array(x):
+            return _promote(self, x)
         kind = data.dtype.kind
         if isinstance(x, bool):  # a bool beside a bool tensor stays one; else it counts as 0/1
             if kind == "b":
@@ -321,36 +329,41 @@ class Tensor:
     # keepdim=, and NumPy's dtype= and out=None, so np.sum(t), np.mean(t, axis=0) and
     # np.max(t, keepdims=True) (which NumPy hands to these methods) work; see the class doc.
     def sum(self, axis: Any = None, keepdims: bool | None = None, *, dim: Any = None,
-            keepdim: bool | None = None, dtype: Any = None, out: Any = None) -> Tensor:
+            keepdim: bool | None = None, dtype: Any = None, out: Any = None,
+            **numpy_only: Any) -> Tensor:
         """Sum over the given axes (all when None); dtype= casts first, as NumPy and torch."""
-        axis, keep = _reduce_args("sum", axis, dim, keepdims, keepdim, out)
+        axis, keep = _reduce_args("sum", axis, dim, keepdims, keepdim, out, numpy_only)
         return _ops().Sum.apply(_in_dtype(self, dtype, "sum", floats_only=False), axis=axis,
                                 keepdims=keep)
 
     def mean(self, axis: Any = None, keepdims: bool | None = None, *, dim: Any = None,
-             keepdim: bool | None = None, dtype: Any = None, out: Any = None) -> Tensor:
+             keepdim: bool | None = None, dtype: Any = None, out: Any = None,
+            **numpy_only: Any) -> Tensor:
         """Mean over the given axes (all when None); dtype= (a float dtype) casts first."""
-        axis, keep = _reduce_args("mean", axis, dim, keepdims, keepdim, out)
+        axis, keep = _reduce_args("mean", axis, dim, keepdims, keepdim, out, numpy_only)
         return _ops().Mean.apply(_in_dtype(self, dtype, "mean"), axis=axis, keepdims=keep)
 
     def max(self, axis: Any = None, keepdims: bool | None = None, *, dim: Any = None,
-            keepdim: bool | None = None, out: Any = None) -> Tensor:
+            keepdim: bool | None = None, out: Any = None,
+            **numpy_only: Any) -> Tensor:
         """Maximum over the given axes; the gradient is split evenly between ties."""
-        axis, keep = _reduce_args("max", axis, dim, keepdims, keepdim, out)
+        axis, keep = _reduce_args("max", axis, dim, keepdims, keepdim, out, numpy_only)
         return _ops().Max.apply(self, axis=axis, keepdims=keep)
 
     def min(self, axis: Any = None, keepdims: bool | None = None, *, dim: Any = None,
-            keepdim: bool | None = None, out: Any = None) -> Tensor:
+            keepdim: bool | None = None, out: Any = None,
+            **numpy_only: Any) -> Tensor:
         """Minimum over the given axes; the gradient is split evenly between ties."""
-        axis, keep = _reduce_args("min", axis, dim, keepdims, keepdim, out)
+        axis, keep = _reduce_args("min", axis, dim, keepdims, keepdim, out, numpy_only)
         return _ops().Min.apply(self, axis=axis, keepdims=keep)
 
     def var(self, axis: Any = None, keepdims: bool | None = None, ddof: int | None = None, *,
             dim: Any = None, keepdim: bool | None = None, correction: int | None = None,
-            dtype: Any = None, out: Any = None) -> Tensor:
+            dtype: Any = None, out: Any = None,
+            **numpy_only: Any) -> Tensor:
         """Variance over the given axes; ddof (or its torch/NumPy 2 name correction) defaults
         to 0, as NumPy's (PyTorch's default is 1)."""
-        axis, keep = _reduce_args("var", axis, dim, keepdims, keepdim, out)
+        axis, keep = _reduce_args("var", axis, dim, keepdims, keepdim, out, numpy_only)
         ddof = _pick_ddof(ddof, correction, "var")
         x = _in_dtype(self, dtype, "var")
         centered = x - x.mean(axis=axis, keepdims=True)
@@ -364,9 +377,10 @@ class Tensor:
 
     def std(self, axis: Any = None, keepdims: bool | None = None, ddof: int | None = None, *,
             dim: Any = None, keepdim: bool | None = None, correction: int | None = None,
-            dtype: Any = None, out: Any = None) -> Tensor:
+            dtype: Any = None, out: Any = None,
+            **numpy_only: Any) -> Tensor:
         """Standard deviation over the given axes (ddof or correction, 0 by default)."""
-        axis, keep = _reduce_args("std", axis, dim, keepdims, keepdim, out)
+        axis, keep = _reduce_args("std", axis, dim, keepdims, keepdim, out, numpy_only)
         ddof = _pick_ddof(ddof, correction, "std")
         return _ops().StdSqrt.apply(self.var(axis=axis, keepdims=keep, ddof=ddof, dtype=dtype))
 
@@ -507,15 +521,17 @@ class Tensor:
         return _ops().minimum(self, other)
 
     def argmax(self, axis: int | None = None, keepdims: bool | None = None, *,
-               dim: int | None = None, keepdim: bool | None = None, out: Any = None) -> Tensor:
+               dim: int | None = None, keepdim: bool | None = None, out: Any = None,
+            **numpy_only: Any) -> Tensor:
         """int64 index of the largest value along axis (of the flattened tensor when None)."""
-        axis, keep = _reduce_args("argmax", axis, dim, keepdims, keepdim, out)
+        axis, keep = _reduce_args("argmax", axis, dim, keepdims, keepdim, out, numpy_only)
         return _ops().ArgMax.apply(self, axis=axis, keepdims=keep)
 
     def argmin(self, axis: int | None = None, keepdims: bool | None = None, *,
-               dim: int | None = None, keepdim: bool | None = None, out: Any = None) -> Tensor:
+               dim: int | None = None, keepdim: bool | None = None, out: Any = None,
+            **numpy_only: Any) -> Tensor:
         """int64 index of the smallest value along axis (of the flattened tensor when None)."""
-        axis, keep = _reduce_args("argmin", axis, dim, keepdims, keepdim, out)
+        axis, keep = _reduce_args("argmin", axis, dim, keepdims, keepdim, out, numpy_only)
         return _ops().ArgMin.apply(self, axis=axis, keepdims=keep)
 
     # -- torch's names, for code ported from PyTorch ------------------------------------------
@@ -547,15 +563,17 @@ class Tensor:
         return self
 
     def any(self, axis: Any = None, keepdims: bool | None = None, *, dim: Any = None,
-            keepdim: bool | None = None, out: Any = None) -> Tensor:
+            keepdim: bool | None = None, out: Any = None,
+            **numpy_only: Any) -> Tensor:
         """True where any value over the axes is nonzero, as a bool tensor."""
-        axis, keep = _reduce_args("any", axis, dim, keepdims, keepdim, out)
+        axis, keep = _reduce_args("any", axis, dim, keepdims, keepdim, out, numpy_only)
         return _ops().AnyAll.apply(self, kind="any", axis=axis, keepdims=keep)
 
     def all(self, axis: Any = None, keepdims: bool | None = None, *, dim: Any = None,
-            keepdim: bool | None = None, out: Any = None) -> Tensor:
+            keepdim: bool | None = None, out: Any = None,
+            **numpy_only: Any) -> Tensor:
         """True where every value over the axes is nonzero, as a bool tensor."""
-        axis, keep = _reduce_args("all", axis, dim, keepdims, keepdim, out)
+        axis, keep = _reduce_args("all", axis, dim, keepdims, keepdim, out, numpy_only)
         return _ops().AnyAll.apply(self, kind="all", axis=axis, keepdims=keep)
 
     def masked_fill(self, mask: Any, value: Any) -> Tensor:
@@ -682,8 +700,12 @@ def pick_axis(axis: Any, dim: Any, what: str) -> Any:
 
 
 def _reduce_args(what: str, axis: Any, dim: Any, keepdims: Any, keepdim: Any,
-                 out: Any) -> tuple[Any, bool]:
+                 out: Any, numpy_only: dict[str, Any] | None = None) -> tuple[Any, bool]:
     """(axis, keepdims) of a reduction called with NumPy's or torch's argument names."""
+    if numpy_only:  # np.max(t, initial=0), np.sum(t, where=m): NumPy's, not ours
+        raise ConfigError(f"expected {what}'s axis/dim and keepdims/keepdim arguments, found "
+                          f"{', '.join(f'{k}=' for k in numpy_only)}, which a Tensor does not "
+                          f"take: use np.asarray(tensor) outside autograd, or tensor ops")
     if out is not None:  # NumPy passes out=None; a real one would be left silently unwritten
         raise ConfigError(f"{what} expects out=None (a Tensor reduction returns a new tensor), "
                           f"found out={type(out).__name__}: use the returned tensor")
@@ -764,7 +786,8 @@ def _promote(a: Tensor, b: Any) -> tuple[Tensor, Any]:
     would compute these too, but ONNX ops (Mul, Add, Greater, ...) take equal types only, so
     the cast is made here, where a trace records it as a Cast node. Same-kind pairs (float32
     with float64) keep NumPy's promotion."""
-    ka, kb = a.dtype.kind, b.dtype.kind
+    ka = a.data.dtype.kind
+    kb = (b.data if isinstance(b, Tensor) else b).dtype.kind
     if ka == kb or ka not in "biuf" or kb not in "biuf" or (ka in "iu" and kb in "iu"):
         return a, b
     target = a.dtype if ka == "f" else b.dtype if kb == "f" else a.dtype if ka != "b" else b.dtype

@@ -379,6 +379,8 @@ def _imputed_inputs(graph: Graph) -> frozenset[int]:
         ok = all(n.op == "IsNaN" and list(n.inputs) == [x] or n.op == "Where"
                  and len(n.inputs) == 3 and n.inputs[0] in masks
                  and n.inputs[1] in graph.initializers and n.inputs[2] == x
+                 # a NaN fill would put back the NaN the check exists to catch
+                 and bool(np.isfinite(graph.initializers[n.inputs[1]]).all())
                  for n in users)
         if ok and wheres and x not in graph.output_names:
             found.add(k)
