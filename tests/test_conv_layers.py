@@ -217,8 +217,8 @@ def test_adaptive_avg_pool_errors():
     with pytest.raises(ShapeError, match=r"\(N, C, H, W\)"):
         nn.AdaptiveAvgPool2d(1)(np.ones((2, 3, 4), np.float32))
     model = nn.Sequential(nn.AdaptiveAvgPool2d((3, 2)))
-    with pytest.raises(ConfigError, match="from 7x5 to 3x2 has windows of different sizes"):
-        nf.InferenceSession(model, input_shape=(2, 7, 5))
+    with pytest.raises(ConfigError, match=r"needs an input of shape \(N, C, H, W\) with known"):
+        nf.InferenceSession(model, input_shape=(2, None, 5))
 
 
 def test_module_freezing_apply_and_buffers():

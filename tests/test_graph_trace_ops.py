@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -432,3 +433,25 @@ class TwiceTheBatch(ClassToken):
 def test_expand_to_another_size_that_follows_the_batch_is_refused() -> None:
     with pytest.raises(ConfigError, match="changes with the batch size"):
         trace(TwiceTheBatch((-1, -1)), (None, 8))
+
+
+@pytest.mark.parametrize(("layer", "sample"), [
+    (nn.AvgPool2d(2), "(C, H, W)"), (nn.MaxPool1d(2), "(C, L)"),
+    (nn.ReLU(), "(features,) (or (C, H, W) for images)"),
+])
+def test_an_unguessable_input_shape_asks_for_one_samples_shape(layer: nn.Module,
+                                                               sample: str) -> None:
+    # said "expected input_shape=(None, features...)", which then failed as a 5-D input
+    with pytest.raises(ConfigError, match=re.escape(
+            f"expected input_shape={sample}, the shape of one sample without the batch axis")):
+        InferenceSession(nn.Sequential(layer))
+
+
+@pytest.mark.parametrize("model", [nn.Sequential(nn.AvgPool2d(2)), ResidualMLP(7)])
+def test_a_leading_none_in_input_shape_is_told_to_leave_the_batch_axis_out(
+        model: nn.Module) -> None:
+    with pytest.raises(nf.errors.NNForgeError, match=r"without the batch axis: if the leading "
+                       r"None of \(None, 2, 7, 7\) was the batch, pass input_shape=\(2, 7, 7\)"):
+        InferenceSession(model, input_shape=(None, 2, 7, 7))
+    session = InferenceSession(nn.Sequential(nn.AvgPool2d(2)), input_shape=(2, 7, 7))
+    assert session.input_shape == (2, 7, 7)

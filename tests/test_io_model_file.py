@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import stat
+import warnings
 import zipfile
 from datetime import datetime
 
@@ -394,3 +395,32 @@ def test_feature_names_are_stored_checked_and_optional(tmp_path):
             z.writestr(n, data)
     with pytest.raises(ModelFileError, match="input 'names'"):
         read_manifest(tmp_path / "bad.nnf")
+
+
+def test_loading_a_float64_model_casts_no_uninitialised_memory(tmp_path, monkeypatch):
+    # layers built under skip_init() hold np.empty float32 memory, which loading cast to
+    # float64 before the file's weights replaced it: "invalid value encountered in cast"
+    nf.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 16), nn.BatchNorm1d(16), nn.Linear(16, 3)).double()
+    save(model, tmp_path / "f64.nnf", input_shape=(1, 8, 8))
+    empty = np.empty
+
+    def garbage(shape, dtype=float, order="C", **kw):  # what np.empty may hand out: NaN bits
+        out = empty(shape, dtype, order, **kw)
+        if out.dtype == np.float32:
+            out.view(np.uint32)[...] = 0x7FA00000  # a signalling NaN: casting it warns
+        return out
+
+    x = np.random.default_rng(0).standard_normal((2, 1, 8, 8))
+    model.eval()
+    want = _outputs(model, x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        for _ in range(3):
+            loaded = load(tmp_path / "f64.nnf")
+        monkeypatch.setattr(np, "empty", garbage)
+        loaded = load(tmp_path / "f64.nnf")
+        monkeypatch.undo()
+    assert loaded.dtype == np.float64
+    np.testing.assert_array_equal(_outputs(loaded, x), want)

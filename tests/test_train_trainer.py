@@ -63,6 +63,16 @@ def test_resume_from_checkpoint_is_bit_identical(tmp_path):
     assert resumed.optimizer.lr == straight.optimizer.lr
 
 
+@pytest.mark.parametrize("seed", [None, 5])
+def test_resume_from_uses_the_checkpoints_split_whatever_the_new_trainers_seed(tmp_path, seed):
+    # resume_from= drew validation_split's rows from the new trainer's seed before loading the
+    # checkpoint's split_seed: other held-out rows, another history than load_checkpoint + fit
+    straight = _train(4, callbacks=[ModelCheckpoint(tmp_path / "c{epoch}.nnf")])
+    resumed = _train(4, resume_from=str(tmp_path / "c2.nnf"), seed=seed)
+    assert resumed.history["val_loss"] == straight.history["val_loss"]
+    assert _same_weights(straight, resumed)
+
+
 def test_resuming_a_finished_run_trains_nothing(tmp_path):
     _train(3, callbacks=[ModelCheckpoint(tmp_path / "ckpt-{epoch}.nnf", save_best_only=False)])
     resumed = _train(3, resume_from=str(tmp_path / "ckpt-3.nnf"))

@@ -35,7 +35,7 @@ OPTIMIZER_ONLY = {"momentum": ("sgd", "rmsprop")}
 
 #: Every setting with its default; a config file may set any of them, flags override it.
 DEFAULTS: dict[str, Any] = {
-    "dataset": None, "data": None, "label_column": None, "task": "auto",
+    "dataset": None, "data": None, "label_column": None, "labels": None, "task": "auto",
     "model": "mlp", "hidden": [128, 64], "activation": "relu", "dropout": 0.0,
     "architecture": None, "loss": None,
     # weight_decay None: the optimizer's own default (AdamW decays by 0.01, the others not)
@@ -78,7 +78,7 @@ def loss_name(text: str) -> str:
 
 #: How a config file value is checked: the flag's own type function, applied to its text.
 CONVERTERS: dict[str, Callable[[str], Any]] = {
-    "dataset": _choice(DATASETS), "data": _text, "label_column": column_ref,
+    "dataset": _choice(DATASETS), "data": _text, "label_column": column_ref, "labels": _text,
     "task": _choice(TASK_CHOICES), "model": _choice(MODEL_CHOICES), "hidden": int_list,
     "activation": _choice(ACTIVATIONS), "dropout": fraction, "loss": loss_name,
     "optimizer": _choice(OPTIMIZERS), "lr": positive_float, "weight_decay": nonnegative_float,
@@ -208,12 +208,14 @@ def resolve_settings(flags: dict[str, Any], config_path: str | None) -> dict[str
     if settings["dataset"] is None and settings["data"] is None:
         raise ConfigError("expected a data source: --dataset NAME or --data FILE (or 'dataset' "
                           "/ 'data' in the config file)")
-    if settings["dataset"] is not None and settings["label_column"] is not None:
-        if flags.get("label_column") is None and flags.get("dataset") is not None:
-            settings["label_column"] = None  # it named a column of the file's data source
+    for key in ("label_column", "labels"):
+        if settings["dataset"] is None or settings[key] is None:
+            continue
+        if flags.get(key) is None and flags.get("dataset") is not None:
+            settings[key] = None  # it named the targets of the file's data source
         else:
-            _not_applicable("label_column", "applies to --data files; a bundled --dataset "
-                            "has its own targets", flags, config_path)
+            _not_applicable(key, "applies to --data files; a bundled --dataset has its own "
+                            "targets", flags, config_path)
     _check_optimizer_settings(settings, config, flags, config_path)
     return settings
 

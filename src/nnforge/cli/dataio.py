@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,30 +31,60 @@ class LabeledData:
     label_name: str | None = None  # and of the label column
 
 
+#: --data's help, shared by train and evaluate
+DATA_HELP = ("a .csv file (header optional), an .npz file with arrays X and y, or an IDX file "
+             "of samples (.idx, .idx.gz, MNIST's *-idx3-ubyte[.gz]) with --labels")
+LABELS_HELP = "the IDX file of the targets of an IDX --data file, one per sample"
+
+
+def is_idx(path: str | Path) -> bool:
+    """True for a file name the commands read as IDX: .idx or MNIST's *-idx3-ubyte, maybe .gz."""
+    name = Path(path).name.lower().removesuffix(".gz")
+    return name.endswith(".idx") or re.search(r"idx\d+-ubyte$", name) is not None
+
+
+def data_name(path: str | Path) -> str:
+    """What a data file is called in messages and default output paths: its name without
+    the suffixes (.gz and .idx both, for images.idx.gz)."""
+    if not is_idx(path):
+        return Path(path).stem
+    name = Path(path).name
+    for suffix in (".gz", ".idx"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            name = name[:-len(suffix)]
+    return name
+
+
 def add_data_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
-    """--dataset NAME | --data FILE, and --label-column."""
+    """--dataset NAME | --data FILE, and --label-column or --labels."""
     group = parser.add_argument_group("data")
     src = group.add_mutually_exclusive_group(required=required)
     src.add_argument("--dataset", choices=DATASETS, default=None,
                      help="a data set bundled with scikit-learn")
-    src.add_argument("--data", metavar="FILE", default=None,
-                     help="a .csv file (header optional) or an .npz file with arrays X and y")
+    src.add_argument("--data", metavar="FILE", default=None, help=DATA_HELP)
     group.add_argument("--label-column", metavar="NAME|INDEX", type=column_ref, default=None,
                        help="the CSV column holding the target, by header name or 0-based "
                             "index (default: the last column)")
+    group.add_argument("--labels", metavar="FILE", default=None, help=LABELS_HELP)
 
 
-def check_label_column(dataset: str | None, label_column: int | str | None) -> None:
-    """--label-column names a column of a --data file; with --dataset it would be ignored."""
+def check_label_column(dataset: str | None, label_column: int | str | None,
+                       labels: str | None = None) -> None:
+    """--label-column names a column of a --data file, --labels the targets of an IDX one;
+    with --dataset either would be ignored."""
     if dataset is not None and label_column is not None:
         raise UsageError("--label-column applies to --data files; a bundled --dataset has its "
+                         "own targets")
+    if dataset is not None and labels is not None:
+        raise UsageError("--labels applies to IDX --data files; a bundled --dataset has its "
                          "own targets")
 
 
 def load_labeled(dataset: str | None, data: str | None, label_column: int | str | None,
-                 columns: list[str] | None = None, missing: str = "error") -> LabeledData:
-    """Load a bundled set or a labeled .csv/.npz file (columns: CSV features by name;
-    missing: "nan" reads empty feature cells as NaN, see read_csv)."""
+                 columns: list[str] | None = None, missing: str = "error",
+                 labels: str | None = None) -> LabeledData:
+    """Load a bundled set, a labeled .csv/.npz file, or IDX samples with their IDX `labels`
+    (columns: CSV features by name; missing: "nan" reads empty feature cells as NaN)."""
     from ..data import load_dataset, read_csv, read_npz  # noqa: PLC0415
 
     if dataset is not None:
@@ -65,6 +96,13 @@ def load_labeled(dataset: str | None, data: str | None, label_column: int | str 
         raise UsageError("expected a data source: --dataset NAME or --data FILE")
     path = Path(data)
     suffix = path.suffix.lower()
+    if is_idx(path):
+        return _load_idx(path, label_column, labels)
+    if labels is not None:
+        raise UsageError(f"--labels applies to IDX --data files (.idx, .idx.gz, "
+                         f"*-idx3-ubyte); {path.name!r} keeps its targets "
+                         + ("in the array 'y'" if suffix == ".npz" else "in a column "
+                            "(--label-column)"))
     if suffix in (".csv", ".tsv", ".txt"):
         delimiter = "\t" if suffix == ".tsv" else ","
         label = -1 if label_column is None else label_column
@@ -82,9 +120,30 @@ def load_labeled(dataset: str | None, data: str | None, label_column: int | str 
         if y is None:
             raise DataError(f"{path}: expected the targets in an array named 'y', found none")
     else:
-        raise DataError(f"expected a .csv, .tsv or .npz data file, found {path.name!r}")
+        raise DataError(f"expected a .csv, .tsv, .npz or IDX (.idx, .idx.gz) data file, found "
+                        f"{path.name!r}")
     assert y is not None
     return LabeledData(x, y, path.stem)
+
+
+def _load_idx(path: Path, label_column: int | str | None, labels: str | None) -> LabeledData:
+    """IDX samples (an (N, H, W) image file is N images) and their targets from --labels."""
+    from ..data import read_idx  # noqa: PLC0415
+
+    if label_column is not None:
+        raise UsageError("--label-column applies to CSV files; an IDX --data file takes its "
+                         "targets from --labels FILE")
+    if labels is None:
+        raise UsageError(f"an IDX --data file holds no targets: pass them with --labels FILE "
+                         f"(e.g. --labels labels.idx.gz for {path.name!r})")
+    x, y = read_idx(path), read_idx(labels)
+    if x.ndim < 2:
+        raise DataError(f"{path}: expected IDX samples (N, features) or images (N, H, W), "
+                        f"found shape {x.shape}")
+    if len(y) != len(x):
+        raise DataError(f"expected one target per sample: {path.name} holds {len(x):,} "
+                        f"samples, {Path(labels).name} {len(y):,} targets")
+    return LabeledData(x.astype(np.float32), y, data_name(path))
 
 
 def _check_labels_present(y: np.ndarray, path: Path) -> None:

@@ -25,6 +25,7 @@ EXAMPLES = """\
   nnforge evaluate models/digits/1/model.nnf --dataset digits --test-size 0.2 --seed 0
   nnforge evaluate model.nnf --data test.csv --label-column target --json
   nnforge evaluate model.nnf --data test.npz --report reports/test
+  nnforge evaluate model.nnf --data t10k-images-idx3-ubyte.gz --labels t10k-labels-idx1-ubyte.gz
 
 Given the data `nnforge train` made the model from (the same bundled set, or a file with
 the same bytes), evaluate scores only the held-out test rows of the split train recorded in
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         # without a split there is nothing to seed: the flag would be silently ignored
         raise UsageError("--seed seeds the --test-size split; give --test-size too (or drop "
                          "--seed)")
-    check_label_column(args.dataset, args.label_column)
+    check_label_column(args.dataset, args.label_column, args.labels)
     if args.report:  # before the work, not after the metrics are printed
         check_output_dir(args.report, "--report")
         require_matplotlib()
@@ -91,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
                                          args.label_column, labeled=True)
     missing = "nan" if imputes(manifest) else "error"  # a model that fills them takes gaps
     try:
-        data = load_labeled(args.dataset, args.data, label_column, columns, missing)
+        data = load_labeled(args.dataset, args.data, label_column, columns, missing,
+                            args.labels)
     except MissingValueError as exc:
         raise missing_cell_error(exc, NOT_FILLED) from None
     y = targets_for_model(data.y, task, labels, int(out_shape[-1]) if len(out_shape) > 1 else 1)

@@ -45,10 +45,19 @@ def image_shape(sample_shape: tuple[int, ...]) -> tuple[int, int, int]:
         return (1, *sample_shape)  # type: ignore[return-value]
     side = math.isqrt(sample_shape[0])
     if side * side != sample_shape[0]:
-        raise ConfigError(f"--model cnn needs images: a square number of features (like the "
-                          f"64 pixels of 8x8 digits) or (H, W) / (C, H, W) samples, found "
-                          f"{sample_shape[0]} features")
+        raise ConfigError(f"--model cnn (or a first Conv2d layer) needs images: a square "
+                          f"number of features (like the 64 pixels of 8x8 digits) or (H, W) / "
+                          f"(C, H, W) samples, found {sample_shape[0]} features")
     return (1, side, side)
+
+
+def takes_images(model: Module) -> bool:
+    """True when the model's first layer is a Conv2d: it takes (N, C, H, W) batches."""
+    from ..nn import Conv2d, Sequential  # noqa: PLC0415
+
+    while isinstance(model, Sequential) and len(model):
+        model = model[0]
+    return isinstance(model, Conv2d)
 
 
 def build_cnn(image: tuple[int, int, int], n_out: int, activation: str, dropout: float) -> Module:

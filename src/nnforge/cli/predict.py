@@ -31,9 +31,13 @@ EXAMPLES = """\
   nnforge predict model.nnf --input images.npy --format json
   nnforge predict model.nnf --input request.json --output preds.json
   nnforge predict model.nnf --input labeled.csv --label-column target   # ignore that column
+  nnforge predict model.nnf --input t10k-images-idx3-ubyte.gz       # IDX images, as MNIST's
 
 inputs: .csv/.tsv (header optional; one sample per row), .npy (an array of samples), .npz (the
-array X or x), .json (a list of rows, {"instances": [...]} or {"data": [...]}).
+array X or x), .json (a list of rows, {"instances": [...]} or {"data": [...]}), IDX (.idx,
+.idx.gz, *-idx3-ubyte[.gz]: an array of samples). An array of one sample's shape is that one
+sample (an (H, W) image too, for a model of (1, H, W) images); (N, H, W) images get their
+channel axis.
 classification output has the columns class, label and one probability per class (binary:
 the probability of the positive class); regression output has the predicted value(s)."""
 
@@ -49,7 +53,7 @@ def add_parser(sub: Any) -> None:
                     "bounded memory.", EXAMPLES)
     p.add_argument("model", metavar="MODEL", help="the .nnf model file (or an .onnx file)")
     p.add_argument("-i", "--input", required=True, metavar="FILE",
-                   help="samples: .csv, .tsv, .npy, .npz or .json")
+                   help="samples: .csv, .tsv, .npy, .npz, .json or IDX (.idx[.gz])")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="where to write the predictions: .csv or .json (default or '-': "
                         "stdout)")
@@ -167,14 +171,15 @@ def _npy_rows(path: str) -> np.ndarray:
 def iter_input(path: str, batch: int, label_column: int | str | None = None,
                shape: tuple[int, ...] | None = None, columns: list[str] | None = None,
                missing: str = "error") -> Iterator[np.ndarray]:
-    """Feature chunks of at most `batch` rows from a CSV/TSV, NPY, NPZ or JSON file.
+    """Feature chunks of at most `batch` rows from a CSV/TSV, NPY, NPZ, JSON or IDX file.
 
     An array of exactly one sample's `shape` (a JSON row, one image) is one sample; columns
     picks a CSV's feature columns by header name, in that order; missing="nan" reads a CSV's
     empty and NA cells as NaN.
     """
-    from ..data import iter_csv, read_npz  # noqa: PLC0415
+    from ..data import iter_csv, read_idx, read_npz  # noqa: PLC0415
     from ..errors import DataError  # noqa: PLC0415
+    from .dataio import is_idx  # noqa: PLC0415
 
     suffix = Path(path).suffix.lower()
     if suffix in (".csv", ".tsv", ".txt"):
@@ -186,19 +191,51 @@ def iter_input(path: str, batch: int, label_column: int | str | None = None,
     if label_column is not None:
         raise UsageError(f"--label-column applies to CSV inputs only, found "
                          f"{Path(path).name!r}")
-    if suffix == ".npy":
+    if is_idx(path):
+        arr = read_idx(path)
+    elif suffix == ".npy":
         arr = _npy_rows(path)
     elif suffix == ".npz":
         arr = read_npz(path, y_key=None)[0]
     elif suffix == ".json":
         arr = _json_rows(path)
     else:
-        raise DataError(f"expected a .csv, .tsv, .npy, .npz or .json input file, found "
-                        f"{Path(path).name!r}")
-    if shape is not None and arr.shape == tuple(shape):
-        arr = arr[None]
+        raise DataError(f"expected a .csv, .tsv, .npy, .npz, .json or IDX (.idx, .idx.gz) "
+                        f"input file, found {Path(path).name!r}")
+    if shape is not None:
+        arr = _as_samples(arr, tuple(shape), path)
     for i in range(0, len(arr), batch):
         yield np.ascontiguousarray(arr[i:i + batch], dtype=np.float32)
+
+
+def _fits(sample: tuple[int, ...], shape: tuple[Any, ...]) -> bool:
+    """Samples of this shape are the model's (or reshape to them, see _conform)."""
+    if sample == shape or None in shape:  # free dimensions: the session checks them
+        return True
+    # flat rows of pixels, or images without their single channel: same values, same order
+    return (len(sample) == 1 and sample[0] == int(np.prod(shape))) or \
+        tuple(d for d in sample if d != 1) == tuple(d for d in shape if d != 1)
+
+
+def _as_samples(arr: np.ndarray, shape: tuple[Any, ...], path: str) -> np.ndarray:
+    """An array file's samples: the array itself is one sample when it has the model's sample
+    shape, or is one (H, W) image for a model of (1, H, W) samples; else its first axis counts
+    samples, and a ShapeError says how the file was read when those samples do not fit."""
+    from ..errors import ShapeError  # noqa: PLC0415
+
+    if arr.shape == shape or (len(shape) == 3 and shape[0] == 1 and arr.shape == shape[1:]):
+        return arr[None]
+    if arr.ndim and _fits(arr.shape[1:], shape):
+        return arr
+    n, each = (arr.shape[0] if arr.ndim else 1), arr.shape[1:]
+    read = (f"{n} samples of {each[0]} features" if len(each) == 1 else
+            f"{n} samples of one value" if not each else f"{n} samples of shape {each}")
+    takes = (f"{shape[0]} features per sample" if len(shape) == 1 else
+             f"samples of shape {shape}")
+    hint = (f" (one sample: save it with shape {shape})"
+            if None not in shape and arr.size == int(np.prod(shape)) else "")
+    raise ShapeError(f"{path}: an array of shape {arr.shape}, read as {read}; the model takes "
+                     f"{takes}{hint}")
 
 
 def _conform(x: np.ndarray, shape: tuple[int, ...], path: str) -> np.ndarray:
@@ -208,9 +245,7 @@ def _conform(x: np.ndarray, shape: tuple[int, ...], path: str) -> np.ndarray:
     if x.shape[1:] == shape or None in shape:  # free dimensions: the session checks them
         return x
     size = int(np.prod(shape))
-    squeezed = tuple(d for d in shape if d != 1)
-    # flat rows of pixels, or images without their single channel: same values, same order
-    if (x.ndim == 2 and x.shape[1] == size) or tuple(d for d in x.shape[1:] if d != 1) == squeezed:
+    if _fits(x.shape[1:], shape):
         return x.reshape(len(x), *shape)
     if x.ndim == 2:
         raise ShapeError(f"{path}: expected {size} feature columns for this model, found "

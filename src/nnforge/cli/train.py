@@ -37,7 +37,7 @@ from .config import (
     loss_name,
     resolve_settings,
 )
-from .dataio import DATASETS
+from .dataio import DATA_HELP, DATASETS, LABELS_HELP, data_name
 
 EXAMPLES = """\
   nnforge train --dataset digits -o models/digits/1/model.nnf
@@ -45,11 +45,14 @@ EXAMPLES = """\
   nnforge train --dataset diabetes --hidden 64 --lr 3e-3 --epochs 100 --early-stopping 10
   nnforge train --data houses.csv --label-column price --task regression
   nnforge train --data survey.csv --fill-missing median    # empty cells: the column's median
+  nnforge train --data train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz \
+      --model cnn                                       # IDX images (N, H, W), as MNIST's
   nnforge train --config train.yaml --epochs 5        # flags override the config file
 
 config file (YAML, which needs PyYAML, or JSON; the same names as the flags, with _ or -;
 paths in it are relative to the current directory):
   dataset: digits             # or  data: file.csv  and  label_column: target
+                              # or  data: x.idx.gz  and  labels: y.idx.gz
   hidden: [128, 64]
   activation: relu
   dropout: 0.1
@@ -81,10 +84,10 @@ def add_parser(sub: Any) -> None:
     d = p.add_argument_group("data")
     src = d.add_mutually_exclusive_group()
     src.add_argument("--dataset", choices=DATASETS, help="a data set bundled with scikit-learn")
-    src.add_argument("--data", metavar="FILE",
-                     help="a .csv file (header optional) or an .npz file with arrays X and y")
+    src.add_argument("--data", metavar="FILE", help=DATA_HELP)
     d.add_argument("--label-column", metavar="NAME|INDEX", type=column_ref,
                    help="CSV column of the target, by name or 0-based index (default: last)")
+    d.add_argument("--labels", metavar="FILE", help=LABELS_HELP)
     d.add_argument("--task", choices=TASK_CHOICES,
                    help="what to predict; auto: text or few integer targets are classes, "
                         "an .npz y of 0/1 columns multilabel, other numbers regression "
@@ -155,7 +158,7 @@ def _run(args: argparse.Namespace) -> int:
     if settings["report"]:  # fail before the training, not after it
         check_output_dir(settings["report"], "--report")
         require_matplotlib()
-    name = settings["dataset"] or Path(settings["data"]).stem  # as load_labeled names it
+    name = settings["dataset"] or data_name(settings["data"])  # as load_labeled names it
     arch = settings["architecture"]
     check_output_path(_output_path(settings, {"name": name}), "--output",
                       [("--data file", settings["data"]), ("--config file", args.config),
@@ -217,8 +220,9 @@ def _prepare(s: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError("expected numeric targets for regression, found text")
         y = y.astype(np.float32)
     _check_loss(_loss_name(s, task), task, labels)  # before the split can fail on it
-    if s["model"] == "cnn" and x.ndim == 2:
-        x = x.reshape(len(x), *image_shape(x.shape[1:]))  # rows of pixels -> images
+    if _takes_images(s) and x.ndim in (2, 3):
+        # rows of pixels, or (H, W) images without their channel axis -> (N, 1, H, W)
+        x = x.reshape(len(x), *image_shape(x.shape[1:]))
     _say(s, f"data: {data.name}, {len(x):,} samples of shape {x.shape[1:]}, task {task}"
             + (f", {len(labels)} classes" if labels else ""))
     classes = task in ("multiclass", "binary")
@@ -248,6 +252,16 @@ def _prepare(s: dict[str, Any]) -> dict[str, Any]:
             "label_name": data.label_name if names else None}
 
 
+def _takes_images(s: dict[str, Any]) -> bool:
+    """The model to train takes (N, C, H, W) images: --model cnn, or an architecture whose
+    first layer is a Conv2d."""
+    from .models import build_from_architecture, takes_images  # noqa: PLC0415
+
+    if s["architecture"] is not None:
+        return takes_images(build_from_architecture(load_architecture(s["architecture"])))
+    return s["model"] == "cnn"
+
+
 def _load(s: dict[str, Any]) -> Any:
     """The labeled data; with --fill-missing a CSV's empty and NA feature cells read as NaN."""
     from ..data import MissingValueError  # noqa: PLC0415
@@ -256,7 +270,8 @@ def _load(s: dict[str, Any]) -> Any:
 
     try:
         return load_labeled(s["dataset"], s["data"], s["label_column"],
-                            missing="nan" if s["fill_missing"] else "error")
+                            missing="nan" if s["fill_missing"] else "error",
+                            labels=s["labels"])
     except MissingValueError as exc:
         raise missing_cell_error(exc, f"pass {FILL_MISSING_HINT} to fill missing "
                                       f"values") from None

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import backend
-from ..errors import ConfigError
+from ..errors import ConfigError, ShapeError
 from ..nn.module import Module
 from ..ops.shape import flatten_range
 from .ir import Graph, Node, Shape, ValueInfo
@@ -126,7 +126,12 @@ def trace(model: Module, input_shape: Sequence[Any] | None = None,
     t = Tracer(input_name, shape, str(model.dtype))
     try:
         out = t.lower(model, "", input_name)
-    except ConfigError as exc:
+    except (ConfigError, ShapeError) as exc:
+        hinted = batch_axis_hint(exc, shape)
+        if hinted is not None:
+            raise hinted from None
+        if isinstance(exc, ShapeError):
+            raise
         raise with_shape_hint(exc, shape) from None
     if out == input_name:  # an empty model: keep one node so input and output differ
         out = t.node("Identity", [input_name], "identity")
@@ -206,9 +211,10 @@ def _trace_forward(model: Module, shapes: list[Shape], input_names: list[str],
 
     for shape in shapes:
         if any(not isinstance(d, int) for d in shape[1:]):
-            raise ConfigError(f"cannot trace {type(model).__name__}'s forward with input shape "
+            exc = ConfigError(f"cannot trace {type(model).__name__}'s forward with input shape "
                               f"{shape}: expected every dim but the batch known; pass "
                               f"input_shape=(features...) (one sample's shape)")
+            raise batch_axis_hint(exc, shape) or exc
     dtype = str(model.dtype)
     runs = []
     for seed, n in enumerate(BATCHES):
@@ -265,8 +271,26 @@ def guess_input_shape(model: Module) -> Shape:
         if name not in ("Sequential", "Dropout", "Identity") and \
                 type(m).__module__.startswith("nnforge."):
             break
+    first = next((type(m).__name__ for m in model.modules()
+                  if type(m).__name__ not in ("Sequential", "Dropout", "Identity")), "")
+    sample = "(C, H, W)" if first.endswith("2d") else "(C, L)" if first.endswith("1d") else \
+        "(features,) (or (C, H, W) for images)"
     raise ConfigError(f"cannot tell the input shape of a {type(model).__name__} from its first "
-                      f"layer; expected input_shape=(None, features...)")
+                      f"layer{f' ({first})' if first else ''}; expected input_shape={sample}, "
+                      f"the shape of one sample without the batch axis (e.g. to "
+                      f"InferenceSession, nnforge.onnx.export or nf.save)")
+
+
+def batch_axis_hint(exc: Exception, shape: Shape) -> Exception | None:
+    """exc told that input_shape is one sample's shape, when the traced shape (batch first)
+    has a free dim right after the batch: a leading None the user meant as the batch axis
+    (the APIs add the batch axis themselves); None when that does not apply."""
+    if len(shape) < 3 or shape[1] is not None or "without the batch axis" in str(exc):
+        return None
+    given, meant = tuple(shape[1:]), tuple(shape[2:])
+    return type(exc)(f"{exc}; input_shape is the shape of one sample, without the batch "
+                     f"axis: if the leading None of {given} was the batch, pass "
+                     f"input_shape={meant}")
 
 
 # -- the lowering table ---------------------------------------------------------------------
@@ -365,11 +389,36 @@ def _adaptive_avg_pool(layer: Module, t: Tracer, path: str, x: str) -> str:
     if (oh, ow) == (1, 1):
         return t.node("GlobalAveragePool", [x], path)
     if h % oh or w % ow:
-        raise ConfigError(f"{path}: AdaptiveAvgPool2d from {h}x{w} to {oh}x{ow} has windows of "
-                          f"different sizes, which ONNX pooling cannot express (sizes that "
-                          f"divide the input can)")
+        return _adaptive_matmuls(t, path, x, [(w, ow), (h, oh)])
     k = [h // oh, w // ow]
     return t.node("AveragePool", [x], path, kernel_shape=k, strides=k, pads=[0, 0, 0, 0])
+
+
+def _adaptive_matmuls(t: Tracer, path: str, x: str, axes: list[tuple[int, int]]) -> str:
+    """Adaptive average pooling whose windows differ in size (ONNX pooling has one kernel),
+    lowered exactly as the linear map it is: for each (size, out) of the last axis, then of
+    the one before it, a MatMul by the (size, out) averaging matrix of PyTorch's windows
+    [floor(i*size/out), ceil((i+1)*size/out)), with a Transpose to bring the next axis last;
+    the batch and channel axes broadcast, as in a Linear on (N, C, ..., in) input."""
+    from ..nn.conv_layers import averaging_matrix  # noqa: PLC0415
+
+    swap = [0, 1, 3, 2]  # only the 2-D case has a second axis to bring last
+    if len(axes) > 1 and axes[1][0] == axes[1][1]:
+        axes = axes[:1]  # the height is kept whole (output_size None): nothing to transpose
+    steps: list[tuple[str, str | None]] = []  # (op, its constant matrix)
+    for k, (size, out) in enumerate(axes):
+        if k:
+            steps.append(("Transpose", None))
+        if size != out:  # an axis kept whole (output_size None) needs no product
+            matrix = averaging_matrix(size, out, np.float64).T
+            steps.append(("MatMul", t.weight(f"{path}.pool{len(steps)}", matrix)))
+    if len(axes) > 1:
+        steps.append(("Transpose", None))
+    for i, (op, matrix) in enumerate(steps):
+        name = path if i == len(steps) - 1 else f"{path}/{op.lower()}{i}"
+        attrs = {"perm": swap} if op == "Transpose" else {}
+        x = t.node(op, [x] + ([matrix] if matrix else []), name, **attrs)
+    return x
 
 
 @lowers("AdaptiveAvgPool1d")
@@ -381,9 +430,7 @@ def _adaptive_avg_pool1d(layer: Module, t: Tracer, path: str, x: str) -> str:
         raise ConfigError(f"{path}: AdaptiveAvgPool1d({out}) needs an input of shape (N, C, L) "
                           f"with known L to be traced, found {shape}")
     if shape[2] % out:
-        raise ConfigError(f"{path}: AdaptiveAvgPool1d from length {shape[2]} to {out} has "
-                          f"windows of different sizes, which ONNX pooling cannot express "
-                          f"(sizes that divide the input can)")
+        return _adaptive_matmuls(t, path, x, [(shape[2], out)])
     k = shape[2] // out
     return t.node("AveragePool", [x], path, kernel_shape=[k], strides=[k], pads=[0, 0])
 

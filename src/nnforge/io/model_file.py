@@ -470,6 +470,20 @@ def _build_layers(arch: Any, p: str) -> Module:
         set_rng_state(rng)
 
 
+def _retype_unfilled(model: Module, dtype: Any) -> None:
+    """Give every float parameter and buffer a new array of dtype instead of a cast copy (as
+    model.to would make): built under skip_init they hold uninitialised memory, whose NaN bit
+    patterns make the cast warn, and the file's weights fill every one of them next."""
+    for m in model.modules():
+        for p in m._parameters.values():
+            if p.data.dtype.kind == "f":
+                p.data, p.grad = np.empty_like(p.data, dtype=dtype), None
+        for name in m._buffers:
+            arr = getattr(m, name)
+            if arr is not None and arr.dtype.kind == "f":
+                object.__setattr__(m, name, np.empty_like(arr, dtype=dtype))
+
+
 def _fill(model: Module, weights: dict[str, np.ndarray], p: str) -> None:
     """Copy the weights into the model after checking every name and shape."""
     expected = {k: tuple(v.shape) for k, v in _named_arrays(model)}
@@ -486,7 +500,7 @@ def _fill(model: Module, weights: dict[str, np.ndarray], p: str) -> None:
                                  f"needs {expected[k]}")
     # float64 weights (from a float64 model) make a float64 model; float32 ones stay float32
     if any(v.dtype == np.float64 for v in weights.values()):
-        model.to(np.float64)
+        _retype_unfilled(model, np.float64)
     try:
         model.load_state_dict(weights)
     except (NNForgeError, ValueError, TypeError) as exc:

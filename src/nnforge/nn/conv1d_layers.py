@@ -137,9 +137,9 @@ class AvgPool1d(_Pool1d):
 class AdaptiveAvgPool1d(Module):
     """Mean pooling of (N, C, L) to a fixed length L', as torch.nn.AdaptiveAvgPool1d.
 
-    L' = 1 is a global average and an L' that divides L an AvgPool1d (both traceable, the
-    first for any L); other sizes use PyTorch's windows [floor(i*L/L'), ceil((i+1)*L/L')) as a
-    product with an averaging matrix, which cannot be exported (as in PyTorch's exporter).
+    L' = 1 is a global average (traceable for any L) and an L' that divides L an AvgPool1d;
+    other sizes use PyTorch's windows [floor(i*L/L'), ceil((i+1)*L/L')) as a product with an
+    averaging matrix, traced and exported as a MatMul by that constant matrix.
     """
 
     def __init__(self, output_size: Any) -> None:

@@ -196,8 +196,9 @@ class AdaptiveAvgPool2d(_Spatial):
     A size of None keeps that input dimension. Output (1, 1) is a global average; sizes that
     divide the input are an AvgPool2d with kernel = stride = input // output (both exact).
     Other sizes use PyTorch's windows [floor(i*H/H'), ceil((i+1)*H/H')) as two products with
-    averaging matrices, which agree with PyTorch to rounding; they cannot be exported, as in
-    PyTorch's ONNX exporter.
+    averaging matrices, which agree with PyTorch to rounding; traced and exported, they are
+    the same products as MatMul nodes with constant matrices (ONNX pooling has one window
+    size, so PyTorch's exporter refuses them).
     """
 
     def __init__(self, output_size: Any) -> None:

@@ -258,6 +258,15 @@ class Trainer:
         if validation_split and validation_data is not None:
             raise ConfigError("pass validation_split or validation_data, not both (the split "
                               "would be silently ignored)")
+        # checkpoints last, so each one holds every other callback's state after its epoch
+        # (an LR step or an early stop saved before it happened would be lost on resume)
+        self.callbacks = sorted(callbacks or [], key=lambda cb: isinstance(cb, ModelCheckpoint))
+        for cb in self.callbacks:
+            cb.trainer = self
+        if resume_from is not None:
+            # before validation_split's draw: the checkpoint's split_seed picks the held-out
+            # rows, as with load_checkpoint() then fit()
+            self.load_checkpoint(resume_from)
         if loader is not None:
             if validation_split:
                 raise ConfigError("validation_split needs arrays; with a DataLoader pass "
@@ -288,16 +297,9 @@ class Trainer:
                 raise DataError(f"drop_last=True with {len(X)} training samples and batch_size="
                                 f"{batch_size} leaves no batch to train on: use a smaller "
                                 f"batch_size or drop_last=False")
-        # checkpoints last, so each one holds every other callback's state after its epoch
-        # (an LR step or an early stop saved before it happened would be lost on resume)
-        self.callbacks = sorted(callbacks or [], key=lambda cb: isinstance(cb, ModelCheckpoint))
-        for cb in self.callbacks:
-            cb.trainer = self
-        if resume_from is not None:
-            self.load_checkpoint(resume_from)
-        elif self._resumed:  # a checkpoint loaded before fit(): its RNG states stand
+        if resume_from is None and self._resumed:  # loaded before fit(): its RNG states stand
             self._restore_callbacks(self._callback_states or {})
-        elif self.seed is not None and self._epochs_done == 0:
+        elif resume_from is None and self.seed is not None and self._epochs_done == 0:
             # dropout draws follow the trainer's seed; a later fit() call continues the stream
             nf_random.manual_seed(self.seed)
         # on_train_begin resets each callback for a new run; a resumed run gets its saved
