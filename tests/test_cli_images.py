@@ -126,3 +126,22 @@ def test_idx_labels_must_match_the_samples(work: Path, capsys) -> None:
                        work / "short.idx", "-o", work / "never.nnf")
     assert code != 0
     assert "images.idx holds 40 samples, short.idx 7 targets" in err
+
+
+def test_evaluate_tells_idx_data_apart_by_its_labels_file_too(work: Path, capsys) -> None:
+    """The same images with other labels are other data: every row is scored, not the
+    training split's held-out rows (evaluate compared the images file alone)."""
+    path = work / "split.nnf"
+    code, _, err = run(capsys, "train", "--data", work / "images.idx", "--labels",
+                       work / "labels.idx", "--model", "cnn", "--epochs", 1, "--batch-size",
+                       16, "-q", "--test-size", 0.25, "-o", path)
+    assert code == 0, err
+    y = nf.data.read_idx(work / "labels.idx")
+    write_idx(work / "flipped.idx", (1 - y).astype(np.uint8))
+    rows = {}
+    for labels in ("labels.idx", "flipped.idx"):
+        code, out, err = run(capsys, "evaluate", path, "--data", work / "images.idx",
+                             "--labels", work / labels, "--json")
+        assert code == 0, err
+        rows[labels] = json.loads(out)["rows"]["scored"]
+    assert rows == {"labels.idx": 10, "flipped.idx": 40}

@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     y = targets_for_model(data.y, task, labels, int(out_shape[-1]) if len(out_shape) > 1 else 1)
     x = _conform(data.x, shape, args.dataset or args.data)
     total = len(x)
-    choice = choose_rows(manifest, args.test_size, args.seed, args.dataset, args.data, total)
+    choice = choose_rows(manifest, args.test_size, args.seed, args.dataset, args.data, total,
+                         args.labels)
     if choice.test_size is not None:
         classes = task in ("multiclass", "binary")
         stratify = classes if choice.stratified is None else choice.stratified

@@ -21,13 +21,18 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def data_identity(dataset: str | None, data: str | None) -> dict[str, Any]:
+def data_identity(dataset: str | None, data: str | None,
+                  labels: str | None = None) -> dict[str, Any]:
     """What train records to recognize its data later: a bundled set by name, a file by the
-    SHA-256 of its bytes (a name or a size would match an edited or a different file)."""
+    SHA-256 of its bytes (a name or a size would match an edited or a different file), and
+    an IDX labels file the same way."""
     if dataset is not None:
         return {"source": "dataset"}
     assert data is not None
-    return {"source": "file", "data_sha256": file_sha256(data)}
+    found = {"source": "file", "data_sha256": file_sha256(data)}
+    if labels is not None:
+        found["labels_sha256"] = file_sha256(labels)
+    return found
 
 
 @dataclass
@@ -43,7 +48,7 @@ class RowChoice:
 
 
 def _same_data(record: dict[str, Any], dataset: str | None, data: str | None,
-               rows: int) -> bool | None:
+               rows: int, labels: str | None = None) -> bool | None:
     """Whether this is the data train split (None: the record cannot tell)."""
     source = record.get("source")
     if source not in ("dataset", "file") or not isinstance(record.get("rows"), int):
@@ -52,19 +57,24 @@ def _same_data(record: dict[str, Any], dataset: str | None, data: str | None,
         return False
     if source == "dataset":
         return dataset is not None and dataset == record.get("data")
+    if record.get("labels_sha256") != (
+            file_sha256(labels) if labels is not None and Path(labels).is_file() else None):
+        return False  # other labels for the same images are other data
     return data is not None and Path(data).is_file() and \
         file_sha256(data) == record.get("data_sha256")
 
 
 def choose_rows(manifest: dict[str, Any], test_size: float | None, seed: int | None,
-                dataset: str | None, data: str | None, rows: int) -> RowChoice:
+                dataset: str | None, data: str | None, rows: int,
+                labels: str | None = None) -> RowChoice:
     """The rows to score: --test-size wins (0: every row); without it, the training split's
     held-out rows when this is the data train recorded, else every row."""
     if test_size is not None:
         return RowChoice(test_size, seed or 0, which="split") if test_size > 0 else \
             RowChoice(None, which="asked")
     record = (manifest.get("extra") or {}).get("trained_with")
-    same = _same_data(record, dataset, data, rows) if isinstance(record, dict) else None
+    same = _same_data(record, dataset, data, rows, labels) if isinstance(record, dict) \
+        else None
     if same is None:
         return RowChoice(None)
     if not same:

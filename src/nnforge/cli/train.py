@@ -451,7 +451,7 @@ def _save(s: dict[str, Any], prep: dict[str, Any], result: dict[str, Any]) -> No
         "epochs_run": len(result["history"].get("loss", [])), "loss": result["loss"],
         # evaluate scores the held-out rows of this split when given this very data again
         "rows": prep["rows"], "test_rows": len(prep["X_test"]),
-        **data_identity(s["dataset"], s["data"])}}
+        **data_identity(s["dataset"], s["data"], s.get("labels"))}}
     if prep["label_name"]:  # predict leaves this column out of a file that still has it
         extra["trained_with"]["label_column"] = prep["label_name"]
     nf.save(result["model"], path, task=prep["task"], labels=prep["labels"],
