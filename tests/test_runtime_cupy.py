@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_in_threads, stats_bn
+from helpers import eager, run_in_threads, stats_bn
 
+import nnforge as nf
 from nnforge import nn
 from nnforge.errors import ConfigError, DataError, DeviceError, NNForgeError, ShapeError
 from nnforge.graph.ir import Graph, Node, ValueInfo
@@ -277,3 +278,21 @@ def test_graph_module_to_cuda_without_cupy_says_how_to_install(monkeypatch) -> N
     with pytest.raises(DeviceError, match=r"pip install nnforge\[gpu\]"):
         gm.to("cuda")
     assert gm(np.zeros((1, 8), F32)).data.shape == (1, 4)  # nothing moved
+
+
+def test_an_in_graph_imputation_may_take_nan_on_the_cupy_plan() -> None:
+    """The CuPy plan checked every input itself and refused the NaN the graph fills in."""
+    from nnforge.data.preprocessing import Imputer  # noqa: PLC0415
+    from nnforge.graph.trace import trace  # noqa: PLC0415
+    from nnforge.onnx import exporter  # noqa: PLC0415
+    from nnforge.runtime.session import _imputed_inputs  # noqa: PLC0415
+
+    nf.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2))
+    imputer = Imputer("constant", fill_value=0.5).fit(np.zeros((2, 3), F32))
+    graph = exporter.prepend_preprocessing(trace(model, (None, 3)), imputer.get_config())
+    plan = CupyPlan(graph, xp=np, check_finite=True, allow_nan=_imputed_inputs(graph))
+    x = np.array([[np.nan, 1.0, 2.0]], F32)
+    assert_close(plan.run_one((x,)), eager(model, np.nan_to_num(x, nan=0.5)))
+    with pytest.raises(DataError, match="found inf"):
+        plan.run_one((np.array([[np.inf, 0, 0]], F32),))

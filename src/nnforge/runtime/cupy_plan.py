@@ -49,12 +49,14 @@ class CupyPlan:
     """
 
     def __init__(self, graph: Graph, device: str = "cuda", check_finite: bool = False,
-                 xp: Any = None) -> None:
+                 xp: Any = None, allow_nan: frozenset[int] = frozenset()) -> None:
         if xp is None:
             xp = cupy_module(device)  # DeviceError naming `pip install nnforge[gpu]`
         check_graph(graph)
         self.xp = xp
         self.check_finite = bool(check_finite)
+        #: inputs that may hold NaN (the graph fills it in itself; Inf is still refused)
+        self.allow_nan = allow_nan
         #: inputs this plan checks for NaN/Inf itself (so the session does not)
         self.probed = frozenset(range(len(graph.inputs))) if check_finite else frozenset()
         self.nodes = tuple(graph.nodes)
@@ -99,8 +101,8 @@ class CupyPlan:
         """All outputs (NumPy arrays) for the input arrays (NumPy or CuPy, in input order)."""
         xp, host_consts, consts = self.xp, self.host_consts, self.consts
         if self.check_finite:
-            for a in feeds:
-                _check_finite(a, xp)
+            for i, a in enumerate(feeds):
+                _check_finite(a, xp, i in self.allow_nan)
         with self._scope():
             env: dict[str, Any] = {n: xp.asarray(a) for n, a in zip(self.input_names, feeds)}
             for node, drops in zip(self.nodes, self.drops):
@@ -131,12 +133,14 @@ class CupyPlan:
         return self.run(feeds)[0]
 
 
-def _check_finite(a: Any, xp: Any) -> None:
-    """DataError naming the first NaN/Inf of a NumPy or device array."""
+def _check_finite(a: Any, xp: Any, allow_nan: bool = False) -> None:
+    """DataError naming the first NaN/Inf (only Inf with allow_nan) of a NumPy or device
+    array."""
     if isinstance(a, np.ndarray):
-        check_finite(a)
-    elif a.dtype.kind == "f" and not bool(xp.isfinite(a).all()):  # one reduction on the GPU
-        check_finite(_to_host(a))  # only to name the entry
+        check_finite(a, allow_nan=allow_nan)
+    elif a.dtype.kind == "f" and (bool(xp.isinf(a).any()) if allow_nan else
+                                  not bool(xp.isfinite(a).all())):  # one GPU reduction
+        check_finite(_to_host(a), allow_nan=allow_nan)  # only to name the entry
 
 
 def _to_host(a: Any) -> np.ndarray:

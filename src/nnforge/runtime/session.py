@@ -99,7 +99,7 @@ class InferenceSession:
             self._shared = OrtPlan(raw, self.threads)
         elif backend == "cupy":
             self._shared = CupyPlan(self.graph, "cuda" if device == "cpu" else device,
-                                    self.check_finite)
+                                    self.check_finite, allow_nan=self._nan_ok)
         self._in = self.graph.inputs[0]
         self._dtype = np.dtype(self._in.dtype)
         #: more than one graph input: run() takes a dict by name (or a list in order)
