@@ -21,9 +21,13 @@ from ..ops import conv as C
 from ..ops import pool as P
 from ..ops.conv import conv1d, pads_1d, single
 from ..ops.pool import avg_pool1d, global_avg_pool2d, max_pool1d
-from .conv_layers import _check_channels, _positive_int, averaging_matrix
-from .init import get_initializer
-from .module import Module, Parameter, check_bool, register_layer
+from .conv_layers import (
+    _check_channels,
+    averaging_matrix,
+    make_conv_weights,
+    set_channels,
+)
+from .module import Module, check_bool, register_layer
 
 
 @register_layer
@@ -37,13 +41,7 @@ class Conv1d(Module):
                  padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
                  init: str = "he") -> None:
         super().__init__()
-        self.in_channels = _positive_int(self, "in_channels", in_channels)
-        self.out_channels = _positive_int(self, "out_channels", out_channels)
-        self.groups = _positive_int(self, "groups", groups)
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ConfigError(f"Conv1d: in_channels and out_channels must be divisible by "
-                              f"groups={self.groups}, found {self.in_channels} and "
-                              f"{self.out_channels}")
+        set_channels(self, in_channels, out_channels, groups)
         # one-element tuples, as PyTorch keeps them
         self.kernel_size = (single(kernel_size, "kernel_size"),)
         self.stride = (single(stride, "stride"),)
@@ -52,11 +50,7 @@ class Conv1d(Module):
         self.pads = pads_1d(padding, self.kernel_size[0], self.dilation[0], self.stride[0])
         #: "same", "valid" or (p,), as given (PyTorch keeps the string too)
         self.padding: Any = padding if isinstance(padding, str) else (self.pads[0],)
-        self.init = init
-        shape = (self.out_channels, self.in_channels // self.groups, self.kernel_size[0])
-        self.weight = Parameter(get_initializer(init)(shape))
-        bias = check_bool(self, "bias", bias)
-        self.bias = Parameter(np.zeros(self.out_channels, np.float32)) if bias else None
+        make_conv_weights(self, init, bias)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_channels(self, x, self.in_channels, (3,), "(batch, channels, length)")

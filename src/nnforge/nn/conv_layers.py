@@ -26,6 +26,26 @@ def _positive_int(layer: Module, name: str, value: Any) -> int:
     return int(value)
 
 
+def set_channels(layer: Module, in_channels: Any, out_channels: Any, groups: Any) -> None:
+    """Check and set a convolution's in_channels, out_channels and groups."""
+    layer.in_channels = _positive_int(layer, "in_channels", in_channels)
+    layer.out_channels = _positive_int(layer, "out_channels", out_channels)
+    layer.groups = _positive_int(layer, "groups", groups)
+    if layer.in_channels % layer.groups or layer.out_channels % layer.groups:
+        raise ConfigError(f"{type(layer).__name__}: in_channels and out_channels must be "
+                          f"divisible by groups={layer.groups}, found {layer.in_channels} and "
+                          f"{layer.out_channels}")
+
+
+def make_conv_weights(layer: Module, init: str, bias: Any) -> None:
+    """A convolution's weight (out, in/groups, *kernel_size) from `init` and optional bias."""
+    layer.init = init
+    shape = (layer.out_channels, layer.in_channels // layer.groups) + tuple(layer.kernel_size)
+    layer.weight = Parameter(get_initializer(init)(shape))
+    has_bias = check_bool(layer, "bias", bias)
+    layer.bias = Parameter(np.zeros(layer.out_channels, np.float32)) if has_bias else None
+
+
 def _check_channels(layer: Module, x: Tensor, channels: int, ndims: tuple[int, ...],
                     layout: str) -> None:
     if x.ndim not in ndims or x.shape[1] != channels:
@@ -52,13 +72,7 @@ class Conv2d(_Spatial):
                  padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
                  init: str = "he") -> None:
         super().__init__()
-        self.in_channels = _positive_int(self, "in_channels", in_channels)
-        self.out_channels = _positive_int(self, "out_channels", out_channels)
-        self.groups = _positive_int(self, "groups", groups)
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ConfigError(f"Conv2d: in_channels and out_channels must be divisible by "
-                              f"groups={self.groups}, found {self.in_channels} and "
-                              f"{self.out_channels}")
+        set_channels(self, in_channels, out_channels, groups)
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = pair(stride, "stride")
         self.dilation = pair(dilation, "dilation")
@@ -67,11 +81,7 @@ class Conv2d(_Spatial):
         #: (top, left, bottom, right) zeros: "same" puts an odd extra at the bottom/right
         self.pads = (same_pads(self.kernel_size, self.dilation) if self.padding == "same"
                      else (0, 0, 0, 0) if self.padding == "valid" else self.padding * 2)
-        self.init = init
-        shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
-        self.weight = Parameter(get_initializer(init)(shape))
-        bias = check_bool(self, "bias", bias)
-        self.bias = Parameter(np.zeros(self.out_channels, np.float32)) if bias else None
+        make_conv_weights(self, init, bias)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_channels(self, x, self.in_channels, (4,), "(batch, channels, H, W)")
