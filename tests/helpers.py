@@ -78,3 +78,12 @@ class GatedPair(nn.Module):
 
     def get_config(self) -> dict[str, Any]:
         return {}
+
+
+def run_cli(capsys: Any, *args: object) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `nnforge ARGS`, run in-process."""
+    from nnforge.cli import main  # noqa: PLC0415
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_cli as run
 
 import nnforge as nf
 from nnforge import nn
-from nnforge.cli import main
 from nnforge.cli.predict import predict_file
 
 NAMES = ["a", "b", "c", "d"]
@@ -57,12 +57,6 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     np.save(d / "x.npy", x)
     return d
 
-
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `nnforge ARGS`, run in-process."""
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def classes_of(csv_text: str) -> list[int]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_cli as run
 
 import nnforge as nf
 from nnforge import nn
@@ -19,12 +20,6 @@ HELD_OUT = ("scoring the 89 held-out test rows of the training split (seed 0, te
             "--test-size 0 scores every row")
 MAY_INCLUDE = "(this includes any rows the model was trained on)"
 
-
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `nnforge ARGS`, run in-process."""
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

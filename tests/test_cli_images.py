@@ -8,19 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_cli as run
 
 import nnforge as nf
 from nnforge import nn
-from nnforge.cli import main
 from nnforge.data import write_idx
 
 SIDE = 6
 
-
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -8,18 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_cli as run
 
 import nnforge as nf
 from nnforge import nn, optim
-from nnforge.cli import main
 from nnforge.train import EarlyStopping
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `nnforge ARGS`, run in-process."""
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_cli as run
 
-from nnforge.cli import main
 from nnforge.io import read_manifest
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `nnforge ARGS`, run in-process."""
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
