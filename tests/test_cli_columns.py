@@ -58,7 +58,6 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-
 def classes_of(csv_text: str) -> list[int]:
     return [int(line.split(",")[0]) for line in csv_text.splitlines()[1:]]
 

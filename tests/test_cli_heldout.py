@@ -21,7 +21,6 @@ HELD_OUT = ("scoring the 89 held-out test rows of the training split (seed 0, te
 MAY_INCLUDE = "(this includes any rows the model was trained on)"
 
 
-
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A diabetes model trained by `nnforge train` (one short epoch), one saved by the API,

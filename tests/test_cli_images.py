@@ -17,7 +17,6 @@ from nnforge.data import write_idx
 SIDE = 6
 
 
-
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """40 (6, 6) images, class 1 when the top half is brighter; as .npz, .npy and IDX."""
