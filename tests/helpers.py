@@ -87,3 +87,33 @@ def run_cli(capsys: Any, *args: object) -> tuple[int, str, str]:
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def serve_in_process(root: Any, check: Callable[..., Any], max_batch_size: int = 4,
+                     log_failures: bool = True, **config: Any) -> None:
+    """Load a model repository, await check(client, server) against the ASGI app in this
+    process (no socket), then close the repository; config: ServeConfig settings."""
+    import asyncio  # noqa: PLC0415 - the serving stack loads only for tests that serve
+
+    import httpx  # noqa: PLC0415
+
+    from nnforge.serve.batcher import BatchingConfig  # noqa: PLC0415
+    from nnforge.serve.config import ServeConfig  # noqa: PLC0415
+    from nnforge.serve.core import InferenceServer  # noqa: PLC0415
+    from nnforge.serve.http_app import ServeApp  # noqa: PLC0415
+    from nnforge.serve.logs import AccessLog  # noqa: PLC0415
+    from nnforge.serve.metrics import ServerMetrics  # noqa: PLC0415
+    from nnforge.serve.repository import ModelRepository  # noqa: PLC0415
+
+    async def main() -> None:
+        repo = ModelRepository(root, ServerMetrics(), BatchingConfig(max_batch_size=max_batch_size))
+        await repo.sync(log_failures=log_failures)
+        server = InferenceServer(ServeConfig(path=str(root), **config), repo, repo.metrics,
+                                 AccessLog(enabled=False))
+        transport = httpx.ASGITransport(app=ServeApp(server))
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                await check(c, server)
+        finally:
+            await repo.close()
+    asyncio.run(main())

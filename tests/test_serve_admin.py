@@ -15,16 +15,12 @@ from typing import Any, Awaitable, Callable
 
 import httpx
 import pytest
+from helpers import serve_in_process
 
 import nnforge as nf
 from nnforge import nn
-from nnforge.serve.batcher import BatchingConfig
-from nnforge.serve.config import ServeConfig
 from nnforge.serve.core import InferenceServer
 from nnforge.serve.grpc_service import MESSAGES, InferenceService
-from nnforge.serve.http_app import ServeApp
-from nnforge.serve.logs import AccessLog
-from nnforge.serve.metrics import ServerMetrics
 from nnforge.serve.repository import ModelRepository
 
 ADMIN = {"X-API-Key": "operator"}
@@ -45,19 +41,8 @@ def _repo(tmp_path: Path, broken: bool = False) -> Path:
 
 def _serve(root: Path, check: Callable[[httpx.AsyncClient, InferenceServer],
                                        Awaitable[None]]) -> None:
-    """Load the repository, run check against the app in this process, then close it."""
-    async def main() -> None:
-        repo = ModelRepository(root, ServerMetrics(), BatchingConfig(max_batch_size=2))
-        await repo.sync(log_failures=False)
-        server = InferenceServer(ServeConfig(path=str(root), admin_key="operator"), repo,
-                                 repo.metrics, AccessLog(enabled=False))
-        transport = httpx.ASGITransport(app=ServeApp(server))
-        try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-                await check(c, server)
-        finally:
-            await repo.close()
-    asyncio.run(main())
+    """Run check against the app serving root, with an admin key."""
+    serve_in_process(root, check, max_batch_size=2, log_failures=False, admin_key="operator")
 
 
 def test_v2_health_answers_4xx_for_false_not_503(tmp_path: Path) -> None:

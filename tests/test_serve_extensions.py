@@ -12,19 +12,16 @@ import httpx
 import numpy as np
 import orjson
 import pytest
+from helpers import serve_in_process
 from tritonclient.http import InferRequestedOutput, InferResult
 
 import nnforge as nf
 from nnforge import nn
 from nnforge.serve.batcher import BatchingConfig, DynamicBatcher
-from nnforge.serve.config import ServeConfig
 from nnforge.serve.core import InferenceServer
 from nnforge.serve.errors import RequestTimeoutError
 from nnforge.serve.grpc_service import MESSAGES, InferenceService
-from nnforge.serve.http_app import ServeApp
-from nnforge.serve.logs import AccessLog
 from nnforge.serve.metrics import ServerMetrics
-from nnforge.serve.repository import ModelRepository
 from nnforge.serve.tensors import NUMERIC_TO_MODEL
 
 API, ADMIN = {"X-API-Key": "client"}, {"X-API-Key": "operator"}
@@ -46,19 +43,8 @@ Check = Callable[[httpx.AsyncClient, InferenceServer], Awaitable[None]]
 
 
 def serve(root: Path, check: Check) -> None:
-    """Load the repository, run check against the app in this process, then close it."""
-    async def main() -> None:
-        repo = ModelRepository(root, ServerMetrics(), BatchingConfig(max_batch_size=4))
-        await repo.sync()
-        config = ServeConfig(path=str(root), api_key="client", admin_key="operator")
-        server = InferenceServer(config, repo, repo.metrics, AccessLog(enabled=False))
-        transport = httpx.ASGITransport(app=ServeApp(server))
-        try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-                await check(c, server)
-        finally:
-            await repo.close()
-    asyncio.run(main())
+    """Run check against the app serving root, with a client and an admin key."""
+    serve_in_process(root, check, api_key="client", admin_key="operator")
 
 
 def v2(datatype: str, data: Any, shape: list[int], **extra: Any) -> bytes:

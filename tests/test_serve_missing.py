@@ -4,7 +4,6 @@ without an Imputer refuses null and NaN as before."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -12,18 +11,13 @@ import httpx
 import numpy as np
 import orjson
 import pytest
+from helpers import serve_in_process
 
 import nnforge as nf
 from nnforge import nn
 from nnforge.data import Imputer, Pipeline, Standardizer
-from nnforge.serve.batcher import BatchingConfig
-from nnforge.serve.config import ServeConfig
 from nnforge.serve.core import InferenceServer
 from nnforge.serve.grpc_service import MESSAGES, InferenceService
-from nnforge.serve.http_app import ServeApp
-from nnforge.serve.logs import AccessLog
-from nnforge.serve.metrics import ServerMetrics
-from nnforge.serve.repository import ModelRepository
 
 LABELS = ["a", "b", "c"]
 X = np.array([[0.5, np.nan, 2.0], [np.nan, np.nan, np.nan], [1.0, 0.0, -1.0]], np.float32)
@@ -47,19 +41,8 @@ Check = Callable[[httpx.AsyncClient, InferenceServer], Awaitable[None]]
 
 
 def serve(root: Path, check: Check) -> None:
-    """Load the repository, run check against the app in this process, then close it."""
-    async def main() -> None:
-        repo = ModelRepository(root, ServerMetrics(), BatchingConfig(max_batch_size=4))
-        await repo.sync()
-        server = InferenceServer(ServeConfig(path=str(root)), repo, repo.metrics,
-                                 AccessLog(enabled=False))
-        transport = httpx.ASGITransport(app=ServeApp(server))
-        try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-                await check(c, server)
-        finally:
-            await repo.close()
-    asyncio.run(main())
+    """Run check against the app serving root."""
+    serve_in_process(root, check)
 
 
 def _json_rows(x: np.ndarray) -> list:
