@@ -8,6 +8,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, NNForgeError, ShapeError
+
+# fold_target_scaling is what `nnforge train` calls; it lives with the file's own folding
+from ..io.target_scaling import final_linear, fold_target_scaling  # noqa: F401
 from ..nn import Module
 
 
@@ -108,16 +111,7 @@ def check_model_fits(model: Module, sample_shape: tuple[int, ...], n_out: int, t
 
 
 def last_linear(model: Module) -> Any:
-    """The Linear layer that produces the model's output, or None (for target scaling)."""
-    from ..nn import Linear, Sequential  # noqa: PLC0415
-
-    while isinstance(model, Sequential) and len(model):
-        model = model[len(model) - 1]
-    return model if isinstance(model, Linear) and model.bias is not None else None
-
-
-def fold_target_scaling(layer: Any, mean: np.ndarray, scale: np.ndarray) -> None:
-    """Make a Linear output y*scale + mean, undoing standardized training targets exactly."""
-    w, b = layer.weight.data, layer.bias.data
-    w[...] = w * scale.astype(w.dtype)[:, None]
-    b[...] = b * scale.astype(b.dtype) + mean.astype(b.dtype)
+    """The Linear layer (with a bias) that produces the model's output, or None: where
+    `nnforge train` can fold standardized regression targets back (fold_target_scaling)."""
+    found = final_linear(model)
+    return found[1] if found is not None and found[1].bias is not None else None

@@ -34,6 +34,7 @@ from ..runtime.postprocess import PostProcessor
 from . import safetensors_format as st
 from .archive import ArchiveReader, from_json, sha256_of, to_json, write_archive
 from .rebuild import check_rebuilds
+from .target_scaling import folded_weights
 
 FORMAT_VERSION = 1
 TASKS = ("multiclass", "binary", "multilabel", "regression")
@@ -277,7 +278,7 @@ def build_entries(model: Module, kind: str, task: str | None = None, labels: Any
                   preprocessing: Any = None, metrics: Any = None,
                   input_shape: Sequence[int] | None = None, extra: dict[str, Any] | None = None,
                   more: Iterable[tuple[str, Sequence[bytes | memoryview]]] = (),
-                  feature_names: Sequence[str] | None = None
+                  feature_names: Sequence[str] | None = None, target_scaler: Any = None
                   ) -> tuple[list[tuple[str, Sequence[bytes | memoryview]]], datetime]:
     """Every entry of the file, manifest first (it carries the others' checksums)."""
     if not isinstance(model, Module):
@@ -295,7 +296,15 @@ def build_entries(model: Module, kind: str, task: str | None = None, labels: Any
                           f"{type(model).__name__}, found {len(shapes)} inputs")
     _check_preprocessing(pre, shapes[0])
     names = _feature_names(feature_names, shapes)
-    header, views = st.encode(_weights(model), {"format": "nnforge"})
+    weights, scaling = _weights(model), None
+    if target_scaler is not None:
+        if task != "regression":
+            raise ConfigError(f"target_scaler applies to task='regression' (its predictions are "
+                              f"turned back into the targets' units), found task={task!r}")
+        folded, scaling = folded_weights(model, target_scaler, outputs[0]["shape"])
+        # into the file's copy only: the caller's model keeps predicting in scaled units
+        weights.update({k: v.astype(weights[k].dtype) for k, v in folded.items()})
+    header, views = st.encode(weights, {"format": "nnforge"})
     entries = [(ARCHITECTURE, [arch]), (WEIGHTS, [header, *views]), *more]
     now = datetime.now(UTC).replace(microsecond=0)
     manifest = {
@@ -309,6 +318,8 @@ def build_entries(model: Module, kind: str, task: str | None = None, labels: Any
                    for name, shape in zip(_input_names(model, len(shapes)), shapes)],
         "outputs": outputs,
         "preprocessing": pre,
+        # present when save() folded a target scaler's inverse into the final Linear layer
+        **({"target_scaling": scaling} if scaling else {}),
         "metrics": _metrics(metrics),
         "num_parameters": model.num_parameters(), "extra": _extra(extra),
         "checksums": {name: sha256_of(chunks) for name, chunks in entries},
@@ -319,14 +330,18 @@ def build_entries(model: Module, kind: str, task: str | None = None, labels: Any
 def save(model: Module, path: PathLike, task: str | None = None, labels: Any = None,
          preprocessing: Any = None, metrics: dict[str, float] | None = None,
          input_shape: Sequence[int] | None = None, extra: dict[str, Any] | None = None,
-         feature_names: Sequence[str] | None = None) -> None:
+         feature_names: Sequence[str] | None = None, target_scaler: Any = None) -> None:
     """Write model and its metadata to a `.nnf` file, atomically (an old file stays on error).
 
     feature_names: the names of the input's feature columns (a CSV header's), so that readers
-    can match a file's columns by name rather than by position.
+    can match a file's columns by name rather than by position. target_scaler: for
+    task="regression", the fitted Standardizer or MinMaxScaler the training targets were
+    scaled with; its inverse is folded into the file's copy of the final Linear layer, so the
+    saved model predicts in the targets' own units (the manifest's "target_scaling" says so).
     """
     entries, now = build_entries(model, "model", task, labels, preprocessing, metrics,
-                                 input_shape, extra, feature_names=feature_names)
+                                 input_shape, extra, feature_names=feature_names,
+                                 target_scaler=target_scaler)
     write_archive(path, entries, now.timetuple()[:6])
 
 
@@ -370,7 +385,8 @@ def _check_manifest(m: Any, p: str) -> dict[str, Any]:
     if not isinstance(m.get("preprocessing"), (dict, list, type(None))):
         raise bad("preprocessing", "an object, a list or null")
     _check_stored_preprocessing(m["preprocessing"], p)
-    for field in ("extra", "metrics"):  # readers (nnforge info, the server) look inside them
+    # readers (nnforge info, the server) look inside them
+    for field in ("extra", "metrics", "target_scaling"):
         if not isinstance(m.get(field), (dict, type(None))):
             raise bad(field, "an object or null")
     if m.get("metrics") and not all(v is None or (isinstance(v, (int, float))

@@ -169,6 +169,35 @@ class FlatParams:
         off, n = self.offsets[i], self.sizes[i]
         return self._shaped(self.states[name][off:off + n], i)
 
+    # -- copying and pickling ------------------------------------------------------------------
+    #: what a copy keeps as it is; buffers, views, chunks and the array module are rebuilt
+    _KEPT = ("params", "shapes", "orders", "sizes", "state_names", "num_tmp", "numel",
+             "requested", "offsets", "order", "steps", "flush_every")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The layout, step counts and state values; the backend by name, not as a module
+        (modules do not pickle), so that deepcopy and pickle work (Trainer, multiprocessing)."""
+        state = {k: self.__dict__[k] for k in self._KEPT}
+        state["backend"] = "numpy" if self.xp is np else "cupy"
+        state["states"] = dict(self.states)  # whole flat buffers: one array per state name
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Rebuild the flat buffers around the (copied) parameters, as _rehome moves them."""
+        state = dict(state)
+        name, old = state.pop("backend"), state.pop("states")
+        if name == "cupy":  # a DeviceError that names the fix when this process has no GPU
+            backend.cupy_module(_common_device(state["params"]))
+        self.__dict__.update(state)
+        self.threads = (2 if usable_cpus() >= 2 else 1) if self.requested is None \
+            else max(1, self.requested)  # this process's CPUs, not the pickling one's
+        self._mask = None
+        # the parameters' values come from their own (copied) arrays; p.data may have been
+        # replaced (model.double()) since the last step, so the state follows it as a step would
+        dtype, device = _common_dtype(self.params), _common_device(self.params)
+        self._allocate(dtype, {k: backend.to_device(v.astype(dtype), device)
+                               for k, v in old.items()})
+
     # -- keeping parameters inside the buffer ---------------------------------------------------
     def sync(self) -> None:
         """Move parameters whose `.data` was replaced by the user back into the buffer."""

@@ -91,6 +91,24 @@ class CupyPlan:
                        and n not in keep and n not in graph.initializers]
                       for i, node in enumerate(self.nodes)]
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The plan with its weights on the host and its array module by name (a module does
+        not pickle; device arrays belong to one process's GPU)."""
+        state = self.__dict__.copy()
+        state["xp"] = "numpy" if self.xp is np else "cupy"
+        state["consts"] = {n: _to_host(a) for n, a in self.consts.items()}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Back onto the same GPU (a DeviceError naming the fix where there is none)."""
+        state = dict(state)
+        name = state.pop("xp")
+        device = "cuda" if state["device_id"] is None else f"cuda:{state['device_id']}"
+        self.__dict__.update(state)
+        self.xp = np if name == "numpy" else cupy_module(device)
+        with self._scope():
+            self.consts = {n: self.xp.asarray(a) for n, a in self.consts.items()}
+
     def _scope(self) -> Any:
         """The context that makes this plan's GPU current (nothing on the CPU)."""
         if self.device_id is None:

@@ -38,7 +38,7 @@ class OrtPlan:
 
     def __init__(self, graph: Graph, threads: int = 1) -> None:
         try:
-            import onnxruntime as ort  # noqa: PLC0415 - optional dependencies
+            import onnxruntime  # noqa: F401, PLC0415 - optional dependencies, checked first
 
             from ..onnx.exporter import graph_to_model  # noqa: PLC0415
         except ImportError as exc:
@@ -47,22 +47,45 @@ class OrtPlan:
 
         #: the opset the graph went to ONNX Runtime at
         self.opset = ort_opset()
-        model = graph_to_model(graph, self.opset)
+        self.threads = int(threads)
+        self.dtype = str(graph.inputs[0].dtype)
+        self.input_names = graph.input_names
+        self.output_names = graph.output_names
+        self.nbytes = 0
+        self._open(graph_to_model(graph, self.opset).SerializeToString())
+
+    def _open(self, model_bytes: bytes) -> None:
+        """Start the ONNX Runtime session on a serialized model (ORT keeps these very bytes,
+        which pickling reuses: no second copy)."""
+        try:
+            import onnxruntime as ort  # noqa: PLC0415 - optional dependency
+        except ImportError as exc:
+            raise ConfigError(f"backend='onnxruntime' needs the {exc.name or 'onnxruntime'} "
+                              f"package; install it with: pip install 'nnforge[onnx]'") from None
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads)
+        opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3  # warnings about unused initializers are not the user's
         try:
-            self.session = ort.InferenceSession(model.SerializeToString(), opts,
+            self.session = ort.InferenceSession(model_bytes, opts,
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ORT's errors share no base class to name
             # e.g. ONNX Runtime has no float64 kernel for LeakyRelu, Conv or AveragePool
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"ONNX Runtime cannot run this {graph.inputs[0].dtype} model: "
+            raise ConfigError(f"ONNX Runtime cannot run this {self.dtype} model: "
                               f"{first}; expected backend='numpy' for it") from None
-        self.input_names = graph.input_names
-        self.output_names = graph.output_names
-        self.nbytes = 0
+        self._model_bytes = model_bytes
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The serialized model and settings: ONNX Runtime's session itself does not pickle."""
+        state = self.__dict__.copy()
+        del state["session"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Start a new ONNX Runtime session (ConfigError naming the install when it lacks)."""
+        self.__dict__.update(state)
+        self._open(self._model_bytes)
 
     def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
         """All outputs for the input arrays (in graph input order)."""

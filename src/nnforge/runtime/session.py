@@ -343,6 +343,20 @@ class InferenceSession:
         info = self.graph.value_info.get(name)
         return tuple(info.shape or ()) if info is not None else ()
 
+    # -- pickling: multiprocessing and joblib send a session to their workers ---------------
+    def __getstate__(self) -> dict[str, Any]:
+        """Graph, manifest and settings; the lock and the compiled plans (rebuilt on first use)
+        are left out. A shared ONNX Runtime or CuPy plan pickles itself (OrtPlan, CupyPlan)."""
+        state = self.__dict__.copy()
+        del state["_lock"]
+        state["_pools"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore the settings with a new lock and no plans yet."""
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __repr__(self) -> str:
         return (f"InferenceSession(input_shape={self.input_shape}, output_shape="
                 f"{self.output_shape}, task={self.task!r}, optimization={self.optimization!r}, "
