@@ -110,3 +110,16 @@ def test_cli_folds_with_the_shared_code(rng) -> None:
     fold_target_scaling(model[1][0], mean, scale)
     with nf.no_grad():
         np.testing.assert_allclose(model(x).data, raw * scale + mean, rtol=1e-5, atol=1e-5)
+
+
+def test_info_shows_the_folded_target_scaling(tmp_path: Path, rng, capsys) -> None:
+    """nnforge info showed the record only in --json."""
+    from helpers import run_cli  # noqa: PLC0415
+
+    x, y = _data(rng)
+    path = tmp_path / "r.nnf"
+    save(nn.Sequential(nn.Linear(6, 2)), path, task="regression",
+         target_scaler=Standardizer().fit(y))
+    code, out, err = run_cli(capsys, "info", path)
+    assert code == 0, err
+    assert "target scaling" in out and "standardize, folded into 0" in out

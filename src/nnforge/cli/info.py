@@ -201,6 +201,10 @@ def _print_manifest(path: str, m: dict[str, Any], totals: dict[str, int]) -> Non
     if metrics:
         rows.append(("metrics", "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else
                                           f"{k} {v}" for k, v in metrics.items())))
+    scaling = m.get("target_scaling")
+    if isinstance(scaling, dict):  # predictions are in the targets' units already
+        kind = (scaling.get("scaler") or {}).get("type", "a scaler")
+        rows.append(("target scaling", f"{kind}, folded into {scaling.get('folded_into')}"))
     trained = (m.get("extra") or {}).get("trained_with")
     if isinstance(trained, dict) and trained.get("command"):
         rows.append(("trained with", str(trained["command"])))
