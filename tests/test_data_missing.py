@@ -205,3 +205,12 @@ def test_damaged_imputer_entries_are_refused_on_load(tmp_path: Path, damage, wor
                                                  "damaged") as info:
             reader(path)
         assert words in str(info.value)
+
+
+def test_imputer_zero_is_constant_zero() -> None:
+    x = np.array([[1.0, np.nan], [np.nan, 4.0]], np.float32)
+    imp = Imputer("zero").fit(x)  # the CLI's name for it
+    assert imp.strategy == "constant"
+    np.testing.assert_array_equal(imp.transform(x), [[1.0, 0.0], [0.0, 4.0]])
+    with pytest.raises(ConfigError, match="strategy='constant'"):
+        Imputer("zero", fill_value=2.0)

@@ -110,7 +110,7 @@ def test_split_errors():
         train_val_test_split(x, y, val_size=0.8, test_size=0.2)
 
 
-@pytest.mark.parametrize("seed", [-1, 2**32, "a", 1.5, None])
+@pytest.mark.parametrize("seed", [-1, 2**32, "a", 1.5])
 def test_seed_outside_random_state_range_is_a_config_error(seed):
     with pytest.raises(ConfigError, match="expected seed"):
         train_test_split(np.arange(10), seed=seed)
@@ -134,3 +134,17 @@ def test_stratify_by_rows_of_any_rank_and_sample_count_checks():
     for n in (5.5, "5", -5, True):
         with pytest.raises(ConfigError, match="sample count"):
             split_indices(n)
+
+
+def test_seed_none_is_a_fresh_split_and_random_state_an_alias():
+    x, y = np.arange(200), np.arange(200) % 2
+    # None draws fresh entropy, as scikit-learn's random_state=None does
+    tests = {tuple(train_test_split(x, seed=None)[1]) for _ in range(3)}
+    assert len(tests) == 3
+    ours = train_test_split(x, y, test_size=0.25, random_state=7)
+    theirs = sk_split(x, y, test_size=0.25, random_state=7)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a, b)
+    assert len(train_val_test_split(x, y, seed=None, stratify=y)) == 6
+    with pytest.raises(ConfigError, match="seed or random_state"):
+        train_test_split(x, seed=3, random_state=7)

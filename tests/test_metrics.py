@@ -91,7 +91,8 @@ def test_top_k_ties_rank_lower_index_first():
     t = np.array([0, 1, 2, 2])
     assert M.top_k_accuracy(t, scores, 1) == 0.25  # only class 0 is "argmax"
     assert M.top_k_accuracy(t, scores, 2) == 0.5
-    assert M.top_k_accuracy(t, scores, 3) == 1.0
+    with pytest.warns(UserWarning, match="counts every sample as a hit"):
+        assert M.top_k_accuracy(t, scores, 3) == 1.0
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -197,7 +198,8 @@ def test_top_k_with_k_at_least_the_classes_and_no_samples():
     t = np.array([0, 1, 2, 2, 1])
     with pytest.warns(skm._ranking.UndefinedMetricWarning):
         assert skm.top_k_accuracy_score(t, scores, k=3, labels=range(3)) == 1.0
-    assert M.top_k_accuracy(t, scores, 3) == M.top_k_accuracy(t, scores, 9) == 1.0
+    with pytest.warns(UserWarning, match="counts every sample as a hit"):
+        assert M.top_k_accuracy(t, scores, 3) == M.top_k_accuracy(t, scores, 9) == 1.0
     with pytest.raises(DataError, match="at least one sample"):
         M.top_k_accuracy(np.zeros(0, np.int64), np.zeros((0, 3)), 2)
 
@@ -271,3 +273,35 @@ def test_multilabel_rows_against_scores_are_refused_not_argmaxed():
                                             r"rows of y_true, found scores"):
             score()
     assert M.accuracy(np.eye(3)[[0, 1]], probs) == 1.0  # one-hot rows still take the argmax
+
+
+@pytest.mark.parametrize("typo, suggestion", [("acuracy", "'accuracy'"),
+                                              ("f1_macr", "'f1_macro'"),
+                                              ("precison", "'precision'")])
+def test_unknown_metric_suggests_the_close_name(typo, suggestion):
+    with pytest.raises(ConfigError, match=rf"unknown metric '{typo}' \(did you mean "
+                                          rf"{suggestion}.*Metric\(name, fn, kind\)"):
+        M.get_metric(typo)
+
+
+def test_metric_names_ignore_case_and_take_dashes():
+    assert M.get_metric("F1_macro") is M.METRICS["f1_macro"]
+    assert M.get_metric("f1-macro") is M.METRICS["f1_macro"]
+    assert M.get_metric("Top-3_Accuracy").name == "top3_accuracy"
+
+
+def test_a_callable_is_a_metric_named_by_its_name():
+    def balanced(y_true, y_pred):
+        return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
+
+    m = M.get_metric(balanced, "multiclass")
+    assert (m.name, m.kind) == ("balanced", "class")
+    assert M.get_metric(balanced, "regression").kind == "regression"
+    with pytest.raises(ConfigError, match="callable"):
+        M.get_metric(3)
+
+
+def test_top_k_with_k_at_least_the_classes_warns():
+    scores = np.random.default_rng(0).random((6, 3))
+    with pytest.warns(UserWarning, match="k=3 and only 3 classes"):
+        assert M.top_k_accuracy(np.arange(6) % 3, scores, k=3) == 1.0

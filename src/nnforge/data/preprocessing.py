@@ -312,9 +312,10 @@ class Imputer(_FeatureScaler):
     """Fill missing values (NaN) per feature with a statistic of the training data.
 
     strategy: "mean", "median", "most_frequent" (the smallest on ties) or "constant"
-    (fill_value), as scikit-learn's SimpleImputer. A feature with no value in the training
-    data is filled with fill_value (SimpleImputer(keep_empty_features=True) with fill_value
-    0): dropping it, as SimpleImputer does by default, would change the model's input width.
+    (fill_value), as scikit-learn's SimpleImputer; "zero" is "constant" with 0. A feature
+    with no value in the training data is filled with fill_value
+    (SimpleImputer(keep_empty_features=True) with fill_value 0): dropping it, as
+    SimpleImputer does by default, would change the model's input width.
     Infinities are refused by fit() and left in place by transform().
     """
 
@@ -323,8 +324,13 @@ class Imputer(_FeatureScaler):
 
     def __init__(self, strategy: str = "mean", fill_value: float = 0.0,
                  dtype: Any = "float32") -> None:
+        if strategy == "zero":  # the CLI's word for it: constant 0
+            if fill_value != 0:
+                raise ConfigError(f"strategy 'zero' fills with 0, found fill_value="
+                                  f"{fill_value!r}: use strategy='constant' for another value")
+            strategy = "constant"
         if strategy not in IMPUTE_STRATEGIES:
-            raise ConfigError(f"expected strategy one of {list(IMPUTE_STRATEGIES)}, found "
+            raise ConfigError(f"expected strategy one of {[*IMPUTE_STRATEGIES, 'zero']}, found "
                               f"{strategy!r:.40}")
         self.dtype = _scaler_dtype(dtype)
         self.strategy = strategy

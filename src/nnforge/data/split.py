@@ -108,20 +108,39 @@ def _samples(x: Any, y: Any) -> tuple[np.ndarray, int]:
     return x, len(x)
 
 
-def train_test_split(x: Any, y: Any = None, test_size: float | int = 0.2, seed: int = 0,
-                     stratify: Any = None) -> tuple[np.ndarray, ...]:
-    """X_train, X_test, y_train, y_test (or X_train, X_test without y); stratify=y or True."""
+def _seed_arg(seed: Any, random_state: Any) -> Any:
+    """The split's seed: seed, or scikit-learn's name for it, random_state (not both); None
+    draws a fresh one, as random_state=None does there."""
+    if random_state is not None:
+        if seed not in (0, None):
+            raise ConfigError(f"pass seed or random_state (the same thing), not both; found "
+                              f"seed={seed!r} and random_state={random_state!r}")
+        seed = random_state
+    if seed is None:
+        return int(np.random.SeedSequence().generate_state(1)[0])  # a uint32: RandomState's
+    return seed
+
+
+def train_test_split(x: Any, y: Any = None, test_size: float | int = 0.2, seed: int | None = 0,
+                     stratify: Any = None, *, random_state: int | None = None
+                     ) -> tuple[np.ndarray, ...]:
+    """X_train, X_test, y_train, y_test (or X_train, X_test without y); stratify=y or True;
+    seed=None for a fresh split each call (random_state= is an alias of seed)."""
     x, n = _samples(x, y)
+    seed = _seed_arg(seed, random_state)
     train, test = split_indices(n, test_size, seed, _stratify_labels(stratify, y))
     out = (_take(x, train), _take(x, test))
     return out if y is None else out + (_take(y, train), _take(y, test))
 
 
 def train_val_test_split(x: Any, y: Any = None, val_size: float | int = 0.1,
-                         test_size: float | int = 0.2, seed: int = 0,
-                         stratify: Any = None) -> tuple[np.ndarray, ...]:
-    """X_train, X_val, X_test, y_train, y_val, y_test; sizes are fractions of the whole set."""
+                         test_size: float | int = 0.2, seed: int | None = 0,
+                         stratify: Any = None, *, random_state: int | None = None
+                         ) -> tuple[np.ndarray, ...]:
+    """X_train, X_val, X_test, y_train, y_val, y_test; sizes are fractions of the whole set;
+    seed and random_state as in train_test_split."""
     x, n = _samples(x, y)
+    seed = _seed_arg(seed, random_state)
     labels = _stratify_labels(stratify, y)
     rest, test = split_indices(n, test_size, seed, labels)
     if isinstance(val_size, Real) and not isinstance(val_size, Integral):

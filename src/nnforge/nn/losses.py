@@ -114,12 +114,16 @@ class BCELoss(Loss):
         return L.binary_cross_entropy(pred, target, self.reduction)
 
 
+#: Keras's names map by what the model outputs: binary_crossentropy takes probabilities there
+#: as BCELoss does; the categorical ones map to CrossEntropyLoss, which takes logits (Keras's
+#: from_logits=True): a Sequential ending in Softmax is refused by the Trainer, with the fix.
 LOSSES: dict[str, type[Loss]] = {
     "mse": MSELoss, "mean_squared_error": MSELoss, "l1": L1Loss, "mae": L1Loss,
-    "huber": HuberLoss, "cross_entropy": CrossEntropyLoss,
-    "categorical_crossentropy": CrossEntropyLoss, "bce_with_logits": BCEWithLogitsLoss,
+    "mean_absolute_error": L1Loss, "huber": HuberLoss, "cross_entropy": CrossEntropyLoss,
+    "categorical_crossentropy": CrossEntropyLoss,
+    "sparse_categorical_crossentropy": CrossEntropyLoss, "bce_with_logits": BCEWithLogitsLoss,
     "binary_cross_entropy_with_logits": BCEWithLogitsLoss, "bce": BCELoss,
-    "binary_cross_entropy": BCELoss,
+    "binary_cross_entropy": BCELoss, "binary_crossentropy": BCELoss,
 }
 
 

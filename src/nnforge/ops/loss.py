@@ -207,6 +207,18 @@ class CrossEntropy(Loss):
         return g * _grad_scale(gy, self.reduction, self.denom, g.dtype), None
 
 
+def _check_unit_targets(y: Any, name: str) -> None:
+    """DataError for binary targets outside [0, 1]: -1/1 labels or class indices 0..k would
+    otherwise train on a loss that goes negative. Soft targets in [0, 1] are fine."""
+    if not y.size:
+        return
+    lo, hi = float(y.min()), float(y.max())  # two plain reductions; NaN passes (Trainer says)
+    if lo < 0 or hi > 1:
+        raise DataError(f"{name} expected targets in [0, 1] (0/1 labels or probabilities), "
+                        f"found values from {lo:g} to {hi:g}: map -1/1 labels to 0/1, e.g. "
+                        f"(y + 1) / 2, or for class indices use loss='cross_entropy'")
+
+
 class BCEWithLogits(Loss):
     """Binary cross-entropy on logits, computed stably; pos_weight scales the positive term."""
 
@@ -217,6 +229,7 @@ class BCEWithLogits(Loss):
 
     def forward(self, x: Any, target: Any) -> Any:
         y = _same_shape(x, target, "binary_cross_entropy")
+        _check_unit_targets(y, "binary_cross_entropy_with_logits")
         self.x, self.y = x, y
         dt = x.dtype
         softplus_neg = np.logaddexp(0, -x).astype(dt)  # log(1 + exp(-x))
@@ -254,6 +267,7 @@ class BCE(Loss):
                 raise DataError(f"binary_cross_entropy expected probabilities in [0, 1] (the "
                                 f"output of a Sigmoid), found values from {lo:g} to {hi:g}: "
                                 f"for logits use BCEWithLogitsLoss (loss='bce_with_logits')")
+        _check_unit_targets(y, "binary_cross_entropy")
         self.p, self.y = p, y
         with np.errstate(divide="ignore"):  # p of exactly 0 or 1 gives -inf, clamped like PyTorch
             log_p = np.maximum(np.log(p), -100)

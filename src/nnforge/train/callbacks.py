@@ -29,6 +29,10 @@ class Callback:
     def on_epoch_begin(self, epoch: int) -> None:
         """Called before each epoch (0-based)."""
 
+    def on_batch_begin(self, step: int) -> None:
+        """Called before each optimizer step's batch; step as in on_batch_end (setting
+        `trainer.stop_training` here stops fit() after this batch)."""
+
     def on_batch_end(self, step: int, loss: float) -> None:
         """Called after each optimizer step; step counts from 0 over the whole run.
 

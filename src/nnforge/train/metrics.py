@@ -3,7 +3,9 @@ the Trainer looks metric names up in."""
 
 from __future__ import annotations
 
+import difflib
 import re
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable
@@ -96,7 +98,7 @@ def top_k_accuracy(y_true: Any, scores: Any, k: int = 5) -> float:
 
     Ties rank the lower class index first, like argmax, so k=1 equals accuracy of the argmax
     (scikit-learn's top_k_accuracy_score ranks the higher index first among ties). k at or
-    above the number of classes scores 1.0, as there, without its warning.
+    above the number of classes scores 1.0 with a UserWarning, as there.
     """
     t, s = _host(y_true), _host(scores)
     if t.ndim == 2 and t.shape == s.shape and len(t):  # one-hot or probability targets
@@ -113,6 +115,10 @@ def top_k_accuracy(y_true: Any, scores: Any, k: int = 5) -> float:
                         f"[{t.min()}, {t.max()}]")
     if int(k) != k or k < 1:
         raise ConfigError(f"expected k >= 1, found {k!r}")
+    if k >= s.shape[1]:  # as scikit-learn: a score that cannot miss deserves a word
+        warnings.warn(f"top_k_accuracy with k={k} and only {s.shape[1]} classes counts every "
+                      f"sample as a hit, so it is 1.0: use a k below the number of classes",
+                      UserWarning, stacklevel=2)
     true_score = s[np.arange(s.shape[0]), t][:, None]
     before = np.arange(s.shape[1]) < t[:, None]
     rank = (s > true_score).sum(axis=1) + ((s == true_score) & before).sum(axis=1)
@@ -315,15 +321,40 @@ def _entries() -> dict[str, Metric]:
 METRICS: dict[str, Metric] = _entries()
 
 
-def get_metric(name: str | Metric) -> Metric:
-    """The Metric for a name (or the Metric itself); ConfigError listing the choices."""
+def _callable_name(fn: Callable[..., Any]) -> str:
+    """A callable's name for the history: its __name__ (a partial's function's)."""
+    inner = fn.func if isinstance(fn, partial) else fn
+    return str(getattr(inner, "__name__", type(inner).__name__))
+
+
+def get_metric(name: str | Metric | Callable[[Any, Any], float],
+               loss_kind: str | None = None) -> Metric:
+    """The Metric for a name (case-insensitive, '-' for '_'), a Metric itself, or a callable
+    (y_true, y_pred) -> float named by its __name__; ConfigError naming the choices.
+
+    A callable is fed what the Trainer predicts for the loss_kind: raw values for a
+    regression loss, else predicted classes (indices; 0/1 for a binary loss), as a
+    scikit-learn score function takes them (e.g. sklearn.metrics.balanced_accuracy_score).
+    For probabilities, wrap it in Metric(name, fn, kind="score").
+    """
     if isinstance(name, Metric):
         return name
     if isinstance(name, str):
-        if name in METRICS:
-            return METRICS[name]
-        match = re.fullmatch(r"top([1-9][0-9]*)_accuracy", name)
+        key = name.strip().lower().replace("-", "_")
+        if key in METRICS:
+            return METRICS[key]
+        match = re.fullmatch(r"top_?([1-9][0-9]*)_accuracy", key)
         if match:
-            return Metric(name, partial(top_k_accuracy, k=int(match.group(1))), "score")
-    raise ConfigError(f"expected a metric name in {sorted(METRICS) + ['top<k>_accuracy']}, "
-                      f"found {name!r}")
+            return Metric(f"top{match.group(1)}_accuracy",
+                          partial(top_k_accuracy, k=int(match.group(1))), "score")
+        close = difflib.get_close_matches(key, [*METRICS, "top5_accuracy"], n=3, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+        raise ConfigError(f"unknown metric {name!r}{hint}; expected a name in "
+                          f"{sorted(METRICS) + ['top<k>_accuracy']}, a Metric(name, fn, kind) "
+                          f"or a callable (y_true, y_pred) -> float")
+    if callable(name) and not isinstance(name, type):
+        kind = "regression" if loss_kind == "regression" else "class"
+        return Metric(_callable_name(name), name, kind)
+    raise ConfigError(f"expected a metric name in {sorted(METRICS) + ['top<k>_accuracy']}, a "
+                      f"Metric(name, fn, kind) or a callable (y_true, y_pred) -> float, found "
+                      f"{getattr(name, '__name__', type(name).__name__)}")

@@ -102,21 +102,61 @@ def _check_metric_fits_targets(metric: Any, loss: Loss, y: np.ndarray) -> None:
 
 def _optimizer_arg(optimizer: Any, model: Module) -> Any:
     """The optimizer to train with: Adam(lr=1e-3) for None, a name (as Keras takes one) built
-    with its defaults over the model's parameters, or an optimizer object as it is."""
-    from ..optim import OPTIMIZERS, build_optimizer  # noqa: PLC0415
+    with its defaults over the model's parameters, a name with its arguments as
+    ("adam", {"lr": 0.01}) or {"name": "adam", "lr": 0.01}, or an optimizer object as it is."""
+    from ..optim import OPTIMIZERS, build_optimizer, optimizer_from_config  # noqa: PLC0415
 
     if optimizer is None:
         return build_optimizer("adam", model.parameters(), lr=1e-3)
     if isinstance(optimizer, str):  # ConfigError listing the names for an unknown one
         return build_optimizer(optimizer, model.parameters())
+    if isinstance(optimizer, dict):  # what Optimizer.get_config() gives
+        return optimizer_from_config(model.parameters(), optimizer)
+    if isinstance(optimizer, tuple) and len(optimizer) == 2 and isinstance(optimizer[0], str) \
+            and isinstance(optimizer[1], dict) and all(isinstance(k, str) for k in optimizer[1]):
+        return build_optimizer(optimizer[0], model.parameters(), **optimizer[1])
     if isinstance(optimizer, type) or not all(callable(getattr(optimizer, a, None))
                                               for a in ("zero_grad", "step")):
         hint = (f"; make one first, e.g. {optimizer.__name__}(model.parameters())"
                 if isinstance(optimizer, type) else "")
-        raise ConfigError(f"optimizer must be a name in {sorted(OPTIMIZERS)}, an optimizer "
-                          f"(with zero_grad() and step()) or None, found "
+        raise ConfigError(f"optimizer must be a name in {sorted(OPTIMIZERS)}, a name with "
+                          f"arguments as ('adam', {{'lr': 0.01}}) or {{'name': 'adam', "
+                          f"'lr': 0.01}}, an optimizer (with zero_grad() and step()) or None, "
+                          f"found "
                           f"{getattr(optimizer, '__name__', type(optimizer).__name__)}{hint}")
     return optimizer
+
+
+def _check_logits_head(model: Module, loss: Loss) -> None:
+    """ConfigError for a Sequential ending in Softmax (Sigmoid) trained with cross-entropy on
+    logits: the loss would squash probabilities a second time and train badly, silently. A
+    model written for Keras's categorical_crossentropy (probabilities by default) ends so."""
+    from ..nn.layers import Sequential, Sigmoid, Softmax  # noqa: PLC0415
+    from ..nn.losses import BCEWithLogitsLoss, CrossEntropyLoss  # noqa: PLC0415
+
+    last = list(model._modules.values())[-1] if isinstance(model, Sequential) \
+        and model._modules else None
+    for head, logits_loss, probs_name in ((Softmax, CrossEntropyLoss, None),
+                                          (Sigmoid, BCEWithLogitsLoss, "'bce'")):
+        if isinstance(last, head) and isinstance(loss, logits_loss):
+            other = f", or keep it and use loss={probs_name}" if probs_name else ""
+            raise ConfigError(f"{type(loss).__name__} takes logits, but the model ends in "
+                              f"{head.__name__}, so its outputs are probabilities: remove the "
+                              f"final {head.__name__} (predict_proba and a saved model's "
+                              f"post-processing apply it){other}")
+
+
+def _input_width(model: Module) -> int | None:
+    """The model's number of input features when it takes 1-D samples (from the shape it
+    trained on, else a leading Linear's in_features); None when unknown or not 1-D."""
+    from ..nn.layers import Linear  # noqa: PLC0415
+
+    shape = getattr(model, "input_shape", None)
+    if shape is not None:
+        return int(shape[0]) if isinstance(shape, (tuple, list)) and len(shape) == 1 \
+            and isinstance(shape[0], numbers.Integral) else None
+    first = next((m for m in model.modules() if m._parameters), None)
+    return first.in_features if isinstance(first, Linear) else None
 
 
 def _record_input_shape(model: Module, xb: np.ndarray) -> None:
@@ -150,33 +190,64 @@ def _loader_arg(X: Any, y: Any, what: str) -> DataLoader | None:
     return None
 
 
+def _validation_arg(data: Any) -> Any:
+    """validation_data as None, a DataLoader or an (X, y) tuple; a ConfigError for any other
+    shape (Keras's third item, sample weights, is not supported: silently dropping it would
+    validate on other terms than asked)."""
+    if data is None or isinstance(data, DataLoader):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return tuple(data)
+    found = (f"a {type(data).__name__} of {len(data)} item{'s' * (len(data) != 1)}"
+             if isinstance(data, (tuple, list)) else f"a {type(data).__name__}")
+    raise ConfigError(f"expected validation_data=(X, y) or a DataLoader, found {found}")
+
+
 class Trainer:
     """Trains a Module: `fit`, `evaluate`, `predict`, with callbacks, metrics and checkpoints.
 
     `device` ("cpu", "cuda", "cuda:N") moves the model there first; None leaves it where it is.
     Either way each batch is sent to the model's device (NumPy arrays come in, the metrics and
     `predict` give NumPy arrays back), and an optimizer made before the move follows it.
+
+    `metrics`: names (`nnforge.train.metrics.METRICS`, any case, '-' for '_'), `Metric`
+    objects, or callables (y_true, y_pred) -> float named by their __name__, fed the
+    predicted classes for a classification loss and the raw values for a regression one
+    (e.g. sklearn.metrics.balanced_accuracy_score).
+
+    `seed` fixes the trainer's own draws: shuffle order, validation_split's rows and dropout
+    during its fit() (a stream of its own, kept in checkpoints). The global generator that
+    code outside fit() sees (`nf.manual_seed`) is left as fit() found it, so models built
+    after a seeded fit() still get fresh initial weights. With seed=None, dropout draws from
+    the global stream and shuffling from fresh entropy.
     """
 
     def __init__(self, model: Module, loss: Any = "cross_entropy", optimizer: Any = None,
-                 metrics: Sequence[str] | None = None, seed: int | None = None,
+                 metrics: Any = None, seed: int | None = None,
                  grad_clip_norm: float | None = None, grad_clip_value: float | None = None,
                  verbose: Any = "auto", device: str | None = None) -> None:
         if not isinstance(model, Module):
             raise ConfigError(f"Trainer needs an nnforge.nn.Module, found {type(model).__name__}")
-        if metrics:
-            from . import metrics as metric_lib  # noqa: PLC0415
+        from . import metrics as metric_lib  # noqa: PLC0415
 
         if device is not None:
             model.to(device)  # DeviceError for an unknown device, or no CuPy / GPU
         self.model = model
         self.loss: Loss = get_loss(loss)
+        _check_logits_head(model, self.loss)
         self.optimizer = _optimizer_arg(optimizer, model)
-        # one name alone is one metric, not a list of its letters
-        self.metric_names = [metrics] if isinstance(metrics, str) else list(metrics or [])
-        self.metrics = [metric_lib.get_metric(m) for m in self.metric_names] if metrics else []
+        # one name (or one callable) alone is one metric, not a list of its letters
+        given = [metrics] if isinstance(metrics, str) or callable(metrics) \
+            else list(metrics or [])
+        self.metrics = [metric_lib.get_metric(m, self.loss.kind) for m in given]
+        # the history's keys: canonical names ("F1-macro" is "f1_macro"), a callable's __name__
+        self.metric_names = [m.name for m in self.metrics]
         for name, metric in zip(self.metric_names, self.metrics):
             _check_metric_fits_loss(name, metric, self.loss)
+        twice = sorted({n for n in self.metric_names if self.metric_names.count(n) > 1})
+        if twice:
+            raise ConfigError(f"expected metrics with distinct names, found {twice} more than "
+                              f"once (name a lambda with def, or use Metric(name, fn))")
         self.seed = seed
         self.grad_clip_norm, self.grad_clip_value = grad_clip_norm, grad_clip_value
         self.verbose = verbose
@@ -193,6 +264,10 @@ class Trainer:
         self._callback_states: dict[str, list[Any]] | None = None
         self._resumed_stopped = False  # the checkpointed run had already stopped early
         self._shuffle_rng = np.random.default_rng(seed)
+        # a seeded trainer's own state of the global generator (dropout draws during its
+        # fit()); None until its first fit() starts it from the seed. Unseeded: not used.
+        self._own_rng: dict[str, Any] | None = None
+        self._in_fit = False  # its own state is swapped into the global generator
         # validation_split's draw: the seed, else fixed once per trainer (kept in checkpoints)
         self._split_seed = seed if seed is not None else int(
             np.random.SeedSequence().generate_state(1, np.uint64)[0])
@@ -258,6 +333,7 @@ class Trainer:
         if validation_split and validation_data is not None:
             raise ConfigError("pass validation_split or validation_data, not both (the split "
                               "would be silently ignored)")
+        validation_data = _validation_arg(validation_data)
         # checkpoints last, so each one holds every other callback's state after its epoch
         # (an LR step or an early stop saved before it happened would be lost on resume)
         self.callbacks = sorted(callbacks or [], key=lambda cb: isinstance(cb, ModelCheckpoint))
@@ -299,9 +375,6 @@ class Trainer:
                                 f"batch_size or drop_last=False")
         if resume_from is None and self._resumed:  # loaded before fit(): its RNG states stand
             self._restore_callbacks(self._callback_states or {})
-        elif resume_from is None and self.seed is not None and self._epochs_done == 0:
-            # dropout draws follow the trainer's seed; a later fit() call continues the stream
-            nf_random.manual_seed(self.seed)
         # on_train_begin resets each callback for a new run; a resumed run gets its saved
         # states back after that (they were checked, all or none, just above)
         restored = self._callback_states if self._resumed else None
@@ -317,12 +390,50 @@ class Trainer:
         batches = len(edges) - 1 if loader is None else len(loader)
         display = ProgressDisplay(self.verbose if verbose is None else verbose, last, batches)
         self.stop_training = False
+        outer = self._enter_own_rng()
         try:
             self._run_epochs(first, last, X, y, (batch_size, edges), shuffle, loader,
                              validation_data, display, n, restored)
         finally:  # an interrupted fit() must not leave a live progress bar drawing
+            self._leave_own_rng(outer)
             display.close()
         return self.history
+
+    def _enter_own_rng(self) -> dict[str, Any] | None:
+        """Swap a seeded trainer's own state into the global generator (dropout draws follow
+        the seed, and a later fit() continues them); the outer state, for _leave_own_rng.
+        Unseeded: None, and training draws from the global stream as it stands."""
+        if self.seed is None:
+            return None
+        outer = nf_random.get_rng_state()
+        nf_random.set_rng_state(self._own_rng_state())
+        self._in_fit = True
+        return outer
+
+    def _leave_own_rng(self, outer: dict[str, Any] | None) -> None:
+        """Keep the trainer's state and give the global generator back as fit() found it, so
+        models built after a seeded fit() still get fresh initial weights."""
+        if outer is None:
+            return
+        self._own_rng = nf_random.get_rng_state()
+        self._in_fit = False
+        nf_random.set_rng_state(outer)
+
+    def _own_rng_state(self) -> dict[str, Any]:
+        """The dropout stream's state: the global generator's while it is in use (unseeded,
+        or inside a seeded fit()), else the seeded trainer's own."""
+        if self.seed is None or self._in_fit:
+            return nf_random.get_rng_state()
+        if self._own_rng is None:
+            return np.random.default_rng(self.seed).bit_generator.state
+        return self._own_rng
+
+    def _set_own_rng_state(self, state: dict[str, Any]) -> None:
+        """Restore _own_rng_state() to where it was."""
+        if self.seed is None or self._in_fit:
+            nf_random.set_rng_state(state)
+        else:
+            self._own_rng = state
 
     def _run_epochs(self, first: int, last: int, X: Any, y: Any,
                     batching: tuple[int, list[int]],
@@ -394,7 +505,7 @@ class Trainer:
             cb.load_state_dict(saved["state"])
         self._step, self.stop_training = state["step"], state["stop_training"]
         self._shuffle_rng.bit_generator.state = state["shuffle_rng"]
-        nf_random.set_rng_state(state["global_rng"])
+        self._set_own_rng_state(state["global_rng"])
         if self._loader is not None and state["loader"] is not None:
             self._loader.load_state_dict(state["loader"])
 
@@ -421,6 +532,8 @@ class Trainer:
         total, seen = 0.0, 0
         device = backend.device_of(model)
         for b, (xb, yb) in enumerate(batches):
+            for cb in self.callbacks:
+                cb.on_batch_begin(self._step)
             opt.zero_grad()
             xin, yin = (xb, yb) if device == "cpu" else (backend.to_device(xb, device),
                                                          backend.to_device(yb, device))
@@ -527,15 +640,43 @@ class Trainer:
         return {"loss": float(loss.data), **self._metrics(out, y)}
 
     def predict(self, X: Any, batch_size: int = 256) -> np.ndarray:
-        """Class indices for classification losses, raw outputs for regression."""
-        out = self._forward(_as_features(X, self.model.dtype), batch_size)
-        return self._to_predictions(out)
+        """Class indices for classification losses, raw outputs for regression.
+
+        X is an array of samples, one 1-D sample of the model's input width (one row, as
+        InferenceSession.predict takes it), or an unshuffled DataLoader (its x batches, in
+        order; any y in them is ignored).
+        """
+        return self._to_predictions(self._forward(self._predict_features(X), batch_size))
 
     def predict_proba(self, X: Any, batch_size: int = 256) -> np.ndarray:
-        """Class probabilities (multiclass) or positive-class probabilities (binary)."""
+        """Class probabilities (multiclass) or positive-class probabilities (binary); X as
+        for predict()."""
         if self.loss.kind == "regression":
             raise ConfigError("predict_proba needs a classification loss; this model regresses")
-        return self._to_scores(self._forward(_as_features(X, self.model.dtype), batch_size))
+        return self._to_scores(self._forward(self._predict_features(X), batch_size))
+
+    def _predict_features(self, X: Any) -> np.ndarray:
+        """predict()'s X as one array of samples."""
+        dtype = self.model.dtype
+        if isinstance(X, DataLoader):
+            if X.shuffle:  # the predictions could not be matched back to the rows
+                raise ConfigError("predict() with a shuffling DataLoader would return the "
+                                  "predictions in a random order: pass one made with "
+                                  "shuffle=False")
+            parts = [_as_features(b[0] if isinstance(b, tuple) else b, dtype, f"batch {i + 1} x")
+                     for i, b in enumerate(X)]
+            if not parts:
+                raise DataError("the DataLoader yielded no batches to predict")
+            return np.concatenate(parts)
+        shape = getattr(X, "shape", None)
+        if shape is None and isinstance(X, (list, tuple)):
+            try:
+                shape = np.shape(X)
+            except ValueError:  # ragged: _as_features names it
+                shape = None
+        if shape is not None and len(shape) == 1 and shape[0] == _input_width(self.model):
+            X = (backend.to_numpy(X) if backend.is_device_array(X) else np.asarray(X))[None]
+        return _as_features(X, dtype)
 
     def _forward(self, X: np.ndarray, batch_size: int) -> np.ndarray:
         was_training = self.model.training
@@ -614,6 +755,14 @@ class Trainer:
                             f"{sample!r:.40}{hint}")
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise DataError("y contains NaN, infinite or missing values")
+        if self.loss.kind == "multiclass" and arr.ndim == 2 and arr.shape[1] == 1:
+            # a column of class labels (as Keras's sparse cross-entropy takes): read as (n,),
+            # not as one probability per class of a 1-class model
+            if arr.dtype.kind == "f" and np.any(np.mod(arr, 1)):
+                raise DataError(f"class labels must be 1-D (n,), found {arr.shape} with "
+                                f"fractional values; cross-entropy probability targets have "
+                                f"one column per class")
+            arr = arr.reshape(len(arr))
         if self.loss.kind == "multiclass" and arr.ndim == 1:
             if arr.dtype.kind == "f" and np.any(np.mod(arr, 1)):
                 raise DataError("cross-entropy needs integer class labels, found fractional values")
@@ -647,7 +796,7 @@ class Trainer:
         return {"epochs_done": self._epochs_done, "step": self._step,
                 "stop_training": self.stop_training,
                 "shuffle_rng": self._shuffle_rng.bit_generator.state,
-                "global_rng": nf_random.get_rng_state(), "history": self.history,
+                "global_rng": self._own_rng_state(), "history": self.history,
                 "callbacks": [{"type": type(cb).__name__, "state": cb.state_dict()}
                               for cb in self.callbacks],
                 "loader": None if self._loader is None else self._loader.state_dict(),
@@ -666,11 +815,13 @@ class Trainer:
         self._resumed, self._resumed_stopped = True, parsed["stop_training"]
         self._loader_state = parsed["loader"]  # applied to the loader the next fit() gets
         self._shuffle_rng.bit_generator.state = parsed["shuffle_rng"]
-        nf_random.set_rng_state(parsed["global_rng"])
         if parsed["split_seed"] is not None:  # older checkpoints lack it
             self._split_seed = parsed["split_seed"]
         if "seed" in state:  # older checkpoints lack it: this trainer's seed stays
             self.seed = seed
+        # seeded: the trainer's own dropout stream (the global one stays as it is); unseeded:
+        # the global stream, as the checkpointed run drew from it
+        self._set_own_rng_state(parsed["global_rng"])
         self._callback_states = parsed["callbacks"]
 
     def _restore_callbacks(self, saved: dict[str, list[Any]]) -> None:
