@@ -424,3 +424,14 @@ def test_damage_is_caught_when_weights_are_hashed_on_a_second_thread(good, monke
     start, end = _data_span(good, entry)
     _flip(good, (start + end) // 2)
     assert f"checksum mismatch for entry {entry!r}" in _error(good)
+
+
+def test_architecture_with_too_many_layers_fails_before_building(good, monkeypatch):
+    # millions of {"type": "ReLU"} entries fit the JSON cap; building them took 38 s and 2 GB
+    monkeypatch.setattr(mf, "MAX_MODULES", 50)
+    built = []
+    monkeypatch.setattr(mf, "layer_from_architecture", lambda arch: built.append(arch))
+    arch = {"type": "Sequential", "config": {"layers": [{"type": "ReLU"}] * 60}}
+    _rewrite(good, {"architecture.json": json.dumps(arch).encode()})
+    assert "more than 50 layers" in _error(good)
+    assert not built  # refused before any module was made

@@ -128,6 +128,13 @@ BAD = {
     "gap": (_craft({"a": F32x2, "b": {**F32x2, "data_offsets": [12, 20]}}, bytes(20)), "gap"),
     "trailing": (_craft({"a": F32x2}, bytes(12)), "4 bytes follow the last tensor"),
     "metadata": (_craft({"__metadata__": {"epoch": 3}}), "strings to strings"),
+    # empty, so the byte count (0) passes; NumPy cannot make the shape (a bare ValueError)
+    "huge_empty": (_craft({"a": {"dtype": "F32", "shape": [0, 10**30],
+                                 "data_offsets": [0, 0]}}), "expected dims of at most"),
+    "huge_dim": (_craft({"a": {"dtype": "F32", "shape": [0, 2**31],
+                               "data_offsets": [0, 0]}}), "expected dims of at most"),
+    "huge_product": (_craft({"a": {"dtype": "F64", "shape": [0, 2**30, 2**30, 2**30],
+                                   "data_offsets": [0, 0]}}), "elements"),
 }
 
 

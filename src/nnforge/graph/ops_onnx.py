@@ -251,7 +251,18 @@ def _gather_shape(node: Node, shapes: Shapes, consts: dict) -> Shapes:
     if s is None or idx is None:
         return [None]
     axis = _axes(node.attrs.get("axis", 0), len(s), node)[0]
+    _check_gather_indices(node, consts.get(node.inputs[1]), s[axis])
     return [tuple(s[:axis]) + tuple(idx) + tuple(s[axis + 1:])]
+
+
+def _check_gather_indices(node: Node, indices: Any, n: Any) -> None:
+    """ShapeError when constant indices fall outside a known axis size (kernels index raw)."""
+    if indices is None or not isinstance(n, int):
+        return
+    idx = np.asarray(indices)
+    if idx.size and idx.dtype.kind in "iu" and (idx.min() < -n or idx.max() >= n):
+        raise ShapeError(f"Gather {node.name}: expected indices in [{-n}, {n - 1}], found "
+                         f"[{idx.min()}, {idx.max()}]")
 
 
 @_op("Gather", _gather_shape)

@@ -54,19 +54,47 @@ def eliminate_identity(graph: Graph) -> Graph:
     return g
 
 
-#: Largest output (in elements) fold_constants makes beyond the size of the node's inputs:
+#: Largest output (in elements) a fold makes beyond the size of the node's inputs:
 #: ConstantOfShape, Pad or Concat can expand a few numbers into gigabytes of stored weights.
 FOLD_MAX_GROWTH = 1 << 20
+#: Elements all the folds of one pass may add together: at least this many, else up to
+#: FOLD_BUDGET_RATIO times the graph's own initializers (many nodes each under the per-node
+#: cap must not add up to gigabytes either)
+FOLD_MIN_BUDGET = 1 << 24
+FOLD_BUDGET_RATIO = 4
 
 
-def _fold_too_big(g: Graph, node: Node) -> bool:
-    """True when a node's known output size passes both its inputs' size and the cap."""
-    ins = [g.initializers[i] for i in node.inputs if i]
+def fold_budget(g: Graph) -> int:
+    """Elements the folds of one pass over g may add in all."""
+    return max(FOLD_MIN_BUDGET, FOLD_BUDGET_RATIO * sum(a.size for a in g.initializers.values()))
+
+
+def fold_output_size(g: Graph, node: Node) -> int | None:
+    """Elements a fold of this all-constant node would store, from shape inference alone
+    (None when a shape is unknown); ValueError-family errors of the op's checks propagate."""
     in_shapes = [g.initializers[i].shape if i else None for i in node.inputs]
     shapes = get_op(node).infer(node, in_shapes, g.initializers)
-    limit = max(FOLD_MAX_GROWTH, sum(a.size for a in ins))
-    return any(s is not None and all(isinstance(d, int) for d in s) and math.prod(s) > limit
-               for s in shapes)
+    total = 0
+    for k, name in enumerate(node.outputs):
+        s = shapes[k] if k < len(shapes) else None
+        if not name:
+            continue
+        if s is None or not all(isinstance(d, int) for d in s):
+            return None
+        total += math.prod(s)
+    return total
+
+
+def _fold_too_big(g: Graph, node: Node, budget: int | None = None) -> bool:
+    """True when a node's output size is unknown, passes both its inputs' size and the cap,
+    or passes what is left of the pass's budget."""
+    # an input listed many times (Concat of one weight 20,000 times) is stored once
+    ins = {i: g.initializers[i].size for i in node.inputs if i}
+    size = fold_output_size(g, node)
+    if size is None:
+        return True
+    return size > max(FOLD_MAX_GROWTH, sum(ins.values())) or (budget is not None
+                                                             and size > budget)
 
 
 def fold_constants(graph: Graph) -> Graph:
@@ -74,11 +102,13 @@ def fold_constants(graph: Graph) -> Graph:
     g = graph.copy()
     outputs = set(g.output_names)
     keep: list[Node] = []
+    budget = fold_budget(g)
     for node in g.nodes:
         ins = [i for i in node.inputs if i]
         if (ins and all(i in g.initializers for i in ins)
                 and not any(o in outputs for o in node.outputs)
-                and not _fold_too_big(g, node)):
+                and not _fold_too_big(g, node, budget)):
+            budget -= fold_output_size(g, node) or 0
             values = evaluate_node(node, *(g.initializers[i] if i else None for i in node.inputs))
             for name, value in zip(node.outputs, values):
                 if name:

@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from ..errors import ModelFileError
 from .ir import Graph, Node, Shape, ValueInfo
 from .ops import get_op
 from .ops_onnx import ONNX_DTYPES, OUT_DTYPES, constant_value, shape_slice
+
+#: Most elements one node output may have where its size is known without the batch: a few
+#: bytes of ConstantOfShape, Expand, Pad or Reshape can otherwise ask for terabytes per run
+MAX_ELEMENTS = 1 << 28
+
+
+def check_output_sizes(graph: Graph, infos: dict[str, ValueInfo], rows: int = 1) -> None:
+    """ModelFileError naming the first node whose output passes MAX_ELEMENTS per row of a
+    batch of `rows` (symbolic dims, the batch, count as 1: the check is on what the file
+    fixes, not on the caller's batch size)."""
+    for node in graph.nodes:
+        for out in node.outputs:
+            info = infos.get(out) if out else None
+            if info is None or info.shape is None:
+                continue
+            size = math.prod(d for d in info.shape if isinstance(d, int))
+            if size > MAX_ELEMENTS * rows:
+                raise ModelFileError(
+                    f"{node.op} {node.name!r}: output {out!r} of shape {tuple(info.shape)} has "
+                    f"{size} elements; expected at most {MAX_ELEMENTS} per sample")
 
 
 def compute_shapes(graph: Graph, input_shapes: dict[str, Shape] | None = None
@@ -99,6 +122,7 @@ def infer_shapes(graph: Graph) -> Graph:
     """Pass: a copy of the graph with value_info (and output shapes) filled in."""
     g = graph.copy()
     infos = compute_shapes(g)
+    check_output_sizes(g, infos)
     g.value_info = {k: v for k, v in infos.items() if k not in g.initializers}
     for v in g.outputs:
         if v.name in infos:

@@ -470,8 +470,29 @@ def read_tensors(ar: ArchiveReader, manifest: dict[str, Any], name: str) -> dict
     return st.deserialize(data, f"{name} of '{ar.path}'")[0]
 
 
+#: most layer entries an architecture may hold: a few bytes of JSON per entry would otherwise
+#: build millions of modules (seconds and gigabytes) before anything else is checked
+MAX_MODULES = 100_000
+
+
+def _check_module_count(arch: Any, p: str) -> None:
+    """ModelFileError when the architecture names more than MAX_MODULES layers."""
+    count, todo = 0, [arch]
+    while todo:  # a loop, not recursion: the JSON may nest deeply
+        item = todo.pop()
+        if isinstance(item, dict):
+            count += "type" in item
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+        if count > MAX_MODULES:
+            raise ModelFileError(f"cannot rebuild the model in '{p}': its architecture has "
+                                 f"more than {MAX_MODULES} layers (damaged or hostile)")
+
+
 def _build_layers(arch: Any, p: str) -> Module:
     """Rebuild the layers, using only registered layer types."""
+    _check_module_count(arch, p)
     rng = get_rng_state()  # building draws initial weights; loading must not move the stream
     try:
         with skip_init():  # the file's weights replace them all, after their shapes are checked

@@ -123,6 +123,10 @@ def _read_header(view: memoryview, source: str) -> tuple[dict[str, Any], int]:
     return header, 8 + n
 
 
+#: largest dim a stored tensor may have (NumPy's own limit is the platform's intp)
+MAX_DIM = 2**31 - 1
+
+
 def _check_entry(name: str, spec: Any, source: str) -> tuple[np.dtype, str, tuple[int, ...],
                                                               int, int]:
     if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data_offsets"}:
@@ -140,6 +144,13 @@ def _check_entry(name: str, spec: Any, source: str) -> tuple[np.dtype, str, tupl
         raise ModelFileError(f"{source}: tensor {name!r} has data_offsets {offsets!r:.80}, "
                              f"expected [begin, end] with 0 <= begin <= end")
     dtype = np.dtype("<u2") if dname == "BF16" else DTYPES[dname]
+    # an empty tensor passes the byte count whatever its other dims; NumPy cannot make one
+    # past these (np.zeros((0, 10**30)) raises a bare ValueError)
+    nonzero = math.prod(d for d in shape if d)
+    if any(d > MAX_DIM for d in shape) or nonzero > np.iinfo(np.intp).max // dtype.itemsize:
+        raise ModelFileError(f"{source}: tensor {name!r} has shape {tuple(shape)!r:.80}; "
+                             f"expected dims of at most {MAX_DIM} and fewer than "
+                             f"{np.iinfo(np.intp).max // dtype.itemsize} elements")
     expected = math.prod(shape) * dtype.itemsize
     if offsets[1] - offsets[0] != expected:
         raise ModelFileError(f"{source}: tensor {name!r} of dtype {dname} and shape "

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..graph.ir import Graph, Node, Shape
 from ..graph.ops import evaluate_node, get_op, lift_1d_node
-from ..graph.passes import eliminate_dead_code
+from ..graph.passes import _fold_too_big, eliminate_dead_code, fold_budget, fold_output_size
 from ..graph.shapes import infer_shapes
 
 #: ops evaluated symbolically on small integer vectors (shape arithmetic)
@@ -265,10 +265,15 @@ def fold_shapes(graph: Graph, fixed_batch: int | None = None) -> Graph:
     sym: dict[str, np.ndarray] = {}
     outputs = set(g.output_names)
     kept: list[Node] = []
+    budget = fold_budget(g)  # the file's own size bounds what folding may add
     for node in g.nodes:
         ins = [i for i in node.inputs if i]
         foldable = node.op != "Dropout" and not any(o in outputs for o in node.outputs)
-        if foldable and all(i in g.initializers for i in ins):
+        # the output's size comes from shape inference first: a few bytes of ConstantOfShape
+        # or Concat must not become gigabytes here (too big: it stays a run-time node)
+        if (foldable and all(i in g.initializers for i in ins)
+                and not _fold_too_big(g, node, budget)):
+            budget -= fold_output_size(g, node) or 0
             values = evaluate_node(node, *(g.initializers.get(i) if i else None
                                            for i in node.inputs))
             for name, value in zip(node.outputs, values):

@@ -34,6 +34,9 @@ from .proto import (
 )
 
 MIN_OPSET = 13
+#: the newest opset the installed onnx package defines: ops of a later one have no schema to
+#: check them against, and an opset no release defines (999) is a damaged or forged file
+MAX_OPSET = onnx.defs.onnx_opset_version()
 _DOMAINS = ("", "ai.onnx")
 #: reductions whose axes moved from an attribute to an input at opset 18
 _AXES_INPUT_SINCE_18 = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"}
@@ -87,6 +90,10 @@ def graph_from_model(model: onnx.ModelProto, base_dir: str = ".", source: str = 
     if opset is None or opset < MIN_OPSET:
         raise ConfigError(f"'{source}' uses ONNX opset {opset}; expected opset {MIN_OPSET} or "
                           f"later (re-export it with opset_version={MIN_OPSET} or higher)")
+    if opset > MAX_OPSET:
+        raise ConfigError(f"'{source}' uses ONNX opset {opset}; expected opset {MAX_OPSET} or "
+                          f"earlier (the newest the installed onnx {onnx.__version__} knows: "
+                          f"re-export with a lower opset_version, or upgrade onnx)")
     gp = model.graph
     used = {i for n in gp.node for i in n.input} | {v.name for v in gp.output}
     unsupported = [_unsupported(n, opset, i, used) for i, n in enumerate(gp.node)]

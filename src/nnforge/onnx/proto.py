@@ -7,6 +7,7 @@ must lie inside that file; the data is memory-mapped read-only.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -29,12 +30,14 @@ def tensor_to_array(t: TensorProto, base_dir: str) -> np.ndarray:
             TensorProto.DataType.values() else str(t.data_type)
         raise ConfigError(f"tensor {t.name!r} has ONNX type {name}; expected one of "
                           f"{sorted(str(d) for d in ONNX_DTYPES.values())}")
+    shape = tuple(int(d) for d in t.dims)
+    if any(d < 0 for d in shape):
+        raise ModelFileError(f"tensor {t.name!r}: expected dims >= 0, found shape {shape}")
     if t.data_location != TensorProto.EXTERNAL:
         return numpy_helper.to_array(t)
     info = {e.key: e.value for e in t.external_data}
     dtype = ONNX_DTYPES[t.data_type].newbyteorder("<")
-    shape = tuple(int(d) for d in t.dims)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: huge dims must not wrap to 0
     path = _external_path(info.get("location", ""), base_dir, t.name)
     try:
         offset = int(info.get("offset", 0))

@@ -15,9 +15,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ShapeError
 from ..graph.ir import Graph
-from ..graph.shapes import compute_shapes
+from ..graph.shapes import check_output_sizes, compute_shapes
 from . import conv as _conv  # noqa: F401 - registers the Conv kernels
 from .conv import TAIL
 from .kernels import IN_PLACE, KERNELS, READS_FEEDS, VIEWS, Ctx, Feed
@@ -35,8 +35,11 @@ class Plan:
     """A compiled graph for fixed input shapes: call run(feeds) from one thread at a time."""
 
     def __init__(self, steps: list[Any], outputs: list[Any], nbytes: int,
-                 probed: frozenset[int] = frozenset(), parallel: bool = False) -> None:
+                 probed: frozenset[int] = frozenset(), parallel: bool = False,
+                 labels: Sequence[str] = ()) -> None:
         self.steps = tuple(steps)
+        #: what each step computes ("Gemm 'fc1'"), for error messages
+        self.labels = {id(step): label for step, label in zip(self.steps, labels)}
         self.outputs = outputs
         #: bytes of buffers and scratch this plan holds
         self.nbytes = nbytes
@@ -49,8 +52,11 @@ class Plan:
             run_steps, copy = self.steps, first.copy
 
             def run_one(feeds: Sequence[np.ndarray]) -> np.ndarray:
-                for step in run_steps:
-                    step(feeds)
+                try:  # free when nothing is raised; `step` names the failing kernel
+                    for step in run_steps:
+                        step(feeds)
+                except MemoryError as exc:
+                    raise self._out_of_memory(step, exc) from None
                 return copy()
             self.run_one = run_one  # type: ignore[method-assign]
 
@@ -58,9 +64,12 @@ class Plan:
         """Run every kernel; return fresh copies of the outputs."""
         if self.parallel:
             SERIAL_BLAS.enter()
+        step = None
         try:
             for step in self.steps:
                 step(feeds)
+        except MemoryError as exc:
+            raise self._out_of_memory(step, exc) from None
         finally:
             if self.parallel:
                 SERIAL_BLAS.exit()
@@ -69,6 +78,11 @@ class Plan:
     def run_one(self, feeds: Sequence[np.ndarray]) -> np.ndarray:
         """run() for a graph with one output: that output."""
         return self.run(feeds)[0]
+
+    def _out_of_memory(self, step: Any, exc: MemoryError) -> ShapeError:
+        """The nnforge error for a kernel that ran out of memory."""
+        what = self.labels.get(id(step), "a kernel")
+        return ShapeError(f"out of memory running {what}: {exc}; expected a smaller batch")
 
 
 def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
@@ -82,6 +96,9 @@ def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
     kernels split their work (the convolutions' batch chunks) over that many threads.
     """
     infos = compute_shapes(graph, {v.name: tuple(s) for v, s in zip(graph.inputs, input_shapes)})
+    # sizes that the batch does not explain (a huge Pad or Expand) fail here, not in np.zeros
+    rows = input_shapes[0][0] if input_shapes and len(input_shapes[0]) else 1
+    check_output_sizes(graph, infos, max(1, rows))
     dtype = np.dtype(graph.inputs[0].dtype)
     ctx = _CountingCtx(dtype, check_finite, threads, allow_nan)
     nodes = graph.nodes
@@ -163,9 +180,15 @@ def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
                 allocate(out, i, dedicated=out in outputs)
 
     # phase 2: allocate storages (with a tail so wide conv views may read past the end)
-    for st in storages:
-        st.array = np.zeros(st.size + TAIL, dtype)
-        ctx.buffers.add(id(st.array))
+    try:
+        for st in storages:
+            st.array = np.zeros(st.size + TAIL, dtype)
+            ctx.buffers.add(id(st.array))
+    except MemoryError as exc:
+        total = sum(st.size + TAIL for st in storages) * dtype.itemsize
+        raise ShapeError(f"out of memory compiling a plan for inputs "
+                         f"{[tuple(s) for s in input_shapes]}: its buffers need {total} bytes "
+                         f"({exc}); expected a smaller batch") from None
 
     def value(name: str) -> Any:
         if not name:
@@ -177,13 +200,20 @@ def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
 
     # phase 3: build the kernels over the final arrays
     steps: list[Any] = []
+    labels: list[str] = []
     for kind, a, b in program:
         if kind == "copy":
             steps.append(_copy_step(env[a], value(b)))
+            labels.append(f"the copy of input {a!r}")
         else:
             node = nodes[a]
             outs = [value(o) for o in node.outputs]
-            steps.append(KERNELS[node.op](node, [value(n) for n in b], outs, ctx))
+            labels.append(f"{node.op} {node.name!r}")
+            try:
+                steps.append(KERNELS[node.op](node, [value(n) for n in b], outs, ctx))
+            except MemoryError as exc:  # a kernel's scratch or prepared weights
+                raise ShapeError(f"out of memory compiling {labels[-1]}: {exc}; expected a "
+                                 f"smaller batch") from None
     out_values = [value(v.name) for v in graph.outputs]
     out_values = [o.getter() if isinstance(o, Feed) else o for o in out_values]
     for k, v in enumerate(graph.outputs):  # int and bool results (ArgMax, Equal) were floats
@@ -191,7 +221,7 @@ def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
         if want != dtype and want.kind in "biu":
             out_values[k] = _cast(out_values[k], want)
     nbytes = sum(st.array.nbytes for st in storages) + ctx.nbytes
-    return Plan(steps, out_values, nbytes, frozenset(ctx.probed), ctx.serial_blas)
+    return Plan(steps, out_values, nbytes, frozenset(ctx.probed), ctx.serial_blas, labels)
 
 
 def _cast(out: Any, dtype: np.dtype) -> Any:

@@ -170,6 +170,8 @@ class InferenceSession:
             if self._single:
                 return plan.run_one((x,))
             return dict(zip(self.graph.output_names, plan.run((x,))))
+        except MemoryError as exc:  # compiled plans name the node; other backends land here
+            raise _out_of_memory(x.shape, exc) from None
         finally:
             pool = self._pools.get(x.shape)
             if pool is not None and len(pool) < MAX_IDLE_PLANS:
@@ -216,6 +218,8 @@ class InferenceSession:
                     if i not in plan.probed:
                         check_finite(a, allow_nan=i in self._nan_ok)
             outs = plan.run(feeds)
+        except MemoryError as exc:
+            raise _out_of_memory(key, exc) from None
         finally:
             pool = self._pools.get(key)
             if pool is not None and len(pool) < MAX_IDLE_PLANS:
@@ -456,6 +460,12 @@ class EmptyPlan:
         """The first empty output."""
         shape, dtype = self.outputs[0]
         return np.empty(shape, dtype)
+
+
+def _out_of_memory(shape: Any, exc: MemoryError) -> ShapeError:
+    """The nnforge error for a run that ran out of memory."""
+    return ShapeError(f"out of memory running the model on inputs of shape {shape}: {exc}; "
+                      f"expected a smaller batch")
 
 
 def _check_names(feeds: dict, names: list[str]) -> None:
