@@ -116,6 +116,9 @@ def load_labeled(dataset: str | None, data: str | None, label_column: int | str 
         if label_column is not None:
             raise UsageError("--label-column applies to CSV files; an .npz file keeps its "
                              "targets in the array 'y'")
+        from .inputlimits import check_npz  # noqa: PLC0415
+
+        check_npz(path)
         x, y = read_npz(path)
         if y is None:
             raise DataError(f"{path}: expected the targets in an array named 'y', found none")
@@ -136,6 +139,10 @@ def _load_idx(path: Path, label_column: int | str | None, labels: str | None) ->
     if labels is None:
         raise UsageError(f"an IDX --data file holds no targets: pass them with --labels FILE "
                          f"(e.g. --labels labels.idx.gz for {path.name!r})")
+    from .inputlimits import check_idx  # noqa: PLC0415
+
+    check_idx(path)
+    check_idx(labels)
     x, y = read_idx(path), read_idx(labels)
     if x.ndim < 2:
         raise DataError(f"{path}: expected IDX samples (N, features) or images (N, H, W), "

@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     totals = {"parameters": sum(r["parameters"] for r in layers),
               "bytes": sum(r["bytes"] for r in layers),
               "file_bytes": Path(args.model).stat().st_size}
+    warnings = weight_warnings(model)
     graph_text = None
     if args.graph:
         from ..runtime import InferenceSession  # noqa: PLC0415
@@ -127,14 +128,15 @@ def run(args: argparse.Namespace) -> int:
 
         state = training_state(args.model)
     if args.json:
-        doc = {"model": args.model, "manifest": manifest, "layers": layers, "totals": totals}
+        doc = {"model": args.model, "manifest": manifest, "layers": layers, "totals": totals,
+               "warnings": warnings}
         if state is not None:
             doc["training_state"] = state
         if graph_text is not None:
             doc["graph"] = graph_text
         print_json(doc)
         return 0
-    _print_manifest(args.model, manifest, totals)
+    _print_manifest(args.model, manifest, totals, warnings)
     print()
     rows = [(r["name"], r["type"], _shape_text(r["output_shape"]), f"{r['parameters']:,}",
              _fmt_bytes(r["bytes"])) for r in layers]
@@ -174,7 +176,19 @@ def _step_text(step: Any) -> str:
     return kind
 
 
-def _print_manifest(path: str, m: dict[str, Any], totals: dict[str, int]) -> None:
+def weight_warnings(model: Any) -> list[str]:
+    """What is wrong with the weights themselves: NaN or Inf values (a diverged training run
+    saves them, and the model then answers NaN for every input)."""
+    bad = [name for name, layer in _leaves(model)
+           if any(not np.isfinite(np.asarray(p.data)).all() for p in layer.parameters())]
+    if not bad:
+        return []
+    return [f"weights hold NaN/Inf (layer{'s' if len(bad) > 1 else ''} "
+            f"{_names_text(bad)}): predictions will not be numbers"]
+
+
+def _print_manifest(path: str, m: dict[str, Any], totals: dict[str, int],
+                    warnings: list[str] | None = None) -> None:
     labels = m.get("labels")
     label_text = _names_text(labels)
     pre = m.get("preprocessing")
@@ -208,4 +222,5 @@ def _print_manifest(path: str, m: dict[str, Any], totals: dict[str, int]) -> Non
     trained = (m.get("extra") or {}).get("trained_with")
     if isinstance(trained, dict) and trained.get("command"):
         rows.append(("trained with", str(trained["command"])))
+    rows += [("warning", w) for w in warnings or []]
     print_table(["field", "value"], rows, "model", align="ll")

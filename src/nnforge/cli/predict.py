@@ -129,12 +129,19 @@ def _json_rows(path: str) -> np.ndarray:
             doc = json.load(fh)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: expected valid JSON, found: {exc}") from None
+    except RecursionError:  # Python's parser recurses once per '[' or '{'
+        raise DataError(f"{path}: expected rows of numbers, found JSON nested too deeply to "
+                        f"read") from None
     except UnicodeDecodeError:  # its own message would not name the file
         with open(path, "rb") as fh:
             utf16 = fh.read(2) in (b"\xff\xfe", b"\xfe\xff")
         raise DataError(f"{path}: expected JSON in UTF-8 text, found "
                         + ("UTF-16 text (save it as UTF-8)" if utf16 else
                            "binary or other non-UTF-8 data")) from None
+    except ValueError as exc:  # integers of over 4300 digits (after UnicodeDecodeError,
+        # itself a ValueError)
+        raise DataError(f"{path}: expected rows of numbers, found a number JSON cannot be "
+                        f"read as one ({exc})") from None
     if isinstance(doc, dict):
         key = next((k for k in ("instances", "data", "inputs") if k in doc), None)
         if key is None:
@@ -149,6 +156,12 @@ def _json_rows(path: str) -> np.ndarray:
                         f"{type(doc).__name__ if not isinstance(doc, list) else 'an empty list'}")
     try:
         arr = np.asarray(doc, dtype=np.float32)
+    except OverflowError:  # an integer with hundreds of digits: no float holds it
+        raise DataError(f"{path}: expected numbers within the range of float32, found an "
+                        f"integer too large to convert") from None
+    except RecursionError:
+        raise DataError(f"{path}: expected rows of numbers, found lists nested too deeply")\
+            from None
     except (ValueError, TypeError):
         raise DataError(f"{path}: expected samples of numbers, all of the same shape, found "
                         f"rows of different lengths or non-numeric values") from None
@@ -180,6 +193,7 @@ def iter_input(path: str, batch: int, label_column: int | str | None = None,
     from ..data import iter_csv, read_idx, read_npz  # noqa: PLC0415
     from ..errors import DataError  # noqa: PLC0415
     from .dataio import is_idx  # noqa: PLC0415
+    from .inputlimits import check_idx, check_npz  # noqa: PLC0415
 
     suffix = Path(path).suffix.lower()
     if suffix in (".csv", ".tsv", ".txt"):
@@ -192,10 +206,12 @@ def iter_input(path: str, batch: int, label_column: int | str | None = None,
         raise UsageError(f"--label-column applies to CSV inputs only, found "
                          f"{Path(path).name!r}")
     if is_idx(path):
+        check_idx(path)
         arr = read_idx(path)
     elif suffix == ".npy":
         arr = _npy_rows(path)
     elif suffix == ".npz":
+        check_npz(path, ("X", "x"))
         arr = read_npz(path, y_key=None)[0]
     elif suffix == ".json":
         arr = _json_rows(path)

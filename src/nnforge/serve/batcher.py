@@ -47,6 +47,9 @@ class BatchingConfig:
     compute: str = "auto"
     # threads one forward pass may use; more than one competes with the event loop for the GIL
     threads: int = 1
+    # the largest input sample (one row) a served model may declare, in bytes; a bigger one
+    # fails to load (see model.py: max_sample_bytes)
+    max_sample_bytes: int = 256 * 2**20
 
 
 class _Item:

@@ -131,6 +131,7 @@ def _check_batching(where: str, b: BatchingConfig) -> None:
     _int(f"{where}.max_batch_size", b.max_batch_size, 1)
     _int(f"{where}.max_queue_size", b.max_queue_size, 1)
     _int(f"{where}.threads", b.threads, 1)
+    _int(f"{where}.max_sample_bytes", b.max_sample_bytes, 1)
     for name in ("max_queue_delay_ms", "timeout_ms"):
         v = getattr(b, name)
         if not _finite_at_least_0(v):

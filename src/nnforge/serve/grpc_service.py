@@ -29,10 +29,10 @@ from .errors import InvalidInputError, NotFoundError, ServeError, UnavailableErr
 from .proto._descriptor import SERIALIZED
 from .tensors import (
     DATATYPES,
-    MAX_DIMS,
     NUMERIC_TO_MODEL,
     bytes_tensor,
     check_kind,
+    check_shape,
     to_model_rows,
 )
 from .v2 import classification_count, output_tensors, timeout_seconds
@@ -77,10 +77,7 @@ def decode_infer(req: Any, spec: Any, model_name: str) -> np.ndarray:
                                 f"{found!r:.80}")
     t = req.inputs[0]
     what = f"input {spec.name!r}"
-    shape = list(t.shape)
-    if len(shape) > MAX_DIMS or any(d < 0 for d in shape):
-        raise InvalidInputError(f"{what}: shape must be at most {MAX_DIMS} non-negative sizes, "
-                                f"found {shape!r:.80}")
+    shape = check_shape(list(t.shape), what)
     if t.datatype not in NUMERIC_TO_MODEL:
         raise InvalidInputError(f"{what}: expected one of {list(NUMERIC_TO_MODEL)}, found "
                                 f"{t.datatype!r:.40}")

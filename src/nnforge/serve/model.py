@@ -25,6 +25,15 @@ PLATFORM = "nnforge"
 #: a full batch slower than this runs on a worker thread (compute="auto"): the event loop
 #: would otherwise stop reading requests for that long
 SLOW_BATCH_SECONDS = 0.002
+#: warm-up runs a bucket only while its zero input fits in this many bytes: the declared
+#: sample shape comes from the model file, and 64 buckets of a 1 GiB sample would take the
+#: server's memory before it answers anything (batch 1 always runs)
+WARM_UP_BYTES = 64 * 2**20
+#: the largest sample (one input row) a served model may declare by default, in bytes
+#: (BatchingConfig.max_sample_bytes). Why 256 MiB: a sample has to arrive in one request,
+#: and requests are capped by max_body_bytes (16 MiB by default, 2 GiB at most); a model whose
+#: sample is far beyond that could never be sent one, and would only cost memory per batch.
+MAX_SAMPLE_BYTES = 256 * 2**20
 
 
 def _dims(shape: Any) -> tuple[int, ...]:
@@ -35,7 +44,8 @@ class ServedModel:
     """A loaded model version, ready to compute batches and describe itself."""
 
     def __init__(self, name: str, version: str, session: InferenceSession,
-                 path: str | None = None, max_batch_size: int = 64) -> None:
+                 path: str | None = None, max_batch_size: int = 64,
+                 max_sample_bytes: int = MAX_SAMPLE_BYTES) -> None:
         self.name, self.version, self.session, self.path = name, version, session, path
         self.manifest = session.manifest
         self.task = session.task
@@ -45,6 +55,12 @@ class ServedModel:
                               f"({names})")
         self.input = TensorSpec(names[0], datatype_of(session.graph.inputs[0].dtype),
                                 _dims(session.input_shape), session.fills_missing)
+        self.sample_bytes = _sample_bytes(self.input.shape, session.graph.inputs[0].dtype)
+        if self.sample_bytes > max_sample_bytes:
+            raise ConfigError(f"the model's input sample of shape {list(self.input.shape)} "
+                              f"takes {self.sample_bytes} bytes, more than the server's "
+                              f"max_sample_bytes ({max_sample_bytes}); raise max_sample_bytes "
+                              f"in [batching] to serve it")
         labels = self.manifest.get("labels") if self.task in ("multiclass", "binary") else None
         self.labels = None  # label names by class index, as the manifest has them
         if labels is not None:
@@ -57,10 +73,11 @@ class ServedModel:
 
     @classmethod
     def load(cls, name: str, version: str, path: str | os.PathLike,
-             max_batch_size: int = 64, threads: int = 1) -> ServedModel:
+             max_batch_size: int = 64, threads: int = 1,
+             max_sample_bytes: int = MAX_SAMPLE_BYTES) -> ServedModel:
         """Open a `.nnf` file as a served model version."""
         return cls(name, version, InferenceSession(path, threads=threads), os.fspath(path),
-                   max_batch_size)
+                   max_batch_size, max_sample_bytes)
 
     def _output_specs(self) -> list[TensorSpec]:
         out_shape = _dims(self.session.output_shape)
@@ -116,14 +133,22 @@ class ServedModel:
         return result
 
     def warm_up(self) -> None:
-        """Run each bucket size once, so that requests find compiled plans; time the largest."""
+        """Run each bucket size once, so that requests find compiled plans; time the largest.
+
+        Only buckets whose input fits in WARM_UP_BYTES run (batch 1 always does): the
+        others compile on their first request instead.
+        """
         shape = tuple(d if d > 0 else 1 for d in self.input.shape)
-        for n in self.buckets:
+        per_row = math.prod(shape) * 4
+        sizes = [n for n in self.buckets if n == 1 or n * per_row <= WARM_UP_BYTES]
+        for n in sizes:
             self.compute(np.zeros((n, *shape), np.float32))
-        x = np.zeros((self.buckets[-1], *shape), np.float32)
+        x = np.zeros((sizes[-1], *shape), np.float32)
         start = time.perf_counter()
         self.compute(x)
-        self.slow = time.perf_counter() - start > SLOW_BATCH_SECONDS
+        # a model whose full batch was too big to warm up is slow by any measure
+        self.slow = (sizes[-1] < self.buckets[-1]
+                     or time.perf_counter() - start > SLOW_BATCH_SECONDS)
 
     def label_array(self, classes: np.ndarray) -> np.ndarray:
         """The label name of each class index."""
@@ -207,11 +232,20 @@ def batch_buckets(max_batch_size: int) -> list[int]:
     return [*steps, max_batch_size]
 
 
+def _sample_bytes(shape: tuple[int, ...], dtype: Any) -> int:
+    """Bytes of one input row (unknown dims count as 1; warm-up feeds float32)."""
+    try:
+        size = max(np.dtype(dtype).itemsize, 4)
+    except TypeError:
+        size = 4
+    return math.prod(d if d > 0 else 1 for d in shape) * size
+
+
 def timed_load(name: str, version: str, path: str | os.PathLike, max_batch_size: int,
-               threads: int = 1) -> ServedModel:
+               threads: int = 1, max_sample_bytes: int = MAX_SAMPLE_BYTES) -> ServedModel:
     """Load and warm up a version, recording how long it took."""
     start = time.perf_counter()
-    model = ServedModel.load(name, version, path, max_batch_size, threads)
+    model = ServedModel.load(name, version, path, max_batch_size, threads, max_sample_bytes)
     model.warm_up()
     model.load_seconds = time.perf_counter() - start
     return model

@@ -407,7 +407,8 @@ class ModelRepository:
         loop = asyncio.get_running_loop()
         try:
             model = await loop.run_in_executor(None, timed_load, name, version, path,
-                                               cfg.max_batch_size, cfg.threads)
+                                               cfg.max_batch_size, cfg.threads,
+                                               cfg.max_sample_bytes)
         except Exception as exc:  # noqa: BLE001 - a broken file must not stop the server
             reason = " ".join(str(exc).split()) or type(exc).__name__
             entry.failures[version] = (sig, reason)

@@ -23,12 +23,29 @@ DATATYPES: dict[str, np.dtype] = {
 #: most dimensions a request's tensor may declare: NumPy 1 arrays hold at most 32 (NumPy 2: 64),
 #: and a reshape beyond that fails with an error of its own, not the client's 400
 MAX_DIMS = 32
+#: largest single dimension, and largest product of the non-zero dimensions, a request's
+#: tensor may declare. No request body (2 GiB at most) holds more elements; and an empty
+#: tensor of shape [0, 2**31, 2**31, ...] would still make NumPy's reshape fail with "array
+#: is too big" (its size check multiplies the other dimensions), an internal error, not a 400
+MAX_DIM = 2**31 - 1
+MAX_SHAPE_ELEMENTS = 2**31
 #: the datatypes a model input may be sent as (BOOL as 0 and 1; BYTES never: models take
 #: numbers). Every datatype error names this list, so the lists agree.
 NUMERIC_TO_MODEL = ("FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8",
                     "UINT16", "UINT32", "UINT64", "BOOL")
 _KIND_NAMES = {"b": "booleans", "U": "strings", "S": "bytes", "O": "mixed or null values",
                "f": "floats", "i": "integers", "u": "integers", "c": "complex numbers"}
+
+
+def check_shape(shape: list[int], what: str) -> list[int]:
+    """The shape, or a 400 when it has too many, negative or too large dimensions."""
+    if len(shape) > MAX_DIMS or any(d < 0 or d > MAX_DIM for d in shape):
+        raise InvalidInputError(f"{what}: shape must be at most {MAX_DIMS} non-negative "
+                                f"sizes, each at most {MAX_DIM}, found {shape!r:.80}")
+    if math.prod(d for d in shape if d) > MAX_SHAPE_ELEMENTS:
+        raise InvalidInputError(f"{what}: shape {shape!r:.80} declares more than "
+                                f"{MAX_SHAPE_ELEMENTS} elements (counting its non-zero sizes)")
+    return shape
 
 
 def datatype_of(dtype: Any) -> str:
@@ -218,6 +235,7 @@ def to_model_rows(arr: np.ndarray, spec: TensorSpec, what: str,
     if not len(rows):
         raise InvalidInputError(f"{what}: expected at least one sample, found none")
     target = DATATYPES[spec.datatype]
+    sent = rows
     if rows.dtype != target:
         if rows.dtype.kind not in "fiub":
             raise InvalidInputError(f"{what} must hold numbers for input {spec.name!r} "
@@ -230,9 +248,14 @@ def to_model_rows(arr: np.ndarray, spec: TensorSpec, what: str,
     if target.kind == "f" and not all_finite(rows) and (
             not spec.missing or np.isinf(rows).any()):
         bad = np.argwhere(np.isinf(rows) if spec.missing else ~np.isfinite(rows))[0]
-        raise InvalidInputError(f"{what}: expected finite numbers within the range of "
-                                f"{spec.datatype}, found {rows[tuple(bad)]} at index "
-                                f"{_shape_text(bad.tolist())}")
+        value = sent[tuple(bad)]
+        # a value sent as inf or NaN (say in FP16) is not one that overflowed the model's type
+        where = (f"found {value} at index {_shape_text(bad.tolist())}" if sent is rows or
+                 np.isfinite(value) else f"found {value} (sent as {datatype_of(sent.dtype)}) "
+                 f"at index {_shape_text(bad.tolist())}")
+        within = f" within the range of {spec.datatype}" if np.isfinite(value) or sent is rows \
+            else ""
+        raise InvalidInputError(f"{what}: expected finite numbers{within}, {where}")
     return rows
 
 

@@ -32,6 +32,7 @@ from .tensors import (
     array_from_json,
     bytes_tensor,
     check_kind,
+    check_shape,
     exact_integers,
     to_model_rows,
 )
@@ -81,7 +82,7 @@ def _shape(v: Any, what: str) -> list[int]:
             type(d) is int and 0 <= d < 2**31 for d in v):
         raise InvalidInputError(f"{what}: 'shape' must be a list of at most {MAX_DIMS} "
                                 f"non-negative integers, found {v!r:.60}")
-    return v
+    return check_shape(v, what)
 
 
 def parse_json(data: bytes | memoryview, what: str = "the request body") -> Any:
