@@ -100,3 +100,16 @@ def test_info_warns_of_nan_weights(capsys: pytest.CaptureFixture, tmp_path: Path
     clean = tmp_path / "ok.nnf"
     nf.save(nn.Sequential(nn.Linear(4, 3)), clean, task="multiclass")
     assert "NaN/Inf" not in run_cli(capsys, "info", clean)[1]
+
+
+def test_the_whole_input_budget_follows_the_machine_and_train_gets_no_predict_hint(
+        capsys: pytest.CaptureFixture, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fixed 2 GiB refused honest 2.2 GiB (as float32) training sets that used to train, and
+    told train to use .npy, which train does not read."""
+    assert inputlimits.whole_input_budget() >= 2 * 2**30
+    monkeypatch.setattr(inputlimits, "MAX_WHOLE_INPUT_BYTES", 2**14)
+    path = tmp_path / "big.npz"
+    np.savez_compressed(path, X=np.zeros((4096, 4), np.float32), y=np.zeros(4096, np.int64))
+    code, _, err = run_cli(capsys, "train", "--data", path, "-o", tmp_path / "m.nnf")
+    assert code == 1 and "read whole" in err and ".npy" not in err, err

@@ -123,3 +123,14 @@ def test_opset_newer_than_any_onnx_release_is_refused(tmp_path) -> None:
     path = _save(tmp_path / "m.onnx", [helper.make_node("Relu", ["x"], ["y"])], opset=999)
     with pytest.raises(ConfigError, match="opset 999; expected opset"):
         load(path)
+
+
+def test_data_sized_outputs_are_not_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A convolution of a big image may pass MAX_ELEMENTS (a 128-channel 2048x2048 map is 2**29
+    elements): only outputs sized by constants (ConstantOfShape, Expand, Pad, ...) are capped."""
+    from nnforge import nn  # noqa: PLC0415
+
+    monkeypatch.setattr(shapes, "MAX_ELEMENTS", 100)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 1))
+    x = np.ones((2, 1, 6, 6), np.float32)  # 8 x 6 x 6 = 288 elements per sample, over 100
+    assert InferenceSession(model, input_shape=(1, 6, 6)).run(x).shape == (2, 1, 6, 6)

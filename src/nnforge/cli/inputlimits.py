@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import struct
 import zipfile
 import zlib
@@ -20,8 +21,11 @@ import numpy as np
 from ..errors import DataError
 
 #: the most bytes an input read whole may take in memory (its data as float32, the dtype the
-#: model runs in); beyond it the file is refused, with the hint to stream it as CSV or .npy
-MAX_WHOLE_INPUT_BYTES = 2 * 2**30
+#: model runs in); None: half this machine's memory, at least 2 GiB. An honest file that big
+#: could not be read anyway; a compressed one that claims more is a decompression bomb
+MAX_WHOLE_INPUT_BYTES: int | None = None
+#: what predict can do instead (it streams .npy and CSV); train and evaluate read data whole
+STREAM_HINT = "; save it as .npy or CSV, which predict reads in --batch-size chunks"
 #: deflate expands at most ~1032:1; a member claiming more than this per stored byte is damaged
 _MAX_DEFLATE_RATIO = 1100
 _IDX_ITEMSIZE = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
@@ -31,16 +35,26 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**28 else f"{n} bytes"
 
 
-def _refuse_if_too_big(path: str | Path, what: str, shape: tuple[int, ...]) -> None:
-    need = math.prod(shape) * 4
-    if need > MAX_WHOLE_INPUT_BYTES:
+def whole_input_budget() -> int:
+    """MAX_WHOLE_INPUT_BYTES, or half the physical memory (at least 2 GiB) when it is None."""
+    if MAX_WHOLE_INPUT_BYTES is not None:
+        return MAX_WHOLE_INPUT_BYTES
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        memory = 0
+    return max(2 * 2**30, memory // 2)
+
+
+def _refuse_if_too_big(path: str | Path, what: str, shape: tuple[int, ...], hint: str) -> None:
+    need, budget = math.prod(shape) * 4, whole_input_budget()
+    if need > budget:
         raise DataError(f"{path}: {what} declares shape {shape}, {_gib(need)} as float32, more "
-                        f"than the {_gib(MAX_WHOLE_INPUT_BYTES)} an .npz or IDX input may take "
-                        f"(it is read whole); save it as .npy or CSV, which are read in "
-                        f"--batch-size chunks")
+                        f"than the {_gib(budget)} (half this machine's memory) an .npz or IDX "
+                        f"input may take, as it is read whole{hint}")
 
 
-def check_npz(path: str | Path, keys: tuple[str, ...] = ("X", "x", "y")) -> None:
+def check_npz(path: str | Path, keys: tuple[str, ...] = ("X", "x", "y"), hint: str = "") -> None:
     """Refuse an .npz whose members (of these names) declare more data than the file can hold
     or than MAX_WHOLE_INPUT_BYTES; a file that is no zip is left to the reader's own errors."""
     try:
@@ -70,10 +84,10 @@ def check_npz(path: str | Path, keys: tuple[str, ...] = ("X", "x", "y")) -> None
                 raise DataError(f"{path}: member {key!r} declares shape {shape} of {dtype} "
                                 f"({_gib(need)}), more data than the file holds (truncated "
                                 f"or damaged file)")
-            _refuse_if_too_big(path, f"member {key!r}", shape)
+            _refuse_if_too_big(path, f"member {key!r}", shape, hint)
 
 
-def check_idx(path: str | Path) -> None:
+def check_idx(path: str | Path, hint: str = "") -> None:
     """Refuse an IDX file whose header declares more than MAX_WHOLE_INPUT_BYTES, or (plain
     files) more data than the file holds; read_idx reports every other problem."""
     try:
@@ -97,4 +111,4 @@ def check_idx(path: str | Path) -> None:
     need = math.prod(shape) * _IDX_ITEMSIZE[head[2]]
     if size is not None and need > size - 4 - len(dims_raw):
         return  # read_idx says "truncated file" without reading more than there is
-    _refuse_if_too_big(path, "the IDX header", shape)
+    _refuse_if_too_big(path, "the IDX header", shape, hint)

@@ -193,7 +193,7 @@ def iter_input(path: str, batch: int, label_column: int | str | None = None,
     from ..data import iter_csv, read_idx, read_npz  # noqa: PLC0415
     from ..errors import DataError  # noqa: PLC0415
     from .dataio import is_idx  # noqa: PLC0415
-    from .inputlimits import check_idx, check_npz  # noqa: PLC0415
+    from .inputlimits import STREAM_HINT, check_idx, check_npz  # noqa: PLC0415
 
     suffix = Path(path).suffix.lower()
     if suffix in (".csv", ".tsv", ".txt"):
@@ -206,12 +206,12 @@ def iter_input(path: str, batch: int, label_column: int | str | None = None,
         raise UsageError(f"--label-column applies to CSV inputs only, found "
                          f"{Path(path).name!r}")
     if is_idx(path):
-        check_idx(path)
+        check_idx(path, STREAM_HINT)
         arr = read_idx(path)
     elif suffix == ".npy":
         arr = _npy_rows(path)
     elif suffix == ".npz":
-        check_npz(path, ("X", "x"))
+        check_npz(path, ("X", "x"), STREAM_HINT)
         arr = read_npz(path, y_key=None)[0]
     elif suffix == ".json":
         arr = _json_rows(path)

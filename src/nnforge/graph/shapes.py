@@ -11,16 +11,23 @@ from .ir import Graph, Node, Shape, ValueInfo
 from .ops import get_op
 from .ops_onnx import ONNX_DTYPES, OUT_DTYPES, constant_value, shape_slice
 
-#: Most elements one node output may have where its size is known without the batch: a few
-#: bytes of ConstantOfShape, Expand, Pad or Reshape can otherwise ask for terabytes per run
+#: Most elements one output of a SIZED_BY_CONSTANTS node may have where its size is known
+#: without the batch: a few bytes of ConstantOfShape, Expand or Pad can otherwise ask for
+#: terabytes per run
 MAX_ELEMENTS = 1 << 28
+#: ops whose output size comes from constants (a shape, pads), not from the data they read;
+#: a convolution of a 4K image may legitimately pass MAX_ELEMENTS, so others are not capped
+SIZED_BY_CONSTANTS = frozenset({"ConstantOfShape", "Expand", "Pad", "Tile", "Range",
+                                "Resize", "Upsample"})
 
 
 def check_output_sizes(graph: Graph, infos: dict[str, ValueInfo], rows: int = 1) -> None:
-    """ModelFileError naming the first node whose output passes MAX_ELEMENTS per row of a
-    batch of `rows` (symbolic dims, the batch, count as 1: the check is on what the file
-    fixes, not on the caller's batch size)."""
+    """ModelFileError naming the first SIZED_BY_CONSTANTS node whose output passes
+    MAX_ELEMENTS per row of a batch of `rows` (symbolic dims, the batch, count as 1: the check
+    is on what the file fixes, not on the caller's batch size)."""
     for node in graph.nodes:
+        if node.op not in SIZED_BY_CONSTANTS:
+            continue
         for out in node.outputs:
             info = infos.get(out) if out else None
             if info is None or info.shape is None:
