@@ -590,3 +590,21 @@ def test_layer_norm_refuses_a_weight_of_another_shape():
     with pytest.raises(ShapeError, match=r"last 1 dims equal the weight shape, found input "
                                          r"\(2, 3\) and weight \(4,\)"):
         layer_norm(nf.Tensor(np.ones((2, 3))), 1, nf.Tensor(np.ones(4)))
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("mse", {}), ("l1", {}), ("huber", {"delta": 0.7}), ("bce_with_logits", {}),
+    ("bce_with_logits", {"pos_weight": 2.5}), ("bce", {}), ("cross_entropy", {}),
+    ("cross_entropy", {"weight": [0.5, 2.0, 1.0], "label_smoothing": 0.1}),
+    ("mse", {"reduction": "sum"}),
+])
+def test_sample_weighted_losses(rng, name, kwargs):
+    loss = nf.nn.losses.get_loss(name, **kwargs)  # the modules' weighted path, as fit() uses it
+    w = np.array([1.0, 0.0, 2.5, 0.3, 1.7])
+    if name == "cross_entropy":
+        x, target = _rand(rng, (5, 3)), rng.integers(0, 3, 5)
+    elif name == "bce":
+        x, target = rng.uniform(0.1, 0.9, (5, 2)), rng.integers(0, 2, (5, 2)).astype(float)
+    else:
+        x, target = _rand(rng, (5, 2)), rng.integers(0, 2, (5, 2)).astype(float)
+    check_gradients(lambda p: loss.weighted(p, target, w), [x])

@@ -23,13 +23,15 @@ def _trainer():
     return nf.Trainer(nn.Sequential(nn.Linear(4, 3)), seed=0, verbose=0)
 
 
-@pytest.mark.parametrize("items, found", [(1, "a tuple of 1 item"), (3, "a tuple of 3 items")])
-def test_validation_data_must_be_a_pair(items, found):
+@pytest.mark.parametrize("items, found", [(1, "a tuple of 1 item"), (4, "a tuple of 4 items")])
+def test_validation_data_must_be_a_pair_or_a_triple(items, found):
     X, y = _data()
-    # (X,) was a raw IndexError; (X, y, weights) silently dropped the third item
-    with pytest.raises(ConfigError, match=rf"expected validation_data=\(X, y\) or a DataLoader, "
-                                          rf"found {found}"):
-        _trainer().fit(X, y, epochs=1, validation_data=(X, y, "garbage")[:items])
+    # (X,) was a raw IndexError; a third item is validation sample weights (as Keras), a fourth
+    # has no meaning
+    with pytest.raises(ConfigError, match=rf"expected validation_data=\(X, y\), \(X, y, "
+                                          rf"sample_weight\) or a DataLoader, found {found}"):
+        _trainer().fit(X, y, epochs=1,
+                       validation_data=(X, y, np.ones(len(X)), "garbage")[:items])
 
 
 def test_validation_data_as_a_list_pair_still_works():

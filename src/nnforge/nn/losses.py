@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd.tensor import Tensor
-from ..errors import ConfigError
+from ..errors import ConfigError, ShapeError
 from ..ops import loss as L
 
 
@@ -28,6 +28,31 @@ class Loss:
     def forward(self, pred: Tensor, target: Any) -> Tensor:  # pragma: no cover - abstract
         """Compute the loss."""
         raise NotImplementedError
+
+    def unreduced(self, pred: Tensor, target: Any) -> Tensor:
+        """The loss terms before reduction (reduction='none'): what sample weights scale."""
+        raise ConfigError(f"sample_weight and class_weight need a loss with per-sample terms, "
+                          f"found {self!r}: use a built-in loss, or a Loss subclass with an "
+                          f"unreduced(pred, target) method")
+
+    def weighted(self, pred: Tensor, target: Any, sample_weight: Any) -> Tensor:
+        """The loss with sample i's terms scaled by sample_weight[i]: sum(w_i * l_i) divided by
+        the batch size, as Keras's default 'sum_over_batch_size' (not by sum(w_i): a weight
+        of 2 everywhere doubles the loss and its gradient); reduction='sum' leaves out the
+        division. l_i is the mean (the sum, for reduction='sum') of sample i's terms, and
+        includes the loss's own class weights (weight=, pos_weight=), which multiply."""
+        terms = self.unreduced(pred, target)
+        total = getattr(self, "reduction", "mean") == "sum"
+        if terms.ndim > 1:  # e.g. (N, k) outputs: one term per sample, as Keras averages axis -1
+            axes = tuple(range(1, terms.ndim))
+            terms = terms.sum(axis=axes) if total else terms.mean(axis=axes)
+        w = sample_weight.data if isinstance(sample_weight, Tensor) else sample_weight
+        w = backend.same_device_as(w, terms.data).astype(terms.dtype, copy=False)
+        if w.shape != terms.shape:
+            raise ShapeError(f"expected one sample weight per sample, {terms.shape}, found "
+                             f"shape {w.shape}")
+        out = (terms * Tensor(w, _keep=True)).sum()
+        return out if total else out / max(len(w), 1)
 
     def extra_repr(self) -> str:
         """The options that differ from their defaults, as torch's extra_repr shows them."""
@@ -58,12 +83,20 @@ class MSELoss(Loss):
     def forward(self, pred: Tensor, target: Any) -> Tensor:
         return L.mse_loss(pred, target, self.reduction)
 
+    def unreduced(self, pred: Tensor, target: Any) -> Tensor:
+        """Squared errors, one per element."""
+        return L.mse_loss(pred, target, "none")
+
 
 class L1Loss(MSELoss):
     """Mean absolute error."""
 
     def forward(self, pred: Tensor, target: Any) -> Tensor:
         return L.l1_loss(pred, target, self.reduction)
+
+    def unreduced(self, pred: Tensor, target: Any) -> Tensor:
+        """Absolute errors, one per element."""
+        return L.l1_loss(pred, target, "none")
 
 
 class HuberLoss(Loss):
@@ -74,6 +107,10 @@ class HuberLoss(Loss):
 
     def forward(self, pred: Tensor, target: Any) -> Tensor:
         return L.huber_loss(pred, target, self.delta, self.reduction)
+
+    def unreduced(self, pred: Tensor, target: Any) -> Tensor:
+        """Huber terms, one per element."""
+        return L.huber_loss(pred, target, self.delta, "none")
 
 
 class CrossEntropyLoss(Loss):
@@ -88,6 +125,10 @@ class CrossEntropyLoss(Loss):
     def forward(self, pred: Tensor, target: Any) -> Tensor:
         return L.cross_entropy(pred, target, self.weight, self.label_smoothing, self.reduction)
 
+    def unreduced(self, pred: Tensor, target: Any) -> Tensor:
+        """Cross-entropy of each sample (times its class weight, when weight= is set)."""
+        return L.cross_entropy(pred, target, self.weight, self.label_smoothing, "none")
+
 
 class BCEWithLogitsLoss(Loss):
     """Binary cross-entropy on logits; pos_weight for imbalanced data."""
@@ -99,6 +140,10 @@ class BCEWithLogitsLoss(Loss):
 
     def forward(self, pred: Tensor, target: Any) -> Tensor:
         return L.binary_cross_entropy_with_logits(pred, target, self.pos_weight, self.reduction)
+
+    def unreduced(self, pred: Tensor, target: Any) -> Tensor:
+        """Binary cross-entropy terms, one per output."""
+        return L.binary_cross_entropy_with_logits(pred, target, self.pos_weight, "none")
 
 
 class BCELoss(Loss):
@@ -112,6 +157,10 @@ class BCELoss(Loss):
 
     def forward(self, pred: Tensor, target: Any) -> Tensor:
         return L.binary_cross_entropy(pred, target, self.reduction)
+
+    def unreduced(self, pred: Tensor, target: Any) -> Tensor:
+        """Binary cross-entropy terms, one per output."""
+        return L.binary_cross_entropy(pred, target, "none")
 
 
 #: Keras's names map by what the model outputs: binary_crossentropy takes probabilities there

@@ -24,6 +24,7 @@ from ..ops.activation import sigmoid_array, softmax_array
 from .callbacks import Callback, ModelCheckpoint
 from .progress import ProgressDisplay
 from .state import History, check_trainer_state
+from .weights import class_weight_arg, class_weights_per_sample, sample_weight_arg
 
 
 def _as_features(X: Any, dtype: Any, what: str = "X") -> np.ndarray:
@@ -191,16 +192,16 @@ def _loader_arg(X: Any, y: Any, what: str) -> DataLoader | None:
 
 
 def _validation_arg(data: Any) -> Any:
-    """validation_data as None, a DataLoader or an (X, y) tuple; a ConfigError for any other
-    shape (Keras's third item, sample weights, is not supported: silently dropping it would
-    validate on other terms than asked)."""
+    """validation_data as None, a DataLoader, or an (X, y) or (X, y, sample_weight) tuple (as
+    Keras); a ConfigError for any other shape."""
     if data is None or isinstance(data, DataLoader):
         return data
-    if isinstance(data, (tuple, list)) and len(data) == 2:
+    if isinstance(data, (tuple, list)) and len(data) in (2, 3):
         return tuple(data)
     found = (f"a {type(data).__name__} of {len(data)} item{'s' * (len(data) != 1)}"
              if isinstance(data, (tuple, list)) else f"a {type(data).__name__}")
-    raise ConfigError(f"expected validation_data=(X, y) or a DataLoader, found {found}")
+    raise ConfigError(f"expected validation_data=(X, y), (X, y, sample_weight) or a "
+                      f"DataLoader, found {found}")
 
 
 class Trainer:
@@ -277,7 +278,8 @@ class Trainer:
             validation_split: float = 0.0, validation_data: Any = None,
             callbacks: Sequence[Callback] | None = None, shuffle: bool = True,
             verbose: Any = None, resume_from: str | None = None,
-            drop_last: bool = False) -> History:
+            drop_last: bool = False, class_weight: Any = None,
+            sample_weight: Any = None) -> History:
         """Train for `epochs` more epochs and return the history (of every fit() so far).
 
         The history is a dict of name -> one value per epoch ("loss", each metric, "val_..."
@@ -301,6 +303,18 @@ class Trainer:
         validation_split holds out the last rows with shuffle=False (as Keras does: an ordered
         series validates on its latest rows), and rows drawn at random with shuffle=True (from
         the trainer's seed, the same rows in every fit() of this trainer).
+
+        sample_weight (one finite weight >= 0 per row of X) and class_weight ({class index:
+        weight}, classification losses; a class left out weighs 1.0) weigh each sample's loss
+        term, multiplied together as in Keras; validation_split holds out their rows too, and
+        validation_data may carry validation weights as a third item (class_weight is for
+        training only, as in Keras). Each batch's loss is then sum(w_i * l_i) / batch size,
+        Keras's default 'sum_over_batch_size' (not sum(w_i): weights of 2.0 everywhere double
+        the loss and its gradients, as a doubled learning rate would for SGD); a sample of
+        weight 0 adds nothing to the gradient, whatever its label. The history's "loss" is
+        that weighted loss; metrics stay unweighted (Keras's `metrics`, not
+        `weighted_metrics`). Weights are data, not state: a resumed run needs the same ones.
+        Not with a DataLoader (a ConfigError).
 
         Right after a checkpoint was loaded (`resume_from`, `load_checkpoint` or
         `load_state_dict`), `epochs` counts from the start of the original run instead, so a
@@ -334,6 +348,10 @@ class Trainer:
             raise ConfigError("pass validation_split or validation_data, not both (the split "
                               "would be silently ignored)")
         validation_data = _validation_arg(validation_data)
+        class_weight = class_weight_arg(class_weight, self.loss)
+        if loader is not None and (class_weight is not None or sample_weight is not None):
+            raise ConfigError("sample_weight and class_weight need arrays X and y; a DataLoader "
+                              "yields (x, y) batches without weights")
         # checkpoints last, so each one holds every other callback's state after its epoch
         # (an LR step or an early stop saved before it happened would be lost on resume)
         self.callbacks = sorted(callbacks or [], key=lambda cb: isinstance(cb, ModelCheckpoint))
@@ -343,6 +361,7 @@ class Trainer:
             # before validation_split's draw: the checkpoint's split_seed picks the held-out
             # rows, as with load_checkpoint() then fit()
             self.load_checkpoint(resume_from)
+        weights: np.ndarray | None = None  # per-sample loss weights; None: the unweighted path
         if loader is not None:
             if validation_split:
                 raise ConfigError("validation_split needs arrays; with a DataLoader pass "
@@ -353,12 +372,27 @@ class Trainer:
             if len(X) == 0:
                 raise DataError("fit() needs at least one training sample, found none")
             self._check_targets(y)
+            weights = sample_weight_arg(sample_weight, len(X))
+            # before the split: keys are checked against every row's class
+            per_class = None if class_weight is None else \
+                class_weights_per_sample(class_weight, self.loss.kind, y)
             if validation_data is None and validation_split:
-                X, y, validation_data = self._split(X, y, validation_split, shuffle)
+                train, val = self._split_rows(len(X), validation_split, shuffle)
+                # class weights train only (as Keras); sample weights go with their rows
+                validation_data = (X[val], y[val]) if weights is None \
+                    else (X[val], y[val], weights[val])
+                X, y = X[train], y[train]
+                weights = None if weights is None else weights[train]
+                per_class = None if per_class is None else per_class[train]
+            if per_class is not None:  # as Keras: multiplied with sample_weight
+                weights = per_class if weights is None else weights * per_class
         if validation_data is not None and not isinstance(validation_data, DataLoader):
             Xv = _as_features(validation_data[0], self.model.dtype, "validation X")
-            validation_data = (Xv, self._as_targets(validation_data[1], len(Xv)))
-            self._check_targets(validation_data[1])
+            yv = self._as_targets(validation_data[1], len(Xv))
+            wv = sample_weight_arg(validation_data[2], len(Xv), "validation sample_weight") \
+                if len(validation_data) == 3 else None
+            validation_data = (Xv, yv) if wv is None else (Xv, yv, wv)
+            self._check_targets(yv)
         # refused now rather than at the end of the first epoch's training
         if validation_data is not None and len(validation_data[0] if isinstance(
                 validation_data, tuple) else validation_data) == 0:
@@ -392,8 +426,9 @@ class Trainer:
         self.stop_training = False
         outer = self._enter_own_rng()
         try:
-            self._run_epochs(first, last, X, y, (batch_size, edges), shuffle, loader,
-                             validation_data, display, n, restored)
+            self._run_epochs(first, last, X, (y, weights),
+                             (batch_size, edges), shuffle, loader, validation_data, display, n,
+                             restored)
         finally:  # an interrupted fit() must not leave a live progress bar drawing
             self._leave_own_rng(outer)
             display.close()
@@ -466,8 +501,9 @@ class Trainer:
     def _epoch(self, epoch: int, X: Any, y: Any, batching: tuple[int, list[int]],
                shuffle: bool, loader: DataLoader | None, validation_data: Any,
                display: ProgressDisplay) -> dict[str, float]:
-        """Train and validate one epoch and record it; its logs. batching is fit()'s
-        batch_size and the array batches' edges (_batch_edges)."""
+        """Train and validate one epoch and record it; its logs. y is the targets and their
+        sample weights (or None); batching is fit()'s batch_size and the array batches' edges
+        (_batch_edges)."""
         batch_size, edges = batching
         for cb in self.callbacks:
             cb.on_epoch_begin(epoch)
@@ -478,12 +514,14 @@ class Trainer:
         with SERIAL_BLAS.serial(self._own_threads()), \
                 backend.device_scope(backend.device_of(self.model)):
             logs = self._train_epoch(
-                self._loader_batches(loader) if loader is not None else
-                self._array_batches(X, y, edges, shuffle), display)
+                ((xb, yb, None) for xb, yb in self._loader_batches(loader))
+                if loader is not None else self._array_batches(X, *y, edges, shuffle), display)
         logs["time"] = time.perf_counter() - t0
         if validation_data is not None:
             val = (self.evaluate(validation_data) if isinstance(validation_data, DataLoader)
-                   else self.evaluate(*validation_data, batch_size=max(batch_size, 256)))
+                   else self.evaluate(*validation_data[:2], batch_size=max(batch_size, 256),
+                                      sample_weight=validation_data[2]
+                                      if len(validation_data) == 3 else None))
             logs.update({f"val_{k}": v for k, v in val.items()})
         logs["lr"] = lr
         self._record(logs)
@@ -522,7 +560,7 @@ class Trainer:
             if k not in logs:
                 values.append(math.nan)
 
-    def _train_epoch(self, batches: Iterator[tuple[np.ndarray, np.ndarray]],
+    def _train_epoch(self, batches: Iterator[tuple[np.ndarray, np.ndarray, Any]],
                      display: ProgressDisplay) -> dict[str, float]:
         model, opt, loss_fn = self.model, self.optimizer, self.loss
         model.train()
@@ -531,14 +569,15 @@ class Trainer:
         targets: list[np.ndarray] = []
         total, seen = 0.0, 0
         device = backend.device_of(model)
-        for b, (xb, yb) in enumerate(batches):
+        for b, (xb, yb, wb) in enumerate(batches):
             for cb in self.callbacks:
                 cb.on_batch_begin(self._step)
             opt.zero_grad()
             xin, yin = (xb, yb) if device == "cpu" else (backend.to_device(xb, device),
                                                          backend.to_device(yb, device))
             out = model(Tensor(xin, _keep=True))
-            loss = loss_fn(out, yin)
+            # without weights, the loss exactly as before (same op, same reduction)
+            loss = loss_fn(out, yin) if wb is None else loss_fn.weighted(out, yin, wb)
             value = float(loss.data)
             if not math.isfinite(value):  # before the step, so the weights stay as they were
                 raise DataError(f"the loss became {value} at epoch {self._epochs_done + 1}, "
@@ -575,15 +614,17 @@ class Trainer:
         if self._loader is not None:
             self._loader.end_epoch()
 
-    def _array_batches(self, X: np.ndarray, y: np.ndarray, edges: list[int],
-                       shuffle: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(x, y) batches of arrays between the edges, in an order drawn from the trainer's
-        generator (a permutation of every row, so drop_last leaves out other rows each epoch)."""
+    def _array_batches(self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None,
+                       edges: list[int], shuffle: bool
+                       ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """(x, y, sample weights or None) batches of arrays between the edges, in an order
+        drawn from the trainer's generator (a permutation of every row, so drop_last leaves
+        out other rows each epoch); the weights follow their rows."""
         n = len(X)
         order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
         for start, stop in zip(edges[:-1], edges[1:]):
             idx = order[start:stop]
-            yield X.take(idx, axis=0), y.take(idx, axis=0)
+            yield X.take(idx, axis=0), y.take(idx, axis=0), None if w is None else w.take(idx)
 
     def _loader_batches(self, loader: DataLoader) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """A DataLoader's batches, checked and converted like fit()'s arrays."""
@@ -619,10 +660,14 @@ class Trainer:
             clip_grad_norm_(params, self.grad_clip_norm)
 
     # -- evaluation ------------------------------------------------------------------------
-    def evaluate(self, X: Any, y: Any = None, batch_size: int = 256) -> dict[str, float]:
+    def evaluate(self, X: Any, y: Any = None, batch_size: int = 256,
+                 sample_weight: Any = None) -> dict[str, float]:
         """Loss and metrics on (X, y), or on a DataLoader's (x, y) batches, in eval mode,
-        without gradients."""
+        without gradients; sample_weight weighs the loss as in fit() (not the metrics)."""
         loader = _loader_arg(X, y, "evaluate()")
+        if loader is not None and sample_weight is not None:
+            raise ConfigError("sample_weight needs arrays X and y; a DataLoader yields (x, y) "
+                              "batches without weights")
         if loader is not None:
             parts = [(self._forward(xb, len(xb)), yb) for xb, yb in self._loader_batches(loader)]
             if not parts:
@@ -634,9 +679,11 @@ class Trainer:
             if len(X) == 0:
                 raise DataError("evaluate() needs at least one sample, found none")
             self._check_targets(y)
+            sample_weight = sample_weight_arg(sample_weight, len(X))
             out = self._forward(X, batch_size)
         with no_grad():
-            loss = self.loss(Tensor(out, _keep=True), y)
+            loss = self.loss(Tensor(out, _keep=True), y) if sample_weight is None \
+                else self.loss.weighted(Tensor(out, _keep=True), y, sample_weight)
         return {"loss": float(loss.data), **self._metrics(out, y)}
 
     def predict(self, X: Any, batch_size: int = 256) -> np.ndarray:
@@ -771,23 +818,27 @@ class Trainer:
 
     def _split(self, X: np.ndarray, y: np.ndarray, fraction: float,
                shuffle: bool) -> tuple[Any, Any, Any]:
+        """X and y's training rows, and their held-out (X, y) (see _split_rows)."""
+        train, val = self._split_rows(len(X), fraction, shuffle)
+        return X[train], y[train], (X[val], y[val])
+
+    def _split_rows(self, n: int, fraction: float, shuffle: bool) -> tuple[Any, Any]:
         """Hold out validation rows: the last ones with shuffle=False (as Keras does, so an
         ordered series validates on its latest rows), else rows drawn from the split seed."""
         if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) \
                 or not 0.0 < fraction < 1.0:
             raise ConfigError(f"validation_split must be a number in (0, 1), found {fraction!r}")
-        n_val = max(1, int(round(len(X) * fraction)))
-        if n_val >= len(X):
-            raise DataError(f"validation_split={fraction} of {len(X)} samples leaves none to "
+        n_val = max(1, int(round(n * fraction)))
+        if n_val >= n:
+            raise DataError(f"validation_split={fraction} of {n} samples leaves none to "
                             f"train on: use more data or a smaller split")
-        if not shuffle:
-            cut = len(X) - n_val
-            return X[:cut], y[:cut], (X[cut:], y[cut:])
+        if not shuffle:  # the training and validation rows, as slices or sorted indices
+            cut = n - n_val
+            return slice(None, cut), slice(cut, None)
         # drawn at random: rows sorted by class would otherwise validate on one class only;
         # one seed per trainer, so a second fit() or a resumed run holds out the same rows
-        order = np.random.default_rng([self._split_seed, 7]).permutation(len(X))
-        val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
-        return X[train], y[train], (X[val], y[val])
+        order = np.random.default_rng([self._split_seed, 7]).permutation(n)
+        return np.sort(order[n_val:]), np.sort(order[:n_val])
 
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
