@@ -87,3 +87,34 @@ def test_trainer_takes_a_callable_metric_fed_the_predicted_classes():
     assert history["balanced_accuracy"] == history["accuracy"] and seen == ["i"]
     with pytest.raises(ConfigError, match=r"distinct names, found \['<lambda>'\]"):
         nf.Trainer(nn.Sequential(nn.Linear(4, 3)), metrics=[lambda t, p: 0.0, lambda t, p: 1.0])
+
+
+def test_fit_called_from_inside_fit_is_refused() -> None:
+    """A callback calling fit() again swapped the seeded RNG state twice and leaked the
+    trainer's stream into the global generator (review finding)."""
+    from nnforge import random as nf_random  # noqa: PLC0415
+    from nnforge.train.callbacks import Callback  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 3)).astype(np.float32), rng.integers(0, 2, 20)
+
+    class Again(Callback):
+        def on_epoch_end(self, epoch: int, logs: dict) -> None:
+            self.trainer.fit(x, y, epochs=1, verbose=0)
+
+    trainer = nf.Trainer(nn.Sequential(nn.Linear(3, 2)), optimizer="adam", seed=3, verbose=0)
+    before = nf_random.get_rng_state()
+    with pytest.raises(ConfigError, match="while this trainer's fit"):
+        trainer.fit(x, y, epochs=1, callbacks=[Again()])
+    assert nf_random.get_rng_state() == before
+    trainer.fit(x, y, epochs=1)  # and the trainer is usable afterwards
+
+
+def test_predict_refuses_a_drop_last_loader_that_would_lose_rows() -> None:
+    """50 rows in batches of 16 with drop_last gave 48 predictions, silently."""
+
+    x = np.zeros((50, 3), np.float32)
+    trainer = nf.Trainer(nn.Sequential(nn.Linear(3, 2)), optimizer="adam", verbose=0)
+    with pytest.raises(ConfigError, match="leave out the last 2 rows"):
+        trainer.predict(DataLoader((x,), batch_size=16, drop_last=True))
+    assert trainer.predict(DataLoader((x,), batch_size=10, drop_last=True)).shape == (50,)

@@ -269,6 +269,7 @@ class Trainer:
         # fit()); None until its first fit() starts it from the seed. Unseeded: not used.
         self._own_rng: dict[str, Any] | None = None
         self._in_fit = False  # its own state is swapped into the global generator
+        self._fitting = False  # fit() is running (a second, nested one is refused)
         # validation_split's draw: the seed, else fixed once per trainer (kept in checkpoints)
         self._split_seed = seed if seed is not None else int(
             np.random.SeedSequence().generate_state(1, np.uint64)[0])
@@ -336,6 +337,9 @@ class Trainer:
         (EarlyStopping's best value and patience, ReduceLROnPlateau's, ModelCheckpoint's best),
         and a fit() resuming a checkpoint then restores their saved states.
         """
+        if getattr(self, "_fitting", False):  # RNG swap, history, loader: one run each
+            raise ConfigError("fit() was called while this trainer's fit() runs (from a "
+                              "callback?); expected it to be called once that fit() returns")
         epochs = _int_at_least("epochs", epochs, 1)
         batch_size = _int_at_least("batch_size", batch_size, 1)
         loader = _loader_arg(X, y, "fit()")
@@ -425,11 +429,13 @@ class Trainer:
         display = ProgressDisplay(self.verbose if verbose is None else verbose, last, batches)
         self.stop_training = False
         outer = self._enter_own_rng()
+        self._fitting = True
         try:
             self._run_epochs(first, last, X, (y, weights),
                              (batch_size, edges), shuffle, loader, validation_data, display, n,
                              restored)
         finally:  # an interrupted fit() must not leave a live progress bar drawing
+            self._fitting = False
             self._leave_own_rng(outer)
             display.close()
         return self.history
@@ -710,6 +716,10 @@ class Trainer:
                 raise ConfigError("predict() with a shuffling DataLoader would return the "
                                   "predictions in a random order: pass one made with "
                                   "shuffle=False")
+            if X.drop_last and len(X.dataset) % X.batch_size:  # rows would go missing
+                raise ConfigError(f"predict() with a drop_last DataLoader would leave out the "
+                                  f"last {len(X.dataset) % X.batch_size} rows: pass one made "
+                                  f"with drop_last=False")
             parts = [_as_features(b[0] if isinstance(b, tuple) else b, dtype, f"batch {i + 1} x")
                      for i, b in enumerate(X)]
             if not parts:
