@@ -220,7 +220,9 @@ class Trainer:
     during its fit() (a stream of its own, kept in checkpoints). The global generator that
     code outside fit() sees (`nf.manual_seed`) is left as fit() found it, so models built
     after a seeded fit() still get fresh initial weights. With seed=None, dropout draws from
-    the global stream and shuffling from fresh entropy.
+    the global stream and shuffling from fresh entropy. The global generator is one per
+    process: seeded fits running at once in several threads share it, and are then neither
+    reproducible nor isolated (run them one after another, or in processes).
     """
 
     def __init__(self, model: Module, loss: Any = "cross_entropy", optimizer: Any = None,
