@@ -161,3 +161,70 @@ def test_grpc_repository_index_runs_off_the_loop(tmp_path: Path,
         assert slow.order == ["live", "scan done"]
 
     _serve(_repo(tmp_path), check)
+
+
+class _AbortedError(Exception):
+    """What the fake gRPC context raises in place of grpc's abort."""
+
+
+class _AbortContext:
+    """The part of a grpc.aio context that the rpcs use on failure."""
+
+    async def abort(self, code: Any, details: str) -> None:
+        raise _AbortedError(code, details)
+
+
+def test_rest_live_follows_server_live_like_grpc(tmp_path: Path) -> None:
+    """REST /v2/health/live answers server.live as gRPC ServerLive does: 200 while live,
+    400 ({"live": false}) once the server drains on shutdown."""
+    async def check(c: httpx.AsyncClient, server: InferenceServer) -> None:
+        grpc = InferenceService(server)
+        for live, status in ((True, 200), (False, 400)):
+            server.live = live
+            r = await c.get("/v2/health/live")
+            assert (r.status_code, r.json()) == (status, {"live": live})
+            reply = await grpc.ServerLive(MESSAGES["ServerLiveRequest"](), None)
+            assert reply.live is live
+
+    _serve(_repo(tmp_path), check)
+
+
+def test_a_model_without_a_ready_version_is_unavailable_on_both_protocols(
+        tmp_path: Path) -> None:
+    """Metadata and inference of a known model with no version loaded: 503 over REST and
+    UNAVAILABLE over gRPC, as Triton answers (its 'not at ready state' is UNAVAILABLE)."""
+    import grpc as grpclib  # noqa: PLC0415
+
+    from nnforge.serve.grpc_service import _guard  # noqa: PLC0415
+
+    async def check(c: httpx.AsyncClient, server: InferenceServer) -> None:
+        body = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32",
+                            "data": [1.0, 2.0, 3.0]}]}
+        for r in (await c.get("/v2/models/broken"),
+                  await c.post("/v2/models/broken/infer", json=body)):
+            assert r.status_code == 503 and "no version ready" in r.json()["error"]
+        service = InferenceService(server)
+        metadata = _guard(service.ModelMetadata, MESSAGES["ModelMetadataRequest"].FromString,
+                          None)
+        infer = _guard(service.ModelInfer, MESSAGES["ModelInferRequest"].FromString, None)
+        for call, request in (
+                (metadata, MESSAGES["ModelMetadataRequest"](name="broken")),
+                (infer, MESSAGES["ModelInferRequest"](model_name="broken"))):
+            with pytest.raises(_AbortedError) as aborted:
+                await call(request.SerializeToString(), _AbortContext())
+            assert aborted.value.args[0] == grpclib.StatusCode.UNAVAILABLE
+
+    _serve(_repo(tmp_path, broken=True), check)
+
+
+def test_head_on_the_health_routes_answers_like_get_without_a_body(tmp_path: Path) -> None:
+    """Load balancers may HEAD the probes: same status as GET, empty body."""
+    async def check(c: httpx.AsyncClient, server: InferenceServer) -> None:
+        for path in ("/v2/health/live", "/v2/health/ready"):
+            for live in (True, False):
+                server.live = live
+                got, head = await c.get(path), await c.head(path)
+                assert head.status_code == got.status_code == (200 if live else 400), path
+                assert head.content == b""
+
+    _serve(_repo(tmp_path), check)

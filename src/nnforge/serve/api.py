@@ -47,6 +47,10 @@ ADMIN_PREFIX = "/v2/repository/"
 #: a V2 health route's "false": the protocol says 200 for true and a 4xx for false (a 503
 #: reads as a broken server to clients and proxies); 400 is what Triton answers. An unknown
 #: model or version is a 404, an unloaded model too: also 4xx, also "not ready".
+#: Metadata and inference of a known model with no version ready are an error instead, 503
+#: (UnavailableError; gRPC UNAVAILABLE), as in Triton: its "version is not at ready state" is
+#: UNAVAILABLE, which its HTTP front end answers 503; V2 only asks for an error object there,
+#: and a 503 tells clients and load balancers to retry elsewhere or later.
 NOT_READY = 400
 
 # -- documented bodies (the handlers parse with orjson; these feed /openapi.json) -------------
@@ -228,10 +232,18 @@ def build_api(server: InferenceServer, inference: InferenceHandler) -> FastAPI:
         return _json({**server.server_metadata(), "models": sorted(repo.models),
                       "docs": "/docs", "health": "/v2/health/ready", "metrics": "/metrics"})
 
-    @app.get("/v2/health/live", summary="Liveness")
+    # the probes answer HEAD too (some load balancers HEAD them): the same status and
+    # headers, no body (Starlette drops a HEAD response's body); a HEAD route of its own, out
+    # of the schema, as one GET+HEAD route would give /openapi.json a duplicate operationId.
+    # The JSON bodies of GET are kept although V2 needs none: clients read the status only.
+    @app.head("/v2/health/live", include_in_schema=False)
+    @app.get("/v2/health/live", summary="Liveness",
+             responses={NOT_READY: {"description": "draining: {\"live\": false}"}})
     async def live() -> Response:
-        return _json({"live": True})
+        # server.live, as gRPC ServerLive: false while the server drains on shutdown
+        return _json({"live": server.live}, 200 if server.live else NOT_READY)
 
+    @app.head("/v2/health/ready", include_in_schema=False)
     @app.get("/v2/health/ready", summary="Readiness: every model has a version to serve",
              responses={NOT_READY: {"description": "not ready: {\"ready\": false}"}})
     async def ready() -> Response:
