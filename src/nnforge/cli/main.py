@@ -127,6 +127,18 @@ def _unknown_layer(exc: BaseException) -> bool:
     return isinstance(exc, UnknownLayerError) or "unknown layer type" in str(exc)
 
 
+def _out_of_memory_line(exc: MemoryError) -> str:
+    """What ran out of memory and how much it asked for, with the command line's remedy."""
+    from ..errors import ResourceError, format_bytes, requested_bytes  # noqa: PLC0415
+
+    if isinstance(exc, ResourceError):  # its message advises batch_size, the API's name
+        return (f"out of memory {exc.what} ({exc.amount}); a smaller --batch-size may help"
+                if exc.what else _oneline(exc))
+    nbytes = requested_bytes(exc)
+    amount = f" ({format_bytes(nbytes)} requested)" if nbytes is not None else ""
+    return f"out of memory{amount}; a smaller --batch-size may help"
+
+
 def _oneline(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
@@ -159,10 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line unless debugging
         if debug:
             traceback.print_exc()
-        if _is_user_mistake(exc):
+        if isinstance(exc, MemoryError):  # a ResourceError too: the machine, not a mistake
+            fail_line(_out_of_memory_line(exc))
+        elif _is_user_mistake(exc):
             fail_line(_oneline(exc) + (UNKNOWN_LAYER_HINT if _unknown_layer(exc) else ""))
-        elif isinstance(exc, MemoryError):
-            fail_line("out of memory (a smaller --batch-size may help)")
         else:
             fail_line(f"{type(exc).__name__}: {_oneline(exc)} (an internal error; rerun with "
                       f"NNFORGE_DEBUG=1 for the traceback and please report it)")

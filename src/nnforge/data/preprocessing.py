@@ -7,7 +7,7 @@ from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, DTypeError, ShapeError, check_float
+from ..errors import ConfigError, DataError, DTypeError, ShapeError, check_float, out_of_memory
 
 #: The closed registry of preprocessing types a saved config may name.
 PREPROCESSORS: dict[str, type[Preprocessor]] = {}
@@ -515,7 +515,12 @@ def one_hot(y: Any, num_classes: int | None = None) -> np.ndarray:
                         f"[{y.min()}, {y.max()}]")
     try:
         out = np.zeros((y.shape[0], k), dtype=np.float32)
-    except (MemoryError, ValueError):  # ValueError: more bytes than an array can address
+    except MemoryError:  # a size this machine lacks, unlike the ValueError's below
+        raise out_of_memory(f"allocating one-hot rows of shape ({y.shape[0]}, {k})",
+                            nbytes=y.shape[0] * k * 4,
+                            hint=f"encode fewer labels at a time, or check the class count "
+                                 f"{k:,}") from None
+    except ValueError:  # more bytes than an array can address: the labels ask the impossible
         raise DataError(f"one-hot rows of shape ({y.shape[0]}, {k}) do not fit in "
                         f"memory") from None
     out[np.arange(y.shape[0]), y] = 1.0

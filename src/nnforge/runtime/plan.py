@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, ResourceError, out_of_memory
 from ..graph.ir import Graph
 from ..graph.shapes import check_output_sizes, compute_shapes
 from . import conv as _conv  # noqa: F401 - registers the Conv kernels
@@ -79,10 +79,9 @@ class Plan:
         """run() for a graph with one output: that output."""
         return self.run(feeds)[0]
 
-    def _out_of_memory(self, step: Any, exc: MemoryError) -> ShapeError:
+    def _out_of_memory(self, step: Any, exc: MemoryError) -> ResourceError:
         """The nnforge error for a kernel that ran out of memory."""
-        what = self.labels.get(id(step), "a kernel")
-        return ShapeError(f"out of memory running {what}: {exc}; expected a smaller batch")
+        return out_of_memory(f"running {self.labels.get(id(step), 'a kernel')}", exc)
 
 
 def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
@@ -184,11 +183,10 @@ def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
         for st in storages:
             st.array = np.zeros(st.size + TAIL, dtype)
             ctx.buffers.add(id(st.array))
-    except MemoryError as exc:
+    except MemoryError:  # the total says more than the one storage that failed
         total = sum(st.size + TAIL for st in storages) * dtype.itemsize
-        raise ShapeError(f"out of memory compiling a plan for inputs "
-                         f"{[tuple(s) for s in input_shapes]}: its buffers need {total} bytes "
-                         f"({exc}); expected a smaller batch") from None
+        raise out_of_memory(f"allocating the buffers of a plan for inputs "
+                            f"{[tuple(s) for s in input_shapes]}", nbytes=total) from None
 
     def value(name: str) -> Any:
         if not name:
@@ -212,8 +210,7 @@ def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
             try:
                 steps.append(KERNELS[node.op](node, [value(n) for n in b], outs, ctx))
             except MemoryError as exc:  # a kernel's scratch or prepared weights
-                raise ShapeError(f"out of memory compiling {labels[-1]}: {exc}; expected a "
-                                 f"smaller batch") from None
+                raise out_of_memory(f"compiling {labels[-1]}", exc) from None
     out_values = [value(v.name) for v in graph.outputs]
     out_values = [o.getter() if isinstance(o, Feed) else o for o in out_values]
     for k, v in enumerate(graph.outputs):  # int and bool results (ArgMax, Equal) were floats

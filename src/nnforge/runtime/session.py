@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..backend import device_of, is_device_array, to_numpy, usable_cpus
-from ..errors import ConfigError, DTypeError, ShapeError
+from ..errors import ConfigError, DTypeError, ResourceError, ShapeError, out_of_memory
 from ..graph.ir import Graph
 from ..graph.passes import optimize
 from ..graph.shapes import compute_shapes
@@ -462,10 +462,11 @@ class EmptyPlan:
         return np.empty(shape, dtype)
 
 
-def _out_of_memory(shape: Any, exc: MemoryError) -> ShapeError:
+def _out_of_memory(shape: Any, exc: MemoryError) -> ResourceError:
     """The nnforge error for a run that ran out of memory."""
-    return ShapeError(f"out of memory running the model on inputs of shape {shape}: {exc}; "
-                      f"expected a smaller batch")
+    if isinstance(exc, ResourceError):  # a compiled plan's, which names the failing node
+        return exc
+    return out_of_memory(f"running the model on inputs of shape {shape}", exc)
 
 
 def _check_names(feeds: dict, names: list[str]) -> None:

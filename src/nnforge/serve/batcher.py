@@ -21,13 +21,12 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import NNForgeError
 from .errors import (
     ClientGoneError,
-    InvalidInputError,
     QueueFullError,
     RequestTimeoutError,
     UnavailableError,
+    model_error,
 )
 from .metrics import ModelMetrics
 
@@ -271,8 +270,7 @@ class DynamicBatcher:
         if len(batch) == 1:
             item = batch[0]
             if not item.future.done():
-                err = InvalidInputError(str(exc)) if isinstance(exc, NNForgeError) else exc
-                item.future.set_exception(err)
+                item.future.set_exception(model_error(exc))
             return
         for item in batch:
             if item.future.done():

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
+from ..errors import NNForgeError, ResourceError, format_bytes, requested_bytes
+
+log = logging.getLogger("nnforge.serve")
+
 
 class ServeError(Exception):
     """A request that cannot be answered normally; the message goes to the client."""
@@ -97,3 +103,37 @@ class ClientGoneError(ServeError):
     status = 499
     grpc_code = "CANCELLED"
     outcome = "cancelled"
+
+
+class ResourceExhaustedError(ServeError):
+    """The server ran out of memory computing a request that may well be valid.
+
+    503, not 400: the request is not at fault, and a 503 tells clients and load balancers to
+    retry later or on another replica (the batcher has already retried it alone).
+    """
+
+    status = 503
+    grpc_code = "RESOURCE_EXHAUSTED"
+    outcome = "error"
+
+
+def out_of_memory_error(exc: MemoryError) -> ResourceExhaustedError:
+    """What the client is told when the server runs out of memory; the log says it too."""
+    if isinstance(exc, ResourceError) and exc.what:
+        what, amount = exc.what, exc.amount
+    else:  # a MemoryError outside the runtime: decoding, batching, encoding the answer
+        nbytes = requested_bytes(exc)
+        what = "computing the request"
+        amount = "unknown size" if nbytes is None else format_bytes(nbytes)
+    log.warning("out of memory %s (%s)", what, amount)  # operators need to see it, not only 503s
+    return ResourceExhaustedError(f"the server ran out of memory {what} ({amount}); retry "
+                                  f"later, or send fewer rows per request")
+
+
+def model_error(exc: Exception) -> Exception:
+    """The ServeError for what computing a request raised (other exceptions as they are)."""
+    if isinstance(exc, MemoryError):  # a ResourceError too: the server's, not the request's
+        return out_of_memory_error(exc)
+    if isinstance(exc, NNForgeError):
+        return InvalidInputError(str(exc))
+    return exc

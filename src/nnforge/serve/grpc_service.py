@@ -25,7 +25,13 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
 from .core import InferenceServer, presented_key
-from .errors import InvalidInputError, NotFoundError, ServeError, UnavailableError
+from .errors import (
+    InvalidInputError,
+    NotFoundError,
+    ServeError,
+    UnavailableError,
+    out_of_memory_error,
+)
 from .proto._descriptor import SERIALIZED
 from .tensors import (
     DATATYPES,
@@ -188,9 +194,10 @@ class InferenceService:
                 if "timeout" in request.parameters else None
             out = await server.infer(loaded, x, arrived, None, timeout)
             return encode_infer(model, output_tensors(model, out, names, classify), request.id)
-        except ServeError as exc:
-            outcome, status = exc.outcome, exc.grpc_code
-            await context.abort(_GRPC_CODES[exc.grpc_code], str(exc))
+        except (ServeError, MemoryError) as exc:  # MemoryError: RESOURCE_EXHAUSTED, as in REST
+            err = exc if isinstance(exc, ServeError) else out_of_memory_error(exc)
+            outcome, status = err.outcome, err.grpc_code
+            await context.abort(_GRPC_CODES[err.grpc_code], str(err))
         except asyncio.CancelledError:
             outcome, status = "cancelled", "CANCELLED"
             raise

@@ -26,6 +26,7 @@ from .errors import (
     ServeError,
     UnavailableError,
     UnsupportedMediaTypeError,
+    out_of_memory_error,
 )
 from .model import Outputs
 from .repository import LoadedVersion
@@ -201,6 +202,8 @@ class RestCall:
 
     def fail(self, exc: BaseException) -> bytes:
         """The error response body; the status and outcome follow the error."""
+        if isinstance(exc, MemoryError):  # decoding or encoding: the server's fault, not a bug
+            exc = out_of_memory_error(exc)
         if isinstance(exc, ServeError):
             self.status, self.outcome = exc.status, exc.outcome
             return orjson.dumps({"error": str(exc)})
