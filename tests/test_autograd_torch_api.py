@@ -92,14 +92,19 @@ def test_masks_trace_and_export(cls: type, tmp_path: Any):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_any_in_a_traced_forward_is_one_clear_error():
+def test_any_and_all_in_a_traced_forward_trace():
+    """They had no lowering: tracing a mask built with any() was refused (see
+    test_graph_trace_ops for ONNX Runtime)."""
     class Flagged(ReluByMask):
         def forward(self, x: nf.Tensor) -> nf.Tensor:
             h = self.l(x)
-            return h * (h > 0).any(dim=1, keepdim=True)
+            return h * (h > 0).any(dim=1, keepdim=True) + (h > -1).all(1, True)
 
-    with pytest.raises(ConfigError, match="AnyAll"):
-        InferenceSession(Flagged(), input_shape=(8,))
+    model = Flagged()
+    session = InferenceSession(model, input_shape=(8,))
+    for n in (1, 6):
+        x = np.random.default_rng(n).standard_normal((n, 8)).astype(np.float32)
+        np.testing.assert_allclose(session.run(x), model(x).data, rtol=1e-6)
 
 
 # -- the trace names input_shape= when a guessed shape leaves sizes unknown ---------------------
@@ -195,3 +200,76 @@ def test_clamp_takes_torch_and_numpy_bound_names():
     assert t.clip(2, 3).tolist() == [2.0, 3.0] and t.clamp(low=2, max=4).tolist() == [2.0, 4.0]
     with pytest.raises(ConfigError, match="found both"):
         t.clamp(1, min=2)
+
+
+# -- max/min: torch's (values, indices) for torch's spelling, values for NumPy's -----------------
+@pytest.mark.parametrize("name", ["max", "min"])
+def test_max_and_min_over_a_dim_return_values_and_indices_as_torch(name: str):
+    """`vals, idx = t.max(dim=1)` iterated over the rows of the values before."""
+    x = np.random.default_rng(3).standard_normal((2, 5))  # 2 rows: unpacking "worked"
+    pick, arg = getattr(np, name), getattr(np, f"arg{name}")
+    t = nf.Tensor(x, requires_grad=True)
+    for kw, args in (({"dim": 1}, ()), ({}, (1,)), ({"dim": -1, "keepdim": True}, ()),
+                     ({}, (1, True)), ({"keepdims": True}, (1,))):
+        keep = kw.get("keepdim", kw.get("keepdims", args[1:] == (True,)))
+        got = getattr(t, name)(*args, **kw)
+        values, indices = got
+        assert got.values is values and got.indices is indices, kw  # torch's field names
+        assert isinstance(values, nf.Tensor) and indices.dtype == np.int64, kw
+        np.testing.assert_array_equal(values.data, pick(x, axis=1, keepdims=keep))
+        np.testing.assert_array_equal(indices.data, arg(x, axis=1, keepdims=keep))
+        assert values.requires_grad and not indices.requires_grad
+    getattr(t, name)(dim=0).values.sum().backward()
+    want = np.zeros_like(x)
+    want[arg(x, axis=0), np.arange(5)] = 1
+    np.testing.assert_array_equal(t.grad, want)
+
+
+@pytest.mark.parametrize("name", ["max", "min"])
+def test_numpy_spellings_of_max_and_min_still_return_the_values(name: str):
+    x = np.random.default_rng(4).standard_normal((3, 4))
+    t = nf.Tensor(x)
+    for got, want in ((getattr(t, name)(axis=1), getattr(x, name)(axis=1)),
+                      (getattr(np, name)(t, axis=1), getattr(x, name)(axis=1)),
+                      (getattr(np, name)(t, 0, keepdims=True), getattr(x, name)(0, keepdims=True)),
+                      (getattr(t, name)(), getattr(x, name)()),
+                      (getattr(t, name)(dim=(0, 1)), getattr(x, name)(axis=(0, 1)))):
+        assert isinstance(got, nf.Tensor)  # torch's max takes no tuple: NumPy's amax then
+        np.testing.assert_array_equal(got.data, want)
+    other = nf.Tensor(np.zeros(4))  # torch.max(input, other): elementwise
+    np.testing.assert_array_equal(getattr(t, name)(other).data, getattr(np, f"{name}imum")(x, 0))
+
+
+def test_max_values_and_indices_used_wrongly_say_so():
+    t = nf.Tensor(np.arange(6.0).reshape(2, 3))
+    with pytest.raises(ConfigError, match=r"\(values, indices\); expected \.values"):
+        t - t.max(1)  # NumPy's meaning of t.max(1): would broadcast a stacked pair
+    with pytest.raises(ConfigError, match="positionally or as dim=, found both"):
+        t.max(1, dim=1)
+    with pytest.raises(ConfigError, match="elementwise maximum, which takes no axis"):
+        t.max(t, dim=1)
+    with pytest.raises(ConfigError, match="axis= or its torch name dim=, found both"):
+        t.min(axis=0, dim=0)
+
+
+def test_max_over_a_dim_traces_to_reduce_max_and_argmax(tmp_path):
+    class Head(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 5)
+
+        def forward(self, x: nf.Tensor) -> nf.Tensor:
+            values, indices = self.fc(x).max(dim=1, keepdim=True)
+            return values * indices.float()
+
+    model = Head()
+    x = np.random.default_rng(5).standard_normal((7, 4)).astype(np.float32)
+    model.eval()
+    with nf.no_grad():
+        h = model.fc(x).data
+    want = h.max(1, keepdims=True) * h.argmax(1)[:, None]
+    np.testing.assert_allclose(InferenceSession(model).run(x), want, rtol=1e-6)
+    export(model, tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: x})[0], want,
+                               rtol=1e-6)

@@ -75,6 +75,27 @@ class MaxMin(nn.Module):
         return nf.maximum(h, x) - nf.minimum(h, 0.25) + x.clip(-0.5, 0.5)
 
 
+class AnyAllMasks(nn.Module):
+    """Masks from any()/all(), which had no lowering (tracing refused them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 6)
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        h = self.fc(x).reshape(x.shape[0], 2, 3)
+        row_hot = (h > 0.3).any(axis=2, keepdims=True)  # a bool input
+        calm = (h > -0.8).all(dim=(1, 2), keepdim=True)
+        nonzero = h.relu().any(axis=1)  # a float input: nonzero counts
+        zero_free = h.relu().all(axis=-1)
+        empty = h[:, 0, :0]  # as NumPy: any() of nothing is False, all() True
+        out = nf.where(row_hot, h, -h) * (calm.float() + 0.5)
+        return nf.concat([out.reshape(x.shape[0], 6), nonzero.float(), zero_free.float(),
+                          h.any().float().reshape(1, 1).expand(x.shape[0], 1),
+                          empty.any(axis=1, keepdims=True).float(),
+                          empty.all(axis=1, keepdims=True).float()], axis=1)
+
+
 class ArgMaxHead(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -135,6 +156,7 @@ class ConvResidual(nn.Module):
 @pytest.mark.parametrize("make,sample", [
     (ResidualMLP, (6,)), (TwoBranch, (5,)), (Swish, (4,)), (ChunkSplit, (6,)),
     (MaxMin, (4,)), (Slicing, (12,)), (Reductions, (6,)), (BatchReshape, (8,)),
+    (AnyAllMasks, (4,)),
 ], ids=lambda v: getattr(v, "__name__", ""))
 def test_custom_forward_matches_eager_in_session_and_onnx_runtime(make: Any, sample: tuple,
                                                                   tmp_path: Any) -> None:

@@ -16,7 +16,7 @@ import pytest
 import nnforge as nf
 from nnforge import nn, optim
 from nnforge.data.preprocessing import Standardizer
-from nnforge.errors import DeviceError
+from nnforge.errors import ConfigError, DeviceError
 from nnforge.nn import Parameter
 from nnforge.runtime.cupy_plan import CupyPlan
 from nnforge.train import EarlyStopping, HistoryLogger, LRScheduler, ModelCheckpoint
@@ -71,6 +71,23 @@ def test_copied_optimizer_with_param_groups_and_replaced_data() -> None:
     _steps(opt, 3, 10)
     _steps(c, 3, 10)
     assert _same(opt, c)
+
+
+@pytest.mark.parametrize("groups", [False, True])
+def test_shallow_copy_of_an_optimizer_is_refused_and_leaves_it_working(groups: bool) -> None:
+    """copy.copy shared the flat buffers (and the group members): a step or an lr change on
+    the copy silently acted on the original too."""
+    params = _params()
+    opt = optim.SGD([{"params": params[:2]}, {"params": params[2:]}] if groups else params,
+                    lr=0.1, momentum=0.9)
+    twin = optim.SGD(_params(), lr=0.1, momentum=0.9)  # the same run, never copied
+    _steps(opt, 0, 2)
+    with pytest.raises(ConfigError, match=r"copy.copy\(\) of a SGD would share.*deepcopy"):
+        copy.copy(opt)
+    _steps(opt, 2, 4)  # the original is untouched by the refused copy
+    _steps(twin, 0, 4)
+    assert _same(opt, twin)
+    assert _same(copy.deepcopy(opt), opt)  # deep copies still work
 
 
 def _xy() -> tuple[np.ndarray, np.ndarray]:

@@ -121,16 +121,29 @@ def test_early_stopping_starts_afresh_in_each_fit_with_a_new_trainer_or_the_same
     assert len(second.history["loss"]) == 7 and stopper.best_epoch == 5
 
 
-def test_checkpoint_best_and_plateau_state_start_afresh_in_each_fit(tmp_path):
+def test_checkpoint_best_is_kept_across_fits_and_a_new_callback_starts_over(tmp_path):
+    """A second fit() forgot the best value and overwrote a better saved model (Keras 3 keeps
+    it for the callback object's lifetime)."""
     X, y = _data(n=32)
     best_only = ModelCheckpoint(tmp_path / "best.nnf", monitor="score", mode="min",
                                 save_best_only=True)
-    _trainer().fit(X, y, epochs=1, batch_size=16, callbacks=[Script(1), best_only])
-    other = _trainer(lr=0.1)
-    other.fit(X, y, epochs=1, batch_size=16, callbacks=[Script(5), best_only])
-    assert len(best_only.saved) == 2  # the other model's best is written, not the old one kept
+    trainer = _trainer()
+    trainer.fit(X, y, epochs=2, batch_size=16, callbacks=[Script(2, 1), best_only])
+    kept = _weights(trainer)
+    trainer.fit(X, y, epochs=2, batch_size=16, callbacks=[Script(3, 1.5), best_only])
+    assert len(best_only.saved) == 2 and best_only.state_dict() == {"best": 1.0}
+    assert _same(nf.load(tmp_path / "best.nnf").state_dict(), kept)
+    trainer.fit(X, y, epochs=1, batch_size=16, callbacks=[Script(0.5), best_only])
+    assert len(best_only.saved) == 3  # a real improvement in a later fit() is still written
+    # a fresh callback starts over: another model's first epoch is written
+    other, fresh = _trainer(lr=0.1), ModelCheckpoint(tmp_path / "best.nnf", monitor="score",
+                                                     mode="min", save_best_only=True)
+    other.fit(X, y, epochs=1, batch_size=16, callbacks=[Script(5), fresh])
     assert _same(nf.load(tmp_path / "best.nnf").state_dict(), _weights(other))
 
+
+def test_plateau_state_starts_afresh_in_each_fit():
+    X, y = _data(n=32)
     trainer = _trainer()
     plateau = LRScheduler(optim.ReduceLROnPlateau(trainer.optimizer, patience=1, factor=0.5),
                           monitor="score")

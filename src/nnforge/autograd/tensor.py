@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -44,6 +44,8 @@ class Tensor:
     the IR's comparison ops); a bool or int tensor beside a float one is cast to the float's
     dtype first (bool * float32 is float32, as torch). `t.size` stays NumPy's element count,
     an int that torch code may also call: `t.size()` is the shape, `t.size(d)` one axis.
+    `t.max(dim=1)` and `t.max(1)` (min too) return torch's (values, indices); NumPy's
+    `t.max(axis=1)` and np.max(t, axis=1) return the values (see _extreme).
     numel/dim/tolist/float/long/masked_fill/repeat/... follow torch; in-place methods
     (add_, clamp_, ...) raise InPlaceError, since autograd here does not track them.
     """
@@ -328,6 +330,7 @@ class Tensor:
     # Reductions take NumPy's and torch's spellings alike: axis= or dim=, keepdims= or
     # keepdim=, and NumPy's dtype= and out=None, so np.sum(t), np.mean(t, axis=0) and
     # np.max(t, keepdims=True) (which NumPy hands to these methods) work; see the class doc.
+    # Only max and min return something else for torch's spelling: (values, indices).
     def sum(self, axis: Any = None, keepdims: bool | None = None, *, dim: Any = None,
             keepdim: bool | None = None, dtype: Any = None, out: Any = None,
             **numpy_only: Any) -> Tensor:
@@ -343,19 +346,21 @@ class Tensor:
         axis, keep = _reduce_args("mean", axis, dim, keepdims, keepdim, out, numpy_only)
         return _ops().Mean.apply(_in_dtype(self, dtype, "mean"), axis=axis, keepdims=keep)
 
-    def max(self, axis: Any = None, keepdims: bool | None = None, *, dim: Any = None,
-            keepdim: bool | None = None, out: Any = None,
-            **numpy_only: Any) -> Tensor:
-        """Maximum over the given axes; the gradient is split evenly between ties."""
-        axis, keep = _reduce_args("max", axis, dim, keepdims, keepdim, out, numpy_only)
-        return _ops().Max.apply(self, axis=axis, keepdims=keep)
+    # max/min follow whichever library the call is spelled in: see _extreme for the rule
+    def max(self, by: Any = None, keep: bool | None = None, /, *, axis: Any = None,
+            keepdims: bool | None = None, dim: Any = None, keepdim: bool | None = None,
+            out: Any = None, **numpy_only: Any) -> Tensor | ValuesIndices:
+        """Maximum over axes: a Tensor for NumPy's axis= (and np.max) or no axis; torch's
+        (values, indices) for one int dim given as dim= or positionally, as `t.max(1)`;
+        `t.max(other)` is torch.maximum. Ties split the gradient evenly."""
+        return _extreme(self, "max", by, keep, axis, keepdims, dim, keepdim, out, numpy_only)
 
-    def min(self, axis: Any = None, keepdims: bool | None = None, *, dim: Any = None,
-            keepdim: bool | None = None, out: Any = None,
-            **numpy_only: Any) -> Tensor:
-        """Minimum over the given axes; the gradient is split evenly between ties."""
-        axis, keep = _reduce_args("min", axis, dim, keepdims, keepdim, out, numpy_only)
-        return _ops().Min.apply(self, axis=axis, keepdims=keep)
+    def min(self, by: Any = None, keep: bool | None = None, /, *, axis: Any = None,
+            keepdims: bool | None = None, dim: Any = None, keepdim: bool | None = None,
+            out: Any = None, **numpy_only: Any) -> Tensor | ValuesIndices:
+        """Minimum over axes, spelled as max is: a Tensor for axis= or no axis; torch's
+        (values, indices) for one int dim (dim= or positional); `t.min(other)` elementwise."""
+        return _extreme(self, "min", by, keep, axis, keepdims, dim, keepdim, out, numpy_only)
 
     def var(self, axis: Any = None, keepdims: bool | None = None, ddof: int | None = None, *,
             dim: Any = None, keepdim: bool | None = None, correction: int | None = None,
@@ -720,6 +725,56 @@ def _reduce_args(what: str, axis: Any, dim: Any, keepdims: Any, keepdim: Any,
         raise ConfigError(f"{what} expects keepdims True or False, found {keep!r} (several "
                           f"axes go in one tuple: axis=(0, 1))")
     return pick_axis(axis, dim, what), bool(keep)
+
+
+class ValuesIndices(NamedTuple):
+    """What torch's `t.max(dim)` / `t.min(dim)` return: the values (with autograd) and their
+    int64 indices along dim (the first on ties), so `values, indices = t.max(dim=1)` works."""
+
+    values: Tensor
+    indices: Tensor
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        # NumPy would stack values and indices into one (2, ...) array: refused, since a
+        # NumPy-style `x - t.max(1)` meant the values and would silently compute nonsense
+        raise ConfigError("t.max(dim) / t.min(dim) return torch's (values, indices); expected "
+                          ".values (or axis= for the values alone), found the pair used as "
+                          "an array")
+
+
+def _extreme(t: Tensor, what: str, by: Any, keep: Any, axis: Any, keepdims: Any, dim: Any,
+             keepdim: Any, out: Any, numpy_only: dict[str, Any]) -> Tensor | ValuesIndices:
+    """max/min: the spelling picks the library. One int axis given torch's way (dim=, or
+    positionally, where NumPy's second argument would be out=, not a keepdim) returns torch's
+    (values, indices); axis= (what np.max passes), no axis, or a tuple of axes (which torch's
+    max refuses) returns the values alone; a tensor or array is torch.max(input, other).
+    Ties split the values' gradient evenly (torch's max(dim) gives it all to the index)."""
+    if isinstance(by, (Tensor, np.ndarray)) or backend.is_device_array(by):
+        extra = [k for k, v in (("a second argument", keep), ("axis=", axis),
+                                ("keepdims=", keepdims), ("dim=", dim), ("keepdim=", keepdim),
+                                ("out=", out)) if v is not None]
+        if extra or numpy_only:
+            found = ", ".join(extra + [f"{k}=" for k in numpy_only])
+            raise ConfigError(f"{what}(other) is the elementwise {what}imum, which takes no "
+                              f"axis arguments; found {found}")
+        return t.maximum(by) if what == "max" else t.minimum(by)
+    if by is not None:
+        if dim is not None:
+            raise ConfigError(f"{what} takes its dim positionally or as dim=, found both "
+                              f"({by!r} and dim={dim!r})")
+        dim = by
+    if keep is not None:
+        if keepdim is not None and keepdim != keep:
+            raise ConfigError(f"{what} takes keepdim positionally or by name, found both "
+                              f"({keep!r} and keepdim={keepdim!r})")
+        keepdim = keep
+    red, kept = _reduce_args(what, axis, dim, keepdims, keepdim, out, numpy_only)
+    op = _ops().Max if what == "max" else _ops().Min
+    values = op.apply(t, axis=red, keepdims=kept)
+    if not _is_int(dim):
+        return values
+    pick = _ops().ArgMax if what == "max" else _ops().ArgMin
+    return ValuesIndices(values, pick.apply(t, axis=dim, keepdims=kept))
 
 
 def _pick_ddof(ddof: Any, correction: Any, what: str) -> float:

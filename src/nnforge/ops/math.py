@@ -287,8 +287,7 @@ class NotEqual(Compare):
 
 
 class AnyAll(Function):
-    """any() / all() over axes, as a bool tensor without gradient (not traceable: ONNX
-    reductions take no bools)."""
+    """any() / all() over axes, as a bool tensor without gradient."""
 
     differentiable = False
 
@@ -299,6 +298,22 @@ class AnyAll(Function):
         axes = _norm_axis(self.axis, x.ndim)
         fn = np.any if self.kind == "any" else np.all
         return _as_array(fn(x, axis=axes, keepdims=self.keepdims))
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ONNX has no Any/All: count the nonzero (any) or zero (all) values with a ReduceSum
+        over a 0/1 cast and compare the count with 0. ReduceSum rather than ReduceMax/Min:
+        an empty reduction then gives any False and all True, as NumPy, in every runtime (an
+        empty ReduceMax is -inf in ONNX Runtime, an error in NumPy), and it takes its axes as
+        an input from opset 13 on (ReduceMax from 18)."""
+        nonzero = b.node("Cast", xs, to=b.onnx_dtype(np.bool_))
+        axes = _norm_axis(self.axis, len(b.shape(xs[0])))
+        if not axes:  # a 0-d tensor: any and all are its truth value
+            return nonzero
+        # all(x) is "no zero in x": Equal(nonzero, false) is the IR's Not
+        flags = nonzero if self.kind == "any" else b.node("Equal", [nonzero, b.const(np.False_)])
+        ones = b.node("Cast", [flags], to=b.onnx_dtype(b.t.dtype))
+        count = b.node("ReduceSum", [ones, b.ints(axes)], keepdims=int(bool(self.keepdims)))
+        return b.node("Greater" if self.kind == "any" else "Equal", [count, b.const(0.0)])
 
 
 def _norm_axis(axis: Any, ndim: int) -> tuple[int, ...]:

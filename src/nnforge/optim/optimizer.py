@@ -226,6 +226,18 @@ class Optimizer:
                 view[...] = backend.same_device_as(arrays[f"state.{i}.{name}"], view)
         flat.steps[:] = [int(s) for s in steps]
 
+    def __copy__(self) -> Optimizer:
+        """Refused: see the comment (copy.deepcopy and pickle work)."""
+        # A shallow copy shares the flat buffers (parameter values and state) and, with param
+        # groups, the member optimizers: a step or an lr change on either one silently acts on
+        # both. An "independent" shallow copy has no sound meaning either: it would be a
+        # second optimizer over the same parameters, each rebinding their `.data` into its own
+        # buffer, whether the user wanted a snapshot (deepcopy) or a fresh optimizer. So ask.
+        raise ConfigError(f"copy.copy() of a {type(self).__name__} would share its parameter "
+                          f"and state buffers with the original; expected copy.deepcopy "
+                          f"(of the model and optimizer together: copy.deepcopy((model, opt))), "
+                          f"or a new optimizer given load_state_dict(opt.state_dict())")
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
         groups = f", {len(self._members)} param groups" if self._members else ""

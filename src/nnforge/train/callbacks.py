@@ -23,8 +23,9 @@ class Callback:
     trainer: Any = None
 
     def on_train_begin(self) -> None:
-        """Called once at the start of each fit(): reset per-run state here (as Keras does);
-        a fit() resuming a checkpoint restores the saved state after this call."""
+        """Called once at the start of each fit(): reset per-run state here (as Keras does;
+        ModelCheckpoint keeps its best across fits, as Keras 3); a fit() resuming a
+        checkpoint restores the saved state after this call."""
 
     def on_epoch_begin(self, epoch: int) -> None:
         """Called before each epoch (0-based)."""
@@ -178,7 +179,9 @@ class ModelCheckpoint(Callback):
 
     `path` may contain `{epoch}` (1-based) and any key of the epoch's logs, e.g.
     `"ckpt-{epoch:03d}-{val_loss:.3f}.nnf"`. With save_best_only, only improvements of `monitor`
-    are written.
+    are written, over every fit() this callback object is given (as Keras 3 keeps its best):
+    a later fit() never overwrites a better saved model with a worse one. Pass a new
+    ModelCheckpoint to start over (another model, say).
     """
 
     def __init__(self, path: str | os.PathLike, monitor: str = "val_loss",
@@ -193,10 +196,9 @@ class ModelCheckpoint(Callback):
         self.every_n_epochs, self.save_kwargs = every_n_epochs, save_kwargs
         self.saved: list[str] = []  # every path written, over all runs
 
-    def on_train_begin(self) -> None:
-        # save_best_only compares within this run: an earlier run's best (maybe another
-        # model's) would otherwise keep its file and skip this run's better epochs
-        self.tracker.reset()
+    # no on_train_begin reset, unlike the other callbacks: the best value belongs to the
+    # file, which outlives the fit() that wrote it; forgetting it let a second fit() replace
+    # a better saved model with a worse one
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         if (epoch + 1) % self.every_n_epochs:

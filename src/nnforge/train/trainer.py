@@ -336,8 +336,9 @@ class Trainer:
         next epoch afterwards. Set in on_epoch_end, it stops after that epoch.
 
         Each fit() is a new run for the callbacks: on_train_begin resets per-run state
-        (EarlyStopping's best value and patience, ReduceLROnPlateau's, ModelCheckpoint's best),
-        and a fit() resuming a checkpoint then restores their saved states.
+        (EarlyStopping's best value and patience, ReduceLROnPlateau's), and a fit() resuming
+        a checkpoint then restores their saved states. ModelCheckpoint keeps its best across
+        fits (as Keras 3), so a later fit() never overwrites a better saved model.
         """
         if getattr(self, "_fitting", False):  # RNG swap, history, loader: one run each
             raise ConfigError("fit() was called while this trainer's fit() runs (from a "
