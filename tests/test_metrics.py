@@ -86,11 +86,13 @@ def test_top_k_accuracy_matches_sklearn(seed, k):
         assert M.top_k_accuracy(t, scores, 1) == M.accuracy(t, scores.argmax(axis=1))
 
 
-def test_top_k_ties_rank_lower_index_first():
+def test_top_k_ties_rank_the_higher_index_first_as_sklearn():
     scores = np.zeros((4, 3))  # a constant model: no free credit for ties
     t = np.array([0, 1, 2, 2])
-    assert M.top_k_accuracy(t, scores, 1) == 0.25  # only class 0 is "argmax"
-    assert M.top_k_accuracy(t, scores, 2) == 0.5
+    assert M.top_k_accuracy(t, scores, 1) == 0.5 == skm.top_k_accuracy_score(
+        t, scores, k=1, labels=range(3))  # class 2 ranks first
+    assert M.top_k_accuracy(t, scores, 2) == 0.75 == skm.top_k_accuracy_score(
+        t, scores, k=2, labels=range(3))
     with pytest.warns(UserWarning, match="counts every sample as a hit"):
         assert M.top_k_accuracy(t, scores, 3) == 1.0
 
@@ -136,7 +138,7 @@ def test_classification_errors():
         M.accuracy([0, 1, 1], [0, 1])
     with pytest.raises(DataError, match=r"expected class indices in \[0, 2\]"):
         M.confusion_matrix([0, 1, 3], [0, 1, 2], num_classes=3)
-    with pytest.raises(DataError, match="integer class indices"):
+    with pytest.raises(DataError, match="class labels in y_true, found non-integer values"):
         M.confusion_matrix([0.5, 1.0], [0, 1])
     with pytest.raises(ShapeError, match="scores of shape"):
         M.top_k_accuracy([0, 1], np.zeros(2))

@@ -29,6 +29,8 @@ def _pair(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
         raise ShapeError(f"expected y_pred of shape {t.shape} like y_true, found {p.shape}")
     if t.ndim == 0 or t.shape[0] == 0:
         raise DataError(f"expected at least one sample, found shape {t.shape}")
+    if t.size == 0:  # (n, 0): NumPy's mean would be nan with a RuntimeWarning
+        raise DataError(f"expected at least one value per sample, found shape {t.shape}")
     return t, p
 
 
@@ -37,11 +39,34 @@ def _is_scores(a: np.ndarray) -> bool:
     return a.dtype.kind == "f" and not np.isin(a, (0.0, 1.0)).all()
 
 
+def _argmax(a: np.ndarray) -> np.ndarray:
+    """The class of each (n, k) row: the first of tied maxima, as np.argmax and Keras."""
+    if a.shape[1] == 0:
+        raise DataError(f"expected at least one class column, found rows of shape {a.shape}")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():  # argmax would pick the NaN
+        raise DataError("expected finite scores or probabilities, found NaN or infinite values")
+    return a.argmax(axis=1)
+
+
 def _as_classes(a: np.ndarray) -> np.ndarray:
     """(n, k) one-hot or probability rows -> their argmax; an (n, 1) column -> (n,)."""
     if a.ndim != 2:
         return a
-    return a.reshape(len(a)) if a.shape[1] == 1 else a.argmax(axis=1)
+    return a.reshape(len(a)) if a.shape[1] == 1 else _argmax(a)
+
+
+def _check_labels(t: np.ndarray, p: np.ndarray) -> None:
+    """DataError for what scikit-learn refuses as labels: fractional or NaN values
+    (probabilities, say) and names on one side against numbers on the other."""
+    for name, a in (("y_true", t), ("y_pred", p)):
+        bad = a.dtype.kind == "f" and ~(np.isfinite(a) & (a == np.round(a)))
+        if np.any(bad):
+            raise DataError(f"expected class labels in {name}, found non-integer values such "
+                            f"as {a[bad].reshape(-1)[0].item()!r}: threshold probabilities "
+                            f"first, e.g. (probabilities >= 0.5).astype(int)")
+    if (t.dtype.kind in "US") != (p.dtype.kind in "US"):  # '1' would count as 1
+        raise DataError(f"expected labels of one kind in y_true and y_pred, found {t.dtype} "
+                        f"and {p.dtype}")
 
 
 def _classes(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -58,8 +83,10 @@ def _classes(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
                 raise DataError(f"expected 0/1 rows in {names[1]} like the multilabel rows of "
                                 f"{names[0]}, found scores: threshold them first, e.g. "
                                 f"(probabilities >= 0.5).astype(int)")
-        t, p = t.argmax(axis=1), p.argmax(axis=1)
-    return _pair(t, p)
+        t, p = _argmax(t), _argmax(p)
+    t, p = _pair(t, p)
+    _check_labels(t, p)
+    return t, p
 
 
 def _labels_1d(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -84,7 +111,9 @@ def accuracy(y_true: Any, y_pred: Any) -> float:
     """Fraction of samples predicted exactly; for multilabel 0/1 rows, every label of the
     sample right (scikit-learn's subset accuracy).
 
-    One-hot or probability rows (targets or predictions) count by their argmax.
+    One-hot or probability rows (targets or predictions) count by their argmax, the first of
+    tied maxima (np.argmax, as Keras; scikit-learn takes labels only). Fractional 1-D values
+    (probabilities) are refused, as there: threshold them first.
     """
     t, p = _classes(y_true, y_pred)
     hit = t == p
@@ -93,26 +122,62 @@ def accuracy(y_true: Any, y_pred: Any) -> float:
     return float(np.mean(hit))
 
 
-def top_k_accuracy(y_true: Any, scores: Any, k: int = 5) -> float:
-    """Fraction of samples whose true class is among the k highest scores.
+def _indices(a: np.ndarray, name: str, k: int) -> np.ndarray:
+    """a as int64 class indices in [0, k); integral floats (2.0) count, as in scikit-learn."""
+    if a.dtype.kind == "f" and np.isfinite(a).all() and (a == np.round(a)).all():
+        a = a.astype(np.int64)
+    if a.dtype.kind not in "biu":
+        bad = a[~(np.isfinite(a) & (a == np.round(a)))] if a.dtype.kind == "f" else a
+        raise DataError(f"expected integer class indices in {name}, found {a.dtype} values "
+                        f"such as {bad.reshape(-1)[0].item()!r}")
+    if a.min() < 0 or a.max() >= k:
+        raise DataError(f"expected class indices in [0, {k - 1}] in {name}, found range "
+                        f"[{a.min()}, {a.max()}]")
+    return a.astype(np.int64)
 
-    Ties rank the lower class index first, like argmax, so k=1 equals accuracy of the argmax
-    (scikit-learn's top_k_accuracy_score ranks the higher index first among ties). k at or
-    above the number of classes scores 1.0 with a UserWarning, as there.
-    """
-    t, s = _host(y_true), _host(scores)
-    if t.ndim == 2 and t.shape == s.shape and len(t):  # one-hot or probability targets
-        t = t.argmax(axis=1)
+
+def _top_k_targets(t: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """top_k_accuracy's y_true as (n,): a column of labels, or one-hot or probability rows
+    by their argmax (not multi-hot rows: one label of each would silently count)."""
+    if t.ndim == 2 and t.shape[1] == 1 and s.ndim == 2:
+        return t.reshape(len(t))
+    if t.ndim == 2 and t.shape == s.shape and len(t):
+        if np.isin(t, (0, 1)).all() and (t.sum(axis=1) != 1).any():
+            raise DataError("expected one true class per sample in y_true (labels, one-hot or "
+                            "probability rows), found multilabel rows")
+        return _argmax(t)
+    return t
+
+
+def _top_k_inputs(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(class indices (n,), finite scores (n, classes)), checked."""
+    s = _host(scores)
+    t = _top_k_targets(_host(y_true), s)
     if s.ndim == 2 and t.shape == (0,) == s.shape[:1]:
         raise DataError(f"expected at least one sample, found scores of shape {s.shape}")
     if s.ndim != 2 or t.shape != (s.shape[0],) or s.shape[0] == 0:
         raise ShapeError(f"expected scores of shape (n, classes) and y_true of shape (n,), "
                          f"found {s.shape} and {t.shape}")
-    if t.dtype.kind not in "iu":
-        raise DataError(f"expected integer class indices in y_true, found dtype {t.dtype}")
-    if t.min() < 0 or t.max() >= s.shape[1]:
-        raise DataError(f"expected class indices in [0, {s.shape[1] - 1}], found range "
-                        f"[{t.min()}, {t.max()}]")
+    if s.shape[1] == 0:
+        raise DataError(f"expected at least one class column in scores, found {s.shape}")
+    if s.dtype.kind not in "biuf" or (s.dtype.kind == "f" and not np.isfinite(s).all()):
+        # as scikit-learn: a NaN score would otherwise rank first and count as a hit
+        raise DataError(f"expected finite numeric scores, found {s.dtype} values with NaN, "
+                        f"infinite or non-numeric entries")
+    return _indices(t, "y_true", s.shape[1]), s
+
+
+def top_k_accuracy(y_true: Any, scores: Any, k: int = 5) -> float:
+    """Fraction of samples whose true class is among the k highest scores.
+
+    Ties rank as in scikit-learn's top_k_accuracy_score: the higher class index first (its
+    reversed stable sort), and with two classes the true class must score strictly above the
+    other to be predicted as class 1 (its binary rule, scores[:, 1] > 0.5 for probability
+    rows), so a tie is class 0. Hence with ties k=1 may differ from accuracy of the argmax,
+    which takes the first maximum. k at or above the number of classes scores 1.0 with a
+    UserWarning, as there.
+    """
+    t, s = _top_k_inputs(y_true, scores)
     if int(k) != k or k < 1:
         raise ConfigError(f"expected k >= 1, found {k!r}")
     if k >= s.shape[1]:  # as scikit-learn: a score that cannot miss deserves a word
@@ -120,23 +185,31 @@ def top_k_accuracy(y_true: Any, scores: Any, k: int = 5) -> float:
                       f"sample as a hit, so it is 1.0: use a k below the number of classes",
                       UserWarning, stacklevel=2)
     true_score = s[np.arange(s.shape[0]), t][:, None]
-    before = np.arange(s.shape[1]) < t[:, None]
-    rank = (s > true_score).sum(axis=1) + ((s == true_score) & before).sum(axis=1)
+    classes = np.arange(s.shape[1])
+    tied_first = classes < t[:, None] if s.shape[1] == 2 else classes > t[:, None]
+    rank = (s > true_score).sum(axis=1) + ((s == true_score) & tied_first).sum(axis=1)
     return float(np.mean(rank < k))
 
 
 def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None) -> np.ndarray:
-    """int64 (classes, classes) counts; row = true class index, column = predicted."""
+    """int64 (classes, classes) counts; row = true class, column = predicted.
+
+    The classes are, as in scikit-learn, the sorted labels seen in y_true or y_pred (any
+    labels: names, negative or sparse numbers). With num_classes they are the class indices
+    0..num_classes-1 (scikit-learn's labels=range(num_classes)), so a class absent from the
+    data keeps its row; a label outside that range is a DataError there rather than dropped.
+    """
     t, p = _labels_1d(y_true, y_pred)
-    for name, a in (("y_true", t), ("y_pred", p)):
-        if a.dtype.kind not in "biu":
-            raise DataError(f"expected integer class indices in {name}, found dtype {a.dtype}")
-    k = int(max(t.max(), p.max())) + 1 if num_classes is None else int(num_classes)
-    low, high = min(t.min(), p.min()), max(t.max(), p.max())
-    if low < 0 or high >= k:
-        raise DataError(f"expected class indices in [0, {k - 1}], found range [{low}, {high}]")
-    codes = t.astype(np.int64) * k + p.astype(np.int64)
-    return np.bincount(codes, minlength=k * k).reshape(k, k)
+    if num_classes is None:
+        labels, codes = np.unique(np.concatenate([t, p]), return_inverse=True)
+        k, codes = len(labels), codes.reshape(-1).astype(np.int64)
+        t, p = codes[:len(t)], codes[len(t):]
+    else:
+        if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
+            raise ConfigError(f"expected num_classes >= 1, found {num_classes!r}")
+        k = int(num_classes)
+        t, p = _indices(t, "y_true", k), _indices(p, "y_pred", k)
+    return np.bincount(t * k + p, minlength=k * k).reshape(k, k)
 
 
 def _counts(t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -217,8 +290,9 @@ def precision(y_true: Any, y_pred: Any, average: str = "binary", pos_label: Any 
     """Of the samples predicted as a class, the fraction that are that class.
 
     A class never predicted (or, for recall, never present; for F1, neither) scores 0, the
-    value of scikit-learn's default zero_division="warn", but without the warning. Classes
-    are those seen in y_true or y_pred.
+    value of scikit-learn's default zero_division="warn", but without its warning: the
+    Trainer scores every epoch, and early epochs that predict one class would repeat it.
+    Classes are those seen in y_true or y_pred (any labels, as there).
 
     Multilabel indicator rows (2-D 0/1, one column per label) score per label (every column,
     even one with no positives), or per sample with average="samples"; average="binary" is
@@ -240,6 +314,8 @@ def f1(y_true: Any, y_pred: Any, average: str = "binary", pos_label: Any = 1) ->
 # -- regression -----------------------------------------------------------------------------
 
 def _values(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
+    # NaN is let through (scikit-learn raises): a NaN score says the model diverged, and the
+    # Trainer's history records it rather than losing the run to an exception
     t = _host(y_true, np.float64)
     p = _host(y_pred, np.float64)
     # A model's (n, 1) output against (n,) targets is the usual case, not a mistake.
@@ -268,9 +344,10 @@ def rmse(y_true: Any, y_pred: Any) -> float:
 
 
 def r2(y_true: Any, y_pred: Any) -> float:
-    """Coefficient of determination; a constant target scores 1 if matched exactly, else 0.
+    """Coefficient of determination, per output then averaged (scikit-learn's defaults).
 
-    NaN for a single sample, like scikit-learn: R² is not defined there.
+    A constant target scores 1 if matched exactly, else 0 (scikit-learn's force_finite=True);
+    NaN for a single sample, as there: R² is not defined there.
     """
     t, p = _values(y_true, y_pred)
     if t.shape[0] < 2:
