@@ -424,3 +424,24 @@ def test_loading_a_float64_model_casts_no_uninitialised_memory(tmp_path, monkeyp
         monkeypatch.undo()
     assert loaded.dtype == np.float64
     np.testing.assert_array_equal(_outputs(loaded, x), want)
+
+
+def test_input_shape_guess_names_the_first_module_with_weights(tmp_path):
+    """A root Parameter before a Linear child: the message names what came first."""
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.temp = Parameter(np.ones(1, np.float32))
+            self.body = nn.Sequential(nn.Linear(6, 2))
+
+        def forward(self, x):
+            return self.body(x) * self.temp
+
+    register_layer(Scaled)
+    try:
+        with pytest.raises(ConfigError, match="first module holding weights is a Scaled, "
+                                              "not a Linear"):
+            nf.save(Scaled(), tmp_path / "m.nnf")
+        assert not (tmp_path / "m.nnf").exists()
+    finally:
+        LAYER_REGISTRY.pop("Scaled", None)

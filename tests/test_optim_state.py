@@ -213,3 +213,15 @@ def test_non_float_state_arrays_and_bad_configs_are_refused_before_any_change(gr
     arrays = {k: v.astype(np.float64) for k, v in good["arrays"].items()}
     dst.load_state_dict({"config": good["config"], "arrays": arrays})
     np.testing.assert_array_equal(dst.state_view("grad_sum", 0), src.state_view("grad_sum", 0))
+
+
+def test_mixed_dtypes_name_the_odd_parameter():
+    """A stray float64 Parameter in a float32 model: the error says which one and the fix."""
+    from nnforge import nn  # noqa: PLC0415
+    from nnforge.errors import DTypeError  # noqa: PLC0415
+
+    model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1))
+    model.scale = Parameter(np.ones(4))  # NumPy's default float64
+    with pytest.raises(DTypeError, match=r"\(float32, that of most\), found parameter \d+ "
+                                         r"\(4,\) is float64: convert with model.to"):
+        optim.Adam(model.parameters())

@@ -74,8 +74,10 @@ def _input_shape(model: Module, input_shape: Sequence[int] | None) -> tuple[int,
         if isinstance(first, Linear):
             shape = (first.in_features,)
     if shape is None:
-        raise ConfigError("cannot tell the model's input shape (its first layer with weights is "
-                          "not a Linear); pass input_shape=, the shape of one sample")
+        what = f"a {type(first).__name__}" if first is not None else "no layer with weights"
+        raise ConfigError(f"cannot tell the model's input shape (the first module holding "
+                          f"weights is {what}, not a Linear); pass input_shape=, the shape of "
+                          f"one sample")
     if isinstance(shape, (int, np.integer)):
         shape = (shape,)
     if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0

@@ -403,8 +403,15 @@ def _common_device(params: Sequence[Any]) -> str:
 def _common_dtype(params: Sequence[Any]) -> Any:
     dtypes = {p.data.dtype for p in params}
     if len(dtypes) > 1:
-        raise DTypeError(f"expected all parameters of one optimizer to share a dtype, found "
-                         f"{sorted(str(d) for d in dtypes)}")
+        # name the odd ones out: a stray float64 nn.Parameter(np.ones(n)) in a float32 model
+        # is the usual cause, and the list of dtypes alone does not say where it is
+        counts = {d: sum(p.data.dtype == d for p in params) for d in dtypes}
+        common = max(counts, key=lambda d: counts[d])
+        odd = [f"parameter {i} {tuple(p.data.shape)} is {p.data.dtype}"
+               for i, p in enumerate(params) if p.data.dtype != common][:3]
+        raise DTypeError(f"expected all parameters of one optimizer to share a dtype ({common}, "
+                         f"that of most), found {'; '.join(odd)}: convert with "
+                         f"model.to({str(common)!r}) or create them as {common}")
     dtype = dtypes.pop() if dtypes else np.dtype(backend.DEFAULT_DTYPE)
     if not backend.is_float_dtype(dtype):
         raise DTypeError(f"expected floating point parameters, found {dtype}")
