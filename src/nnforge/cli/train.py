@@ -45,7 +45,7 @@ EXAMPLES = """\
   nnforge train --dataset diabetes --hidden 64 --lr 3e-3 --epochs 100 --early-stopping 10
   nnforge train --data houses.csv --label-column price --task regression
   nnforge train --data survey.csv --fill-missing median    # empty cells: the column's median
-  nnforge train --data train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz \
+  nnforge train --data train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz \\
       --model cnn                                       # IDX images (N, H, W), as MNIST's
   nnforge train --config train.yaml --epochs 5        # flags override the config file
 

@@ -40,7 +40,11 @@ class DatasetBundle:
 
 
 def load_dataset(name: str, as_frame: bool = False) -> DatasetBundle:
-    """Load a scikit-learn bundled set: X float32, y int64 (classes) or float32 (regression)."""
+    """Load a scikit-learn bundled set: X float32, y int64 (classes) or float32 (regression).
+
+    Needs scikit-learn (the `train` extra); `as_frame=True` also needs pandas, which no
+    extra installs.
+    """
     if not isinstance(name, str) or name not in BUNDLED_DATASETS:
         raise DataError(f"expected a data set name in {sorted(BUNDLED_DATASETS)}, found {name!r}")
     try:

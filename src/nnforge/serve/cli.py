@@ -40,7 +40,8 @@ EPILOG = """examples:
 then:
   curl -s localhost:8000/predict -d '{"data": [0, 1, 2, ...]}'
   curl -s localhost:8000/v2/models/digits          # KServe V2 metadata
-  open http://localhost:8000/docs                  # every route"""
+  open http://localhost:8000/docs                  # every route (Swagger UI, fetched
+                                                   # from a CDN; needs the API key if set)"""
 
 
 def _model_name(text: str) -> str:
