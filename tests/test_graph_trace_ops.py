@@ -137,7 +137,7 @@ class BatchReshape(nn.Module):
         h = self.fc(x).reshape(x.shape[0], 4, 2)  # the batch size read from the input
         g = h.transpose(0, 2, 1).reshape(x.shape[0], -1)
         wide = x.unsqueeze(1).expand(x.shape[0], 3, 8)  # a batch-sized expand of a batch dim
-        return g + wide.mean(axis=1) + h.flatten()
+        return g + wide.mean(axis=1) + h.flatten(1)
 
 
 class ConvResidual(nn.Module):

@@ -8,6 +8,18 @@ __version__ = "0.1.0"
 
 from . import errors, nn
 from .autograd import Tensor, enable_grad, no_grad, set_grad_enabled
+from .autograd.factories import (
+    arange,
+    full,
+    ones,
+    ones_like,
+    rand,
+    randn,
+    randn_like,
+    tensor,
+    zeros,
+    zeros_like,
+)
 from .random import manual_seed
 
 # heavier pieces load on first use so `import nnforge` stays fast
@@ -46,7 +58,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'nnforge' has no attribute {name!r}")
 
 
-__all__ = ["InferenceSession", "Tensor", "Trainer", "__version__", "cat", "chunk", "concat",
-           "enable_grad", "errors", "expand", "load", "load_checkpoint", "manual_seed", "maximum",
-           "minimum", "nn", "no_grad", "save", "save_checkpoint", "set_grad_enabled", "split",
-           "stack", "where"]
+__all__ = ["InferenceSession", "Tensor", "Trainer", "__version__", "arange", "cat", "chunk",
+           "concat", "enable_grad", "errors", "expand", "full", "load", "load_checkpoint",
+           "manual_seed", "maximum", "minimum", "nn", "no_grad", "ones", "ones_like", "rand",
+           "randn", "randn_like", "save", "save_checkpoint", "set_grad_enabled", "split",
+           "stack", "tensor", "where", "zeros", "zeros_like"]

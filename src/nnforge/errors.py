@@ -15,6 +15,13 @@ class ShapeError(NNForgeError, ValueError):
     """An array has the wrong shape."""
 
 
+class TensorIndexError(ShapeError, IndexError):
+    """An index does not fit a tensor (out of range, not integers, a mask of another shape).
+
+    An IndexError too, so `except IndexError` code written for NumPy indexing still works.
+    """
+
+
 class DTypeError(NNForgeError, TypeError):
     """An array has the wrong dtype."""
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
 from .. import backend
-from ..errors import BackwardError, ConfigError, DeviceError, DTypeError, ShapeError
+from ..errors import BackwardError, ConfigError, DeviceError, DTypeError, NNForgeError, ShapeError
 from .function import OutputOf
 from .grad_mode import no_grad
 
@@ -17,17 +19,58 @@ def _to_array(data: Any, dtype: Any) -> Any:
     """Turn user data into a backend array: floats default to float32, ints stay ints."""
     if isinstance(data, Tensor):
         data = data.data
-    if isinstance(data, np.ndarray) or backend.get_array_module(data) is not np:
+    if type(data) is np.ndarray and data.dtype.kind in _NUMERIC_KINDS:  # the common case
         return data if dtype is None or data.dtype == dtype else data.astype(dtype)
-    arr = np.asarray(data)
+    if not isinstance(data, np.ndarray) and backend.get_array_module(data) is not np:
+        return data if dtype is None or data.dtype == dtype else data.astype(dtype)
+    if data is None:  # np.asarray(None) would become Tensor(nan)
+        raise DTypeError("a Tensor expects numbers, bools or arrays of them, found None")
+    try:
+        arr = np.asarray(data)
+    except ValueError as exc:  # ragged nested lists (an nnforge error inside goes as it is)
+        if isinstance(exc, NNForgeError):
+            raise
+        raise ShapeError(f"a Tensor expects nested lists of one shape, found {exc}") from None
+    if arr.dtype == object:
+        _check_numbers(arr)
+        return _cast_objects(arr, backend.DEFAULT_DTYPE if dtype is None else dtype)
+    if arr.dtype.kind not in _NUMERIC_KINDS:  # strings, bytes, dates: torch refuses them too
+        raise DTypeError(f"a Tensor expects numbers, bools or arrays of them, found "
+                         f"{arr.dtype} data ({_example(arr)})")
     if dtype is not None:
         return arr.astype(dtype, copy=False)
-    if arr.dtype.kind == "f" or arr.dtype == object:
-        try:
-            return arr.astype(backend.DEFAULT_DTYPE)
-        except (TypeError, ValueError) as exc:
-            raise DTypeError(f"expected numeric data, found {arr.dtype} ({exc})") from None
+    if arr.dtype.kind == "f" and arr.dtype != backend.DEFAULT_DTYPE:
+        return arr.astype(backend.DEFAULT_DTYPE)
     return arr
+
+
+_NUMERIC_KINDS = "biufc"
+
+
+def _example(arr: np.ndarray) -> str:
+    """The first element of arr, as the user wrote it, for an error message."""
+    return repr(arr.flat[0].item())[:40] if arr.size else "empty"
+
+
+def _check_numbers(arr: np.ndarray) -> None:
+    """DTypeError naming the first element of an object array (Fractions, Decimals, None,
+    ...) that is no number."""
+    bad = next((v for v in arr.flat if v is None or isinstance(v, (str, bytes)) or
+                not isinstance(v, (numbers.Number, np.generic))), _NO_BAD)
+    if bad is not _NO_BAD:
+        raise DTypeError(f"a Tensor expects numbers, bools or arrays of them, found "
+                         f"{type(bad).__name__} {bad!r:.40} among the values")
+
+
+def _cast_objects(arr: np.ndarray, dtype: Any) -> np.ndarray:
+    """An object array of numbers in dtype."""
+    try:
+        return arr.astype(dtype)
+    except (TypeError, ValueError) as exc:  # complex objects, say
+        raise DTypeError(f"expected numeric data, found {arr.dtype} ({exc})") from None
+
+
+_NO_BAD = object()
 
 
 class Tensor:
@@ -48,9 +91,23 @@ class Tensor:
     `t.max(axis=1)` and np.max(t, axis=1) return the values (see _extreme).
     numel/dim/tolist/float/long/masked_fill/repeat/... follow torch; in-place methods
     (add_, clamp_, ...) raise InPlaceError, since autograd here does not track them.
+    `t.flatten()` flattens every axis, as torch's and NumPy's (nn.Flatten keeps the batch).
+
+    Augmented assignment (`a += b`, -=, *=, /=, **=, @=, ...) never changes a tensor in place:
+    - on a parameter, i.e. a leaf that requires grad or any nn.Parameter, it raises
+      InPlaceError, in no_grad() too. Rebinding there would be a silent no-op on the model
+      (`p -= lr * p.grad` updates a new tensor named p, not the weight the model holds);
+      torch refuses it outside no_grad() too. The update is `p.data -= lr * p.grad` inside
+      no_grad(), or an optimizer.
+    - on any other tensor it means `a = a + b`: a new tensor bound to the name, recorded by
+      autograd as usual. That is torch's value for the name, so `loss += term` in a loop and
+      `correct += (pred == y).sum()` keep working; what differs from torch is only that
+      another name for the old tensor keeps its old values (`b = a; a += 1` leaves b).
+    A non-leaf's .grad is None with a UserWarning, as torch's, unless retain_grad() was called.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_creator", "name", "__weakref__")
+    __slots__ = ("data", "_grad", "requires_grad", "_creator", "name", "_retains_grad",
+                 "__weakref__")
     __array_priority__ = 1000  # so ndarray + Tensor calls Tensor.__radd__
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None,
@@ -59,10 +116,42 @@ class Tensor:
         if requires_grad and not backend.is_float_dtype(self.data.dtype):
             raise DTypeError(f"only floating point tensors can require gradients, "
                              f"found dtype {self.data.dtype}")
-        self.grad: Any = None
+        self._grad: Any = None
         self.requires_grad = bool(requires_grad)
         self._creator: Any = None
         self.name = name
+        self._retains_grad = False
+
+    @property
+    def grad(self) -> Any:
+        """The gradient backward() accumulated: for leaves that require grad, and for other
+        tensors after retain_grad(); a non-leaf's is None, with a UserWarning, as in torch."""
+        g = self._grad
+        if g is None and self._creator is not None and not self._retains_grad:
+            warnings.warn("the .grad of a tensor that is not a leaf (one computed by an op) is "
+                          "not filled by backward(); call .retain_grad() on it before "
+                          "backward() to keep it, or read the .grad of the leaf tensors",
+                          UserWarning, stacklevel=2)
+        return g
+
+    @grad.setter
+    def grad(self, value: Any) -> None:
+        self._grad = value
+
+    def retain_grad(self) -> None:
+        """Keep this non-leaf tensor's gradient in .grad at the next backward() (a leaf
+        that requires grad keeps it anyway)."""
+        if not self.requires_grad:
+            raise BackwardError("retain_grad() expects a tensor that requires grad, found one "
+                                "that does not (computed under no_grad(), or from inputs "
+                                "without requires_grad=True)")
+        if self._creator is not None:
+            self._retains_grad = True
+
+    @property
+    def retains_grad(self) -> bool:
+        """True for a non-leaf tensor whose .grad backward() fills (after retain_grad())."""
+        return self._creator is not None and self._retains_grad
 
     # -- array-like properties -------------------------------------------------------------
     @property
@@ -482,11 +571,12 @@ class Tensor:
         """Transpose with the axes reversed."""
         return self.transpose()
 
-    def flatten(self, start_dim: int = 1) -> Tensor:
-        """Flatten the dimensions from start_dim on into one."""
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        """Merge the dimensions start_dim..end_dim into one: all of them by default, as torch's
+        and NumPy's flatten (nn.Flatten, the layer, keeps the batch axis: start_dim=1)."""
         from ..ops.shape import Flatten  # noqa: PLC0415
 
-        return Flatten.apply(self, start_dim=start_dim)
+        return Flatten.apply(self, start_dim=start_dim, end_dim=end_dim)
 
     def split(self, size: int | Sequence[int], axis: int | None = None, *,
               dim: int | None = None) -> tuple[Tensor, ...]:
@@ -538,6 +628,54 @@ class Tensor:
         """int64 index of the smallest value along axis (of the flattened tensor when None)."""
         axis, keep = _reduce_args("argmin", axis, dim, keepdims, keepdim, out, numpy_only)
         return _ops().ArgMin.apply(self, axis=axis, keepdims=keep)
+
+    def gather(self, dim: int, index: Any) -> Tensor:
+        """Values picked along dim by an integer index of the same rank (torch.gather): for
+        dim 1, out[i][j] = self[i][index[i][j]]; differentiable in self."""
+        from ..ops.shape import gather  # noqa: PLC0415
+
+        return gather(self, dim, index)
+
+    def topk(self, k: int, dim: int = -1, largest: bool = True,
+             sorted: bool = True) -> ValuesIndices:  # noqa: A002 - torch's name
+        """torch's (values, indices) of the k largest (largest=False: smallest) values along
+        dim, best first; the values keep autograd."""
+        return _ops().topk(self, k, dim, largest, sorted)
+
+    def norm(self, p: Any = 2, dim: Any = None, keepdim: bool = False) -> Tensor:
+        """Vector p-norm over dim (every axis when None), as torch's norm: p = 2 or 'fro', 1,
+        inf, -inf, 0 (nonzero count) or another number."""
+        return _ops().norm(self, p, dim, keepdim)
+
+    def t(self) -> Tensor:
+        """torch's t(): a 2-D tensor transposed; 0-D and 1-D ones as they are."""
+        if self.ndim > 2:
+            raise ShapeError(f"t() expects a tensor of at most 2 dimensions, found shape "
+                             f"{self.shape}; use transpose(dim0, dim1) or .mT")
+        return self if self.ndim < 2 else self.transpose(1, 0)
+
+    @property
+    def mT(self) -> Tensor:  # noqa: N802 - torch's name
+        """The last two axes swapped (a batch of matrices, each transposed)."""
+        if self.ndim < 2:
+            raise ShapeError(f".mT expects a tensor of at least 2 dimensions, found shape "
+                             f"{self.shape}")
+        return self.transpose(-2, -1)
+
+    def to(self, *args: Any, dtype: Any = None, device: Any = None,
+           copy: bool = False) -> Tensor:
+        """torch's to(): a dtype, a device ('cpu', 'cuda', 'cuda:N'), both, or another tensor
+        (its dtype and device); self when nothing changes, unless copy=True. Differentiable."""
+        dtype, device = _to_args(args, dtype, device)
+        if dtype is None and device is None:
+            raise ConfigError("to() expects a dtype, a device ('cpu', 'cuda', 'cuda:N') or a "
+                              "tensor, found none")
+        out = self
+        if dtype is not None and dtype != self.dtype:
+            out = out.astype(dtype)
+        if device is not None and not _is_on(out, device):
+            out = _ops().ToDevice.apply(out, device=device)
+        return out.astype(out.dtype) if copy and out is self else out
 
     # -- torch's names, for code ported from PyTorch ------------------------------------------
     def numel(self) -> int:
@@ -658,6 +796,46 @@ class Tensor:
 
 _INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
 
+_AUGMENTED = {"__iadd__": "+=", "__isub__": "-=", "__imul__": "*=", "__itruediv__": "/=",
+              "__ifloordiv__": "//=", "__imod__": "%=", "__ipow__": "**=", "__imatmul__": "@=",
+              "__iand__": "&=", "__ior__": "|=", "__ixor__": "^=", "__ilshift__": "<<=",
+              "__irshift__": ">>="}
+
+
+def _augmented_assignment(symbol: str) -> Any:
+    """The `t <symbol> x` method: refused on a parameter; elsewhere NotImplemented, so that
+    Python computes `t = t <op> x` (a new tensor bound to the name) from the binary op."""
+    def method(self: Tensor, other: Any) -> Any:
+        if _update_target(self):
+            raise InPlaceError(
+                f"`p {symbol} ...` on a parameter (a leaf tensor that requires grad) would bind "
+                f"the name to a new tensor and leave the parameter itself, the one the model "
+                f"and the optimizer hold, unchanged (autograd here does not track in-place "
+                f"changes); expected an update of its data outside autograd: `with "
+                f"nf.no_grad(): p.data {symbol} ...` (NumPy changes it in place), or an "
+                f"optimizer: nf.optim.SGD(model.parameters(), lr=...).step()")
+        return NotImplemented
+
+    method.__name__ = method.__qualname__ = next(k for k, v in _AUGMENTED.items() if v == symbol)
+    method.__doc__ = f"`t {symbol} x`: refused on a parameter (see the class docstring)."
+    return method
+
+
+def _update_target(t: Tensor) -> bool:
+    """True for a tensor an augmented assignment would silently fail to update: a leaf that
+    requires grad (a parameter, in no_grad() too) or an nn.Parameter (a frozen one too)."""
+    if t.requires_grad and t._creator is None:
+        return True
+    if type(t) is Tensor:
+        return False
+    from ..nn.module import Parameter  # noqa: PLC0415 - nn imports autograd
+
+    return isinstance(t, Parameter)
+
+
+for _name, _symbol in _AUGMENTED.items():
+    setattr(Tensor, _name, _augmented_assignment(_symbol))
+
 
 class InPlaceError(DTypeError, AttributeError):
     """A torch in-place method (add_, mul_, ...) was called on a Tensor."""
@@ -728,8 +906,9 @@ def _reduce_args(what: str, axis: Any, dim: Any, keepdims: Any, keepdim: Any,
 
 
 class ValuesIndices(NamedTuple):
-    """What torch's `t.max(dim)` / `t.min(dim)` return: the values (with autograd) and their
-    int64 indices along dim (the first on ties), so `values, indices = t.max(dim=1)` works."""
+    """What torch's `t.max(dim)` / `t.min(dim)` / `t.topk(k)` return: the values (with
+    autograd) and their int64 indices along dim (the first on ties), so
+    `values, indices = t.max(dim=1)` works."""
 
     values: Tensor
     indices: Tensor
@@ -737,9 +916,9 @@ class ValuesIndices(NamedTuple):
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         # NumPy would stack values and indices into one (2, ...) array: refused, since a
         # NumPy-style `x - t.max(1)` meant the values and would silently compute nonsense
-        raise ConfigError("t.max(dim) / t.min(dim) return torch's (values, indices); expected "
-                          ".values (or axis= for the values alone), found the pair used as "
-                          "an array")
+        raise ConfigError("t.max(dim) / t.min(dim) / t.topk(k) return torch's (values, "
+                          "indices); expected .values (or axis= for the max's values alone), "
+                          "found the pair used as an array")
 
 
 def _extreme(t: Tensor, what: str, by: Any, keep: Any, axis: Any, keepdims: Any, dim: Any,
@@ -775,6 +954,42 @@ def _extreme(t: Tensor, what: str, by: Any, keep: Any, axis: Any, keepdims: Any,
         return values
     pick = _ops().ArgMax if what == "max" else _ops().ArgMin
     return ValuesIndices(values, pick.apply(t, axis=dim, keepdims=kept))
+
+
+def _to_args(args: tuple, dtype: Any, device: Any) -> tuple[Any, str | None]:
+    """(dtype, device) of a to() call: positional dtypes, devices or tensors, or keywords."""
+    given: dict[str, Any] = {"dtype": dtype, "device": device}
+    for a in args:
+        if isinstance(a, Tensor):
+            found = {"dtype": a.dtype, "device": a.device}
+        elif backend.is_device_name(a):
+            found = {"device": a}
+        else:
+            found = {"dtype": a}
+        for key, value in found.items():
+            if given[key] is not None:
+                raise ConfigError(f"to() takes one {key}, found {given[key]!r} and {value!r}")
+            given[key] = value
+    dtype, device = given["dtype"], given["device"]
+    if dtype is not None:
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:  # a string is more likely a misspelt device ("gpu", "cuda0")
+            error = DeviceError if isinstance(dtype, str) else DTypeError
+            raise error(f"to() expects a dtype (np.float32, 'float64', ...), a device ('cpu', "
+                        f"'cuda', 'cuda:N') or a tensor, found {dtype!r}") from None
+    if device is not None:
+        backend.parse_device(device)  # DeviceError for an unknown name
+    return dtype, device
+
+
+def _is_on(t: Tensor, device: str) -> bool:
+    """True when t's data is on device already ('cuda' means any GPU: CuPy's current one)."""
+    kind, index = backend.parse_device(device)
+    here = t.device
+    if kind == "cpu" or index is not None:
+        return here == ("cpu" if kind == "cpu" else f"cuda:{index}")
+    return here.startswith("cuda")
 
 
 def _pick_ddof(ddof: Any, correction: Any, what: str) -> float:
@@ -923,9 +1138,9 @@ def _owner(a: Any) -> Any:
 
 def _store_leaf_grad(leaf: Tensor, g: Any, claimed: set[int]) -> None:
     """Add g to leaf.grad so that every leaf owns its gradient array."""
-    if leaf.grad is not None:
+    if leaf._grad is not None:
         # never in place: user code may hold the old array (b.grad = a.grad)
-        leaf.grad = leaf.grad + g
+        leaf._grad = leaf._grad + g
         return
     # a + b hands one gy to both leaves, concat views of it, x.backward(g) the caller's g:
     # memory another leaf (or the caller) holds is copied, so writing into one .grad
@@ -935,7 +1150,7 @@ def _store_leaf_grad(leaf: Tensor, g: Any, claimed: set[int]) -> None:
         g = g.copy(order="K")  # K: a column-major weight keeps a column-major gradient
     else:
         claimed.add(owner)
-    leaf.grad = g
+    leaf._grad = g
 
 
 def _gather(out: OutputOf, gy: Any, waiting: dict[int, int],
@@ -982,6 +1197,8 @@ def run_backward(root: Tensor, grad: Any, retain_graph: bool = False,
     with no_grad():
         for t in order:
             gy = grads.pop(id(t), None)
+            if t._retains_grad and gy is not None:  # retain_grad(): kept as a leaf's is
+                _store_leaf_grad(t, gy.astype(t.data.dtype, copy=False), claimed)
             fn = t._creator
             if type(fn) is OutputOf:
                 if not retain_graph:
@@ -999,14 +1216,14 @@ def run_backward(root: Tensor, grad: Any, retain_graph: bool = False,
                     # .grad matches its tensor and the ops below keep computing in float32
                     gx = gx.astype(inp.data.dtype)
                 if inp._creator is None:
-                    if inp.grad is None:  # _store_leaf_grad's usual case, inline (hot path)
+                    if inp._grad is None:  # _store_leaf_grad's usual case, inline (hot path)
                         base = gx.base
                         owner = id(gx if base is None else base)
                         if owner in claimed:
                             gx = gx.copy(order="K")
                         else:
                             claimed.add(owner)
-                        inp.grad = gx
+                        inp._grad = gx
                     else:
                         _store_leaf_grad(inp, gx, claimed)
                 else:

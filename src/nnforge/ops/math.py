@@ -1,8 +1,9 @@
-"""Elementwise arithmetic, exp/log/pow/abs/clip/where/maximum, reductions, argmax and matrix
-products."""
+"""Elementwise arithmetic, exp/log/pow/abs/clip/where/maximum, reductions, argmax, topk,
+norms, device moves and matrix products."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,7 @@ import numpy as np
 from .. import backend
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, DTypeError, ShapeError
 
 
 def _as_array(y: Any) -> Any:
@@ -659,3 +660,122 @@ class MatMul(Function):
         if nb:
             gb = unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape)
         return ga, gb
+
+
+class TopKIndices(Function):
+    """int64 positions of the k largest (or smallest) values along one axis, best first, the
+    first position first on ties and NaN counted the largest, as torch.topk; not
+    differentiable (the values are gathered with these). The IR has no TopK: it lowers to k
+    rounds of ReduceMax, Equal and ArgMax that mask the positions already taken."""
+
+    ir_name = "TopK"
+    differentiable = False
+
+    def __init__(self, k: int, axis: int, largest: bool) -> None:
+        self.k, self.axis, self.largest = k, axis, largest
+
+    def forward(self, x: Any) -> Any:
+        self.in_shape, self.dtype = x.shape, x.dtype
+        xp, a, n = backend.xp_of(x), self.axis, x.shape[self.axis]
+        if self.largest:  # stable on the flipped axis, flipped back: first position first
+            order = xp.flip(xp.argsort(xp.flip(x, a), axis=a, kind="stable"), a)
+            order = (n - 1) - order
+        else:
+            order = xp.argsort(x, axis=a, kind="stable")
+        first = tuple(slice(0, self.k) if d == a else slice(None) for d in range(x.ndim))
+        return order[first].astype(np.int64, copy=False)
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """k rounds: the best value among the positions not taken, its first position. Taken
+        positions hold the worst finite value (a model file takes no infinities), so values
+        are clipped to it first; NaN is not ranked as eager topk ranks it."""
+        if self.k == 0:
+            raise b.refuse("topk with k=0 (an empty result)")
+        a, n, rank = self.axis, self.in_shape[self.axis], len(self.in_shape)
+        iota = b.const(np.arange(n, dtype=np.int64).reshape([n if d == a else 1
+                                                             for d in range(rank)]))
+        info = np.finfo(self.dtype) if self.dtype.kind == "f" else np.iinfo(self.dtype)
+        worst = b.const(np.asarray(info.min if self.largest else info.max, self.dtype))
+        zero, i32 = b.const(np.zeros((), np.int32)), b.onnx_dtype(np.int32)
+        x = b.node("Max" if self.largest else "Min", [xs[0], worst])  # -inf is the worst too
+        reduce = "ReduceMax" if self.largest else "ReduceMin"
+        taken, picks = None, []  # taken: int32 0/1 (ONNX Runtime's Where takes no bools)
+        for _ in range(self.k):
+            mask = None if taken is None else b.node("Greater", [taken, zero])
+            key = x if mask is None else b.node("Where", [mask, worst, x])
+            best = b.node(reduce, [key, b.ints([a])], keepdims=1)
+            hit = b.node("Cast", [b.node("Equal", [x, best])], to=i32)
+            if mask is not None:
+                hit = b.node("Where", [mask, zero, hit])
+            pos = b.node("ArgMax", [hit], axis=a, keepdims=1)
+            picks.append(pos)
+            now = b.node("Cast", [b.node("Equal", [iota, pos])], to=i32)
+            taken = now if taken is None else b.node("Add", [taken, now])
+        return picks[0] if len(picks) == 1 else b.node("Concat", picks, axis=a)
+
+
+def topk(x: Tensor, k: int, dim: int = -1, largest: bool = True,
+         sorted: bool = True) -> Any:  # noqa: A002 - torch's name
+    """torch.topk: (values, indices) of the k largest (smallest) values along dim, best first
+    (also for sorted=False, whose order torch leaves open)."""
+    from ..autograd.tensor import ValuesIndices  # noqa: PLC0415
+
+    a = _one_axis(x, dim, "topk")
+    n = x.shape[a]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= n:
+        raise ShapeError(f"topk expects k in [0, {n}] for dim {dim} of shape {x.shape}, "
+                         f"found {k!r}")
+    if x.dtype.kind not in "iuf":
+        raise DTypeError(f"topk expects a numeric tensor, found dtype {x.dtype}")
+    indices = TopKIndices.apply(x, k=int(k), axis=a, largest=bool(largest))
+    return ValuesIndices(x.gather(a, indices), indices)
+
+
+def _one_axis(x: Tensor, axis: Any, what: str) -> int:
+    """axis as a non-negative int, checked against x's rank."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise ShapeError(f"{what} expects one integer dim, found {axis!r}")
+    if not -x.ndim <= axis < x.ndim:
+        raise ShapeError(f"{what} expects a dim in [{-x.ndim}, {x.ndim - 1}] for shape "
+                         f"{x.shape}, found {axis}")
+    return int(axis) % x.ndim
+
+
+def norm(x: Tensor, p: Any = 2, dim: Any = None, keepdim: bool = False) -> Tensor:
+    """torch's vector norm over dim (all axes when None): p = 2 ('fro'), 1, inf, -inf, 0 (the
+    count of nonzeros) or any other number; the 2-norm's gradient at 0 is 0, as torch's."""
+    if x.dtype.kind != "f":
+        raise DTypeError(f"norm expects a floating point tensor, found dtype {x.dtype}")
+    if p == "fro":
+        p = 2
+    if isinstance(p, (str, bool)) or not isinstance(p, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"norm expects p as a number, inf or 'fro', found {p!r}")
+    axis = tuple(dim) if isinstance(dim, list) else dim
+    if p == 2:  # StdSqrt: no NaN gradient where every value is 0
+        return StdSqrt.apply((x * x).sum(axis=axis, keepdims=keepdim))
+    if p == 0:
+        return (x != 0).sum(axis=axis, keepdims=keepdim).astype(x.dtype)
+    a = x.abs()
+    if math.isinf(p):
+        return a.max(axis=axis, keepdims=keepdim) if p > 0 else a.min(axis=axis, keepdims=keepdim)
+    if p == 1:
+        return a.sum(axis=axis, keepdims=keepdim)
+    return (a ** p).sum(axis=axis, keepdims=keepdim) ** (1.0 / p)
+
+
+class ToDevice(Function):
+    """The data moved to another device ('cpu', 'cuda', 'cuda:N'); the gradient moves back.
+    The graph has no devices: it lowers to Identity."""
+
+    ir_name = "Identity"
+    simple_lowering = True
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+
+    def forward(self, x: Any) -> Any:
+        self.source = backend.device_of(x)
+        return backend.to_device(x, self.device)
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        return (backend.to_device(gy, self.source),)

@@ -12,7 +12,7 @@ import numpy as np
 from .. import backend
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor, pick_axis
-from ..errors import ShapeError
+from ..errors import DTypeError, ShapeError, TensorIndexError
 from .math import unbroadcast
 
 
@@ -239,7 +239,13 @@ class GetItem(Function):
         self.in_shape, self.dtype = x.shape, x.dtype
         if backend.is_device_array(x):  # index arrays go where x is
             self.index = _index_on_device(self.index, x)
-        return x[self.index]
+        try:
+            return x[self.index]
+        except IndexError as exc:  # out of range, float indices, a mask of another shape
+            raise TensorIndexError(f"index {_describe_index(self.index)} does not fit a tensor "
+                                   f"of shape {x.shape}: expected ints in range, slices, None, "
+                                   f"..., integer arrays or a bool mask of the indexed shape "
+                                   f"({exc})") from None
 
     def backward(self, gy: Any) -> tuple[Any]:
         xp = backend.xp_of(gy)  # numpy, or cupy (whose add.at scatters on the GPU)
@@ -249,6 +255,17 @@ class GetItem(Function):
         else:
             xp.add.at(g, self.index, gy)
         return (g,)
+
+
+def _describe_index(index: Any) -> str:
+    """An index as the error names it: arrays by their dtype and values, shortened."""
+    def one(i: Any) -> str:
+        if isinstance(i, np.ndarray) or backend.is_device_array(i):
+            values = np.array2string(backend.to_numpy(i).ravel(), threshold=6)
+            return f"{i.dtype} array {values}"
+        return f"{i!r:.60}"
+
+    return ", ".join(one(i) for i in index) if isinstance(index, tuple) else one(index)
 
 
 def _is_basic(index: Any) -> bool:
@@ -316,6 +333,74 @@ def lower_index(b: Any, x: str, index: Any, rank: int) -> str:
     return y if y != x else b.node("Identity", [x])
 
 
+class GatherElements(Function):
+    """out[..., j, ...] = x[..., index[..., j, ...], ...] along one axis (torch.gather, ONNX
+    GatherElements); the gradient is scattered back with add.at (indices may repeat). The IR
+    has no GatherElements: it lowers to a one-hot Equal, Where and ReduceSum."""
+
+    ir_name = "GatherElements"
+
+    def __init__(self, axis: int) -> None:
+        self.axis = axis
+
+    def forward(self, x: Any, index: Any) -> Any:
+        self.in_shape, self.dtype, self.index = x.shape, x.dtype, index.copy()
+        # torch reads only the index's extent on the other axes
+        return backend.xp_of(x).take_along_axis(x[self._region()], index, axis=self.axis)
+
+    def _region(self) -> tuple[slice, ...]:
+        return tuple(slice(None) if k == self.axis else slice(0, n)
+                     for k, n in enumerate(self.index.shape))
+
+    def backward(self, gy: Any) -> tuple[Any, None]:
+        xp = backend.xp_of(gy)
+        g = xp.zeros(self.in_shape, dtype=self.dtype)
+        rank = len(self.in_shape)
+        coords = [self.index if k == self.axis else
+                  xp.arange(n).reshape([n if j == k else 1 for j in range(rank)])
+                  for k, n in enumerate(self.index.shape)]
+        xp.add.at(g, tuple(coords), gy)
+        return g, None
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """Where(index == arange(n) on a new axis after `axis`, x, 0) summed over that axis."""
+        x, index = xs
+        d, rank, n = self.axis, len(self.in_shape), self.in_shape[self.axis]
+        cut = [k for k in range(rank) if k != d and self.index.shape[k] != self.in_shape[k]]
+        if cut:
+            x = b.node("Slice", [x, b.ints([0] * len(cut)),
+                                 b.ints([self.index.shape[k] for k in cut]), b.ints(cut)])
+        iota = np.arange(n, dtype=np.int64).reshape([n if k == d + 1 else 1
+                                                     for k in range(rank + 1)])
+        hot = b.node("Equal", [b.node("Unsqueeze", [index, b.ints([d + 1])]), b.const(iota)])
+        picked = b.node("Where", [hot, b.node("Unsqueeze", [x, b.ints([d])]),
+                                  b.const(np.zeros((), self.dtype))])
+        return b.node("ReduceSum", [picked, b.ints([d + 1])], keepdims=0)
+
+
+def gather(x: Tensor, dim: int, index: Any) -> Tensor:
+    """x's values picked along dim by an integer index of x's rank (torch.gather): for dim 1,
+    out[i][j] = x[i][index[i][j]]; index may be shorter than x on every axis."""
+    d = _axis(x, dim, "gather") if x.ndim else None
+    idx = index if isinstance(index, Tensor) else Tensor(np.asarray(index), _keep=True)
+    if idx.dtype.kind not in "iu":
+        raise DTypeError(f"gather expects an integer index, found dtype {idx.dtype}")
+    if d is None or idx.ndim != x.ndim:
+        raise ShapeError(f"gather expects an index with the {x.ndim} axes of the tensor "
+                         f"(at least one), found index shape {idx.shape} for shape {x.shape}")
+    if any(k != d and i > n for k, (i, n) in enumerate(zip(idx.shape, x.shape))):
+        raise ShapeError(f"gather expects an index no longer than the tensor on the axes other "
+                         f"than dim {d}, found index shape {idx.shape} for shape {x.shape}")
+    values = idx.data
+    if values.size and (int(values.min()) < 0 or int(values.max()) >= x.shape[d]):
+        bad = values[(values < 0) | (values >= x.shape[d])].ravel()[0]
+        raise TensorIndexError(f"gather expects indices in [0, {x.shape[d]}) along dim {d} of "
+                               f"shape {x.shape}, found {bad}")
+    if idx.dtype != np.int64:  # the lowering compares it with int64 positions
+        idx = idx.astype(np.int64)
+    return GatherElements.apply(x, idx, axis=d)
+
+
 def _index_on_device(index: Any, like: Any) -> Any:
     """An index with its NumPy arrays (and lists of ints) moved to the device of `like`."""
     def move(i: Any) -> Any:
@@ -372,8 +457,9 @@ def transpose(x: Tensor, axes: tuple[int, ...] | None = None) -> Tensor:
     return Transpose.apply(x, axes=axes)
 
 
-def flatten(x: Tensor, start_dim: int = 1, end_dim: int = -1) -> Tensor:
-    """Flatten the dimensions start_dim..end_dim (to the last one by default)."""
+def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    """Flatten the dimensions start_dim..end_dim (all of them by default, as torch.flatten;
+    nn.Flatten passes start_dim=1)."""
     return Flatten.apply(x, start_dim=start_dim, end_dim=end_dim)
 
 
