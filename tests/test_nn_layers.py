@@ -286,7 +286,7 @@ def test_a_plain_list_of_layers_is_refused_with_the_fix():
     (lambda: nn.BatchNorm2d(4, eps=0), "positive eps"),
     (lambda: nn.BatchNorm2d(4, eps="small"), "number for BatchNorm2d eps, found 'small'"),
     (lambda: nn.Dropout(None), "number for Dropout p, found None"),
-    (lambda: nn.Dropout(1.0), r"Dropout p in \[0, 1\), found 1.0"),
+    (lambda: nn.Dropout(1.01), r"Dropout p in \[0, 1\], found 1.01"),
     (lambda: nn.LeakyReLU("a"), "number for LeakyReLU negative_slope"),
     (lambda: nn.ELU("a"), "number for ELU alpha, found 'a'"),
     (lambda: nn.Softplus(0), "nonzero beta, found 0"),
@@ -387,7 +387,8 @@ def test_register_layer_refuses_a_second_class_under_a_taken_name():
     (nn.Flatten, {"start_dim": True}, "start_dim must be an integer, found True"),
     (nn.LayerNorm, {"normalized_shape": [4], "elementwise_affine": 1}, "elementwise_affine must"),
     (nn.LayerNorm, {"normalized_shape": [4.0]}, "normalized_shape must be a positive integer"),
-    (nn.Sequential, {"layers": [], "extra": 1}, "takes only 'layers', found \\['extra'\\]"),
+    (nn.Sequential, {"layers": [], "extra": 1},
+         "takes only 'layers' and 'names', found \\['extra'\\]"),
 ])
 def test_configs_of_the_wrong_type_are_refused_not_coerced(cls, config, message):
     # bool("no") is True and int(1.7) is 1: a hand-edited architecture must not mean otherwise

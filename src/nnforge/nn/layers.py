@@ -44,6 +44,28 @@ def _conv_relu_pool(layers: list[Module], i: int, x: Any) -> tuple[Any, int] | N
     return (layers[i + 1](y) if relu else y), k + 1
 
 
+def _check_child_name(owner: Module, key: Any) -> str:
+    """key as the name of a new child of owner (a ModuleDict key, a Sequential's OrderedDict
+    name), else ConfigError: state dicts join names with '.', and a name that is already an
+    attribute ("forward", "training") would hide it."""
+    kind = type(owner).__name__
+    if not isinstance(key, str) or not key or "." in key:
+        raise ConfigError(f"{kind} names must be non-empty strings without '.', found "
+                          f"{key!r:.60}")
+    if key not in owner._modules and hasattr(owner, key):
+        raise ConfigError(f"{kind} name {key!r} would hide the attribute of that name; "
+                          f"rename the layer")
+    return key
+
+
+def _check_module(owner: Module, layer: Any, method: str = "", where: str = "") -> Module:
+    """layer, if it is a Module, else ConfigError naming owner's method and what was found."""
+    if not isinstance(layer, Module):
+        raise ConfigError(f"{type(owner).__name__}{method} expects a Module, found "
+                          f"{type(layer).__name__}{where}")
+    return layer
+
+
 class _Container(Module):
     """Layers held in order under the names "0", "1", ...: Sequential and ModuleList."""
 
@@ -52,10 +74,7 @@ class _Container(Module):
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         for i, layer in enumerate(layers):
-            if not isinstance(layer, Module):
-                raise ConfigError(f"{type(self).__name__} expects Module instances, found "
-                                  f"{type(layer).__name__} at position {i}")
-            setattr(self, str(i), layer)
+            setattr(self, str(i), _check_module(self, layer, where=f" at position {i}"))
 
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
@@ -69,30 +88,75 @@ class _Container(Module):
 
     def append(self, layer: Module) -> Any:
         """Add a layer at the end."""
-        if not isinstance(layer, Module):
-            raise ConfigError(f"{type(self).__name__}.append expects a Module, found "
-                              f"{type(layer).__name__}")
-        setattr(self, str(len(self._modules)), layer)
+        name = str(len(self._modules))
+        _check_module(self, layer, ".append")
+        if name in self._modules:  # a Sequential named from an OrderedDict may hold "2"
+            raise ConfigError(f"{type(self).__name__}.append would name the new layer {name!r}, "
+                              f"which names a layer already; build it from an OrderedDict "
+                              f"with the names you want")
+        setattr(self, name, layer)
         return self
+
+    def _default_names(self) -> bool:
+        return list(self._modules) == [str(i) for i in range(len(self._modules))]
 
     def get_config(self) -> dict[str, Any]:
         return {"layers": [m.to_architecture() for m in self._modules.values()]}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Any:
+    def _config_layers(cls, config: dict[str, Any], keys: set[str]) -> list[Module]:
+        """The layers of a config that may hold only `keys`, rebuilt."""
         layers = config.get("layers")
-        if set(config) - {"layers"}:  # as every other layer's from_config refuses unknown keys
-            raise ConfigError(f"{cls.__name__} config takes only 'layers', found "
-                              f"{sorted(set(config) - {'layers'})}")
+        if set(config) - keys:  # as every other layer's from_config refuses unknown keys
+            allowed = " and ".join(repr(k) for k in sorted(keys))
+            raise ConfigError(f"{cls.__name__} config takes only {allowed}, found "
+                              f"{sorted(set(config) - keys)}")
         if not isinstance(layers, list):
             raise ConfigError(f"{cls.__name__} config needs a 'layers' list, found "
                               f"{layers!r:.60}")
-        return cls(*[layer_from_architecture(a) for a in layers])
+        return [layer_from_architecture(a) for a in layers]
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        return cls(*cls._config_layers(config, {"layers"}))
 
 
 @register_layer
 class Sequential(_Container):
-    """Layers applied one after another."""
+    """Layers applied one after another: Sequential(a, b, ...) names them "0", "1", ...;
+    Sequential(OrderedDict([("fc", a), ...])) by the dict's keys, as torch does."""
+
+    def __init__(self, *layers: Any) -> None:
+        named = len(layers) == 1 and isinstance(layers[0], Mapping)
+        super().__init__(*(() if named else layers))
+        if named:
+            for key, layer in layers[0].items():
+                _check_module(self, layer, where=f" for name {key!r}")
+                setattr(self, _check_child_name(self, key), layer)
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice) and not self._default_names():  # names kept, as torch
+            return type(self)(dict(list(self._modules.items())[i]))
+        return super().__getitem__(i)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        if not self._default_names():  # written only then: files of plain Sequentials as before
+            config["names"] = list(self._modules)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        layers = cls._config_layers(config, {"layers", "names"})
+        names = config.get("names")
+        if names is None:
+            return cls(*layers)
+        if not isinstance(names, list) or len(names) != len(layers):
+            raise ConfigError(f"Sequential config 'names' must be a list of {len(layers)} "
+                              f"layer names, found {names!r:.80}")
+        if len(set(map(str, names))) != len(names):
+            raise ConfigError(f"Sequential config 'names' repeats a name: {names!r:.80}")
+        return cls(dict(zip(names, layers)))
 
     def forward(self, x: Any) -> Any:
         layers = list(self._modules.values())
@@ -121,12 +185,63 @@ class Sequential(_Container):
 
 @register_layer
 class ModuleList(_Container):
-    """A list of layers whose parameters count as the owner's: index, iterate and append it,
-    and call the layers from your own forward (a plain Python list would hide them)."""
+    """A list of layers whose parameters count as the owner's: index, iterate, append, extend,
+    insert and assign to it, and call the layers from your own forward (a plain Python list
+    would hide them)."""
 
     def forward(self, *args: Any) -> Any:
         raise ConfigError("a ModuleList is not a layer to call: iterate over it in your "
                           "module's forward (or use nn.Sequential)")
+
+    def _index(self, i: Any, what: str) -> int:
+        """i as a position in [0, len), negative counting from the end, else an error."""
+        n = len(self._modules)
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise ConfigError(f"ModuleList {what} takes an integer index, found "
+                              f"{type(i).__name__}")
+        if not -n <= i < n:
+            raise IndexError(f"ModuleList index {i} is out of range for {n} layers")
+        return int(i) % n
+
+    def _reset(self, layers: list[Module]) -> None:
+        """Hold exactly these layers, renamed "0", "1", ... in order."""
+        for name in list(self._modules):
+            delattr(self, name)
+        for i, layer in enumerate(layers):
+            setattr(self, str(i), layer)
+
+    def __setitem__(self, i: int, layer: Module) -> None:
+        setattr(self, str(self._index(i, "assignment")),
+                _check_module(self, layer, "[...] ="))
+
+    def __delitem__(self, i: int | slice) -> None:
+        layers = list(self._modules.values())
+        del layers[i if isinstance(i, slice) else self._index(i, "deletion")]
+        self._reset(layers)
+
+    def insert(self, index: int, layer: Module) -> None:
+        """Insert a layer before position index (as list.insert; later layers renumbered)."""
+        layers = list(self._modules.values())
+        layers.insert(index, _check_module(self, layer, ".insert"))
+        self._reset(layers)
+
+    def extend(self, layers: Any) -> ModuleList:
+        """Append every layer of an iterable."""
+        if isinstance(layers, Module) and not isinstance(layers, _Container) \
+                or not hasattr(layers, "__iter__"):
+            raise ConfigError(f"ModuleList.extend expects an iterable of Modules, found "
+                              f"{type(layers).__name__}")
+        new = [_check_module(self, m, ".extend", f" at position {i}")
+               for i, m in enumerate(layers)]
+        for layer in new:  # checked first: all or nothing
+            self.append(layer)
+        return self
+
+    def __add__(self, other: Any) -> ModuleList:
+        return ModuleList(list(self._modules.values())).extend(other)
+
+    def __iadd__(self, other: Any) -> ModuleList:
+        return self.extend(other)
 
 
 @register_layer
@@ -427,15 +542,16 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
-        self.p = check_float("Dropout p", p, 0.0, 1.0, high_open=True)
+        self.p = check_float("Dropout p", p, 0.0, 1.0)  # 1.0 zeros everything, as in torch
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = get_rng().random(x.shape, dtype=np.float32) >= self.p
+        keep = get_rng().random(x.shape, dtype=np.float32) >= self.p  # none kept for p = 1
         if backend.is_device_array(x.data):
             keep = backend.same_device_as(keep, x.data)
-        mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
+        scale = 1.0 / (1.0 - self.p) if self.p < 1.0 else 0.0
+        mask = keep.astype(x.dtype) * x.dtype.type(scale)
         return Mul.apply(x, Tensor(mask, _keep=True))
 
     def get_config(self) -> dict[str, Any]:

@@ -114,20 +114,24 @@ class HuberLoss(Loss):
 
 
 class CrossEntropyLoss(Loss):
-    """Softmax cross-entropy on logits; class weights and label smoothing."""
+    """Softmax cross-entropy on logits (N, C) or (N, C, d1, ...); class weights, label
+    smoothing, and ignore_index (rows with that class index count for nothing, as in torch)."""
 
     kind = "multiclass"
 
     def __init__(self, weight: Any = None, label_smoothing: float = 0.0,
-                 reduction: str = "mean") -> None:
+                 reduction: str = "mean", ignore_index: int = -100) -> None:
         self.weight, self.label_smoothing, self.reduction = weight, label_smoothing, reduction
+        self.ignore_index = ignore_index
 
     def forward(self, pred: Tensor, target: Any) -> Tensor:
-        return L.cross_entropy(pred, target, self.weight, self.label_smoothing, self.reduction)
+        return L.cross_entropy(pred, target, self.weight, self.label_smoothing, self.reduction,
+                               self.ignore_index)
 
     def unreduced(self, pred: Tensor, target: Any) -> Tensor:
         """Cross-entropy of each sample (times its class weight, when weight= is set)."""
-        return L.cross_entropy(pred, target, self.weight, self.label_smoothing, "none")
+        return L.cross_entropy(pred, target, self.weight, self.label_smoothing, "none",
+                               self.ignore_index)
 
 
 class BCEWithLogitsLoss(Loss):

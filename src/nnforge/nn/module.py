@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -61,6 +61,39 @@ class Parameter(Tensor):
         return f"Parameter(shape={self.shape}, dtype={self.dtype})"
 
 
+class IncompatibleKeys(NamedTuple):
+    """load_state_dict's report, torch's named tuple: `missing, unexpected = ...` unpacks it.
+
+    The dict this used to be still reads: report["missing_keys"], and == a dict of both.
+    """
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+        if isinstance(key, str):  # the old dict's keys
+            if key not in self._fields:
+                raise KeyError(f"{key!r}; load_state_dict reports {list(self._fields)}")
+            return getattr(self, key)
+        return tuple.__getitem__(self, key)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):  # code that compared the old dict
+            return dict(self._asdict()) == dict(other)
+        return tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = tuple.__hash__
+
+    def __repr__(self) -> str:
+        if not self.missing_keys and not self.unexpected_keys:
+            return "<All keys matched successfully>"  # torch's wording
+        return (f"IncompatibleKeys(missing_keys={self.missing_keys!r}, "
+                f"unexpected_keys={self.unexpected_keys!r})")
+
+
 class Module:
     """Base class of layers and models: holds parameters, buffers and sub-modules."""
 
@@ -96,8 +129,12 @@ class Module:
                          self._parameters else ("child module", "an nn.Module or None"))
             raise ConfigError(f"cannot assign {type(value).__name__} to {kind} "
                               f"{type(self).__name__}.{name}; expected {fix}")
-        for d in (self._parameters, self._modules):
-            d.pop(name, None)
+        # a slot keeps its place when it takes another of its kind (as in torch): replacing
+        # a Sequential's layer (or a ModuleList item) must not move it to the end
+        if not isinstance(value, Parameter):
+            self._parameters.pop(name, None)
+        if not isinstance(value, Module):
+            self._modules.pop(name, None)
         if isinstance(value, (Parameter, Module)):
             self._buffers.pop(name, None)  # a buffer keeps its name when its array is replaced
         if isinstance(value, Parameter):
@@ -117,45 +154,87 @@ class Module:
         self._buffers[name] = None  # the value lives on the attribute; this records the name
 
     # -- traversal -------------------------------------------------------------------------
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
-        """(name, module) for this module and every descendant, depth first."""
+    def named_modules(self, prefix: str = "", remove_duplicate: bool = True,
+                      memo: set[int] | None = None) -> Iterator[tuple[str, Module]]:
+        """(name, module) for this module and every descendant, depth first; a module held
+        in two places comes once, under its first name (as torch), unless remove_duplicate
+        is False."""
+        if remove_duplicate:
+            memo = set() if memo is None else memo
+            if id(self) in memo:
+                return
+            memo.add(id(self))
         yield prefix, self
         for name, m in self._modules.items():
-            yield from m.named_modules(f"{prefix}.{name}" if prefix else name)
+            yield from m.named_modules(f"{prefix}.{name}" if prefix else name,
+                                       remove_duplicate, memo)
 
     def modules(self) -> Iterator[Module]:
-        """This module and every descendant."""
+        """This module and every descendant, each once."""
         for _, m in self.named_modules():
             yield m
 
-    def children(self) -> Iterator[Module]:
-        """Direct sub-modules."""
-        yield from self._modules.values()
-
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        """(dotted name, parameter) for every parameter, each once."""
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """(name, module) for each direct sub-module, each once (a module held twice comes
+        under its first name, as torch)."""
         seen: set[int] = set()
-        for mname, m in self.named_modules(prefix):
+        for name, m in self._modules.items():
+            if id(m) not in seen:
+                seen.add(id(m))
+                yield name, m
+
+    def children(self) -> Iterator[Module]:
+        """Direct sub-modules, each once."""
+        for _, m in self.named_children():
+            yield m
+
+    def get_submodule(self, target: str) -> Module:
+        """The sub-module at a dotted path ("encoder.layers.0"); "" is this module."""
+        if not isinstance(target, str):
+            raise ConfigError(f"get_submodule expects a dotted name such as 'layers.0', found "
+                              f"{type(target).__name__}")
+        m, path = self, ""
+        for atom in target.split(".") if target else ():
+            child = m._modules.get(atom)
+            if child is None:
+                where = f"{type(m).__name__} at {path!r}" if path else type(m).__name__
+                raise ConfigError(f"get_submodule({target!r}): {where} has no sub-module "
+                                  f"{atom!r}; its sub-modules are {list(m._modules)}")
+            m, path = child, f"{path}.{atom}" if path else atom
+        return m
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True,
+                         remove_duplicate: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """(dotted name, parameter) for every parameter, each once (unless remove_duplicate
+        is False); recurse=False gives this module's own parameters only."""
+        seen: set[int] = set()
+        mods = self.named_modules(prefix) if recurse else iter([(prefix, self)])
+        for mname, m in mods:
             for pname, p in m._parameters.items():
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    yield (f"{mname}.{pname}" if mname else pname), p
+                if remove_duplicate and id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{mname}.{pname}" if mname else pname), p
 
-    def parameters(self) -> list[Parameter]:
-        """Every parameter, each once, in registration order."""
-        return [p for _, p in self.named_parameters()]
+    def parameters(self, recurse: bool = True) -> list[Parameter]:
+        """Every parameter, each once, in registration order (recurse=False: this module's
+        own only)."""
+        return [p for _, p in self.named_parameters(recurse=recurse)]
 
-    def named_buffers(self) -> Iterator[tuple[str, np.ndarray]]:
-        """(dotted name, array) for every buffer (one set to None is skipped, as in PyTorch)."""
-        for mname, m in self.named_modules():
+    def named_buffers(self, prefix: str = "",
+                      recurse: bool = True) -> Iterator[tuple[str, np.ndarray]]:
+        """(dotted name, array) for every buffer (one set to None is skipped, as in PyTorch);
+        a module held in two places lists its buffers once."""
+        mods = self.named_modules(prefix) if recurse else iter([(prefix, self)])
+        for mname, m in mods:
             for bname in m._buffers:
                 value = getattr(m, bname)
                 if value is not None:
                     yield (f"{mname}.{bname}" if mname else bname), value
 
-    def buffers(self) -> list[np.ndarray]:
+    def buffers(self, recurse: bool = True) -> list[np.ndarray]:
         """Every buffer array (running statistics), in registration order."""
-        return [b for _, b in self.named_buffers()]
+        return [b for _, b in self.named_buffers(recurse=recurse)]
 
     def requires_grad_(self, requires_grad: bool = True) -> Module:
         """Freeze (False) or unfreeze every parameter; optimizers skip parameters without grads."""
@@ -164,11 +243,17 @@ class Module:
         return self
 
     def apply(self, fn: Callable[[Module], Any]) -> Module:
-        """Call fn on every sub-module, children before their parent (PyTorch's order)."""
-        for child in self.children():
-            child.apply(fn)
-        fn(self)
+        """Call fn on every sub-module, children before their parent (PyTorch's order), once
+        each: a shared layer initialised twice would draw its weights twice."""
+        self._apply_once(fn, set())
         return self
+
+    def _apply_once(self, fn: Callable[[Module], Any], seen: set[int]) -> None:
+        seen.add(id(self))
+        for child in self._modules.values():
+            if id(child) not in seen:
+                child._apply_once(fn, seen)
+        fn(self)
 
     def num_parameters(self) -> int:
         """Total number of trainable values."""
@@ -266,29 +351,12 @@ class Module:
             sd[name] = backend.to_numpy(b).copy()
         return sd
 
-    def load_state_dict(self, state: Mapping[str, Any],
-                        strict: bool = True) -> dict[str, list[str]]:
-        """Copy arrays into parameters and buffers; report missing and unexpected keys."""
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
+        """Copy arrays into parameters and buffers; (missing_keys, unexpected_keys), as torch."""
         if not isinstance(state, Mapping):
             raise StateDictError(f"expected a state dict (a mapping of name -> array), found "
                                  f"{type(state).__name__}")
-        targets: dict[str, tuple[Module, str, bool]] = {}
-        aliases: dict[str, str] = {}  # later names of a shared parameter -> its first name
-        first: dict[int, str] = {}
-        optional: set[str] = set()
-        for mname, m in self.named_modules():
-            optional.update(f"{mname}.{o}" if mname else o for o in m.optional_state)
-            for pname, p in m._parameters.items():
-                key = f"{mname}.{pname}" if mname else pname
-                # state_dict() lists a shared parameter once, under its first name; PyTorch's
-                # lists every name: accept either
-                if first.setdefault(id(p), key) != key:
-                    aliases[key] = first[id(p)]
-                else:
-                    targets[key] = (m, pname, True)
-            for bname in m._buffers:
-                if getattr(m, bname) is not None:
-                    targets[f"{mname}.{bname}" if mname else bname] = (m, bname, False)
+        targets, aliases, optional = self._state_targets()
         for alias, key in aliases.items():
             if key not in state and alias in state:
                 state = {**state, key: state[alias]}
@@ -327,7 +395,29 @@ class Module:
                 value = value.astype(cur.dtype, copy=True)
                 object.__setattr__(m, attr, value if type(cur) is np.ndarray
                                    else backend.same_device_as(value, cur))
-        return {"missing_keys": missing, "unexpected_keys": unexpected}
+        return IncompatibleKeys(missing, unexpected)
+
+    def _state_targets(self) -> tuple[dict[str, tuple[Module, str, bool]], dict[str, str],
+                                      set[str]]:
+        """What load_state_dict fills: {name: (module, attribute, is_parameter)}, the later
+        names of shared parameters and buffers -> their first name, and the optional names."""
+        targets: dict[str, tuple[Module, str, bool]] = {}
+        aliases: dict[str, str] = {}
+        first: dict[Any, str] = {}
+        optional: set[str] = set()
+        # every name of a shared layer: state_dict() lists its arrays once, under the first
+        # name; PyTorch's lists every name: accept either
+        for mname, m in self.named_modules(remove_duplicate=False):
+            optional.update(f"{mname}.{o}" if mname else o for o in m.optional_state)
+            arrays = [(n, id(p), True) for n, p in m._parameters.items()]
+            arrays += [(n, (id(m), n), False) for n in m._buffers if getattr(m, n) is not None]
+            for name, ident, is_param in arrays:
+                key = f"{mname}.{name}" if mname else name
+                if first.setdefault(ident, key) != key:
+                    aliases[key] = first[ident]
+                else:
+                    targets[key] = (m, name, is_param)
+        return targets, aliases, optional
 
     # -- config ----------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:

@@ -50,14 +50,23 @@ def _like(a: Any, ref: Any) -> Any:
     return backend.same_device_as(a, ref)
 
 
+def _column_pair(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    """Whether shapes a and b are (N,) and (N, 1), in either order: a single-output model's
+    column against a flat vector of targets, the one reshape the losses make."""
+    flat, col = (a, b) if len(a) == 1 else (b, a)
+    return len(flat) == 1 and len(col) == 2 and col == (flat[0], 1)
+
+
 def _same_shape(pred: Any, target: Any, name: str) -> Any:
+    """target in pred's shape and dtype; ShapeError for any other shape than pred's own or
+    the (N,) <-> (N, 1) pair (a reshape of another same-size shape would pair wrong elements)."""
     target = _like(target, pred)
     if target.shape != pred.shape:
-        if target.size == pred.size:
-            target = target.reshape(pred.shape)  # (N,) targets for an (N, 1) output
-        else:
-            raise ShapeError(f"{name}: target shape {target.shape} does not match prediction "
-                             f"shape {pred.shape}")
+        if not _column_pair(pred.shape, target.shape):
+            raise ShapeError(f"{name}: expected a target of the prediction's shape "
+                             f"{tuple(pred.shape)} (or (N,) for an (N, 1) one, and the "
+                             f"reverse), found target shape {tuple(target.shape)}")
+        target = target.reshape(pred.shape)
     return target.astype(pred.dtype, copy=False)
 
 
@@ -79,7 +88,7 @@ class MSE(Loss):
         self.reduction = reduction
 
     def forward(self, pred: Any, target: Any) -> Any:
-        self.diff = pred - _same_shape(pred, target, "mse")
+        self.diff = pred - _same_shape(pred, target, "mse_loss")
         return _reduce(self.diff * self.diff, self.reduction)
 
     def backward(self, gy: Any) -> tuple[Any, None]:
@@ -95,7 +104,7 @@ class L1(Loss):
         self.reduction = reduction
 
     def forward(self, pred: Any, target: Any) -> Any:
-        self.diff = pred - _same_shape(pred, target, "l1")
+        self.diff = pred - _same_shape(pred, target, "l1_loss")
         return _reduce(np.abs(self.diff), self.reduction)
 
     def backward(self, gy: Any) -> tuple[Any, None]:
@@ -113,7 +122,7 @@ class Huber(Loss):
         self.delta, self.reduction = float(delta), reduction
 
     def forward(self, pred: Any, target: Any) -> Any:
-        d = pred - _same_shape(pred, target, "huber")
+        d = pred - _same_shape(pred, target, "huber_loss")
         self.diff = d
         a, delta = np.abs(d), d.dtype.type(self.delta)
         half = d.dtype.type(0.5)
@@ -127,25 +136,59 @@ class Huber(Loss):
 
 
 class CrossEntropy(Loss):
-    """Softmax cross-entropy on logits (N, C), fused with log-softmax.
+    """Softmax cross-entropy on logits (N, C), fused with log-softmax; (N, C, d1, ...) logits
+    are computed as (N * d1 * ..., C) rows with C moved last.
 
-    Targets are class indices (N,) or probabilities (N, C). Class weights follow PyTorch: the mean
-    divides by the summed weight of the targets. Label smoothing mixes the one-hot target with the
-    uniform distribution.
+    Targets are class indices (N,) or probabilities (N, C) ((N, d1, ...) or the logits' shape).
+    Class weights follow PyTorch: the mean divides by the summed weight of the targets. Label
+    smoothing mixes the one-hot target with the uniform distribution. Rows whose class index
+    is ignore_index add neither loss nor gradient, nor weight to the mean's divisor.
     """
 
+    #: the logits' shape when they are (N, C, d1, ...): backward moves C back to axis 1
+    nd_shape: tuple[int, ...] | None = None
+    #: 1 for the rows that count, 0 for ignored ones; None when no row is ignored
+    keep: Any = None
+
     def __init__(self, weight: Any = None, label_smoothing: float = 0.0,
-                 reduction: str = "mean") -> None:
+                 reduction: str = "mean", ignore_index: int = -100) -> None:
         _check_reduction(reduction)
         if not 0.0 <= label_smoothing <= 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1], found {label_smoothing}")
+        if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index,
+                                                                         (int, np.integer)):
+            raise ConfigError(f"ignore_index must be an integer, found {ignore_index!r:.60}")
         self.weight = None if weight is None else _host_or_device(weight)
         self.smoothing, self.reduction = float(label_smoothing), reduction
+        self.ignore_index = int(ignore_index)
 
     def forward(self, logits: Any, target: Any) -> Any:
-        if logits.ndim != 2:
-            raise ShapeError(f"cross_entropy expects logits of shape (batch, classes), "
-                             f"found {logits.shape}")
+        if logits.ndim != 2:  # the one check the 2-D fast path pays
+            return self._forward_nd(logits, target)
+        return self._forward_2d(logits, target)
+
+    def _forward_nd(self, logits: Any, target: Any) -> Any:
+        """(N, C, d1, ...) logits as (N * d1 * ..., C) rows, the output back in (N, d1, ...)."""
+        if logits.ndim < 2:
+            raise ShapeError(f"cross_entropy expects logits of shape (batch, classes) or "
+                             f"(batch, classes, d1, ...), found {tuple(logits.shape)}")
+        xp = np if type(logits) is np.ndarray else backend.xp_of(logits)
+        n, c, rest = logits.shape[0], logits.shape[1], tuple(logits.shape[2:])
+        target = _like(target, logits)
+        if target.shape == logits.shape:  # probabilities, classes along axis 1 too
+            target = xp.moveaxis(target, 1, -1).reshape(-1, c)
+        elif target.shape == (n, *rest):
+            target = target.reshape(-1)
+        else:
+            raise ShapeError(f"cross_entropy with logits of shape {tuple(logits.shape)} "
+                             f"expects class indices of shape {(n, *rest)} or probabilities of "
+                             f"shape {tuple(logits.shape)}, found target shape "
+                             f"{tuple(target.shape)}")
+        self.nd_shape = tuple(logits.shape)
+        out = self._forward_2d(xp.moveaxis(logits, 1, -1).reshape(-1, c), target)
+        return out.reshape(n, *rest) if self.reduction == "none" else out
+
+    def _forward_2d(self, logits: Any, target: Any) -> Any:
         n, c = logits.shape
         dt = logits.dtype
         xp = np if type(logits) is np.ndarray else backend.xp_of(logits)
@@ -161,38 +204,80 @@ class CrossEntropy(Loss):
             q = target.astype(dt, copy=True)
             row_w = xp.ones(n, dt)
         else:
-            target = target.reshape(-1)
-            if target.shape != (n,):
-                raise ShapeError(f"cross_entropy expects {n} class indices, found shape "
-                                 f"{target.shape}")
-            if target.dtype.kind not in "iu":
-                if target.dtype.kind == "f" and np.all(np.mod(target, 1) == 0):
-                    target = target.astype(np.int64)
-                else:
-                    raise DTypeError(f"cross_entropy expects integer class indices, found "
-                                     f"{target.dtype}")
-            if n and (target.min() < 0 or target.max() >= c):
-                raise ShapeError(f"cross_entropy class indices must be in [0, {c}), found "
-                                 f"values from {target.min()} to {target.max()}")
-            if self.weight is None and not self.smoothing:  # the common case, no one-hot
+            target = self._class_indices(target, n, c)
+            keep = self._ignored(target, c)
+            if keep is not None:  # a class that exists for the one-hot; the row is masked
+                target = xp.where(keep, target, 0)
+            elif self.weight is None and not self.smoothing:  # the common case, no one-hot
                 logp = log_softmax_array(logits, axis=1)
                 self.logp, self.target, self.denom = logp, target, float(n)
                 return _reduce(-logp[xp.arange(n), target], self.reduction, self.denom)
             q = xp.zeros((n, c), dt)
             q[xp.arange(n), target] = 1
             row_w = weight[target].astype(dt) if weight is not None else xp.ones(n, dt)
+            if keep is not None:
+                row_w = row_w * keep.astype(dt)
         if self.smoothing:
             q *= dt.type(1 - self.smoothing)
             q += dt.type(self.smoothing / c)
+        if self.keep is not None:
+            q *= self.keep.astype(dt)[:, None]
         # per-class weights scale each term of the sum; the mean divides by the target weights
         wq = q * weight.astype(dt) if weight is not None else q
         logp = log_softmax_array(logits, axis=1)
         self.logp, self.wq = logp, wq
         per_sample = -(wq * logp).sum(axis=1)
-        self.denom = float(row_w.sum()) if weight is not None else float(n)
+        self.denom = (float(row_w.sum()) if weight is not None or self.keep is not None
+                      else float(n))
+        if self.reduction == "mean" and self.denom == 0:  # every row ignored: nan, as torch
+            return xp.asarray(xp.nan, dtype=dt)
         return _reduce(per_sample, self.reduction, self.denom)
 
+    def _class_indices(self, target: Any, n: int, c: int) -> Any:
+        """target as n integer class indices in [0, c) or ignore_index, else an error."""
+        target = target.reshape(-1)
+        if target.shape != (n,):
+            raise ShapeError(f"cross_entropy expects {n} class indices, found shape "
+                             f"{target.shape}")
+        if target.dtype.kind not in "iu":
+            if target.dtype.kind == "f" and np.all(np.mod(target, 1) == 0):
+                target = target.astype(np.int64)
+            else:
+                raise DTypeError(f"cross_entropy expects integer class indices, found "
+                                 f"{target.dtype}")
+        return target
+
+    def _ignored(self, target: Any, c: int) -> Any:
+        """The keep mask (None when no row has ignore_index); ShapeError for other indices
+        outside [0, c). The default ignore_index (-100) costs nothing on valid targets."""
+        if not len(target):
+            return None
+        lo, hi = target.min(), target.max()
+        if lo >= 0 and hi < c and not 0 <= self.ignore_index < c:
+            return None
+        keep = target != self.ignore_index
+        bad = keep & ((target < 0) | (target >= c))
+        if bad.any():
+            raise ShapeError(f"cross_entropy class indices must be in [0, {c}) (or "
+                             f"ignore_index={self.ignore_index}), found values from "
+                             f"{target[keep].min()} to {target[keep].max()}")
+        if keep.all():
+            return None
+        self.keep = keep
+        return keep
+
     def backward(self, gy: Any) -> tuple[Any, None]:
+        shape = self.nd_shape
+        if shape is None:
+            return self._backward_2d(gy), None
+        if self.reduction == "none":
+            gy = gy.reshape(-1)
+        g = self._backward_2d(gy)
+        xp = np if type(g) is np.ndarray else backend.xp_of(g)
+        g = g.reshape(shape[0], *shape[2:], shape[1])
+        return xp.ascontiguousarray(xp.moveaxis(g, -1, 1)), None
+
+    def _backward_2d(self, gy: Any) -> Any:
         p = np.exp(self.logp)
         target = getattr(self, "target", None)
         if target is not None:  # one-hot targets: softmax minus one at the target
@@ -203,8 +288,9 @@ class CrossEntropy(Loss):
             wsum = self.wq.sum(axis=1, keepdims=True)
             g = p * wsum - self.wq  # d/dz of -sum_c wq_c log softmax(z)_c
         if self.reduction == "none":
-            return g * gy[:, None], None
-        return g * _grad_scale(gy, self.reduction, self.denom, g.dtype), None
+            return g * gy[:, None]
+        # every row ignored: g is zero, and so is its gradient (torch's), not 0 * inf
+        return g * _grad_scale(gy, self.reduction, self.denom or 1.0, g.dtype)
 
 
 def _check_unit_targets(y: Any, name: str) -> None:
@@ -219,6 +305,24 @@ def _check_unit_targets(y: Any, name: str) -> None:
                         f"(y + 1) / 2, or for class indices use loss='cross_entropy'")
 
 
+def _check_pos_weight(pos_weight: Any, shape: tuple[int, ...]) -> Any:
+    """pos_weight, if it broadcasts to the logits' shape without growing it (torch: one weight
+    per output, i.e. per class along the last axis, or a single one); else ShapeError."""
+    if pos_weight.dtype.kind not in "biuf":
+        raise DTypeError(f"binary_cross_entropy_with_logits pos_weight must hold numbers, "
+                         f"found dtype {pos_weight.dtype}")
+    try:
+        ok = np.broadcast_shapes(pos_weight.shape, shape) == tuple(shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        want = f"({shape[-1]},)" if shape else "()"
+        raise ShapeError(f"binary_cross_entropy_with_logits pos_weight must broadcast to the "
+                         f"logits' shape {tuple(shape)} (one weight per output, shape {want}, "
+                         f"or a single number), found shape {tuple(pos_weight.shape)}")
+    return pos_weight
+
+
 class BCEWithLogits(Loss):
     """Binary cross-entropy on logits, computed stably; pos_weight scales the positive term."""
 
@@ -228,7 +332,7 @@ class BCEWithLogits(Loss):
         self.reduction = reduction
 
     def forward(self, x: Any, target: Any) -> Any:
-        y = _same_shape(x, target, "binary_cross_entropy")
+        y = _same_shape(x, target, "binary_cross_entropy_with_logits")
         _check_unit_targets(y, "binary_cross_entropy_with_logits")
         self.x, self.y = x, y
         dt = x.dtype
@@ -236,7 +340,7 @@ class BCEWithLogits(Loss):
         if self.pos_weight is None:
             per = (1 - y) * x + softplus_neg
         else:
-            self.pos_weight = _like(self.pos_weight, x)
+            self.pos_weight = _like(_check_pos_weight(self.pos_weight, x.shape), x)
             lw = 1 + (self.pos_weight.astype(dt) - 1) * y
             per = (1 - y) * x + lw * softplus_neg
         return _reduce(per.astype(dt, copy=False), self.reduction)
@@ -260,7 +364,7 @@ class BCE(Loss):
         self.reduction = reduction
 
     def forward(self, p: Any, target: Any) -> Any:
-        y = _same_shape(p, target, "bce")
+        y = _same_shape(p, target, "binary_cross_entropy")
         if p.size:  # two plain reductions, no temporaries; NaN passes (the Trainer names it)
             lo, hi = float(p.min()), float(p.max())
             if lo < 0 or hi > 1:
@@ -286,41 +390,51 @@ def _host_or_device(a: Any) -> Any:
     return a if backend.is_device_array(a) else np.asarray(a)
 
 
-def _target(t: Any) -> Any:
-    if isinstance(t, Tensor):
-        return t.data
-    return t if type(t) is np.ndarray else _host_or_device(t)
+def _target(t: Any, name: str) -> Tensor:
+    """The target as a Tensor without gradient; DTypeError for strings, objects and the like
+    (NumPy's own "could not convert string to float" would not name the loss)."""
+    arr = t.data if isinstance(t, Tensor) else t if type(t) is np.ndarray else _host_or_device(t)
+    if arr.dtype.kind not in "biuf":
+        if arr.dtype.kind == "O":  # e.g. a pandas object column of numbers: as the Trainer does
+            try:
+                return Tensor(arr.astype(np.float64), _keep=True)
+            except (TypeError, ValueError):
+                pass
+        raise DTypeError(f"{name} expected numeric targets (floats, ints or bools), found an "
+                         f"array of dtype {arr.dtype} and shape {arr.shape}")
+    return Tensor(arr, _keep=True)
 
 
 def mse_loss(pred: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     """Mean squared error."""
-    return MSE.apply(pred, Tensor(_target(target), _keep=True), reduction=reduction)
+    return MSE.apply(pred, _target(target, "mse_loss"), reduction=reduction)
 
 
 def l1_loss(pred: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     """Mean absolute error."""
-    return L1.apply(pred, Tensor(_target(target), _keep=True), reduction=reduction)
+    return L1.apply(pred, _target(target, "l1_loss"), reduction=reduction)
 
 
 def huber_loss(pred: Tensor, target: Any, delta: float = 1.0, reduction: str = "mean") -> Tensor:
     """Huber loss."""
-    return Huber.apply(pred, Tensor(_target(target), _keep=True), delta=delta, reduction=reduction)
+    return Huber.apply(pred, _target(target, "huber_loss"), delta=delta, reduction=reduction)
 
 
 def cross_entropy(logits: Tensor, target: Any, weight: Any = None, label_smoothing: float = 0.0,
-                  reduction: str = "mean") -> Tensor:
-    """Softmax cross-entropy on logits."""
-    return CrossEntropy.apply(logits, Tensor(_target(target), _keep=True), weight=weight,
-                              label_smoothing=label_smoothing, reduction=reduction)
+                  reduction: str = "mean", ignore_index: int = -100) -> Tensor:
+    """Softmax cross-entropy on logits (N, C) or (N, C, d1, ...)."""
+    return CrossEntropy.apply(logits, _target(target, "cross_entropy"), weight=weight,
+                              label_smoothing=label_smoothing, reduction=reduction,
+                              ignore_index=ignore_index)
 
 
 def binary_cross_entropy_with_logits(logits: Tensor, target: Any, pos_weight: Any = None,
                                      reduction: str = "mean") -> Tensor:
     """Binary cross-entropy on logits."""
-    return BCEWithLogits.apply(logits, Tensor(_target(target), _keep=True), pos_weight=pos_weight,
-                               reduction=reduction)
+    return BCEWithLogits.apply(logits, _target(target, "binary_cross_entropy_with_logits"),
+                               pos_weight=pos_weight, reduction=reduction)
 
 
 def binary_cross_entropy(probs: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     """Binary cross-entropy on probabilities."""
-    return BCE.apply(probs, Tensor(_target(target), _keep=True), reduction=reduction)
+    return BCE.apply(probs, _target(target, "binary_cross_entropy"), reduction=reduction)
