@@ -325,6 +325,7 @@ def test_unknown_layer_type_in_the_architecture(good):
     _rewrite(good, {"architecture.json": json.dumps(evil).encode()})
     msg = _error(good)
     assert "unknown layer type 'os.system'" in msg and not Path("pwned").exists()
+    assert "loads once the module defining it (with @nn.register_layer) is imported" in msg
 
 
 def test_bad_layer_config_and_bad_architecture_json(good):

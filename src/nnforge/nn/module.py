@@ -490,8 +490,11 @@ def layer_from_architecture(arch: Any) -> Module:
     name = arch["type"]
     cls = LAYER_REGISTRY.get(name) if isinstance(name, str) else None
     if cls is None:
+        # the file names a class but never says where it lives (nothing is imported from a
+        # file), so the user must import the module that registers it
         raise UnknownLayerError(f"unknown layer type {name!r}; registered types are "
-                                f"{sorted(LAYER_REGISTRY)}")
+                                f"{sorted(LAYER_REGISTRY)}; a custom layer loads once the "
+                                f"module defining it (with @nn.register_layer) is imported")
     config = arch.get("config", {})
     if not isinstance(config, dict):
         raise ConfigError(f"config of {name} must be an object, found {type(config).__name__}")
