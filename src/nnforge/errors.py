@@ -26,6 +26,10 @@ class DTypeError(NNForgeError, TypeError):
     """An array has the wrong dtype."""
 
 
+class InPlaceError(DTypeError, AttributeError):
+    """A torch in-place change (add_, mul_, `p -= ...` on a parameter) of a Tensor."""
+
+
 class ConfigError(NNForgeError, ValueError):
     """A configuration (layer config, architecture, optimizer option) is invalid."""
 

@@ -10,7 +10,15 @@ from typing import Any, Iterable, NamedTuple, Sequence
 import numpy as np
 
 from .. import backend
-from ..errors import BackwardError, ConfigError, DeviceError, DTypeError, NNForgeError, ShapeError
+from ..errors import (
+    BackwardError,
+    ConfigError,
+    DeviceError,
+    DTypeError,
+    InPlaceError,
+    NNForgeError,
+    ShapeError,
+)
 from .function import OutputOf
 from .grad_mode import no_grad
 
@@ -835,10 +843,6 @@ def _update_target(t: Tensor) -> bool:
 
 for _name, _symbol in _AUGMENTED.items():
     setattr(Tensor, _name, _augmented_assignment(_symbol))
-
-
-class InPlaceError(DTypeError, AttributeError):
-    """A torch in-place method (add_, mul_, ...) was called on a Tensor."""
 
 
 class Size(int):
