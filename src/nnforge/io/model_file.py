@@ -33,7 +33,7 @@ from ..random import get_rng_state, set_rng_state
 from ..runtime.postprocess import PostProcessor
 from . import safetensors_format as st
 from .archive import ArchiveReader, from_json, sha256_of, to_json, write_archive
-from .rebuild import check_rebuilds
+from .rebuild import check_rebuilds, check_same_layers
 from .target_scaling import folded_weights
 
 FORMAT_VERSION = 1
@@ -268,7 +268,7 @@ def _weights(model: Module) -> dict[str, np.ndarray]:
 def _refuse_tied(model: Module) -> None:
     """The architecture would rebuild shared layers as independent ones: refuse, don't untie."""
     first: dict[int, str] = {}
-    for mname, m in model.named_modules():
+    for mname, m in model.named_modules(remove_duplicate=False):
         for pname, p in m._parameters.items():
             name = f"{mname}.{pname}" if mname else pname
             if first.setdefault(id(p), name) != name:
@@ -287,9 +287,11 @@ def build_entries(model: Module, kind: str, task: str | None = None, labels: Any
         raise ConfigError(f"expected an nnforge.nn.Module, found {type(model).__name__}")
     arch = to_json(model.to_architecture(), "the architecture")
     _refuse_tied(model)
-    check_rebuilds(model, arch)  # a file that saves must load
+    twin = check_rebuilds(model, arch)  # a file that saves must load...
     shapes = _input_shapes(model, input_shape)
     outputs = _output_specs(model, shapes)
+    check_same_layers(model, twin, arch, shapes)  # ...as the model saved (after the model ran)
+    del twin
     labels = _labels(task, labels, outputs)
     _check_task(task, labels, outputs)
     pre = _preprocessing(preprocessing, _stored_float(model))
