@@ -115,9 +115,11 @@ def batch_norm(x: Tensor, weight: Tensor, bias: Tensor, mean: Any, var: Any,
 
 def layer_statistics(x: Any, ndim: int) -> tuple[Any, Any]:
     """(x - mean, biased variance) over the last ndim axes (size-1 dims kept), in x's dtype;
-    two passes: E[x^2] - E[x]^2 cancels badly in float32."""
+    two passes: E[x^2] - E[x]^2 cancels badly in float32. The mean is summed in float64 (as
+    the runtime kernel and ONNX Runtime do): exact for a constant row, which then normalises
+    to exactly 0 rather than to (1 ulp of the mean) / sqrt(eps)."""
     axes = tuple(range(x.ndim - ndim, x.ndim))
-    xc = x - x.mean(axis=axes, keepdims=True, dtype=x.dtype)
+    xc = x - x.mean(axis=axes, keepdims=True, dtype=np.float64).astype(x.dtype, copy=False)
     return xc, (xc * xc).mean(axis=axes, keepdims=True, dtype=x.dtype)
 
 

@@ -161,23 +161,16 @@ def activation_step(kind: str | None, y: np.ndarray, ctx: Ctx, alpha: float = 0.
         zeros = relu_floor(y)  # of y's shape and layout: see relu_floor
         return lambda: maximum(x, zeros, out=y)
     if kind == "LeakyRelu":
-        a, tmp = t(alpha), ctx.scratch(x.shape)
-        if 0 <= alpha <= 1:  # max(x, a*x) is leaky relu exactly when 0 <= a <= 1
-            return lambda: maximum(x, mul(x, a, out=tmp), out=y)
-        zero = t(0)
-
-        def leaky() -> None:
-            mul(x, a, out=tmp)
-            np.copyto(tmp, x, where=np.greater(x, zero))
-            np.copyto(y, tmp)
-        return leaky
+        return _leaky_relu_step(x, y, ctx, alpha)
     if kind == "Sigmoid":
-        lim, one = t(80), t(1)  # exp(80) is finite in float32: no overflow warning
+        one = t(1)
 
         def sigmoid() -> None:
             np.negative(x, out=y)
-            np.minimum(y, lim, out=y)
-            np.exp(y, out=y)
+            # exp(-x) overflows to inf for x < -88.7 (float32), and 1 / (1 + inf) is the 0
+            # that ONNX Runtime gives there (no clamp: a clamp at -80 left 1.8e-35)
+            with np.errstate(over="ignore"):
+                np.exp(y, out=y)
             add(y, one, out=y)
             np.reciprocal(y, out=y)
         return sigmoid
@@ -191,6 +184,33 @@ def activation_step(kind: str | None, y: np.ndarray, ctx: Ctx, alpha: float = 0.
             mul(x, cdf, out=y)
         return gelu
     raise ConfigError(f"unknown activation {kind!r}")
+
+
+def _leaky_relu_step(x: np.ndarray, y: np.ndarray, ctx: Ctx, alpha: float) -> Callable[[], None]:
+    """y = x if x >= 0 else alpha * x, ONNX Runtime's formula, +-inf and NaN included.
+
+    Branch-free forms per range of alpha (np.copyto(where=) on a mask of random signs ran
+    20-30x slower, measured on (256, 256) float32).
+    """
+    a, zero = y.dtype.type(alpha), y.dtype.type(0)
+    if alpha > 0:  # max(x, a*x), or min(x, a*x) above 1: two passes
+        tmp, pick = ctx.scratch(x.shape), maximum if alpha <= 1 else np.minimum
+        return lambda: pick(x, mul(x, a, out=tmp), out=y)
+    if alpha == 0:  # max(x, 0*x) would turn +inf into NaN (0 * inf): x * (x >= 0) keeps it
+        keep = np.empty(x.shape, bool)  # and gives ORT's NaN for -inf (-inf * 0)
+
+        def leaky0() -> None:
+            np.greater_equal(x, zero, out=keep)
+            mul(x, keep, out=y)
+        return leaky0
+    tmp = ctx.scratch(x.shape)
+
+    def leaky_neg() -> None:  # max(x, 0) + a * min(x, 0): one term is 0, so it is exact
+        np.minimum(x, zero, out=tmp)  # y may be x (in place): x's negatives are saved first
+        mul(tmp, a, out=tmp)
+        maximum(x, zero, out=y)
+        add(y, tmp, out=y)
+    return leaky_neg
 
 
 @kernel("Relu", "LeakyRelu", "Sigmoid", "Tanh", "Gelu")
@@ -480,9 +500,13 @@ def _layer_norm(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     sq = ctx.scratch(x.shape)
     eps = y.dtype.type(node.attrs.get("epsilon", 1e-5))
     mean = np.mean
+    # the mean is summed in float64 (as ONNX Runtime does): exact for a constant row, whose
+    # output is then exactly 0 (a float32 mean 1 ulp off, divided by sqrt(eps), gave 4e-5)
+    red64 = np.empty(red.shape, np.float64)
 
     def step(feeds: Any) -> None:  # y may be x (in place): x is read only by the first mean
-        mean(x, axis=axes, keepdims=True, out=red)
+        mean(x, axis=axes, keepdims=True, dtype=np.float64, out=red64)
+        np.copyto(red, red64, casting="same_kind")
         np.subtract(x, red, out=y)
         mul(y, y, out=sq)
         mean(sq, axis=axes, keepdims=True, out=red)
@@ -536,6 +560,12 @@ def pool_reducer(x: np.ndarray, y: np.ndarray, node: Node, ctx: Ctx, pad_value: 
     return run
 
 
+def lowest_value(dtype: Any) -> Any:
+    """The most negative finite value of dtype (C++'s numeric_limits<T>::lowest())."""
+    dtype = np.dtype(dtype)
+    return (np.finfo if dtype.kind == "f" else np.iinfo)(dtype).min
+
+
 def unit_height(a: Any) -> Any:
     """(N, C, L) as the (N, C, 1, L) view a 2-D kernel takes (a Feed is reshaped when read)."""
     if isinstance(a, Feed):
@@ -552,7 +582,9 @@ def _max_pool(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     x, y = ins[0], outs[0]
     if len(x.shape) == 3:  # 1-D: the 2-D pool on H = 1, through views of the same buffers
         node, x, y = lift_1d_node(node), unit_height(x), unit_height(y)
-    run = pool_reducer(x, y, node, ctx, -np.inf, maximum)
+    # ONNX Runtime starts each window's maximum at the lowest finite value: a window lying
+    # wholly in the padding gives that, not -inf (which turns into inf/NaN downstream)
+    run = pool_reducer(x, y, node, ctx, lowest_value(y.dtype), maximum)
     return lambda feeds: run()
 
 
@@ -585,7 +617,14 @@ def _global_average_pool(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
 def _global_max_pool(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     x, y = ins[0], outs[0]
     axes = tuple(range(2, x.ndim))
-    return lambda feeds: np.max(x, axis=axes, keepdims=True, out=y)
+    lowest = np.full(y.shape, lowest_value(y.dtype), y.dtype)  # see relu_floor: no scalar
+
+    def step(feeds: Any) -> None:
+        np.max(x, axis=axes, keepdims=True, out=y)
+        # ONNX Runtime's running maximum starts at the lowest finite value, so a channel of
+        # -inf gives that value (the output is small: one number per channel)
+        maximum(y, lowest, out=y)
+    return step
 
 
 @kernel("Sum", "Mean")
