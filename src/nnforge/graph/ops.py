@@ -425,8 +425,11 @@ def _reduce_taps(taps: list[Any], ufunc: Any) -> Any:
 @_op("MaxPool", _pool_shape)
 @_length_as_width
 def max_pool(node: Node, x: Any) -> Any:
-    """Max over each window; padding never wins."""
-    return _reduce_taps(_taps(node, x, list(node.attrs["kernel_shape"]), -np.inf), np.maximum)
+    """Max over each window; padding never wins, and a window all in the padding gives the
+    dtype's lowest finite value, as ONNX Runtime (and the compiled kernel)."""
+    kind = np.dtype(x.dtype)
+    lowest = np.finfo(kind).min if kind.kind == "f" else np.iinfo(kind).min
+    return _reduce_taps(_taps(node, x, list(node.attrs["kernel_shape"]), lowest), np.maximum)
 
 
 @_op("AveragePool", _pool_shape)
