@@ -222,15 +222,19 @@ def test_graphs_the_runtime_cannot_compile(tmp_path) -> None:
                 opset=11)
     with pytest.raises(ConfigError, match="opset 11; expected opset 13 or later"):
         load(old)
-    # Reshape to (x.shape[1], x.shape[0]): two dims known only at run time
+    # Reshape to (x.shape[1] + x.shape[0], x.shape[1] * x.shape[0]): two dims known only at
+    # run time that are no input dims (x.shape[1], x.shape[0] alone are read at run time)
     chain = [helper.make_node("Shape", ["x"], ["s"]),
              helper.make_node("Gather", ["s", "one"], ["a"]),
              helper.make_node("Gather", ["s", "zero"], ["b"]),
-             helper.make_node("Concat", ["a", "b"], ["t"], axis=0),
+             helper.make_node("Add", ["a", "b"], ["sum"]),
+             helper.make_node("Mul", ["a", "b"], ["prod"]),
+             helper.make_node("Concat", ["sum", "prod"], ["t"], axis=0),
              helper.make_node("Reshape", ["x", "t"], ["y"], name="swap")]
     swap = _save(tmp_path / "swap.onnx", chain, ["N", "M"],
                  {"one": np.array([1]), "zero": np.array([0])}, y_shape=["M", "N"])
-    with pytest.raises(ConfigError, match="Reshape swap: its target shape .* run time"):
+    with pytest.raises(ConfigError, match="Reshape swap: its target shape .* run time; "
+                                          "expected every such dim to be a dim of a graph"):
         load(swap)
     conv = _save(tmp_path / "w.onnx", [helper.make_node("Reshape", ["x", "s"], ["w"]),
                                        helper.make_node("Conv", ["x", "w"], ["y"], name="c")],

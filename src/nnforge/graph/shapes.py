@@ -8,8 +8,8 @@ import numpy as np
 
 from ..errors import ModelFileError
 from .ir import Graph, Node, Shape, ValueInfo
-from .ops import get_op
-from .ops_onnx import ONNX_DTYPES, OUT_DTYPES, constant_value, shape_slice
+from .ops import dim_prod, get_op
+from .ops_onnx import ONNX_DTYPES, OUT_DTYPES, constant_value, shape_slice, slice_index
 
 #: Most elements one output of a SIZED_BY_CONSTANTS node may have where its size is known
 #: without the batch: a few bytes of ConstantOfShape, Expand or Pad can otherwise ask for
@@ -54,20 +54,59 @@ def compute_shapes(graph: Graph, input_shapes: dict[str, Shape] | None = None
         shapes = [None if v is None else v.shape for v in ins]
         first = ins[1] if node.op == "Where" else (ins[0] if ins else None)  # Where: a's type
         dtype = first.dtype if first is not None else "float32"
-        consts = graph.initializers
-        known = {i: dims[i] for i in node.inputs
-                 if i in dims and (node.op == "Expand" or dims[i].dtype != object)}
-        if known:
-            consts = {**consts, **known}
-        out_shapes = get_op(node).infer(node, shapes, consts)
+        out_shapes = follow_node(node, shapes, graph.initializers, dims)
         for k, out in enumerate(node.outputs):
             if out:
                 shape = out_shapes[k] if k < len(out_shapes) else None
                 infos[out] = ValueInfo(out, shape, _out_dtype(node, k, dtype))
-        value = _dims_value(node, shapes, dims, graph.initializers)
-        if value is not None:
-            dims[node.outputs[0]] = value
     return infos
+
+
+def follow_node(node: Node, shapes: list[Shape | None], consts: dict[str, np.ndarray],
+                dims: dict[str, np.ndarray]) -> list[Shape | None]:
+    """The node's output shapes, shapes computed from Shape (see _dims_value) followed: dims
+    holds those values so far, and gets the node's own."""
+    known = {i: dims[i] for i in node.inputs
+             if i in dims and (node.op in _SYMBOLIC_TARGETS or dims[i].dtype != object)}
+    out_shapes = infer_node(node, shapes, {**consts, **known} if known else consts)
+    value = _dims_value(node, shapes, dims, consts)
+    if value is not None:
+        dims[node.outputs[0]] = value
+    return out_shapes
+
+
+#: ops that take a shape computed from the inputs' dims, symbols (the batch "N") included
+_SYMBOLIC_TARGETS = ("Expand", "Reshape")
+
+
+def infer_node(node: Node, shapes: list[Shape | None], consts: dict[str, np.ndarray]
+               ) -> list[Shape | None]:
+    """The op's output shapes; a Reshape target may hold dim names (an object array)."""
+    target = consts.get(node.inputs[1]) if node.op == "Reshape" and len(node.inputs) > 1 \
+        else None
+    if target is not None and target.dtype == object:
+        return [None if shapes[0] is None else symbolic_reshape(shapes[0], target.tolist())]
+    return get_op(node).infer(node, shapes, consts)
+
+
+def symbolic_reshape(in_shape: Shape, target: list) -> Shape:
+    """ONNX Reshape's output shape for a target of ints and dim names (0 copies the input's
+    dim, -1 is what the rest leaves, None where that is not known)."""
+    out: list = [in_shape[i] if isinstance(t, int) and t == 0 else t
+                 for i, t in enumerate(target)]
+    if -1 not in out:
+        return tuple(out)
+    num, den = list(in_shape), []
+    for d in (d for d in out if d != -1):  # cancel dims found on both sides
+        if d in num:
+            num.remove(d)
+        else:
+            den.append(d)
+    p, q = math.prod(d for d in num if isinstance(d, int)), dim_prod(den)
+    syms = [d for d in num if not isinstance(d, int)]
+    value = dim_prod([*syms, p // q]) if isinstance(q, int) and q and p % q == 0 else None
+    out[out.index(-1)] = value
+    return tuple(out)
 
 
 def _dims_value(node: Node, shapes: list[Shape | None], dims: dict[str, np.ndarray],
@@ -77,7 +116,8 @@ def _dims_value(node: Node, shapes: list[Shape | None], dims: dict[str, np.ndarr
     A traced Expand to (x.shape[0], ...) gets its shape this way (graph/trace_ops.py), so its
     output shape is known: ("N", ...) on the graph, concrete where the input's shape is (a
     compiled plan). Dims are ints, or an object array holding symbols (the batch "N");
-    only Expand is handed a symbolic one (a Reshape target, say, must be all ints).
+    only Expand and Reshape are handed a symbolic one (fold.py writes such targets as
+    Shape -> Gather -> Concat over the graph inputs).
     """
     if node.op == "Shape":
         s = shapes[0]
@@ -86,9 +126,12 @@ def _dims_value(node: Node, shapes: list[Shape | None], dims: dict[str, np.ndarr
         out = np.empty(len(s), object)
         out[:] = s
         return _ints_if_known(out[shape_slice(node, len(s))])
-    if node.op not in ("Gather", "Concat") or not any(i in dims for i in node.inputs):
+    if node.op not in ("Gather", "Concat", "Slice") or not any(i in dims for i in node.inputs):
         return None
     args = [dims.get(i, consts.get(i)) for i in node.inputs]
+    scalar = node.op == "Gather" and len(args) > 1 and np.ndim(args[1]) == 0
+    if scalar:  # torch's x.size(0): a 0-d index (Range's bounds are 0-d)
+        args[1] = np.reshape(args[1], 1)
     if any(a is None or a.ndim != 1 or a.dtype.kind not in "iuO" for a in args):
         return None
     if node.attrs.get("axis", 0) not in (0, -1):
@@ -96,7 +139,11 @@ def _dims_value(node: Node, shapes: list[Shape | None], dims: dict[str, np.ndarr
     if node.op == "Gather":
         index = np.asarray(args[1], np.int64)
         n = len(args[0])
-        return args[0][index] if ((index >= -n) & (index < n)).all() else None
+        if not ((index >= -n) & (index < n)).all():
+            return None
+        return args[0][index].reshape(()) if scalar else args[0][index]
+    if node.op == "Slice":  # torch's F.interpolate(size=) sizes: Shape(x)[0:2] + (H, W)
+        return args[0][slice_index(node, (len(args[0]),), *args[1:], *[None] * (5 - len(args)))]
     return _ints_if_known(np.concatenate([a.astype(object) for a in args]))
 
 

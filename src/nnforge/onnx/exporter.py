@@ -25,6 +25,7 @@ from .. import __version__
 from ..errors import ConfigError
 from ..graph.ir import Graph, Node
 from ..graph.ops import fused_pool_node
+from ..graph.ops_onnx import split_sizes
 from ..graph.shapes import infer_shapes
 from .proto import array_to_tensor, make_attribute, value_info_to_proto
 
@@ -133,10 +134,36 @@ def _check_out_path(out_path: str | os.PathLike) -> None:
                           f"a file path such as '{os.path.join(path, 'model.onnx')}'")
 
 
+#: op -> the inputs that hold a trained layer's parameters (weights, biases, statistics,
+#: embedding tables): where NaN/Inf means training diverged
+_PARAMETER_INPUTS = {"Gemm": (1, 2), "FusedGemm": (1, 2), "MatMul": (0, 1), "Conv": (1, 2),
+                     "FusedConv": (1, 2), "ConvTranspose": (1, 2),
+                     "BatchNormalization": (1, 2, 3, 4), "LayerNormalization": (1, 2),
+                     "InstanceNormalization": (1, 2), "PRelu": (1,), "Gather": (0,)}
+
+
+def _parameter_names(graph: Graph) -> set[str]:
+    """Initializers that are trained parameters: the _PARAMETER_INPUTS of their ops, and the
+    bias an Add puts on a MatMul (a Linear traced or exported as MatMul + Add)."""
+    names = {n.inputs[k] for n in graph.nodes for k in _PARAMETER_INPUTS.get(n.op, ())
+             if k < len(n.inputs)}
+    producers = graph.producers()
+    for n in graph.nodes:
+        if n.op == "Add" and any(getattr(producers.get(i), "op", None) == "MatMul"
+                                 for i in n.inputs):
+            names.update(n.inputs)
+    return {k for k in names if k in graph.initializers}
+
+
 def _check_finite_weights(graph: Graph) -> None:
-    """ConfigError for NaN/Inf weights: a shared model file with them answers NaN for every row."""
-    for name, arr in graph.initializers.items():
-        a = np.asarray(arr)
+    """ConfigError for NaN/Inf parameters: a shared model file with them answers NaN for
+    every row.
+
+    Only parameters are checked (see _parameter_names): a graph constant may hold -inf or
+    NaN on purpose, as the fill value of a causal attention mask (Where(mask, -inf, a)),
+    a ConstantOfShape value or a Clip bound, and such a model exports as it imported."""
+    for name in sorted(_parameter_names(graph)):
+        a = np.asarray(graph.initializers[name])
         if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
             bad = int(a.size - np.count_nonzero(np.isfinite(a)))
             raise ConfigError(f"cannot export a model with non-finite weights: {name!r} has "
@@ -182,11 +209,29 @@ def source_graph(model_or_path: Any, input_shape: Sequence[Any] | None = None
         shape = specs[0].get("shape") if input_shape is None else (None, *input_shape)
         if shape is None and own is not None:
             shape = (None, *own)
-        return trace(obj, shape, input_name=specs[0].get("name", "input"),
-                     output_name=out_name), manifest
+        graph = trace(obj, shape, input_name=specs[0].get("name", "input"),
+                      output_name=out_name)
+        return _int_inputs(graph, obj, specs), manifest
     if names is not None and not all(names):
         names = None  # traced defaults: input_0, input_1, ...
-    return trace(obj, shapes, input_name=names, output_name=out_name), manifest
+    graph = trace(obj, shapes, input_name=names, output_name=out_name)
+    return _int_inputs(graph, obj, specs), manifest
+
+
+def _int_inputs(graph: Graph, module: Any, specs: list[dict[str, Any]]) -> Graph:
+    """The traced graph with the integer input dtypes an imported model's graph (or else its
+    manifest) records, an embedding's int64 ids: tracing gives every input the model's
+    float dtype."""
+    from .graph_module import GraphModule  # noqa: PLC0415
+
+    if isinstance(module, GraphModule):
+        specs = module.get_config()["graph"]["inputs"]
+    if len(specs) == len(graph.inputs):
+        for v, spec in zip(graph.inputs, specs):
+            dtype = spec.get("dtype")
+            if isinstance(dtype, str) and dtype in ("int32", "int64", "bool"):
+                v.dtype = dtype
+    return graph
 
 
 def prepend_preprocessing(graph: Graph, config: Any) -> Graph:
@@ -300,6 +345,8 @@ def graph_to_model(graph: Graph, opset: int = DEFAULT_OPSET,
                     emit("Pad", [ins[0], const(f"{name}.pads", np.asarray(pre_pads, np.int64))],
                          [p], {}, p)
                     ins = [p]
+            if op == "Split" and opset < 18 and "num_outputs" in attrs:
+                attrs, ins = _split_sizes_input(attrs, ins, outs, info, name, const)
             if op == "Slice" and len(ins) > 4 and ins[2] in inits and ins[4] in inits:
                 ends = _backward_slice_ends(inits[ins[2]], inits[ins[4]])
                 if ends is not None:
@@ -328,6 +375,25 @@ def graph_to_model(graph: Graph, opset: int = DEFAULT_OPSET,
         raise ConfigError(f"the exported ONNX model does not pass onnx.checker: "
                           f"{str(exc).strip().splitlines()[0]}") from None
     return model
+
+
+def _split_sizes_input(attrs: dict[str, Any], ins: list[str], outs: list[str],
+                       info: dict[str, Any], name: str, const: Any
+                       ) -> tuple[dict[str, Any], list[str]]:
+    """Split(num_outputs=k) (opset 18) before opset 18: the piece sizes as the `split` input
+    (opset 13's form), from the input's size along the axis."""
+    x = info.get(ins[0])
+    shape = None if x is None else x.shape
+    axis = int(attrs.get("axis", 0))
+    dim = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
+    if not isinstance(dim, int):
+        raise ConfigError(f"Split {name!r}: num_outputs={attrs['num_outputs']} needs opset 18 "
+                          f"when the size along axis {axis} is known only at run time (found "
+                          f"input shape {shape}); expected opset=18 (--opset 18)")
+    node = Node("Split", ins, outs, attrs, name)
+    sizes = split_sizes(node, dim, None)
+    attrs = {k: v for k, v in attrs.items() if k != "num_outputs"}
+    return attrs, [ins[0], const(f"{name}.split", np.asarray(sizes, np.int64))]
 
 
 def _tanh_gelu(x: str, out: str, name: str, dt: Any, emit: Any, const: Any, fresh: Any
@@ -487,7 +553,7 @@ def _adapt(op: str, attrs: dict[str, Any], opset: int, name: str, ins: list[str]
            inits: dict[str, np.ndarray]) -> dict[str, Any]:
     """Attributes of one node rewritten for the target opset (may edit ins in place)."""
     schema = onnx.defs.get_schema(op, opset, "")
-    if op in ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd") and opset < 18 \
+    if op in ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2") and opset < 18 \
             and len(ins) > 1 and ins[1]:
         axes = inits.get(ins[1])
         if axes is None:

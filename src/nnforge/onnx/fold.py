@@ -21,13 +21,13 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..graph.ir import Graph, Node, Shape
-from ..graph.ops import evaluate_node, get_op, lift_1d_node
+from ..graph.ops import evaluate_node, lift_1d_node
 from ..graph.passes import _fold_too_big, eliminate_dead_code, fold_budget, fold_output_size
-from ..graph.shapes import infer_shapes
+from ..graph.shapes import infer_node, infer_shapes
 
 #: ops evaluated symbolically on small integer vectors (shape arithmetic)
 _SYMBOLIC = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Identity", "Slice",
-             "Add", "Sub", "Mul", "Div", "ReduceProd", "Reshape"}
+             "Add", "Sub", "Mul", "Div", "ReduceProd", "Reshape", "Equal", "Where"}
 _MAX_SYMBOLIC = 64  # longer integer vectors are data, not shapes
 
 
@@ -109,7 +109,7 @@ def _sym_of(name: str, g: Graph, sym: dict[str, np.ndarray]) -> np.ndarray | Non
     if name in sym:
         return sym[name]
     arr = g.initializers.get(name)
-    if arr is not None and arr.dtype.kind in "iu" and arr.size <= _MAX_SYMBOLIC:
+    if arr is not None and arr.dtype.kind in "biu" and arr.size <= _MAX_SYMBOLIC:
         return np.asarray(arr).astype(object)
     return None
 
@@ -133,6 +133,34 @@ def _arith(op: str, a: Any, b: Any) -> Any:
     return None if b == 0 else int(a / b)  # ONNX integer Div truncates toward zero
 
 
+def _equal(a: Any, b: Any) -> bool | None:
+    """a == b for dims: ints, dim names (never negative) or None (unknown)."""
+    if a is None or b is None:
+        return None
+    if isinstance(a, int) and isinstance(b, int):
+        return a == b
+    if a == b:  # the same dim name
+        return True
+    if (isinstance(a, int) and a < 0) or (isinstance(b, int) and b < 0):
+        return False  # torch's expand(n, -1, -1) compares the dims with -1
+    return None
+
+
+def _elementwise(op: str, args: list[np.ndarray | None]) -> np.ndarray | None:
+    """Equal, Where or arithmetic over symbolic dims (None where the answer is unknown)."""
+    if any(a is None for a in args):
+        return None
+    arrays = np.broadcast_arrays(*args)
+    if op == "Equal":
+        values = [_equal(a, b) for a, b in zip(arrays[0].ravel(), arrays[1].ravel())]
+    elif op == "Where":
+        values = [None if c is None else (a if c else b)
+                  for c, a, b in zip(*(x.ravel() for x in arrays))]
+    else:
+        values = [_arith(op, a, b) for a, b in zip(arrays[0].ravel(), arrays[1].ravel())]
+    return _objects(values).reshape(arrays[0].shape)
+
+
 def _symbolic(node: Node, g: Graph, sym: dict[str, np.ndarray], shapes: dict[str, Any]
               ) -> np.ndarray | None:
     """The node's output as an object array of ints / dim names / None, or None if not known."""
@@ -151,12 +179,8 @@ def _symbolic(node: Node, g: Graph, sym: dict[str, np.ndarray], shapes: dict[str
         return None
     if op in ("Identity", "Cast"):
         return data
-    if op in ("Add", "Sub", "Mul", "Div"):
-        if args[1] is None:
-            return None
-        a, b = np.broadcast_arrays(data, args[1])
-        return _objects([_arith(op, x, y) for x, y in zip(a.ravel(), b.ravel())]
-                        ).reshape(a.shape)
+    if op in ("Add", "Sub", "Mul", "Div", "Equal", "Where"):
+        return _elementwise(op, args)
     if op == "ReduceProd":
         if len(node.inputs) > 1 or data.ndim != 1:
             return None
@@ -169,24 +193,77 @@ def _symbolic(node: Node, g: Graph, sym: dict[str, np.ndarray], shapes: dict[str
         return None
 
 
-def _reshape_target(node: Node, target: np.ndarray, in_shape: Shape | None) -> np.ndarray:
-    """A constant ONNX Reshape target for a symbolic one."""
+def _reshape_target(node: Node, target: np.ndarray, in_shape: Shape | None
+                    ) -> list[Any]:
+    """An ONNX Reshape target for a symbolic one: ints (0 copies the input's dim, -1 is
+    inferred), and dim names left where the target needs a size known only at run time."""
+    values = target.tolist()
+    # allowzero=1 (dynamo writes it) differs from 0 only where the target holds a literal 0
+    literal_zero = any(isinstance(v, int) and v == 0 for v in values)
+    copy_ok = not (node.attrs.get("allowzero", 0) and literal_zero)
     out: list[Any] = []
-    for i, v in enumerate(target.tolist()):
-        if isinstance(v, int):
-            out.append(v)
-        elif (isinstance(v, str) and in_shape is not None and i < len(in_shape)
-              and in_shape[i] == v and not node.attrs.get("allowzero", 0)):
+    for i, v in enumerate(values):
+        if (isinstance(v, str) and copy_ok and in_shape is not None and i < len(in_shape)
+                and in_shape[i] == v):
             out.append(0)  # "copy this dim from the input": the batch dim stays dynamic
         else:
-            out.append(None)
-    unknown = [i for i, v in enumerate(out) if v is None]
+            out.append(v)
+    if 0 in out and not literal_zero:
+        node.attrs.pop("allowzero", None)
+    unknown = [i for i, v in enumerate(out) if not isinstance(v, int)]
+    nones = [i for i, v in enumerate(out) if v is None]
     if len(unknown) == 1 and -1 not in out:
         out[unknown[0]] = -1
-    elif unknown:
-        raise ConfigError(f"Reshape {node.name}: its target shape {target.tolist()} depends on "
-                          f"sizes known only at run time; expected at most one such dim")
-    return np.asarray(out, np.int64)
+    elif len(nones) == 1 and -1 not in out:
+        out[nones[0]] = -1  # the dim names left are read from the graph inputs at run time
+    elif nones:
+        raise ConfigError(f"Reshape {node.name}: its target shape {values} depends on sizes "
+                          f"known only at run time; expected every such dim to be a dim of a "
+                          f"graph input, or at most one other")
+    return out
+
+
+def _input_dims(g: Graph) -> dict[str, tuple[str, int]]:
+    """Each dim name of the graph inputs -> (an input of that dim, its axis)."""
+    found: dict[str, tuple[str, int]] = {}
+    for v in g.inputs:
+        for axis, d in enumerate(v.shape or ()):
+            if isinstance(d, str):
+                found.setdefault(d, (v.name, axis))
+    return found
+
+
+def _runtime_dims(g: Graph, node: Node, dims: list[Any], kept: list[Node]) -> str | None:
+    """A Shape -> Gather -> Concat chain (appended to kept) computing dims at run time from the
+    graph inputs' dims, the form shape inference follows (graph/shapes.py); None when a dim
+    is neither an int nor a dim name of a graph input."""
+    sources = _input_dims(g)
+    if not all(isinstance(d, int) or d in sources for d in dims):
+        return None
+    base = node.name or node.op.lower()
+    shape_of: dict[str, str] = {}
+
+    def emit(op: str, inputs: list[str], suffix: str, **attrs: Any) -> str:
+        name = g.unique_name(f"{base}/{suffix}")
+        kept.append(Node(op, inputs, [name], attrs, name))
+        g.nodes.append(Node("Identity", [], [name], {}, name))  # reserve the name
+        return name
+
+    def const(values: list[int]) -> str:
+        name = g.unique_name(f"{base}/dims")
+        g.initializers[name] = np.asarray(values, np.int64)
+        return name
+
+    pieces: list[str] = []
+    for d in dims:
+        if isinstance(d, int):
+            pieces.append(const([d]))
+            continue
+        src, axis = sources[d]
+        if src not in shape_of:
+            shape_of[src] = emit("Shape", [src], f"shape_{src}")
+        pieces.append(emit("Gather", [shape_of[src], const([axis])], f"dim_{d}", axis=0))
+    return emit("Concat", pieces, "target", axis=0)
 
 
 def _explicit_pads(node: Node, in_shape: Shape | None, w_shape: Shape | None) -> None:
@@ -236,11 +313,13 @@ def _free_batch_target(g: Graph, node: Node, in_shape: Shape | None, batch: int)
 
 
 def _constant_expand_target(g: Graph, node: Node, target: np.ndarray | None,
-                            in_shape: Shape | None) -> None:
+                            in_shape: Shape | None, kept: list[Node],
+                            sym: dict[str, np.ndarray]) -> None:
     """Expand to a shape computed from Shape (torch's dynamo exporter writes x.expand_as(y)
     as Expand(x, Concat(Shape(y)[:1], [1]))): a symbolic dim equal to the input's own dim
     at that place becomes 1 (broadcasting keeps the input's dim), so the target is constant
-    when every symbolic dim is of that kind."""
+    when every symbolic dim is of that kind. Otherwise (a class token expanded to the batch
+    size, through Equal and Where) the target is computed from the graph inputs' dims."""
     if target is None or target.ndim != 1 or in_shape is None or len(target) < len(in_shape):
         return
     offset = len(target) - len(in_shape)  # broadcasting aligns the trailing dims
@@ -250,10 +329,31 @@ def _constant_expand_target(g: Graph, node: Node, target: np.ndarray | None,
             out.append(d)
         elif d is not None and i >= offset and in_shape[i - offset] == d:
             out.append(1)
-        else:
-            return  # a true broadcast to a run-time size: shapes.py follows it
+        else:  # a true broadcast to a run-time size: shapes.py follows the chain
+            dims = _runtime_dims(g, node, target.tolist(), kept)
+            if dims is not None:
+                node.inputs = [node.inputs[0], dims]
+                sym[dims] = target
+            return
     name = g.unique_name(f"{node.name or 'expand'}.shape")
     g.initializers[name] = np.asarray(out, np.int64)
+    node.inputs = [node.inputs[0], name]
+
+
+def _set_reshape_target(g: Graph, node: Node, target: np.ndarray, in_shape: Shape | None,
+                        kept: list[Node], sym: dict[str, np.ndarray]) -> None:
+    """Give a Reshape a constant target, or one computed from the graph inputs' dims."""
+    out = _reshape_target(node, target, in_shape)
+    if all(isinstance(v, int) for v in out):
+        name = g.unique_name(f"{node.name or 'reshape'}.shape")
+        g.initializers[name] = np.asarray(out, np.int64)
+    else:
+        name = _runtime_dims(g, node, out, kept)  # type: ignore[assignment]
+        if name is None:
+            raise ConfigError(f"Reshape {node.name}: its target shape {target.tolist()} depends "
+                              f"on sizes known only at run time; expected each such dim to be "
+                              f"a dim of a graph input")
+        sym[name] = _objects(out)
     node.inputs = [node.inputs[0], name]
 
 
@@ -266,7 +366,7 @@ def fold_shapes(graph: Graph, fixed_batch: int | None = None) -> Graph:
     outputs = set(g.output_names)
     kept: list[Node] = []
     budget = fold_budget(g)  # the file's own size bounds what folding may add
-    for node in g.nodes:
+    for node in list(g.nodes):  # _runtime_dims reserves names in g.nodes
         ins = [i for i in node.inputs if i]
         foldable = node.op != "Dropout" and not any(o in outputs for o in node.outputs)
         # the output's size comes from shape inference first: a few bytes of ConstantOfShape
@@ -283,26 +383,28 @@ def fold_shapes(graph: Graph, fixed_batch: int | None = None) -> Graph:
             continue
         value = _symbolic(node, g, sym, shapes) if foldable else None
         if value is not None:
-            if all(isinstance(v, int) for v in value.ravel()):
-                g.initializers[node.outputs[0]] = np.asarray(value.tolist(), np.int64)
+            if all(isinstance(v, int) for v in value.ravel()):  # bools are ints too
+                kind = bool if all(isinstance(v, bool) for v in value.ravel()) else np.int64
+                g.initializers[node.outputs[0]] = np.asarray(value.tolist(), kind)
                 shapes[node.outputs[0]] = tuple(value.shape)
                 continue
             sym[node.outputs[0]] = value
         if node.op == "Reshape" and node.inputs[1] not in g.initializers:
             target = _sym_of(node.inputs[1], g, sym)
             if target is not None:
-                name = g.unique_name(f"{node.name or 'reshape'}.shape")
-                g.initializers[name] = _reshape_target(node, target, shapes.get(node.inputs[0]))
-                node.inputs = [node.inputs[0], name]
+                _set_reshape_target(g, node, target, shapes.get(node.inputs[0]), kept, sym)
         if node.op == "Expand" and node.inputs[1] not in g.initializers:
             _constant_expand_target(g, node, _sym_of(node.inputs[1], g, sym),
-                                    shapes.get(node.inputs[0]))
+                                    shapes.get(node.inputs[0]), kept, sym)
         if node.op == "Reshape" and fixed_batch and node.inputs[1] in g.initializers:
             _free_batch_target(g, node, shapes.get(node.inputs[0]), fixed_batch)
         if node.op in ("Conv", "MaxPool", "AveragePool") and "auto_pad" in node.attrs:
             _explicit_pads(node, shapes.get(node.inputs[0]),
                            shapes.get(node.inputs[1]) if node.op == "Conv" else None)
-        out = get_op(node).infer(node, [shapes.get(i) for i in node.inputs], g.initializers)
+        consts = g.initializers
+        if node.op in ("Reshape", "Expand") and node.inputs[1] in sym:
+            consts = {**consts, node.inputs[1]: sym[node.inputs[1]]}
+        out = infer_node(node, [shapes.get(i) for i in node.inputs], consts)
         for k, name in enumerate(node.outputs):
             if name:
                 shapes[name] = out[k] if k < len(out) else None

@@ -270,7 +270,7 @@ def _register_lowering() -> None:
 def _lower(layer: GraphModule, t: Any, path: str, x: str) -> str:
     """Inline the layer's graph into the tracer's, names prefixed with the layer's path."""
     from ..graph.ir import Node  # noqa: PLC0415
-    from ..graph.ops import get_op  # noqa: PLC0415
+    from ..graph.shapes import follow_node  # noqa: PLC0415
 
     g = layer.to_graph()
     if len(g.inputs) != 1 or len(g.outputs) != 1:
@@ -278,14 +278,15 @@ def _lower(layer: GraphModule, t: Any, path: str, x: str) -> str:
                           f"found {len(g.inputs)} and {len(g.outputs)}")
     prefix = f"{path}/"
     env = {g.inputs[0].name: x}
+    dims: dict[str, Any] = {}  # Reshape/Expand targets computed from Shape (fold.py writes them)
     for name, arr in g.initializers.items():
         env[name] = t.weight(prefix + name, arr)
     for n in g.nodes:
         outs = [prefix + o if o else "" for o in n.outputs]
         node = Node(n.op, [env[i] if i else "" for i in n.inputs], outs, dict(n.attrs),
                     prefix + (n.name or n.op))
-        shapes = get_op(node).infer(node, [t.shapes.get(i) for i in node.inputs],
-                                    t.graph.initializers)
+        shapes = follow_node(node, [t.shapes.get(i) for i in node.inputs],
+                             t.graph.initializers, dims)
         for k, (o, new) in enumerate(zip(n.outputs, outs)):
             if o:
                 env[o] = new

@@ -18,12 +18,12 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
-from ..errors import ConfigError, ModelFileError, ShapeError
+from ..errors import ConfigError, ModelFileError, NNForgeError, ShapeError
 from ..graph.ir import OPSET, Graph, Node, ValueInfo
 from ..graph.ops import OPS
 from ..graph.ops_onnx import ONNX_DTYPES, constant_value
 from ..graph.passes import eliminate_dead_code
-from ..graph.shapes import infer_shapes
+from ..graph.shapes import compute_shapes, infer_shapes
 from .batch import fixed_batch, free_batch, reexport_hint
 from .fold import normalize
 from .proto import (
@@ -39,7 +39,7 @@ MIN_OPSET = 13
 MAX_OPSET = onnx.defs.onnx_opset_version()
 _DOMAINS = ("", "ai.onnx")
 #: reductions whose axes moved from an attribute to an input at opset 18
-_AXES_INPUT_SINCE_18 = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"}
+_AXES_INPUT_SINCE_18 = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2"}
 #: attributes the IR has no use for (they would not exist at every export opset)
 _IGNORED_ATTRS = {"BatchNormalization": ("momentum", "training_mode", "spatial"),
                   "Cast": ("saturate",), "Dropout": ("seed",), "MaxPool": ("storage_order",),
@@ -132,8 +132,8 @@ def graph_from_model(model: onnx.ModelProto, base_dir: str = ".", source: str = 
     except ConfigError as exc:
         raise ConfigError(f"'{source}': {exc}") from None
     for v in graph.outputs:  # what inference cannot tell (e.g. Squeeze of all 1s), the file can
-        if v.shape is None:
-            v.shape = declared.get(v.name)
+        v.shape = _merge_shape(v.shape, declared.get(v.name))
+    check_compilable(graph, source)
     graph.manifest = _manifest(model, graph, source, opset)  # type: ignore[attr-defined]
     if size is not None:
         # "note" ends the error of a run with another batch size (runtime/session.py)
@@ -146,6 +146,43 @@ def graph_from_model(model: onnx.ModelProto, base_dir: str = ".", source: str = 
                           f"any number of rows (its graph keeps the rows independent)",
                           UserWarning, stacklevel=3)
     return graph
+
+
+def _merge_shape(inferred: Any, declared: Any) -> Any:
+    """The inferred shape, its unknown dims (None) taken from the file's declared sizes (an
+    exporter's names for them, "Reshapeout_dim_2", say nothing)."""
+    if inferred is None or declared is None or len(inferred) != len(declared):
+        return inferred if inferred is not None else declared
+    return tuple(e if d is None and isinstance(e, int) else d for d, e in zip(inferred, declared))
+
+
+#: the size every free input dim gets when check_compilable probes a graph: divisible by
+#: 1..16, so that reshapes into heads or patches of a dynamic axis come out whole
+_PROBE_DIM = 720720
+
+
+def check_compilable(graph: Graph, source: str) -> None:
+    """ConfigError, at import, when some value's shape stays unknown for concrete input sizes:
+    compiling a plan (runtime/plan.py) needs every shape, and a file that imports must not
+    fail on its first run. Sizes the graph refuses (a ShapeError) are left to run time."""
+    if any(v.shape is None for v in graph.inputs):
+        return
+    probe = {v.name: tuple(d if isinstance(d, int) else _PROBE_DIM for d in v.shape)
+             for v in graph.inputs}
+    try:
+        infos = compute_shapes(graph, probe)
+    except (NNForgeError, ValueError, IndexError, TypeError):
+        return
+    for node in graph.nodes:
+        for out in node.outputs:
+            shape = infos[out].shape if out in infos else None
+            if out and (shape is None or not all(isinstance(d, int) for d in shape)):
+                raise ConfigError(
+                    f"'{source}': the shape of {out!r} ({node.op} node {node.name!r}) cannot be "
+                    f"inferred from the input sizes, found {shape}; expected shapes that follow "
+                    f"from the inputs' (nnforge compiles every shape before a run: export the "
+                    f"model with static shapes for that part, or run it with "
+                    f"backend='onnxruntime')")
 
 
 def _normalized(graph: Graph, fixed: int | None) -> Graph:

@@ -72,8 +72,9 @@ def _external_path(location: str, base_dir: str, name: str) -> str:
     """The data file's path, refusing anything outside the model's directory."""
     parts = location.replace("\\", "/").split("/")
     if not location or os.path.isabs(location) or ".." in parts or ":" in location:
-        raise ModelFileError(f"tensor {name!r}: external data location {location!r} must be a "
-                             f"file name relative to the model's directory")
+        raise ModelFileError(f"tensor {name!r}: external data location {location!r} must name "
+                             f"a file inside the model's directory (a relative path without "
+                             f"'..')")
     root = os.path.realpath(base_dir)
     path = os.path.realpath(os.path.join(root, location))
     if os.path.commonpath([root, path]) != root:

@@ -3,7 +3,8 @@
 Every buffer of a plan has the plan's float dtype, so integer results (Shape, Cast to int)
 are held as floats (the plan casts graph outputs to their declared dtype: ArgMax indices come
 back int64, comparisons bool); the ONNX importer folds the integer shape arithmetic away before
-a plan is compiled, so in practice these kernels see float data only.
+a plan is compiled, so these kernels see float data, besides integer graph inputs (an
+embedding's int64 ids), which the plan copies into float buffers (runtime/plan.py).
 """
 
 from __future__ import annotations
@@ -129,6 +130,14 @@ def _gather(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     if idx.dtype.kind in "iu":
         fixed = np.where(idx < 0, idx + n, idx).astype(np.intp)
         return lambda feeds: np.take(x, fixed, axis=axis, out=y)
+
+    # indices fed or computed at run time (an embedding's int64 ids) are held as floats:
+    # exact up to 2**(mantissa bits + 1), 16,777,216 rows of a float32 table
+    exact = 2 ** (np.finfo(idx.dtype).nmant + 1) if idx.dtype.kind == "f" else n
+    if n > exact:
+        raise ConfigError(f"the NumPy runtime holds {node.op} {node.name!r} indices as "
+                          f"{idx.dtype}, exact up to {exact:,}; expected an axis of at most "
+                          f"that length, found {n:,} (use backend='onnxruntime')")
 
     def step(feeds: Any) -> None:  # indices computed at run time (held as floats)
         i = idx.astype(np.intp)

@@ -98,7 +98,7 @@ def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
     # sizes that the batch does not explain (a huge Pad or Expand) fail here, not in np.zeros
     rows = input_shapes[0][0] if input_shapes and len(input_shapes[0]) else 1
     check_output_sizes(graph, infos, max(1, rows))
-    dtype = np.dtype(graph.inputs[0].dtype)
+    dtype = plan_dtype(graph)
     ctx = _CountingCtx(dtype, check_finite, threads, allow_nan)
     nodes = graph.nodes
     outputs = set(graph.output_names)
@@ -219,6 +219,28 @@ def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
             out_values[k] = _cast(out_values[k], want)
     nbytes = sum(st.array.nbytes for st in storages) + ctx.nbytes
     return Plan(steps, out_values, nbytes, frozenset(ctx.probed), ctx.serial_blas, labels)
+
+
+def plan_dtype(graph: Graph) -> np.dtype:
+    """The float dtype of a plan's buffers: the first float input's, else that of most float
+    weight elements, else the first float output's (float32 when nothing is float).
+
+    Not simply input 0's: an embedding model's first input holds int64 ids, and int64 buffers
+    would make every float kernel fail (int inputs are copied into float buffers instead).
+    """
+    for v in graph.inputs:
+        if v.dtype and np.dtype(v.dtype).kind == "f":
+            return np.dtype(v.dtype)
+    sizes: dict[np.dtype, int] = {}
+    for a in graph.initializers.values():
+        if a.dtype.kind == "f":
+            sizes[a.dtype] = sizes.get(a.dtype, 0) + a.size
+    if sizes:
+        return max(sizes, key=lambda d: sizes[d])
+    for v in graph.outputs:
+        if v.dtype and np.dtype(v.dtype).kind == "f":
+            return np.dtype(v.dtype)
+    return np.dtype(np.float32)
 
 
 def _cast(out: Any, dtype: np.dtype) -> Any:
