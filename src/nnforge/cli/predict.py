@@ -121,7 +121,7 @@ def _check_readable(path: str) -> None:
 
 
 # -- reading ---------------------------------------------------------------------------------
-def _json_rows(path: str) -> np.ndarray:
+def _json_rows(path: str, dtype: Any = np.float32) -> np.ndarray:
     from ..errors import DataError  # noqa: PLC0415
 
     try:
@@ -155,7 +155,11 @@ def _json_rows(path: str) -> np.ndarray:
         raise DataError(f"{path}: expected a non-empty list of samples, found "
                         f"{type(doc).__name__ if not isinstance(doc, list) else 'an empty list'}")
     try:
-        arr = np.asarray(doc, dtype=np.float32)
+        # integer ids (an embedding's) are read as integers: float32 holds them exactly only
+        # up to 2**24
+        arr = np.asarray(doc, dtype=None if np.dtype(dtype).kind in "iu" else np.float32)
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"non-numeric values ({arr.dtype})")
     except OverflowError:  # an integer with hundreds of digits: no float holds it
         raise DataError(f"{path}: expected numbers within the range of float32, found an "
                         f"integer too large to convert") from None
@@ -183,13 +187,15 @@ def _npy_rows(path: str) -> np.ndarray:
 
 def iter_input(path: str, batch: int, label_column: int | str | None = None,
                shape: tuple[int, ...] | None = None, columns: list[str] | None = None,
-               missing: str = "error") -> Iterator[np.ndarray]:
+               missing: str = "error", dtype: Any = np.float32) -> Iterator[np.ndarray]:
     """Feature chunks of at most `batch` rows from a CSV/TSV, NPY, NPZ, JSON or IDX file.
 
     An array of exactly one sample's `shape` (a JSON row, one image) is one sample; columns
     picks a CSV's feature columns by header name, in that order; missing="nan" reads a CSV's
-    empty and NA cells as NaN.
+    empty and NA cells as NaN. Chunks come as `dtype` (an integer one for a model of ids,
+    whose inputs must then be whole numbers).
     """
+    dtype = np.dtype(dtype)
     from ..data import iter_csv, read_idx, read_npz  # noqa: PLC0415
     from ..errors import DataError  # noqa: PLC0415
     from .dataio import is_idx  # noqa: PLC0415
@@ -200,7 +206,7 @@ def iter_input(path: str, batch: int, label_column: int | str | None = None,
         for x, _ in iter_csv(path, label_column=label_column, chunk_rows=batch,
                              delimiter="\t" if suffix == ".tsv" else ",", columns=columns,
                              missing=missing):
-            yield x
+            yield x if dtype.kind == "f" else _as_dtype(x, dtype, path, 0)
         return
     if label_column is not None:
         raise UsageError(f"--label-column applies to CSV inputs only, found "
@@ -214,14 +220,33 @@ def iter_input(path: str, batch: int, label_column: int | str | None = None,
         check_npz(path, ("X", "x"), STREAM_HINT)
         arr = read_npz(path, y_key=None)[0]
     elif suffix == ".json":
-        arr = _json_rows(path)
+        arr = _json_rows(path, dtype)
     else:
         raise DataError(f"expected a .csv, .tsv, .npy, .npz, .json or IDX (.idx, .idx.gz) "
                         f"input file, found {Path(path).name!r}")
     if shape is not None:
         arr = _as_samples(arr, tuple(shape), path)
     for i in range(0, len(arr), batch):
-        yield np.ascontiguousarray(arr[i:i + batch], dtype=np.float32)
+        yield _as_dtype(arr[i:i + batch], dtype, path, i)
+
+
+def _as_dtype(x: np.ndarray, dtype: np.dtype, path: str, offset: int) -> np.ndarray:
+    """x as a contiguous array of dtype; for an integer dtype, whole numbers in its range only
+    (1.5 must not become the id 1 silently)."""
+    from ..errors import DataError  # noqa: PLC0415
+
+    if dtype.kind in "iu" and x.dtype.kind not in "biu":
+        whole = np.isfinite(x) & (x == np.round(x))
+        if not whole.all():
+            row = offset + int(np.argwhere(~whole)[0][0])
+            raise DataError(f"{path}: sample {row}: expected whole numbers for the model's "
+                            f"{dtype} input, found {x[~whole].reshape(-1)[0].item()!r}")
+    if dtype.kind in "iu" and x.size:
+        info = np.iinfo(dtype)
+        if x.min() < info.min or x.max() > info.max:
+            raise DataError(f"{path}: expected values in [{info.min}, {info.max}] for the "
+                            f"model's {dtype} input, found [{x.min()}, {x.max()}]")
+    return np.ascontiguousarray(x, dtype=dtype)
 
 
 def _fits(sample: tuple[int, ...], shape: tuple[Any, ...]) -> bool:
@@ -416,8 +441,10 @@ def predict_file(session: Any, path: str, out: IO[str], fmt: str = "csv",
     started = False
     done = 0
     fills = imputes(manifest if isinstance(manifest, dict) else {})
+    dtype = np.dtype(session.graph.inputs[0].dtype or np.float32)
+    dtype = dtype if dtype.kind in "iu" else np.dtype(np.float32)
     for x in missing_cells_refused(iter_input(path, batch, label_column, shape, columns,
-                                              "nan" if fills else "error")):
+                                              "nan" if fills else "error", dtype)):
         x = _conform(x, shape, path)
         _check_finite(x, path, done, allow_nan=fills)
         cols = prediction_columns(session.predict(x, batch_size=batch), task)
