@@ -6,12 +6,18 @@ classic,dynamo adds the torch.export-based one) from:
 * LeNet-5 on 1x28x28: conv 6@5x5 (pad 2), ReLU, 2x2 max pool, conv 16@5x5, ReLU, 2x2 max
   pool, then dense 400-120-84-10 with ReLU.
 Implementations: `nnforge` (InferenceSession("model.onnx"): import, optimize, NumPy plans),
-`nnforge+ort` (the same session with backend="onnxruntime": the wrapper's overhead) and
-`onnxruntime` on the file itself. Threads are pinned to 2 for everything (OpenBLAS through
-threadpoolctl, ORT intra_op_num_threads, nnforge `threads=`); implementations are timed in
-alternating rounds. Batch 1: latency p50/p99 in microseconds; other batches: samples/s
-(median of rounds) and the ratio to ONNX Runtime. Targets: MLP b=1 p50 at most 1.2x ORT,
-throughput at least 0.95x; LeNet-5 throughput at least 0.5x.
+`nnforge+ort` (the same session with backend="onnxruntime": the wrapper's overhead),
+`nnforge+ort unchecked` (the same with check_finite=False: the wrapper without its one pass
+over the input for NaN/Inf, which ONNX Runtime does not make) and `onnxruntime` on the file
+itself. Threads are pinned to 2 for everything (OpenBLAS through threadpoolctl, ORT
+intra_op_num_threads, nnforge `threads=`). Implementations are timed in alternating rounds,
+each round in a rotated order and each implementation after SETTLE_SECONDS idle: the one timed
+before leaves threads spinning (OpenBLAS's after nnforge, measured up to ~0.1 s; ONNX
+Runtime's, ~0.03 s), and `nnforge+ort` always came right after `nnforge`, so part of its
+window ran beside OpenBLAS's spinning thread on the 2 cores. Batch 1: latency p50/p99 in
+microseconds; other batches: samples/s (median of rounds) and the ratio to ONNX Runtime.
+Targets: MLP b=1 p50 at most 1.2x ORT, throughput at least 0.95x; LeNet-5 throughput at
+least 0.5x.
 Run: .venv/bin/python benchmarks/onnx_infer_speed.py [--rounds 5] [--models mlp,lenet]
 """
 
@@ -21,6 +27,7 @@ import argparse
 import functools
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -33,6 +40,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import THREADS, latencies_us, pin_threads, print_ratio_table, throughput  # noqa: E402
 
 import nnforge as nf  # noqa: E402
+
+#: idle seconds before each implementation is timed, so that no thread of the one before
+#: still spins on the cores it needs
+SETTLE_SECONDS = 0.2
 
 
 def torch_models() -> dict[str, tuple[torch.nn.Module, tuple[int, ...]]]:
@@ -68,11 +79,14 @@ def bench_file(name: str, path: Path, shape: tuple[int, ...], batches: list[int]
     rng = np.random.default_rng(1)
     session = nf.InferenceSession(path, threads=THREADS)
     wrapped = nf.InferenceSession(path, backend="onnxruntime", threads=THREADS)
+    unchecked = nf.InferenceSession(path, backend="onnxruntime", threads=THREADS,
+                                    check_finite=False)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = THREADS, 1
     oracle = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     impls: dict[str, Callable[[np.ndarray], object]] = {
         "nnforge": session.run, "nnforge+ort": wrapped.run,
+        "nnforge+ort unchecked": unchecked.run,
         "onnxruntime": lambda x: oracle.run(None, {"input": x})[0]}
     check = rng.standard_normal((8, *shape)).astype(np.float32)
     ref = impls["onnxruntime"](check)
@@ -82,9 +96,10 @@ def bench_file(name: str, path: Path, shape: tuple[int, ...], batches: list[int]
     results: dict[str, dict[str, list[float]]] = {k: {} for k in impls}
     for batch in batches:
         x = rng.standard_normal((batch, *shape)).astype(np.float32)
-        for _ in range(rounds):
-            for k, f in impls.items():
-                call = functools.partial(f, x)
+        for r in range(rounds):
+            for k in rotated(list(impls), r):
+                call = functools.partial(impls[k], x)
+                time.sleep(SETTLE_SECONDS)
                 if batch == 1:
                     call()
                     results[k].setdefault("lat", []).extend(latencies_us(call, 2000))
@@ -104,6 +119,12 @@ def bench_file(name: str, path: Path, shape: tuple[int, ...], batches: list[int]
                 row.append(f"{sps / 1000:.1f}k ({sps / float(np.median(base[str(batch)])):.2f}x)")
         rows.append(row)
     return rows
+
+
+def rotated(names: list[str], r: int) -> list[str]:
+    """names starting at position r (mod their count): each is timed after each in turn."""
+    k = r % len(names)
+    return names[k:] + names[:k]
 
 
 def main() -> None:

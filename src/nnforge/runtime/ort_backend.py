@@ -75,6 +75,9 @@ class OrtPlan:
             raise ConfigError(f"ONNX Runtime cannot run this {self.dtype} model: "
                               f"{first}; expected backend='numpy' for it") from None
         self._model_bytes = model_bytes
+        # built once: a call then makes no name lists (ORT wraps the input arrays, no copy)
+        self._first_output = self.output_names[:1]
+        self._single_input = self.input_names[0] if len(self.input_names) == 1 else None
 
     def __getstate__(self) -> dict[str, Any]:
         """The serialized model and settings: ONNX Runtime's session itself does not pickle."""
@@ -87,10 +90,17 @@ class OrtPlan:
         self.__dict__.update(state)
         self._open(self._model_bytes)
 
+    def _feed(self, feeds: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """ONNX Runtime's {input name: array}."""
+        if self._single_input is not None:
+            return {self._single_input: feeds[0]}
+        return dict(zip(self.input_names, feeds))
+
     def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """All outputs for the input arrays (in graph input order)."""
-        return self.session.run(self.output_names, dict(zip(self.input_names, feeds)))
+        """All outputs for the input arrays (in graph input order); ORT's own output arrays,
+        returned without a copy."""
+        return self.session.run(self.output_names, self._feed(feeds))
 
     def run_one(self, feeds: Sequence[np.ndarray]) -> Any:
         """The first output."""
-        return self.session.run(self.output_names[:1], dict(zip(self.input_names, feeds)))[0]
+        return self.session.run(self._first_output, self._feed(feeds))[0]

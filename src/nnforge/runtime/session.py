@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..backend import device_of, is_device_array, to_numpy, usable_cpus
-from ..errors import ConfigError, DTypeError, ResourceError, ShapeError, out_of_memory
+from ..errors import ConfigError, DataError, DTypeError, ResourceError, ShapeError, out_of_memory
 from ..graph.ir import Graph
 from ..graph.passes import optimize
 from ..graph.shapes import compute_shapes
@@ -277,15 +277,19 @@ class InferenceSession:
             raise ConfigError(f"expected a positive integer batch_size, found {batch_size!r}")
         batch_size = min(int(batch_size), max(n, 1))
         pred: Prediction | None = None
+        # run() reads all of a chunk for NaN/Inf when its plan checks no input as a side effect
+        # (ONNX Runtime's): predict leaves that to it rather than read the chunk twice
+        by_run = (self.check_finite and self._pre is None and self._shared is not None
+                  and not self._shared.probed)
         for start in range(0, n, batch_size):
             chunk = arr[start:start + batch_size]
             if self._impute is not None:  # NaN is a missing value it fills; inf stays refused
                 chunk = self._impute.transform(chunk)
-            if self.check_finite:  # here, so the error names the row in x (not in the chunk)
+            if self.check_finite and not by_run:  # here, so the error names the row in x
                 check_finite(chunk, offset=start, allow_nan=bool(self._nan_ok))
             if self._pre is not None:
                 chunk = self._pre.transform(chunk)
-            out = self.run(chunk)
+            out = self._run_checked(chunk, start) if self.check_finite else self.run(chunk)
             out = out if isinstance(out, np.ndarray) else next(iter(out.values()))
             if pred is None:
                 pred = self._post.allocate(n, out.shape[1:], out.dtype)
@@ -294,6 +298,19 @@ class InferenceSession:
             pred = self._post.allocate(0, tuple(d or 1 for d in self.output_shape),
                                        self._dtype)
         return self._post.finish(pred)
+
+    def _run_checked(self, chunk: np.ndarray, start: int) -> Any:
+        """run(chunk) for predict, a NaN/Inf found in run() (by its own check, a plan's probe,
+        or in values the cast to the model's dtype overflowed) named by its row in predict's
+        input rather than in the chunk (which starts at row `start`)."""
+        try:
+            return self.run(chunk)
+        except DataError:
+            if start == 0:  # the chunk's rows are the input's rows: the message is right
+                raise
+        # the check run() made (on the chunk as run() casts it), rows counted from x's start
+        check_finite(self._coerce(chunk), offset=start, allow_nan=bool(self._nan_ok))
+        return self.run(chunk)  # raises run()'s own error again, should it be no NaN/Inf
 
     def _by_name(self, frame: Any) -> Any:
         """A table with named columns (a pandas DataFrame, say), its columns put in the order
