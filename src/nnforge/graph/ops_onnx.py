@@ -523,3 +523,380 @@ def expand(node: Node, x: Any, shape: Any) -> Any:
     """Broadcast x against shape (ONNX's two-way broadcasting: a 1 keeps x's dim)."""
     target = np.broadcast_shapes(x.shape, tuple(int(d) for d in np.asarray(shape).reshape(-1)))
     return np.broadcast_to(x, target).copy()
+
+
+# -- ops PyTorch CNN exports use (Resize, ConvTranspose, InstanceNormalization, ...) ----------
+# Kernels: runtime/kernels_extra.py; the geometry helpers below are shared with them.
+def _refuse(node: Node, attr: str, value: Any, expected: str) -> ConfigError:
+    return ConfigError(f"{node.op} {node.name!r}: {attr}={value!r} is not supported; "
+                       f"expected {expected}")
+
+
+#: Resize's coordinate_transformation_mode values nnforge computes (not tf_crop_and_resize)
+RESIZE_COORDS = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
+                 "asymmetric")
+RESIZE_NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
+def check_resize(node: Node) -> None:
+    """ConfigError naming the first attribute of a Resize node that nnforge does not compute."""
+    a = node.attrs
+    mode = a.get("mode", "nearest")
+    if mode not in ("nearest", "linear"):
+        raise _refuse(node, "mode", mode, "'nearest' or 'linear'")
+    ctm = a.get("coordinate_transformation_mode", "half_pixel")
+    if ctm not in RESIZE_COORDS:
+        raise _refuse(node, "coordinate_transformation_mode", ctm, f"one of {RESIZE_COORDS}")
+    if mode == "nearest" and ctm == "half_pixel_symmetric":
+        # its source coordinates land on exact .5 ties, which ONNX Runtime's float rounding
+        # settles either way: nnforge would pick another pixel there
+        raise _refuse(node, "coordinate_transformation_mode", ctm, "another mode with "
+                      "mode='nearest' (half_pixel_symmetric is supported with 'linear')")
+    if mode == "nearest" and a.get("nearest_mode", "round_prefer_floor") not in RESIZE_NEAREST:
+        raise _refuse(node, "nearest_mode", a["nearest_mode"], f"one of {RESIZE_NEAREST}")
+    for key, neutral in (("antialias", 0), ("exclude_outside", 0),
+                         ("keep_aspect_ratio_policy", "stretch")):
+        if a.get(key, neutral) != neutral:
+            raise _refuse(node, key, a[key], f"{neutral!r} (the default)")
+
+
+def _given(v: Any) -> bool:
+    """Whether an optional input is there (opset 13 exporters pass empty tensors for none)."""
+    return v is not None and np.asarray(v).size > 0
+
+
+def resize_geometry(node: Node, in_shape: Shape, scales: Any, sizes: Any
+                    ) -> tuple[tuple[Dim, ...], list[np.float32]]:
+    """Output shape and per-axis float32 scales of a Resize (scale out/in where sizes given).
+
+    Dims may be symbols: one a scale of 1 keeps, others become None (unknown)."""
+    check_resize(node)
+    rank = len(in_shape)
+    axes = _axes(node.attrs.get("axes", list(range(rank))), rank, node)
+    given = sizes if _given(sizes) else scales
+    if _given(sizes) == _given(scales):
+        raise ShapeError(f"Resize {node.name!r}: expected one of scales and sizes, found "
+                         f"{'both' if _given(sizes) else 'neither'}")
+    vals = np.asarray(given).reshape(-1)
+    if len(vals) != len(axes):
+        raise ShapeError(f"Resize {node.name!r}: expected {len(axes)} "
+                         f"{'sizes' if _given(sizes) else 'scales'}, found {len(vals)}")
+    out, f32 = list(in_shape), np.float32
+    scale = [f32(1.0)] * rank
+    for a, v in zip(axes, vals.tolist()):
+        d = in_shape[a]
+        if _given(sizes):
+            out[a] = int(v)
+            scale[a] = f32(v) / f32(d) if isinstance(d, int) else f32(1.0)
+            continue
+        scale[a] = f32(v)
+        if isinstance(d, int):  # float32 product, then floor: what ONNX Runtime computes
+            out[a] = int(np.floor(f32(d) * f32(v)))
+        elif scale[a] != 1:
+            out[a] = None
+    if any(isinstance(d, int) and d <= 0 for d in out):
+        raise ShapeError(f"Resize {node.name!r}: the output shape {tuple(out)} has an empty dim")
+    return tuple(out), scale
+
+
+def _resize_shape(node: Node, shapes: Shapes, consts: dict) -> Shapes:
+    check_resize(node)
+    s = shapes[0]
+    scales = consts.get(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+    sizes = consts.get(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] else None
+    if s is None:
+        return [None]
+    if not _given(scales) and not _given(sizes):  # computed at run time (torch's size=)
+        return [tuple(None for _ in s)]
+    return [resize_geometry(node, s, scales, sizes)[0]]
+
+
+def _source_coords(ctm: str, n_out: int, n_in: int, s: np.float32) -> np.ndarray:
+    """Input coordinate of each output position, in float32 as ONNX Runtime computes it."""
+    f = np.float32
+    x = np.arange(n_out, dtype=f)
+    if ctm == "asymmetric":
+        return x / s
+    if ctm == "align_corners":
+        return np.zeros(n_out, f) if n_out == 1 else x * f(n_in - 1) / f(n_out - 1)
+    if ctm == "half_pixel_symmetric":  # ONNX Runtime's order of operations, for its rounding
+        offset = f(n_in) / f(2) * (f(1) - f(n_out) / (s * f(n_in)))  # float32, then double
+        return (np.float64(offset) + (x + 0.5) / np.float64(s) - 0.5).astype(f)
+    c = (x + f(0.5)) / s - f(0.5)
+    if ctm == "pytorch_half_pixel":
+        return c if n_out > 1 else np.zeros(n_out, f)
+    return c
+
+
+#: one Resize axis: (axis, first index, second index or None, weight of the second or None)
+ResizeStep = tuple[int, np.ndarray, np.ndarray | None, np.ndarray | None]
+
+
+def resize_steps(node: Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
+                 scales: list[np.float32]) -> list[ResizeStep]:
+    """Per axis that changes: nearest's gather indices, or linear's two indices and weight."""
+    ctm = node.attrs.get("coordinate_transformation_mode", "half_pixel")
+    linear = node.attrs.get("mode", "nearest") == "linear"
+    rule = node.attrs.get("nearest_mode", "round_prefer_floor")
+    steps: list[ResizeStep] = []
+    if tuple(in_shape) == tuple(out_shape):
+        return steps  # ONNX Runtime copies the input then, whatever the scales (1.1 on 5)
+    for a, (n_in, n_out) in enumerate(zip(in_shape, out_shape)):
+        c = _source_coords(ctm, n_out, n_in, scales[a]).astype(np.float64)
+        if linear:
+            c = np.clip(c, 0, n_in - 1)
+            i0 = np.minimum(np.floor(c), n_in - 1).astype(np.intp)
+            i1 = np.minimum(i0 + 1, n_in - 1)
+            w = (c - i0).astype(np.float32)
+            if n_in != n_out or w.any() or (i0 != np.arange(n_in)).any():
+                steps.append((a, i0, i1, w))
+            continue
+        # x.5 goes down (prefer_floor) or up (prefer_ceil); exact in float64
+        r = {"floor": np.floor(c), "ceil": np.ceil(c), "round_prefer_ceil": np.floor(c + 0.5),
+             "round_prefer_floor": np.ceil(c - 0.5)}[rule]
+        idx = np.clip(r, 0, n_in - 1).astype(np.intp)
+        if n_in != n_out or (idx != np.arange(n_in)).any():
+            steps.append((a, idx, None, None))
+    return steps
+
+
+def resize_array(node: Node, x: Any, roi: Any = None, scales: Any = None, sizes: Any = None
+                 ) -> Any:
+    """ONNX Resize, modes nearest and linear (separable: one axis after another)."""
+    out, scale = resize_geometry(node, x.shape, scales, sizes)
+    xp = xp_of(x)
+    y = x
+    for a, i0, i1, w in resize_steps(node, x.shape, out, scale):  # type: ignore[arg-type]
+        first = xp.take(y, xp.asarray(i0), axis=a)
+        if i1 is None:
+            y = first
+            continue
+        wb = xp.asarray(w.astype(x.dtype)).reshape((-1,) + (1,) * (x.ndim - 1 - a))
+        y = first + (xp.take(y, xp.asarray(i1), axis=a) - first) * wb
+    return y.astype(x.dtype, copy=y is x)
+
+
+OPS["Resize"] = OpDef("Resize", _resize_shape, resize_array)
+
+
+def conv_transpose_geometry(node: Node, nd: int, w_shape: Shape) -> dict[str, list[int]]:
+    """Kernel, strides, pads, dilations and output_padding of a 1-D or 2-D ConvTranspose."""
+    a = node.attrs
+    if a.get("auto_pad", "NOTSET") != "NOTSET":
+        raise _refuse(node, "auto_pad", a["auto_pad"], "'NOTSET' with explicit pads")
+    if "output_shape" in a:
+        raise _refuse(node, "output_shape", a["output_shape"], "pads and output_padding")
+    if nd not in (1, 2):
+        raise ConfigError(f"ConvTranspose {node.name!r}: a {nd}-D kernel is not supported; "
+                          f"expected 1-D or 2-D")
+    kernel = list(a.get("kernel_shape", w_shape[2:]))
+    return {"kernel": kernel, "strides": list(a.get("strides", [1] * nd)),
+            "pads": list(a.get("pads", [0] * (2 * nd))),
+            "dilations": list(a.get("dilations", [1] * nd)),
+            "output_padding": list(a.get("output_padding", [0] * nd))}
+
+
+def conv_transpose_dims(node: Node, spatial: Shape, w_shape: Shape) -> tuple[Dim, ...]:
+    """Output spatial dims: stride (in - 1) + output_padding + dilated kernel - pads."""
+    nd = len(spatial)
+    g = conv_transpose_geometry(node, nd, w_shape)
+    out: list[Dim] = []
+    for i, d in enumerate(spatial):
+        if not isinstance(d, int):
+            out.append(None)
+            continue
+        out.append(g["strides"][i] * (d - 1) + g["output_padding"][i]
+                   + (g["kernel"][i] - 1) * g["dilations"][i] + 1 - g["pads"][i]
+                   - g["pads"][i + nd])
+        if out[-1] <= 0:
+            raise ShapeError(f"ConvTranspose {node.name!r}: pads {g['pads']} leave no output "
+                             f"for input size {tuple(spatial)}")
+    return tuple(out)
+
+
+def _conv_transpose_shape(node: Node, shapes: Shapes, consts: dict) -> Shapes:
+    x, w = shapes[0], shapes[1]
+    if x is None or w is None:
+        return [None]
+    group = node.attrs.get("group", 1)
+    if isinstance(x[1], int) and isinstance(w[0], int) and x[1] != w[0]:
+        raise ShapeError(f"ConvTranspose {node.name!r}: expected {w[0]} input channels, "
+                         f"found {x[1]}")
+    cout = w[1] * group if isinstance(w[1], int) else None
+    return [(x[0], cout) + conv_transpose_dims(node, tuple(x[2:]), w)]
+
+
+def conv_transpose_2d(node: Node, x: Any, w: Any) -> tuple[Any, dict[str, list[int]]]:
+    """x, w and geometry of a ConvTranspose as 2-D (a 1-D one gets H = 1)."""
+    g = conv_transpose_geometry(node, x.ndim - 2, w.shape)
+    if x.ndim == 4:
+        return (x, w), g
+    lifted = {k: ([1, *v] if k != "pads" else [0, v[0], 0, v[1]]) for k, v in g.items()}
+    return (x[:, :, None], w[:, :, None]), lifted
+
+
+def conv_transpose(node: Node, x: Any, w: Any, b: Any = None) -> Any:
+    """Transposed convolution (NCHW or NCL): per-tap products scattered into the output."""
+    (x4, w4), g = conv_transpose_2d(node, x, w)
+    xp, groups = xp_of(x), node.attrs.get("group", 1)
+    n, cin, h, wd = x4.shape
+    cout_g, kh, kw = w4.shape[1:]
+    (sh, sw), (dh, dw) = g["strides"], g["dilations"]
+    wt = w4.reshape(groups, cin // groups, -1).transpose(0, 2, 1)
+    cols = xp.matmul(wt, x4.reshape(n, groups, cin // groups, h * wd))
+    cols = cols.reshape(n, groups * cout_g, kh, kw, h, wd)
+    full = xp.zeros((n, groups * cout_g, sh * (h - 1) + dh * (kh - 1) + 1 + g["output_padding"][0],
+                     sw * (wd - 1) + dw * (kw - 1) + 1 + g["output_padding"][1]), x.dtype)
+    for i in range(kh):  # a loop over kernel taps; each adds a whole strided plane
+        for j in range(kw):
+            full[:, :, i * dh:i * dh + sh * (h - 1) + 1:sh,
+                 j * dw:j * dw + sw * (wd - 1) + 1:sw] += cols[:, :, i, j]
+    (ph0, pw0, ph1, pw1), (fh, fw) = g["pads"], full.shape[2:]
+    y = full[:, :, ph0:fh - ph1, pw0:fw - pw1]
+    if b is not None:
+        y = y + b.reshape(1, -1, 1, 1).astype(x.dtype, copy=False)
+    return (y if x.ndim == 4 else y[:, :, 0]).astype(x.dtype, copy=False)
+
+
+OPS["ConvTranspose"] = OpDef("ConvTranspose", _conv_transpose_shape, conv_transpose)
+
+
+def _instance_norm_shape(node: Node, shapes: Shapes, consts: dict) -> Shapes:
+    x = shapes[0]
+    if x is not None and len(x) < 3:
+        raise ShapeError(f"InstanceNormalization {node.name!r}: expected an input of rank 3 "
+                         f"or more (N, C, ...), found {x}")
+    return [x]
+
+
+@_op("InstanceNormalization", _instance_norm_shape)
+def instance_norm(node: Node, x: Any, scale: Any, bias: Any) -> Any:
+    """(x - mean) / sqrt(var + epsilon) * scale + bias, statistics per sample and channel."""
+    axes = tuple(range(2, x.ndim))
+    t = x.dtype.type
+    xc = x - x.mean(axis=axes, keepdims=True, dtype=np.float64).astype(x.dtype)
+    var = (xc * xc).mean(axis=axes, keepdims=True)
+    per_c = (-1,) + (1,) * (x.ndim - 2)
+    y = xc / xp_of(x).sqrt(var + t(node.attrs.get("epsilon", 1e-5)))
+    return (y * scale.reshape(per_c) + bias.reshape(per_c)).astype(x.dtype, copy=False)
+
+
+def _tile_shape(node: Node, shapes: Shapes, consts: dict) -> Shapes:
+    s, reps = shapes[0], const_input(node, consts, 1, "repeats")
+    if s is None:
+        return [None]
+    r = np.asarray(reps, np.int64).reshape(-1).tolist()
+    if len(r) != len(s) or any(k < 0 for k in r):
+        raise ShapeError(f"Tile {node.name!r}: expected {len(s)} non-negative repeats, "
+                         f"found {r}")
+    return [tuple(d * k if isinstance(d, int) else (d if k == 1 else None)
+                  for d, k in zip(s, r))]
+
+
+@_op("Tile", _tile_shape)
+def tile(node: Node, x: Any, repeats: Any) -> Any:
+    """x repeated along each axis."""
+    return xp_of(x).tile(x, tuple(int(k) for k in np.asarray(repeats).reshape(-1)))
+
+
+def range_length(start: Any, limit: Any, delta: Any) -> int:
+    """max(ceil((limit - start) / delta), 0), in the inputs' type as ONNX Runtime computes."""
+    s, lim, d = (np.asarray(v).reshape(()) for v in (start, limit, delta))
+    if d == 0:
+        raise ShapeError("Range: expected a nonzero delta, found 0")
+    if s.dtype.kind in "iu":
+        return max(-((int(s) - int(lim)) // int(d)), 0)
+    return max(int(np.ceil((lim - s) / d)), 0)
+
+
+def _range_shape(node: Node, shapes: Shapes, consts: dict) -> Shapes:
+    vals = [consts.get(i) for i in node.inputs]
+    if any(v is None for v in vals):
+        return [(None,)]
+    return [(range_length(*vals),)]
+
+
+@_op("Range", _range_shape)
+def range_(node: Node, start: Any, limit: Any, delta: Any) -> Any:
+    """start, start + delta, ... up to (not including) limit, in start's type."""
+    s, d = np.asarray(start).reshape(()), np.asarray(delta).reshape(())
+    n = range_length(s, limit, d)
+    return (s + np.arange(n, dtype=s.dtype) * d).astype(s.dtype)
+
+
+@_op("CumSum", _unary)
+def cumsum(node: Node, x: Any, axis: Any) -> Any:
+    """Running sum along axis (exclusive: shifted by one; reverse: from the end)."""
+    a = _arr_axes(node, x, axis)[0]
+    xp = xp_of(x)
+    src = xp.flip(x, a) if node.attrs.get("reverse", 0) else x
+    y = xp.cumsum(src, axis=a, dtype=x.dtype)
+    if node.attrs.get("exclusive", 0):
+        first = xp.zeros_like(xp.take(y, xp.arange(1), axis=a))
+        y = xp.concatenate([first, xp.take(y, xp.arange(y.shape[a] - 1), axis=a)], axis=a)
+    return xp.flip(y, a) if node.attrs.get("reverse", 0) else y
+
+
+def celu_array(x: Any, alpha: float) -> Any:
+    """max(0, x) + min(0, alpha * (exp(x / alpha) - 1))."""
+    t = x.dtype.type
+    neg = np.expm1(np.minimum(x, t(0)) / t(alpha)) * t(alpha)
+    return (np.maximum(x, t(0)) + neg).astype(x.dtype, copy=False)
+
+
+def mish_array(x: Any) -> Any:
+    """x * tanh(softplus(x)), softplus as log(1 + exp(x)) without overflow."""
+    return (x * np.tanh(np.logaddexp(x.dtype.type(0), x))).astype(x.dtype, copy=False)
+
+
+OPS["Sin"] = OpDef("Sin", _unary, lambda node, x: np.sin(x))
+OPS["Cos"] = OpDef("Cos", _unary, lambda node, x: np.cos(x))
+OPS["Celu"] = OpDef("Celu", _unary, lambda node, x: celu_array(x, node.attrs.get("alpha", 1.0)))
+OPS["Mish"] = OpDef("Mish", _unary, lambda node, x: mish_array(x))
+
+
+@_op("ReduceL2", _reduce_shape)
+def reduce_l2(node: Node, x: Any, axes: Any = None) -> Any:
+    """sqrt(sum(x^2)) over axes (F.normalize's norm)."""
+    red = reduce_axes(node, x.ndim, axes)
+    if red is None:
+        return x
+    out = np.sqrt((x * x).sum(axis=red, keepdims=bool(node.attrs.get("keepdims", 1))))
+    return xp_of(x).asarray(out).astype(x.dtype, copy=False)
+
+
+def depth_to_space_dims(node: Node, shape: Shape) -> tuple[int, tuple[int, ...]]:
+    """(blocksize, transpose order) of a DepthToSpace node, checked against the shape."""
+    b, mode = int(node.attrs.get("blocksize", 0)), node.attrs.get("mode", "DCR")
+    if mode not in ("DCR", "CRD"):
+        raise _refuse(node, "mode", mode, "'DCR' or 'CRD'")
+    if len(shape) != 4 or b < 1 or (isinstance(shape[1], int) and shape[1] % (b * b)):
+        raise ShapeError(f"DepthToSpace {node.name!r}: expected a 4-D input whose channels "
+                         f"divide by blocksize^2 = {b * b}, found {shape}")
+    # DCR: channels split (b, b, C'); CRD: (C', b, b). Either way the result is (N, C', H, b, W, b)
+    return b, ((0, 3, 4, 1, 5, 2) if mode == "DCR" else (0, 1, 4, 2, 5, 3))
+
+
+def _depth_to_space_shape(node: Node, shapes: Shapes, consts: dict) -> Shapes:
+    s = shapes[0]
+    if s is None:
+        return [None]
+    b, _ = depth_to_space_dims(node, s)
+    return [(s[0],) + tuple(d // (b * b) if i == 0 else d * b if isinstance(d, int) else None
+                            for i, d in enumerate(s[1:]))]
+
+
+def depth_to_space_view(node: Node, x: Any) -> Any:
+    """x as the 6-D transposed view whose C-order reshape is DepthToSpace's result."""
+    b, order = depth_to_space_dims(node, x.shape)
+    n, c, h, w = x.shape
+    split = (n, b, b, c // (b * b), h, w) if order[1] == 3 else (n, c // (b * b), b, b, h, w)
+    return x.reshape(split).transpose(order)
+
+
+@_op("DepthToSpace", _depth_to_space_shape)
+def depth_to_space(node: Node, x: Any) -> Any:
+    """Move channel blocks into b x b spatial blocks (nn.PixelShuffle is mode CRD)."""
+    n, c, h, w = x.shape
+    b = int(node.attrs["blocksize"])
+    return depth_to_space_view(node, x).reshape(n, c // (b * b), h * b, w * b)

@@ -31,6 +31,7 @@ HOST_INPUTS: dict[str, tuple[int, ...]] = {
     "Reshape": (1,), "Squeeze": (1,), "Unsqueeze": (1,), "Pad": (1, 2, 3),
     "Slice": (1, 2, 3, 4), "ConstantOfShape": (0,), "Gather": (1,),
     "Expand": (1,), "Split": (1,),
+    "Resize": (1, 2, 3), "Tile": (1,), "Range": (0, 1, 2), "CumSum": (1,), "ReduceL2": (1,),
     **{op: (1,) for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd")},
 }
 

@@ -645,4 +645,5 @@ def _sum_mean(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     return step
 
 
+from . import kernels_extra as _kernels_extra  # noqa: E402,F401 - Resize, ConvTranspose, ...
 from . import kernels_onnx as _kernels_onnx  # noqa: E402,F401 - kernels of the ONNX-only ops
