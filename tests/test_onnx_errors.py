@@ -170,6 +170,18 @@ def test_a_zip_directory_that_disagrees_with_its_entries_is_damaged(tmp_path) ->
         nf.load(path)
 
 
+def external_matmul(location: str) -> onnx.ModelProto:
+    """x (N, 2) @ a (2, 2) weight stored as external data at `location` (16 bytes at 0)."""
+    w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2, 2])
+    w.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", location), ("offset", "0"), ("length", "16")):
+        w.external_data.append(onnx.StringStringEntryProto(key=k, value=v))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])
+    return helper.make_model(helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])],
+                                               "g", [x], [y], [w]),
+                             opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
 def test_external_data_truncated_missing_or_outside(tmp_path) -> None:
     for f in FIXTURES.glob("mlp_dynamo.onnx*"):
         shutil.copy(f, tmp_path / f.name)
@@ -185,16 +197,7 @@ def test_external_data_truncated_missing_or_outside(tmp_path) -> None:
     (tmp_path / "secret.bin").write_bytes(b"\0" * 64)
     inner = tmp_path / "inner"
     inner.mkdir()
-    w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2, 2])
-    w.data_location = TensorProto.EXTERNAL
-    for k, v in (("location", "../secret.bin"), ("offset", "0"), ("length", "16")):
-        w.external_data.append(onnx.StringStringEntryProto(key=k, value=v))
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])
-    model = helper.make_model(helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])],
-                                                "g", [x], [y], [w]),
-                              opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    onnx.save(model, str(inner / "m.onnx"))
+    onnx.save(external_matmul("../secret.bin"), str(inner / "m.onnx"))
     with pytest.raises(ModelFileError, match="secret.bin"):
         load(inner / "m.onnx")
 

@@ -11,8 +11,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 from test_onnx_import_ops import F32, I64, C, node
+from test_onnx_import_ops import _model as base_model
 
 from nnforge.errors import ConfigError
 from nnforge.graph import evaluate_graph
@@ -189,16 +190,8 @@ EXTRA_OPS = frozenset({"Resize", "ConvTranspose", "InstanceNormalization", "Tile
 
 def _model(nodes: list, shape: tuple, inits: dict, opset: int,
            out: tuple[int, tuple | None] = (TensorProto.FLOAT, None)) -> onnx.ModelProto:
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))
-    y = helper.make_tensor_value_info("y", out[0], None if out[1] is None else list(out[1]))
-    graph = helper.make_graph(nodes, "g", [x], [y],
-                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
-    opsets = [helper.make_opsetid("", opset)]
-    model = helper.make_model(graph, opset_imports=opsets,
-                              ir_version=helper.find_min_ir_version_for(opsets))
-    model = onnx.shape_inference.infer_shapes(model)  # fills in the output's type
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    """test_onnx_import_ops's model builder, the output's (dtype, shape) given together."""
+    return base_model(nodes, shape, inits, opset, out[1], out_type=out[0])
 
 
 def _assert_matches(got: np.ndarray, expected: np.ndarray) -> None:

@@ -388,10 +388,11 @@ CASES = [
 ]
 
 
-def _model(nodes: list, shape: tuple, inits: dict, opset: int, out: tuple | None
-           ) -> onnx.ModelProto:
+def _model(nodes: list, shape: tuple, inits: dict, opset: int, out: tuple | None,
+           out_type: int = TensorProto.FLOAT) -> onnx.ModelProto:
+    """A checked one-input model "x" -> "y" of these nodes and initializers."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None if out is None else list(out))
+    y = helper.make_tensor_value_info("y", out_type, None if out is None else list(out))
     graph = helper.make_graph(nodes, "g", [x], [y],
                               [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
     opsets = [helper.make_opsetid("", opset)]

@@ -13,6 +13,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from test_onnx_errors import external_matmul
 
 from nnforge.errors import ConfigError, ModelFileError
 from nnforge.onnx import export, import_model, load
@@ -239,16 +240,7 @@ def test_external_data_outside_the_folder_names_the_rule(tmp_path: Path) -> None
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     (tmp_path / "a" / "model.data").write_bytes(np.ones(4, F32).tobytes())
-    w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2, 2])
-    w.data_location = TensorProto.EXTERNAL
-    for k, v in (("location", "../a/model.data"), ("offset", "0"), ("length", "16")):
-        w.external_data.append(onnx.StringStringEntryProto(key=k, value=v))
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])
-    model = helper.make_model(helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])],
-                                                "g", [x], [y], [w]),
-                              opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    onnx.save(model, str(tmp_path / "b" / "model.onnx"))
+    onnx.save(external_matmul("../a/model.data"), str(tmp_path / "b" / "model.onnx"))
     with pytest.raises(ModelFileError) as err:
         InferenceSession(tmp_path / "b" / "model.onnx")
     assert "'../a/model.data' must name a file inside the model's directory" in str(err.value)
