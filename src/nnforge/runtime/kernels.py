@@ -34,7 +34,42 @@ IN_PLACE = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Gelu", "Softmax", "LogSoftm
 #: ops whose output is a reshaped view of input 0 (no kernel)
 VIEWS = {"Flatten", "Reshape", "Identity", "Dropout"}
 
+#: ops whose kernels compute in any dtype their values have, bool included: they move data,
+#: compare, or select (every other kernel is checked by `check_dtypes`)
+ANY_DTYPE = {"Flatten", "Reshape", "Identity", "Dropout", "Squeeze", "Unsqueeze", "Concat",
+             "Transpose", "Slice", "Gather", "Expand", "Split", "Pad", "Tile", "DepthToSpace",
+             "Shape", "Constant", "ConstantOfShape", "Cast", "Where", "Equal", "Greater",
+             "GreaterOrEqual", "Less", "LessOrEqual", "ArgMax", "ArgMin", "ReduceMax",
+             "ReduceMin"}
+#: ops whose kernels compute ONNX's integer arithmetic as well as float (NumPy's ufuncs
+#: writing into an int buffer wrap around as C does; int Div truncates: see `int_divide`)
+NUMERIC = {"Add", "Sub", "Mul", "Div", "Neg", "Abs", "Max", "Min", "Sum", "Clip", "MatMul",
+           "ReduceSum", "ReduceProd", "Range", "CumSum"}
+#: ops that read a float input 0 and write another type
+FLOAT_INPUT = {"IsNaN"}
+
 mm, dot, add, mul, maximum = np.matmul, np.dot, np.add, np.multiply, np.maximum
+
+
+def check_dtypes(node: Node, ins: list[np.dtype | None], outs: list[np.dtype | None]) -> None:
+    """ConfigError for a node whose kernel does not compute in its values' dtypes (a float
+    kernel on int or bool values, an add on bools, a float op mixing float types)."""
+    if node.op in ANY_DTYPE:
+        return
+    first, out = (ins[0] if ins else None), (outs[0] if outs else None)
+    if node.op in FLOAT_INPUT:
+        bad = first if first is not None and first.kind != "f" else None
+    elif node.op in NUMERIC:
+        bad = out if out is not None and out.kind not in "iuf" else None
+    elif out is not None and out.kind != "f":
+        bad = out
+    else:  # a float kernel computes in its output's type: input 0 must have it
+        bad = first if first is not None and out is not None and first != out else None
+    if bad is not None:
+        kinds = "numeric (int or float)" if node.op in NUMERIC else "float"
+        raise ConfigError(f"{node.op} {node.name!r}: the NumPy runtime computes this op on "
+                          f"{kinds} values of one type only; found {bad} (use "
+                          f"backend='onnxruntime')")
 
 
 class Feed:
@@ -98,6 +133,12 @@ class Ctx:
         if fill is None:
             return np.empty(shape, self.dtype)
         return np.full(shape, fill, self.dtype)
+
+    def is_const(self, a: np.ndarray) -> bool:
+        """Whether a is a weight (not a view of one of the plan's buffers, rewritten per call)."""
+        while isinstance(a.base, np.ndarray):  # a weight may sit on bytes (np.frombuffer)
+            a = a.base
+        return id(a) not in self.buffers
 
     def const(self, value: Any) -> np.ndarray:
         """A weight-derived constant in the plan's dtype, C-contiguous."""
@@ -455,8 +496,26 @@ def _matmul(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
 def _binary(fn: Any) -> Builder:
     def build(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
         a, b, y = ins[0], ins[1], outs[0]
+        if fn is np.divide and y.dtype.kind in "iu":
+            return int_divide(a, b, y, ctx)
         return lambda feeds: fn(a, b, out=y)
     return build
+
+
+def int_divide(a: np.ndarray, b: np.ndarray, y: np.ndarray, ctx: Ctx) -> Step:
+    """y = a / b truncated toward zero, C's (and ONNX Runtime's) integer division."""
+    if y.dtype.kind == "u":  # no negatives: floor is truncation
+        return lambda feeds: np.floor_divide(a, b, out=y)
+    rem = ctx.scratch(y.shape)
+
+    def step(feeds: Any) -> None:  # y may be a (in place): a is read before y is written
+        # a - fmod(a, b) is an exact multiple of b, no larger than a: its floor division is
+        # exact, so the quotient truncates; x / 0 gives 0 (C leaves it undefined)
+        with np.errstate(divide="ignore", over="ignore"):
+            np.fmod(a, b, out=rem)
+            np.subtract(a, rem, out=rem)
+            np.floor_divide(rem, b, out=y)
+    return step
 
 
 for _op, _fn in (("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply),

@@ -1,10 +1,8 @@
 """NumPy kernels for the ops of `graph/ops_onnx.py` (imported ONNX models). Imported by kernels.py.
 
-Every buffer of a plan has the plan's float dtype, so integer results (Shape, Cast to int)
-are held as floats (the plan casts graph outputs to their declared dtype: ArgMax indices come
-back int64, comparisons bool); the ONNX importer folds the integer shape arithmetic away before
-a plan is compiled, so these kernels see float data, besides integer graph inputs (an
-embedding's int64 ids), which the plan copies into float buffers (runtime/plan.py).
+Every value of a plan has its own dtype (runtime/plan.py): Shape writes int64, comparisons
+bool, ArgMax int64 indices, Cast the target type, so these kernels compute in the values'
+types; `kernels.check_dtypes` refuses at compile time the ones that do not take a type.
 """
 
 from __future__ import annotations
@@ -84,11 +82,20 @@ def _clip(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
 @kernel("Cast")
 def _cast(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     x, y = ins[0], outs[0]
-    to = ONNX_DTYPES[node.attrs["to"]]
-    if to == y.dtype:
+    to = ONNX_DTYPES.get(node.attrs.get("to"))
+    if to != y.dtype:
+        raise ConfigError(f"Cast {node.name!r}: the NumPy runtime casts to "
+                          f"{sorted(str(d) for d in set(ONNX_DTYPES.values()))}; found type "
+                          f"{node.attrs.get('to')!r} (use backend='onnxruntime')")
+    if x.dtype == y.dtype:
         return lambda feeds: np.copyto(y, x)
-    # round (or truncate) to the target type, held in the plan's float buffer
-    return lambda feeds: np.copyto(y, x.astype(to), casting="unsafe")
+    if x.dtype.kind != "f" or y.dtype.kind == "f":
+        return lambda feeds: np.copyto(y, x, casting="unsafe")  # C's conversions: int wraps
+
+    def step(feeds: Any) -> None:  # float to int truncates toward zero, as in C
+        with np.errstate(invalid="ignore"):  # NaN or out of range: undefined in C too
+            np.copyto(y, x, casting="unsafe")
+    return step
 
 
 @kernel("Concat")
@@ -127,19 +134,27 @@ def _gather(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     x, idx, y = ins[0], ins[1], outs[0]
     axis = node.attrs.get("axis", 0) % x.ndim
     n = x.shape[axis]
-    if idx.dtype.kind in "iu":
+    if idx.dtype.kind in "iu" and ctx.is_const(idx):
         fixed = np.where(idx < 0, idx + n, idx).astype(np.intp)
         return lambda feeds: np.take(x, fixed, axis=axis, out=y)
+    if idx.dtype.kind in "iu":
+        # indices fed or computed at run time (an embedding's ids), in their own int type
+        return lambda feeds: np.take(x, np.where(idx < 0, idx + n, idx), axis=axis, out=y)
+    return _float_gather(node, x, idx, y, axis)
 
-    # indices fed or computed at run time (an embedding's int64 ids) are held as floats:
-    # exact up to 2**(mantissa bits + 1), 16,777,216 rows of a float32 table
-    exact = 2 ** (np.finfo(idx.dtype).nmant + 1) if idx.dtype.kind == "f" else n
+
+def _float_gather(node: Node, x: Any, idx: Any, y: Any, axis: int) -> Step:
+    """Gather by indices a graph declares as floats (ONNX never does; a .nnf file whose ids
+    input was saved as float32 does): exact up to 2**(mantissa bits + 1), 16,777,216 rows of
+    a float32 table, so a longer axis is refused."""
+    n = x.shape[axis]
+    exact = 2 ** (np.finfo(idx.dtype).nmant + 1)
     if n > exact:
-        raise ConfigError(f"the NumPy runtime holds {node.op} {node.name!r} indices as "
-                          f"{idx.dtype}, exact up to {exact:,}; expected an axis of at most "
-                          f"that length, found {n:,} (use backend='onnxruntime')")
+        raise ConfigError(f"{node.op} {node.name!r}: its indices are {idx.dtype}, exact up to "
+                          f"{exact:,}; expected an axis of at most that length, found {n:,} "
+                          f"(declare them int64, or use backend='onnxruntime')")
 
-    def step(feeds: Any) -> None:  # indices computed at run time (held as floats)
+    def step(feeds: Any) -> None:
         i = idx.astype(np.intp)
         np.take(x, np.where(i < 0, i + n, i), axis=axis, out=y)
     return step
@@ -196,33 +211,27 @@ def _max_min(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
 @kernel(*COMPARISONS)
 def _compare(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     fn, a, b, y = COMPARISONS[node.op], ins[0], ins[1], outs[0]
-    return lambda feeds: np.copyto(y, fn(a, b))  # held as 0/1 in the plan's float buffer
+    return lambda feeds: fn(a, b, out=y)
 
 
 @kernel("IsNaN")
 def _isnan(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     x, y = ins[0], outs[0]
-    return lambda feeds: np.copyto(y, np.isnan(x))  # 0/1 in the float buffer, as comparisons
+    return lambda feeds: np.isnan(x, out=y)
 
 
 @kernel("Where")
 def _where(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     c, a, b, y = ins[0], ins[1], ins[2], outs[0]
-    return lambda feeds: np.copyto(y, np.where(c != 0, a, b))
+    if c.dtype != np.bool_:
+        raise ConfigError(f"Where {node.name!r}: expected a bool condition, found {c.dtype}")
+    return lambda feeds: np.copyto(y, np.where(c, a, b))
 
 
 @kernel("ArgMax", "ArgMin")
 def _arg(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     x, y = ins[0], outs[0]
-    # indices live in the float buffer (cast to int64 at the plan's output): exact only up
-    # to 2**(mantissa bits + 1), i.e. an axis of 16,777,216 entries for float32
-    exact = 2 ** (np.finfo(y.dtype).nmant + 1) if y.dtype.kind == "f" else None
-    size = x.shape[int(node.attrs.get("axis", 0)) % max(x.ndim, 1)] if x.ndim else 1
-    if exact is not None and size > exact:
-        raise ConfigError(f"the NumPy runtime holds {node.op} indices as {y.dtype}, exact up to "
-                          f"{exact:,}; expected an axis of at most that length, found {size:,} "
-                          f"(use backend='onnxruntime')")
-    return lambda feeds: np.copyto(y, arg_extreme(node, x))
+    return lambda feeds: np.copyto(y, arg_extreme(node, x))  # y is int64
 
 
 @kernel("Split")

@@ -4,9 +4,16 @@ Memory planning: every value a kernel writes lives in a slice of a flat "storage
 storage is handed to a later value once its last reader has run, so values whose lifetimes do
 not overlap share memory; elementwise ops write over their input when it dies there
 (in place); Flatten/Reshape/Identity/Dropout are views and cost nothing. Graph outputs get
-storage of their own, and `Plan.run` returns copies (int and bool outputs cast back to their
-declared dtype), so a caller may keep results while the
+storage of their own, and `Plan.run` returns copies, so a caller may keep results while the
 plan is reused. One plan serves one call at a time: the session keeps a pool of them.
+
+Dtypes: every value has its own, from shape inference (an int64 Cast is held in int64, a
+comparison in bool, a DOUBLE branch in float64), and a storage holds one dtype: values share
+memory only with values of the same dtype. Storages per dtype rather than raw bytes viewed as
+any dtype: a float32 plan's storages are exactly what they were, and a byte storage would
+need its views realigned per dtype for nothing (int values are few and small: indices, shapes,
+masks). `check_dtypes` refuses, at compile time, a kernel that does not compute in a value's
+dtype (a Conv on int8), so nothing is silently computed in another type.
 """
 
 from __future__ import annotations
@@ -20,15 +27,15 @@ from ..graph.ir import Graph
 from ..graph.shapes import check_output_sizes, compute_shapes
 from . import conv as _conv  # noqa: F401 - registers the Conv kernels
 from .conv import TAIL
-from .kernels import IN_PLACE, KERNELS, READS_FEEDS, VIEWS, Ctx, Feed
+from .kernels import IN_PLACE, KERNELS, READS_FEEDS, VIEWS, Ctx, Feed, check_dtypes
 from .parallel import SERIAL_BLAS
 
 
 class _Storage:
-    __slots__ = ("size", "end", "array")
+    __slots__ = ("size", "end", "dtype", "array")
 
-    def __init__(self, size: int, end: int) -> None:
-        self.size, self.end, self.array = size, end, None
+    def __init__(self, size: int, end: int, dtype: np.dtype) -> None:
+        self.size, self.end, self.dtype, self.array = size, end, dtype, None
 
 
 class Plan:
@@ -100,6 +107,10 @@ def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
     check_output_sizes(graph, infos, max(1, rows))
     dtype = plan_dtype(graph)
     ctx = _CountingCtx(dtype, check_finite, threads, allow_nan)
+
+    def dtype_of(name: str) -> np.dtype:
+        info = infos.get(name)
+        return np.dtype(info.dtype) if info is not None and info.dtype else dtype
     nodes = graph.nodes
     outputs = set(graph.output_names)
     last: dict[str, int] = {}
@@ -122,14 +133,14 @@ def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
     storages: list[_Storage] = []
 
     def allocate(name: str, i: int, dedicated: bool = False) -> None:
-        size = int(np.prod(shape(name)))
+        size, kind = int(np.prod(shape(name))), dtype_of(name)
         end = last.get(name, i)
-        free = [s for s in storages if s.end < i] if not dedicated else []
+        free = [s for s in storages if s.end < i and s.dtype == kind] if not dedicated else []
         fits = [s for s in free if s.size >= size]
         st = min(fits, key=lambda s: s.size) if fits else (
             max(free, key=lambda s: s.size) if free else None)
         if st is None:
-            st = _Storage(size, end)
+            st = _Storage(size, end, kind)
             storages.append(st)
         st.size, st.end = max(st.size, size), end
         where[name] = (st, shape(name))
@@ -148,6 +159,8 @@ def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
     for i, node in enumerate(nodes):
         if node.op not in KERNELS and node.op not in VIEWS:
             raise ConfigError(f"the NumPy runtime has no kernel for op {node.op!r}")
+        check_dtypes(node, [dtype_of(n) if n else None for n in node.inputs],
+                     [dtype_of(n) if n else None for n in node.outputs])
         src = node.inputs[0] if node.inputs else ""
         if node.op in VIEWS and (node.op != "Dropout" or not any(node.outputs[1:])):
             out = node.outputs[0]
@@ -171,7 +184,8 @@ def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
             if not out:
                 continue
             if (k == 0 and node.op in IN_PLACE and ins[0] in where and out not in outputs
-                    and where[ins[0]][0].end == i and shape(ins[0]) == shape(out)):
+                    and where[ins[0]][0].end == i and shape(ins[0]) == shape(out)
+                    and dtype_of(ins[0]) == dtype_of(out)):
                 st, _ = where[ins[0]]
                 st.end = last.get(out, i)
                 where[out] = (st, shape(out))
@@ -181,10 +195,10 @@ def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
     # phase 2: allocate storages (with a tail so wide conv views may read past the end)
     try:
         for st in storages:
-            st.array = np.zeros(st.size + TAIL, dtype)
+            st.array = np.zeros(st.size + TAIL, st.dtype)
             ctx.buffers.add(id(st.array))
     except MemoryError:  # the total says more than the one storage that failed
-        total = sum(st.size + TAIL for st in storages) * dtype.itemsize
+        total = sum((st.size + TAIL) * st.dtype.itemsize for st in storages)
         raise out_of_memory(f"allocating the buffers of a plan for inputs "
                             f"{[tuple(s) for s in input_shapes]}", nbytes=total) from None
 
@@ -207,26 +221,30 @@ def compile_plan(graph: Graph, input_shapes: Sequence[tuple[int, ...]],
             node = nodes[a]
             outs = [value(o) for o in node.outputs]
             labels.append(f"{node.op} {node.name!r}")
+            # scratch and constants in the node's own dtype (its output's: float64 math in
+            # float64, an int Div's scratch in its int type)
+            ctx.dtype = dtype_of(node.outputs[0]) if node.outputs and node.outputs[0] else dtype
             try:
                 steps.append(KERNELS[node.op](node, [value(n) for n in b], outs, ctx))
             except MemoryError as exc:  # a kernel's scratch or prepared weights
                 raise out_of_memory(f"compiling {labels[-1]}", exc) from None
+    ctx.dtype = dtype
     out_values = [value(v.name) for v in graph.outputs]
     out_values = [o.getter() if isinstance(o, Feed) else o for o in out_values]
-    for k, v in enumerate(graph.outputs):  # int and bool results (ArgMax, Equal) were floats
-        want = np.dtype(v.dtype) if v.dtype else dtype
-        if want != dtype and want.kind in "biu":
-            out_values[k] = _cast(out_values[k], want)
+    for k, v in enumerate(graph.outputs):  # a declared type that inference did not give
+        have = dtype_of(v.name)
+        if v.dtype and np.dtype(v.dtype) != have:
+            out_values[k] = _cast(out_values[k], np.dtype(v.dtype))
     nbytes = sum(st.array.nbytes for st in storages) + ctx.nbytes
     return Plan(steps, out_values, nbytes, frozenset(ctx.probed), ctx.serial_blas, labels)
 
 
 def plan_dtype(graph: Graph) -> np.dtype:
-    """The float dtype of a plan's buffers: the first float input's, else that of most float
-    weight elements, else the first float output's (float32 when nothing is float).
+    """The float dtype of values whose dtype is not known (an input declared without one):
+    the first float input's, else that of most float weight elements, else the first float
+    output's (float32 when nothing is float).
 
-    Not simply input 0's: an embedding model's first input holds int64 ids, and int64 buffers
-    would make every float kernel fail (int inputs are copied into float buffers instead).
+    Not simply input 0's: an embedding model's first input holds int64 ids.
     """
     for v in graph.inputs:
         if v.dtype and np.dtype(v.dtype).kind == "f":
@@ -252,6 +270,8 @@ def _cast(out: Any, dtype: np.dtype) -> Any:
 
 def _copy_step(feed: Feed, buf: np.ndarray) -> Any:
     get = feed.getter()
+    # the buffer has the input's declared dtype (the session coerces feeds to it): "same_kind"
+    # makes a float array fed for int ids fail loudly rather than truncate
     return lambda feeds: np.copyto(buf, get(feeds).reshape(buf.shape))
 
 
