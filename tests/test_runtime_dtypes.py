@@ -287,3 +287,18 @@ def test_arithmetic_on_bools_is_refused(tmp_path: Path) -> None:
     path = _unary_graph(tmp_path, "Add", "bool", const=True)
     with pytest.raises(ConfigError, match=r"Add .* numeric .* found bool"):
         InferenceSession(path, optimization="none").run({"f32": _f32(2), "x": SAMPLES["bool"]})
+
+
+def test_zero_rows_of_int_ids_give_float_outputs(tmp_path) -> None:
+    """An empty batch answers in the outputs' dtype, not the int64 input's."""
+    table = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3), "E")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["E", "ids"], ["y"], axis=0)], "emb",
+        [helper.make_tensor_value_info("ids", T.INT64, ["N"])],
+        [helper.make_tensor_value_info("y", T.FLOAT, ["N", 3])], [table])
+    path = tmp_path / "emb.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    session = InferenceSession(path)
+    empty = np.zeros((0,), np.int64)
+    assert session.run(empty).dtype == np.float32
+    assert session.predict(empty).values.dtype == np.float32

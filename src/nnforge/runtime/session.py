@@ -295,8 +295,9 @@ class InferenceSession:
                 pred = self._post.allocate(n, out.shape[1:], out.dtype)
             self._post.fill(pred, start, out)
         if pred is None:  # no rows: empty results of the right kind
+            out_dtype = self.graph.outputs[0].dtype or self._dtype  # not the input's: ids
             pred = self._post.allocate(0, tuple(d or 1 for d in self.output_shape),
-                                       self._dtype)
+                                       np.dtype(out_dtype))
         return self._post.finish(pred)
 
     def _run_checked(self, chunk: np.ndarray, start: int) -> Any:
@@ -464,7 +465,9 @@ class EmptyPlan:
                 # an output that does not shrink with the batch needs a real run to compute
                 raise ShapeError(f"expected at least one row, found inputs of shapes "
                                  f"{[tuple(s) for s in shapes]}")
-            self.outputs.append((tuple(shape), np.dtype(v.dtype or graph.inputs[0].dtype)))
+            # the inferred dtype (int64 ids in, float32 out), else the declared one
+            dtype = infos[v.name].dtype or v.dtype or graph.inputs[0].dtype
+            self.outputs.append((tuple(shape), np.dtype(dtype)))
         #: nothing to check: no values
         self.probed = frozenset(range(len(graph.inputs)))
         self.nbytes = 0
