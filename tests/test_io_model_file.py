@@ -292,7 +292,8 @@ def test_unwritable_destinations_fail_with_a_model_file_error(tmp_path):
     with pytest.raises(ModelFileError, match="cannot write model file .*directory"):
         save(_mlp(), tmp_path / "taken")
     (tmp_path / "plain").write_text("x")
-    with pytest.raises(ModelFileError, match="cannot write model file"):
+    with pytest.raises(ModelFileError, match="cannot write model file .*: expected '.*plain' to "
+                                             "be a directory, found a file"):
         save(_mlp(), tmp_path / "plain" / "m.nnf")
     assert _leftovers(tmp_path) == [] and _leftovers(tmp_path / "taken") == []
 

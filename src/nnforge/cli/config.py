@@ -42,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "optimizer": "adam", "lr": 1e-3, "weight_decay": None, "momentum": None,
     "epochs": 20, "batch_size": 32, "seed": 0, "validation_split": 0.1,
     "early_stopping": 0, "standardize": True, "fill_missing": None, "test_size": 0.2,
-    "output": None, "report": None, "quiet": False,
+    "output": None, "report": None, "quiet": False, "checkpoint": None, "resume": None,
 }
 
 
@@ -85,7 +85,7 @@ CONVERTERS: dict[str, Callable[[str], Any]] = {
     "momentum": nonnegative_float, "epochs": positive_int, "batch_size": positive_int,
     "seed": seed_int, "validation_split": fraction, "early_stopping": nonnegative_int,
     "standardize": _bool, "fill_missing": _choice(FILL_MISSING), "test_size": fraction,
-    "output": _text, "report": _text, "quiet": _bool,
+    "output": _text, "report": _text, "quiet": _bool, "checkpoint": _text, "resume": _text,
 }
 
 

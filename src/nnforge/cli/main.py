@@ -158,8 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         fail_line(str(exc))
         code = exc.exit_code
-    except KeyboardInterrupt:
-        fail_line("interrupted")
+    except KeyboardInterrupt as exc:  # a command may say where it stood and what it kept
+        fail_line(f"interrupted: {exc}" if str(exc) else "interrupted")
         code = 130
     except BrokenPipeError:
         # the reader (e.g. `| head`) went away: not an error; silence the flush at exit

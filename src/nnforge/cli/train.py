@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -11,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import NNForgeError
 from .common import (
+    UsageError,
     check_output_dir,
     check_output_path,
     column_ref,
@@ -48,6 +51,7 @@ EXAMPLES = """\
   nnforge train --data train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz \\
       --model cnn                                       # IDX images (N, H, W), as MNIST's
   nnforge train --config train.yaml --epochs 5        # flags override the config file
+  nnforge train --dataset digits --checkpoint ck.nnf  # after Ctrl-C, rerun it + --resume ck.nnf
 
 config file (YAML, which needs PyYAML, or JSON; the same names as the flags, with _ or -;
 paths in it are relative to the current directory):
@@ -137,6 +141,13 @@ def add_parser(sub: Any) -> None:
                      help="write loss/metric curves, a confusion matrix and a Markdown/HTML "
                           "report there, replacing an earlier nnforge report's files but no "
                           "others (needs matplotlib)")
+    out.add_argument("--checkpoint", metavar="FILE",
+                     help="write a resumable checkpoint there after every epoch (atomically); "
+                          "on Ctrl-C it holds the last whole epoch")
+    out.add_argument("--resume", metavar="FILE",
+                     help="continue the run a --checkpoint file holds, ending exactly as the "
+                          "uninterrupted run would; the settings must be the same (--epochs "
+                          "may grow)")
     out.add_argument("-q", "--quiet", action="store_true", default=None,
                      help="print only the final summary")
     p.set_defaults(run=run)
@@ -160,18 +171,32 @@ def _run(args: argparse.Namespace) -> int:
         require_matplotlib()
     name = settings["dataset"] or data_name(settings["data"])  # as load_labeled names it
     arch = settings["architecture"]
-    check_output_path(_output_path(settings, {"name": name}), "--output",
-                      [("--data file", settings["data"]), ("--config file", args.config),
-                       ("--architecture file", arch if isinstance(arch, str) else None)])
+    output = _output_path(settings, {"name": name})
+    inputs = [("--data file", settings["data"]), ("--config file", args.config),
+              ("--architecture file", arch if isinstance(arch, str) else None)]
+    check_output_path(output, "--output", [*inputs, ("--resume checkpoint", settings["resume"])])
+    if settings["checkpoint"]:  # the --resume file may be it: the run goes on writing there
+        check_output_path(settings["checkpoint"], "--checkpoint", inputs)
+        if Path(settings["checkpoint"]).resolve() == output.resolve():  # neither exists yet
+            raise UsageError(f"expected --checkpoint to differ from the --output file "
+                             f"{str(output)!r}; the final model would replace the checkpoint")
     if arch is not None:  # a bad file or an unknown layer: say so before loading the data
         from .models import build_from_architecture  # noqa: PLC0415
 
         settings["architecture"] = load_architecture(arch)
         build_from_architecture(settings["architecture"])
+    resumed_at = _check_resume(settings) if settings["resume"] else None
     started = time.perf_counter()
     prep = _prepare(settings)
-    result = _fit(settings, prep)
-    _save(settings, prep, result)
+    if resumed_at is not None:
+        _say(settings, f"resuming {settings['resume']} after epoch {resumed_at} of "
+                       f"{settings['epochs']}")
+    run_state: dict[str, Any] = {}
+    try:
+        result = _fit(settings, prep, run_state)
+        _save(settings, prep, result)
+    except KeyboardInterrupt:  # main() prints it: say what was kept and how to go on
+        raise KeyboardInterrupt(_interrupted(settings, run_state)) from None
     elapsed = time.perf_counter() - started
     if settings["report"]:
         from .report import write_report  # noqa: PLC0415
@@ -357,10 +382,14 @@ def _optimizer(s: dict[str, Any], model: Any) -> Any:
     return build_optimizer(s["optimizer"], model.parameters(), **kwargs)
 
 
-def _fit(s: dict[str, Any], prep: dict[str, Any]) -> dict[str, Any]:
+def _fit(s: dict[str, Any], prep: dict[str, Any], run_state: dict[str, Any]) -> dict[str, Any]:
+    """Build and train the model (resuming --resume's checkpoint), then test it.
+
+    run_state gets the trainer, and "in_fit" while fit() runs on it (any checkpoint loaded),
+    for _interrupted().
+    """
     import nnforge as nf  # noqa: PLC0415
 
-    from ..train import EarlyStopping  # noqa: PLC0415
     from .models import fold_target_scaling, last_linear  # noqa: PLC0415
     from .scoring import TRAINER_METRICS  # noqa: PLC0415
 
@@ -381,20 +410,21 @@ def _fit(s: dict[str, Any], prep: dict[str, Any]) -> dict[str, Any]:
     trainer = nf.Trainer(model, loss=loss, optimizer=_optimizer(s, model),
                          metrics=TRAINER_METRICS.get(task, []), seed=s["seed"],
                          verbose=0 if s["quiet"] else 1)
-    callbacks = []
-    if s["early_stopping"]:
-        monitor = "val_loss" if s["validation_split"] > 0 else "loss"
-        callbacks.append(EarlyStopping(monitor=monitor, patience=s["early_stopping"],
-                                       restore_best_weights=True))
+    callbacks, early = _callbacks(s, prep, target_scale is not None, run_state)
+    run_state["trainer"] = trainer
+    if s["resume"]:  # as fit(resume_from=...) would, but known to be whole once it returns
+        trainer.load_checkpoint(s["resume"])
+    run_state["in_fit"] = True
     _say(s, f"model: {model.num_parameters():,} parameters, {loss} loss, {s['optimizer']} "
             f"lr {s['lr']:g}, {s['epochs']} epochs of batch {s['batch_size']}"
             + (" (targets standardized while training)" if target_scale else ""))
     history = trainer.fit(prep["X_train"], y_train, epochs=s["epochs"],
                           batch_size=s["batch_size"],
                           validation_split=s["validation_split"], callbacks=callbacks)
-    if callbacks and callbacks[0].stopped_epoch is not None:
-        _say(s, f"early stopping after epoch {callbacks[0].stopped_epoch + 1}; kept the "
-                f"weights of epoch {callbacks[0].best_epoch + 1}")
+    run_state["in_fit"] = False
+    if early is not None and early.stopped_epoch is not None:
+        _say(s, f"early stopping after epoch {early.stopped_epoch + 1}; kept the "
+                f"weights of epoch {early.best_epoch + 1}")
     _check_finite_weights(model)
     if target_scale is not None:
         fold_target_scaling(last_linear(model), *target_scale)
@@ -403,6 +433,113 @@ def _fit(s: dict[str, Any], prep: dict[str, Any]) -> dict[str, Any]:
     if len(prep["X_test"]):
         result.update(_test(trainer, prep))
     return result
+
+
+def _callbacks(s: dict[str, Any], prep: dict[str, Any], scaled: bool,
+               run_state: dict[str, Any]) -> tuple[list[Any], Any]:
+    """The trainer's callbacks, and the EarlyStopping among them (or None)."""
+    from ..train import EarlyStopping, ModelCheckpoint  # noqa: PLC0415
+
+    callbacks: list[Any] = []
+    early = None
+    if s["early_stopping"]:
+        monitor = "val_loss" if s["validation_split"] > 0 else "loss"
+        early = EarlyStopping(monitor=monitor, patience=s["early_stopping"],
+                              restore_best_weights=True)
+        callbacks.append(early)
+    if s["checkpoint"]:  # every epoch, after the other callbacks (the trainer sees to that)
+        run_state["checkpoint_kwargs"] = _checkpoint_kwargs(s, prep, scaled)
+        callbacks.append(ModelCheckpoint(s["checkpoint"], **run_state["checkpoint_kwargs"]))
+    return callbacks, early
+
+
+#: The settings a resumed run must share with its checkpoint to end as the uninterrupted run
+#: would: not --epochs (a run may be extended), nor where the results go.
+RUN_SETTINGS = ("dataset", "label_column", "task", "model", "hidden", "activation", "dropout",
+                "architecture", "loss", "optimizer", "lr", "weight_decay", "momentum",
+                "batch_size", "seed", "validation_split", "early_stopping", "standardize",
+                "fill_missing", "test_size")
+
+
+def _run_settings(s: dict[str, Any]) -> dict[str, Any]:
+    """The RUN_SETTINGS as JSON gives them back, with the data by content (a moved file is
+    the same data, an edited one is not)."""
+    from .heldout import data_identity  # noqa: PLC0415
+
+    found = {k: s[k] for k in RUN_SETTINGS}
+    found["data"] = data_identity(s["dataset"], s["data"], s.get("labels"))
+    return json.loads(json.dumps(found))
+
+
+def _checkpoint_kwargs(s: dict[str, Any], prep: dict[str, Any], scaled: bool) -> dict[str, Any]:
+    """save()'s metadata for the --checkpoint file, with the settings --resume checks."""
+    out: dict[str, Any] = {"input_shape": prep["sample_shape"],
+                           "extra": {"nnforge_train": {"settings": _run_settings(s),
+                                                       "epochs": s["epochs"]}}}
+    if not scaled:  # with standardized targets it predicts in their units: no model of the task
+        out.update(task=prep["task"], labels=prep["labels"],
+                   preprocessing=prep["preprocessing"], feature_names=prep["feature_names"])
+    return out
+
+
+def _check_resume(s: dict[str, Any]) -> int:
+    """The epochs --resume's checkpoint has run, once it is known to be this run's."""
+    from ..errors import ConfigError  # noqa: PLC0415
+    from ..io import read_manifest  # noqa: PLC0415
+    from .training_state import training_state  # noqa: PLC0415
+
+    path = s["resume"]
+    if not Path(path).is_file():
+        raise ConfigError(f"expected a checkpoint at {path!r} (--resume), found "
+                          f"{'a directory' if Path(path).is_dir() else 'no such file'}")
+    saved = (read_manifest(path).get("extra") or {}).get("nnforge_train")
+    done = training_state(path).get("epoch")
+    if not isinstance(saved, dict) or not isinstance(saved.get("settings"), dict) \
+            or not isinstance(done, int):
+        raise ConfigError(f"expected a checkpoint written by 'nnforge train --checkpoint' at "
+                          f"{path!r} (--resume), found a model file without its training run")
+    for key, value in _run_settings(s).items():
+        then = saved["settings"].get(key)
+        if then == value:
+            continue
+        # a bundled set differs by name (checked first); a file by its bytes
+        found = f"--{key.replace('_', '-')} {_shown(value)} (the checkpoint's: {_shown(then)})" \
+            if key != "data" else f"other data (the bytes of {s['data']!r} or its labels differ)"
+        raise ConfigError(f"--resume {path}: expected the settings its run was trained with, "
+                          f"found {found}; only --epochs may change")
+    if done > s["epochs"]:
+        raise ConfigError(f"--resume {path}: expected --epochs of at least {done} (the epochs "
+                          f"it has run), found {s['epochs']}")
+    return done
+
+
+def _shown(value: Any) -> str:
+    """A setting's value in a message."""
+    return "unset" if value is None else json.dumps(value)[:60]
+
+
+def _interrupted(s: dict[str, Any], run_state: dict[str, Any]) -> str:
+    """Ctrl-C's line: where training stood, what was saved, how to go on."""
+    trainer = run_state.get("trainer")
+    if trainer is None:
+        return "before training started; nothing was saved"
+    done = trainer.state_dict()["epochs_done"]
+    where = f"after epoch {done} of {s['epochs']}" if done else f"in epoch 1 of {s['epochs']}"
+    path = s["checkpoint"]
+    if not path:
+        return (f"{where}; nothing was saved (pass --checkpoint FILE to save a resumable "
+                f"checkpoint every epoch)")
+    if run_state.get("in_fit"):
+        # the epoch cut short was undone: the trainer stands at the end of the last whole one,
+        # which the file may lack if the Ctrl-C came while it was being written
+        try:
+            trainer.save_checkpoint(path, **run_state["checkpoint_kwargs"])
+        except (OSError, NNForgeError) as exc:
+            return f"{where}; the checkpoint {path} could not be updated ({exc})"
+    elif not Path(path).is_file():
+        return f"{where}; nothing was saved yet"
+    return (f"{where}; saved a checkpoint of epoch {done} to {path}: rerun the same command with "
+            f"--resume {path} to continue")
 
 
 def _check_finite_weights(model: Any) -> None:
@@ -443,7 +580,6 @@ def _save(s: dict[str, Any], prep: dict[str, Any], result: dict[str, Any]) -> No
     from .heldout import data_identity  # noqa: PLC0415
 
     path = _output_path(s, prep)
-    path.parent.mkdir(parents=True, exist_ok=True)
     extra = {"trained_with": {
         "command": shlex.join(["nnforge", *sys.argv[1:]]) if sys.argv else "nnforge train",
         "data": prep["name"], "test_size": s["test_size"], "seed": s["seed"],
@@ -454,6 +590,8 @@ def _save(s: dict[str, Any], prep: dict[str, Any], result: dict[str, Any]) -> No
         **data_identity(s["dataset"], s["data"], s.get("labels"))}}
     if prep["label_name"]:  # predict leaves this column out of a file that still has it
         extra["trained_with"]["label_column"] = prep["label_name"]
+    if s["resume"]:
+        extra["trained_with"]["resumed_from"] = str(s["resume"])
     nf.save(result["model"], path, task=prep["task"], labels=prep["labels"],
             preprocessing=prep["preprocessing"], metrics=result["test_metrics"] or None,
             input_shape=prep["sample_shape"], extra=extra, feature_names=prep["feature_names"])

@@ -13,9 +13,11 @@ import json
 import mmap
 import os
 import re
+import socket
 import stat
 import struct
 import tempfile
+import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -30,6 +32,11 @@ MAX_ENTRIES = 256
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # the zip local file header, 30 bytes
 _ALIGN_EXTRA_ID = 0xD935  # the extra-field id zipalign uses for padding
 _Chunk = bytes | memoryview
+#: A temp file of a save whose process is gone, untouched this long, is that save's leftover
+#: (the mtime guard also covers a PID that looks gone only briefly, e.g. across namespaces).
+STALE_AFTER_S = 10.0
+#: Whether os.kill(pid, 0) probes a process (on Windows signal 0 is CTRL_C_EVENT: never there).
+_CAN_PROBE_PIDS = os.name == "posix"
 
 
 def sha256_of(chunks: Iterable[_Chunk]) -> str:
@@ -85,26 +92,22 @@ def _align_extra(offset: int, name: bytes, zip64: bool) -> bytes:
 
 def write_archive(path: str | os.PathLike, entries: Sequence[tuple[str, Sequence[_Chunk]]],
                   date_time: tuple[int, int, int, int, int, int]) -> None:
-    """Write a zip of stored entries atomically: temp file, fsync, rename over `path`."""
-    path = Path(path)
+    """Write a zip of stored entries atomically: temp file, fsync, rename over `path`.
+
+    The target must be absent or a writable regular file: a read-only one is refused (see
+    save()). Temp files of this target left by saves whose process died are removed first.
+    """
+    path = check_target(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        remove_stale_temps(path)  # first: a disk filled by dead saves' leftovers frees up
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path, os.getpid()), suffix=".tmp",
+                                   dir=path.parent)
     except OSError as exc:
         raise ModelFileError(f"cannot write model file '{path}': {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
-                for name, chunks in entries:
-                    info = zipfile.ZipInfo(name, date_time)
-                    info.compress_type = zipfile.ZIP_STORED
-                    info.external_attr = 0o644 << 16
-                    info.file_size = sum(memoryview(c).nbytes for c in chunks)
-                    zip64 = info.file_size * 1.05 > zipfile.ZIP64_LIMIT  # zipfile's own rule
-                    info.extra = _align_extra(f.tell(), name.encode("ascii"), zip64)
-                    with zf.open(info, "w", force_zip64=zip64) as w:
-                        for c in chunks:
-                            w.write(c)
+            _write_zip(f, entries, date_time)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o644)
@@ -119,6 +122,127 @@ def write_archive(path: str | os.PathLike, entries: Sequence[tuple[str, Sequence
                                  f"{exc.strerror or exc}") from None
         raise
     _fsync_dir(path.parent)
+
+
+def _write_zip(f: Any, entries: Sequence[tuple[str, Sequence[_Chunk]]],
+               date_time: tuple[int, int, int, int, int, int]) -> None:
+    """The stored, 64-byte-aligned zip entries, written to the open file f."""
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+        for name, chunks in entries:
+            info = zipfile.ZipInfo(name, date_time)
+            info.compress_type = zipfile.ZIP_STORED
+            info.external_attr = 0o644 << 16
+            info.file_size = sum(memoryview(c).nbytes for c in chunks)
+            zip64 = info.file_size * 1.05 > zipfile.ZIP64_LIMIT  # zipfile's own rule
+            info.extra = _align_extra(f.tell(), name.encode("ascii"), zip64)
+            with zf.open(info, "w", force_zip64=zip64) as w:
+                for c in chunks:
+                    w.write(c)
+
+
+# -- the target and its temp files -------------------------------------------------------------
+def check_target(path: Any) -> Path:
+    """The path to write a model file to, or one error naming what was expected and found."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"expected a model file path, found {type(path).__name__}")
+    text = os.fsdecode(os.fspath(path))
+    if not text.strip():
+        raise ConfigError("expected a model file path, found an empty string")
+    p = Path(text)
+    where = f"cannot write model file '{text}'"
+    if text.endswith(("/", os.sep)):  # Path() would drop the slash and write a file there
+        raise ModelFileError(f"{where}: expected a file name, found a directory path "
+                             f"(ending in '{text[-1]}')")
+    try:
+        st = os.stat(p)
+    except OSError:  # absent (or unreachable): the parents say why, or the write will
+        _check_parents(p, where)
+        return p
+    if stat.S_ISDIR(st.st_mode):
+        raise ModelFileError(f"{where}: expected a file, found a directory")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a pipe" if stat.S_ISFIFO(st.st_mode) else \
+            "a socket" if stat.S_ISSOCK(st.st_mode) else "a device"
+        raise ModelFileError(f"{where}: expected a regular file, found {kind} (the file is "
+                             f"written whole, then renamed into place, which would replace it)")
+    # a rename would replace it regardless (only the directory's permissions count); refused
+    # as cp, np.save and torch.save refuse it, and by the mode bits too, so that root (whom
+    # access() lets write anything) is refused alike
+    mode = stat.S_IMODE(st.st_mode)
+    if not mode & 0o222:
+        found = f"a read-only one (mode {mode:o})"
+    elif not os.access(p, os.W_OK):
+        found = f"one this user may not write (mode {mode:o})"
+    else:
+        return p
+    raise ModelFileError(f"{where}: expected a writable file, found {found}; make it writable "
+                         f"(chmod u+w) or delete it first")
+
+
+def _check_parents(p: Path, where: str) -> None:
+    """The nearest existing parent of p must be a directory (else a ModelFileError)."""
+    for parent in p.parents:
+        try:
+            st = os.stat(parent)
+        except OSError:  # absent, or a higher parent is a file: look further up
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise ModelFileError(f"{where}: expected '{parent}' to be a directory, found a file")
+        return
+
+
+def _host_tag() -> str:
+    """8 hex digits naming this machine: a PID only means something on the host that has it
+    (a directory shared over the network holds other machines' temp files too)."""
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def temp_prefix(path: Path, pid: int) -> str:
+    """The name start of a temp file that process `pid` of this host writes `path` through."""
+    return f".{path.name}.{pid}-{_host_tag()}."
+
+
+def _pid_alive(pid: int) -> bool | None:
+    """Whether a process with this PID exists on this host; None when that cannot be told."""
+    if not _CAN_PROBE_PIDS or pid <= 0:  # 0 and below name process groups, not a process
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's process
+        return True
+    except (OSError, OverflowError, ValueError):
+        return None
+    return True
+
+
+def remove_stale_temps(path: Path) -> list[str]:
+    """Delete this target's temp files left by dead saves (kill -9, a crash); their names.
+
+    Only files named by temp_prefix() for this host, whose PID is surely gone and which were
+    untouched for STALE_AFTER_S: never a save in progress, nor another target's temp file,
+    nor one whose writer cannot be told (an older nnforge's, another machine's, Windows).
+    """
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-{_host_tag()}\.[A-Za-z0-9_]+\.tmp")
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        found = pattern.fullmatch(name)
+        if found is None or _pid_alive(int(found.group(1))) is not False:
+            continue
+        candidate = path.parent / name
+        try:
+            st = os.lstat(candidate)
+            if stat.S_ISREG(st.st_mode) and time.time() - st.st_mtime > STALE_AFTER_S:
+                os.unlink(candidate)
+                removed.append(name)
+        except OSError:  # gone already (another save cleaned it), or not ours to delete
+            continue
+    return removed
 
 
 def _fsync_dir(directory: Path) -> None:
