@@ -13,9 +13,19 @@ from onnx import TensorProto, helper, numpy_helper
 ROWS = 40
 
 
-@pytest.fixture
-def embedding(tmp_path):
-    """Gather rows of a (40, 3) table by int64 ids: the output is the id's row, exactly."""
+@pytest.fixture(params=["onnx", "nnf"])
+def embedding(request, capsys, tmp_path):
+    """Gather rows of a (40, 3) table by int64 ids: the output is the id's row, exactly; the
+    .onnx file, or the .nnf `nnforge import` makes of it (whose input stays int64)."""
+    path = _embedding_onnx(tmp_path)
+    if request.param == "onnx":
+        return path
+    code, _, err = run_cli(capsys, "import", str(path), "-o", str(tmp_path / "emb.nnf"))
+    assert code == 0, err
+    return tmp_path / "emb.nnf"
+
+
+def _embedding_onnx(tmp_path):
     table = numpy_helper.from_array(np.arange(ROWS * 3, dtype=np.float32).reshape(ROWS, 3), "E")
     graph = helper.make_graph(
         [helper.make_node("Gather", ["E", "ids"], ["y"], axis=0)], "emb",
@@ -47,3 +57,10 @@ def test_fractional_or_huge_ids_are_refused(capsys, tmp_path, embedding, value, 
     path.write_text(json.dumps([1, value]))
     code, _, err = run_cli(capsys, "predict", str(embedding), "-i", str(path), "-o", "-")
     assert code == 1 and what in err and err.count("\n") == 1
+
+
+def test_export_of_an_imported_model_writes_int64_ids(capsys, tmp_path, embedding):
+    back = tmp_path / "back.onnx"
+    code, _, err = run_cli(capsys, "export", str(embedding), "-o", str(back))
+    assert code == 0, err
+    assert onnx.load(str(back)).graph.input[0].type.tensor_type.elem_type == TensorProto.INT64

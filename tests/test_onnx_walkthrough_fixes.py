@@ -79,7 +79,9 @@ def test_an_int64_first_input_runs_like_onnxruntime(tmp_path: Path) -> None:
         assert got.dtype == F32
         np.testing.assert_array_equal(got, want[:len(got)])
     import_model(path, tmp_path / "emb.nnf")  # `nnforge import`, then a .nnf session
-    np.testing.assert_array_equal(InferenceSession(tmp_path / "emb.nnf").run(ids), want)
+    nnf = InferenceSession(tmp_path / "emb.nnf")
+    assert nnf.manifest["inputs"][0]["dtype"] == nnf.graph.inputs[0].dtype == "int64"
+    np.testing.assert_array_equal(nnf.run(ids), want)
     export(tmp_path / "emb.nnf", tmp_path / "back.onnx")  # the ids stay int64 in the file
     np.testing.assert_array_equal(_ort(tmp_path / "back.onnx", {"ids": ids}), want)
     both = _embedding(tmp_path, rng, with_x=True)

@@ -44,6 +44,9 @@ FLOAT_SCALERS = ("standardize", "minmax", "impute")
 MAX_JSON_BYTES = 64 * 2**20  # JSON entries are metadata; anything larger is not ours
 MAX_SAMPLE_ELEMENTS = 2**31  # per input/output sample; 8 GiB of float32
 THREADED_HASH_BYTES = 4 * 2**20  # below this a second thread costs more than it saves
+#: input dtypes a layer may declare as its own (`input_dtype`, an imported graph's)
+_INPUT_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8",
+                 "bool")
 PathLike = str | os.PathLike
 
 
@@ -94,6 +97,19 @@ def _input_names(model: Module, n: int) -> list[str]:
         return [f"input_{k}" for k in range(n)]
     name = getattr(model, "input_name", None)
     return [name if isinstance(name, str) and name else "input"]
+
+
+def _input_dtypes(model: Module, n: int) -> list[str]:
+    """The inputs' dtypes: an imported graph's own (int64 ids; tracing gives the graph input
+    that dtype too, see onnx/graph_module.py), alone or first in a Sequential; any other
+    model's the float dtype its weights are stored in."""
+    first = model
+    while type(first).__name__ == "Sequential" and first._modules:
+        first = next(iter(first._modules.values()))
+    own = getattr(first, "input_dtype", None)
+    if n == 1 and isinstance(own, str) and own in _INPUT_DTYPES:
+        return [own]
+    return [_stored_float(model)] * n
 
 
 def _output_specs(model: Module, shapes: list[tuple[int, ...]]) -> list[dict[str, Any]]:
@@ -317,9 +333,10 @@ def build_entries(model: Module, kind: str, task: str | None = None, labels: Any
         "created": now.isoformat().replace("+00:00", "Z"), "kind": kind,
         "task": task, "labels": labels,
         # "names" (optional, since format 1 files may lack it): the feature columns' names
-        "inputs": [{"name": name, "shape": [None, *shape], "dtype": _stored_float(model)}
+        "inputs": [{"name": name, "shape": [None, *shape], "dtype": dtype}
                    | ({"names": names} if names else {})
-                   for name, shape in zip(_input_names(model, len(shapes)), shapes)],
+                   for name, shape, dtype in zip(_input_names(model, len(shapes)), shapes,
+                                                 _input_dtypes(model, len(shapes)))],
         "outputs": outputs,
         "preprocessing": pre,
         # present when save() folded a target scaler's inverse into the final Linear layer
@@ -342,6 +359,13 @@ def save(model: Module, path: PathLike, task: str | None = None, labels: Any = N
     task="regression", the fitted Standardizer or MinMaxScaler the training targets were
     scaled with; its inverse is folded into the file's copy of the final Linear layer, so the
     saved model predicts in the targets' own units (the manifest's "target_scaling" says so).
+
+    path: the parent directories are made as needed; an existing file is replaced (keeping its
+    permissions) unless it is read-only: a file without write permission (mode 0o444, say) is
+    refused with a ModelFileError, as cp, np.save and torch.save refuse it, even for root,
+    rather than silently renamed over. A directory, a device or a path under a file is refused
+    the same way, and an empty path with a ConfigError. Temp files of this path left by saves
+    whose process died (kill -9) are removed; those of saves still running are never touched.
     """
     entries, now = build_entries(model, "model", task, labels, preprocessing, metrics,
                                  input_shape, extra, feature_names=feature_names,

@@ -209,29 +209,12 @@ def source_graph(model_or_path: Any, input_shape: Sequence[Any] | None = None
         shape = specs[0].get("shape") if input_shape is None else (None, *input_shape)
         if shape is None and own is not None:
             shape = (None, *own)
-        graph = trace(obj, shape, input_name=specs[0].get("name", "input"),
-                      output_name=out_name)
-        return _int_inputs(graph, obj, specs), manifest
+        # an imported graph's input keeps its own dtype (int64 ids) in the trace itself
+        return trace(obj, shape, input_name=specs[0].get("name", "input"),
+                     output_name=out_name), manifest
     if names is not None and not all(names):
         names = None  # traced defaults: input_0, input_1, ...
-    graph = trace(obj, shapes, input_name=names, output_name=out_name)
-    return _int_inputs(graph, obj, specs), manifest
-
-
-def _int_inputs(graph: Graph, module: Any, specs: list[dict[str, Any]]) -> Graph:
-    """The traced graph with the integer input dtypes an imported model's graph (or else its
-    manifest) records, an embedding's int64 ids: tracing gives every input the model's
-    float dtype."""
-    from .graph_module import GraphModule  # noqa: PLC0415
-
-    if isinstance(module, GraphModule):
-        specs = module.get_config()["graph"]["inputs"]
-    if len(specs) == len(graph.inputs):
-        for v, spec in zip(graph.inputs, specs):
-            dtype = spec.get("dtype")
-            if isinstance(dtype, str) and dtype in ("int32", "int64", "bool"):
-                v.dtype = dtype
-    return graph
+    return trace(obj, shapes, input_name=names, output_name=out_name), manifest
 
 
 def prepend_preprocessing(graph: Graph, config: Any) -> Graph:

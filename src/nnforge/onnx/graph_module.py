@@ -65,6 +65,12 @@ class GraphModule(Module):
     def get_config(self) -> dict[str, Any]:
         return {"graph": self._spec}
 
+    @property
+    def input_dtype(self) -> str:
+        """The graph input's own dtype (int64 for an embedding's ids): what a saved `.nnf`
+        records and what tracing gives the input (see _lower), not the weights' float dtype."""
+        return self._spec["inputs"][0]["dtype"]
+
     def extra_repr(self) -> str:
         ops = sorted({n["op"] for n in self._spec["nodes"]})
         return f"{len(self._spec['nodes'])} nodes: {', '.join(ops)}"
@@ -277,7 +283,7 @@ def _lower(layer: GraphModule, t: Any, path: str, x: str) -> str:
         raise ConfigError(f"cannot trace GraphModule {path}: expected one input and one output, "
                           f"found {len(g.inputs)} and {len(g.outputs)}")
     prefix = f"{path}/"
-    env = {g.inputs[0].name: x}
+    env = {g.inputs[0].name: _typed_input(t, x, g, prefix)}
     dims: dict[str, Any] = {}  # Reshape/Expand targets computed from Shape (fold.py writes them)
     for name, arr in g.initializers.items():
         env[name] = t.weight(prefix + name, arr)
@@ -293,3 +299,28 @@ def _lower(layer: GraphModule, t: Any, path: str, x: str) -> str:
                 t.shapes[new] = shapes[k] if k < len(shapes) else None
         t.graph.nodes.append(node)
     return env[g.outputs[0].name]
+
+
+def _typed_input(t: Any, x: str, g: Any, prefix: str) -> str:
+    """x in the dtype the graph takes. The tracer gives a model's input the weights' float
+    dtype; when x is that input, it takes the graph's own dtype instead, so that int64 ids
+    stay integers end to end (float32 holds them exactly only up to 2**24). A value that
+    other layers computed, or an input of an op-by-op trace (which types its inputs itself
+    afterwards), is cast to an integer or bool dtype, as calling the layer converts its
+    argument: Gather never sees float indices."""
+    from ..autograd import function  # noqa: PLC0415
+    from ..graph.ops_onnx import ONNX_DTYPES  # noqa: PLC0415
+
+    dtype = g.inputs[0].dtype
+    own = next((v for v in t.graph.inputs if v.name == x), None)
+    if own is not None and function.RECORDER is None:
+        own.dtype = dtype
+        return x
+    if np.dtype(dtype).kind == "f":
+        return x  # float values from layers in front, in their dtype as before
+    taken = {o for n in g.nodes for o in n.outputs} | set(g.initializers)
+    name = f"{g.inputs[0].name}_cast"
+    while name in taken:  # the graph's own values get the same prefix
+        name += "_"
+    to = next(k for k, v in ONNX_DTYPES.items() if v == np.dtype(dtype))
+    return t.node("Cast", [x], prefix + name, to=to)

@@ -134,30 +134,16 @@ def _gather(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     x, idx, y = ins[0], ins[1], outs[0]
     axis = node.attrs.get("axis", 0) % x.ndim
     n = x.shape[axis]
-    if idx.dtype.kind in "iu" and ctx.is_const(idx):
+    if idx.dtype.kind not in "iu":
+        # ONNX takes int32/int64 indices only (ONNX Runtime refuses others); imported graphs,
+        # .nnf files among them, feed ids in their own integer type
+        raise ConfigError(f"{node.op} {node.name!r}: expected int32 or int64 indices, found "
+                          f"{idx.dtype}")
+    if ctx.is_const(idx):
         fixed = np.where(idx < 0, idx + n, idx).astype(np.intp)
         return lambda feeds: np.take(x, fixed, axis=axis, out=y)
-    if idx.dtype.kind in "iu":
-        # indices fed or computed at run time (an embedding's ids), in their own int type
-        return lambda feeds: np.take(x, np.where(idx < 0, idx + n, idx), axis=axis, out=y)
-    return _float_gather(node, x, idx, y, axis)
-
-
-def _float_gather(node: Node, x: Any, idx: Any, y: Any, axis: int) -> Step:
-    """Gather by indices a graph declares as floats (ONNX never does; a .nnf file whose ids
-    input was saved as float32 does): exact up to 2**(mantissa bits + 1), 16,777,216 rows of
-    a float32 table, so a longer axis is refused."""
-    n = x.shape[axis]
-    exact = 2 ** (np.finfo(idx.dtype).nmant + 1)
-    if n > exact:
-        raise ConfigError(f"{node.op} {node.name!r}: its indices are {idx.dtype}, exact up to "
-                          f"{exact:,}; expected an axis of at most that length, found {n:,} "
-                          f"(declare them int64, or use backend='onnxruntime')")
-
-    def step(feeds: Any) -> None:
-        i = idx.astype(np.intp)
-        np.take(x, np.where(i < 0, i + n, i), axis=axis, out=y)
-    return step
+    # indices fed or computed at run time (an embedding's ids), in their own int type
+    return lambda feeds: np.take(x, np.where(idx < 0, idx + n, idx), axis=axis, out=y)
 
 
 _REDUCERS = {"ReduceMean": np.mean, "ReduceSum": np.sum, "ReduceMax": np.max,
