@@ -297,7 +297,9 @@ def test_history_stays_aligned_when_metrics_or_validation_change(tmp_path):
     nf.manual_seed(0)
     more = nf.Trainer(_model(), metrics=["accuracy", "f1_macro"], seed=0, verbose=0)
     logs = [HistoryLogger(tmp_path / "h.csv"), HistoryLogger(tmp_path / "h.json")]
-    more.fit(X, y, epochs=3, validation_split=0.2, callbacks=logs,
+    # validation_data, not validation_split: a split would change the training rows, which a
+    # resumed run refuses
+    more.fit(X, y, epochs=3, validation_data=(X[:24], y[:24]), callbacks=logs,
              resume_from=str(tmp_path / "c.nnf"))
     assert {len(v) for v in more.history.values()} == {3}
     assert np.isnan(more.history["f1_macro"][:2]).all() and more.history["f1_macro"][2] >= 0

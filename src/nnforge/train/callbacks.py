@@ -7,6 +7,7 @@ import json
 import math
 import numbers
 import os
+import string
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,11 @@ class Callback:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore state_dict()'s output."""
+
+    def state_key(self) -> str:
+        """What identifies this callback's saved state in a checkpoint: its type, plus the
+        settings that tell two of one type apart (a path, a monitored value)."""
+        return type(self).__name__
 
 
 def _mode_for(monitor: str, mode: str) -> str:
@@ -173,6 +179,10 @@ class EarlyStopping(Callback):
         self.best_weights = None if weights is None else dict(weights)
         self.stopped_epoch = stopped
 
+    def state_key(self) -> str:
+        """The type and monitored value."""
+        return f"EarlyStopping(monitor={self.tracker.monitor!r})"
+
 
 class ModelCheckpoint(Callback):
     """Save a resumable checkpoint (model + optimizer + trainer state) after epochs.
@@ -195,32 +205,92 @@ class ModelCheckpoint(Callback):
         self.tracker = _Tracker(monitor, mode, 0.0)
         self.every_n_epochs, self.save_kwargs = every_n_epochs, save_kwargs
         self.saved: list[str] = []  # every path written, over all runs
+        # (path, monitored value or None) of the write this epoch asked for
+        self._pending: tuple[str, float | None] | None = None
+        _template_fields(self.path)  # unbalanced braces are refused at once
 
     # no on_train_begin reset, unlike the other callbacks: the best value belongs to the
     # file, which outlives the fit() that wrote it; forgetting it let a second fit() replace
     # a better saved model with a worse one
+    def on_train_begin(self) -> None:
+        # a path naming a value the logs will not hold, or a best-only monitor without
+        # validation data, is refused now rather than after the first epoch's training
+        self._pending = None
+        expected = getattr(self.trainer, "_expected_log_keys", None)
+        if expected is None:
+            return
+        keys, validated, open_ended = expected()
+        fields = _template_fields(self.path)
+        needed = fields | ({self.tracker.monitor} if self.save_best_only else set())
+        for name in sorted(needed - keys - {"epoch"}):
+            if name.startswith("val_") and not validated:
+                raise ConfigError(f"cannot fill in the checkpoint path {self.path!r} or monitor "
+                                  f"{name!r}: it exists only with validation_data or "
+                                  f"validation_split")
+            if not open_ended:  # a custom callback may add its own keys to the logs
+                raise ConfigError(f"cannot fill in the checkpoint path {self.path!r} or monitor "
+                                  f"{name!r}: expected 'epoch' or one of the epoch's logs "
+                                  f"{sorted(keys)}")
+        if fields <= keys | {"epoch"}:
+            self._fill_path({k: 1.0 for k in keys}, 0)  # a bad format spec fails now
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         if (epoch + 1) % self.every_n_epochs:
             return
+        value = None
         if self.save_best_only:
             value = _monitored(logs, self.tracker.monitor)
             if not self.tracker.improved(value):
                 return
-            self.tracker.best = value
+        self._pending = (self._fill_path(logs, epoch), value)
+        # inside fit() the trainer writes once every callback's on_epoch_end has run, so the
+        # file holds each callback's end-of-epoch state (another checkpoint's best included)
+        if not getattr(self.trainer, "_defer_checkpoints", False):
+            self.write_pending()
+
+    def write_pending(self) -> None:
+        """Write the checkpoint this epoch asked for, then (only then) take its value as best."""
+        pending = getattr(self, "_pending", None)
+        if pending is None:
+            return
+        path, value = pending  # state_dict() reports the new best while the file is written
         try:
-            path = self.path.format(**{**logs, "epoch": epoch + 1})
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ConfigError(f"cannot fill in the checkpoint path {self.path!r} ({exc!r}): it "
-                              f"may name 'epoch' and the epoch's logs {sorted(logs)}") from None
-        self.trainer.save_checkpoint(path, **self.save_kwargs)
+            self.trainer.save_checkpoint(path, **self.save_kwargs)
+        finally:
+            self._pending = None
+        if value is not None:
+            self.tracker.best = value
         self.saved.append(path)
 
+    def _fill_path(self, logs: dict[str, float], epoch: int) -> str:
+        try:
+            return self.path.format(**{**logs, "epoch": epoch + 1})
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"cannot fill in the checkpoint path {self.path!r} ({exc!r}): it "
+                              f"may name 'epoch' and the epoch's logs {sorted(logs)}") from None
+
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.tracker.best}
+        pending = getattr(self, "_pending", None)
+        best = pending[1] if pending is not None and pending[1] is not None else self.tracker.best
+        return {"best": best}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.tracker.best = _state_float(state, "best")
+        self._pending = None
+
+    def state_key(self) -> str:
+        """The type, path template, monitored value and whether it keeps the best only."""
+        return (f"ModelCheckpoint(path={self.path!r}, monitor={self.tracker.monitor!r}, "
+                f"save_best_only={bool(self.save_best_only)})")
+
+
+def _template_fields(template: str) -> set[str]:
+    """The names a str.format template fills in ({val_loss:.3f} -> val_loss)."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ConfigError(f"cannot fill in the checkpoint path {template!r}: {exc}") from None
+    return {name.split(".")[0].split("[")[0] for _, name, _, _ in parsed if name}
 
 
 class LRScheduler(Callback):
@@ -274,6 +344,12 @@ class LRScheduler(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.scheduler.load_state_dict(state["scheduler"])
 
+    def state_key(self) -> str:
+        """The type, the scheduler's type, how often it steps and what it monitors (its
+        settings are checked by the scheduler itself when it loads its state)."""
+        return (f"LRScheduler({type(self.scheduler).__name__}, per={self.per!r}, "
+                f"monitor={self.monitor!r})")
+
 
 class HistoryLogger(Callback):
     """Write the history after every epoch to a .json or .csv file."""
@@ -283,10 +359,40 @@ class HistoryLogger(Callback):
         if self.path.suffix.lower() not in (".json", ".csv"):
             raise ConfigError(f"history log must end in .json or .csv, found {self.path.name!r}")
 
+    def on_train_begin(self) -> None:
+        # path problems are found before the first epoch trains, not after it
+        if self.path.is_dir():
+            raise ConfigError(f"history log path '{self.path}' is a directory; expected a "
+                              f".json or .csv file path")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the folder for history log '{self.path}': "
+                              f"{exc.strerror or exc}") from None
+        if not os.access(self.path.parent, os.W_OK):
+            raise ConfigError(f"cannot write history log '{self.path}': its folder is not "
+                              f"writable")
+
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        history = self.trainer.history
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._write(tmp)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            try:  # no .tmp left behind
+                tmp.unlink()
+            except OSError:
+                pass
+            raise ConfigError(f"cannot write history log '{self.path}': "
+                              f"{exc.strerror or exc}") from None
+
+    def state_key(self) -> str:
+        """The type and path."""
+        return f"HistoryLogger(path={str(self.path)!r})"
+
+    def _write(self, tmp: Path) -> None:
+        history = self.trainer.history
         if self.path.suffix.lower() == ".json":
             # null for NaN (an epoch without that metric) and infinities: JSON has neither
             tmp.write_text(json.dumps({k: [x if math.isfinite(x) else None for x in v]
@@ -300,4 +406,3 @@ class HistoryLogger(Callback):
                 for i in range(rows):
                     w.writerow([i + 1, *(history[k][i] if i < len(history[k]) else ""
                                          for k in keys)])
-        os.replace(tmp, self.path)

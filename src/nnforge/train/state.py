@@ -54,6 +54,23 @@ def _rng(state: dict[str, Any], key: str, generator: np.random.Generator) -> dic
     return value
 
 
+def _partial(partial: dict[str, Any]) -> None:
+    """A part-epoch's progress (a checkpoint saved mid-epoch): counters, sums, lr."""
+    for key in ("batches", "seen"):
+        _count(partial, key)
+    for key in ("total", "lr"):
+        value = partial.get(key)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise _bad(f"'partial' needs {key!r} a number, found {value!r:.40}")
+    if partial.get("kind") not in ("arrays", "loader"):
+        raise _bad(f"'partial' needs 'kind' 'arrays' or 'loader', found "
+                   f"{partial.get('kind')!r:.40}")
+    for key in ("outputs", "targets"):
+        if partial.get(key) is not None and not isinstance(partial[key], np.ndarray):
+            raise _bad(f"'partial' needs {key!r} an array or null, found "
+                       f"{type(partial[key]).__name__}")
+
+
 def check_trainer_state(state: Any, shuffle_rng: np.random.Generator,
                         global_rng: np.random.Generator) -> dict[str, Any]:
     """The state's fields, checked for type, range and agreement with each other."""
@@ -72,9 +89,16 @@ def check_trainer_state(state: Any, shuffle_rng: np.random.Generator,
     callbacks = state.get("callbacks", [])
     if not isinstance(callbacks, list) or not all(
             isinstance(c, dict) and isinstance(c.get("type"), str)
+            and isinstance(c.get("key", ""), str)
             and isinstance(c.get("state"), dict) for c in callbacks):
-        raise _bad(f"'callbacks' must be a list of {{type: name, state: object}}, found "
-                   f"{callbacks!r:.80}")
+        raise _bad(f"'callbacks' must be a list of {{type: name, key: name, state: object}}, "
+                   f"found {callbacks!r:.80}")
+    for key in ("run", "partial"):  # older checkpoints lack them
+        if state.get(key) is not None and not isinstance(state[key], dict):
+            raise _bad(f"'{key}' must be an object or null, found {state[key]!r:.60}")
+    partial = state.get("partial")
+    if partial is not None:
+        _partial(partial)
     loader = state.get("loader")
     if loader is not None and not isinstance(loader, dict):
         raise _bad(f"'loader' must be a DataLoader state object or null, found {loader!r:.60}")
@@ -84,10 +108,9 @@ def check_trainer_state(state: Any, shuffle_rng: np.random.Generator,
         raise _bad(f"'split_seed' must be an integer in [0, 2**64) or null, found "
                    f"{split_seed!r:.40}")
     history = _history(state["history"], epochs)
-    saved: dict[str, list[dict[str, Any]]] = {}
-    for entry in callbacks:
-        saved.setdefault(entry["type"], []).append(entry["state"])
-    return {"epochs_done": epochs, "step": step, "stop_training": stopped, "history": history,
+    saved = [{"type": c["type"], "key": c.get("key"), "state": c["state"]} for c in callbacks]
+    return {"run": state.get("run"), "partial": partial, "epochs_done": epochs, "step": step,
+            "stop_training": stopped, "history": history,
             "shuffle_rng": _rng(state, "shuffle_rng", shuffle_rng),
             "global_rng": _rng(state, "global_rng", global_rng), "callbacks": saved,
             "loader": loader, "split_seed": None if split_seed is None else int(split_seed)}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import numbers
 import time
+import warnings
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -21,6 +24,9 @@ from ..nn.losses import Loss, get_loss
 from ..nn.module import Module
 from ..ops import conv as conv_ops
 from ..ops.activation import sigmoid_array, softmax_array
+from ..optim import groups as groups_lib
+from ..optim.optimizer import Optimizer
+from . import callbacks as callbacks_module
 from .callbacks import Callback, ModelCheckpoint
 from .progress import ProgressDisplay
 from .state import History, check_trainer_state
@@ -204,6 +210,139 @@ def _validation_arg(data: Any) -> Any:
                       f"DataLoader, found {found}")
 
 
+class _EpochProgress:
+    """A running epoch's sums, kept on the trainer so that a checkpoint saved mid-epoch (from
+    on_batch_end) holds them and the resumed epoch logs the whole epoch."""
+
+    __slots__ = ("kind", "lr", "order_rng", "total", "seen", "batches", "outputs", "targets",
+                 "prev_outputs", "prev_targets")
+
+    def __init__(self, kind: str, lr: float, partial: dict[str, Any] | None) -> None:
+        self.kind, self.lr, self.order_rng = kind, lr, None
+        self.total, self.seen, self.batches = 0.0, 0, 0
+        self.outputs: list[Any] = []
+        self.targets: list[np.ndarray] = []
+        self.prev_outputs = self.prev_targets = None  # a checkpoint's part of this epoch
+        if partial is not None:
+            self.total, self.seen = float(partial["total"]), int(partial["seen"])
+            self.batches = int(partial["batches"])
+            self.prev_outputs, self.prev_targets = partial.get("outputs"), partial.get("targets")
+
+    def collected(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The epoch's outputs and targets so far (a checkpoint's part first), on the host."""
+        outs = [] if self.prev_outputs is None else [self.prev_outputs]
+        tgts = [] if self.prev_targets is None else [self.prev_targets]
+        if self.outputs:
+            outs.append(backend.to_numpy(np.concatenate(self.outputs)))
+            tgts.append(np.concatenate(self.targets))
+        if not outs:
+            return None, None
+        return np.concatenate(outs), np.concatenate(tgts)
+
+    def state(self) -> dict[str, Any]:
+        """JSON-ready (arrays apart) position of the epoch, for a mid-epoch checkpoint."""
+        outputs, targets = self.collected()
+        return {"kind": self.kind, "lr": self.lr, "order_rng": self.order_rng,
+                "total": self.total, "seen": self.seen, "batches": self.batches,
+                "outputs": outputs, "targets": targets}
+
+
+def _data_fingerprint(X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Row count, sample shape and a hash of up to 16 evenly spaced rows (dtype-blind): cheap,
+    and enough to tell other data from the checkpointed run's."""
+    n = len(X)
+    idx = np.unique(np.linspace(0, n - 1, num=min(n, 16)).astype(np.int64))
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(np.ascontiguousarray(X[idx], dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(y[idx], dtype=np.float64).tobytes())
+    return {"kind": "arrays", "rows": n, "shape": list(X.shape[1:]),
+            "sample_hash": digest.hexdigest()}
+
+
+def _loss_config(loss: Loss) -> dict[str, Any]:
+    """The loss's type and simple settings (e.g. label_smoothing)."""
+    return {"type": type(loss).__name__, **{
+        k: v for k, v in sorted(vars(loss).items())
+        if not k.startswith("_") and isinstance(v, (bool, int, float, str, type(None)))}}
+
+
+def _architecture(model: Module) -> Any:
+    """The model's architecture (layer types and settings: Tanh vs ReLU, Dropout's p), or its
+    layer types when a layer cannot describe itself."""
+    try:
+        return model.to_architecture()
+    except ConfigError:
+        return [type(m).__name__ for m in model.modules()]
+
+
+def _optimizer_config(optimizer: Any) -> Any:
+    """The optimizer's name and hyperparameters (lr per group included); None if unknown."""
+    return optimizer.get_config() if isinstance(optimizer, Optimizer) else None
+
+
+def _jsonable(value: Any) -> Any:
+    """value as it reads back from a checkpoint's JSON (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+#: what a resumed fit() must share with the checkpointed run to continue it exactly
+_RUN_FIELDS = {"data": "training data", "batching": "batching (batch_size, drop_last, shuffle)",
+               "validation_split": "validation_split", "loss": "loss",
+               "architecture": "architecture", "dtype": "model dtype",
+               "frozen": "frozen parameters (requires_grad=False)"}
+
+
+def _first_difference(old: Any, new: Any, where: str) -> str:
+    """Where two JSON values first differ, and how: 'where: checkpoint X, now Y'."""
+    if isinstance(old, dict) and isinstance(new, dict) and old.keys() == new.keys():
+        key = next(k for k in old if old[k] != new[k])
+        return _first_difference(old[key], new[key], f"{where}.{key}")
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        i = next(i for i, (a, b) in enumerate(zip(old, new)) if a != b)
+        return _first_difference(old[i], new[i], f"{where}[{i}]")
+    return f"{where}: checkpoint {old!r:.120}, now {new!r:.120}"
+
+
+def _run_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """'what: checkpoint X, now Y' for each setting that differs (fields an older checkpoint
+    lacks are not compared)."""
+    return [_first_difference(old[key], new.get(key), what)
+            for key, what in _RUN_FIELDS.items() if key in old and old[key] != new.get(key)]
+
+
+def _match_callback_states(callbacks: list[Callback], saved: list[dict[str, Any]]
+                           ) -> list[tuple[Callback, dict[str, Any]]]:
+    """Pair saved callback states with callbacks by state_key() (type and identifying
+    settings); entries of older checkpoints, without a key, by type in order. A ConfigError
+    when a key is shared by unequal numbers of saved states and callbacks: no guessing."""
+    keyed: dict[str, list[dict[str, Any]]] = {}
+    legacy: dict[str, list[dict[str, Any]]] = {}
+    for entry in saved:
+        if entry.get("key"):
+            keyed.setdefault(entry["key"], []).append(entry["state"])
+        else:
+            legacy.setdefault(entry["type"], []).append(entry["state"])
+    mine: dict[str, list[Callback]] = {}
+    for cb in callbacks:
+        mine.setdefault(cb.state_key(), []).append(cb)
+    pairs: list[tuple[Callback, dict[str, Any]]] = []
+    for key, group in mine.items():
+        states = keyed.get(key)
+        if states is None:
+            continue
+        if len(states) != len(group):
+            raise ConfigError(f"cannot tell which saved callback state is whose: the checkpoint "
+                              f"holds {len(states)} state(s) of {key}, this run has "
+                              f"{len(group)} such callback(s); give them distinct settings "
+                              f"(paths, monitors) or pass as many as the checkpointed run had")
+        pairs += zip(group, states)
+    for cb in callbacks:  # older checkpoints: by type, in order, as they were written
+        queue = legacy.get(type(cb).__name__)
+        if queue:
+            pairs.append((cb, queue.pop(0)))
+    return pairs
+
+
 class Trainer:
     """Trains a Module: `fit`, `evaluate`, `predict`, with callbacks, metrics and checkpoints.
 
@@ -266,6 +405,16 @@ class Trainer:
         # loaded before fit() has no callbacks to give them to yet)
         self._callback_states: dict[str, list[Any]] | None = None
         self._resumed_stopped = False  # the checkpointed run had already stopped early
+        self._progress: _EpochProgress | None = None  # the epoch in progress, if any
+        self._partial_in: dict[str, Any] | None = None  # a mid-epoch checkpoint's epoch
+        self._run: dict[str, Any] | None = None  # the settings of the run (see _run_config)
+        self._saved_run: dict[str, Any] | None = None  # a loaded checkpoint's run settings
+        self._fresh_optimizer: Any = None  # the optimizer's config before a checkpoint loaded
+        # callback states at the end of the last whole epoch of an interrupted fit(): the next
+        # fit() continues them instead of starting its callbacks afresh
+        self._continue_states: list[dict[str, Any]] | None = None
+        self._defer_checkpoints = False  # inside the end of an epoch: checkpoints wait
+        self._log_keys: tuple[set[str], bool, bool] = (set(), False, True)
         self._shuffle_rng = np.random.default_rng(seed)
         # a seeded trainer's own state of the global generator (dropout draws during its
         # fit()); None until its first fit() starts it from the seed. Unseeded: not used.
@@ -321,12 +470,29 @@ class Trainer:
 
         Right after a checkpoint was loaded (`resume_from`, `load_checkpoint` or
         `load_state_dict`), `epochs` counts from the start of the original run instead, so a
-        resumed run stops where the uninterrupted one would have.
+        resumed run stops where the uninterrupted one would have (a run that had already
+        finished trains no epoch, with a UserWarning saying so). A checkpoint saved
+        mid-epoch (`save_checkpoint()` from on_batch_end) resumes inside that epoch, with
+        arrays as with a DataLoader: the batches left, the epoch's logged loss and metrics
+        over all its batches and its lr as at its start.
 
-        An epoch cut short (KeyboardInterrupt, an error) is undone: model, optimizer,
-        callbacks, RNGs, step and loader go back to the end of the last whole epoch, which
-        the history also ends with, so a later fit() or a checkpoint saved then continues
-        exactly as the uninterrupted run.
+        A resumed fit() must continue the checkpointed run: different training data (row
+        count, or a hash of a few sampled rows), batching (batch_size, drop_last, shuffle),
+        validation_split, loss, architecture (Tanh for ReLU, Dropout's p), dtype or frozen
+        parameters is refused with a ConfigError naming the first difference (checkpoints
+        from before these were recorded are not checked). More epochs, other callbacks,
+        metrics or validation_data are fine: they leave the training itself as it was. An
+        optimizer given other hyperparameters (lr, ...) only warns: the checkpoint's state,
+        with its schedules' current lr, is what resumes; to change the lr deliberately, set
+        it after `load_checkpoint()` and call fit() without resume_from.
+
+        An epoch cut short (KeyboardInterrupt, an error), in training or in a callback's
+        on_epoch_end, is undone whole: model, optimizer (every group's lr), callbacks,
+        history, RNGs, step and loader go back to the end of the last whole epoch, so a
+        later fit() or a checkpoint saved then continues exactly as the uninterrupted run
+        (files a callback wrote before the error stay, but its state forgets them).
+        ModelCheckpoint files are written once every callback's on_epoch_end has run, so each
+        holds every callback's state at the end of its epoch.
 
         A callback that sets `trainer.stop_training = True` stops fit() deliberately; that is
         not an interruption and nothing is undone. Set in on_batch_end, it stops after that
@@ -337,8 +503,11 @@ class Trainer:
 
         Each fit() is a new run for the callbacks: on_train_begin resets per-run state
         (EarlyStopping's best value and patience, ReduceLROnPlateau's), and a fit() resuming
-        a checkpoint then restores their saved states. ModelCheckpoint keeps its best across
-        fits (as Keras 3), so a later fit() never overwrites a better saved model.
+        a checkpoint then restores their saved states, matched by `Callback.state_key()`
+        (type, path, monitor). So does the fit() right after an interrupted one: it continues
+        that run's callback states as they were at its last whole epoch. ModelCheckpoint
+        keeps its best across fits (as Keras 3), so a later fit() never overwrites a better
+        saved model.
         """
         if getattr(self, "_fitting", False):  # RNG swap, history, loader: one run each
             raise ConfigError("fit() was called while this trainer's fit() runs (from a "
@@ -373,12 +542,16 @@ class Trainer:
             if validation_split:
                 raise ConfigError("validation_split needs arrays; with a DataLoader pass "
                                   "validation_data (arrays or another DataLoader)")
+            data = {"kind": "loader", "rows": len(loader.dataset),
+                    "batch_size": loader.batch_size, "shuffle": bool(loader.shuffle),
+                    "drop_last": bool(loader.drop_last)}
         else:
             X = _as_features(X, self.model.dtype)
             y = self._as_targets(y, len(X))
             if len(X) == 0:
                 raise DataError("fit() needs at least one training sample, found none")
             self._check_targets(y)
+            data = _data_fingerprint(X, y)  # of every row, before validation_split's draw
             weights = sample_weight_arg(sample_weight, len(X))
             # before the split: keys are checked against every row's class
             per_class = None if class_weight is None else \
@@ -414,18 +587,29 @@ class Trainer:
                 raise DataError(f"drop_last=True with {len(X)} training samples and batch_size="
                                 f"{batch_size} leaves no batch to train on: use a smaller "
                                 f"batch_size or drop_last=False")
+        self._start_run(data, None if loader is not None else {
+            "batch_size": batch_size, "drop_last": bool(drop_last), "shuffle": bool(shuffle)},
+            float(validation_split or 0.0))
         if resume_from is None and self._resumed:  # loaded before fit(): its RNG states stand
-            self._restore_callbacks(self._callback_states or {})
+            self._restore_callbacks(self._callback_states or [])
         # on_train_begin resets each callback for a new run; a resumed run gets its saved
-        # states back after that (they were checked, all or none, just above)
-        restored = self._callback_states if self._resumed else None
-        self._callback_states = None
+        # states back after that (they were checked, all or none, just above), and so does
+        # a fit() continuing one that was interrupted (see the docstring)
+        restored = self._callback_states if self._resumed else self._continue_states
+        self._callback_states = self._continue_states = None
+        partial, self._partial_in = (self._partial_in if self._resumed else None), None
+        self._log_keys = self._expected_logs(validation_data is not None)
         self._loader = loader
         if loader is not None and self._loader_state is not None:
             loader.load_state_dict(self._loader_state)  # where the checkpointed run was
         self._loader_state = None
         first = self._epochs_done
         last = (first if self._resumed_stopped else epochs) if self._resumed else first + epochs
+        if self._resumed and first >= last:  # say so rather than train nothing silently
+            why = ("it stopped early; call fit() again to train more" if self._resumed_stopped
+                   else f"epochs={epochs} counts from the run's start: pass a larger epochs")
+            warnings.warn(f"the checkpointed run already finished with {first} epochs done, so "
+                          f"this fit() trains none ({why})", UserWarning, stacklevel=2)
         self._resumed = self._resumed_stopped = False
         n = len(X) if loader is None else len(loader.dataset)
         batches = len(edges) - 1 if loader is None else len(loader)
@@ -436,12 +620,66 @@ class Trainer:
         try:
             self._run_epochs(first, last, X, (y, weights),
                              (batch_size, edges), shuffle, loader, validation_data, display, n,
-                             restored)
+                             (restored, partial))
         finally:  # an interrupted fit() must not leave a live progress bar drawing
             self._fitting = False
             self._leave_own_rng(outer)
             display.close()
         return self.history
+
+    def _start_run(self, data: dict[str, Any], batching: dict[str, Any] | None,
+                   validation_split: float) -> None:
+        """Record this fit()'s settings (kept in checkpoints); resuming, first check them
+        against the checkpointed run's (see _check_resume)."""
+        model = self.model
+        run = _jsonable({"data": data, "batching": batching, "validation_split": validation_split,
+                         "loss": _loss_config(self.loss), "architecture": _architecture(model),
+                         "dtype": str(model.dtype),
+                         "frozen": sorted(k for k, p in model.named_parameters()
+                                          if not p.requires_grad)})
+        if self._resumed:
+            self._check_resume(run)
+            saved = self._saved_run or {}
+            run["optimizer"] = saved.get("optimizer", self._fresh_optimizer)
+        elif self._run is not None and self._epochs_done:  # a later fit() of the same run
+            run["optimizer"] = self._run.get("optimizer")
+        else:  # a new run: its optimizer settings as given (before any epoch)
+            run["optimizer"] = _jsonable(_optimizer_config(self.optimizer))
+        self._run = run
+
+    def _check_resume(self, run: dict[str, Any]) -> None:
+        """Refuse (ConfigError) a resumed fit() whose data, batching, validation_split, loss,
+        architecture, dtype or frozen layers differ from the checkpointed run's: it would not
+        continue that run. Optimizer hyperparameters that differ only warn: the checkpoint's
+        are used (set them after load_checkpoint() to change them deliberately)."""
+        saved = self._saved_run
+        if saved is None:  # a checkpoint from before runs were recorded
+            return
+        diffs = _run_differences(saved, run)
+        if diffs:
+            raise ConfigError("expected fit() to resume the checkpointed run with its settings; "
+                              "found " + "; ".join(diffs) + " (start a new run, e.g. load "
+                              "only the weights with model.load_state_dict, to change them)")
+        old, new = saved.get("optimizer"), _jsonable(self._fresh_optimizer)
+        if old is not None and new is not None and old != new:
+            warnings.warn(f"the optimizer given has settings {new}, the checkpointed run's "
+                          f"were {old}: resuming continues with the checkpoint's (and its "
+                          f"schedule's current lr); set trainer.optimizer.lr (etc.) after "
+                          f"load_checkpoint() to change them", UserWarning, stacklevel=4)
+
+    def _expected_logs(self, validated: bool) -> tuple[set[str], bool, bool]:
+        """The keys each epoch's logs will hold, whether validation runs, and whether a
+        callback from outside nnforge may add keys of its own (ModelCheckpoint's check)."""
+        keys = {"loss", "time", "lr", *self.metric_names}
+        if validated:
+            keys |= {"val_loss", *(f"val_{m}" for m in self.metric_names)}
+        open_ended = any(type(cb).__module__ != callbacks_module.__name__
+                         for cb in self.callbacks)
+        return keys, validated, open_ended
+
+    def _expected_log_keys(self) -> tuple[set[str], bool, bool]:
+        """_expected_logs() of the fit() starting (read by ModelCheckpoint.on_train_begin)."""
+        return self._log_keys
 
     def _enter_own_rng(self) -> dict[str, Any] | None:
         """Swap a seeded trainer's own state into the global generator (dropout draws follow
@@ -483,7 +721,10 @@ class Trainer:
                     batching: tuple[int, list[int]],
                     shuffle: bool, loader: DataLoader | None, validation_data: Any,
                     display: ProgressDisplay, n: int,
-                    restored: dict[str, list[Any]] | None) -> None:
+                    resume: tuple[list[dict[str, Any]] | None, dict[str, Any] | None]) -> None:
+        """The epochs first..last-1; resume is the callback states to restore after
+        on_train_begin and a mid-epoch checkpoint's part of the first epoch (or None)."""
+        restored, partial = resume
         for cb in self.callbacks:
             cb.on_train_begin()
         if restored is not None:
@@ -492,39 +733,69 @@ class Trainer:
             start = self._snapshot()
             try:
                 logs = self._epoch(epoch, X, y, batching, shuffle, loader, validation_data,
-                                   display)
+                                   display, partial)
+                display.epoch_end(epoch, {k: v for k, v in logs.items()
+                                          if k not in ("time", "lr")}, n)
+                self._end_epoch(epoch, logs)
             except BaseException:
-                # an epoch cut short (Ctrl-C, an error) is undone whole: the history only has
-                # whole epochs, and continuing or checkpointing must start from where they end
+                # an epoch cut short (Ctrl-C, an error, in training or in on_epoch_end) is
+                # undone whole: the history only has whole epochs, and continuing or
+                # checkpointing must start from where they end
                 self._rollback(start)
+                self._continue_states = start[2]["callbacks"]
                 raise
-            display.epoch_end(epoch, {k: v for k, v in logs.items() if k not in ("time", "lr")},
-                              n)
-            for cb in self.callbacks:
-                cb.on_epoch_end(epoch, logs)
+            partial = None
             if self.stop_training:
                 break
         for cb in self.callbacks:
             cb.on_train_end()
 
+    def _end_epoch(self, epoch: int, logs: dict[str, float]) -> None:
+        """Every callback's on_epoch_end, then the checkpoints they asked for (best-only ones
+        first): each file holds every callback's end-of-epoch state, and a best value is
+        taken only once its file is written."""
+        self._defer_checkpoints = True
+        try:
+            for cb in self.callbacks:
+                cb.on_epoch_end(epoch, logs)
+        finally:
+            self._defer_checkpoints = False
+        writers = [cb for cb in self.callbacks if isinstance(cb, ModelCheckpoint)]
+        for cb in sorted(writers, key=lambda cb: not cb.save_best_only):
+            cb.write_pending()
+
     def _epoch(self, epoch: int, X: Any, y: Any, batching: tuple[int, list[int]],
                shuffle: bool, loader: DataLoader | None, validation_data: Any,
-               display: ProgressDisplay) -> dict[str, float]:
+               display: ProgressDisplay, partial: dict[str, Any] | None = None
+               ) -> dict[str, float]:
         """Train and validate one epoch and record it; its logs. y is the targets and their
         sample weights (or None); batching is fit()'s batch_size and the array batches' edges
-        (_batch_edges)."""
+        (_batch_edges); partial, a mid-epoch checkpoint's part of this epoch (its
+        on_epoch_begin ran before that checkpoint was saved, and is not repeated)."""
         batch_size, edges = batching
-        for cb in self.callbacks:
-            cb.on_epoch_begin(epoch)
+        if partial is None:
+            for cb in self.callbacks:
+                cb.on_epoch_begin(epoch)
         display.epoch_begin(epoch)
         # the rate at the epoch's start: a per-step schedule has moved on by its end
-        lr = float(getattr(self.optimizer, "lr", float("nan")))
+        lr = float(getattr(self.optimizer, "lr", float("nan"))) if partial is None \
+            else float(partial["lr"])
+        progress = _EpochProgress("arrays" if loader is None else "loader", lr, partial)
+        if partial is not None and partial["kind"] != progress.kind:
+            raise ConfigError(f"the checkpoint was saved mid-epoch while training on "
+                              f"{partial['kind']}; expected fit() to resume on them, found "
+                              f"{progress.kind}")
         t0 = time.perf_counter()
-        with SERIAL_BLAS.serial(self._own_threads()), \
-                backend.device_scope(backend.device_of(self.model)):
-            logs = self._train_epoch(
-                ((xb, yb, None) for xb, yb in self._loader_batches(loader))
-                if loader is not None else self._array_batches(X, *y, edges, shuffle), display)
+        self._progress = progress
+        try:
+            with SERIAL_BLAS.serial(self._own_threads()), \
+                    backend.device_scope(backend.device_of(self.model)):
+                logs = self._train_epoch(
+                    ((xb, yb, None) for xb, yb in self._loader_batches(loader))
+                    if loader is not None
+                    else self._array_batches(X, *y, edges, shuffle, partial), display)
+        finally:  # checkpoints from now on are of whole epochs
+            self._progress = None
         logs["time"] = time.perf_counter() - t0
         if validation_data is not None:
             val = (self.evaluate(validation_data) if isinstance(validation_data, DataLoader)
@@ -540,16 +811,24 @@ class Trainer:
     def _snapshot(self) -> tuple[Any, Any, dict[str, Any]]:
         """Copies of everything an epoch changes (taken once per epoch, outside its timing)."""
         opt = self.optimizer.state_dict() if hasattr(self.optimizer, "state_dict") else None
-        return self.model.state_dict(), opt, self.state_dict()
+        state = self.state_dict()
+        state["history"] = {k: list(v) for k, v in self.history.items()}
+        return self.model.state_dict(), opt, state
 
     def _rollback(self, snapshot: tuple[Any, Any, dict[str, Any]]) -> None:
-        """Put model, optimizer, callbacks, RNGs, step and loader back to a _snapshot()."""
+        """Put model, optimizer, callbacks, history, RNGs, step and loader back to a
+        _snapshot()."""
         weights, opt, state = snapshot
         self.model.load_state_dict(weights)
-        if opt is not None:  # before the schedules: they defer to the optimizer's own lrs
-            self.optimizer.load_state_dict(opt)
         for cb, saved in zip(self.callbacks, state["callbacks"]):
             cb.load_state_dict(saved["state"])
+        if opt is not None:  # after the schedules: the optimizer's saved lrs are the truth
+            self.optimizer.load_state_dict(opt)
+        for k in [k for k in self.history if k not in state["history"]]:
+            del self.history[k]
+        for k, values in state["history"].items():  # in place: fit() returned this object
+            self.history[k] = values
+        self._epochs_done = state["epochs_done"]
         self._step, self.stop_training = state["step"], state["stop_training"]
         self._shuffle_rng.bit_generator.state = state["shuffle_rng"]
         self._set_own_rng_state(state["global_rng"])
@@ -574,11 +853,11 @@ class Trainer:
         model, opt, loss_fn = self.model, self.optimizer, self.loss
         model.train()
         keep_outputs = bool(self.metrics)
-        outputs: list[np.ndarray] = []
-        targets: list[np.ndarray] = []
-        total, seen = 0.0, 0
+        # on the trainer (not locals), so a checkpoint saved mid-epoch holds them
+        acc = self._progress
+        outputs, targets, skip = acc.outputs, acc.targets, acc.batches
         device = backend.device_of(model)
-        for b, (xb, yb, wb) in enumerate(batches):
+        for b, (xb, yb, wb) in enumerate(batches, skip):
             for cb in self.callbacks:
                 cb.on_batch_begin(self._step)
             opt.zero_grad()
@@ -594,27 +873,30 @@ class Trainer:
             loss.backward()
             self._clip()
             opt.step()
-            if not seen:  # once per epoch: this input shape has now been through the model
+            if b == skip:  # once per epoch: this input shape has now been through the model
                 _record_input_shape(model, xb)
-            total += value * len(xb)
-            seen += len(xb)
+            acc.total += value * len(xb)
+            acc.seen += len(xb)
+            acc.batches = b + 1
             if keep_outputs:
                 outputs.append(out.data)  # on the model's device until the epoch ends
                 targets.append(yb)
+            # counted before on_batch_end: a checkpoint saved there has this step done
+            step = self._step
+            self._step = step + 1
             for cb in self.callbacks:
-                cb.on_batch_end(self._step, value)
-            self._step += 1
-            display.batch_end(b, total / seen, seen)
+                cb.on_batch_end(step, value)
+            display.batch_end(b, acc.total / acc.seen, acc.seen)
             if self.stop_training:  # a callback's deliberate stop: after this batch, as Keras
                 self._end_epoch_early()
                 break
-        if not seen:  # a loss of 0 for an epoch that never trained would look like success
+        if not acc.seen:  # a loss of 0 for an epoch that never trained would look like success
             raise DataError("the training DataLoader yielded no batches (drop_last=True with "
                             "fewer samples than batch_size?)")
-        logs = {"loss": total / seen}
-        if keep_outputs and outputs:
-            logs.update(self._metrics(backend.to_numpy(np.concatenate(outputs)),
-                                      np.concatenate(targets)))
+        logs = {"loss": acc.total / acc.seen}
+        out, truth = acc.collected() if keep_outputs else (None, None)
+        if out is not None:
+            logs.update(self._metrics(out, truth))
         return logs
 
     def _end_epoch_early(self) -> None:
@@ -624,16 +906,31 @@ class Trainer:
             self._loader.end_epoch()
 
     def _array_batches(self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None,
-                       edges: list[int], shuffle: bool
+                       edges: list[int], shuffle: bool, partial: dict[str, Any] | None = None
                        ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         """(x, y, sample weights or None) batches of arrays between the edges, in an order
         drawn from the trainer's generator (a permutation of every row, so drop_last leaves
-        out other rows each epoch); the weights follow their rows."""
-        n = len(X)
+        out other rows each epoch); the weights follow their rows. After a mid-epoch
+        checkpoint (partial), the same order again, less the batches it had trained."""
+        n, skip = len(X), 0
+        if partial is not None:
+            skip = int(partial["batches"])
+            if shuffle and partial.get("order_rng") is not None:
+                self._set_shuffle_state(partial["order_rng"])
+        if shuffle:  # where the order is drawn from, for a checkpoint saved mid-epoch
+            self._progress.order_rng = self._shuffle_rng.bit_generator.state
         order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
-        for start, stop in zip(edges[:-1], edges[1:]):
+        for start, stop in zip(edges[skip:-1], edges[skip + 1:]):
             idx = order[start:stop]
             yield X.take(idx, axis=0), y.take(idx, axis=0), None if w is None else w.take(idx)
+
+    def _set_shuffle_state(self, state: Any) -> None:
+        """Put the shuffle generator at a saved state (StateDictError for a damaged one)."""
+        try:
+            self._shuffle_rng.bit_generator.state = state
+        except (TypeError, ValueError, KeyError) as exc:
+            raise StateDictError(f"expected a trainer state as Trainer.state_dict() gives: "
+                                 f"'partial' has a bad 'order_rng' ({exc})") from None
 
     def _loader_batches(self, loader: DataLoader) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """A DataLoader's batches, checked and converted like fit()'s arrays."""
@@ -861,19 +1158,23 @@ class Trainer:
                 "stop_training": self.stop_training,
                 "shuffle_rng": self._shuffle_rng.bit_generator.state,
                 "global_rng": self._own_rng_state(), "history": self.history,
-                "callbacks": [{"type": type(cb).__name__, "state": cb.state_dict()}
-                              for cb in self.callbacks],
+                "callbacks": [{"type": type(cb).__name__, "key": cb.state_key(),
+                               "state": cb.state_dict()} for cb in self.callbacks],
                 "loader": None if self._loader is None else self._loader.state_dict(),
-                "split_seed": self._split_seed, "seed": self.seed}
+                "split_seed": self._split_seed, "seed": self.seed, "run": self._run,
+                # saved mid-epoch (from on_batch_end): that epoch's part so far
+                "partial": None if self._progress is None else self._progress.state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore state_dict()'s output (a StateDictError, and nothing changed, if it is not)."""
         parsed = check_trainer_state(state, self._shuffle_rng, nf_random.get_rng())
         seed = _saved_seed(state)
-        # match saved callback states to this run's callbacks by type, in order, so a resumed
-        # run may drop or add callbacks (e.g. no ModelCheckpoint) without losing scheduler
-        # state; first, since a callback may still refuse its state
+        # match saved callback states to this run's callbacks by their state_key(), so a
+        # resumed run may drop or add callbacks (e.g. no ModelCheckpoint) without losing
+        # scheduler state; first, since a callback may still refuse its state
         self._restore_callbacks(parsed["callbacks"])
+        self._saved_run, self._partial_in = parsed["run"], parsed["partial"]
+        self._continue_states = None
         self._epochs_done, self._step = parsed["epochs_done"], parsed["step"]
         self.history = History(parsed["history"])
         self._resumed, self._resumed_stopped = True, parsed["stop_training"]
@@ -888,16 +1189,21 @@ class Trainer:
         self._set_own_rng_state(parsed["global_rng"])
         self._callback_states = parsed["callbacks"]
 
-    def _restore_callbacks(self, saved: dict[str, list[Any]]) -> None:
-        """Give saved callback states to this run's callbacks, by type, in order; all or none."""
-        queues = {k: list(v) for k, v in saved.items()}
+    def _restore_callbacks(self, saved: list[dict[str, Any]]) -> None:
+        """Give saved callback states to this run's callbacks (_match_callback_states); all
+        or none. The optimizer's lrs stay as they are: they come from its own state, which
+        holds every schedule's changes (a schedule's own record may be stale)."""
+        pairs = _match_callback_states(self.callbacks, saved)
         before = [(cb, cb.state_dict()) for cb in self.callbacks]
+        lrs = groups_lib.scheduled_lrs(self.optimizer) \
+            if isinstance(self.optimizer, Optimizer) else None
         name = ""
         try:
-            for cb in self.callbacks:
-                queue, name = queues.get(type(cb).__name__), type(cb).__name__
-                if queue:
-                    cb.load_state_dict(queue.pop(0))
+            for cb, state in pairs:
+                name = type(cb).__name__
+                cb.load_state_dict(state)
+            if lrs is not None:
+                groups_lib.set_scheduled_lrs(self.optimizer, lrs)
         except (StateDictError, KeyError, TypeError, ValueError, AttributeError) as exc:
             for cb, old in before:
                 cb.load_state_dict(old)
@@ -921,6 +1227,8 @@ class Trainer:
         ckpt = load_checkpoint(path)
         if ckpt.trainer_state is not None:  # refused before anything changes
             check_trainer_state(ckpt.trainer_state, self._shuffle_rng, nf_random.get_rng())
+        # the optimizer as given, to compare with the checkpointed run's (fit() warns)
+        self._fresh_optimizer = _optimizer_config(self.optimizer)
         before = self._snapshot()
         try:
             self.model.load_state_dict(ckpt.model.state_dict())
