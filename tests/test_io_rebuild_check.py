@@ -230,6 +230,26 @@ def test_a_parent_that_builds_a_sub_layer_from_an_unsaved_setting_is_named(
     assert "layer '0' (RcBlock), which builds it" in msg, msg
 
 
+@nn.register_layer
+class RcTrainOnly(nn.Module):
+    """A setting that acts in training only (a noise level), left out of get_config."""
+
+    def __init__(self, noise: float = 0.1) -> None:
+        super().__init__()
+        self.noise = noise
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(x)  # the noise would be added in training; eval never sees it
+
+
+def test_a_lost_setting_that_changes_no_output_warns_and_saves(tmp_path: Path) -> None:
+    """Refusing here would cost the save itself (a ModelCheckpoint mid-fit): warn instead."""
+    with pytest.warns(UserWarning, match=r"noise is 0.5 in the model but 0.1 .* saved anyway"):
+        nf.save(RcTrainOnly(noise=0.5), tmp_path / "m.nnf")
+    assert nf.load(tmp_path / "m.nnf").noise == 0.1
+
+
 # -- what is not refused, and what the check leaves as it was ----------------------------------
 def test_attributes_that_are_not_settings_do_not_refuse(tmp_path: Path) -> None:
     model = nn.Sequential(RcOdd())

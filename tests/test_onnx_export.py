@@ -358,6 +358,29 @@ def test_export_refuses_directories_and_non_finite_weights(tmp_path) -> None:
     assert not (tmp_path / "bad.onnx").exists()
 
 
+class _ScaledShifted(nn.Module):
+    """Parameters used through Mul and Add, not a Linear: a learnable scale and offset."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+        self.scale = nn.Parameter(np.ones(2, F32))
+        self.pos = nn.Parameter(np.zeros(2, F32))
+
+    def forward(self, x):
+        return self.fc(x) * self.scale + self.pos
+
+
+def test_export_refuses_nan_in_a_parameter_used_through_mul_or_add(tmp_path) -> None:
+    """NaN is refused in every weight, not only in those of Linear/Conv/BN layers."""
+    for name in ("scale", "pos"):
+        model = _ScaledShifted()
+        getattr(model, name).data[1] = np.nan
+        with pytest.raises(ConfigError, match="non-finite weights"):
+            export(model, tmp_path / "m.onnx", input_shape=(3,))
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_float64_model_with_preprocessing_in_the_graph(rng: np.random.Generator,
                                                        tmp_path) -> None:
     X = rng.standard_normal((20, 3)) * 5 + 2

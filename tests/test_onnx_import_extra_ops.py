@@ -171,6 +171,8 @@ CASES = [
          opset=13),
     case("ReduceL2 axes input keepdims 0", [node("ReduceL2", ["x", "a"], keepdims=0)],
          ("N", 3, 4, 2), {"a": C([-1, 1], I64)}, opset=18),
+    case("ReduceL2 noop with empty axes is |x|",
+         [node("ReduceL2", ["x"], keepdims=1, noop_with_empty_axes=1)], ("N", 3), opset=18),
     case("F.normalize", [
         node("ReduceL2", ["x"], "n", axes=[1], keepdims=1), node("Clip", ["n", "eps"], "c"),
         node("Shape", ["x"], "sh"), node("Expand", ["c", "sh"], "e"), node("Div", ["x", "e"])],

@@ -96,8 +96,21 @@ def test_predict_still_checks_what_preprocessing_makes(rng: np.random.Generator)
 def test_run_hands_back_ort_own_output(rng: np.random.Generator) -> None:
     # ORT's output arrays are fresh: the wrapper neither copies them nor casts them again
     session = InferenceSession(mlp(), backend="onnxruntime")
+    ort_session, answers = session._shared.session, []
+    real_run = ort_session.run
+
+    class Spy:  # ORT's InferenceSession.run cannot be patched on the instance: wrap it
+        def __getattr__(self, name: str):
+            return getattr(ort_session, name)
+
+        def run(self, *args, **kwargs):
+            answers.append(real_run(*args, **kwargs))
+            return answers[-1]
+
+    session._shared.session = Spy()
     out = session.run(rng.standard_normal((5, 6)).astype(F32))
     assert out.dtype == F32 and out.shape == (5, 3) and out.flags.c_contiguous
+    assert len(answers) == 1 and np.shares_memory(out, answers[0][0])
 
 
 class _Scale:

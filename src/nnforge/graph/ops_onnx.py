@@ -859,8 +859,8 @@ OPS["Mish"] = OpDef("Mish", _unary, lambda node, x: mish_array(x))
 def reduce_l2(node: Node, x: Any, axes: Any = None) -> Any:
     """sqrt(sum(x^2)) over axes (F.normalize's norm)."""
     red = reduce_axes(node, x.ndim, axes)
-    if red is None:
-        return x
+    if red is None:  # noop_with_empty_axes: each element's own L2 norm, |x|
+        return xp_of(x).abs(x)
     out = np.sqrt((x * x).sum(axis=red, keepdims=bool(node.attrs.get("keepdims", 1))))
     return xp_of(x).asarray(out).astype(x.dtype, copy=False)
 

@@ -7,7 +7,8 @@ Why the layers are checked two ways (check_same_layers):
 - settings: each layer's plain public attributes (numbers, bools, strings, None, lists and
   tuples of them) are compared with those of its twin rebuilt from the config. This names the
   layer, the attribute and both values, and it catches settings that matter only in training
-  (a custom dropout's p) or only for some inputs, which no probe batch could show.
+  (a custom dropout's p) or only for some inputs, which no probe batch could show. Such a
+  difference refuses the save when the probe differs too, and is a UserWarning otherwise.
   Skipped, because a false refusal costs the user the save itself: private attributes
   ("_cache", "_warned": mostly caches and flags, left to the probe), `training`, parameters,
   buffers and sub-layers (checked as weights), attributes only one side has (set after
@@ -27,6 +28,7 @@ from __future__ import annotations
 import copy
 import inspect
 import random
+import warnings
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -408,6 +410,13 @@ def check_same_layers(model: Module, twin: Module, arch: bytes,
     _share_weights(twin, model)
     found, runtime = _probe(model, twin, shapes)
     lost = _lost_settings(model, twin, other, False, runtime)
+    if lost and found is None:
+        # the rebuilt model answers the same: the lost setting matters in training only (a
+        # custom dropout's p) or for other inputs. A warning, not a refusal: refusing would
+        # cost the user the save itself, a ModelCheckpoint in the middle of a fit() too
+        warnings.warn(f"{_settings_error(model, lost)}; saved anyway, since the rebuilt model "
+                      f"gives the same outputs on a probe batch", UserWarning, stacklevel=4)
+        return
     if lost:
         raise _settings_error(model, lost)
     if found is not None:

@@ -156,16 +156,22 @@ def _parameter_names(graph: Graph) -> set[str]:
 
 
 def _check_finite_weights(graph: Graph) -> None:
-    """ConfigError for NaN/Inf parameters: a shared model file with them answers NaN for
-    every row.
+    """ConfigError for NaN anywhere in the weights, or +-inf in a layer's parameters: a shared
+    model file with them answers NaN for every row.
 
-    Only parameters are checked (see _parameter_names): a graph constant may hold -inf or
-    NaN on purpose, as the fill value of a causal attention mask (Where(mask, -inf, a)),
-    a ConstantOfShape value or a Clip bound, and such a model exports as it imported."""
-    for name in sorted(_parameter_names(graph)):
+    Infinities outside the parameters (see _parameter_names) are let through: a graph
+    constant may hold -inf on purpose, as the fill value of a causal attention mask
+    (Where(mask, -inf, a), or an additive 0/-inf mask), a ConstantOfShape value or a Clip
+    bound, and such a model exports as it imported. NaN has no such use, so it is refused in
+    every constant (a learnable scale or positional embedding used through Mul or Add)."""
+    params = _parameter_names(graph)
+    for name in sorted(graph.initializers):
         a = np.asarray(graph.initializers[name])
-        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-            bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+        if a.dtype.kind != "f":
+            continue
+        bad = int(a.size - np.count_nonzero(np.isfinite(a))) if name in params else \
+            int(np.count_nonzero(np.isnan(a)))
+        if bad:
             raise ConfigError(f"cannot export a model with non-finite weights: {name!r} has "
                               f"{bad} NaN/Inf value(s); expected finite weights (did training "
                               f"diverge?)")
