@@ -127,6 +127,28 @@ def test_numbers_of_other_types_and_ragged_lists() -> None:
         nf.Tensor([[1.0], [1.0, 2.0]])
 
 
+def test_ndarray_subclasses_keep_their_dtype_as_plain_arrays(tmp_path: Any) -> None:
+    """A memory-mapped float64 file became float32 while the same values in memory stayed
+    float64 (the fast path tested `type(data) is np.ndarray`)."""
+    values = np.arange(6, dtype=np.float64).reshape(2, 3)
+    np.save(tmp_path / "a.npy", values)
+    mapped = np.load(tmp_path / "a.npy", mmap_mode="r")
+    for make in (nf.Tensor, nf.tensor):
+        t = make(mapped)
+        assert type(t.data) is np.ndarray and t.dtype == np.float64
+        np.testing.assert_array_equal(t.data, values)
+    assert nf.Tensor(mapped, dtype=np.float32).dtype == np.float32
+    assert (nf.Tensor(np.ones(2, np.float32)) * mapped[0, :2]).dtype == np.float64
+
+
+def test_a_masked_array_is_refused_rather_than_unmasked() -> None:
+    masked = np.ma.masked_invalid(np.array([1.0, np.nan, 3.0]))
+    with pytest.raises(DTypeError, match=r"found a masked array: pass \.filled\(value\).*"
+                                         r"or \.data"):
+        nf.Tensor(masked)
+    assert nf.Tensor(masked.filled(0.0)).tolist() == [1.0, 0.0, 3.0]
+
+
 # -- 4. indexing errors ----------------------------------------------------------------
 @pytest.mark.parametrize("index,named", [
     (5, "index 5 .*out of bounds"), (np.array([0.0, 1.0]), "float64 array"),

@@ -252,6 +252,24 @@ def test_max_values_and_indices_used_wrongly_say_so():
         t.min(axis=0, dim=0)
 
 
+@pytest.mark.parametrize("name", ["max", "min"])
+@pytest.mark.parametrize("arg, found", [(0.5, "float 0.5"), (True, "bool True"),
+                                        (np.True_, "bool"), ([0, 1], r"list \[0, 1\]"),
+                                        ("1", "str '1'"), ((0, True), r"tuple \(0, True\)"),
+                                        (1.0, "float 1.0")])
+def test_max_and_min_refuse_a_dim_that_is_no_int(name: str, arg: Any, found: str):
+    """t.max(0.5) raised a bare TypeError from NumPy; t.max(True) reduced axis 1 silently."""
+    t = nf.Tensor(np.arange(6.0).reshape(2, 3))
+    for call in (lambda: getattr(t, name)(arg), lambda: getattr(t, name)(dim=arg)):
+        with pytest.raises(ConfigError, match=rf"{name} expects an int dim, a tuple of ints, or "
+                                              rf"a Tensor/array for the elementwise {name}imum, "
+                                              rf"found {found}"):
+            call()
+    values, indices = getattr(t, name)(np.int64(1))  # NumPy ints are ints
+    assert indices.tolist() == ([2, 2] if name == "max" else [0, 0])
+    assert getattr(t, name)((0, -1)).item() == (5.0 if name == "max" else 0.0)
+
+
 def test_max_over_a_dim_traces_to_reduce_max_and_argmax(tmp_path):
     class Head(nn.Module):
         def __init__(self) -> None:

@@ -64,3 +64,21 @@ def test_export_of_an_imported_model_writes_int64_ids(capsys, tmp_path, embeddin
     code, _, err = run_cli(capsys, "export", str(embedding), "-o", str(back))
     assert code == 0, err
     assert onnx.load(str(back)).graph.input[0].type.tensor_type.elem_type == TensorProto.INT64
+
+
+def test_ids_outside_the_table_name_the_node_and_range(capsys, tmp_path, embedding):
+    """np.take's bare IndexError reached the user before."""
+    path = tmp_path / "ids.json"
+    path.write_text(json.dumps([1, ROWS]))
+    code, _, err = run_cli(capsys, "predict", str(embedding), "-i", str(path), "-o", "-")
+    assert code == 1 and err.count("\n") == 1, err
+    assert f"expected indices in [{-ROWS}, {ROWS - 1}], found {ROWS}" in err
+
+
+def test_a_fractional_id_in_a_later_csv_chunk_names_its_row(capsys, tmp_path, embedding):
+    """Each CSV chunk counted its rows from 0 (the shared check takes the chunk's offset)."""
+    path = tmp_path / "ids.csv"
+    path.write_text("id\n" + "".join(f"{i % ROWS}\n" for i in range(9)) + "2.5\n")
+    code, _, err = run_cli(capsys, "predict", str(embedding), "-i", str(path), "-o", "-",
+                           "--batch-size", "4")
+    assert code == 1 and "sample 9: expected whole numbers" in err, err

@@ -163,6 +163,43 @@ def test_custom_forward_matches_eager_in_session_and_onnx_runtime(make: Any, sam
     check_everywhere(make(), sample, tmp_path)
 
 
+class NormZero(nn.Module):
+    """torch's count of nonzeros, a bool sum underneath (untraceable before)."""
+
+    def __init__(self, relu: bool = False) -> None:
+        super().__init__()
+        self.relu = relu
+
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        return (x.relu() if self.relu else x).norm(0, dim=1, keepdim=True)
+
+
+class CountPositive(nn.Module):
+    def forward(self, x: nf.Tensor) -> nf.Tensor:
+        return (x > 0).sum(1)
+
+
+@pytest.mark.parametrize("model, dtype", [(NormZero(), F32), (NormZero(relu=True), F32),
+                                          (CountPositive(), np.int64)],
+                         ids=["norm0", "norm0_relu", "bool_sum"])
+def test_a_sum_of_bools_traces_as_eager_counts(model: nn.Module, dtype: type,
+                                               tmp_path: Any) -> None:
+    """The graph summed the bools as bools (ONNX's ReduceSum takes none): a Cast to int64 now
+    comes first, the dtype eager's NumPy/torch sum of bools has."""
+    check_everywhere(model, (5,), tmp_path, input_shape=(5,))
+    x = np.random.default_rng(2).standard_normal((4, 5)).astype(F32)
+    assert eager(model, x).dtype == dtype
+    for level in LEVELS:
+        got = InferenceSession(model, optimization=level, input_shape=(5,)).run(x)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, eager(model, x))
+    export(model, tmp_path / "m.onnx", input_shape=(5,))
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, eager(model, x))
+
+
 def test_conv_block_with_residual_add(tmp_path: Any) -> None:
     model = ConvResidual()
     model.bn.running_mean[:] = np.asarray([0.1, -0.2, 0.3], F32)

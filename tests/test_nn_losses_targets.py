@@ -41,6 +41,41 @@ def test_an_n_vector_against_an_n_by_1_column_is_kept(name, pred_shape, target_s
     assert got == want
 
 
+def _loss_and_grad(name: str, shape: tuple[int, ...], target: object,
+                   reduction: str) -> tuple[np.ndarray, np.ndarray]:
+    pred = nf.Tensor(_pred(shape).data, requires_grad=True)
+    out = nn.get_loss(name, reduction=reduction)(pred, target)
+    out.sum().backward()
+    return out.data, pred.grad
+
+
+@pytest.mark.parametrize("name", REGRESSION_AND_BINARY)
+@pytest.mark.parametrize("pred_shape, target", [((1,), 0.75), ((), [0.75]), ((1, 1), 0.75),
+                                                ((1, 1), [0.75]), ((4,), 0.75),
+                                                ((2, 3), np.float32(0.75))])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_a_single_number_target_broadcasts_and_size_1_pairs_match(name, pred_shape, target,
+                                                                  reduction):
+    """As torch: a 0-d target broadcasts to any prediction, and one element pairs with one
+    (mse_loss(pred (1,), 3.0) was 1.0 before the stricter check refused it)."""
+    got = _loss_and_grad(name, pred_shape, target, reduction)
+    want = _loss_and_grad(name, pred_shape, np.full(pred_shape, 0.75), reduction)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-12)
+
+
+def test_mse_of_one_prediction_against_a_number():
+    assert L.mse_loss(nf.Tensor(np.array([2.0], np.float32)), 3.0).item() == 1.0
+
+
+@pytest.mark.parametrize("pred_shape, target_shape", [((1, 4), (4,)), ((4, 1, 1), (4,)),
+                                                      ((1,), (2,)), ((), (2,))])
+def test_other_shapes_stay_refused(pred_shape, target_shape):
+    with pytest.raises(ShapeError, match=re.escape(f"found target shape {target_shape}")):
+        L.mse_loss(nf.Tensor(np.zeros(pred_shape)), np.zeros(target_shape))
+
+
 def test_the_trainer_still_fits_n_vector_and_multi_output_regression_targets(rng):
     X = rng.standard_normal((16, 3)).astype(np.float32)
     for out, y in ((1, X[:, 0]), (2, X[:, :2] * 2)):

@@ -9,15 +9,17 @@ import json
 import zipfile
 from pathlib import Path
 
+import httpx
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from helpers import serve_in_process
 from onnx import TensorProto as T
 from onnx import helper, numpy_helper
 
 from nnforge import nn
-from nnforge.errors import ConfigError
+from nnforge.errors import ConfigError, DataError
 from nnforge.io import read_manifest, save
 from nnforge.io.archive import write_archive
 from nnforge.onnx import export, import_model, to_module
@@ -170,3 +172,70 @@ def test_native_models_record_their_float_dtype(tmp_path: Path, dtype: type) -> 
     save(model, tmp_path / "m.nnf")
     spec = read_manifest(tmp_path / "m.nnf")["inputs"]
     assert spec == [{"name": "input", "shape": [None, 4], "dtype": np.dtype(dtype).name}]
+
+
+def _ids_model(tmp_path: Path) -> Path:
+    """Gather over a (10, 3) table with an int64 ids input of shape (N, 3)."""
+    table = np.arange(30, dtype=np.float32).reshape(10, 3)
+    return _save(tmp_path / "ids.onnx", [helper.make_node("Gather", ["E", "ids"], ["y"])],
+                 ("ids", T.INT64, ["N", 3]), ("y", T.FLOAT, ["N", 3, 3]), {"E": table})
+
+
+@pytest.mark.parametrize("feed, found", [
+    ([[1.9, 2.0, 3.0]], r"sample 0: expected whole numbers .*int64 input, found 1\.9"),
+    ([[1.0, 2.0, 3.0], [4.0, np.nan, 6.0]], r"sample 1: expected whole numbers .*found nan"),
+    ([[1.0, 2.0**70, 3.0]], r"sample 0: expected values in \[-9223372036854775808, "
+                            r"9223372036854775807\] .*found 1\.18\d*e\+21"),
+    ([[1.0, 2.0**63, 3.0]], r"sample 0: expected values in .*found 9\.22337\d*e\+18"),
+])
+def test_float_feeds_for_int_ids_must_be_whole_numbers_in_range(
+        tmp_path: Path, feed: list, found: str) -> None:
+    """Casting would truncate 1.9 to the id 1 (and wrap 2**63) silently."""
+    session = InferenceSession(_ids_model(tmp_path))
+    for x in (np.array(feed), np.array(feed, np.float32), feed):  # float64, float32, a list
+        with pytest.raises(DataError, match=r"input 'ids': " + found):
+            session.run(x)
+    with pytest.raises(DataError):  # predict's own NaN check may say it first
+        session.predict(np.array(feed))
+
+
+def test_whole_float_ids_run_as_the_ints_do(tmp_path: Path) -> None:
+    session = InferenceSession(_ids_model(tmp_path))
+    ids = np.array([[1, 2, 3], [9, -10, 0]])
+    want = session.run(ids)
+    np.testing.assert_array_equal(want, np.arange(30, dtype=np.float32).reshape(10, 3)[ids])
+    np.testing.assert_array_equal(session.run(ids.astype(np.float64)), want)
+    np.testing.assert_array_equal(session.run(ids.astype(np.int32)), want)
+
+
+@pytest.mark.parametrize("bad", [10, -11, 10**12])
+def test_ids_outside_the_table_name_the_node_and_the_range(tmp_path: Path, bad: int) -> None:
+    """ONNX allows [-n, n-1]; past it np.take raised a bare IndexError from the kernel."""
+    path = _ids_model(tmp_path)
+    session = InferenceSession(path)
+    ids = np.array([[1, 2, 3], [4, bad, 5]], np.int64)
+    with pytest.raises(DataError, match=rf"Gather '.*': expected indices in \[-10, 9\], "
+                                        rf"found {bad}\b"):
+        session.run(ids)
+    with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument):
+        _ort(path, "ids", ids)  # ONNX Runtime refuses them too
+    np.testing.assert_array_equal(session.run(ids[:1]), _ort(path, "ids", ids[:1]))
+
+
+def test_the_server_answers_ids_outside_the_table_with_400(tmp_path: Path) -> None:
+    """A DataError from the model is the request's fault (serve/errors.py model_error)."""
+    version = tmp_path / "repo" / "emb" / "1"
+    version.mkdir(parents=True)
+    (version / "model.onnx").write_bytes(_ids_model(tmp_path).read_bytes())
+
+    def body(values: list) -> dict:
+        return {"inputs": [{"name": "ids", "datatype": "INT64", "shape": [1, 3],
+                            "data": values}]}
+
+    async def check(c: httpx.AsyncClient, server: object) -> None:
+        ok = await c.post("/v2/models/emb/infer", json=body([1, -10, 3]))
+        assert ok.status_code == 200, ok.text
+        r = await c.post("/v2/models/emb/infer", json=body([1, 10, 3]))
+        assert r.status_code == 400, r.text
+        assert "expected indices in [-10, 9], found 10" in r.json()["error"], r.text
+    serve_in_process(tmp_path / "repo", check)

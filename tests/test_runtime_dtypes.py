@@ -302,3 +302,24 @@ def test_zero_rows_of_int_ids_give_float_outputs(tmp_path) -> None:
     empty = np.zeros((0,), np.int64)
     assert session.run(empty).dtype == np.float32
     assert session.predict(empty).values.dtype == np.float32
+
+
+@pytest.mark.parametrize("x, dtype, found", [
+    (np.array([[1], [2**31]], np.int64), np.int32,
+     r"sample 1: expected values in \[-2147483648, 2147483647\].*found 2147483648"),
+    (np.array([1, 2**63], np.uint64), np.int64, r"sample 1: expected values in .*found 9223372"),
+    (np.array([3, -1], np.int64), np.uint8, r"sample 1: expected values in \[0, 255\].*found -1"),
+    (np.array([np.inf]), np.int64, "sample 0: expected whole numbers .*found inf"),
+    (np.array([0.5]), np.uint8, "sample 0: expected whole numbers .*found 0.5"),
+])
+def test_integer_inputs_take_exact_values_only(x: np.ndarray, dtype: type, found: str) -> None:
+    """The cast sessions and the CLI share: a plain astype would wrap or truncate silently."""
+    from nnforge.errors import DataError  # noqa: PLC0415
+    from nnforge.runtime.feeds import as_input_dtype  # noqa: PLC0415
+
+    with pytest.raises(DataError, match=rf"^input 'ids': {found}"):
+        as_input_dtype(x, dtype, "input 'ids'")
+    for fits in (np.array([1.0, 0.0, 7.0]), np.array([1, 0, 7], x.dtype)):
+        got = as_input_dtype(fits[::2], dtype)  # a strided view comes back contiguous
+        assert got.dtype == dtype and got.flags.c_contiguous and got.tolist() == [1, 7]
+    assert as_input_dtype(np.array([True, False]), dtype).tolist() == [1, 0]

@@ -29,7 +29,10 @@ def _to_array(data: Any, dtype: Any) -> Any:
         data = data.data
     if type(data) is np.ndarray and data.dtype.kind in _NUMERIC_KINDS:  # the common case
         return data if dtype is None or data.dtype == dtype else data.astype(dtype)
-    if not isinstance(data, np.ndarray) and backend.get_array_module(data) is not np:
+    if isinstance(data, np.ndarray) and type(data) is not np.ndarray:
+        # a subclass (np.memmap from np.load(mmap_mode=), np.matrix) follows the plain rule
+        return _to_array(_plain(data), dtype)
+    if backend.get_array_module(data) is not np:
         return data if dtype is None or data.dtype == dtype else data.astype(dtype)
     if data is None:  # np.asarray(None) would become Tensor(nan)
         raise DTypeError("a Tensor expects numbers, bools or arrays of them, found None")
@@ -53,6 +56,16 @@ def _to_array(data: Any, dtype: Any) -> Any:
 
 
 _NUMERIC_KINDS = "biufc"
+
+
+def _plain(data: np.ndarray) -> np.ndarray:
+    """An ndarray subclass's values as a plain ndarray (no copy); DTypeError for a masked
+    array, whose mask a Tensor would drop silently (its masked entries hold anything)."""
+    if isinstance(data, np.ma.MaskedArray):
+        raise DTypeError("a Tensor expects an array without a mask, found a masked array: pass "
+                         ".filled(value) to choose the masked entries' value, or .data for "
+                         "the values underneath the mask")
+    return np.asarray(data)
 
 
 def _example(arr: np.ndarray) -> str:
@@ -946,6 +959,8 @@ def _extreme(t: Tensor, what: str, by: Any, keep: Any, axis: Any, keepdims: Any,
             raise ConfigError(f"{what} takes its dim positionally or as dim=, found both "
                               f"({by!r} and dim={dim!r})")
         dim = by
+    if dim is not None:
+        _check_dims(what, dim)
     if keep is not None:
         if keepdim is not None and keepdim != keep:
             raise ConfigError(f"{what} takes keepdim positionally or by name, found both "
@@ -958,6 +973,15 @@ def _extreme(t: Tensor, what: str, by: Any, keep: Any, axis: Any, keepdims: Any,
         return values
     pick = _ops().ArgMax if what == "max" else _ops().ArgMin
     return ValuesIndices(values, pick.apply(t, axis=dim, keepdims=kept))
+
+
+def _check_dims(what: str, dim: Any) -> None:
+    """ConfigError unless dim is an int or a tuple of ints: True would reduce axis 1 and 0.5
+    fail deep inside NumPy, as would a list that might mean values for the elementwise form."""
+    if _is_int(dim) or (type(dim) is tuple and all(_is_int(d) for d in dim)):
+        return
+    raise ConfigError(f"{what} expects an int dim, a tuple of ints, or a Tensor/array for the "
+                      f"elementwise {what}imum, found {type(dim).__name__} {dim!r:.40}")
 
 
 def _to_args(args: tuple, dtype: Any, device: Any) -> tuple[Any, str | None]:

@@ -198,15 +198,18 @@ def iter_input(path: str, batch: int, label_column: int | str | None = None,
     dtype = np.dtype(dtype)
     from ..data import iter_csv, read_idx, read_npz  # noqa: PLC0415
     from ..errors import DataError  # noqa: PLC0415
+    from ..runtime.feeds import as_input_dtype  # noqa: PLC0415
     from .dataio import is_idx  # noqa: PLC0415
     from .inputlimits import STREAM_HINT, check_idx, check_npz  # noqa: PLC0415
 
     suffix = Path(path).suffix.lower()
     if suffix in (".csv", ".tsv", ".txt"):
+        done = 0  # rows before this chunk, so errors number samples in the whole file
         for x, _ in iter_csv(path, label_column=label_column, chunk_rows=batch,
                              delimiter="\t" if suffix == ".tsv" else ",", columns=columns,
                              missing=missing):
-            yield x if dtype.kind == "f" else _as_dtype(x, dtype, path, 0)
+            yield x if dtype.kind == "f" else as_input_dtype(x, dtype, path, done)
+            done += len(x)
         return
     if label_column is not None:
         raise UsageError(f"--label-column applies to CSV inputs only, found "
@@ -227,26 +230,7 @@ def iter_input(path: str, batch: int, label_column: int | str | None = None,
     if shape is not None:
         arr = _as_samples(arr, tuple(shape), path)
     for i in range(0, len(arr), batch):
-        yield _as_dtype(arr[i:i + batch], dtype, path, i)
-
-
-def _as_dtype(x: np.ndarray, dtype: np.dtype, path: str, offset: int) -> np.ndarray:
-    """x as a contiguous array of dtype; for an integer dtype, whole numbers in its range only
-    (1.5 must not become the id 1 silently)."""
-    from ..errors import DataError  # noqa: PLC0415
-
-    if dtype.kind in "iu" and x.dtype.kind not in "biu":
-        whole = np.isfinite(x) & (x == np.round(x))
-        if not whole.all():
-            row = offset + int(np.argwhere(~whole)[0][0])
-            raise DataError(f"{path}: sample {row}: expected whole numbers for the model's "
-                            f"{dtype} input, found {x[~whole].reshape(-1)[0].item()!r}")
-    if dtype.kind in "iu" and x.size:
-        info = np.iinfo(dtype)
-        if x.min() < info.min or x.max() > info.max:
-            raise DataError(f"{path}: expected values in [{info.min}, {info.max}] for the "
-                            f"model's {dtype} input, found [{x.min()}, {x.max()}]")
-    return np.ascontiguousarray(x, dtype=dtype)
+        yield as_input_dtype(arr[i:i + batch], dtype, path, i)
 
 
 def _fits(sample: tuple[int, ...], shape: tuple[Any, ...]) -> bool:

@@ -102,6 +102,11 @@ class GraphModule(Module):
         data = x.data if isinstance(x, Tensor) else x
         if not backend.is_device_array(data):
             data = np.asarray(data)
+        ids = np.dtype(self.input_dtype)
+        if ids.kind in "biu" and data.dtype.kind == "f":
+            # float values from layers in front convert as the traced graph's Cast does
+            # (_typed_input); the session itself refuses fractional ids fed to it directly
+            data = data.astype(ids)
         device = backend.device_of(self)
         key = tuple(id(self._array(w["key"])) for w in self._spec["weights"])
         if self._cache is None or self._cache[0] != key:

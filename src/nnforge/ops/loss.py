@@ -58,14 +58,17 @@ def _column_pair(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
 
 
 def _same_shape(pred: Any, target: Any, name: str) -> Any:
-    """target in pred's shape and dtype; ShapeError for any other shape than pred's own or
-    the (N,) <-> (N, 1) pair (a reshape of another same-size shape would pair wrong elements)."""
+    """target in pred's shape and dtype; ShapeError for any other shape than pred's own, the
+    (N,) <-> (N, 1) pair or a single value (a reshape of another same-size shape would pair
+    wrong elements)."""
     target = _like(target, pred)
-    if target.shape != pred.shape:
-        if not _column_pair(pred.shape, target.shape):
+    if target.shape != pred.shape and target.ndim:  # a 0-d target broadcasts, as in torch
+        # shapes of one element each ((1,) against (), (1, 1)...) pair their only elements
+        if not (_column_pair(pred.shape, target.shape) or target.size == pred.size == 1):
             raise ShapeError(f"{name}: expected a target of the prediction's shape "
                              f"{tuple(pred.shape)} (or (N,) for an (N, 1) one, and the "
-                             f"reverse), found target shape {tuple(target.shape)}")
+                             f"reverse, or a single number), found target shape "
+                             f"{tuple(target.shape)}")
         target = target.reshape(pred.shape)
     return target.astype(pred.dtype, copy=False)
 

@@ -349,7 +349,6 @@ class Sum(Function):
     """Sum over axes."""
 
     ir_name = "ReduceSum"
-    lower = lower_reduce
 
     def __init__(self, axis: Any = None, keepdims: bool = False) -> None:
         self.axis, self.keepdims = axis, keepdims
@@ -357,7 +356,18 @@ class Sum(Function):
     def forward(self, x: Any) -> Any:
         self.shape = x.shape
         self.axes = _norm_axis(self.axis, x.ndim)
-        return _as_array(x.sum(axis=self.axes, keepdims=self.keepdims))
+        out = _as_array(x.sum(axis=self.axes, keepdims=self.keepdims))
+        self.in_dtype = x.dtype  # for lower: NumPy sums bools and small ints as int64
+        return out
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """ReduceSum in the dtype eager sums in: a bool (or int32) input is cast to int64
+        first, as NumPy and torch count (ONNX's ReduceSum takes no bools, and the reference
+        graph would cast the count back to bool)."""
+        summed = np.sum(np.zeros(0, self.in_dtype)).dtype
+        if summed != self.in_dtype:
+            xs = [b.node("Cast", xs, to=b.onnx_dtype(summed))]
+        return lower_reduce(self, b, xs)
 
     def backward(self, gy: Any) -> tuple[Any]:
         return (_expand(gy, self.shape, self.axes, self.keepdims).copy(),)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..graph.ir import Node
 from ..graph.ops_onnx import (
     COMPARISONS,
@@ -142,8 +142,22 @@ def _gather(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     if ctx.is_const(idx):
         fixed = np.where(idx < 0, idx + n, idx).astype(np.intp)
         return lambda feeds: np.take(x, fixed, axis=axis, out=y)
-    # indices fed or computed at run time (an embedding's ids), in their own int type
-    return lambda feeds: np.take(x, np.where(idx < 0, idx + n, idx), axis=axis, out=y)
+    # indices fed or computed at run time (an embedding's ids), in their own int type: np.take
+    # takes negative ones as ONNX does and checks bounds itself, so a good batch pays nothing
+    def step(feeds: Any) -> Any:
+        try:
+            return np.take(x, idx, axis=axis, out=y)
+        except IndexError:
+            raise _bad_indices(node, idx, n) from None
+    return step
+
+
+def _bad_indices(node: Node, idx: np.ndarray, n: int) -> DataError:
+    """The DataError for run-time Gather indices outside [-n, n-1] (ids past a table's rows)."""
+    bad = (idx < -n) | (idx >= n)
+    first = idx.reshape(-1)[int(np.argmax(bad.reshape(-1)))]
+    return DataError(f"{node.op} {node.name!r}: expected indices in [{-n}, {n - 1}], found "
+                     f"{first} ({int(bad.sum())} of {idx.size} out of range)")
 
 
 _REDUCERS = {"ReduceMean": np.mean, "ReduceSum": np.sum, "ReduceMax": np.max,

@@ -24,6 +24,7 @@ from ..graph.shapes import compute_shapes
 from ..graph.trace import is_shape_list, trace
 from ..nn.module import Module
 from .cupy_plan import CupyPlan
+from .feeds import as_input_dtype
 from .kernels import check_finite
 from .ort_backend import OrtPlan
 from .plan import Plan, compile_plan
@@ -177,8 +178,10 @@ class InferenceSession:
             if pool is not None and len(pool) < MAX_IDLE_PLANS:
                 pool.append(plan)
 
-    def _coerce(self, x: Any, dtype: Any = None, what: str = "input") -> np.ndarray:
-        """x as a C-contiguous array of the model's dtype, or a DTypeError."""
+    def _coerce(self, x: Any, dtype: Any = None, what: str = "input",
+                offset: int = 0) -> np.ndarray:
+        """x as a C-contiguous array of the model's dtype, or a DTypeError (a DataError for
+        values an integer input cannot take; offset numbers x's first row in the caller's)."""
         if is_device_array(x) and self.backend == "cupy":  # stays on the GPU
             if x.dtype.kind not in "biuf":
                 raise DTypeError(f"expected numeric {what} (float, int or bool), found dtype "
@@ -191,7 +194,9 @@ class InferenceSession:
         if arr.dtype.kind not in "biuf":
             raise DTypeError(f"expected numeric {what} (float, int or bool), found dtype "
                              f"{arr.dtype}")
-        return np.ascontiguousarray(arr, dtype=self._dtype if dtype is None else dtype)
+        if what == "input":  # the one input: named, so an ids error says which values
+            what = f"input {self.graph.input_names[0]!r}"
+        return as_input_dtype(arr, self._dtype if dtype is None else dtype, what, offset)
 
     def _run_inputs(self, x: Any) -> Any:
         """run() for a model with several inputs."""
@@ -310,7 +315,7 @@ class InferenceSession:
             if start == 0:  # the chunk's rows are the input's rows: the message is right
                 raise
         # the check run() made (on the chunk as run() casts it), rows counted from x's start
-        check_finite(self._coerce(chunk), offset=start, allow_nan=bool(self._nan_ok))
+        check_finite(self._coerce(chunk, offset=start), offset=start, allow_nan=bool(self._nan_ok))
         return self.run(chunk)  # raises run()'s own error again, should it be no NaN/Inf
 
     def _by_name(self, frame: Any) -> Any:
