@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import xp_of
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, DataError, ShapeError
 from ..ops.activation import erf_array
 from .ir import Dim, Node, Shape
 from .ops import OPS, OpDef, _broadcast, _global_pool_shape, _op, _unary
@@ -346,6 +346,10 @@ def _reduce_shape(node: Node, shapes: Shapes, consts: dict) -> Shapes:
     return [tuple(1 if i in red else d for i, d in enumerate(s) if keep or i not in red)]
 
 
+#: Integer ReduceProd/ReduceSum wrap on overflow, as NumPy and C do. ONNX leaves integer
+#: overflow unspecified; ONNX Runtime 1.x multiplies int64 in floating point, so it saturates
+#: (2**62 * 4 gives INT64_MAX) and even rounds exact products past 2**53 (2**53 + 1 gives
+#: 2**53). That is a quirk, not the spec: nnforge stays exact below overflow and wraps past it.
 _REDUCERS = {"ReduceMean": np.mean, "ReduceSum": np.sum, "ReduceMax": np.max,
              "ReduceMin": np.min, "ReduceProd": np.prod}
 
@@ -589,6 +593,9 @@ def resize_geometry(node: Node, in_shape: Shape, scales: Any, sizes: Any
             out[a] = int(v)
             scale[a] = f32(v) / f32(d) if isinstance(d, int) else f32(1.0)
             continue
+        if not np.isfinite(v) or v <= 0:  # int(floor(nan)) is a raw ValueError
+            raise ShapeError(f"Resize {node.name!r}: expected finite positive scales, found "
+                             f"{vals.tolist()}")
         scale[a] = f32(v)
         if isinstance(d, int):  # float32 product, then floor: what ONNX Runtime computes
             out[a] = int(np.floor(f32(d) * f32(v)))
@@ -689,11 +696,40 @@ def conv_transpose_geometry(node: Node, nd: int, w_shape: Shape) -> dict[str, li
     if nd not in (1, 2):
         raise ConfigError(f"ConvTranspose {node.name!r}: a {nd}-D kernel is not supported; "
                           f"expected 1-D or 2-D")
-    kernel = list(a.get("kernel_shape", w_shape[2:]))
-    return {"kernel": kernel, "strides": list(a.get("strides", [1] * nd)),
-            "pads": list(a.get("pads", [0] * (2 * nd))),
-            "dilations": list(a.get("dilations", [1] * nd)),
-            "output_padding": list(a.get("output_padding", [0] * nd))}
+    g = {"kernel": list(a.get("kernel_shape", w_shape[2:])),
+         "strides": list(a.get("strides", [1] * nd)), "pads": list(a.get("pads", [0] * (2 * nd))),
+         "dilations": list(a.get("dilations", [1] * nd)),
+         "output_padding": list(a.get("output_padding", [0] * nd))}
+    _check_conv_transpose(node, nd, w_shape, g)
+    return g
+
+
+def _bad_attr(node: Node, attr: str, value: Any, expected: str) -> ShapeError:
+    return ShapeError(f"{node.op} {node.name!r}: expected {attr} {expected}, found {value!r}")
+
+
+def _check_conv_transpose(node: Node, nd: int, w_shape: Shape, g: dict[str, list]) -> None:
+    """ShapeError naming the first attribute ONNX Runtime refuses at load: without the check
+    they fail at run time inside NumPy, or give a silently wrong (or huge) output."""
+    lengths = {"kernel": nd, "strides": nd, "pads": 2 * nd, "dilations": nd,
+               "output_padding": nd}
+    lowest = {"kernel": 1, "strides": 1, "pads": 0, "dilations": 1, "output_padding": 0}
+    for key, n in lengths.items():
+        attr = "kernel_shape" if key == "kernel" else key
+        v = g[key]
+        if len(v) != n or not all(isinstance(k, int) for k in v):
+            raise _bad_attr(node, attr, v, f"{n} integers")
+        if min(v) < lowest[key]:
+            raise _bad_attr(node, attr, v, f"values >= {lowest[key]}")
+    spatial = list(w_shape[2:])
+    if all(isinstance(d, int) for d in spatial) and g["kernel"] != spatial:
+        raise _bad_attr(node, "kernel_shape", g["kernel"],
+                        f"equal to the weight's kernel {spatial}")
+    for i, p in enumerate(g["output_padding"]):
+        if p >= max(g["strides"][i], g["dilations"][i]):
+            raise _bad_attr(node, "output_padding", g["output_padding"],
+                            f"values below max(stride, dilation) on each axis; axis {i} "
+                            f"allows < {max(g['strides'][i], g['dilations'][i])}")
 
 
 def conv_transpose_dims(node: Node, spatial: Shape, w_shape: Shape) -> tuple[Dim, ...]:
@@ -718,12 +754,26 @@ def _conv_transpose_shape(node: Node, shapes: Shapes, consts: dict) -> Shapes:
     x, w = shapes[0], shapes[1]
     if x is None or w is None:
         return [None]
+    group = _conv_transpose_group(node, x, w)
+    cout = w[1] * group if isinstance(w[1], int) else None
+    return [(x[0], cout) + conv_transpose_dims(node, tuple(x[2:]), w)]
+
+
+def _conv_transpose_group(node: Node, x: Shape, w: Shape) -> int:
+    """The group attribute, checked against the input's and the weight's channels."""
     group = node.attrs.get("group", 1)
+    if not isinstance(group, int) or group < 1:
+        raise _bad_attr(node, "group", group, "an integer >= 1")
+    if len(w) != len(x):
+        raise ShapeError(f"ConvTranspose {node.name!r}: expected a weight of rank {len(x)} "
+                         f"(C, M / group, kernel...), found shape {tuple(w)}")
     if isinstance(x[1], int) and isinstance(w[0], int) and x[1] != w[0]:
         raise ShapeError(f"ConvTranspose {node.name!r}: expected {w[0]} input channels, "
                          f"found {x[1]}")
-    cout = w[1] * group if isinstance(w[1], int) else None
-    return [(x[0], cout) + conv_transpose_dims(node, tuple(x[2:]), w)]
+    c = x[1] if isinstance(x[1], int) else w[0]
+    if isinstance(c, int) and c % group:
+        raise _bad_attr(node, "group", group, f"a divisor of the {c} input channels")
+    return group
 
 
 def conv_transpose_2d(node: Node, x: Any, w: Any) -> tuple[Any, dict[str, list[int]]]:
@@ -766,6 +816,13 @@ def _instance_norm_shape(node: Node, shapes: Shapes, consts: dict) -> Shapes:
     if x is not None and len(x) < 3:
         raise ShapeError(f"InstanceNormalization {node.name!r}: expected an input of rank 3 "
                          f"or more (N, C, ...), found {x}")
+    c = x[1] if x is not None else None
+    for k, what in ((1, "scale"), (2, "bias")):
+        s = shapes[k] if k < len(shapes) else None
+        # the kernel broadcasts them per channel: another length is a raw NumPy error there
+        if s is not None and (len(s) != 1 or (isinstance(c, int) and s[0] != c)):
+            raise ShapeError(f"InstanceNormalization {node.name!r}: expected {what} of shape "
+                             f"({c if isinstance(c, int) else 'C'},), found {tuple(s)}")
     return [x]
 
 
@@ -799,35 +856,71 @@ def tile(node: Node, x: Any, repeats: Any) -> Any:
     return xp_of(x).tile(x, tuple(int(k) for k in np.asarray(repeats).reshape(-1)))
 
 
-def range_length(start: Any, limit: Any, delta: Any) -> int:
-    """max(ceil((limit - start) / delta), 0), in the inputs' type as ONNX Runtime computes."""
+def range_length(start: Any, limit: Any, delta: Any, node: Node | None = None) -> int:
+    """max(ceil((limit - start) / delta), 0): exact in Python ints for integer inputs (their
+    difference passes int64 near its limits), in the inputs' float type otherwise, as ONNX
+    Runtime computes. ShapeError for a zero delta or a NaN/Inf bound."""
     s, lim, d = (np.asarray(v).reshape(()) for v in (start, limit, delta))
+    where = "Range" if node is None else f"Range {node.name!r}"
     if d == 0:
-        raise ShapeError("Range: expected a nonzero delta, found 0")
+        raise ShapeError(f"{where}: expected a nonzero delta, found 0")
     if s.dtype.kind in "iu":
         return max(-((int(s) - int(lim)) // int(d)), 0)
-    return max(int(np.ceil((lim - s) / d)), 0)
+    if not (np.isfinite(s) and np.isfinite(lim) and np.isfinite(d)):  # int(ceil(nan)) raises
+        raise ShapeError(f"{where}: expected finite start, limit and delta, found "
+                         f"{s.item()}, {lim.item()}, {d.item()}")
+    with np.errstate(over="ignore"):  # an overflow gives inf, refused below
+        n = np.ceil((lim - s) / d)
+    if not np.isfinite(n):  # finite bounds whose difference overflows the float type
+        raise ShapeError(f"{where}: the length (limit - start) / delta of {s.item()}, "
+                         f"{lim.item()}, {d.item()} overflows {s.dtype}")
+    return max(int(n), 0)
 
 
 def _range_shape(node: Node, shapes: Shapes, consts: dict) -> Shapes:
     vals = [consts.get(i) for i in node.inputs]
     if any(v is None for v in vals):
         return [(None,)]
-    return [(range_length(*vals),)]
+    return [(range_length(*vals, node=node),)]
 
 
 @_op("Range", _range_shape)
 def range_(node: Node, start: Any, limit: Any, delta: Any) -> Any:
     """start, start + delta, ... up to (not including) limit, in start's type."""
     s, d = np.asarray(start).reshape(()), np.asarray(delta).reshape(())
-    n = range_length(s, limit, d)
+    n = range_length(s, limit, d, node)
     return (s + np.arange(n, dtype=s.dtype) * d).astype(s.dtype)
 
 
-@_op("CumSum", _unary)
+def cumsum_axis(node: Node, axis: Any, rank: int, error: type[Exception] = ShapeError) -> int:
+    """CumSum's axis in [0, rank): an error of class `error` naming the node for one outside
+    [-rank, rank - 1] (a modulo would silently pick another axis), or a rank-0 input."""
+    if rank < 1:
+        raise ShapeError(f"CumSum {node.name!r}: expected an input of rank 1 or more, found "
+                         f"rank 0")
+    vals = np.asarray(axis).reshape(-1)
+    # a plan may hold a computed axis in a float buffer: an integral float is an axis too
+    if vals.size != 1 or not (vals.dtype.kind in "iu" or (
+            vals.dtype.kind == "f" and float(vals[0]).is_integer())):
+        raise error(f"CumSum {node.name!r}: expected one integer axis, found {vals.tolist()}")
+    a = int(vals[0])
+    if not -rank <= a < rank:
+        raise error(f"CumSum {node.name!r}: expected axis in [{-rank}, {rank - 1}], found {a}")
+    return a % rank
+
+
+def _cumsum_shape(node: Node, shapes: Shapes, consts: dict) -> Shapes:
+    x = shapes[0]
+    axis = consts.get(node.inputs[1]) if len(node.inputs) > 1 else None
+    if x is not None:
+        cumsum_axis(node, 0 if axis is None else axis, len(x))  # a computed axis: at run time
+    return [x]
+
+
+@_op("CumSum", _cumsum_shape)
 def cumsum(node: Node, x: Any, axis: Any) -> Any:
     """Running sum along axis (exclusive: shifted by one; reverse: from the end)."""
-    a = _arr_axes(node, x, axis)[0]
+    a = cumsum_axis(node, axis, x.ndim, DataError)
     xp = xp_of(x)
     src = xp.flip(x, a) if node.attrs.get("reverse", 0) else x
     y = xp.cumsum(src, axis=a, dtype=x.dtype)

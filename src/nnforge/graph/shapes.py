@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ..errors import ModelFileError
+from ..errors import ModelFileError, ShapeError
 from .ir import Graph, Node, Shape, ValueInfo
 from .ops import dim_prod, get_op
 from .ops_onnx import ONNX_DTYPES, OUT_DTYPES, constant_value, shape_slice, slice_index
@@ -15,10 +15,11 @@ from .ops_onnx import ONNX_DTYPES, OUT_DTYPES, constant_value, shape_slice, slic
 #: without the batch: a few bytes of ConstantOfShape, Expand or Pad can otherwise ask for
 #: terabytes per run
 MAX_ELEMENTS = 1 << 28
-#: ops whose output size comes from constants (a shape, pads), not from the data they read;
-#: a convolution of a 4K image may legitimately pass MAX_ELEMENTS, so others are not capped
+#: ops whose output size comes from constants (a shape, pads, strides), not from the data
+#: they read (ConvTranspose: a 2x2 input with strides 20000 is a 20001x20001 output); a
+#: convolution of a 4K image may legitimately pass MAX_ELEMENTS, so others are not capped
 SIZED_BY_CONSTANTS = frozenset({"ConstantOfShape", "Expand", "Pad", "Tile", "Range",
-                                "Resize", "Upsample"})
+                                "Resize", "Upsample", "ConvTranspose"})
 
 
 def check_output_sizes(graph: Graph, infos: dict[str, ValueInfo], rows: int = 1) -> None:
@@ -54,12 +55,31 @@ def compute_shapes(graph: Graph, input_shapes: dict[str, Shape] | None = None
         shapes = [None if v is None else v.shape for v in ins]
         first = ins[1] if node.op == "Where" else (ins[0] if ins else None)  # Where: a's type
         dtype = first.dtype if first is not None else "float32"
+        _check_same_types(node, ins)
         out_shapes = follow_node(node, shapes, graph.initializers, dims)
         for k, out in enumerate(node.outputs):
             if out:
                 shape = out_shapes[k] if k < len(out_shapes) else None
                 infos[out] = ValueInfo(out, shape, _out_dtype(node, k, dtype))
     return infos
+
+
+#: ops whose first n inputs share one type parameter T: a file that mixes them is one ONNX
+#: Runtime refuses to load, and nnforge would silently compute in the first input's type
+SAME_TYPE_INPUTS = {"InstanceNormalization": 3}
+
+
+def _check_same_types(node: Node, ins: list[ValueInfo | None]) -> None:
+    """ShapeError naming the node and the input whose dtype differs from the first input's."""
+    n = SAME_TYPE_INPUTS.get(node.op, 0)
+    known = [(name, v) for name, v in zip(node.inputs[:n], ins[:n]) if v is not None]
+    if not known:
+        return
+    first = known[0][1].dtype
+    for name, v in known[1:]:
+        if v.dtype != first:
+            raise ShapeError(f"{node.op} {node.name!r}: expected input {name!r} of the first "
+                             f"input's type {first}, found {v.dtype}")
 
 
 def follow_node(node: Node, shapes: list[Shape | None], consts: dict[str, np.ndarray],

@@ -13,11 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DataError
 from ..graph.ir import Node
 from ..graph.ops_onnx import (
     ResizeStep,
     celu_array,
     conv_transpose_2d,
+    cumsum_axis,
     depth_to_space_view,
     reduce_axes,
     resize_geometry,
@@ -237,9 +239,11 @@ def _range(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
 def _cumsum(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
     x, axis, y = ins[0], ins[1], outs[0]
     reverse, exclusive = node.attrs.get("reverse", 0), node.attrs.get("exclusive", 0)
+    cumsum_axis(node, 0, x.ndim)  # rank 0: refused when the plan is built
 
     def step(feeds: Any) -> None:
-        a = int(axis.reshape(-1)[0]) % x.ndim  # read per call: it may be a computed value
+        # read per call (it may be a computed value); out of range is a DataError, not a wrap
+        a = cumsum_axis(node, axis, x.ndim, DataError)
         flip = tuple(slice(None, None, -1) if k == a else slice(None) for k in range(x.ndim))
         src, dst = (x[flip], y[flip]) if reverse else (x, y)
         if exclusive:  # out[i] = sum of x[:i]: the sum shifted by one, a zero first

@@ -11,8 +11,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..graph.ir import Graph
+
+#: integer ops that ONNX Runtime's CPU kernels compute with a bare C division: a divisor 0,
+#: or INT_MIN / -1, raises SIGFPE there and kills the whole process, not just the call
+INT_DIVISIONS = ("Div", "Mod")
 
 #: ONNX opset of the in-memory model (Gelu is one op from opset 20 on), lowered to the newest
 #: one the installed onnx and onnxruntime handle (`ort_opset`)
@@ -30,6 +34,31 @@ def ort_opset() -> int:
     return min(ORT_OPSET, high)
 
 
+def _safe_divisor(d: np.ndarray | None) -> bool:
+    """Whether a divisor is a constant free of 0 and -1 (-1 only matters for INT_MIN / -1)."""
+    return d is not None and d.size > 0 and not bool(((d == 0) | (d == -1)).any())
+
+
+def refuse_unsafe_division(graph: Graph) -> None:
+    """ConfigError naming the first integer Div or Mod whose divisor may be 0 or -1: ONNX
+    Runtime would crash the process on it (SIGFPE) where the NumPy backend raises a DataError."""
+    from ..graph.shapes import compute_shapes  # noqa: PLC0415 - only for the ops above
+
+    nodes = [n for n in graph.nodes if n.op in INT_DIVISIONS and len(n.inputs) > 1]
+    if not nodes:
+        return
+    infos = compute_shapes(graph)
+    for node in nodes:
+        info = infos.get(node.inputs[0])
+        if info is None or np.dtype(info.dtype).kind not in "iu":
+            continue
+        if not _safe_divisor(graph.initializers.get(node.inputs[1])):
+            raise ConfigError(
+                f"{node.op} {node.name!r}: an integer division by {node.inputs[1]!r}, which "
+                f"may hold 0 or -1, crashes ONNX Runtime; expected a constant divisor free of "
+                f"0 and -1 for backend='onnxruntime'; use backend='numpy' for this model")
+
+
 class OrtPlan:
     """A Plan-like runner of a graph in ONNX Runtime (any input shape, any thread)."""
 
@@ -45,6 +74,7 @@ class OrtPlan:
             raise ConfigError(f"backend='onnxruntime' needs the {exc.name or 'onnxruntime'} "
                               f"package; install it with: pip install 'nnforge[onnx]'") from None
 
+        refuse_unsafe_division(graph)
         #: the opset the graph went to ONNX Runtime at
         self.opset = ort_opset()
         self.threads = int(threads)
@@ -96,11 +126,21 @@ class OrtPlan:
             return {self._single_input: feeds[0]}
         return dict(zip(self.input_names, feeds))
 
+    def _run(self, names: list[str], feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """ONNX Runtime's run, its errors (a bad index, a shape the data gives) as DataError."""
+        try:
+            return self.session.run(names, self._feed(feeds))
+        except MemoryError:
+            raise  # the session reports it as a ResourceError
+        except Exception as exc:  # noqa: BLE001 - ORT's errors share no base class to name
+            raise DataError(f"ONNX Runtime failed on this input: {str(exc).strip()}"
+                            ) from None
+
     def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
         """All outputs for the input arrays (in graph input order); ORT's own output arrays,
         returned without a copy."""
-        return self.session.run(self.output_names, self._feed(feeds))
+        return self._run(self.output_names, feeds)
 
     def run_one(self, feeds: Sequence[np.ndarray]) -> Any:
         """The first output."""
-        return self.session.run(self._first_output, self._feed(feeds))[0]
+        return self._run(self._first_output, feeds)[0]
