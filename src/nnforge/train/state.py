@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -11,17 +12,21 @@ from ..errors import StateDictError
 
 #: counters are int64 in spirit: a larger one is damage, not a long run
 MAX_COUNT = 2**63 - 1
+#: the step a checkpoint may resume from: a resumed run keeps 2**62 steps of headroom below
+#: MAX_COUNT (no real run comes near), so its own checkpoints stay loadable
+MAX_RESUME_STEP = 2**62 - 1
 
 
 def _bad(detail: str) -> StateDictError:
     return StateDictError(f"expected a trainer state as Trainer.state_dict() gives: {detail}")
 
 
-def _count(state: dict[str, Any], key: str) -> int:
+def _count(state: dict[str, Any], key: str, limit: int = MAX_COUNT) -> int:
     value = state.get(key)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
-            or not 0 <= value <= MAX_COUNT:
-        raise _bad(f"'{key}' must be an integer in [0, 2**63 - 1], found {value!r:.60}")
+            or not 0 <= value <= limit:
+        bound = "2**63 - 1" if limit == MAX_COUNT else f"2**{limit.bit_length()} - 1"
+        raise _bad(f"'{key}' must be an integer in [0, {bound}], found {value!r:.60}")
     return int(value)
 
 
@@ -44,31 +49,46 @@ def _history(value: Any, epochs: int) -> dict[str, list[float]]:
     return history
 
 
-def _rng(state: dict[str, Any], key: str, generator: np.random.Generator) -> dict[str, Any]:
-    value = state.get(key)
+def check_rng_state(value: Any, kind: type, what: str) -> Any:
+    """value, if it is a state of a `kind` bit generator (numpy.random.PCG64), else a
+    StateDictError naming `what`. NumPy raises OverflowError for numbers outside the state's
+    range (an edited file), as well as TypeError, ValueError and KeyError."""
     try:  # on a spare bit generator of the same kind: the live one stays as it is
-        type(generator.bit_generator)().state = value
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise _bad(f"'{key}' must be a {type(generator.bit_generator).__name__} generator "
-                   f"state, found {value!r:.60} ({exc})") from None
+        kind().state = value
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+        raise _bad(f"{what} must be a {kind.__name__} generator state, found {value!r:.60} "
+                   f"({type(exc).__name__}: {exc})") from None
     return value
 
 
-def _partial(partial: dict[str, Any]) -> None:
-    """A part-epoch's progress (a checkpoint saved mid-epoch): counters, sums, lr."""
+def _rng(state: dict[str, Any], key: str, generator: np.random.Generator) -> dict[str, Any]:
+    return check_rng_state(state.get(key), type(generator.bit_generator), f"'{key}'")
+
+
+def _partial(partial: dict[str, Any], shuffle_kind: type) -> None:
+    """A part-epoch's progress (a checkpoint saved mid-epoch): counters, sums, lr. What needs
+    the resumed fit()'s data (batch sizes, the model's outputs) is checked by the Trainer."""
     for key in ("batches", "seen"):
         _count(partial, key)
     for key in ("total", "lr"):
         value = partial.get(key)
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise _bad(f"'partial' needs {key!r} a number, found {value!r:.40}")
+    if not math.isfinite(partial["total"]):  # it would be logged as the epoch's loss
+        raise _bad(f"'partial' needs 'total' (the epoch's loss sum so far) a finite number, "
+                   f"found {partial['total']!r}")
     if partial.get("kind") not in ("arrays", "loader"):
         raise _bad(f"'partial' needs 'kind' 'arrays' or 'loader', found "
                    f"{partial.get('kind')!r:.40}")
+    if partial.get("order_rng") is not None:
+        check_rng_state(partial["order_rng"], shuffle_kind, "'partial' 'order_rng'")
     for key in ("outputs", "targets"):
         if partial.get(key) is not None and not isinstance(partial[key], np.ndarray):
             raise _bad(f"'partial' needs {key!r} an array or null, found "
                        f"{type(partial[key]).__name__}")
+    if (partial.get("outputs") is None) != (partial.get("targets") is None):
+        raise _bad("'partial' needs 'outputs' and 'targets' both arrays or both null (the "
+                   "metrics pair them), found one of each")
 
 
 def check_trainer_state(state: Any, shuffle_rng: np.random.Generator,
@@ -79,7 +99,7 @@ def check_trainer_state(state: Any, shuffle_rng: np.random.Generator,
     for key in ("epochs_done", "step", "history", "shuffle_rng", "global_rng"):
         if key not in state:
             raise _bad(f"a '{key}' field, found fields {sorted(map(str, state))}")
-    epochs, step = _count(state, "epochs_done"), _count(state, "step")
+    epochs, step = _count(state, "epochs_done"), _count(state, "step", MAX_RESUME_STEP)
     if step < epochs:  # every epoch trains on at least one batch
         raise _bad(f"'step' ({step}) must be at least 'epochs_done' ({epochs})")
     stopped = state.get("stop_training", False)
@@ -98,10 +118,15 @@ def check_trainer_state(state: Any, shuffle_rng: np.random.Generator,
             raise _bad(f"'{key}' must be an object or null, found {state[key]!r:.60}")
     partial = state.get("partial")
     if partial is not None:
-        _partial(partial)
+        if state.get("run") is None:  # written together: the part-epoch is of that run
+            raise _bad("'partial' (a part of an epoch) needs the 'run' settings it was "
+                       "trained with, found 'run' null or missing")
+        _partial(partial, type(shuffle_rng.bit_generator))
     loader = state.get("loader")
     if loader is not None and not isinstance(loader, dict):
         raise _bad(f"'loader' must be a DataLoader state object or null, found {loader!r:.60}")
+    if loader is not None and "rng_state" in loader:  # DataLoader lets OverflowError out
+        check_rng_state(loader["rng_state"], np.random.PCG64, "'loader' 'rng_state'")
     split_seed = state.get("split_seed")
     if split_seed is not None and (isinstance(split_seed, bool) or not isinstance(
             split_seed, numbers.Integral) or not 0 <= split_seed < 2**64):

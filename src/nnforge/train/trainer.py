@@ -247,6 +247,69 @@ class _EpochProgress:
                 "outputs": outputs, "targets": targets}
 
 
+def _partial_bad(detail: str) -> StateDictError:
+    return StateDictError(f"expected a trainer state as Trainer.state_dict() gives: 'partial' "
+                          f"(the epoch the checkpoint was saved in) {detail}")
+
+
+def _partial_seen(partial: dict[str, Any], edges: list[int]) -> int:
+    """The rows the part-epoch trained, which its batch count fixes (the resumed run skips
+    that many batches, and the epoch's loss is its sum over those rows)."""
+    batches, seen, most = partial["batches"], partial["seen"], len(edges) - 1
+    if batches > most:
+        raise _partial_bad(f"needs 'batches' in [0, {most}] (the batches of an epoch of this "
+                           f"run), found {batches}")
+    rows = edges[batches] - edges[0]
+    if seen != rows:
+        raise _partial_bad(f"needs 'seen' {rows} (the rows in its first {batches} batches), "
+                           f"found {seen}")
+    return rows
+
+
+#: nnforge's own losses: each term is >= 0, so a negative loss sum is damage (a custom loss
+#: may go negative, e.g. a likelihood's)
+_NONNEGATIVE_LOSSES = ("MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss",
+                       "BCEWithLogitsLoss", "BCELoss")
+
+
+def _partial_total(partial: dict[str, Any], seen: int, loss: Loss) -> None:
+    """The part-epoch's loss sum: 0 before any row, never negative for nnforge's losses."""
+    total = partial["total"]
+    own = type(loss).__module__ == Loss.__module__ and type(loss).__name__ in _NONNEGATIVE_LOSSES
+    if (seen == 0 and total != 0) or (own and total < 0):
+        need = "0 (no rows seen yet)" if seen == 0 else \
+            f"a sum >= 0 ({type(loss).__name__} is never negative)"
+        raise _partial_bad(f"needs 'total' (its loss sum) {need}, found {total!r}")
+
+
+def _partial_array(partial: dict[str, Any], key: str, like: np.ndarray, seen: int) -> None:
+    """outputs or targets: one row per row seen, each as the probe's (dtype, row shape)."""
+    arr = partial[key]
+    shape = (seen, *like.shape[1:])
+    if arr.dtype != like.dtype or arr.shape != shape:
+        raise _partial_bad(f"needs {key!r} of dtype {like.dtype} and shape {shape} (one row "
+                           f"per row seen, as this model and data give them), found dtype "
+                           f"{arr.dtype} and shape {arr.shape}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise _partial_bad(f"needs {key!r} finite, found NaN or infinite values")
+
+
+def _partial_target_values(targets: np.ndarray, loss: Loss, out: np.ndarray) -> None:
+    """Class indices within the model's classes (or the loss's ignore_index); binary
+    targets within [0, 1]: the metrics would otherwise count rows no data holds."""
+    if loss.kind == "multiclass" and targets.dtype.kind in "iu" and out.ndim >= 2:
+        classes = out.shape[1]
+        bad = (targets < 0) | (targets >= classes)
+        bad &= targets != getattr(loss, "ignore_index", -100)
+        if bad.any():
+            raise _partial_bad(f"needs 'targets' class indices in [0, {classes}), found "
+                               f"{targets[bad].reshape(-1)[0]}")
+    elif loss.kind == "binary" and targets.size and not (
+            (targets >= 0).all() and (targets <= 1).all()):
+        raise _partial_bad(f"needs 'targets' in [0, 1] (binary), found values from "
+                           f"{targets.min()} to {targets.max()}")
+
+
 def _data_fingerprint(X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """Row count, sample shape and a hash of up to 16 evenly spaced rows (dtype-blind): cheap,
     and enough to tell other data from the checkpointed run's."""
@@ -598,6 +661,8 @@ class Trainer:
         restored = self._callback_states if self._resumed else self._continue_states
         self._callback_states = self._continue_states = None
         partial, self._partial_in = (self._partial_in if self._resumed else None), None
+        if partial is not None:  # once, before the epoch resumes: not in the batch loop
+            self._check_partial(partial, edges, loader, (X, y))
         self._log_keys = self._expected_logs(validation_data is not None)
         self._loader = loader
         if loader is not None and self._loader_state is not None:
@@ -626,6 +691,40 @@ class Trainer:
             self._leave_own_rng(outer)
             display.close()
         return self.history
+
+    def _check_partial(self, partial: dict[str, Any], edges: list[int],
+                       loader: DataLoader | None, data: tuple[Any, Any]) -> None:
+        """Refuse (StateDictError) a mid-epoch checkpoint's part of an epoch that this fit()'s
+        batches and model could not have produced: counts off the batch edges, a negative
+        loss sum, or outputs and targets unlike the ones this epoch adds to them."""
+        if partial["kind"] != ("arrays" if loader is None else "loader"):
+            return  # _epoch refuses it, naming both kinds
+        if loader is not None:  # the loader's batches: batch_size rows each, the rest last
+            rows, size = len(loader.dataset), loader.batch_size
+            edges = [min(i * size, rows) for i in range(len(loader) + 1)]
+        seen = _partial_seen(partial, edges)
+        _partial_total(partial, seen, self.loss)
+        if partial.get("outputs") is None:
+            return
+        out, truth = self._probe(data, loader)
+        if out is None:  # no sample to probe: the first batch reports the problem
+            return
+        _partial_array(partial, "outputs", out, seen)
+        _partial_array(partial, "targets", truth, seen)
+        _partial_target_values(partial["targets"], self.loss, out)
+
+    def _probe(self, data: tuple[Any, Any], loader: DataLoader | None
+               ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The model's output (eval mode, no gradients: no state or RNG changes) and the
+        target for the training data's first row, as an epoch's batches would hold them."""
+        X, y = data
+        if loader is not None:
+            batch = loader._gather(slice(0, 1)) if len(loader.dataset) else None
+            if not isinstance(batch, tuple) or len(batch) != 2:
+                return None, None
+            X = _as_features(batch[0], self.model.dtype, "batch 1 x")
+            y = self._as_targets(batch[1], len(X))
+        return self._forward(X[:1], 1), y[:1]
 
     def _start_run(self, data: dict[str, Any], batching: dict[str, Any] | None,
                    validation_split: float) -> None:
@@ -928,7 +1027,7 @@ class Trainer:
         """Put the shuffle generator at a saved state (StateDictError for a damaged one)."""
         try:
             self._shuffle_rng.bit_generator.state = state
-        except (TypeError, ValueError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
             raise StateDictError(f"expected a trainer state as Trainer.state_dict() gives: "
                                  f"'partial' has a bad 'order_rng' ({exc})") from None
 
