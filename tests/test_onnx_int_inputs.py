@@ -228,8 +228,8 @@ def test_the_server_answers_ids_outside_the_table_with_400(tmp_path: Path) -> No
     version.mkdir(parents=True)
     (version / "model.onnx").write_bytes(_ids_model(tmp_path).read_bytes())
 
-    def body(values: list) -> dict:
-        return {"inputs": [{"name": "ids", "datatype": "INT64", "shape": [1, 3],
+    def body(values: list, datatype: str = "INT64") -> dict:
+        return {"inputs": [{"name": "ids", "datatype": datatype, "shape": [1, 3],
                             "data": values}]}
 
     async def check(c: httpx.AsyncClient, server: object) -> None:
@@ -238,4 +238,9 @@ def test_the_server_answers_ids_outside_the_table_with_400(tmp_path: Path) -> No
         r = await c.post("/v2/models/emb/infer", json=body([1, 10, 3]))
         assert r.status_code == 400, r.text
         assert "expected indices in [-10, 9], found 10" in r.json()["error"], r.text
+        # ids sent as FP64: whole numbers run as the ints do, 1.5 is not the id 1
+        same = await c.post("/v2/models/emb/infer", json=body([1.0, -10.0, 3.0], "FP64"))
+        assert same.status_code == 200 and same.json()["outputs"] == ok.json()["outputs"]
+        r = await c.post("/v2/models/emb/infer", json=body([1.5, 2.0, 3.0], "FP64"))
+        assert r.status_code == 400 and "expected whole numbers" in r.json()["error"], r.text
     serve_in_process(tmp_path / "repo", check)

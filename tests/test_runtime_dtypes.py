@@ -14,7 +14,7 @@ from onnx import TensorProto as T
 from onnx import helper, numpy_helper
 
 from nnforge import InferenceSession
-from nnforge.errors import ConfigError
+from nnforge.errors import ConfigError, DataError
 from nnforge.graph.ir import Node
 from nnforge.runtime.kernels import KERNELS
 
@@ -323,3 +323,22 @@ def test_integer_inputs_take_exact_values_only(x: np.ndarray, dtype: type, found
         got = as_input_dtype(fits[::2], dtype)  # a strided view comes back contiguous
         assert got.dtype == dtype and got.flags.c_contiguous and got.tolist() == [1, 7]
     assert as_input_dtype(np.array([True, False]), dtype).tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("dtype", ["int32", "uint8"])
+def test_integer_division_by_zero_is_an_error_not_a_silent_zero(tmp_path: Path,
+                                                                dtype: str) -> None:
+    """NumPy answers x // 0 with 0; C leaves it undefined (ONNX Runtime: an error or SIGFPE)."""
+    t = ONNX_TYPE[np.dtype(dtype)]
+    fed = _save(tmp_path, [helper.make_node("Div", ["a", "b"], ["y"], name="div")],
+                [("a", t, ["N", 2]), ("b", t, ["N", 2])], [("y", t, ["N", 2])], {})
+    a = np.array([[7, 9]], dtype)
+    session = InferenceSession(fed)
+    np.testing.assert_array_equal(session.run({"f32": _f32(1), "a": a, "b": a})["y"], [[1, 1]])
+    with pytest.raises(DataError, match="Div 'div': expected integer divisors other than 0"):
+        session.run({"f32": _f32(1), "a": a, "b": np.array([[1, 0]], dtype)})
+    const = _save(tmp_path, [helper.make_node("Div", ["a", "z"], ["y"], name="div")],
+                  [("a", t, ["N", 2])], [("y", t, ["N", 2])],
+                  {"z": np.array([3, 0], dtype)})
+    with pytest.raises(ConfigError, match="Div 'div': expected integer divisors other than 0"):
+        InferenceSession(const).run({"f32": _f32(1), "a": a})

@@ -497,20 +497,38 @@ def _binary(fn: Any) -> Builder:
     def build(node: Node, ins: list, outs: list, ctx: Ctx) -> Step:
         a, b, y = ins[0], ins[1], outs[0]
         if fn is np.divide and y.dtype.kind in "iu":
-            return int_divide(a, b, y, ctx)
+            return int_divide(a, b, y, ctx, f"{node.op} {node.name!r}")
         return lambda feeds: fn(a, b, out=y)
     return build
 
 
-def int_divide(a: np.ndarray, b: np.ndarray, y: np.ndarray, ctx: Ctx) -> Step:
-    """y = a / b truncated toward zero, C's (and ONNX Runtime's) integer division."""
+def int_divide(a: np.ndarray, b: np.ndarray, y: np.ndarray, ctx: Ctx, label: str) -> Step:
+    """y = a / b truncated toward zero, C's (and ONNX Runtime's) integer division; a zero
+    divisor is an error (C leaves it undefined, NumPy would answer 0 silently)."""
+    if ctx.is_const(b):
+        if b.size and not b.all():
+            raise ConfigError(f"{label}: expected integer divisors other than 0, found a 0 "
+                              f"among the constant divisors")
+        checked = True
+    else:
+        checked = False
+
+    def nonzero() -> None:
+        if not checked and not b.all():
+            raise DataError(f"{label}: expected integer divisors other than 0, found a 0 "
+                            f"(integer division by zero)")
+
     if y.dtype.kind == "u":  # no negatives: floor is truncation
-        return lambda feeds: np.floor_divide(a, b, out=y)
+        def unsigned(feeds: Any) -> None:
+            nonzero()
+            np.floor_divide(a, b, out=y)
+        return unsigned
     rem = ctx.scratch(y.shape)
 
     def step(feeds: Any) -> None:  # y may be a (in place): a is read before y is written
+        nonzero()
         # a - fmod(a, b) is an exact multiple of b, no larger than a: its floor division is
-        # exact, so the quotient truncates; x / 0 gives 0 (C leaves it undefined)
+        # exact, so the quotient truncates (INT_MIN / -1 wraps, as two's complement does)
         with np.errstate(divide="ignore", over="ignore"):
             np.fmod(a, b, out=rem)
             np.subtract(a, rem, out=rem)

@@ -10,6 +10,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import DataError
+from ..runtime.feeds import as_input_dtype
 from ..runtime.kernels import all_finite
 from .errors import InvalidInputError
 
@@ -241,8 +243,14 @@ def to_model_rows(arr: np.ndarray, spec: TensorSpec, what: str,
             raise InvalidInputError(f"{what} must hold numbers for input {spec.name!r} "
                                     f"({spec.datatype}), found "
                                     f"{_KIND_NAMES.get(rows.dtype.kind, str(rows.dtype))}")
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes inf: refused below
-            rows = rows.astype(target)
+        if target.kind in "iu":  # ids: 1.5 must not become the id 1, nor 2**70 wrap
+            try:
+                rows = as_input_dtype(rows, target, f"{what} ({spec.name!r})")
+            except DataError as exc:
+                raise InvalidInputError(str(exc)) from None
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow: inf, refused below
+                rows = rows.astype(target)
     # one BLAS dot product tells that all values are finite (see all_finite); a model that
     # fills missing values in takes NaN, never Inf
     if target.kind == "f" and not all_finite(rows) and (
