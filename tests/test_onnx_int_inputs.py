@@ -244,3 +244,27 @@ def test_the_server_answers_ids_outside_the_table_with_400(tmp_path: Path) -> No
         r = await c.post("/v2/models/emb/infer", json=body([1.5, 2.0, 3.0], "FP64"))
         assert r.status_code == 400 and "expected whole numbers" in r.json()["error"], r.text
     serve_in_process(tmp_path / "repo", check)
+
+
+def test_an_nnf_written_before_serves_ids_past_float32_precision_exactly(tmp_path: Path
+                                                                          ) -> None:
+    """Its manifest says float32, its graph int64: the server takes the graph's dtype, so an
+    id above 2**24 (not a float32) reaches the model whole: ids - 2**24 comes back exact."""
+    nodes = [helper.make_node("Sub", ["ids", "base"], ["d"]),
+             helper.make_node("Cast", ["d"], ["y"], to=T.FLOAT)]
+    path = _save(tmp_path / "off.onnx", nodes, ("ids", T.INT64, ["N", 1]),
+                 ("y", T.FLOAT, ["N", 1]), {"base": np.array(2**24, np.int64)})
+    version = tmp_path / "repo" / "off" / "1"
+    version.mkdir(parents=True)
+    import_model(path, version / "model.nnf")
+    _as_written_before(version / "model.nnf")
+    assert read_manifest(version / "model.nnf")["inputs"][0]["dtype"] == "float32"
+
+    async def check(c: httpx.AsyncClient, server: object) -> None:
+        meta = await c.get("/v2/models/off")
+        assert meta.json()["inputs"][0]["datatype"] == "INT64", meta.text
+        r = await c.post("/v2/models/off/infer", json={"inputs": [
+            {"name": "ids", "datatype": "INT64", "shape": [2, 1], "data": [2**24 + 1, 2**24 + 3]}]})
+        assert r.status_code == 200, r.text
+        assert r.json()["outputs"][0]["data"] == [1.0, 3.0], r.text  # float32 ids: 0 and 4
+    serve_in_process(tmp_path / "repo", check)

@@ -19,6 +19,7 @@ from nnforge.data import DataLoader
 from nnforge.errors import StateDictError
 from nnforge.io.safetensors_format import deserialize, serialize
 from nnforge.train import Callback
+from nnforge.train.state import check_rng_state
 
 #: 96 rows in batches of 16: 6 per epoch; the checkpoint is saved after step 8, i.e. in the
 #: second epoch with 3 batches (48 rows) done
@@ -196,3 +197,51 @@ def test_a_partial_epoch_without_its_run_settings_is_refused(saved, tmp_path):
     def edit(state: dict[str, Any], arrays: dict[str, Any]) -> None:
         del state["run"]
     _refused(saved, tmp_path, edit, ["'partial'", "'run'"])
+
+
+#: an {"__array__": name} marker naming a real array of the file (the partial's outputs)
+_MARKER = {"__array__": "0"}
+
+
+@pytest.mark.parametrize("where", [
+    ("run", "data"), ("run", "frozen"), ("run", "batching", "batch_size"),
+    ("shuffle_rng", "state"), ("global_rng", "state", "inc"), ("history", "loss"),
+    ("partial", "lr"), ("partial", "order_rng"), ("step",),
+])
+def test_arrays_outside_their_slots_are_refused(saved, tmp_path, where):
+    """An array where plain JSON belongs would fail as a raw ValueError or IndexError where
+    it is read: refused up front, the field named."""
+    _refused(saved, tmp_path, _rng(*where, value=_MARKER),
+             [".".join(where), "must not be an array"])
+
+
+def test_an_array_in_the_loaders_state_is_refused(saved, tmp_path):
+    _refused(saved, tmp_path, _rng("loader", "rng_state", value=_MARKER),
+             ["loader.rng_state", "must not be an array"], kind="loader")
+
+
+@pytest.mark.parametrize("frozen, words", [
+    ([1, 2], ["'frozen'", "[1, 2]"]),
+    ("0.weight", ["'frozen'", "list of parameter names"]),
+    ([float("nan")], ["'frozen'"]),
+])
+def test_frozen_must_be_a_list_of_parameter_names(saved, tmp_path, frozen, words):
+    _refused(saved, tmp_path, _rng("run", "frozen", value=frozen), words)
+
+
+def test_a_loader_state_at_another_batch_than_the_partial_is_refused(saved, tmp_path):
+    """A resumed epoch would drop or repeat batches (as a checkpoint saved from
+    on_batch_begin before the loader's state was saved as of the part-epoch did)."""
+    _refused(saved, tmp_path, _rng("loader", "batches_done", value=4),
+             ["'batches' is 3", "'batches_done' 4"], kind="loader")
+
+
+def test_a_state_with_an_array_for_an_rng_is_refused_directly():
+    """Trainer.load_state_dict() takes arrays as they are: NumPy's IndexError is caught."""
+    trainer = nf.Trainer(nn.Sequential(nn.Linear(6, 3)), seed=0, verbose=0)
+    state = trainer.state_dict()
+    state["shuffle_rng"] = {**state["shuffle_rng"], "state": np.arange(3)}
+    with pytest.raises(StateDictError, match="shuffle_rng.state must not be an array"):
+        trainer.load_state_dict(state)
+    with pytest.raises(StateDictError, match="IndexError"):
+        check_rng_state(state["shuffle_rng"], np.random.PCG64, "'shuffle_rng'")

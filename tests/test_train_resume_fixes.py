@@ -333,3 +333,79 @@ def test_resuming_a_finished_run_warns(tmp_path):
         warnings.simplefilter("error")
         _fit(t2, [], epochs=1)  # a later fit() trains on, silently
     assert len(t2.history["loss"]) == 3
+
+
+# -- a mid-epoch checkpoint at an epoch's last batch, or from on_batch_begin ----------------
+class SaveAt(Callback):
+    """Save from on_batch_begin or on_batch_end of step `at`; record the steps trained."""
+
+    def __init__(self, path, hook, at):
+        self.path, self.hook, self.at, self.steps = path, hook, at, []
+
+    def on_batch_begin(self, step):
+        if self.path and self.hook == "begin" and step == self.at:
+            self.trainer.save_checkpoint(self.path)
+
+    def on_batch_end(self, step, loss):
+        self.steps.append(step)
+        if self.path and self.hook == "end" and step == self.at:
+            self.trainer.save_checkpoint(self.path)
+
+
+def _run(kind, hook, at, path, resume=None):
+    """A run saving at step `at` (with a path), or resumed, on 96 rows in shuffled batches
+    of 16 (6 batches an epoch); the trainer and the steps it trained."""
+    X, y = _data()
+    t = _trainer()[0]
+    data = (DataLoader((X, y), batch_size=16, shuffle=True, seed=5),) if kind == "loader" \
+        else (X, y)
+    cb = SaveAt(path, hook, at)
+    t.fit(*data, epochs=3, batch_size=16, callbacks=[cb], resume_from=resume)
+    return t, cb.steps
+
+
+def _save_and_resume(tmp_path, kind, hook, at):
+    """The uninterrupted run (saving at step `at`) and the run resumed from its checkpoint."""
+    path = str(tmp_path / "mid.nnf")
+    return _run(kind, hook, at, path), _run(kind, hook, at, None, resume=path)
+
+
+def _resumed_exactly(ref, got, first_step):
+    (ref_t, ref_steps), (got_t, got_steps) = ref, got
+    assert got_steps == ref_steps[first_step:]
+    assert got_t._step == ref_t._step == 18
+    assert _same(_weights(ref_t.model), _weights(got_t.model))
+    for key in ("loss", "accuracy", "lr"):
+        assert got_t.history[key] == ref_t.history[key], key
+
+
+@pytest.mark.parametrize("kind", ["arrays", "loader"])
+@pytest.mark.parametrize("at", [5, 11])
+def test_a_checkpoint_saved_at_an_epochs_last_batch_resumes_exactly(tmp_path, kind, at):
+    """The loader had handed out its last batch: it must not serve a whole new epoch inside
+    the resumed one (a 'save every N steps' callback hits this whenever N divides it)."""
+    ref, got = _save_and_resume(tmp_path, kind, "end", at)
+    _resumed_exactly(ref, got, at + 1)
+
+
+@pytest.mark.parametrize("kind", ["arrays", "loader"])
+@pytest.mark.parametrize("at", [0, 3, 5, 6])
+def test_a_checkpoint_saved_from_on_batch_begin_resumes_exactly(tmp_path, kind, at):
+    """The loader has already handed out the batch about to train: it is not done, and the
+    resumed run trains it."""
+    ref, got = _save_and_resume(tmp_path, kind, "begin", at)
+    _resumed_exactly(ref, got, at)
+
+
+def test_a_last_batch_checkpoint_of_an_older_nnforge_resumes_exactly(tmp_path, monkeypatch):
+    """Saved with the loader's own state (its epoch over, 0 batches done) while the partial
+    block counts every batch: the resumed epoch trains no more batches."""
+    path = str(tmp_path / "old.nnf")
+    with monkeypatch.context() as patch:
+        patch.setattr(nf.Trainer, "_loader_position",
+                      lambda self: self._loader and self._loader.state_dict())
+        ref = _run("loader", "end", 11, path)
+    state = load_checkpoint(path).trainer_state
+    assert (state["loader"]["epoch"], state["loader"]["batches_done"]) == (2, 0)
+    assert state["partial"]["batches"] == 6
+    _resumed_exactly(ref, _run("loader", "end", 11, None, resume=path), 12)

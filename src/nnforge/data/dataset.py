@@ -186,6 +186,16 @@ class DataLoader:
             "drop_last": self.drop_last,
         }
 
+    def state_within_epoch(self, batches_done: int) -> dict[str, Any]:
+        """state_dict() as a consumer that has finished `batches_done` batches of the epoch in
+        progress sees it: the batch it holds is not done yet, and the epoch is not over
+        while it holds the last one. Loading it replays the epoch's order from its start
+        and hands out the batches after those (none after the last: the epoch then ends)."""
+        rng_state = self._epoch_state if self._epoch_state is not None \
+            else self._rng.bit_generator.state  # not iterated yet: still at the epoch's start
+        return {**self.state_dict(), "epoch": self.epoch, "batches_done": int(batches_done),
+                "rng_state": rng_state}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state_dict(): the next iteration continues exactly where it was taken."""
         expected = ("epoch", "batches_done", "rng_state", "num_samples", "batch_size", "shuffle",

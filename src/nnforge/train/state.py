@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import StateDictError
+from . import callbacks as callbacks_module
 
 #: counters are int64 in spirit: a larger one is damage, not a long run
 MAX_COUNT = 2**63 - 1
 #: the step a checkpoint may resume from: a resumed run keeps 2**62 steps of headroom below
 #: MAX_COUNT (no real run comes near), so its own checkpoints stay loadable
 MAX_RESUME_STEP = 2**62 - 1
+
+
+#: nnforge's own callbacks (by the type name a state records): of them only EarlyStopping
+#: keeps arrays, its best weights; a user's callback may keep arrays anywhere in its state
+_OWN_CALLBACKS = frozenset(
+    name for name, obj in vars(callbacks_module).items() if isinstance(obj, type)
+    and issubclass(obj, callbacks_module.Callback) and obj.__module__ == callbacks_module.__name__)
+_JSON_TYPES = (dict, list, str, int, float, bool, type(None))
 
 
 def _bad(detail: str) -> StateDictError:
@@ -55,10 +64,75 @@ def check_rng_state(value: Any, kind: type, what: str) -> Any:
     range (an edited file), as well as TypeError, ValueError and KeyError."""
     try:  # on a spare bit generator of the same kind: the live one stays as it is
         kind().state = value
-    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
         raise _bad(f"{what} must be a {kind.__name__} generator state, found {value!r:.60} "
                    f"({type(exc).__name__}: {exc})") from None
     return value
+
+
+def _find(value: Any, where: str, bad: Callable[[Any], bool]) -> tuple[str, Any] | None:
+    """A value in a JSON-like tree that `bad` picks, with its path (run.data[0]), or None.
+    A loop, not recursion: a hostile file may nest deeper than Python recurses."""
+    stack = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if bad(item):
+            return path, item
+        if isinstance(item, dict):
+            stack.extend((v, f"{path}.{k}") for k, v in item.items())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
+    return None
+
+
+def _without_array_slots(key: str, value: Any) -> Any:
+    """A top-level field less the places where a state legitimately holds arrays: a
+    part-epoch's outputs and targets, EarlyStopping's best weights, a user callback's state
+    (its own load_state_dict checks it; the Trainer turns its refusal into a StateDictError)."""
+    if key == "partial" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k not in ("outputs", "targets")}
+    if key != "callbacks" or not isinstance(value, list):
+        return value
+    entries = []
+    for entry in value:
+        if isinstance(entry, dict) and isinstance(entry.get("state"), dict):
+            kind, state = entry.get("type"), entry["state"]
+            if kind not in _OWN_CALLBACKS:
+                state = None
+            elif kind == "EarlyStopping":
+                state = {k: v for k, v in state.items() if k != "best_weights"}
+            entry = {**entry, "state": state}
+        entries.append(entry)
+    return entries
+
+
+def _refuse_stray_arrays(state: dict[str, Any]) -> None:
+    """An array anywhere else (an edited file's {"__array__": ...} marker) would reach code
+    that expects JSON and fail there with a raw NumPy error: refused here, by its path."""
+    for key, value in state.items():
+        found = _find(_without_array_slots(key, value), str(key),
+                      lambda v: isinstance(v, np.ndarray))
+        if found is not None:
+            raise _bad(f"{found[0]} must not be an array (arrays belong only in 'partial' "
+                       f"'outputs' and 'targets' and in callbacks' states), found one")
+
+
+def _not_json(value: Any) -> bool:
+    return not isinstance(value, _JSON_TYPES) or (
+        isinstance(value, dict) and not all(isinstance(k, str) for k in value))
+
+
+def _run(run: Any) -> None:
+    """The run's settings, compared with the resumed fit()'s as plain JSON: nothing else."""
+    if run is None:
+        return
+    found = _find(run, "run", _not_json)
+    if found is not None:
+        raise _bad(f"{found[0]} must be plain JSON (objects, lists, strings, numbers), found "
+                   f"a {type(found[1]).__name__}")
+    frozen = run.get("frozen", [])
+    if not isinstance(frozen, list) or not all(isinstance(name, str) for name in frozen):
+        raise _bad(f"'run' 'frozen' must be a list of parameter names, found {frozen!r:.60}")
 
 
 def _rng(state: dict[str, Any], key: str, generator: np.random.Generator) -> dict[str, Any]:
@@ -96,6 +170,7 @@ def check_trainer_state(state: Any, shuffle_rng: np.random.Generator,
     """The state's fields, checked for type, range and agreement with each other."""
     if not isinstance(state, dict):
         raise _bad(f"an object, found {type(state).__name__}")
+    _refuse_stray_arrays(state)  # first: the checks below read these fields as JSON
     for key in ("epochs_done", "step", "history", "shuffle_rng", "global_rng"):
         if key not in state:
             raise _bad(f"a '{key}' field, found fields {sorted(map(str, state))}")
@@ -116,6 +191,7 @@ def check_trainer_state(state: Any, shuffle_rng: np.random.Generator,
     for key in ("run", "partial"):  # older checkpoints lack them
         if state.get(key) is not None and not isinstance(state[key], dict):
             raise _bad(f"'{key}' must be an object or null, found {state[key]!r:.60}")
+    _run(state.get("run"))
     partial = state.get("partial")
     if partial is not None:
         if state.get("run") is None:  # written together: the part-epoch is of that run

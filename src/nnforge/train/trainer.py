@@ -266,6 +266,18 @@ def _partial_seen(partial: dict[str, Any], edges: list[int]) -> int:
     return rows
 
 
+def _loader_agrees(state: Any, batches: int, per_epoch: int) -> None:
+    """Refuse a part-epoch on a DataLoader whose saved loader state is at another batch: the
+    resumed epoch would drop or repeat batches. A checkpoint saved after the last batch by
+    an older nnforge has the loader at its next epoch's start, which resumes right too."""
+    done = state.get("batches_done") if isinstance(state, dict) else None
+    if done == batches or (done == 0 and batches == per_epoch):
+        return
+    found = "no loader state" if state is None else f"the loader's 'batches_done' {done!r:.40}"
+    raise _partial_bad(f"on a DataLoader needs the loader's state at the same batch (its "
+                       f"'batches' is {batches}), found {found}")
+
+
 #: nnforge's own losses: each term is >= 0, so a negative loss sum is damage (a custom loss
 #: may go negative, e.g. a likelihood's)
 _NONNEGATIVE_LOSSES = ("MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss",
@@ -703,6 +715,8 @@ class Trainer:
             rows, size = len(loader.dataset), loader.batch_size
             edges = [min(i * size, rows) for i in range(len(loader) + 1)]
         seen = _partial_seen(partial, edges)
+        if loader is not None:  # once its batch count is known to fit the epoch
+            _loader_agrees(self._loader_state, partial["batches"], len(loader))
         _partial_total(partial, seen, self.loss)
         if partial.get("outputs") is None:
             return
@@ -890,8 +904,7 @@ class Trainer:
             with SERIAL_BLAS.serial(self._own_threads()), \
                     backend.device_scope(backend.device_of(self.model)):
                 logs = self._train_epoch(
-                    ((xb, yb, None) for xb, yb in self._loader_batches(loader))
-                    if loader is not None
+                    self._resumed_loader_batches(loader, partial) if loader is not None
                     else self._array_batches(X, *y, edges, shuffle, partial), display)
         finally:  # checkpoints from now on are of whole epochs
             self._progress = None
@@ -1030,6 +1043,16 @@ class Trainer:
         except (TypeError, ValueError, KeyError, OverflowError) as exc:
             raise StateDictError(f"expected a trainer state as Trainer.state_dict() gives: "
                                  f"'partial' has a bad 'order_rng' ({exc})") from None
+
+    def _resumed_loader_batches(self, loader: DataLoader, partial: dict[str, Any] | None
+                                ) -> Iterator[tuple[np.ndarray, np.ndarray, None]]:
+        """The loader's (x, y, no weights) batches; none when a mid-epoch checkpoint was
+        saved after the epoch's last batch: its epoch is closed instead (a checkpoint written
+        before the loader's state was saved as of the part-epoch already says it is over)."""
+        if partial is not None and partial["batches"] >= len(loader):
+            loader.end_epoch()
+            return iter(())
+        return ((xb, yb, None) for xb, yb in self._loader_batches(loader))
 
     def _loader_batches(self, loader: DataLoader) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """A DataLoader's batches, checked and converted like fit()'s arrays."""
@@ -1259,10 +1282,23 @@ class Trainer:
                 "global_rng": self._own_rng_state(), "history": self.history,
                 "callbacks": [{"type": type(cb).__name__, "key": cb.state_key(),
                                "state": cb.state_dict()} for cb in self.callbacks],
-                "loader": None if self._loader is None else self._loader.state_dict(),
+                "loader": self._loader_position(),
                 "split_seed": self._split_seed, "seed": self.seed, "run": self._run,
                 # saved mid-epoch (from on_batch_end): that epoch's part so far
                 "partial": None if self._progress is None else self._progress.state()}
+
+    def _loader_position(self) -> dict[str, Any] | None:
+        """The training loader's state to save. Mid-epoch, as of the end of the last batch
+        trained, as the part-epoch counts it: the loader has already handed out the batch a
+        callback's on_batch_begin sees, and it counts its last batch's hand-out as the end of
+        its epoch; saved as it stands, a resumed run would drop a batch or train an epoch
+        twice."""
+        loader, progress = self._loader, self._progress
+        if loader is None:
+            return None
+        if progress is None or progress.kind != "loader":
+            return loader.state_dict()
+        return loader.state_within_epoch(progress.batches)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore state_dict()'s output (a StateDictError, and nothing changed, if it is not)."""
@@ -1303,7 +1339,8 @@ class Trainer:
                 cb.load_state_dict(state)
             if lrs is not None:
                 groups_lib.set_scheduled_lrs(self.optimizer, lrs)
-        except (StateDictError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (StateDictError, KeyError, IndexError, TypeError, ValueError,
+                AttributeError) as exc:
             for cb, old in before:
                 cb.load_state_dict(old)
             if isinstance(exc, StateDictError):
