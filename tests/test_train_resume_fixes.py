@@ -4,6 +4,7 @@ mid-epoch checkpoints resume exactly, a changed run is refused."""
 from __future__ import annotations
 
 import errno
+import os
 import warnings
 
 import numpy as np
@@ -13,7 +14,7 @@ import nnforge as nf
 import nnforge.io.checkpoint as ckpt_module
 from nnforge import nn, optim
 from nnforge.data import DataLoader
-from nnforge.errors import ConfigError
+from nnforge.errors import ConfigError, ModelFileError
 from nnforge.io import load_checkpoint
 from nnforge.optim import schedulers as S
 from nnforge.train import Callback, EarlyStopping, HistoryLogger, LRScheduler, ModelCheckpoint
@@ -409,3 +410,118 @@ def test_a_last_batch_checkpoint_of_an_older_nnforge_resumes_exactly(tmp_path, m
     assert (state["loader"]["epoch"], state["loader"]["batches_done"]) == (2, 0)
     assert state["partial"]["batches"] == 6
     _resumed_exactly(ref, _run("loader", "end", 11, None, resume=path), 12)
+
+
+# -- a checkpoint saved from on_batch_end holds that step whole, whatever the callback order --
+SAVE_STEP = 8  # inside the second epoch (6 batches of 16 an epoch)
+
+
+class Interrupt(Callback):
+    """KeyboardInterrupt at on_batch_end of step `at` (placed after the others: right after
+    they ran) or at on_batch_begin of step `at` + 1."""
+
+    def __init__(self, hook, at=SAVE_STEP):
+        self.hook, self.at = hook, at
+
+    def on_batch_begin(self, step):
+        if self.hook == "begin" and step == self.at + 1:
+            raise KeyboardInterrupt
+
+    def on_batch_end(self, step, loss):
+        if self.hook == "end" and step == self.at:
+            raise KeyboardInterrupt
+
+
+class LrLog(Callback):
+    """The lr each step trains with."""
+
+    def __init__(self):
+        self.lrs = []
+
+    def on_batch_begin(self, step):
+        self.lrs.append(float(self.trainer.optimizer.lr))
+
+
+SCHEDULES = {"warmup": lambda opt: S.LinearWarmup(opt, 10),
+             "steplr": lambda opt: S.StepLR(opt, 4, 0.5)}
+
+
+def _ordered_run(kind, schedule, order, extra=(), resume=None, path=None):
+    """fit() for 3 epochs with a per-step schedule and a callback saving at SAVE_STEP placed
+    `order` the scheduler (then `extra`); the trainer and the lrs its steps trained with."""
+    X, y = _data()
+    t, opt = _trainer()
+    data = (DataLoader((X, y), batch_size=16, shuffle=True, seed=5),) if kind == "loader" \
+        else (X, y)
+    log, sched = LrLog(), LRScheduler(SCHEDULES[schedule](opt), per="step")
+    save = SaveAt(path, "end", SAVE_STEP)
+    cbs = [log, save, sched] if order == "before" else [log, sched, save]
+    t.fit(*data, epochs=3, batch_size=16, callbacks=[*cbs, *extra], resume_from=resume)
+    return t, log.lrs
+
+
+@pytest.mark.parametrize("kind", ["arrays", "loader"])
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+@pytest.mark.parametrize("order", ["before", "after"])
+@pytest.mark.parametrize("hook", ["end", "begin"])
+def test_a_batch_end_checkpoint_holds_its_steps_schedule_in_any_order(tmp_path, kind, schedule,
+                                                                      order, hook):
+    ref, ref_lrs = _ordered_run(kind, schedule, "after")
+    assert len(ref_lrs) == 18
+    path = str(tmp_path / "mid.nnf")
+    with pytest.raises(KeyboardInterrupt):
+        _ordered_run(kind, schedule, order, [Interrupt(hook)], path=path)
+    assert load_checkpoint(path).trainer_state["step"] == SAVE_STEP + 1
+    got, lrs = _ordered_run(kind, schedule, order, resume=path)
+    assert lrs == ref_lrs[SAVE_STEP + 1:]  # the lr sequence goes on as uninterrupted
+    assert got._step == ref._step == 18 and got.optimizer.lr == ref.optimizer.lr
+    assert _same(_weights(ref.model), _weights(got.model))
+    for key in ("loss", "accuracy", "lr"):
+        assert got.history[key] == ref.history[key], key
+
+
+class Exists(Callback):
+    """Whether the file exists when this callback's on_batch_end of step `at` runs and at
+    the next step's on_batch_begin."""
+
+    def __init__(self, path, at=SAVE_STEP):
+        self.path, self.at, self.seen = path, at, []
+
+    def on_batch_begin(self, step):
+        if step == self.at + 1:
+            self.seen.append(os.path.exists(self.path))
+
+    def on_batch_end(self, step, loss):
+        if step == self.at:
+            self.seen.append(os.path.exists(self.path))
+
+
+def test_a_batch_end_save_is_written_after_the_steps_callbacks_and_elsewhere_at_once(tmp_path):
+    path = str(tmp_path / "mid.nnf")
+    X, y = _data()
+    t, _ = _trainer()
+    probe = Exists(path)
+    t.fit(X, y, epochs=2, batch_size=16, callbacks=[SaveAt(path, "end", SAVE_STEP), probe])
+    assert probe.seen == [False, True]
+    after = str(tmp_path / "after.nnf")
+    t.save_checkpoint(after)  # outside fit(): written before it returns
+    assert os.path.exists(after)
+
+
+def test_a_failed_batch_end_write_raises_from_fit_and_undoes_the_epoch(tmp_path):
+    X, y = _data()
+    ref, _ = _trainer()
+    ref.fit(X, y, epochs=1, batch_size=16)
+    blocked = tmp_path / "dir.nnf"
+    blocked.mkdir()  # a directory in the way of the file
+    t, _ = _trainer()
+    with pytest.raises(ModelFileError, match=f"on_batch_end of step {SAVE_STEP}"):
+        t.fit(X, y, epochs=3, batch_size=16, callbacks=[SaveAt(str(blocked), "end", SAVE_STEP)])
+    assert t._epochs_done == 1 and t._step == 6 and len(t.history["loss"]) == 1
+    assert _same(_weights(ref.model), _weights(t.model))
+    assert not t._pending_batch_saves
+    t2, _ = _trainer()  # interrupted in the same step: the interrupt wins, the failure noted
+    with pytest.raises(KeyboardInterrupt) as info:
+        t2.fit(X, y, epochs=3, batch_size=16,
+               callbacks=[SaveAt(str(blocked), "end", SAVE_STEP), Interrupt("end")])
+    assert any("was not written" in note for note in info.value.__notes__)

@@ -40,7 +40,9 @@ class Callback:
 
         Setting `trainer.stop_training = True` here stops fit() after this batch (as Keras
         does): the part-epoch keeps its weights, is validated, recorded and passed to
-        on_epoch_end, and on_train_end follows.
+        on_epoch_end, and on_train_end follows. `trainer.save_checkpoint()` called here
+        writes its file once every callback's on_batch_end of this step has run, so the
+        order of the callbacks does not matter (a per-step LRScheduler's step is in it).
         """
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:

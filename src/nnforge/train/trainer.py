@@ -18,7 +18,7 @@ from ..autograd.grad_mode import no_grad
 from ..autograd.tensor import Tensor
 from ..backend import SERIAL_BLAS
 from ..data.dataset import DataLoader
-from ..errors import ConfigError, DataError, ShapeError, StateDictError
+from ..errors import ConfigError, DataError, ModelFileError, ShapeError, StateDictError
 from ..nn.conv_layers import BatchNorm1d, BatchNorm2d
 from ..nn.losses import Loss, get_loss
 from ..nn.module import Module
@@ -489,6 +489,10 @@ class Trainer:
         # fit() continues them instead of starting its callbacks afresh
         self._continue_states: list[dict[str, Any]] | None = None
         self._defer_checkpoints = False  # inside the end of an epoch: checkpoints wait
+        # inside a step's on_batch_end calls: save_checkpoint() queues (path, kwargs) here and
+        # the trainer writes them once every callback's on_batch_end has run
+        self._batch_end_running = False
+        self._pending_batch_saves: list[tuple[str, dict[str, Any]]] = []
         self._log_keys: tuple[set[str], bool, bool] = (set(), False, True)
         self._shuffle_rng = np.random.default_rng(seed)
         # a seeded trainer's own state of the global generator (dropout draws during its
@@ -908,6 +912,7 @@ class Trainer:
                     else self._array_batches(X, *y, edges, shuffle, partial), display)
         finally:  # checkpoints from now on are of whole epochs
             self._progress = None
+            self._pending_batch_saves.clear()  # none may leak into a later step or fit()
         logs["time"] = time.perf_counter() - t0
         if validation_data is not None:
             val = (self.evaluate(validation_data) if isinstance(validation_data, DataLoader)
@@ -996,8 +1001,17 @@ class Trainer:
             # counted before on_batch_end: a checkpoint saved there has this step done
             step = self._step
             self._step = step + 1
-            for cb in self.callbacks:
-                cb.on_batch_end(step, value)
+            self._batch_end_running = True
+            try:
+                for cb in self.callbacks:
+                    cb.on_batch_end(step, value)
+            except BaseException as exc:  # saves asked for before it are written, as before
+                self._batch_end_running = False
+                self._write_batch_saves(step, exc)
+                raise
+            self._batch_end_running = False
+            if self._pending_batch_saves:  # the one check a step pays for deferred saves
+                self._write_batch_saves(step)
             display.batch_end(b, acc.total / acc.seen, acc.seen)
             if self.stop_training:  # a callback's deliberate stop: after this batch, as Keras
                 self._end_epoch_early()
@@ -1350,11 +1364,49 @@ class Trainer:
                                  f"({type(exc).__name__}: {exc})") from None
 
     def save_checkpoint(self, path: str, **save_kwargs: Any) -> None:
-        """Write a resumable checkpoint (a valid .nnf with optimizer and trainer state)."""
+        """Write a resumable checkpoint (a valid .nnf with optimizer and trainer state).
+
+        Called from a callback's on_batch_end during fit(), the file is written once every
+        callback's on_batch_end for that step has run (before the trainer goes on to its next
+        step), so it holds the whole step: a per-step LRScheduler's step is in it whether it
+        comes before or after the saving callback. A write that fails then raises from fit()
+        (a ModelFileError naming the step), and the epoch is undone as for any error in
+        on_batch_end. If a callback's on_batch_end raises (Ctrl-C) after the save was asked
+        for, the file is still written, with the state as of that error, before the error
+        leaves fit() (a write that fails then is noted on that error). Anywhere else (between
+        fits, on_batch_begin, on_epoch_end, after fit()) the file is written before this
+        returns.
+        """
+        if getattr(self, "_batch_end_running", False):
+            self._pending_batch_saves.append((path, save_kwargs))
+            return
+        self._write_checkpoint(path, save_kwargs)
+
+    def _write_checkpoint(self, path: str, save_kwargs: dict[str, Any]) -> None:
         from ..io import save_checkpoint  # noqa: PLC0415
 
         save_checkpoint(path, self.model, optimizer=self.optimizer,
                         trainer_state=self.state_dict(), **save_kwargs)
+
+    def _write_batch_saves(self, step: int, error: BaseException | None = None) -> None:
+        """Write the checkpoints asked for during step's on_batch_end calls, in order; the
+        queue is emptied first, so a failed write leaves none behind for a later step. With
+        the error a callback raised, a failed write is noted on it rather than hiding it."""
+        pending, self._pending_batch_saves = self._pending_batch_saves, []
+        for path, save_kwargs in pending:
+            try:
+                self._write_checkpoint(path, save_kwargs)
+            except Exception as exc:
+                # the write ran after the callback that asked for it returned: say which
+                where = f"save_checkpoint({path!r}) from on_batch_end of step {step}"
+                if error is not None:
+                    error.add_note(f"{where} was not written: {type(exc).__name__}: {exc}")
+                    continue
+                if not isinstance(exc, ModelFileError):  # e.g. bad save_kwargs: as raised
+                    exc.add_note(f"(from {where})")
+                    raise
+                raise ModelFileError(f"{exc} ({where}, written once that step's callbacks "
+                                     f"ran)") from None
 
     def load_checkpoint(self, path: str) -> None:
         """Restore model weights, optimizer and trainer state from a checkpoint."""
