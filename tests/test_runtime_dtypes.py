@@ -211,11 +211,12 @@ def test_where_selects_in_the_values_dtype(tmp_path: Path, dtype: str) -> None:
     _matches_ort(path, {"x": SAMPLES[dtype], "f": f})
 
 
-@pytest.mark.parametrize("op", ["Equal", "Greater"])
-@pytest.mark.parametrize("dtype", ["int32", "int8", "uint8", "bool", "float64"])
+# every pair but Greater on bool, which ONNX does not define
+@pytest.mark.parametrize(("op", "dtype"), [
+    (op, dtype) for op in ("Equal", "Greater")
+    for dtype in ("int32", "int8", "uint8", "bool", "float64")
+    if (op, dtype) != ("Greater", "bool")])
 def test_comparisons_give_bool_in_the_values_dtype(tmp_path: Path, op: str, dtype: str) -> None:
-    if op == "Greater" and dtype == "bool":
-        pytest.skip("ONNX has no Greater on bool")
     x = SAMPLES[dtype].copy()
     consts = {"int32": np.int32(2**30), "int8": np.int8(100), "uint8": np.uint8(200),
               "float64": np.float64(1.0), "bool": np.bool_(True)}
