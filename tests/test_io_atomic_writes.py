@@ -14,8 +14,8 @@ import pytest
 
 from nnforge import nn
 from nnforge.errors import ConfigError, ModelFileError
-from nnforge.io import archive, load, save, save_checkpoint
-from nnforge.io.archive import STALE_AFTER_S, temp_prefix
+from nnforge.io import atomic, load, save, save_checkpoint
+from nnforge.io.atomic import STALE_AFTER_S, temp_prefix
 
 
 def _model() -> nn.Sequential:
@@ -70,7 +70,7 @@ def test_a_checkpoint_save_cleans_up_too(tmp_path):
 
 def test_without_a_pid_probe_nothing_is_removed(tmp_path, monkeypatch):
     # on Windows os.kill(pid, 0) sends CTRL_C_EVENT: no process can be told dead there
-    monkeypatch.setattr(archive, "_CAN_PROBE_PIDS", False)
+    monkeypatch.setattr(atomic, "_CAN_PROBE_PIDS", False)
     target = tmp_path / "m.nnf"
     stale = _temp(target, _dead_pid())
     save(_model(), target)
@@ -128,3 +128,57 @@ def test_a_read_only_target_is_refused_and_kept(tmp_path):
     target.chmod(0o644)  # made writable again, it is replaced as before
     save(nn.Sequential(nn.Linear(4, 2)), target)
     assert load(target).num_parameters() == 10
+
+
+# -- every writer shares the one atomic write (nnforge.io.atomic) ------------------------------
+def test_a_save_through_a_symbolic_link_replaces_the_file_it_points_to(tmp_path):
+    real, link = tmp_path / "models" / "v1.nnf", tmp_path / "current.nnf"
+    save(_model(), real)
+    link.symlink_to(real)
+    save(nn.Sequential(nn.Linear(4, 2)), link)
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert load(real).num_parameters() == 10 and _temps(real.parent) == []
+
+
+def test_an_onnx_export_writes_through_named_temps_and_cleans_dead_ones(tmp_path, monkeypatch):
+    from nnforge.onnx import export  # noqa: PLC0415 - needs the onnx extra
+
+    target, seen = tmp_path / "m.onnx", []
+    stale = _temp(target, _dead_pid())
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        seen.extend(_temps(tmp_path))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    export(_model(), target, input_shape=(1, 4))
+    assert not stale.exists() and _temps(tmp_path) == []
+    assert [n for n in seen if n.startswith(temp_prefix(target, os.getpid()))] == seen != []
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~_umask()  # shareable, as a save
+
+
+def test_history_logs_of_two_trainers_in_one_folder_do_not_share_a_temp_file(tmp_path):
+    import numpy as np  # noqa: PLC0415
+
+    from nnforge import Trainer  # noqa: PLC0415
+    from nnforge.train.callbacks import HistoryLogger  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((32, 4)).astype(np.float32), rng.integers(0, 3, 32)
+    real = tmp_path / "logs" / "run.csv"
+    real.parent.mkdir()
+    (tmp_path / "latest.csv").symlink_to(real)
+    stale = _temp(real, _dead_pid())
+    for path in (tmp_path / "latest.csv", tmp_path / "run.json"):
+        Trainer(_model(), seed=0, verbose=0).fit(X, y, epochs=2, callbacks=[HistoryLogger(path)])
+    assert (tmp_path / "latest.csv").is_symlink() and not stale.exists()
+    assert real.read_text().splitlines()[0].startswith("epoch,loss")
+    assert len(real.read_text().splitlines()) == 3 and (tmp_path / "run.json").is_file()
+    assert _temps(tmp_path) == [] and _temps(real.parent) == []
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

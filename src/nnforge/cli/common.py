@@ -10,9 +10,10 @@ import os
 import re
 import stat
 import sys
-import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Sequence
+
+from ..io.atomic import atomic_file
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -267,12 +268,6 @@ def stdout_may_close() -> Iterator[None]:
         sys.stdout = original
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def writes_in_place(path: str | os.PathLike) -> bool:
     """True for an output that is no regular file: /dev/null, a named pipe, /dev/stdout.
 
@@ -317,24 +312,8 @@ def atomic_output(path: str | os.PathLike, newline: str | None = "") -> Iterator
         with open(target, "a", encoding="utf-8", newline=newline) as fh:
             yield fh
         return
-    if target.is_symlink() and target.is_file():
-        target = Path(os.path.realpath(target))
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as exc:  # name the file asked for, not the temp file beside it
-        raise OSError(exc.errno, exc.strerror or str(exc), os.fspath(path)) from None
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a normal file is wanted
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(target, "w", newline=newline) as fh:
+        yield fh
 
 
 def _same_file(a: Path, b: str | os.PathLike) -> bool:

@@ -13,11 +13,8 @@ import json
 import mmap
 import os
 import re
-import socket
 import stat
 import struct
-import tempfile
-import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -26,17 +23,13 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..errors import ConfigError, ModelFileError
+from .atomic import atomic_file
 
 ALIGNMENT = 64
 MAX_ENTRIES = 256
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # the zip local file header, 30 bytes
 _ALIGN_EXTRA_ID = 0xD935  # the extra-field id zipalign uses for padding
 _Chunk = bytes | memoryview
-#: A temp file of a save whose process is gone, untouched this long, is that save's leftover
-#: (the mtime guard also covers a PID that looks gone only briefly, e.g. across namespaces).
-STALE_AFTER_S = 10.0
-#: Whether os.kill(pid, 0) probes a process (on Windows signal 0 is CTRL_C_EVENT: never there).
-_CAN_PROBE_PIDS = os.name == "posix"
 
 
 def sha256_of(chunks: Iterable[_Chunk]) -> str:
@@ -92,36 +85,19 @@ def _align_extra(offset: int, name: bytes, zip64: bool) -> bytes:
 
 def write_archive(path: str | os.PathLike, entries: Sequence[tuple[str, Sequence[_Chunk]]],
                   date_time: tuple[int, int, int, int, int, int]) -> None:
-    """Write a zip of stored entries atomically: temp file, fsync, rename over `path`.
+    """Write a zip of stored entries atomically (see io/atomic.py): temp file, fsync, rename
+    over `path` (the file a symbolic link points to, for a link).
 
     The target must be absent or a writable regular file: a read-only one is refused (see
     save()). Temp files of this target left by saves whose process died are removed first.
     """
     path = check_target(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(path)  # first: a disk filled by dead saves' leftovers frees up
-        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path, os.getpid()), suffix=".tmp",
-                                   dir=path.parent)
-    except OSError as exc:
-        raise ModelFileError(f"cannot write model file '{path}': {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_file(path, "wb") as f:
             _write_zip(f, entries, date_time)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o644)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):  # disk full, read-only place, a directory in the way
-            raise ModelFileError(f"cannot write model file '{path}': "
-                                 f"{exc.strerror or exc}") from None
-        raise
-    _fsync_dir(path.parent)
+    except OSError as exc:  # disk full, read-only place, a directory in the way
+        raise ModelFileError(f"cannot write model file '{path}': "
+                             f"{exc.strerror or exc}") from None
 
 
 def _write_zip(f: Any, entries: Sequence[tuple[str, Sequence[_Chunk]]],
@@ -189,74 +165,6 @@ def _check_parents(p: Path, where: str) -> None:
         if not stat.S_ISDIR(st.st_mode):
             raise ModelFileError(f"{where}: expected '{parent}' to be a directory, found a file")
         return
-
-
-def _host_tag() -> str:
-    """8 hex digits naming this machine: a PID only means something on the host that has it
-    (a directory shared over the network holds other machines' temp files too)."""
-    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
-
-
-def temp_prefix(path: Path, pid: int) -> str:
-    """The name start of a temp file that process `pid` of this host writes `path` through."""
-    return f".{path.name}.{pid}-{_host_tag()}."
-
-
-def _pid_alive(pid: int) -> bool | None:
-    """Whether a process with this PID exists on this host; None when that cannot be told."""
-    if not _CAN_PROBE_PIDS or pid <= 0:  # 0 and below name process groups, not a process
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, as another user's process
-        return True
-    except (OSError, OverflowError, ValueError):
-        return None
-    return True
-
-
-def remove_stale_temps(path: Path) -> list[str]:
-    """Delete this target's temp files left by dead saves (kill -9, a crash); their names.
-
-    Only files named by temp_prefix() for this host, whose PID is surely gone and which were
-    untouched for STALE_AFTER_S: never a save in progress, nor another target's temp file,
-    nor one whose writer cannot be told (an older nnforge's, another machine's, Windows).
-    """
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-{_host_tag()}\.[A-Za-z0-9_]+\.tmp")
-    try:
-        names = os.listdir(path.parent)
-    except OSError:
-        return []
-    removed = []
-    for name in names:
-        found = pattern.fullmatch(name)
-        if found is None or _pid_alive(int(found.group(1))) is not False:
-            continue
-        candidate = path.parent / name
-        try:
-            st = os.lstat(candidate)
-            if stat.S_ISREG(st.st_mode) and time.time() - st.st_mtime > STALE_AFTER_S:
-                os.unlink(candidate)
-                removed.append(name)
-        except OSError:  # gone already (another save cleaned it), or not ours to delete
-            continue
-    return removed
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable (not every platform lets a directory be opened)."""
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 def unsafe_name(name: str) -> bool:

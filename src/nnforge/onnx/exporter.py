@@ -14,7 +14,6 @@ import functools
 import json
 import math
 import os
-import tempfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -27,6 +26,7 @@ from ..graph.ir import Graph, Node
 from ..graph.ops import fused_pool_node
 from ..graph.ops_onnx import split_sizes
 from ..graph.shapes import infer_shapes
+from ..io.atomic import atomic_file
 from .proto import array_to_tensor, make_attribute, value_info_to_proto
 
 MIN_OPSET = 13
@@ -562,21 +562,6 @@ def _adapt(op: str, attrs: dict[str, Any], opset: int, name: str, ins: list[str]
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """Write the model atomically (temp file + rename), weights inline."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".nnforge-", suffix=".onnx.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-        # mkstemp makes the file owner-only; an exported model is meant to be shared
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
+    """Write the model atomically (temp file + rename, see io/atomic.py), weights inline."""
+    with atomic_file(path, "wb") as f:
+        f.write(model.SerializeToString())

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, StateDictError
+from ..io.atomic import atomic_file
 from ..optim import schedulers
 from ..optim.optimizer import Optimizer
 
@@ -376,16 +377,10 @@ class HistoryLogger(Callback):
                               f"writable")
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._write(tmp)
-            os.replace(tmp, self.path)
+            with atomic_file(self.path, "w", newline="") as fh:
+                self._write(fh)
         except OSError as exc:
-            try:  # no .tmp left behind
-                tmp.unlink()
-            except OSError:
-                pass
             raise ConfigError(f"cannot write history log '{self.path}': "
                               f"{exc.strerror or exc}") from None
 
@@ -393,18 +388,18 @@ class HistoryLogger(Callback):
         """The type and path."""
         return f"HistoryLogger(path={str(self.path)!r})"
 
-    def _write(self, tmp: Path) -> None:
+    def _write(self, fh: Any) -> None:
+        """The history so far, as JSON or CSV by the file's suffix."""
         history = self.trainer.history
         if self.path.suffix.lower() == ".json":
             # null for NaN (an epoch without that metric) and infinities: JSON has neither
-            tmp.write_text(json.dumps({k: [x if math.isfinite(x) else None for x in v]
-                                       for k, v in history.items()}, indent=1))
+            fh.write(json.dumps({k: [x if math.isfinite(x) else None for x in v]
+                                 for k, v in history.items()}, indent=1))
         else:
             keys = list(history)
             rows = max((len(v) for v in history.values()), default=0)
-            with tmp.open("w", newline="") as fh:
-                w = csv.writer(fh)
-                w.writerow(["epoch", *keys])
-                for i in range(rows):
-                    w.writerow([i + 1, *(history[k][i] if i < len(history[k]) else ""
-                                         for k in keys)])
+            w = csv.writer(fh)
+            w.writerow(["epoch", *keys])
+            for i in range(rows):
+                w.writerow([i + 1, *(history[k][i] if i < len(history[k]) else ""
+                                     for k in keys)])
