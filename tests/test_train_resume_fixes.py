@@ -525,3 +525,52 @@ def test_a_failed_batch_end_write_raises_from_fit_and_undoes_the_epoch(tmp_path)
         t2.fit(X, y, epochs=3, batch_size=16,
                callbacks=[SaveAt(str(blocked), "end", SAVE_STEP), Interrupt("end")])
     assert any("was not written" in note for note in info.value.__notes__)
+
+
+class StopAndSave(Callback):
+    """Stop the run at step `at` and save a checkpoint from that same on_batch_end."""
+
+    def __init__(self, path, at):
+        self.path, self.at, self.ends = path, at, []
+
+    def on_batch_end(self, step, loss):
+        if self.path and step == self.at:
+            self.trainer.stop_training = True
+            self.trainer.save_checkpoint(self.path)
+
+    def on_epoch_end(self, epoch, logs):
+        self.ends.append((epoch, self.trainer.stop_training))
+
+
+@pytest.mark.parametrize("kind", ["arrays", "loader"])
+def test_a_checkpoint_saved_as_the_run_stops_mid_epoch_resumes_that_stop(tmp_path, kind):
+    """The checkpointed run counted its part-epoch as an epoch and stopped; the resumed run
+    closes that part-epoch too (it used to warn that nothing was left and later retrain the
+    whole epoch), and a later fit() then continues both alike."""
+    X, y = _data()
+    Xv, yv = _data(32, seed=1)
+    path = str(tmp_path / "stop.nnf")
+
+    def run(save_to, resume=None):
+        t = _trainer()[0]
+        data = (DataLoader((X, y), batch_size=16, shuffle=True, seed=5),) if kind == "loader" \
+            else (X, y)
+        cb = StopAndSave(save_to, 8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "already finished, trains none"
+            t.fit(*data, epochs=3, batch_size=16, validation_data=(Xv, yv), callbacks=[cb],
+                  resume_from=resume)
+        first = ({k: list(v) for k, v in t.history.items()}, _weights(t.model), cb.ends)
+        t.fit(*data, epochs=2, batch_size=16, validation_data=(Xv, yv))
+        return first, t
+
+    (ref_hist, ref_w, ref_ends), ref = run(path)
+    (got_hist, got_w, got_ends), got = run(None, resume=path)
+    # epoch 0 ended before the checkpoint; epoch 1 is the stopped part-epoch in both runs
+    assert len(ref_hist["loss"]) == 2 and ref_ends == [(0, False), (1, True)]
+    assert got_ends == [(1, True)]
+    assert _same(ref_w, got_w)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+        assert got_hist[key] == ref_hist[key], key
+    assert _same(_weights(ref.model), _weights(got.model)) and got._step == ref._step == 8 + 1 + 12
+    assert got.history["loss"] == ref.history["loss"]

@@ -578,7 +578,9 @@ class Trainer:
         batch (as Keras): the part-epoch keeps the weights of its last step and counts as an
         epoch, validated, recorded in the history (its loss and metrics over the batches it
         trained) and passed to on_epoch_end, then on_train_end runs. A DataLoader starts its
-        next epoch afterwards. Set in on_epoch_end, it stops after that epoch.
+        next epoch afterwards. Set in on_epoch_end, it stops after that epoch. A checkpoint
+        saved from the on_batch_end that stops the run resumes the same way: fit() closes that
+        part-epoch (validation, history, on_epoch_end) without training more batches.
 
         Each fit() is a new run for the callbacks: on_train_begin resets per-run state
         (EarlyStopping's best value and patience, ReduceLROnPlateau's), and a fit() resuming
@@ -686,6 +688,11 @@ class Trainer:
         self._loader_state = None
         first = self._epochs_done
         last = (first if self._resumed_stopped else epochs) if self._resumed else first + epochs
+        # saved from the on_batch_end that stopped the run: that part-epoch ends now, as it
+        # did in the checkpointed run (validated, recorded, on_epoch_end), with no more batches
+        closing = self._resumed_stopped and partial is not None
+        if closing:
+            last = first + 1
         if self._resumed and first >= last:  # say so rather than train nothing silently
             why = ("it stopped early; call fit() again to train more" if self._resumed_stopped
                    else f"epochs={epochs} counts from the run's start: pass a larger epochs")
@@ -695,7 +702,7 @@ class Trainer:
         n = len(X) if loader is None else len(loader.dataset)
         batches = len(edges) - 1 if loader is None else len(loader)
         display = ProgressDisplay(self.verbose if verbose is None else verbose, last, batches)
-        self.stop_training = False
+        self.stop_training = closing
         outer = self._enter_own_rng()
         self._fitting = True
         try:
@@ -905,11 +912,15 @@ class Trainer:
         t0 = time.perf_counter()
         self._progress = progress
         try:
+            if partial is not None and self.stop_training:  # see fit(): a stopped part-epoch
+                batches: Iterator[Any] = iter(())
+                self._end_epoch_early()
+            else:
+                batches = self._resumed_loader_batches(loader, partial) if loader is not None \
+                    else self._array_batches(X, *y, edges, shuffle, partial)
             with SERIAL_BLAS.serial(self._own_threads()), \
                     backend.device_scope(backend.device_of(self.model)):
-                logs = self._train_epoch(
-                    self._resumed_loader_batches(loader, partial) if loader is not None
-                    else self._array_batches(X, *y, edges, shuffle, partial), display)
+                logs = self._train_epoch(batches, display)
         finally:  # checkpoints from now on are of whole epochs
             self._progress = None
             self._pending_batch_saves.clear()  # none may leak into a later step or fit()
