@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd.tensor import Tensor
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, NNForgeError, ShapeError
 from ..ops import loss as L
 
 
@@ -78,6 +78,7 @@ class MSELoss(Loss):
     """Mean squared error."""
 
     def __init__(self, reduction: str = "mean") -> None:
+        L._check_reduction(reduction, type(self).__name__)
         self.reduction = reduction
 
     def forward(self, pred: Tensor, target: Any) -> Tensor:
@@ -103,7 +104,8 @@ class HuberLoss(Loss):
     """Huber loss."""
 
     def __init__(self, delta: float = 1.0, reduction: str = "mean") -> None:
-        self.delta, self.reduction = delta, reduction
+        L._check_reduction(reduction, "HuberLoss")
+        self.delta, self.reduction = L.check_delta(delta, "HuberLoss"), reduction
 
     def forward(self, pred: Tensor, target: Any) -> Tensor:
         return L.huber_loss(pred, target, self.delta, self.reduction)
@@ -121,8 +123,11 @@ class CrossEntropyLoss(Loss):
 
     def __init__(self, weight: Any = None, label_smoothing: float = 0.0,
                  reduction: str = "mean", ignore_index: int = -100) -> None:
-        self.weight, self.label_smoothing, self.reduction = weight, label_smoothing, reduction
-        self.ignore_index = ignore_index
+        name = "CrossEntropyLoss"
+        L._check_reduction(reduction, name)
+        self.weight = L.check_weights(weight, "weight", name, ndim=1)
+        self.label_smoothing = L.check_label_smoothing(label_smoothing, name)
+        self.reduction, self.ignore_index = reduction, L.check_ignore_index(ignore_index, name)
 
     def forward(self, pred: Tensor, target: Any) -> Tensor:
         return L.cross_entropy(pred, target, self.weight, self.label_smoothing, self.reduction,
@@ -140,7 +145,9 @@ class BCEWithLogitsLoss(Loss):
     kind = "binary"
 
     def __init__(self, pos_weight: Any = None, reduction: str = "mean") -> None:
-        self.pos_weight, self.reduction = pos_weight, reduction
+        L._check_reduction(reduction, "BCEWithLogitsLoss")
+        self.pos_weight = L.check_weights(pos_weight, "pos_weight", "BCEWithLogitsLoss")
+        self.reduction = reduction
 
     def forward(self, pred: Tensor, target: Any) -> Tensor:
         return L.binary_cross_entropy_with_logits(pred, target, self.pos_weight, self.reduction)
@@ -157,6 +164,7 @@ class BCELoss(Loss):
     from_logits = False
 
     def __init__(self, reduction: str = "mean") -> None:
+        L._check_reduction(reduction, "BCELoss")
         self.reduction = reduction
 
     def forward(self, pred: Tensor, target: Any) -> Tensor:
@@ -190,6 +198,8 @@ def get_loss(loss: Any, **kwargs: Any) -> Loss:
             raise ConfigError(f"unknown loss {loss!r}; expected one of {sorted(LOSSES)}")
         try:
             return cls(**kwargs)
+        except NNForgeError:  # already says which argument and what was expected
+            raise
         except TypeError as exc:
             raise ConfigError(f"bad arguments for loss {loss!r}: {exc}") from None
     if callable(loss):

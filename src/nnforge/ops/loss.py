@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+from math import inf
 from typing import Any
 
 import numpy as np
@@ -9,15 +11,66 @@ import numpy as np
 from .. import backend
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
-from ..errors import ConfigError, DataError, DTypeError, ShapeError
+from ..errors import ConfigError, DataError, DTypeError, ShapeError, check_float
 from .activation import log_softmax_array, sigmoid_array
 
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def _check_reduction(reduction: str) -> None:
-    if reduction not in REDUCTIONS:
-        raise ConfigError(f"reduction must be one of {REDUCTIONS}, found {reduction!r}")
+def _check_reduction(reduction: str, owner: str = "") -> None:
+    """ConfigError unless reduction is one of REDUCTIONS; owner (e.g. 'MSELoss') prefixes it."""
+    if type(reduction) is not str or reduction not in REDUCTIONS:
+        where = f"{owner}: " if owner else ""
+        raise ConfigError(f"{where}reduction must be one of {REDUCTIONS}, found "
+                          f"{reduction!r:.60}")
+
+
+def check_delta(delta: Any, owner: str = "huber_loss") -> float:
+    """Huber's delta as a float > 0 and finite, else ConfigError."""
+    # check_float's ranges are closed at the low end: 0 (which torch refuses too) is tested here
+    if isinstance(delta, numbers.Real) and not isinstance(delta, bool) and not 0 < delta < inf:
+        raise ConfigError(f"expected {owner} delta in (0, inf), found {delta!r}")
+    return check_float(f"{owner} delta", delta)
+
+
+def check_label_smoothing(label_smoothing: Any, owner: str = "cross_entropy") -> float:
+    """label_smoothing as a float in [0, 1], else ConfigError."""
+    if type(label_smoothing) is float and 0.0 <= label_smoothing <= 1.0:  # the per-call path
+        return label_smoothing
+    return check_float(f"{owner} label_smoothing", label_smoothing, 0.0, 1.0)
+
+
+def check_ignore_index(ignore_index: Any, owner: str = "cross_entropy") -> int:
+    """ignore_index as an int, else ConfigError (int() would truncate 1.5 and accept True)."""
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index,
+                                                                     (int, np.integer)):
+        raise ConfigError(f"{owner}: ignore_index must be an integer, found "
+                          f"{ignore_index!r:.60}")
+    return int(ignore_index)
+
+
+def check_weights(weight: Any, name: str, owner: str, ndim: int | None = None) -> Any:
+    """weight (None, a number, list, NumPy or GPU array, a Tensor's data) if it holds finite
+    numbers, as given (a repr shows what was passed); DTypeError for other values, ConfigError
+    for NaN or inf, ShapeError for another ndim than ndim."""
+    if weight is None:
+        return None
+    if isinstance(weight, Tensor):
+        weight = weight.data
+    try:
+        arr = _host_or_device(weight)
+    except (TypeError, ValueError):  # a ragged list, say
+        arr = None
+    if arr is None or arr.dtype.kind not in "biuf":
+        found = f"dtype {arr.dtype}" if arr is not None else f"{weight!r:.60}"
+        raise DTypeError(f"{owner}: {name} must be an array of numbers, found {found}")
+    if ndim is not None and arr.ndim != ndim:
+        raise ShapeError(f"{owner}: {name} must be a {ndim}-D array (one weight per class), "
+                         f"found shape {tuple(arr.shape)}")
+    if not bool(np.isfinite(backend.to_numpy(arr)).all()):  # once, at construction
+        raise ConfigError(f"{owner}: {name} must be finite, found NaN or inf in "
+                          f"{backend.to_numpy(arr)!r:.80}")
+    return weight
 
 
 def _reduce(per_elem: Any, reduction: str, denom: float | None = None) -> Any:
@@ -120,9 +173,7 @@ class Huber(Loss):
 
     def __init__(self, delta: float = 1.0, reduction: str = "mean") -> None:
         _check_reduction(reduction)
-        if delta <= 0:
-            raise ConfigError(f"huber delta must be positive, found {delta}")
-        self.delta, self.reduction = float(delta), reduction
+        self.delta, self.reduction = check_delta(delta), reduction
 
     def forward(self, pred: Any, target: Any) -> Any:
         d = pred - _same_shape(pred, target, "huber_loss")
@@ -156,14 +207,9 @@ class CrossEntropy(Loss):
     def __init__(self, weight: Any = None, label_smoothing: float = 0.0,
                  reduction: str = "mean", ignore_index: int = -100) -> None:
         _check_reduction(reduction)
-        if not 0.0 <= label_smoothing <= 1.0:
-            raise ConfigError(f"label_smoothing must be in [0, 1], found {label_smoothing}")
-        if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index,
-                                                                         (int, np.integer)):
-            raise ConfigError(f"ignore_index must be an integer, found {ignore_index!r:.60}")
         self.weight = None if weight is None else _host_or_device(weight)
-        self.smoothing, self.reduction = float(label_smoothing), reduction
-        self.ignore_index = int(ignore_index)
+        self.smoothing, self.reduction = check_label_smoothing(label_smoothing), reduction
+        self.ignore_index = check_ignore_index(ignore_index)
 
     def forward(self, logits: Any, target: Any) -> Any:
         if logits.ndim != 2:  # the one check the 2-D fast path pays
@@ -230,6 +276,8 @@ class CrossEntropy(Loss):
         logp = log_softmax_array(logits, axis=1)
         self.logp, self.wq = logp, wq
         per_sample = -(wq * logp).sum(axis=1)
+        if self.keep is not None:  # 0 * log p is NaN for non-finite logits: torch's +0.0 there
+            per_sample[~self.keep] = 0
         self.denom = (float(row_w.sum()) if weight is not None or self.keep is not None
                       else float(n))
         if self.reduction == "mean" and self.denom == 0:  # every row ignored: nan, as torch
@@ -291,9 +339,12 @@ class CrossEntropy(Loss):
             wsum = self.wq.sum(axis=1, keepdims=True)
             g = p * wsum - self.wq  # d/dz of -sum_c wq_c log softmax(z)_c
         if self.reduction == "none":
-            return g * gy[:, None]
-        # every row ignored: g is zero, and so is its gradient (torch's), not 0 * inf
-        return g * _grad_scale(gy, self.reduction, self.denom or 1.0, g.dtype)
+            g = g * gy[:, None]
+        else:  # every row ignored: denom 0, g zero, and so is its gradient, not 0 * inf
+            g = g * _grad_scale(gy, self.reduction, self.denom or 1.0, g.dtype)
+        if self.keep is not None:  # an ignored row's gradient is 0, even where its logits or
+            g[~self.keep] = 0  # its incoming gradient are inf or NaN (0 * inf is NaN)
+        return g
 
 
 def _check_unit_targets(y: Any, name: str) -> None:
@@ -393,18 +444,35 @@ def _host_or_device(a: Any) -> Any:
     return a if backend.is_device_array(a) else np.asarray(a)
 
 
+def _non_number(arr: np.ndarray) -> str | None:
+    """repr of an element of an object array that is not a number (None, a string), if any,
+    else None: astype(float) would turn None into NaN and '1.5' into 1.5."""
+    for kind in set(map(type, arr.flat)):  # the distinct types: one C-speed pass
+        if not issubclass(kind, (numbers.Number, np.bool_)):
+            return f"{next(v for v in arr.flat if type(v) is kind)!r:.40}"
+    return None
+
+
 def _target(t: Any, name: str) -> Tensor:
-    """The target as a Tensor without gradient; DTypeError for strings, objects and the like
-    (NumPy's own "could not convert string to float" would not name the loss)."""
+    """The target as a Tensor without gradient; DTypeError for None, strings, objects and the
+    like (NumPy's own "could not convert string to float" would not name the loss)."""
+    if t is None:  # np.asarray(None) casts to NaN: a loss of NaN, not an error, otherwise
+        raise DTypeError(f"{name} expected numeric targets (an array of floats, ints or bools), "
+                         f"found None")
     arr = t.data if isinstance(t, Tensor) else t if type(t) is np.ndarray else _host_or_device(t)
     if arr.dtype.kind not in "biuf":
+        held = ""
         if arr.dtype.kind == "O":  # e.g. a pandas object column of numbers: as the Trainer does
-            try:
-                return Tensor(arr.astype(np.float64), _keep=True)
-            except (TypeError, ValueError):
-                pass
+            bad = _non_number(arr)
+            if bad is None:
+                try:
+                    return Tensor(arr.astype(np.float64), _keep=True)
+                except (TypeError, ValueError):  # complex numbers, say
+                    pass
+            else:
+                held = f" holding {bad}"
         raise DTypeError(f"{name} expected numeric targets (floats, ints or bools), found an "
-                         f"array of dtype {arr.dtype} and shape {arr.shape}")
+                         f"array of dtype {arr.dtype} and shape {arr.shape}{held}")
     return Tensor(arr, _keep=True)
 
 
