@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
+
 from .grad_mode import is_grad_enabled
 
 #: The op recorder of an op-level trace in progress (nnforge.graph.trace_ops), None when off:
@@ -58,6 +60,11 @@ class Function:
         record = cls.differentiable and is_grad_enabled() and any(needs)
         fn.needs_input_grad = needs if record else tuple(False for _ in needs)
         out = fn.forward(*(t.data for t in tensors))
+        if type(out) is not np.ndarray:
+            if isinstance(out, np.generic):  # NumPy gives 0-d results as scalars: keep arrays
+                out = np.asarray(out)
+            elif isinstance(out, tuple):
+                out = tuple(np.asarray(o) if isinstance(o, np.generic) else o for o in out)
         if isinstance(out, tuple):
             results = fn._wrap_outputs(out, tensors, record)
             if RECORDER is not None:

@@ -328,13 +328,16 @@ class Tensor:
     def __neg__(self) -> Tensor:
         return _ops().Neg.apply(self)
 
-    def __pow__(self, exponent: float) -> Tensor:
-        if isinstance(exponent, Tensor):
-            raise DTypeError("Tensor ** Tensor is not supported; the exponent must be a number")
-        return _ops().Pow.apply(self, exponent=float(exponent))
+    def __pow__(self, exponent: Any) -> Tensor:
+        if _is_operand_array(exponent):  # elementwise, as torch.pow of two tensors
+            return _ops().PowTensor.apply(*self._operands(exponent))
+        return _ops().Pow.apply(self, exponent=_pow_number(exponent, "exponent"))
 
-    def __rpow__(self, base: float) -> Tensor:
-        return _ops().PowBase.apply(self, base=float(base))
+    def __rpow__(self, base: Any) -> Tensor:
+        if _is_operand_array(base):
+            a, b = self._operands(base)
+            return _ops().PowTensor.apply(b, a)
+        return _ops().PowBase.apply(self, base=_pow_number(base, "base"))
 
     def __abs__(self) -> Tensor:
         return _ops().Abs.apply(self)
@@ -366,6 +369,9 @@ class Tensor:
         return _ops().MatMul.apply(other, self)
 
     def __getitem__(self, index: Any) -> Tensor:
+        """NumPy's indexing, except where an integer and an index array are not side by side:
+        there torch's rule holds, integers (0-d integer tensors too) first as basic indexing,
+        then the rest, so t[0, :, [0, 1]] of shape (2, 3, 4) is (3, 2), not NumPy's (2, 3)."""
         from ..ops.shape import GetItem  # noqa: PLC0415
 
         if isinstance(index, Tensor):
@@ -521,16 +527,16 @@ class Tensor:
         """Elementwise |x|."""
         return _ops().Abs.apply(self)
 
-    def clip(self, low: float | None = None, high: float | None = None, *,
-             min: float | None = None, max: float | None = None) -> Tensor:
+    def clip(self, low: Any = None, high: Any = None, *, min: Any = None,
+             max: Any = None) -> Tensor:
         """Values limited to [low, high]; either bound may be None (torch's clamp names them
-        min= and max=)."""
+        min= and max=), a number or a tensor (broadcast, and differentiable, as torch's)."""
         if (low is not None and min is not None) or (high is not None and max is not None):
             raise ConfigError(f"clip takes low= or its torch name min= (and high= or max=), "
                               f"found both (low={low!r}, min={min!r}, high={high!r}, "
                               f"max={max!r})")
         low, high = low if min is None else min, high if max is None else max
-        return _ops().Clip.apply(self, low=low, high=high)
+        return _ops().clip(self, low, high)
 
     clamp = clip  # PyTorch's name
 
@@ -1098,6 +1104,24 @@ def _cast(x: Any, dtype: Any) -> Any:
     return x.astype(dtype)  # a Tensor records a Cast; an array is a constant
 
 
+def _is_operand_array(x: Any) -> bool:
+    """True for a tensor or an array that is not 0-d (a 0-d array is a number to pow)."""
+    if isinstance(x, Tensor) or backend.is_device_array(x):
+        return True
+    return isinstance(x, np.ndarray) and x.ndim > 0
+
+
+def _pow_number(x: Any, what: str) -> float:
+    """A pow exponent or base as a float; DTypeError for anything else (a string, None)."""
+    if isinstance(x, (numbers.Real, np.ndarray)) and not isinstance(x, str):
+        try:
+            return float(x)
+        except (TypeError, ValueError):
+            pass
+    raise DTypeError(f"a tensor's ** expects a number, an array or a tensor as the {what}, "
+                     f"found {type(x).__name__} {x!r:.40}")
+
+
 def _ops() -> Any:
     from ..ops import math  # noqa: PLC0415 - ops import Tensor
 
@@ -1167,8 +1191,9 @@ def _owner(a: Any) -> Any:
 def _store_leaf_grad(leaf: Tensor, g: Any, claimed: set[int]) -> None:
     """Add g to leaf.grad so that every leaf owns its gradient array."""
     if leaf._grad is not None:
-        # never in place: user code may hold the old array (b.grad = a.grad)
-        leaf._grad = leaf._grad + g
+        # never in place: user code may hold the old array (b.grad = a.grad); asarray: 0-d +
+        # 0-d is a NumPy scalar, and a scalar .grad cannot be scaled in place (p.grad *= 2)
+        leaf._grad = _nd(leaf._grad + g)
         return
     # a + b hands one gy to both leaves, concat views of it, x.backward(g) the caller's g:
     # memory another leaf (or the caller) holds is copied, so writing into one .grad
@@ -1179,6 +1204,12 @@ def _store_leaf_grad(leaf: Tensor, g: Any, claimed: set[int]) -> None:
     else:
         claimed.add(owner)
     leaf._grad = g
+
+
+def _nd(g: Any) -> Any:
+    """g as an array: NumPy hands 0-d results back as scalars (np.float64), which have no
+    in-place operations, no .base and a different type from what .grad holds elsewhere."""
+    return np.asarray(g) if isinstance(g, np.generic) else g
 
 
 def _gather(out: OutputOf, gy: Any, waiting: dict[int, int],
@@ -1226,7 +1257,7 @@ def run_backward(root: Tensor, grad: Any, retain_graph: bool = False,
         for t in order:
             gy = grads.pop(id(t), None)
             if t._retains_grad and gy is not None:  # retain_grad(): kept as a leaf's is
-                _store_leaf_grad(t, gy.astype(t.data.dtype, copy=False), claimed)
+                _store_leaf_grad(t, _nd(gy.astype(t.data.dtype, copy=False)), claimed)
             fn = t._creator
             if type(fn) is OutputOf:
                 if not retain_graph:
@@ -1238,11 +1269,13 @@ def run_backward(root: Tensor, grad: Any, retain_graph: bool = False,
             for inp, gx in zip(fn.inputs, gxs):
                 if gx is None or not inp.requires_grad:
                     continue
+                if type(gx) is not np.ndarray:  # a NumPy scalar from a 0-d op (or a GPU array)
+                    gx = _nd(gx)
                 _check_grad_shape(inp, gx, f"the gradient computed by {type(fn).__name__}")
                 if gx.dtype != inp.data.dtype:
                     # float32 x * float64 array: x's gradient stays float32 (as in PyTorch), so
                     # .grad matches its tensor and the ops below keep computing in float32
-                    gx = gx.astype(inp.data.dtype)
+                    gx = _nd(gx.astype(inp.data.dtype))
                 if inp._creator is None:
                     if inp._grad is None:  # _store_leaf_grad's usual case, inline (hot path)
                         base = gx.base
@@ -1257,7 +1290,7 @@ def run_backward(root: Tensor, grad: Any, retain_graph: bool = False,
                 else:
                     prev = grads.get(id(inp))
                     # never add in place: the same array may be handed to several inputs
-                    grads[id(inp)] = gx if prev is None else prev + gx
+                    grads[id(inp)] = gx if prev is None else _nd(prev + gx)
             if not retain_graph:
                 fn.release()
                 t._creator = _RELEASED

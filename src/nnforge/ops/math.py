@@ -101,14 +101,17 @@ class Div(_Binary):
     def compute(self, a: Any, b: Any) -> Any:
         if a.dtype.kind in "iub" and b.dtype.kind in "iub":  # true division, as torch: float32
             a, b = a.astype(backend.DEFAULT_DTYPE), b.astype(backend.DEFAULT_DTYPE)
-        self.a, self.b = a, b
-        return a / b
+        self.b = b
+        self.y = a / b
+        return self.y
 
     def backward(self, gy: Any) -> tuple[Any, Any]:
         sa, sb = self.shapes
         na, nb = self.needs_input_grad
         ga = unbroadcast(gy / self.b, sa) if na else None
-        gb = unbroadcast(-gy * self.a / (self.b * self.b), sb) if nb else None
+        # -gy * (a / b) / b, as torch: a / (b * b) over- or underflows where a / b does not
+        # (1e200 / 1e200), and x / x gives exactly 0 this way
+        gb = unbroadcast(-gy * self.y / self.b, sb) if nb else None
         return ga, gb
 
 
@@ -151,6 +154,40 @@ class Pow(Function):
         p = self.x.dtype.type(self.exponent)
         with np.errstate(divide="ignore"):  # x = 0 with p < 1: an infinite slope, no warning
             return (gy * p * self.x ** (p - 1),)
+
+
+class PowTensor(_Binary):
+    """a ** b elementwise with broadcasting, both arrays (torch.pow of two tensors): the
+    gradient is b * a ** (b - 1) for a (0 where b is 0) and a ** b * log(a) for b (0 where a is
+    0 and b >= 0), as torch's."""
+
+    ir_name = "Pow"
+    simple_lowering = True
+
+    def compute(self, a: Any, b: Any) -> Any:
+        if a.dtype.kind in "iub" and b.dtype.kind in "iub":
+            if (b < 0).any():  # NumPy refuses int ** negative int
+                raise DTypeError("integer tensor ** negative integer exponent is not "
+                                 "supported; make the base a float tensor (.float())")
+        elif a.dtype.kind != "f" or b.dtype.kind != "f":  # int base, float exponent: a float
+            dt = np.result_type(a.dtype if a.dtype.kind == "f" else b.dtype)
+            a, b = a.astype(dt, copy=False), b.astype(dt, copy=False)
+        self.a, self.b = a, b
+        self.y = a ** b
+        return self.y
+
+    def backward(self, gy: Any) -> tuple[Any, Any]:
+        a, b, (sa, sb) = self.a, self.b, self.shapes
+        na, nb = self.needs_input_grad
+        zero = gy.dtype.type(0)
+        ga = gb = None
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if na:
+                ga = unbroadcast(np.where(b == 0, zero, gy * b * a ** (b - 1)), sa)
+            if nb:
+                gb = unbroadcast(np.where((a == 0) & (b >= 0), zero, gy * self.y * np.log(a)),
+                                 sb)
+        return ga, gb
 
 
 class StdSqrt(Function):
@@ -394,7 +431,8 @@ class Mean(Function):
 
 
 class Max(Function):
-    """Maximum over axes; ties share the gradient equally."""
+    """Maximum over axes; ties share the gradient equally. Where the result is NaN the NaN
+    inputs share it (torch's max() splits it between them too; its max(dim) picks the first)."""
 
     ir_name = "ReduceMax"
     lower = lower_reduce
@@ -411,10 +449,17 @@ class Max(Function):
         return self.y if self.keepdims else _as_array(self.y.squeeze(self.axes))
 
     def backward(self, gy: Any) -> tuple[Any]:
-        mask = self.x == self.y
+        x, y = self.x, self.y
+        mask = x == y
+        if x.dtype.kind == "f":  # NaN == NaN is False: a NaN result goes to the NaN inputs
+            nan_out = np.isnan(y)
+            if nan_out.any():
+                mask |= np.isnan(x) & nan_out
         count = mask.sum(axis=self.axes, keepdims=True)
         g = gy if self.keepdims else np.expand_dims(gy, self.axes)
-        return ((mask * (g / count)).astype(self.x.dtype),)
+        share = (g / count).astype(x.dtype, copy=False)
+        # a select, not mask * share: an inf or NaN share times 0 would be NaN elsewhere
+        return (np.where(mask, share, x.dtype.type(0)),)
 
 
 class Min(Max):
@@ -512,9 +557,9 @@ class Abs(Function):
         return np.abs(x)
 
     def backward(self, gy: Any) -> tuple[Any]:
-        s = np.sign(self.x)
+        s = np.sign(self.x)  # a NumPy scalar, not an array, for a 0-d x
         if s.dtype.kind in "fc":  # NumPy's sign(NaN) is NaN, which would poison the gradient
-            s[np.isnan(s)] = 0
+            s = np.where(np.isnan(s), s.dtype.type(0), s)
         return (gy * s,)
 
 
@@ -527,6 +572,8 @@ class Clip(Function):
     def __init__(self, low: float | None = None, high: float | None = None) -> None:
         if low is None and high is None:
             raise ConfigError("clip needs a lower bound, an upper bound or both, found neither")
+        _check_bound("low (min)", low)
+        _check_bound("high (max)", high)
         if low is not None and high is not None and low > high:
             raise ConfigError(f"clip expects low <= high, found low={low} and high={high}")
         self.low, self.high = low, high
@@ -553,7 +600,94 @@ class Clip(Function):
             inside = self.x >= low
         if high is not None:
             inside = inside & (self.x <= high)
-        return (gy * inside,)
+        # a select, not gy * inside: an inf or NaN gradient times 0 would be NaN where clipped
+        return (np.where(inside, gy, gy.dtype.type(0)),)
+
+
+class ClipTensor(Function):
+    """x limited to [low, high] where a bound is an array (broadcast with x), as torch.clamp
+    with tensor bounds: min(max(x, low), high), so high wins where low > high. The gradient
+    goes to x where low <= x <= high, to low where x < low < high, to high where x > high or
+    high < low (torch's tie rules)."""
+
+    ir_name = "Clip"
+
+    def __init__(self, has_low: bool, has_high: bool) -> None:
+        self.has_low, self.has_high = has_low, has_high
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """Max with low, then Min with high (ONNX Clip takes scalar bounds only)."""
+        y, rest = xs[0], list(xs[1:])
+        if self.has_low:
+            y = b.node("Max", [y, rest.pop(0)])
+        if self.has_high:
+            y = b.node("Min", [y, rest.pop(0)])
+        return y
+
+    def forward(self, x: Any, *bounds: Any) -> Any:
+        rest = list(bounds)
+        self.low = rest.pop(0) if self.has_low else None
+        self.high = rest.pop(0) if self.has_high else None
+        self.x, self.shapes = x, (x.shape, *(v.shape for v in bounds))
+        try:
+            y = x if self.low is None else np.maximum(x, self.low)
+            return y if self.high is None else np.minimum(y, self.high)
+        except ValueError:
+            raise ShapeError(f"clip expects bounds whose shapes broadcast with the input's, "
+                             f"found {x.shape} and bounds of shapes {self.shapes[1:]}") from None
+
+    def backward(self, gy: Any) -> tuple[Any, ...]:
+        x, low, high, zero = self.x, self.low, self.high, gy.dtype.type(0)
+        inside: Any = True
+        if low is not None:
+            inside = x >= low
+        if high is not None:
+            inside = inside & (x <= high)
+        grads = [unbroadcast(np.where(inside, gy, zero), self.shapes[0])]
+        if low is not None:
+            below = x < low if high is None else (x < low) & (low < high)
+            grads.append(unbroadcast(np.where(below, gy, zero), self.shapes[1]))
+        if high is not None:
+            above = x > high if low is None else (x > high) | (high < low)
+            grads.append(unbroadcast(np.where(above, gy, zero), self.shapes[-1]))
+        return tuple(g if need else None for g, need in zip(grads, self.needs_input_grad))
+
+
+def _check_bound(name: str, v: Any) -> None:
+    """ConfigError unless a clip bound is None, a number, a tensor or an array."""
+    if v is None or type(v) is float or type(v) is int or isinstance(v, Tensor) or _is_array(v):
+        return
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
+                                                                np.floating)):
+        raise ConfigError(f"clip expects its {name} bound as a number, a tensor or None, "
+                          f"found {type(v).__name__} {v!r:.40}")
+
+
+def _is_tensor_bound(v: Any) -> bool:
+    if v is None or type(v) is float or type(v) is int:  # the usual case first
+        return False
+    return isinstance(v, Tensor) or (_is_array(v) and v.ndim > 0)
+
+
+def _is_array(v: Any) -> bool:
+    return isinstance(v, np.ndarray) or backend.is_device_array(v)
+
+
+def clip(x: Tensor, low: Any = None, high: Any = None) -> Tensor:
+    """x limited to [low, high]: number bounds go to Clip, tensor or array bounds to
+    ClipTensor (differentiable in a tensor bound, as torch.clamp)."""
+    # a 0-d array is a number (ONNX Clip's scalar bound); a tensor bound, 0-d too, is an input
+    if not (_is_tensor_bound(low) or _is_tensor_bound(high)):
+        return Clip.apply(x, low=low, high=high)  # checks the bounds
+    _check_bound("low (min)", low)
+    _check_bound("high (max)", high)
+    bounds = []
+    for v in (low, high):
+        if v is not None:  # torch's promotion: a float bound makes an int x float, and back
+            x, v = x._operands(v)
+            bounds.append(v)
+    bounds = [x._operands(v)[1] for v in bounds]  # x may have been cast by the second bound
+    return ClipTensor.apply(x, *bounds, has_low=low is not None, has_high=high is not None)
 
 
 class Where(Function):
@@ -576,7 +710,12 @@ class Where(Function):
             device = a if backend.is_device_array(a) else b
             if backend.is_device_array(device):
                 self.cond = backend.same_device_as(self.cond, device)
-        return np.where(self.cond, a, b)
+        try:  # checked only when NumPy refuses, as _Binary does
+            return np.where(self.cond, a, b)
+        except ValueError:
+            raise ShapeError(f"where expects a condition and values whose shapes broadcast "
+                             f"together, found {self.cond.shape}, {a.shape} and {b.shape}"
+                             ) from None
 
     def backward(self, gy: Any) -> tuple[Any, Any]:
         zero = gy.dtype.type(0)
@@ -765,12 +904,46 @@ def norm(x: Tensor, p: Any = 2, dim: Any = None, keepdim: bool = False) -> Tenso
         return StdSqrt.apply((x * x).sum(axis=axis, keepdims=keepdim))
     if p == 0:
         return (x != 0).sum(axis=axis, keepdims=keepdim).astype(x.dtype)
-    a = x.abs()
     if math.isinf(p):
+        a = x.abs()
         return a.max(axis=axis, keepdims=keepdim) if p > 0 else a.min(axis=axis, keepdims=keepdim)
     if p == 1:
-        return a.sum(axis=axis, keepdims=keepdim)
-    return (a ** p).sum(axis=axis, keepdims=keepdim) ** (1.0 / p)
+        return x.abs().sum(axis=axis, keepdims=keepdim)
+    return PNorm.apply(x, p=float(p), axis=axis, keepdims=keepdim)
+
+
+class PNorm(Function):
+    """(sum |x| ** p) ** (1 / p) over axes for p other than 0, 1, 2 and +-inf, one op so that
+    the gradient follows torch's: 0 where x is 0 or the norm is 0 (composed from abs and pow
+    it would be NaN there), sign(x) * |x| ** (p - 1) * norm ** (1 - p) elsewhere."""
+
+    ir_name = "ReduceSum"
+
+    def __init__(self, p: float, axis: Any = None, keepdims: bool = False) -> None:
+        self.p, self.axis, self.keepdims = p, axis, keepdims
+
+    def lower(self, b: Any, xs: list[str]) -> Any:
+        """Pow(ReduceSum(Pow(Abs(x), p)), 1 / p)."""
+        powered = b.node("Pow", [b.node("Abs", xs), b.const(self.p)])
+        summed = lower_reduce(self, b, [powered])
+        return b.node("Pow", [summed, b.const(1.0 / self.p)])
+
+    def forward(self, x: Any) -> Any:
+        self.x = x
+        self.axes = _norm_axis(self.axis, x.ndim)
+        p = x.dtype.type(self.p)
+        with np.errstate(divide="ignore"):  # 0 ** -1 is inf, as torch: the norm is then 0
+            s = np.sum(np.abs(x) ** p, axis=self.axes, keepdims=True)
+        self.y = _as_array(s ** (1 / p))
+        return self.y if self.keepdims else _as_array(self.y.squeeze(self.axes))
+
+    def backward(self, gy: Any) -> tuple[Any]:
+        x, y, dt = self.x, self.y, self.x.dtype.type
+        p = dt(self.p)
+        g = gy if self.keepdims else np.expand_dims(gy, self.axes)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            local = np.sign(x) * np.abs(x) ** (p - 1) * (g * y ** (1 - p))
+        return (np.where((x == 0) | (y == 0), dt(0), local),)
 
 
 class ToDevice(Function):

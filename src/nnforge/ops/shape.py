@@ -217,7 +217,14 @@ def repeat(x: Tensor, reps: Sequence[int]) -> Tensor:
 class GetItem(Function):
     """Indexing and slicing (basic and advanced). The gradient of basic indexing (ints, slices,
     None, ...) is written into zeros by assignment; advanced indices, which may repeat, scatter
-    it back with add.at (several times slower)."""
+    it back with add.at (several times slower).
+
+    Integers follow torch, not NumPy, where they meet index arrays: torch applies integers
+    (and 0-d integer arrays) first as basic indexing, then the rest, so `x[0, :, [0, 1]]` of a
+    (2, 3, 4) x is (3, 2) (NumPy counts the 0 as an advanced index and, as it is separated
+    from the array by a slice, moves the indexed axes first: (2, 3)). Only that case differs,
+    an integer and an array not side by side; it runs as x[ints][rest]. Every other index is
+    NumPy's, computed in one step."""
 
     ir_name = "Gather"
 
@@ -230,6 +237,7 @@ class GetItem(Function):
             index = tuple(i.copy() if isinstance(i, np.ndarray) or backend.is_device_array(i)
                           else i for i in index)
         self.index = index
+        self.split = _torch_split(index) if type(index) is tuple else None
 
     def lower(self, b: Any, xs: list[str]) -> Any:
         """Slice, Gather and Unsqueeze nodes doing the same indexing."""
@@ -239,7 +247,12 @@ class GetItem(Function):
         self.in_shape, self.dtype = x.shape, x.dtype
         if backend.is_device_array(x):  # index arrays go where x is
             self.index = _index_on_device(self.index, x)
+            if self.split is not None:
+                self.split = (self.split[0], _index_on_device(self.split[1], x))
         try:
+            if self.split is not None:
+                basic, rest = self.split
+                return x[basic][rest]
             return x[self.index]
         except IndexError as exc:  # out of range, float indices, a mask of another shape
             raise TensorIndexError(f"index {_describe_index(self.index)} does not fit a tensor "
@@ -250,11 +263,53 @@ class GetItem(Function):
     def backward(self, gy: Any) -> tuple[Any]:
         xp = backend.xp_of(gy)  # numpy, or cupy (whose add.at scatters on the GPU)
         g = xp.zeros(self.in_shape, dtype=self.dtype)
-        if _is_basic(self.index):  # a view: every element is reached at most once
+        if self.split is not None:  # g[basic] is a view: add.at writes through it into g
+            xp.add.at(g[self.split[0]], self.split[1], gy)
+        elif _is_basic(self.index):  # a view: every element is reached at most once
             g[self.index] = gy
         else:
             xp.add.at(g, self.index, gy)
         return (g,)
+
+
+def _is_array_index(i: Any) -> bool:
+    return isinstance(i, (list, np.ndarray)) or backend.is_device_array(i)
+
+
+_PLAIN = {slice, int, type(None), type(Ellipsis)}
+
+
+def _torch_split(index: tuple) -> tuple[tuple, tuple] | None:
+    """(the integers as a basic index, the other items) for an index where torch's rule
+    differs from NumPy's: integers and index arrays that are not side by side; else None."""
+    if all(type(i) in _PLAIN for i in index):  # slicing, the usual case: decided cheaply
+        return None
+    if not any(_is_array_index(i) and getattr(i, "ndim", 1) > 0 for i in index):
+        return None  # no index array: basic indexing, or 0-d arrays only (same in both)
+    ints = [_is_int(i) or (_is_array_index(i) and getattr(i, "ndim", 1) == 0
+                           and i.dtype.kind in "iu") for i in index]
+    if not any(ints):
+        return None
+    # NumPy's advanced items: arrays, lists, bools and (beside an array) integers
+    adv = [k for k, i in enumerate(index)
+           if ints[k] or _is_array_index(i) or isinstance(i, (bool, np.bool_))]
+    if adv[-1] - adv[0] == len(adv) - 1:
+        return None  # side by side: NumPy puts the result where torch does
+    basic: list[Any] = []
+    for k, i in enumerate(index):
+        if ints[k]:
+            basic.append(int(i))
+        elif i is Ellipsis:
+            basic.append(i)
+        elif i is None or isinstance(i, (bool, np.bool_)):
+            continue  # takes no axis of x
+        elif _is_array_index(i):  # a bool mask spans as many axes as it has
+            a = np.asarray(i) if isinstance(i, list) else i
+            basic.extend([slice(None)] * (a.ndim if a.dtype.kind == "b" else 1))
+        else:
+            basic.append(slice(None))
+    rest = tuple(i for k, i in enumerate(index) if not ints[k])
+    return tuple(basic), rest
 
 
 def _describe_index(index: Any) -> str:
