@@ -11,6 +11,7 @@ parameters are packed into one shared chunk, and the chunks can be split over tw
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 import time
@@ -32,6 +33,57 @@ THREAD_MIN = 4 * CHUNK
 FLUSH_EVERY = 64
 
 Kernel = Callable[[Any, Any, tuple, tuple, tuple], None]
+FlushRule = Callable[["Flush", Any, tuple], None]
+
+
+class Flush:
+    """What an optimizer's flush rule gets per chunk: scratch arrays and two ways to flush."""
+
+    __slots__ = ("xp", "tiny", "quarter", "t", "t2", "mask", "mask2")
+
+    def __init__(self, xp: Any, dtype: Any, t: Any, t2: Any, mask: Any, mask2: Any) -> None:
+        info = np.finfo(dtype)
+        self.xp, self.t, self.t2, self.mask, self.mask2 = xp, t, t2, mask, mask2
+        self.tiny = dtype.type(info.tiny)
+        # below a quarter ulp of w, with a factor 2 to spare for the rounding of the test itself
+        self.quarter = float(2.0 ** -(info.nmant + 4))
+
+    def absorbed_by(self, eps: float) -> bool:
+        """True when sqrt of any subnormal, added to eps or more, rounds away (is absorbed)."""
+        return eps > 0 and math.sqrt(float(self.tiny)) <= eps * self.quarter
+
+    def zero(self, s: Any, unless: Any = None) -> None:
+        """Flush every subnormal of s (but none where the array `unless` is not 0)."""
+        xp, t, mask = self.xp, self.t, self.mask
+        xp.abs(s, out=t)
+        xp.less(t, self.tiny, out=mask)
+        if not mask.any():  # the usual case (no subnormals) costs two passes and a test
+            return
+        if unless is not None:
+            xp.equal(unless, 0, out=self.mask2)
+            xp.logical_and(mask, self.mask2, out=mask)
+        xp.copyto(s, 0, where=mask)
+
+    def zero_below_ulp(self, s: Any, p: Any, coef: float,
+                       den: Callable[[Any], None] | None = None) -> None:
+        """Flush subnormals x of s where |coef * x / den| is under a quarter ulp of p: the
+        weight's update from x rounds away. den(out) writes a lower bound of the update's
+        denominator into out (only called when s holds a subnormal); None means 1."""
+        xp, t, t2, mask, mask2 = self.xp, self.t, self.t2, self.mask, self.mask2
+        xp.abs(s, out=t)
+        xp.less(t, self.tiny, out=mask)
+        if not mask.any():
+            return
+        with np.errstate(all="ignore"):  # overflow to inf and 0/0 are answers here
+            xp.multiply(t, t.dtype.type(coef), out=t)
+            if den is not None:
+                den(t2)
+                xp.divide(t, t2, out=t)  # den 0: inf or NaN, which the test never flushes
+            xp.abs(p, out=t2)
+            xp.multiply(t2, t2.dtype.type(self.quarter), out=t2)
+            xp.less_equal(t, t2, out=mask2)
+        xp.logical_and(mask, mask2, out=mask)
+        xp.copyto(s, 0, where=mask)
 
 
 class _Unit:
@@ -68,7 +120,7 @@ class FlatParams:
             off += self.sizes[i]
         self.order = order
         self.steps = [0] * len(self.params)
-        self._mask: Any = None  # flush_subnormals' scratch
+        self._mask: Any = None  # flush_subnormals' scratch: two float and two bool arrays
         self.flush_every = FLUSH_EVERY  # 0: never (benchmarks compare)
         self._allocate(_common_dtype(self.params), None)
 
@@ -86,6 +138,7 @@ class FlatParams:
     def _fill(self, dtype: Any, old_states: dict[str, Any] | None) -> None:
         xp = self.xp
         self.dtype = np.dtype(dtype)
+        self._mask = None  # flush scratch in the old dtype
         self.flat = xp.empty(self.numel, self.dtype)
         self.views = []
         for i, (p, off, n) in enumerate(zip(self.params, self.offsets, self.sizes)):
@@ -226,8 +279,10 @@ class FlatParams:
         return False
 
     # -- the update ----------------------------------------------------------------------------
-    def apply(self, kernel: Kernel, scalars: Callable[[int], tuple]) -> None:
-        """Run kernel(p, g, states, tmps, scalars) over every chunk whose parameters have grads."""
+    def apply(self, kernel: Kernel, scalars: Callable[[int], tuple],
+              flush: FlushRule | None = None) -> None:
+        """Run kernel(p, g, states, tmps, scalars) over every chunk whose parameters have grads;
+        every flush_every steps, flush_subnormals(flush)."""
         params, steps = self.params, self.steps
         grads: list[Any] = [None] * len(params)
         complete = True
@@ -236,9 +291,8 @@ class FlatParams:
             if g is None:
                 complete = False
                 continue
-            if g.shape != self.shapes[i]:
-                raise ShapeError(f"gradient of parameter {i} has shape {tuple(g.shape)}, "
-                                 f"expected {self.shapes[i]}")
+            if getattr(g, "shape", None) != self.shapes[i]:
+                _bad_grad(i, g, self.shapes[i])
             if g.dtype != self.dtype:
                 g = g.astype(self.dtype)
             grads[i] = np.ravel(g, order=self.orders[i])  # the buffer's element order
@@ -256,41 +310,47 @@ class FlatParams:
             if chooser:
                 chooser.record(len(workers), time.perf_counter())
             if self.flush_every and (first + 1) % self.flush_every == 0:
-                self.flush_subnormals()
+                self.flush_subnormals(flush)
             return
         self._apply_piecewise(kernel, scalars, grads)
         every = self.flush_every
         if every and any(steps[i] % every == 0 for i, g in enumerate(grads) if g is not None):
             self.flush_subnormals()
 
-    def flush_subnormals(self) -> None:
-        """Set optimizer state values smaller than the dtype's smallest normal number to zero.
+    def flush_subnormals(self, rule: FlushRule | None = None) -> None:
+        """Set optimizer state values smaller than the dtype's smallest normal number to zero,
+        where `rule` (the optimizer's, see Flush) shows that this cannot change an update.
 
         Why: the momentum of a weight whose gradient stays exactly zero (a dead ReLU unit, an
         input that is always 0) shrinks by beta every step. After some 800 Adam steps it is
         subnormal, and there it stays: 0.9 times a few units of the last place rounds back to
         the same value. x86 CPUs take a slow microcode path for every vector that holds a
         subnormal, so 10 dead units of 256 in an MLP's first layer made every later Adam step
-        19-28% slower (benchmarks/optim_speed.py, "dead units"). The parameters keep their
-        values: with eps at a usual size (not 0), an update from a subnormal momentum lies far
-        below the last place of any weight that is not itself subnormal, and a subnormal
-        second moment is far below eps (the tests check bit-identical weights). Runs on step
-        numbers, so a resumed run flushes exactly where an uninterrupted one does.
-        float16 state is left alone: its smallest normal number (6e-5) is not negligible.
+        19-28% slower (benchmarks/optim_speed.py, "dead units"). The weights must not notice:
+        a value is flushed only where its whole contribution to the update (at the current lr)
+        lies below a quarter of the last place of the weight, so the weight rounds to the same
+        value with or without it, or where it cannot reach the update at all: a subnormal
+        second moment beside an eps so large that sqrt(tiny) vanishes next to it. With eps 0
+        or tiny, a subnormal second moment is a real denominator and stays; a weight of 0
+        keeps its subnormal momentum (the tests check bit-identical weights). Runs on step
+        numbers, so a resumed run flushes exactly where an uninterrupted one does. float16
+        state is left alone: its smallest normal number (6e-5) is not negligible.
         """
         if not self.state_names or self.dtype.itemsize < 4:
             return
         xp = self.xp
-        tiny = self.dtype.type(np.finfo(self.dtype).tiny)
+        width = max(len(u.p) for u in self.plans[1][0])
+        if self._mask is None or len(self._mask[0]) < width:
+            self._mask = (xp.empty(width, self.dtype), xp.empty(width, self.dtype),
+                          xp.empty(width, bool), xp.empty(width, bool))
         for u in self.plans[1][0]:
-            t = u.tmps[0] if u.tmps else xp.empty(len(u.p), self.dtype)
-            if self._mask is None or len(self._mask) < len(t):
-                self._mask = xp.empty(len(t), bool)
-            mask = self._mask[:len(t)]
-            for s in u.states:
-                xp.abs(s, out=t)
-                xp.less(t, tiny, out=mask)
-                xp.copyto(s, 0, where=mask)
+            n = len(u.p)
+            f = Flush(xp, self.dtype, *(a[:n] for a in self._mask))
+            if rule is None:
+                for s in u.states:
+                    f.zero(s)
+            else:
+                rule(f, u.p, u.states)
 
     def _apply_piecewise(self, kernel: Kernel, scalars: Callable[[int], tuple],
                          grads: list[Any]) -> None:
@@ -319,6 +379,15 @@ class FlatParams:
                 kernel(self.flat[s:e], grads[i][a:b],
                        tuple(self.states[n][s:e] for n in self.state_names),
                        tuple(t[:e - s] for t in tmps), sc(steps[i]))
+
+
+def _bad_grad(i: int, g: Any, shape: tuple) -> None:
+    """Raise the error that names what is wrong with parameter i's gradient."""
+    if not hasattr(g, "shape") or not hasattr(g, "dtype"):
+        # a list or a number: converting it silently would hide a mistake elsewhere
+        raise DTypeError(f"gradient of parameter {i} is a {type(g).__name__}, expected an "
+                         f"array of shape {shape}")
+    raise ShapeError(f"gradient of parameter {i} has shape {tuple(g.shape)}, expected {shape}")
 
 
 def _run(units: list[_Unit], grads: list[Any], kernel: Kernel, sc: tuple) -> None:

@@ -18,7 +18,8 @@ class Adam(Optimizer):
 
     The state is kept as undivided sums so that one step needs 10 ufunc passes instead of 12:
     `grad_sum` = exp_avg / (1 - beta1), `sq_grad_sum` = exp_avg_sq / (1 - beta2) (and
-    `max_sq_grad_sum` for amsgrad); the trajectory is PyTorch's to rounding.
+    `max_sq_grad_sum` for amsgrad); the trajectory is PyTorch's to rounding. Changing betas
+    between steps rescales the sums (Optimizer._sync_sums), as PyTorch keeps the averages.
     """
 
     name = "adam"
@@ -55,6 +56,31 @@ class Adam(Optimizer):
 
     def _num_tmp(self) -> int:
         return 2 if self.weight_decay and not self._decoupled else 1
+
+    def _sum_divisors(self) -> dict[str, float]:
+        b1, b2 = self.betas
+        return {"grad_sum": 1.0 - b1, "sq_grad_sum": 1.0 - b2, "max_sq_grad_sum": 1.0 - b2}
+
+    def _flush(self, f: Any, p: Any, states: tuple) -> None:
+        # update = c * M / (sqrt(V) + eps*r) with c <= lr / sqrt(1-b2) and r >= 1 (_scalars)
+        m, v = states[0], states[1]
+        if f.absorbed_by(self.eps):  # a subnormal V (or max) vanishes beside eps*r
+            for s in states[1:]:
+                f.zero(s)
+        vd = states[-1] if self.amsgrad else v
+        eps = self.eps
+
+        def den(out: Any) -> None:  # sqrt(V) + eps <= the true denominator: a safe bound
+            np.sqrt(vd, out)
+            _add(out, out.dtype.type(eps), out)
+
+        coef = self.lr / math.sqrt(1.0 - self.betas[1])
+        if self._decoupled:  # the update lands on p * (1 - lr*wd): compare with that
+            decay = 1.0 - self.lr * self.weight_decay
+            if decay <= 0:
+                return
+            coef /= decay
+        f.zero_below_ulp(m, p, coef, den)
 
     def _scalars(self, step: int) -> tuple:
         b1, b2 = self.betas

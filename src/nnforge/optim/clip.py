@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Iterable
 
 import numpy as np
@@ -18,7 +19,30 @@ def _with_grads(params: Iterable[Any] | Tensor) -> list[Any]:
         params = [params]
     elif hasattr(params, "parameters") and callable(params.parameters):
         params = params.parameters()
-    return [p for p in params if p.grad is not None]
+    try:
+        plist = list(params)
+    except TypeError:
+        raise ConfigError(f"expected Parameters/Tensors (a module, a tensor or an iterable of "
+                          f"them), found {type(params).__name__}") from None
+    for i, p in enumerate(plist):
+        if not isinstance(p, Tensor):
+            raise ConfigError(f"expected Parameters/Tensors, found {type(p).__name__} at "
+                              f"position {i}")
+    return [p for p in plist if p.grad is not None]
+
+
+def _norm_type(value: Any) -> float:
+    # what torch accepts: numbers and what float() reads, such as "inf"
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        norm_type = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"expected norm_type as a number > 0, inf or -inf (or 'inf'), found "
+                          f"{value!r}") from None
+    if not (norm_type > 0 or math.isinf(norm_type)):
+        raise ConfigError(f"expected norm_type > 0, inf or -inf, found {value!r}")
+    return norm_type
 
 
 def clip_grad_norm_(params: Iterable[Any] | Tensor, max_norm: float, norm_type: float = 2.0,
@@ -26,12 +50,15 @@ def clip_grad_norm_(params: Iterable[Any] | Tensor, max_norm: float, norm_type: 
     """Scale all grads together so their joint norm is at most max_norm; return the norm before.
 
     As torch.nn.utils.clip_grad_norm_: coefficient max_norm / (total_norm + 1e-6), applied only
-    when it is below 1.
+    when it is below 1. max_norm=inf only measures the norm (grads untouched, even when the
+    norm is inf too, where torch would make them NaN).
     """
-    max_norm = check_float("max_norm", max_norm, 0.0)
-    norm_type = float(norm_type)
-    if not (norm_type > 0 or math.isinf(norm_type)):
-        raise ConfigError(f"expected norm_type > 0, inf or -inf, found {norm_type!r}")
+    if isinstance(max_norm, numbers.Real) and not isinstance(max_norm, bool) \
+            and max_norm == math.inf:
+        max_norm = math.inf  # measuring the norm without clipping, as torch allows
+    else:
+        max_norm = check_float("max_norm", max_norm, 0.0)
+    norm_type = _norm_type(norm_type)
     ps = _with_grads(params)
     if not ps:
         return 0.0
@@ -65,7 +92,7 @@ def clip_grad_norm_(params: Iterable[Any] | Tensor, max_norm: float, norm_type: 
         raise NNForgeError(f"expected a finite total gradient norm, found {total}; pass "
                            f"error_if_nonfinite=False to clip anyway")
     coef = max_norm / (total + 1e-6)
-    if coef < 1.0 or math.isnan(coef):
+    if max_norm != math.inf and (coef < 1.0 or math.isnan(coef)):
         for p in ps:
             p.grad = p.grad * p.grad.dtype.type(coef)
     return total

@@ -132,7 +132,7 @@ def state_dict(owner: Optimizer) -> dict[str, Any]:
     parts = [m.state_dict() for m in owner._members]
     config = {**parts[0]["config"], "hyperparameters": owner.hyperparameters(),
               "lr_scales": list(owner._scales), "groups": [p["config"] for p in parts]}
-    for key in ("steps", "param_shapes", "dtype"):
+    for key in ("steps", "param_shapes", "dtype", "fresh"):
         config.pop(key, None)
     arrays = {f"group.{g}.{k}": v for g, p in enumerate(parts) for k, v in p["arrays"].items()}
     return {"config": config, "arrays": arrays}

@@ -25,13 +25,19 @@ class Optimizer:
     A parameter whose `.grad` is None is skipped, and each parameter counts its own steps,
     as in PyTorch. `threads`: None times one and two threads now and then and keeps the
     faster (the results are bit-identical either way), or 1, or 2. Every 64 steps, float32
-    and float64 state values too small to be normal numbers are set to zero
-    (`FlatParams.flush_subnormals`). `params` may also be PyTorch-style param groups,
-    [{"params": [...], "lr": ...}, ...]: see groups.py and `param_groups`.
+    and float64 state values too small to be normal numbers are set to zero where that
+    cannot change an update (`FlatParams.flush_subnormals`, each optimizer's `_flush`).
+    Hyperparameters may change between steps (param_groups, attributes, load_state_dict);
+    state kept in a scaled form follows, as PyTorch's would (`_sync_state`). `params` may
+    also be PyTorch-style param groups, [{"params": [...], "lr": ...}, ...]: see groups.py
+    and `param_groups`.
     """
 
     #: Name used by build_optimizer() and stored in configs.
     name = ""
+    #: {state name: divisor} the stored sums were last scaled by (see _sum_divisors); None in
+    #: optimizers pickled before it existed, whose sums match their hyperparameters
+    _divisors: dict[str, float] | None = None
 
     def __init__(self, params: Iterable[Any], threads: int | None = None,
                  **hyperparameters: Any) -> None:
@@ -48,6 +54,8 @@ class Optimizer:
             return
         self._flat = FlatParams(_param_list(params), self._state_names(), self._num_tmp(),
                                 threads)
+        self._divisors = self._sum_divisors()
+        self._new_states(self._flat.state_names)
 
     # -- hyperparameters -----------------------------------------------------------------------
     @property
@@ -88,6 +96,31 @@ class Optimizer:
     def _num_tmp(self) -> int:
         """Scratch buffers the kernel needs."""
         return 1
+
+    def _sum_divisors(self) -> dict[str, float]:
+        """{state name: d} for state kept as PyTorch's value / d, d set by hyperparameters."""
+        return {}
+
+    def _new_states(self, names: tuple[str, ...]) -> None:
+        """Called when state buffers `names` are created (zeros)."""
+
+    def _flush(self, f: Any, p: Any, states: tuple) -> None:
+        """Flush rule for one chunk (FlatParams.flush_subnormals): by default every state."""
+        for s in states:
+            f.zero(s)
+
+    def _sync_sums(self) -> None:
+        """Rescale stored sums whose hyperparameter (a beta, alpha) changed since the last
+        step, so that they hold what PyTorch holds: PyTorch keeps the averages themselves and
+        a new beta applies from the next step on."""
+        new, old = self._sum_divisors(), self._divisors
+        if old is not None and new != old and self._members is None:
+            flat = self._flat
+            for name, d in new.items():
+                if name in flat.states and old.get(name, d) != d:
+                    arr = flat.states[name]
+                    arr *= arr.dtype.type(old[name] / d)  # d = 1 - beta > 0: beta < 1 is checked
+        self._divisors = new
 
     def _scalars(self, step: int) -> tuple:  # pragma: no cover - abstract
         """Scalars for one step number, computed once in Python floats."""
@@ -135,10 +168,23 @@ class Optimizer:
         """Apply this optimizer's kernel to its own flat buffers."""
         flat = self._flat
         flat.sync()
+        self._sync_state()
+        self._apply(flat)
+
+    def _sync_state(self) -> None:
+        """Bring the state up to date with the hyperparameters: rescaled sums, and buffers for
+        what was switched on (momentum, amsgrad) since the last step."""
+        flat = self._flat
+        self._sync_sums()
         names, ntmp = self._state_names(), self._num_tmp()
         if names != flat.state_names or ntmp != flat.num_tmp:
-            flat.reset_states(names, ntmp)  # a hyperparameter such as momentum was switched on
-        flat.apply(self._kernel, self._scalars)
+            old = flat.state_names
+            flat.reset_states(names, ntmp)
+            self._new_states(tuple(n for n in names if n not in old))
+
+    def _apply(self, flat: FlatParams) -> None:
+        """Run the kernel over the parameters that have gradients."""
+        flat.apply(self._kernel, self._scalars, self._flush)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Forget the gradients (or set them to new zero arrays)."""
@@ -155,6 +201,10 @@ class Optimizer:
                 if index < len(m.params):
                     return m.state_view(name, index)
                 index -= len(m.params)
+        if not _is_int(index) or not 0 <= index < len(self._flat.params):
+            raise ConfigError(f"expected a parameter index in [0, {len(self._flat.params)}), "
+                              f"found {index!r}")
+        self._sync_state()
         if name not in self._flat.states:
             raise ConfigError(f"expected a state name in {list(self._flat.states)}, found {name!r}")
         return self._flat.state_view(name, index)
@@ -166,9 +216,11 @@ class Optimizer:
         if self._members:
             return groups_lib.state_dict(self)
         flat = self._flat
+        self._sync_state()  # the arrays as the saved hyperparameters expect them
         config = {"format": STATE_FORMAT, "name": self.name,
                   "hyperparameters": self.hyperparameters(), "steps": list(flat.steps),
-                  "param_shapes": [list(s) for s in flat.shapes], "dtype": str(flat.dtype)}
+                  "param_shapes": [list(s) for s in flat.shapes], "dtype": str(flat.dtype),
+                  **self._extra_state()}
         arrays = {f"state.{i}.{name}": backend.to_numpy(flat.state_view(name, i)).copy()
                   for i in range(len(flat.params)) for name in flat.state_names}
         return {"config": config, "arrays": arrays}
@@ -215,6 +267,7 @@ class Optimizer:
         try:
             names = self._state_names()
             _check_arrays(arrays, names, flat.shapes)
+            self._check_extra_state(config)
         except (StateDictError, ShapeError):
             self._configure(**old)
             raise
@@ -225,6 +278,18 @@ class Optimizer:
                 view = flat.state_view(name, i)
                 view[...] = backend.same_device_as(arrays[f"state.{i}.{name}"], view)
         flat.steps[:] = [int(s) for s in steps]
+        self._divisors = self._sum_divisors()  # saved sums match the saved hyperparameters
+        self._load_extra_state(config)
+
+    def _extra_state(self) -> dict[str, Any]:
+        """Optimizer-specific entries of the state_dict config (JSON-serialisable)."""
+        return {}
+
+    def _load_extra_state(self, config: dict[str, Any]) -> None:
+        """Restore what _extra_state saved (config checked by _check_extra_state first)."""
+
+    def _check_extra_state(self, config: dict[str, Any]) -> None:
+        """Raise StateDictError if config's optimizer-specific entries are malformed."""
 
     def __copy__(self) -> Optimizer:
         """Refused: see the comment (copy.deepcopy and pickle work)."""

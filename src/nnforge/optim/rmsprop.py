@@ -17,7 +17,9 @@ class RMSprop(Optimizer):
     """p -= lr * g / (sqrt(square_avg [- grad_avg**2]) + eps), with optional momentum.
 
     State is kept as undivided sums to save passes: `sq_grad_sum` = square_avg / (1 - alpha),
-    `grad_sum` = grad_avg / (1 - alpha); `momentum_buffer` is PyTorch's. alpha must be < 1.
+    `grad_sum` = grad_avg / (1 - alpha); `momentum_buffer` is PyTorch's. alpha must be < 1;
+    changing it between steps rescales the sums (Optimizer._sync_sums), as PyTorch keeps the
+    averages.
     """
 
     name = "rmsprop"
@@ -52,6 +54,20 @@ class RMSprop(Optimizer):
 
     def _num_tmp(self) -> int:
         return 2
+
+    def _sum_divisors(self) -> dict[str, float]:
+        return {"sq_grad_sum": 1.0 - self.alpha, "grad_sum": 1.0 - self.alpha}
+
+    def _flush(self, f: Any, p: Any, states: tuple) -> None:
+        if self.centered:
+            # a subnormal grad_sum squares to exactly 0, as the kernel computes it
+            f.zero(states[1])
+        if f.absorbed_by(self.eps):  # sqrt of a subnormal vanishes beside eps / sqrt(1-alpha)
+            # centered: where grad_sum is not 0, sq_grad_sum - (1-alpha) grad_sum**2 could
+            # turn negative without it
+            f.zero(states[0], states[1] if self.centered else None)
+        if self.momentum:  # the update is -lr * momentum_buffer
+            f.zero_below_ulp(states[-1], p, self.lr)
 
     def _scalars(self, step: int) -> tuple:
         # avg = sqrt((1-a) X) + eps = sqrt(1-a) * (sqrt(X) + eps / sqrt(1-a))

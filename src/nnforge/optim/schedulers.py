@@ -34,7 +34,10 @@ class LRScheduler:
     this one (PyTorch's ChainedScheduler) or a hand-set lr is kept and scaled, not overwritten.
     Overwriting silently undid those; refusing a second schedule would forbid warmup plus
     ReduceLROnPlateau, a common pairing. A group whose lr nothing else changed gets the closed
-    form itself, so a schedule alone has no rounding drift. With param groups the optimizer's
+    form itself, so a schedule alone has no rounding drift. The change is the schedule's own
+    step rule (`_change`: StepLR's gamma, the cosine's ratio above eta_min or its rise from the
+    valley, the warmup's ratio), as in PyTorch's recursive forms, so it also moves an lr whose
+    base sat at the floor (a base lr of 0, or of eta_min). With param groups the optimizer's
     own lr (`optimizer.lr`) is scheduled too, as one more group.
     """
 
@@ -56,9 +59,12 @@ class LRScheduler:
         """Every scheduled lr (groups', then the optimizer's own) after t steps, closed form."""
         raise NotImplementedError
 
-    def _floor(self, t: int) -> float:
-        """The lr that step t's change is a ratio above, when compounding (a cosine's eta_min)."""
-        return 0.0
+    def _change(self, t: int) -> tuple[float, float, list[float] | None]:
+        """Step t's own change, for an lr something else has moved: (floor, ratio, adds), the
+        new lr being floor + (lr - floor) * ratio + adds[i] (adds None: all 0). As PyTorch's
+        recursive forms, it depends on t alone, not on ratios of base lrs (which froze an lr
+        whose base sat at the floor)."""
+        return 0.0, 1.0, None
 
     def get_config(self) -> dict[str, Any]:  # pragma: no cover - abstract
         """Constructor arguments (without the optimizer), JSON-serialisable."""
@@ -68,22 +74,25 @@ class LRScheduler:
         """Each param group's lr after t calls to step(), were this schedule alone."""
         return self._at(_check_int("t", t, 0))[:self._groups]
 
-    def step(self) -> None:
+    def step(self, epoch: Any = None) -> None:
         """Advance the schedule by one and apply its change to every param group's lr."""
+        if epoch is not None:
+            raise ConfigError(f"{type(self).__name__}.step() takes no epoch argument (PyTorch's "
+                              f"is deprecated): call step() once per epoch, found {epoch!r}")
         if self._driver is not None:
             raise ConfigError(f"this {type(self).__name__} is the `after` schedule of a "
                               f"{type(self._driver).__name__}, which steps it: step only that one")
         self.last_epoch += 1
         t = self.last_epoch
-        prev, new, floor = self._at(t - 1), self._at(t), self._floor(t)
+        prev, new = self._at(t - 1), self._at(t)
+        floor, ratio, adds = self._change(t)
         lrs = []
-        for cur, p, n in zip(groups_lib.scheduled_lrs(self.optimizer), prev, new):
+        for i, (cur, p, n) in enumerate(zip(groups_lib.scheduled_lrs(self.optimizer), prev, new)):
             if cur == p:  # nothing else moved this lr: the closed form, free of drift
                 lrs.append(n)
-            elif p == floor:  # no ratio from the floor (a cosine's end): add the change
-                lrs.append(max(0.0, cur + n - p))  # never below 0 (nnforge refuses lr < 0)
-            else:
-                lrs.append(max(0.0, floor + (cur - floor) * (n - floor) / (p - floor)))
+            else:  # never below 0 (nnforge refuses lr < 0)
+                add = adds[i] if adds is not None else 0.0
+                lrs.append(max(0.0, floor + (cur - floor) * ratio + add))
         self._set(lrs)
 
     def _set(self, lrs: list[float]) -> None:
@@ -143,6 +152,9 @@ class StepLR(LRScheduler):
     def _at(self, t: int) -> list[float]:
         return [b * self.gamma ** (t // self.step_size) for b in self._bases]
 
+    def _change(self, t: int) -> tuple[float, float, list[float] | None]:
+        return 0.0, (self.gamma if t % self.step_size == 0 else 1.0), None
+
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments."""
         return {"step_size": self.step_size, "gamma": self.gamma}
@@ -165,8 +177,13 @@ class CosineAnnealingLR(LRScheduler):
         cos = (1.0 + math.cos(math.pi * t / self.T_max)) / 2.0
         return [self.eta_min + (b - self.eta_min) * cos for b in self._bases]
 
-    def _floor(self, t: int) -> float:
-        return self.eta_min
+    def _change(self, t: int) -> tuple[float, float, list[float] | None]:
+        T = self.T_max  # noqa: N806
+        if (t - 1 - T) % (2 * T) == 0:  # from the valley (no ratio above eta_min): add the rise
+            rise = (1.0 - math.cos(math.pi / T)) / 2.0
+            return self.eta_min, 1.0, [(b - self.eta_min) * rise for b in self._bases]
+        ratio = (1.0 + math.cos(math.pi * t / T)) / (1.0 + math.cos(math.pi * (t - 1) / T))
+        return self.eta_min, ratio, None
 
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments."""
@@ -210,15 +227,19 @@ class LinearWarmup(LRScheduler):
         frac = 1.0 if t >= w else self.start_factor + (1.0 - self.start_factor) * t / w
         return [lr * frac for lr in target]
 
-    def _floor(self, t: int) -> float:
-        # the step into the first `after` step is still a warmup ratio (floor 0)
-        if self.after is not None and t > self.warmup_steps:
-            return self.after._floor(t - self.warmup_steps)
-        return 0.0
+    def _change(self, t: int) -> tuple[float, float, list[float] | None]:
+        w = self.warmup_steps
+        if t > w:  # the schedule after (the step into its step 0 is still a warmup step)
+            return (0.0, 1.0, None) if self.after is None else self.after._change(t - w)
+        before, now = (self.start_factor + (1.0 - self.start_factor) * k / w for k in (t - 1, t))
+        if before > 0:
+            return 0.0, now / before, None
+        # from start_factor 0 there is no ratio: add the closed form's rise
+        return 0.0, 1.0, [n - p for p, n in zip(self._at(t - 1), self._at(t))]
 
-    def step(self) -> None:
+    def step(self, epoch: Any = None) -> None:
         """Advance the warmup (or the schedule after it) by one."""
-        super().step()
+        super().step(epoch)
         if self.after is not None:
             self.after.last_epoch = max(0, self.last_epoch - self.warmup_steps)
             self.after._last = list(self._last)
@@ -349,7 +370,7 @@ class ReduceLROnPlateau:
         _check_state(self, state, ("best", "num_bad_epochs", "cooldown_counter", "last_epoch"))
         try:
             fresh = ReduceLROnPlateau(self.optimizer, **state["config"])
-            best = None if state["best"] is None else check_float("best", state["best"])
+            best = None if state["best"] is None else _check_best(state["best"])
             counters = [_check_int(k, state[k], 0)
                         for k in ("num_bad_epochs", "cooldown_counter", "last_epoch")]
         except (TypeError, ConfigError) as exc:
@@ -358,6 +379,14 @@ class ReduceLROnPlateau:
             setattr(self, key, getattr(fresh, key))
         self.best = best
         self.num_bad_epochs, self.cooldown_counter, self.last_epoch = counters
+
+
+def _check_best(value: Any) -> float:
+    # a metric of +-inf is a value a run can see (and PyTorch starts best at +-inf); NaN never
+    # improves on anything, so it cannot be the best
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
+        raise ConfigError(f"expected best as a number (+-inf allowed, not NaN), found {value!r}")
+    return float(value)
 
 
 def _check_lrs(name: str, value: Any, count: int) -> list[float]:

@@ -6,7 +6,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, StateDictError
 from .optimizer import Optimizer, check_float
 
 _mul, _add = np.multiply, np.add
@@ -16,10 +16,14 @@ class SGD(Optimizer):
     """p -= lr * d, d = g + wd*p, with momentum buf = momentum*buf + (1-dampening)*d.
 
     As in PyTorch the momentum buffer starts as a copy of the first gradient (no dampening on
-    that step), and Nesterov uses d + momentum*buf.
+    that step), also when momentum is switched on mid-run, and Nesterov uses d + momentum*buf.
     """
 
     name = "sgd"
+    #: indices of parameters whose momentum buffer has not been written yet ("fresh": the
+    #: next step copies d in); None in optimizers pickled before it existed
+    _fresh: set[int] | None = None
+    _first = False  # the kernel's "copy d into the buffer" switch, for the current pass
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
@@ -54,7 +58,61 @@ class SGD(Optimizer):
 
     def _scalars(self, step: int) -> tuple:
         return self._cast(-self.lr, self.momentum, 1.0 - self.dampening,
-                          self.weight_decay) + (step == 1,)
+                          self.weight_decay) + (self._first,)
+
+    def _new_states(self, names: tuple[str, ...]) -> None:
+        if "momentum_buffer" in names:
+            self._fresh = set(range(len(self._flat.params)))
+
+    def _fresh_set(self) -> set[int]:
+        if self._fresh is None:  # an older pickle: buffers were fresh until a parameter's step 1
+            self._fresh = {i for i, s in enumerate(self._flat.steps) if s == 0}
+        return self._fresh
+
+    def _apply(self, flat: Any) -> None:
+        fresh = self._fresh_set() if flat.state_names else None
+        params = flat.params
+        now = {i for i in fresh if params[i].grad is not None} if fresh else None
+        if not now:  # the usual step
+            flat.apply(self._kernel, self._scalars, self._flush)
+            return
+        grads = [p.grad for p in params]
+        rest = {i for i, g in enumerate(grads) if g is not None} - now
+        # the kernel's copy switch is per call: fresh buffers and the others in separate
+        # passes, each with the other's gradients hidden (a parameter without one is skipped)
+        try:
+            for first, keep in ((True, now), (False, rest)):
+                if keep:
+                    for i, p in enumerate(params):
+                        p.grad = grads[i] if i in keep else None
+                    self._first = first
+                    flat.apply(self._kernel, self._scalars, self._flush)
+        finally:
+            self._first = False
+            for p, g in zip(params, grads):
+                p.grad = g
+        fresh -= now
+
+    def _flush(self, f: Any, p: Any, states: tuple) -> None:
+        # the update is lr * buf, or lr * (g + momentum * (momentum * buf + g)) with Nesterov
+        if states:
+            f.zero_below_ulp(states[0], p, self.lr * max(1.0, self.momentum) ** 2)
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"fresh": sorted(self._fresh_set())}
+
+    def _check_extra_state(self, config: dict[str, Any]) -> None:
+        fresh, n = config.get("fresh", []), len(self._flat.params)
+        if not isinstance(fresh, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n for i in fresh):
+            raise StateDictError(f"expected 'fresh' as a list of parameter indices in [0, {n}), "
+                                 f"found {fresh!r:.80}")
+
+    def _load_extra_state(self, config: dict[str, Any]) -> None:
+        if "fresh" in config:
+            self._fresh = set(config["fresh"])
+        else:  # saved before 'fresh' existed: buffers were fresh until a parameter's step 1
+            self._fresh = {i for i, s in enumerate(self._flat.steps) if s == 0}
 
     def _kernel(self, p: Any, g: Any, states: tuple, tmps: tuple, sc: tuple) -> None:
         neg_lr, mom, undamp, wd, first = sc
