@@ -19,6 +19,7 @@ from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError
 from ..ops import conv as C
 from ..ops import pool as P
+from ..ops.activation import require_float
 from ..ops.conv import conv1d, pads_1d, single
 from ..ops.pool import avg_pool1d, global_avg_pool2d, max_pool1d
 from .conv_layers import (
@@ -149,6 +150,7 @@ class AdaptiveAvgPool1d(Module):
         if x.ndim != 3:
             raise ShapeError(f"AdaptiveAvgPool1d expected input of shape (N, C, L), found "
                              f"{tuple(x.shape)}")
+        require_float(x.data, "AdaptiveAvgPool1d")  # the averaging matrix is float
         n, c, length = x.shape
         out = self.output_size
         if out == 1:

@@ -10,6 +10,7 @@ from .. import backend
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError, check_float
+from ..ops.activation import require_float
 from ..ops.conv import PadEnd, conv2d, pair, same_pads
 from ..ops.conv_pool import conv_max_pool2d, fusable_pool
 from ..ops.norm import batch_norm, batch_statistics
@@ -230,6 +231,7 @@ class AdaptiveAvgPool2d(_Spatial):
         if x.ndim != 4:
             raise ShapeError(f"AdaptiveAvgPool2d expected input of shape (N, C, H, W), found "
                              f"{tuple(x.shape)}")
+        require_float(x.data, "AdaptiveAvgPool2d")  # the averaging matrices are float
         h, w = x.shape[2:]
         oh, ow = self.target(h, w)
         if (oh, ow) == (1, 1):

@@ -450,8 +450,17 @@ class Module:
 
     def _as_input(self, x: Any) -> Any:
         """Wrap array input as a Tensor in the module's dtype (float64 data would halve speed),
-        on the module's device (NumPy input to a model on a GPU is sent there)."""
+        on the module's device (NumPy input to a model on a GPU is sent there).
+
+        Integer and bool input, array or Tensor (which cannot require gradients), is data:
+        it becomes the module's float dtype, as in Keras, so a float layer never computes in
+        the integers (Sigmoid gave int zeros, Dropout truncated its scale). A module whose
+        first layer declares an integer `input_dtype` (an imported graph taking int64 ids)
+        gets it unchanged: float32 would round ids past 2**24.
+        """
         if isinstance(x, Tensor):
+            if x.dtype.kind in "biu" and not x.requires_grad and not self._takes_integers():
+                return Tensor(self._float_input(x.data), _keep=True)
             return x
         on_gpu = backend.is_device_array(x)
         if not on_gpu and not isinstance(x, (np.ndarray, list, tuple)):
@@ -460,6 +469,13 @@ class Module:
         if arr.dtype.kind not in "biuf":  # strings, objects: NumPy's own error would not say
             raise DTypeError(f"{type(self).__name__} expected numeric input (floats, ints or "
                              f"bools), found an array of dtype {arr.dtype} and shape {arr.shape}")
+        if arr.dtype.kind in "biu" and self._takes_integers():
+            return Tensor(arr, _keep=True)
+        return Tensor(self._float_input(arr), _keep=True)
+
+    def _float_input(self, arr: Any) -> Any:
+        """arr in the dtype and on the device of the module's weights (ints and bools in the
+        default float dtype for a module without weights)."""
         params = self.parameters()
         if params:
             ref = params[0].data
@@ -468,7 +484,16 @@ class Module:
                 arr = backend.same_device_as(arr, ref)
         elif arr.dtype.kind in "iub":
             arr = arr.astype(backend.DEFAULT_DTYPE)
-        return Tensor(arr, _keep=True)
+        return arr
+
+    def _takes_integers(self) -> bool:
+        """Whether the module, or the first layer of a Sequential, declares an integer
+        `input_dtype` (see onnx/graph_module.py): its input is then passed on as is."""
+        first: Any = self
+        while type(first).__name__ == "Sequential" and first._modules:
+            first = next(iter(first._modules.values()))
+        own = getattr(first, "input_dtype", None)
+        return isinstance(own, str) and own.startswith(("int", "uint", "bool"))
 
     def extra_repr(self) -> str:
         """One line of layer settings shown by repr()."""

@@ -7,13 +7,56 @@ from typing import Any
 
 import numpy as np
 
+from .. import backend
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor, pick_axis
-from ..errors import ConfigError
+from ..errors import ConfigError, DTypeError, ShapeError
 
 _ZEROS: dict[str, Any] = {}  # dtype -> one read-only flat buffer of zeros, grown on demand
 #: largest x given zeros of its own shape; larger ones get a row to broadcast (memory bound)
 ZEROS_MAX_ELEMENTS = 1 << 22
+
+
+def require_float(x: Any, what: str) -> None:
+    """DTypeError unless x holds floating-point numbers.
+
+    Ops defined on the reals (GELU, ELU, softmax, the norms, pooling, ...) refuse integer and
+    bool arrays, as torch does for Long tensors, rather than compute in the integer dtype and
+    truncate. Layers never see them: Module casts integer input to its float dtype first.
+    """
+    if x.dtype.kind != "f":
+        raise DTypeError(f"{what} expected floating-point input, found an array of dtype "
+                         f"{x.dtype} and shape {x.shape}; cast it first (e.g. "
+                         f"x.astype(np.float32)) or call the layer, which casts integers")
+
+
+def as_float(x: Any) -> Any:
+    """x, or for integer and bool arrays x in the default float dtype (float32, as torch
+    promotes them for sigmoid and tanh)."""
+    return x if x.dtype.kind == "f" else x.astype(backend.DEFAULT_DTYPE)
+
+
+def all_finite(a: Any) -> bool:
+    """Whether every element of a is finite, in one reduction (a quarter to a half of the cost
+    of ReLU's masked multiply on the same array, measured): the sum of finite values is finite
+    unless it overflows, and such a rare false alarm only sends the caller down its exact
+    path."""
+    return bool(np.isfinite(np.add.reduce(a, axis=None)))
+
+
+def relu_backward(gy: Any, y: Any) -> Any:
+    """ReLU's input gradient from its output y: gy where y != 0, exact zeros elsewhere.
+
+    y = max(x, 0) is never below zero, so y != 0 is torch's not (x <= 0): a NaN input passes
+    its gradient through, at no cost over y > 0. Infinite or NaN gy would make inf * 0 = NaN
+    of the structural zeros: a slower exact path is taken only then.
+    """
+    if all_finite(gy):
+        # a float mask multiplied in place: much faster than np.where, and ~25% faster than
+        # multiplying by the boolean mask, which casts it chunk by chunk (NumPy 2.4, measured)
+        mask = (y != 0).astype(gy.dtype)
+        return np.multiply(gy, mask, out=mask)
+    return np.where(y != 0, gy, gy.dtype.type(0))
 
 
 def relu_floor(x: Any) -> Any:
@@ -50,8 +93,7 @@ class Relu(Function):
         return y
 
     def backward(self, gy: Any) -> tuple[Any]:
-        # multiplying by the boolean mask is ~6x faster than np.where (NumPy 2.4)
-        return (np.multiply(gy, self.y > 0),)
+        return (relu_backward(gy, self.y),)
 
 
 class LeakyRelu(Function):
@@ -67,6 +109,7 @@ class LeakyRelu(Function):
         return b.node("LeakyRelu", xs, alpha=float(self.alpha))
 
     def forward(self, x: Any) -> Any:
+        require_float(x, "leaky_relu")
         self.mask = x > 0
         return np.where(self.mask, x, x * x.dtype.type(self.alpha))
 
@@ -88,7 +131,7 @@ class Sigmoid(Function):
     simple_lowering = True
 
     def forward(self, x: Any) -> Any:
-        self.y = sigmoid_array(x)
+        self.y = sigmoid_array(as_float(x))  # integers promote, as in torch
         return self.y
 
     def backward(self, gy: Any) -> tuple[Any]:
@@ -103,7 +146,7 @@ class Tanh(Function):
     simple_lowering = True
 
     def forward(self, x: Any) -> Any:
-        self.y = np.tanh(x)
+        self.y = np.tanh(as_float(x))  # integers promote, as in torch
         return self.y
 
     def backward(self, gy: Any) -> tuple[Any]:
@@ -197,6 +240,7 @@ class Gelu(Function):
         return b.node("Gelu", xs, approximate=self.approximate)
 
     def forward(self, x: Any) -> Any:
+        require_float(x, "gelu")
         self.x = x
         self.cdf = gelu_cdf(x, self.approximate)
         return x * self.cdf
@@ -223,6 +267,7 @@ class Silu(Function):
         return b.node("Mul", [xs[0], b.node("Sigmoid", xs)])
 
     def forward(self, x: Any) -> Any:
+        require_float(x, "silu")
         self.x, self.s = x, sigmoid_array(x)
         return x * self.s
 
@@ -251,7 +296,9 @@ class Elu(Function):
         return b.node("Elu", xs, alpha=self.alpha)
 
     def forward(self, x: Any) -> Any:
-        self.mask = x > 0
+        require_float(x, "elu")
+        # not (x <= 0): a NaN input passes its gradient through, as in torch
+        self.mask = np.logical_not(np.less_equal(x, 0))
         self.y = elu_array(x, self.alpha)
         return self.y
 
@@ -292,6 +339,7 @@ class Softplus(Function):
         return b.node("Where", [linear, x, soft])
 
     def forward(self, x: Any) -> Any:
+        require_float(x, "softplus")
         t = x.dtype.type
         bx = x * t(self.beta) if self.beta != 1.0 else x
         self.bx, self.linear = bx, bx > t(self.threshold)
@@ -304,8 +352,22 @@ class Softplus(Function):
         return (np.where(self.linear, gy, gy * sigmoid_array(self.bx)),)
 
 
+def check_softmax_input(x: Any, axis: int, what: str) -> None:
+    """DTypeError for non-float x, ShapeError for an axis outside it (torch's -1 and 0 for a
+    0-d x included), named, instead of NumPy's AxisError."""
+    require_float(x, what)
+    nd = max(x.ndim, 1)
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -nd <= axis < nd:
+        raise ShapeError(f"{what} dim {axis!r:.40} is out of range for an input of "
+                         f"{x.ndim} dims (shape {x.shape}): expected a dim in [{-nd}, {nd - 1}]")
+
+
 def softmax_array(x: Any, axis: int = -1) -> Any:
-    """Numerically stable softmax on an array."""
+    """Numerically stable softmax on an array (0-d: 1; empty: empty)."""
+    if x.ndim == 0:  # a 0-d array minus its max is a NumPy scalar: no out= for that
+        return softmax_array(x.reshape(1), 0).reshape(())
+    if x.size == 0:  # max has no identity over an empty axis
+        return x.copy()
     z = x - x.max(axis=axis, keepdims=True)
     np.exp(z, out=z)
     z /= z.sum(axis=axis, keepdims=True)
@@ -313,7 +375,11 @@ def softmax_array(x: Any, axis: int = -1) -> Any:
 
 
 def log_softmax_array(x: Any, axis: int = -1) -> Any:
-    """Numerically stable log-softmax on an array."""
+    """Numerically stable log-softmax on an array (0-d: 0; empty: empty)."""
+    if x.ndim == 0:
+        return log_softmax_array(x.reshape(1), 0).reshape(())
+    if x.size == 0:
+        return x.copy()
     z = x - x.max(axis=axis, keepdims=True)
     z -= np.log(np.exp(z).sum(axis=axis, keepdims=True))
     return z
@@ -332,12 +398,13 @@ class Softmax(Function):
         return b.node("Softmax", xs, axis=int(self.axis))
 
     def forward(self, x: Any) -> Any:
+        check_softmax_input(x, self.axis, "softmax")
         self.y = softmax_array(x, self.axis)
         return self.y
 
     def backward(self, gy: Any) -> tuple[Any]:
-        y = self.y
-        return (y * (gy - (gy * y).sum(axis=self.axis, keepdims=True)),)
+        y, axis = self.y, None if self.y.ndim == 0 else self.axis
+        return (y * (gy - (gy * y).sum(axis=axis, keepdims=True)),)
 
 
 class LogSoftmax(Function):
@@ -353,11 +420,13 @@ class LogSoftmax(Function):
         return b.node("LogSoftmax", xs, axis=int(self.axis))
 
     def forward(self, x: Any) -> Any:
+        check_softmax_input(x, self.axis, "log_softmax")
         self.y = log_softmax_array(x, self.axis)
         return self.y
 
     def backward(self, gy: Any) -> tuple[Any]:
-        return (gy - np.exp(self.y) * gy.sum(axis=self.axis, keepdims=True),)
+        axis = None if self.y.ndim == 0 else self.axis
+        return (gy - np.exp(self.y) * gy.sum(axis=axis, keepdims=True),)
 
 
 def relu(x: Tensor) -> Tensor:

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from ..autograd.tensor import Tensor
+from .activation import all_finite
 from .conv import Conv, conv_output_size, pair
-from .pool import reduce_views, route_first_max
+from .pool import reduce_views, route_first_max, route_max_exact
 
 
 class ConvMaxPool(Conv):
@@ -56,13 +57,21 @@ class ConvMaxPool(Conv):
 
     def backward(self, gy: Any) -> tuple[Any, ...]:
         ph, pw = self.pool
-        gcm = np.empty(self.cm.shape, gy.dtype)
-        # the first maximal window row, then the first maximal column in it: together the
-        # first maximum in row-major order (as pool.MaxPool routes it)
-        route_first_max(gy, self.y, self.row_views, [gcm[:, :, i] for i in range(ph)], False)
         n, o, oh, ow = self.conv_shape
-        gyc = np.empty((n, o, ph, oh // ph, ow), gy.dtype)
-        route_first_max(gcm, self.cm, self.col_views, [gyc[..., j::pw] for j in range(pw)], False)
+        if all_finite(self.y) and all_finite(gy):
+            gcm = np.empty(self.cm.shape, gy.dtype)
+            # the first maximal window row, then the first maximal column in it: together the
+            # first maximum in row-major order (as pool.MaxPool routes it)
+            route_first_max(gy, self.y, self.row_views, [gcm[:, :, i] for i in range(ph)],
+                            False)
+            gyc = np.empty((n, o, ph, oh // ph, ow), gy.dtype)
+            route_first_max(gcm, self.cm, self.col_views, [gyc[..., j::pw] for j in range(pw)],
+                            False)
+        else:  # NaN or infinite values: tap by tap, as pool.MaxPool's exact path
+            gyc = np.zeros((n, o, ph, oh // ph, ow), gy.dtype)
+            taps = [self.col_views[j][:, :, i] for i in range(ph) for j in range(pw)]
+            dests = [gyc[:, :, i, :, j::pw] for i in range(ph) for j in range(pw)]
+            route_max_exact(gy, self.y, taps, dests)
         self.cm = self.y = self.col_views = self.row_views = None
         return super().backward(gyc.reshape(self.conv_shape))
 

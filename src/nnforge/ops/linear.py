@@ -9,7 +9,7 @@ import numpy as np
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
 from ..errors import ShapeError
-from .activation import relu_floor
+from .activation import relu_backward, relu_floor
 
 
 class Linear(Function):
@@ -81,7 +81,7 @@ class LinearRelu(Linear):
         return y
 
     def backward(self, gy: Any) -> tuple[Any, ...]:
-        return super().backward(np.multiply(gy, self.y > 0))
+        return super().backward(relu_backward(gy, self.y))
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = False) -> Tensor:

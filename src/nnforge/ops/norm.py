@@ -3,6 +3,7 @@ and layer normalisation (ONNX LayerNormalization) over the last dims."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -10,11 +11,13 @@ import numpy as np
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
 from ..errors import ShapeError
+from .activation import require_float
 
 
 def _channel_view(a: Any) -> Any:
     """(N, C, rest) view of a (N, C, ...) array, so reductions run over axes 0 and 2."""
-    return a.reshape(a.shape[0], a.shape[1], -1)
+    # explicit sizes: -1 is ambiguous for an empty batch (N = 0)
+    return a.reshape(a.shape[0], a.shape[1], math.prod(a.shape[2:]))
 
 
 def channel_sum(a: Any) -> Any:
@@ -32,6 +35,7 @@ def batch_statistics(x: Any) -> tuple[Any, Any]:
     if x.ndim < 2:
         raise ShapeError(f"batch normalisation expected input of shape (batch, channels, ...), "
                          f"found {x.shape}")
+    require_float(x, "batch normalisation")
     count = x.size // x.shape[1]
     if count < 2:
         # one sample of (N, C) input has no spread to normalise by; say how to avoid it
@@ -76,6 +80,7 @@ class BatchNorm(Function):
             if c is None or v.shape != (c,):
                 raise ShapeError(f"BatchNorm expected input of shape (batch, C, ...) and a {name} "
                                  f"of shape (C,), found input {x.shape} and {name} {v.shape}")
+        require_float(x, "batch normalisation")
         inv_std = 1.0 / np.sqrt(var + var.dtype.type(self.eps))
         scale = (weight * inv_std).astype(x.dtype, copy=False)
         shift = (bias - mean * scale).astype(x.dtype, copy=False)
@@ -146,6 +151,7 @@ class LayerNorm(Function):
         return b.node("LayerNormalization", ins, axis=-self.ndim, epsilon=self.eps)
 
     def forward(self, x: Any, weight: Any = None, bias: Any = None) -> Any:
+        require_float(x, "layer normalisation")
         k = self.ndim
         self.normalized = tuple(x.shape[x.ndim - k:])
         for name, v in (("weight", weight), ("bias", bias)):

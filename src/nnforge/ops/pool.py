@@ -17,6 +17,7 @@ from .. import backend
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError
+from .activation import all_finite, require_float
 from .conv import pair, single
 
 
@@ -25,15 +26,21 @@ def pooled_size(size: int, k: int, s: int, p0: int, p1: int, dil: int = 1,
     """Output length of a pooling window along one axis (below 1: the input is too small).
 
     ceil_mode rounds up, but as in PyTorch and ONNX Runtime a last window that would start
-    beyond the input and the leading padding is dropped.
+    beyond the input and the leading padding is dropped. Rounding up keeps a window that only
+    partly covers an input shorter than the kernel (8x3 input, kernel 4: one column).
     """
-    span = size + p0 + p1 - dil * (k - 1) - 1
-    if span < 0:
-        return 0
+    span = size + p0 + p1 - dil * (k - 1) - 1  # negative: the input is shorter than a window
     if not ceil:
-        return span // s + 1
+        return max(0, span // s + 1)
     out = -(-span // s) + 1
-    return out - 1 if (out - 1) * s >= size + p0 else out
+    if out > 1 and (out - 1) * s >= size + p0:
+        out -= 1
+    return max(0, out)
+
+
+def min_pooled_input(k: int, s: int, p: int, ceil: bool) -> int:
+    """The shortest input length giving one pooled output at least (for error messages)."""
+    return next(n for n in range(1, k + 2) if pooled_size(n, k, s, p, p, ceil=ceil) >= 1)
 
 
 def pool_window_counts(size: int, out: int, k: int, s: int, p0: int, p1: int, dil: int,
@@ -54,10 +61,10 @@ def _out_size(what: str, x: Any, kernel: tuple[int, int], stride: tuple[int, int
     oh = pooled_size(h, kernel[0], stride[0], padding[0], padding[0], ceil=ceil)
     ow = pooled_size(w, kernel[1], stride[1], padding[1], padding[1], ceil=ceil)
     if oh < 1 or ow < 1:
-        raise ShapeError(f"{what} with a {kernel[0]}x{kernel[1]} kernel and padding {padding} "
-                         f"expected an input of at least {kernel[0] - 2 * padding[0]}x"
-                         f"{kernel[1] - 2 * padding[1]} pixels, found {h}x{w} "
-                         f"(input shape {x.shape})")
+        lo = [min_pooled_input(kernel[i], stride[i], padding[i], ceil) for i in range(2)]
+        raise ShapeError(f"{what} with a {kernel[0]}x{kernel[1]} kernel, stride {stride}, "
+                         f"padding {padding} and ceil_mode={ceil} expected an input of at least "
+                         f"{lo[0]}x{lo[1]} pixels, found {h}x{w} (input shape {x.shape})")
     return oh, ow
 
 
@@ -125,6 +132,7 @@ class _Pool(Function):
         return b.node(self.ir_name, xs, **self.onnx_attrs())
 
     def _prepare(self, x: Any, pad_value: float) -> tuple[Any, tuple[int, int]]:
+        require_float(x, self.what)  # -inf padding and the mean have no integer form
         out = _out_size(self.what, x, self.kernel, self.stride, self.padding, self.ceil_mode)
         self.rows = _axis_slices(self.kernel[0], self.stride[0], out[0])
         self.cols = _axis_slices(self.kernel[1], self.stride[1], out[1])
@@ -186,11 +194,38 @@ def route_first_max(g: Any, m: Any, views: list[Any], dests: list[Any],
             np.subtract(remaining, part, out=dests[-1])
 
 
+def route_max_exact(g: Any, y: Any, taps: list[Any], dests: list[Any],
+                    inside: list[Any] | None = None) -> None:
+    """Add g to dests[k] for the tap k that torch's max pooling picks, one per window.
+
+    taps are a window's elements in row-major order, each a view over every window (as y);
+    inside[k] (None: all) says where tap k lies on the input rather than on padding. torch
+    keeps the first in-bounds element greater than all before it, or any NaN, so: the last
+    NaN of a NaN window, else the first in-bounds maximum (an all -inf window's gradient goes
+    to its first input, not to padding). Writing g with np.where keeps the other taps at exact
+    zeros when g is infinite or NaN. The slow path of route_first_max's callers: it takes a
+    pass per tap and an index array.
+    """
+    xp = backend.xp_of(g)
+    any_nan = bool(xp.isnan(y).any())
+    pick = xp.full(y.shape, -1, dtype=np.int32)
+    for k, v in enumerate(taps):
+        hit = xp.isnan(v) if any_nan else xp.zeros(y.shape, bool)
+        np.logical_or(hit, (v == y) & (pick < 0), out=hit)  # v == NaN y is never true
+        if inside is not None and inside[k] is not None:
+            hit &= inside[k]
+        pick[hit] = k
+    zero = g.dtype.type(0)
+    for k, d in enumerate(dests):
+        d += xp.where(pick == k, g, zero)
+
+
 class MaxPool(_Pool):
     """Maximum over each window; padding counts as -inf.
 
     The gradient of a window goes to exactly one input, the first maximum in row-major window
-    order (as in PyTorch), so tied maxima (zeros after a ReLU, say) do not multiply it.
+    order (as in PyTorch), so tied maxima (zeros after a ReLU, say) do not multiply it; for
+    a NaN window, its last NaN, and for an all -inf one, its first input (route_max_exact).
     """
 
     ir_name = "MaxPool"
@@ -206,6 +241,8 @@ class MaxPool(_Pool):
 
     def backward(self, gy: Any) -> tuple[Any]:
         xp, cm, rows, cols = self.xp, self.cm, self.rows, self.cols
+        if not (all_finite(self.y) and all_finite(gy)):
+            return (self._backward_exact(gy),)
         gcm, gxp, over_h, over_w = self._grad_buffers(xp.shape, self.out, gy.dtype)
         # the first maximal row of the window, then the first maximal column in that row:
         # together the first maximum in row-major order
@@ -214,6 +251,27 @@ class MaxPool(_Pool):
         route_first_max(gcm, cm, [xp[..., c] for c in cols], [gxp[..., c] for c in cols],
                          over_w)
         return (self._unpad(gxp),)
+
+    def _backward_exact(self, gy: Any) -> Any:
+        """The gradient for a non-finite output or gradient, routed tap by tap (see
+        route_max_exact); the separable route would send a NaN window's gradient to its last
+        element, an all -inf one's to padding, and make inf - inf of an infinite gradient."""
+        xp, am = self.xp, self.am
+        gxp = am.zeros(xp.shape, dtype=gy.dtype)
+        inside = []  # per axis and kernel offset: which windows' taps fall on the input
+        for ax in range(2):
+            o, s, p, n = self.out[ax], self.stride[ax], self.padding[ax], self.x_shape[2 + ax]
+            pos = np.arange(o)[:, None] * s + np.arange(self.kernel[ax])[None, :]
+            inside.append((pos >= p) & (pos < p + n))  # (out, kernel)
+        taps, dests, where = [], [], []
+        for i, r in enumerate(self.rows):
+            for j, c in enumerate(self.cols):
+                taps.append(xp[:, :, r, c])
+                dests.append(gxp[:, :, r, c])
+                where.append(backend.same_device_as(np.outer(inside[0][:, i], inside[1][:, j]),
+                                                    gy))
+        route_max_exact(gy, self.y, taps, dests, where)
+        return self._unpad(gxp)
 
 
 class AveragePool(_Pool):
@@ -350,8 +408,10 @@ def _pool1d_args(what: str, x: Tensor, kernel_size: Any, stride: Any, padding: A
                          f"{tuple(x.shape)}")
     length = x.shape[2]
     if pooled_size(length, k, s, p, p, ceil=ceil_mode) < 1:
-        raise ShapeError(f"{what} with kernel {k} and padding {p} expected an input length of "
-                         f"at least {k - 2 * p}, found {length} (input shape {tuple(x.shape)})")
+        raise ShapeError(f"{what} with kernel {k}, stride {s}, padding {p} and "
+                         f"ceil_mode={ceil_mode} expected an input length of at least "
+                         f"{min_pooled_input(k, s, p, ceil_mode)}, found {length} (input shape "
+                         f"{tuple(x.shape)})")
     return {"kernel": k, "stride": s, "padding": p}
 
 
