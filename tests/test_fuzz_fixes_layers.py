@@ -253,3 +253,13 @@ def test_batch_norm_backward_on_empty_batch() -> None:
     bn(x).sum().backward()
     assert x.grad.shape == (0, 3, 2, 2)
     assert bn.weight.grad.tolist() == [0.0, 0.0, 0.0] and bn.bias.grad.tolist() == [0.0] * 3
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("value, grad", [(1.5, 1.0), (-2.0, 0.0)])
+def test_relu_backward_of_a_0d_tensor(dtype, value, grad):
+    # np.maximum on a 0-d array gives a NumPy scalar, which has no out= (a raw TypeError)
+    for relu in (lambda t: t.relu(), nn.ReLU()):
+        x = Tensor(np.array(value, dtype), requires_grad=True)
+        relu(x).backward()
+        assert isinstance(x.grad, np.ndarray) and x.grad.shape == () and float(x.grad) == grad

@@ -18,7 +18,7 @@ from ..errors import ConfigError, DataError
 from ..graph.ir import Node
 from ..graph.ops import average_pool_divisor, conv_geometry, lift_1d_node
 from ..graph.ops_onnx import SELU_ALPHA, SELU_GAMMA
-from ..ops.activation import erf_array, gelu_cdf, relu_floor
+from ..ops.activation import all_finite, erf_array, gelu_cdf, relu_floor
 from .parallel import BLAS_THREADED_MNK, SERIAL_BLAS, run_parts
 
 Step = Callable[[Any], None]
@@ -143,22 +143,6 @@ class Ctx:
     def const(self, value: Any) -> np.ndarray:
         """A weight-derived constant in the plan's dtype, C-contiguous."""
         return np.ascontiguousarray(value, dtype=self.dtype)
-
-
-def all_finite(x: np.ndarray) -> bool:
-    """Whether x holds no NaN or Inf.
-
-    One BLAS dot product of x with itself: a NaN or Inf anywhere makes it non-finite, and it
-    reads x at memory speed (3-6x faster than np.add.reduce or np.isfinite(x).all(), which
-    also allocates). Only the sum of squares of huge finite values overflowing takes the exact
-    test as well.
-    """
-    if x.dtype.kind != "f" or x.size == 0:
-        return True
-    flat = x.reshape(-1)
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is an answer here
-        total = np.dot(flat, flat)
-    return isfinite(total) or bool(np.isfinite(x).all())
 
 
 def check_finite(x: np.ndarray, offset: int = 0, allow_nan: bool = False) -> None:
