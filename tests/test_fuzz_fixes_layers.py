@@ -263,3 +263,17 @@ def test_relu_backward_of_a_0d_tensor(dtype, value, grad):
         x = Tensor(np.array(value, dtype), requires_grad=True)
         relu(x).backward()
         assert isinstance(x.grad, np.ndarray) and x.grad.shape == () and float(x.grad) == grad
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda x: A.leaky_relu(x, "a"), "leaky_relu alpha"),
+    (lambda x: A.elu(x, None), "elu alpha"),
+    (lambda x: A.softplus(x, float("nan")), "softplus beta"),
+    (lambda x: A.softplus(x, 0.0), "nonzero beta"),
+    (lambda x: A.softplus(x, 1.0, "20"), "softplus threshold"),
+])
+def test_functional_activation_options_are_config_errors(call, words):
+    from nnforge.errors import ConfigError  # noqa: PLC0415
+
+    with pytest.raises(ConfigError, match=words):
+        call(Tensor(np.ones(3, np.float32)))

@@ -10,7 +10,7 @@ import numpy as np
 from .. import backend
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor, pick_axis
-from ..errors import ConfigError, DTypeError, ShapeError
+from ..errors import ConfigError, DTypeError, ShapeError, check_float
 
 _ZEROS: dict[str, Any] = {}  # dtype -> one read-only flat buffer of zeros, grown on demand
 #: largest x given zeros of its own shape; larger ones get a row to broadcast (memory bound)
@@ -446,7 +446,7 @@ def relu(x: Tensor) -> Tensor:
 
 def leaky_relu(x: Tensor, alpha: float = 0.01) -> Tensor:
     """Leaky ReLU."""
-    return LeakyRelu.apply(x, alpha=alpha)
+    return LeakyRelu.apply(x, alpha=check_float("leaky_relu alpha", alpha))
 
 
 def sigmoid(x: Tensor) -> Tensor:
@@ -474,12 +474,15 @@ def silu(x: Tensor) -> Tensor:
 
 def elu(x: Tensor, alpha: float = 1.0) -> Tensor:
     """ELU: x for x > 0, alpha * (exp(x) - 1) otherwise."""
-    return Elu.apply(x, alpha=alpha)
+    return Elu.apply(x, alpha=check_float("elu alpha", alpha))
 
 
 def softplus(x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     """torch's softplus: log(1 + exp(beta x)) / beta, linear where beta x > threshold."""
-    return Softplus.apply(x, beta=beta, threshold=threshold)
+    beta = check_float("softplus beta", beta)
+    if beta == 0.0:  # log(1 + exp(0)) / 0
+        raise ConfigError(f"softplus expected a nonzero beta, found {beta!r}")
+    return Softplus.apply(x, beta=beta, threshold=check_float("softplus threshold", threshold))
 
 
 def softmax(x: Tensor, axis: int | None = None, *, dim: int | None = None) -> Tensor:
